@@ -1,0 +1,42 @@
+# Thin targets; every target that needs the venv creates it on first use.
+#   make trace MODEL=wan2.1-t2v-14b [WORKLOAD=w003-720p] [ARGS="workload.num_frames=33"]
+#   make report / make test / make lint / make bench
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MODEL    ?= wan2.1-t2v-14b
+WORKLOAD ?= w003-720p
+ARGS     ?=
+
+.PHONY: install report trace test lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# The CPU build of torch, pinned first: an unpinned torch pulls GBs of CUDA wheels.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+report: $(STAMP)
+	$(BIN)/ditmeter report model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+
+# Until the tracer lands, trace runs the analytic report.
+trace: $(STAMP)
+	$(BIN)/ditmeter report model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check ditmeter tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_report.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

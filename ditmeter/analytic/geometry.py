@@ -1,0 +1,114 @@
+"""Token geometry: the one place a workload becomes latent and token shapes.
+
+Two rules exist for frame counts that are not 4n+1 (see docs/geometry.md):
+
+* ``official`` (Wan2.1 code): latent frames = (F − 1)//4 + 1, so 16 frames → 4.
+* ``diffusers`` (``WanPipeline``): F is first rounded to F//4·4 + 1 (16 → 17,
+  5 latent frames), with a warning.
+
+Height and width: the official code floors H/8 and W/8 (VAE) and then the
+patch convolution floors again by the patch size, so pixels past the last
+whole patch are dropped. ``WanPipeline`` refuses sizes that are not multiples
+of 16 with a ValueError, so the ``diffusers`` rule refuses them too.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ditmeter.analytic.spec import ModelSpec, Workload
+from ditmeter.errors import ConfigError
+
+
+@attrs.frozen
+class Adjustment:
+    """A requested value the rounding rule changed, and why."""
+
+    field: str
+    requested: int
+    effective: int
+    reason: str
+
+
+@attrs.frozen
+class Geometry:
+    """Latent and token shapes of one DiT forward."""
+
+    latent_frames: int
+    latent_height: int
+    latent_width: int
+    patch_frames: int
+    patch_height: int
+    patch_width: int
+    context_len: int
+    effective_frames: int
+    effective_height: int
+    effective_width: int
+    adjustments: tuple[Adjustment, ...]
+
+    @property
+    def tokens(self) -> int:
+        """Video tokens per sample: L = frames × height × width in patches."""
+        return self.patch_frames * self.patch_height * self.patch_width
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (self.latent_frames, self.latent_height, self.latent_width)
+
+
+def geometry(model: ModelSpec, workload: Workload) -> Geometry:
+    """Latent and token geometry of ``workload`` under its rounding rule."""
+    st, sh, sw = model.vae_stride
+    pt, ph, pw = model.patch_size
+    pix_h, pix_w = sh * ph, sw * pw
+    for key, value, unit in (("height", workload.height, pix_h), ("width", workload.width, pix_w)):
+        if value < unit:
+            raise ConfigError(
+                f"workload.{key}", f"{value} is below one patch ({unit} pixels); allowed: >= {unit}"
+            )
+    adjustments: list[Adjustment] = []
+    frames = workload.num_frames
+    if workload.rounding == "diffusers":
+        for key, value, unit in (("height", workload.height, pix_h), ("width", workload.width, pix_w)):
+            if value % unit:
+                raise ConfigError(
+                    f"workload.{key}",
+                    f"{value} is not a multiple of {unit}; the diffusers pipeline refuses it "
+                    "(allowed: multiples of 16, or workload.rounding=official)",
+                )
+        if frames % st != 1:
+            rounded = max(frames // st * st + 1, 1)
+            adjustments.append(
+                Adjustment("num_frames", frames, rounded, f"diffusers rule: F//{st}*{st}+1")
+            )
+            frames = rounded
+    latent_frames = (frames - 1) // st + 1
+    effective_frames = (latent_frames - 1) * st + 1
+    if effective_frames != frames:
+        adjustments.append(
+            Adjustment(
+                "num_frames", frames, effective_frames,
+                f"official rule: latent frames (F-1)//{st}+1 = {latent_frames}",
+            )  # fmt: skip
+        )
+    latent_h, latent_w = workload.height // sh, workload.width // sw
+    patch_h, patch_w = latent_h // ph, latent_w // pw
+    eff_h, eff_w = patch_h * pix_h, patch_w * pix_w
+    for key, requested, effective in (("height", workload.height, eff_h), ("width", workload.width, eff_w)):
+        if requested != effective:
+            adjustments.append(
+                Adjustment(key, requested, effective, f"floored to whole {pix_h}-pixel patches")
+            )
+    return Geometry(
+        latent_frames=latent_frames,
+        latent_height=latent_h,
+        latent_width=latent_w,
+        patch_frames=latent_frames // pt,
+        patch_height=patch_h,
+        patch_width=patch_w,
+        context_len=workload.context_len,
+        effective_frames=effective_frames,
+        effective_height=eff_h,
+        effective_width=eff_w,
+        adjustments=tuple(adjustments),
+    )

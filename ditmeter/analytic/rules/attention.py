@@ -1,0 +1,38 @@
+"""The attention core: softmax(Q Kᵀ / √d) V with flash-style tiling."""
+
+from __future__ import annotations
+
+from ditmeter.analytic.cost import Cost
+from ditmeter.analytic.registry import register_rule
+
+#: Per score element: scale, running max, subtract, exp, running sum; the final
+#: divide is per output row and is not counted (NB: a few per-row FLOPs ignored).
+SOFTMAX_FLOPS_PER_SCORE = 5
+
+
+@register_rule("attention_core")
+def attention_core(
+    *,
+    batch: int,
+    heads: int,
+    q_tokens: int,
+    kv_tokens: int,
+    head_dim: int,
+    act_bytes: int,
+) -> Cost:
+    """Two matmuls of 2·b·h·Lq·Lkv·d FLOPs each (FlopCounterMode's ``sdpa_flop_count``).
+
+    Bytes: Q, K, V read once and O written once; the L×L score matrix stays on
+    chip (flash-style). NB: real kernels re-read K/V once per query tile, and the
+    fp32 log-sum-exp vector they keep is not counted.
+    """
+    scores = batch * heads * q_tokens * kv_tokens
+    q_bytes = batch * q_tokens * heads * head_dim * act_bytes
+    kv_bytes = 2 * batch * kv_tokens * heads * head_dim * act_bytes
+    return Cost(
+        tensor_flops=4 * scores * head_dim,
+        cuda_flops=scores * SOFTMAX_FLOPS_PER_SCORE,
+        activation_bytes=q_bytes,
+        bytes_read=q_bytes + kv_bytes,
+        bytes_written=q_bytes,
+    )

@@ -1,0 +1,108 @@
+"""Hydra composition: ``model=… workload=… key=value`` → typed, validated records.
+
+The config tree is the repository's ``configs/`` folder. A built wheel ships it
+inside the package as ``ditmeter/conf/`` (``package-dir`` in ``pyproject.toml``);
+a source checkout or editable install reads ``configs/`` beside the package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from ditmeter.analytic.geometry import geometry
+from ditmeter.analytic.spec import ModelSpec, Workload
+from ditmeter.errors import ConfigError
+
+GROUPS = ("model", "workload")
+
+
+def config_dir() -> Path:
+    """The folder holding ``config.yaml`` and the ``model/`` and ``workload/`` groups."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no config.yaml in {here / 'conf'} or {here.parent / 'configs'}")
+
+
+def choices(group: str) -> list[str]:
+    """Names selectable in a config group (``model``, ``workload``)."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+@attrs.frozen
+class RunConfig:
+    """Everything one command needs, validated."""
+
+    model: ModelSpec
+    workload: Workload
+    output_root: Path
+    run_id: str | None
+    raw: dict[str, Any]
+
+
+def _check_group_choices(overrides: list[str]) -> None:
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.lstrip("+~") in GROUPS:
+            group = key.lstrip("+~")
+            allowed = choices(group)
+            if value not in allowed:
+                raise ConfigError(group, f"unknown {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _hydra_message(exc: BaseException) -> tuple[str, str]:
+    text = " ".join(str(exc).split())
+    cause = exc.__cause__
+    if cause is not None:
+        text = f"{text} ({' '.join(str(cause).split())})"
+    for quote in ("'", '"'):
+        marker = f"Could not override {quote}"
+        if marker in text:
+            key = text.split(marker, 1)[1].split(quote, 1)[0]
+            return key, f"not a known key ({text})"
+    return "overrides", text
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose ``config.yaml`` with command-line ``overrides`` (Hydra syntax)."""
+    _check_group_choices(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except HydraException as exc:
+        field, message = _hydra_message(exc)
+        raise ConfigError(field, message) from exc
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def load(overrides: list[str]) -> RunConfig:
+    """Compose and validate; raises :class:`ConfigError` naming the bad field."""
+    cfg = compose_config(overrides)
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(raw, dict)
+    for group in GROUPS:
+        if not isinstance(raw.get(group), dict):
+            raise ConfigError(group, f"missing; allowed: {', '.join(choices(group))}")
+    model = ModelSpec.from_mapping(raw["model"])
+    workload = Workload.from_mapping(raw["workload"], model)
+    geometry(model, workload)  # refuses sizes below one patch before anything runs
+    run_id = raw.get("run_id")
+    if run_id is not None and (not isinstance(run_id, str) or not run_id.strip() or "/" in run_id):
+        raise ConfigError("run_id", f"must be a non-empty name without '/', got {run_id!r}")
+    return RunConfig(
+        model=model,
+        workload=workload,
+        output_root=Path(str(raw.get("output_root") or "tmp/profile-output")),
+        run_id=run_id,
+        raw=raw,
+    )

@@ -1,0 +1,35 @@
+"""Human formatting of raw counts; the only place numbers become strings."""
+
+from __future__ import annotations
+
+_SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def si(value: float, unit: str = "") -> str:
+    """1.678e15 → '1.678 P' + unit; exact below 1000."""
+    for scale, prefix in _SI:
+        if abs(value) >= scale:
+            return f"{value / scale:.3f} {prefix}{unit}"
+    if float(value).is_integer():
+        return f"{int(value)} {unit}".rstrip()
+    return f"{value:.3f} {unit}".rstrip()
+
+
+def binary_bytes(value: int) -> str:
+    """Bytes in GiB/MiB/KiB."""
+    for scale, name in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if value >= scale:
+            return f"{value / scale:.2f} {name}"
+    return f"{value} B"
+
+
+def grouped(value: int) -> str:
+    """12345678 → '12,345,678' (exact integers in tables)."""
+    return f"{value:,}"
+
+
+def percent(part: int | float, whole: int | float) -> str:
+    """Share as a percentage; '-' when the whole is zero (never NaN)."""
+    if not whole:
+        return "-"
+    return f"{100.0 * part / whole:.1f}%"

@@ -1,0 +1,93 @@
+"""``report.json``: a model-agnostic schema (see docs/artifacts.md).
+
+Counts are JSON integers (exact); derived ratios are floats or null.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pandas as pd
+
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.categories import CATEGORIES
+from ditmeter.analytic.cost import COST_FIELDS, Cost
+from ditmeter.reports.tables import CONVENTION, library_versions
+
+SCHEMA_VERSION = "ditmeter.report/1"
+
+
+def _totals(cost: Cost) -> dict[str, Any]:
+    out: dict[str, Any] = cost.as_dict()
+    out["flops"] = cost.flops
+    out["arithmetic_intensity"] = cost.flops / cost.moved_bytes if cost.moved_bytes else None
+    return out
+
+
+def _workload(analysis: Analysis) -> dict[str, Any]:
+    g = analysis.geometry
+    return {
+        "requested": attrs.asdict(analysis.workload),
+        "effective": {
+            "num_frames": g.effective_frames,
+            "height": g.effective_height,
+            "width": g.effective_width,
+        },
+        "geometry": {
+            "latent_frames": g.latent_frames,
+            "latent_height": g.latent_height,
+            "latent_width": g.latent_width,
+            "tokens": g.tokens,
+            "text_len": analysis.workload.text_len,
+            "context_len": g.context_len,
+        },
+        "adjustments": [attrs.asdict(a) for a in g.adjustments],
+        "rounding_rule": analysis.workload.rounding,
+        "guidance_forwards_per_step": analysis.workload.guidance_forwards,
+        "forwards_per_video": analysis.forwards_per_video,
+    }
+
+
+def build_report(analysis: Analysis, modules: pd.DataFrame, run_id: str) -> dict[str, Any]:
+    """The whole report as plain JSON-able data."""
+    per_forward = analysis.per_forward
+    cats = analysis.by_category()
+    module_rows = [
+        {k: (None if pd.isna(v) else v) for k, v in row.items()}
+        for row in modules.astype(object).to_dict(orient="records")
+    ]
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": run_id,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tool": {"name": "ditmeter", "versions": library_versions()},
+        "convention": CONVENTION,
+        "model": {"family": "wan2.1", **attrs.asdict(analysis.model)},
+        "workload": _workload(analysis),
+        "stages": [{"stage": "dit", "forwards_per_video": analysis.forwards_per_video}],
+        "categories": [
+            {"category": name, "description": CATEGORIES[name], **_totals(cats[name])}
+            for name in CATEGORIES
+            if name in cats
+        ],
+        "modules": module_rows,
+        "totals": {
+            "per_forward": _totals(per_forward),
+            "per_video": _totals(analysis.per_video),
+            "kv_cache_bytes_note": "0: a diffusion transformer keeps no KV cache.",
+        },
+        "metric_fields": list(COST_FIELDS),
+        "notes": analysis.notes(),
+    }
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Write ``data`` to ``path`` (temporary name, then rename); NaN is refused."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,122 @@
+"""``summary.md``: what a person reads first."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.cost import Cost
+from ditmeter.reports.format import binary_bytes, grouped, percent, si
+
+TOP_LAYERS = 10
+TOP_CATEGORIES = 5
+
+
+def layer_pattern(module_id: str) -> str:
+    """``blocks.7.ffn.0`` → ``blocks.*.ffn.0``: one layer across all repeated blocks."""
+    return re.sub(r"(^|\.)\d+(?=\.)", r"\1*", module_id, count=1)
+
+
+def top_layers(modules: pd.DataFrame, n: int = TOP_LAYERS) -> pd.DataFrame:
+    """Leaf layers grouped across blocks, by tensor + CUDA FLOPs per forward."""
+    leaves = modules[modules["kind"] == "leaf"].copy()
+    leaves["layer"] = leaves["module_id"].map(layer_pattern)
+    leaves["flops"] = leaves["tensor_flops"] + leaves["cuda_flops"]
+    grouped_ = leaves.groupby("layer", sort=False).agg(
+        count=("module_id", "size"),
+        category=("category", "first"),
+        flops=("flops", "sum"),
+        tensor_flops=("tensor_flops", "sum"),
+    )
+    return grouped_.sort_values("flops", ascending=False, kind="stable").head(n).reset_index()
+
+
+def _totals_table(analysis: Analysis) -> list[str]:
+    f, v = analysis.per_forward, analysis.per_video
+    rows = [
+        ("Tensor-core FLOPs", si(f.tensor_flops, "FLOP"), si(v.tensor_flops, "FLOP"), grouped(f.tensor_flops)),
+        ("CUDA-core FLOPs", si(f.cuda_flops, "FLOP"), si(v.cuda_flops, "FLOP"), grouped(f.cuda_flops)),
+        ("Parameters", si(f.params), si(v.params), grouped(f.params)),
+        ("Weight bytes", binary_bytes(f.weight_bytes), binary_bytes(v.weight_bytes), grouped(f.weight_bytes)),
+        ("Bytes moved (fused ideal)", binary_bytes(f.moved_bytes), binary_bytes(v.moved_bytes), grouped(f.moved_bytes)),
+        ("KV-cache bytes", "0 B", "0 B", "0"),
+    ]  # fmt: skip
+    out = ["| metric | per DiT forward | per video | exact per forward |", "|---|---:|---:|---:|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return out
+
+
+def _workload_section(analysis: Analysis) -> list[str]:
+    w, g = analysis.workload, analysis.geometry
+    out = [
+        f"- Requested: batch {w.batch_size}, {w.num_frames} frames, {w.height}×{w.width}, "
+        f"{w.num_inference_steps} steps, guidance {w.guidance_scale:g}, {w.dtype}",
+        f"- Effective: {g.effective_frames} frames, {g.effective_height}×{g.effective_width} "
+        f"(rounding rule: `{w.rounding}`)",
+        f"- Latent {g.latent_frames}×{g.latent_height}×{g.latent_width} → "
+        f"**{grouped(g.tokens)} video tokens** per sample",
+        f"- Prompt {w.text_len} tokens; the DiT computes over **context_len {g.context_len}** tokens",
+        f"- DiT forwards per video: {w.num_inference_steps} steps × {w.guidance_forwards} "
+        f"(guidance) = **{analysis.forwards_per_video}**",
+    ]
+    out += [f"- Adjusted `{a.field}`: {a.requested} → {a.effective} ({a.reason})" for a in g.adjustments]
+    return out
+
+
+def _categories(analysis: Analysis) -> list[str]:
+    cats = analysis.by_category()
+    whole = analysis.per_forward.flops
+    ranked = sorted(cats.items(), key=lambda kv: kv[1].flops, reverse=True)[:TOP_CATEGORIES]
+    out = ["| category | FLOPs / forward | share | tensor-core | CUDA-core |", "|---|---:|---:|---:|---:|"]
+    for name, c in ranked:
+        out.append(
+            f"| {name} | {si(c.flops, 'FLOP')} | {percent(c.flops, whole)} | "
+            f"{si(c.tensor_flops, 'FLOP')} | {si(c.cuda_flops, 'FLOP')} |"
+        )
+    return out
+
+
+def _layers(modules: pd.DataFrame, whole: int) -> list[str]:
+    out = ["| layer | × | category | FLOPs / forward | share |", "|---|---:|---|---:|---:|"]
+    for r in top_layers(modules).itertuples():
+        out.append(
+            f"| `{r.layer}` | {r.count} | {r.category} | {si(int(r.flops), 'FLOP')} | "
+            f"{percent(int(r.flops), whole)} |"
+        )
+    return out
+
+
+def render_summary(analysis: Analysis, modules: pd.DataFrame, run_id: str) -> str:
+    """Markdown summary of one analytic run."""
+    f = analysis.per_forward
+    core: Cost = analysis.by_category().get("attn_core", Cost())
+    core_video = core.per_video(analysis.forwards_per_video)
+    lines = [
+        f"# ditmeter report — {analysis.model.name} × {analysis.workload.name}",
+        "",
+        f"Run `{run_id}`. Counts are exact integers in `modules.parquet` and `report.json`; "
+        "this page rounds them for reading.",
+        "",
+        "## Workload",
+        *_workload_section(analysis),
+        "",
+        "## Totals",
+        *_totals_table(analysis),
+        "",
+        f"Attention core: **{percent(core.flops, f.flops)}** of all FLOPs "
+        f"({percent(core.tensor_flops, f.tensor_flops)} of tensor-core FLOPs), "
+        f"{si(core.flops, 'FLOP')} per forward, {si(core_video.flops, 'FLOP')} per video.",
+        "",
+        f"## Top {TOP_LAYERS} layers by FLOPs (per forward; × = copies across blocks)",
+        *_layers(modules, f.flops),
+        "",
+        f"## Top {TOP_CATEGORIES} categories by FLOPs (per forward; ×{analysis.forwards_per_video} per video)",
+        *_categories(analysis),
+        "",
+        "## Notes (what is and is not modeled)",
+        *[f"- {n}" for n in analysis.notes()],
+        "",
+    ]
+    return "\n".join(lines)

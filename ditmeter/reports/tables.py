@@ -1,0 +1,111 @@
+"""Tidy tables with explicit pyarrow schemas; raw base units, never strings like "1.2G".
+
+``modules.parquet``: one row per module of the expanded analytic tree (see
+docs/artifacts.md for every column). Parquet key-value metadata records the
+model config, the workload, library versions and the counting convention.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ditmeter import __version__
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.cost import COST_FIELDS
+from ditmeter.analytic.tree import walk
+from ditmeter.errors import ConfigError
+
+CONVENTION = (
+    "FLOPs: 2 per multiply-add. tensor_flops = matmul/conv/attention-core FLOPs without bias "
+    "adds (torch.utils.flop_counter convention); cuda_flops = element-wise FLOPs. Bytes: fused "
+    "ideal (inputs and weights read once, outputs written once), flash-style attention. "
+    "Counts are per DiT forward."
+)
+
+MODULES_SCHEMA = pa.schema(
+    [
+        pa.field("module_id", pa.string(), nullable=False),
+        pa.field("parent_id", pa.string()),
+        pa.field("depth", pa.int32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("category", pa.string()),
+        pa.field("rule", pa.string()),
+        *(pa.field(f, pa.int64(), nullable=False) for f in COST_FIELDS),
+        pa.field("arithmetic_intensity", pa.float64()),
+    ]
+)
+
+_INT64_MAX = 2**63 - 1
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose behaviour the numbers depend on."""
+    out = {"ditmeter": __version__, "python": platform.python_version()}
+    for name in ("torch", "diffusers", "transformers", "pandas", "pyarrow", "networkx"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _intensity(flops: int, moved: int) -> float | None:
+    return flops / moved if moved else None
+
+
+def modules_frame(analysis: Analysis) -> pd.DataFrame:
+    """One row per module, parents before children, costs of one forward."""
+    rows: list[dict[str, Any]] = []
+    for r in walk(analysis.tree):
+        c = r.cost
+        for f in COST_FIELDS:
+            if getattr(c, f) > _INT64_MAX:
+                raise ConfigError("workload", f"{f} of {r.module_id!r} exceeds int64; shrink it")
+        rows.append(
+            {
+                "module_id": r.module_id,
+                "parent_id": r.parent_id,
+                "depth": r.depth,
+                "kind": r.kind,
+                "category": r.category,
+                "rule": r.rule,
+                **c.as_dict(),
+                "arithmetic_intensity": _intensity(c.flops, c.moved_bytes),
+            }
+        )
+    table = pa.Table.from_pylist(rows, schema=MODULES_SCHEMA)
+    return table.to_pandas()
+
+
+def table_metadata(analysis: Analysis, table: str) -> dict[str, str]:
+    """Key-value metadata written into every Parquet file."""
+    import attrs
+
+    return {
+        "ditmeter.table": table,
+        "ditmeter.model": json.dumps(attrs.asdict(analysis.model)),
+        "ditmeter.workload": json.dumps(attrs.asdict(analysis.workload)),
+        "ditmeter.geometry": json.dumps(attrs.asdict(analysis.geometry)),
+        "ditmeter.versions": json.dumps(library_versions()),
+        "ditmeter.convention": CONVENTION,
+    }
+
+
+def write_parquet(frame: pd.DataFrame, schema: pa.Schema, path: Path, meta: dict[str, str]) -> None:
+    """Write ``frame`` with exactly ``schema`` plus ``meta``; temporary name, then rename."""
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    merged = dict(table.schema.metadata or {})
+    merged.update({k.encode(): v.encode() for k, v in meta.items()})
+    table = table.replace_schema_metadata(merged)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
