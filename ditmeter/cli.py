@@ -63,20 +63,28 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
     result = write_report(cfg)
     a = result.analysis
     f, v = a.per_forward, a.per_video
-    console.print(f"[bold]{cfg.model.name}[/] × [bold]{cfg.workload.name}[/]: "
-                  f"{a.geometry.tokens:,} tokens, context {a.geometry.context_len}, "
-                  f"{a.forwards_per_video} forwards per video")  # fmt: skip
+    console.print(
+        f"[bold]{cfg.model.name}[/] × [bold]{cfg.workload.name}[/]: "
+        f"{a.geometry.tokens:,} tokens, context {a.geometry.context_len}, "
+        f"{a.forwards_per_video} forwards per video"
+    )
     for adj in a.geometry.adjustments:
-        console.print(f"[yellow]adjusted[/] workload.{adj.field}: {adj.requested} → "
-                      f"{adj.effective} ({adj.reason})")  # fmt: skip
+        console.print(
+            f"[yellow]adjusted[/] workload.{adj.field}: {adj.requested} → {adj.effective} ({adj.reason})"
+        )
     core = a.by_category().get("attn_core")
-    console.print(f"per forward: {si(f.tensor_flops, 'FLOP')} tensor-core, "
-                  f"{si(f.cuda_flops, 'FLOP')} CUDA-core, {f.params:,} params; "
-                  f"attention core {percent(core.flops if core else 0, f.flops)} of FLOPs")  # fmt: skip
-    console.print(f"per video:   {si(v.tensor_flops, 'FLOP')} tensor-core, "
-                  f"{si(v.cuda_flops, 'FLOP')} CUDA-core")  # fmt: skip
-    console.print(f"wrote {result.analysis_dir}/ (report.json, modules.parquet, summary.md) "
-                  f"in {time.perf_counter() - start:.2f} s")  # fmt: skip
+    console.print(
+        f"per forward: {si(f.tensor_flops, 'FLOP')} tensor-core, "
+        f"{si(f.cuda_flops, 'FLOP')} CUDA-core, {f.params:,} params; "
+        f"attention core {percent(core.flops if core else 0, f.flops)} of FLOPs"
+    )
+    console.print(
+        f"per video:   {si(v.tensor_flops, 'FLOP')} tensor-core, {si(v.cuda_flops, 'FLOP')} CUDA-core"
+    )
+    console.print(
+        f"wrote {result.analysis_dir}/ (report.json, modules.parquet, summary.md) "
+        f"in {time.perf_counter() - start:.2f} s"
+    )
     return EXIT_OK
 
 

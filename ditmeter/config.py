@@ -104,5 +104,5 @@ def load(overrides: list[str]) -> RunConfig:
         workload=workload,
         output_root=Path(str(raw.get("output_root") or "tmp/profile-output")),
         run_id=run_id,
-        raw=raw,
+        raw={str(k): v for k, v in raw.items()},
     )

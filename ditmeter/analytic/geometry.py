@@ -78,18 +78,18 @@ def geometry(model: ModelSpec, workload: Workload) -> Geometry:
                 )
         if frames % st != 1:
             rounded = max(frames // st * st + 1, 1)
-            adjustments.append(
-                Adjustment("num_frames", frames, rounded, f"diffusers rule: F//{st}*{st}+1")
-            )
+            adjustments.append(Adjustment("num_frames", frames, rounded, f"diffusers rule: F//{st}*{st}+1"))
             frames = rounded
     latent_frames = (frames - 1) // st + 1
     effective_frames = (latent_frames - 1) * st + 1
     if effective_frames != frames:
         adjustments.append(
             Adjustment(
-                "num_frames", frames, effective_frames,
+                "num_frames",
+                frames,
+                effective_frames,
                 f"official rule: latent frames (F-1)//{st}+1 = {latent_frames}",
-            )  # fmt: skip
+            )
         )
     latent_h, latent_w = workload.height // sh, workload.width // sw
     patch_h, patch_w = latent_h // ph, latent_w // pw

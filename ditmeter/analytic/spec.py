@@ -17,12 +17,27 @@ from ditmeter.errors import ConfigError
 ROUNDING_RULES = ("official", "diffusers")
 
 MODEL_INT_KEYS = (
-    "dim", "ffn_dim", "num_heads", "num_layers", "in_dim", "out_dim",
-    "freq_dim", "text_dim", "text_len", "z_dim", "default_steps",
-)  # fmt: skip
+    "dim",
+    "ffn_dim",
+    "num_heads",
+    "num_layers",
+    "in_dim",
+    "out_dim",
+    "freq_dim",
+    "text_dim",
+    "text_len",
+    "z_dim",
+    "default_steps",
+)
 WORKLOAD_INT_KEYS = (
-    "batch_size", "num_frames", "height", "width", "num_inference_steps", "text_len", "context_len",
-)  # fmt: skip
+    "batch_size",
+    "num_frames",
+    "height",
+    "width",
+    "num_inference_steps",
+    "text_len",
+    "context_len",
+)
 
 
 def _positive_int(section: str, key: str, value: Any) -> int:
@@ -141,9 +156,7 @@ class Workload:
             raise ConfigError(f"{s}.rounding", f"{raw['rounding']!r} not allowed; allowed: {allowed}")
         for key in ("text_len", "context_len"):
             if ints[key] > model.text_len:
-                raise ConfigError(
-                    f"{s}.{key}", f"{ints[key]} exceeds the model's text_len {model.text_len}"
-                )
+                raise ConfigError(f"{s}.{key}", f"{ints[key]} exceeds the model's text_len {model.text_len}")
         if ints["text_len"] > ints["context_len"]:
             raise ConfigError(
                 f"{s}.text_len",

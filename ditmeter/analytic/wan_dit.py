@@ -45,12 +45,28 @@ def _leaf(name: str, category: str, rule: str, **dims: int | bool) -> Leaf:
     return Leaf(name, category, rule, apply_rule(rule, **dims))
 
 
-def _linear(name: str, category: str, d: _Dims, *, rows: int, fan_in: int, fan_out: int,
-            act: int | None = None, w: int | None = None) -> Leaf:  # fmt: skip
+def _linear(
+    name: str,
+    category: str,
+    d: _Dims,
+    *,
+    rows: int,
+    fan_in: int,
+    fan_out: int,
+    act: int | None = None,
+    w: int | None = None,
+) -> Leaf:
     return _leaf(
-        name, category, "linear", tokens=rows, in_features=fan_in, out_features=fan_out,
-        bias=True, act_bytes=act or d.act, weight_el_bytes=w or d.w,
-    )  # fmt: skip
+        name,
+        category,
+        "linear",
+        tokens=rows,
+        in_features=fan_in,
+        out_features=fan_out,
+        bias=True,
+        act_bytes=act or d.act,
+        weight_el_bytes=w or d.w,
+    )
 
 
 def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: bool) -> Composite:
@@ -66,12 +82,30 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
     ]
     if self_attn:
         children.append(
-            _leaf("rope", "rope", "rope", tensors=2, rows=d.rows, heads=d.heads,
-                  head_dim=d.head_dim, act_bytes=d.act, table_bytes=FP32_BYTES)  # fmt: skip
+            _leaf(
+                "rope",
+                "rope",
+                "rope",
+                tensors=2,
+                rows=d.rows,
+                heads=d.heads,
+                head_dim=d.head_dim,
+                act_bytes=d.act,
+                table_bytes=FP32_BYTES,
+            )
         )
     children += [
-        _leaf("attn_core", "attn_core", "attention_core", batch=d.batch, heads=d.heads,
-              q_tokens=d.tokens, kv_tokens=kv_tokens, head_dim=d.head_dim, act_bytes=d.act),  # fmt: skip
+        _leaf(
+            "attn_core",
+            "attn_core",
+            "attention_core",
+            batch=d.batch,
+            heads=d.heads,
+            q_tokens=d.tokens,
+            kv_tokens=kv_tokens,
+            head_dim=d.head_dim,
+            act_bytes=d.act,
+        ),
         _linear("o", "attn_proj", d, rows=d.rows, fan_in=dim, fan_out=dim),
     ]
     return Composite(name, tuple(children))
@@ -80,66 +114,130 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
 def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
     """One ``WanAttentionBlock`` in the official order of execution."""
     dim, rows = d.dim, d.rows
-    fp32_norm = {"rows": rows, "dim": dim, "affine": False, "in_bytes": d.act,
-                 "out_bytes": FP32_BYTES, "weight_el_bytes": FP32_BYTES}  # fmt: skip
+    fp32_norm = {
+        "rows": rows,
+        "dim": dim,
+        "affine": False,
+        "in_bytes": d.act,
+        "out_bytes": FP32_BYTES,
+        "weight_el_bytes": FP32_BYTES,
+    }
     modulate = {"batch": d.batch, "rows": rows, "dim": dim, "in_bytes": FP32_BYTES, "out_bytes": d.act}
     gated = {"batch": d.batch, "rows": rows, "dim": dim, "act_bytes": d.act}
-    ffn = Composite("ffn", (
-        _linear("0", "ffn", d, rows=rows, fan_in=dim, fan_out=model.ffn_dim),
-        _leaf("1", "ffn", "gelu_tanh", elements=rows * model.ffn_dim, act_bytes=d.act),
-        _linear("2", "ffn", d, rows=rows, fan_in=model.ffn_dim, fan_out=dim),
-    ))  # fmt: skip
-    return Composite("block", (
-        _leaf("modulation", "norm_mod", "modulation_table", batch=d.batch, vectors=6, dim=dim,
-              table_el_bytes=FP32_BYTES),  # fmt: skip
-        _leaf("norm1", "norm_mod", "layer_norm", **fp32_norm),
-        _leaf("modulate1", "norm_mod", "modulate", **modulate),
-        _attention("self_attn", d, kv_rows=rows, kv_tokens=d.tokens, self_attn=True),
-        _leaf("residual1", "norm_mod", "gated_residual", **gated),
-        _leaf("norm3", "norm_mod", "layer_norm", rows=rows, dim=dim, affine=True, in_bytes=d.act,
-              out_bytes=d.act, weight_el_bytes=FP32_BYTES),  # fmt: skip
-        _attention("cross_attn", d, kv_rows=d.ctx_rows, kv_tokens=context_len, self_attn=False),
-        _leaf("residual3", "norm_mod", "residual_add", elements=rows * dim, act_bytes=d.act),
-        _leaf("norm2", "norm_mod", "layer_norm", **fp32_norm),
-        _leaf("modulate2", "norm_mod", "modulate", **modulate),
-        ffn,
-        _leaf("residual2", "norm_mod", "gated_residual", **gated),
-    ))  # fmt: skip
+    ffn = Composite(
+        "ffn",
+        (
+            _linear("0", "ffn", d, rows=rows, fan_in=dim, fan_out=model.ffn_dim),
+            _leaf("1", "ffn", "gelu_tanh", elements=rows * model.ffn_dim, act_bytes=d.act),
+            _linear("2", "ffn", d, rows=rows, fan_in=model.ffn_dim, fan_out=dim),
+        ),
+    )
+    return Composite(
+        "block",
+        (
+            _leaf(
+                "modulation",
+                "norm_mod",
+                "modulation_table",
+                batch=d.batch,
+                vectors=6,
+                dim=dim,
+                table_el_bytes=FP32_BYTES,
+            ),
+            _leaf("norm1", "norm_mod", "layer_norm", **fp32_norm),
+            _leaf("modulate1", "norm_mod", "modulate", **modulate),
+            _attention("self_attn", d, kv_rows=rows, kv_tokens=d.tokens, self_attn=True),
+            _leaf("residual1", "norm_mod", "gated_residual", **gated),
+            _leaf(
+                "norm3",
+                "norm_mod",
+                "layer_norm",
+                rows=rows,
+                dim=dim,
+                affine=True,
+                in_bytes=d.act,
+                out_bytes=d.act,
+                weight_el_bytes=FP32_BYTES,
+            ),
+            _attention("cross_attn", d, kv_rows=d.ctx_rows, kv_tokens=context_len, self_attn=False),
+            _leaf("residual3", "norm_mod", "residual_add", elements=rows * dim, act_bytes=d.act),
+            _leaf("norm2", "norm_mod", "layer_norm", **fp32_norm),
+            _leaf("modulate2", "norm_mod", "modulate", **modulate),
+            ffn,
+            _leaf("residual2", "norm_mod", "gated_residual", **gated),
+        ),
+    )
 
 
 def _embeddings(model: ModelSpec, d: _Dims) -> tuple[Composite, Composite, Composite]:
     f32 = FP32_BYTES
-    time_embedding = Composite("time_embedding", (
-        _leaf("sinusoid", "embedding", "sinusoid", batch=d.batch, freq_dim=model.freq_dim),
-        _linear("0", "embedding", d, rows=d.batch, fan_in=model.freq_dim, fan_out=d.dim, act=f32, w=f32),
-        _leaf("1", "embedding", "silu", elements=d.batch * d.dim, act_bytes=f32),
-        _linear("2", "embedding", d, rows=d.batch, fan_in=d.dim, fan_out=d.dim, act=f32, w=f32),
-    ))  # fmt: skip
+    time_embedding = Composite(
+        "time_embedding",
+        (
+            _leaf("sinusoid", "embedding", "sinusoid", batch=d.batch, freq_dim=model.freq_dim),
+            _linear("0", "embedding", d, rows=d.batch, fan_in=model.freq_dim, fan_out=d.dim, act=f32, w=f32),
+            _leaf("1", "embedding", "silu", elements=d.batch * d.dim, act_bytes=f32),
+            _linear("2", "embedding", d, rows=d.batch, fan_in=d.dim, fan_out=d.dim, act=f32, w=f32),
+        ),
+    )
     # NB: diffusers casts the time embedding to the activation dtype before the
     # projection (the official code keeps it fp32); we follow the traced port.
-    time_projection = Composite("time_projection", (
-        _leaf("0", "embedding", "silu", elements=d.batch * d.dim, act_bytes=d.act),
-        _linear("1", "embedding", d, rows=d.batch, fan_in=d.dim, fan_out=6 * d.dim),
-    ))  # fmt: skip
-    text_embedding = Composite("text_embedding", (
-        _linear("0", "embedding", d, rows=d.ctx_rows, fan_in=model.text_dim, fan_out=d.dim),
-        _leaf("1", "embedding", "gelu_tanh", elements=d.ctx_rows * d.dim, act_bytes=d.act),
-        _linear("2", "embedding", d, rows=d.ctx_rows, fan_in=d.dim, fan_out=d.dim),
-    ))  # fmt: skip
+    time_projection = Composite(
+        "time_projection",
+        (
+            _leaf("0", "embedding", "silu", elements=d.batch * d.dim, act_bytes=d.act),
+            _linear("1", "embedding", d, rows=d.batch, fan_in=d.dim, fan_out=6 * d.dim),
+        ),
+    )
+    text_embedding = Composite(
+        "text_embedding",
+        (
+            _linear("0", "embedding", d, rows=d.ctx_rows, fan_in=model.text_dim, fan_out=d.dim),
+            _leaf("1", "embedding", "gelu_tanh", elements=d.ctx_rows * d.dim, act_bytes=d.act),
+            _linear("2", "embedding", d, rows=d.ctx_rows, fan_in=d.dim, fan_out=d.dim),
+        ),
+    )
     return time_embedding, time_projection, text_embedding
 
 
 def _head(model: ModelSpec, d: _Dims) -> Composite:
     out = model.out_dim * math.prod(model.patch_size)
-    return Composite("head", (
-        _leaf("modulation", "head", "modulation_table", batch=d.batch, vectors=2, dim=d.dim,
-              table_el_bytes=FP32_BYTES),  # fmt: skip
-        _leaf("norm", "head", "layer_norm", rows=d.rows, dim=d.dim, affine=False, in_bytes=d.act,
-              out_bytes=FP32_BYTES, weight_el_bytes=FP32_BYTES),  # fmt: skip
-        _leaf("modulate", "head", "modulate", batch=d.batch, rows=d.rows, dim=d.dim,
-              in_bytes=FP32_BYTES, out_bytes=d.act),  # fmt: skip
-        _linear("head", "head", d, rows=d.rows, fan_in=d.dim, fan_out=out),
-    ))  # fmt: skip
+    return Composite(
+        "head",
+        (
+            _leaf(
+                "modulation",
+                "head",
+                "modulation_table",
+                batch=d.batch,
+                vectors=2,
+                dim=d.dim,
+                table_el_bytes=FP32_BYTES,
+            ),
+            _leaf(
+                "norm",
+                "head",
+                "layer_norm",
+                rows=d.rows,
+                dim=d.dim,
+                affine=False,
+                in_bytes=d.act,
+                out_bytes=FP32_BYTES,
+                weight_el_bytes=FP32_BYTES,
+            ),
+            _leaf(
+                "modulate",
+                "head",
+                "modulate",
+                batch=d.batch,
+                rows=d.rows,
+                dim=d.dim,
+                in_bytes=FP32_BYTES,
+                out_bytes=d.act,
+            ),
+            _linear("head", "head", d, rows=d.rows, fan_in=d.dim, fan_out=out),
+        ),
+    )
 
 
 def build_dit(model: ModelSpec, workload: Workload, geo: Geometry | None = None) -> Composite:
@@ -147,22 +245,46 @@ def build_dit(model: ModelSpec, workload: Workload, geo: Geometry | None = None)
     geo = geo or geometry(model, workload)
     b = workload.batch_size
     d = _Dims(
-        batch=b, rows=b * geo.tokens, ctx_rows=b * geo.context_len, tokens=geo.tokens,
-        dim=model.dim, heads=model.num_heads, head_dim=model.head_dim,
-        act=workload.act_bytes, w=workload.act_bytes,
-    )  # fmt: skip
+        batch=b,
+        rows=b * geo.tokens,
+        ctx_rows=b * geo.context_len,
+        tokens=geo.tokens,
+        dim=model.dim,
+        heads=model.num_heads,
+        head_dim=model.head_dim,
+        act=workload.act_bytes,
+        w=workload.act_bytes,
+    )
     time_embedding, time_projection, text_embedding = _embeddings(model, d)
     out = model.out_dim * math.prod(model.patch_size)
-    return Composite("", (
-        _leaf("patch_embedding", "embedding", "patch_conv3d", batch=b, in_channels=model.in_dim,
-              out_channels=model.dim, kernel_volume=math.prod(model.patch_size),
-              patches=geo.tokens, act_bytes=d.act, weight_el_bytes=d.w),  # fmt: skip
-        _leaf("rope", "rope", "rope_tables", tokens=geo.tokens, head_dim=model.head_dim,
-              table_bytes=FP32_BYTES),  # fmt: skip
-        time_embedding,
-        time_projection,
-        text_embedding,
-        Repeated("blocks", model.num_layers, _block(model, d, geo.context_len)),
-        _head(model, d),
-        _leaf("unpatchify", "head", "layout_copy", elements=d.rows * out, act_bytes=d.act),
-    ))  # fmt: skip
+    return Composite(
+        "",
+        (
+            _leaf(
+                "patch_embedding",
+                "embedding",
+                "patch_conv3d",
+                batch=b,
+                in_channels=model.in_dim,
+                out_channels=model.dim,
+                kernel_volume=math.prod(model.patch_size),
+                patches=geo.tokens,
+                act_bytes=d.act,
+                weight_el_bytes=d.w,
+            ),
+            _leaf(
+                "rope",
+                "rope",
+                "rope_tables",
+                tokens=geo.tokens,
+                head_dim=model.head_dim,
+                table_bytes=FP32_BYTES,
+            ),
+            time_embedding,
+            time_projection,
+            text_embedding,
+            Repeated("blocks", model.num_layers, _block(model, d, geo.context_len)),
+            _head(model, d),
+            _leaf("unpatchify", "head", "layout_copy", elements=d.rows * out, act_bytes=d.act),
+        ),
+    )

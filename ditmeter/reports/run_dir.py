@@ -56,6 +56,4 @@ def list_runs(output_root: Path) -> list[Path]:
     """Published run folders, oldest first (run ids sort by time)."""
     if not output_root.is_dir():
         return []
-    return sorted(
-        p for p in output_root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    return sorted(p for p in output_root.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -36,13 +36,23 @@ def top_layers(modules: pd.DataFrame, n: int = TOP_LAYERS) -> pd.DataFrame:
 def _totals_table(analysis: Analysis) -> list[str]:
     f, v = analysis.per_forward, analysis.per_video
     rows = [
-        ("Tensor-core FLOPs", si(f.tensor_flops, "FLOP"), si(v.tensor_flops, "FLOP"), grouped(f.tensor_flops)),
+        (
+            "Tensor-core FLOPs",
+            si(f.tensor_flops, "FLOP"),
+            si(v.tensor_flops, "FLOP"),
+            grouped(f.tensor_flops),
+        ),
         ("CUDA-core FLOPs", si(f.cuda_flops, "FLOP"), si(v.cuda_flops, "FLOP"), grouped(f.cuda_flops)),
         ("Parameters", si(f.params), si(v.params), grouped(f.params)),
         ("Weight bytes", binary_bytes(f.weight_bytes), binary_bytes(v.weight_bytes), grouped(f.weight_bytes)),
-        ("Bytes moved (fused ideal)", binary_bytes(f.moved_bytes), binary_bytes(v.moved_bytes), grouped(f.moved_bytes)),
+        (
+            "Bytes moved (fused ideal)",
+            binary_bytes(f.moved_bytes),
+            binary_bytes(v.moved_bytes),
+            grouped(f.moved_bytes),
+        ),
         ("KV-cache bytes", "0 B", "0 B", "0"),
-    ]  # fmt: skip
+    ]
     out = ["| metric | per DiT forward | per video | exact per forward |", "|---|---:|---:|---:|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return out
@@ -112,7 +122,8 @@ def render_summary(analysis: Analysis, modules: pd.DataFrame, run_id: str) -> st
         f"## Top {TOP_LAYERS} layers by FLOPs (per forward; × = copies across blocks)",
         *_layers(modules, f.flops),
         "",
-        f"## Top {TOP_CATEGORIES} categories by FLOPs (per forward; ×{analysis.forwards_per_video} per video)",
+        f"## Top {TOP_CATEGORIES} categories by FLOPs "
+        f"(per forward; ×{analysis.forwards_per_video} per video)",
         *_categories(analysis),
         "",
         "## Notes (what is and is not modeled)",

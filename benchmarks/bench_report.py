@@ -1,0 +1,67 @@
+"""Benchmark: the analytic evaluation vs one bare FlopCounterMode meta pass, in one run.
+
+Prints ratios measured in this run (not asserted anywhere: machines are noisy).
+Target: the analytic evaluation of 14B at 720p-81f at least 1000× faster than
+one FlopCounterMode pass of the diffusers model on the meta device.
+
+    .venv/bin/python benchmarks/bench_report.py [--model M] [--workload W] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ditmeter.analytic.analysis import analyze
+from ditmeter.config import load
+from ditmeter.reports.analytic_report import write_report
+from ditmeter.tracer.reference import build_diffusers_dit, diffusers_dit_inputs
+
+
+def _best(fn: object, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="wan2.1-t2v-14b")
+    p.add_argument("--workload", default="720p-81f")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    cfg = load([f"model={args.model}", f"workload={args.workload}"])
+    spec, wl = cfg.model, cfg.workload
+
+    evaluate_s = _best(lambda: analyze(spec, wl).per_video, args.repeats * 20)
+
+    def flop_counter_pass() -> int:
+        model = build_diffusers_dit(spec, wl.dtype)
+        inputs = diffusers_dit_inputs(spec, wl, analyze(spec, wl).geometry)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(**inputs, return_dict=False)
+        return int(counter.get_total_flops())
+
+    fc_s = _best(flop_counter_pass, args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_tmp = load([f"model={args.model}", f"workload={args.workload}", f"output_root={Path(tmp)}"])
+        report_s = _best(lambda: write_report(cfg_tmp), args.repeats)
+
+    print(f"model={args.model} workload={args.workload} (best of {args.repeats})")
+    print(f"  FlopCounterMode meta pass (build + forward): {fc_s * 1e3:9.2f} ms")
+    print(f"  analytic evaluation (per-video totals):      {evaluate_s * 1e3:9.3f} ms")
+    print(f"  full `report` (tables, JSON, summary, I/O):  {report_s * 1e3:9.2f} ms")
+    print(f"  ratio FlopCounterMode / analytic evaluation: {fc_s / evaluate_s:9.0f}x  (target >= 1000x)")
+    print(f"  ratio FlopCounterMode / full report:         {fc_s / report_s:9.1f}x")
+
+
+if __name__ == "__main__":
+    main()

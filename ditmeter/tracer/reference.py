@@ -1,0 +1,68 @@
+"""Reference models built on the meta device from our model config, no weights.
+
+The diffusers ``WanTransformer3DModel`` config is derived from the
+:class:`~ditmeter.analytic.spec.ModelSpec` (official field names), never kept
+as a second hand-written copy. Other reference modules (text encoder, VAE,
+the official Wan code) plug in beside ``build_diffusers_dit`` later.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from ditmeter.analytic.geometry import Geometry
+from ditmeter.analytic.spec import ModelSpec, Workload
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": torch.float32,
+}
+
+
+def diffusers_dit_config(spec: ModelSpec) -> dict[str, Any]:
+    """``WanTransformer3DModel`` keyword arguments for ``spec``."""
+    return {
+        "patch_size": tuple(spec.patch_size),
+        "num_attention_heads": spec.num_heads,
+        "attention_head_dim": spec.head_dim,
+        "in_channels": spec.in_dim,
+        "out_channels": spec.out_dim,
+        "text_dim": spec.text_dim,
+        "freq_dim": spec.freq_dim,
+        "ffn_dim": spec.ffn_dim,
+        "num_layers": spec.num_layers,
+        "cross_attn_norm": spec.cross_attn_norm,
+        "qk_norm": "rms_norm_across_heads" if spec.qk_norm else None,
+        "eps": spec.eps,
+    }
+
+
+def build_diffusers_dit(spec: ModelSpec, dtype: str = "bf16") -> nn.Module:
+    """The diffusers Wan2.1 DiT on the meta device in ``dtype``, fp32 where the port keeps it."""
+    from diffusers import WanTransformer3DModel
+
+    with torch.device("meta"):
+        model = cast(nn.Module, WanTransformer3DModel(**diffusers_dit_config(spec)))
+    keep_fp32 = set(WanTransformer3DModel._keep_in_fp32_modules)
+    target = TORCH_DTYPES[dtype]
+    for name, param in model.named_parameters():
+        fp32 = any(part in keep_fp32 for part in name.split("."))
+        param.data = param.data.to(torch.float32 if fp32 else target)
+    model.eval()
+    return model
+
+
+def diffusers_dit_inputs(spec: ModelSpec, workload: Workload, geo: Geometry) -> dict[str, torch.Tensor]:
+    """Meta tensors for one DiT forward: latents, one timestep per sample, padded context."""
+    dtype = TORCH_DTYPES[workload.dtype]
+    b = workload.batch_size
+    meta = torch.device("meta")
+    return {
+        "hidden_states": torch.empty(b, spec.in_dim, *geo.latent_shape, dtype=dtype, device=meta),
+        "timestep": torch.empty(b, dtype=torch.long, device=meta),
+        "encoder_hidden_states": torch.empty(b, geo.context_len, spec.text_dim, dtype=dtype, device=meta),
+    }

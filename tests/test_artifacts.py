@@ -1,0 +1,101 @@
+"""Artifacts load in pandas/json with the documented columns, and agree with each other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from ditmeter.cli import main
+from ditmeter.reports.tables import MODULES_SCHEMA
+
+MODULE_COLUMNS = [
+    "module_id",
+    "parent_id",
+    "depth",
+    "kind",
+    "category",
+    "rule",
+    "tensor_flops",
+    "cuda_flops",
+    "params",
+    "weight_bytes",
+    "activation_bytes",
+    "bytes_read",
+    "bytes_written",
+    "kv_cache_bytes",
+    "arithmetic_intensity",
+]
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["report", "model=wan2.1-t2v-14b", "workload=720p-81f", f"output_root={root}"]) == 0
+    (run,) = list(root.iterdir())
+    return run / "static_analysis" / "wan2_1"
+
+
+def test_modules_parquet_round_trips(run_folder: Path) -> None:
+    df = pd.read_parquet(run_folder / "modules.parquet")
+    assert list(df.columns) == MODULE_COLUMNS
+    assert pq.read_schema(run_folder / "modules.parquet").remove_metadata().equals(MODULES_SCHEMA)
+    for col in MODULE_COLUMNS[6:-1]:
+        assert df[col].dtype == "int64", col
+    assert df["arithmetic_intensity"].notna().all()
+    assert df["module_id"].is_unique
+    root = df[df["module_id"] == ""].iloc[0]
+    leaves = df[df["kind"] == "leaf"]
+    assert root["tensor_flops"] == leaves["tensor_flops"].sum() == 6_523_436_592_005_120
+    assert root["params"] == 14_288_491_584
+    assert set(df.loc[df["parent_id"].notna(), "parent_id"]) <= set(df["module_id"])
+    assert set(leaves["category"]) == {
+        "attn_proj",
+        "attn_core",
+        "ffn",
+        "norm_mod",
+        "rope",
+        "embedding",
+        "head",
+    }
+
+
+def test_parquet_metadata_names_model_workload_versions_convention(run_folder: Path) -> None:
+    meta = {
+        k.decode(): v.decode() for k, v in pq.read_schema(run_folder / "modules.parquet").metadata.items()
+    }
+    assert json.loads(meta["ditmeter.model"])["name"] == "wan2.1-t2v-14b"
+    assert json.loads(meta["ditmeter.workload"])["name"] == "720p-81f"
+    versions = json.loads(meta["ditmeter.versions"])
+    assert {"torch", "diffusers", "pyarrow", "ditmeter"} <= set(versions)
+    assert "2 per multiply-add" in meta["ditmeter.convention"]
+
+
+def test_report_json_totals(run_folder: Path) -> None:
+    report = json.loads((run_folder / "report.json").read_text())
+    per_forward, per_video = report["totals"]["per_forward"], report["totals"]["per_video"]
+    assert per_forward["tensor_flops"] == 6_523_436_592_005_120
+    assert per_video["tensor_flops"] == 100 * per_forward["tensor_flops"]
+    assert per_video["params"] == per_forward["params"] == 14_288_491_584
+    assert per_forward["kv_cache_bytes"] == 0
+    assert report["workload"]["forwards_per_video"] == 100
+    assert report["workload"]["geometry"]["tokens"] == 75_600
+    assert (
+        sum(m["tensor_flops"] for m in report["modules"] if m["kind"] == "leaf")
+        == per_forward["tensor_flops"]
+    )
+    assert sum(c["tensor_flops"] for c in report["categories"]) == per_forward["tensor_flops"]
+    assert any("KV cache" in n for n in report["notes"])
+    assert any("not modeled" in n for n in report["notes"])
+
+
+def test_summary_is_readable(run_folder: Path) -> None:
+    text = (run_folder / "summary.md").read_text()
+    for heading in ("## Totals", "## Top 10 layers", "## Top 5 categories", "Attention core:"):
+        assert heading in text
+    assert "`blocks.*.self_attn.attn_core` | 40 | attn_core" in text
+    assert "6,523,436,592,005,120" in text
+    assert "nan" not in text.lower()

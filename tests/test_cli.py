@@ -1,0 +1,84 @@
+"""The CLI: bad input of each kind → one-line error naming the field, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ditmeter.cli import main
+
+BAD_INPUTS = [
+    (["model=wan2.1-t2v-99b"], "model: unknown 'wan2.1-t2v-99b'; allowed: wan2.1-t2v-1.3b, wan2.1-t2v-14b"),
+    (["workload=w999"], "workload: unknown 'w999'; allowed:"),
+    (["workload.num_frames=0"], "workload.num_frames: must be a positive integer, got 0"),
+    (["workload.num_frames=-3"], "workload.num_frames: must be a positive integer"),
+    (["workload.height=12.5"], "workload.height: must be a positive integer, got 12.5"),
+    (["workload.batch_size=two"], "workload.batch_size: must be a positive integer, got 'two'"),
+    (["workload.width=8"], "workload.width: 8 is below one patch (16 pixels)"),
+    (["workload.dtype=int4"], "workload.dtype: 'int4' not allowed; allowed: bf16, fp16, fp32"),
+    (["workload.rounding=nearest"], "workload.rounding: 'nearest' not allowed; allowed: official, diffusers"),
+    (["workload.guidance_scale=-1"], "workload.guidance_scale: must be a finite number >= 0"),
+    (["workload.context_len=1024"], "workload.context_len: 1024 exceeds the model's text_len 512"),
+    (["workload.colour=red"], "workload.colour: not a known key"),
+    (["~workload.height"], "workload.height: missing (required key)"),
+    (["workload.rounding=diffusers", "workload.height=730"], "workload.height: 730 is not a multiple of 16"),
+    (["not-an-override"], "overrides:"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS)
+def test_bad_input_is_refused(
+    overrides: list[str], message: str, out_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["report", *overrides, f"output_root={out_root}"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out_root.exists() or not any(out_root.iterdir())
+
+
+def test_report_writes_a_complete_run(out_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["report", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    (run,) = list(out_root.iterdir())
+    folder = run / "static_analysis" / "wan2_1"
+    assert sorted(p.name for p in folder.iterdir()) == ["modules.parquet", "report.json", "summary.md"]
+    assert "adjusted workload.num_frames: 4 → 1" in out
+    assert "nan" not in out.lower() and "inf " not in out.lower()
+
+
+def test_run_ids_never_collide(out_root: Path) -> None:
+    args = ["report", "workload=w001-tiny", f"output_root={out_root}"]
+    assert main(args) == 0 and main(args) == 0
+    assert len(list(out_root.iterdir())) == 2
+    assert main([*args, "run_id=mine"]) == 0
+    assert main([*args, "run_id=mine"]) == 2  # an explicit id that exists is refused
+    assert len(list(out_root.iterdir())) == 3
+
+
+def test_failure_mid_write_leaves_nothing(out_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ditmeter.reports.analytic_report as rep
+
+    def boom(*_: object) -> str:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(rep, "render_summary", boom)
+    with pytest.raises(RuntimeError):
+        main(["report", "workload=w001-tiny", f"output_root={out_root}"])
+    assert list(out_root.iterdir()) == []
+
+
+def test_module_entry_point_and_help() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "ditmeter", "report", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "workload=720p-81f" in res.stdout and "wan2.1-t2v-14b" in res.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "ditmeter", "report", "workload.height=0"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("ditmeter: error: workload.height")

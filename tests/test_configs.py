@@ -1,0 +1,47 @@
+"""The shipped Hydra configs hold the standard models and workloads the brief names."""
+
+from __future__ import annotations
+
+from conftest import MODELS, WORKLOADS, spec_and_workload
+
+from ditmeter.config import choices
+
+
+def test_standard_configs_are_shipped() -> None:
+    assert set(MODELS) <= set(choices("model"))
+    assert set(WORKLOADS) <= set(choices("workload"))
+
+
+def test_workload_values_match_the_issue() -> None:
+    _, tiny = spec_and_workload("wan2.1-t2v-14b", "w001-tiny")
+    assert (tiny.num_inference_steps, tiny.num_frames, tiny.height, tiny.width, tiny.text_len) == (
+        1,
+        4,
+        256,
+        256,
+        64,
+    )
+    _, w2 = spec_and_workload("wan2.1-t2v-14b", "w002-512p")
+    assert (w2.num_inference_steps, w2.num_frames, w2.height, w2.width, w2.text_len) == (
+        50,
+        16,
+        512,
+        512,
+        512,
+    )
+    _, w3 = spec_and_workload("wan2.1-t2v-14b", "w003-720p")
+    assert (w3.num_frames, w3.height, w3.width) == (16, 720, 1280)
+    for name, hw in (("480p-81f", (480, 832)), ("720p-81f", (720, 1280))):
+        _, w = spec_and_workload("wan2.1-t2v-14b", name)
+        assert (w.num_frames, (w.height, w.width), w.num_inference_steps) == (81, hw, 50)
+    for name in WORKLOADS:
+        _, w = spec_and_workload("wan2.1-t2v-14b", name)
+        assert (w.guidance_scale, w.batch_size, w.context_len, w.rounding) == (5.0, 1, 512, "official")
+
+
+def test_model_configs_match_wan_release() -> None:
+    big, _ = spec_and_workload("wan2.1-t2v-14b", "w001-tiny")
+    small, _ = spec_and_workload("wan2.1-t2v-1.3b", "w001-tiny")
+    assert (big.dim, big.ffn_dim, big.num_heads, big.num_layers) == (5120, 13824, 40, 40)
+    assert (small.dim, small.ffn_dim, small.num_heads, small.num_layers) == (1536, 8960, 12, 30)
+    assert big.head_dim == small.head_dim == 128
