@@ -93,6 +93,9 @@ def load(overrides: list[str]) -> RunConfig:
     for group in GROUPS:
         if not isinstance(raw.get(group), dict):
             raise ConfigError(group, f"missing; allowed: {', '.join(choices(group))}")
+    changed = [o.split(".", 1)[1] for o in overrides if o.startswith("workload.") and "=" in o]
+    if changed:  # a preset with edits must not pass for the preset itself
+        raw["workload"]["name"] = f"{raw['workload'].get('name', 'custom')}[{','.join(changed)}]"
     model = ModelSpec.from_mapping(raw["model"])
     workload = Workload.from_mapping(raw["workload"], model)
     geometry(model, workload)  # refuses sizes below one patch before anything runs

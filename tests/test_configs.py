@@ -45,3 +45,8 @@ def test_model_configs_match_wan_release() -> None:
     assert (big.dim, big.ffn_dim, big.num_heads, big.num_layers) == (5120, 13824, 40, 40)
     assert (small.dim, small.ffn_dim, small.num_heads, small.num_layers) == (1536, 8960, 12, 30)
     assert big.head_dim == small.head_dim == 128
+
+
+def test_an_edited_preset_is_named_as_edited() -> None:
+    _, w = spec_and_workload("wan2.1-t2v-14b", "720p-81f", "workload.num_frames=33")
+    assert (w.name, w.num_frames) == ("720p-81f[num_frames=33]", 33)
