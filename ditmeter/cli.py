@@ -10,6 +10,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
 
 from ditmeter import __version__
 from ditmeter.errors import ConfigError
@@ -64,7 +65,7 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
     a = result.analysis
     f, v = a.per_forward, a.per_video
     console.print(
-        f"[bold]{cfg.model.name}[/] × [bold]{cfg.workload.name}[/]: "
+        f"[bold]{escape(cfg.model.name)}[/] × [bold]{escape(cfg.workload.name)}[/]: "
         f"{a.geometry.tokens:,} tokens, context {a.geometry.context_len}, "
         f"{a.forwards_per_video} forwards per video"
     )
@@ -82,7 +83,7 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
         f"per video:   {si(v.tensor_flops, 'FLOP')} tensor-core, {si(v.cuda_flops, 'FLOP')} CUDA-core"
     )
     console.print(
-        f"wrote {result.analysis_dir}/ (report.json, modules.parquet, summary.md) "
+        f"wrote {escape(str(result.analysis_dir))}/ (report.json, modules.parquet, summary.md) "
         f"in {time.perf_counter() - start:.2f} s"
     )
     return EXIT_OK

@@ -42,13 +42,22 @@ def test_bad_input_is_refused(
 
 
 def test_report_writes_a_complete_run(out_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["report", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}"])
+    rc = main(
+        [
+            "report",
+            "model=wan2.1-t2v-1.3b",
+            "workload=w001-tiny",
+            "workload.batch_size=2",
+            f"output_root={out_root}",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     (run,) = list(out_root.iterdir())
     folder = run / "static_analysis" / "wan2_1"
     assert sorted(p.name for p in folder.iterdir()) == ["modules.parquet", "report.json", "summary.md"]
     assert "adjusted workload.num_frames: 4 → 1" in out
+    assert "wan2.1-t2v-1.3b × w001-tiny[batch_size=2]" in out
     assert "nan" not in out.lower() and "inf " not in out.lower()
 
 
