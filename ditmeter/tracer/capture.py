@@ -1,0 +1,82 @@
+"""Capture one forward as a torch.fx graph of aten ops with module paths and FLOPs.
+
+Why not ``torch.export`` or ``make_fx``: on the 14B model at w003-720p,
+non-strict ``torch.export`` took 6.6 s and ``make_fx(record_module_stack=True)``
+8.4 s (and lost the module stack on addmm nodes), against 0.74 s for a bare
+``FlopCounterMode`` pass. This recorder uses FlopCounterMode's own mechanism, a
+``TorchDispatchMode`` under ``torch.utils.module_tracker.ModuleTracker``, so it
+sees exactly the aten ops FlopCounterMode counts, at about the same cost
+(measured 1.06×), and builds the fx graph directly.
+
+Each node's ``meta`` holds: ``module_path`` (diffusers path, "" for the root),
+``flops`` (the node's own count from ``torch.utils.flop_counter``'s registered
+formula, 0 when none is registered), ``out_shapes``, ``out_dtypes``,
+``bytes_in`` and ``bytes_out``. Edges are data flow between recorded ops.
+NB: parameters and model inputs are not nodes; their bytes are in ``bytes_in``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
+from torch.utils.module_tracker import ModuleTracker
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, tracker: ModuleTracker, root_prefix: str) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.root_prefix = root_prefix
+        self.graph = fx.Graph()
+        self._producer: dict[int, fx.Node] = {}
+        self._alive: list[torch.Tensor] = []  # keeps ids unique for the whole capture
+
+    def _module_path(self) -> str:
+        deepest = max(self.tracker.parents, key=len, default="")
+        if deepest in ("", "Global", self.root_prefix):
+            return ""
+        return deepest.removeprefix(self.root_prefix + ".")
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        flops = int(flop_registry[packet](*args, **kwargs, out_val=out)) if packet in flop_registry else 0
+        inputs = _tensors((args, kwargs))
+        parents = list(dict.fromkeys(self._producer[id(t)] for t in inputs if id(t) in self._producer))
+        node = self.graph.create_node("call_function", func, tuple(parents), {})
+        outputs = _tensors(out)
+        node.meta.update(
+            module_path=self._module_path(),
+            flops=flops,
+            out_shapes=[tuple(t.shape) for t in outputs],
+            out_dtypes=[str(t.dtype).removeprefix("torch.") for t in outputs],
+            bytes_in=sum(_nbytes(t) for t in inputs),
+            bytes_out=sum(_nbytes(t) for t in outputs),
+        )
+        for t in outputs:
+            self._producer[id(t)] = node
+            self._alive.append(t)
+        return out
+
+
+def capture_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> fx.Graph:
+    """Run ``model(**inputs)`` once (meta tensors: no real compute) and record every aten op."""
+    tracker = ModuleTracker()
+    recorder = _Recorder(tracker, type(model).__name__)
+    with torch.no_grad(), tracker, recorder:
+        model(**inputs, return_dict=False)
+    return recorder.graph
