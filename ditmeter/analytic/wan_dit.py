@@ -69,6 +69,35 @@ def _linear(
     )
 
 
+def _fp32_norm(name: str, category: str, d: _Dims) -> Leaf:
+    """Non-affine ``FP32LayerNorm`` over all video rows; its fp32 output feeds a modulate."""
+    return _leaf(
+        name,
+        category,
+        "layer_norm",
+        rows=d.rows,
+        dim=d.dim,
+        affine=False,
+        in_bytes=d.act,
+        out_bytes=FP32_BYTES,
+        weight_el_bytes=FP32_BYTES,
+    )
+
+
+def _modulate(name: str, category: str, d: _Dims) -> Leaf:
+    """x·(1 + scale) + shift in fp32, cast back to the activation dtype."""
+    return _leaf(
+        name,
+        category,
+        "modulate",
+        batch=d.batch,
+        rows=d.rows,
+        dim=d.dim,
+        in_bytes=FP32_BYTES,
+        out_bytes=d.act,
+    )
+
+
 def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: bool) -> Composite:
     """q, k, v, o with RMSNorm on q and k over the whole dim; RoPE on self-attention only."""
     dim = d.dim
@@ -114,15 +143,6 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
 def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
     """One ``WanAttentionBlock`` in the official order of execution."""
     dim, rows = d.dim, d.rows
-    fp32_norm = {
-        "rows": rows,
-        "dim": dim,
-        "affine": False,
-        "in_bytes": d.act,
-        "out_bytes": FP32_BYTES,
-        "weight_el_bytes": FP32_BYTES,
-    }
-    modulate = {"batch": d.batch, "rows": rows, "dim": dim, "in_bytes": FP32_BYTES, "out_bytes": d.act}
     gated = {"batch": d.batch, "rows": rows, "dim": dim, "act_bytes": d.act}
     ffn = Composite(
         "ffn",
@@ -144,8 +164,8 @@ def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
                 dim=dim,
                 table_el_bytes=FP32_BYTES,
             ),
-            _leaf("norm1", "norm_mod", "layer_norm", **fp32_norm),
-            _leaf("modulate1", "norm_mod", "modulate", **modulate),
+            _fp32_norm("norm1", "norm_mod", d),
+            _modulate("modulate1", "norm_mod", d),
             _attention("self_attn", d, kv_rows=rows, kv_tokens=d.tokens, self_attn=True),
             _leaf("residual1", "norm_mod", "gated_residual", **gated),
             _leaf(
@@ -161,8 +181,8 @@ def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
             ),
             _attention("cross_attn", d, kv_rows=d.ctx_rows, kv_tokens=context_len, self_attn=False),
             _leaf("residual3", "norm_mod", "residual_add", elements=rows * dim, act_bytes=d.act),
-            _leaf("norm2", "norm_mod", "layer_norm", **fp32_norm),
-            _leaf("modulate2", "norm_mod", "modulate", **modulate),
+            _fp32_norm("norm2", "norm_mod", d),
+            _modulate("modulate2", "norm_mod", d),
             ffn,
             _leaf("residual2", "norm_mod", "gated_residual", **gated),
         ),
@@ -214,27 +234,8 @@ def _head(model: ModelSpec, d: _Dims) -> Composite:
                 dim=d.dim,
                 table_el_bytes=FP32_BYTES,
             ),
-            _leaf(
-                "norm",
-                "head",
-                "layer_norm",
-                rows=d.rows,
-                dim=d.dim,
-                affine=False,
-                in_bytes=d.act,
-                out_bytes=FP32_BYTES,
-                weight_el_bytes=FP32_BYTES,
-            ),
-            _leaf(
-                "modulate",
-                "head",
-                "modulate",
-                batch=d.batch,
-                rows=d.rows,
-                dim=d.dim,
-                in_bytes=FP32_BYTES,
-                out_bytes=d.act,
-            ),
+            _fp32_norm("norm", "head", d),
+            _modulate("modulate", "head", d),
             _linear("head", "head", d, rows=d.rows, fan_in=d.dim, fan_out=out),
         ),
     )
