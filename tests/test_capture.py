@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import torch
 from conftest import spec_and_workload
-from torch.utils.flop_counter import FlopCounterMode
 
 from ditmeter.analytic.analysis import analyze
 from ditmeter.analytic.wan_names import canonical_id
-from ditmeter.tracer.capture import capture_forward
+from ditmeter.tracer.capture import capture_forward, flop_counter_pass
 from ditmeter.tracer.reference import build_diffusers_dit, diffusers_dit_inputs
 
 
@@ -19,8 +17,7 @@ def test_capture_matches_flop_counter_and_keeps_module_paths() -> None:
     model = build_diffusers_dit(spec, wl.dtype)
     inputs = diffusers_dit_inputs(spec, wl, analyze(spec, wl).geometry)
     graph = capture_forward(model, inputs)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(**inputs, return_dict=False)
+    counter = flop_counter_pass(model, inputs)
     nodes = list(graph.nodes)
     assert sum(n.meta["flops"] for n in nodes) == counter.get_total_flops()
 

@@ -8,13 +8,12 @@ diffusers → official alias table.
 from __future__ import annotations
 
 import pytest
-import torch
 from conftest import MODELS, WORKLOADS, spec_and_workload
-from torch.utils.flop_counter import FlopCounterMode
 
 from ditmeter.analytic.analysis import analyze
 from ditmeter.analytic.tree import walk
 from ditmeter.analytic.wan_names import canonical_id
+from ditmeter.tracer.capture import flop_counter_pass
 from ditmeter.tracer.reference import build_diffusers_dit, diffusers_dit_inputs
 
 PARAMS = {"wan2.1-t2v-14b": 14_288_491_584, "wan2.1-t2v-1.3b": 1_418_996_800}
@@ -41,8 +40,7 @@ def measured_flops_by_module(model: str, workload: str) -> tuple[dict[str, int],
     real = build_diffusers_dit(spec, wl.dtype)
     analysis = analyze(spec, wl)
     inputs = diffusers_dit_inputs(spec, wl, analysis.geometry)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        real(**inputs, return_dict=False)
+    counter = flop_counter_pass(real, inputs)
     root = type(real).__name__
     per_path = {
         key.removeprefix(root).removeprefix("."): sum(ops.values())

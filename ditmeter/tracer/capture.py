@@ -23,7 +23,7 @@ import torch
 from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import flop_registry
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
 
@@ -71,6 +71,18 @@ class _Recorder(TorchDispatchMode):
             self._producer[id(t)] = node
             self._alive.append(t)
         return out
+
+
+def flop_counter_pass(model: nn.Module, inputs: dict[str, torch.Tensor]) -> FlopCounterMode:
+    """The bare reference: one forward under ``FlopCounterMode``, nothing else recorded.
+
+    ``get_total_flops()`` and ``get_flop_counts()`` (keyed by the root class name
+    plus the module path) are what ``capture_forward`` must agree with.
+    """
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(**inputs, return_dict=False)
+    return counter
 
 
 def capture_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> fx.Graph:
