@@ -10,7 +10,6 @@ import sys
 import time
 
 from rich.console import Console
-from rich.markup import escape
 
 from ditmeter import __version__
 from ditmeter.errors import ConfigError
@@ -65,13 +64,14 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
     a = result.analysis
     f, v = a.per_forward, a.per_video
     console.print(
-        f"[bold]{escape(cfg.model.name)}[/] × [bold]{escape(cfg.workload.name)}[/]: "
+        f"{cfg.model.name} × {cfg.workload.name}: "
         f"{a.geometry.tokens:,} tokens, context {a.geometry.context_len}, "
         f"{a.forwards_per_video} forwards per video"
     )
     for adj in a.geometry.adjustments:
         console.print(
-            f"[yellow]adjusted[/] workload.{adj.field}: {adj.requested} → {adj.effective} ({adj.reason})"
+            f"adjusted workload.{adj.field}: {adj.requested} → {adj.effective} ({adj.reason})",
+            style="yellow",
         )
     core = a.by_category().get("attn_core")
     console.print(
@@ -83,7 +83,7 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
         f"per video:   {si(v.tensor_flops, 'FLOP')} tensor-core, {si(v.cuda_flops, 'FLOP')} CUDA-core"
     )
     console.print(
-        f"wrote {escape(str(result.analysis_dir))}/ (report.json, modules.parquet, summary.md) "
+        f"wrote {result.analysis_dir}/ (report.json, modules.parquet, summary.md) "
         f"in {time.perf_counter() - start:.2f} s"
     )
     return EXIT_OK
@@ -92,13 +92,14 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 gate failure, 2 bad input)."""
     args = _parser().parse_args(argv)
-    console = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    # markup=False: names and paths from the user print as written ("w001-tiny[batch_size=2]").
+    console = Console(markup=False, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
     try:
         if args.command == "report":
             return _cmd_report(args.overrides, console)
     except ConfigError as exc:
-        err.print(f"ditmeter: error: {exc}", markup=False)
+        err.print(f"ditmeter: error: {exc}")
         return EXIT_BAD_INPUT
     raise AssertionError(f"unhandled command {args.command}")
 
