@@ -36,3 +36,23 @@ def test_capture_matches_flop_counter_and_keeps_module_paths() -> None:
     tokens = 4 * 32 * 32  # 16 frames → 4 latent frames (official rule), 512/16 = 32 patches a side
     assert q.meta["out_shapes"][0] == (tokens, spec.dim)  # addmm over flattened rows
     assert q.meta["bytes_out"] == tokens * spec.dim * 2  # bf16
+
+
+def test_in_place_writes_are_data_flow_edges() -> None:
+    """The diffusers RoPE writes into ``out[..., 0::2]`` in place; attention must depend on it."""
+    spec, wl = spec_and_workload("wan2.1-t2v-1.3b", "w001-tiny")
+    model = build_diffusers_dit(spec, wl.dtype)
+    graph = capture_forward(model, diffusers_dit_inputs(spec, wl, analyze(spec, wl).geometry))
+    attn = [n for n in graph.nodes if n.meta["module_path"] == "blocks.0.attn1"]
+    writes = [n for n in attn if str(n.target) == "aten.copy_.default"]
+    first_bmm = next(n for n in attn if n.meta["flops"])
+    assert writes, "the diffusers RoPE copies into a preallocated tensor"
+    ancestors: set[object] = set()
+    stack = list(first_bmm.all_input_nodes)
+    while stack:
+        n = stack.pop()
+        if n not in ancestors:
+            ancestors.add(n)
+            stack += n.all_input_nodes
+    assert set(writes) <= ancestors
+    assert all(n.meta["module_class"] == "WanAttention" for n in attn)

@@ -9,9 +9,13 @@ sees exactly the aten ops FlopCounterMode counts, at about the same cost
 (measured 1.06×), and builds the fx graph directly.
 
 Each node's ``meta`` holds: ``module_path`` (diffusers path, "" for the root),
-``flops`` (the node's own count from ``torch.utils.flop_counter``'s registered
-formula, 0 when none is registered), ``out_shapes``, ``out_dtypes``,
-``bytes_in`` and ``bytes_out``. Edges are data flow between recorded ops.
+``module_class``, ``flops`` (the node's own count from ``torch.utils.flop_counter``'s
+registered formula, 0 when none is registered), ``in_shapes``, ``in_dtypes``,
+``out_shapes``, ``out_dtypes``, ``bytes_in`` and ``bytes_out``.
+
+Edges are data flow between recorded ops: from the op that produced each input
+tensor, and from the last op that wrote into the input's storage in place
+(``out[..., 0::2].copy_(x)`` in the RoPE of the diffusers port).
 NB: parameters and model inputs are not nodes; their bytes are in ``bytes_in``.
 """
 
@@ -35,6 +39,25 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def _storage(t: torch.Tensor) -> int:
+    """Identity of ``t``'s storage: views of one buffer share it (meta tensors too)."""
+    try:
+        return int(t.untyped_storage()._cdata)
+    except (RuntimeError, NotImplementedError):  # tensors without storage: only the object
+        return id(t)
+
+
+def _written_args(func: Any, args: Any, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """The tensors ``func`` mutates in place (``copy_``'s destination, ``add_``'s self)."""
+    out: list[torch.Tensor] = []
+    for i, arg in enumerate(func._schema.arguments):
+        if arg.alias_info is None or not arg.alias_info.is_write:
+            continue
+        value = args[i] if i < len(args) else kwargs.get(arg.name)
+        out += _tensors(value)
+    return out
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self, tracker: ModuleTracker, root_prefix: str) -> None:
         super().__init__()
@@ -42,6 +65,7 @@ class _Recorder(TorchDispatchMode):
         self.root_prefix = root_prefix
         self.graph = fx.Graph()
         self._producer: dict[int, fx.Node] = {}
+        self._writer: dict[int, fx.Node] = {}  # storage → last in-place writer
         self._alive: list[torch.Tensor] = []  # keeps ids unique for the whole capture
 
     def _module_path(self) -> str:
@@ -56,12 +80,16 @@ class _Recorder(TorchDispatchMode):
         packet = func._overloadpacket
         flops = int(flop_registry[packet](*args, **kwargs, out_val=out)) if packet in flop_registry else 0
         inputs = _tensors((args, kwargs))
-        parents = list(dict.fromkeys(self._producer[id(t)] for t in inputs if id(t) in self._producer))
+        sources = [self._producer.get(id(t)) for t in inputs]
+        sources += [self._writer.get(_storage(t)) for t in inputs]
+        parents = list(dict.fromkeys(n for n in sources if n is not None))
         node = self.graph.create_node("call_function", func, tuple(parents), {})
         outputs = _tensors(out)
         node.meta.update(
             module_path=self._module_path(),
             flops=flops,
+            in_shapes=[tuple(t.shape) for t in inputs],
+            in_dtypes=[str(t.dtype).removeprefix("torch.") for t in inputs],
             out_shapes=[tuple(t.shape) for t in outputs],
             out_dtypes=[str(t.dtype).removeprefix("torch.") for t in outputs],
             bytes_in=sum(_nbytes(t) for t in inputs),
@@ -70,6 +98,8 @@ class _Recorder(TorchDispatchMode):
         for t in outputs:
             self._producer[id(t)] = node
             self._alive.append(t)
+        for t in _written_args(func, args, kwargs):
+            self._writer[_storage(t)] = node
         return out
 
 
@@ -91,4 +121,7 @@ def capture_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> fx.Gra
     recorder = _Recorder(tracker, type(model).__name__)
     with torch.no_grad(), tracker, recorder:
         model(**inputs, return_dict=False)
+    classes = {name: type(m).__name__ for name, m in model.named_modules()}
+    for node in recorder.graph.nodes:
+        node.meta["module_class"] = classes[node.meta["module_path"]]
     return recorder.graph
