@@ -1,5 +1,6 @@
 # Thin targets; every target that needs the venv creates it on first use.
 #   make trace MODEL=wan2.1-t2v-14b [WORKLOAD=w003-720p] [ARGS="workload.num_frames=33"]
+#   make compare [RUN=<run_id>] [ARGS="compare.tolerance=0.01"]
 #   make report / make test / make lint / make bench
 PYTHON ?= python3
 VENV   := .venv
@@ -8,8 +9,9 @@ STAMP  := $(VENV)/.installed
 MODEL    ?= wan2.1-t2v-14b
 WORKLOAD ?= w003-720p
 ARGS     ?=
+RUN      ?=
 
-.PHONY: install report trace test lint bench clean
+.PHONY: install report trace compare test lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
@@ -24,9 +26,12 @@ install: $(STAMP)
 report: $(STAMP)
 	$(BIN)/ditmeter report model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
 
-# Until the tracer lands, trace runs the analytic report.
 trace: $(STAMP)
-	$(BIN)/ditmeter report model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+	$(BIN)/ditmeter trace model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+
+# The newest traced run unless RUN=<run_id> is given.
+compare: $(STAMP)
+	$(BIN)/ditmeter compare $(if $(RUN),run_id=$(RUN)) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -37,6 +42,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_report.py
+	$(BIN)/python benchmarks/bench_trace.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

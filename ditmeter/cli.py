@@ -6,13 +6,19 @@ Every subcommand takes Hydra overrides: ``model=NAME workload=NAME key=value``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from ditmeter import __version__
 from ditmeter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ditmeter.compare.gate import Verdict
 
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -50,7 +56,165 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rep.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    tr = sub.add_parser(
+        "trace",
+        help="trace the real model on meta, join it with the analytic rules, and gate",
+        description="Build the diffusers WanTransformer3DModel on the meta device (no weights), "
+        "capture one forward as a torch.fx graph with per-node FLOPs from torch.utils.flop_counter, "
+        "map every node to its analytic rule, and gate analytic vs measured FLOPs per module. "
+        "Writes everything `report` writes plus nodes.parquet and graph.json. "
+        "Exit 0 gate passed, 1 gate failed, 2 bad input.",
+        epilog=f"{_OVERRIDES_HELP}  compare.tolerance=0.05 (the gate, 0.05 = 5%)\n\n"
+        f"models: {models}\nworkloads: {workloads}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    cmp_ = sub.add_parser(
+        "compare",
+        help="re-read a traced run's tables: per-module errors, coverage, verdict",
+        description="Re-read modules.parquet and nodes.parquet of a traced run (the newest traced "
+        "run under output_root unless run_id= is given), print the per-module error table worst "
+        "first, node coverage, and the gate's verdict. Exit 0 pass, 1 gate failure, 2 bad input.",
+        epilog="overrides: run_id=RUN output_root=DIR compare.tolerance=0.05 compare.show=15",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmp_.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return p
+
+
+class _Steps:
+    """Progress of the long steps: a spinner while running, one line with the time after."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        label = _STEP_LABELS.get(name, name)
+        start = time.perf_counter()
+        with self.console.status(f"{label} …"):
+            yield
+        self.console.print(f"  {label:<48} {time.perf_counter() - start:6.2f} s")
+
+
+_STEP_LABELS = {
+    "build": "build the diffusers model on meta",
+    "capture": "capture one forward (fx graph, per-node FLOPs)",
+    "map": "map nodes to analytic rules",
+    "join": "join, roll up per module, gate",
+    "write": "write the run folder",
+}
+
+
+def _print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
+    from rich.table import Table
+
+    from ditmeter.reports.format import grouped, percent
+    from ditmeter.reports.summary import error_text
+
+    cov = verdict.coverage
+    cov_table = Table(title="node coverage", title_justify="left")
+    for col in ("status", "nodes", "measured FLOPs", "share"):
+        cov_table.add_column(col, justify="left" if col == "status" else "right")
+    for status in ("costed", "zero", "unmatched"):
+        cov_table.add_row(
+            status,
+            grouped(cov.nodes[status]),
+            grouped(cov.flops[status]),
+            percent(cov.flops[status], cov.total_flops),
+        )
+    console.print(cov_table)
+    for name in cov.unmatched_flop_nodes[:shown]:
+        console.print(f"unmatched node with FLOPs: {name}", style="red")
+    table = Table(
+        title=f"modules, worst first ({min(shown, len(verdict.checks))} of {len(verdict.checks)} compared)",
+        title_justify="left",
+    )
+    for col in ("module", "kind", "analytic FLOPs", "measured FLOPs", "error", "gate"):
+        table.add_column(col, justify="left" if col in ("module", "kind", "gate") else "right")
+    for c in verdict.checks[:shown]:
+        table.add_row(
+            c.module_id or "<root>",
+            c.kind,
+            grouped(c.analytic),
+            grouped(c.measured),
+            error_text(c.rel_error),
+            "ok" if c.passed else "FAIL",
+            style=None if c.passed else "red",
+        )
+    console.print(table)
+    e2e = verdict.end_to_end()
+    if e2e is not None:
+        console.print(
+            f"end to end: analytic {grouped(e2e.analytic)} vs measured {grouped(e2e.measured)} FLOPs, "
+            f"error {error_text(e2e.rel_error)}"
+        )
+    word = "PASS" if verdict.passed else "FAIL"
+    reasons = []
+    if verdict.failures:
+        worst = ", ".join(c.module_id or "<root>" for c in verdict.failures[:5])
+        more = len(verdict.failures) - 5
+        reasons.append(
+            f"{len(verdict.failures)} modules over tolerance: {worst}"
+            + (f" (+{more} more)" if more > 0 else "")
+        )
+    if cov.unmatched_flop_nodes:
+        reasons.append(f"{len(cov.unmatched_flop_nodes)} unmatched nodes carry FLOPs")
+    console.print(
+        f"gate: {word} at tolerance {100 * verdict.tolerance:g}%, max error {error_text(verdict.max_error)}"
+        + (f" — {'; '.join(reasons)}" if reasons else ""),
+        style="green" if verdict.passed else "red",
+    )
+
+
+def _cmd_trace(overrides: list[str], console: Console) -> int:
+    from ditmeter.analytic.analysis import analyze
+    from ditmeter.compare.run import trace
+    from ditmeter.config import load
+
+    start = time.perf_counter()
+    cfg = load(overrides)
+    console.print(f"tracing {cfg.model.name} × {cfg.workload.name} (diffusers WanTransformer3DModel on meta)")
+    g = analyze(cfg.model, cfg.workload).geometry
+    for adj in g.adjustments:
+        console.print(
+            f"adjusted workload.{adj.field}: {adj.requested} → {adj.effective} ({adj.reason})",
+            style="yellow",
+        )
+    result = trace(cfg, progress=_Steps(console))
+    console.print(
+        f"{g.tokens:,} tokens, context {g.context_len}; graph {result.graph_nodes:,} nodes, "
+        f"{result.graph_edges:,} edges"
+    )
+    _print_verdict(console, result.verdict, shown=10)
+    console.print(
+        f"wrote {result.analysis_dir}/ (report.json, summary.md, modules.parquet, nodes.parquet, "
+        f"graph.json) in {time.perf_counter() - start:.2f} s"
+    )
+    return EXIT_OK if result.verdict.passed else EXIT_GATE
+
+
+def _cmd_compare(overrides: list[str], console: Console) -> int:
+    from ditmeter.compare.run import compare
+    from ditmeter.config import load
+
+    shown, rest = 15, []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.split(".", 1)[0] in ("model", "workload"):
+            raise ConfigError(key, "compare reads the model and workload from the run; give run_id=… instead")
+        if key == "compare.show":
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigError("compare.show", f"must be a whole number >= 1, got {value!r}")
+            shown = int(value)
+        else:
+            rest.append(o)
+    cfg = load(rest)
+    result = compare(cfg.output_root, cfg.run_id, cfg.tolerance)
+    console.print(f"run {result.run_id}: {result.model} × {result.workload}")
+    console.print(f"tables: {result.analysis_dir}/modules.parquet, nodes.parquet")
+    _print_verdict(console, result.verdict, shown)
+    return EXIT_OK if result.verdict.passed else EXIT_GATE
 
 
 def _cmd_report(overrides: list[str], console: Console) -> int:
@@ -98,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _cmd_report(args.overrides, console)
+        if args.command == "trace":
+            return _cmd_trace(args.overrides, console)
+        if args.command == "compare":
+            return _cmd_compare(args.overrides, console)
     except ConfigError as exc:
         err.print(f"ditmeter: error: {exc}")
         return EXIT_BAD_INPUT

@@ -7,6 +7,7 @@ a source checkout or editable install reads ``configs/`` beside the package.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ class RunConfig:
     workload: Workload
     output_root: Path
     run_id: str | None
+    tolerance: float
     raw: dict[str, Any]
 
 
@@ -107,5 +109,13 @@ def load(overrides: list[str]) -> RunConfig:
         workload=workload,
         output_root=Path(str(raw.get("output_root") or "tmp/profile-output")),
         run_id=run_id,
+        tolerance=_tolerance(raw.get("compare")),
         raw={str(k): v for k, v in raw.items()},
     )
+
+
+def _tolerance(section: Any) -> float:
+    value = section.get("tolerance") if isinstance(section, dict) else None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ConfigError("compare.tolerance", f"must be a finite number >= 0 (0.05 = 5%), got {value!r}")
+    return float(value)

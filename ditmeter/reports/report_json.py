@@ -17,6 +17,7 @@ import pandas as pd
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.categories import CATEGORIES
 from ditmeter.analytic.cost import COST_FIELDS, Cost
+from ditmeter.compare.gate import REL_ERROR_RULE, WORST_SHOWN, ModuleCheck, Verdict
 from ditmeter.reports.tables import CONVENTION, library_versions
 
 SCHEMA_VERSION = "ditmeter.report/1"
@@ -53,8 +54,45 @@ def _workload(analysis: Analysis) -> dict[str, Any]:
     }
 
 
-def build_report(analysis: Analysis, modules: pd.DataFrame, run_id: str) -> dict[str, Any]:
-    """The whole report as plain JSON-able data."""
+def _check(c: ModuleCheck) -> dict[str, Any]:
+    return {
+        "module_id": c.module_id,
+        "kind": c.kind,
+        "analytic_flops": c.analytic,
+        "measured_flops": c.measured,
+        "rel_error": c.rel_error,
+        "passed": c.passed,
+    }
+
+
+def compare_section(verdict: Verdict, **extra: Any) -> dict[str, Any]:
+    """``report.json``'s ``compare``: the gate's verdict, worst modules first, coverage."""
+    e2e = verdict.end_to_end()
+    cov = verdict.coverage
+    return {
+        "measured_by": "torch.utils.flop_counter formulas applied to each captured aten op",
+        "compared_metric": "tensor_flops (analytic) vs measured_flops",
+        "rel_error_rule": REL_ERROR_RULE,
+        "tolerance": verdict.tolerance,
+        "passed": verdict.passed,
+        "max_rel_error": verdict.max_error,
+        "end_to_end": _check(e2e) if e2e else None,
+        "compared_modules": len(verdict.checks),
+        "failed_modules": len(verdict.failures),
+        "worst": [_check(c) for c in verdict.checks[:WORST_SHOWN]],
+        "coverage": {
+            "nodes": cov.nodes,
+            "measured_flops": cov.flops,
+            "unmatched_flop_nodes": list(cov.unmatched_flop_nodes),
+        },
+        **extra,
+    }
+
+
+def build_report(
+    analysis: Analysis, modules: pd.DataFrame, run_id: str, compare: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The whole report as plain JSON-able data (``compare`` for traced runs)."""
     per_forward = analysis.per_forward
     cats = analysis.by_category()
     module_rows = [
@@ -82,6 +120,7 @@ def build_report(analysis: Analysis, modules: pd.DataFrame, run_id: str) -> dict
             "kv_cache_bytes_note": "0: a diffusion transformer keeps no KV cache.",
         },
         "metric_fields": list(COST_FIELDS),
+        "compare": compare,
         "notes": analysis.notes(),
     }
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import Cost
+from ditmeter.compare.gate import Verdict
 from ditmeter.reports.format import binary_bytes, grouped, percent, si
 
 TOP_LAYERS = 10
@@ -98,8 +99,66 @@ def _layers(modules: pd.DataFrame, whole: int) -> list[str]:
     return out
 
 
-def render_summary(analysis: Analysis, modules: pd.DataFrame, run_id: str) -> str:
-    """Markdown summary of one analytic run."""
+def error_text(err: float | None) -> str:
+    """A relative error for people: ``0`` exactly, ``1.2e-06``, ``3.10%``, or ``undefined``."""
+    if err is None:
+        return "undefined (measured 0)"
+    if err == 0:
+        return "0 (exact)"
+    return f"{err:.2e}" if err < 1e-4 else f"{100 * err:.2f}%"
+
+
+def compare_lines(verdict: Verdict, shown: int = TOP_LAYERS) -> list[str]:
+    """The compare section: verdict, end-to-end, coverage, worst modules first."""
+    cov = verdict.coverage
+    e2e = verdict.end_to_end()
+    word = "PASS" if verdict.passed else "FAIL"
+    out = [
+        f"**Gate: {word}** at tolerance {100 * verdict.tolerance:g}% — {len(verdict.checks)} modules "
+        f"compared (analytic tensor-core FLOPs vs torch.utils.flop_counter on the traced model), "
+        f"{len(verdict.failures)} over tolerance, max error {error_text(verdict.max_error)}.",
+        "",
+    ]
+    if e2e is not None:
+        out += [
+            f"End to end: analytic {grouped(e2e.analytic)} vs measured {grouped(e2e.measured)} FLOPs "
+            f"(error {error_text(e2e.rel_error)}).",
+            "",
+        ]
+    out += ["| node status | nodes | measured FLOPs | share |", "|---|---:|---:|---:|"]
+    for status in ("costed", "zero", "unmatched"):
+        out.append(
+            f"| {status} | {grouped(cov.nodes[status])} | {si(cov.flops[status], 'FLOP')} | "
+            f"{percent(cov.flops[status], cov.total_flops)} |"
+        )
+    if cov.unmatched_flop_nodes:
+        out += ["", "Unmatched nodes with FLOPs (each fails the gate):"]
+        out += [f"- `{n}`" for n in cov.unmatched_flop_nodes[:shown]]
+    out += [
+        "",
+        f"Worst {min(shown, len(verdict.checks))} modules (worst first):",
+        "",
+        "| module | kind | analytic | measured | error | |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for c in verdict.checks[:shown]:
+        mark = "ok" if c.passed else "**FAIL**"
+        out.append(
+            f"| `{c.module_id or '<root>'}` | {c.kind} | {grouped(c.analytic)} | {grouped(c.measured)} | "
+            f"{error_text(c.rel_error)} | {mark} |"
+        )
+    out += [
+        "",
+        "Per node: `nodes.parquet`; per module: `measured_flops` and `rel_error` in `modules.parquet`; "
+        "the joined graph: `graph.json` (networkx node-link).",
+    ]
+    return out
+
+
+def render_summary(
+    analysis: Analysis, modules: pd.DataFrame, run_id: str, verdict: Verdict | None = None
+) -> str:
+    """Markdown summary of one run (with the compare section when it was traced)."""
     f = analysis.per_forward
     core: Cost = analysis.by_category().get("attn_core", Cost())
     core_video = core.per_video(analysis.forwards_per_video)
@@ -126,6 +185,7 @@ def render_summary(analysis: Analysis, modules: pd.DataFrame, run_id: str) -> st
         f"(per forward; ×{analysis.forwards_per_video} per video)",
         *_categories(analysis),
         "",
+        *(["## Check against the real model", *compare_lines(verdict), ""] if verdict else []),
         "## Notes (what is and is not modeled)",
         *[f"- {n}" for n in analysis.notes()],
         "",

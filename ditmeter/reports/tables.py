@@ -1,8 +1,9 @@
 """Tidy tables with explicit pyarrow schemas; raw base units, never strings like "1.2G".
 
-``modules.parquet``: one row per module of the expanded analytic tree (see
-docs/artifacts.md for every column). Parquet key-value metadata records the
-model config, the workload, library versions and the counting convention.
+``modules.parquet``: one row per module of the expanded analytic tree;
+``nodes.parquet`` (traced runs): one row per fx node (see docs/artifacts.md for
+every column). Parquet key-value metadata records the model config, the
+workload, library versions and the counting convention.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ MODULES_SCHEMA = pa.schema(
         pa.field("rule", pa.string()),
         *(pa.field(f, pa.int64(), nullable=False) for f in COST_FIELDS),
         pa.field("arithmetic_intensity", pa.float64()),
+        pa.field("measured_flops", pa.int64()),
+        pa.field("rel_error", pa.float64()),
     ]
 )
 
@@ -80,17 +83,20 @@ def modules_frame(analysis: Analysis) -> pd.DataFrame:
                 "rule": r.rule,
                 **c.as_dict(),
                 "arithmetic_intensity": _intensity(c.flops, c.moved_bytes),
+                "measured_flops": None,  # filled by a traced run (ditmeter.compare.join)
+                "rel_error": None,
             }
         )
     table = pa.Table.from_pylist(rows, schema=MODULES_SCHEMA)
     return table.to_pandas()
 
 
-def table_metadata(analysis: Analysis, table: str) -> dict[str, str]:
-    """Key-value metadata written into every Parquet file."""
+def table_metadata(analysis: Analysis, table: str, **extra: str) -> dict[str, str]:
+    """Key-value metadata written into every Parquet file (``extra`` as ``ditmeter.<key>``)."""
     import attrs
 
     return {
+        **{f"ditmeter.{k}": v for k, v in extra.items()},
         "ditmeter.table": table,
         "ditmeter.model": json.dumps(attrs.asdict(analysis.model)),
         "ditmeter.workload": json.dumps(attrs.asdict(analysis.workload)),

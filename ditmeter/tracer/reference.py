@@ -2,19 +2,26 @@
 
 The diffusers ``WanTransformer3DModel`` config is derived from the
 :class:`~ditmeter.analytic.spec.ModelSpec` (official field names), never kept
-as a second hand-written copy. Other reference modules (text encoder, VAE,
-the official Wan code) plug in beside ``build_diffusers_dit`` later.
+as a second hand-written copy.
+
+A :class:`Reference` says how to build one real module and feed it one
+forward, and how its module paths map onto the analytic tree's ids. The tracer
+only sees this record, so other references (the UMT5 text encoder, the
+Wan-VAE, the official Wan code) plug in as further entries of ``REFERENCES``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
+import attrs
 import torch
 from torch import nn
 
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.spec import ModelSpec, Workload
+from ditmeter.analytic.wan_names import canonical_id
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -66,3 +73,27 @@ def diffusers_dit_inputs(spec: ModelSpec, workload: Workload, geo: Geometry) -> 
         "timestep": torch.empty(b, dtype=torch.long, device=meta),
         "encoder_hidden_states": torch.empty(b, geo.context_len, spec.text_dim, dtype=dtype, device=meta),
     }
+
+
+@attrs.frozen
+class Reference:
+    """A real module the tracer captures, and how its names meet the analytic tree."""
+
+    name: str  # stable id, e.g. "diffusers-dit"
+    component: str  # the analytic component it checks, e.g. "dit"
+    source: str  # where the code comes from, for reports
+    build: Callable[[ModelSpec, str], nn.Module]
+    inputs: Callable[[ModelSpec, Workload, Geometry], dict[str, torch.Tensor]]
+    canonical_id: Callable[[str], str | None]  # module path → analytic module id
+
+
+REFERENCES: dict[str, Reference] = {
+    "diffusers-dit": Reference(
+        name="diffusers-dit",
+        component="dit",
+        source="diffusers.WanTransformer3DModel",
+        build=build_diffusers_dit,
+        inputs=diffusers_dit_inputs,
+        canonical_id=canonical_id,
+    ),
+}

@@ -1,0 +1,112 @@
+"""Relative error and the gate: analytic tensor FLOPs vs FlopCounterMode, per module.
+
+``rel_error = |analytic - measured| / measured``. When ``measured`` is 0 the
+error is 0 if ``analytic`` is 0 too, and undefined (``None``, a failure at any
+tolerance) otherwise: the rules count work the model never runs.
+
+The gate compares every module where either side is non-zero, from single
+leaves up to the root (the end-to-end total, which also holds the FLOPs of
+unmatched nodes). It fails when any compared module's error is undefined or
+above the tolerance, or when any unmatched node carries FLOPs.
+"""
+
+from __future__ import annotations
+
+import attrs
+import pandas as pd
+
+REL_ERROR_RULE = (
+    "|analytic - measured| / measured; 0 when both are 0; undefined (null, a gate failure) "
+    "when only measured is 0"
+)
+
+#: How many modules the compare table shows by default (worst first).
+WORST_SHOWN = 15
+
+
+def rel_error(analytic: int, measured: int) -> float | None:
+    """|analytic - measured| / measured; 0 when both are 0; None when only measured is 0."""
+    if measured:
+        return abs(analytic - measured) / measured
+    return 0.0 if analytic == 0 else None
+
+
+@attrs.frozen
+class ModuleCheck:
+    module_id: str
+    kind: str
+    analytic: int
+    measured: int
+    rel_error: float | None
+    passed: bool
+
+
+@attrs.frozen
+class Coverage:
+    """Nodes per status (``costed``, ``zero``, ``unmatched``) and their measured FLOPs."""
+
+    nodes: dict[str, int]
+    flops: dict[str, int]
+    unmatched_flop_nodes: tuple[str, ...]  # "node (op in module path)" of each failing node
+
+    @property
+    def total_flops(self) -> int:
+        return sum(self.flops.values())
+
+
+@attrs.frozen
+class Verdict:
+    tolerance: float
+    checks: tuple[ModuleCheck, ...]  # compared modules, worst first
+    coverage: Coverage
+
+    @property
+    def failures(self) -> tuple[ModuleCheck, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and not self.coverage.unmatched_flop_nodes
+
+    @property
+    def max_error(self) -> float | None:
+        """Largest defined error over compared modules (None if some error is undefined)."""
+        if any(c.rel_error is None for c in self.checks):
+            return None
+        return max((c.rel_error for c in self.checks if c.rel_error is not None), default=0.0)
+
+    def end_to_end(self) -> ModuleCheck | None:
+        return next((c for c in self.checks if c.module_id == ""), None)
+
+
+def _worst_first(c: ModuleCheck) -> tuple[int, float, int, int]:
+    """Undefined errors, then the largest error, the largest gap, the most FLOPs."""
+    undefined = c.rel_error is None
+    return (0 if undefined else 1, -(c.rel_error or 0.0), -abs(c.analytic - c.measured), -c.measured)
+
+
+def coverage(nodes: pd.DataFrame) -> Coverage:
+    """Counts and FLOPs per node status, and the unmatched nodes that carry FLOPs."""
+    counts = {s: int((nodes["status"] == s).sum()) for s in ("costed", "zero", "unmatched")}
+    flops = {
+        s: int(nodes.loc[nodes["status"] == s, "measured_flops"].sum())
+        for s in ("costed", "zero", "unmatched")
+    }
+    bad = nodes[(nodes["status"] == "unmatched") & (nodes["measured_flops"] > 0)]
+    named = tuple(f"{r.node} ({r.op} in {r.module_path or '<root>'!r})" for r in bad.itertuples())
+    return Coverage(counts, flops, named)
+
+
+def evaluate(modules: pd.DataFrame, nodes: pd.DataFrame, tolerance: float) -> Verdict:
+    """The gate over ``modules.parquet`` and ``nodes.parquet`` rows of one traced run."""
+    checks: list[ModuleCheck] = []
+    for r in modules.itertuples():
+        analytic, measured = int(r.tensor_flops), int(r.measured_flops)
+        if analytic == 0 and measured == 0:
+            continue
+        err = rel_error(analytic, measured)
+        checks.append(
+            ModuleCheck(r.module_id, r.kind, analytic, measured, err, err is not None and err <= tolerance)
+        )
+    checks.sort(key=_worst_first)
+    return Verdict(tolerance, tuple(checks), coverage(nodes))

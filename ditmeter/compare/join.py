@@ -1,0 +1,176 @@
+"""Join the traced nodes with the analytic tree: node rows, per-module rollups, one graph.
+
+Node ids in the graph are stable strings: ``module:<module_id>`` (``module:``
+is the root) and ``node:<fx node name>``. Edges carry ``kind``: ``contains``
+(module → child module, module → the nodes it costs) or ``data`` (node →
+node that reads its output).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import networkx as nx
+import pandas as pd
+import pyarrow as pa
+
+from ditmeter.analytic.tree import ModuleRow
+from ditmeter.compare.gate import rel_error
+from ditmeter.compare.mapping import Assignment
+
+NODES_SCHEMA = pa.schema(
+    [
+        pa.field("node", pa.string(), nullable=False),
+        pa.field("order", pa.int32(), nullable=False),
+        pa.field("op", pa.string(), nullable=False),
+        pa.field("module_path", pa.string(), nullable=False),
+        pa.field("module_class", pa.string(), nullable=False),
+        pa.field("module_id", pa.string()),
+        pa.field("leaf_id", pa.string()),
+        pa.field("rule", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("mapping", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("measured_flops", pa.int64(), nullable=False),
+        pa.field("leaf_tensor_flops", pa.int64()),
+        pa.field("bytes_in", pa.int64(), nullable=False),
+        pa.field("bytes_out", pa.int64(), nullable=False),
+        pa.field("in_shapes", pa.string(), nullable=False),
+        pa.field("in_dtypes", pa.string(), nullable=False),
+        pa.field("out_shapes", pa.string(), nullable=False),
+        pa.field("out_dtypes", pa.string(), nullable=False),
+        pa.field("input_nodes", pa.string(), nullable=False),
+    ]
+)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def nodes_frame(graph: Any, assignments: Sequence[Assignment], rows: Sequence[ModuleRow]) -> pd.DataFrame:
+    """One row per captured fx node, in execution order (``nodes.parquet``)."""
+    leaf_flops = {r.module_id: r.cost.tensor_flops for r in rows if r.kind == "leaf"}
+    out: list[dict[str, Any]] = []
+    for order, (n, a) in enumerate(zip(graph.nodes, assignments, strict=True)):
+        m = n.meta
+        out.append(
+            {
+                "node": n.name,
+                "order": order,
+                "op": str(n.target),
+                "module_path": m["module_path"],
+                "module_class": m["module_class"],
+                "module_id": a.module_id,
+                "leaf_id": a.leaf_id,
+                "rule": a.rule,
+                "category": a.category,
+                "mapping": a.mapping,
+                "status": a.status,
+                "measured_flops": m["flops"],
+                "leaf_tensor_flops": leaf_flops.get(a.leaf_id) if a.leaf_id is not None else None,
+                "bytes_in": m["bytes_in"],
+                "bytes_out": m["bytes_out"],
+                "in_shapes": _json(m["in_shapes"]),
+                "in_dtypes": _json(m["in_dtypes"]),
+                "out_shapes": _json(m["out_shapes"]),
+                "out_dtypes": _json(m["out_dtypes"]),
+                "input_nodes": _json([i.name for i in n.all_input_nodes]),
+            }
+        )
+    return pa.Table.from_pylist(out, schema=NODES_SCHEMA).to_pandas()
+
+
+def _home(row: Any, known: set[str]) -> str:
+    """The analytic module a node's FLOPs roll up into: its leaf, else its nearest known module."""
+    if row.leaf_id is not None:
+        return str(row.leaf_id)
+    mid = row.module_id
+    while mid:
+        if mid in known:
+            return str(mid)
+        mid = mid.rpartition(".")[0]
+    return ""
+
+
+def measured_by_module(nodes: pd.DataFrame, rows: Sequence[ModuleRow]) -> dict[str, int]:
+    """Measured FLOPs of every analytic module: its nodes plus everything under it.
+
+    Unmatched nodes count toward their nearest analytic ancestor, so the root
+    always holds the whole measured total.
+    """
+    parent = {r.module_id: r.parent_id for r in rows}
+    out = dict.fromkeys(parent, 0)
+    for r in nodes[nodes["measured_flops"] > 0].itertuples():
+        mid: str | None = _home(r, set(parent))
+        while mid is not None:
+            out[mid] += int(r.measured_flops)
+            mid = parent[mid]
+    return out
+
+
+def with_measured(modules: pd.DataFrame, measured: dict[str, int]) -> pd.DataFrame:
+    """``modules`` with ``measured_flops`` and ``rel_error`` filled in (see :mod:`.gate`)."""
+    out = modules.copy()
+    out["measured_flops"] = out["module_id"].map(measured).astype("int64")
+    out["rel_error"] = [
+        rel_error(int(a), int(m)) for a, m in zip(out["tensor_flops"], out["measured_flops"], strict=True)
+    ]
+    return out
+
+
+def module_node(module_id: str) -> str:
+    return f"module:{module_id}"
+
+
+def op_node(name: str) -> str:
+    return f"node:{name}"
+
+
+def build_graph(modules: pd.DataFrame, nodes: pd.DataFrame) -> nx.DiGraph:
+    """Module hierarchy + traced nodes + data flow, with analytic and measured FLOPs on each."""
+    g = nx.DiGraph()
+    known = set(modules["module_id"])
+    for r in modules.itertuples():
+        attrs: dict[str, Any] = {
+            "kind": "module",
+            "module_id": r.module_id,
+            "module_kind": r.kind,
+            "analytic_flops": int(r.tensor_flops),
+            "cuda_flops": int(r.cuda_flops),
+            "measured_flops": int(r.measured_flops),
+        }
+        for key in ("category", "rule", "rel_error"):
+            value = getattr(r, key)
+            if value is not None and not pd.isna(value):  # scalar attributes only; absent = undefined
+                attrs[key] = value
+        g.add_node(module_node(r.module_id), **attrs)
+        if r.parent_id is not None and not pd.isna(r.parent_id):
+            g.add_edge(module_node(r.parent_id), module_node(r.module_id), kind="contains")
+    for r in nodes.itertuples():
+        nid = op_node(r.node)
+        attrs = {
+            "kind": "node",
+            "op": r.op,
+            "module_path": r.module_path,
+            "status": r.status,
+            "measured_flops": int(r.measured_flops),
+            "bytes_in": int(r.bytes_in),
+            "bytes_out": int(r.bytes_out),
+            "out_shapes": r.out_shapes,
+        }
+        if r.leaf_id is not None:
+            attrs["leaf_id"] = r.leaf_id
+            attrs["analytic_leaf_flops"] = int(r.leaf_tensor_flops)
+        g.add_node(nid, **attrs)
+        g.add_edge(module_node(_home(r, known)), nid, kind="contains")
+        for src in json.loads(r.input_nodes):
+            g.add_edge(op_node(src), nid, kind="data")
+    return g
+
+
+def graph_json(g: nx.DiGraph) -> str:
+    """Node-link JSON (``networkx.node_link_graph(data, edges="edges")`` reads it back)."""
+    return json.dumps(nx.node_link_data(g, edges="edges"), allow_nan=False)

@@ -1,0 +1,273 @@
+"""Map every traced node to the analytic module whose rule costs it.
+
+One registry of node rules per reference module, duplicates refused. A node
+is assigned, in this order:
+
+1. **alias**: its module path maps (through the reference's alias table) onto
+   an analytic *leaf*, e.g. ``blocks.3.attn1.to_q`` → ``blocks.3.self_attn.q``.
+2. **cast**: a dtype conversion a container runs on a child module's result
+   (``self.norm2(x).type_as(x)``) belongs to that child's leaf: the analytic
+   rules fuse casts into the op that produces them. Other casts (the
+   ``x.float()`` in ``self.norm1(x.float())``) stay in the container's segment.
+3. **rule**: a :class:`NodeRule` for ops a container runs inline (modulate,
+   residuals, the attention core, RoPE). It matches the module path, and
+   optionally the module class, the aten op, and ``after``: the child module
+   that ran last inside that container before the node (the segment of the
+   container's ``forward`` the op sits in). The most specific matching rule
+   wins; two equally specific matches are a bug in the rules and raise.
+
+Each assigned node is then ``zero`` (a view or allocation op, or a leaf whose
+rule is registered as zero) or ``costed``; a node with no assignment is
+``unmatched``. Unmatched nodes with FLOPs fail the gate.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from ditmeter.analytic.registry import ZERO_RULES
+from ditmeter.analytic.tree import ModuleRow
+
+#: aten ops (overload packets) that move no data and compute nothing: views,
+#: metadata and allocation without initialisation.
+ZERO_OPS: frozenset[str] = frozenset(
+    f"aten.{name}"
+    for name in (
+        "view",
+        "_unsafe_view",
+        "reshape",
+        "t",
+        "transpose",
+        "permute",
+        "expand",
+        "unsqueeze",
+        "squeeze",
+        "slice",
+        "select",
+        "split",
+        "split_with_sizes",
+        "unbind",
+        "chunk",
+        "detach",
+        "alias",
+        "as_strided",
+        "empty",
+        "empty_like",
+        "lift_fresh",
+    )
+)
+
+#: dtype conversions the cast step may attach to a neighbouring module.
+CAST_OPS: frozenset[str] = frozenset({"aten._to_copy.default"})
+
+STATUSES = ("costed", "zero", "unmatched")
+
+
+@attrs.frozen
+class NodeRule:
+    """Nodes run inline by a container module → the analytic leaf that costs them.
+
+    ``path`` is a regular expression over the reference's module path (full
+    match); ``target`` an analytic leaf id, with ``\\1``-style groups from
+    ``path``. ``after`` is the name of the child module that ran last in the
+    container before the node ("" = none yet; None = any). ``ops`` and
+    ``classes`` (module class names) restrict the match when not empty.
+    """
+
+    name: str
+    path: str
+    target: str
+    after: str | None = None
+    ops: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    _compiled: re.Pattern[str] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", re.compile(self.path + r"\Z"))
+
+    @property
+    def key(self) -> tuple[str, str | None, tuple[str, ...], tuple[str, ...]]:
+        return (self.path, self.after, tuple(sorted(self.ops)), tuple(sorted(self.classes)))
+
+    @property
+    def specificity(self) -> int:
+        return (self.after is not None) + bool(self.ops) + bool(self.classes)
+
+    def match(self, path: str, module_class: str, op: str, after: str) -> str | None:
+        """The target leaf id if this rule applies to the node, else None."""
+        if self.ops and op not in self.ops:
+            return None
+        if self.classes and module_class not in self.classes:
+            return None
+        if self.after is not None and after != self.after:
+            return None
+        m = self._compiled.match(path)
+        if m is None:
+            return None
+        return m.expand(self.target) if m.groups() else self.target
+
+
+#: reference name → its node rules.
+NODE_RULES: dict[str, list[NodeRule]] = {}
+
+
+def register_node_rule(reference: str, rule: NodeRule) -> NodeRule:
+    """Add ``rule`` for ``reference``; a second rule with the same name or match key is refused."""
+    rules = NODE_RULES.setdefault(reference, [])
+    for old in rules:
+        if old.name == rule.name:
+            raise ValueError(f"node rule {rule.name!r} is already registered for {reference!r}")
+        if old.key == rule.key:
+            raise ValueError(f"node rule {rule.name!r} duplicates {old.name!r} for {reference!r}")
+    rules.append(rule)
+    return rule
+
+
+class AmbiguousRules(Exception):
+    """Two equally specific node rules match one node: the rule set is wrong."""
+
+
+@attrs.frozen
+class NodeInfo:
+    """What the mapping needs to know about one traced node (execution order)."""
+
+    name: str
+    op: str
+    module_path: str
+    module_class: str
+    inputs: tuple[str, ...]  # names of the nodes this one reads
+
+
+@attrs.frozen
+class Assignment:
+    """Where one node's cost lives in the analytic tree."""
+
+    node: str
+    module_id: str | None  # analytic id of the node's own module path (may be a container)
+    leaf_id: str | None  # analytic leaf that costs the node; None when unmatched
+    rule: str | None  # the leaf's analytic cost rule
+    category: str | None
+    mapping: str | None  # "alias", "cast", "rule:<name>"
+    status: str  # "costed", "zero", "unmatched"
+
+
+def _packet(op: str) -> str:
+    return op.rsplit(".", 1)[0]
+
+
+def _is_under(path: str, parent: str) -> bool:
+    """True when ``path`` is a strict descendant of ``parent`` ("" is the root)."""
+    return path != parent and (parent == "" or path.startswith(parent + "."))
+
+
+def _child_of(path: str, parent: str) -> str:
+    rest = path if parent == "" else path[len(parent) + 1 :]
+    return rest.split(".", 1)[0]
+
+
+def _segments(nodes: Sequence[NodeInfo]) -> list[str]:
+    """For each node, the child of its module that ran last before it ("" if none)."""
+    last_child: dict[str, str] = {}
+    out: list[str] = []
+    for n in nodes:
+        out.append(last_child.get(n.module_path, ""))
+        parts = n.module_path.split(".") if n.module_path else []
+        for depth in range(len(parts)):
+            parent = ".".join(parts[:depth])
+            last_child[parent] = parts[depth]
+    return out
+
+
+def assign(
+    nodes: Sequence[NodeInfo],
+    rows: Iterable[ModuleRow],
+    canonical_id: Callable[[str], str | None],
+    rules: Sequence[NodeRule],
+) -> list[Assignment]:
+    """Assign every node (see the module docstring for the order and the statuses)."""
+    leaves = {r.module_id: r for r in rows if r.kind == "leaf"}
+    alias: dict[str, str | None] = {}
+
+    def module_id(path: str) -> str | None:
+        if path not in alias:
+            alias[path] = canonical_id(path)
+        return alias[path]
+
+    def leaf_of_path(path: str) -> str | None:
+        mid = module_id(path)
+        return mid if mid in leaves else None
+
+    by_name = {n.name: n for n in nodes}
+    segments = _segments(nodes)
+    cache: dict[tuple[str, str, str, str], tuple[str | None, str | None]] = {}
+
+    def by_rule(n: NodeInfo, after: str) -> tuple[str | None, str | None]:
+        key = (n.module_path, n.module_class, n.op, after)
+        if key not in cache:
+            hits = [(r, t) for r in rules if (t := r.match(n.module_path, n.module_class, n.op, after))]
+            if not hits:
+                cache[key] = (None, None)
+            else:
+                best = max(r.specificity for r, _ in hits)
+                top = [(r, t) for r, t in hits if r.specificity == best]
+                if len({t for _, t in top}) > 1:
+                    names = ", ".join(r.name for r, _ in top)
+                    raise AmbiguousRules(f"{n.name} ({n.op} in {n.module_path!r}): rules {names} all match")
+                cache[key] = (top[0][1], f"rule:{top[0][0].name}")
+        return cache[key]
+
+    def by_cast(n: NodeInfo) -> tuple[str | None, str | None]:
+        if n.op not in CAST_OPS:
+            return None, None
+        producers = [by_name[i] for i in n.inputs if i in by_name]
+        if len(producers) == 1 and _is_under(producers[0].module_path, n.module_path):
+            leaf = leaf_of_path(producers[0].module_path)
+            if leaf is not None:
+                return leaf, "cast"
+        return None, None
+
+    out: list[Assignment] = []
+    for n, after in zip(nodes, segments, strict=True):
+        how: str | None = "alias"
+        leaf = leaf_of_path(n.module_path)
+        if leaf is None:
+            leaf, how = by_cast(n)
+        if leaf is None:
+            leaf, how = by_rule(n, after)
+        if leaf is not None and leaf not in leaves:
+            raise AmbiguousRules(f"node rule {how} targets {leaf!r}, which is not an analytic leaf")
+        if leaf is None:
+            out.append(Assignment(n.name, module_id(n.module_path), None, None, None, None, "unmatched"))
+            continue
+        row = leaves[leaf]
+        zero = _packet(n.op) in ZERO_OPS or row.rule in ZERO_RULES
+        out.append(
+            Assignment(
+                n.name,
+                module_id(n.module_path),
+                leaf,
+                row.rule,
+                row.category,
+                how,
+                "zero" if zero else "costed",
+            )
+        )
+    return out
+
+
+def node_infos(graph: Any) -> list[NodeInfo]:
+    """:class:`NodeInfo` of each node of a captured ``torch.fx.Graph``, in execution order."""
+    return [
+        NodeInfo(
+            name=n.name,
+            op=str(n.target),
+            module_path=n.meta["module_path"],
+            module_class=n.meta["module_class"],
+            inputs=tuple(i.name for i in n.all_input_nodes),
+        )
+        for n in graph.nodes
+    ]

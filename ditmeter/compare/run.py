@@ -1,0 +1,196 @@
+"""``ditmeter trace`` and ``ditmeter compare``: capture, map, join, gate, publish.
+
+``trace`` builds the reference on meta, captures one forward, assigns every
+node to an analytic leaf, joins measured and analytic FLOPs per module, gates,
+and publishes a run folder with everything ``report`` writes plus
+``nodes.parquet`` and ``graph.json``. ``compare`` re-reads a traced run's
+tables and re-evaluates the gate (optionally at another tolerance).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ditmeter.analytic.analysis import Analysis, analyze
+from ditmeter.analytic.tree import walk
+from ditmeter.compare import wan_dit_rules  # noqa: F401  (registers the node rules)
+from ditmeter.compare.gate import Verdict, evaluate
+from ditmeter.compare.join import (
+    NODES_SCHEMA,
+    build_graph,
+    graph_json,
+    measured_by_module,
+    nodes_frame,
+    with_measured,
+)
+from ditmeter.compare.mapping import NODE_RULES, assign, node_infos
+from ditmeter.config import RunConfig
+from ditmeter.errors import ConfigError
+from ditmeter.reports.report_json import build_report, compare_section, write_json
+from ditmeter.reports.run_dir import ANALYSIS_SUBDIR, list_runs, new_run_id, staged_run
+from ditmeter.reports.summary import render_summary
+from ditmeter.reports.tables import MODULES_SCHEMA, modules_frame, table_metadata, write_parquet
+
+#: Files a traced run holds; ``compare`` needs the two tables.
+TRACED_FILES = ("report.json", "summary.md", "modules.parquet", "nodes.parquet", "graph.json")
+
+Progress = Callable[[str], AbstractContextManager[None]]
+
+
+@contextlib.contextmanager
+def _silent(_step: str) -> Iterator[None]:
+    yield
+
+
+@attrs.frozen
+class TraceResult:
+    run_id: str
+    analysis_dir: Path
+    analysis: Analysis
+    verdict: Verdict
+    graph_nodes: int
+    graph_edges: int
+    timings: dict[str, float]
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress = _silent) -> TraceResult:
+    """Capture ``reference`` at ``cfg``'s model and workload, gate it, publish a run folder."""
+    from ditmeter.tracer.capture import capture_forward
+    from ditmeter.tracer.reference import REFERENCES
+
+    ref = REFERENCES[reference]
+    timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        with progress(name):
+            yield
+        timings[name] = time.perf_counter() - start
+
+    analysis = analyze(cfg.model, cfg.workload)
+    with step("build"):
+        model = ref.build(cfg.model, cfg.workload.dtype)
+        inputs = ref.inputs(cfg.model, cfg.workload, analysis.geometry)
+    with step("capture"):
+        graph = capture_forward(model, inputs)
+    with step("map"):
+        rows = list(walk(analysis.tree))
+        assignments = assign(node_infos(graph), rows, ref.canonical_id, NODE_RULES[reference])
+        nodes = nodes_frame(graph, assignments, rows)
+    with step("join"):
+        modules = with_measured(modules_frame(analysis), measured_by_module(nodes, rows))
+        verdict = evaluate(modules, nodes, cfg.tolerance)
+        g = build_graph(modules, nodes)
+    run_id = cfg.run_id or new_run_id(cfg.model.name, cfg.workload.name)
+    with step("write"), staged_run(cfg.output_root, run_id) as out:
+        ref_meta = {"reference": f"{ref.name} ({ref.source}, diffusers {_version('diffusers')})"}
+        meta = table_metadata(analysis, "modules", **ref_meta, tolerance=str(cfg.tolerance))
+        write_parquet(modules, MODULES_SCHEMA, out / "modules.parquet", meta)
+        meta = table_metadata(analysis, "nodes", **ref_meta)
+        write_parquet(nodes, NODES_SCHEMA, out / "nodes.parquet", meta)
+        _write_text(out / "graph.json", graph_json(g))
+        section = compare_section(
+            verdict,
+            reference={"name": ref.name, "source": ref.source, "diffusers": _version("diffusers")},
+            graph={"file": "graph.json", "nodes": g.number_of_nodes(), "edges": g.number_of_edges()},
+            timings_s={k: round(v, 3) for k, v in timings.items()},
+        )
+        write_json(build_report(analysis, modules, run_id, compare=section), out / "report.json")
+        _write_text(out / "summary.md", render_summary(analysis, modules, run_id, verdict=verdict))
+    return TraceResult(
+        run_id,
+        cfg.output_root / run_id / ANALYSIS_SUBDIR,
+        analysis,
+        verdict,
+        g.number_of_nodes(),
+        g.number_of_edges(),
+        timings,
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@attrs.frozen
+class CompareResult:
+    run_id: str
+    analysis_dir: Path
+    model: str
+    workload: str
+    verdict: Verdict
+
+
+def _traced(run: Path) -> bool:
+    return (run / ANALYSIS_SUBDIR / "nodes.parquet").is_file()
+
+
+def find_run(output_root: Path, run_id: str | None) -> Path:
+    """The run folder to compare: ``run_id``, or the newest traced run under ``output_root``."""
+    if run_id is None:
+        traced = [r for r in list_runs(output_root) if _traced(r)]
+        if not traced:
+            raise ConfigError("run_id", f"no traced run under {output_root}; run `ditmeter trace` first")
+        return traced[-1]
+    run = output_root / run_id
+    if not run.is_dir():
+        known = [r.name for r in list_runs(output_root)][-5:]
+        hint = f"; newest runs: {', '.join(known)}" if known else ""
+        raise ConfigError("run_id", f"no run {run_id!r} under {output_root}{hint}")
+    missing = [f for f in ("modules.parquet", "nodes.parquet") if not (run / ANALYSIS_SUBDIR / f).is_file()]
+    if missing:
+        raise ConfigError(
+            "run_id",
+            f"run {run_id!r} has no {' or '.join(missing)} (written by `ditmeter trace`, not `report`)",
+        )
+    return run
+
+
+def _read(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise ConfigError("run_id", f"cannot read {path}: {exc}") from exc
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    return table.to_pandas(), meta
+
+
+def compare(output_root: Path, run_id: str | None, tolerance: float) -> CompareResult:
+    """Re-read a traced run's tables and evaluate the gate at ``tolerance``."""
+    run = find_run(output_root, run_id)
+    analysis_dir = run / ANALYSIS_SUBDIR
+    modules, meta = _read(analysis_dir / "modules.parquet")
+    nodes, _ = _read(analysis_dir / "nodes.parquet")
+    if modules["measured_flops"].isna().any():
+        raise ConfigError("run_id", f"{analysis_dir / 'modules.parquet'} has no measured_flops")
+    model: dict[str, Any] = json.loads(meta.get("ditmeter.model", "{}"))
+    workload: dict[str, Any] = json.loads(meta.get("ditmeter.workload", "{}"))
+    return CompareResult(
+        run.name,
+        analysis_dir,
+        str(model.get("name", "?")),
+        str(workload.get("name", "?")),
+        evaluate(modules, nodes, tolerance),
+    )
