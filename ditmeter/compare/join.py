@@ -83,11 +83,16 @@ def nodes_frame(graph: Any, assignments: Sequence[Assignment], rows: Sequence[Mo
     return pa.Table.from_pylist(out, schema=NODES_SCHEMA).to_pandas()
 
 
+def _present(value: Any) -> bool:
+    """Not null: pandas reads a null string as None or NaN depending on the column."""
+    return value is not None and not (isinstance(value, float) and pd.isna(value))
+
+
 def _home(row: Any, known: set[str]) -> str:
     """The analytic module a node's FLOPs roll up into: its leaf, else its nearest known module."""
-    if row.leaf_id is not None:
+    if _present(row.leaf_id):
         return str(row.leaf_id)
-    mid = row.module_id
+    mid = str(row.module_id) if _present(row.module_id) else ""
     while mid:
         if mid in known:
             return str(mid)
@@ -144,10 +149,10 @@ def build_graph(modules: pd.DataFrame, nodes: pd.DataFrame) -> nx.DiGraph:
         }
         for key in ("category", "rule", "rel_error"):
             value = getattr(r, key)
-            if value is not None and not pd.isna(value):  # scalar attributes only; absent = undefined
+            if _present(value):  # scalar attributes only; absent = undefined
                 attrs[key] = value
         g.add_node(module_node(r.module_id), **attrs)
-        if r.parent_id is not None and not pd.isna(r.parent_id):
+        if _present(r.parent_id):
             g.add_edge(module_node(r.parent_id), module_node(r.module_id), kind="contains")
     for r in nodes.itertuples():
         nid = op_node(r.node)
@@ -161,7 +166,7 @@ def build_graph(modules: pd.DataFrame, nodes: pd.DataFrame) -> nx.DiGraph:
             "bytes_out": int(r.bytes_out),
             "out_shapes": r.out_shapes,
         }
-        if r.leaf_id is not None:
+        if _present(r.leaf_id):
             attrs["leaf_id"] = r.leaf_id
             attrs["analytic_leaf_flops"] = int(r.leaf_tensor_flops)
         g.add_node(nid, **attrs)

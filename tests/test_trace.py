@@ -1,0 +1,265 @@
+"""``trace`` and ``compare`` end to end: the gate passes exactly on the real model, fails on wrong rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import networkx as nx
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import MODELS, WORKLOADS
+
+from ditmeter.cli import main
+from ditmeter.compare.join import NODES_SCHEMA
+from ditmeter.compare.run import trace
+from ditmeter.config import load
+from ditmeter.reports.tables import MODULES_SCHEMA
+
+NODE_COLUMNS = [
+    "node",
+    "order",
+    "op",
+    "module_path",
+    "module_class",
+    "module_id",
+    "leaf_id",
+    "rule",
+    "category",
+    "mapping",
+    "status",
+    "measured_flops",
+    "leaf_tensor_flops",
+    "bytes_in",
+    "bytes_out",
+    "in_shapes",
+    "in_dtypes",
+    "out_shapes",
+    "out_dtypes",
+    "input_nodes",
+]
+
+#: WAN_FACTS reference counts (tensor-core FLOPs of one DiT forward), written by hand there.
+REFERENCE_FLOPS = {
+    ("wan2.1-t2v-14b", "480p-81f"): 1_678_370_283_192_320,
+    ("wan2.1-t2v-14b", "720p-81f"): 6_523_436_592_005_120,
+    ("wan2.1-t2v-1.3b", "480p-81f"): 283_001_787_777_024,
+}
+
+
+def _analysis_dir(root: Path) -> Path:
+    (run,) = [p for p in root.iterdir() if not p.name.startswith(".")]
+    return run / "static_analysis" / "wan2_1"
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_gate_passes_exactly_for_every_standard_workload(model: str, workload: str, out_root: Path) -> None:
+    result = trace(load([f"model={model}", f"workload={workload}", f"output_root={out_root}"]))
+    v = result.verdict
+    assert v.passed, [c for c in v.checks if not c.passed][:3]
+    assert v.max_error == 0.0  # exact, not merely within 5%
+    assert v.coverage.nodes["unmatched"] == 0
+    assert v.coverage.flops["zero"] == 0  # no FLOPs hide in nodes classified as free
+    e2e = v.end_to_end()
+    assert e2e is not None and e2e.measured == v.coverage.total_flops
+    if (model, workload) in REFERENCE_FLOPS:
+        assert e2e.measured == e2e.analytic == REFERENCE_FLOPS[model, workload]
+    # every leaf with tensor FLOPs (all 40 blocks of them) was compared
+    modules = pd.read_parquet(result.analysis_dir / "modules.parquet")
+    flop_leaves = modules[(modules["kind"] == "leaf") & (modules["tensor_flops"] > 0)]
+    compared = {c.module_id for c in v.checks}
+    assert set(flop_leaves["module_id"]) <= compared
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    argv = ["trace", "model=wan2.1-t2v-1.3b", "workload=w002-512p", f"output_root={root}"]
+    assert main(argv) == 0
+    return _analysis_dir(root)
+
+
+def test_traced_run_has_every_artifact(traced: Path) -> None:
+    names = {p.name for p in traced.iterdir()}
+    assert names == {"report.json", "summary.md", "modules.parquet", "nodes.parquet", "graph.json"}
+    assert "## Check against the real model" in (traced / "summary.md").read_text()
+    report = json.loads((traced / "report.json").read_text())
+    assert report["compare"]["passed"] is True and report["compare"]["max_rel_error"] == 0.0
+    assert report["compare"]["coverage"]["nodes"]["unmatched"] == 0
+
+
+def test_nodes_parquet_round_trips_with_documented_columns(traced: Path) -> None:
+    nodes = pd.read_parquet(traced / "nodes.parquet")
+    assert list(nodes.columns) == NODE_COLUMNS
+    assert pq.read_schema(traced / "nodes.parquet").remove_metadata().equals(NODES_SCHEMA)
+    for col in ("measured_flops", "bytes_in", "bytes_out"):
+        assert nodes[col].dtype == "int64"
+    assert nodes["order"].dtype == "int32"
+    assert nodes["node"].is_unique and list(nodes["order"]) == list(range(len(nodes)))
+    assert set(nodes["status"]) <= {"costed", "zero", "unmatched"}
+    q = nodes[(nodes["module_path"] == "blocks.0.attn1.to_q") & (nodes["measured_flops"] > 0)].iloc[0]
+    assert q["op"] == "aten.addmm.default" and q["leaf_id"] == "blocks.0.self_attn.q"
+    assert json.loads(q["out_shapes"]) == [[4 * 32 * 32, 1536]]  # 16 frames → 4 latent, 512/16 = 32
+    assert q["measured_flops"] == q["leaf_tensor_flops"] == 2 * 4096 * 1536 * 1536
+    meta = {k.decode(): v.decode() for k, v in pq.read_schema(traced / "nodes.parquet").metadata.items()}
+    assert meta["ditmeter.table"] == "nodes" and "diffusers-dit" in meta["ditmeter.reference"]
+    assert {"torch", "diffusers"} <= set(json.loads(meta["ditmeter.versions"]))
+
+
+def test_modules_measured_columns_agree_with_nodes(traced: Path) -> None:
+    modules = pd.read_parquet(traced / "modules.parquet")
+    nodes = pd.read_parquet(traced / "nodes.parquet")
+    assert pq.read_schema(traced / "modules.parquet").remove_metadata().equals(MODULES_SCHEMA)
+    assert modules["measured_flops"].dtype == "int64" and modules["rel_error"].notna().all()
+    per_leaf = nodes.groupby("leaf_id")["measured_flops"].sum()
+    leaves = modules[modules["kind"] == "leaf"].set_index("module_id")
+    assert (per_leaf.reindex(leaves.index, fill_value=0) == leaves["measured_flops"]).all()
+    root = modules[modules["module_id"] == ""].iloc[0]
+    assert root["measured_flops"] == nodes["measured_flops"].sum() == root["tensor_flops"]
+
+
+def test_graph_file_reloads_into_networkx(traced: Path) -> None:
+    data = json.loads((traced / "graph.json").read_text())
+    g = nx.node_link_graph(data, directed=True, multigraph=False, edges="edges")
+    modules = pd.read_parquet(traced / "modules.parquet")
+    nodes = pd.read_parquet(traced / "nodes.parquet")
+    assert g.number_of_nodes() == len(modules) + len(nodes)
+    report = json.loads((traced / "report.json").read_text())
+    assert report["compare"]["graph"]["nodes"] == g.number_of_nodes()
+    assert report["compare"]["graph"]["edges"] == g.number_of_edges()
+    kinds = {d["kind"] for _, _, d in g.edges(data=True)}
+    assert kinds == {"contains", "data"}
+    data_only = nx.DiGraph((u, v) for u, v, d in g.edges(data=True) if d["kind"] == "data")
+    assert nx.is_directed_acyclic_graph(data_only)
+    assert g.nodes["module:"]["measured_flops"] == g.nodes["module:"]["analytic_flops"] > 0
+    # the hierarchy is a tree rooted at the model: every node but the root has one container
+    contains = nx.DiGraph((u, v) for u, v, d in g.edges(data=True) if d["kind"] == "contains")
+    assert nx.is_arborescence(contains)
+
+
+def test_compare_rereads_the_newest_traced_run(traced: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = traced.parents[2]
+    assert main(["compare", f"output_root={root}"]) == 0
+    out = capsys.readouterr().out
+    assert "gate: PASS" in out and "unmatched" in out and "<root>" in out
+    # a stricter tolerance still passes: the agreement is exact
+    assert main(["compare", f"output_root={root}", "compare.tolerance=0"]) == 0
+
+
+def test_a_wrong_rule_fails_the_gate_and_names_the_module(
+    out_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An FFN up-projection costed with 4·dim instead of ffn_dim: 31% off, over 5%."""
+    from ditmeter.analytic import registry
+    from ditmeter.analytic.rules import dense
+
+    def wrong_ffn(**dims: object) -> object:
+        if dims["out_features"] == 8960:  # 1.3B ffn_dim
+            dims = {**dims, "out_features": 4 * 1536}
+        return dense.linear(**dims)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(registry.RULES, "linear", wrong_ffn)
+    argv = ["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "gate: FAIL" in out and "blocks.0.ffn.0" in out
+    # the run is still published, and compare reaches the same verdict from the tables
+    assert main(["compare", f"output_root={out_root}"]) == 1
+    assert "blocks.0.ffn.0" in capsys.readouterr().out
+
+
+def test_one_row_off_passes_at_5_percent_but_fails_at_zero_tolerance(
+    out_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Off by one of 256 rows is 0.39%: inside the default 5%, caught when exactness is asked for."""
+    from ditmeter.analytic import registry
+    from ditmeter.analytic.rules import dense
+
+    def off_by_one_row(**dims: object) -> object:
+        if dims["out_features"] == 8960:
+            dims = {**dims, "tokens": int(dims["tokens"]) + 1}  # type: ignore[call-overload]
+        return dense.linear(**dims)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(registry.RULES, "linear", off_by_one_row)
+    argv = ["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}"]
+    assert main([*argv, "compare.tolerance=0"]) == 1
+    out = capsys.readouterr().out
+    assert "blocks.0.ffn.0" in out and "0.39%" in out
+    assert main(["compare", f"output_root={out_root}"]) == 0  # 5%: within tolerance, error still shown
+    assert "0.39%" in capsys.readouterr().out
+
+
+def test_an_unmatched_flop_node_fails_the_gate(
+    out_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ditmeter.compare import mapping
+
+    rules = [r for r in mapping.NODE_RULES["diffusers-dit"] if r.name != "cross_attn.core"]
+    monkeypatch.setitem(mapping.NODE_RULES, "diffusers-dit", rules)
+    argv = ["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "unmatched node with FLOPs" in out and "aten.bmm.default in 'blocks.0.attn2'" in out
+    nodes = pd.read_parquet(_analysis_dir(out_root) / "nodes.parquet")
+    unmatched = nodes[nodes["status"] == "unmatched"]
+    assert set(unmatched["module_path"].str.replace(r"blocks\.\d+", "blocks.N", regex=True)) == {
+        "blocks.N.attn2"
+    }
+    assert unmatched["leaf_id"].isna().all() and (unmatched["measured_flops"] > 0).any()
+
+
+def test_a_failed_trace_publishes_nothing(out_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ditmeter.compare import run
+
+    def broken(_g: object) -> str:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(run, "graph_json", broken)
+    with pytest.raises(OSError):
+        main(["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}"])
+    assert list(out_root.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["run_id=no-such-run"], "run_id"),
+        (["model=wan2.1-t2v-14b"], "model"),
+        (["workload.num_frames=33"], "workload.num_frames"),
+        (["compare.tolerance=-0.1"], "compare.tolerance"),
+        (["compare.show=0"], "compare.show"),
+    ],
+)
+def test_compare_bad_input_exits_2_naming_the_field(
+    traced: Path, args: list[str], field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = traced.parents[2]
+    assert main(["compare", f"output_root={root}", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ditmeter: error: {field}:") and err.count("\n") == 1
+
+
+def test_compare_refuses_runs_without_traced_tables(
+    out_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["compare", f"output_root={out_root}"]) == 2  # nothing at all
+    assert "no traced run" in capsys.readouterr().err
+    assert main(["report", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}"]) == 0
+    run_id = next(out_root.iterdir()).name
+    assert main(["compare", f"output_root={out_root}", f"run_id={run_id}"]) == 2
+    assert "nodes.parquet" in capsys.readouterr().err
+
+
+def test_compare_refuses_a_corrupt_table(
+    traced: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    run = traced.parents[1]
+    copy = tmp_path / "runs" / run.name
+    shutil.copytree(run, copy)
+    (copy / "static_analysis" / "wan2_1" / "nodes.parquet").write_bytes(b"not parquet")
+    assert main(["compare", f"output_root={copy.parent}", f"run_id={run.name}"]) == 2
+    assert "cannot read" in capsys.readouterr().err
