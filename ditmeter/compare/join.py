@@ -9,6 +9,7 @@ node that reads its output).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,8 +47,14 @@ NODES_SCHEMA = pa.schema(
 )
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+def _shapes_json(shapes: list[tuple[int, ...]]) -> str:
+    """``[(1, 256), (4,)]`` → ``[[1,256],[4]]`` (JSON; json.dumps per node was a tenth of a trace)."""
+    return "[" + ",".join("[" + ",".join(map(str, s)) + "]" for s in shapes) + "]"
+
+
+def _names_json(names: list[str]) -> str:
+    """JSON list of identifiers (dtype names, fx node names: no quotes or escapes in them)."""
+    return "[" + ",".join(f'"{n}"' for n in names) + "]"
 
 
 def nodes_frame(graph: Any, assignments: Sequence[Assignment], rows: Sequence[ModuleRow]) -> pd.DataFrame:
@@ -73,11 +80,11 @@ def nodes_frame(graph: Any, assignments: Sequence[Assignment], rows: Sequence[Mo
                 "leaf_tensor_flops": leaf_flops.get(a.leaf_id) if a.leaf_id is not None else None,
                 "bytes_in": m["bytes_in"],
                 "bytes_out": m["bytes_out"],
-                "in_shapes": _json(m["in_shapes"]),
-                "in_dtypes": _json(m["in_dtypes"]),
-                "out_shapes": _json(m["out_shapes"]),
-                "out_dtypes": _json(m["out_dtypes"]),
-                "input_nodes": _json([i.name for i in n.all_input_nodes]),
+                "in_shapes": _shapes_json(m["in_shapes"]),
+                "in_dtypes": _names_json(m["in_dtypes"]),
+                "out_shapes": _shapes_json(m["out_shapes"]),
+                "out_dtypes": _names_json(m["out_dtypes"]),
+                "input_nodes": _names_json([i.name for i in n.all_input_nodes]),
             }
         )
     return pa.Table.from_pylist(out, schema=NODES_SCHEMA).to_pandas()
@@ -85,7 +92,7 @@ def nodes_frame(graph: Any, assignments: Sequence[Assignment], rows: Sequence[Mo
 
 def _present(value: Any) -> bool:
     """Not null: pandas reads a null string as None or NaN depending on the column."""
-    return value is not None and not (isinstance(value, float) and pd.isna(value))
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def _home(row: Any, known: set[str]) -> str:
@@ -136,8 +143,10 @@ def op_node(name: str) -> str:
 
 def build_graph(modules: pd.DataFrame, nodes: pd.DataFrame) -> nx.DiGraph:
     """Module hierarchy + traced nodes + data flow, with analytic and measured FLOPs on each."""
-    g = nx.DiGraph()
     known = set(modules["module_id"])
+    module_nodes: list[tuple[str, dict[str, Any]]] = []
+    edges: list[tuple[str, str, dict[str, str]]] = []
+    contains, data = {"kind": "contains"}, {"kind": "data"}
     for r in modules.itertuples():
         attrs: dict[str, Any] = {
             "kind": "module",
@@ -151,9 +160,10 @@ def build_graph(modules: pd.DataFrame, nodes: pd.DataFrame) -> nx.DiGraph:
             value = getattr(r, key)
             if _present(value):  # scalar attributes only; absent = undefined
                 attrs[key] = value
-        g.add_node(module_node(r.module_id), **attrs)
+        module_nodes.append((module_node(r.module_id), attrs))
         if _present(r.parent_id):
-            g.add_edge(module_node(r.parent_id), module_node(r.module_id), kind="contains")
+            edges.append((module_node(r.parent_id), module_node(r.module_id), contains))
+    op_nodes: list[tuple[str, dict[str, Any]]] = []
     for r in nodes.itertuples():
         nid = op_node(r.node)
         attrs = {
@@ -169,10 +179,13 @@ def build_graph(modules: pd.DataFrame, nodes: pd.DataFrame) -> nx.DiGraph:
         if _present(r.leaf_id):
             attrs["leaf_id"] = r.leaf_id
             attrs["analytic_leaf_flops"] = int(r.leaf_tensor_flops)
-        g.add_node(nid, **attrs)
-        g.add_edge(module_node(_home(r, known)), nid, kind="contains")
-        for src in json.loads(r.input_nodes):
-            g.add_edge(op_node(src), nid, kind="data")
+        op_nodes.append((nid, attrs))
+        edges.append((module_node(_home(r, known)), nid, contains))
+        edges += [(op_node(src), nid, data) for src in json.loads(r.input_nodes)]
+    g = nx.DiGraph()
+    g.add_nodes_from(module_nodes)
+    g.add_nodes_from(op_nodes)
+    g.add_edges_from(edges)
     return g
 
 

@@ -26,13 +26,23 @@ from typing import Any
 import torch
 from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
-    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+    """Tensors in an aten op's arguments or result (nested tuples, lists, dicts), in order.
+
+    NB: aten schemas only nest these containers, so this is ``tree_flatten``
+    without its generality (it was a tenth of the capture's time).
+    """
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, tuple | list):
+        return [t for item in tree for t in _tensors(item)]
+    if isinstance(tree, dict):
+        return [t for item in tree.values() for t in _tensors(item)]
+    return []
 
 
 def _nbytes(t: torch.Tensor) -> int:

@@ -1,0 +1,107 @@
+"""Benchmark: ``trace`` + ``compare`` end to end vs one bare FlopCounterMode meta pass, in one run.
+
+For each workload, two fresh child processes (same interpreter, same imports
+done before timing) measure (a) the bare pass: build the diffusers model on
+meta and run one forward under ``FlopCounterMode``; (b) ``ditmeter trace`` then
+``ditmeter compare`` through the CLI entry point, writing a real run folder.
+Each reports its best time over ``--repeats`` and its peak RSS. Target:
+(b) / (a) <= 3. Ratios are printed, never asserted: machines are noisy.
+
+    .venv/bin/python benchmarks/bench_trace.py [--model M] [--workloads W ...] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+
+def _best(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _child(kind: str, model: str, workload: str, repeats: int) -> dict[str, float]:
+    import diffusers  # noqa: F401  (imports are not part of either measurement)
+
+    from ditmeter.analytic.analysis import analyze
+    from ditmeter.cli import main
+    from ditmeter.config import load
+    from ditmeter.tracer.capture import flop_counter_pass
+    from ditmeter.tracer.reference import build_diffusers_dit, diffusers_dit_inputs
+
+    cfg = load([f"model={model}", f"workload={workload}"])
+    geo = analyze(cfg.model, cfg.workload).geometry
+    build_diffusers_dit(cfg.model, cfg.workload.dtype)  # warm lazy imports inside diffusers
+    base = _peak_rss_mib()
+    if kind == "bare":
+
+        def run() -> object:
+            model = build_diffusers_dit(cfg.model, cfg.workload.dtype)
+            return flop_counter_pass(model, diffusers_dit_inputs(cfg.model, cfg.workload, geo))
+
+    else:
+        tmp = tempfile.mkdtemp(prefix="ditmeter-bench-")
+
+        def run() -> object:
+            with contextlib.redirect_stdout(io.StringIO()):
+                rc = main(["trace", f"model={model}", f"workload={workload}", f"output_root={tmp}"])
+                rc = rc or main(["compare", f"output_root={tmp}"])
+            if rc != 0:
+                raise SystemExit(f"trace/compare exited {rc}")
+            return rc
+
+    seconds = _best(run, repeats)
+    return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib(), "base_rss_mib": base}
+
+
+def _measure(kind: str, model: str, workload: str, repeats: int) -> dict[str, float]:
+    argv = [sys.executable, __file__, "--child", kind, "--model", model, "--workloads", workload]
+    out = subprocess.run([*argv, "--repeats", str(repeats)], check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="wan2.1-t2v-14b")
+    p.add_argument("--workloads", nargs="+", default=["w003-720p", "720p-81f"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--child", choices=("bare", "trace"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, args.model, args.workloads[0], args.repeats)))
+        return
+    print(f"model={args.model}, best of {args.repeats}, each side in its own process after imports")
+    header = f"  {'workload':<11} {'bare pass':>10} {'trace+compare':>14} {'ratio':>7}  peak RSS bare / trace"
+    print(header)
+    for wl in args.workloads:
+        bare = _measure("bare", args.model, wl, args.repeats)
+        full = _measure("trace", args.model, wl, args.repeats)
+        ratio = full["seconds"] / bare["seconds"]
+        print(
+            f"  {wl:<11} {bare['seconds']:>9.2f}s {full['seconds']:>13.2f}s {ratio:>6.2f}x  "
+            f"{bare['peak_rss_mib']:.0f} MiB / {full['peak_rss_mib']:.0f} MiB "
+            f"(after imports: {bare['base_rss_mib']:.0f} / {full['base_rss_mib']:.0f} MiB)"
+        )
+    print("  target: trace+compare <= 3x the bare FlopCounterMode pass")
+
+
+if __name__ == "__main__":
+    main()
