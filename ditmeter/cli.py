@@ -107,15 +107,16 @@ _STEP_LABELS = {
 
 
 def _print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
+    from rich import box
     from rich.table import Table
 
-    from ditmeter.reports.format import grouped, percent
+    from ditmeter.reports.format import grouped, percent, si
     from ditmeter.reports.summary import error_text
 
     cov = verdict.coverage
-    cov_table = Table(title="node coverage", title_justify="left")
+    cov_table = Table(title="node coverage", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("status", "nodes", "measured FLOPs", "share"):
-        cov_table.add_column(col, justify="left" if col == "status" else "right")
+        cov_table.add_column(col, justify="left" if col == "status" else "right", overflow="fold")
     for status in ("costed", "zero", "unmatched"):
         cov_table.add_row(
             status,
@@ -126,21 +127,26 @@ def _print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
     console.print(cov_table)
     for name in cov.unmatched_flop_nodes[:shown]:
         console.print(f"unmatched node with FLOPs: {name}", style="red")
+    layers = verdict.layers()
     table = Table(
-        title=f"modules, worst first ({min(shown, len(verdict.checks))} of {len(verdict.checks)} compared)",
+        title=f"modules by layer, worst first ({min(shown, len(layers))} of {len(layers)} layers, "
+        f"{len(verdict.checks)} modules compared; × = copies across blocks)",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
-    for col in ("module", "kind", "analytic FLOPs", "measured FLOPs", "error", "gate"):
-        table.add_column(col, justify="left" if col in ("module", "kind", "gate") else "right")
-    for c in verdict.checks[:shown]:
+    for col in ("module", "×", "analytic", "measured", "Δ FLOPs", "max error", "gate"):
+        left = col in ("module", "gate")
+        table.add_column(col, justify="left" if left else "right", overflow="fold", no_wrap=col == "module")
+    for g in layers[:shown]:
         table.add_row(
-            c.module_id or "<root>",
-            c.kind,
-            grouped(c.analytic),
-            grouped(c.measured),
-            error_text(c.rel_error),
-            "ok" if c.passed else "FAIL",
-            style=None if c.passed else "red",
+            g.layer or "<root>",
+            str(g.count),
+            si(g.analytic),
+            si(g.measured),
+            grouped(g.measured - g.analytic),
+            error_text(g.max_error).removesuffix(" (measured 0)").removesuffix(" (exact)"),
+            "ok" if g.passed else f"FAIL {g.failed}/{g.count}",
+            style=None if g.passed else "red",
         )
     console.print(table)
     e2e = verdict.end_to_end()
@@ -155,7 +161,7 @@ def _print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
         worst = ", ".join(c.module_id or "<root>" for c in verdict.failures[:5])
         more = len(verdict.failures) - 5
         reasons.append(
-            f"{len(verdict.failures)} modules over tolerance: {worst}"
+            f"{len(verdict.failures)} modules over tolerance, worst: {worst}"
             + (f" (+{more} more)" if more > 0 else "")
         )
     if cov.unmatched_flop_nodes:
@@ -186,7 +192,7 @@ def _cmd_trace(overrides: list[str], console: Console) -> int:
         f"{g.tokens:,} tokens, context {g.context_len}; graph {result.graph_nodes:,} nodes, "
         f"{result.graph_edges:,} edges"
     )
-    _print_verdict(console, result.verdict, shown=10)
+    _print_verdict(console, result.verdict, shown=12)
     console.print(
         f"wrote {result.analysis_dir}/ (report.json, summary.md, modules.parquet, nodes.parquet, "
         f"graph.json) in {time.perf_counter() - start:.2f} s"
@@ -257,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 gate failure, 2 bad input)."""
     args = _parser().parse_args(argv)
     # markup=False: names and paths from the user print as written ("w001-tiny[batch_size=2]").
-    console = Console(markup=False, highlight=False, soft_wrap=True)
+    # Logs and pipes get 120 columns (rich's default is 80), so tables keep whole numbers.
+    width = None if sys.stdout.isatty() else 120
+    console = Console(markup=False, highlight=False, soft_wrap=True, width=width)
     err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
     try:
         if args.command == "report":

@@ -8,7 +8,7 @@ per real module id (``blocks.0`` … ``blocks.39``) only when a report asks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import attrs
 
@@ -112,3 +112,18 @@ def leaf_totals_by(node: Node, key: str = "category") -> dict[str, Cost]:
 
     visit(node, 1)
     return out
+
+
+def layer_pattern(module_id: str, repeated: Iterable[str]) -> str:
+    """``blocks.7.ffn.0`` → ``blocks.*.ffn.0``: one layer across the copies of a repeated module.
+
+    ``repeated`` holds the ids of ``Repeated`` modules (``kind == "repeated"``);
+    other numeric names (``time_embedding.0``) are kept.
+    """
+    for rep in repeated:
+        prefix = f"{rep}." if rep else ""
+        if module_id.startswith(prefix):
+            head, _, rest = module_id[len(prefix) :].partition(".")
+            if head.isdigit():
+                return f"{prefix}*" + (f".{rest}" if rest else "")
+    return module_id

@@ -15,6 +15,8 @@ from __future__ import annotations
 import attrs
 import pandas as pd
 
+from ditmeter.analytic.tree import layer_pattern
+
 REL_ERROR_RULE = (
     "|analytic - measured| / measured; 0 when both are 0; undefined (null, a gate failure) "
     "when only measured is 0"
@@ -55,10 +57,49 @@ class Coverage:
 
 
 @attrs.frozen
+class LayerCheck:
+    """The copies of one layer across repeated blocks (``blocks.*.ffn.0``), as one row."""
+
+    layer: str
+    kind: str
+    count: int
+    analytic: int  # summed over the copies
+    measured: int
+    max_error: float | None  # None when some copy's error is undefined
+    worst: str  # the copy with the worst error
+    failed: int  # copies over tolerance
+
+    @property
+    def passed(self) -> bool:
+        return self.failed == 0
+
+
+@attrs.frozen
 class Verdict:
     tolerance: float
     checks: tuple[ModuleCheck, ...]  # compared modules, worst first
     coverage: Coverage
+    repeated: tuple[str, ...] = ()  # ids of repeated modules (``blocks``)
+
+    def layers(self) -> list[LayerCheck]:
+        """Checks grouped by layer across repeated blocks, worst first (the worst copy first)."""
+        groups: dict[str, list[ModuleCheck]] = {}
+        for c in self.checks:  # already worst first, so each group's first member is its worst
+            groups.setdefault(layer_pattern(c.module_id, self.repeated), []).append(c)
+        out = [
+            LayerCheck(
+                layer=name,
+                kind=members[0].kind,
+                count=len(members),
+                analytic=sum(c.analytic for c in members),
+                measured=sum(c.measured for c in members),
+                max_error=members[0].rel_error,
+                worst=members[0].module_id,
+                failed=sum(not c.passed for c in members),
+            )
+            for name, members in groups.items()
+        ]
+        return sorted(out, key=lambda g: (*_worst_first(g.max_error, g.analytic, g.measured), g.layer))
 
     @property
     def failures(self) -> tuple[ModuleCheck, ...]:
@@ -79,10 +120,9 @@ class Verdict:
         return next((c for c in self.checks if c.module_id == ""), None)
 
 
-def _worst_first(c: ModuleCheck) -> tuple[int, float, int, int]:
+def _worst_first(err: float | None, analytic: int, measured: int) -> tuple[int, float, int, int]:
     """Undefined errors, then the largest error, the largest gap, the most FLOPs."""
-    undefined = c.rel_error is None
-    return (0 if undefined else 1, -(c.rel_error or 0.0), -abs(c.analytic - c.measured), -c.measured)
+    return (0 if err is None else 1, -(err or 0.0), -abs(analytic - measured), -measured)
 
 
 def coverage(nodes: pd.DataFrame) -> Coverage:
@@ -108,5 +148,6 @@ def evaluate(modules: pd.DataFrame, nodes: pd.DataFrame, tolerance: float) -> Ve
         checks.append(
             ModuleCheck(r.module_id, r.kind, analytic, measured, err, err is not None and err <= tolerance)
         )
-    checks.sort(key=_worst_first)
-    return Verdict(tolerance, tuple(checks), coverage(nodes))
+    checks.sort(key=lambda c: _worst_first(c.rel_error, c.analytic, c.measured))
+    repeated = tuple(modules.loc[modules["kind"] == "repeated", "module_id"])
+    return Verdict(tolerance, tuple(checks), coverage(nodes), repeated)

@@ -80,6 +80,19 @@ def compare_section(verdict: Verdict, **extra: Any) -> dict[str, Any]:
         "compared_modules": len(verdict.checks),
         "failed_modules": len(verdict.failures),
         "worst": [_check(c) for c in verdict.checks[:WORST_SHOWN]],
+        "layers": [
+            {
+                "layer": g.layer,
+                "kind": g.kind,
+                "count": g.count,
+                "analytic_flops": g.analytic,
+                "measured_flops": g.measured,
+                "max_rel_error": g.max_error,
+                "worst_module": g.worst,
+                "failed": g.failed,
+            }
+            for g in verdict.layers()
+        ],
         "coverage": {
             "nodes": cov.nodes,
             "measured_flops": cov.flops,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import Cost
+from ditmeter.analytic.tree import layer_pattern
 from ditmeter.compare.gate import Verdict
 from ditmeter.reports.format import binary_bytes, grouped, percent, si
 
@@ -15,15 +14,11 @@ TOP_LAYERS = 10
 TOP_CATEGORIES = 5
 
 
-def layer_pattern(module_id: str) -> str:
-    """``blocks.7.ffn.0`` → ``blocks.*.ffn.0``: one layer across all repeated blocks."""
-    return re.sub(r"(^|\.)\d+(?=\.)", r"\1*", module_id, count=1)
-
-
 def top_layers(modules: pd.DataFrame, n: int = TOP_LAYERS) -> pd.DataFrame:
     """Leaf layers grouped across blocks, by tensor + CUDA FLOPs per forward."""
     leaves = modules[modules["kind"] == "leaf"].copy()
-    leaves["layer"] = leaves["module_id"].map(layer_pattern)
+    repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
+    leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
     leaves["flops"] = leaves["tensor_flops"] + leaves["cuda_flops"]
     grouped_ = leaves.groupby("layer", sort=False).agg(
         count=("module_id", "size"),
@@ -134,18 +129,21 @@ def compare_lines(verdict: Verdict, shown: int = TOP_LAYERS) -> list[str]:
     if cov.unmatched_flop_nodes:
         out += ["", "Unmatched nodes with FLOPs (each fails the gate):"]
         out += [f"- `{n}`" for n in cov.unmatched_flop_nodes[:shown]]
+    layers = verdict.layers()
     out += [
         "",
-        f"Worst {min(shown, len(verdict.checks))} modules (worst first):",
+        f"Worst {min(shown, len(layers))} of {len(layers)} layers (× = copies across blocks; "
+        "the error is the worst copy's):",
         "",
-        "| module | kind | analytic | measured | error | |",
-        "|---|---|---:|---:|---:|---|",
+        "| module | × | analytic FLOPs | measured FLOPs | Δ FLOPs | max error | worst copy | gate |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
-    for c in verdict.checks[:shown]:
-        mark = "ok" if c.passed else "**FAIL**"
+    for g in layers[:shown]:
+        mark = "ok" if g.passed else f"**FAIL** {g.failed}/{g.count}"
+        delta = grouped(g.measured - g.analytic)
         out.append(
-            f"| `{c.module_id or '<root>'}` | {c.kind} | {grouped(c.analytic)} | {grouped(c.measured)} | "
-            f"{error_text(c.rel_error)} | {mark} |"
+            f"| `{g.layer or '<root>'}` | {g.count} | {si(g.analytic, 'FLOP')} | {si(g.measured, 'FLOP')} | "
+            f"{delta} | {error_text(g.max_error)} | `{g.worst or '<root>'}` | {mark} |"
         )
     out += [
         "",
