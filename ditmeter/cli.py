@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "map every node to its analytic rule, and gate analytic vs measured FLOPs per module. "
         "Writes everything `report` writes plus nodes.parquet and graph.json. "
         "Exit 0 gate passed, 1 gate failed, 2 bad input.",
-        epilog=f"{_OVERRIDES_HELP}  compare.tolerance=0.05 (the gate, 0.05 = 5%)\n\n"
+        epilog=f"{_OVERRIDES_HELP}\ngate: compare.tolerance=0.05 (5%), compare.show=15 (table rows)\n\n"
         f"models: {models}\nworkloads: {workloads}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -192,7 +192,7 @@ def _cmd_trace(overrides: list[str], console: Console) -> int:
         f"{g.tokens:,} tokens, context {g.context_len}; graph {result.graph_nodes:,} nodes, "
         f"{result.graph_edges:,} edges"
     )
-    _print_verdict(console, result.verdict, shown=12)
+    _print_verdict(console, result.verdict, cfg.show)
     console.print(
         f"wrote {result.analysis_dir}/ (report.json, summary.md, modules.parquet, nodes.parquet, "
         f"graph.json) in {time.perf_counter() - start:.2f} s"
@@ -204,22 +204,15 @@ def _cmd_compare(overrides: list[str], console: Console) -> int:
     from ditmeter.compare.run import compare
     from ditmeter.config import load
 
-    shown, rest = 15, []
     for o in overrides:
-        key, _, value = o.partition("=")
+        key = o.partition("=")[0].lstrip("+~")
         if key.split(".", 1)[0] in ("model", "workload"):
             raise ConfigError(key, "compare reads the model and workload from the run; give run_id=… instead")
-        if key == "compare.show":
-            if not value.isdigit() or int(value) < 1:
-                raise ConfigError("compare.show", f"must be a whole number >= 1, got {value!r}")
-            shown = int(value)
-        else:
-            rest.append(o)
-    cfg = load(rest)
+    cfg = load(overrides)
     result = compare(cfg.output_root, cfg.run_id, cfg.tolerance)
     console.print(f"run {result.run_id}: {result.model} × {result.workload}")
     console.print(f"tables: {result.analysis_dir}/modules.parquet, nodes.parquet")
-    _print_verdict(console, result.verdict, shown)
+    _print_verdict(console, result.verdict, cfg.show)
     return EXIT_OK if result.verdict.passed else EXIT_GATE
 
 

@@ -47,6 +47,7 @@ class RunConfig:
     output_root: Path
     run_id: str | None
     tolerance: float
+    show: int  # rows of the error table `compare` prints
     raw: dict[str, Any]
 
 
@@ -110,8 +111,16 @@ def load(overrides: list[str]) -> RunConfig:
         output_root=Path(str(raw.get("output_root") or "tmp/profile-output")),
         run_id=run_id,
         tolerance=_tolerance(raw.get("compare")),
+        show=_show(raw.get("compare")),
         raw={str(k): v for k, v in raw.items()},
     )
+
+
+def _show(section: Any) -> int:
+    value = section.get("show") if isinstance(section, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError("compare.show", f"must be a whole number >= 1, got {value!r}")
+    return value
 
 
 def _tolerance(section: Any) -> float:

@@ -263,3 +263,13 @@ def test_compare_refuses_a_corrupt_table(
     (copy / "static_analysis" / "wan2_1" / "nodes.parquet").write_bytes(b"not parquet")
     assert main(["compare", f"output_root={copy.parent}", f"run_id={run.name}"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_every_column_is_documented() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    docs = (repo / "docs" / "artifacts.md").read_text()
+    readme = (repo / "README.md").read_text()
+    for schema in (MODULES_SCHEMA, NODES_SCHEMA):
+        for name in schema.names:
+            assert f"`{name}`" in docs, name
+            assert f"`{name}`" in readme, name
