@@ -165,6 +165,7 @@ def test_a_wrong_rule_fails_the_gate_and_names_the_module(
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "gate: FAIL" in out and "blocks.0.ffn.0" in out
+    assert "capture one forward" in out  # progress of the long steps, with timings
     # the run is still published, and compare reaches the same verdict from the tables
     assert main(["compare", f"output_root={out_root}"]) == 1
     assert "blocks.0.ffn.0" in capsys.readouterr().out
@@ -273,3 +274,39 @@ def test_every_column_is_documented() -> None:
         for name in schema.names:
             assert f"`{name}`" in docs, name
             assert f"`{name}`" in readme, name
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["workload.batch_size=2"],
+        ["workload.dtype=fp32"],
+        ["workload.context_len=226"],
+        [
+            "workload.rounding=diffusers",
+            "workload.num_frames=17",
+            "workload.height=480",
+            "workload.width=832",
+        ],
+    ],
+)
+def test_gate_is_exact_off_the_presets(overrides: list[str], out_root: Path) -> None:
+    """Batch, dtype (fp32 has no casts), context length and rounding change the graph, not the agreement."""
+    cfg = load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}", *overrides])
+    v = trace(cfg).verdict
+    assert v.passed and v.max_error == 0.0 and v.coverage.nodes["unmatched"] == 0
+
+
+def test_trace_refuses_an_existing_run_id_before_tracing(
+    traced: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ditmeter.tracer import capture
+
+    def never(*_a: object) -> None:
+        raise AssertionError("traced although the run id was taken")
+
+    monkeypatch.setattr(capture, "capture_forward", never)
+    root, run_id = traced.parents[2], traced.parents[1].name
+    argv = ["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={root}", f"run_id={run_id}"]
+    assert main(argv) == 2
+    assert "run_id:" in capsys.readouterr().err

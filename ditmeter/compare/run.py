@@ -78,6 +78,9 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
     from ditmeter.tracer.reference import REFERENCES
 
     ref = REFERENCES[reference]
+    run_id = cfg.run_id or new_run_id(cfg.model.name, cfg.workload.name)
+    if (cfg.output_root / run_id).exists():  # say so before a minute of tracing, not after
+        raise ConfigError("run_id", f"{run_id!r} already exists under {cfg.output_root}; pick another")
     timings: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -101,7 +104,6 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
         modules = with_measured(modules_frame(analysis), measured_by_module(nodes, rows))
         verdict = evaluate(modules, nodes, cfg.tolerance)
         g = build_graph(modules, nodes)
-    run_id = cfg.run_id or new_run_id(cfg.model.name, cfg.workload.name)
     with step("write"), staged_run(cfg.output_root, run_id) as out:
         ref_meta = {"reference": f"{ref.name} ({ref.source}, diffusers {_version('diffusers')})"}
         meta = table_metadata(analysis, "modules", **ref_meta, tolerance=str(cfg.tolerance))
