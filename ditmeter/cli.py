@@ -12,7 +12,9 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from ditmeter import __version__
 from ditmeter.errors import ConfigError
@@ -106,27 +108,27 @@ _STEP_LABELS = {
 }
 
 
-def _print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
-    from rich import box
-    from rich.table import Table
-
-    from ditmeter.reports.format import grouped, percent, si
-    from ditmeter.reports.summary import error_text
+def _coverage_table(verdict: Verdict) -> Table:
+    from ditmeter.reports.format import grouped, percent
 
     cov = verdict.coverage
-    cov_table = Table(title="node coverage", title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title="node coverage", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("status", "nodes", "measured FLOPs", "share"):
-        cov_table.add_column(col, justify="left" if col == "status" else "right", overflow="fold")
+        table.add_column(col, justify="left" if col == "status" else "right", overflow="fold")
     for status in ("costed", "zero", "unmatched"):
-        cov_table.add_row(
+        table.add_row(
             status,
             grouped(cov.nodes[status]),
             grouped(cov.flops[status]),
             percent(cov.flops[status], cov.total_flops),
         )
-    console.print(cov_table)
-    for name in cov.unmatched_flop_nodes[:shown]:
-        console.print(f"unmatched node with FLOPs: {name}", style="red")
+    return table
+
+
+def _layers_table(verdict: Verdict, shown: int) -> Table:
+    from ditmeter.reports.format import grouped, si
+    from ditmeter.reports.summary import error_text
+
     layers = verdict.layers()
     table = Table(
         title=f"modules by layer, worst first ({min(shown, len(layers))} of {len(layers)} layers, "
@@ -148,14 +150,12 @@ def _print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
             "ok" if g.passed else f"FAIL {g.failed}/{g.count}",
             style=None if g.passed else "red",
         )
-    console.print(table)
-    e2e = verdict.end_to_end()
-    if e2e is not None:
-        console.print(
-            f"end to end: analytic {grouped(e2e.analytic)} vs measured {grouped(e2e.measured)} FLOPs, "
-            f"error {error_text(e2e.rel_error)}"
-        )
-    word = "PASS" if verdict.passed else "FAIL"
+    return table
+
+
+def _verdict_line(verdict: Verdict) -> str:
+    from ditmeter.reports.summary import error_text
+
     reasons = []
     if verdict.failures:
         worst = ", ".join(c.module_id or "<root>" for c in verdict.failures[:5])
@@ -164,19 +164,36 @@ def _print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
             f"{len(verdict.failures)} modules over tolerance, worst: {worst}"
             + (f" (+{more} more)" if more > 0 else "")
         )
-    if cov.unmatched_flop_nodes:
-        reasons.append(f"{len(cov.unmatched_flop_nodes)} unmatched nodes carry FLOPs")
-    console.print(
+    if verdict.coverage.unmatched_flop_nodes:
+        reasons.append(f"{len(verdict.coverage.unmatched_flop_nodes)} unmatched nodes carry FLOPs")
+    word = "PASS" if verdict.passed else "FAIL"
+    return (
         f"gate: {word} at tolerance {100 * verdict.tolerance:g}%, max error {error_text(verdict.max_error)}"
-        + (f" — {'; '.join(reasons)}" if reasons else ""),
-        style="green" if verdict.passed else "red",
+        + (f" — {'; '.join(reasons)}" if reasons else "")
     )
+
+
+def _print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
+    from ditmeter.reports.format import grouped
+    from ditmeter.reports.summary import error_text
+
+    console.print(_coverage_table(verdict))
+    for name in verdict.coverage.unmatched_flop_nodes[:shown]:
+        console.print(f"unmatched node with FLOPs: {name}", style="red")
+    console.print(_layers_table(verdict, shown))
+    e2e = verdict.end_to_end()
+    if e2e is not None:
+        console.print(
+            f"end to end: analytic {grouped(e2e.analytic)} vs measured {grouped(e2e.measured)} FLOPs, "
+            f"error {error_text(e2e.rel_error)}"
+        )
+    console.print(_verdict_line(verdict), style="green" if verdict.passed else "red")
 
 
 def _cmd_trace(overrides: list[str], console: Console) -> int:
     from ditmeter.analytic.analysis import analyze
-    from ditmeter.compare.run import trace
     from ditmeter.config import load
+    from ditmeter.reports.trace_report import trace
 
     start = time.perf_counter()
     cfg = load(overrides)
@@ -201,8 +218,8 @@ def _cmd_trace(overrides: list[str], console: Console) -> int:
 
 
 def _cmd_compare(overrides: list[str], console: Console) -> int:
-    from ditmeter.compare.run import compare
     from ditmeter.config import load
+    from ditmeter.reports.trace_report import compare
 
     for o in overrides:
         key = o.partition("=")[0].lstrip("+~")

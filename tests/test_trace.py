@@ -13,9 +13,9 @@ from conftest import MODELS, WORKLOADS
 
 from ditmeter.cli import main
 from ditmeter.compare.join import NODES_SCHEMA
-from ditmeter.compare.run import trace
 from ditmeter.config import load
 from ditmeter.reports.tables import MODULES_SCHEMA
+from ditmeter.reports.trace_report import trace
 
 NODE_COLUMNS = [
     "node",
@@ -212,7 +212,7 @@ def test_an_unmatched_flop_node_fails_the_gate(
 
 
 def test_a_failed_trace_publishes_nothing(out_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ditmeter.compare import run
+    from ditmeter.reports import trace_report as run
 
     def broken(_g: object) -> str:
         raise OSError("disk full")

@@ -124,13 +124,24 @@ def measured_by_module(nodes: pd.DataFrame, rows: Sequence[ModuleRow]) -> dict[s
 
 
 def with_measured(modules: pd.DataFrame, measured: dict[str, int]) -> pd.DataFrame:
-    """``modules`` with ``measured_flops`` and ``rel_error`` filled in (see :mod:`.gate`)."""
-    out = modules.copy()
-    out["measured_flops"] = out["module_id"].map(measured).astype("int64")
+    """``modules`` with ``measured_flops`` and ``rel_error`` filled in (see :mod:`.gate`).
+
+    A one-to-one merge on ``module_id``: a module without a measured row, or a
+    measured id the analytic tree does not have, is an error, never a silent 0.
+    """
+    right = pd.DataFrame({"module_id": list(measured), "measured_flops": list(measured.values())})
+    out = modules.drop(columns=["measured_flops", "rel_error"]).merge(
+        right, on="module_id", how="outer", validate="one_to_one", indicator=True, sort=False
+    )
+    orphans = out.loc[out["_merge"] != "both", "module_id"].tolist()
+    if orphans:
+        raise ValueError(f"measured and analytic modules differ: {orphans[:5]}")
+    out = out.drop(columns="_merge")
+    out["measured_flops"] = out["measured_flops"].astype("int64")
     out["rel_error"] = [
         rel_error(int(a), int(m)) for a, m in zip(out["tensor_flops"], out["measured_flops"], strict=True)
     ]
-    return out
+    return out[modules.columns]
 
 
 def module_node(module_id: str) -> str:

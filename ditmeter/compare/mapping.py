@@ -182,6 +182,77 @@ def _segments(nodes: Sequence[NodeInfo]) -> list[str]:
     return out
 
 
+_Found = tuple[str | None, str | None]  # (leaf id, how it was found)
+
+
+class _Mapper:
+    """The three assignment steps over one node sequence, with their caches."""
+
+    def __init__(
+        self,
+        nodes: Sequence[NodeInfo],
+        rows: Iterable[ModuleRow],
+        canonical_id: Callable[[str], str | None],
+        rules: Sequence[NodeRule],
+    ) -> None:
+        self.leaves = {r.module_id: r for r in rows if r.kind == "leaf"}
+        self.canonical_id = canonical_id
+        self.rules = rules
+        self.by_name = {n.name: n for n in nodes}
+        self._alias: dict[str, str | None] = {}
+        self._rule_hits: dict[tuple[str, str, str, str], _Found] = {}
+
+    def module_id(self, path: str) -> str | None:
+        if path not in self._alias:
+            self._alias[path] = self.canonical_id(path)
+        return self._alias[path]
+
+    def by_alias(self, path: str) -> str | None:
+        mid = self.module_id(path)
+        return mid if mid in self.leaves else None
+
+    def by_cast(self, n: NodeInfo) -> _Found:
+        if n.op not in CAST_OPS:
+            return None, None
+        producers = [self.by_name[i] for i in n.inputs if i in self.by_name]
+        if len(producers) == 1 and _is_under(producers[0].module_path, n.module_path):
+            leaf = self.by_alias(producers[0].module_path)
+            if leaf is not None:
+                return leaf, "cast"
+        return None, None
+
+    def by_rule(self, n: NodeInfo, after: str) -> _Found:
+        key = (n.module_path, n.module_class, n.op, after)
+        if key not in self._rule_hits:
+            hits = [(r, t) for r in self.rules if (t := r.match(n.module_path, n.module_class, n.op, after))]
+            found: _Found = (None, None)
+            if hits:
+                best = max(r.specificity for r, _ in hits)
+                top = [(r, t) for r, t in hits if r.specificity == best]
+                if len({t for _, t in top}) > 1:
+                    names = ", ".join(r.name for r, _ in top)
+                    raise AmbiguousRules(f"{n.name} ({n.op} in {n.module_path!r}): rules {names} all match")
+                found = (top[0][1], f"rule:{top[0][0].name}")
+            self._rule_hits[key] = found
+        return self._rule_hits[key]
+
+    def assign(self, n: NodeInfo, after: str) -> Assignment:
+        found: _Found = (self.by_alias(n.module_path), "alias")
+        if found[0] is None:
+            found = self.by_cast(n)
+        if found[0] is None:
+            found = self.by_rule(n, after)
+        leaf, how = found
+        module_id = self.module_id(n.module_path)
+        if leaf is None:
+            return Assignment(n.name, module_id, None, None, None, None, "unmatched")
+        row = self.leaves.get(leaf)
+        if row is None:
+            raise AmbiguousRules(f"node rule {how} targets {leaf!r}, which is not an analytic leaf")
+        zero = _packet(n.op) in ZERO_OPS or row.rule in ZERO_RULES
+        return Assignment(n.name, module_id, leaf, row.rule, row.category, how, "zero" if zero else "costed")
+
+
 def assign(
     nodes: Sequence[NodeInfo],
     rows: Iterable[ModuleRow],
@@ -189,74 +260,8 @@ def assign(
     rules: Sequence[NodeRule],
 ) -> list[Assignment]:
     """Assign every node (see the module docstring for the order and the statuses)."""
-    leaves = {r.module_id: r for r in rows if r.kind == "leaf"}
-    alias: dict[str, str | None] = {}
-
-    def module_id(path: str) -> str | None:
-        if path not in alias:
-            alias[path] = canonical_id(path)
-        return alias[path]
-
-    def leaf_of_path(path: str) -> str | None:
-        mid = module_id(path)
-        return mid if mid in leaves else None
-
-    by_name = {n.name: n for n in nodes}
-    segments = _segments(nodes)
-    cache: dict[tuple[str, str, str, str], tuple[str | None, str | None]] = {}
-
-    def by_rule(n: NodeInfo, after: str) -> tuple[str | None, str | None]:
-        key = (n.module_path, n.module_class, n.op, after)
-        if key not in cache:
-            hits = [(r, t) for r in rules if (t := r.match(n.module_path, n.module_class, n.op, after))]
-            if not hits:
-                cache[key] = (None, None)
-            else:
-                best = max(r.specificity for r, _ in hits)
-                top = [(r, t) for r, t in hits if r.specificity == best]
-                if len({t for _, t in top}) > 1:
-                    names = ", ".join(r.name for r, _ in top)
-                    raise AmbiguousRules(f"{n.name} ({n.op} in {n.module_path!r}): rules {names} all match")
-                cache[key] = (top[0][1], f"rule:{top[0][0].name}")
-        return cache[key]
-
-    def by_cast(n: NodeInfo) -> tuple[str | None, str | None]:
-        if n.op not in CAST_OPS:
-            return None, None
-        producers = [by_name[i] for i in n.inputs if i in by_name]
-        if len(producers) == 1 and _is_under(producers[0].module_path, n.module_path):
-            leaf = leaf_of_path(producers[0].module_path)
-            if leaf is not None:
-                return leaf, "cast"
-        return None, None
-
-    out: list[Assignment] = []
-    for n, after in zip(nodes, segments, strict=True):
-        how: str | None = "alias"
-        leaf = leaf_of_path(n.module_path)
-        if leaf is None:
-            leaf, how = by_cast(n)
-        if leaf is None:
-            leaf, how = by_rule(n, after)
-        if leaf is not None and leaf not in leaves:
-            raise AmbiguousRules(f"node rule {how} targets {leaf!r}, which is not an analytic leaf")
-        if leaf is None:
-            out.append(Assignment(n.name, module_id(n.module_path), None, None, None, None, "unmatched"))
-            continue
-        row = leaves[leaf]
-        zero = _packet(n.op) in ZERO_OPS or row.rule in ZERO_RULES
-        out.append(
-            Assignment(
-                n.name,
-                module_id(n.module_path),
-                leaf,
-                row.rule,
-                row.category,
-                how,
-                "zero" if zero else "costed",
-            )
-        )
-    return out
+    mapper = _Mapper(nodes, rows, canonical_id, rules)
+    return [mapper.assign(n, after) for n, after in zip(nodes, _segments(nodes), strict=True)]
 
 
 def node_infos(graph: Any) -> list[NodeInfo]:

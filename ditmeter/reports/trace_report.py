@@ -1,4 +1,4 @@
-"""``ditmeter trace`` and ``ditmeter compare``: capture, map, join, gate, publish.
+"""``ditmeter trace`` and ``ditmeter compare``: capture, map, join, gate, publish the run.
 
 ``trace`` builds the reference on meta, captures one forward, assigns every
 node to an analytic leaf, joins measured and analytic FLOPs per module, gates,
