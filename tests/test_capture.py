@@ -56,3 +56,22 @@ def test_in_place_writes_are_data_flow_edges() -> None:
             stack += n.all_input_nodes
     assert set(writes) <= ancestors
     assert all(n.meta["module_class"] == "WanAttention" for n in attn)
+
+
+def test_a_single_linear_by_hand() -> None:
+    """One nn.Linear on meta: addmm of 2·rows·in·out FLOPs, bytes of x, Wᵀ, b in and y out."""
+    import torch
+    from torch import nn
+
+    layer = nn.Linear(96, 40, device="meta", dtype=torch.bfloat16)
+    x = torch.empty(3, 7, 96, device="meta", dtype=torch.bfloat16)
+    graph = capture_forward(layer, {"input": x})
+    (mm,) = [n for n in graph.nodes if n.meta["flops"]]
+    assert str(mm.target) == "aten.addmm.default"
+    assert mm.meta["flops"] == 2 * 21 * 96 * 40  # bias add excluded, as flop_counter does
+    assert mm.meta["module_path"] == "" and mm.meta["module_class"] == "Linear"
+    assert mm.meta["in_shapes"] == [(40,), (21, 96), (96, 40)]
+    assert mm.meta["bytes_in"] == 2 * (40 + 21 * 96 + 96 * 40) and mm.meta["bytes_out"] == 2 * 21 * 40
+    assert (
+        sum(n.meta["flops"] for n in graph.nodes) == flop_counter_pass(layer, {"input": x}).get_total_flops()
+    )

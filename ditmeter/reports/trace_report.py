@@ -95,7 +95,7 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
         model = ref.build(cfg.model, cfg.workload.dtype)
         inputs = ref.inputs(cfg.model, cfg.workload, analysis.geometry)
     with step("capture"):
-        graph = capture_forward(model, inputs)
+        graph = capture_forward(model, inputs, **ref.options)
     with step("map"):
         rows = list(walk(analysis.tree))
         assignments = assign(node_infos(graph), rows, ref.canonical_id, NODE_RULES[reference])

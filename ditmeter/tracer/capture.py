@@ -113,24 +113,24 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-def flop_counter_pass(model: nn.Module, inputs: dict[str, torch.Tensor]) -> FlopCounterMode:
-    """The bare reference: one forward under ``FlopCounterMode``, nothing else recorded.
+def flop_counter_pass(model: nn.Module, inputs: dict[str, torch.Tensor], **options: Any) -> FlopCounterMode:
+    """The bare reference: ``model(**inputs, **options)`` under ``FlopCounterMode``, nothing else.
 
     ``get_total_flops()`` and ``get_flop_counts()`` (keyed by the root class name
     plus the module path) are what ``capture_forward`` must agree with.
     """
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(**inputs, return_dict=False)
+        model(**inputs, **options)
     return counter
 
 
-def capture_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> fx.Graph:
-    """Run ``model(**inputs)`` once (meta tensors: no real compute) and record every aten op."""
+def capture_forward(model: nn.Module, inputs: dict[str, torch.Tensor], **options: Any) -> fx.Graph:
+    """Run ``model(**inputs, **options)`` once (meta tensors: no compute) and record every aten op."""
     tracker = ModuleTracker()
     recorder = _Recorder(tracker, type(model).__name__)
     with torch.no_grad(), tracker, recorder:
-        model(**inputs, return_dict=False)
+        model(**inputs, **options)
     classes = {name: type(m).__name__ for name, m in model.named_modules()}
     for node in recorder.graph.nodes:
         node.meta["module_class"] = classes[node.meta["module_path"]]

@@ -85,6 +85,7 @@ class Reference:
     build: Callable[[ModelSpec, str], nn.Module]
     inputs: Callable[[ModelSpec, Workload, Geometry], dict[str, torch.Tensor]]
     canonical_id: Callable[[str], str | None]  # module path → analytic module id
+    options: dict[str, Any] = attrs.field(factory=dict)  # non-tensor forward kwargs
 
 
 REFERENCES: dict[str, Reference] = {
@@ -95,5 +96,6 @@ REFERENCES: dict[str, Reference] = {
         build=build_diffusers_dit,
         inputs=diffusers_dit_inputs,
         canonical_id=canonical_id,
+        options={"return_dict": False},
     ),
 }
