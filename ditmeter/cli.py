@@ -21,6 +21,7 @@ from ditmeter.errors import ConfigError
 
 if TYPE_CHECKING:
     from ditmeter.compare.gate import Verdict
+    from ditmeter.reports.device_report import DeviceView
 
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -30,9 +31,12 @@ Hydra overrides, e.g.:
   workload.num_frames=33 workload.height=480 workload.width=832
   workload.batch_size=2 workload.guidance_scale=1 workload.context_len=226
   workload.dtype=fp16 workload.rounding=diffusers output_root=/tmp/runs run_id=my-run
+  device=h100-sxm device.efficiency=0.6 measured_video_s=1800
 
 workload keys: batch_size num_frames height width num_inference_steps guidance_scale
                text_len context_len dtype(bf16|fp16|fp32) rounding(official|diffusers)
+device (optional; predicted time, roofline.png, time_breakdown.png, memory fit):
+               {devices}
 """
 
 
@@ -40,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     from ditmeter.config import choices
 
     models, workloads = ", ".join(choices("model")), ", ".join(choices("workload"))
+    overrides_help = _OVERRIDES_HELP.format(devices=", ".join(choices("device")))
     p = argparse.ArgumentParser(
         prog="ditmeter",
         description="Where every FLOP and byte of a Wan2.1 video goes: analytic cost rules "
@@ -54,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         help="analytic report of one DiT forward and the whole video",
         description="Evaluate the analytic cost model and write report.json, modules.parquet "
         "and summary.md under <output_root>/<run_id>/static_analysis/wan2_1/.",
-        epilog=f"{_OVERRIDES_HELP}\nmodels: {models}\nworkloads: {workloads}",
+        epilog=f"{overrides_help}\nmodels: {models}\nworkloads: {workloads}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rep.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -66,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "map every node to its analytic rule, and gate analytic vs measured FLOPs per module. "
         "Writes everything `report` writes plus nodes.parquet and graph.json. "
         "Exit 0 gate passed, 1 gate failed, 2 bad input.",
-        epilog=f"{_OVERRIDES_HELP}\ngate: compare.tolerance=0.05 (5%), compare.show=15 (table rows)\n\n"
+        epilog=f"{overrides_help}\ngate: compare.tolerance=0.05 (5%), compare.show=15 (table rows)\n\n"
         f"models: {models}\nworkloads: {workloads}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -210,9 +215,9 @@ def _cmd_trace(overrides: list[str], console: Console) -> int:
         f"{result.graph_edges:,} edges"
     )
     _print_verdict(console, result.verdict, cfg.show)
+    _print_device(console, result.view)
     console.print(
-        f"wrote {result.analysis_dir}/ (report.json, summary.md, modules.parquet, nodes.parquet, "
-        f"graph.json) in {time.perf_counter() - start:.2f} s"
+        f"wrote {result.analysis_dir}/ ({', '.join(result.files)}) in {time.perf_counter() - start:.2f} s"
     )
     return EXIT_OK if result.verdict.passed else EXIT_GATE
 
@@ -231,6 +236,33 @@ def _cmd_compare(overrides: list[str], console: Console) -> int:
     console.print(f"tables: {result.analysis_dir}/modules.parquet, nodes.parquet")
     _print_verdict(console, result.verdict, cfg.show)
     return EXIT_OK if result.verdict.passed else EXIT_GATE
+
+
+def _print_device(console: Console, view: DeviceView) -> None:
+    from ditmeter.reports.device_report import FIT_SCOPE
+    from ditmeter.reports.format import binary_bytes, percent
+
+    f = view.footprint
+    line = (
+        f"memory: DiT weights {binary_bytes(f.weight_bytes)}, peak activation "
+        f"{binary_bytes(f.peak_activation_bytes)} ({f.peak_stage} stage)"
+    )
+    p = view.prediction
+    if p is None:
+        console.print(line)
+        return
+    d, t = p.device, p.per_forward
+    fit = "fits" if f.fits(d) else "DOES NOT FIT"
+    console.print(
+        f"{line}; {binary_bytes(f.total_bytes)} of {binary_bytes(d.memory_bytes)} → {fit} ({FIT_SCOPE})"
+    )
+    console.print(
+        f"predicted on {d.display_name} (efficiency {d.efficiency:g}): {t.predicted_s:.3g} s per forward, "
+        f"{p.per_step_s:.3g} s per step, {p.per_video_s:,.1f} s per video; "
+        f"{percent(t.compute_bound_s, t.predicted_s)} of the time compute-bound"
+    )
+    if view.mfu is not None:
+        console.print(f"measured {view.measured_video_s:g} s per video → MFU {100 * view.mfu:.1f}%")
 
 
 def _cmd_report(overrides: list[str], console: Console) -> int:
@@ -262,9 +294,9 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
     console.print(
         f"per video:   {si(v.tensor_flops, 'FLOP')} tensor-core, {si(v.cuda_flops, 'FLOP')} CUDA-core"
     )
+    _print_device(console, result.view)
     console.print(
-        f"wrote {result.analysis_dir}/ (report.json, modules.parquet, summary.md) "
-        f"in {time.perf_counter() - start:.2f} s"
+        f"wrote {result.analysis_dir}/ ({', '.join(result.files)}) in {time.perf_counter() - start:.2f} s"
     )
     return EXIT_OK
 

@@ -17,11 +17,13 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import geometry
 from ditmeter.analytic.spec import ModelSpec, Workload
 from ditmeter.errors import ConfigError
 
-GROUPS = ("model", "workload")
+GROUPS = ("model", "workload", "device")
+REQUIRED_GROUPS = ("model", "workload")
 
 
 def config_dir() -> Path:
@@ -49,6 +51,8 @@ class RunConfig:
     tolerance: float
     show: int  # rows of the error table `compare` prints
     raw: dict[str, Any]
+    device: DeviceSpec | None = None
+    measured_video_s: float | None = None
 
 
 def _check_group_choices(overrides: list[str]) -> None:
@@ -93,7 +97,7 @@ def load(overrides: list[str]) -> RunConfig:
     cfg = compose_config(overrides)
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
-    for group in GROUPS:
+    for group in REQUIRED_GROUPS:
         if not isinstance(raw.get(group), dict):
             raise ConfigError(group, f"missing; allowed: {', '.join(choices(group))}")
     changed = [o.split(".", 1)[1] for o in overrides if o.startswith("workload.") and "=" in o]
@@ -113,7 +117,22 @@ def load(overrides: list[str]) -> RunConfig:
         tolerance=_tolerance(raw.get("compare")),
         show=_show(raw.get("compare")),
         raw={str(k): v for k, v in raw.items()},
+        device=DeviceSpec.from_mapping(raw["device"]) if isinstance(raw.get("device"), dict) else None,
+        measured_video_s=_measured_video_s(raw.get("measured_video_s")),
     )
+
+
+def _measured_video_s(value: Any) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError("measured_video_s", f"must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _show(section: Any) -> int:

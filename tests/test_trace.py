@@ -310,3 +310,17 @@ def test_trace_refuses_an_existing_run_id_before_tracing(
     argv = ["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={root}", f"run_id={run_id}"]
     assert main(argv) == 2
     assert "run_id:" in capsys.readouterr().err
+
+
+def test_unfused_bytes_bound_the_fused_ideal_and_equal_it_for_single_op_leaves(traced: Path) -> None:
+    """Every op reading and writing DRAM is an upper bound; a Linear is one addmm, so the two agree."""
+    modules = pd.read_parquet(traced / "modules.parquet")
+    leaves = modules[modules["kind"] == "leaf"]
+    fused = leaves["bytes_read"] + leaves["bytes_written"]
+    assert (leaves["unfused_bytes"] >= fused).all()
+    # q, k, v, o are one addmm each (plus views): the op's I/O is exactly the fused ideal
+    projections = leaves[leaves["category"] == "attn_proj"]
+    assert len(projections) == 8 * 30
+    assert (projections["unfused_bytes"] == projections["bytes_read"] + projections["bytes_written"]).all()
+    core = leaves[leaves["module_id"] == "blocks.0.self_attn.attn_core"].iloc[0]
+    assert core["unfused_bytes"] > 20 * (core["bytes_read"] + core["bytes_written"])  # the math path's L×L

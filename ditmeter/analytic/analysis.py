@@ -5,7 +5,9 @@ from __future__ import annotations
 import attrs
 
 from ditmeter.analytic.cost import Cost
+from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import Geometry, geometry
+from ditmeter.analytic.roofline import Prediction, predict
 from ditmeter.analytic.spec import ModelSpec, Workload
 from ditmeter.analytic.tree import Composite, leaf_totals_by
 from ditmeter.analytic.wan_dit import build_dit
@@ -46,6 +48,11 @@ class Analysis:
     @property
     def per_video(self) -> Cost:
         return self.per_forward.per_video(self.forwards_per_video)
+
+    def prediction(self, device: DeviceSpec) -> Prediction:
+        """Roofline times of every module on ``device`` (forward, step, video)."""
+        w = self.workload
+        return predict(self.tree, device, w.dtype, w.guidance_forwards, self.forwards_per_video)
 
     def by_category(self) -> dict[str, Cost]:
         return leaf_totals_by(self.tree, "category")

@@ -107,30 +107,51 @@ def _home(row: Any, known: set[str]) -> str:
     return ""
 
 
-def measured_by_module(nodes: pd.DataFrame, rows: Sequence[ModuleRow]) -> dict[str, int]:
-    """Measured FLOPs of every analytic module: its nodes plus everything under it.
+def rollup(nodes: pd.DataFrame, rows: Sequence[ModuleRow], values: pd.Series) -> dict[str, int]:
+    """Sum ``values`` (one per node) into every analytic module: its nodes plus everything under it.
 
     Unmatched nodes count toward their nearest analytic ancestor, so the root
-    always holds the whole measured total.
+    always holds the whole total.
     """
     parent = {r.module_id: r.parent_id for r in rows}
+    known = set(parent)
     out = dict.fromkeys(parent, 0)
-    for r in nodes[nodes["measured_flops"] > 0].itertuples():
-        mid: str | None = _home(r, set(parent))
+    for r, value in zip(nodes.itertuples(), values, strict=True):
+        if not value:
+            continue
+        mid: str | None = _home(r, known)
         while mid is not None:
-            out[mid] += int(r.measured_flops)
+            out[mid] += int(value)
             mid = parent[mid]
     return out
 
 
-def with_measured(modules: pd.DataFrame, measured: dict[str, int]) -> pd.DataFrame:
-    """``modules`` with ``measured_flops`` and ``rel_error`` filled in (see :mod:`.gate`).
+def measured_by_module(nodes: pd.DataFrame, rows: Sequence[ModuleRow]) -> dict[str, int]:
+    """Measured FLOPs of every analytic module (see :func:`rollup`)."""
+    return rollup(nodes, rows, nodes["measured_flops"])
+
+
+def unfused_by_module(nodes: pd.DataFrame, rows: Sequence[ModuleRow]) -> dict[str, int]:
+    """Unfused bytes of every module: inputs + outputs of each of its costed nodes.
+
+    The upper bound on traffic (every op reads and writes DRAM); views and
+    allocations (``zero``) move nothing.
+    """
+    moved = (nodes["bytes_in"] + nodes["bytes_out"]).where(nodes["status"] != "zero", 0)
+    return rollup(nodes, rows, moved)
+
+
+def with_measured(modules: pd.DataFrame, measured: dict[str, int], unfused: dict[str, int]) -> pd.DataFrame:
+    """``modules`` with the traced columns filled: measured FLOPs, ``rel_error``, unfused bytes.
 
     A one-to-one merge on ``module_id``: a module without a measured row, or a
     measured id the analytic tree does not have, is an error, never a silent 0.
     """
-    right = pd.DataFrame({"module_id": list(measured), "measured_flops": list(measured.values())})
-    out = modules.drop(columns=["measured_flops", "rel_error"]).merge(
+    right = pd.DataFrame({"module_id": list(measured), "measured_flops": list(measured.values())}).assign(
+        unfused_bytes=lambda d: d["module_id"].map(unfused)
+    )
+    traced = ["measured_flops", "rel_error", "unfused_bytes", "unfused_arithmetic_intensity"]
+    out = modules.drop(columns=traced).merge(
         right, on="module_id", how="outer", validate="one_to_one", indicator=True, sort=False
     )
     orphans = out.loc[out["_merge"] != "both", "module_id"].tolist()
@@ -138,8 +159,13 @@ def with_measured(modules: pd.DataFrame, measured: dict[str, int]) -> pd.DataFra
         raise ValueError(f"measured and analytic modules differ: {orphans[:5]}")
     out = out.drop(columns="_merge")
     out["measured_flops"] = out["measured_flops"].astype("int64")
+    out["unfused_bytes"] = out["unfused_bytes"].astype("int64")
     out["rel_error"] = [
         rel_error(int(a), int(m)) for a, m in zip(out["tensor_flops"], out["measured_flops"], strict=True)
+    ]
+    flops = out["tensor_flops"] + out["cuda_flops"]
+    out["unfused_arithmetic_intensity"] = [
+        f / b if b else None for f, b in zip(flops, out["unfused_bytes"], strict=True)
     ]
     return out[modules.columns]
 

@@ -18,6 +18,7 @@ from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.categories import CATEGORIES
 from ditmeter.analytic.cost import COST_FIELDS, Cost
 from ditmeter.compare.gate import REL_ERROR_RULE, WORST_SHOWN, ModuleCheck, Verdict
+from ditmeter.reports.device_report import DeviceView, device_json, memory_json, time_json
 from ditmeter.reports.tables import CONVENTION, library_versions
 
 SCHEMA_VERSION = "ditmeter.report/1"
@@ -103,7 +104,11 @@ def compare_section(verdict: Verdict, **extra: Any) -> dict[str, Any]:
 
 
 def build_report(
-    analysis: Analysis, modules: pd.DataFrame, run_id: str, compare: dict[str, Any] | None = None
+    analysis: Analysis,
+    modules: pd.DataFrame,
+    run_id: str,
+    view: DeviceView | None = None,
+    compare: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole report as plain JSON-able data (``compare`` for traced runs)."""
     per_forward = analysis.per_forward
@@ -133,6 +138,9 @@ def build_report(
             "kv_cache_bytes_note": "0: a diffusion transformer keeps no KV cache.",
         },
         "metric_fields": list(COST_FIELDS),
+        "device": device_json(view) if view else None,
+        "time": time_json(view, modules) if view else None,
+        "memory": memory_json(view) if view else None,
         "compare": compare,
         "notes": analysis.notes(),
     }

@@ -8,6 +8,7 @@ from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import Cost
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.compare.gate import Verdict
+from ditmeter.reports.device_report import DeviceView, summary_lines
 from ditmeter.reports.format import binary_bytes, grouped, percent, si
 
 TOP_LAYERS = 10
@@ -154,7 +155,11 @@ def compare_lines(verdict: Verdict, shown: int = TOP_LAYERS) -> list[str]:
 
 
 def render_summary(
-    analysis: Analysis, modules: pd.DataFrame, run_id: str, verdict: Verdict | None = None
+    analysis: Analysis,
+    modules: pd.DataFrame,
+    run_id: str,
+    view: DeviceView | None = None,
+    verdict: Verdict | None = None,
 ) -> str:
     """Markdown summary of one run (with the compare section when it was traced)."""
     f = analysis.per_forward
@@ -183,6 +188,7 @@ def render_summary(
         f"(per forward; ×{analysis.forwards_per_video} per video)",
         *_categories(analysis),
         "",
+        *(["## Time and memory", *summary_lines(view, modules), ""] if view else []),
         *(["## Check against the real model", *compare_lines(verdict), ""] if verdict else []),
         "## Notes (what is and is not modeled)",
         *[f"- {n}" for n in analysis.notes()],

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from ditmeter import __version__
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import COST_FIELDS
+from ditmeter.analytic.roofline import Prediction, Roofline
 from ditmeter.analytic.tree import walk
 from ditmeter.errors import ConfigError
 
@@ -44,6 +45,12 @@ MODULES_SCHEMA = pa.schema(
         pa.field("arithmetic_intensity", pa.float64()),
         pa.field("measured_flops", pa.int64()),
         pa.field("rel_error", pa.float64()),
+        pa.field("unfused_bytes", pa.int64()),
+        pa.field("unfused_arithmetic_intensity", pa.float64()),
+        pa.field("compute_s", pa.float64()),
+        pa.field("memory_s", pa.float64()),
+        pa.field("predicted_s", pa.float64()),
+        pa.field("bound", pa.string()),
     ]
 )
 
@@ -65,8 +72,15 @@ def _intensity(flops: int, moved: int) -> float | None:
     return flops / moved if moved else None
 
 
-def modules_frame(analysis: Analysis) -> pd.DataFrame:
-    """One row per module, parents before children, costs of one forward."""
+def _times(r: Roofline | None) -> dict[str, Any]:
+    if r is None:
+        return {"compute_s": None, "memory_s": None, "predicted_s": None, "bound": None}
+    return {"compute_s": r.compute_s, "memory_s": r.memory_s, "predicted_s": r.predicted_s, "bound": r.bound}
+
+
+def modules_frame(analysis: Analysis, prediction: Prediction | None = None) -> pd.DataFrame:
+    """One row per module, parents before children, costs (and times on a device) of one forward."""
+    times = prediction.modules if prediction else {}
     rows: list[dict[str, Any]] = []
     for r in walk(analysis.tree):
         c = r.cost
@@ -83,8 +97,12 @@ def modules_frame(analysis: Analysis) -> pd.DataFrame:
                 "rule": r.rule,
                 **c.as_dict(),
                 "arithmetic_intensity": _intensity(c.flops, c.moved_bytes),
-                "measured_flops": None,  # filled by a traced run (ditmeter.compare.join)
+                # filled by a traced run (ditmeter.compare.join)
+                "measured_flops": None,
                 "rel_error": None,
+                "unfused_bytes": None,
+                "unfused_arithmetic_intensity": None,
+                **_times(times.get(r.module_id)),
             }
         )
     table = pa.Table.from_pylist(rows, schema=MODULES_SCHEMA)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -33,15 +32,17 @@ from ditmeter.compare.join import (
     graph_json,
     measured_by_module,
     nodes_frame,
+    unfused_by_module,
     with_measured,
 )
 from ditmeter.compare.mapping import NODE_RULES, assign, node_infos
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
-from ditmeter.reports.report_json import build_report, compare_section, write_json
+from ditmeter.reports.analytic_report import write_analysis_files, write_text
+from ditmeter.reports.device_report import DeviceView, device_view
+from ditmeter.reports.report_json import compare_section
 from ditmeter.reports.run_dir import ANALYSIS_SUBDIR, list_runs, new_run_id, staged_run
-from ditmeter.reports.summary import render_summary
-from ditmeter.reports.tables import MODULES_SCHEMA, modules_frame, table_metadata, write_parquet
+from ditmeter.reports.tables import modules_frame, table_metadata, write_parquet
 
 #: Files a traced run holds; ``compare`` needs the two tables.
 TRACED_FILES = ("report.json", "summary.md", "modules.parquet", "nodes.parquet", "graph.json")
@@ -63,6 +64,8 @@ class TraceResult:
     graph_nodes: int
     graph_edges: int
     timings: dict[str, float]
+    view: DeviceView
+    files: tuple[str, ...]
 
 
 def _version(package: str) -> str:
@@ -91,6 +94,7 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
         timings[name] = time.perf_counter() - start
 
     analysis = analyze(cfg.model, cfg.workload)
+    view = device_view(analysis, cfg.device, cfg.measured_video_s)
     with step("build"):
         model = ref.build(cfg.model, cfg.workload.dtype)
         inputs = ref.inputs(cfg.model, cfg.workload, analysis.geometry)
@@ -101,24 +105,31 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
         assignments = assign(node_infos(graph), rows, ref.canonical_id, NODE_RULES[reference])
         nodes = nodes_frame(graph, assignments, rows)
     with step("join"):
-        modules = with_measured(modules_frame(analysis), measured_by_module(nodes, rows))
+        measured, unfused = measured_by_module(nodes, rows), unfused_by_module(nodes, rows)
+        modules = with_measured(modules_frame(analysis, view.prediction), measured, unfused)
         verdict = evaluate(modules, nodes, cfg.tolerance)
         g = build_graph(modules, nodes)
     with step("write"), staged_run(cfg.output_root, run_id) as out:
         ref_meta = {"reference": f"{ref.name} ({ref.source}, diffusers {_version('diffusers')})"}
-        meta = table_metadata(analysis, "modules", **ref_meta, tolerance=str(cfg.tolerance))
-        write_parquet(modules, MODULES_SCHEMA, out / "modules.parquet", meta)
-        meta = table_metadata(analysis, "nodes", **ref_meta)
-        write_parquet(nodes, NODES_SCHEMA, out / "nodes.parquet", meta)
-        _write_text(out / "graph.json", graph_json(g))
+        write_parquet(
+            nodes, NODES_SCHEMA, out / "nodes.parquet", table_metadata(analysis, "nodes", **ref_meta)
+        )
+        write_text(out / "graph.json", graph_json(g))
         section = compare_section(
             verdict,
             reference={"name": ref.name, "source": ref.source, "diffusers": _version("diffusers")},
             graph={"file": "graph.json", "nodes": g.number_of_nodes(), "edges": g.number_of_edges()},
             timings_s={k: round(v, 3) for k, v in timings.items()},
         )
-        write_json(build_report(analysis, modules, run_id, compare=section), out / "report.json")
-        _write_text(out / "summary.md", render_summary(analysis, modules, run_id, verdict=verdict))
+        files = write_analysis_files(
+            out,
+            view,
+            modules,
+            run_id,
+            meta={**ref_meta, "tolerance": str(cfg.tolerance)},
+            compare=section,
+            verdict=verdict,
+        )
     return TraceResult(
         run_id,
         cfg.output_root / run_id / ANALYSIS_SUBDIR,
@@ -127,13 +138,9 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
         g.number_of_nodes(),
         g.number_of_edges(),
         timings,
+        view,
+        (*files, "nodes.parquet", "graph.json"),
     )
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @attrs.frozen

@@ -1,0 +1,121 @@
+"""Predicted time on a device: the roofline of each leaf, summed in execution order.
+
+For one leaf on device ``D`` at workload dtype ``t``::
+
+    compute_s = tensor_flops / D.tensor_peak(t) + cuda_flops / D.fp32_peak
+    memory_s  = (bytes_read + bytes_written) / D.bandwidth
+    predicted_s = max(compute_s, memory_s);  bound = the larger term
+
+Every peak is scaled by the device's ``efficiency`` (1.0 = the physical lower
+bound). Leaves run one after another, so a container's times are the sums of
+its leaves' (not the roofline of its summed counts, which would let a
+memory-bound norm hide under a compute-bound matmul). A container is
+``compute``-bound when its compute-bound leaves take at least as long as its
+memory-bound ones.
+
+NB: no kernel-launch latency, no overlap between leaves, no tail effects; the
+bytes are the fused ideal of the rules (the upper bound, unfused, comes from
+the traced nodes).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ditmeter.analytic.cost import Cost
+from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.tree import Composite, Leaf, Node, Repeated
+
+
+@attrs.frozen
+class Roofline:
+    """Times of one module for one forward, in seconds."""
+
+    compute_s: float
+    memory_s: float
+    predicted_s: float
+    compute_bound_s: float  # predicted time of the compute-bound leaves inside
+    memory_bound_s: float
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.compute_bound_s >= self.memory_bound_s else "memory"
+
+    def __add__(self, other: Roofline) -> Roofline:
+        return Roofline(*(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other), strict=True)))
+
+    def times(self, n: int) -> Roofline:
+        return Roofline(*(n * a for a in attrs.astuple(self)))
+
+
+ZERO = Roofline(0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def leaf_roofline(cost: Cost, device: DeviceSpec, dtype: str) -> Roofline:
+    """The roofline of one leaf (see the module docstring)."""
+    compute = cost.tensor_flops / device.tensor_flop_per_s(dtype) + cost.cuda_flops / device.cuda_flop_per_s
+    memory = cost.moved_bytes / device.bytes_per_s
+    predicted = max(compute, memory)
+    if compute >= memory:
+        return Roofline(compute, memory, predicted, predicted, 0.0)
+    return Roofline(compute, memory, predicted, 0.0, predicted)
+
+
+def module_rooflines(tree: Node, device: DeviceSpec, dtype: str) -> dict[str, Roofline]:
+    """Roofline of every module id of the expanded tree ("" is the root), leaves summed upward."""
+    out: dict[str, Roofline] = {}
+
+    def visit(node: Node, module_id: str) -> Roofline:
+        if isinstance(node, Leaf):
+            r = leaf_roofline(node.cost, device, dtype)
+        elif isinstance(node, Composite):
+            r = ZERO
+            for child in node.children:
+                r = r + visit(child, f"{module_id}.{child.name}" if module_id else child.name)
+        else:
+            assert isinstance(node, Repeated)
+            r = ZERO
+            for i in range(node.count):
+                r = r + visit(node.template, f"{module_id}.{i}" if module_id else str(i))
+        out[module_id] = r
+        return r
+
+    visit(tree, "")
+    return out
+
+
+@attrs.frozen
+class Prediction:
+    """Predicted times of one analysis on one device."""
+
+    device: DeviceSpec
+    modules: dict[str, Roofline]  # every module id, per forward
+    forwards_per_step: int
+    forwards_per_video: int
+
+    @property
+    def per_forward(self) -> Roofline:
+        return self.modules[""]
+
+    @property
+    def per_step_s(self) -> float:
+        return self.per_forward.predicted_s * self.forwards_per_step
+
+    @property
+    def per_video_s(self) -> float:
+        return self.per_forward.predicted_s * self.forwards_per_video
+
+    def mfu(self, tensor_flops_per_video: int, dtype: str, measured_video_s: float) -> float:
+        """Model FLOPs utilisation: tensor FLOPs per video / (measured time × dense peak).
+
+        The peak here ignores ``efficiency``: MFU is against the datasheet.
+        """
+        peak = self.device.tensor_flop_per_s(dtype) / self.device.efficiency
+        return tensor_flops_per_video / (measured_video_s * peak)
+
+
+def predict(
+    tree: Node, device: DeviceSpec, dtype: str, forwards_per_step: int, forwards_per_video: int
+) -> Prediction:
+    """Rooflines of every module and the forward, step and video times."""
+    return Prediction(device, module_rooflines(tree, device, dtype), forwards_per_step, forwards_per_video)

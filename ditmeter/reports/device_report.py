@@ -1,0 +1,147 @@
+"""Time and memory on a device: the ``device``/``time``/``memory`` sections of report.json and summary.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pandas as pd
+
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.memory import Footprint, dit_footprint
+from ditmeter.analytic.roofline import Prediction
+from ditmeter.reports.format import binary_bytes, percent
+
+#: What the fit does not include yet, said wherever the fit is.
+FIT_SCOPE = (
+    "DiT only: the UMT5 text encoder and the Wan-VAE are not modeled yet, so the fit assumes they "
+    "are offloaded to the CPU while the DiT runs."
+)
+
+
+@attrs.frozen
+class DeviceView:
+    """Everything a report says about time and memory (prediction None without a device)."""
+
+    analysis: Analysis
+    footprint: Footprint
+    prediction: Prediction | None
+    measured_video_s: float | None
+
+    @property
+    def mfu(self) -> float | None:
+        if self.prediction is None or self.measured_video_s is None:
+            return None
+        a = self.analysis
+        return self.prediction.mfu(a.per_video.tensor_flops, a.workload.dtype, self.measured_video_s)
+
+
+def device_view(analysis: Analysis, device: Any = None, measured_video_s: float | None = None) -> DeviceView:
+    prediction = analysis.prediction(device) if device is not None else None
+    return DeviceView(analysis, dit_footprint(analysis), prediction, measured_video_s)
+
+
+def time_by_category(modules: pd.DataFrame) -> pd.DataFrame:
+    """Predicted seconds per forward by category (leaves), largest first."""
+    leaves = modules[(modules["kind"] == "leaf") & modules["predicted_s"].notna()]
+    out = leaves.groupby("category").agg(
+        predicted_s=("predicted_s", "sum"),
+        compute_s=("compute_s", "sum"),
+        memory_s=("memory_s", "sum"),
+    )
+    return out.sort_values("predicted_s", ascending=False, kind="stable").reset_index()
+
+
+def memory_json(view: DeviceView) -> dict[str, Any]:
+    f = view.footprint
+    out: dict[str, Any] = {
+        "components": {"dit": {"weights_by_dtype": f.weights_by_dtype, "weight_bytes": f.weight_bytes}},
+        "peak_activation_bytes": f.peak_activation_bytes,
+        "persistent_activation_bytes": f.persistent_bytes,
+        "stage_bytes": f.stage_bytes,
+        "peak_stage": f.peak_stage,
+        "resident_bytes": f.total_bytes,
+        "scope": FIT_SCOPE,
+    }
+    if view.prediction is not None:
+        d = view.prediction.device
+        out["device_memory_bytes"] = d.memory_bytes
+        out["fits_with_offload"] = f.fits(d)
+        out["fits_without_offload"] = None  # needs the text encoder and VAE (not modeled yet)
+    return out
+
+
+def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
+    p = view.prediction
+    if p is None:
+        return None
+    f = p.per_forward
+    return {
+        "device": p.device.name,
+        "efficiency": p.device.efficiency,
+        "per_forward_s": f.predicted_s,
+        "per_step_s": p.per_step_s,
+        "per_video_s": p.per_video_s,
+        "forward_compute_s": f.compute_s,
+        "forward_memory_s": f.memory_s,
+        "compute_bound_share": f.compute_bound_s / f.predicted_s if f.predicted_s else None,
+        "bound": f.bound,
+        "by_category": time_by_category(modules).to_dict(orient="records"),
+        "measured_video_s": view.measured_video_s,
+        "mfu": view.mfu,
+        "model": "roofline per leaf, leaves summed: max(tensor/peak + cuda/fp32 peak, bytes/bandwidth)",
+    }
+
+
+def device_json(view: DeviceView) -> dict[str, Any] | None:
+    if view.prediction is None:
+        return None
+    return attrs.asdict(view.prediction.device)
+
+
+def _seconds(s: float) -> str:
+    if s >= 60:
+        return f"{s:,.1f} s ({s / 60:.1f} min)"
+    return f"{s:.3g} s" if s >= 1e-3 else f"{s * 1e3:.3g} ms"
+
+
+def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
+    """The "Time and memory" section of summary.md."""
+    f = view.footprint
+    weights = ", ".join(f"{binary_bytes(b)} {k}" for k, b in f.weights_by_dtype.items())
+    lines = [
+        f"- DiT weights: **{binary_bytes(f.weight_bytes)}** ({weights})",
+        f"- Peak activation of one forward: **{binary_bytes(f.peak_activation_bytes)}** "
+        f"({binary_bytes(f.persistent_bytes)} persistent + the {f.peak_stage} stage; flash-style attention)",
+    ]
+    p = view.prediction
+    if p is None:
+        return [*lines, "", "Give `device=NAME` for predicted time, the roofline and the memory fit."]
+    d, t = p.device, p.per_forward
+    fit = "fits" if f.fits(d) else "**does not fit**"
+    lines += [
+        f"- On {d.display_name} ({binary_bytes(d.memory_bytes)}): "
+        f"{binary_bytes(f.total_bytes)} resident → {fit}. {FIT_SCOPE}",
+        "",
+        f"Predicted on **{d.display_name}** (efficiency {d.efficiency:g}; roofline lower bound):",
+        "",
+        "| per DiT forward | per step | per video | bound |",
+        "|---:|---:|---:|---|",
+        f"| {_seconds(t.predicted_s)} | {_seconds(p.per_step_s)} | {_seconds(p.per_video_s)} | "
+        f"{t.bound} ({percent(t.compute_bound_s, t.predicted_s)} of the time in compute-bound leaves) |",
+        "",
+        "| category | predicted / forward | share | compute | memory |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in time_by_category(modules).itertuples():
+        lines.append(
+            f"| {r.category} | {_seconds(r.predicted_s)} | {percent(r.predicted_s, t.predicted_s)} | "
+            f"{_seconds(r.compute_s)} | {_seconds(r.memory_s)} |"
+        )
+    if view.mfu is not None and view.measured_video_s is not None:
+        lines += [
+            "",
+            f"Measured {_seconds(view.measured_video_s)} per video → **MFU {100 * view.mfu:.1f}%**.",
+        ]
+    lines += ["", "![roofline](roofline.png) ![time by category](time_breakdown.png)"]
+    return lines

@@ -1,0 +1,223 @@
+"""The device catalog, the roofline by hand, the memory footprint against the real model, MFU."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import MODELS, spec_and_workload
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ditmeter.analytic.analysis import analyze
+from ditmeter.analytic.device import NUMBER_KEYS, DeviceSpec
+from ditmeter.analytic.memory import dit_footprint
+from ditmeter.analytic.registry import apply_rule
+from ditmeter.analytic.roofline import leaf_roofline
+from ditmeter.cli import main
+from ditmeter.config import choices, config_dir, load
+from ditmeter.errors import ConfigError
+
+DEVICES = (
+    "h100-sxm",
+    "h100-pcie",
+    "h800",
+    "h200",
+    "h20",
+    "a100-sxm-80gb",
+    "a800",
+    "l40s",
+    "rtx4090",
+    "rtx5090",
+)
+
+
+def _raw(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((config_dir() / "device" / f"{name}.yaml").read_text())
+    return data
+
+
+def test_the_catalog_has_every_device_the_issue_names() -> None:
+    assert set(choices("device")) == set(DEVICES)
+
+
+@pytest.mark.parametrize("name", DEVICES)
+def test_every_entry_is_dense_positive_and_sourced(name: str) -> None:
+    raw = _raw(name)
+    d = DeviceSpec.from_mapping(raw)
+    assert d.name == name
+    for key in NUMBER_KEYS:
+        assert getattr(d, key) > 0 and raw["sources"][key].strip(), key
+    # dense = half the datasheet's sparse figure, for every dtype that has one
+    for dtype in ("bf16", "fp16", "fp8"):
+        dense, sparse = getattr(d, f"{dtype}_tflops"), getattr(d, f"{dtype}_sparse_tflops")
+        if sparse is not None:
+            assert dense == pytest.approx(sparse / 2, rel=0.02)
+    assert d.bf16_tflops > d.fp32_tflops  # tensor cores beat the CUDA cores on every chip here
+    assert (d.fp8_tflops is None) == name.startswith("a")  # Ampere has no FP8 tensor cores
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"bf16_tflops": 1979}, "device.bf16_tflops"),  # the sparse headline copied as dense
+        ({"fp8_tflops": 3958}, "device.fp8_tflops"),
+        ({"memory_bandwidth_gbps": 0}, "device.memory_bandwidth_gbps"),
+        ({"fp32_tflops": -1}, "device.fp32_tflops"),
+        ({"memory_gb": None}, "device.memory_gb"),
+        ({"efficiency": 1.5}, "device.efficiency"),
+    ],
+)
+def test_a_bad_entry_is_refused_naming_the_field(change: dict[str, Any], field: str) -> None:
+    raw = {**_raw("h100-sxm"), **change}
+    with pytest.raises(ConfigError) as err:
+        DeviceSpec.from_mapping(raw)
+    assert err.value.field == field
+
+
+def test_a_number_without_a_source_is_refused() -> None:
+    raw = _raw("l40s")
+    raw["sources"] = {k: v for k, v in raw["sources"].items() if k != "memory_gb"}
+    with pytest.raises(ConfigError, match="source"):
+        DeviceSpec.from_mapping(raw)
+
+
+H100 = DeviceSpec.from_mapping(_raw("h100-sxm"))
+
+
+def test_roofline_of_a_matmul_bound_linear_by_hand() -> None:
+    """q projection of 14B at 4096 tokens on H100 SXM: 2·4096·5120² FLOPs at 989.4 TFLOP/s."""
+    cost = apply_rule(
+        "linear", tokens=4096, in_features=5120, out_features=5120, bias=True, act_bytes=2, weight_el_bytes=2
+    )
+    r = leaf_roofline(cost, H100, "bf16")
+    compute = 214_748_364_800 / 989.4e12 + 20_971_520 / 66.9e12  # matmul + bias adds on CUDA cores
+    memory = (41_943_040 + 52_439_040 + 41_943_040) / 3.35e12  # x, W and b, y
+    assert r.compute_s == pytest.approx(compute, rel=1e-12)
+    assert r.memory_s == pytest.approx(memory, rel=1e-12)
+    assert r.predicted_s == r.compute_s and r.bound == "compute"
+
+
+def test_roofline_of_a_memory_bound_residual_by_hand() -> None:
+    """x + y over 75,600 × 5120 bf16: reads 2 tensors, writes 1, one FLOP per element."""
+    n = 75_600 * 5120
+    r = leaf_roofline(apply_rule("residual_add", elements=n, act_bytes=2), H100, "bf16")
+    assert r.memory_s == pytest.approx(6 * n / 3.35e12, rel=1e-12)
+    assert r.compute_s == pytest.approx(n / 66.9e12, rel=1e-12)
+    assert r.predicted_s == r.memory_s and r.bound == "memory"
+
+
+def test_efficiency_scales_every_term() -> None:
+    half = DeviceSpec.from_mapping({**_raw("h100-sxm"), "efficiency": 0.5})
+    cost = apply_rule("residual_add", elements=1000, act_bytes=2)
+    assert leaf_roofline(cost, half, "bf16").predicted_s == pytest.approx(
+        2 * leaf_roofline(cost, H100, "bf16").predicted_s
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(frames=st.integers(1, 120), extra=st.integers(1, 40), device=st.sampled_from(DEVICES))
+def test_predicted_time_grows_with_tokens_and_respects_the_flops_bound(
+    frames: int, extra: int, device: str
+) -> None:
+    spec, wl = spec_and_workload("wan2.1-t2v-1.3b", "w002-512p", f"workload.num_frames={frames}")
+    bigger = load(
+        ["model=wan2.1-t2v-1.3b", "workload=w002-512p", f"workload.num_frames={frames + 4 * extra}"]
+    )
+    d = DeviceSpec.from_mapping(_raw(device))
+    small, large = analyze(spec, wl), analyze(bigger.model, bigger.workload)
+    t_small, t_large = small.prediction(d).per_forward, large.prediction(d).per_forward
+    assert t_large.predicted_s > t_small.predicted_s
+    for a, t in ((small, t_small), (large, t_large)):
+        floor = a.per_forward.tensor_flops / (d.bf16_tflops * 1e12)
+        assert t.predicted_s >= floor
+        assert t.predicted_s >= a.per_forward.moved_bytes / (d.memory_bandwidth_gbps * 1e9)
+
+
+def test_a100_has_no_fp8_and_fp32_uses_the_cuda_core_peak() -> None:
+    a100 = DeviceSpec.from_mapping(_raw("a100-sxm-80gb"))
+    with pytest.raises(ConfigError, match="fp8"):
+        a100.tensor_flop_per_s("fp8")
+    assert a100.tensor_flop_per_s("fp32") == 19.5e12
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_weights_by_dtype_equal_the_real_modules(model: str) -> None:
+    from ditmeter.tracer.reference import build_diffusers_dit
+
+    spec, wl = spec_and_workload(model, "w001-tiny")
+    real: dict[str, int] = defaultdict(int)
+    for p in build_diffusers_dit(spec, wl.dtype).parameters():
+        real["fp32" if p.dtype.itemsize == 4 else "bf16"] += p.numel() * p.element_size()
+    assert dit_footprint(analyze(spec, wl)).weights_by_dtype == dict(real)
+
+
+def test_peak_activation_by_hand_for_14b_720p() -> None:
+    """rows = 75,600; the FFN stage (dim + 2·ffn_dim) dominates; persistent adds x, context, RoPE, temb."""
+    spec, wl = spec_and_workload("wan2.1-t2v-14b", "720p-81f")
+    f = dit_footprint(analyze(spec, wl))
+    persistent = 75_600 * 5120 * 2 + 512 * 5120 * 2 + 2 * 75_600 * 128 * 4 + 7 * 5120 * 4
+    assert f.persistent_bytes == persistent
+    assert f.peak_stage == "ffn"
+    assert f.peak_activation_bytes == persistent + 75_600 * (5120 + 2 * 13824) * 2
+    assert f.fits(H100) and not f.fits(DeviceSpec.from_mapping(_raw("rtx4090")))
+
+
+def test_mfu_by_hand() -> None:
+    spec, wl = spec_and_workload("wan2.1-t2v-14b", "720p-81f")
+    a = analyze(spec, wl)
+    mfu = a.prediction(H100).mfu(a.per_video.tensor_flops, "bf16", 1800.0)
+    assert mfu == pytest.approx(100 * 6_523_436_592_005_120 / (1800 * 989.4e12), rel=1e-12)
+
+
+def test_report_with_a_device_writes_time_memory_and_plots(out_root: Path) -> None:
+    argv = [
+        "report",
+        "workload=720p-81f",
+        "device=h100-sxm",
+        "measured_video_s=1800",
+        f"output_root={out_root}",
+    ]
+    assert main(argv) == 0
+    (run,) = list(out_root.iterdir())
+    folder = run / "static_analysis" / "wan2_1"
+    for png in ("roofline.png", "time_breakdown.png"):
+        data = (folder / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    report = json.loads((folder / "report.json").read_text())
+    t = report["time"]
+    assert t["per_video_s"] == pytest.approx(100 * t["per_forward_s"]) and t["bound"] == "compute"
+    assert t["mfu"] == pytest.approx(0.3663, abs=1e-4)
+    assert sum(c["predicted_s"] for c in t["by_category"]) == pytest.approx(t["per_forward_s"])
+    assert report["memory"]["fits_with_offload"] is True and report["device"]["name"] == "h100-sxm"
+    summary = (folder / "summary.md").read_text()
+    assert "## Time and memory" in summary and "MFU 36.6%" in summary and "roofline.png" in summary
+    import pandas as pd
+
+    modules = pd.read_parquet(folder / "modules.parquet")
+    leaves = modules[modules["kind"] == "leaf"]
+    root = modules[modules["module_id"] == ""].iloc[0]
+    assert math.isclose(root["predicted_s"], leaves["predicted_s"].sum(), rel_tol=1e-9)
+    assert set(leaves["bound"]) == {"compute", "memory"}
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["device=b300"], "device"),
+        (["device=h100-sxm", "device.efficiency=0"], "device.efficiency"),
+        (["measured_video_s=0"], "measured_video_s"),
+        (["device=a100-sxm-80gb", "workload.dtype=fp16", "device.fp16_tflops=624"], "device.fp16_tflops"),
+    ],
+)
+def test_bad_device_input_exits_2(
+    out_root: Path, args: list[str], field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "workload=w001-tiny", f"output_root={out_root}", *args]) == 2
+    assert capsys.readouterr().err.startswith(f"ditmeter: error: {field}:")
+    assert not out_root.exists() or list(out_root.iterdir()) == []
