@@ -1,6 +1,7 @@
 # Thin targets; every target that needs the venv creates it on first use.
 #   make trace MODEL=wan2.1-t2v-14b [WORKLOAD=w003-720p] [ARGS="workload.num_frames=33"]
 #   make compare [RUN=<run_id>] [ARGS="compare.tolerance=0.01"]
+#   make profile MODEL=wan2.1-t2v-1.3b WORKLOAD=w001-tiny [ARGS="profile.num_layers=2"]
 #   make report / make test / make lint / make bench
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ WORKLOAD ?= w003-720p
 ARGS     ?=
 RUN      ?=
 
-.PHONY: install report trace compare test lint bench clean
+.PHONY: install report trace compare profile test lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
@@ -28,6 +29,9 @@ report: $(STAMP)
 
 trace: $(STAMP)
 	$(BIN)/ditmeter trace model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+
+profile: $(STAMP)
+	$(BIN)/ditmeter profile model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
 
 # The newest traced run unless RUN=<run_id> is given.
 compare: $(STAMP)

@@ -86,6 +86,20 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmp_.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    prof = sub.add_parser(
+        "profile",
+        help="measure time per module with torch.profiler (random weights) and join it with the rules",
+        description="Build the diffusers DiT with random weights on profile.device_kind with "
+        "profile.num_layers blocks, profile one forward op by op with torch.profiler, map every op to "
+        "its analytic module as `trace` does, and write measured time, achieved FLOP/s and bandwidth "
+        "per module (and the share of the roofline prediction with device=) into modules.parquet, plus "
+        "the Chrome trace under torch_profiler/. profile.trace=PATH re-reads an earlier profile run's "
+        "trace instead of running.",
+        epilog=f"{overrides_help}\nprofile: profile.device_kind=cpu|cuda profile.num_layers=2 "
+        f"profile.warmup=1 profile.trace=PATH\n\nmodels: {models}\nworkloads: {workloads}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prof.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return p
 
 
@@ -105,7 +119,8 @@ class _Steps:
 
 
 _STEP_LABELS = {
-    "build": "build the diffusers model on meta",
+    "profile": "profile one forward op by op (torch.profiler)",
+    "build": "build the diffusers model",
     "capture": "capture one forward (fx graph, per-node FLOPs)",
     "map": "map nodes to analytic rules",
     "join": "join, roll up per module, gate",
@@ -301,6 +316,45 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_profile(overrides: list[str], console: Console) -> int:
+    from ditmeter.config import load
+    from ditmeter.reports.device_report import measured_by_category
+    from ditmeter.reports.format import percent
+    from ditmeter.reports.profile_report import profile
+
+    start = time.perf_counter()
+    cfg = load(overrides)
+    p = cfg.profile
+    layers = min(p.num_layers, cfg.model.num_layers)
+    what = f"re-reading {p.trace}" if p.trace else f"on {p.device_kind}, random weights"
+    name = f"{cfg.model.name} × {cfg.workload.name}"
+    console.print(f"profiling {name} with {layers} of {cfg.model.num_layers} blocks ({what})")
+    result = profile(cfg, progress=_Steps(console))
+    s = result.summary
+    console.print(
+        f"forward: {s.forward_s:.4g} s measured, {percent(s.in_nodes_s, s.forward_s)} inside the ops; "
+        f"scaled to {s.model_layers} blocks ≈ {s.full_forward_s:.4g} s"
+    )
+    table = Table(title="measured time by category", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("category", "time / forward", "share", "TFLOP/s", "GB/s", "roofline fraction"):
+        table.add_column(col, justify="left" if col == "category" else "right", overflow="fold")
+    for r in measured_by_category(result.modules).itertuples():
+        frac = "-" if r.roofline_fraction != r.roofline_fraction else f"{100 * r.roofline_fraction:.1f}%"
+        table.add_row(
+            r.category,
+            f"{r.measured_time_s * 1e3:.3f} ms",
+            percent(r.measured_time_s, s.in_nodes_s),
+            f"{r.achieved_flop_per_s / 1e12:.3g}",
+            f"{r.achieved_bytes_per_s / 1e9:.3g}",
+            frac,
+        )
+    console.print(table)
+    console.print(
+        f"wrote {result.analysis_dir}/ ({', '.join(result.files)}) in {time.perf_counter() - start:.2f} s"
+    )
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 gate failure, 2 bad input)."""
     args = _parser().parse_args(argv)
@@ -316,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_trace(args.overrides, console)
         if args.command == "compare":
             return _cmd_compare(args.overrides, console)
+        if args.command == "profile":
+            return _cmd_profile(args.overrides, console)
     except ConfigError as exc:
         err.print(f"ditmeter: error: {exc}")
         return EXIT_BAD_INPUT

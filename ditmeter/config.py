@@ -40,6 +40,35 @@ def choices(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
+DEVICE_KINDS = ("cpu", "cuda")
+
+
+@attrs.frozen
+class ProfileOptions:
+    """``profile.*``: where and how ``ditmeter profile`` runs the model."""
+
+    device_kind: str = "cpu"
+    num_layers: int = 2
+    warmup: int = 1
+    trace: Path | None = None
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> ProfileOptions:
+        raw = raw if isinstance(raw, dict) else {}
+        kind = raw.get("device_kind", "cpu")
+        if kind not in DEVICE_KINDS:
+            raise ConfigError(
+                "profile.device_kind", f"{kind!r} not allowed; allowed: {', '.join(DEVICE_KINDS)}"
+            )
+        layers, warmup = raw.get("num_layers", 2), raw.get("warmup", 1)
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+            raise ConfigError("profile.num_layers", f"must be a whole number >= 1, got {layers!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ConfigError("profile.warmup", f"must be a whole number >= 0, got {warmup!r}")
+        trace = raw.get("trace")
+        return cls(kind, layers, warmup, Path(str(trace)) if trace else None)
+
+
 @attrs.frozen
 class RunConfig:
     """Everything one command needs, validated."""
@@ -53,6 +82,7 @@ class RunConfig:
     raw: dict[str, Any]
     device: DeviceSpec | None = None
     measured_video_s: float | None = None
+    profile: ProfileOptions = ProfileOptions()
 
 
 def _check_group_choices(overrides: list[str]) -> None:
@@ -119,6 +149,7 @@ def load(overrides: list[str]) -> RunConfig:
         raw={str(k): v for k, v in raw.items()},
         device=DeviceSpec.from_mapping(raw["device"]) if isinstance(raw.get("device"), dict) else None,
         measured_video_s=_measured_video_s(raw.get("measured_video_s")),
+        profile=ProfileOptions.from_mapping(raw.get("profile")),
     )
 
 

@@ -36,6 +36,10 @@ MODULE_COLUMNS = [
     "memory_s",
     "predicted_s",
     "bound",
+    "measured_time_s",
+    "achieved_flop_per_s",
+    "achieved_bytes_per_s",
+    "roofline_fraction",
 ]
 
 

@@ -38,6 +38,7 @@ NODE_COLUMNS = [
     "out_shapes",
     "out_dtypes",
     "input_nodes",
+    "measured_time_s",
 ]
 
 #: WAN_FACTS reference counts (tensor-core FLOPs of one DiT forward), written by hand there.

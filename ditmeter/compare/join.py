@@ -43,6 +43,7 @@ NODES_SCHEMA = pa.schema(
         pa.field("out_shapes", pa.string(), nullable=False),
         pa.field("out_dtypes", pa.string(), nullable=False),
         pa.field("input_nodes", pa.string(), nullable=False),
+        pa.field("measured_time_s", pa.float64()),
     ]
 )
 
@@ -57,8 +58,16 @@ def _names_json(names: list[str]) -> str:
     return "[" + ",".join(f'"{n}"' for n in names) + "]"
 
 
-def nodes_frame(graph: Any, assignments: Sequence[Assignment], rows: Sequence[ModuleRow]) -> pd.DataFrame:
-    """One row per captured fx node, in execution order (``nodes.parquet``)."""
+def nodes_frame(
+    graph: Any,
+    assignments: Sequence[Assignment],
+    rows: Sequence[ModuleRow],
+    times: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """One row per captured fx node, in execution order (``nodes.parquet``).
+
+    ``times``: measured seconds per node name (``profile``); null otherwise.
+    """
     leaf_flops = {r.module_id: r.cost.tensor_flops for r in rows if r.kind == "leaf"}
     out: list[dict[str, Any]] = []
     for order, (n, a) in enumerate(zip(graph.nodes, assignments, strict=True)):
@@ -85,6 +94,7 @@ def nodes_frame(graph: Any, assignments: Sequence[Assignment], rows: Sequence[Mo
                 "out_shapes": _shapes_json(m["out_shapes"]),
                 "out_dtypes": _names_json(m["out_dtypes"]),
                 "input_nodes": _names_json([i.name for i in n.all_input_nodes]),
+                "measured_time_s": times.get(n.name, 0.0) if times is not None else None,
             }
         )
     return pa.Table.from_pylist(out, schema=NODES_SCHEMA).to_pandas()
@@ -107,21 +117,23 @@ def _home(row: Any, known: set[str]) -> str:
     return ""
 
 
-def rollup(nodes: pd.DataFrame, rows: Sequence[ModuleRow], values: pd.Series) -> dict[str, int]:
+def rollup(nodes: pd.DataFrame, rows: Sequence[ModuleRow], values: pd.Series) -> dict[str, Any]:
     """Sum ``values`` (one per node) into every analytic module: its nodes plus everything under it.
 
     Unmatched nodes count toward their nearest analytic ancestor, so the root
-    always holds the whole total.
+    always holds the whole total. Integer values stay exact integers.
     """
     parent = {r.module_id: r.parent_id for r in rows}
     known = set(parent)
-    out = dict.fromkeys(parent, 0)
+    exact = pd.api.types.is_integer_dtype(values)
+    out: dict[str, Any] = dict.fromkeys(parent, 0 if exact else 0.0)
     for r, value in zip(nodes.itertuples(), values, strict=True):
         if not value:
             continue
+        add = int(value) if exact else float(value)
         mid: str | None = _home(r, known)
         while mid is not None:
-            out[mid] += int(value)
+            out[mid] += add
             mid = parent[mid]
     return out
 
@@ -229,3 +241,24 @@ def build_graph(modules: pd.DataFrame, nodes: pd.DataFrame) -> nx.DiGraph:
 def graph_json(g: nx.DiGraph) -> str:
     """Node-link JSON (``networkx.node_link_graph(data, edges="edges")`` reads it back)."""
     return json.dumps(nx.node_link_data(g, edges="edges"), allow_nan=False)
+
+
+def with_times(modules: pd.DataFrame, nodes: pd.DataFrame, rows: Sequence[ModuleRow]) -> pd.DataFrame:
+    """``modules`` with measured time per module and what it implies.
+
+    ``achieved_flop_per_s`` = (tensor_flops + cuda_flops) / measured_time_s;
+    ``achieved_bytes_per_s`` = fused-ideal bytes / measured_time_s;
+    ``roofline_fraction`` = predicted_s / measured_time_s (1.0 = at the roofline).
+    Null where the module took no measured time.
+    """
+    times = rollup(nodes, rows, nodes["measured_time_s"].astype("float64"))
+    out = modules.copy()
+    t = out["module_id"].map(times).astype("float64")
+    out["measured_time_s"] = t
+    timed = t > 0
+    flops = (out["tensor_flops"] + out["cuda_flops"]).astype("float64")
+    moved = (out["bytes_read"] + out["bytes_written"]).astype("float64")
+    out["achieved_flop_per_s"] = (flops / t).where(timed)
+    out["achieved_bytes_per_s"] = (moved / t).where(timed)
+    out["roofline_fraction"] = (out["predicted_s"].astype("float64") / t).where(timed)
+    return out

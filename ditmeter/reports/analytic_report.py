@@ -50,14 +50,15 @@ def write_analysis_files(
     meta: dict[str, str] | None = None,
     compare: dict[str, Any] | None = None,
     verdict: Verdict | None = None,
+    profile: dict[str, Any] | None = None,
 ) -> list[str]:
     """modules.parquet, report.json, summary.md (and the plots with a device) into ``out``."""
     a = view.analysis
     write_parquet(
         modules, MODULES_SCHEMA, out / "modules.parquet", table_metadata(a, "modules", **(meta or {}))
     )
-    write_json(build_report(a, modules, run_id, view, compare=compare), out / "report.json")
-    write_text(out / "summary.md", render_summary(a, modules, run_id, view, verdict=verdict))
+    write_json(build_report(a, modules, run_id, view, compare=compare, profile=profile), out / "report.json")
+    write_text(out / "summary.md", render_summary(a, modules, run_id, view, verdict=verdict, profile=profile))
     files = ["report.json", "summary.md", "modules.parquet"]
     if view.prediction is not None:
         from ditmeter.reports.plots import roofline_png, time_breakdown_png

@@ -145,3 +145,45 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
         ]
     lines += ["", "![roofline](roofline.png) ![time by category](time_breakdown.png)"]
     return lines
+
+
+def measured_by_category(modules: pd.DataFrame) -> pd.DataFrame:
+    """Measured seconds per forward by category (leaves), with what they achieved; largest first."""
+    leaves = modules[(modules["kind"] == "leaf") & (modules["measured_time_s"] > 0)]
+    out = leaves.groupby("category").agg(
+        measured_time_s=("measured_time_s", "sum"),
+        tensor_flops=("tensor_flops", "sum"),
+        cuda_flops=("cuda_flops", "sum"),
+        bytes_read=("bytes_read", "sum"),
+        bytes_written=("bytes_written", "sum"),
+        predicted_s=("predicted_s", "sum"),
+    )
+    out["achieved_flop_per_s"] = (out["tensor_flops"] + out["cuda_flops"]) / out["measured_time_s"]
+    out["achieved_bytes_per_s"] = (out["bytes_read"] + out["bytes_written"]) / out["measured_time_s"]
+    out["roofline_fraction"] = out["predicted_s"] / out["measured_time_s"]
+    out = out.drop(columns=["bytes_read", "bytes_written"])
+    return out.sort_values("measured_time_s", ascending=False, kind="stable").reset_index()
+
+
+def profile_lines(modules: pd.DataFrame, profile: dict[str, Any]) -> list[str]:
+    """The "Measured time" section of summary.md."""
+    fwd, inside = profile["forward_s"], profile["in_nodes_s"]
+    lines = [
+        f"One forward with random weights on **{profile['device_kind']}**, "
+        f"{profile['num_layers']} of {profile['model_layers']} blocks (the analytic columns are for the same "
+        f"{profile['num_layers']} blocks): **{_seconds(fwd)}** measured, {percent(inside, fwd)} of it inside "
+        "the ops (the rest is Python and dispatch between them).",
+        f"Scaled to all {profile['model_layers']} blocks: about **{_seconds(profile['full_forward_s'])}** "
+        f"per forward (non-block time + block time × {profile['model_layers'] / profile['num_layers']:g}).",
+        f"Chrome trace: `{profile['trace']}` (open in chrome://tracing or Perfetto).",
+        "",
+        "| category | measured / forward | share | achieved TFLOP/s | achieved GB/s | roofline fraction |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in measured_by_category(modules).itertuples():
+        frac = "-" if pd.isna(r.roofline_fraction) else f"{100 * r.roofline_fraction:.1f}%"
+        lines.append(
+            f"| {r.category} | {_seconds(r.measured_time_s)} | {percent(r.measured_time_s, inside)} | "
+            f"{r.achieved_flop_per_s / 1e12:.3g} | {r.achieved_bytes_per_s / 1e9:.3g} | {frac} |"
+        )
+    return lines

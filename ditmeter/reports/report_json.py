@@ -18,7 +18,13 @@ from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.categories import CATEGORIES
 from ditmeter.analytic.cost import COST_FIELDS, Cost
 from ditmeter.compare.gate import REL_ERROR_RULE, WORST_SHOWN, ModuleCheck, Verdict
-from ditmeter.reports.device_report import DeviceView, device_json, memory_json, time_json
+from ditmeter.reports.device_report import (
+    DeviceView,
+    device_json,
+    measured_by_category,
+    memory_json,
+    time_json,
+)
 from ditmeter.reports.tables import CONVENTION, library_versions
 
 SCHEMA_VERSION = "ditmeter.report/1"
@@ -109,6 +115,7 @@ def build_report(
     run_id: str,
     view: DeviceView | None = None,
     compare: dict[str, Any] | None = None,
+    profile: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole report as plain JSON-able data (``compare`` for traced runs)."""
     per_forward = analysis.per_forward
@@ -142,6 +149,9 @@ def build_report(
         "time": time_json(view, modules) if view else None,
         "memory": memory_json(view) if view else None,
         "compare": compare,
+        "profile": {**profile, "by_category": measured_by_category(modules).to_dict(orient="records")}
+        if profile
+        else None,
         "notes": analysis.notes(),
     }
 

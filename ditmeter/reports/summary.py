@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import Cost
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.compare.gate import Verdict
-from ditmeter.reports.device_report import DeviceView, summary_lines
+from ditmeter.reports.device_report import DeviceView, profile_lines, summary_lines
 from ditmeter.reports.format import binary_bytes, grouped, percent, si
 
 TOP_LAYERS = 10
@@ -160,6 +162,7 @@ def render_summary(
     run_id: str,
     view: DeviceView | None = None,
     verdict: Verdict | None = None,
+    profile: dict[str, Any] | None = None,
 ) -> str:
     """Markdown summary of one run (with the compare section when it was traced)."""
     f = analysis.per_forward
@@ -190,6 +193,7 @@ def render_summary(
         "",
         *(["## Time and memory", *summary_lines(view, modules), ""] if view else []),
         *(["## Check against the real model", *compare_lines(verdict), ""] if verdict else []),
+        *(["## Measured time (torch.profiler)", *profile_lines(modules, profile), ""] if profile else []),
         "## Notes (what is and is not modeled)",
         *[f"- {n}" for n in analysis.notes()],
         "",

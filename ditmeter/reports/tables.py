@@ -51,6 +51,10 @@ MODULES_SCHEMA = pa.schema(
         pa.field("memory_s", pa.float64()),
         pa.field("predicted_s", pa.float64()),
         pa.field("bound", pa.string()),
+        pa.field("measured_time_s", pa.float64()),
+        pa.field("achieved_flop_per_s", pa.float64()),
+        pa.field("achieved_bytes_per_s", pa.float64()),
+        pa.field("roofline_fraction", pa.float64()),
     ]
 )
 
@@ -103,6 +107,11 @@ def modules_frame(analysis: Analysis, prediction: Prediction | None = None) -> p
                 "unfused_bytes": None,
                 "unfused_arithmetic_intensity": None,
                 **_times(times.get(r.module_id)),
+                # filled by a profiled run (ditmeter.compare.join.with_times)
+                "measured_time_s": None,
+                "achieved_flop_per_s": None,
+                "achieved_bytes_per_s": None,
+                "roofline_fraction": None,
             }
         )
     table = pa.Table.from_pylist(rows, schema=MODULES_SCHEMA)

@@ -96,8 +96,8 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
     analysis = analyze(cfg.model, cfg.workload)
     view = device_view(analysis, cfg.device, cfg.measured_video_s)
     with step("build"):
-        model = ref.build(cfg.model, cfg.workload.dtype)
-        inputs = ref.inputs(cfg.model, cfg.workload, analysis.geometry)
+        model = ref.build(cfg.model, cfg.workload.dtype, "meta")
+        inputs = ref.inputs(cfg.model, cfg.workload, analysis.geometry, "meta")
     with step("capture"):
         graph = capture_forward(model, inputs, **ref.options)
     with step("map"):

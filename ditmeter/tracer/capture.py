@@ -68,11 +68,19 @@ def _written_args(func: Any, args: Any, kwargs: dict[str, Any]) -> list[torch.Te
     return out
 
 
+#: Prefix of the ``record_function`` range around each op when profiling.
+NODE_RANGE_PREFIX = "ditmeter::"
+
+
 class _Recorder(TorchDispatchMode):
-    def __init__(self, tracker: ModuleTracker, root_prefix: str) -> None:
+    """Records every aten op as an fx node; with ``annotate``, runs each op inside a
+    ``record_function`` range named after its node, so torch.profiler times it."""
+
+    def __init__(self, tracker: ModuleTracker, root_prefix: str, annotate: bool = False) -> None:
         super().__init__()
         self.tracker = tracker
         self.root_prefix = root_prefix
+        self.annotate = annotate
         self.graph = fx.Graph()
         self._producer: dict[int, fx.Node] = {}
         self._writer: dict[int, fx.Node] = {}  # storage → last in-place writer
@@ -86,14 +94,18 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        packet = func._overloadpacket
-        flops = int(flop_registry[packet](*args, **kwargs, out_val=out)) if packet in flop_registry else 0
         inputs = _tensors((args, kwargs))
         sources = [self._producer.get(id(t)) for t in inputs]
         sources += [self._writer.get(_storage(t)) for t in inputs]
         parents = list(dict.fromkeys(n for n in sources if n is not None))
         node = self.graph.create_node("call_function", func, tuple(parents), {})
+        if self.annotate:
+            with torch.profiler.record_function(NODE_RANGE_PREFIX + node.name):
+                out = func(*args, **kwargs)
+        else:
+            out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        flops = int(flop_registry[packet](*args, **kwargs, out_val=out)) if packet in flop_registry else 0
         outputs = _tensors(out)
         node.meta.update(
             module_path=self._module_path(),
@@ -125,10 +137,18 @@ def flop_counter_pass(model: nn.Module, inputs: dict[str, torch.Tensor], **optio
     return counter
 
 
-def capture_forward(model: nn.Module, inputs: dict[str, torch.Tensor], **options: Any) -> fx.Graph:
-    """Run ``model(**inputs, **options)`` once (meta tensors: no compute) and record every aten op."""
+def capture_forward(
+    model: nn.Module, inputs: dict[str, torch.Tensor], *, annotate: bool = False, **options: Any
+) -> fx.Graph:
+    """Run ``model(**inputs, **options)`` once and record every aten op.
+
+    On meta tensors nothing computes. With ``annotate`` (real tensors, under
+    ``torch.profiler``) each op runs inside a ``record_function`` range named
+    ``ditmeter::<node name>``. NB: the recorder keeps every intermediate alive
+    until the forward ends (so tensor ids stay unique), which raises peak memory.
+    """
     tracker = ModuleTracker()
-    recorder = _Recorder(tracker, type(model).__name__)
+    recorder = _Recorder(tracker, type(model).__name__, annotate)
     with torch.no_grad(), tracker, recorder:
         model(**inputs, **options)
     classes = {name: type(m).__name__ for name, m in model.named_modules()}

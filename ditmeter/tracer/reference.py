@@ -48,11 +48,15 @@ def diffusers_dit_config(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def build_diffusers_dit(spec: ModelSpec, dtype: str = "bf16") -> nn.Module:
-    """The diffusers Wan2.1 DiT on the meta device in ``dtype``, fp32 where the port keeps it."""
+def build_diffusers_dit(spec: ModelSpec, dtype: str = "bf16", device: str = "meta") -> nn.Module:
+    """The diffusers Wan2.1 DiT in ``dtype`` (fp32 where the port keeps it).
+
+    On ``meta`` (the default) nothing is allocated; on ``cpu``/``cuda`` the
+    weights are diffusers' random initialisation (for timing, never for outputs).
+    """
     from diffusers import WanTransformer3DModel
 
-    with torch.device("meta"):
+    with torch.device(device):
         model = cast(nn.Module, WanTransformer3DModel(**diffusers_dit_config(spec)))
     keep_fp32 = set(WanTransformer3DModel._keep_in_fp32_modules)
     target = TORCH_DTYPES[dtype]
@@ -63,15 +67,26 @@ def build_diffusers_dit(spec: ModelSpec, dtype: str = "bf16") -> nn.Module:
     return model
 
 
-def diffusers_dit_inputs(spec: ModelSpec, workload: Workload, geo: Geometry) -> dict[str, torch.Tensor]:
-    """Meta tensors for one DiT forward: latents, one timestep per sample, padded context."""
+def diffusers_dit_inputs(
+    spec: ModelSpec, workload: Workload, geo: Geometry, device: str = "meta"
+) -> dict[str, torch.Tensor]:
+    """Tensors for one DiT forward: latents, one timestep per sample, padded context.
+
+    Meta tensors by default; random values on a real device.
+    """
     dtype = TORCH_DTYPES[workload.dtype]
     b = workload.batch_size
-    meta = torch.device("meta")
+    dev = torch.device(device)
+    if dev.type == "meta":
+        return {
+            "hidden_states": torch.empty(b, spec.in_dim, *geo.latent_shape, dtype=dtype, device=dev),
+            "timestep": torch.empty(b, dtype=torch.long, device=dev),
+            "encoder_hidden_states": torch.empty(b, geo.context_len, spec.text_dim, dtype=dtype, device=dev),
+        }
     return {
-        "hidden_states": torch.empty(b, spec.in_dim, *geo.latent_shape, dtype=dtype, device=meta),
-        "timestep": torch.empty(b, dtype=torch.long, device=meta),
-        "encoder_hidden_states": torch.empty(b, geo.context_len, spec.text_dim, dtype=dtype, device=meta),
+        "hidden_states": torch.randn(b, spec.in_dim, *geo.latent_shape, dtype=dtype, device=dev),
+        "timestep": torch.randint(0, 1000, (b,), device=dev),
+        "encoder_hidden_states": torch.randn(b, geo.context_len, spec.text_dim, dtype=dtype, device=dev),
     }
 
 
@@ -82,8 +97,8 @@ class Reference:
     name: str  # stable id, e.g. "diffusers-dit"
     component: str  # the analytic component it checks, e.g. "dit"
     source: str  # where the code comes from, for reports
-    build: Callable[[ModelSpec, str], nn.Module]
-    inputs: Callable[[ModelSpec, Workload, Geometry], dict[str, torch.Tensor]]
+    build: Callable[[ModelSpec, str, str], nn.Module]  # (spec, dtype, device)
+    inputs: Callable[[ModelSpec, Workload, Geometry, str], dict[str, torch.Tensor]]
     canonical_id: Callable[[str], str | None]  # module path → analytic module id
     options: dict[str, Any] = attrs.field(factory=dict)  # non-tensor forward kwargs
 

@@ -1,0 +1,204 @@
+"""``ditmeter profile``: measured time per module from torch.profiler, joined with the analytic costs.
+
+The diffusers DiT is built with random weights on ``profile.device_kind`` with
+``profile.num_layers`` blocks (fewer than the model's, to fit a CPU or a
+budget), one forward is profiled node by node (:mod:`ditmeter.tracer.profile`),
+every node is mapped to its analytic leaf exactly as ``trace`` maps it, and the
+times are rolled up per module beside the analytic FLOPs and bytes of the same
+reduced model. The run folder holds the usual files, ``nodes.parquet`` with
+``measured_time_s``, and the profiler's Chrome trace under ``torch_profiler/``.
+
+With ``profile.trace=<run folder>/…/torch_profiler/trace.json`` the trace of an
+earlier profile run is re-read and re-joined with that run's ``nodes.parquet``
+instead of running anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ditmeter.analytic.analysis import Analysis, analyze
+from ditmeter.analytic.tree import walk
+from ditmeter.compare import wan_dit_rules  # noqa: F401  (registers the node rules)
+from ditmeter.compare.join import NODES_SCHEMA, nodes_frame, with_times
+from ditmeter.compare.mapping import NODE_RULES, assign, node_infos
+from ditmeter.config import RunConfig
+from ditmeter.errors import ConfigError
+from ditmeter.reports.analytic_report import write_analysis_files
+from ditmeter.reports.device_report import DeviceView, device_view
+from ditmeter.reports.run_dir import ANALYSIS_SUBDIR, new_run_id, staged_run
+from ditmeter.reports.tables import modules_frame, table_metadata, write_parquet
+from ditmeter.reports.trace_report import Progress, _silent
+
+TRACE_FILE = Path("torch_profiler") / "trace.json"
+
+
+@attrs.frozen
+class ProfileSummary:
+    """What one profiled forward says, scaled to the full model where it must be."""
+
+    device_kind: str
+    num_layers: int  # blocks that ran
+    model_layers: int
+    forward_s: float  # the profiled forward, as measured
+    in_nodes_s: float  # time inside node ranges (the rest is Python and dispatch overhead)
+    blocks_s: float
+    other_s: float
+    trace: str
+
+    @property
+    def scale(self) -> float:
+        return self.model_layers / self.num_layers
+
+    @property
+    def full_forward_s(self) -> float:
+        """The full model's forward: the measured non-block time plus the block time × scale."""
+        return self.other_s + self.blocks_s * self.scale
+
+
+@attrs.frozen
+class ProfileResult:
+    run_id: str
+    analysis_dir: Path
+    analysis: Analysis
+    view: DeviceView
+    summary: ProfileSummary
+    modules: pd.DataFrame
+    files: tuple[str, ...]
+
+
+def _check_device(kind: str) -> None:
+    import torch
+
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("profile.device_kind", "cuda requested but torch sees no CUDA device; use cpu")
+
+
+def _run(cfg: RunConfig, analysis: Analysis, staging: Path, step: Any) -> tuple[pd.DataFrame, float]:
+    """Build, profile, map: the nodes table with measured times, and the forward's seconds."""
+    from ditmeter.tracer.profile import profile_forward
+    from ditmeter.tracer.reference import REFERENCES
+
+    ref, p = REFERENCES["diffusers-dit"], cfg.profile
+    _check_device(p.device_kind)
+    with step("build"):
+        model = ref.build(analysis.model, cfg.workload.dtype, p.device_kind)
+        inputs = ref.inputs(analysis.model, cfg.workload, analysis.geometry, p.device_kind)
+    with step("profile"):
+        graph, times = profile_forward(
+            model, inputs, staging / TRACE_FILE, device_kind=p.device_kind, warmup=p.warmup, **ref.options
+        )
+    with step("map"):
+        rows = list(walk(analysis.tree))
+        assignments = assign(node_infos(graph), rows, ref.canonical_id, NODE_RULES[ref.name])
+        per_node = {n.name: times.time_s(n.name) for n in graph.nodes}
+        nodes = nodes_frame(graph, assignments, rows, per_node)
+    return nodes, times.forward_s
+
+
+def _check_same_run(meta: dict[str, str], analysis: Analysis, workload_name: str) -> None:
+    model = json.loads(meta.get("ditmeter.model", "{}"))
+    workload = json.loads(meta.get("ditmeter.workload", "{}"))
+    for field, theirs, ours in (
+        ("model", model.get("name"), analysis.model.name),
+        ("profile.num_layers", model.get("num_layers"), analysis.model.num_layers),
+        ("workload", workload.get("name"), workload_name),
+    ):
+        if theirs != ours:
+            raise ConfigError(field, f"the trace's run used {theirs!r}, this command {ours!r}; give the same")
+
+
+def _reread(cfg: RunConfig, analysis: Analysis, staging: Path) -> tuple[pd.DataFrame, float]:
+    """Re-join the Chrome trace of an earlier profile run with that run's nodes.parquet."""
+    from ditmeter.tracer.profile import TraceFormatError, read_chrome_trace
+
+    trace = cfg.profile.trace
+    assert trace is not None
+    nodes_file = trace.parent.parent / "nodes.parquet"
+    if not trace.is_file() or not nodes_file.is_file():
+        raise ConfigError(
+            "profile.trace", f"need an earlier profile run's {TRACE_FILE} beside its nodes.parquet: {trace}"
+        )
+    try:
+        times = read_chrome_trace(trace)
+    except TraceFormatError as exc:
+        raise ConfigError("profile.trace", str(exc)) from exc
+    table = pq.read_table(nodes_file)
+    _check_same_run(
+        {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()},
+        analysis,
+        cfg.workload.name,
+    )
+    nodes = table.to_pandas()
+    nodes["measured_time_s"] = [times.time_s(n) for n in nodes["node"]]
+    (staging / TRACE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(trace, staging / TRACE_FILE)
+    return nodes, times.forward_s
+
+
+def _summary(cfg: RunConfig, analysis: Analysis, modules: pd.DataFrame, forward_s: float) -> ProfileSummary:
+    t = modules.set_index("module_id")["measured_time_s"].fillna(0.0)
+    blocks = float(t.get("blocks", 0.0))
+    inside = float(t.get("", 0.0))
+    return ProfileSummary(
+        device_kind=cfg.profile.device_kind,
+        num_layers=analysis.model.num_layers,
+        model_layers=cfg.model.num_layers,
+        forward_s=forward_s,
+        in_nodes_s=inside,
+        blocks_s=blocks,
+        other_s=forward_s - blocks,
+        trace=str(TRACE_FILE),
+    )
+
+
+def profile(cfg: RunConfig, progress: Progress = _silent) -> ProfileResult:
+    """Profile (or re-read) one forward and publish a run folder with measured time per module."""
+    layers = min(cfg.profile.num_layers, cfg.model.num_layers)
+    analysis = analyze(attrs.evolve(cfg.model, num_layers=layers), cfg.workload)
+    view = device_view(analysis, cfg.device, cfg.measured_video_s)
+    run_id = cfg.run_id or new_run_id(cfg.model.name, f"{cfg.workload.name}_profile")
+    if (cfg.output_root / run_id).exists():
+        raise ConfigError("run_id", f"{run_id!r} already exists under {cfg.output_root}; pick another")
+    timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        with progress(name):
+            yield
+        timings[name] = time.perf_counter() - start
+
+    with staged_run(cfg.output_root, run_id) as out:
+        nodes, forward_s = (
+            _reread(cfg, analysis, out) if cfg.profile.trace else _run(cfg, analysis, out, step)
+        )
+        rows = list(walk(analysis.tree))
+        modules = with_times(modules_frame(analysis, view.prediction), nodes, rows)
+        summary = _summary(cfg, analysis, modules, forward_s)
+        section = {**attrs.asdict(summary), "full_forward_s": summary.full_forward_s, "timings_s": timings}
+        with step("write"):
+            meta = {"profile": json.dumps(section)}
+            write_parquet(
+                nodes, NODES_SCHEMA, out / "nodes.parquet", table_metadata(analysis, "nodes", **meta)
+            )
+            files = write_analysis_files(out, view, modules, run_id, meta=meta, profile=section)
+    return ProfileResult(
+        run_id,
+        cfg.output_root / run_id / ANALYSIS_SUBDIR,
+        analysis,
+        view,
+        summary,
+        modules,
+        (*files, "nodes.parquet", str(TRACE_FILE)),
+    )

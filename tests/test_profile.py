@@ -1,0 +1,146 @@
+"""``profile``: measured time per module on CPU, the Chrome-trace reader, re-reading a trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ditmeter.cli import main
+from ditmeter.tracer.profile import FORWARD_RANGE, TraceFormatError, read_chrome_trace
+
+SMALL = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "profile.num_layers=2"]
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["profile", *SMALL, f"output_root={root}", "device=h100-sxm"]) == 0
+    (run,) = list(root.iterdir())
+    return run / "static_analysis" / "wan2_1"
+
+
+def test_every_compute_module_gets_a_measured_time(profiled: Path) -> None:
+    modules = pd.read_parquet(profiled / "modules.parquet")
+    compute = modules[(modules["tensor_flops"] + modules["cuda_flops"]) > 0]
+    assert len(compute[compute["kind"] == "leaf"]) > 30  # 2 blocks' leaves plus embeddings and head
+    assert (compute["measured_time_s"] > 0).all(), compute.loc[~(compute["measured_time_s"] > 0), "module_id"]
+    assert (compute["achieved_flop_per_s"] > 0).all() and (compute["roofline_fraction"] > 0).all()
+    assert set(
+        modules.loc[modules["module_id"].str.startswith("blocks."), "module_id"].str.split(".").str[1]
+    ) == {
+        "0",
+        "1",
+    }
+
+
+def test_times_sum_to_the_profiled_forward(profiled: Path) -> None:
+    modules = pd.read_parquet(profiled / "modules.parquet").set_index("module_id")
+    nodes = pd.read_parquet(profiled / "nodes.parquet")
+    report = json.loads((profiled / "report.json").read_text())["profile"]
+    inside = nodes["measured_time_s"].sum()
+    assert modules.loc["", "measured_time_s"] == pytest.approx(inside, rel=1e-9)
+    assert report["in_nodes_s"] == pytest.approx(inside, rel=1e-9)
+    # the ops fit inside the forward; what is left is the profiler's and Python's overhead between them
+    assert 0 < inside <= report["forward_s"]
+    assert sum(c["measured_time_s"] for c in report["by_category"]) == pytest.approx(inside, rel=1e-9)
+    leaves = modules[modules["kind"] == "leaf"]
+    assert leaves["measured_time_s"].sum() == pytest.approx(inside, rel=1e-9)  # no node left unmatched
+    assert report["num_layers"] == 2 and report["model_layers"] == 30
+    assert report["full_forward_s"] == pytest.approx(report["other_s"] + 15 * report["blocks_s"])
+
+
+def test_the_run_folder_keeps_the_chrome_trace_and_says_what_ran(profiled: Path) -> None:
+    trace = profiled / "torch_profiler" / "trace.json"
+    times = read_chrome_trace(trace)
+    nodes = pd.read_parquet(profiled / "nodes.parquet")
+    assert set(times.cpu_s) == set(nodes["node"])
+    summary = (profiled / "summary.md").read_text()
+    assert "## Measured time (torch.profiler)" in summary and "2 of 30 blocks" in summary
+
+
+def test_rereading_the_trace_reproduces_the_times(profiled: Path, tmp_path: Path) -> None:
+    trace = profiled / "torch_profiler" / "trace.json"
+    out = tmp_path / "again"
+    assert main(["profile", *SMALL, f"output_root={out}", f"profile.trace={trace}"]) == 0
+    (run,) = list(out.iterdir())
+    again = pd.read_parquet(run / "static_analysis" / "wan2_1" / "modules.parquet")
+    first = pd.read_parquet(profiled / "modules.parquet")
+    assert again["measured_time_s"].tolist() == first["measured_time_s"].tolist()
+
+
+def test_rereading_refuses_another_model(
+    profiled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = profiled / "torch_profiler" / "trace.json"
+    argv = [
+        "profile",
+        "model=wan2.1-t2v-14b",
+        "workload=w001-tiny",
+        f"output_root={tmp_path}",
+        f"profile.trace={trace}",
+    ]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("ditmeter: error: model:")
+
+
+def _event(cat: str, name: str, ts: float, dur: float, tid: int = 1, **args: object) -> dict[str, object]:
+    return {"ph": "X", "cat": cat, "name": name, "pid": 1, "tid": tid, "ts": ts, "dur": dur, "args": args}
+
+
+def test_gpu_kernels_are_charged_to_the_op_that_launched_them(tmp_path: Path) -> None:
+    """A hand-written CUDA trace: two ops, three kernels, one launched outside any op."""
+    events = [
+        _event("user_annotation", FORWARD_RANGE, 0, 1000),
+        _event("user_annotation", "ditmeter::addmm", 10, 40),
+        _event("cuda_runtime", "cudaLaunchKernel", 20, 5, correlation=7),
+        _event("user_annotation", "ditmeter::gelu", 60, 30),
+        _event("cuda_runtime", "cudaLaunchKernel", 65, 5, correlation=8),
+        _event("cuda_runtime", "cudaLaunchKernel", 75, 5, correlation=9),
+        _event("cuda_runtime", "cudaLaunchKernel", 200, 5, correlation=10),  # outside every op
+        _event("kernel", "sm90_gemm", 100, 300, tid=7, correlation=7),
+        _event("kernel", "gelu_kernel", 400, 50, tid=7, correlation=8),
+        _event("gpu_memcpy", "Memcpy DtoD", 450, 25, tid=7, correlation=9),
+        _event("kernel", "stray", 500, 10, tid=7, correlation=10),
+    ]
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    t = read_chrome_trace(path)
+    assert t.cpu_s == pytest.approx({"addmm": 40e-6, "gelu": 30e-6})
+    assert t.device_s == pytest.approx({"addmm": 300e-6, "gelu": 75e-6})
+    assert t.forward_device_s == pytest.approx(385e-6) and t.forward_cpu_s == pytest.approx(1000e-6)
+    assert t.time_s("addmm") == pytest.approx(300e-6)  # GPU time wins when there is any
+
+
+def test_a_file_that_is_not_a_trace_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"traceEvents": [_event("cpu_op", "aten::mm", 0, 1)]}))
+    with pytest.raises(TraceFormatError, match=r"ditmeter\.forward"):
+        read_chrome_trace(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["profile.device_kind=tpu"], "profile.device_kind"),
+        (["profile.num_layers=0"], "profile.num_layers"),
+        (["profile.trace=/no/such/trace.json"], "profile.trace"),
+    ],
+)
+def test_bad_profile_input_exits_2(
+    tmp_path: Path, args: list[str], field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["profile", *SMALL, f"output_root={tmp_path / 'runs'}", *args]) == 2
+    assert capsys.readouterr().err.startswith(f"ditmeter: error: {field}:")
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["profile", *SMALL, f"output_root={tmp_path}", "profile.device_kind=cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
