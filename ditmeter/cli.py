@@ -267,10 +267,17 @@ def _print_device(console: Console, view: DeviceView) -> None:
         console.print(line)
         return
     d, t = p.device, p.per_forward
-    fit = "fits" if f.fits(d) else "DOES NOT FIT"
+    others = ", ".join(f"{k} {binary_bytes(sum(w.values()))}" for k, w in view.others.items())
+    console.print(f"{line}; other weights: {others or 'not counted'}")
+
+    def fit(need: int) -> str:
+        verdict = "fits" if need <= d.memory_bytes else "DOES NOT FIT"
+        return f"{binary_bytes(need)} of {binary_bytes(d.memory_bytes)} → {verdict}"
+
     console.print(
-        f"{line}; {binary_bytes(f.total_bytes)} of {binary_bytes(d.memory_bytes)} → {fit} ({FIT_SCOPE})"
+        f"memory fit: with offload {fit(f.total_bytes)}; without offload {fit(view.resident_without_offload)}"
     )
+    console.print(f"  ({FIT_SCOPE})")
     console.print(
         f"predicted on {d.display_name} (efficiency {d.efficiency:g}): {t.predicted_s:.3g} s per forward, "
         f"{p.per_step_s:.3g} s per step, {p.per_video_s:,.1f} s per video; "

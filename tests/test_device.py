@@ -221,3 +221,39 @@ def test_bad_device_input_exits_2(
     assert main(["report", "workload=w001-tiny", f"output_root={out_root}", *args]) == 2
     assert capsys.readouterr().err.startswith(f"ditmeter: error: {field}:")
     assert not out_root.exists() or list(out_root.iterdir()) == []
+
+
+def test_other_component_weights_from_the_real_modules() -> None:
+    """UMT5-XXL encoder by hand: embeddings + 24 × (attention, bias, 2 norms, gated FFN) + final norm."""
+    from ditmeter.tracer.reference import component_weight_bytes
+
+    per_layer = 4 * 4096 * 4096 + 32 * 64 + 2 * 4096 + 2 * 4096 * 10240 + 10240 * 4096
+    umt5 = 256384 * 4096 + 24 * per_layer + 4096
+    assert umt5 == 5_680_910_336
+    weights = component_weight_bytes(load([]).raw["model"])
+    assert weights["text_encoder"] == {"bf16": 2 * umt5}
+    (vae_bytes,) = weights["vae"].values()
+    assert list(weights["vae"]) == ["fp32"] and vae_bytes / 4 == pytest.approx(127e6, rel=0.01)  # WAN_FACTS
+
+
+def test_the_fit_with_and_without_offload(out_root: Path) -> None:
+    argv = ["report", "workload=480p-81f", "device=rtx5090", f"output_root={out_root}"]
+    assert main(argv) == 0
+    (run,) = list(out_root.iterdir())
+    memory = json.loads((run / "static_analysis" / "wan2_1" / "report.json").read_text())["memory"]
+    assert memory["fits_with_offload"] is True and memory["fits_without_offload"] is False
+    weights = sum(c["weight_bytes"] for c in memory["components"].values())
+    assert memory["resident_without_offload_bytes"] == weights + memory["peak_activation_bytes"]
+    assert set(memory["components"]) == {"dit", "text_encoder", "vae"}
+
+
+def test_a_bad_component_config_names_the_field(out_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "report",
+        "workload=w001-tiny",
+        "device=h100-sxm",
+        "model.text_encoder.d_model=0",
+        f"output_root={out_root}",
+    ]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("ditmeter: error: model.text_encoder.d_model:")

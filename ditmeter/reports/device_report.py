@@ -12,10 +12,11 @@ from ditmeter.analytic.memory import Footprint, dit_footprint
 from ditmeter.analytic.roofline import Prediction
 from ditmeter.reports.format import binary_bytes, percent
 
-#: What the fit does not include yet, said wherever the fit is.
+#: What the fit counts, said wherever the fit is.
 FIT_SCOPE = (
-    "DiT only: the UMT5 text encoder and the Wan-VAE are not modeled yet, so the fit assumes they "
-    "are offloaded to the CPU while the DiT runs."
+    "Weights of every component (text encoder and VAE from the real modules built on meta) plus the "
+    "DiT forward's peak activation; the text encoder's and the VAE decode's own activations are not "
+    "modeled yet. With offload, only the DiT is resident while it runs."
 )
 
 
@@ -27,6 +28,15 @@ class DeviceView:
     footprint: Footprint
     prediction: Prediction | None
     measured_video_s: float | None
+    others: dict[str, dict[str, int]] = attrs.field(factory=dict)  # weight bytes by dtype, per component
+
+    @property
+    def all_weight_bytes(self) -> int:
+        return self.footprint.weight_bytes + sum(sum(w.values()) for w in self.others.values())
+
+    @property
+    def resident_without_offload(self) -> int:
+        return self.all_weight_bytes + self.footprint.peak_activation_bytes
 
     @property
     def mfu(self) -> float | None:
@@ -36,9 +46,20 @@ class DeviceView:
         return self.prediction.mfu(a.per_video.tensor_flops, a.workload.dtype, self.measured_video_s)
 
 
-def device_view(analysis: Analysis, device: Any = None, measured_video_s: float | None = None) -> DeviceView:
+def device_view(
+    analysis: Analysis,
+    device: Any = None,
+    measured_video_s: float | None = None,
+    model_raw: dict[str, Any] | None = None,
+) -> DeviceView:
+    """Time and memory of ``analysis``; with a device, the other components' weights for the fit."""
     prediction = analysis.prediction(device) if device is not None else None
-    return DeviceView(analysis, dit_footprint(analysis), prediction, measured_video_s)
+    others: dict[str, dict[str, int]] = {}
+    if device is not None and model_raw is not None:
+        from ditmeter.tracer.reference import component_weight_bytes
+
+        others = component_weight_bytes(model_raw)
+    return DeviceView(analysis, dit_footprint(analysis), prediction, measured_video_s, others)
 
 
 def time_by_category(modules: pd.DataFrame) -> pd.DataFrame:
@@ -54,8 +75,11 @@ def time_by_category(modules: pd.DataFrame) -> pd.DataFrame:
 
 def memory_json(view: DeviceView) -> dict[str, Any]:
     f = view.footprint
+    components = {"dit": {"weights_by_dtype": f.weights_by_dtype, "weight_bytes": f.weight_bytes}}
+    for name, weights in view.others.items():
+        components[name] = {"weights_by_dtype": weights, "weight_bytes": sum(weights.values())}
     out: dict[str, Any] = {
-        "components": {"dit": {"weights_by_dtype": f.weights_by_dtype, "weight_bytes": f.weight_bytes}},
+        "components": components,
         "peak_activation_bytes": f.peak_activation_bytes,
         "persistent_activation_bytes": f.persistent_bytes,
         "stage_bytes": f.stage_bytes,
@@ -66,8 +90,9 @@ def memory_json(view: DeviceView) -> dict[str, Any]:
     if view.prediction is not None:
         d = view.prediction.device
         out["device_memory_bytes"] = d.memory_bytes
+        out["resident_without_offload_bytes"] = view.resident_without_offload
         out["fits_with_offload"] = f.fits(d)
-        out["fits_without_offload"] = None  # needs the text encoder and VAE (not modeled yet)
+        out["fits_without_offload"] = view.resident_without_offload <= d.memory_bytes
     return out
 
 
@@ -99,6 +124,10 @@ def device_json(view: DeviceView) -> dict[str, Any] | None:
     return attrs.asdict(view.prediction.device)
 
 
+def _fit(need: int, have: int) -> str:
+    return "fits" if need <= have else "**does not fit**"
+
+
 def _seconds(s: float) -> str:
     if s >= 60:
         return f"{s:,.1f} s ({s / 60:.1f} min)"
@@ -118,10 +147,13 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
     if p is None:
         return [*lines, "", "Give `device=NAME` for predicted time, the roofline and the memory fit."]
     d, t = p.device, p.per_forward
-    fit = "fits" if f.fits(d) else "**does not fit**"
+    others = ", ".join(f"{k} {binary_bytes(sum(w.values()))}" for k, w in view.others.items())
     lines += [
-        f"- On {d.display_name} ({binary_bytes(d.memory_bytes)}): "
-        f"{binary_bytes(f.total_bytes)} resident → {fit}. {FIT_SCOPE}",
+        f"- Other components' weights: {others}" if others else "- Other components: not counted",
+        f"- On {d.display_name} ({binary_bytes(d.memory_bytes)}): with offload "
+        f"{binary_bytes(f.total_bytes)} → {_fit(f.total_bytes, d.memory_bytes)}; without offload "
+        f"{binary_bytes(view.resident_without_offload)} → "
+        f"{_fit(view.resident_without_offload, d.memory_bytes)}. {FIT_SCOPE}",
         "",
         f"Predicted on **{d.display_name}** (efficiency {d.efficiency:g}; roofline lower bound):",
         "",

@@ -166,7 +166,7 @@ def profile(cfg: RunConfig, progress: Progress = _silent) -> ProfileResult:
     """Profile (or re-read) one forward and publish a run folder with measured time per module."""
     layers = min(cfg.profile.num_layers, cfg.model.num_layers)
     analysis = analyze(attrs.evolve(cfg.model, num_layers=layers), cfg.workload)
-    view = device_view(analysis, cfg.device, cfg.measured_video_s)
+    view = device_view(analysis, cfg.device, cfg.measured_video_s, cfg.raw.get("model"))
     run_id = cfg.run_id or new_run_id(cfg.model.name, f"{cfg.workload.name}_profile")
     if (cfg.output_root / run_id).exists():
         raise ConfigError("run_id", f"{run_id!r} already exists under {cfg.output_root}; pick another")

@@ -94,7 +94,7 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
         timings[name] = time.perf_counter() - start
 
     analysis = analyze(cfg.model, cfg.workload)
-    view = device_view(analysis, cfg.device, cfg.measured_video_s)
+    view = device_view(analysis, cfg.device, cfg.measured_video_s, cfg.raw.get("model"))
     with step("build"):
         model = ref.build(cfg.model, cfg.workload.dtype, "meta")
         inputs = ref.inputs(cfg.model, cfg.workload, analysis.geometry, "meta")

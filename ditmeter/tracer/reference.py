@@ -22,6 +22,7 @@ from torch import nn
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.spec import ModelSpec, Workload
 from ditmeter.analytic.wan_names import canonical_id
+from ditmeter.errors import ConfigError
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -114,3 +115,72 @@ REFERENCES: dict[str, Reference] = {
         options={"return_dict": False},
     ),
 }
+
+
+def _component_ints(section: str, raw: Any, keys: tuple[str, ...]) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"model.{section}", "missing (required section)")
+    out: dict[str, int] = {}
+    for key in keys:
+        value = raw.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"model.{section}.{key}", f"must be a positive integer, got {value!r}")
+        out[key] = value
+    if raw.get("dtype") not in TORCH_DTYPES:
+        raise ConfigError(
+            f"model.{section}.dtype", f"{raw.get('dtype')!r}; allowed: {', '.join(TORCH_DTYPES)}"
+        )
+    return out
+
+
+UMT5_KEYS = (
+    "vocab_size",
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_layers",
+    "num_heads",
+    "relative_attention_num_buckets",
+    "relative_attention_max_distance",
+)
+VAE_KEYS = ("base_dim", "z_dim", "num_res_blocks")
+
+
+def build_umt5_encoder(raw: Any, device: str = "meta") -> nn.Module:
+    """transformers ``UMT5EncoderModel`` (gated GELU, untied embeddings) from ``model.text_encoder``."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    ints = _component_ints("text_encoder", raw, UMT5_KEYS)
+    make_config: Any = UMT5Config  # its stubs type every keyword; ours are checked ints above
+    config = make_config(**ints, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    with torch.device(device):
+        return cast(nn.Module, UMT5EncoderModel(config))
+
+
+def build_wan_vae(raw: Any, device: str = "meta") -> nn.Module:
+    """diffusers ``AutoencoderKLWan`` from ``model.vae``."""
+    from diffusers import AutoencoderKLWan
+
+    ints = _component_ints("vae", raw, VAE_KEYS)
+    with torch.device(device):
+        return cast(
+            nn.Module,
+            AutoencoderKLWan(
+                **ints,
+                dim_mult=list(raw.get("dim_mult", [1, 2, 4, 4])),
+                temperal_downsample=list(raw.get("temperal_downsample", [False, True, True])),
+            ),
+        )
+
+
+def component_weight_bytes(model_raw: Any) -> dict[str, dict[str, int]]:
+    """Weight bytes by dtype of the text encoder and the VAE: real modules on meta, config dtypes."""
+    out: dict[str, dict[str, int]] = {}
+    for name, build in (("text_encoder", build_umt5_encoder), ("vae", build_wan_vae)):
+        raw = model_raw.get(name) if isinstance(model_raw, dict) else None
+        module = build(raw)
+        assert isinstance(raw, dict)
+        dtype = str(raw["dtype"])
+        numel = sum(p.numel() for p in module.parameters())
+        out[name] = {dtype: numel * TORCH_DTYPES[dtype].itemsize}
+    return out
