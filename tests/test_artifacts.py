@@ -28,6 +28,7 @@ MODULE_COLUMNS = [
     "bytes_written",
     "kv_cache_bytes",
     "arithmetic_intensity",
+    "activation_bytes_read",
     "measured_flops",
     "rel_error",
     "unfused_bytes",
@@ -55,11 +56,13 @@ def test_modules_parquet_round_trips(run_folder: Path) -> None:
     df = pd.read_parquet(run_folder / "modules.parquet")
     assert list(df.columns) == MODULE_COLUMNS
     assert pq.read_schema(run_folder / "modules.parquet").remove_metadata().equals(MODULES_SCHEMA)
-    for col in MODULE_COLUMNS[6:14]:
+    for col in [*MODULE_COLUMNS[6:14], "activation_bytes_read"]:
         assert df[col].dtype == "int64", col
     assert df["arithmetic_intensity"].notna().all()
+    assert (df["activation_bytes_read"] >= 0).all()
+    assert (df["bytes_read"] == df["weight_bytes"] + df["activation_bytes_read"]).all()
     # an analytic-only run without a device has nothing measured or timed: null, never 0
-    for col in MODULE_COLUMNS[15:]:
+    for col in MODULE_COLUMNS[16:]:
         assert df[col].isna().all(), col
     assert df["module_id"].is_unique
     root = df[df["module_id"] == ""].iloc[0]

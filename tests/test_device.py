@@ -203,6 +203,11 @@ def test_report_with_a_device_writes_time_memory_and_plots(out_root: Path) -> No
     leaves = modules[modules["kind"] == "leaf"]
     root = modules[modules["module_id"] == ""].iloc[0]
     assert math.isclose(root["predicted_s"], leaves["predicted_s"].sum(), rel_tol=1e-9)
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(folder / "modules.parquet").metadata
+    per_video = json.loads(meta[b"ditmeter.time"])["per_video_s"]
+    assert per_video == pytest.approx(100 * root["predicted_s"]) == pytest.approx(t["per_video_s"])
     assert set(leaves["bound"]) == {"compute", "memory"}
 
 

@@ -7,6 +7,7 @@ files through the same :func:`write_analysis_files`.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,20 @@ def write_analysis_files(
 ) -> list[str]:
     """modules.parquet, report.json, summary.md (and the plots with a device) into ``out``."""
     a = view.analysis
-    write_parquet(
-        modules, MODULES_SCHEMA, out / "modules.parquet", table_metadata(a, "modules", **(meta or {}))
-    )
+    meta = dict(meta or {})
+    if view.prediction is not None:  # the *_s columns are per forward; say what a step and a video take
+        p = view.prediction
+        meta["time"] = json.dumps(
+            {
+                "device": p.device.name,
+                "per_forward_s": p.per_forward.predicted_s,
+                "per_step_s": p.per_step_s,
+                "per_video_s": p.per_video_s,
+                "forwards_per_step": p.forwards_per_step,
+                "forwards_per_video": p.forwards_per_video,
+            }
+        )
+    write_parquet(modules, MODULES_SCHEMA, out / "modules.parquet", table_metadata(a, "modules", **meta))
     write_json(build_report(a, modules, run_id, view, compare=compare, profile=profile), out / "report.json")
     write_text(out / "summary.md", render_summary(a, modules, run_id, view, verdict=verdict, profile=profile))
     files = ["report.json", "summary.md", "modules.parquet"]

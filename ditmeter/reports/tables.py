@@ -43,6 +43,7 @@ MODULES_SCHEMA = pa.schema(
         pa.field("rule", pa.string()),
         *(pa.field(f, pa.int64(), nullable=False) for f in COST_FIELDS),
         pa.field("arithmetic_intensity", pa.float64()),
+        pa.field("activation_bytes_read", pa.int64(), nullable=False),
         pa.field("measured_flops", pa.int64()),
         pa.field("rel_error", pa.float64()),
         pa.field("unfused_bytes", pa.int64()),
@@ -101,6 +102,8 @@ def modules_frame(analysis: Analysis, prediction: Prediction | None = None) -> p
                 "rule": r.rule,
                 **c.as_dict(),
                 "arithmetic_intensity": _intensity(c.flops, c.moved_bytes),
+                # fused ideal: weights are read once, so bytes_read = weight_bytes + this
+                "activation_bytes_read": c.bytes_read - c.weight_bytes,
                 # filled by a traced run (ditmeter.compare.join)
                 "measured_flops": None,
                 "rel_error": None,
