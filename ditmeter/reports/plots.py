@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,37 @@ def _save(fig: object, path: Path) -> None:
     fig.savefig(tmp, dpi=130, bbox_inches="tight")  # type: ignore[attr-defined]
     plt.close(fig)  # type: ignore[arg-type]
     os.replace(tmp, path)
+
+
+def _number_top_layers(ax: Any, layers: pd.DataFrame, total: float) -> list[str]:
+    """Number the top layers by time on the plot (one label per spot where points coincide).
+
+    Returns the legend lines naming them.
+    """
+    names = []
+    spots: list[tuple[float, float, list[str]]] = []
+    for i, r in enumerate(layers.head(LABELLED).itertuples(), start=1):
+        copies = f" ×{r.count}" if r.count > 1 else ""
+        names.append(f"{i}. {r.layer}{copies}: {100 * r.predicted_s / total:.1f}% of time")
+        near = [
+            s
+            for s in spots
+            if abs(np.log10(s[0] / r.intensity)) < 0.08 and abs(np.log10(s[1] / r.tflops)) < 0.08
+        ]
+        if near:
+            near[0][2].append(str(i))
+        else:
+            spots.append((r.intensity, r.tflops, [str(i)]))
+    for k, (xi, yi, numbers) in enumerate(spots):
+        ax.annotate(
+            ",".join(numbers),
+            (xi, yi),
+            xytext=(6, 8 if k % 2 == 0 else -14),  # alternate above and below neighbours
+            textcoords="offset points",
+            fontsize=9,
+            fontweight="bold",
+        )
+    return names
 
 
 def roofline_png(modules: pd.DataFrame, device: DeviceSpec, dtype: str, title: str, path: Path) -> None:
@@ -99,29 +131,7 @@ def roofline_png(modules: pd.DataFrame, device: DeviceSpec, dtype: str, title: s
             linewidths=0.5,
             label=f"{bound}-bound layer (size = time share)",
         )
-    names = []
-    spots: list[tuple[float, float, list[str]]] = []  # one label per spot: "4,5,6" where points coincide
-    for i, r in enumerate(layers.head(LABELLED).itertuples(), start=1):
-        copies = f" ×{r.count}" if r.count > 1 else ""
-        names.append(f"{i}. {r.layer}{copies}: {100 * r.predicted_s / total:.1f}% of time")
-        near = [
-            s
-            for s in spots
-            if abs(np.log10(s[0] / r.intensity)) < 0.08 and abs(np.log10(s[1] / r.tflops)) < 0.08
-        ]
-        if near:
-            near[0][2].append(str(i))
-        else:
-            spots.append((r.intensity, r.tflops, [str(i)]))
-    for k, (xi, yi, numbers) in enumerate(spots):
-        ax.annotate(
-            ",".join(numbers),
-            (xi, yi),
-            xytext=(6, 8 if k % 2 == 0 else -14),
-            textcoords="offset points",
-            fontsize=9,
-            fontweight="bold",
-        )
+    names = _number_top_layers(ax, layers, total)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte, fused-ideal bytes)")

@@ -15,11 +15,8 @@ instead of running anything.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,7 @@ from ditmeter.reports.analytic_report import write_analysis_files
 from ditmeter.reports.device_report import DeviceView, device_view
 from ditmeter.reports.run_dir import ANALYSIS_SUBDIR, new_run_id, staged_run
 from ditmeter.reports.tables import modules_frame, table_metadata, write_parquet
-from ditmeter.reports.trace_report import Progress, _silent
+from ditmeter.reports.trace_report import Progress, Steps, no_progress
 
 TRACE_FILE = Path("torch_profiler") / "trace.json"
 
@@ -162,7 +159,7 @@ def _summary(cfg: RunConfig, analysis: Analysis, modules: pd.DataFrame, forward_
     )
 
 
-def profile(cfg: RunConfig, progress: Progress = _silent) -> ProfileResult:
+def profile(cfg: RunConfig, progress: Progress = no_progress) -> ProfileResult:
     """Profile (or re-read) one forward and publish a run folder with measured time per module."""
     layers = min(cfg.profile.num_layers, cfg.model.num_layers)
     analysis = analyze(attrs.evolve(cfg.model, num_layers=layers), cfg.workload)
@@ -170,14 +167,7 @@ def profile(cfg: RunConfig, progress: Progress = _silent) -> ProfileResult:
     run_id = cfg.run_id or new_run_id(cfg.model.name, f"{cfg.workload.name}_profile")
     if (cfg.output_root / run_id).exists():
         raise ConfigError("run_id", f"{run_id!r} already exists under {cfg.output_root}; pick another")
-    timings: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def step(name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        with progress(name):
-            yield
-        timings[name] = time.perf_counter() - start
+    step = Steps(progress)
 
     with staged_run(cfg.output_root, run_id) as out:
         nodes, forward_s = (
@@ -186,7 +176,11 @@ def profile(cfg: RunConfig, progress: Progress = _silent) -> ProfileResult:
         rows = list(walk(analysis.tree))
         modules = with_times(modules_frame(analysis, view.prediction), nodes, rows)
         summary = _summary(cfg, analysis, modules, forward_s)
-        section = {**attrs.asdict(summary), "full_forward_s": summary.full_forward_s, "timings_s": timings}
+        section = {
+            **attrs.asdict(summary),
+            "full_forward_s": summary.full_forward_s,
+            "timings_s": step.seconds,
+        }
         with step("write"):
             meta = {"profile": json.dumps(section)}
             write_parquet(

@@ -51,8 +51,23 @@ Progress = Callable[[str], AbstractContextManager[None]]
 
 
 @contextlib.contextmanager
-def _silent(_step: str) -> Iterator[None]:
+def no_progress(_step: str) -> Iterator[None]:
     yield
+
+
+class Steps:
+    """Times each long step and reports it to ``progress`` (the CLI's spinner and timing line)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        with self.progress(name):
+            yield
+        self.seconds[name] = time.perf_counter() - start
 
 
 @attrs.frozen
@@ -75,7 +90,7 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress = _silent) -> TraceResult:
+def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress = no_progress) -> TraceResult:
     """Capture ``reference`` at ``cfg``'s model and workload, gate it, publish a run folder."""
     from ditmeter.tracer.capture import capture_forward
     from ditmeter.tracer.reference import REFERENCES
@@ -84,15 +99,7 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
     run_id = cfg.run_id or new_run_id(cfg.model.name, cfg.workload.name)
     if (cfg.output_root / run_id).exists():  # say so before a minute of tracing, not after
         raise ConfigError("run_id", f"{run_id!r} already exists under {cfg.output_root}; pick another")
-    timings: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def step(name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        with progress(name):
-            yield
-        timings[name] = time.perf_counter() - start
-
+    step = Steps(progress)
     analysis = analyze(cfg.model, cfg.workload)
     view = device_view(analysis, cfg.device, cfg.measured_video_s, cfg.raw.get("model"))
     with step("build"):
@@ -119,7 +126,7 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
             verdict,
             reference={"name": ref.name, "source": ref.source, "diffusers": _version("diffusers")},
             graph={"file": "graph.json", "nodes": g.number_of_nodes(), "edges": g.number_of_edges()},
-            timings_s={k: round(v, 3) for k, v in timings.items()},
+            timings_s={k: round(v, 3) for k, v in step.seconds.items()},
         )
         files = write_analysis_files(
             out,
@@ -137,7 +144,7 @@ def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress =
         verdict,
         g.number_of_nodes(),
         g.number_of_edges(),
-        timings,
+        step.seconds,
         view,
         (*files, "nodes.parquet", "graph.json"),
     )
