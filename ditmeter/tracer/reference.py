@@ -147,14 +147,29 @@ VAE_KEYS = ("base_dim", "z_dim", "num_res_blocks")
 
 
 def build_umt5_encoder(raw: Any, device: str = "meta") -> nn.Module:
-    """transformers ``UMT5EncoderModel`` (gated GELU, untied embeddings) from ``model.text_encoder``."""
+    """transformers ``UMT5EncoderModel`` (gated GELU, untied embeddings) from ``model.text_encoder``.
+
+    In eval mode and in the config's dtype throughout. NB: transformers keeps
+    ``wo`` in fp32 only for fp16 loads; the pipelines load bf16.
+    """
     from transformers import UMT5Config, UMT5EncoderModel
 
     ints = _component_ints("text_encoder", raw, UMT5_KEYS)
     make_config: Any = UMT5Config  # its stubs type every keyword; ours are checked ints above
     config = make_config(**ints, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
     with torch.device(device):
-        return cast(nn.Module, UMT5EncoderModel(config))
+        model = cast(nn.Module, UMT5EncoderModel(config))
+    model.to(TORCH_DTYPES[str(raw["dtype"])])
+    model.eval()
+    return model
+
+
+def umt5_inputs(batch: int, tokens: int, device: str = "meta") -> dict[str, torch.Tensor]:
+    """Token ids for one encode (no padding mask: building it is data-dependent, impossible on meta)."""
+    dev = torch.device(device)
+    if dev.type == "meta":
+        return {"input_ids": torch.empty(batch, tokens, dtype=torch.long, device=dev)}
+    return {"input_ids": torch.randint(0, 1000, (batch, tokens), device=dev)}
 
 
 def build_wan_vae(raw: Any, device: str = "meta") -> nn.Module:

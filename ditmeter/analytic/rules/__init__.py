@@ -3,6 +3,6 @@
 Importing this package registers every rule in :mod:`ditmeter.analytic.registry`.
 """
 
-from ditmeter.analytic.rules import attention, dense, elementwise
+from ditmeter.analytic.rules import attention, dense, elementwise, embedding
 
-__all__ = ["attention", "dense", "elementwise"]
+__all__ = ["attention", "dense", "elementwise", "embedding"]

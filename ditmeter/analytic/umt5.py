@@ -1,0 +1,175 @@
+"""The UMT5-XXL text encoder as a tree of costed modules (one encode of ``tokens`` tokens).
+
+Module ids follow the official Wan code's T5 (``wan/modules/t5.py``):
+``token_embedding``, ``blocks.N.{norm1, attn.{q, k, v, o, bias_add, attn_core},
+pos_embedding, residual1, norm2, ffn.{gate.0, gate.1, fc1, mul, fc2}, residual2}``
+and ``norm``; :mod:`ditmeter.analytic.umt5_names` maps the transformers
+``UMT5EncoderModel`` paths (the reference we trace) onto them.
+
+UMT5 differs from T5 in one cost-relevant way: every block has its own
+relative position bias (``pos_embedding``), computed once per forward and
+shared by the batch. Attention is unscaled; the bias is added to the scores.
+Both pipelines encode the prompt padded to ``text_len`` (512) tokens.
+
+NB: traced without the padding mask (its construction is data-dependent, so it
+cannot run on meta); the mask adds one element-wise add per score and no
+tensor FLOPs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
+from ditmeter.analytic.cost import DTYPE_BYTES
+from ditmeter.analytic.registry import apply_rule
+from ditmeter.analytic.tree import Composite, Leaf, Repeated
+from ditmeter.errors import ConfigError
+
+SPEC_KEYS = (
+    "vocab_size",
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_layers",
+    "num_heads",
+    "relative_attention_num_buckets",
+    "relative_attention_max_distance",
+)
+
+
+@attrs.frozen
+class UMT5Spec:
+    """``model.text_encoder`` in transformers' ``UMT5Config`` vocabulary."""
+
+    name: str
+    vocab_size: int
+    d_model: int
+    d_kv: int
+    d_ff: int
+    num_layers: int
+    num_heads: int
+    relative_attention_num_buckets: int
+    relative_attention_max_distance: int
+    dtype: str
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> UMT5Spec:
+        if not isinstance(raw, Mapping):
+            raise ConfigError("model.text_encoder", "missing (required section)")
+        ints: dict[str, int] = {}
+        for key in SPEC_KEYS:
+            value = raw.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"model.text_encoder.{key}", f"must be a positive integer, got {value!r}")
+            ints[key] = value
+        if raw.get("dtype") not in DTYPE_BYTES:
+            allowed = ", ".join(DTYPE_BYTES)
+            raise ConfigError("model.text_encoder.dtype", f"{raw.get('dtype')!r}; allowed: {allowed}")
+        return cls(name=str(raw.get("name", "umt5")), dtype=str(raw["dtype"]), **ints)
+
+
+def _leaf(name: str, category: str, rule: str, **dims: int | bool) -> Leaf:
+    return Leaf(name, category, rule, apply_rule(rule, **dims))
+
+
+def build_umt5(spec: UMT5Spec, batch: int, tokens: int) -> Composite:
+    """The cost tree of one encode of ``batch`` prompts of ``tokens`` tokens (root name "")."""
+    a = DTYPE_BYTES[spec.dtype]
+    rows, dim, inner = batch * tokens, spec.d_model, spec.num_heads * spec.d_kv
+
+    def linear(name: str, category: str, fan_in: int, fan_out: int) -> Leaf:
+        return _leaf(
+            name,
+            category,
+            "linear",
+            tokens=rows,
+            in_features=fan_in,
+            out_features=fan_out,
+            bias=False,
+            act_bytes=a,
+            weight_el_bytes=a,
+        )
+
+    def norm(name: str) -> Leaf:
+        return _leaf(name, "norm_mod", "rms_norm", rows=rows, dim=dim, act_bytes=a, weight_el_bytes=a)
+
+    scores = batch * spec.num_heads * tokens * tokens
+    attn = Composite(
+        "attn",
+        (
+            linear("q", "attn_proj", dim, inner),
+            linear("k", "attn_proj", dim, inner),
+            linear("v", "attn_proj", dim, inner),
+            _leaf("bias_add", "attn_core", "residual_add", elements=scores, act_bytes=4),
+            _leaf(
+                "attn_core",
+                "attn_core",
+                "attention_core",
+                batch=batch,
+                heads=spec.num_heads,
+                q_tokens=tokens,
+                kv_tokens=tokens,
+                head_dim=spec.d_kv,
+                act_bytes=a,
+            ),
+            linear("o", "attn_proj", inner, dim),
+        ),
+    )
+    ffn = Composite(
+        "ffn",
+        (
+            Composite(
+                "gate",
+                (
+                    linear("0", "ffn", dim, spec.d_ff),
+                    _leaf("1", "ffn", "gelu_tanh", elements=rows * spec.d_ff, act_bytes=a),
+                ),
+            ),
+            linear("fc1", "ffn", dim, spec.d_ff),
+            _leaf("mul", "ffn", "elementwise_mul", elements=rows * spec.d_ff, act_bytes=a),
+            linear("fc2", "ffn", spec.d_ff, dim),
+        ),
+    )
+    block = Composite(
+        "block",
+        (
+            norm("norm1"),
+            _leaf(
+                "pos_embedding",
+                "rope",
+                "relative_position_bias",
+                heads=spec.num_heads,
+                q_tokens=tokens,
+                kv_tokens=tokens,
+                buckets=spec.relative_attention_num_buckets,
+                act_bytes=a,
+                weight_el_bytes=a,
+            ),
+            attn,
+            _leaf("residual1", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
+            norm("norm2"),
+            ffn,
+            _leaf("residual2", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
+        ),
+    )
+    return Composite(
+        "",
+        (
+            _leaf(
+                "token_embedding",
+                "embedding",
+                "embedding_lookup",
+                tokens=rows,
+                vocab=spec.vocab_size,
+                dim=dim,
+                act_bytes=a,
+                weight_el_bytes=a,
+            ),
+            Repeated("blocks", spec.num_layers, block),
+            norm("norm"),
+        ),
+    )
