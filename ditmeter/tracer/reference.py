@@ -21,6 +21,8 @@ from torch import nn
 
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.spec import ModelSpec, Workload
+from ditmeter.analytic.umt5 import SPEC_KEYS as UMT5_SPEC_KEYS
+from ditmeter.analytic.umt5 import UMT5Spec
 from ditmeter.analytic.wan_names import canonical_id
 from ditmeter.errors import ConfigError
 
@@ -133,16 +135,6 @@ def _component_ints(section: str, raw: Any, keys: tuple[str, ...]) -> dict[str, 
     return out
 
 
-UMT5_KEYS = (
-    "vocab_size",
-    "d_model",
-    "d_kv",
-    "d_ff",
-    "num_layers",
-    "num_heads",
-    "relative_attention_num_buckets",
-    "relative_attention_max_distance",
-)
 VAE_KEYS = ("base_dim", "z_dim", "num_res_blocks")
 
 
@@ -154,12 +146,13 @@ def build_umt5_encoder(raw: Any, device: str = "meta") -> nn.Module:
     """
     from transformers import UMT5Config, UMT5EncoderModel
 
-    ints = _component_ints("text_encoder", raw, UMT5_KEYS)
-    make_config: Any = UMT5Config  # its stubs type every keyword; ours are checked ints above
+    spec = UMT5Spec.from_mapping(raw)
+    ints = {k: getattr(spec, k) for k in UMT5_SPEC_KEYS}
+    make_config: Any = UMT5Config  # its stubs type every keyword; ours are checked ints
     config = make_config(**ints, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
     with torch.device(device):
         model = cast(nn.Module, UMT5EncoderModel(config))
-    model.to(TORCH_DTYPES[str(raw["dtype"])])
+    model.to(TORCH_DTYPES[spec.dtype])
     model.eval()
     return model
 
