@@ -11,7 +11,10 @@ import pytest
 from ditmeter.cli import main
 
 BAD_INPUTS = [
-    (["model=wan2.1-t2v-99b"], "model: unknown 'wan2.1-t2v-99b'; allowed: wan2.1-t2v-1.3b, wan2.1-t2v-14b"),
+    (
+        ["model=wan2.1-t2v-99b"],
+        "model: unknown 'wan2.1-t2v-99b'; allowed: wan2.1-flf2v-14b-720p, wan2.1-i2v-14b-480p",
+    ),
     (["workload=w999"], "workload: unknown 'w999'; allowed:"),
     (["workload.num_frames=0"], "workload.num_frames: must be a positive integer, got 0"),
     (["workload.num_frames=-3"], "workload.num_frames: must be a positive integer"),

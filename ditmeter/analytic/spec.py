@@ -15,6 +15,9 @@ from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.errors import ConfigError
 
 ROUNDING_RULES = ("official", "diffusers")
+#: t2v: text only; i2v: one CLIP image (257 tokens); flf2v: first and last frame
+#: (2 × 257 tokens and a learned position table).
+PIPELINES = ("t2v", "i2v", "flf2v")
 
 MODEL_INT_KEYS = (
     "dim",
@@ -82,6 +85,14 @@ class ModelSpec:
     vae_stride: tuple[int, int, int]
     z_dim: int
     default_steps: int
+    image_dim: int = 0  # CLIP width feeding the image embedding MLP (0: no image conditioning)
+    image_tokens: int = 0  # CLIP tokens in the DiT's context (257 per image)
+    image_pos_embed: bool = False  # FLF2V's learned position table over the image tokens
+
+    @property
+    def images(self) -> int:
+        """Conditioning images per sample: 0 (T2V), 1 (I2V), 2 (FLF2V)."""
+        return {"t2v": 0, "i2v": 1, "flf2v": 2}[self.pipeline]
 
     @property
     def head_dim(self) -> int:
@@ -91,11 +102,17 @@ class ModelSpec:
     def from_mapping(cls, raw: Mapping[str, Any]) -> ModelSpec:
         s = "model"
         _require(s, raw, (*MODEL_INT_KEYS, "name", "pipeline", "patch_size", "vae_stride", "eps"))
-        ints = {k: _positive_int(s, k, raw[k]) for k in MODEL_INT_KEYS}
+        ints: dict[str, Any] = {k: _positive_int(s, k, raw[k]) for k in MODEL_INT_KEYS}
         if ints["dim"] % ints["num_heads"]:
             raise ConfigError(f"{s}.num_heads", f"must divide model.dim={ints['dim']}")
+        if raw["pipeline"] not in PIPELINES:
+            raise ConfigError(
+                f"{s}.pipeline", f"{raw['pipeline']!r} not allowed; allowed: {', '.join(PIPELINES)}"
+            )
+        image: dict[str, Any] = {"image_dim": 0, "image_tokens": 0, "image_pos_embed": False}
         if raw["pipeline"] != "t2v":
-            raise ConfigError(f"{s}.pipeline", f"{raw['pipeline']!r} not supported yet; allowed: t2v")
+            image = {k: _positive_int(s, k, raw.get(k)) for k in ("image_dim", "image_tokens")}
+            image["image_pos_embed"] = raw["pipeline"] == "flf2v"
         for flag in ("qk_norm", "cross_attn_norm"):
             if not raw.get(flag, True):
                 raise ConfigError(f"{s}.{flag}", "Wan2.1 always uses it; allowed: true")
@@ -107,6 +124,7 @@ class ModelSpec:
             eps=float(raw["eps"]),
             qk_norm=True,
             cross_attn_norm=True,
+            **image,
             **ints,
         )
 
@@ -143,6 +161,8 @@ class Workload:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], model: ModelSpec) -> Workload:
         s = "workload"
+        if raw.get("num_inference_steps") is None:  # the release default of the model's pipeline
+            raw = {**raw, "num_inference_steps": model.default_steps}
         _require(s, raw, (*WORKLOAD_INT_KEYS, "guidance_scale", "dtype", "rounding"))
         ints = {k: _positive_int(s, k, raw[k]) for k in WORKLOAD_INT_KEYS}
         gs = raw["guidance_scale"]

@@ -39,6 +39,8 @@ class _Dims:
     head_dim: int
     act: int  # activation bytes per element
     w: int  # weight bytes per element (workload dtype)
+    img_rows: int = 0  # CLIP context rows: batch × image_tokens (0 for T2V)
+    img_tokens: int = 0
 
 
 def _leaf(name: str, category: str, rule: str, **dims: int | bool) -> Leaf:
@@ -99,7 +101,11 @@ def _modulate(name: str, category: str, d: _Dims) -> Leaf:
 
 
 def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: bool) -> Composite:
-    """q, k, v, o with RMSNorm on q and k over the whole dim; RoPE on self-attention only."""
+    """q, k, v, o with RMSNorm on q and k over the whole dim; RoPE on self-attention only.
+
+    I2V/FLF2V cross-attention also projects the CLIP tokens (``k_img``, ``v_img``,
+    ``norm_k_img``) and attends to them beside the text (one core leaf for both).
+    """
     dim = d.dim
     norm = {"dim": dim, "act_bytes": d.act, "weight_el_bytes": d.w}
     children: list[Leaf] = [
@@ -109,6 +115,13 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
         _leaf("norm_q", "norm_mod", "rms_norm", rows=d.rows, **norm),
         _leaf("norm_k", "norm_mod", "rms_norm", rows=kv_rows, **norm),
     ]
+    image = not self_attn and d.img_rows > 0
+    if image:
+        children += [
+            _linear("k_img", "attn_proj", d, rows=d.img_rows, fan_in=dim, fan_out=dim),
+            _linear("v_img", "attn_proj", d, rows=d.img_rows, fan_in=dim, fan_out=dim),
+            _leaf("norm_k_img", "norm_mod", "rms_norm", rows=d.img_rows, **norm),
+        ]
     if self_attn:
         children.append(
             _leaf(
@@ -123,18 +136,24 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
                 table_bytes=FP32_BYTES,
             )
         )
+    core = {
+        "batch": d.batch,
+        "heads": d.heads,
+        "q_tokens": d.tokens,
+        "head_dim": d.head_dim,
+        "act_bytes": d.act,
+    }
     children += [
         _leaf(
             "attn_core",
             "attn_core",
-            "attention_core",
-            batch=d.batch,
-            heads=d.heads,
-            q_tokens=d.tokens,
-            kv_tokens=kv_tokens,
-            head_dim=d.head_dim,
-            act_bytes=d.act,
-        ),
+            "image_text_attention_core",
+            text_tokens=kv_tokens,
+            image_tokens=d.img_tokens,
+            **core,
+        )
+        if image
+        else _leaf("attn_core", "attn_core", "attention_core", kv_tokens=kv_tokens, **core),
         _linear("o", "attn_proj", d, rows=d.rows, fan_in=dim, fan_out=dim),
     ]
     return Composite(name, tuple(children))
@@ -220,6 +239,41 @@ def _embeddings(model: ModelSpec, d: _Dims) -> tuple[Composite, Composite, Compo
     return time_embedding, time_projection, text_embedding
 
 
+def _image_embedding(model: ModelSpec, d: _Dims) -> tuple[Composite, Leaf]:
+    """``img_emb`` (official ``MLPProj``) over the CLIP tokens, and the image + text context concat.
+
+    ``proj``: LayerNorm → Linear → GELU → Linear → LayerNorm (the norms fp32, as the
+    port keeps them); FLF2V first adds its learned position table ``emb_pos``.
+    """
+    rows, w, f32 = d.img_rows, model.image_dim, FP32_BYTES
+    norm = {"affine": True, "weight_el_bytes": f32, "in_bytes": d.act, "out_bytes": f32}
+    proj = Composite(
+        "proj",
+        (
+            _leaf("0", "embedding", "layer_norm", rows=rows, dim=w, **norm),
+            _linear("1", "embedding", d, rows=rows, fan_in=w, fan_out=w),
+            _leaf("2", "embedding", "gelu", elements=rows * w, act_bytes=d.act),
+            _linear("3", "embedding", d, rows=rows, fan_in=w, fan_out=d.dim),
+            _leaf("4", "embedding", "layer_norm", rows=rows, dim=d.dim, **norm),
+        ),
+    )
+    children: list[Leaf | Composite] = []
+    if model.image_pos_embed:
+        add = apply_rule("residual_add", elements=rows * w, act_bytes=d.act)
+        table = model.image_tokens * w  # one (image_tokens, image_dim) parameter
+        cost = attrs.evolve(add, params=table, weight_bytes=table * d.w, bytes_read=add.bytes_read)
+        children.append(Leaf("emb_pos", "embedding", "residual_add", cost))
+    children.append(proj)
+    concat = _leaf(
+        "context_concat",
+        "embedding",
+        "layout_copy",
+        elements=(d.img_rows + d.ctx_rows) * d.dim,
+        act_bytes=d.act,
+    )
+    return Composite("img_emb", tuple(children)), concat
+
+
 def _head(model: ModelSpec, d: _Dims) -> Composite:
     out = model.out_dim * math.prod(model.patch_size)
     return Composite(
@@ -255,8 +309,11 @@ def build_dit(model: ModelSpec, workload: Workload, geo: Geometry | None = None)
         head_dim=model.head_dim,
         act=workload.act_bytes,
         w=workload.act_bytes,
+        img_rows=b * model.image_tokens,
+        img_tokens=model.image_tokens,
     )
     time_embedding, time_projection, text_embedding = _embeddings(model, d)
+    image = _image_embedding(model, d) if model.image_tokens else ()
     out = model.out_dim * math.prod(model.patch_size)
     return Composite(
         "",
@@ -284,6 +341,7 @@ def build_dit(model: ModelSpec, workload: Workload, geo: Geometry | None = None)
             time_embedding,
             time_projection,
             text_embedding,
+            *image,
             Repeated("blocks", model.num_layers, _block(model, d, geo.context_len)),
             _head(model, d),
             _leaf("unpatchify", "head", "layout_copy", elements=d.rows * out, act_bytes=d.act),

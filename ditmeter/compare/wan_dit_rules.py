@@ -7,7 +7,8 @@ model's own ``forward`` run between their children; each is listed here by the
 child that ran before it. Reading ``transformer_wan.py`` beside this file:
 
 - model: ``patch_embedding`` → flatten/transpose (patch embedding layout);
-  ``condition_embedder`` → ``timestep_proj.unflatten`` (time projection);
+  ``condition_embedder`` → ``timestep_proj.unflatten`` (time projection) and,
+  for I2V/FLF2V, the concat of image and text context;
   ``blocks`` → ``scale_shift_table + temb`` (head modulation);
   ``norm_out`` → ``* (1 + scale) + shift`` (head modulate);
   ``proj_out`` → reshape/permute/flatten (unpatchify).
@@ -16,7 +17,9 @@ child that ran before it. Reading ``transformer_wan.py`` beside this file:
   modulate; ``ffn`` → gated residual.
 - attention: RoPE's element-wise ops (self-attention only) → ``rope``; every
   other op of the processor (head split views, the SDPA kernel or its math
-  decomposition, the head merge) → ``attn_core``.
+  decomposition, the head merge; for I2V the image attention and the add of
+  the two outputs too) → ``attn_core``.
+- FLF2V image embedding: the add of the learned position table, before ``norm1``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,16 @@ _B = r"blocks\.(\d+)"
 for _rule in (
     NodeRule("model.patch_layout", "", "patch_embedding", after="patch_embedding"),
     NodeRule("model.time_unflatten", "", "time_projection.1", after="condition_embedder"),
+    NodeRule(
+        "model.context_concat", "", "context_concat", after="condition_embedder", ops=("aten.cat.default",)
+    ),
+    NodeRule(
+        "img_emb.emb_pos",
+        r"condition_embedder\.image_embedder",
+        "img_emb.emb_pos",
+        after="",
+        classes=("WanImageEmbedding",),
+    ),
     NodeRule("model.head_modulation", "", "head.modulation", after="blocks"),
     NodeRule("model.head_modulate", "", "head.modulate", after="norm_out"),
     NodeRule("model.unpatchify", "", "unpatchify", after="proj_out"),

@@ -48,6 +48,15 @@ def diffusers_dit_config(spec: ModelSpec) -> dict[str, Any]:
         "cross_attn_norm": spec.cross_attn_norm,
         "qk_norm": "rms_norm_across_heads" if spec.qk_norm else None,
         "eps": spec.eps,
+        **(
+            {
+                "image_dim": spec.image_dim,
+                "added_kv_proj_dim": spec.dim,
+                "pos_embed_seq_len": spec.image_tokens if spec.image_pos_embed else None,
+            }
+            if spec.image_tokens
+            else {}
+        ),
     }
 
 
@@ -80,17 +89,18 @@ def diffusers_dit_inputs(
     dtype = TORCH_DTYPES[workload.dtype]
     b = workload.batch_size
     dev = torch.device(device)
-    if dev.type == "meta":
-        return {
-            "hidden_states": torch.empty(b, spec.in_dim, *geo.latent_shape, dtype=dtype, device=dev),
-            "timestep": torch.empty(b, dtype=torch.long, device=dev),
-            "encoder_hidden_states": torch.empty(b, geo.context_len, spec.text_dim, dtype=dtype, device=dev),
-        }
-    return {
-        "hidden_states": torch.randn(b, spec.in_dim, *geo.latent_shape, dtype=dtype, device=dev),
-        "timestep": torch.randint(0, 1000, (b,), device=dev),
-        "encoder_hidden_states": torch.randn(b, geo.context_len, spec.text_dim, dtype=dtype, device=dev),
+    make = torch.empty if dev.type == "meta" else torch.randn
+    inputs = {
+        "hidden_states": make(b, spec.in_dim, *geo.latent_shape, dtype=dtype, device=dev),
+        "timestep": torch.zeros(b, dtype=torch.long, device=dev),
+        "encoder_hidden_states": make(b, geo.context_len, spec.text_dim, dtype=dtype, device=dev),
     }
+    if spec.images:  # CLIP hidden states, one block of tokens per conditioning image
+        per_image = spec.image_tokens // spec.images
+        inputs["encoder_hidden_states_image"] = make(
+            b * spec.images, per_image, spec.image_dim, dtype=dtype, device=dev
+        )
+    return inputs
 
 
 @attrs.frozen

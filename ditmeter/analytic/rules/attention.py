@@ -36,3 +36,43 @@ def attention_core(
         bytes_read=q_bytes + kv_bytes,
         bytes_written=q_bytes,
     )
+
+
+@register_rule("image_text_attention_core")
+def image_text_attention_core(
+    *,
+    batch: int,
+    heads: int,
+    q_tokens: int,
+    text_tokens: int,
+    image_tokens: int,
+    head_dim: int,
+    act_bytes: int,
+) -> Cost:
+    """I2V cross-attention: the queries attend to the image tokens and to the text tokens
+    separately, and the two outputs are added (one leaf: the port runs both in one segment).
+    """
+    text = attention_core(
+        batch=batch,
+        heads=heads,
+        q_tokens=q_tokens,
+        kv_tokens=text_tokens,
+        head_dim=head_dim,
+        act_bytes=act_bytes,
+    )
+    image = attention_core(
+        batch=batch,
+        heads=heads,
+        q_tokens=q_tokens,
+        kv_tokens=image_tokens,
+        head_dim=head_dim,
+        act_bytes=act_bytes,
+    )
+    out = batch * q_tokens * heads * head_dim
+    add = Cost(
+        cuda_flops=out,
+        activation_bytes=out * act_bytes,
+        bytes_read=2 * out * act_bytes,
+        bytes_written=out * act_bytes,
+    )
+    return text + image + add

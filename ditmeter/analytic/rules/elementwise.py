@@ -19,6 +19,8 @@ LAYER_NORM_AFFINE_FLOPS_PER_ELEMENT = 2
 RMS_NORM_WEIGHT_FLOPS_PER_ELEMENT = 1
 #: GELU(tanh): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) = 2 (x³) + 1 + 1 + 1 + 1 (tanh) + 1 + 1 + 1.
 GELU_TANH_FLOPS_PER_ELEMENT = 9
+#: GELU(erf): 0.5·x·(1 + erf(x/√2)) = div, erf, add, mul, mul (erf counted as one op).
+GELU_ERF_FLOPS_PER_ELEMENT = 5
 #: SiLU: x·σ(x), σ(x) = 1/(1 + e^(−x)) = neg, exp, add, div, then mul.
 SILU_FLOPS_PER_ELEMENT = 5
 #: RoPE as a real rotation: per pair 4 mul + 2 add = 3 per element.
@@ -76,6 +78,12 @@ def _unary(elements: int, flops_per_element: int, act_bytes: int) -> Cost:
 def gelu_tanh(*, elements: int, act_bytes: int) -> Cost:
     """GELU with the tanh approximation over ``elements`` values."""
     return _unary(elements, GELU_TANH_FLOPS_PER_ELEMENT, act_bytes)
+
+
+@register_rule("gelu")
+def gelu(*, elements: int, act_bytes: int) -> Cost:
+    """Exact GELU (erf) over ``elements`` values (the image embedding MLP)."""
+    return _unary(elements, GELU_ERF_FLOPS_PER_ELEMENT, act_bytes)
 
 
 @register_rule("silu")
