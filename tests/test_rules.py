@@ -34,6 +34,7 @@ def test_patch_conv_480p() -> None:
         out_channels=5120,
         kernel_volume=4,
         patches=32760,
+        bias=True,
         act_bytes=2,
         weight_el_bytes=2,
     )

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import collections
 
-import pandas as pd
 import pytest
 
-from ditmeter.analytic.tree import walk
 from ditmeter.analytic.umt5 import UMT5Spec, build_umt5
 from ditmeter.analytic.umt5_names import umt5_canonical_id
 from ditmeter.compare import umt5_rules
-from ditmeter.compare.gate import Verdict, evaluate
-from ditmeter.compare.join import measured_by_module, nodes_frame
-from ditmeter.compare.mapping import NODE_RULES, assign, node_infos
+from ditmeter.compare.check import check_graph
+from ditmeter.compare.gate import Verdict
 from ditmeter.config import load
 from ditmeter.errors import ConfigError
 from ditmeter.tracer.capture import capture_forward
@@ -29,16 +26,10 @@ def encoder() -> object:
 
 
 def _gate(encoder: object, batch: int, tokens: int, tolerance: float = 0.0) -> Verdict:
-    tree = build_umt5(SPEC, batch, tokens)
-    rows = list(walk(tree))
     graph = capture_forward(encoder, umt5_inputs(batch, tokens))  # type: ignore[arg-type]
-    assignments = assign(node_infos(graph), rows, umt5_canonical_id, NODE_RULES[umt5_rules.REFERENCE])
-    nodes = nodes_frame(graph, assignments, rows)
-    modules = pd.DataFrame(
-        [{"module_id": r.module_id, "kind": r.kind, "tensor_flops": r.cost.tensor_flops} for r in rows]
-    )
-    modules["measured_flops"] = modules["module_id"].map(measured_by_module(nodes, rows))
-    return evaluate(modules, nodes, tolerance)
+    return check_graph(
+        graph, build_umt5(SPEC, batch, tokens), umt5_canonical_id, umt5_rules.REFERENCE, tolerance
+    )[1]
 
 
 def test_parameters_equal_the_real_module(encoder: object) -> None:

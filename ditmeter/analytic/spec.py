@@ -49,6 +49,19 @@ def _positive_int(section: str, key: str, value: Any) -> int:
     return value
 
 
+def component_section(section: str, raw: Any, keys: tuple[str, ...]) -> tuple[dict[str, int], str]:
+    """Validate a component config (``model.text_encoder`` …): positive ``keys`` and a dtype.
+
+    Returns the integers and the dtype name; errors name ``section.key``.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(section, "missing (required section)")
+    ints = {k: _positive_int(section, k, raw.get(k)) for k in keys}
+    if raw.get("dtype") not in DTYPE_BYTES:
+        raise ConfigError(f"{section}.dtype", f"{raw.get('dtype')!r}; allowed: {', '.join(DTYPE_BYTES)}")
+    return ints, str(raw["dtype"])
+
+
 def _triple(section: str, key: str, value: Any) -> tuple[int, int, int]:
     items = list(value) if isinstance(value, list | tuple) else None
     if items is None or len(items) != 3:

@@ -18,7 +18,6 @@ tensor FLOPs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -26,8 +25,8 @@ import attrs
 from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.registry import apply_rule
+from ditmeter.analytic.spec import component_section
 from ditmeter.analytic.tree import Composite, Leaf, Repeated
-from ditmeter.errors import ConfigError
 
 SPEC_KEYS = (
     "vocab_size",
@@ -58,18 +57,8 @@ class UMT5Spec:
 
     @classmethod
     def from_mapping(cls, raw: Any) -> UMT5Spec:
-        if not isinstance(raw, Mapping):
-            raise ConfigError("model.text_encoder", "missing (required section)")
-        ints: dict[str, int] = {}
-        for key in SPEC_KEYS:
-            value = raw.get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"model.text_encoder.{key}", f"must be a positive integer, got {value!r}")
-            ints[key] = value
-        if raw.get("dtype") not in DTYPE_BYTES:
-            allowed = ", ".join(DTYPE_BYTES)
-            raise ConfigError("model.text_encoder.dtype", f"{raw.get('dtype')!r}; allowed: {allowed}")
-        return cls(name=str(raw.get("name", "umt5")), dtype=str(raw["dtype"]), **ints)
+        ints, dtype = component_section("model.text_encoder", raw, SPEC_KEYS)
+        return cls(name=str(raw.get("name", "umt5")), dtype=dtype, **ints)
 
 
 def _leaf(name: str, category: str, rule: str, **dims: int | bool) -> Leaf:

@@ -327,6 +327,7 @@ def build_dit(model: ModelSpec, workload: Workload, geo: Geometry | None = None)
                 out_channels=model.dim,
                 kernel_volume=math.prod(model.patch_size),
                 patches=geo.tokens,
+                bias=True,
                 act_bytes=d.act,
                 weight_el_bytes=d.w,
             ),

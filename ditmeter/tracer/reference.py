@@ -19,12 +19,12 @@ import attrs
 import torch
 from torch import nn
 
+from ditmeter.analytic.clip import ClipSpec
 from ditmeter.analytic.geometry import Geometry
-from ditmeter.analytic.spec import ModelSpec, Workload
+from ditmeter.analytic.spec import ModelSpec, Workload, component_section
 from ditmeter.analytic.umt5 import SPEC_KEYS as UMT5_SPEC_KEYS
 from ditmeter.analytic.umt5 import UMT5Spec
 from ditmeter.analytic.wan_names import canonical_id
-from ditmeter.errors import ConfigError
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -129,22 +129,6 @@ REFERENCES: dict[str, Reference] = {
 }
 
 
-def _component_ints(section: str, raw: Any, keys: tuple[str, ...]) -> dict[str, int]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"model.{section}", "missing (required section)")
-    out: dict[str, int] = {}
-    for key in keys:
-        value = raw.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"model.{section}.{key}", f"must be a positive integer, got {value!r}")
-        out[key] = value
-    if raw.get("dtype") not in TORCH_DTYPES:
-        raise ConfigError(
-            f"model.{section}.dtype", f"{raw.get('dtype')!r}; allowed: {', '.join(TORCH_DTYPES)}"
-        )
-    return out
-
-
 VAE_KEYS = ("base_dim", "z_dim", "num_res_blocks")
 
 
@@ -179,7 +163,7 @@ def build_wan_vae(raw: Any, device: str = "meta") -> nn.Module:
     """diffusers ``AutoencoderKLWan`` from ``model.vae``."""
     from diffusers import AutoencoderKLWan
 
-    ints = _component_ints("vae", raw, VAE_KEYS)
+    ints, _ = component_section("model.vae", raw, VAE_KEYS)
     with torch.device(device):
         return cast(
             nn.Module,
@@ -202,3 +186,36 @@ def component_weight_bytes(model_raw: Any) -> dict[str, dict[str, int]]:
         numel = sum(p.numel() for p in module.parameters())
         out[name] = {dtype: numel * TORCH_DTYPES[dtype].itemsize}
     return out
+
+
+def build_clip_vision(raw: Any, device: str = "meta") -> nn.Module:
+    """transformers ``CLIPVisionModel`` (exact GELU) from ``model.image_encoder``, eval, config dtype."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    spec = ClipSpec.from_mapping(raw)
+    make_config: Any = CLIPVisionConfig
+    config = make_config(
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+    )
+    with torch.device(device):
+        model = cast(nn.Module, CLIPVisionModel(config))
+    model.to(TORCH_DTYPES[spec.dtype])
+    model.eval()
+    return model
+
+
+def clip_inputs(raw: Any, images: int, device: str = "meta") -> dict[str, Any]:
+    """Pixels for ``images`` images; the diffusers pipeline asks for every hidden state."""
+    spec = ClipSpec.from_mapping(raw)
+    dev = torch.device(device)
+    make = torch.empty if dev.type == "meta" else torch.randn
+    size = spec.image_size
+    pixels = make(images, 3, size, size, dtype=TORCH_DTYPES[spec.dtype], device=dev)
+    return {"pixel_values": pixels, "output_hidden_states": True}

@@ -43,21 +43,22 @@ def patch_conv3d(
     out_channels: int,
     kernel_volume: int,
     patches: int,
+    bias: bool,
     act_bytes: int,
     weight_el_bytes: int,
 ) -> Cost:
-    """Conv3d with stride = kernel (patchify): a linear over flattened patches.
+    """Conv with stride = kernel (patchify, 3D or 2D): a linear over flattened patches.
 
-    tensor FLOPs = 2·batch·patches·out·(in·kt·kh·kw), as FlopCounterMode's
+    tensor FLOPs = 2·batch·patches·out·(in·kernel volume), as FlopCounterMode's
     ``conv_flop_count`` (bias excluded); the input read is only the covered voxels.
     """
     fan_in = in_channels * kernel_volume
-    params = out_channels * fan_in + out_channels
+    params = out_channels * fan_in + (out_channels if bias else 0)
     weight_bytes = params * weight_el_bytes
     out_bytes = batch * patches * out_channels * act_bytes
     return Cost(
         tensor_flops=2 * batch * patches * out_channels * fan_in,
-        cuda_flops=batch * patches * out_channels,
+        cuda_flops=batch * patches * out_channels if bias else 0,
         params=params,
         weight_bytes=weight_bytes,
         activation_bytes=out_bytes,

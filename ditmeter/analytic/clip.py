@@ -1,0 +1,155 @@
+"""The CLIP ViT-H/14 image encoder as a tree of costed modules (one encode of ``images`` images).
+
+Module ids follow the official Wan code's ``VisionTransformer`` (``wan/modules/clip.py``):
+``patch_embedding``, ``cls_embedding``, ``pos_embedding``, ``pre_norm``,
+``transformer.N.{norm1, attn.{to_qkv, attn_core, proj}, residual1, norm2, mlp.{0, 1, 2},
+residual2}`` and ``post_norm``; :mod:`ditmeter.analytic.clip_names` maps the
+transformers ``CLIPVisionModel`` paths (the reference we trace) onto them. The
+official ``to_qkv`` is one fused Linear; transformers' separate q/k/v
+projections all map onto it (the same FLOPs and parameters).
+
+The diffusers pipeline runs all ``layers_run`` = 32 layers and the final norm
+over the CLS token; the official code stops after block 31.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
+from ditmeter.analytic.cost import DTYPE_BYTES
+from ditmeter.analytic.registry import apply_rule
+from ditmeter.analytic.spec import component_section
+from ditmeter.analytic.tree import Composite, Leaf, Repeated
+from ditmeter.errors import ConfigError
+
+SPEC_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "image_size",
+    "patch_size",
+    "layers_run",
+)
+
+
+@attrs.frozen
+class ClipSpec:
+    """``model.image_encoder`` in transformers' ``CLIPVisionConfig`` vocabulary."""
+
+    name: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    image_size: int
+    patch_size: int
+    layers_run: int
+    dtype: str
+
+    @property
+    def tokens(self) -> int:
+        """Patches plus the CLS token (257 for 224/14)."""
+        return (self.image_size // self.patch_size) ** 2 + 1
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> ClipSpec:
+        ints, dtype = component_section("model.image_encoder", raw, SPEC_KEYS)
+        if ints["layers_run"] > ints["num_hidden_layers"]:
+            raise ConfigError(
+                "model.image_encoder.layers_run", f"exceeds num_hidden_layers={ints['num_hidden_layers']}"
+            )
+        return cls(name=str(raw.get("name", "clip")), dtype=dtype, **ints)
+
+
+def _leaf(name: str, category: str, rule: str, **dims: int | bool) -> Leaf:
+    return Leaf(name, category, rule, apply_rule(rule, **dims))
+
+
+def build_clip(spec: ClipSpec, images: int) -> Composite:
+    """The cost tree of encoding ``images`` images of ``image_size``² pixels (root name "")."""
+    a, dim, t = DTYPE_BYTES[spec.dtype], spec.hidden_size, spec.tokens
+    rows = images * t
+
+    def linear(name: str, category: str, fan_in: int, fan_out: int) -> Leaf:
+        dims = {"in_features": fan_in, "out_features": fan_out, "act_bytes": a, "weight_el_bytes": a}
+        return _leaf(name, category, "linear", tokens=rows, bias=True, **dims)
+
+    def norm(name: str, norm_rows: int) -> Leaf:
+        return _leaf(
+            name,
+            "norm_mod",
+            "layer_norm",
+            rows=norm_rows,
+            dim=dim,
+            affine=True,
+            in_bytes=a,
+            out_bytes=a,
+            weight_el_bytes=a,
+        )
+
+    block = Composite(
+        "block",
+        (
+            norm("norm1", rows),
+            Composite(
+                "attn",
+                (
+                    linear("to_qkv", "attn_proj", dim, 3 * dim),
+                    _leaf(
+                        "attn_core",
+                        "attn_core",
+                        "attention_core",
+                        batch=images,
+                        heads=spec.num_attention_heads,
+                        q_tokens=t,
+                        kv_tokens=t,
+                        head_dim=dim // spec.num_attention_heads,
+                        act_bytes=a,
+                    ),
+                    linear("proj", "attn_proj", dim, dim),
+                ),
+            ),
+            _leaf("residual1", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
+            norm("norm2", rows),
+            Composite(
+                "mlp",
+                (
+                    linear("0", "ffn", dim, spec.intermediate_size),
+                    _leaf("1", "ffn", "gelu", elements=rows * spec.intermediate_size, act_bytes=a),
+                    linear("2", "ffn", spec.intermediate_size, dim),
+                ),
+            ),
+            _leaf("residual2", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
+        ),
+    )
+    cls_cat = _leaf("cls_embedding", "embedding", "layout_copy", elements=rows * dim, act_bytes=a)
+    cls_cat = attrs.evolve(cls_cat, cost=attrs.evolve(cls_cat.cost, params=dim, weight_bytes=dim * a))
+    pos = apply_rule("residual_add", elements=rows * dim, act_bytes=a)  # gather the table, add it
+    pos = attrs.evolve(pos, params=t * dim, weight_bytes=t * dim * a, bytes_read=pos.bytes_read)
+    return Composite(
+        "",
+        (
+            _leaf(
+                "patch_embedding",
+                "embedding",
+                "patch_conv3d",
+                batch=images,
+                in_channels=3,
+                out_channels=dim,
+                kernel_volume=spec.patch_size**2,
+                patches=t - 1,
+                bias=False,
+                act_bytes=a,
+                weight_el_bytes=a,
+            ),
+            cls_cat,
+            Leaf("pos_embedding", "embedding", "residual_add", pos),
+            norm("pre_norm", rows),
+            Repeated("transformer", spec.layers_run, block),
+            norm("post_norm", images),  # the CLS token of each image
+        ),
+    )

@@ -1,0 +1,53 @@
+"""The CLIP ViT-H/14 image encoder: analytic counts equal transformers' CLIPVisionModel, per module."""
+
+from __future__ import annotations
+
+import pytest
+
+from ditmeter.analytic.clip import ClipSpec, build_clip
+from ditmeter.analytic.clip_names import clip_canonical_id
+from ditmeter.compare import clip_rules
+from ditmeter.compare.check import check_graph
+from ditmeter.compare.gate import Verdict
+from ditmeter.config import load
+from ditmeter.errors import ConfigError
+from ditmeter.tracer.capture import capture_forward
+from ditmeter.tracer.reference import build_clip_vision, clip_inputs
+
+RAW = load(["model=wan2.1-i2v-14b-480p"]).raw["model"]["image_encoder"]
+SPEC = ClipSpec.from_mapping(RAW)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> object:
+    return build_clip_vision(RAW)
+
+
+def _gate(encoder: object, images: int) -> Verdict:
+    graph = capture_forward(encoder, clip_inputs(RAW, images))  # type: ignore[arg-type]
+    return check_graph(graph, build_clip(SPEC, images), clip_canonical_id, clip_rules.REFERENCE, 0.0)[1]
+
+
+def test_parameters_equal_the_real_module(encoder: object) -> None:
+    real = sum(p.numel() for p in encoder.parameters())  # type: ignore[attr-defined]
+    assert build_clip(SPEC, 1).total.params == real == 630_766_080
+
+
+@pytest.mark.parametrize("images", [1, 2])  # I2V encodes one image, FLF2V two
+def test_every_module_agrees_exactly_with_flop_counter(encoder: object, images: int) -> None:
+    v = _gate(encoder, images)
+    assert v.passed and v.max_error == 0.0 and v.coverage.nodes["unmatched"] == 0
+    assert sum(c.module_id.endswith("attn.to_qkv") for c in v.checks) == 32
+
+
+def test_the_total_by_hand() -> None:
+    """Patch conv + 32 × (qkv, proj, QKᵀ and PV over 257 tokens, MLP) for one 224² image."""
+    per_layer = 4 * 2 * 257 * 1280 * 1280 + 4 * 16 * 257 * 257 * 80 + 2 * 2 * 257 * 1280 * 5120
+    conv = 2 * 256 * 1280 * (3 * 14 * 14)
+    assert build_clip(SPEC, 1).total.tensor_flops == conv + 32 * per_layer == 334_587_658_240
+
+
+def test_layers_run_cannot_exceed_the_model() -> None:
+    with pytest.raises(ConfigError) as err:
+        ClipSpec.from_mapping({**RAW, "layers_run": 33})
+    assert err.value.field == "model.image_encoder.layers_run"
