@@ -10,4 +10,6 @@ CATEGORIES: dict[str, str] = {
     "rope": "rotary position embedding: cos/sin tables and the rotation of q and k",
     "embedding": "patch embedding, text embedding MLP, sinusoidal time embedding MLP and projection",
     "head": "output head: norm, modulation, Linear to out_dim·patch, unpatchify",
+    "conv": "VAE convolutions: causal 3D convs of the residual blocks, shortcuts, conv in/out",
+    "resample": "VAE up/down-sampling: nearest upsample + 2D conv, causal time convs, frame reshuffles",
 }

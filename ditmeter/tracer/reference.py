@@ -219,3 +219,33 @@ def clip_inputs(raw: Any, images: int, device: str = "meta") -> dict[str, Any]:
     size = spec.image_size
     pixels = make(images, 3, size, size, dtype=TORCH_DTYPES[spec.dtype], device=dev)
     return {"pixel_values": pixels, "output_hidden_states": True}
+
+
+class VaeDecode(nn.Module):
+    """``vae.decode(z)`` as a module call, so the tracer sees the VAE's module paths (``vae.…``)."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> Any:
+        return self.vae.decode(z, return_dict=False)  # type: ignore[operator]
+
+
+def build_vae_decode_module(raw: Any, device: str = "meta") -> nn.Module:
+    """The diffusers Wan-VAE in its config dtype, eval, wrapped to decode."""
+    vae = build_wan_vae(raw, device)
+    if raw["dtype"] != "fp32":  # built in fp32
+        vae.to(TORCH_DTYPES[str(raw["dtype"])])
+    vae.eval()
+    return VaeDecode(vae)
+
+
+def vae_decode_inputs(
+    raw: Any, batch: int, latent_shape: tuple[int, int, int], device: str = "meta"
+) -> dict[str, Any]:
+    """Latents (batch, z_dim, T, h, w) for one decode."""
+    dev = torch.device(device)
+    make = torch.empty if dev.type == "meta" else torch.randn
+    z_dim = int(raw["z_dim"])
+    return {"z": make(batch, z_dim, *latent_shape, dtype=TORCH_DTYPES[str(raw["dtype"])], device=dev)}

@@ -65,3 +65,34 @@ def patch_conv3d(
         bytes_read=batch * patches * fan_in * act_bytes + weight_bytes,
         bytes_written=out_bytes,
     )
+
+
+@register_rule("conv")
+def conv(
+    *,
+    outputs: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_volume: int,
+    inputs: int,
+    bias: bool,
+    act_bytes: int,
+    weight_el_bytes: int,
+) -> Cost:
+    """A convolution producing ``outputs`` positions (batch·frames·height·width) of ``out_channels``.
+
+    tensor FLOPs = 2·outputs·out·in·kernel volume (FlopCounterMode's ``conv_flop_count``,
+    bias excluded). ``inputs`` positions of ``in_channels`` are read once (padding and
+    the causal cache frames included) and the weights once.
+    """
+    params = out_channels * in_channels * kernel_volume + (out_channels if bias else 0)
+    out_bytes = outputs * out_channels * act_bytes
+    return Cost(
+        tensor_flops=2 * outputs * out_channels * in_channels * kernel_volume,
+        cuda_flops=outputs * out_channels if bias else 0,
+        params=params,
+        weight_bytes=params * weight_el_bytes,
+        activation_bytes=out_bytes,
+        bytes_read=inputs * in_channels * act_bytes + params * weight_el_bytes,
+        bytes_written=out_bytes,
+    )

@@ -195,3 +195,9 @@ def layout_copy(*, elements: int, act_bytes: int) -> Cost:
 
 register_zero("dropout", "identity at inference (p=0, eval mode)")
 register_zero("view", "reshape, flatten, unflatten, chunk and other views move no data")
+
+
+@register_rule("clamp")
+def clamp(*, elements: int, act_bytes: int) -> Cost:
+    """clamp(x, lo, hi): a min and a max per element."""
+    return _unary(elements, 2, act_bytes)

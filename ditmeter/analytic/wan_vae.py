@@ -1,0 +1,221 @@
+"""The Wan-VAE decode as a tree of costed modules, chunk by chunk as the real module runs it.
+
+``AutoencoderKLWan._decode`` (diffusers, the reference we trace) applies
+``post_quant_conv`` to all latents, then calls the decoder once per latent
+frame with a causal cache. The first call differs: the temporal upsamplers
+(``upsample3d``) skip their ``time_conv``, so the first latent frame decodes
+to 1 video frame and every later one to 4 (1 + 4·(T−1) frames in all). Each
+leaf's cost is the sum over the calls that actually run.
+
+Module ids are the diffusers paths (``decoder.up_blocks.1.resnets.0.conv1``):
+the official code's flat ``upsamples.N`` indices carry no meaning of their own.
+
+NB: the causal-cache copies (the last frames of every conv input, kept for the
+next call) are costed as ``feat_cache`` layout copies of 2 frames per conv per
+call; the decoded chunks are concatenated into the output one call at a time
+(``output_concat``), which copies the output so far each time.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
+from ditmeter.analytic.cost import DTYPE_BYTES, Cost
+from ditmeter.analytic.registry import apply_rule
+from ditmeter.analytic.spec import component_section
+from ditmeter.analytic.tree import Composite, Leaf
+from ditmeter.errors import ConfigError
+
+VAE_KEYS = ("base_dim", "z_dim", "num_res_blocks")
+
+
+@attrs.frozen
+class VaeSpec:
+    """``model.vae`` in diffusers' ``AutoencoderKLWan`` vocabulary."""
+
+    name: str
+    base_dim: int
+    z_dim: int
+    num_res_blocks: int
+    dim_mult: tuple[int, ...]
+    temperal_downsample: tuple[bool, ...]
+    dtype: str
+    out_channels: int = 3
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> VaeSpec:
+        ints, dtype = component_section("model.vae", raw, VAE_KEYS)
+        assert isinstance(raw, Mapping)
+        mult = tuple(raw.get("dim_mult") or ())
+        down = tuple(raw.get("temperal_downsample") or ())
+        if not mult or not all(isinstance(m, int) and m > 0 for m in mult):
+            raise ConfigError("model.vae.dim_mult", f"must be a list of positive integers, got {mult!r}")
+        if len(down) != len(mult) - 1 or not all(isinstance(d, bool) for d in down):
+            raise ConfigError(
+                "model.vae.temperal_downsample", f"must be {len(mult) - 1} booleans, got {down!r}"
+            )
+        return cls(
+            name=str(raw.get("name", "wan-vae")), dim_mult=mult, temperal_downsample=down, dtype=dtype, **ints
+        )
+
+
+class _Acc:
+    """Leaves of one module tree whose costs accumulate over decoder calls."""
+
+    def __init__(self) -> None:
+        self.costs: dict[str, Cost] = {}
+        self.meta: dict[str, tuple[str, str]] = {}
+
+    def add(self, module_id: str, category: str, rule: str, **dims: int | bool) -> None:
+        cost = apply_rule(rule, **dims)
+        old = self.costs.get(module_id)
+        if old is None:
+            self.costs[module_id] = cost
+            self.meta[module_id] = (category, rule)
+        else:  # params and weights once; work and traffic per call
+            self.costs[module_id] = attrs.evolve(old + cost, params=old.params, weight_bytes=old.weight_bytes)
+
+    def tree(self) -> Composite:
+        """Nest the accumulated leaves by their dotted ids (root "")."""
+        root: dict[str, Any] = {}
+        for module_id in self.costs:
+            node = root
+            for part in module_id.split(".")[:-1]:
+                node = node.setdefault(part, {})
+            node[module_id.split(".")[-1]] = module_id
+
+        def build(name: str, node: dict[str, Any]) -> Composite:
+            children: list[Leaf | Composite] = []
+            for key, value in node.items():
+                if isinstance(value, str):
+                    category, rule = self.meta[value]
+                    children.append(Leaf(key, category, rule, self.costs[value]))
+                else:
+                    children.append(build(key, value))
+            return Composite(name, tuple(children))
+
+        return build("", root)
+
+
+class _Decode:
+    """Adds one decoder call's work to the accumulated leaves (``batch`` samples, ``dtype`` bytes)."""
+
+    def __init__(self, spec: VaeSpec, batch: int) -> None:
+        self.spec, self.batch, self.acc = spec, batch, _Acc()
+        self.a = DTYPE_BYTES[spec.dtype]
+        self.wb = {"act_bytes": self.a, "weight_el_bytes": self.a}
+        self.dims = [spec.base_dim * m for m in (spec.dim_mult[-1], *spec.dim_mult[::-1])]
+        self.upsample_t = spec.temperal_downsample[::-1]
+
+    def conv(
+        self, mid: str, cin: int, cout: int, kvol: int, thw: tuple[int, int, int], pad: tuple[int, int]
+    ) -> None:
+        """A conv with ``thw`` output frames × height × width, inputs padded by (time, space)."""
+        t, h, w = thw
+        self.acc.add(
+            mid,
+            "conv",
+            "conv",
+            outputs=self.batch * t * h * w,
+            in_channels=cin,
+            out_channels=cout,
+            kernel_volume=kvol,
+            inputs=self.batch * (t + pad[0]) * (h + pad[1]) * (w + pad[1]),
+            bias=True,
+            **self.wb,
+        )
+
+    def cache(self, mid: str, c: int, h: int, w: int) -> None:
+        self.acc.add(mid, "conv", "layout_copy", elements=self.batch * 2 * c * h * w, act_bytes=self.a)
+
+    def resblock(self, p: str, cin: int, cout: int, thw: tuple[int, int, int]) -> None:
+        n = self.batch * thw[0] * thw[1] * thw[2]
+        if cin != cout:
+            self.conv(f"{p}.conv_shortcut", cin, cout, 1, thw, (0, 0))
+        self.acc.add(f"{p}.norm1", "norm_mod", "rms_norm", rows=n, dim=cin, **self.wb)
+        self.acc.add(f"{p}.nonlinearity", "norm_mod", "silu", elements=n * (cin + cout), act_bytes=self.a)
+        self.conv(f"{p}.conv1", cin, cout, 27, thw, (2, 2))
+        self.acc.add(f"{p}.norm2", "norm_mod", "rms_norm", rows=n, dim=cout, **self.wb)
+        self.conv(f"{p}.conv2", cout, cout, 27, thw, (2, 2))
+        self.cache(f"{p}.feat_cache", cin + cout, thw[1], thw[2])
+        self.acc.add(f"{p}.add", "norm_mod", "residual_add", elements=n * cout, act_bytes=self.a)
+
+    def attention(self, p: str, c: int, thw: tuple[int, int, int]) -> None:
+        t, h, w = thw
+        n = self.batch * t * h * w
+        self.acc.add(f"{p}.norm", "norm_mod", "rms_norm", rows=n, dim=c, **self.wb)
+        self.conv(f"{p}.to_qkv", c, 3 * c, 1, thw, (0, 0))
+        core = {"batch": self.batch * t, "heads": 1, "q_tokens": h * w, "kv_tokens": h * w, "head_dim": c}
+        self.acc.add(f"{p}.attn_core", "attn_core", "attention_core", act_bytes=self.a, **core)
+        self.conv(f"{p}.proj", c, c, 1, thw, (0, 0))
+        self.acc.add(f"{p}.add", "norm_mod", "residual_add", elements=n * c, act_bytes=self.a)
+
+    def upsample(self, i: int, c: int, thw: tuple[int, int, int], first: bool) -> tuple[int, int, int]:
+        """Up block ``i``'s resampler; returns the new (frames, height, width)."""
+        t, h, w = thw
+        u = f"decoder.up_blocks.{i}.upsamplers.0"
+        if self.upsample_t[i] and not first:  # the first call skips the time conv
+            self.conv(f"{u}.time_conv", c, 2 * c, 3, thw, (2, 0))
+            self.cache(f"{u}.reshuffle", c, h, w)
+            t *= 2
+        a = self.a
+        self.acc.add(
+            f"{u}.reshuffle", "resample", "layout_copy", elements=self.batch * t * c * h * w, act_bytes=a
+        )
+        h, w = 2 * h, 2 * w
+        self.acc.add(
+            f"{u}.resample.0", "resample", "layout_copy", elements=self.batch * t * c * h * w, act_bytes=a
+        )
+        self.conv(f"{u}.resample.1", c, c // 2, 9, (t, h, w), (0, 2))
+        return t, h, w
+
+    def call(self, hw: tuple[int, int], first: bool) -> tuple[int, int, int]:
+        """One decoder call on one latent frame; returns its output (frames, height, width)."""
+        d, z = self.dims, self.spec.z_dim
+        thw = (1, *hw)
+        self.conv("decoder.conv_in", z, d[0], 27, thw, (2, 2))
+        self.cache("decoder.feat_cache", z, *hw)
+        self.resblock("decoder.mid_block.resnets.0", d[0], d[0], thw)
+        self.attention("decoder.mid_block.attentions.0", d[0], thw)
+        self.resblock("decoder.mid_block.resnets.1", d[0], d[0], thw)
+        for i, (cin, cout) in enumerate(itertools.pairwise(d)):
+            cin = cin if i == 0 else cin // 2
+            for j in range(self.spec.num_res_blocks + 1):
+                self.resblock(f"decoder.up_blocks.{i}.resnets.{j}", cin if j == 0 else cout, cout, thw)
+            if i < len(self.spec.dim_mult) - 1:
+                thw = self.upsample(i, cout, thw, first)
+        n = self.batch * thw[0] * thw[1] * thw[2]
+        self.acc.add("decoder.norm_out", "norm_mod", "rms_norm", rows=n, dim=d[-1], **self.wb)
+        self.acc.add("decoder.nonlinearity", "norm_mod", "silu", elements=n * d[-1], act_bytes=self.a)
+        self.conv("decoder.conv_out", d[-1], self.spec.out_channels, 27, thw, (2, 2))
+        self.cache("decoder.feat_cache", d[-1], thw[1], thw[2])
+        return thw
+
+
+def build_vae_decode(
+    spec: VaeSpec, batch: int, latent_frames: int, latent_h: int, latent_w: int
+) -> Composite:
+    """The cost tree of decoding ``batch`` × (z_dim, T, h, w) latents into 1 + 4·(T−1) frames."""
+    dec = _Decode(spec, batch)
+    acc, a = dec.acc, dec.a
+    dec.conv("post_quant_conv", spec.z_dim, spec.z_dim, 1, (latent_frames, latent_h, latent_w), (0, 0))
+    for i, temporal in enumerate(dec.upsample_t):  # the time convs' weights exist even if no later call runs
+        if temporal:
+            c, mid = dec.dims[i + 1], f"decoder.up_blocks.{i}.upsamplers.0.time_conv"
+            dec.conv(mid, c, 2 * c, 3, (0, 0, 0), (0, 0))
+            acc.costs[mid] = attrs.evolve(acc.costs[mid], bytes_read=0)  # not run yet: nothing read
+    frames = 0
+    h = w = 0
+    for call in range(latent_frames):
+        t, h, w = dec.call((latent_h, latent_w), first=call == 0)
+        frames += t
+        if call:  # out = cat([out, chunk]): the output so far is copied again
+            copied = batch * frames * spec.out_channels * h * w
+            acc.add("output_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
+    acc.add("clamp", "resample", "clamp", elements=batch * frames * spec.out_channels * h * w, act_bytes=a)
+    return acc.tree()

@@ -1,0 +1,62 @@
+"""The Wan-VAE decode: analytic counts equal the diffusers AutoencoderKLWan, chunk by chunk."""
+
+from __future__ import annotations
+
+import pytest
+
+from ditmeter.analytic.tree import walk
+from ditmeter.analytic.wan_vae import VaeSpec, build_vae_decode
+from ditmeter.analytic.wan_vae_names import vae_canonical_id
+from ditmeter.compare import wan_vae_rules
+from ditmeter.compare.check import check_graph
+from ditmeter.config import load
+from ditmeter.errors import ConfigError
+from ditmeter.tracer.capture import capture_forward
+from ditmeter.tracer.reference import build_vae_decode_module, vae_decode_inputs
+
+RAW = load([]).raw["model"]["vae"]
+SPEC = VaeSpec.from_mapping(RAW)
+
+
+@pytest.fixture(scope="module")
+def decoder() -> object:
+    return build_vae_decode_module(RAW)
+
+
+def test_parameters_equal_the_real_decoder(decoder: object) -> None:
+    vae = decoder.vae  # type: ignore[attr-defined]
+    real = sum(p.numel() for m in (vae.decoder, vae.post_quant_conv) for p in m.parameters())
+    assert build_vae_decode(SPEC, 1, 1, 4, 4).total.params == real == 73_295_603
+
+
+@pytest.mark.parametrize(
+    "latent",
+    [(1, 16, 16), (2, 4, 4), (3, 4, 6), (21, 60, 104)],  # w001-tiny; first + later calls; 480p-81f
+)
+def test_every_module_agrees_exactly_with_flop_counter(decoder: object, latent: tuple[int, int, int]) -> None:
+    tree = build_vae_decode(SPEC, 1, *latent)
+    graph = capture_forward(decoder, vae_decode_inputs(RAW, 1, latent))  # type: ignore[arg-type]
+    _, v = check_graph(graph, tree, vae_canonical_id, wan_vae_rules.REFERENCE, 0.0)
+    assert v.passed and v.max_error == 0.0 and v.coverage.nodes["unmatched"] == 0
+    time_convs = [c for c in v.checks if c.module_id.endswith("time_conv")]
+    assert len(time_convs) == (2 if latent[0] > 1 else 0)  # the first call skips them
+
+
+def test_frames_and_the_output_conv_by_hand() -> None:
+    """T latent frames decode to 1 + 4·(T−1) frames at 8× the latent size; conv_out maps 96 → 3."""
+    t, h, w = 21, 60, 104
+    rows = {r.module_id: r.cost for r in walk(build_vae_decode(SPEC, 1, t, h, w))}
+    frames = 1 + 4 * (t - 1)
+    assert rows["decoder.conv_out"].tensor_flops == 2 * frames * (8 * h) * (8 * w) * 3 * 96 * 27
+    assert rows["clamp"].activation_bytes == frames * 3 * 8 * h * 8 * w * 4  # fp32 output
+    # the first call runs the decoder's up-blocks at 1 frame; later ones at 1, 2, 4, 4 frames
+    up0 = rows["decoder.up_blocks.0.resnets.0.conv1"].tensor_flops
+    up3 = rows["decoder.up_blocks.3.resnets.1.conv1"].tensor_flops
+    assert up0 == 2 * t * h * w * 384 * 384 * 27
+    assert up3 == 2 * frames * (8 * h) * (8 * w) * 96 * 96 * 27
+
+
+def test_a_bad_vae_config_names_the_field() -> None:
+    with pytest.raises(ConfigError) as err:
+        VaeSpec.from_mapping({**RAW, "temperal_downsample": [True]})
+    assert err.value.field == "model.vae.temperal_downsample"
