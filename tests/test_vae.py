@@ -60,3 +60,32 @@ def test_a_bad_vae_config_names_the_field() -> None:
     with pytest.raises(ConfigError) as err:
         VaeSpec.from_mapping({**RAW, "temperal_downsample": [True]})
     assert err.value.field == "model.vae.temperal_downsample"
+
+
+@pytest.fixture(scope="module")
+def encoder() -> object:
+    from ditmeter.tracer.reference import build_vae_encode_module
+
+    return build_vae_encode_module(RAW)
+
+
+def test_encoder_parameters_equal_the_real_module(encoder: object) -> None:
+    from ditmeter.analytic.wan_vae import build_vae_encode
+
+    vae = encoder.vae  # type: ignore[attr-defined]
+    real = sum(p.numel() for m in (vae.encoder, vae.quant_conv) for p in m.parameters())
+    assert build_vae_encode(SPEC, 1, 1, 16, 16).total.params == real == 53_596_928
+
+
+@pytest.mark.parametrize("video", [(1, 16, 16), (9, 32, 32), (81, 480, 832)])  # image only; 2 calls; I2V 480p
+def test_the_encode_agrees_exactly_with_flop_counter(encoder: object, video: tuple[int, int, int]) -> None:
+    from ditmeter.analytic.wan_vae import build_vae_encode
+    from ditmeter.tracer.reference import vae_encode_inputs
+
+    tree = build_vae_encode(SPEC, 1, *video)
+    graph = capture_forward(encoder, vae_encode_inputs(RAW, 1, video))  # type: ignore[arg-type]
+    _, v = check_graph(graph, tree, vae_canonical_id, wan_vae_rules.ENCODE_REFERENCE, 0.0)
+    assert v.passed and v.max_error == 0.0 and v.coverage.nodes["unmatched"] == 0
+    frames = 1 + (video[0] - 1) // 4  # one latent frame per call
+    quant = {r.module_id: r.cost for r in walk(tree)}["quant_conv"]
+    assert quant.tensor_flops == 2 * frames * (video[1] // 8) * (video[2] // 8) * 32 * 32

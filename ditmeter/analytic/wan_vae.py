@@ -219,3 +219,91 @@ def build_vae_decode(
             acc.add("output_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
     acc.add("clamp", "resample", "clamp", elements=batch * frames * spec.out_channels * h * w, act_bytes=a)
     return acc.tree()
+
+
+class _Encode(_Decode):
+    """One encoder call (1 video frame first, then 4 per call) added to the accumulated leaves."""
+
+    def downsample(
+        self, index: int, c: int, thw: tuple[int, int, int], temporal: bool, first: bool
+    ) -> tuple[int, int, int]:
+        """``down_blocks.index`` (a resampler): stride-2 spatial conv, then on later calls the
+        stride-2 causal time conv over the cached last frame + these frames."""
+        t, h, w = thw
+        u = f"encoder.down_blocks.{index}"
+        a = self.a
+        self.acc.add(
+            f"{u}.reshuffle", "resample", "layout_copy", elements=self.batch * t * c * h * w, act_bytes=a
+        )
+        padded = self.batch * t * c * (h + 1) * (w + 1)  # ZeroPad2d((0, 1, 0, 1))
+        self.acc.add(f"{u}.resample.0", "resample", "layout_copy", elements=padded, act_bytes=a)
+        h, w = h // 2, w // 2
+        self.conv(f"{u}.resample.1", c, c, 9, (t, h, w), (0, 1))
+        if temporal:
+            self.cache(f"{u}.reshuffle", c, h, w)
+            if not first:
+                t_out = (t + 1 - 3) // 2 + 1
+                self.conv(f"{u}.time_conv", c, c, 3, (t_out, h, w), (t + 1 - t_out, 0))
+                t = t_out
+        return t, h, w
+
+    def encode_call(self, thw: tuple[int, int, int], first: bool) -> tuple[int, int, int]:
+        spec, dims = self.spec, [self.spec.base_dim * m for m in (1, *self.spec.dim_mult)]
+        self.conv("encoder.conv_in", 3, dims[0], 27, thw, (2, 2))
+        self.cache("encoder.feat_cache", 3, thw[1], thw[2])
+        index = 0
+        for i, (cin, cout) in enumerate(itertools.pairwise(dims)):
+            for _ in range(spec.num_res_blocks):
+                self.resblock(f"encoder.down_blocks.{index}", cin, cout, thw)
+                cin, index = cout, index + 1
+            if i < len(spec.dim_mult) - 1:
+                thw = self.downsample(index, cout, thw, spec.temperal_downsample[i], first)
+                index += 1
+        c = dims[-1]
+        self.resblock("encoder.mid_block.resnets.0", c, c, thw)
+        self.attention("encoder.mid_block.attentions.0", c, thw)
+        self.resblock("encoder.mid_block.resnets.1", c, c, thw)
+        n = self.batch * thw[0] * thw[1] * thw[2]
+        self.acc.add("encoder.norm_out", "norm_mod", "rms_norm", rows=n, dim=c, **self.wb)
+        self.acc.add("encoder.nonlinearity", "norm_mod", "silu", elements=n * c, act_bytes=self.a)
+        self.conv("encoder.conv_out", c, 2 * spec.z_dim, 27, thw, (2, 2))
+        self.cache("encoder.feat_cache", c, thw[1], thw[2])
+        return thw
+
+
+def build_vae_encode(spec: VaeSpec, batch: int, frames: int, height: int, width: int) -> Composite:
+    """The cost tree of encoding ``batch`` videos of ``frames`` (1 + 4k) frames of height × width.
+
+    The encoder runs once on the first frame, then once per 4 frames, with a
+    causal cache; the temporal downsamplers skip their time conv on the first
+    call. ``quant_conv`` then maps the latents to mean and log-variance.
+    """
+    enc = _Encode(spec, batch)
+    acc, a = enc.acc, enc.a
+    dims = [spec.base_dim * m for m in (1, *spec.dim_mult)]
+    index = spec.num_res_blocks
+    for i, temporal in enumerate(spec.temperal_downsample):  # weights exist even if no later call runs
+        if temporal:
+            mid = f"encoder.down_blocks.{index + i * (spec.num_res_blocks + 1)}.time_conv"
+            c = dims[i + 1]
+            enc.conv(mid, c, c, 3, (0, 0, 0), (0, 0))
+            acc.costs[mid] = attrs.evolve(acc.costs[mid], bytes_read=0)
+    calls = 1 + (frames - 1) // 4
+    latent = 0
+    h = w = 0
+    for call in range(calls):
+        t_in = 1 if call == 0 else 4
+        t, h, w = enc.encode_call((t_in, height, width), first=call == 0)
+        latent += t
+        if call:  # out = cat([out, chunk])
+            acc.add(
+                "latent_concat",
+                "resample",
+                "layout_copy",
+                elements=batch * latent * 2 * spec.z_dim * h * w,
+                act_bytes=a,
+            )
+    enc.conv("quant_conv", 2 * spec.z_dim, 2 * spec.z_dim, 1, (latent, h, w), (0, 0))
+    elements = batch * spec.z_dim * latent * h * w
+    acc.add("posterior", "resample", "gaussian_posterior", elements=elements, act_bytes=a)
+    return acc.tree()

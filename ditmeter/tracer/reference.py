@@ -249,3 +249,28 @@ def vae_decode_inputs(
     make = torch.empty if dev.type == "meta" else torch.randn
     z_dim = int(raw["z_dim"])
     return {"z": make(batch, z_dim, *latent_shape, dtype=TORCH_DTYPES[str(raw["dtype"])], device=dev)}
+
+
+class VaeEncode(nn.Module):
+    """``vae.encode(video).latent_dist.mode()`` (what the I2V pipelines take) as a module call."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, video: torch.Tensor) -> Any:
+        return self.vae.encode(video).latent_dist.mode()  # type: ignore[operator]
+
+
+def build_vae_encode_module(raw: Any, device: str = "meta") -> nn.Module:
+    """The diffusers Wan-VAE in its config dtype, eval, wrapped to encode."""
+    return VaeEncode(build_vae_decode_module(raw, device).vae)  # type: ignore[arg-type]
+
+
+def vae_encode_inputs(
+    raw: Any, batch: int, video_shape: tuple[int, int, int], device: str = "meta"
+) -> dict[str, Any]:
+    """A (batch, 3, F, H, W) conditioning video for one encode."""
+    dev = torch.device(device)
+    make = torch.empty if dev.type == "meta" else torch.randn
+    return {"video": make(batch, 3, *video_shape, dtype=TORCH_DTYPES[str(raw["dtype"])], device=dev)}

@@ -201,3 +201,14 @@ register_zero("view", "reshape, flatten, unflatten, chunk and other views move n
 def clamp(*, elements: int, act_bytes: int) -> Cost:
     """clamp(x, lo, hi): a min and a max per element."""
     return _unary(elements, 2, act_bytes)
+
+
+@register_rule("gaussian_posterior")
+def gaussian_posterior(*, elements: int, act_bytes: int) -> Cost:
+    """The VAE posterior from ``elements`` log-variances: clamp (2), ×0.5, exp for std, exp for var."""
+    return Cost(
+        cuda_flops=5 * elements,
+        activation_bytes=2 * elements * act_bytes,
+        bytes_read=elements * act_bytes,
+        bytes_written=2 * elements * act_bytes,
+    )
