@@ -111,17 +111,18 @@ class _Steps:
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        label = _STEP_LABELS.get(name, name)
+        verb, _, stage = name.partition(" ")
+        label = _STEP_LABELS.get(verb, verb) + (f" [{stage}]" if stage else "")
         start = time.perf_counter()
         with self.console.status(f"{label} …"):
             yield
-        self.console.print(f"  {label:<48} {time.perf_counter() - start:6.2f} s")
+        self.console.print(f"  {label:<62} {time.perf_counter() - start:6.2f} s")
 
 
 _STEP_LABELS = {
     "profile": "profile one forward op by op (torch.profiler)",
-    "build": "build the diffusers model",
-    "capture": "capture one forward (fx graph, per-node FLOPs)",
+    "build": "build the real module",
+    "capture": "capture one run (fx graph, per-node FLOPs)",
     "map": "map nodes to analytic rules",
     "join": "join, roll up per module, gate",
     "write": "write the run folder",
@@ -161,7 +162,7 @@ def _layers_table(verdict: Verdict, shown: int) -> Table:
         table.add_column(col, justify="left" if left else "right", overflow="fold", no_wrap=col == "module")
     for g in layers[:shown]:
         table.add_row(
-            g.layer or "<root>",
+            g.layer or "dit",
             str(g.count),
             si(g.analytic),
             si(g.measured),
@@ -178,7 +179,7 @@ def _verdict_line(verdict: Verdict) -> str:
 
     reasons = []
     if verdict.failures:
-        worst = ", ".join(c.module_id or "<root>" for c in verdict.failures[:5])
+        worst = ", ".join(c.module_id or "dit" for c in verdict.failures[:5])
         more = len(verdict.failures) - 5
         reasons.append(
             f"{len(verdict.failures)} modules over tolerance, worst: {worst}"
@@ -201,12 +202,14 @@ def _print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
     for name in verdict.coverage.unmatched_flop_nodes[:shown]:
         console.print(f"unmatched node with FLOPs: {name}", style="red")
     console.print(_layers_table(verdict, shown))
-    e2e = verdict.end_to_end()
-    if e2e is not None:
-        console.print(
-            f"end to end: analytic {grouped(e2e.analytic)} vs measured {grouped(e2e.measured)} FLOPs, "
-            f"error {error_text(e2e.rel_error)}"
-        )
+    from ditmeter.analytic.pipeline import STAGES
+
+    for c in verdict.checks:
+        if c.module_id == "" or c.module_id in STAGES:  # each stage's root: one whole run
+            console.print(
+                f"end to end, one run of {c.module_id or 'dit'}: analytic {grouped(c.analytic)} vs measured "
+                f"{grouped(c.measured)} FLOPs, error {error_text(c.rel_error)}"
+            )
     console.print(_verdict_line(verdict), style="green" if verdict.passed else "red")
 
 
@@ -217,7 +220,7 @@ def _cmd_trace(overrides: list[str], console: Console) -> int:
 
     start = time.perf_counter()
     cfg = load(overrides)
-    console.print(f"tracing {cfg.model.name} × {cfg.workload.name} (diffusers WanTransformer3DModel on meta)")
+    console.print(f"tracing {cfg.model.name} × {cfg.workload.name} on meta, stages: {', '.join(cfg.stages)}")
     g = analyze(cfg.model, cfg.workload).geometry
     for adj in g.adjustments:
         console.print(

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import geometry
+from ditmeter.analytic.pipeline import select_stages
 from ditmeter.analytic.spec import ModelSpec, Workload
 from ditmeter.errors import ConfigError
 
@@ -83,6 +84,7 @@ class RunConfig:
     device: DeviceSpec | None = None
     measured_video_s: float | None = None
     profile: ProfileOptions = ProfileOptions()
+    stages: tuple[str, ...] = ("dit",)  # the selected stages of the video
 
 
 def _check_group_choices(overrides: list[str]) -> None:
@@ -150,6 +152,7 @@ def load(overrides: list[str]) -> RunConfig:
         device=DeviceSpec.from_mapping(raw["device"]) if isinstance(raw.get("device"), dict) else None,
         measured_video_s=_measured_video_s(raw.get("measured_video_s")),
         profile=ProfileOptions.from_mapping(raw.get("profile")),
+        stages=select_stages(model, raw.get("stages")),
     )
 
 

@@ -13,6 +13,7 @@ from ditmeter.cli import main
 from ditmeter.reports.tables import MODULES_SCHEMA
 
 MODULE_COLUMNS = [
+    "stage",
     "module_id",
     "parent_id",
     "depth",
@@ -56,17 +57,18 @@ def test_modules_parquet_round_trips(run_folder: Path) -> None:
     df = pd.read_parquet(run_folder / "modules.parquet")
     assert list(df.columns) == MODULE_COLUMNS
     assert pq.read_schema(run_folder / "modules.parquet").remove_metadata().equals(MODULES_SCHEMA)
-    for col in [*MODULE_COLUMNS[6:14], "activation_bytes_read"]:
+    for col in [*MODULE_COLUMNS[7:15], "activation_bytes_read"]:
         assert df[col].dtype == "int64", col
     assert df["arithmetic_intensity"].notna().all()
     assert (df["activation_bytes_read"] >= 0).all()
-    assert (df["bytes_read"] == df["weight_bytes"] + df["activation_bytes_read"]).all()
+    linears = df[df["rule"] == "linear"]  # weights read whole, once
+    assert (linears["bytes_read"] == linears["weight_bytes"] + linears["activation_bytes_read"]).all()
     # an analytic-only run without a device has nothing measured or timed: null, never 0
-    for col in MODULE_COLUMNS[16:]:
+    for col in MODULE_COLUMNS[17:]:
         assert df[col].isna().all(), col
     assert df["module_id"].is_unique
     root = df[df["module_id"] == ""].iloc[0]
-    leaves = df[df["kind"] == "leaf"]
+    leaves = df[(df["kind"] == "leaf") & (df["stage"] == "dit")]
     assert root["tensor_flops"] == leaves["tensor_flops"].sum() == 6_523_436_592_005_120
     assert root["params"] == 14_288_491_584
     assert set(df.loc[df["parent_id"].notna(), "parent_id"]) <= set(df["module_id"])
@@ -102,8 +104,19 @@ def test_report_json_totals(run_folder: Path) -> None:
     assert report["workload"]["forwards_per_video"] == 100
     assert report["workload"]["geometry"]["tokens"] == 75_600
     assert (
-        sum(m["tensor_flops"] for m in report["modules"] if m["kind"] == "leaf")
+        sum(m["tensor_flops"] for m in report["modules"] if m["kind"] == "leaf" and m["stage"] == "dit")
         == per_forward["tensor_flops"]
+    )
+    # the whole video: UMT5 twice (prompt, negative prompt), 100 DiT forwards, one VAE decode
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert list(stages) == ["text_encoder", "dit", "vae_decode"]
+    assert stages["text_encoder"]["runs_per_video"] == 2 and stages["vae_decode"]["runs_per_video"] == 1
+    assert stages["text_encoder"]["per_run"]["tensor_flops"] == 4_844_723_109_888  # by hand in test_umt5
+    whole = report["totals"]["whole_video"]["tensor_flops"]
+    assert whole == sum(s["per_video"]["tensor_flops"] for s in stages.values())
+    assert (
+        whole
+        == per_video["tensor_flops"] + 2 * 4_844_723_109_888 + stages["vae_decode"]["per_run"]["tensor_flops"]
     )
     assert sum(c["tensor_flops"] for c in report["categories"]) == per_forward["tensor_flops"]
     assert any("KV cache" in n for n in report["notes"])
@@ -112,7 +125,13 @@ def test_report_json_totals(run_folder: Path) -> None:
 
 def test_summary_is_readable(run_folder: Path) -> None:
     text = (run_folder / "summary.md").read_text()
-    for heading in ("## Totals", "## Top 10 layers", "## Top 5 categories", "Attention core:"):
+    for heading in (
+        "## Stages of one video",
+        "## Totals",
+        "## Top 10 layers",
+        "## Top 5 categories",
+        "Attention core:",
+    ):
         assert heading in text
     assert "`blocks.*.self_attn.attn_core` | 40 | attn_core" in text
     assert "6,523,436,592,005,120" in text

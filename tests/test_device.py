@@ -200,7 +200,7 @@ def test_report_with_a_device_writes_time_memory_and_plots(out_root: Path) -> No
     import pandas as pd
 
     modules = pd.read_parquet(folder / "modules.parquet")
-    leaves = modules[modules["kind"] == "leaf"]
+    leaves = modules[(modules["kind"] == "leaf") & (modules["stage"] == "dit")]
     root = modules[modules["module_id"] == ""].iloc[0]
     assert math.isclose(root["predicted_s"], leaves["predicted_s"].sum(), rel_tol=1e-9)
     import pyarrow.parquet as pq
@@ -262,3 +262,11 @@ def test_a_bad_component_config_names_the_field(out_root: Path, capsys: pytest.C
     ]
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith("ditmeter: error: model.text_encoder.d_model:")
+
+
+def test_image_models_count_the_image_encoder_too() -> None:
+    from ditmeter.tracer.reference import component_weight_bytes
+
+    weights = component_weight_bytes(load(["model=wan2.1-i2v-14b-480p"]).raw["model"])
+    assert weights["image_encoder"] == {"fp32": 4 * 630_766_080}  # CLIPVisionModel parameters, fp32
+    assert set(weights) == {"text_encoder", "vae", "image_encoder"}

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import attrs
 
-from ditmeter.analytic.cost import Cost
+from ditmeter.analytic.cost import Cost, total
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import Geometry, geometry
-from ditmeter.analytic.roofline import Prediction, predict
+from ditmeter.analytic.pipeline import DIT, Stage, available_stages, build_stages
+from ditmeter.analytic.roofline import Prediction, module_rooflines, predict
 from ditmeter.analytic.spec import ModelSpec, Workload
 from ditmeter.analytic.tree import Composite, leaf_totals_by
 from ditmeter.analytic.wan_dit import build_dit
 
 #: Disclosures every report carries: what the numbers do not include.
 NOT_MODELED: tuple[str, ...] = (
-    "Stage scope: one DiT forward and the DiT's share of the video only; the UMT5 text encoder, "
-    "the Wan-VAE decode and the scheduler update are not modeled here.",
+    "Stage scope: the stages listed in the stage table (all of the model's unless stages= says "
+    "otherwise); the tokenizer, the image preprocessing and the scheduler update are not modeled.",
     "KV cache: 0 bytes. A diffusion transformer recomputes K and V every forward; there is no "
     "autoregressive cache.",
     "FLOPs convention: 2 FLOPs per multiply-add; tensor-core FLOPs exclude bias adds "
@@ -35,7 +39,16 @@ class Analysis:
     model: ModelSpec
     workload: Workload
     geometry: Geometry
-    tree: Composite
+    tree: Composite  # the DiT: one forward
+    stages: tuple[Stage, ...] = ()  # every selected stage of the video, the DiT's included
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def whole_video(self) -> Cost:
+        """Every selected stage × its runs per video."""
+        return total(tuple(s.per_video for s in self.stages)) if self.stages else self.per_video
 
     @property
     def per_forward(self) -> Cost:
@@ -50,9 +63,17 @@ class Analysis:
         return self.per_forward.per_video(self.forwards_per_video)
 
     def prediction(self, device: DeviceSpec) -> Prediction:
-        """Roofline times of every module on ``device`` (forward, step, video)."""
+        """Roofline times of every module of every stage on ``device`` (forward, step, video).
+
+        Each stage runs in its own dtype (the VAE and CLIP in fp32: the FP32 peak).
+        """
         w = self.workload
-        return predict(self.tree, device, w.dtype, w.guidance_forwards, self.forwards_per_video)
+        p = predict(self.tree, device, w.dtype, w.guidance_forwards, self.forwards_per_video)
+        for stage in self.stages:
+            if stage.name != DIT:
+                rooflines = module_rooflines(stage.tree, device, stage.dtype)
+                p.modules.update({stage.qualify(k): v for k, v in rooflines.items()})
+        return p
 
     def by_category(self) -> dict[str, Cost]:
         return leaf_totals_by(self.tree, "category")
@@ -84,7 +105,20 @@ class Analysis:
         return out
 
 
-def analyze(model: ModelSpec, workload: Workload) -> Analysis:
-    """Evaluate the analytic DiT cost model (fast: the block is costed once)."""
+def analyze(
+    model: ModelSpec,
+    workload: Workload,
+    model_raw: Mapping[str, Any] | None = None,
+    stages: Sequence[str] | None = None,
+) -> Analysis:
+    """Evaluate the analytic DiT cost model (fast: the block is costed once), and with
+    ``model_raw`` (the model config, for the components) every selected stage of the video.
+
+    ``stages``: None = the DiT alone without ``model_raw``, all of the model's stages with it.
+    """
     geo = geometry(model, workload)
-    return Analysis(model, workload, geo, build_dit(model, workload, geo))
+    dit = build_dit(model, workload, geo)
+    if stages is None:
+        stages = available_stages(model) if model_raw is not None else (DIT,)
+    built = build_stages(model, workload, geo, dit, model_raw, stages)
+    return Analysis(model, workload, geo, dit, built)

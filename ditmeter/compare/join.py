@@ -23,6 +23,7 @@ from ditmeter.compare.mapping import Assignment
 
 NODES_SCHEMA = pa.schema(
     [
+        pa.field("stage", pa.string(), nullable=False),
         pa.field("node", pa.string(), nullable=False),
         pa.field("order", pa.int32(), nullable=False),
         pa.field("op", pa.string(), nullable=False),
@@ -63,18 +64,26 @@ def nodes_frame(
     assignments: Sequence[Assignment],
     rows: Sequence[ModuleRow],
     times: dict[str, float] | None = None,
+    stage: str = "dit",
+    prefix: str = "",
 ) -> pd.DataFrame:
     """One row per captured fx node, in execution order (``nodes.parquet``).
 
     ``times``: measured seconds per node name (``profile``); null otherwise.
+    ``prefix`` makes node names unique across stages (``text_encoder.addmm_3``).
     """
+
+    def name(n: Any) -> str:
+        return f"{prefix}.{n.name}" if prefix else str(n.name)
+
     leaf_flops = {r.module_id: r.cost.tensor_flops for r in rows if r.kind == "leaf"}
     out: list[dict[str, Any]] = []
     for order, (n, a) in enumerate(zip(graph.nodes, assignments, strict=True)):
         m = n.meta
         out.append(
             {
-                "node": n.name,
+                "stage": stage,
+                "node": name(n),
                 "order": order,
                 "op": str(n.target),
                 "module_path": m["module_path"],
@@ -93,7 +102,7 @@ def nodes_frame(
                 "in_dtypes": _names_json(m["in_dtypes"]),
                 "out_shapes": _shapes_json(m["out_shapes"]),
                 "out_dtypes": _names_json(m["out_dtypes"]),
-                "input_nodes": _names_json([i.name for i in n.all_input_nodes]),
+                "input_nodes": _names_json([name(i) for i in n.all_input_nodes]),
                 "measured_time_s": times.get(n.name, 0.0) if times is not None else None,
             }
         )
@@ -106,7 +115,8 @@ def _present(value: Any) -> bool:
 
 
 def _home(row: Any, known: set[str]) -> str:
-    """The analytic module a node's FLOPs roll up into: its leaf, else its nearest known module."""
+    """The analytic module a node's FLOPs roll up into: its leaf, else its nearest known
+    module, else its stage's root ("" for the DiT, the stage name for the others)."""
     if _present(row.leaf_id):
         return str(row.leaf_id)
     mid = str(row.module_id) if _present(row.module_id) else ""
@@ -114,7 +124,8 @@ def _home(row: Any, known: set[str]) -> str:
         if mid in known:
             return str(mid)
         mid = mid.rpartition(".")[0]
-    return ""
+    stage = getattr(row, "stage", "dit")
+    return "" if stage == "dit" else str(stage)
 
 
 def rollup(nodes: pd.DataFrame, rows: Sequence[ModuleRow], values: pd.Series) -> dict[str, Any]:

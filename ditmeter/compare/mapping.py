@@ -194,9 +194,11 @@ class _Mapper:
         rows: Iterable[ModuleRow],
         canonical_id: Callable[[str], str | None],
         rules: Sequence[NodeRule],
+        qualify: Callable[[str], str],
     ) -> None:
         self.leaves = {r.module_id: r for r in rows if r.kind == "leaf"}
         self.canonical_id = canonical_id
+        self.qualify = qualify
         self.rules = rules
         self.by_name = {n.name: n for n in nodes}
         self._alias: dict[str, str | None] = {}
@@ -204,7 +206,8 @@ class _Mapper:
 
     def module_id(self, path: str) -> str | None:
         if path not in self._alias:
-            self._alias[path] = self.canonical_id(path)
+            cid = self.canonical_id(path)
+            self._alias[path] = None if cid is None else self.qualify(cid)
         return self._alias[path]
 
     def by_alias(self, path: str) -> str | None:
@@ -232,7 +235,7 @@ class _Mapper:
                 if len({t for _, t in top}) > 1:
                     names = ", ".join(r.name for r, _ in top)
                     raise AmbiguousRules(f"{n.name} ({n.op} in {n.module_path!r}): rules {names} all match")
-                found = (top[0][1], f"rule:{top[0][0].name}")
+                found = (self.qualify(top[0][1]), f"rule:{top[0][0].name}")
             self._rule_hits[key] = found
         return self._rule_hits[key]
 
@@ -258,9 +261,14 @@ def assign(
     rows: Iterable[ModuleRow],
     canonical_id: Callable[[str], str | None],
     rules: Sequence[NodeRule],
+    qualify: Callable[[str], str] = str,
 ) -> list[Assignment]:
-    """Assign every node (see the module docstring for the order and the statuses)."""
-    mapper = _Mapper(nodes, rows, canonical_id, rules)
+    """Assign every node (see the module docstring for the order and the statuses).
+
+    ``qualify`` turns the reference's own module ids into the ids of ``rows``
+    (a stage prefix: ``blocks.0.attn.q`` → ``text_encoder.blocks.0.attn.q``).
+    """
+    mapper = _Mapper(nodes, rows, canonical_id, rules, qualify)
     return [mapper.assign(n, after) for n, after in zip(nodes, _segments(nodes), strict=True)]
 
 

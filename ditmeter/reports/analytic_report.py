@@ -85,7 +85,7 @@ def write_analysis_files(
 
 def write_report(cfg: RunConfig) -> ReportResult:
     """Evaluate the analytic model and publish a complete run folder atomically."""
-    analysis = analyze(cfg.model, cfg.workload)
+    analysis = analyze(cfg.model, cfg.workload, cfg.raw.get("model"), cfg.stages)
     view = device_view(analysis, cfg.device, cfg.measured_video_s, cfg.raw.get("model"))
     modules = modules_frame(analysis, view.prediction)
     run_id = cfg.run_id or new_run_id(cfg.model.name, cfg.workload.name)

@@ -14,7 +14,7 @@ from ditmeter.reports.format import binary_bytes, percent
 
 #: What the fit counts, said wherever the fit is.
 FIT_SCOPE = (
-    "Weights of every component (text encoder and VAE from the real modules built on meta) plus the "
+    "Weights of every component (text encoder, VAE, image encoder: the real modules built on meta) plus the "
     "DiT forward's peak activation; the text encoder's and the VAE decode's own activations are not "
     "modeled yet. With offload, only the DiT is resident while it runs."
 )
@@ -64,7 +64,9 @@ def device_view(
 
 def time_by_category(modules: pd.DataFrame) -> pd.DataFrame:
     """Predicted seconds per forward by category (leaves), largest first."""
-    leaves = modules[(modules["kind"] == "leaf") & modules["predicted_s"].notna()]
+    leaves = modules[
+        (modules["kind"] == "leaf") & modules["predicted_s"].notna() & (modules["stage"] == "dit")
+    ]
     out = leaves.groupby("category").agg(
         predicted_s=("predicted_s", "sum"),
         compute_s=("compute_s", "sum"),
@@ -96,6 +98,25 @@ def memory_json(view: DeviceView) -> dict[str, Any]:
     return out
 
 
+def stage_times(view: DeviceView) -> list[dict[str, Any]]:
+    """Predicted seconds per run and per video of every stage (each at its own dtype's peak)."""
+    p = view.prediction
+    if p is None:
+        return []
+    out = []
+    for stage in view.analysis.stages:
+        run = p.modules[stage.qualify("")].predicted_s
+        out.append(
+            {
+                "stage": stage.name,
+                "per_run_s": run,
+                "runs_per_video": stage.runs_per_video,
+                "per_video_s": run * stage.runs_per_video,
+            }
+        )
+    return out
+
+
 def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
     p = view.prediction
     if p is None:
@@ -112,6 +133,8 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
         "compute_bound_share": f.compute_bound_s / f.predicted_s if f.predicted_s else None,
         "bound": f.bound,
         "by_category": time_by_category(modules).to_dict(orient="records"),
+        "stages": stage_times(view),
+        "whole_video_s": sum(t["per_video_s"] for t in stage_times(view)) or p.per_video_s,
         "measured_video_s": view.measured_video_s,
         "mfu": view.mfu,
         "model": "roofline per leaf, leaves summed: max(tensor/peak + cuda/fp32 peak, bytes/bandwidth)",
@@ -170,6 +193,11 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
             f"| {r.category} | {_seconds(r.predicted_s)} | {percent(r.predicted_s, t.predicted_s)} | "
             f"{_seconds(r.compute_s)} | {_seconds(r.memory_s)} |"
         )
+    times = stage_times(view)
+    if len(times) > 1:
+        whole = sum(t["per_video_s"] for t in times)
+        parts = ", ".join(f"{t['stage']} {_seconds(t['per_video_s'])}" for t in times)
+        lines += ["", f"Whole video, every stage: **{_seconds(whole)}** ({parts})."]
     if view.mfu is not None and view.measured_video_s is not None:
         lines += [
             "",

@@ -25,7 +25,8 @@ _BOUND_COLOURS = {"compute": "#1f77b4", "memory": "#d62728"}
 def _layers(modules: pd.DataFrame) -> pd.DataFrame:
     """Leaves grouped across repeated blocks: FLOPs, bytes and predicted time per forward."""
     repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
-    leaves = modules[(modules["kind"] == "leaf") & (modules["predicted_s"] > 0)].copy()
+    dit = modules["stage"] == "dit"
+    leaves = modules[(modules["kind"] == "leaf") & (modules["predicted_s"] > 0) & dit].copy()
     leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
     leaves["flops"] = leaves["tensor_flops"] + leaves["cuda_flops"]
     leaves["moved"] = leaves["bytes_read"] + leaves["bytes_written"]

@@ -61,6 +61,27 @@ def _workload(analysis: Analysis) -> dict[str, Any]:
     }
 
 
+def stages_json(analysis: Analysis) -> list[dict[str, Any]]:
+    """Every stage of the video: runs, what one run is, per-run and per-video totals, share."""
+    stages = analysis.stages
+    if not stages:
+        return [{"stage": "dit", "runs_per_video": analysis.forwards_per_video}]
+    video = analysis.whole_video.flops
+    return [
+        {
+            "stage": s.name,
+            "module_prefix": s.prefix,
+            "runs_per_video": s.runs_per_video,
+            "run": s.run,
+            "dtype": s.dtype,
+            "per_run": _totals(s.per_run),
+            "per_video": _totals(s.per_video),
+            "share_of_video_flops": s.per_video.flops / video if video else None,
+        }
+        for s in stages
+    ]
+
+
 def _check(c: ModuleCheck) -> dict[str, Any]:
     return {
         "module_id": c.module_id,
@@ -132,7 +153,7 @@ def build_report(
         "convention": CONVENTION,
         "model": {"family": "wan2.1", **attrs.asdict(analysis.model)},
         "workload": _workload(analysis),
-        "stages": [{"stage": "dit", "forwards_per_video": analysis.forwards_per_video}],
+        "stages": stages_json(analysis),
         "categories": [
             {"category": name, "description": CATEGORIES[name], **_totals(cats[name])}
             for name in CATEGORIES
@@ -142,6 +163,7 @@ def build_report(
         "totals": {
             "per_forward": _totals(per_forward),
             "per_video": _totals(analysis.per_video),
+            "whole_video": _totals(analysis.whole_video),
             "kv_cache_bytes_note": "0: a diffusion transformer keeps no KV cache.",
         },
         "metric_fields": list(COST_FIELDS),

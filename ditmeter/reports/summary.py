@@ -17,9 +17,29 @@ TOP_LAYERS = 10
 TOP_CATEGORIES = 5
 
 
+def stage_lines(analysis: Analysis) -> list[str]:
+    """The stage table: what one video runs, FLOPs per run and per video, share, parameters."""
+    video = analysis.whole_video
+    out = [
+        "| stage | runs / video | one run | FLOPs / run | FLOPs / video | share | params |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for s in analysis.stages:
+        out.append(
+            f"| {s.name} | {s.runs_per_video} | {s.run} | {si(s.per_run.flops, 'FLOP')} | "
+            f"{si(s.per_video.flops, 'FLOP')} | {percent(s.per_video.flops, video.flops)} | "
+            f"{si(s.per_run.params)} |"
+        )
+    out.append(
+        f"| **whole video** | | | | **{si(video.flops, 'FLOP')}** | 100.0% | "
+        f"{si(sum(s.per_run.params for s in analysis.stages))} |"
+    )
+    return out
+
+
 def top_layers(modules: pd.DataFrame, n: int = TOP_LAYERS) -> pd.DataFrame:
-    """Leaf layers grouped across blocks, by tensor + CUDA FLOPs per forward."""
-    leaves = modules[modules["kind"] == "leaf"].copy()
+    """DiT leaf layers grouped across blocks, by tensor + CUDA FLOPs per forward."""
+    leaves = modules[(modules["kind"] == "leaf") & (modules["stage"] == "dit")].copy()
     repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
     leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
     leaves["flops"] = leaves["tensor_flops"] + leaves["cuda_flops"]
@@ -145,8 +165,8 @@ def compare_lines(verdict: Verdict, shown: int = TOP_LAYERS) -> list[str]:
         mark = "ok" if g.passed else f"**FAIL** {g.failed}/{g.count}"
         delta = grouped(g.measured - g.analytic)
         out.append(
-            f"| `{g.layer or '<root>'}` | {g.count} | {si(g.analytic, 'FLOP')} | {si(g.measured, 'FLOP')} | "
-            f"{delta} | {error_text(g.max_error)} | `{g.worst or '<root>'}` | {mark} |"
+            f"| `{g.layer or 'dit'}` | {g.count} | {si(g.analytic, 'FLOP')} | {si(g.measured, 'FLOP')} | "
+            f"{delta} | {error_text(g.max_error)} | `{g.worst or 'dit'}` | {mark} |"
         )
     out += [
         "",
@@ -177,7 +197,8 @@ def render_summary(
         "## Workload",
         *_workload_section(analysis),
         "",
-        "## Totals",
+        *(["## Stages of one video", *stage_lines(analysis), ""] if len(analysis.stages) > 1 else []),
+        "## Totals (the DiT)",
         *_totals_table(analysis),
         "",
         f"Attention core: **{percent(core.flops, f.flops)}** of all FLOPs "

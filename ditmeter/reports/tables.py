@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 from ditmeter import __version__
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import COST_FIELDS
+from ditmeter.analytic.pipeline import DIT, Stage
 from ditmeter.analytic.roofline import Prediction, Roofline
-from ditmeter.analytic.tree import walk
+from ditmeter.analytic.tree import ModuleRow, walk
 from ditmeter.errors import ConfigError
 
 CONVENTION = (
@@ -35,6 +36,7 @@ CONVENTION = (
 
 MODULES_SCHEMA = pa.schema(
     [
+        pa.field("stage", pa.string(), nullable=False),
         pa.field("module_id", pa.string(), nullable=False),
         pa.field("parent_id", pa.string()),
         pa.field("depth", pa.int32(), nullable=False),
@@ -83,17 +85,31 @@ def _times(r: Roofline | None) -> dict[str, Any]:
     return {"compute_s": r.compute_s, "memory_s": r.memory_s, "predicted_s": r.predicted_s, "bound": r.bound}
 
 
+def module_rows(analysis: Analysis) -> list[tuple[str, ModuleRow]]:
+    """(stage, row) for every module of every stage, stage by stage, parents before children.
+
+    The DiT's ids are unprefixed; every other stage's start with its name (its root
+    has no parent). Without stages (a bare analysis), the DiT alone.
+    """
+    stages = analysis.stages or (Stage(DIT, analysis.tree, analysis.forwards_per_video, "", ""),)
+    out: list[tuple[str, ModuleRow]] = []
+    for stage in stages:
+        out += [(stage.name, r) for r in walk(stage.tree, prefix=stage.prefix)]
+    return out
+
+
 def modules_frame(analysis: Analysis, prediction: Prediction | None = None) -> pd.DataFrame:
-    """One row per module, parents before children, costs (and times on a device) of one forward."""
+    """One row per module of every stage, costs (and times on a device) of one run of its stage."""
     times = prediction.modules if prediction else {}
     rows: list[dict[str, Any]] = []
-    for r in walk(analysis.tree):
+    for stage, r in module_rows(analysis):
         c = r.cost
         for f in COST_FIELDS:
             if getattr(c, f) > _INT64_MAX:
                 raise ConfigError("workload", f"{f} of {r.module_id!r} exceeds int64; shrink it")
         rows.append(
             {
+                "stage": stage,
                 "module_id": r.module_id,
                 "parent_id": r.parent_id,
                 "depth": r.depth,
@@ -102,8 +118,9 @@ def modules_frame(analysis: Analysis, prediction: Prediction | None = None) -> p
                 "rule": r.rule,
                 **c.as_dict(),
                 "arithmetic_intensity": _intensity(c.flops, c.moved_bytes),
-                # fused ideal: weights are read once, so bytes_read = weight_bytes + this
-                "activation_bytes_read": c.bytes_read - c.weight_bytes,
+                # fused ideal: weights are read once (a gather reads only its rows, a module
+                # that never ran reads none), so bytes_read = min(weight_bytes, bytes_read) + this
+                "activation_bytes_read": c.bytes_read - min(c.weight_bytes, c.bytes_read),
                 # filled by a traced run (ditmeter.compare.join)
                 "measured_flops": None,
                 "rel_error": None,
@@ -131,6 +148,12 @@ def table_metadata(analysis: Analysis, table: str, **extra: str) -> dict[str, st
         "ditmeter.model": json.dumps(attrs.asdict(analysis.model)),
         "ditmeter.workload": json.dumps(attrs.asdict(analysis.workload)),
         "ditmeter.geometry": json.dumps(attrs.asdict(analysis.geometry)),
+        "ditmeter.stages": json.dumps(
+            [
+                {"stage": s.name, "runs_per_video": s.runs_per_video, "prefix": s.prefix}
+                for s in analysis.stages
+            ]
+        ),
         "ditmeter.versions": json.dumps(library_versions()),
         "ditmeter.convention": CONVENTION,
     }

@@ -23,8 +23,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ditmeter.analytic.analysis import Analysis, analyze
-from ditmeter.analytic.tree import walk
-from ditmeter.compare import wan_dit_rules  # noqa: F401  (registers the node rules)
+from ditmeter.analytic.pipeline import Stage
+from ditmeter.compare import (  # noqa: F401  (register every stage's node rules)
+    clip_rules,
+    umt5_rules,
+    wan_dit_rules,
+    wan_vae_rules,
+)
 from ditmeter.compare.gate import Verdict, evaluate
 from ditmeter.compare.join import (
     NODES_SCHEMA,
@@ -42,7 +47,7 @@ from ditmeter.reports.analytic_report import write_analysis_files, write_text
 from ditmeter.reports.device_report import DeviceView, device_view
 from ditmeter.reports.report_json import compare_section
 from ditmeter.reports.run_dir import ANALYSIS_SUBDIR, list_runs, new_run_id, staged_run
-from ditmeter.reports.tables import modules_frame, table_metadata, write_parquet
+from ditmeter.reports.tables import module_rows, modules_frame, table_metadata, write_parquet
 
 #: Files a traced run holds; ``compare`` needs the two tables.
 TRACED_FILES = ("report.json", "summary.md", "modules.parquet", "nodes.parquet", "graph.json")
@@ -90,41 +95,59 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def trace(cfg: RunConfig, reference: str = "diffusers-dit", progress: Progress = no_progress) -> TraceResult:
-    """Capture ``reference`` at ``cfg``'s model and workload, gate it, publish a run folder."""
+def _trace_stage(cfg: RunConfig, analysis: Analysis, stage: Stage, step: Steps) -> pd.DataFrame:
+    """Build the stage's real module on meta, capture one run, map every node: its nodes table."""
     from ditmeter.tracer.capture import capture_forward
-    from ditmeter.tracer.reference import REFERENCES
+    from ditmeter.tracer.stages import STAGE_REFERENCES
 
-    ref = REFERENCES[reference]
+    ref = STAGE_REFERENCES[stage.name]
+    label = "" if len(analysis.stages) == 1 else f" {stage.name}"
+    with step(f"build{label}"):
+        model, inputs = ref.make(
+            analysis.model, cfg.workload, analysis.geometry, cfg.raw.get("model") or {}, "meta"
+        )
+    with step(f"capture{label}"):
+        graph = capture_forward(model, inputs)
+    with step(f"map{label}"):
+        rows = [r for s, r in module_rows(analysis) if s == stage.name]
+        infos = node_infos(graph)
+        assignments = assign(infos, rows, ref.canonical_id, NODE_RULES[ref.reference], stage.qualify)
+        return nodes_frame(graph, assignments, rows, stage=stage.name, prefix=stage.prefix)
+
+
+def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
+    """Capture every selected stage's real module, gate each against the rules, publish a run folder."""
+    from ditmeter.tracer.stages import STAGE_REFERENCES
+
     run_id = cfg.run_id or new_run_id(cfg.model.name, cfg.workload.name)
     if (cfg.output_root / run_id).exists():  # say so before a minute of tracing, not after
         raise ConfigError("run_id", f"{run_id!r} already exists under {cfg.output_root}; pick another")
     step = Steps(progress)
-    analysis = analyze(cfg.model, cfg.workload)
+    analysis = analyze(cfg.model, cfg.workload, cfg.raw.get("model"), cfg.stages)
     view = device_view(analysis, cfg.device, cfg.measured_video_s, cfg.raw.get("model"))
-    with step("build"):
-        model = ref.build(cfg.model, cfg.workload.dtype, "meta")
-        inputs = ref.inputs(cfg.model, cfg.workload, analysis.geometry, "meta")
-    with step("capture"):
-        graph = capture_forward(model, inputs, **ref.options)
-    with step("map"):
-        rows = list(walk(analysis.tree))
-        assignments = assign(node_infos(graph), rows, ref.canonical_id, NODE_RULES[reference])
-        nodes = nodes_frame(graph, assignments, rows)
+    nodes = pd.concat([_trace_stage(cfg, analysis, s, step) for s in analysis.stages], ignore_index=True)
     with step("join"):
+        rows = [r for _, r in module_rows(analysis)]
         measured, unfused = measured_by_module(nodes, rows), unfused_by_module(nodes, rows)
         modules = with_measured(modules_frame(analysis, view.prediction), measured, unfused)
         verdict = evaluate(modules, nodes, cfg.tolerance)
         g = build_graph(modules, nodes)
+    refs = {s.name: STAGE_REFERENCES[s.name] for s in analysis.stages}
+    versions = f"diffusers {_version('diffusers')}, transformers {_version('transformers')}"
+    sources = "; ".join(f"{name}: {r.reference} ({r.source})" for name, r in refs.items())
     with step("write"), staged_run(cfg.output_root, run_id) as out:
-        ref_meta = {"reference": f"{ref.name} ({ref.source}, diffusers {_version('diffusers')})"}
+        ref_meta = {"reference": f"{sources}; {versions}"}
         write_parquet(
             nodes, NODES_SCHEMA, out / "nodes.parquet", table_metadata(analysis, "nodes", **ref_meta)
         )
         write_text(out / "graph.json", graph_json(g))
         section = compare_section(
             verdict,
-            reference={"name": ref.name, "source": ref.source, "diffusers": _version("diffusers")},
+            reference={
+                "stages": {n: {"name": r.reference, "source": r.source} for n, r in refs.items()},
+                "diffusers": _version("diffusers"),
+                "transformers": _version("transformers"),
+            },
             graph={"file": "graph.json", "nodes": g.number_of_nodes(), "edges": g.number_of_edges()},
             timings_s={k: round(v, 3) for k, v in step.seconds.items()},
         )
