@@ -32,6 +32,7 @@ Hydra overrides, e.g.:
   workload.batch_size=2 workload.guidance_scale=1 workload.context_len=226
   workload.dtype=fp16 workload.rounding=diffusers output_root=/tmp/runs run_id=my-run
   device=h100-sxm device.efficiency=0.6 measured_video_s=1800
+  stages=[dit] stages=[text_encoder,dit,vae_decode]   (default: every stage of the model)
 
 workload keys: batch_size num_frames height width num_inference_steps guidance_scale
                text_len context_len dtype(bf16|fp16|fp32) rounding(official|diffusers)
