@@ -320,6 +320,9 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
     console.print(
         f"per video:   {si(v.tensor_flops, 'FLOP')} tensor-core, {si(v.cuda_flops, 'FLOP')} CUDA-core"
     )
+    if len(a.stages) > 1:
+        parts = ", ".join(f"{s.name} ×{s.runs_per_video} {si(s.per_video.flops, 'FLOP')}" for s in a.stages)
+        console.print(f"whole video: {si(a.whole_video.flops, 'FLOP')} ({parts})")
     _print_device(console, result.view)
     console.print(
         f"wrote {result.analysis_dir}/ ({', '.join(result.files)}) in {time.perf_counter() - start:.2f} s"
