@@ -131,13 +131,14 @@ _STEP_LABELS = {
 
 
 def _coverage_table(verdict: Verdict) -> Table:
+    from ditmeter.compare.mapping import STATUSES
     from ditmeter.reports.format import grouped, percent
 
     cov = verdict.coverage
     table = Table(title="node coverage", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("status", "nodes", "measured FLOPs", "share"):
         table.add_column(col, justify="left" if col == "status" else "right", overflow="fold")
-    for status in ("costed", "zero", "unmatched"):
+    for status in STATUSES:
         table.add_row(
             status,
             grouped(cov.nodes[status]),

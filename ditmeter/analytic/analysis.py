@@ -40,15 +40,12 @@ class Analysis:
     workload: Workload
     geometry: Geometry
     tree: Composite  # the DiT: one forward
-    stages: tuple[Stage, ...] = ()  # every selected stage of the video, the DiT's included
-
-    def stage(self, name: str) -> Stage | None:
-        return next((s for s in self.stages if s.name == name), None)
+    stages: tuple[Stage, ...]  # every selected stage of the video, the DiT's included
 
     @property
     def whole_video(self) -> Cost:
         """Every selected stage × its runs per video."""
-        return total(tuple(s.per_video for s in self.stages)) if self.stages else self.per_video
+        return total(tuple(s.per_video for s in self.stages))
 
     @property
     def per_forward(self) -> Cost:

@@ -16,6 +16,7 @@ import attrs
 import pandas as pd
 
 from ditmeter.analytic.tree import layer_pattern
+from ditmeter.compare.mapping import STATUSES
 
 REL_ERROR_RULE = (
     "|analytic - measured| / measured; 0 when both are 0; undefined (null, a gate failure) "
@@ -127,11 +128,8 @@ def _worst_first(err: float | None, analytic: int, measured: int) -> tuple[int, 
 
 def coverage(nodes: pd.DataFrame) -> Coverage:
     """Counts and FLOPs per node status, and the unmatched nodes that carry FLOPs."""
-    counts = {s: int((nodes["status"] == s).sum()) for s in ("costed", "zero", "unmatched")}
-    flops = {
-        s: int(nodes.loc[nodes["status"] == s, "measured_flops"].sum())
-        for s in ("costed", "zero", "unmatched")
-    }
+    counts = {s: int((nodes["status"] == s).sum()) for s in STATUSES}
+    flops = {s: int(nodes.loc[nodes["status"] == s, "measured_flops"].sum()) for s in STATUSES}
     bad = nodes[(nodes["status"] == "unmatched") & (nodes["measured_flops"] > 0)]
     named = tuple(f"{r.node} ({r.op} in {r.module_path or '<root>'!r})" for r in bad.itertuples())
     return Coverage(counts, flops, named)

@@ -164,11 +164,6 @@ def _is_under(path: str, parent: str) -> bool:
     return path != parent and (parent == "" or path.startswith(parent + "."))
 
 
-def _child_of(path: str, parent: str) -> str:
-    rest = path if parent == "" else path[len(parent) + 1 :]
-    return rest.split(".", 1)[0]
-
-
 def _segments(nodes: Sequence[NodeInfo]) -> list[str]:
     """For each node, the child of its module that ran last before it ("" if none)."""
     last_child: dict[str, str] = {}

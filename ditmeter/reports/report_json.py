@@ -64,8 +64,6 @@ def _workload(analysis: Analysis) -> dict[str, Any]:
 def stages_json(analysis: Analysis) -> list[dict[str, Any]]:
     """Every stage of the video: runs, what one run is, per-run and per-video totals, share."""
     stages = analysis.stages
-    if not stages:
-        return [{"stage": "dit", "runs_per_video": analysis.forwards_per_video}]
     video = analysis.whole_video.flops
     return [
         {

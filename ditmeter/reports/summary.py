@@ -10,6 +10,7 @@ from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import Cost
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.compare.gate import Verdict
+from ditmeter.compare.mapping import STATUSES
 from ditmeter.reports.device_report import DeviceView, profile_lines, summary_lines
 from ditmeter.reports.format import binary_bytes, grouped, percent, si
 
@@ -144,7 +145,7 @@ def compare_lines(verdict: Verdict, shown: int = TOP_LAYERS) -> list[str]:
             "",
         ]
     out += ["| node status | nodes | measured FLOPs | share |", "|---|---:|---:|---:|"]
-    for status in ("costed", "zero", "unmatched"):
+    for status in STATUSES:
         out.append(
             f"| {status} | {grouped(cov.nodes[status])} | {si(cov.flops[status], 'FLOP')} | "
             f"{percent(cov.flops[status], cov.total_flops)} |"

@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 from ditmeter import __version__
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import COST_FIELDS
-from ditmeter.analytic.pipeline import DIT, Stage
 from ditmeter.analytic.roofline import Prediction, Roofline
 from ditmeter.analytic.tree import ModuleRow, walk
 from ditmeter.errors import ConfigError
@@ -89,11 +88,10 @@ def module_rows(analysis: Analysis) -> list[tuple[str, ModuleRow]]:
     """(stage, row) for every module of every stage, stage by stage, parents before children.
 
     The DiT's ids are unprefixed; every other stage's start with its name (its root
-    has no parent). Without stages (a bare analysis), the DiT alone.
+    has no parent).
     """
-    stages = analysis.stages or (Stage(DIT, analysis.tree, analysis.forwards_per_video, "", ""),)
     out: list[tuple[str, ModuleRow]] = []
-    for stage in stages:
+    for stage in analysis.stages:
         out += [(stage.name, r) for r in walk(stage.tree, prefix=stage.prefix)]
     return out
 

@@ -49,9 +49,6 @@ from ditmeter.reports.report_json import compare_section
 from ditmeter.reports.run_dir import ANALYSIS_SUBDIR, list_runs, new_run_id, staged_run
 from ditmeter.reports.tables import module_rows, modules_frame, table_metadata, write_parquet
 
-#: Files a traced run holds; ``compare`` needs the two tables.
-TRACED_FILES = ("report.json", "summary.md", "modules.parquet", "nodes.parquet", "graph.json")
-
 Progress = Callable[[str], AbstractContextManager[None]]
 
 
