@@ -22,7 +22,7 @@ from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rule
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.spec import component_section
-from ditmeter.analytic.tree import Composite, Leaf, Repeated
+from ditmeter.analytic.tree import Composite, Leaf, Repeated, rule_leaf
 from ditmeter.errors import ConfigError
 
 SPEC_KEYS = (
@@ -65,10 +65,6 @@ class ClipSpec:
         return cls(name=str(raw.get("name", "clip")), dtype=dtype, **ints)
 
 
-def _leaf(name: str, category: str, rule: str, **dims: int | bool) -> Leaf:
-    return Leaf(name, category, rule, apply_rule(rule, **dims))
-
-
 def build_clip(spec: ClipSpec, images: int) -> Composite:
     """The cost tree of encoding ``images`` images of ``image_size``² pixels (root name "")."""
     a, dim, t = DTYPE_BYTES[spec.dtype], spec.hidden_size, spec.tokens
@@ -76,10 +72,10 @@ def build_clip(spec: ClipSpec, images: int) -> Composite:
 
     def linear(name: str, category: str, fan_in: int, fan_out: int) -> Leaf:
         dims = {"in_features": fan_in, "out_features": fan_out, "act_bytes": a, "weight_el_bytes": a}
-        return _leaf(name, category, "linear", tokens=rows, bias=True, **dims)
+        return rule_leaf(name, category, "linear", tokens=rows, bias=True, **dims)
 
     def norm(name: str, norm_rows: int) -> Leaf:
-        return _leaf(
+        return rule_leaf(
             name,
             "norm_mod",
             "layer_norm",
@@ -99,7 +95,7 @@ def build_clip(spec: ClipSpec, images: int) -> Composite:
                 "attn",
                 (
                     linear("to_qkv", "attn_proj", dim, 3 * dim),
-                    _leaf(
+                    rule_leaf(
                         "attn_core",
                         "attn_core",
                         "attention_core",
@@ -113,27 +109,27 @@ def build_clip(spec: ClipSpec, images: int) -> Composite:
                     linear("proj", "attn_proj", dim, dim),
                 ),
             ),
-            _leaf("residual1", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
+            rule_leaf("residual1", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
             norm("norm2", rows),
             Composite(
                 "mlp",
                 (
                     linear("0", "ffn", dim, spec.intermediate_size),
-                    _leaf("1", "ffn", "gelu", elements=rows * spec.intermediate_size, act_bytes=a),
+                    rule_leaf("1", "ffn", "gelu", elements=rows * spec.intermediate_size, act_bytes=a),
                     linear("2", "ffn", spec.intermediate_size, dim),
                 ),
             ),
-            _leaf("residual2", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
+            rule_leaf("residual2", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
         ),
     )
-    cls_cat = _leaf("cls_embedding", "embedding", "layout_copy", elements=rows * dim, act_bytes=a)
+    cls_cat = rule_leaf("cls_embedding", "embedding", "layout_copy", elements=rows * dim, act_bytes=a)
     cls_cat = attrs.evolve(cls_cat, cost=attrs.evolve(cls_cat.cost, params=dim, weight_bytes=dim * a))
     pos = apply_rule("residual_add", elements=rows * dim, act_bytes=a)  # gather the table, add it
     pos = attrs.evolve(pos, params=t * dim, weight_bytes=t * dim * a, bytes_read=pos.bytes_read)
     return Composite(
         "",
         (
-            _leaf(
+            rule_leaf(
                 "patch_embedding",
                 "embedding",
                 "patch_conv3d",

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 import attrs
 
 from ditmeter.analytic.cost import Cost, total
+from ditmeter.analytic.registry import apply_rule
 
 
 @attrs.frozen
@@ -27,6 +28,11 @@ class Leaf:
     @property
     def total(self) -> Cost:
         return self.cost
+
+
+def rule_leaf(name: str, category: str, rule: str, **dims: int | bool) -> Leaf:
+    """A leaf costed by the registered cost rule ``rule`` at ``dims``."""
+    return Leaf(name, category, rule, apply_rule(rule, **dims))
 
 
 @attrs.frozen

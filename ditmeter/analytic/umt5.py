@@ -24,9 +24,8 @@ import attrs
 
 from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
 from ditmeter.analytic.cost import DTYPE_BYTES
-from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.spec import component_section
-from ditmeter.analytic.tree import Composite, Leaf, Repeated
+from ditmeter.analytic.tree import Composite, Leaf, Repeated, rule_leaf
 
 SPEC_KEYS = (
     "vocab_size",
@@ -61,17 +60,13 @@ class UMT5Spec:
         return cls(name=str(raw.get("name", "umt5")), dtype=dtype, **ints)
 
 
-def _leaf(name: str, category: str, rule: str, **dims: int | bool) -> Leaf:
-    return Leaf(name, category, rule, apply_rule(rule, **dims))
-
-
 def build_umt5(spec: UMT5Spec, batch: int, tokens: int) -> Composite:
     """The cost tree of one encode of ``batch`` prompts of ``tokens`` tokens (root name "")."""
     a = DTYPE_BYTES[spec.dtype]
     rows, dim, inner = batch * tokens, spec.d_model, spec.num_heads * spec.d_kv
 
     def linear(name: str, category: str, fan_in: int, fan_out: int) -> Leaf:
-        return _leaf(
+        return rule_leaf(
             name,
             category,
             "linear",
@@ -84,7 +79,7 @@ def build_umt5(spec: UMT5Spec, batch: int, tokens: int) -> Composite:
         )
 
     def norm(name: str) -> Leaf:
-        return _leaf(name, "norm_mod", "rms_norm", rows=rows, dim=dim, act_bytes=a, weight_el_bytes=a)
+        return rule_leaf(name, "norm_mod", "rms_norm", rows=rows, dim=dim, act_bytes=a, weight_el_bytes=a)
 
     scores = batch * spec.num_heads * tokens * tokens
     attn = Composite(
@@ -93,8 +88,8 @@ def build_umt5(spec: UMT5Spec, batch: int, tokens: int) -> Composite:
             linear("q", "attn_proj", dim, inner),
             linear("k", "attn_proj", dim, inner),
             linear("v", "attn_proj", dim, inner),
-            _leaf("bias_add", "attn_core", "residual_add", elements=scores, act_bytes=4),
-            _leaf(
+            rule_leaf("bias_add", "attn_core", "residual_add", elements=scores, act_bytes=4),
+            rule_leaf(
                 "attn_core",
                 "attn_core",
                 "attention_core",
@@ -115,11 +110,11 @@ def build_umt5(spec: UMT5Spec, batch: int, tokens: int) -> Composite:
                 "gate",
                 (
                     linear("0", "ffn", dim, spec.d_ff),
-                    _leaf("1", "ffn", "gelu_tanh", elements=rows * spec.d_ff, act_bytes=a),
+                    rule_leaf("1", "ffn", "gelu_tanh", elements=rows * spec.d_ff, act_bytes=a),
                 ),
             ),
             linear("fc1", "ffn", dim, spec.d_ff),
-            _leaf("mul", "ffn", "elementwise_mul", elements=rows * spec.d_ff, act_bytes=a),
+            rule_leaf("mul", "ffn", "elementwise_mul", elements=rows * spec.d_ff, act_bytes=a),
             linear("fc2", "ffn", spec.d_ff, dim),
         ),
     )
@@ -127,7 +122,7 @@ def build_umt5(spec: UMT5Spec, batch: int, tokens: int) -> Composite:
         "block",
         (
             norm("norm1"),
-            _leaf(
+            rule_leaf(
                 "pos_embedding",
                 "rope",
                 "relative_position_bias",
@@ -139,16 +134,16 @@ def build_umt5(spec: UMT5Spec, batch: int, tokens: int) -> Composite:
                 weight_el_bytes=a,
             ),
             attn,
-            _leaf("residual1", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
+            rule_leaf("residual1", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
             norm("norm2"),
             ffn,
-            _leaf("residual2", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
+            rule_leaf("residual2", "norm_mod", "residual_add", elements=rows * dim, act_bytes=a),
         ),
     )
     return Composite(
         "",
         (
-            _leaf(
+            rule_leaf(
                 "token_embedding",
                 "embedding",
                 "embedding_lookup",

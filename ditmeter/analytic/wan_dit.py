@@ -23,7 +23,7 @@ from ditmeter.analytic.cost import FP32_BYTES
 from ditmeter.analytic.geometry import Geometry, geometry
 from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.spec import ModelSpec, Workload
-from ditmeter.analytic.tree import Composite, Leaf, Repeated
+from ditmeter.analytic.tree import Composite, Leaf, Repeated, rule_leaf
 
 
 @attrs.frozen
@@ -43,10 +43,6 @@ class _Dims:
     img_tokens: int = 0
 
 
-def _leaf(name: str, category: str, rule: str, **dims: int | bool) -> Leaf:
-    return Leaf(name, category, rule, apply_rule(rule, **dims))
-
-
 def _linear(
     name: str,
     category: str,
@@ -58,7 +54,7 @@ def _linear(
     act: int | None = None,
     w: int | None = None,
 ) -> Leaf:
-    return _leaf(
+    return rule_leaf(
         name,
         category,
         "linear",
@@ -73,7 +69,7 @@ def _linear(
 
 def _fp32_norm(name: str, category: str, d: _Dims) -> Leaf:
     """Non-affine ``FP32LayerNorm`` over all video rows; its fp32 output feeds a modulate."""
-    return _leaf(
+    return rule_leaf(
         name,
         category,
         "layer_norm",
@@ -88,7 +84,7 @@ def _fp32_norm(name: str, category: str, d: _Dims) -> Leaf:
 
 def _modulate(name: str, category: str, d: _Dims) -> Leaf:
     """x·(1 + scale) + shift in fp32, cast back to the activation dtype."""
-    return _leaf(
+    return rule_leaf(
         name,
         category,
         "modulate",
@@ -112,19 +108,19 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
         _linear("q", "attn_proj", d, rows=d.rows, fan_in=dim, fan_out=dim),
         _linear("k", "attn_proj", d, rows=kv_rows, fan_in=dim, fan_out=dim),
         _linear("v", "attn_proj", d, rows=kv_rows, fan_in=dim, fan_out=dim),
-        _leaf("norm_q", "norm_mod", "rms_norm", rows=d.rows, **norm),
-        _leaf("norm_k", "norm_mod", "rms_norm", rows=kv_rows, **norm),
+        rule_leaf("norm_q", "norm_mod", "rms_norm", rows=d.rows, **norm),
+        rule_leaf("norm_k", "norm_mod", "rms_norm", rows=kv_rows, **norm),
     ]
     image = not self_attn and d.img_rows > 0
     if image:
         children += [
             _linear("k_img", "attn_proj", d, rows=d.img_rows, fan_in=dim, fan_out=dim),
             _linear("v_img", "attn_proj", d, rows=d.img_rows, fan_in=dim, fan_out=dim),
-            _leaf("norm_k_img", "norm_mod", "rms_norm", rows=d.img_rows, **norm),
+            rule_leaf("norm_k_img", "norm_mod", "rms_norm", rows=d.img_rows, **norm),
         ]
     if self_attn:
         children.append(
-            _leaf(
+            rule_leaf(
                 "rope",
                 "rope",
                 "rope",
@@ -144,7 +140,7 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
         "act_bytes": d.act,
     }
     children += [
-        _leaf(
+        rule_leaf(
             "attn_core",
             "attn_core",
             "image_text_attention_core",
@@ -153,7 +149,7 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
             **core,
         )
         if image
-        else _leaf("attn_core", "attn_core", "attention_core", kv_tokens=kv_tokens, **core),
+        else rule_leaf("attn_core", "attn_core", "attention_core", kv_tokens=kv_tokens, **core),
         _linear("o", "attn_proj", d, rows=d.rows, fan_in=dim, fan_out=dim),
     ]
     return Composite(name, tuple(children))
@@ -167,14 +163,14 @@ def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
         "ffn",
         (
             _linear("0", "ffn", d, rows=rows, fan_in=dim, fan_out=model.ffn_dim),
-            _leaf("1", "ffn", "gelu_tanh", elements=rows * model.ffn_dim, act_bytes=d.act),
+            rule_leaf("1", "ffn", "gelu_tanh", elements=rows * model.ffn_dim, act_bytes=d.act),
             _linear("2", "ffn", d, rows=rows, fan_in=model.ffn_dim, fan_out=dim),
         ),
     )
     return Composite(
         "block",
         (
-            _leaf(
+            rule_leaf(
                 "modulation",
                 "norm_mod",
                 "modulation_table",
@@ -186,8 +182,8 @@ def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
             _fp32_norm("norm1", "norm_mod", d),
             _modulate("modulate1", "norm_mod", d),
             _attention("self_attn", d, kv_rows=rows, kv_tokens=d.tokens, self_attn=True),
-            _leaf("residual1", "norm_mod", "gated_residual", **gated),
-            _leaf(
+            rule_leaf("residual1", "norm_mod", "gated_residual", **gated),
+            rule_leaf(
                 "norm3",
                 "norm_mod",
                 "layer_norm",
@@ -199,11 +195,11 @@ def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
                 weight_el_bytes=FP32_BYTES,
             ),
             _attention("cross_attn", d, kv_rows=d.ctx_rows, kv_tokens=context_len, self_attn=False),
-            _leaf("residual3", "norm_mod", "residual_add", elements=rows * dim, act_bytes=d.act),
+            rule_leaf("residual3", "norm_mod", "residual_add", elements=rows * dim, act_bytes=d.act),
             _fp32_norm("norm2", "norm_mod", d),
             _modulate("modulate2", "norm_mod", d),
             ffn,
-            _leaf("residual2", "norm_mod", "gated_residual", **gated),
+            rule_leaf("residual2", "norm_mod", "gated_residual", **gated),
         ),
     )
 
@@ -213,9 +209,9 @@ def _embeddings(model: ModelSpec, d: _Dims) -> tuple[Composite, Composite, Compo
     time_embedding = Composite(
         "time_embedding",
         (
-            _leaf("sinusoid", "embedding", "sinusoid", batch=d.batch, freq_dim=model.freq_dim),
+            rule_leaf("sinusoid", "embedding", "sinusoid", batch=d.batch, freq_dim=model.freq_dim),
             _linear("0", "embedding", d, rows=d.batch, fan_in=model.freq_dim, fan_out=d.dim, act=f32, w=f32),
-            _leaf("1", "embedding", "silu", elements=d.batch * d.dim, act_bytes=f32),
+            rule_leaf("1", "embedding", "silu", elements=d.batch * d.dim, act_bytes=f32),
             _linear("2", "embedding", d, rows=d.batch, fan_in=d.dim, fan_out=d.dim, act=f32, w=f32),
         ),
     )
@@ -224,7 +220,7 @@ def _embeddings(model: ModelSpec, d: _Dims) -> tuple[Composite, Composite, Compo
     time_projection = Composite(
         "time_projection",
         (
-            _leaf("0", "embedding", "silu", elements=d.batch * d.dim, act_bytes=d.act),
+            rule_leaf("0", "embedding", "silu", elements=d.batch * d.dim, act_bytes=d.act),
             _linear("1", "embedding", d, rows=d.batch, fan_in=d.dim, fan_out=6 * d.dim),
         ),
     )
@@ -232,7 +228,7 @@ def _embeddings(model: ModelSpec, d: _Dims) -> tuple[Composite, Composite, Compo
         "text_embedding",
         (
             _linear("0", "embedding", d, rows=d.ctx_rows, fan_in=model.text_dim, fan_out=d.dim),
-            _leaf("1", "embedding", "gelu_tanh", elements=d.ctx_rows * d.dim, act_bytes=d.act),
+            rule_leaf("1", "embedding", "gelu_tanh", elements=d.ctx_rows * d.dim, act_bytes=d.act),
             _linear("2", "embedding", d, rows=d.ctx_rows, fan_in=d.dim, fan_out=d.dim),
         ),
     )
@@ -250,11 +246,11 @@ def _image_embedding(model: ModelSpec, d: _Dims) -> tuple[Composite, Leaf]:
     proj = Composite(
         "proj",
         (
-            _leaf("0", "embedding", "layer_norm", rows=rows, dim=w, **norm),
+            rule_leaf("0", "embedding", "layer_norm", rows=rows, dim=w, **norm),
             _linear("1", "embedding", d, rows=rows, fan_in=w, fan_out=w),
-            _leaf("2", "embedding", "gelu", elements=rows * w, act_bytes=d.act),
+            rule_leaf("2", "embedding", "gelu", elements=rows * w, act_bytes=d.act),
             _linear("3", "embedding", d, rows=rows, fan_in=w, fan_out=d.dim),
-            _leaf("4", "embedding", "layer_norm", rows=rows, dim=d.dim, **norm),
+            rule_leaf("4", "embedding", "layer_norm", rows=rows, dim=d.dim, **norm),
         ),
     )
     children: list[Leaf | Composite] = []
@@ -264,7 +260,7 @@ def _image_embedding(model: ModelSpec, d: _Dims) -> tuple[Composite, Leaf]:
         cost = attrs.evolve(add, params=table, weight_bytes=table * d.w, bytes_read=add.bytes_read)
         children.append(Leaf("emb_pos", "embedding", "residual_add", cost))
     children.append(proj)
-    concat = _leaf(
+    concat = rule_leaf(
         "context_concat",
         "embedding",
         "layout_copy",
@@ -279,7 +275,7 @@ def _head(model: ModelSpec, d: _Dims) -> Composite:
     return Composite(
         "head",
         (
-            _leaf(
+            rule_leaf(
                 "modulation",
                 "head",
                 "modulation_table",
@@ -318,7 +314,7 @@ def build_dit(model: ModelSpec, workload: Workload, geo: Geometry | None = None)
     return Composite(
         "",
         (
-            _leaf(
+            rule_leaf(
                 "patch_embedding",
                 "embedding",
                 "patch_conv3d",
@@ -331,7 +327,7 @@ def build_dit(model: ModelSpec, workload: Workload, geo: Geometry | None = None)
                 act_bytes=d.act,
                 weight_el_bytes=d.w,
             ),
-            _leaf(
+            rule_leaf(
                 "rope",
                 "rope",
                 "rope_tables",
@@ -345,6 +341,6 @@ def build_dit(model: ModelSpec, workload: Workload, geo: Geometry | None = None)
             *image,
             Repeated("blocks", model.num_layers, _block(model, d, geo.context_len)),
             _head(model, d),
-            _leaf("unpatchify", "head", "layout_copy", elements=d.rows * out, act_bytes=d.act),
+            rule_leaf("unpatchify", "head", "layout_copy", elements=d.rows * out, act_bytes=d.act),
         ),
     )
