@@ -228,9 +228,9 @@ def test_bad_device_input_exits_2(
     assert not out_root.exists() or list(out_root.iterdir()) == []
 
 
-def test_other_component_weights_from_the_real_modules() -> None:
+def test_other_component_weights() -> None:
     """UMT5-XXL encoder by hand: embeddings + 24 × (attention, bias, 2 norms, gated FFN) + final norm."""
-    from ditmeter.tracer.reference import component_weight_bytes
+    from ditmeter.analytic.pipeline import component_weight_bytes
 
     per_layer = 4 * 4096 * 4096 + 32 * 64 + 2 * 4096 + 2 * 4096 * 10240 + 10240 * 4096
     umt5 = 256384 * 4096 + 24 * per_layer + 4096
@@ -265,7 +265,7 @@ def test_a_bad_component_config_names_the_field(out_root: Path, capsys: pytest.C
 
 
 def test_image_models_count_the_image_encoder_too() -> None:
-    from ditmeter.tracer.reference import component_weight_bytes
+    from ditmeter.analytic.pipeline import component_weight_bytes
 
     weights = component_weight_bytes(load(["model=wan2.1-i2v-14b-480p"]).raw["model"])
     assert weights["image_encoder"] == {"fp32": 4 * 630_766_080}  # CLIPVisionModel parameters, fp32

@@ -125,3 +125,26 @@ def build_stages(
             frames = 1 + 4 * (geo.latent_frames - 1)
             out.append(Stage(name, tree, 1, vae.dtype, f"the final latents to {frames} frames"))
     return tuple(out)
+
+
+def component_weight_bytes(model_raw: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """Weight bytes by dtype of the text encoder, the VAE (encoder and decoder) and, for image
+    models, the image encoder, from their analytic trees in their config dtypes.
+
+    The trees' parameters equal the real modules' (tests/test_umt5.py, test_vae.py,
+    test_clip.py); a tiny workload suffices, since weights do not depend on it.
+    """
+    t5 = UMT5Spec.from_mapping(model_raw.get("text_encoder"))
+    vae = VaeSpec.from_mapping(model_raw.get("vae"))
+    vae_bytes = (
+        build_vae_encode(vae, 1, 1, 8, 8).total.weight_bytes
+        + build_vae_decode(vae, 1, 1, 1, 1).total.weight_bytes
+    )
+    out = {
+        "text_encoder": {t5.dtype: build_umt5(t5, 1, 1).total.weight_bytes},
+        "vae": {vae.dtype: vae_bytes},
+    }
+    if model_raw.get("image_encoder") is not None:
+        clip = ClipSpec.from_mapping(model_raw.get("image_encoder"))
+        out["image_encoder"] = {clip.dtype: build_clip(clip, 1).total.weight_bytes}
+    return out

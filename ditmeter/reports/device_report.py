@@ -9,14 +9,15 @@ import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.memory import Footprint, dit_footprint
+from ditmeter.analytic.pipeline import component_weight_bytes
 from ditmeter.analytic.roofline import Prediction
 from ditmeter.reports.format import binary_bytes, percent
 
 #: What the fit counts, said wherever the fit is.
 FIT_SCOPE = (
-    "Weights of every component (text encoder, VAE, image encoder: the real modules built on meta) plus the "
-    "DiT forward's peak activation; the text encoder's and the VAE decode's own activations are not "
-    "modeled yet. With offload, only the DiT is resident while it runs."
+    "Weights of every component (text encoder, VAE, image encoder from their analytic trees, equal to "
+    "the real modules) plus the DiT forward's peak activation; the text encoder's and the VAE "
+    "decode's own activations are not modeled yet. With offload, only the DiT is resident while it runs."
 )
 
 
@@ -56,8 +57,6 @@ def device_view(
     prediction = analysis.prediction(device) if device is not None else None
     others: dict[str, dict[str, int]] = {}
     if device is not None and model_raw is not None:
-        from ditmeter.tracer.reference import component_weight_bytes
-
         others = component_weight_bytes(model_raw)
     return DeviceView(analysis, dit_footprint(analysis), prediction, measured_video_s, others)
 

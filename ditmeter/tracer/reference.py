@@ -175,23 +175,6 @@ def build_wan_vae(raw: Any, device: str = "meta") -> nn.Module:
         )
 
 
-def component_weight_bytes(model_raw: Any) -> dict[str, dict[str, int]]:
-    """Weight bytes by dtype of the text encoder, the VAE and (image models) the image encoder:
-    real modules on meta, config dtypes."""
-    out: dict[str, dict[str, int]] = {}
-    builders: list[tuple[str, Any]] = [("text_encoder", build_umt5_encoder), ("vae", build_wan_vae)]
-    if isinstance(model_raw, dict) and model_raw.get("image_encoder") is not None:
-        builders.append(("image_encoder", build_clip_vision))
-    for name, build in builders:
-        raw = model_raw.get(name) if isinstance(model_raw, dict) else None
-        module = build(raw)
-        assert isinstance(raw, dict)
-        dtype = str(raw["dtype"])
-        numel = sum(p.numel() for p in module.parameters())
-        out[name] = {dtype: numel * TORCH_DTYPES[dtype].itemsize}
-    return out
-
-
 def build_clip_vision(raw: Any, device: str = "meta") -> nn.Module:
     """transformers ``CLIPVisionModel`` (exact GELU) from ``model.image_encoder``, eval, config dtype."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
