@@ -84,20 +84,20 @@ def _check_device(kind: str) -> None:
 def _run(cfg: RunConfig, analysis: Analysis, staging: Path, step: Any) -> tuple[pd.DataFrame, float]:
     """Build, profile, map: the nodes table with measured times, and the forward's seconds."""
     from ditmeter.tracer.profile import profile_forward
-    from ditmeter.tracer.reference import REFERENCES
+    from ditmeter.tracer.stages import STAGE_REFERENCES
 
-    ref, p = REFERENCES["diffusers-dit"], cfg.profile
+    ref, p = STAGE_REFERENCES["dit"], cfg.profile
     _check_device(p.device_kind)
     with step("build"):
-        model = ref.build(analysis.model, cfg.workload.dtype, p.device_kind)
-        inputs = ref.inputs(analysis.model, cfg.workload, analysis.geometry, p.device_kind)
+        raw = cfg.raw.get("model") or {}
+        model, inputs = ref.make(analysis.model, cfg.workload, analysis.geometry, raw, p.device_kind)
     with step("profile"):
         graph, times = profile_forward(
-            model, inputs, staging / TRACE_FILE, device_kind=p.device_kind, warmup=p.warmup, **ref.options
+            model, inputs, staging / TRACE_FILE, device_kind=p.device_kind, warmup=p.warmup
         )
     with step("map"):
         rows = list(walk(analysis.tree))
-        assignments = assign(node_infos(graph), rows, ref.canonical_id, NODE_RULES[ref.name])
+        assignments = assign(node_infos(graph), rows, ref.canonical_id, NODE_RULES[ref.reference])
         per_node = {n.name: times.time_s(n.name) for n in graph.nodes}
         nodes = nodes_frame(graph, assignments, rows, per_node)
     return nodes, times.forward_s

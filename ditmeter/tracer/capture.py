@@ -21,6 +21,7 @@ NB: parameters and model inputs are not nodes; their bytes are in ``bytes_in``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -125,22 +126,21 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-def flop_counter_pass(model: nn.Module, inputs: dict[str, torch.Tensor], **options: Any) -> FlopCounterMode:
-    """The bare reference: ``model(**inputs, **options)`` under ``FlopCounterMode``, nothing else.
+def flop_counter_pass(model: nn.Module, inputs: Mapping[str, Any]) -> FlopCounterMode:
+    """The bare reference: ``model(**inputs)`` under ``FlopCounterMode``, nothing else.
 
     ``get_total_flops()`` and ``get_flop_counts()`` (keyed by the root class name
     plus the module path) are what ``capture_forward`` must agree with.
     """
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(**inputs, **options)
+        model(**inputs)
     return counter
 
 
-def capture_forward(
-    model: nn.Module, inputs: dict[str, torch.Tensor], *, annotate: bool = False, **options: Any
-) -> fx.Graph:
-    """Run ``model(**inputs, **options)`` once and record every aten op.
+def capture_forward(model: nn.Module, inputs: Mapping[str, Any], *, annotate: bool = False) -> fx.Graph:
+    """Run ``model(**inputs)`` once and record every aten op (inputs may hold non-tensor
+    keywords such as ``return_dict=False``).
 
     On meta tensors nothing computes. With ``annotate`` (real tensors, under
     ``torch.profiler``) each op runs inside a ``record_function`` range named
@@ -150,7 +150,7 @@ def capture_forward(
     tracker = ModuleTracker()
     recorder = _Recorder(tracker, type(model).__name__, annotate)
     with torch.no_grad(), tracker, recorder:
-        model(**inputs, **options)
+        model(**inputs)
     classes = {name: type(m).__name__ for name, m in model.named_modules()}
     for node in recorder.graph.nodes:
         node.meta["module_class"] = classes[node.meta["module_path"]]

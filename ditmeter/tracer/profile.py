@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,24 +106,23 @@ def read_chrome_trace(path: Path) -> NodeTimes:
 
 def profile_forward(
     model: nn.Module,
-    inputs: dict[str, torch.Tensor],
+    inputs: Mapping[str, Any],
     trace_path: Path,
     *,
     device_kind: str,
     warmup: int,
-    **options: Any,
 ) -> tuple[fx.Graph, NodeTimes]:
     """Warm up, then profile one recorded forward; the Chrome trace is written to ``trace_path``."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     with torch.no_grad():
         for _ in range(warmup):
-            model(**inputs, **options)
+            model(**inputs)
     if device_kind == "cuda":
         torch.cuda.synchronize()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_kind == "cuda" else [])
     with profile(activities=activities) as prof, record_function(FORWARD_RANGE):
-        graph = capture_forward(model, inputs, annotate=True, **options)
+        graph = capture_forward(model, inputs, annotate=True)
         if device_kind == "cuda":
             torch.cuda.synchronize()
     trace_path.parent.mkdir(parents=True, exist_ok=True)

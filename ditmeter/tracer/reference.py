@@ -4,27 +4,25 @@ The diffusers ``WanTransformer3DModel`` config is derived from the
 :class:`~ditmeter.analytic.spec.ModelSpec` (official field names), never kept
 as a second hand-written copy.
 
-A :class:`Reference` says how to build one real module and feed it one
-forward, and how its module paths map onto the analytic tree's ids. The tracer
-only sees this record, so other references (the UMT5 text encoder, the
-Wan-VAE, the official Wan code) plug in as further entries of ``REFERENCES``.
+The builders and inputs of every stage's module live here;
+:mod:`ditmeter.tracer.stages` names the one each stage uses and how its module
+paths meet the analytic ids, so a further reference (the official Wan code)
+plugs in as one more entry there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, cast
 
-import attrs
 import torch
 from torch import nn
 
 from ditmeter.analytic.clip import ClipSpec
 from ditmeter.analytic.geometry import Geometry
-from ditmeter.analytic.spec import ModelSpec, Workload, component_section
+from ditmeter.analytic.spec import ModelSpec, Workload
 from ditmeter.analytic.umt5 import SPEC_KEYS as UMT5_SPEC_KEYS
 from ditmeter.analytic.umt5 import UMT5Spec
-from ditmeter.analytic.wan_names import canonical_id
+from ditmeter.analytic.wan_vae import VaeSpec
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -103,35 +101,6 @@ def diffusers_dit_inputs(
     return inputs
 
 
-@attrs.frozen
-class Reference:
-    """A real module the tracer captures, and how its names meet the analytic tree."""
-
-    name: str  # stable id, e.g. "diffusers-dit"
-    component: str  # the analytic component it checks, e.g. "dit"
-    source: str  # where the code comes from, for reports
-    build: Callable[[ModelSpec, str, str], nn.Module]  # (spec, dtype, device)
-    inputs: Callable[[ModelSpec, Workload, Geometry, str], dict[str, torch.Tensor]]
-    canonical_id: Callable[[str], str | None]  # module path → analytic module id
-    options: dict[str, Any] = attrs.field(factory=dict)  # non-tensor forward kwargs
-
-
-REFERENCES: dict[str, Reference] = {
-    "diffusers-dit": Reference(
-        name="diffusers-dit",
-        component="dit",
-        source="diffusers.WanTransformer3DModel",
-        build=build_diffusers_dit,
-        inputs=diffusers_dit_inputs,
-        canonical_id=canonical_id,
-        options={"return_dict": False},
-    ),
-}
-
-
-VAE_KEYS = ("base_dim", "z_dim", "num_res_blocks")
-
-
 def build_umt5_encoder(raw: Any, device: str = "meta") -> nn.Module:
     """transformers ``UMT5EncoderModel`` (gated GELU, untied embeddings) from ``model.text_encoder``.
 
@@ -163,14 +132,16 @@ def build_wan_vae(raw: Any, device: str = "meta") -> nn.Module:
     """diffusers ``AutoencoderKLWan`` from ``model.vae``."""
     from diffusers import AutoencoderKLWan
 
-    ints, _ = component_section("model.vae", raw, VAE_KEYS)
+    spec = VaeSpec.from_mapping(raw)
     with torch.device(device):
         return cast(
             nn.Module,
             AutoencoderKLWan(
-                **ints,
-                dim_mult=list(raw.get("dim_mult", [1, 2, 4, 4])),
-                temperal_downsample=list(raw.get("temperal_downsample", [False, True, True])),
+                base_dim=spec.base_dim,
+                z_dim=spec.z_dim,
+                num_res_blocks=spec.num_res_blocks,
+                dim_mult=list(spec.dim_mult),
+                temperal_downsample=list(spec.temperal_downsample),
             ),
         )
 
