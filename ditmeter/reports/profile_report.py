@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 from ditmeter.analytic.analysis import Analysis, analyze
 from ditmeter.analytic.tree import walk
 from ditmeter.compare import wan_dit_rules  # noqa: F401  (registers the node rules)
-from ditmeter.compare.join import NODES_SCHEMA, nodes_frame, with_times
-from ditmeter.compare.mapping import NODE_RULES, assign, node_infos
+from ditmeter.compare.check import map_graph
+from ditmeter.compare.join import NODES_SCHEMA, with_times
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
 from ditmeter.reports.analytic_report import write_analysis_files
@@ -96,10 +96,8 @@ def _run(cfg: RunConfig, analysis: Analysis, staging: Path, step: Any) -> tuple[
             model, inputs, staging / TRACE_FILE, device_kind=p.device_kind, warmup=p.warmup
         )
     with step("map"):
-        rows = list(walk(analysis.tree))
-        assignments = assign(node_infos(graph), rows, ref.canonical_id, NODE_RULES[ref.reference])
         per_node = {n.name: times.time_s(n.name) for n in graph.nodes}
-        nodes = nodes_frame(graph, assignments, rows, per_node)
+        nodes = map_graph(graph, list(walk(analysis.tree)), ref.canonical_id, ref.reference, times=per_node)
     return nodes, times.forward_s
 
 

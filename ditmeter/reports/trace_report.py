@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +23,36 @@ import pyarrow.parquet as pq
 
 from ditmeter.analytic.analysis import Analysis, analyze
 from ditmeter.analytic.pipeline import Stage
+from ditmeter.analytic.tree import ModuleRow
 from ditmeter.compare import (  # noqa: F401  (register every stage's node rules)
     clip_rules,
     umt5_rules,
     wan_dit_rules,
     wan_vae_rules,
 )
+from ditmeter.compare.check import map_graph
 from ditmeter.compare.gate import Verdict, evaluate
 from ditmeter.compare.join import (
     NODES_SCHEMA,
     build_graph,
     graph_json,
     measured_by_module,
-    nodes_frame,
     unfused_by_module,
     with_measured,
 )
-from ditmeter.compare.mapping import NODE_RULES, assign, node_infos
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
 from ditmeter.reports.analytic_report import write_analysis_files, write_text
 from ditmeter.reports.device_report import DeviceView, device_view
 from ditmeter.reports.report_json import compare_section
 from ditmeter.reports.run_dir import ANALYSIS_SUBDIR, list_runs, new_run_id, staged_run
-from ditmeter.reports.tables import module_rows, modules_frame, table_metadata, write_parquet
+from ditmeter.reports.tables import (
+    library_versions,
+    module_rows,
+    modules_frame,
+    table_metadata,
+    write_parquet,
+)
 
 Progress = Callable[[str], AbstractContextManager[None]]
 
@@ -85,14 +90,9 @@ class TraceResult:
     files: tuple[str, ...]
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _trace_stage(cfg: RunConfig, analysis: Analysis, stage: Stage, step: Steps) -> pd.DataFrame:
+def _trace_stage(
+    cfg: RunConfig, analysis: Analysis, stage: Stage, rows: list[ModuleRow], step: Steps
+) -> pd.DataFrame:
     """Build the stage's real module on meta, capture one run, map every node: its nodes table."""
     from ditmeter.tracer.capture import capture_forward
     from ditmeter.tracer.stages import STAGE_REFERENCES
@@ -106,10 +106,15 @@ def _trace_stage(cfg: RunConfig, analysis: Analysis, stage: Stage, step: Steps) 
     with step(f"capture{label}"):
         graph = capture_forward(model, inputs)
     with step(f"map{label}"):
-        rows = [r for s, r in module_rows(analysis) if s == stage.name]
-        infos = node_infos(graph)
-        assignments = assign(infos, rows, ref.canonical_id, NODE_RULES[ref.reference], stage.qualify)
-        return nodes_frame(graph, assignments, rows, stage=stage.name, prefix=stage.prefix)
+        return map_graph(
+            graph,
+            rows,
+            ref.canonical_id,
+            ref.reference,
+            qualify=stage.qualify,
+            stage=stage.name,
+            prefix=stage.prefix,
+        )
 
 
 def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
@@ -122,15 +127,21 @@ def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
     step = Steps(progress)
     analysis = analyze(cfg.model, cfg.workload, cfg.raw.get("model"), cfg.stages)
     view = device_view(analysis, cfg.device, cfg.measured_video_s, cfg.raw.get("model"))
-    nodes = pd.concat([_trace_stage(cfg, analysis, s, step) for s in analysis.stages], ignore_index=True)
+    by_stage: dict[str, list[ModuleRow]] = {s.name: [] for s in analysis.stages}
+    for name, row in module_rows(analysis):
+        by_stage[name].append(row)
+    nodes = pd.concat(
+        [_trace_stage(cfg, analysis, s, by_stage[s.name], step) for s in analysis.stages], ignore_index=True
+    )
     with step("join"):
-        rows = [r for _, r in module_rows(analysis)]
+        rows = [r for stage_rows in by_stage.values() for r in stage_rows]
         measured, unfused = measured_by_module(nodes, rows), unfused_by_module(nodes, rows)
         modules = with_measured(modules_frame(analysis, view.prediction), measured, unfused)
         verdict = evaluate(modules, nodes, cfg.tolerance)
         g = build_graph(modules, nodes)
     refs = {s.name: STAGE_REFERENCES[s.name] for s in analysis.stages}
-    versions = f"diffusers {_version('diffusers')}, transformers {_version('transformers')}"
+    lib = library_versions()
+    versions = f"diffusers {lib['diffusers']}, transformers {lib['transformers']}"
     sources = "; ".join(f"{name}: {r.reference} ({r.source})" for name, r in refs.items())
     with step("write"), staged_run(cfg.output_root, run_id) as out:
         ref_meta = {"reference": f"{sources}; {versions}"}
@@ -142,8 +153,8 @@ def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
             verdict,
             reference={
                 "stages": {n: {"name": r.reference, "source": r.source} for n, r in refs.items()},
-                "diffusers": _version("diffusers"),
-                "transformers": _version("transformers"),
+                "diffusers": lib["diffusers"],
+                "transformers": lib["transformers"],
             },
             graph={"file": "graph.json", "nodes": g.number_of_nodes(), "edges": g.number_of_edges()},
             timings_s={k: round(v, 3) for k, v in step.seconds.items()},
