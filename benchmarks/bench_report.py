@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import best  # benchmarks/timing.py: the script's folder is on sys.path
 from torch import nn
 
 from ditmeter.analytic.analysis import analyze
@@ -23,15 +23,6 @@ from ditmeter.config import load
 from ditmeter.reports.analytic_report import write_report
 from ditmeter.tracer.capture import capture_forward, flop_counter_pass
 from ditmeter.tracer.reference import build_diffusers_dit, diffusers_dit_inputs
-
-
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -43,7 +34,7 @@ def main() -> None:
     cfg = load([f"model={args.model}", f"workload={args.workload}"])
     spec, wl = cfg.model, cfg.workload
 
-    evaluate_s = _best(lambda: analyze(spec, wl).per_video, args.repeats * 20)
+    evaluate_s = best(lambda: analyze(spec, wl).per_video, args.repeats * 20)
 
     geo = analyze(spec, wl).geometry
 
@@ -51,11 +42,11 @@ def main() -> None:
         # Both passes build the model, as a user's first trace does.
         return lambda: run(build_diffusers_dit(spec, wl.dtype), diffusers_dit_inputs(spec, wl, geo))
 
-    fc_s = _best(on_fresh_model(flop_counter_pass), args.repeats)
-    capture_s = _best(on_fresh_model(capture_forward), args.repeats)
+    fc_s = best(on_fresh_model(flop_counter_pass), args.repeats)
+    capture_s = best(on_fresh_model(capture_forward), args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         cfg_tmp = load([f"model={args.model}", f"workload={args.workload}", f"output_root={Path(tmp)}"])
-        report_s = _best(lambda: write_report(cfg_tmp), args.repeats)
+        report_s = best(lambda: write_report(cfg_tmp), args.repeats)
 
     print(f"model={args.model} workload={args.workload} (best of {args.repeats})")
     print(f"  FlopCounterMode meta pass (build + forward): {fc_s * 1e3:9.2f} ms")

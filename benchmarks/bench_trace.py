@@ -22,17 +22,8 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 
-
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best  # benchmarks/timing.py: the script's folder is on sys.path
 
 
 def _peak_rss_mib() -> float:
@@ -75,7 +66,7 @@ def _child(kind: str, model: str, workload: str, repeats: int, stages: str) -> d
                 raise SystemExit(f"trace/compare exited {rc}")
             return rc
 
-    seconds = _best(run, repeats)
+    seconds = best(run, repeats)
     return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib(), "base_rss_mib": base}
 
 
