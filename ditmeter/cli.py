@@ -216,14 +216,14 @@ def _print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
 
 
 def _cmd_trace(overrides: list[str], console: Console) -> int:
-    from ditmeter.analytic.analysis import analyze
+    from ditmeter.analytic.geometry import geometry
     from ditmeter.config import load
     from ditmeter.reports.trace_report import trace
 
     start = time.perf_counter()
     cfg = load(overrides)
     console.print(f"tracing {cfg.model.name} × {cfg.workload.name} on meta, stages: {', '.join(cfg.stages)}")
-    g = analyze(cfg.model, cfg.workload).geometry
+    g = geometry(cfg.model, cfg.workload)  # said before the long steps, not after
     for adj in g.adjustments:
         console.print(
             f"adjusted workload.{adj.field}: {adj.requested} → {adj.effective} ({adj.reason})",
