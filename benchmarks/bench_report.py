@@ -18,11 +18,9 @@ import torch
 from timing import best  # benchmarks/timing.py: the script's folder is on sys.path
 from torch import nn
 
-from ditmeter.analytic.analysis import analyze
+from ditmeter.commands.report import report
 from ditmeter.config import load
-from ditmeter.reports.analytic_report import write_report
 from ditmeter.tracer.capture import capture_forward, flop_counter_pass
-from ditmeter.tracer.reference import build_diffusers_dit, diffusers_dit_inputs
 
 
 def main() -> None:
@@ -32,21 +30,27 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     cfg = load([f"model={args.model}", f"workload={args.workload}"])
-    spec, wl = cfg.model, cfg.workload
+    fam, spec, wl = cfg.family, cfg.model, cfg.workload
+    forward = (fam.forward_stage,)
 
-    evaluate_s = best(lambda: analyze(spec, wl).per_video, args.repeats * 20)
+    evaluate_s = best(lambda: fam.analyze(spec, wl, forward).per_video, args.repeats * 20)
 
-    geo = analyze(spec, wl).geometry
+    geo = cfg.geometry
+    make = fam.references()[fam.forward_stage].make
 
     def on_fresh_model(run: Callable[[nn.Module, dict[str, torch.Tensor]], object]) -> Callable[[], object]:
         # Both passes build the model, as a user's first trace does.
-        return lambda: run(build_diffusers_dit(spec, wl.dtype), diffusers_dit_inputs(spec, wl, geo))
+        def once() -> object:
+            module, inputs = make(spec, wl, geo, "meta")
+            return run(module, inputs)
+
+        return once
 
     fc_s = best(on_fresh_model(flop_counter_pass), args.repeats)
     capture_s = best(on_fresh_model(capture_forward), args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         cfg_tmp = load([f"model={args.model}", f"workload={args.workload}", f"output_root={Path(tmp)}"])
-        report_s = best(lambda: write_report(cfg_tmp), args.repeats)
+        report_s = best(lambda: report(cfg_tmp), args.repeats)
 
     print(f"model={args.model} workload={args.workload} (best of {args.repeats})")
     print(f"  FlopCounterMode meta pass (build + forward): {fc_s * 1e3:9.2f} ms")

@@ -34,20 +34,17 @@ def _child(kind: str, model: str, workload: str, repeats: int, stages: str) -> d
     import diffusers  # noqa: F401  (imports are not part of either measurement)
     import transformers  # noqa: F401
 
-    from ditmeter.analytic.analysis import analyze
     from ditmeter.cli import main
     from ditmeter.config import load
     from ditmeter.tracer.capture import flop_counter_pass
-    from ditmeter.tracer.stages import STAGE_REFERENCES
 
     overrides = [f"model={model}", f"workload={workload}", f"stages={stages}"]
     cfg = load(overrides)
-    geo = analyze(cfg.model, cfg.workload).geometry
-    raw = cfg.raw["model"]
+    geo, refs = cfg.geometry, cfg.family.references()
 
     def bare() -> object:
         for name in cfg.stages:
-            module, inputs = STAGE_REFERENCES[name].make(cfg.model, cfg.workload, geo, raw, "meta")
+            module, inputs = refs[name].make(cfg.model, cfg.workload, geo, "meta")
             flop_counter_pass(module, inputs)
         return None
 

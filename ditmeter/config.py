@@ -7,7 +7,7 @@ a source checkout or editable install reads ``configs/`` beside the package.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.geometry import geometry
-from ditmeter.analytic.pipeline import select_stages
-from ditmeter.analytic.spec import ModelSpec, Workload
+from ditmeter.analytic.geometry import Geometry
+from ditmeter.analytic.workload import Workload, parse_workload
 from ditmeter.errors import ConfigError
+from ditmeter.models import family as family_named
+from ditmeter.models.family import Family, ModelSpec
+from ditmeter.validate import FieldError, finite_number, one_of, parse, whole_number
 
 GROUPS = ("model", "workload", "device")
 REQUIRED_GROUPS = ("model", "workload")
@@ -44,47 +46,56 @@ def choices(group: str) -> list[str]:
 DEVICE_KINDS = ("cpu", "cuda")
 
 
+def _path_or_none(value: Any) -> Path | None:
+    return Path(str(value)) if value else None
+
+
 @attrs.frozen
 class ProfileOptions:
     """``profile.*``: where and how ``ditmeter profile`` runs the model."""
 
-    device_kind: str = "cpu"
-    num_layers: int = 2
-    warmup: int = 1
-    trace: Path | None = None
+    device_kind: str = attrs.field(default="cpu", validator=one_of(*DEVICE_KINDS))
+    num_layers: int = attrs.field(default=2, validator=whole_number(1))
+    warmup: int = attrs.field(default=1, validator=whole_number(0))
+    trace: Path | None = attrs.field(default=None, converter=_path_or_none)
 
-    @classmethod
-    def from_mapping(cls, raw: Any) -> ProfileOptions:
-        raw = raw if isinstance(raw, dict) else {}
-        kind = raw.get("device_kind", "cpu")
-        if kind not in DEVICE_KINDS:
-            raise ConfigError(
-                "profile.device_kind", f"{kind!r} not allowed; allowed: {', '.join(DEVICE_KINDS)}"
-            )
-        layers, warmup = raw.get("num_layers", 2), raw.get("warmup", 1)
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-            raise ConfigError("profile.num_layers", f"must be a whole number >= 1, got {layers!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ConfigError("profile.warmup", f"must be a whole number >= 0, got {warmup!r}")
-        trace = raw.get("trace")
-        return cls(kind, layers, warmup, Path(str(trace)) if trace else None)
+
+@attrs.frozen
+class CompareOptions:
+    """``compare.*``: the gate's tolerance and the rows of the error table."""
+
+    tolerance: float = attrs.field(validator=finite_number(0, hint=" (0.05 = 5%)"))
+    show: int = attrs.field(validator=whole_number(1))
+
+
+@attrs.frozen
+class Scalars:
+    """Top-level keys that are single values."""
+
+    measured_video_s: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(finite_number(0, strict=True, hint=" of seconds"))
+    )
 
 
 @attrs.frozen
 class RunConfig:
-    """Everything one command needs, validated."""
+    """Everything one command needs, validated and typed."""
 
-    model: ModelSpec
+    family: Family
+    model: ModelSpec  # the family's typed model record
     workload: Workload
     output_root: Path
     run_id: str | None
-    tolerance: float
-    show: int  # rows of the error table `compare` prints
-    raw: dict[str, Any]
+    compare: CompareOptions
+    stages: tuple[str, ...]  # the selected stages of the video
     device: DeviceSpec | None = None
     measured_video_s: float | None = None
     profile: ProfileOptions = ProfileOptions()
-    stages: tuple[str, ...] = ("dit",)  # the selected stages of the video
+
+    @property
+    def geometry(self) -> Geometry:
+        """Latent and token shapes, and what the rounding rule changed (said before any long step)."""
+        return self.family.geometry(self.model, self.workload)
 
 
 def _check_group_choices(overrides: list[str]) -> None:
@@ -135,49 +146,49 @@ def load(overrides: list[str]) -> RunConfig:
     changed = [o.split(".", 1)[1] for o in overrides if o.startswith("workload.") and "=" in o]
     if changed:  # a preset with edits must not pass for the preset itself
         raw["workload"]["name"] = f"{raw['workload'].get('name', 'custom')}[{','.join(changed)}]"
-    model = ModelSpec.from_mapping(raw["model"])
-    workload = Workload.from_mapping(raw["workload"], model)
-    geometry(model, workload)  # refuses sizes below one patch before anything runs
+    fam = family_named(raw["model"].get("family"))
+    model = fam.parse_model(raw["model"])
+    workload = parse_workload(raw["workload"], default_steps=model.default_steps, text_len=model.text_len)
     run_id = raw.get("run_id")
     if run_id is not None and (not isinstance(run_id, str) or not run_id.strip() or "/" in run_id):
         raise ConfigError("run_id", f"must be a non-empty name without '/', got {run_id!r}")
-    return RunConfig(
+    out = RunConfig(
+        family=fam,
         model=model,
         workload=workload,
         output_root=Path(str(raw.get("output_root") or "tmp/profile-output")),
         run_id=run_id,
-        tolerance=_tolerance(raw.get("compare")),
-        show=_show(raw.get("compare")),
-        raw={str(k): v for k, v in raw.items()},
-        device=DeviceSpec.from_mapping(raw["device"]) if isinstance(raw.get("device"), dict) else None,
-        measured_video_s=_measured_video_s(raw.get("measured_video_s")),
-        profile=ProfileOptions.from_mapping(raw.get("profile")),
-        stages=select_stages(model, raw.get("stages")),
+        compare=parse(CompareOptions, raw.get("compare"), "compare"),
+        stages=select_stages(fam, model, raw.get("stages")),
+        device=parse(DeviceSpec, raw["device"], "device") if isinstance(raw.get("device"), dict) else None,
+        measured_video_s=_scalars(raw).measured_video_s,
+        profile=parse(ProfileOptions, raw.get("profile") or {}, "profile"),
     )
+    out.geometry  # noqa: B018  (refuses sizes below one patch before anything runs)
+    return out
 
 
-def _measured_video_s(value: Any) -> float | None:
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError("measured_video_s", f"must be a positive number of seconds, got {value!r}")
-    return float(value)
+def _scalars(raw: Any) -> Scalars:
+    try:
+        return Scalars(measured_video_s=raw.get("measured_video_s"))
+    except FieldError as exc:
+        raise ConfigError(exc.field, exc.message) from None
 
 
-def _show(section: Any) -> int:
-    value = section.get("show") if isinstance(section, dict) else None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError("compare.show", f"must be a whole number >= 1, got {value!r}")
-    return value
-
-
-def _tolerance(section: Any) -> float:
-    value = section.get("tolerance") if isinstance(section, dict) else None
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ConfigError("compare.tolerance", f"must be a finite number >= 0 (0.05 = 5%), got {value!r}")
-    return float(value)
+def select_stages(fam: Family, model: ModelSpec, requested: Any) -> tuple[str, ...]:
+    """``stages=null`` (all of the model's) or a list of names; errors name ``stages``."""
+    allowed = fam.available_stages(model)
+    if requested is None:
+        return allowed
+    names = (
+        [requested]
+        if isinstance(requested, str)
+        else list(requested)
+        if isinstance(requested, Sequence)
+        else None
+    )
+    if not names or any(n not in allowed for n in names):
+        raise ConfigError(
+            "stages", f"{requested!r} not allowed for {model.name}; allowed: {', '.join(allowed)}"
+        )
+    return tuple(s for s in allowed if s in names)

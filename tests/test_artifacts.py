@@ -67,7 +67,7 @@ def test_modules_parquet_round_trips(run_folder: Path) -> None:
     for col in MODULE_COLUMNS[17:]:
         assert df[col].isna().all(), col
     assert df["module_id"].is_unique
-    root = df[df["module_id"] == ""].iloc[0]
+    root = df[df["module_id"] == "dit"].iloc[0]
     leaves = df[(df["kind"] == "leaf") & (df["stage"] == "dit")]
     assert root["tensor_flops"] == leaves["tensor_flops"].sum() == 6_523_436_592_005_120
     assert root["params"] == 14_288_491_584
@@ -133,6 +133,6 @@ def test_summary_is_readable(run_folder: Path) -> None:
         "Attention core:",
     ):
         assert heading in text
-    assert "`blocks.*.self_attn.attn_core` | 40 | attn_core" in text
+    assert "`dit.blocks.*.self_attn.attn_core` | 40 | attn_core" in text
     assert "6,523,436,592,005,120" in text
     assert "nan" not in text.lower()

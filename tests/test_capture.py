@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from conftest import spec_and_workload
+from conftest import analyze, spec_and_workload
 
-from ditmeter.analytic.analysis import analyze
-from ditmeter.analytic.wan_names import canonical_id
+from ditmeter.models.wan21.builders import build_diffusers_dit, diffusers_dit_inputs
+from ditmeter.models.wan21.names import DIT_NAMES
 from ditmeter.tracer.capture import capture_forward, flop_counter_pass
-from ditmeter.tracer.reference import build_diffusers_dit, diffusers_dit_inputs
 
 
 def test_capture_matches_flop_counter_and_keeps_module_paths() -> None:
@@ -29,7 +28,7 @@ def test_capture_matches_flop_counter_and_keeps_module_paths() -> None:
         measured["WanTransformer3DModel.blocks.3.attn1.to_q"].values()
     )
     # every FLOP-bearing node maps onto an official module id
-    assert all(canonical_id(p) is not None for p, f in per_module.items() if f)
+    assert all(DIT_NAMES.canonical_id(p) is not None for p, f in per_module.items() if f)
     # data-flow edges exist and shapes are recorded
     q = next(n for n in nodes if n.meta["module_path"] == "blocks.0.attn1.to_q" and n.meta["flops"])
     assert q.all_input_nodes and q.meta["out_shapes"][0][-1] == spec.dim

@@ -74,7 +74,7 @@ def test_run_ids_never_collide(out_root: Path) -> None:
 
 
 def test_failure_mid_write_leaves_nothing(out_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ditmeter.reports.analytic_report as rep
+    import ditmeter.reports.run_files as rep
 
     def boom(*_: object, **__: object) -> str:
         raise RuntimeError("disk full")

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
-from ditmeter.analytic.clip import ClipSpec, build_clip
-from ditmeter.analytic.clip_names import clip_canonical_id
-from ditmeter.compare import clip_rules
 from ditmeter.compare.check import check_graph
 from ditmeter.compare.gate import Verdict
 from ditmeter.config import load
 from ditmeter.errors import ConfigError
+from ditmeter.models.wan21.builders import build_clip_vision, clip_inputs
+from ditmeter.models.wan21.clip import build_clip
+from ditmeter.models.wan21.names import CLIP_NAMES
+from ditmeter.models.wan21.node_rules import CLIP_RULES
+from ditmeter.models.wan21.spec import ClipSpec
 from ditmeter.tracer.capture import capture_forward
-from ditmeter.tracer.reference import build_clip_vision, clip_inputs
+from ditmeter.validate import parse
 
-RAW = load(["model=wan2.1-i2v-14b-480p"]).raw["model"]["image_encoder"]
-SPEC = ClipSpec.from_mapping(RAW)
+SPEC = load(["model=wan2.1-i2v-14b-480p"]).model.image_encoder
 
 
 @pytest.fixture(scope="module")
 def encoder() -> object:
-    return build_clip_vision(RAW)
+    return build_clip_vision(SPEC)
 
 
-def _gate(encoder: object, images: int) -> Verdict:
-    graph = capture_forward(encoder, clip_inputs(RAW, images))  # type: ignore[arg-type]
-    return check_graph(graph, build_clip(SPEC, images), clip_canonical_id, clip_rules.REFERENCE, 0.0)[1]
+def _gate(encoder: object, images: int, tolerance: float = 0.0) -> Verdict:
+    graph = capture_forward(encoder, clip_inputs(SPEC, images))  # type: ignore[arg-type]
+    return check_graph(graph, build_clip(SPEC, images), CLIP_NAMES, CLIP_RULES, tolerance, "image_encoder")[1]
 
 
 def test_parameters_equal_the_real_module(encoder: object) -> None:
@@ -49,5 +51,5 @@ def test_the_total_by_hand() -> None:
 
 def test_layers_run_cannot_exceed_the_model() -> None:
     with pytest.raises(ConfigError) as err:
-        ClipSpec.from_mapping({**RAW, "layers_run": 33})
+        parse(ClipSpec, {**attrs.asdict(SPEC), "layers_run": 33}, "model.image_encoder")
     assert err.value.field == "model.image_encoder.layers_run"

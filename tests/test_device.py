@@ -10,18 +10,17 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import MODELS, spec_and_workload
+from conftest import MODELS, analyze, spec_and_workload
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ditmeter.analytic.analysis import analyze
 from ditmeter.analytic.device import NUMBER_KEYS, DeviceSpec
-from ditmeter.analytic.memory import dit_footprint
 from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.roofline import leaf_roofline
 from ditmeter.cli import main
 from ditmeter.config import choices, config_dir, load
 from ditmeter.errors import ConfigError
+from ditmeter.models.wan21 import WAN21
 
 DEVICES = (
     "h100-sxm",
@@ -148,19 +147,19 @@ def test_a100_has_no_fp8_and_fp32_uses_the_cuda_core_peak() -> None:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_weights_by_dtype_equal_the_real_modules(model: str) -> None:
-    from ditmeter.tracer.reference import build_diffusers_dit
+    from ditmeter.models.wan21.builders import build_diffusers_dit
 
     spec, wl = spec_and_workload(model, "w001-tiny")
     real: dict[str, int] = defaultdict(int)
     for p in build_diffusers_dit(spec, wl.dtype).parameters():
         real["fp32" if p.dtype.itemsize == 4 else "bf16"] += p.numel() * p.element_size()
-    assert dit_footprint(analyze(spec, wl)).weights_by_dtype == dict(real)
+    assert analyze(spec, wl).footprint.weights_by_dtype == dict(real)
 
 
 def test_peak_activation_by_hand_for_14b_720p() -> None:
     """rows = 75,600; the FFN stage (dim + 2·ffn_dim) dominates; persistent adds x, context, RoPE, temb."""
     spec, wl = spec_and_workload("wan2.1-t2v-14b", "720p-81f")
-    f = dit_footprint(analyze(spec, wl))
+    f = analyze(spec, wl).footprint
     persistent = 75_600 * 5120 * 2 + 512 * 5120 * 2 + 2 * 75_600 * 128 * 4 + 7 * 5120 * 4
     assert f.persistent_bytes == persistent
     assert f.peak_stage == "ffn"
@@ -201,7 +200,7 @@ def test_report_with_a_device_writes_time_memory_and_plots(out_root: Path) -> No
 
     modules = pd.read_parquet(folder / "modules.parquet")
     leaves = modules[(modules["kind"] == "leaf") & (modules["stage"] == "dit")]
-    root = modules[modules["module_id"] == ""].iloc[0]
+    root = modules[modules["module_id"] == "dit"].iloc[0]
     assert math.isclose(root["predicted_s"], leaves["predicted_s"].sum(), rel_tol=1e-9)
     import pyarrow.parquet as pq
 
@@ -230,12 +229,10 @@ def test_bad_device_input_exits_2(
 
 def test_other_component_weights() -> None:
     """UMT5-XXL encoder by hand: embeddings + 24 × (attention, bias, 2 norms, gated FFN) + final norm."""
-    from ditmeter.analytic.pipeline import component_weight_bytes
-
     per_layer = 4 * 4096 * 4096 + 32 * 64 + 2 * 4096 + 2 * 4096 * 10240 + 10240 * 4096
     umt5 = 256384 * 4096 + 24 * per_layer + 4096
     assert umt5 == 5_680_910_336
-    weights = component_weight_bytes(load([]).raw["model"])
+    weights = WAN21.component_weights(load([]).model)
     assert weights["text_encoder"] == {"bf16": 2 * umt5}
     (vae_bytes,) = weights["vae"].values()
     assert list(weights["vae"]) == ["fp32"] and vae_bytes / 4 == pytest.approx(127e6, rel=0.01)  # WAN_FACTS
@@ -265,8 +262,6 @@ def test_a_bad_component_config_names_the_field(out_root: Path, capsys: pytest.C
 
 
 def test_image_models_count_the_image_encoder_too() -> None:
-    from ditmeter.analytic.pipeline import component_weight_bytes
-
-    weights = component_weight_bytes(load(["model=wan2.1-i2v-14b-480p"]).raw["model"])
+    weights = WAN21.component_weights(load(["model=wan2.1-i2v-14b-480p"]).model)
     assert weights["image_encoder"] == {"fp32": 4 * 630_766_080}  # CLIPVisionModel parameters, fp32
     assert set(weights) == {"text_encoder", "vae", "image_encoder"}

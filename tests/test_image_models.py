@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import analyze
 
-from ditmeter.analytic.analysis import analyze
+from ditmeter.commands.trace import trace
 from ditmeter.config import load
-from ditmeter.reports.trace_report import trace
-from ditmeter.tracer.reference import build_diffusers_dit
+from ditmeter.models.wan21.builders import build_diffusers_dit
 
 IMAGE_MODELS = ("wan2.1-i2v-14b-480p", "wan2.1-i2v-14b-720p", "wan2.1-flf2v-14b-720p")
 
@@ -42,7 +42,11 @@ def test_the_gate_is_exact(model: str, workload: str, tmp_path: Path) -> None:
     v = trace(load([f"model={model}", f"workload={workload}", f"output_root={tmp_path}"])).verdict
     assert v.passed and v.max_error == 0.0 and v.coverage.nodes["unmatched"] == 0
     compared = {c.module_id for c in v.checks}
-    assert {"img_emb.proj.1", "blocks.39.cross_attn.k_img", "blocks.0.cross_attn.attn_core"} <= compared
+    assert {
+        "dit.img_emb.proj.1",
+        "dit.blocks.39.cross_attn.k_img",
+        "dit.blocks.0.cross_attn.attn_core",
+    } <= compared
 
 
 def test_image_attention_by_hand() -> None:

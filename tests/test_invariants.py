@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import attrs
-from conftest import spec_and_workload
+from conftest import analyze, spec_and_workload
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ditmeter.analytic.analysis import analyze
 from ditmeter.analytic.cost import COST_FIELDS, total
-from ditmeter.analytic.geometry import geometry
+from ditmeter.analytic.geometry import geometry as _geometry
 from ditmeter.analytic.tree import walk
+
+
+def geometry(spec: object, workload: object) -> object:
+    return _geometry(workload, spec.vae_stride, spec.patch_size)  # type: ignore[arg-type, attr-defined]
+
 
 SPEC, BASE = spec_and_workload("wan2.1-t2v-1.3b", "w001-tiny")
 SPEC14, _ = spec_and_workload("wan2.1-t2v-14b", "w001-tiny")
@@ -56,7 +60,7 @@ def test_monotonic_in_frames_and_resolution(f: int, h: int, w: int, df: int, dh:
 
 def _self_attn_core(tokens_frames: int) -> int:
     a = analyze(SPEC14, attrs.evolve(BASE, num_frames=tokens_frames, height=480, width=832))
-    rows = {r.module_id: r for r in walk(a.tree)}
+    rows = {r.module_id: r for r in walk(a.forward.tree)}
     return rows["blocks.0.self_attn.attn_core"].cost.tensor_flops
 
 
@@ -67,14 +71,14 @@ def test_attention_core_is_quadratic_in_tokens() -> None:
     # and the cross-attention core is linear in tokens
     a2 = analyze(SPEC14, attrs.evolve(BASE, num_frames=5, height=480, width=832))
     a4 = analyze(SPEC14, attrs.evolve(BASE, num_frames=13, height=480, width=832))
-    c2 = {r.module_id: r.cost for r in walk(a2.tree)}["blocks.3.cross_attn.attn_core"]
-    c4 = {r.module_id: r.cost for r in walk(a4.tree)}["blocks.3.cross_attn.attn_core"]
+    c2 = {r.module_id: r.cost for r in walk(a2.forward.tree)}["blocks.3.cross_attn.attn_core"]
+    c4 = {r.module_id: r.cost for r in walk(a4.forward.tree)}["blocks.3.cross_attn.attn_core"]
     assert c4.tensor_flops == 2 * c2.tensor_flops
 
 
 def test_totals_equal_the_sum_of_leaves_in_the_expanded_tree() -> None:
     a = analyze(SPEC14, attrs.evolve(BASE, num_frames=81, height=720, width=1280))
-    rows = list(walk(a.tree))
+    rows = list(walk(a.forward.tree))
     leaves = [r.cost for r in rows if r.kind == "leaf"]
     assert len([r for r in rows if r.module_id.startswith("blocks.") and r.module_id.count(".") == 1]) == 40
     assert total(leaves) == a.per_forward

@@ -1,4 +1,4 @@
-"""The node-rule registry and the assignment order, on small hand-written node sequences."""
+"""Node-rule sets and the assignment order, on small hand-written node sequences."""
 
 from __future__ import annotations
 
@@ -6,15 +6,7 @@ import pytest
 
 from ditmeter.analytic.cost import Cost
 from ditmeter.analytic.tree import Composite, Leaf, walk
-from ditmeter.compare import wan_dit_rules
-from ditmeter.compare.mapping import (
-    NODE_RULES,
-    AmbiguousRules,
-    NodeInfo,
-    NodeRule,
-    assign,
-    register_node_rule,
-)
+from ditmeter.compare.mapping import AmbiguousRules, NodeInfo, NodeRule, NodeRules, assign
 
 # A toy analytic tree: block.{norm (leaf), mod (inline leaf), attn.{q, core}}
 TREE = Composite(
@@ -111,20 +103,10 @@ def test_a_rule_must_target_an_analytic_leaf() -> None:
         assign(NODES, ROWS, alias, [*RULES, bad])
 
 
-def test_the_registry_refuses_duplicates() -> None:
-    ref = "test-only"
-    try:
-        register_node_rule(ref, NodeRule("x", r"a", "a.b"))
-        with pytest.raises(ValueError, match="already registered"):
-            register_node_rule(ref, NodeRule("x", r"other", "a.b"))
-        with pytest.raises(ValueError, match="duplicates 'x'"):
-            register_node_rule(ref, NodeRule("y", r"a", "a.c"))
-    finally:
-        NODE_RULES.pop(ref, None)
-
-
-def test_wan_rules_are_registered_once_under_their_reference() -> None:
-    rules = NODE_RULES[wan_dit_rules.REFERENCE]
-    assert len({r.name for r in rules}) == len(rules) == len({r.key for r in rules})
-    with pytest.raises(ValueError):
-        register_node_rule(wan_dit_rules.REFERENCE, rules[0])
+def test_a_rule_set_refuses_duplicate_names_and_match_keys() -> None:
+    one = NodeRule("x", r"a", "a.b")
+    with pytest.raises(ValueError, match="already registered"):
+        NodeRules("test-only", (one, NodeRule("x", r"other", "a.b")))
+    with pytest.raises(ValueError, match="duplicates 'x'"):
+        NodeRules("test-only", (one, NodeRule("y", r"a", "a.c")))
+    assert len(NodeRules("test-only", (one,)).without("x")) == 0

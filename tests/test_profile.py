@@ -29,7 +29,7 @@ def test_every_compute_module_gets_a_measured_time(profiled: Path) -> None:
     assert (compute["measured_time_s"] > 0).all(), compute.loc[~(compute["measured_time_s"] > 0), "module_id"]
     assert (compute["achieved_flop_per_s"] > 0).all() and (compute["roofline_fraction"] > 0).all()
     assert set(
-        modules.loc[modules["module_id"].str.startswith("blocks."), "module_id"].str.split(".").str[1]
+        modules.loc[modules["module_id"].str.startswith("dit.blocks."), "module_id"].str.split(".").str[2]
     ) == {
         "0",
         "1",
@@ -41,7 +41,7 @@ def test_times_sum_to_the_profiled_forward(profiled: Path) -> None:
     nodes = pd.read_parquet(profiled / "nodes.parquet")
     report = json.loads((profiled / "report.json").read_text())["profile"]
     inside = nodes["measured_time_s"].sum()
-    assert modules.loc["", "measured_time_s"] == pytest.approx(inside, rel=1e-9)
+    assert modules.loc["dit", "measured_time_s"] == pytest.approx(inside, rel=1e-9)
     assert report["in_nodes_s"] == pytest.approx(inside, rel=1e-9)
     # the ops fit inside the forward; what is left is the profiler's and Python's overhead between them
     assert 0 < inside <= report["forward_s"]

@@ -8,13 +8,14 @@ diffusers → official alias table.
 from __future__ import annotations
 
 import pytest
-from conftest import MODELS, WORKLOADS, spec_and_workload
+from conftest import MODELS, WORKLOADS, analyze, spec_and_workload
 
-from ditmeter.analytic.analysis import analyze
 from ditmeter.analytic.tree import walk
-from ditmeter.analytic.wan_names import canonical_id
+from ditmeter.models.wan21.builders import build_diffusers_dit, diffusers_dit_inputs
+from ditmeter.models.wan21.names import DIT_NAMES
 from ditmeter.tracer.capture import flop_counter_pass
-from ditmeter.tracer.reference import build_diffusers_dit, diffusers_dit_inputs
+
+canonical_id = DIT_NAMES.canonical_id
 
 PARAMS = {"wan2.1-t2v-14b": 14_288_491_584, "wan2.1-t2v-1.3b": 1_418_996_800}
 #: Per-module comparison covers the modules whose diffusers boundary equals the official one.
@@ -28,7 +29,7 @@ def test_parameter_count_equals_diffusers_model(model: str) -> None:
     measured = sum(p.numel() for p in real.parameters())
     assert measured == PARAMS[model]
     assert analyze(spec, workload).per_forward.params == measured
-    analytic = {r.module_id: r.cost.params for r in walk(analyze(spec, workload).tree)}
+    analytic = {r.module_id: r.cost.params for r in walk(analyze(spec, workload).forward.tree)}
     for name, module in real.named_modules():
         if type(module).__name__ in COMPARED_TYPES:
             own = sum(p.numel() for p in module.parameters())
@@ -57,7 +58,7 @@ def measured_flops_by_module(model: str, workload: str) -> tuple[dict[str, int],
 @pytest.mark.parametrize("model", MODELS)
 def test_tensor_flops_equal_flop_counter_per_module(model: str, workload: str) -> None:
     measured, analysis = measured_flops_by_module(model, workload)
-    analytic = {r.module_id: r.cost.tensor_flops for r in walk(analysis.tree)}  # type: ignore[attr-defined]
+    analytic = {r.module_id: r.cost.tensor_flops for r in walk(analysis.forward.tree)}  # type: ignore[attr-defined]
     assert analysis.per_forward.tensor_flops == measured[""]  # type: ignore[attr-defined]
     mismatched = {
         path: (analytic[canonical_id(path)], flops)
@@ -91,7 +92,7 @@ def test_a_wrong_rule_is_caught_by_the_cross_check(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setitem(registry.RULES, "linear", off_by_one_row)
     measured, analysis = measured_flops_by_module("wan2.1-t2v-14b", "w001-tiny")
-    analytic = {r.module_id: r.cost.tensor_flops for r in walk(analysis.tree)}  # type: ignore[attr-defined]
+    analytic = {r.module_id: r.cost.tensor_flops for r in walk(analysis.forward.tree)}  # type: ignore[attr-defined]
     wrong = sorted(p for p, f in measured.items() if analytic[canonical_id(p)] != f)
     assert "blocks.0.ffn.net.0.proj" in wrong and "" in wrong
     assert "blocks.0.attn1.to_q" not in wrong

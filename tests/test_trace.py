@@ -12,10 +12,10 @@ import pytest
 from conftest import MODELS, WORKLOADS
 
 from ditmeter.cli import main
+from ditmeter.commands.trace import trace
 from ditmeter.compare.join import NODES_SCHEMA
 from ditmeter.config import load
 from ditmeter.reports.tables import MODULES_SCHEMA
-from ditmeter.reports.trace_report import trace
 
 NODE_COLUMNS = [
     "stage",
@@ -67,11 +67,13 @@ def test_gate_passes_exactly_for_every_standard_workload(model: str, workload: s
     assert v.coverage.flops["zero"] == 0  # no FLOPs hide in nodes classified as free
     nodes = pd.read_parquet(result.analysis_dir / "nodes.parquet")
     per_stage = nodes.groupby("stage")["measured_flops"].sum()
-    roots = {c.module_id: c for c in v.checks if c.module_id in ("", "text_encoder", "vae_decode")}
-    assert set(roots) == {"", "text_encoder", "vae_decode"}
-    assert roots[""].measured == per_stage["dit"] and roots["vae_decode"].measured == per_stage["vae_decode"]
+    roots = {c.module_id: c for c in v.stage_totals()}
+    assert set(roots) == {"dit", "text_encoder", "vae_decode"}
+    assert (
+        roots["dit"].measured == per_stage["dit"] and roots["vae_decode"].measured == per_stage["vae_decode"]
+    )
     if (model, workload) in REFERENCE_FLOPS:
-        assert roots[""].measured == roots[""].analytic == REFERENCE_FLOPS[model, workload]
+        assert roots["dit"].measured == roots["dit"].analytic == REFERENCE_FLOPS[model, workload]
     # every leaf with tensor FLOPs (all 40 blocks of them) was compared
     modules = pd.read_parquet(result.analysis_dir / "modules.parquet")
     flop_leaves = modules[(modules["kind"] == "leaf") & (modules["tensor_flops"] > 0)]
@@ -108,7 +110,7 @@ def test_nodes_parquet_round_trips_with_documented_columns(traced: Path) -> None
         assert list(run["order"]) == list(range(len(run)))
     assert set(nodes["status"]) <= {"costed", "zero", "unmatched"}
     q = nodes[(nodes["module_path"] == "blocks.0.attn1.to_q") & (nodes["measured_flops"] > 0)].iloc[0]
-    assert q["op"] == "aten.addmm.default" and q["leaf_id"] == "blocks.0.self_attn.q"
+    assert q["op"] == "aten.addmm.default" and q["leaf_id"] == "dit.blocks.0.self_attn.q"
     assert json.loads(q["out_shapes"]) == [[4 * 32 * 32, 1536]]  # 16 frames → 4 latent, 512/16 = 32
     assert q["measured_flops"] == q["leaf_tensor_flops"] == 2 * 4096 * 1536 * 1536
     meta = {k.decode(): v.decode() for k, v in pq.read_schema(traced / "nodes.parquet").metadata.items()}
@@ -124,7 +126,7 @@ def test_modules_measured_columns_agree_with_nodes(traced: Path) -> None:
     per_leaf = nodes.groupby("leaf_id")["measured_flops"].sum()
     leaves = modules[modules["kind"] == "leaf"].set_index("module_id")
     assert (per_leaf.reindex(leaves.index, fill_value=0) == leaves["measured_flops"]).all()
-    root = modules[modules["module_id"] == ""].iloc[0]
+    root = modules[modules["module_id"] == "dit"].iloc[0]
     dit_nodes = nodes[nodes["stage"] == "dit"]
     assert root["measured_flops"] == dit_nodes["measured_flops"].sum() == root["tensor_flops"]
     assert set(modules["stage"]) == set(nodes["stage"]) == {"text_encoder", "dit", "vae_decode"}
@@ -143,12 +145,12 @@ def test_graph_file_reloads_into_networkx(traced: Path) -> None:
     assert kinds == {"contains", "data"}
     data_only = nx.DiGraph((u, v) for u, v, d in g.edges(data=True) if d["kind"] == "data")
     assert nx.is_directed_acyclic_graph(data_only)
-    assert g.nodes["module:"]["measured_flops"] == g.nodes["module:"]["analytic_flops"] > 0
+    assert g.nodes["module:dit"]["measured_flops"] == g.nodes["module:dit"]["analytic_flops"] > 0
     # the hierarchy is one tree per stage: every node but a stage root has one container
     contains = nx.DiGraph((u, v) for u, v, d in g.edges(data=True) if d["kind"] == "contains")
     assert nx.is_branching(contains)
     roots = {n for n in contains if contains.in_degree(n) == 0}
-    assert roots == {"module:", "module:text_encoder", "module:vae_decode"}
+    assert roots == {"module:dit", "module:text_encoder", "module:vae_decode"}
 
 
 def test_compare_rereads_the_newest_traced_run(traced: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -207,10 +209,12 @@ def test_one_row_off_passes_at_5_percent_but_fails_at_zero_tolerance(
 def test_an_unmatched_flop_node_fails_the_gate(
     out_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ditmeter.compare import mapping
+    import attrs
 
-    rules = [r for r in mapping.NODE_RULES["diffusers-dit"] if r.name != "cross_attn.core"]
-    monkeypatch.setitem(mapping.NODE_RULES, "diffusers-dit", rules)
+    from ditmeter.models.wan21.references import REFERENCES
+
+    ref = REFERENCES["dit"]
+    monkeypatch.setitem(REFERENCES, "dit", attrs.evolve(ref, rules=ref.rules.without("cross_attn.core")))
     argv = ["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}"]
     assert main(argv) == 1
     out = capsys.readouterr().out
@@ -224,7 +228,7 @@ def test_an_unmatched_flop_node_fails_the_gate(
 
 
 def test_a_failed_trace_publishes_nothing(out_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ditmeter.reports import trace_report as run
+    from ditmeter.commands import trace as run
 
     def broken(_g: object) -> str:
         raise OSError("disk full")
@@ -334,5 +338,5 @@ def test_unfused_bytes_bound_the_fused_ideal_and_equal_it_for_single_op_leaves(t
     projections = leaves[(leaves["category"] == "attn_proj") & (leaves["stage"] == "dit")]
     assert len(projections) == 8 * 30
     assert (projections["unfused_bytes"] == projections["bytes_read"] + projections["bytes_written"]).all()
-    core = leaves[leaves["module_id"] == "blocks.0.self_attn.attn_core"].iloc[0]
+    core = leaves[leaves["module_id"] == "dit.blocks.0.self_attn.attn_core"].iloc[0]
     assert core["unfused_bytes"] > 20 * (core["bytes_read"] + core["bytes_written"])  # the math path's L×L

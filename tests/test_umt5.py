@@ -4,32 +4,33 @@ from __future__ import annotations
 
 import collections
 
+import attrs
 import pytest
 
-from ditmeter.analytic.umt5 import UMT5Spec, build_umt5
-from ditmeter.analytic.umt5_names import umt5_canonical_id
-from ditmeter.compare import umt5_rules
 from ditmeter.compare.check import check_graph
 from ditmeter.compare.gate import Verdict
 from ditmeter.config import load
 from ditmeter.errors import ConfigError
+from ditmeter.models.wan21.builders import build_umt5_encoder, umt5_inputs
+from ditmeter.models.wan21.names import UMT5_NAMES
+from ditmeter.models.wan21.node_rules import UMT5_RULES
+from ditmeter.models.wan21.spec import UMT5Spec
+from ditmeter.models.wan21.umt5 import build_umt5
 from ditmeter.tracer.capture import capture_forward
-from ditmeter.tracer.reference import build_umt5_encoder, umt5_inputs
+from ditmeter.validate import parse
 
-RAW = load([]).raw["model"]["text_encoder"]
-SPEC = UMT5Spec.from_mapping(RAW)
+SPEC = load([]).model.text_encoder
 
 
 @pytest.fixture(scope="module")
 def encoder() -> object:
-    return build_umt5_encoder(RAW)
+    return build_umt5_encoder(SPEC)
 
 
 def _gate(encoder: object, batch: int, tokens: int, tolerance: float = 0.0) -> Verdict:
     graph = capture_forward(encoder, umt5_inputs(batch, tokens))  # type: ignore[arg-type]
-    return check_graph(
-        graph, build_umt5(SPEC, batch, tokens), umt5_canonical_id, umt5_rules.REFERENCE, tolerance
-    )[1]
+    tree = build_umt5(SPEC, batch, tokens)
+    return check_graph(graph, tree, UMT5_NAMES, UMT5_RULES, tolerance, "text_encoder")[1]
 
 
 def test_parameters_equal_the_real_module(encoder: object) -> None:
@@ -62,10 +63,11 @@ def test_a_wrong_rule_fails_the_gate(encoder: object, monkeypatch: pytest.Monkey
     monkeypatch.setitem(registry.RULES, "attention_core", half_heads)
     v = _gate(encoder, 1, 77, tolerance=0.05)
     assert not v.passed
-    assert {c.module_id for c in v.failures} >= {"blocks.0.attn.attn_core", "blocks.23.attn.attn_core"}
+    failed = {c.module_id for c in v.failures}
+    assert failed >= {"text_encoder.blocks.0.attn.attn_core", "text_encoder.blocks.23.attn.attn_core"}
 
 
 def test_a_bad_text_encoder_config_names_the_field() -> None:
     with pytest.raises(ConfigError) as err:
-        UMT5Spec.from_mapping({**RAW, "d_ff": 0})
+        parse(UMT5Spec, {**attrs.asdict(SPEC), "d_ff": 0}, "model.text_encoder")
     assert err.value.field == "model.text_encoder.d_ff"

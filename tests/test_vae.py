@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from ditmeter.analytic.tree import walk
-from ditmeter.analytic.wan_vae import VaeSpec, build_vae_decode
-from ditmeter.analytic.wan_vae_names import vae_canonical_id
-from ditmeter.compare import wan_vae_rules
 from ditmeter.compare.check import check_graph
 from ditmeter.config import load
 from ditmeter.errors import ConfigError
+from ditmeter.models.wan21.builders import (
+    build_vae_decode_module,
+    build_vae_encode_module,
+    vae_decode_inputs,
+    vae_encode_inputs,
+)
+from ditmeter.models.wan21.names import VAE_NAMES
+from ditmeter.models.wan21.node_rules import VAE_DECODE_RULES, VAE_ENCODE_RULES
+from ditmeter.models.wan21.spec import VaeSpec
+from ditmeter.models.wan21.vae import build_vae_decode, build_vae_encode
 from ditmeter.tracer.capture import capture_forward
-from ditmeter.tracer.reference import build_vae_decode_module, vae_decode_inputs
+from ditmeter.validate import parse
 
-RAW = load([]).raw["model"]["vae"]
-SPEC = VaeSpec.from_mapping(RAW)
+SPEC = load([]).model.vae
 
 
 @pytest.fixture(scope="module")
 def decoder() -> object:
-    return build_vae_decode_module(RAW)
+    return build_vae_decode_module(SPEC)
 
 
 def test_parameters_equal_the_real_decoder(decoder: object) -> None:
@@ -35,8 +42,8 @@ def test_parameters_equal_the_real_decoder(decoder: object) -> None:
 )
 def test_every_module_agrees_exactly_with_flop_counter(decoder: object, latent: tuple[int, int, int]) -> None:
     tree = build_vae_decode(SPEC, 1, *latent)
-    graph = capture_forward(decoder, vae_decode_inputs(RAW, 1, latent))  # type: ignore[arg-type]
-    _, v = check_graph(graph, tree, vae_canonical_id, wan_vae_rules.REFERENCE, 0.0)
+    graph = capture_forward(decoder, vae_decode_inputs(SPEC, 1, latent))  # type: ignore[arg-type]
+    _, v = check_graph(graph, tree, VAE_NAMES, VAE_DECODE_RULES, 0.0, "vae_decode")
     assert v.passed and v.max_error == 0.0 and v.coverage.nodes["unmatched"] == 0
     time_convs = [c for c in v.checks if c.module_id.endswith("time_conv")]
     assert len(time_convs) == (2 if latent[0] > 1 else 0)  # the first call skips them
@@ -58,20 +65,16 @@ def test_frames_and_the_output_conv_by_hand() -> None:
 
 def test_a_bad_vae_config_names_the_field() -> None:
     with pytest.raises(ConfigError) as err:
-        VaeSpec.from_mapping({**RAW, "temperal_downsample": [True]})
+        parse(VaeSpec, {**attrs.asdict(SPEC), "temperal_downsample": [True]}, "model.vae")
     assert err.value.field == "model.vae.temperal_downsample"
 
 
 @pytest.fixture(scope="module")
 def encoder() -> object:
-    from ditmeter.tracer.reference import build_vae_encode_module
-
-    return build_vae_encode_module(RAW)
+    return build_vae_encode_module(SPEC)
 
 
 def test_encoder_parameters_equal_the_real_module(encoder: object) -> None:
-    from ditmeter.analytic.wan_vae import build_vae_encode
-
     vae = encoder.vae  # type: ignore[attr-defined]
     real = sum(p.numel() for m in (vae.encoder, vae.quant_conv) for p in m.parameters())
     assert build_vae_encode(SPEC, 1, 1, 16, 16).total.params == real == 53_596_928
@@ -79,12 +82,9 @@ def test_encoder_parameters_equal_the_real_module(encoder: object) -> None:
 
 @pytest.mark.parametrize("video", [(1, 16, 16), (9, 32, 32), (81, 480, 832)])  # image only; 2 calls; I2V 480p
 def test_the_encode_agrees_exactly_with_flop_counter(encoder: object, video: tuple[int, int, int]) -> None:
-    from ditmeter.analytic.wan_vae import build_vae_encode
-    from ditmeter.tracer.reference import vae_encode_inputs
-
     tree = build_vae_encode(SPEC, 1, *video)
-    graph = capture_forward(encoder, vae_encode_inputs(RAW, 1, video))  # type: ignore[arg-type]
-    _, v = check_graph(graph, tree, vae_canonical_id, wan_vae_rules.ENCODE_REFERENCE, 0.0)
+    graph = capture_forward(encoder, vae_encode_inputs(SPEC, 1, video))  # type: ignore[arg-type]
+    _, v = check_graph(graph, tree, VAE_NAMES, VAE_ENCODE_RULES, 0.0, "vae_encode")
     assert v.passed and v.max_error == 0.0 and v.coverage.nodes["unmatched"] == 0
     frames = 1 + (video[0] - 1) // 4  # one latent frame per call
     quant = {r.module_id: r.cost for r in walk(tree)}["quant_conv"]

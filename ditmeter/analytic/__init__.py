@@ -1,7 +1,8 @@
-"""Hand-written analytic cost rules and model compositions (no torch here)."""
+"""Hand-written analytic cost rules and the machinery every model family composes them with
+(no torch here): costs, the rule registry, cost trees, geometry, workloads, rooflines, devices."""
 
 from ditmeter.analytic.cost import Cost
-from ditmeter.analytic.spec import ModelSpec, Workload
 from ditmeter.analytic.tree import Composite, Leaf, ModuleRow, Repeated, walk
+from ditmeter.analytic.workload import Workload
 
-__all__ = ["Composite", "Cost", "Leaf", "ModelSpec", "ModuleRow", "Repeated", "Workload", "walk"]
+__all__ = ["Composite", "Cost", "Leaf", "ModuleRow", "Repeated", "Workload", "walk"]

@@ -1,20 +1,27 @@
-"""One analytic evaluation: model × workload → geometry, cost tree and totals."""
+"""One analytic evaluation: the stages of a video, each a cost tree, and what they add up to.
+
+A model family (``ditmeter.models``) builds the :class:`Analysis`; everything
+downstream (the gate, the tables, the reports) reads only these records.
+
+Module ids are the same rule for every stage: the stage's name, then the
+module's own id inside it (``dit.blocks.0.ffn.0``,
+``text_encoder.blocks.0.attn.q``); a stage's root module has the stage's name
+as its id, so ids are unique across the whole video.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from ditmeter.analytic.cost import Cost, total
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.geometry import Geometry, geometry
-from ditmeter.analytic.pipeline import DIT, Stage, available_stages, build_stages
-from ditmeter.analytic.roofline import Prediction, module_rooflines, predict
-from ditmeter.analytic.spec import ModelSpec, Workload
-from ditmeter.analytic.tree import Composite, leaf_totals_by
-from ditmeter.analytic.wan_dit import build_dit
+from ditmeter.analytic.geometry import Geometry
+from ditmeter.analytic.memory import Footprint
+from ditmeter.analytic.roofline import Prediction, module_rooflines
+from ditmeter.analytic.tree import Composite, ModuleRow, leaf_totals_by, walk
+from ditmeter.analytic.workload import Workload
 
 #: Disclosures every report carries: what the numbers do not include.
 NOT_MODELED: tuple[str, ...] = (
@@ -32,15 +39,52 @@ NOT_MODELED: tuple[str, ...] = (
 )
 
 
+def qualify(stage: str, module_id: str) -> str:
+    """A stage-local id → the video-wide id (``blocks.0.attn.q`` → ``text_encoder.blocks.0.attn.q``;
+    the stage's root "" → ``text_encoder``)."""
+    return f"{stage}.{module_id}" if module_id else stage
+
+
+@attrs.frozen
+class Stage:
+    """One stage of the video: its cost tree for one run, and how many runs a video needs."""
+
+    name: str
+    tree: Composite
+    runs_per_video: int
+    dtype: str
+    run: str  # what one run is, for people
+
+    def rows(self) -> list[ModuleRow]:
+        """Every module of the stage, expanded, with video-wide ids (parents first)."""
+        return list(walk(self.tree, self.name))
+
+    @property
+    def per_run(self) -> Cost:
+        return self.tree.total
+
+    @property
+    def per_video(self) -> Cost:
+        return self.per_run.per_video(self.runs_per_video)
+
+
 @attrs.frozen
 class Analysis:
-    """Analytic costs of ``model`` at ``workload``: one forward and the whole video."""
+    """Analytic costs of one model at one workload: every selected stage of the video.
 
-    model: ModelSpec
+    ``forward`` is the stage that runs every denoising step (the DiT); the
+    per-forward, per-step and category figures are its, whether or not
+    ``stages`` (the stages the run covers, ``stages=``) holds it.
+    """
+
+    model: Any  # the family's typed model record (attrs)
+    family: str
     workload: Workload
     geometry: Geometry
-    tree: Composite  # the DiT: one forward
-    stages: tuple[Stage, ...]  # every selected stage of the video, the DiT's included
+    stages: tuple[Stage, ...]
+    forward: Stage
+    footprint: Footprint  # the forward stage's memory while it runs
+    notes: tuple[str, ...]
 
     @property
     def whole_video(self) -> Cost:
@@ -49,73 +93,31 @@ class Analysis:
 
     @property
     def per_forward(self) -> Cost:
-        return self.tree.total
+        return self.forward.per_run
 
     @property
     def forwards_per_video(self) -> int:
-        return self.workload.forwards_per_video
+        return self.forward.runs_per_video
 
     @property
     def per_video(self) -> Cost:
-        return self.per_forward.per_video(self.forwards_per_video)
+        return self.forward.per_video
 
     def prediction(self, device: DeviceSpec) -> Prediction:
         """Roofline times of every module of every stage on ``device`` (forward, step, video).
 
         Each stage runs in its own dtype (the VAE and CLIP in fp32: the FP32 peak).
         """
-        w = self.workload
-        p = predict(self.tree, device, w.dtype, w.guidance_forwards, self.forwards_per_video)
-        for stage in self.stages:
-            if stage.name != DIT:
-                rooflines = module_rooflines(stage.tree, device, stage.dtype)
-                p.modules.update({stage.qualify(k): v for k, v in rooflines.items()})
-        return p
+        modules = {}
+        for stage in {s.name: s for s in (*self.stages, self.forward)}.values():
+            modules.update(module_rooflines(stage.tree, device, stage.dtype, stage.name))
+        f = self.forward
+        return Prediction(device, modules, f.name, self.workload.guidance_forwards, f.runs_per_video)
 
     def by_category(self) -> dict[str, Cost]:
-        return leaf_totals_by(self.tree, "category")
+        """The forward stage's leaf costs by category (one run)."""
+        return leaf_totals_by(self.forward.tree, "category")
 
-    def notes(self) -> list[str]:
-        w, g = self.workload, self.geometry
-        out = list(NOT_MODELED)
-        out.append(
-            f"Context: the prompt has {w.text_len} tokens; the DiT's text embedding and "
-            f"cross-attention compute over context_len={g.context_len} tokens (both pipelines "
-            "pad the text embedding to 512 rows)."
-        )
-        out.append(
-            f"Rounding rule: {w.rounding}. "
-            + (
-                "Latent frames = (F-1)//4+1; H and W are floored to whole 16-pixel patches."
-                if w.rounding == "official"
-                else "F is rounded to F//4*4+1; H and W must be multiples of 16 (WanPipeline)."
-            )
-        )
-        for a in g.adjustments:
-            out.append(f"Adjusted {a.field}: {a.requested} -> {a.effective} ({a.reason}).")
-        out.append(
-            "Dtypes follow the diffusers port: weights in the workload dtype except time embedder, "
-            "modulation tables and affine norms in fp32; time embedding and modulation math in "
-            "fp32; the time projection runs in the activation dtype (the official code keeps it "
-            "in fp32)."
-        )
-        return out
-
-
-def analyze(
-    model: ModelSpec,
-    workload: Workload,
-    model_raw: Mapping[str, Any] | None = None,
-    stages: Sequence[str] | None = None,
-) -> Analysis:
-    """Evaluate the analytic DiT cost model (fast: the block is costed once), and with
-    ``model_raw`` (the model config, for the components) every selected stage of the video.
-
-    ``stages``: None = the DiT alone without ``model_raw``, all of the model's stages with it.
-    """
-    geo = geometry(model, workload)
-    dit = build_dit(model, workload, geo)
-    if stages is None:
-        stages = available_stages(model) if model_raw is not None else (DIT,)
-    built = build_stages(model, workload, geo, dit, model_raw, stages)
-    return Analysis(model, workload, geo, dit, built)
+    def rows(self) -> list[tuple[str, ModuleRow]]:
+        """(stage, row) for every module of every stage, stage by stage, parents before children."""
+        return [(stage.name, r) for stage in self.stages for r in stage.rows()]

@@ -33,9 +33,12 @@ COST_FIELDS: tuple[str, ...] = (
     "kv_cache_bytes",
 )
 
+#: Every field of a :class:`Cost`: the artifact columns plus ``elements`` (checked, not published).
+_ALL_FIELDS: tuple[str, ...] = (*COST_FIELDS, "elements")
+
 #: Fields that grow with the number of forwards; parameters and weights do not.
 PER_FORWARD_FIELDS: tuple[str, ...] = tuple(
-    f for f in COST_FIELDS if f not in ("params", "weight_bytes", "kv_cache_bytes")
+    f for f in _ALL_FIELDS if f not in ("params", "weight_bytes", "kv_cache_bytes")
 )
 
 
@@ -46,6 +49,10 @@ class Cost:
     ``activation_bytes`` is the size of the module's output activations;
     ``bytes_read``/``bytes_written`` are DRAM traffic under the fused ideal;
     ``kv_cache_bytes`` is 0 for a diffusion transformer (no autoregressive cache).
+    ``elements`` is the count a rule's per-element CUDA-core constant multiplies
+    (the values normalised, activated, rotated, modulated; the scores of a
+    softmax; the outputs a bias is added to): ``compare.leaf_checks`` checks it
+    exactly against the traced ops. It is not an artifact column.
     """
 
     tensor_flops: int = 0
@@ -56,17 +63,18 @@ class Cost:
     bytes_read: int = 0
     bytes_written: int = 0
     kv_cache_bytes: int = 0
+    elements: int = 0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(*(getattr(self, f) + getattr(other, f) for f in COST_FIELDS))
+        return Cost(*(getattr(self, f) + getattr(other, f) for f in _ALL_FIELDS))
 
     def times(self, count: int) -> Cost:
         """Every count multiplied by ``count`` (repeated identical modules)."""
-        return Cost(*(getattr(self, f) * count for f in COST_FIELDS))
+        return Cost(*(getattr(self, f) * count for f in _ALL_FIELDS))
 
     def per_video(self, forwards: int) -> Cost:
         """Work of ``forwards`` forwards; parameters and weights are held once."""
-        values = {f: getattr(self, f) for f in COST_FIELDS}
+        values = {f: getattr(self, f) for f in _ALL_FIELDS}
         for f in PER_FORWARD_FIELDS:
             values[f] *= forwards
         return Cost(**values)

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from ditmeter.errors import ConfigError
+from ditmeter.validate import FieldError, parse
 
 #: Peaks a roofline can use; ``fp8`` only where the chip has FP8 tensor cores.
 TENSOR_DTYPES = ("bf16", "fp16", "fp8")
@@ -37,18 +38,34 @@ OPTIONAL_NUMBER_KEYS = ("fp8_tflops", "bf16_sparse_tflops", "fp16_sparse_tflops"
 SPARSE_RATIO_SLACK = 0.02
 
 
-def _number(key: str, value: Any) -> float:
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"device.{key}", f"must be a positive number, got {value!r}")
-    return float(value)
+        raise FieldError(attribute.name, f"must be a positive number, got {value!r}")
 
 
-def _maybe(key: str, value: Any) -> float | None:
-    return None if value is None else _number(key, value)
+def _float(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-@attrs.frozen
+def _efficiency(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise FieldError(attribute.name, f"must be in (0, 1], got {value!r}")
+
+
+def _sources(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+
+
+def _number(**kw: Any) -> Any:
+    return attrs.field(converter=_float, validator=_positive, **kw)
+
+
+def _optional(**kw: Any) -> Any:
+    return attrs.field(default=None, converter=_float, validator=attrs.validators.optional(_positive), **kw)
+
+
+@attrs.frozen(kw_only=True)
 class DeviceSpec:
     """One GPU: dense tensor peaks, the non-tensor FP32 peak, memory bandwidth and capacity.
 
@@ -57,19 +74,32 @@ class DeviceSpec:
     physical lower bound on time) scales every peak and the bandwidth alike.
     """
 
-    name: str
-    display_name: str
-    bf16_tflops: float
-    fp16_tflops: float
-    fp8_tflops: float | None
-    fp32_tflops: float  # non-tensor (CUDA-core) FP32
-    memory_bandwidth_gbps: float
-    memory_gb: float
-    efficiency: float
-    sources: dict[str, str]
-    bf16_sparse_tflops: float | None = None
-    fp16_sparse_tflops: float | None = None
-    fp8_sparse_tflops: float | None = None
+    name: str = attrs.field(converter=str)
+    display_name: str = attrs.field(converter=str)
+    bf16_tflops: float = _number()
+    fp16_tflops: float = _number()
+    fp8_tflops: float | None = _optional()
+    fp32_tflops: float = _number()  # non-tensor (CUDA-core) FP32
+    memory_bandwidth_gbps: float = _number()
+    memory_gb: float = _number()
+    efficiency: float = attrs.field(default=1.0, converter=_float, validator=_efficiency)
+    sources: dict[str, str] = attrs.field(factory=dict, converter=_sources)
+    bf16_sparse_tflops: float | None = _optional()
+    fp16_sparse_tflops: float | None = _optional()
+    fp8_sparse_tflops: float | None = _optional()
+
+    def __attrs_post_init__(self) -> None:
+        given = [k for k in (*NUMBER_KEYS, *OPTIONAL_NUMBER_KEYS) if getattr(self, k) is not None]
+        missing = [k for k in given if not self.sources.get(k, "").strip()]
+        if missing:
+            raise FieldError(f"sources.{missing[0]}", "every number needs a source (datasheet)")
+        for dtype in TENSOR_DTYPES:
+            dense, sparse = getattr(self, f"{dtype}_tflops"), getattr(self, f"{dtype}_sparse_tflops")
+            if dense is not None and sparse is not None and abs(2 * dense / sparse - 1) > SPARSE_RATIO_SLACK:
+                raise FieldError(
+                    f"{dtype}_tflops",
+                    f"{dense:g} is not half the datasheet's sparse {sparse:g}: give the dense peak",
+                )
 
     def tensor_flop_per_s(self, dtype: str) -> float:
         """Achievable tensor-core FLOP/s for a workload dtype (fp32: the CUDA-core peak)."""
@@ -94,40 +124,5 @@ class DeviceSpec:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> DeviceSpec:
-        """Validate a ``configs/device/*.yaml`` entry; errors name the field."""
-        for key in ("name", "display_name", *NUMBER_KEYS):
-            if raw.get(key) is None:
-                raise ConfigError(f"device.{key}", "missing (required key)")
-        numbers: dict[str, float] = {k: _number(k, raw[k]) for k in NUMBER_KEYS}
-        optional = {k: _maybe(k, raw.get(k)) for k in OPTIONAL_NUMBER_KEYS}
-        eff = raw.get("efficiency", 1.0)
-        if isinstance(eff, bool) or not isinstance(eff, int | float) or not 0 < eff <= 1:
-            raise ConfigError("device.efficiency", f"must be in (0, 1], got {eff!r}")
-        sources = raw.get("sources") or {}
-        given = [k for k in (*NUMBER_KEYS, *OPTIONAL_NUMBER_KEYS) if raw.get(k) is not None]
-        missing = [k for k in given if not str(sources.get(k, "")).strip()]
-        if missing:
-            raise ConfigError(f"device.sources.{missing[0]}", "every number needs a source (datasheet)")
-        peaks: dict[str, float | None] = {**numbers, **optional}
-        for dtype in TENSOR_DTYPES:
-            dense, sparse = peaks.get(f"{dtype}_tflops"), optional[f"{dtype}_sparse_tflops"]
-            if dense is not None and sparse is not None and abs(2 * dense / sparse - 1) > SPARSE_RATIO_SLACK:
-                raise ConfigError(
-                    f"device.{dtype}_tflops",
-                    f"{dense:g} is not half the datasheet's sparse {sparse:g}: give the dense peak",
-                )
-        return cls(
-            name=str(raw["name"]),
-            display_name=str(raw["display_name"]),
-            efficiency=float(eff),
-            sources={str(k): str(v) for k, v in sources.items()},
-            bf16_tflops=numbers["bf16_tflops"],
-            fp16_tflops=numbers["fp16_tflops"],
-            fp32_tflops=numbers["fp32_tflops"],
-            memory_bandwidth_gbps=numbers["memory_bandwidth_gbps"],
-            memory_gb=numbers["memory_gb"],
-            fp8_tflops=optional["fp8_tflops"],
-            bf16_sparse_tflops=optional["bf16_sparse_tflops"],
-            fp16_sparse_tflops=optional["fp16_sparse_tflops"],
-            fp8_sparse_tflops=optional["fp8_sparse_tflops"],
-        )
+        """Validate a ``configs/device/*.yaml`` entry; errors name the field (``device.bf16_tflops``)."""
+        return parse(cls, raw, "device")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import attrs
 
-from ditmeter.analytic.spec import ModelSpec, Workload
+from ditmeter.analytic.workload import Workload
 from ditmeter.errors import ConfigError
 
 
@@ -56,10 +56,13 @@ class Geometry:
         return (self.latent_frames, self.latent_height, self.latent_width)
 
 
-def geometry(model: ModelSpec, workload: Workload) -> Geometry:
-    """Latent and token geometry of ``workload`` under its rounding rule."""
-    st, sh, sw = model.vae_stride
-    pt, ph, pw = model.patch_size
+def geometry(
+    workload: Workload, vae_stride: tuple[int, int, int], patch_size: tuple[int, int, int]
+) -> Geometry:
+    """Latent and token geometry of ``workload`` under its rounding rule, for a VAE of stride
+    ``vae_stride`` (frames, height, width) and a DiT patch of ``patch_size``."""
+    st, sh, sw = vae_stride
+    pt, ph, pw = patch_size
     pix_h, pix_w = sh * ph, sw * pw
     for key, value, unit in (("height", workload.height, pix_h), ("width", workload.width, pix_w)):
         if value < unit:

@@ -24,7 +24,7 @@ import attrs
 
 from ditmeter.analytic.cost import Cost
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.tree import Composite, Leaf, Node, Repeated
+from ditmeter.analytic.tree import Node, rollup, walk
 
 
 @attrs.frozen
@@ -61,27 +61,11 @@ def leaf_roofline(cost: Cost, device: DeviceSpec, dtype: str) -> Roofline:
     return Roofline(compute, memory, predicted, 0.0, predicted)
 
 
-def module_rooflines(tree: Node, device: DeviceSpec, dtype: str) -> dict[str, Roofline]:
-    """Roofline of every module id of the expanded tree ("" is the root), leaves summed upward."""
-    out: dict[str, Roofline] = {}
-
-    def visit(node: Node, module_id: str) -> Roofline:
-        if isinstance(node, Leaf):
-            r = leaf_roofline(node.cost, device, dtype)
-        elif isinstance(node, Composite):
-            r = ZERO
-            for child in node.children:
-                r = r + visit(child, f"{module_id}.{child.name}" if module_id else child.name)
-        else:
-            assert isinstance(node, Repeated)
-            r = ZERO
-            for i in range(node.count):
-                r = r + visit(node.template, f"{module_id}.{i}" if module_id else str(i))
-        out[module_id] = r
-        return r
-
-    visit(tree, "")
-    return out
+def module_rooflines(tree: Node, device: DeviceSpec, dtype: str, prefix: str = "") -> dict[str, Roofline]:
+    """Roofline of every module id of the expanded tree (the root is ``prefix``), leaves summed upward."""
+    rows = list(walk(tree, prefix))
+    leaves = {r.module_id: leaf_roofline(r.cost, device, dtype) for r in rows if r.kind == "leaf"}
+    return rollup(rows, leaves, ZERO)
 
 
 @attrs.frozen
@@ -89,13 +73,14 @@ class Prediction:
     """Predicted times of one analysis on one device."""
 
     device: DeviceSpec
-    modules: dict[str, Roofline]  # every module id, per forward
+    modules: dict[str, Roofline]  # every module id of every stage, per run of its stage
+    forward_id: str  # the root id of the stage that runs every step (the denoiser)
     forwards_per_step: int
     forwards_per_video: int
 
     @property
     def per_forward(self) -> Roofline:
-        return self.modules[""]
+        return self.modules[self.forward_id]
 
     @property
     def per_step_s(self) -> float:
@@ -112,10 +97,3 @@ class Prediction:
         """
         peak = self.device.tensor_flop_per_s(dtype) / self.device.efficiency
         return tensor_flops_per_video / (measured_video_s * peak)
-
-
-def predict(
-    tree: Node, device: DeviceSpec, dtype: str, forwards_per_step: int, forwards_per_video: int
-) -> Prediction:
-    """Rooflines of every module and the forward, step and video times."""
-    return Prediction(device, module_rooflines(tree, device, dtype), forwards_per_step, forwards_per_video)

@@ -8,7 +8,8 @@ per real module id (``blocks.0`` … ``blocks.39``) only when a report asks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TypeVar
 
 import attrs
 
@@ -64,11 +65,17 @@ class Repeated:
 
 
 Node = Leaf | Composite | Repeated
+V = TypeVar("V")
 
 
 @attrs.frozen
 class ModuleRow:
-    """One module of the expanded tree (``module_id`` "" is the root)."""
+    """One module of the walked tree (a stage's root has the stage's name as its id).
+
+    ``copies`` is how many real modules the row stands for: 1 in an expanded
+    walk; in a compact walk the template of a ``Repeated`` node is visited
+    once, under ``<name>.*``, with ``copies`` = the product of the counts above it.
+    """
 
     module_id: str
     parent_id: str | None
@@ -77,46 +84,70 @@ class ModuleRow:
     category: str | None
     rule: str | None
     cost: Cost
+    copies: int = 1
+
+    @property
+    def total(self) -> Cost:
+        """The cost of every copy the row stands for."""
+        return self.cost if self.copies == 1 else self.cost.times(self.copies)
 
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def walk(node: Node, prefix: str = "", parent: str | None = None, depth: int = 0) -> Iterator[ModuleRow]:
-    """Yield every module, parents before children, with hierarchical ids.
+def walk(node: Node, prefix: str = "", *, expand: bool = True) -> Iterator[ModuleRow]:
+    """Every module of ``node``'s tree, parents before children: the one traversal of a cost tree.
 
-    The root's id is "" (as in ``nn.Module.named_modules``).
+    The root's id is ``prefix`` (a stage name, or "" as in ``nn.Module.named_modules``).
+    ``expand`` gives one row per real module (``blocks.0`` … ``blocks.39``);
+    ``expand=False`` visits a repeated template once (``blocks.*``, see ``copies``),
+    which is what totals by category or dtype need.
     """
-    module_id = prefix
-    if isinstance(node, Leaf):
-        yield ModuleRow(module_id, parent, depth, "leaf", node.category, node.rule, node.cost)
-        return
-    if isinstance(node, Composite):
-        yield ModuleRow(module_id, parent, depth, "composite", None, None, node.total)
-        for child in node.children:
-            yield from walk(child, _join(module_id, child.name), module_id, depth + 1)
-        return
-    yield ModuleRow(module_id, parent, depth, "repeated", None, None, node.total)
-    for i in range(node.count):
-        yield from walk(node.template, _join(module_id, str(i)), module_id, depth + 1)
+    stack: list[tuple[Node, str, str | None, int, int]] = [(node, prefix, None, 0, 1)]
+    while stack:
+        n, module_id, parent, depth, copies = stack.pop()
+        if isinstance(n, Leaf):
+            yield ModuleRow(module_id, parent, depth, "leaf", n.category, n.rule, n.cost, copies)
+            continue
+        kind = "composite" if isinstance(n, Composite) else "repeated"
+        yield ModuleRow(module_id, parent, depth, kind, None, None, n.total, copies)
+        if isinstance(n, Composite):
+            children = [(c, _join(module_id, c.name), module_id, depth + 1, copies) for c in n.children]
+        elif expand:
+            children = [
+                (n.template, _join(module_id, str(i)), module_id, depth + 1, copies) for i in range(n.count)
+            ]
+        else:
+            children = [(n.template, _join(module_id, "*"), module_id, depth + 1, copies * n.count)]
+        stack.extend(reversed(children))
 
 
 def leaf_totals_by(node: Node, key: str = "category") -> dict[str, Cost]:
-    """Sum leaf costs by ``category`` or ``rule`` without expanding repeats."""
+    """Sum leaf costs by ``category`` or ``rule`` (a compact walk: repeats are not expanded)."""
     out: dict[str, Cost] = {}
+    for row in walk(node, expand=False):
+        if row.kind == "leaf":
+            k = getattr(row, key)
+            out[k] = out.get(k, Cost()) + row.total
+    return out
 
-    def visit(n: Node, times: int) -> None:
-        if isinstance(n, Leaf):
-            k = getattr(n, key)
-            out[k] = out.get(k, Cost()) + n.cost.times(times)
-        elif isinstance(n, Composite):
-            for c in n.children:
-                visit(c, times)
-        else:
-            visit(n.template, times * n.count)
 
-    visit(node, 1)
+def rollup(rows: Iterable[ModuleRow], values: Mapping[str, V], zero: V) -> dict[str, V]:
+    """Sum per-module ``values`` (usually the leaves') into every ancestor: each module gets its
+    own value plus its children's totals, added in the children's order. ``rows`` come parents
+    first, as :func:`walk` yields them."""
+    ordered = list(rows)
+    children: dict[str, list[str]] = {}
+    for r in ordered:
+        if r.parent_id is not None:
+            children.setdefault(r.parent_id, []).append(r.module_id)
+    out: dict[str, V] = {}
+    for r in reversed(ordered):  # every child before its parent
+        value = values.get(r.module_id, zero)
+        for child in children.get(r.module_id, ()):
+            value = value + out[child]  # type: ignore[operator]
+        out[r.module_id] = value
     return out
 
 

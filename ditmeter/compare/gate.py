@@ -80,7 +80,8 @@ class Verdict:
     tolerance: float
     checks: tuple[ModuleCheck, ...]  # compared modules, worst first
     coverage: Coverage
-    repeated: tuple[str, ...] = ()  # ids of repeated modules (``blocks``)
+    repeated: tuple[str, ...] = ()  # ids of repeated modules (``dit.blocks``)
+    roots: tuple[str, ...] = ()  # each stage's root module id (the stage's name)
 
     def layers(self) -> list[LayerCheck]:
         """Checks grouped by layer across repeated blocks, worst first (the worst copy first)."""
@@ -117,8 +118,14 @@ class Verdict:
             return None
         return max((c.rel_error for c in self.checks if c.rel_error is not None), default=0.0)
 
-    def end_to_end(self) -> ModuleCheck | None:
-        return next((c for c in self.checks if c.module_id == ""), None)
+    def end_to_end(self, root: str) -> ModuleCheck | None:
+        """The check of one whole run of a stage: its root module (``dit``)."""
+        return next((c for c in self.checks if c.module_id == root), None)
+
+    def stage_totals(self) -> list[ModuleCheck]:
+        """The end-to-end check of every stage, in the order the stages run."""
+        by_id = {c.module_id: c for c in self.checks}
+        return [by_id[r] for r in self.roots if r in by_id]
 
 
 def _worst_first(err: float | None, analytic: int, measured: int) -> tuple[int, float, int, int]:
@@ -148,4 +155,5 @@ def evaluate(modules: pd.DataFrame, nodes: pd.DataFrame, tolerance: float) -> Ve
         )
     checks.sort(key=lambda c: _worst_first(c.rel_error, c.analytic, c.measured))
     repeated = tuple(modules.loc[modules["kind"] == "repeated", "module_id"])
-    return Verdict(tolerance, tuple(checks), coverage(nodes), repeated)
+    roots = tuple(modules.loc[modules["parent_id"].isna(), "module_id"])
+    return Verdict(tolerance, tuple(checks), coverage(nodes), repeated, roots)

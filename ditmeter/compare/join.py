@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ditmeter.analytic.tree import ModuleRow
+from ditmeter.analytic.tree import rollup as tree_rollup
 from ditmeter.compare.gate import rel_error
 from ditmeter.compare.mapping import Assignment
 
@@ -63,18 +64,18 @@ def nodes_frame(
     graph: Any,
     assignments: Sequence[Assignment],
     rows: Sequence[ModuleRow],
+    stage: str,
     times: dict[str, float] | None = None,
-    stage: str = "dit",
-    prefix: str = "",
 ) -> pd.DataFrame:
-    """One row per captured fx node, in execution order (``nodes.parquet``).
+    """One row per captured fx node of ``stage``'s run, in execution order (``nodes.parquet``).
 
-    ``times``: measured seconds per node name (``profile``); null otherwise.
-    ``prefix`` makes node names unique across stages (``text_encoder.addmm_3``).
+    Node names carry the stage's name, so they are unique across stages
+    (``text_encoder.addmm_3``). ``times``: measured seconds per node (by that
+    name; ``profile``); null otherwise.
     """
 
     def name(n: Any) -> str:
-        return f"{prefix}.{n.name}" if prefix else str(n.name)
+        return f"{stage}.{n.name}"
 
     leaf_flops = {r.module_id: r.cost.tensor_flops for r in rows if r.kind == "leaf"}
     out: list[dict[str, Any]] = []
@@ -103,7 +104,7 @@ def nodes_frame(
                 "out_shapes": _shapes_json(m["out_shapes"]),
                 "out_dtypes": _names_json(m["out_dtypes"]),
                 "input_nodes": _names_json([name(i) for i in n.all_input_nodes]),
-                "measured_time_s": times.get(n.name, 0.0) if times is not None else None,
+                "measured_time_s": times.get(name(n), 0.0) if times is not None else None,
             }
         )
     return pa.Table.from_pylist(out, schema=NODES_SCHEMA).to_pandas()
@@ -116,7 +117,7 @@ def _present(value: Any) -> bool:
 
 def _home(row: Any, known: set[str]) -> str:
     """The analytic module a node's FLOPs roll up into: its leaf, else its nearest known
-    module, else its stage's root ("" for the DiT, the stage name for the others)."""
+    module, else its stage's root (whose id is the stage's name)."""
     if _present(row.leaf_id):
         return str(row.leaf_id)
     mid = str(row.module_id) if _present(row.module_id) else ""
@@ -124,8 +125,7 @@ def _home(row: Any, known: set[str]) -> str:
         if mid in known:
             return str(mid)
         mid = mid.rpartition(".")[0]
-    stage = getattr(row, "stage", "dit")
-    return "" if stage == "dit" else str(stage)
+    return str(row.stage)
 
 
 def rollup(nodes: pd.DataFrame, rows: Sequence[ModuleRow], values: pd.Series) -> dict[str, Any]:
@@ -134,19 +134,15 @@ def rollup(nodes: pd.DataFrame, rows: Sequence[ModuleRow], values: pd.Series) ->
     Unmatched nodes count toward their nearest analytic ancestor, so the root
     always holds the whole total. Integer values stay exact integers.
     """
-    parent = {r.module_id: r.parent_id for r in rows}
-    known = set(parent)
+    known = {r.module_id for r in rows}
     exact = pd.api.types.is_integer_dtype(values)
-    out: dict[str, Any] = dict.fromkeys(parent, 0 if exact else 0.0)
+    zero: Any = 0 if exact else 0.0
+    own: dict[str, Any] = {}
     for r, value in zip(nodes.itertuples(), values, strict=True):
-        if not value:
-            continue
-        add = int(value) if exact else float(value)
-        mid: str | None = _home(r, known)
-        while mid is not None:
-            out[mid] += add
-            mid = parent[mid]
-    return out
+        if value:
+            home = _home(r, known)
+            own[home] = own.get(home, zero) + (int(value) if exact else float(value))
+    return tree_rollup(rows, own, zero)
 
 
 def measured_by_module(nodes: pd.DataFrame, rows: Sequence[ModuleRow]) -> dict[str, int]:
@@ -180,7 +176,8 @@ def with_measured(modules: pd.DataFrame, measured: dict[str, int], unfused: dict
     orphans = out.loc[out["_merge"] != "both", "module_id"].tolist()
     if orphans:
         raise ValueError(f"measured and analytic modules differ: {orphans[:5]}")
-    out = out.drop(columns="_merge")
+    # an outer merge sorts the keys: back to the tree's order (parents first, stage by stage)
+    out = out.drop(columns="_merge").set_index("module_id").loc[modules["module_id"]].reset_index()
     out["measured_flops"] = out["measured_flops"].astype("int64")
     out["unfused_bytes"] = out["unfused_bytes"].astype("int64")
     out["rel_error"] = [

@@ -24,7 +24,7 @@ rule is registered as zero) or ``costed``; a node with no assignment is
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -111,20 +111,35 @@ class NodeRule:
         return m.expand(self.target) if m.groups() else self.target
 
 
-#: reference name → its node rules.
-NODE_RULES: dict[str, list[NodeRule]] = {}
+@attrs.frozen
+class NodeRules:
+    """The node rules of one reference module; a second rule with the same name or the same
+    match key is refused when the set is built."""
 
+    reference: str
+    rules: tuple[NodeRule, ...]
 
-def register_node_rule(reference: str, rule: NodeRule) -> NodeRule:
-    """Add ``rule`` for ``reference``; a second rule with the same name or match key is refused."""
-    rules = NODE_RULES.setdefault(reference, [])
-    for old in rules:
-        if old.name == rule.name:
-            raise ValueError(f"node rule {rule.name!r} is already registered for {reference!r}")
-        if old.key == rule.key:
-            raise ValueError(f"node rule {rule.name!r} duplicates {old.name!r} for {reference!r}")
-    rules.append(rule)
-    return rule
+    def __attrs_post_init__(self) -> None:
+        names: dict[str, NodeRule] = {}
+        keys: dict[object, NodeRule] = {}
+        for rule in self.rules:
+            if rule.name in names:
+                raise ValueError(f"node rule {rule.name!r} is already registered for {self.reference!r}")
+            if rule.key in keys:
+                raise ValueError(
+                    f"node rule {rule.name!r} duplicates {keys[rule.key].name!r} for {self.reference!r}"
+                )
+            names[rule.name], keys[rule.key] = rule, rule
+
+    def __iter__(self) -> Iterator[NodeRule]:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def without(self, name: str) -> NodeRules:
+        """The same set less the rule ``name`` (to show what the gate does when a rule is missing)."""
+        return NodeRules(self.reference, tuple(r for r in self.rules if r.name != name))
 
 
 class AmbiguousRules(Exception):

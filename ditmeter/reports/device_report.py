@@ -8,10 +8,11 @@ import attrs
 import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
-from ditmeter.analytic.memory import Footprint, dit_footprint
-from ditmeter.analytic.pipeline import component_weight_bytes
+from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.memory import Footprint
 from ditmeter.analytic.roofline import Prediction
-from ditmeter.reports.format import binary_bytes, percent
+from ditmeter.reports.format import binary_bytes, percent, seconds
+from ditmeter.reports.table_model import Column, Table, table, to_markdown
 
 #: What the fit counts, said wherever the fit is.
 FIT_SCOPE = (
@@ -49,22 +50,19 @@ class DeviceView:
 
 def device_view(
     analysis: Analysis,
-    device: Any = None,
+    device: DeviceSpec | None = None,
     measured_video_s: float | None = None,
-    model_raw: dict[str, Any] | None = None,
+    others: dict[str, dict[str, int]] | None = None,
 ) -> DeviceView:
-    """Time and memory of ``analysis``; with a device, the other components' weights for the fit."""
+    """Time and memory of ``analysis``; ``others``: the other components' weights, for the fit."""
     prediction = analysis.prediction(device) if device is not None else None
-    others: dict[str, dict[str, int]] = {}
-    if device is not None and model_raw is not None:
-        others = component_weight_bytes(model_raw)
-    return DeviceView(analysis, dit_footprint(analysis), prediction, measured_video_s, others)
+    return DeviceView(analysis, analysis.footprint, prediction, measured_video_s, others or {})
 
 
-def time_by_category(modules: pd.DataFrame) -> pd.DataFrame:
-    """Predicted seconds per forward by category (leaves), largest first."""
+def time_by_category(modules: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """Predicted seconds per run of ``stage`` (the forward) by category (leaves), largest first."""
     leaves = modules[
-        (modules["kind"] == "leaf") & modules["predicted_s"].notna() & (modules["stage"] == "dit")
+        (modules["kind"] == "leaf") & modules["predicted_s"].notna() & (modules["stage"] == stage)
     ]
     out = leaves.groupby("category").agg(
         predicted_s=("predicted_s", "sum"),
@@ -76,7 +74,8 @@ def time_by_category(modules: pd.DataFrame) -> pd.DataFrame:
 
 def memory_json(view: DeviceView) -> dict[str, Any]:
     f = view.footprint
-    components = {"dit": {"weights_by_dtype": f.weights_by_dtype, "weight_bytes": f.weight_bytes}}
+    forward = view.analysis.forward.name
+    components = {forward: {"weights_by_dtype": f.weights_by_dtype, "weight_bytes": f.weight_bytes}}
     for name, weights in view.others.items():
         components[name] = {"weights_by_dtype": weights, "weight_bytes": sum(weights.values())}
     out: dict[str, Any] = {
@@ -104,7 +103,7 @@ def stage_times(view: DeviceView) -> list[dict[str, Any]]:
         return []
     out = []
     for stage in view.analysis.stages:
-        run = p.modules[stage.qualify("")].predicted_s
+        run = p.modules[stage.name].predicted_s
         out.append(
             {
                 "stage": stage.name,
@@ -131,7 +130,7 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
         "forward_memory_s": f.memory_s,
         "compute_bound_share": f.compute_bound_s / f.predicted_s if f.predicted_s else None,
         "bound": f.bound,
-        "by_category": time_by_category(modules).to_dict(orient="records"),
+        "by_category": time_by_category(modules, view.analysis.forward.name).to_dict(orient="records"),
         "stages": stage_times(view),
         "whole_video_s": sum(t["per_video_s"] for t in stage_times(view)) or p.per_video_s,
         "measured_video_s": view.measured_video_s,
@@ -150,10 +149,35 @@ def _fit(need: int, have: int) -> str:
     return "fits" if need <= have else "**does not fit**"
 
 
-def _seconds(s: float) -> str:
-    if s >= 60:
-        return f"{s:,.1f} s ({s / 60:.1f} min)"
-    return f"{s:.3g} s" if s >= 1e-3 else f"{s * 1e3:.3g} ms"
+def prediction_table(p: Prediction) -> Table:
+    """Predicted time per forward, step and video, and the bound."""
+    t = p.per_forward
+    bound = f"{t.bound} ({percent(t.compute_bound_s, t.predicted_s)} of the time in compute-bound leaves)"
+    columns = (Column("per DiT forward"), Column("per step"), Column("per video"), Column("bound", "left"))
+    row = (seconds(t.predicted_s), seconds(p.per_step_s), seconds(p.per_video_s), bound)
+    return table("predicted time", columns, [row])
+
+
+def time_table(modules: pd.DataFrame, stage: str, per_forward_s: float) -> Table:
+    """Predicted time per forward by category, with the compute and memory terms."""
+    columns = (
+        Column("category", "left"),
+        Column("predicted / forward"),
+        Column("share"),
+        Column("compute"),
+        Column("memory"),
+    )
+    rows = [
+        (
+            r.category,
+            seconds(r.predicted_s),
+            percent(r.predicted_s, per_forward_s),
+            seconds(r.compute_s),
+            seconds(r.memory_s),
+        )
+        for r in time_by_category(modules, stage).itertuples()
+    ]
+    return table("predicted time by category", columns, rows)
 
 
 def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
@@ -168,7 +192,7 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
     p = view.prediction
     if p is None:
         return [*lines, "", "Give `device=NAME` for predicted time, the roofline and the memory fit."]
-    d, t = p.device, p.per_forward
+    d = p.device
     others = ", ".join(f"{k} {binary_bytes(sum(w.values()))}" for k, w in view.others.items())
     lines += [
         f"- Other components' weights: {others}" if others else "- Other components: not counted",
@@ -179,28 +203,19 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
         "",
         f"Predicted on **{d.display_name}** (efficiency {d.efficiency:g}; roofline lower bound):",
         "",
-        "| per DiT forward | per step | per video | bound |",
-        "|---:|---:|---:|---|",
-        f"| {_seconds(t.predicted_s)} | {_seconds(p.per_step_s)} | {_seconds(p.per_video_s)} | "
-        f"{t.bound} ({percent(t.compute_bound_s, t.predicted_s)} of the time in compute-bound leaves) |",
+        *to_markdown(prediction_table(p)),
         "",
-        "| category | predicted / forward | share | compute | memory |",
-        "|---|---:|---:|---:|---:|",
+        *to_markdown(time_table(modules, view.analysis.forward.name, p.per_forward.predicted_s)),
     ]
-    for r in time_by_category(modules).itertuples():
-        lines.append(
-            f"| {r.category} | {_seconds(r.predicted_s)} | {percent(r.predicted_s, t.predicted_s)} | "
-            f"{_seconds(r.compute_s)} | {_seconds(r.memory_s)} |"
-        )
     times = stage_times(view)
     if len(times) > 1:
         whole = sum(t["per_video_s"] for t in times)
-        parts = ", ".join(f"{t['stage']} {_seconds(t['per_video_s'])}" for t in times)
-        lines += ["", f"Whole video, every stage: **{_seconds(whole)}** ({parts})."]
+        parts = ", ".join(f"{t['stage']} {seconds(t['per_video_s'])}" for t in times)
+        lines += ["", f"Whole video, every stage: **{seconds(whole)}** ({parts})."]
     if view.mfu is not None and view.measured_video_s is not None:
         lines += [
             "",
-            f"Measured {_seconds(view.measured_video_s)} per video → **MFU {100 * view.mfu:.1f}%**.",
+            f"Measured {seconds(view.measured_video_s)} per video → **MFU {100 * view.mfu:.1f}%**.",
         ]
     lines += ["", "![roofline](roofline.png) ![time by category](time_breakdown.png)"]
     return lines
@@ -224,25 +239,41 @@ def measured_by_category(modules: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("measured_time_s", ascending=False, kind="stable").reset_index()
 
 
+def measured_table(modules: pd.DataFrame, in_nodes_s: float) -> Table:
+    """Measured time per forward by category, what it achieved, and its share of the roofline."""
+    columns = (
+        Column("category", "left"),
+        Column("measured / forward"),
+        Column("share"),
+        Column("achieved TFLOP/s"),
+        Column("achieved GB/s"),
+        Column("roofline fraction"),
+    )
+    rows = [
+        (
+            r.category,
+            seconds(r.measured_time_s),
+            percent(r.measured_time_s, in_nodes_s),
+            f"{r.achieved_flop_per_s / 1e12:.3g}",
+            f"{r.achieved_bytes_per_s / 1e9:.3g}",
+            "-" if pd.isna(r.roofline_fraction) else f"{100 * r.roofline_fraction:.1f}%",
+        )
+        for r in measured_by_category(modules).itertuples()
+    ]
+    return table("measured time by category", columns, rows)
+
+
 def profile_lines(modules: pd.DataFrame, profile: dict[str, Any]) -> list[str]:
     """The "Measured time" section of summary.md."""
     fwd, inside = profile["forward_s"], profile["in_nodes_s"]
-    lines = [
+    return [
         f"One forward with random weights on **{profile['device_kind']}**, "
         f"{profile['num_layers']} of {profile['model_layers']} blocks (the analytic columns are for the same "
-        f"{profile['num_layers']} blocks): **{_seconds(fwd)}** measured, {percent(inside, fwd)} of it inside "
+        f"{profile['num_layers']} blocks): **{seconds(fwd)}** measured, {percent(inside, fwd)} of it inside "
         "the ops (the rest is Python and dispatch between them).",
-        f"Scaled to all {profile['model_layers']} blocks: about **{_seconds(profile['full_forward_s'])}** "
+        f"Scaled to all {profile['model_layers']} blocks: about **{seconds(profile['full_forward_s'])}** "
         f"per forward (non-block time + block time × {profile['model_layers'] / profile['num_layers']:g}).",
         f"Chrome trace: `{profile['trace']}` (open in chrome://tracing or Perfetto).",
         "",
-        "| category | measured / forward | share | achieved TFLOP/s | achieved GB/s | roofline fraction |",
-        "|---|---:|---:|---:|---:|---:|",
+        *to_markdown(measured_table(modules, inside)),
     ]
-    for r in measured_by_category(modules).itertuples():
-        frac = "-" if pd.isna(r.roofline_fraction) else f"{100 * r.roofline_fraction:.1f}%"
-        lines.append(
-            f"| {r.category} | {_seconds(r.measured_time_s)} | {percent(r.measured_time_s, inside)} | "
-            f"{r.achieved_flop_per_s / 1e12:.3g} | {r.achieved_bytes_per_s / 1e9:.3g} | {frac} |"
-        )
-    return lines

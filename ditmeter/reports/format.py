@@ -33,3 +33,10 @@ def percent(part: int | float, whole: int | float) -> str:
     if not whole:
         return "-"
     return f"{100.0 * part / whole:.1f}%"
+
+
+def seconds(s: float) -> str:
+    """A duration for people: ``3.2 ms``, ``4.56 s``, ``1,234.5 s (20.6 min)``."""
+    if s >= 60:
+        return f"{s:,.1f} s ({s / 60:.1f} min)"
+    return f"{s:.3g} s" if s >= 1e-3 else f"{s * 1e3:.3g} ms"

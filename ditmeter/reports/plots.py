@@ -7,7 +7,6 @@ forward time; the top layers by time are numbered, and the legend names them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,11 @@ LABELLED = 8
 _BOUND_COLOURS = {"compute": "#1f77b4", "memory": "#d62728"}
 
 
-def _layers(modules: pd.DataFrame) -> pd.DataFrame:
-    """Leaves grouped across repeated blocks: FLOPs, bytes and predicted time per forward."""
+def _layers(modules: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """``stage``'s leaves grouped across repeated blocks: FLOPs, bytes and predicted time per run."""
     repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
-    dit = modules["stage"] == "dit"
-    leaves = modules[(modules["kind"] == "leaf") & (modules["predicted_s"] > 0) & dit].copy()
+    own = modules["stage"] == stage
+    leaves = modules[(modules["kind"] == "leaf") & (modules["predicted_s"] > 0) & own].copy()
     leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
     leaves["flops"] = leaves["tensor_flops"] + leaves["cuda_flops"]
     leaves["moved"] = leaves["bytes_read"] + leaves["bytes_written"]
@@ -48,10 +47,8 @@ def _layers(modules: pd.DataFrame) -> pd.DataFrame:
 def _save(fig: object, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")  # type: ignore[attr-defined]
+    fig.savefig(path, dpi=130, bbox_inches="tight")  # type: ignore[attr-defined]
     plt.close(fig)  # type: ignore[arg-type]
-    os.replace(tmp, path)
 
 
 def _number_top_layers(ax: Any, layers: pd.DataFrame, total: float) -> list[str]:
@@ -85,16 +82,19 @@ def _number_top_layers(ax: Any, layers: pd.DataFrame, total: float) -> list[str]
     return names
 
 
-def roofline_png(modules: pd.DataFrame, device: DeviceSpec, dtype: str, title: str, path: Path) -> None:
-    """The device's roofs and one point per layer at (FLOP/byte, attained TFLOP/s at the roofline)."""
+def roofline_png(
+    modules: pd.DataFrame, stage: str, device: DeviceSpec, dtype: str, title: str, path: Path
+) -> None:
+    """The device's roofs and one point per layer of ``stage`` at (FLOP/byte, attained TFLOP/s at
+    the roofline)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    layers = _layers(modules)
-    total = float(modules.loc[modules["module_id"] == "", "predicted_s"].iloc[0])
+    layers = _layers(modules, stage)
+    total = float(modules.loc[modules["module_id"] == stage, "predicted_s"].iloc[0])
     tensor = device.tensor_flop_per_s(dtype) / 1e12
     cuda = device.cuda_flop_per_s / 1e12
     bw = device.bytes_per_s / 1e12  # TB/s: TFLOP/s per FLOP/byte

@@ -6,7 +6,6 @@ Counts are JSON integers (exact); derived ratios are floats or null.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,7 +67,7 @@ def stages_json(analysis: Analysis) -> list[dict[str, Any]]:
     return [
         {
             "stage": s.name,
-            "module_prefix": s.prefix,
+            "module_prefix": s.name,
             "runs_per_video": s.runs_per_video,
             "run": s.run,
             "dtype": s.dtype,
@@ -91,9 +90,12 @@ def _check(c: ModuleCheck) -> dict[str, Any]:
     }
 
 
-def compare_section(verdict: Verdict, **extra: Any) -> dict[str, Any]:
-    """``report.json``'s ``compare``: the gate's verdict, worst modules first, coverage."""
-    e2e = verdict.end_to_end()
+def compare_section(verdict: Verdict, forward: str, **extra: Any) -> dict[str, Any]:
+    """``report.json``'s ``compare``: the gate's verdict, worst modules first, coverage.
+
+    ``end_to_end`` is one run of the ``forward`` stage; ``stages`` every stage's run.
+    """
+    e2e = verdict.end_to_end(forward)
     cov = verdict.coverage
     return {
         "measured_by": "torch.utils.flop_counter formulas applied to each captured aten op",
@@ -103,6 +105,7 @@ def compare_section(verdict: Verdict, **extra: Any) -> dict[str, Any]:
         "passed": verdict.passed,
         "max_rel_error": verdict.max_error,
         "end_to_end": _check(e2e) if e2e else None,
+        "stages": [_check(c) for c in verdict.stage_totals()],
         "compared_modules": len(verdict.checks),
         "failed_modules": len(verdict.failures),
         "worst": [_check(c) for c in verdict.checks[:WORST_SHOWN]],
@@ -149,7 +152,7 @@ def build_report(
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "tool": {"name": "ditmeter", "versions": library_versions()},
         "convention": CONVENTION,
-        "model": {"family": "wan2.1", **attrs.asdict(analysis.model)},
+        "model": {"family": analysis.family, **attrs.asdict(analysis.model)},
         "workload": _workload(analysis),
         "stages": stages_json(analysis),
         "categories": [
@@ -172,12 +175,10 @@ def build_report(
         "profile": {**profile, "by_category": measured_by_category(modules).to_dict(orient="records")}
         if profile
         else None,
-        "notes": analysis.notes(),
+        "notes": list(analysis.notes),
     }
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write ``data`` to ``path`` (temporary name, then rename); NaN is refused."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` as UTF-8 (inside a staged run folder); NaN is refused."""
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")

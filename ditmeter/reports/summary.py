@@ -10,37 +10,47 @@ from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import Cost
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.compare.gate import Verdict
-from ditmeter.compare.mapping import STATUSES
 from ditmeter.reports.device_report import DeviceView, profile_lines, summary_lines
 from ditmeter.reports.format import binary_bytes, grouped, percent, si
+from ditmeter.reports.table_model import Cell, Column, Strong, Table, table, to_markdown
+from ditmeter.reports.verdict import coverage_table, error_text, layers_table, stage_lines
 
 TOP_LAYERS = 10
 TOP_CATEGORIES = 5
 
 
-def stage_lines(analysis: Analysis) -> list[str]:
-    """The stage table: what one video runs, FLOPs per run and per video, share, parameters."""
+def stage_table(analysis: Analysis) -> Table:
+    """What one video runs: FLOPs per run and per video, share, parameters; the whole video last."""
     video = analysis.whole_video
-    out = [
-        "| stage | runs / video | one run | FLOPs / run | FLOPs / video | share | params |",
-        "|---|---:|---|---:|---:|---:|---:|",
-    ]
-    for s in analysis.stages:
-        out.append(
-            f"| {s.name} | {s.runs_per_video} | {s.run} | {si(s.per_run.flops, 'FLOP')} | "
-            f"{si(s.per_video.flops, 'FLOP')} | {percent(s.per_video.flops, video.flops)} | "
-            f"{si(s.per_run.params)} |"
-        )
-    out.append(
-        f"| **whole video** | | | | **{si(video.flops, 'FLOP')}** | 100.0% | "
-        f"{si(sum(s.per_run.params for s in analysis.stages))} |"
+    columns = (
+        Column("stage", "left"),
+        Column("runs / video"),
+        Column("one run", "left"),
+        Column("FLOPs / run"),
+        Column("FLOPs / video"),
+        Column("share"),
+        Column("params"),
     )
-    return out
+    rows: list[tuple[Cell, ...]] = [
+        (
+            s.name,
+            str(s.runs_per_video),
+            s.run,
+            si(s.per_run.flops, "FLOP"),
+            si(s.per_video.flops, "FLOP"),
+            percent(s.per_video.flops, video.flops),
+            si(s.per_run.params),
+        )
+        for s in analysis.stages
+    ]
+    params = si(sum(s.per_run.params for s in analysis.stages))
+    rows.append((Strong("whole video"), "", "", "", Strong(si(video.flops, "FLOP")), "100.0%", params))
+    return table("stages of one video", columns, rows)
 
 
-def top_layers(modules: pd.DataFrame, n: int = TOP_LAYERS) -> pd.DataFrame:
-    """DiT leaf layers grouped across blocks, by tensor + CUDA FLOPs per forward."""
-    leaves = modules[(modules["kind"] == "leaf") & (modules["stage"] == "dit")].copy()
+def top_layers(modules: pd.DataFrame, stage: str, n: int = TOP_LAYERS) -> pd.DataFrame:
+    """``stage``'s leaf layers grouped across blocks, by tensor + CUDA FLOPs per run."""
+    leaves = modules[(modules["kind"] == "leaf") & (modules["stage"] == stage)].copy()
     repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
     leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
     leaves["flops"] = leaves["tensor_flops"] + leaves["cuda_flops"]
@@ -53,7 +63,7 @@ def top_layers(modules: pd.DataFrame, n: int = TOP_LAYERS) -> pd.DataFrame:
     return grouped_.sort_values("flops", ascending=False, kind="stable").head(n).reset_index()
 
 
-def _totals_table(analysis: Analysis) -> list[str]:
+def _totals_table(analysis: Analysis) -> Table:
     f, v = analysis.per_forward, analysis.per_video
     rows = [
         (
@@ -73,9 +83,13 @@ def _totals_table(analysis: Analysis) -> list[str]:
         ),
         ("KV-cache bytes", "0 B", "0 B", "0"),
     ]
-    out = ["| metric | per DiT forward | per video | exact per forward |", "|---|---:|---:|---:|"]
-    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    return out
+    columns = (
+        Column("metric", "left"),
+        Column("per DiT forward"),
+        Column("per video"),
+        Column("exact per forward"),
+    )
+    return table("totals", columns, rows)
 
 
 def _workload_section(analysis: Analysis) -> list[str]:
@@ -95,42 +109,49 @@ def _workload_section(analysis: Analysis) -> list[str]:
     return out
 
 
-def _categories(analysis: Analysis) -> list[str]:
+def _categories(analysis: Analysis) -> Table:
     cats = analysis.by_category()
     whole = analysis.per_forward.flops
     ranked = sorted(cats.items(), key=lambda kv: kv[1].flops, reverse=True)[:TOP_CATEGORIES]
-    out = ["| category | FLOPs / forward | share | tensor-core | CUDA-core |", "|---|---:|---:|---:|---:|"]
-    for name, c in ranked:
-        out.append(
-            f"| {name} | {si(c.flops, 'FLOP')} | {percent(c.flops, whole)} | "
-            f"{si(c.tensor_flops, 'FLOP')} | {si(c.cuda_flops, 'FLOP')} |"
+    columns = (
+        Column("category", "left"),
+        Column("FLOPs / forward"),
+        Column("share"),
+        Column("tensor-core"),
+        Column("CUDA-core"),
+    )
+    rows = [
+        (
+            name,
+            si(c.flops, "FLOP"),
+            percent(c.flops, whole),
+            si(c.tensor_flops, "FLOP"),
+            si(c.cuda_flops, "FLOP"),
         )
-    return out
+        for name, c in ranked
+    ]
+    return table("categories", columns, rows)
 
 
-def _layers(modules: pd.DataFrame, whole: int) -> list[str]:
-    out = ["| layer | × | category | FLOPs / forward | share |", "|---|---:|---|---:|---:|"]
-    for r in top_layers(modules).itertuples():
-        out.append(
-            f"| `{r.layer}` | {r.count} | {r.category} | {si(int(r.flops), 'FLOP')} | "
-            f"{percent(int(r.flops), whole)} |"
-        )
-    return out
+def _layers(modules: pd.DataFrame, stage: str, whole: int) -> Table:
+    columns = (
+        Column("layer", "left", code=True),
+        Column("×"),
+        Column("category", "left"),
+        Column("FLOPs / forward"),
+        Column("share"),
+    )
+    rows = [
+        (r.layer, str(r.count), r.category, si(int(r.flops), "FLOP"), percent(int(r.flops), whole))
+        for r in top_layers(modules, stage).itertuples()
+    ]
+    return table("top layers", columns, rows)
 
 
-def error_text(err: float | None) -> str:
-    """A relative error for people: ``0`` exactly, ``1.2e-06``, ``3.10%``, or ``undefined``."""
-    if err is None:
-        return "undefined (measured 0)"
-    if err == 0:
-        return "0 (exact)"
-    return f"{err:.2e}" if err < 1e-4 else f"{100 * err:.2f}%"
-
-
-def compare_lines(verdict: Verdict, shown: int = TOP_LAYERS) -> list[str]:
+def compare_lines(verdict: Verdict, forward: str, shown: int = TOP_LAYERS) -> list[str]:
     """The compare section: verdict, end-to-end, coverage, worst modules first."""
     cov = verdict.coverage
-    e2e = verdict.end_to_end()
+    e2e = verdict.end_to_end(forward)
     word = "PASS" if verdict.passed else "FAIL"
     out = [
         f"**Gate: {word}** at tolerance {100 * verdict.tolerance:g}% — {len(verdict.checks)} modules "
@@ -144,32 +165,18 @@ def compare_lines(verdict: Verdict, shown: int = TOP_LAYERS) -> list[str]:
             f"(error {error_text(e2e.rel_error)}).",
             "",
         ]
-    out += ["| node status | nodes | measured FLOPs | share |", "|---|---:|---:|---:|"]
-    for status in STATUSES:
-        out.append(
-            f"| {status} | {grouped(cov.nodes[status])} | {si(cov.flops[status], 'FLOP')} | "
-            f"{percent(cov.flops[status], cov.total_flops)} |"
-        )
+    out += [f"- {line}" for line in stage_lines(verdict)]
+    out += ["", *to_markdown(coverage_table(verdict))]
     if cov.unmatched_flop_nodes:
         out += ["", "Unmatched nodes with FLOPs (each fails the gate):"]
         out += [f"- `{n}`" for n in cov.unmatched_flop_nodes[:shown]]
-    layers = verdict.layers()
+    layers = layers_table(verdict, shown)
     out += [
         "",
-        f"Worst {min(shown, len(layers))} of {len(layers)} layers (× = copies across blocks; "
+        f"Worst {len(layers.rows)} of {len(verdict.layers())} layers (× = copies across blocks; "
         "the error is the worst copy's):",
         "",
-        "| module | × | analytic FLOPs | measured FLOPs | Δ FLOPs | max error | worst copy | gate |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for g in layers[:shown]:
-        mark = "ok" if g.passed else f"**FAIL** {g.failed}/{g.count}"
-        delta = grouped(g.measured - g.analytic)
-        out.append(
-            f"| `{g.layer or 'dit'}` | {g.count} | {si(g.analytic, 'FLOP')} | {si(g.measured, 'FLOP')} | "
-            f"{delta} | {error_text(g.max_error)} | `{g.worst or 'dit'}` | {mark} |"
-        )
-    out += [
+        *to_markdown(layers),
         "",
         "Per node: `nodes.parquet`; per module: `measured_flops` and `rel_error` in `modules.parquet`; "
         "the joined graph: `graph.json` (networkx node-link).",
@@ -186,7 +193,7 @@ def render_summary(
     profile: dict[str, Any] | None = None,
 ) -> str:
     """Markdown summary of one run (with the compare section when it was traced)."""
-    f = analysis.per_forward
+    f, forward = analysis.per_forward, analysis.forward.name
     core: Cost = analysis.by_category().get("attn_core", Cost())
     core_video = core.per_video(analysis.forwards_per_video)
     lines = [
@@ -198,26 +205,30 @@ def render_summary(
         "## Workload",
         *_workload_section(analysis),
         "",
-        *(["## Stages of one video", *stage_lines(analysis), ""] if len(analysis.stages) > 1 else []),
+        *(
+            ["## Stages of one video", *to_markdown(stage_table(analysis)), ""]
+            if len(analysis.stages) > 1
+            else []
+        ),
         "## Totals (the DiT)",
-        *_totals_table(analysis),
+        *to_markdown(_totals_table(analysis)),
         "",
         f"Attention core: **{percent(core.flops, f.flops)}** of all FLOPs "
         f"({percent(core.tensor_flops, f.tensor_flops)} of tensor-core FLOPs), "
         f"{si(core.flops, 'FLOP')} per forward, {si(core_video.flops, 'FLOP')} per video.",
         "",
         f"## Top {TOP_LAYERS} layers by FLOPs (per forward; × = copies across blocks)",
-        *_layers(modules, f.flops),
+        *to_markdown(_layers(modules, forward, f.flops)),
         "",
         f"## Top {TOP_CATEGORIES} categories by FLOPs "
         f"(per forward; ×{analysis.forwards_per_video} per video)",
-        *_categories(analysis),
+        *to_markdown(_categories(analysis)),
         "",
         *(["## Time and memory", *summary_lines(view, modules), ""] if view else []),
-        *(["## Check against the real model", *compare_lines(verdict), ""] if verdict else []),
+        *(["## Check against the real model", *compare_lines(verdict, forward), ""] if verdict else []),
         *(["## Measured time (torch.profiler)", *profile_lines(modules, profile), ""] if profile else []),
         "## Notes (what is and is not modeled)",
-        *[f"- {n}" for n in analysis.notes()],
+        *[f"- {n}" for n in analysis.notes],
         "",
     ]
     return "\n".join(lines)

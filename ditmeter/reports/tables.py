@@ -9,8 +9,8 @@ workload, library versions and the counting convention.
 from __future__ import annotations
 
 import json
-import os
 import platform
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from ditmeter import __version__
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import COST_FIELDS
 from ditmeter.analytic.roofline import Prediction, Roofline
-from ditmeter.analytic.tree import ModuleRow, walk
+from ditmeter.analytic.tree import ModuleRow
 from ditmeter.errors import ConfigError
 
 CONVENTION = (
@@ -84,28 +84,23 @@ def _times(r: Roofline | None) -> dict[str, Any]:
     return {"compute_s": r.compute_s, "memory_s": r.memory_s, "predicted_s": r.predicted_s, "bound": r.bound}
 
 
-def module_rows(analysis: Analysis) -> list[tuple[str, ModuleRow]]:
-    """(stage, row) for every module of every stage, stage by stage, parents before children.
+def modules_frame(
+    analysis: Analysis,
+    prediction: Prediction | None = None,
+    rows: Sequence[tuple[str, ModuleRow]] | None = None,
+) -> pd.DataFrame:
+    """One row per module of every stage, costs (and times on a device) of one run of its stage.
 
-    The DiT's ids are unprefixed; every other stage's start with its name (its root
-    has no parent).
+    ``rows``: the analysis's (stage, row) pairs when the caller has walked them already.
     """
-    out: list[tuple[str, ModuleRow]] = []
-    for stage in analysis.stages:
-        out += [(stage.name, r) for r in walk(stage.tree, prefix=stage.prefix)]
-    return out
-
-
-def modules_frame(analysis: Analysis, prediction: Prediction | None = None) -> pd.DataFrame:
-    """One row per module of every stage, costs (and times on a device) of one run of its stage."""
     times = prediction.modules if prediction else {}
-    rows: list[dict[str, Any]] = []
-    for stage, r in module_rows(analysis):
+    out: list[dict[str, Any]] = []
+    for stage, r in analysis.rows() if rows is None else rows:
         c = r.cost
         for f in COST_FIELDS:
             if getattr(c, f) > _INT64_MAX:
                 raise ConfigError("workload", f"{f} of {r.module_id!r} exceeds int64; shrink it")
-        rows.append(
+        out.append(
             {
                 "stage": stage,
                 "module_id": r.module_id,
@@ -132,7 +127,7 @@ def modules_frame(analysis: Analysis, prediction: Prediction | None = None) -> p
                 "roofline_fraction": None,
             }
         )
-    table = pa.Table.from_pylist(rows, schema=MODULES_SCHEMA)
+    table = pa.Table.from_pylist(out, schema=MODULES_SCHEMA)
     return table.to_pandas()
 
 
@@ -146,11 +141,9 @@ def table_metadata(analysis: Analysis, table: str, **extra: str) -> dict[str, st
         "ditmeter.model": json.dumps(attrs.asdict(analysis.model)),
         "ditmeter.workload": json.dumps(attrs.asdict(analysis.workload)),
         "ditmeter.geometry": json.dumps(attrs.asdict(analysis.geometry)),
+        "ditmeter.family": analysis.family,
         "ditmeter.stages": json.dumps(
-            [
-                {"stage": s.name, "runs_per_video": s.runs_per_video, "prefix": s.prefix}
-                for s in analysis.stages
-            ]
+            [{"stage": s.name, "runs_per_video": s.runs_per_video, "prefix": s.name} for s in analysis.stages]
         ),
         "ditmeter.versions": json.dumps(library_versions()),
         "ditmeter.convention": CONVENTION,
@@ -158,11 +151,8 @@ def table_metadata(analysis: Analysis, table: str, **extra: str) -> dict[str, st
 
 
 def write_parquet(frame: pd.DataFrame, schema: pa.Schema, path: Path, meta: dict[str, str]) -> None:
-    """Write ``frame`` with exactly ``schema`` plus ``meta``; temporary name, then rename."""
+    """Write ``frame`` with exactly ``schema`` plus ``meta`` (inside a staged run folder)."""
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     merged = dict(table.schema.metadata or {})
     merged.update({k.encode(): v.encode() for k, v in meta.items()})
-    table = table.replace_schema_metadata(merged)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    pq.write_table(table.replace_schema_metadata(merged), path)

@@ -11,7 +11,10 @@ sees exactly the aten ops FlopCounterMode counts, at about the same cost
 Each node's ``meta`` holds: ``module_path`` (diffusers path, "" for the root),
 ``module_class``, ``flops`` (the node's own count from ``torch.utils.flop_counter``'s
 registered formula, 0 when none is registered), ``in_shapes``, ``in_dtypes``,
-``out_shapes``, ``out_dtypes``, ``bytes_in`` and ``bytes_out``.
+``out_shapes``, ``out_dtypes``, ``bytes_in`` and ``bytes_out``; per input tensor
+``in_bytes`` and ``in_sources`` (the ``(node, output index)`` whose data it reads,
+None for parameters and model inputs), per output ``out_bytes``, and
+``returned`` (the output indices the model returns) on the nodes that made them.
 
 Edges are data flow between recorded ops: from the op that produced each input
 tensor, and from the last op that wrote into the input's storage in place
@@ -69,6 +72,10 @@ def _written_args(func: Any, args: Any, kwargs: dict[str, Any]) -> list[torch.Te
     return out
 
 
+def _name(source: tuple[fx.Node, int] | None) -> tuple[str, int] | None:
+    return None if source is None else (source[0].name, source[1])
+
+
 #: Prefix of the ``record_function`` range around each op when profiling.
 NODE_RANGE_PREFIX = "ditmeter::"
 
@@ -77,14 +84,14 @@ class _Recorder(TorchDispatchMode):
     """Records every aten op as an fx node; with ``annotate``, runs each op inside a
     ``record_function`` range named after its node, so torch.profiler times it."""
 
-    def __init__(self, tracker: ModuleTracker, root_prefix: str, annotate: bool = False) -> None:
+    def __init__(self, tracker: ModuleTracker, root_prefix: str, annotate: str | None = None) -> None:
         super().__init__()
         self.tracker = tracker
         self.root_prefix = root_prefix
-        self.annotate = annotate
+        self.annotate = annotate  # None, or the prefix of each range's node name
         self.graph = fx.Graph()
-        self._producer: dict[int, fx.Node] = {}
-        self._writer: dict[int, fx.Node] = {}  # storage → last in-place writer
+        self._producer: dict[int, tuple[fx.Node, int]] = {}  # tensor → (node, output index)
+        self._writer: dict[int, tuple[fx.Node, int]] = {}  # storage → last in-place writer
         self._alive: list[torch.Tensor] = []  # keeps ids unique for the whole capture
 
     def _module_path(self) -> str:
@@ -96,12 +103,12 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         inputs = _tensors((args, kwargs))
-        sources = [self._producer.get(id(t)) for t in inputs]
-        sources += [self._writer.get(_storage(t)) for t in inputs]
-        parents = list(dict.fromkeys(n for n in sources if n is not None))
+        made = [self._producer.get(id(t)) for t in inputs]
+        written = [self._writer.get(_storage(t)) for t in inputs]
+        parents = list(dict.fromkeys(s[0] for s in (*made, *written) if s is not None))
         node = self.graph.create_node("call_function", func, tuple(parents), {})
-        if self.annotate:
-            with torch.profiler.record_function(NODE_RANGE_PREFIX + node.name):
+        if self.annotate is not None:
+            with torch.profiler.record_function(NODE_RANGE_PREFIX + self.annotate + node.name):
                 out = func(*args, **kwargs)
         else:
             out = func(*args, **kwargs)
@@ -117,13 +124,25 @@ class _Recorder(TorchDispatchMode):
             out_dtypes=[str(t.dtype).removeprefix("torch.") for t in outputs],
             bytes_in=sum(_nbytes(t) for t in inputs),
             bytes_out=sum(_nbytes(t) for t in outputs),
+            # per input: (node name, output index) of the op whose data it reads (the last
+            # in-place writer of its storage, else its producer); None for parameters and inputs
+            in_sources=[_name(w or m) for m, w in zip(made, written, strict=True)],
+            in_bytes=[_nbytes(t) for t in inputs],
+            out_bytes=[_nbytes(t) for t in outputs],
         )
-        for t in outputs:
-            self._producer[id(t)] = node
+        for i, t in enumerate(outputs):
+            self._producer[id(t)] = (node, i)
             self._alive.append(t)
         for t in _written_args(func, args, kwargs):
-            self._writer[_storage(t)] = node
+            self._writer[_storage(t)] = (node, 0)
         return out
+
+    def mark_outputs(self, result: Any) -> None:
+        """Flag the nodes whose outputs the model returns (``meta["returned"]``: output indices)."""
+        for t in _tensors(result):
+            source = self._producer.get(id(t))
+            if source is not None:
+                source[0].meta.setdefault("returned", set()).add(source[1])
 
 
 def flop_counter_pass(model: nn.Module, inputs: Mapping[str, Any]) -> FlopCounterMode:
@@ -138,19 +157,21 @@ def flop_counter_pass(model: nn.Module, inputs: Mapping[str, Any]) -> FlopCounte
     return counter
 
 
-def capture_forward(model: nn.Module, inputs: Mapping[str, Any], *, annotate: bool = False) -> fx.Graph:
+def capture_forward(model: nn.Module, inputs: Mapping[str, Any], *, annotate: str | None = None) -> fx.Graph:
     """Run ``model(**inputs)`` once and record every aten op (inputs may hold non-tensor
     keywords such as ``return_dict=False``).
 
-    On meta tensors nothing computes. With ``annotate`` (real tensors, under
-    ``torch.profiler``) each op runs inside a ``record_function`` range named
-    ``ditmeter::<node name>``. NB: the recorder keeps every intermediate alive
-    until the forward ends (so tensor ids stay unique), which raises peak memory.
+    On meta tensors nothing computes. With ``annotate`` (a name prefix such as
+    ``"dit."``; real tensors, under ``torch.profiler``) each op runs inside a
+    ``record_function`` range named ``ditmeter::<prefix><node name>``. NB: the
+    recorder keeps every intermediate alive until the forward ends (so tensor
+    ids stay unique), which raises peak memory.
     """
     tracker = ModuleTracker()
     recorder = _Recorder(tracker, type(model).__name__, annotate)
     with torch.no_grad(), tracker, recorder:
-        model(**inputs)
+        result = model(**inputs)
+    recorder.mark_outputs(result)
     classes = {name: type(m).__name__ for name, m in model.named_modules()}
     for node in recorder.graph.nodes:
         node.meta["module_class"] = classes[node.meta["module_path"]]

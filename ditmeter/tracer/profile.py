@@ -111,8 +111,12 @@ def profile_forward(
     *,
     device_kind: str,
     warmup: int,
+    name_prefix: str = "",
 ) -> tuple[fx.Graph, NodeTimes]:
-    """Warm up, then profile one recorded forward; the Chrome trace is written to ``trace_path``."""
+    """Warm up, then profile one recorded forward; the Chrome trace is written to ``trace_path``.
+
+    Each op's range (and so its key in the returned times) is ``name_prefix`` + its node name.
+    """
     from torch.profiler import ProfilerActivity, profile, record_function
 
     with torch.no_grad():
@@ -122,7 +126,7 @@ def profile_forward(
         torch.cuda.synchronize()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_kind == "cuda" else [])
     with profile(activities=activities) as prof, record_function(FORWARD_RANGE):
-        graph = capture_forward(model, inputs, annotate=True)
+        graph = capture_forward(model, inputs, annotate=name_prefix)
         if device_kind == "cuda":
             torch.cuda.synchronize()
     trace_path.parent.mkdir(parents=True, exist_ok=True)

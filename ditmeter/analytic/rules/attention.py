@@ -32,6 +32,7 @@ def attention_core(
     return Cost(
         tensor_flops=4 * scores * head_dim,
         cuda_flops=scores * SOFTMAX_FLOPS_PER_SCORE,
+        elements=scores,
         activation_bytes=q_bytes,
         bytes_read=q_bytes + kv_bytes,
         bytes_written=q_bytes,

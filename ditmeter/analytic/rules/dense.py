@@ -27,6 +27,7 @@ def linear(
     return Cost(
         tensor_flops=2 * tokens * in_features * out_features,
         cuda_flops=tokens * out_features if bias else 0,
+        elements=tokens * out_features if bias else 0,
         params=params,
         weight_bytes=weight_bytes,
         activation_bytes=out_bytes,
@@ -59,6 +60,7 @@ def patch_conv3d(
     return Cost(
         tensor_flops=2 * batch * patches * out_channels * fan_in,
         cuda_flops=batch * patches * out_channels if bias else 0,
+        elements=batch * patches * out_channels if bias else 0,
         params=params,
         weight_bytes=weight_bytes,
         activation_bytes=out_bytes,
@@ -90,6 +92,7 @@ def conv(
     return Cost(
         tensor_flops=2 * outputs * out_channels * in_channels * kernel_volume,
         cuda_flops=outputs * out_channels if bias else 0,
+        elements=outputs * out_channels if bias else 0,
         params=params,
         weight_bytes=params * weight_el_bytes,
         activation_bytes=out_bytes,

@@ -43,6 +43,7 @@ def layer_norm(
     elements = rows * dim
     return Cost(
         cuda_flops=elements * per_el,
+        elements=elements,
         params=params,
         weight_bytes=params * weight_el_bytes,
         activation_bytes=elements * out_bytes,
@@ -57,6 +58,7 @@ def rms_norm(*, rows: int, dim: int, act_bytes: int, weight_el_bytes: int) -> Co
     elements = rows * dim
     return Cost(
         cuda_flops=elements * (RMS_NORM_FLOPS_PER_ELEMENT + RMS_NORM_WEIGHT_FLOPS_PER_ELEMENT),
+        elements=elements,
         params=dim,
         weight_bytes=dim * weight_el_bytes,
         activation_bytes=elements * act_bytes,
@@ -68,6 +70,7 @@ def rms_norm(*, rows: int, dim: int, act_bytes: int, weight_el_bytes: int) -> Co
 def _unary(elements: int, flops_per_element: int, act_bytes: int) -> Cost:
     return Cost(
         cuda_flops=elements * flops_per_element,
+        elements=elements,
         activation_bytes=elements * act_bytes,
         bytes_read=elements * act_bytes,
         bytes_written=elements * act_bytes,
@@ -102,6 +105,7 @@ def rope(*, tensors: int, rows: int, heads: int, head_dim: int, act_bytes: int, 
     tables = tensors * 2 * rows * head_dim * table_bytes
     return Cost(
         cuda_flops=elements * ROPE_FLOPS_PER_ELEMENT,
+        elements=elements,
         activation_bytes=elements * act_bytes,
         bytes_read=elements * act_bytes + tables,
         bytes_written=elements * act_bytes,
@@ -124,6 +128,7 @@ def sinusoid(*, batch: int, freq_dim: int) -> Cost:
     elements = batch * freq_dim
     return Cost(
         cuda_flops=elements * SINUSOID_FLOPS_PER_ELEMENT,
+        elements=elements,
         activation_bytes=elements * 4,
         bytes_read=batch * 4,
         bytes_written=elements * 4,
@@ -140,6 +145,7 @@ def modulation_table(*, batch: int, vectors: int, dim: int, table_el_bytes: int)
     out = batch * vectors * dim
     return Cost(
         cuda_flops=out,
+        elements=out,
         params=params,
         weight_bytes=params * table_el_bytes,
         activation_bytes=out * 4,
@@ -154,6 +160,7 @@ def modulate(*, batch: int, rows: int, dim: int, in_bytes: int, out_bytes: int) 
     elements = rows * dim
     return Cost(
         cuda_flops=elements * MODULATE_FLOPS_PER_ELEMENT + batch * dim,
+        elements=elements,
         activation_bytes=elements * out_bytes,
         bytes_read=elements * in_bytes + 2 * batch * dim * 4,
         bytes_written=elements * out_bytes,
@@ -166,6 +173,7 @@ def gated_residual(*, batch: int, rows: int, dim: int, act_bytes: int) -> Cost:
     elements = rows * dim
     return Cost(
         cuda_flops=elements * GATED_RESIDUAL_FLOPS_PER_ELEMENT,
+        elements=elements,
         activation_bytes=elements * act_bytes,
         bytes_read=2 * elements * act_bytes + batch * dim * 4,
         bytes_written=elements * act_bytes,
@@ -177,6 +185,7 @@ def residual_add(*, elements: int, act_bytes: int) -> Cost:
     """x + y."""
     return Cost(
         cuda_flops=elements,
+        elements=elements,
         activation_bytes=elements * act_bytes,
         bytes_read=2 * elements * act_bytes,
         bytes_written=elements * act_bytes,
@@ -208,6 +217,7 @@ def gaussian_posterior(*, elements: int, act_bytes: int) -> Cost:
     """The VAE posterior from ``elements`` log-variances: clamp (2), ×0.5, exp for std, exp for var."""
     return Cost(
         cuda_flops=5 * elements,
+        elements=elements,
         activation_bytes=2 * elements * act_bytes,
         bytes_read=elements * act_bytes,
         bytes_written=2 * elements * act_bytes,

@@ -37,6 +37,7 @@ def relative_position_bias(
     out = heads * pairs * act_bytes
     return Cost(
         cuda_flops=pairs * BUCKET_FLOPS_PER_PAIR,
+        elements=pairs,
         params=buckets * heads,
         weight_bytes=buckets * heads * weight_el_bytes,
         activation_bytes=out,
@@ -50,6 +51,7 @@ def elementwise_mul(*, elements: int, act_bytes: int) -> Cost:
     """x · y (the gated FFN's gate): reads two tensors, writes one, one FLOP per element."""
     return Cost(
         cuda_flops=elements,
+        elements=elements,
         activation_bytes=elements * act_bytes,
         bytes_read=2 * elements * act_bytes,
         bytes_written=elements * act_bytes,

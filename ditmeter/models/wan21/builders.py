@@ -1,28 +1,24 @@
-"""Reference models built on the meta device from our model config, no weights.
+"""Wan2.1's reference modules, built from the typed model record on a device (meta: no weights).
 
 The diffusers ``WanTransformer3DModel`` config is derived from the
-:class:`~ditmeter.analytic.spec.ModelSpec` (official field names), never kept
-as a second hand-written copy.
-
-The builders and inputs of every stage's module live here;
-:mod:`ditmeter.tracer.stages` names the one each stage uses and how its module
-paths meet the analytic ids, so a further reference (the official Wan code)
-plugs in as one more entry there.
+:class:`~ditmeter.models.wan21.spec.WanModelSpec` (official field names), never
+kept as a second hand-written copy; the components come from their own
+records. The ``make_*`` functions build one stage's module and the inputs of
+one run; :mod:`ditmeter.models.wan21.references` names them per stage (a
+further reference, such as the official Wan code, is one more entry there).
 """
 
 from __future__ import annotations
 
 from typing import Any, cast
 
+import attrs
 import torch
 from torch import nn
 
-from ditmeter.analytic.clip import ClipSpec
 from ditmeter.analytic.geometry import Geometry
-from ditmeter.analytic.spec import ModelSpec, Workload
-from ditmeter.analytic.umt5 import SPEC_KEYS as UMT5_SPEC_KEYS
-from ditmeter.analytic.umt5 import UMT5Spec
-from ditmeter.analytic.wan_vae import VaeSpec
+from ditmeter.analytic.workload import Workload
+from ditmeter.models.wan21.spec import ClipSpec, UMT5Spec, VaeSpec, WanModelSpec
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -31,7 +27,7 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def diffusers_dit_config(spec: ModelSpec) -> dict[str, Any]:
+def diffusers_dit_config(spec: WanModelSpec) -> dict[str, Any]:
     """``WanTransformer3DModel`` keyword arguments for ``spec``."""
     return {
         "patch_size": tuple(spec.patch_size),
@@ -58,7 +54,7 @@ def diffusers_dit_config(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def build_diffusers_dit(spec: ModelSpec, dtype: str = "bf16", device: str = "meta") -> nn.Module:
+def build_diffusers_dit(spec: WanModelSpec, dtype: str = "bf16", device: str = "meta") -> nn.Module:
     """The diffusers Wan2.1 DiT in ``dtype`` (fp32 where the port keeps it).
 
     On ``meta`` (the default) nothing is allocated; on ``cpu``/``cuda`` the
@@ -78,7 +74,7 @@ def build_diffusers_dit(spec: ModelSpec, dtype: str = "bf16", device: str = "met
 
 
 def diffusers_dit_inputs(
-    spec: ModelSpec, workload: Workload, geo: Geometry, device: str = "meta"
+    spec: WanModelSpec, workload: Workload, geo: Geometry, device: str = "meta"
 ) -> dict[str, torch.Tensor]:
     """Tensors for one DiT forward: latents, one timestep per sample, padded context.
 
@@ -101,7 +97,7 @@ def diffusers_dit_inputs(
     return inputs
 
 
-def build_umt5_encoder(raw: Any, device: str = "meta") -> nn.Module:
+def build_umt5_encoder(spec: UMT5Spec, device: str = "meta") -> nn.Module:
     """transformers ``UMT5EncoderModel`` (gated GELU, untied embeddings) from ``model.text_encoder``.
 
     In eval mode and in the config's dtype throughout. NB: transformers keeps
@@ -109,8 +105,7 @@ def build_umt5_encoder(raw: Any, device: str = "meta") -> nn.Module:
     """
     from transformers import UMT5Config, UMT5EncoderModel
 
-    spec = UMT5Spec.from_mapping(raw)
-    ints = {k: getattr(spec, k) for k in UMT5_SPEC_KEYS}
+    ints = {k: v for k, v in attrs.asdict(spec).items() if k not in ("name", "dtype")}
     make_config: Any = UMT5Config  # its stubs type every keyword; ours are checked ints
     config = make_config(**ints, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
     with torch.device(device):
@@ -128,11 +123,10 @@ def umt5_inputs(batch: int, tokens: int, device: str = "meta") -> dict[str, torc
     return {"input_ids": torch.randint(0, 1000, (batch, tokens), device=dev)}
 
 
-def build_wan_vae(raw: Any, device: str = "meta") -> nn.Module:
-    """diffusers ``AutoencoderKLWan`` from ``model.vae``."""
+def build_wan_vae(spec: VaeSpec, device: str = "meta") -> nn.Module:
+    """diffusers ``AutoencoderKLWan`` from ``model.vae`` (built in fp32)."""
     from diffusers import AutoencoderKLWan
 
-    spec = VaeSpec.from_mapping(raw)
     with torch.device(device):
         return cast(
             nn.Module,
@@ -146,11 +140,10 @@ def build_wan_vae(raw: Any, device: str = "meta") -> nn.Module:
         )
 
 
-def build_clip_vision(raw: Any, device: str = "meta") -> nn.Module:
+def build_clip_vision(spec: ClipSpec, device: str = "meta") -> nn.Module:
     """transformers ``CLIPVisionModel`` (exact GELU) from ``model.image_encoder``, eval, config dtype."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    spec = ClipSpec.from_mapping(raw)
     make_config: Any = CLIPVisionConfig
     config = make_config(
         hidden_size=spec.hidden_size,
@@ -169,9 +162,8 @@ def build_clip_vision(raw: Any, device: str = "meta") -> nn.Module:
     return model
 
 
-def clip_inputs(raw: Any, images: int, device: str = "meta") -> dict[str, Any]:
+def clip_inputs(spec: ClipSpec, images: int, device: str = "meta") -> dict[str, Any]:
     """Pixels for ``images`` images; the diffusers pipeline asks for every hidden state."""
-    spec = ClipSpec.from_mapping(raw)
     dev = torch.device(device)
     make = torch.empty if dev.type == "meta" else torch.randn
     size = spec.image_size
@@ -190,23 +182,27 @@ class VaeDecode(nn.Module):
         return self.vae.decode(z, return_dict=False)  # type: ignore[operator]
 
 
-def build_vae_decode_module(raw: Any, device: str = "meta") -> nn.Module:
-    """The diffusers Wan-VAE in its config dtype, eval, wrapped to decode."""
-    vae = build_wan_vae(raw, device)
-    if raw["dtype"] != "fp32":  # built in fp32
-        vae.to(TORCH_DTYPES[str(raw["dtype"])])
+def _vae(spec: VaeSpec, device: str) -> nn.Module:
+    """The diffusers Wan-VAE in its config dtype, eval."""
+    vae = build_wan_vae(spec, device)
+    if spec.dtype != "fp32":  # built in fp32
+        vae.to(TORCH_DTYPES[spec.dtype])
     vae.eval()
-    return VaeDecode(vae)
+    return vae
+
+
+def build_vae_decode_module(spec: VaeSpec, device: str = "meta") -> nn.Module:
+    """The Wan-VAE wrapped to decode."""
+    return VaeDecode(_vae(spec, device))
 
 
 def vae_decode_inputs(
-    raw: Any, batch: int, latent_shape: tuple[int, int, int], device: str = "meta"
+    spec: VaeSpec, batch: int, latent_shape: tuple[int, int, int], device: str = "meta"
 ) -> dict[str, Any]:
     """Latents (batch, z_dim, T, h, w) for one decode."""
     dev = torch.device(device)
     make = torch.empty if dev.type == "meta" else torch.randn
-    z_dim = int(raw["z_dim"])
-    return {"z": make(batch, z_dim, *latent_shape, dtype=TORCH_DTYPES[str(raw["dtype"])], device=dev)}
+    return {"z": make(batch, spec.z_dim, *latent_shape, dtype=TORCH_DTYPES[spec.dtype], device=dev)}
 
 
 class VaeEncode(nn.Module):
@@ -220,15 +216,49 @@ class VaeEncode(nn.Module):
         return self.vae.encode(video).latent_dist.mode()  # type: ignore[operator]
 
 
-def build_vae_encode_module(raw: Any, device: str = "meta") -> nn.Module:
-    """The diffusers Wan-VAE in its config dtype, eval, wrapped to encode."""
-    return VaeEncode(build_vae_decode_module(raw, device).vae)  # type: ignore[arg-type]
+def build_vae_encode_module(spec: VaeSpec, device: str = "meta") -> nn.Module:
+    """The Wan-VAE wrapped to encode."""
+    return VaeEncode(_vae(spec, device))
 
 
 def vae_encode_inputs(
-    raw: Any, batch: int, video_shape: tuple[int, int, int], device: str = "meta"
+    spec: VaeSpec, batch: int, video_shape: tuple[int, int, int], device: str = "meta"
 ) -> dict[str, Any]:
     """A (batch, 3, F, H, W) conditioning video for one encode."""
     dev = torch.device(device)
     make = torch.empty if dev.type == "meta" else torch.randn
-    return {"video": make(batch, 3, *video_shape, dtype=TORCH_DTYPES[str(raw["dtype"])], device=dev)}
+    return {"video": make(batch, 3, *video_shape, dtype=TORCH_DTYPES[spec.dtype], device=dev)}
+
+
+Built = tuple[nn.Module, dict[str, Any]]
+
+
+def make_dit(m: WanModelSpec, w: Workload, g: Geometry, device: str) -> Built:
+    """The DiT and one forward's inputs (``return_dict=False``, as the pipelines call it)."""
+    inputs: dict[str, Any] = {**diffusers_dit_inputs(m, w, g, device), "return_dict": False}
+    return build_diffusers_dit(m, w.dtype, device), inputs
+
+
+def make_text_encoder(m: WanModelSpec, w: Workload, g: Geometry, device: str) -> Built:
+    """UMT5 and one encode of ``text_len`` tokens per sample."""
+    return build_umt5_encoder(m.text_encoder, device), umt5_inputs(w.batch_size, m.text_len, device)
+
+
+def make_image_encoder(m: WanModelSpec, w: Workload, g: Geometry, device: str) -> Built:
+    """CLIP and the conditioning image(s) of every sample."""
+    assert m.image_encoder is not None
+    spec = m.image_encoder
+    return build_clip_vision(spec, device), clip_inputs(spec, w.batch_size * m.images, device)
+
+
+def make_vae_encode(m: WanModelSpec, w: Workload, g: Geometry, device: str) -> Built:
+    """The Wan-VAE encoder and the conditioning video at the effective size."""
+    video = (g.effective_frames, g.effective_height, g.effective_width)
+    return build_vae_encode_module(m.vae, device), vae_encode_inputs(m.vae, w.batch_size, video, device)
+
+
+def make_vae_decode(m: WanModelSpec, w: Workload, g: Geometry, device: str) -> Built:
+    """The Wan-VAE decoder and the final latents."""
+    return build_vae_decode_module(m.vae, device), vae_decode_inputs(
+        m.vae, w.batch_size, g.latent_shape, device
+    )

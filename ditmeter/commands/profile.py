@@ -1,12 +1,13 @@
 """``ditmeter profile``: measured time per module from torch.profiler, joined with the analytic costs.
 
-The diffusers DiT is built with random weights on ``profile.device_kind`` with
-``profile.num_layers`` blocks (fewer than the model's, to fit a CPU or a
-budget), one forward is profiled node by node (:mod:`ditmeter.tracer.profile`),
-every node is mapped to its analytic leaf exactly as ``trace`` maps it, and the
-times are rolled up per module beside the analytic FLOPs and bytes of the same
-reduced model. The run folder holds the usual files, ``nodes.parquet`` with
-``measured_time_s``, and the profiler's Chrome trace under ``torch_profiler/``.
+The forward stage's reference module (the diffusers DiT for Wan2.1) is built
+with random weights on ``profile.device_kind`` with ``profile.num_layers``
+blocks (fewer than the model's, to fit a CPU or a budget), one forward is
+profiled node by node (:mod:`ditmeter.tracer.profile`), every node is mapped to
+its analytic leaf exactly as ``trace`` maps it, and the times are rolled up per
+module beside the analytic FLOPs and bytes of the same reduced model. The run
+folder holds the usual files, ``nodes.parquet`` with ``measured_time_s``, and
+the profiler's Chrome trace under ``torch_profiler/``.
 
 With ``profile.trace=<run folder>/…/torch_profiler/trace.json`` the trace of an
 earlier profile run is re-read and re-joined with that run's ``nodes.parquet``
@@ -18,26 +19,25 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ditmeter.analytic.analysis import Analysis, analyze
-from ditmeter.analytic.tree import walk
-from ditmeter.compare import wan_dit_rules  # noqa: F401  (registers the node rules)
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.commands.progress import Progress, Steps, no_progress
+from ditmeter.commands.report import analyze, run_id_for
 from ditmeter.compare.check import map_graph
 from ditmeter.compare.join import NODES_SCHEMA, with_times
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
-from ditmeter.reports.analytic_report import write_analysis_files
-from ditmeter.reports.device_report import DeviceView, device_view
-from ditmeter.reports.run_dir import ANALYSIS_SUBDIR, new_run_id, staged_run
+from ditmeter.reports.device_report import DeviceView
+from ditmeter.reports.run_dir import analysis_dir, ensure_free, staged_run
+from ditmeter.reports.run_files import PROFILE_FILES, write_analysis_files
 from ditmeter.reports.tables import modules_frame, table_metadata, write_parquet
-from ditmeter.reports.trace_report import Progress, Steps, no_progress
 
-TRACE_FILE = Path("torch_profiler") / "trace.json"
+TRACE_FILE = Path(PROFILE_FILES[1])
 
 
 @attrs.frozen
@@ -84,20 +84,24 @@ def _check_device(kind: str) -> None:
 def _run(cfg: RunConfig, analysis: Analysis, staging: Path, step: Any) -> tuple[pd.DataFrame, float]:
     """Build, profile, map: the nodes table with measured times, and the forward's seconds."""
     from ditmeter.tracer.profile import profile_forward
-    from ditmeter.tracer.stages import STAGE_REFERENCES
 
-    ref, p = STAGE_REFERENCES["dit"], cfg.profile
+    stage, p = analysis.forward, cfg.profile
+    ref = cfg.family.references()[stage.name]
     _check_device(p.device_kind)
-    with step("build"):
-        raw = cfg.raw.get("model") or {}
-        model, inputs = ref.make(analysis.model, cfg.workload, analysis.geometry, raw, p.device_kind)
-    with step("profile"):
+    with step(f"build {stage.name}"):
+        model, inputs = ref.make(analysis.model, cfg.workload, analysis.geometry, p.device_kind)
+    with step(f"profile {stage.name}"):
         graph, times = profile_forward(
-            model, inputs, staging / TRACE_FILE, device_kind=p.device_kind, warmup=p.warmup
+            model,
+            inputs,
+            staging / TRACE_FILE,
+            device_kind=p.device_kind,
+            warmup=p.warmup,
+            name_prefix=f"{stage.name}.",
         )
-    with step("map"):
-        per_node = {n.name: times.time_s(n.name) for n in graph.nodes}
-        nodes = map_graph(graph, list(walk(analysis.tree)), ref.canonical_id, ref.reference, times=per_node)
+    with step(f"map {stage.name}"):
+        per_node = {f"{stage.name}.{n.name}": times.time_s(f"{stage.name}.{n.name}") for n in graph.nodes}
+        nodes = map_graph(graph, stage.rows(), ref.names, ref.rules, stage=stage.name, times=per_node)
     return nodes, times.forward_s
 
 
@@ -142,9 +146,10 @@ def _reread(cfg: RunConfig, analysis: Analysis, staging: Path) -> tuple[pd.DataF
 
 
 def _summary(cfg: RunConfig, analysis: Analysis, modules: pd.DataFrame, forward_s: float) -> ProfileSummary:
-    t = modules.set_index("module_id")["measured_time_s"].fillna(0.0)
-    blocks = float(t.get("blocks", 0.0))
-    inside = float(t.get("", 0.0))
+    own = modules[modules["stage"] == analysis.forward.name]
+    t = own.set_index("module_id")["measured_time_s"].fillna(0.0)
+    blocks = float(t[own.set_index("module_id")["kind"] == "repeated"].sum())  # the repeated blocks
+    inside = float(t.get(analysis.forward.name, 0.0))
     return ProfileSummary(
         device_kind=cfg.profile.device_kind,
         num_layers=analysis.model.num_layers,
@@ -160,19 +165,19 @@ def _summary(cfg: RunConfig, analysis: Analysis, modules: pd.DataFrame, forward_
 def profile(cfg: RunConfig, progress: Progress = no_progress) -> ProfileResult:
     """Profile (or re-read) one forward and publish a run folder with measured time per module."""
     layers = min(cfg.profile.num_layers, cfg.model.num_layers)
-    analysis = analyze(attrs.evolve(cfg.model, num_layers=layers), cfg.workload)
-    view = device_view(analysis, cfg.device, cfg.measured_video_s, cfg.raw.get("model"))
-    run_id = cfg.run_id or new_run_id(cfg.model.name, f"{cfg.workload.name}_profile")
-    if (cfg.output_root / run_id).exists():
-        raise ConfigError("run_id", f"{run_id!r} already exists under {cfg.output_root}; pick another")
+    analysis, view = analyze(cfg, attrs.evolve(cast(Any, cfg.model), num_layers=layers))
+    run_id = run_id_for(cfg, "_profile")
+    ensure_free(cfg.output_root, run_id)
     step = Steps(progress)
 
-    with staged_run(cfg.output_root, run_id) as out:
+    with staged_run(cfg.output_root, run_id, cfg.family.slug) as out:
         nodes, forward_s = (
             _reread(cfg, analysis, out) if cfg.profile.trace else _run(cfg, analysis, out, step)
         )
-        rows = list(walk(analysis.tree))
-        modules = with_times(modules_frame(analysis, view.prediction), nodes, rows)
+        rows = analysis.forward.rows()
+        modules = with_times(
+            modules_frame(analysis, view.prediction, [(analysis.forward.name, r) for r in rows]), nodes, rows
+        )
         summary = _summary(cfg, analysis, modules, forward_s)
         section = {
             **attrs.asdict(summary),
@@ -187,10 +192,10 @@ def profile(cfg: RunConfig, progress: Progress = no_progress) -> ProfileResult:
             files = write_analysis_files(out, view, modules, run_id, meta=meta, profile=section)
     return ProfileResult(
         run_id,
-        cfg.output_root / run_id / ANALYSIS_SUBDIR,
+        analysis_dir(cfg.output_root / run_id, cfg.family.slug),
         analysis,
         view,
         summary,
         modules,
-        (*files, "nodes.parquet", str(TRACE_FILE)),
+        (*files, *PROFILE_FILES),
     )

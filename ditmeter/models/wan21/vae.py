@@ -19,7 +19,6 @@ call; the decoded chunks are concatenated into the output one call at a time
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -27,41 +26,8 @@ import attrs
 from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.registry import apply_rule
-from ditmeter.analytic.spec import component_section
 from ditmeter.analytic.tree import Composite, Leaf
-from ditmeter.errors import ConfigError
-
-VAE_KEYS = ("base_dim", "z_dim", "num_res_blocks")
-
-
-@attrs.frozen
-class VaeSpec:
-    """``model.vae`` in diffusers' ``AutoencoderKLWan`` vocabulary."""
-
-    name: str
-    base_dim: int
-    z_dim: int
-    num_res_blocks: int
-    dim_mult: tuple[int, ...]
-    temperal_downsample: tuple[bool, ...]
-    dtype: str
-    out_channels: int = 3
-
-    @classmethod
-    def from_mapping(cls, raw: Any) -> VaeSpec:
-        ints, dtype = component_section("model.vae", raw, VAE_KEYS)
-        assert isinstance(raw, Mapping)
-        mult = tuple(raw.get("dim_mult") or ())
-        down = tuple(raw.get("temperal_downsample") or ())
-        if not mult or not all(isinstance(m, int) and m > 0 for m in mult):
-            raise ConfigError("model.vae.dim_mult", f"must be a list of positive integers, got {mult!r}")
-        if len(down) != len(mult) - 1 or not all(isinstance(d, bool) for d in down):
-            raise ConfigError(
-                "model.vae.temperal_downsample", f"must be {len(mult) - 1} booleans, got {down!r}"
-            )
-        return cls(
-            name=str(raw.get("name", "wan-vae")), dim_mult=mult, temperal_downsample=down, dtype=dtype, **ints
-        )
+from ditmeter.models.wan21.spec import VaeSpec
 
 
 class _Acc:

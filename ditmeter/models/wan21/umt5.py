@@ -3,7 +3,7 @@
 Module ids follow the official Wan code's T5 (``wan/modules/t5.py``):
 ``token_embedding``, ``blocks.N.{norm1, attn.{q, k, v, o, bias_add, attn_core},
 pos_embedding, residual1, norm2, ffn.{gate.0, gate.1, fc1, mul, fc2}, residual2}``
-and ``norm``; :mod:`ditmeter.analytic.umt5_names` maps the transformers
+and ``norm``; ``UMT5_NAMES`` in :mod:`ditmeter.models.wan21.names` maps the transformers
 ``UMT5EncoderModel`` paths (the reference we trace) onto them.
 
 UMT5 differs from T5 in one cost-relevant way: every block has its own
@@ -18,46 +18,10 @@ tensor FLOPs.
 
 from __future__ import annotations
 
-from typing import Any
-
-import attrs
-
 from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
 from ditmeter.analytic.cost import DTYPE_BYTES
-from ditmeter.analytic.spec import component_section
 from ditmeter.analytic.tree import Composite, Leaf, Repeated, rule_leaf
-
-SPEC_KEYS = (
-    "vocab_size",
-    "d_model",
-    "d_kv",
-    "d_ff",
-    "num_layers",
-    "num_heads",
-    "relative_attention_num_buckets",
-    "relative_attention_max_distance",
-)
-
-
-@attrs.frozen
-class UMT5Spec:
-    """``model.text_encoder`` in transformers' ``UMT5Config`` vocabulary."""
-
-    name: str
-    vocab_size: int
-    d_model: int
-    d_kv: int
-    d_ff: int
-    num_layers: int
-    num_heads: int
-    relative_attention_num_buckets: int
-    relative_attention_max_distance: int
-    dtype: str
-
-    @classmethod
-    def from_mapping(cls, raw: Any) -> UMT5Spec:
-        ints, dtype = component_section("model.text_encoder", raw, SPEC_KEYS)
-        return cls(name=str(raw.get("name", "umt5")), dtype=dtype, **ints)
+from ditmeter.models.wan21.spec import UMT5Spec
 
 
 def build_umt5(spec: UMT5Spec, batch: int, tokens: int) -> Composite:

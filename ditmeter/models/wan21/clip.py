@@ -3,7 +3,7 @@
 Module ids follow the official Wan code's ``VisionTransformer`` (``wan/modules/clip.py``):
 ``patch_embedding``, ``cls_embedding``, ``pos_embedding``, ``pre_norm``,
 ``transformer.N.{norm1, attn.{to_qkv, attn_core, proj}, residual1, norm2, mlp.{0, 1, 2},
-residual2}`` and ``post_norm``; :mod:`ditmeter.analytic.clip_names` maps the
+residual2}`` and ``post_norm``; ``CLIP_NAMES`` in :mod:`ditmeter.models.wan21.names` maps the
 transformers ``CLIPVisionModel`` paths (the reference we trace) onto them. The
 official ``to_qkv`` is one fused Linear; transformers' separate q/k/v
 projections all map onto it (the same FLOPs and parameters).
@@ -14,55 +14,13 @@ over the CLS token; the official code stops after block 31.
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
 from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.registry import apply_rule
-from ditmeter.analytic.spec import component_section
 from ditmeter.analytic.tree import Composite, Leaf, Repeated, rule_leaf
-from ditmeter.errors import ConfigError
-
-SPEC_KEYS = (
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "image_size",
-    "patch_size",
-    "layers_run",
-)
-
-
-@attrs.frozen
-class ClipSpec:
-    """``model.image_encoder`` in transformers' ``CLIPVisionConfig`` vocabulary."""
-
-    name: str
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    image_size: int
-    patch_size: int
-    layers_run: int
-    dtype: str
-
-    @property
-    def tokens(self) -> int:
-        """Patches plus the CLS token (257 for 224/14)."""
-        return (self.image_size // self.patch_size) ** 2 + 1
-
-    @classmethod
-    def from_mapping(cls, raw: Any) -> ClipSpec:
-        ints, dtype = component_section("model.image_encoder", raw, SPEC_KEYS)
-        if ints["layers_run"] > ints["num_hidden_layers"]:
-            raise ConfigError(
-                "model.image_encoder.layers_run", f"exceeds num_hidden_layers={ints['num_hidden_layers']}"
-            )
-        return cls(name=str(raw.get("name", "clip")), dtype=dtype, **ints)
+from ditmeter.models.wan21.spec import ClipSpec
 
 
 def build_clip(spec: ClipSpec, images: int) -> Composite:

@@ -1,7 +1,7 @@
 """The Wan2.1 diffusion transformer as a tree of costed modules.
 
 Module ids follow the official Wan2.1 code (``blocks.7.self_attn.q``); the
-diffusers names are mapped onto them in :mod:`ditmeter.analytic.wan_names`.
+diffusers names are mapped onto them by ``DIT_NAMES`` in :mod:`ditmeter.models.wan21.names`.
 Ops the official code runs inline (modulate, gated residuals, RoPE, the
 attention core, unpatchify) get ids of their own under the module that runs them.
 
@@ -20,10 +20,11 @@ import attrs
 
 from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
 from ditmeter.analytic.cost import FP32_BYTES
-from ditmeter.analytic.geometry import Geometry, geometry
+from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.registry import apply_rule
-from ditmeter.analytic.spec import ModelSpec, Workload
 from ditmeter.analytic.tree import Composite, Leaf, Repeated, rule_leaf
+from ditmeter.analytic.workload import Workload
+from ditmeter.models.wan21.spec import WanModelSpec as ModelSpec
 
 
 @attrs.frozen
@@ -291,9 +292,8 @@ def _head(model: ModelSpec, d: _Dims) -> Composite:
     )
 
 
-def build_dit(model: ModelSpec, workload: Workload, geo: Geometry | None = None) -> Composite:
+def build_dit(model: ModelSpec, workload: Workload, geo: Geometry) -> Composite:
     """The cost tree of one DiT forward of ``model`` at ``workload`` (root name "")."""
-    geo = geo or geometry(model, workload)
     b = workload.batch_size
     d = _Dims(
         batch=b,

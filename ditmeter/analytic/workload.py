@@ -1,0 +1,71 @@
+"""What one video asks of a model: the ``workload`` config section as a typed record.
+
+A bad value raises :class:`ditmeter.errors.ConfigError` naming the field
+(``workload.height``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ditmeter.analytic.cost import DTYPE_BYTES
+from ditmeter.errors import ConfigError
+from ditmeter.validate import finite_number, one_of, parse, positive_int
+
+ROUNDING_RULES = ("official", "diffusers")
+
+
+def _float(value: Any) -> Any:
+    """Converter: an int from YAML (``guidance_scale: 5``) is a float; other values go to the validator."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+@attrs.frozen
+class Workload:
+    """What one video asks of the model, as the user wrote it."""
+
+    name: str = attrs.field(converter=str)
+    batch_size: int = attrs.field(validator=positive_int)
+    num_frames: int = attrs.field(validator=positive_int)
+    height: int = attrs.field(validator=positive_int)
+    width: int = attrs.field(validator=positive_int)
+    num_inference_steps: int = attrs.field(validator=positive_int)
+    guidance_scale: float = attrs.field(converter=_float, validator=finite_number(0))
+    text_len: int = attrs.field(validator=positive_int)
+    context_len: int = attrs.field(validator=positive_int)
+    dtype: str = attrs.field(validator=one_of(*DTYPE_BYTES))
+    rounding: str = attrs.field(validator=one_of(*ROUNDING_RULES))
+
+    @property
+    def act_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def guidance_forwards(self) -> int:
+        """Classifier-free guidance runs a second, unconditional forward when scale > 1."""
+        return 2 if self.guidance_scale > 1.0 else 1
+
+    @property
+    def forwards_per_video(self) -> int:
+        return self.num_inference_steps * self.guidance_forwards
+
+
+def parse_workload(raw: Any, *, default_steps: int, text_len: int) -> Workload:
+    """The ``workload`` section for a model whose release runs ``default_steps`` steps (used when
+    ``num_inference_steps`` is null) and whose text embedding takes at most ``text_len`` tokens."""
+    section = "workload"
+    given: dict[str, Any] = {"name": raw.get("name", "custom") if isinstance(raw, Mapping) else "custom"}
+    if isinstance(raw, Mapping) and raw.get("num_inference_steps") is None:
+        given["num_inference_steps"] = default_steps
+    w = parse(Workload, raw, section, **given)
+    for key in ("text_len", "context_len"):
+        if getattr(w, key) > text_len:
+            raise ConfigError(
+                f"{section}.{key}", f"{getattr(w, key)} exceeds the model's text_len {text_len}"
+            )
+    if w.text_len > w.context_len:
+        raise ConfigError(f"{section}.text_len", f"{w.text_len} exceeds workload.context_len {w.context_len}")
+    return w

@@ -1,0 +1,55 @@
+"""``ditmeter report``: the analytic model only (no tracing), published as a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.config import RunConfig
+from ditmeter.reports.device_report import DeviceView, device_view
+from ditmeter.reports.run_dir import analysis_dir, new_run_id, staged_run
+from ditmeter.reports.run_files import write_analysis_files
+from ditmeter.reports.tables import modules_frame
+
+
+@attrs.frozen
+class ReportResult:
+    run_id: str
+    analysis_dir: Path
+    analysis: Analysis
+    view: DeviceView
+    files: tuple[str, ...]
+
+
+def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]:
+    """The analysis of the selected stages and its time and memory on ``cfg.device``.
+
+    ``model`` replaces ``cfg.model`` (``profile`` runs fewer blocks) and then
+    only the forward stage is costed.
+    """
+    fam = cfg.family
+    if model is None:
+        analysis = fam.analyze(cfg.model, cfg.workload, cfg.stages)
+    else:
+        analysis = fam.analyze(model, cfg.workload, (fam.forward_stage,))
+    others = fam.component_weights(cfg.model) if cfg.device is not None else {}
+    return analysis, device_view(analysis, cfg.device, cfg.measured_video_s, others)
+
+
+def run_id_for(cfg: RunConfig, suffix: str = "") -> str:
+    """The run id the user gave, or a fresh unique one."""
+    return cfg.run_id or new_run_id(cfg.model.name, cfg.workload.name + suffix)
+
+
+def report(cfg: RunConfig) -> ReportResult:
+    """Evaluate the analytic model and publish a complete run folder atomically."""
+    analysis, view = analyze(cfg)
+    modules = modules_frame(analysis, view.prediction)
+    run_id = run_id_for(cfg)
+    with staged_run(cfg.output_root, run_id, cfg.family.slug) as out:
+        files = write_analysis_files(out, view, modules, run_id)
+    return ReportResult(
+        run_id, analysis_dir(cfg.output_root / run_id, cfg.family.slug), analysis, view, tuple(files)
+    )

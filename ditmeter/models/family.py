@@ -1,0 +1,106 @@
+"""What a model family gives the rest of ditmeter: a typed model, its analysis, its references.
+
+A family (``ditmeter.models.wan21`` …) knows one line of models: its config
+records, its cost-tree compositions, its name tables, the real modules it is
+checked against and the stages of its pipeline. The generic packages
+(``tracer``, ``compare``, ``reports``, ``commands``) receive a :class:`Family`
+and never import one by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.geometry import Geometry
+from ditmeter.analytic.workload import Workload
+from ditmeter.compare.mapping import NodeRules
+from ditmeter.compare.names import NameTable
+
+if TYPE_CHECKING:
+    from torch import nn
+
+#: Builds a reference's real module and the inputs of one run:
+#: (model, workload, geometry, device) → (module, keyword inputs).
+Make = Callable[[Any, Workload, Geometry, str], "tuple[nn.Module, dict[str, Any]]"]
+
+
+@attrs.frozen
+class Lazy:
+    """A builder named ``"package.module:function"``, imported on first call, so that reading a
+    family (``report``, ``--help``) never imports torch."""
+
+    target: str
+
+    def __call__(self, *args: Any) -> Any:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)(*args)
+
+
+@attrs.frozen
+class Reference:
+    """A real module a stage is checked against: how to build it and feed it one run, how its
+    module paths become analytic ids, and the rules for the ops its containers run inline."""
+
+    name: str  # e.g. "diffusers-dit"
+    source: str  # the class that is built, e.g. "diffusers.WanTransformer3DModel"
+    names: NameTable
+    rules: NodeRules
+    make: Make
+
+
+class ModelSpec(Protocol):
+    """What generic code reads of a family's model record (an attrs class)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def num_layers(self) -> int: ...
+
+    @property
+    def default_steps(self) -> int: ...
+
+    @property
+    def text_len(self) -> int: ...
+
+
+class Family(Protocol):
+    """One line of models (see the module docstring)."""
+
+    @property
+    def name(self) -> str:
+        """The ``model.family`` value of its configs, e.g. ``wan2.1``."""
+
+    @property
+    def slug(self) -> str:
+        """The folder of its run artifacts: ``<run>/static_analysis/<slug>/``."""
+
+    @property
+    def forward_stage(self) -> str:
+        """The stage that runs every denoising step (``dit``): per-forward figures are its."""
+
+    def parse_model(self, raw: Mapping[str, Any]) -> ModelSpec:
+        """The ``model`` config section as the family's typed record (errors name the field)."""
+
+    def geometry(self, model: Any, workload: Workload) -> Geometry:
+        """Latent and token shapes of ``workload`` (refuses sizes the model cannot run)."""
+
+    def available_stages(self, model: Any) -> tuple[str, ...]:
+        """The stages ``model``'s pipeline runs, in order."""
+
+    def analyze(self, model: Any, workload: Workload, stages: Sequence[str]) -> Analysis:
+        """Cost trees of the selected stages of one video."""
+
+    def references(self) -> Mapping[str, Reference]:
+        """The real module behind each stage."""
+
+    def component_weights(self, model: Any) -> dict[str, dict[str, int]]:
+        """Weight bytes by dtype of every component besides the forward stage's, for the memory fit."""
+
+    def describe(self) -> str:
+        """One line for ``--help``: what ``trace`` builds for this family."""

@@ -1,0 +1,48 @@
+"""The Wan2.1 family: T2V-14B, T2V-1.3B, I2V-14B (480p, 720p) and FLF2V-14B."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.geometry import Geometry, geometry
+from ditmeter.analytic.workload import Workload
+from ditmeter.models.family import Reference
+from ditmeter.models.wan21 import pipeline
+from ditmeter.models.wan21.spec import WanModelSpec, parse_model
+
+
+class Wan21:
+    """Wan2.1's implementation of :class:`ditmeter.models.family.Family`."""
+
+    name = "wan2.1"
+    slug = "wan2_1"
+    forward_stage = pipeline.FORWARD
+
+    def parse_model(self, raw: Mapping[str, Any]) -> WanModelSpec:
+        return parse_model(raw)
+
+    def geometry(self, model: WanModelSpec, workload: Workload) -> Geometry:
+        return geometry(workload, model.vae_stride, model.patch_size)
+
+    def available_stages(self, model: WanModelSpec) -> tuple[str, ...]:
+        return pipeline.available_stages(model)
+
+    def analyze(self, model: WanModelSpec, workload: Workload, stages: Sequence[str]) -> Analysis:
+        return pipeline.analyze(model, workload, stages, self.name)
+
+    def references(self) -> Mapping[str, Reference]:
+        from ditmeter.models.wan21.references import REFERENCES
+
+        return REFERENCES
+
+    def component_weights(self, model: WanModelSpec) -> dict[str, dict[str, int]]:
+        return pipeline.component_weights(model)
+
+    def describe(self) -> str:
+        refs = self.references()
+        return ", ".join(f"{stage}: {r.source}" for stage, r in refs.items())
+
+
+WAN21 = Wan21()

@@ -1,0 +1,182 @@
+"""Wan2.1's config records: the DiT (official ``config.json`` names) and its pipeline's components.
+
+The whole ``model`` section is parsed once into a :class:`WanModelSpec`
+holding the typed component records (``text_encoder``, ``vae``,
+``image_encoder``); no raw mapping travels past :func:`parse_model`. A bad
+value raises :class:`~ditmeter.errors.ConfigError` naming the field
+(``model.text_encoder.d_ff``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ditmeter.analytic.cost import DTYPE_BYTES
+from ditmeter.errors import ConfigError
+from ditmeter.validate import (
+    FieldError,
+    as_tuple,
+    bool_tuple,
+    finite_number,
+    int_tuple,
+    one_of,
+    parse,
+    positive_int,
+)
+
+#: t2v: text only; i2v: one CLIP image (257 tokens); flf2v: first and last frame
+#: (2 × 257 tokens and a learned position table).
+PIPELINES = ("t2v", "i2v", "flf2v")
+
+_dtype = one_of(*DTYPE_BYTES)
+
+
+@attrs.frozen
+class UMT5Spec:
+    """``model.text_encoder`` in transformers' ``UMT5Config`` vocabulary."""
+
+    name: str = attrs.field(converter=str)
+    vocab_size: int = attrs.field(validator=positive_int)
+    d_model: int = attrs.field(validator=positive_int)
+    d_kv: int = attrs.field(validator=positive_int)
+    d_ff: int = attrs.field(validator=positive_int)
+    num_layers: int = attrs.field(validator=positive_int)
+    num_heads: int = attrs.field(validator=positive_int)
+    relative_attention_num_buckets: int = attrs.field(validator=positive_int)
+    relative_attention_max_distance: int = attrs.field(validator=positive_int)
+    dtype: str = attrs.field(validator=_dtype)
+
+
+@attrs.frozen
+class ClipSpec:
+    """``model.image_encoder`` in transformers' ``CLIPVisionConfig`` vocabulary.
+
+    ``layers_run``: how many layers the pipeline runs (the diffusers pipeline
+    all 32, taking the penultimate hidden states; the official code 31).
+    """
+
+    name: str = attrs.field(converter=str)
+    hidden_size: int = attrs.field(validator=positive_int)
+    intermediate_size: int = attrs.field(validator=positive_int)
+    num_hidden_layers: int = attrs.field(validator=positive_int)
+    num_attention_heads: int = attrs.field(validator=positive_int)
+    image_size: int = attrs.field(validator=positive_int)
+    patch_size: int = attrs.field(validator=positive_int)
+    layers_run: int = attrs.field(validator=positive_int)
+    dtype: str = attrs.field(validator=_dtype)
+
+    def __attrs_post_init__(self) -> None:
+        if self.layers_run > self.num_hidden_layers:
+            raise FieldError("layers_run", f"exceeds num_hidden_layers={self.num_hidden_layers}")
+
+    @property
+    def tokens(self) -> int:
+        """Patches plus the CLS token (257 for 224/14)."""
+        return (self.image_size // self.patch_size) ** 2 + 1
+
+
+@attrs.frozen
+class VaeSpec:
+    """``model.vae`` in diffusers' ``AutoencoderKLWan`` vocabulary."""
+
+    name: str = attrs.field(converter=str)
+    base_dim: int = attrs.field(validator=positive_int)
+    z_dim: int = attrs.field(validator=positive_int)
+    num_res_blocks: int = attrs.field(validator=positive_int)
+    dim_mult: tuple[int, ...] = attrs.field(converter=as_tuple, validator=int_tuple())
+    temperal_downsample: tuple[bool, ...] = attrs.field(converter=as_tuple, validator=bool_tuple)
+    dtype: str = attrs.field(validator=_dtype)
+    out_channels: int = 3
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.temperal_downsample) != len(self.dim_mult) - 1:
+            raise FieldError(
+                "temperal_downsample",
+                f"must be {len(self.dim_mult) - 1} booleans, got {list(self.temperal_downsample)!r}",
+            )
+
+
+def _always(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not True:
+        raise FieldError(attribute.name, "Wan2.1 always uses it; allowed: true")
+
+
+@attrs.frozen
+class WanModelSpec:
+    """A Wan2.1 model: the DiT in the official ``config.json`` vocabulary plus its pipeline's
+    components (``text_encoder``, ``vae`` and, for I2V/FLF2V, ``image_encoder``)."""
+
+    name: str = attrs.field(converter=str)
+    family: str = attrs.field(converter=str)
+    pipeline: str = attrs.field(validator=one_of(*PIPELINES))
+    dim: int = attrs.field(validator=positive_int)
+    ffn_dim: int = attrs.field(validator=positive_int)
+    num_heads: int = attrs.field(validator=positive_int)
+    num_layers: int = attrs.field(validator=positive_int)
+    in_dim: int = attrs.field(validator=positive_int)
+    out_dim: int = attrs.field(validator=positive_int)
+    patch_size: tuple[int, int, int] = attrs.field(converter=as_tuple, validator=int_tuple(3))
+    freq_dim: int = attrs.field(validator=positive_int)
+    text_dim: int = attrs.field(validator=positive_int)
+    text_len: int = attrs.field(validator=positive_int)
+    eps: float = attrs.field(validator=finite_number(0, strict=True))
+    vae_stride: tuple[int, int, int] = attrs.field(converter=as_tuple, validator=int_tuple(3))
+    z_dim: int = attrs.field(validator=positive_int)
+    default_steps: int = attrs.field(validator=positive_int)
+    text_encoder: UMT5Spec
+    vae: VaeSpec
+    image_encoder: ClipSpec | None = None
+    image_dim: int = attrs.field(default=0)  # CLIP width feeding the image MLP (0: no image conditioning)
+    image_tokens: int = attrs.field(default=0)  # CLIP tokens in the DiT's context (257 per image)
+    qk_norm: bool = attrs.field(default=True, validator=_always)
+    cross_attn_norm: bool = attrs.field(default=True, validator=_always)
+
+    def __attrs_post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise FieldError("num_heads", f"must divide model.dim={self.dim}")
+        if self.images:
+            for key in ("image_dim", "image_tokens"):
+                positive_int(None, attrs.fields_dict(WanModelSpec)[key], getattr(self, key))
+
+    @property
+    def images(self) -> int:
+        """Conditioning images per sample: 0 (T2V), 1 (I2V), 2 (FLF2V)."""
+        return {"t2v": 0, "i2v": 1, "flf2v": 2}[self.pipeline]
+
+    @property
+    def image_pos_embed(self) -> bool:
+        """FLF2V's learned position table over the image tokens."""
+        return self.pipeline == "flf2v"
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+
+def parse_model(raw: Mapping[str, Any]) -> WanModelSpec:
+    """The ``model`` section (components included) as a typed record; errors name the field."""
+    images = raw.get("pipeline") in ("i2v", "flf2v")
+    components: dict[str, Any] = {
+        "text_encoder": parse(
+            UMT5Spec, raw.get("text_encoder"), "model.text_encoder", name=_name(raw, "text_encoder", "umt5")
+        ),
+        "vae": parse(VaeSpec, raw.get("vae"), "model.vae", name=_name(raw, "vae", "wan-vae")),
+    }
+    if images:
+        components["image_encoder"] = parse(
+            ClipSpec,
+            raw.get("image_encoder"),
+            "model.image_encoder",
+            name=_name(raw, "image_encoder", "clip"),
+        )
+    elif raw.get("image_encoder") is not None:
+        raise ConfigError("model.image_encoder", "only image-conditioned models (i2v, flf2v) have one")
+    return parse(WanModelSpec, raw, "model", **components)
+
+
+def _name(raw: Mapping[str, Any], section: str, default: str) -> str:
+    sub = raw.get(section)
+    return str(sub.get("name", default)) if isinstance(sub, Mapping) else default

@@ -1,0 +1,151 @@
+"""What the commands print on the terminal (rich), from the same table models as ``summary.md``."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from ditmeter.analytic.geometry import Geometry
+from ditmeter.compare.gate import Verdict
+from ditmeter.reports.device_report import FIT_SCOPE, DeviceView, measured_table
+from ditmeter.reports.format import binary_bytes, percent, si
+from ditmeter.reports.table_model import to_rich
+from ditmeter.reports.verdict import coverage_table, layers_table, stage_lines, verdict_line
+
+if TYPE_CHECKING:
+    from ditmeter.commands.compare import CompareResult
+    from ditmeter.commands.profile import ProfileResult
+    from ditmeter.commands.report import ReportResult
+    from ditmeter.commands.trace import TraceResult
+
+_STEP_LABELS = {
+    "profile": "profile one forward op by op (torch.profiler)",
+    "build": "build the real module",
+    "capture": "capture one run (fx graph, per-node FLOPs)",
+    "map": "map nodes to analytic rules",
+    "join": "join, roll up per module, gate",
+    "write": "write the run folder",
+}
+
+
+class StepPrinter:
+    """Progress of the long steps: a spinner while running, one line with the time after."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        verb, _, stage = name.partition(" ")
+        label = _STEP_LABELS.get(verb, verb) + (f" [{stage}]" if stage else "")
+        start = time.perf_counter()
+        with self.console.status(f"{label} …"):
+            yield
+        self.console.print(f"  {label:<62} {time.perf_counter() - start:6.2f} s")
+
+
+def print_adjustments(console: Console, g: Geometry) -> None:
+    for adj in g.adjustments:
+        console.print(
+            f"adjusted workload.{adj.field}: {adj.requested} → {adj.effective} ({adj.reason})",
+            style="yellow",
+        )
+
+
+def print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
+    """Coverage, the worst layers, each stage end to end, and the verdict line."""
+    console.print(to_rich(coverage_table(verdict)))
+    for name in verdict.coverage.unmatched_flop_nodes[:shown]:
+        console.print(f"unmatched node with FLOPs: {name}", style="red")
+    console.print(to_rich(layers_table(verdict, shown)))
+    for line in stage_lines(verdict):
+        console.print(line)
+    console.print(verdict_line(verdict), style="green" if verdict.passed else "red")
+
+
+def print_device(console: Console, view: DeviceView) -> None:
+    """Memory, and with a device the fit, the predicted time and the MFU."""
+    f = view.footprint
+    line = (
+        f"memory: DiT weights {binary_bytes(f.weight_bytes)}, peak activation "
+        f"{binary_bytes(f.peak_activation_bytes)} ({f.peak_stage} stage)"
+    )
+    p = view.prediction
+    if p is None:
+        console.print(line)
+        return
+    d, t = p.device, p.per_forward
+    others = ", ".join(f"{k} {binary_bytes(sum(w.values()))}" for k, w in view.others.items())
+    console.print(f"{line}; other weights: {others or 'not counted'}")
+
+    def fit(need: int) -> str:
+        verdict = "fits" if need <= d.memory_bytes else "DOES NOT FIT"
+        return f"{binary_bytes(need)} of {binary_bytes(d.memory_bytes)} → {verdict}"
+
+    console.print(
+        f"memory fit: with offload {fit(f.total_bytes)}; without offload {fit(view.resident_without_offload)}"
+    )
+    console.print(f"  ({FIT_SCOPE})")
+    console.print(
+        f"predicted on {d.display_name} (efficiency {d.efficiency:g}): {t.predicted_s:.3g} s per forward, "
+        f"{p.per_step_s:.3g} s per step, {p.per_video_s:,.1f} s per video; "
+        f"{percent(t.compute_bound_s, t.predicted_s)} of the time compute-bound"
+    )
+    if view.mfu is not None:
+        console.print(f"measured {view.measured_video_s:g} s per video → MFU {100 * view.mfu:.1f}%")
+
+
+def print_wrote(console: Console, folder: object, files: tuple[str, ...], start: float) -> None:
+    console.print(f"wrote {folder}/ ({', '.join(files)}) in {time.perf_counter() - start:.2f} s")
+
+
+def print_report(console: Console, result: ReportResult) -> None:
+    a = result.analysis
+    f, v, g = a.per_forward, a.per_video, a.geometry
+    console.print(
+        f"{a.model.name} × {a.workload.name}: {g.tokens:,} tokens, context {g.context_len}, "
+        f"{a.forwards_per_video} forwards per video"
+    )
+    print_adjustments(console, a.geometry)
+    core = a.by_category().get("attn_core")
+    console.print(
+        f"per forward: {si(f.tensor_flops, 'FLOP')} tensor-core, "
+        f"{si(f.cuda_flops, 'FLOP')} CUDA-core, {f.params:,} params; "
+        f"attention core {percent(core.flops if core else 0, f.flops)} of FLOPs"
+    )
+    console.print(
+        f"per video:   {si(v.tensor_flops, 'FLOP')} tensor-core, {si(v.cuda_flops, 'FLOP')} CUDA-core"
+    )
+    if len(a.stages) > 1:
+        parts = ", ".join(f"{s.name} ×{s.runs_per_video} {si(s.per_video.flops, 'FLOP')}" for s in a.stages)
+        console.print(f"whole video: {si(a.whole_video.flops, 'FLOP')} ({parts})")
+    print_device(console, result.view)
+
+
+def print_trace(console: Console, result: TraceResult, shown: int) -> None:
+    g = result.analysis.geometry
+    console.print(
+        f"{g.tokens:,} tokens, context {g.context_len}; graph {result.graph_nodes:,} nodes, "
+        f"{result.graph_edges:,} edges"
+    )
+    print_verdict(console, result.verdict, shown)
+    print_device(console, result.view)
+
+
+def print_compare(console: Console, result: CompareResult, shown: int) -> None:
+    console.print(f"run {result.run_id}: {result.model} × {result.workload}")
+    console.print(f"tables: {result.analysis_dir}/modules.parquet, nodes.parquet")
+    print_verdict(console, result.verdict, shown)
+
+
+def print_profile(console: Console, result: ProfileResult) -> None:
+    s = result.summary
+    console.print(
+        f"forward: {s.forward_s:.4g} s measured, {percent(s.in_nodes_s, s.forward_s)} inside the ops; "
+        f"scaled to {s.model_layers} blocks ≈ {s.full_forward_s:.4g} s"
+    )
+    console.print(to_rich(measured_table(result.modules, s.in_nodes_s)))

@@ -1,0 +1,72 @@
+"""The files every run folder holds: ``modules.parquet``, ``report.json``, ``summary.md`` and, with
+a device, ``roofline.png`` and ``time_breakdown.png``; ``trace`` and ``profile`` add their own.
+
+All are written directly into the staged run folder (published by one rename,
+:mod:`ditmeter.reports.run_dir`); text is always UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ditmeter.compare.gate import Verdict
+from ditmeter.reports.device_report import DeviceView, time_by_category
+from ditmeter.reports.report_json import build_report, write_json
+from ditmeter.reports.summary import render_summary
+from ditmeter.reports.tables import MODULES_SCHEMA, table_metadata, write_parquet
+
+#: What each run writes (the CLI's help and the docs list these).
+REPORT_FILES = ("report.json", "summary.md", "modules.parquet")
+DEVICE_FILES = ("roofline.png", "time_breakdown.png")  # with device=
+TRACE_FILES = ("nodes.parquet", "graph.json")  # trace, besides REPORT_FILES
+PROFILE_FILES = ("nodes.parquet", "torch_profiler/trace.json")  # profile, besides REPORT_FILES
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` as UTF-8, whatever the locale."""
+    path.write_text(text, encoding="utf-8")
+
+
+def write_analysis_files(
+    out: Path,
+    view: DeviceView,
+    modules: pd.DataFrame,
+    run_id: str,
+    *,
+    meta: dict[str, str] | None = None,
+    compare: dict[str, Any] | None = None,
+    verdict: Verdict | None = None,
+    profile: dict[str, Any] | None = None,
+) -> list[str]:
+    """modules.parquet, report.json, summary.md (and the plots with a device) into ``out``."""
+    a = view.analysis
+    meta = dict(meta or {})
+    if view.prediction is not None:  # the *_s columns are per forward; say what a step and a video take
+        p = view.prediction
+        meta["time"] = json.dumps(
+            {
+                "device": p.device.name,
+                "per_forward_s": p.per_forward.predicted_s,
+                "per_step_s": p.per_step_s,
+                "per_video_s": p.per_video_s,
+                "forwards_per_step": p.forwards_per_step,
+                "forwards_per_video": p.forwards_per_video,
+            }
+        )
+    write_parquet(modules, MODULES_SCHEMA, out / "modules.parquet", table_metadata(a, "modules", **meta))
+    write_json(build_report(a, modules, run_id, view, compare=compare, profile=profile), out / "report.json")
+    write_text(out / "summary.md", render_summary(a, modules, run_id, view, verdict=verdict, profile=profile))
+    files = list(REPORT_FILES)
+    if view.prediction is not None:
+        from ditmeter.reports.plots import roofline_png, time_breakdown_png
+
+        device, forward = view.prediction.device, a.forward.name
+        title = f"{a.model.name} × {a.workload.name} on {device.display_name}"
+        roofline_png(modules, forward, device, a.workload.dtype, title, out / "roofline.png")
+        time_breakdown_png(time_by_category(modules, forward), device, title, out / "time_breakdown.png")
+        files += DEVICE_FILES
+    return files
