@@ -32,28 +32,73 @@ device (optional; predicted time, roofline.png, time_breakdown.png, memory fit):
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def _commands() -> list[tuple[str, str, str, str]]:
+    """(name, one-line summary, description, epilog) of every subcommand; the file lists and the
+    modules built come from the code that writes and builds them."""
     from ditmeter.config import choices
     from ditmeter.models import families
     from ditmeter.reports.run_files import DEVICE_FILES, PROFILE_FILES, REPORT_FILES, TRACE_FILES
 
-    models, workloads = ", ".join(choices("model")), ", ".join(choices("workload"))
     overrides_help = _OVERRIDES_HELP.format(devices=", ".join(choices("device")))
-    tail = f"models: {models}\nworkloads: {workloads}"
+    tail = f"models: {', '.join(choices('model'))}\nworkloads: {', '.join(choices('workload'))}"
     folder = "<output_root>/<run_id>/static_analysis/<family>/"
     writes, device = ", ".join(REPORT_FILES), ", ".join(DEVICE_FILES)
     built = "\n".join(f"  {f.name}: {f.describe()}" for f in families().values())
+    return [
+        (
+            "report",
+            "analytic report of every stage of the video (no tracing, milliseconds)",
+            f"Evaluate the analytic cost model of every selected stage and write {writes} "
+            f"(and {device} with device=) under {folder}. Builds no module. Exit 0 ok, 2 bad input.",
+            f"{overrides_help}\n{tail}",
+        ),
+        (
+            "trace",
+            "trace each stage's real module on meta, join it with the analytic rules, and gate",
+            "Build the real module of every selected stage on the meta device (no weights), capture one "
+            "run of each as a torch.fx graph with per-node FLOPs from torch.utils.flop_counter, map every "
+            "node to its analytic rule, and gate analytic vs measured FLOPs per module. Writes everything "
+            f"`report` writes plus {', '.join(TRACE_FILES)}. Exit 0 gate passed, 1 gate failed, 2 bad input.",
+            f"modules built, per family and stage:\n{built}\n\n{overrides_help}\n"
+            f"gate: compare.tolerance=0.05 (5%), compare.show=15 (table rows)\n\n{tail}",
+        ),
+        (
+            "compare",
+            "re-read a traced run's tables: per-module errors, coverage, verdict",
+            "Re-read modules.parquet and nodes.parquet of a traced run (the newest traced run under "
+            "output_root unless run_id= is given), print the per-module error table worst first, node "
+            "coverage, and the gate's verdict. Builds and writes nothing. Exit 0 pass, 1 gate failure, "
+            "2 bad input.",
+            "overrides: run_id=RUN output_root=DIR compare.tolerance=0.05 compare.show=15",
+        ),
+        (
+            "profile",
+            "measure time per module with torch.profiler (random weights) and join it with the rules",
+            "Build the forward stage's real module (the DiT) with random weights on profile.device_kind "
+            "with profile.num_layers blocks, profile one forward op by op with torch.profiler, map every op "
+            "to its analytic module as `trace` does, and write measured time, achieved FLOP/s and bandwidth "
+            "per module (and the share of the roofline prediction with device=): "
+            f"{writes}, {', '.join(PROFILE_FILES)} (and {device} with device=). profile.trace=PATH "
+            "re-reads an earlier profile run's trace instead of running. Exit 0 ok, 2 bad input.",
+            f"{overrides_help}\nprofile: profile.device_kind=cpu|cuda profile.num_layers=2 "
+            f"profile.warmup=1 profile.trace=PATH\n\n{tail}",
+        ),
+    ]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ditmeter.config import choices
+
     p = argparse.ArgumentParser(
         prog="ditmeter",
         description="Where every FLOP and byte of a video diffusion transformer goes (Wan2.1): "
         "analytic cost rules checked against the real model.",
-        epilog=tail,
+        epilog=f"models: {', '.join(choices('model'))}\nworkloads: {', '.join(choices('workload'))}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"ditmeter {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, summary: str, description: str, epilog: str) -> None:
+    for name, summary, description, epilog in _commands():
         cmd = sub.add_parser(
             name,
             help=summary,
@@ -62,45 +107,6 @@ def _parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         cmd.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-
-    command(
-        "report",
-        "analytic report of every stage of the video (no tracing, milliseconds)",
-        f"Evaluate the analytic cost model of every selected stage and write {writes} "
-        f"(and {device} with device=) under {folder}. Builds no module. Exit 0 ok, 2 bad input.",
-        f"{overrides_help}\n{tail}",
-    )
-    command(
-        "trace",
-        "trace each stage's real module on meta, join it with the analytic rules, and gate",
-        "Build the real module of every selected stage on the meta device (no weights), capture one "
-        "run of each as a torch.fx graph with per-node FLOPs from torch.utils.flop_counter, map every "
-        "node to its analytic rule, and gate analytic vs measured FLOPs per module. Writes everything "
-        f"`report` writes plus {', '.join(TRACE_FILES)}. Exit 0 gate passed, 1 gate failed, 2 bad input.",
-        f"modules built, per family and stage:\n{built}\n\n{overrides_help}\n"
-        f"gate: compare.tolerance=0.05 (5%), compare.show=15 (table rows)\n\n{tail}",
-    )
-    command(
-        "compare",
-        "re-read a traced run's tables: per-module errors, coverage, verdict",
-        "Re-read modules.parquet and nodes.parquet of a traced run (the newest traced run under "
-        "output_root unless run_id= is given), print the per-module error table worst first, node "
-        "coverage, and the gate's verdict. Builds and writes nothing. Exit 0 pass, 1 gate failure, "
-        "2 bad input.",
-        "overrides: run_id=RUN output_root=DIR compare.tolerance=0.05 compare.show=15",
-    )
-    command(
-        "profile",
-        "measure time per module with torch.profiler (random weights) and join it with the rules",
-        "Build the forward stage's real module (the DiT) with random weights on profile.device_kind "
-        "with profile.num_layers blocks, profile one forward op by op with torch.profiler, map every op "
-        "to its analytic module as `trace` does, and write measured time, achieved FLOP/s and bandwidth "
-        "per module (and the share of the roofline prediction with device=): "
-        f"{writes}, {', '.join(PROFILE_FILES)} (and {device} with device=). profile.trace=PATH "
-        "re-reads an earlier profile run's trace instead of running. Exit 0 ok, 2 bad input.",
-        f"{overrides_help}\nprofile: profile.device_kind=cpu|cuda profile.num_layers=2 "
-        f"profile.warmup=1 profile.trace=PATH\n\n{tail}",
-    )
     return p
 
 

@@ -53,3 +53,25 @@ def test_layers_run_cannot_exceed_the_model() -> None:
     with pytest.raises(ConfigError) as err:
         parse(ClipSpec, {**attrs.asdict(SPEC), "layers_run": 33}, "model.image_encoder")
     assert err.value.field == "model.image_encoder.layers_run"
+
+
+def test_a_wrong_rule_fails_the_gate(encoder: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MLP's up-projection costed at 2·hidden instead of 4·hidden: every layer's mlp.0 fails."""
+    from ditmeter.analytic import registry
+    from ditmeter.analytic.rules import dense
+
+    def narrow_mlp(**dims: object) -> object:
+        if dims["out_features"] == 5120:
+            dims = {**dims, "out_features": 2560}
+        return dense.linear(**dims)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(registry.RULES, "linear", narrow_mlp)
+    v = _gate(encoder, 1, tolerance=0.05)
+    assert not v.passed
+    failed = {c.module_id for c in v.failures}
+    assert {
+        "image_encoder.transformer.0.mlp.0",
+        "image_encoder.transformer.31.mlp.0",
+        "image_encoder",
+    } <= failed
+    assert "image_encoder.transformer.0.attn.to_qkv" not in failed

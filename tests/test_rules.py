@@ -47,7 +47,7 @@ def test_attention_core_self_720p() -> None:
         batch=1, heads=40, q_tokens=75600, kv_tokens=75600, head_dim=128, act_bytes=2
     )
     assert c.tensor_flops == 2 * 2 * 40 * 75600 * 75600 * 128 == 117_050_572_800_000
-    assert c.cuda_flops == 40 * 75600 * 75600 * 5
+    assert c.elements == 40 * 75600 * 75600  # the softmax runs over every score
     assert c.bytes_read == 3 * 75600 * 5120 * 2  # q, k, v once; no L×L matrix
     assert c.bytes_written == 75600 * 5120 * 2
 
@@ -57,52 +57,65 @@ def test_attention_core_cross_is_linear_in_context() -> None:
     assert c.tensor_flops == 4 * 2 * 12 * 1000 * 512 * 128
 
 
-@pytest.mark.parametrize(
-    ("affine", "per_element", "params"),
-    [(False, 5, 0), (True, 7, 2 * 64)],
-)
-def test_layer_norm(affine: bool, per_element: int, params: int) -> None:
+@pytest.mark.parametrize("affine", [False, True])
+def test_layer_norm(affine: bool) -> None:
+    """10 rows of 64: 640 values normalised; γ and β are 2·64 weights when affine; fp32 out."""
     c = elementwise.layer_norm(rows=10, dim=64, affine=affine, in_bytes=2, out_bytes=4, weight_el_bytes=4)
-    assert c.cuda_flops == 10 * 64 * per_element
-    assert c.params == params
-    assert c.bytes_written == 10 * 64 * 4
-    assert c.bytes_read == 10 * 64 * 2 + params * 4
+    assert c.elements == 640
+    assert c.params == (128 if affine else 0)
+    assert c.bytes_written == 640 * 4
+    assert c.bytes_read == 640 * 2 + (128 * 4 if affine else 0)
     assert c.tensor_flops == 0
 
 
 def test_rms_norm_weight_spans_whole_dim() -> None:
+    """Wan's q/k RMSNorm normalises all 40 heads together: one weight of 5120 per norm."""
     c = elementwise.rms_norm(rows=7, dim=5120, act_bytes=2, weight_el_bytes=2)
-    assert (c.params, c.cuda_flops) == (5120, 7 * 5120 * 4)
+    assert (c.params, c.elements, c.weight_bytes) == (5120, 35_840, 10_240)
 
 
-@pytest.mark.parametrize(
-    ("fn", "per_element"),
-    [(elementwise.gelu_tanh, 9), (elementwise.silu, 5)],
-)
-def test_activations(fn: object, per_element: int) -> None:
+@pytest.mark.parametrize("fn", [elementwise.gelu_tanh, elementwise.gelu, elementwise.silu])
+def test_activations_read_and_write_each_value_once(fn: object) -> None:
     c = fn(elements=1000, act_bytes=2)  # type: ignore[operator]
-    assert c.cuda_flops == 1000 * per_element
+    assert c.elements == 1000 and c.tensor_flops == 0
     assert (c.bytes_read, c.bytes_written) == (2000, 2000)
 
 
-def test_rope_q_and_k() -> None:
+def test_rope_rotates_q_and_k_and_reads_the_tables() -> None:
+    """q and k of 100 rows × 40 heads × 128: 1,024,000 values; cos and sin of 100 × 128 fp32 per tensor."""
     c = elementwise.rope(tensors=2, rows=100, heads=40, head_dim=128, act_bytes=2, table_bytes=4)
-    assert c.cuda_flops == 2 * 100 * 5120 * 3
-    assert c.bytes_read == 2 * 100 * 5120 * 2 + 2 * 2 * 100 * 128 * 4
+    assert c.elements == 1_024_000
+    assert c.bytes_read == 1_024_000 * 2 + 2 * 2 * 100 * 128 * 4
+    assert c.bytes_written == 1_024_000 * 2
 
 
 def test_modulation_is_per_sample() -> None:
+    """The 6-vector table is (6, 5120) fp32 parameters; the sum with the time embedding is per sample."""
     c = elementwise.modulation_table(batch=3, vectors=6, dim=5120, table_el_bytes=4)
-    assert (c.params, c.cuda_flops, c.weight_bytes) == (30720, 3 * 30720, 4 * 30720)
+    assert (c.params, c.weight_bytes, c.elements) == (30_720, 122_880, 92_160)
     m = elementwise.modulate(batch=3, rows=300, dim=8, in_bytes=4, out_bytes=2)
-    assert m.cuda_flops == 300 * 8 * 2 + 3 * 8
+    assert m.elements == 2400  # every token's values, not every sample's
+    assert m.bytes_read == 2400 * 4 + 2 * 3 * 8 * 4  # x in fp32, shift and scale per sample
 
 
 def test_residuals() -> None:
     g = elementwise.gated_residual(batch=1, rows=10, dim=8, act_bytes=2)
-    assert (g.cuda_flops, g.bytes_read) == (160, 2 * 80 * 2 + 8 * 4)
+    assert (g.elements, g.bytes_read, g.bytes_written) == (80, 2 * 80 * 2 + 8 * 4, 160)
     r = elementwise.residual_add(elements=80, act_bytes=2)
-    assert (r.cuda_flops, r.bytes_read, r.bytes_written) == (80, 320, 160)
+    assert (r.elements, r.bytes_read, r.bytes_written) == (80, 320, 160)
+
+
+def test_cuda_flops_are_the_documented_constant_per_element() -> None:
+    """The per-element constants are a convention (docs/architecture.md lists them); the element
+    counts they multiply are checked against the traced ops in test_leaf_checks.py."""
+    ln = elementwise.layer_norm(rows=3, dim=4, affine=True, in_bytes=2, out_bytes=2, weight_el_bytes=2)
+    assert ln.cuda_flops == ln.elements * (
+        elementwise.LAYER_NORM_FLOPS_PER_ELEMENT + elementwise.LAYER_NORM_AFFINE_FLOPS_PER_ELEMENT
+    )
+    gelu = elementwise.gelu_tanh(elements=7, act_bytes=2)
+    assert gelu.cuda_flops == gelu.elements * elementwise.GELU_TANH_FLOPS_PER_ELEMENT
+    core = attention.attention_core(batch=1, heads=2, q_tokens=3, kv_tokens=5, head_dim=8, act_bytes=2)
+    assert core.elements == 2 * 3 * 5 and core.cuda_flops == 30 * attention.SOFTMAX_FLOPS_PER_SCORE
 
 
 def test_registry_refuses_duplicates_and_knows_zero_from_unknown() -> None:

@@ -89,3 +89,31 @@ def test_the_encode_agrees_exactly_with_flop_counter(encoder: object, video: tup
     frames = 1 + (video[0] - 1) // 4  # one latent frame per call
     quant = {r.module_id: r.cost for r in walk(tree)}["quant_conv"]
     assert quant.tensor_flops == 2 * frames * (video[1] // 8) * (video[2] // 8) * 32 * 32
+
+
+def test_a_wrong_rule_fails_the_decode_gate(decoder: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A causal conv costed as 3×3 instead of 3×3×3: every such conv of the decoder fails, by name."""
+    from ditmeter.analytic import registry
+    from ditmeter.analytic.rules import dense
+
+    def flat_kernel(**dims: object) -> object:
+        if dims["kernel_volume"] == 27:
+            dims = {**dims, "kernel_volume": 9}
+        return dense.conv(**dims)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(registry.RULES, "conv", flat_kernel)
+    latent = (2, 4, 4)
+    graph = capture_forward(decoder, vae_decode_inputs(SPEC, 1, latent))  # type: ignore[arg-type]
+    _, v = check_graph(
+        graph, build_vae_decode(SPEC, 1, *latent), VAE_NAMES, VAE_DECODE_RULES, 0.05, "vae_decode"
+    )
+    failed = {c.module_id for c in v.failures}
+    assert not v.passed
+    assert {
+        "vae_decode.decoder.conv_in",
+        "vae_decode.decoder.mid_block.resnets.0.conv1",
+        "vae_decode",
+    } <= failed
+    assert not any(
+        m.endswith(("to_qkv", "proj", "time_conv")) for m in failed
+    )  # 1×1 and 3×1×1 convs stay right

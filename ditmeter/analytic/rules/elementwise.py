@@ -31,6 +31,10 @@ MODULATE_FLOPS_PER_ELEMENT = 2
 GATED_RESIDUAL_FLOPS_PER_ELEMENT = 2
 #: Sinusoidal embedding: t·freq (1 mul) then sin or cos (1).
 SINUSOID_FLOPS_PER_ELEMENT = 2
+#: clamp(x, lo, hi): a min and a max.
+CLAMP_FLOPS_PER_ELEMENT = 2
+#: The VAE posterior from a log-variance: clamp (2), ×0.5 (1), exp for std (1), exp for var (1).
+POSTERIOR_FLOPS_PER_ELEMENT = 5
 
 
 @register_rule("layer_norm")
@@ -209,14 +213,14 @@ register_zero("view", "reshape, flatten, unflatten, chunk and other views move n
 @register_rule("clamp")
 def clamp(*, elements: int, act_bytes: int) -> Cost:
     """clamp(x, lo, hi): a min and a max per element."""
-    return _unary(elements, 2, act_bytes)
+    return _unary(elements, CLAMP_FLOPS_PER_ELEMENT, act_bytes)
 
 
 @register_rule("gaussian_posterior")
 def gaussian_posterior(*, elements: int, act_bytes: int) -> Cost:
     """The VAE posterior from ``elements`` log-variances: clamp (2), ×0.5, exp for std, exp for var."""
     return Cost(
-        cuda_flops=5 * elements,
+        cuda_flops=POSTERIOR_FLOPS_PER_ELEMENT * elements,
         elements=elements,
         activation_bytes=2 * elements * act_bytes,
         bytes_read=elements * act_bytes,
