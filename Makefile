@@ -14,7 +14,7 @@ RUN      ?=
 
 .PHONY: install report trace compare profile test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# The CPU build of torch, pinned first: an unpinned torch pulls GBs of CUDA wheels.

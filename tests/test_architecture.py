@@ -67,3 +67,20 @@ def test_no_generic_package_names_a_family() -> None:
 def test_the_tracer_imports_no_cost_rule() -> None:
     for path in (PACKAGE / "tracer").rglob("*.py"):
         assert _runtime_imports(path) <= {"tracer"}, path
+
+
+def test_a_new_family_is_one_folder(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder under ditmeter/models/ whose __init__ names FAMILY is a family: no other file changes."""
+    import ditmeter.models as models
+
+    folder = tmp_path / "toy"  # type: ignore[operator]
+    folder.mkdir()
+    (folder / "__init__.py").write_text(
+        "from ditmeter.models.wan21.family import Wan21\n\n"
+        "class Toy(Wan21):\n    name = 'toy1.0'\n    slug = 'toy1_0'\n\nFAMILY = Toy()\n"
+    )
+    monkeypatch.setattr(models, "__path__", [*models.__path__, str(tmp_path)])
+    assert set(models.families()) == {"wan2.1", "toy1.0"}
+    assert models.family("toy1.0").slug == "toy1_0"

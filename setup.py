@@ -1,0 +1,9 @@
+"""Packages: every ``ditmeter`` package (a new model family folder needs no entry here), and
+``configs/`` shipped inside the package as ``ditmeter.conf`` (configs are data, not code)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    packages=[*find_packages(include=["ditmeter", "ditmeter.*"]), "ditmeter.conf"],
+    package_dir={"ditmeter.conf": "configs"},
+)
