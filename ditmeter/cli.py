@@ -6,15 +6,23 @@ Every subcommand takes Hydra overrides: ``model=NAME workload=NAME key=value``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
 import sys
+import tempfile
 import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, NoReturn, cast
 
 from rich.console import Console
 
 from ditmeter import __version__
 from ditmeter.errors import ConfigError
 
-EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 _OVERRIDES_HELP = """\
 Hydra overrides, e.g.:
@@ -89,7 +97,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
 def _parser() -> argparse.ArgumentParser:
     from ditmeter.config import choices
 
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="ditmeter",
         description="Where every FLOP and byte of a video diffusion transformer goes (Wan2.1): "
         "analytic cost rules checked against the real model.",
@@ -116,7 +124,7 @@ def _cmd_trace(overrides: list[str], console: Console) -> int:
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
-    cfg = load(overrides)
+    cfg = load(overrides, "trace")
     console.print(f"tracing {cfg.model.name} × {cfg.workload.name} on meta, stages: {', '.join(cfg.stages)}")
     show.print_adjustments(console, cfg.geometry)  # said before the long steps, not after
     result = trace(cfg, progress=show.StepPrinter(console))
@@ -130,11 +138,7 @@ def _cmd_compare(overrides: list[str], console: Console) -> int:
     from ditmeter.config import load
     from ditmeter.reports import console as show
 
-    for o in overrides:
-        key = o.partition("=")[0].lstrip("+~")
-        if key.split(".", 1)[0] in ("model", "workload"):
-            raise ConfigError(key, "compare reads the model and workload from the run; give run_id=… instead")
-    cfg = load(overrides)
+    cfg = load(overrides, "compare")
     result = compare(cfg.output_root, cfg.run_id, cfg.compare.tolerance)
     show.print_compare(console, result, cfg.compare.show)
     return EXIT_OK if result.verdict.passed else EXIT_GATE
@@ -146,7 +150,7 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
-    result = report(load(overrides))
+    result = report(load(overrides, "report"))
     show.print_report(console, result)
     show.print_wrote(console, result.analysis_dir, result.files, start)
     return EXIT_OK
@@ -158,7 +162,7 @@ def _cmd_profile(overrides: list[str], console: Console) -> int:
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
-    cfg = load(overrides)
+    cfg = load(overrides, "profile")
     p = cfg.profile
     layers = min(p.num_layers, cfg.model.num_layers)
     what = f"re-reading {p.trace}" if p.trace else f"on {p.device_kind}, random weights"
@@ -170,27 +174,121 @@ def _cmd_profile(overrides: list[str], console: Console) -> int:
     return EXIT_OK
 
 
+class _Stdout(io.TextIOBase):
+    """stdout that never breaks a run: a closed stdout or a reader that went away (``| head``) only
+    loses the text; a stdout that cannot be written (``> /dev/full``) is remembered and reported;
+    characters the encoding lacks (``PYTHONIOENCODING=ascii``) are replaced."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.failed: OSError | None = None
+        self.gone = stream is None
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self.stream.write(text)
+            except UnicodeEncodeError:
+                encoding = getattr(self.stream, "encoding", None) or "ascii"
+                self._write(text.encode(encoding, errors="replace").decode(encoding))
+            except OSError as exc:
+                self._lost(exc)
+        return len(text)
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+        except OSError as exc:
+            self._lost(exc)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except OSError as exc:
+                self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        self.gone = True
+        if not isinstance(exc, BrokenPipeError):
+            self.failed = exc
+        with contextlib.suppress(OSError, ValueError):  # nothing more reaches fd 1, not even at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+
+    def isatty(self) -> bool:
+        return not self.gone and bool(getattr(self.stream, "isatty", lambda: False)())
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is the contract's one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError("arguments", f"{message} (see ditmeter --help)")
+
+
+def _output_root(argv: list[str]) -> Path:
+    """Where a crash log goes: the output_root the command line names, else the default."""
+    given = [a.partition("=")[2] for a in argv if a.partition("=")[0].lstrip("+") == "output_root"]
+    return Path(given[-1] if given and given[-1] else "tmp/profile-output")
+
+
+def _crash_log(argv: list[str]) -> Path:
+    """Write the traceback of an internal error to a log in the output root (or the temp dir)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    text = f"ditmeter {__version__} {' '.join(argv)}\n{traceback.format_exc()}"
+    for folder in (_output_root(argv), Path(tempfile.gettempdir())):
+        path = folder / f"ditmeter-error-{stamp}-{os.getpid()}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return Path("(the traceback could not be written anywhere)")
+
+
+_COMMANDS = {"report": _cmd_report, "trace": _cmd_trace, "compare": _cmd_compare, "profile": _cmd_profile}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 gate failure, 2 bad input)."""
-    args = _parser().parse_args(argv)
+    """Run the CLI; returns the exit status: 0 ok, 1 gate failed, 2 bad input or unusable
+    environment (one line on stderr naming the field or path, nothing written), 3 internal error
+    (one line on stderr saying where the traceback was logged)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = _Stdout(sys.stdout)
     # markup=False: names and paths from the user print as written ("w001-tiny[batch_size=2]").
     # Logs and pipes get 120 columns (rich's default is 80), so tables keep whole numbers.
-    width = None if sys.stdout.isatty() else 120
-    console = Console(markup=False, highlight=False, soft_wrap=True, width=width)
-    err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+    console = Console(
+        file=cast(IO[str], out),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+        width=None if out.isatty() else 120,
+    )
+    err = Console(
+        file=cast(IO[str], _Stdout(sys.stderr)), markup=False, highlight=False, soft_wrap=True, width=10_000
+    )
     try:
-        if args.command == "report":
-            return _cmd_report(args.overrides, console)
-        if args.command == "trace":
-            return _cmd_trace(args.overrides, console)
-        if args.command == "compare":
-            return _cmd_compare(args.overrides, console)
-        if args.command == "profile":
-            return _cmd_profile(args.overrides, console)
+        args = _parser().parse_args(argv)
+        status = _COMMANDS[args.command](args.overrides, console)
     except ConfigError as exc:
         err.print(f"ditmeter: error: {exc}")
         return EXIT_BAD_INPUT
-    raise AssertionError(f"unhandled command {args.command}")
+    except KeyboardInterrupt:
+        err.print("ditmeter: interrupted; nothing was published")
+        return 130
+    except Exception as exc:  # the contract: a crash is exit 3 with its traceback in a log, never a dump
+        log = _crash_log(argv)
+        what = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        err.print(f"ditmeter: internal error: {what}; traceback in {log}")
+        return EXIT_INTERNAL
+    out.flush()
+    if out.failed is not None:
+        why = out.failed.strerror or out.failed
+        err.print(f"ditmeter: error: stdout: cannot write the output ({why}); the run itself completed")
+        return EXIT_BAD_INPUT
+    return status
 
 
 if __name__ == "__main__":

@@ -1,12 +1,25 @@
 """Hydra composition: ``model=… workload=… key=value`` → typed, validated records.
 
 The config tree is the repository's ``configs/`` folder. A built wheel ships it
-inside the package as ``ditmeter/conf/`` (``package-dir`` in ``pyproject.toml``);
-a source checkout or editable install reads ``configs/`` beside the package.
+inside the package as ``ditmeter/conf/`` (``setup.py``); a source checkout or
+editable install reads ``configs/`` beside the package.
+
+Composing is Hydra's work, in two steps that give what one ``compose`` call
+gives: the group selections (``model=``, ``workload=``, ``device=``) are
+composed once per selection and kept, and the other overrides are parsed and
+applied by Hydra's own override machinery (a full ``compose`` per command line
+costs about 100 ms, most of it re-reading and re-merging the same YAML).
+
+Every key either takes effect or is refused: keys no config section has, and
+keys the command does not use (``compare.tolerance`` for ``report``), are
+one-line errors naming the key.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +29,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import Geometry
@@ -27,6 +41,38 @@ from ditmeter.validate import FieldError, finite_number, one_of, parse, whole_nu
 
 GROUPS = ("model", "workload", "device")
 REQUIRED_GROUPS = ("model", "workload")
+
+#: The top-level keys of the config, and the ones each command uses (an override of another is refused).
+KEYS = (
+    "model",
+    "workload",
+    "device",
+    "stages",
+    "output_root",
+    "run_id",
+    "measured_video_s",
+    "compare",
+    "profile",
+)
+COMMAND_KEYS: dict[str, tuple[str, ...]] = {
+    "report": ("model", "workload", "device", "stages", "output_root", "run_id", "measured_video_s"),
+    "trace": (
+        "model",
+        "workload",
+        "device",
+        "stages",
+        "output_root",
+        "run_id",
+        "measured_video_s",
+        "compare",
+    ),
+    "profile": ("model", "workload", "device", "output_root", "run_id", "measured_video_s", "profile"),
+    "compare": ("output_root", "run_id", "compare"),
+}
+
+#: A run id is a folder name: letters, digits and ``._+=-``, not starting with a dot (hidden runs
+#: are staging folders), short enough for the staging name to fit in a file name (255 bytes).
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}")
 
 
 def config_dir() -> Path:
@@ -46,8 +92,9 @@ def choices(group: str) -> list[str]:
 DEVICE_KINDS = ("cpu", "cuda")
 
 
-def _path_or_none(value: Any) -> Path | None:
-    return Path(str(value)) if value else None
+def _is_path(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise FieldError(attribute.name, f"must be a path, got {value!r}")
 
 
 @attrs.frozen
@@ -56,8 +103,12 @@ class ProfileOptions:
 
     device_kind: str = attrs.field(default="cpu", validator=one_of(*DEVICE_KINDS))
     num_layers: int = attrs.field(default=2, validator=whole_number(1))
-    warmup: int = attrs.field(default=1, validator=whole_number(0))
-    trace: Path | None = attrs.field(default=None, converter=_path_or_none)
+    warmup: int = attrs.field(default=1, validator=whole_number(0, maximum=100))
+    trace: str | None = attrs.field(default=None, validator=_is_path)
+
+    @property
+    def trace_path(self) -> Path | None:
+        return Path(self.trace) if self.trace else None
 
 
 @attrs.frozen
@@ -68,12 +119,25 @@ class CompareOptions:
     show: int = attrs.field(validator=whole_number(1))
 
 
-@attrs.frozen
-class Scalars:
-    """Top-level keys that are single values."""
+def _run_id(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not RUN_ID.fullmatch(value)):
+        raise FieldError(
+            attribute.name,
+            f"must be a folder name of at most 200 letters, digits and ._+=- not starting with '.', "
+            f"got {value!r}",
+        )
 
+
+@attrs.frozen
+class TopLevel:
+    """The top-level keys that are single values."""
+
+    output_root: str = attrs.field(validator=_is_path)
+    run_id: str | None = attrs.field(default=None, validator=_run_id)
+    #: seconds; a video below a millisecond or above 30 years is a typo, not a measurement
     measured_video_s: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(finite_number(0, strict=True, hint=" of seconds"))
+        default=None,
+        validator=attrs.validators.optional(finite_number(1e-3, maximum=1e9, hint=" of seconds")),
     )
 
 
@@ -98,14 +162,28 @@ class RunConfig:
         return self.family.geometry(self.model, self.workload)
 
 
-def _check_group_choices(overrides: list[str]) -> None:
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
+    """Group choices that exist, top-level keys that exist and that the command uses."""
     for item in overrides:
         key, sep, value = item.partition("=")
-        if sep and key.lstrip("+~") in GROUPS:
-            group = key.lstrip("+~")
-            allowed = choices(group)
-            if value not in allowed:
-                raise ConfigError(group, f"unknown {value!r}; allowed: {', '.join(allowed)}")
+        name = key.lstrip("+~")
+        if sep and name in GROUPS and value not in choices(name):
+            raise ConfigError(name, f"unknown {value!r}; allowed: {', '.join(choices(name))}")
+        top = name.split(".", 1)[0]
+        if top and top not in KEYS and "=" in item:
+            raise ConfigError(name, f"not a known key; top-level keys: {', '.join(KEYS)}")
+        if command is not None and top in KEYS and top not in COMMAND_KEYS[command]:
+            users = ", ".join(c for c, keys in COMMAND_KEYS.items() if top in keys)
+            hint = " (compare reads the model and workload from the run; give run_id=…)"
+            raise ConfigError(
+                name,
+                f"not used by `ditmeter {command}` (it applies to: {users})"
+                + (hint if command == "compare" and top in ("model", "workload") else ""),
+            )
 
 
 def _hydra_message(exc: BaseException) -> tuple[str, str]:
@@ -118,28 +196,55 @@ def _hydra_message(exc: BaseException) -> tuple[str, str]:
         if marker in text:
             key = text.split(marker, 1)[1].split(quote, 1)[0]
             return key, f"not a known key ({text})"
-    return "overrides", text
+    full_key = getattr(exc, "full_key", None) or getattr(cause, "full_key", None)
+    text = text.split(" full_key:", 1)[0]  # OmegaConf appends the key and the node type
+    return (str(full_key) if full_key else "overrides"), text
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """Compose ``config.yaml`` with command-line ``overrides`` (Hydra syntax)."""
-    _check_group_choices(overrides)
+@functools.lru_cache(maxsize=64)
+def _composed(groups: tuple[str, ...], root: str) -> DictConfig:
+    """``config.yaml`` composed with the group selections only (kept: the YAML does not change)."""
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-    except HydraException as exc:
-        field, message = _hydra_message(exc)
-        raise ConfigError(field, message) from exc
+        with initialize_config_dir(config_dir=root, version_base="1.3"):
+            return compose(config_name="config", overrides=list(groups))
     finally:
         GlobalHydra.instance().clear()
 
 
-def load(overrides: list[str]) -> RunConfig:
-    """Compose and validate; raises :class:`ConfigError` naming the bad field."""
-    cfg = compose_config(overrides)
-    raw = OmegaConf.to_container(cfg, resolve=True)
+def _apply(overrides: list[str], cfg: DictConfig) -> None:
+    """Hydra's own parsing and application of ``key=value``, ``+key=value`` and ``~key``."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
+
+
+def compose_config(overrides: list[str], command: str | None = None) -> dict[str, Any]:
+    """Compose ``config.yaml`` with command-line ``overrides`` (Hydra syntax), resolved to plain data."""
+    _check_overrides(overrides, command)
+    groups = tuple(o for o in overrides if _key(o) in GROUPS)
+    try:
+        cfg = copy.deepcopy(_composed(groups, str(config_dir())))
+        _apply([o for o in overrides if _key(o) not in GROUPS], cfg)
+        raw = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        field, message = _hydra_message(exc)
+        raise ConfigError(field, message) from exc
     assert isinstance(raw, dict)
+    return {str(k): v for k, v in raw.items()}
+
+
+def load(overrides: list[str], command: str | None = None) -> RunConfig:
+    """Compose and validate; raises :class:`ConfigError` naming the bad field.
+
+    ``command`` (``report``, ``trace``, ``profile``, ``compare``) refuses the keys it does not use.
+    """
+    raw = compose_config(overrides, command)
+    for key in raw:
+        if key not in KEYS:
+            raise ConfigError(key, f"not a known key; top-level keys: {', '.join(KEYS)}")
     for group in REQUIRED_GROUPS:
         if not isinstance(raw.get(group), dict):
             raise ConfigError(group, f"missing; allowed: {', '.join(choices(group))}")
@@ -149,30 +254,24 @@ def load(overrides: list[str]) -> RunConfig:
     fam = family_named(raw["model"].get("family"))
     model = fam.parse_model(raw["model"])
     workload = parse_workload(raw["workload"], default_steps=model.default_steps, text_len=model.text_len)
-    run_id = raw.get("run_id")
-    if run_id is not None and (not isinstance(run_id, str) or not run_id.strip() or "/" in run_id):
-        raise ConfigError("run_id", f"must be a non-empty name without '/', got {run_id!r}")
+    top = parse(TopLevel, {k: raw.get(k) for k in ("output_root", "run_id", "measured_video_s")}, "")
+    device = parse(DeviceSpec, raw["device"], "device") if raw.get("device") is not None else None
+    if top.measured_video_s is not None and device is None:
+        raise ConfigError("measured_video_s", "needs device=NAME: the MFU is against a device's peak")
     out = RunConfig(
         family=fam,
         model=model,
         workload=workload,
-        output_root=Path(str(raw.get("output_root") or "tmp/profile-output")),
-        run_id=run_id,
+        output_root=Path(top.output_root),
+        run_id=top.run_id,
         compare=parse(CompareOptions, raw.get("compare"), "compare"),
         stages=select_stages(fam, model, raw.get("stages")),
-        device=parse(DeviceSpec, raw["device"], "device") if isinstance(raw.get("device"), dict) else None,
-        measured_video_s=_scalars(raw).measured_video_s,
-        profile=parse(ProfileOptions, raw.get("profile") or {}, "profile"),
+        device=device,
+        measured_video_s=top.measured_video_s,
+        profile=parse(ProfileOptions, raw.get("profile"), "profile"),
     )
     out.geometry  # noqa: B018  (refuses sizes below one patch before anything runs)
     return out
-
-
-def _scalars(raw: Any) -> Scalars:
-    try:
-        return Scalars(measured_video_s=raw.get("measured_video_s"))
-    except FieldError as exc:
-        raise ConfigError(exc.field, exc.message) from None
 
 
 def select_stages(fam: Family, model: ModelSpec, requested: Any) -> tuple[str, ...]:

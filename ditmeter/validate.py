@@ -41,23 +41,43 @@ def positive_int(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     _positive(attribute.name, value)
 
 
-def whole_number(minimum: int) -> Validator:
-    """An int (not a bool) of at least ``minimum``."""
+def whole_number(minimum: int, maximum: int | None = None) -> Validator:
+    """An int (not a bool) of at least ``minimum`` (and at most ``maximum``)."""
 
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise FieldError(attribute.name, f"must be a whole number >= {minimum}, got {value!r}")
+        number = not isinstance(value, bool) and isinstance(value, int)
+        if not number or value < minimum or (maximum is not None and value > maximum):
+            allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum:,}"
+            raise FieldError(attribute.name, f"must be a whole number {allowed}, got {value!r}")
 
     return check
 
 
-def finite_number(minimum: float, *, strict: bool = False, hint: str = "") -> Validator:
-    """A finite real number >= ``minimum`` (> with ``strict``); ``hint`` is added to the message."""
+def positive_int_at_most(maximum: int, why: str) -> Validator:
+    """A positive int no larger than ``maximum`` (structure sizes: beyond it a run cannot answer fast)."""
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        _positive(attribute.name, value)
+        if value > maximum:
+            raise FieldError(attribute.name, f"{value:,} exceeds {maximum:,} ({why})")
+
+    return check
+
+
+def finite_number(
+    minimum: float, *, strict: bool = False, maximum: float | None = None, hint: str = ""
+) -> Validator:
+    """A finite real number >= ``minimum`` (> with ``strict``; <= ``maximum`` when given);
+    ``hint`` is added to the message."""
 
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        low = number and (value < minimum or (strict and value == minimum))
+        high = number and maximum is not None and value > maximum
+        if not number or not math.isfinite(value) or low or high:
             bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+            if maximum is not None:
+                bound += f" and <= {maximum:g}"
             raise FieldError(attribute.name, f"must be a finite number {bound}{hint}, got {value!r}")
 
     return check
@@ -71,16 +91,18 @@ def one_of(*allowed: str) -> Validator:
     return check
 
 
-def int_tuple(length: int | None = None) -> Validator:
-    """A tuple of positive integers (``length`` of them when given)."""
+def int_tuple(length: int | None = None, max_length: int | None = None) -> Validator:
+    """A tuple of positive integers (``length`` of them, or at most ``max_length``, when given)."""
 
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         ok = isinstance(value, tuple) and (length is None or len(value) == length) and len(value) > 0
-        if ok:
+        if ok and (max_length is None or len(value) <= max_length):
             for i, item in enumerate(value):
                 _positive(f"{attribute.name}[{i}]", item)
             return
         what = f"a list of {length} positive integers" if length else "a list of positive integers"
+        if max_length is not None:
+            what += f" (at most {max_length})"
         raise FieldError(attribute.name, f"must be {what}, got {_plain(value)!r}")
 
     return check
@@ -101,26 +123,33 @@ def _plain(value: Any) -> Any:
 
 
 def parse(cls: type[T], raw: Any, section: str, **given: Any) -> T:
-    """Build ``cls`` from the mapping ``raw`` (the config section ``section``).
+    """Build ``cls`` from the mapping ``raw`` (the config section ``section``; "" for top-level keys).
 
-    Keys of ``raw`` that are not fields of ``cls`` are ignored (Hydra refuses
-    unknown keys on the command line); ``given`` supplies fields that do not
-    come from ``raw``. A required field that is missing or null, or any
-    validator failure, raises :class:`ConfigError` naming ``section.field``.
+    Every key of ``raw`` must be a field of ``cls`` (a key that would do
+    nothing is refused); ``given`` supplies fields that do not come from
+    ``raw``. A required field that is missing or null, or any validator
+    failure, raises :class:`ConfigError` naming ``section.field``.
     """
+
+    def name(field: str) -> str:
+        return f"{section}.{field}" if section else field
+
     if not isinstance(raw, Mapping):
-        raise ConfigError(section, "missing (required section)")
+        what = "missing (required section)" if raw is None else f"must be a section of keys, got {raw!r}"
+        raise ConfigError(section, what)
+    fields = {f.name: f for f in attrs.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = [str(k) for k in raw if k not in fields]
+    if unknown:
+        raise ConfigError(name(unknown[0]), f"not a known key; allowed: {', '.join(fields)}")
     values: dict[str, Any] = {}
-    for field in attrs.fields(cls):  # type: ignore[arg-type]
-        if not field.init:
-            continue
+    for field in fields.values():
         if field.name in given:
             values[field.name] = given[field.name]
         elif raw.get(field.name) is not None:
             values[field.name] = raw[field.name]
         elif field.default is attrs.NOTHING:
-            raise ConfigError(f"{section}.{field.name}", "missing (required key)")
+            raise ConfigError(name(field.name), "missing (required key)")
     try:
         return cls(**values)
     except FieldError as exc:
-        raise ConfigError(f"{section}.{exc.field}", exc.message) from None
+        raise ConfigError(name(exc.field), exc.message) from None

@@ -73,16 +73,23 @@ def test_run_ids_never_collide(out_root: Path) -> None:
     assert len(list(out_root.iterdir())) == 3
 
 
-def test_failure_mid_write_leaves_nothing(out_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_mid_write_is_exit_3_with_a_log_and_publishes_nothing(
+    out_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import ditmeter.reports.run_files as rep
 
     def boom(*_: object, **__: object) -> str:
-        raise RuntimeError("disk full")
+        raise RuntimeError("the summary broke")
 
     monkeypatch.setattr(rep, "render_summary", boom)
-    with pytest.raises(RuntimeError):
-        main(["report", "workload=w001-tiny", f"output_root={out_root}"])
-    assert list(out_root.iterdir()) == []
+    assert main(["report", "workload=w001-tiny", f"output_root={out_root}"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "ditmeter: internal error: RuntimeError: the summary broke"
+    )
+    (log,) = out_root.iterdir()  # the traceback's log, and no run folder, no staging folder
+    assert log.name.startswith("ditmeter-error-") and str(log) in err
+    assert "Traceback" in log.read_text() and "render_summary" not in err
 
 
 def test_module_entry_point_and_help() -> None:

@@ -227,16 +227,22 @@ def test_an_unmatched_flop_node_fails_the_gate(
     assert unmatched["leaf_id"].isna().all() and (unmatched["measured_flops"] > 0).any()
 
 
-def test_a_failed_trace_publishes_nothing(out_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_is_a_clean_exit_2_that_leaves_nothing(
+    out_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ENOSPC while writing: one line naming output_root, no run, no staging, not even the folder."""
+    import errno
+
     from ditmeter.commands import trace as run
 
-    def broken(_g: object) -> str:
-        raise OSError("disk full")
+    def full(_g: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run, "graph_json", broken)
-    with pytest.raises(OSError):
-        main(["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}"])
-    assert list(out_root.iterdir()) == []
+    monkeypatch.setattr(run, "graph_json", full)
+    assert main(["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ditmeter: error: output_root: cannot write under {out_root}: No space left on device\n"
+    assert not out_root.exists()
 
 
 @pytest.mark.parametrize(

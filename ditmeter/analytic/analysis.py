@@ -15,13 +15,17 @@ from typing import Any
 
 import attrs
 
-from ditmeter.analytic.cost import Cost, total
+from ditmeter.analytic.cost import COST_FIELDS, Cost, total
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.memory import Footprint
 from ditmeter.analytic.roofline import Prediction, module_rooflines
 from ditmeter.analytic.tree import Composite, ModuleRow, leaf_totals_by, walk
 from ditmeter.analytic.workload import Workload
+from ditmeter.errors import ConfigError
+
+#: The largest count a table column (int64) holds.
+INT64_MAX = 2**63 - 1
 
 #: Disclosures every report carries: what the numbers do not include.
 NOT_MODELED: tuple[str, ...] = (
@@ -54,6 +58,7 @@ class Stage:
     runs_per_video: int
     dtype: str
     run: str  # what one run is, for people
+    calls: int = 1  # how many times one run calls the real module (the VAE: once per chunk of frames)
 
     def rows(self) -> list[ModuleRow]:
         """Every module of the stage, expanded, with video-wide ids (parents first)."""
@@ -121,3 +126,26 @@ class Analysis:
     def rows(self) -> list[tuple[str, ModuleRow]]:
         """(stage, row) for every module of every stage, stage by stage, parents before children."""
         return [(stage.name, r) for stage in self.stages for r in stage.rows()]
+
+    def check_bounds(self) -> None:
+        """Refuse a workload whose counts do not fit the tables' int64 columns, before any work.
+
+        Every column of every module, the sums users take of them (``tensor_flops + cuda_flops``,
+        ``bytes_read + bytes_written``) and the per-video and whole-video totals must fit.
+        """
+        checked: list[tuple[str, Cost]] = [("whole video", self.whole_video)]
+        for stage in {s.name: s for s in (*self.stages, self.forward)}.values():
+            checked.append((f"{stage.name} per video", stage.per_video))
+            checked += [(f"{r.module_id}", r.cost) for r in walk(stage.tree, stage.name, expand=False)]
+        for where, cost in checked:
+            values = {f: getattr(cost, f) for f in COST_FIELDS}
+            values["tensor_flops + cuda_flops"] = cost.flops
+            values["bytes_read + bytes_written"] = cost.moved_bytes
+            for field, value in values.items():
+                if value > INT64_MAX:
+                    raise ConfigError(
+                        "workload",
+                        f"{field} of {where} would be {value:.3g}, more than an int64 column holds "
+                        f"({INT64_MAX:.3g}); shrink workload.num_frames, height, width, batch_size or "
+                        "num_inference_steps",
+                    )

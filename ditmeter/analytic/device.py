@@ -48,9 +48,14 @@ def _float(value: Any) -> Any:
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+#: The smallest ``efficiency``: a kernel at 0.1% of every peak is a mistake, not a GPU.
+MIN_EFFICIENCY = 1e-3
+
+
 def _efficiency(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise FieldError(attribute.name, f"must be in (0, 1], got {value!r}")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not MIN_EFFICIENCY <= value <= 1:
+        raise FieldError(attribute.name, f"must be in [{MIN_EFFICIENCY:g}, 1], got {value!r}")
 
 
 def _sources(value: Any) -> dict[str, str]:

@@ -1,4 +1,11 @@
-"""``ditmeter compare``: re-read a traced run's tables and evaluate the gate again (at any tolerance)."""
+"""``ditmeter compare``: re-read a traced run's tables and evaluate the gate again (at any tolerance).
+
+Without ``run_id=`` it reads the newest traced run under ``output_root`` by the
+creation time each run records in its ``run.json`` (a named run does not sort
+ahead of automatic ids, and a newer ``report`` or ``profile`` run does not hide
+the newest trace). The tables are checked against their documented schemas
+before the gate reads them.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import pandas as pd
-import pyarrow.parquet as pq
 
 from ditmeter.compare.gate import Verdict, evaluate
+from ditmeter.compare.join import NODES_SCHEMA
 from ditmeter.errors import ConfigError
-from ditmeter.reports.run_dir import artifact_dirs, list_runs
+from ditmeter.reports.run_dir import artifact_dirs, created, list_runs, read_manifest
+from ditmeter.reports.tables import MODULES_SCHEMA, read_table
 
 #: What only ``trace`` writes together (``profile`` writes nodes.parquet too, but no measured FLOPs).
 TRACED_TABLES = ("modules.parquet", "nodes.parquet", "graph.json")
@@ -24,13 +31,17 @@ class CompareResult:
     analysis_dir: Path
     model: str
     workload: str
+    created_utc: str
+    newest: bool  # picked as the newest traced run (no run_id= given)
     verdict: Verdict
 
 
 def _traced_dir(run: Path) -> Path | None:
     """The run's artifact folder holding a traced run's tables, if any."""
+    if read_manifest(run).get("command", "trace") != "trace":
+        return None
     for d in artifact_dirs(run):
-        if all((d / f).is_file() for f in TRACED_TABLES):
+        if all((d / f).exists() for f in TRACED_TABLES):
             return d
     return None
 
@@ -57,28 +68,24 @@ def find_run(output_root: Path, run_id: str | None) -> tuple[Path, Path]:
     return run, found
 
 
-def _read(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise ConfigError("run_id", f"cannot read {path}: {exc}") from exc
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    return table.to_pandas(), meta
+def _name(meta: dict[str, str], key: str) -> str:
+    data: Any = json.loads(meta.get(f"ditmeter.{key}", "{}"))
+    return str(data.get("name", "?")) if isinstance(data, dict) else "?"
 
 
 def compare(output_root: Path, run_id: str | None, tolerance: float) -> CompareResult:
     """Re-read a traced run's tables and evaluate the gate at ``tolerance``."""
     run, folder = find_run(output_root, run_id)
-    modules, meta = _read(folder / "modules.parquet")
-    nodes, _ = _read(folder / "nodes.parquet")
+    modules, meta = read_table(folder / "modules.parquet", MODULES_SCHEMA, "run_id")
+    nodes, _ = read_table(folder / "nodes.parquet", NODES_SCHEMA, "run_id")
     if modules["measured_flops"].isna().any():
-        raise ConfigError("run_id", f"{folder / 'modules.parquet'} has no measured_flops")
-    model: dict[str, Any] = json.loads(meta.get("ditmeter.model", "{}"))
-    workload: dict[str, Any] = json.loads(meta.get("ditmeter.workload", "{}"))
+        raise ConfigError("run_id", f"{folder / 'modules.parquet'} has no measured_flops (not a traced run)")
     return CompareResult(
         run.name,
         folder,
-        str(model.get("name", "?")),
-        str(workload.get("name", "?")),
+        _name(meta, "model"),
+        _name(meta, "workload"),
+        created(run),
+        run_id is None,
         evaluate(modules, nodes, tolerance),
     )

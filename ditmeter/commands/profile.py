@@ -27,17 +27,20 @@ import pyarrow.parquet as pq
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.commands.progress import Progress, Steps, no_progress
-from ditmeter.commands.report import analyze, run_id_for
+from ditmeter.commands.report import analyze, open_run, run_id_for
 from ditmeter.compare.check import map_graph
 from ditmeter.compare.join import NODES_SCHEMA, with_times
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import DeviceView
-from ditmeter.reports.run_dir import analysis_dir, ensure_free, staged_run
+from ditmeter.reports.run_dir import analysis_dir
 from ditmeter.reports.run_files import PROFILE_FILES, write_analysis_files
 from ditmeter.reports.tables import modules_frame, table_metadata, write_parquet
 
 TRACE_FILE = Path(PROFILE_FILES[1])
+#: The largest forward ``profile`` runs on a CPU: about 4 minutes at the 20 GFLOP/s of bf16 matmuls
+#: measured on the project's CPU machines.
+MAX_CPU_FLOPS = 5e12
 
 
 @attrs.frozen
@@ -74,11 +77,32 @@ class ProfileResult:
     files: tuple[str, ...]
 
 
-def _check_device(kind: str) -> None:
+def _check_device(kind: str, analysis: Analysis) -> None:
+    """The device exists and holds the run: refused before anything is allocated or written."""
     import torch
+
+    from ditmeter.reports.format import binary_bytes
+    from ditmeter.tracer.profile import available_bytes
 
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError("profile.device_kind", "cuda requested but torch sees no CUDA device; use cpu")
+    flops = analysis.forward.per_run.flops
+    if kind == "cpu" and flops > MAX_CPU_FLOPS:
+        raise ConfigError(
+            "workload",
+            f"one forward of {flops / 1e12:,.1f} TFLOP would take minutes to hours on a CPU (at most "
+            f"{MAX_CPU_FLOPS / 1e12:g} TFLOP); shrink the workload or profile.num_layers, or use "
+            "profile.device_kind=cuda",
+        )
+    run = analysis.forward.per_run  # the recorder keeps every output of the forward until it ends
+    need, have = run.weight_bytes + run.activation_bytes, available_bytes(kind)
+    if need > have:
+        raise ConfigError(
+            "workload",
+            f"profiling needs about {binary_bytes(need)} ({binary_bytes(run.weight_bytes)} of weights, "
+            f"{binary_bytes(run.activation_bytes)} of activations kept for the trace) and the {kind} has "
+            f"{binary_bytes(have)} free; shrink the workload or profile.num_layers",
+        )
 
 
 def _run(cfg: RunConfig, analysis: Analysis, staging: Path, step: Any) -> tuple[pd.DataFrame, float]:
@@ -87,7 +111,6 @@ def _run(cfg: RunConfig, analysis: Analysis, staging: Path, step: Any) -> tuple[
 
     stage, p = analysis.forward, cfg.profile
     ref = cfg.family.references()[stage.name]
-    _check_device(p.device_kind)
     with step(f"build {stage.name}"):
         model, inputs = ref.make(analysis.model, cfg.workload, analysis.geometry, p.device_kind)
     with step(f"profile {stage.name}"):
@@ -121,7 +144,7 @@ def _reread(cfg: RunConfig, analysis: Analysis, staging: Path) -> tuple[pd.DataF
     """Re-join the Chrome trace of an earlier profile run with that run's nodes.parquet."""
     from ditmeter.tracer.profile import TraceFormatError, read_chrome_trace
 
-    trace = cfg.profile.trace
+    trace = cfg.profile.trace_path
     assert trace is not None
     nodes_file = trace.parent.parent / "nodes.parquet"
     if not trace.is_file() or not nodes_file.is_file():
@@ -167,10 +190,11 @@ def profile(cfg: RunConfig, progress: Progress = no_progress) -> ProfileResult:
     layers = min(cfg.profile.num_layers, cfg.model.num_layers)
     analysis, view = analyze(cfg, attrs.evolve(cast(Any, cfg.model), num_layers=layers))
     run_id = run_id_for(cfg, "_profile")
-    ensure_free(cfg.output_root, run_id)
+    if not cfg.profile.trace:
+        _check_device(cfg.profile.device_kind, analysis)
     step = Steps(progress)
 
-    with staged_run(cfg.output_root, run_id, cfg.family.slug) as out:
+    with open_run(cfg, "profile", run_id) as out:
         nodes, forward_s = (
             _reread(cfg, analysis, out) if cfg.profile.trace else _run(cfg, analysis, out, step)
         )

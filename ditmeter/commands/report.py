@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -34,6 +36,7 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
         analysis = fam.analyze(cfg.model, cfg.workload, cfg.stages)
     else:
         analysis = fam.analyze(model, cfg.workload, (fam.forward_stage,))
+    analysis.check_bounds()  # before any tracing, plotting or writing
     others = fam.component_weights(cfg.model) if cfg.device is not None else {}
     return analysis, device_view(analysis, cfg.device, cfg.measured_video_s, others)
 
@@ -43,12 +46,25 @@ def run_id_for(cfg: RunConfig, suffix: str = "") -> str:
     return cfg.run_id or new_run_id(cfg.model.name, cfg.workload.name + suffix)
 
 
+@contextmanager
+def open_run(cfg: RunConfig, command: str, run_id: str) -> Iterator[Path]:
+    """Reserve ``run_id`` (before any long work) and yield the artifact folder; published on success."""
+    manifest = {
+        "command": command,
+        "family": cfg.family.name,
+        "model": cfg.model.name,
+        "workload": cfg.workload.name,
+    }
+    with staged_run(cfg.output_root, run_id, cfg.family.slug, manifest) as out:
+        yield out
+
+
 def report(cfg: RunConfig) -> ReportResult:
     """Evaluate the analytic model and publish a complete run folder atomically."""
     analysis, view = analyze(cfg)
     modules = modules_frame(analysis, view.prediction)
     run_id = run_id_for(cfg)
-    with staged_run(cfg.output_root, run_id, cfg.family.slug) as out:
+    with open_run(cfg, "report", run_id) as out:
         files = write_analysis_files(out, view, modules, run_id)
     return ReportResult(
         run_id, analysis_dir(cfg.output_root / run_id, cfg.family.slug), analysis, view, tuple(files)

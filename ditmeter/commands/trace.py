@@ -13,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
+import networkx as nx
 import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis, Stage
 from ditmeter.analytic.tree import ModuleRow
 from ditmeter.commands.progress import Progress, Steps, no_progress
-from ditmeter.commands.report import analyze, run_id_for
+from ditmeter.commands.report import analyze, open_run, run_id_for
 from ditmeter.compare.check import map_graph
 from ditmeter.compare.gate import Verdict, evaluate
 from ditmeter.compare.join import (
@@ -30,12 +31,17 @@ from ditmeter.compare.join import (
     with_measured,
 )
 from ditmeter.config import RunConfig
+from ditmeter.errors import ConfigError
 from ditmeter.models.family import Reference
 from ditmeter.reports.device_report import DeviceView
 from ditmeter.reports.report_json import compare_section
-from ditmeter.reports.run_dir import analysis_dir, ensure_free, staged_run
+from ditmeter.reports.run_dir import analysis_dir
 from ditmeter.reports.run_files import TRACE_FILES, write_analysis_files, write_text
 from ditmeter.reports.tables import library_versions, modules_frame, table_metadata, write_parquet
+
+#: The most calls of a real module one traced run makes (the VAE decode: 256 latent frames, 1,021
+#: video frames; its meta trace then takes tens of seconds).
+MAX_TRACED_CALLS = 256
 
 
 @attrs.frozen
@@ -65,62 +71,100 @@ def trace_stage(
         return map_graph(graph, rows, ref.names, ref.rules, stage=stage.name)
 
 
-def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
-    """Capture every selected stage's real module, gate each against the rules, publish a run folder."""
-    run_id = run_id_for(cfg)
-    ensure_free(cfg.output_root, run_id)  # say so before a minute of tracing, not after
-    step = Steps(progress)
-    analysis, view = analyze(cfg)
-    refs = {s.name: cfg.family.references()[s.name] for s in analysis.stages}
-    rows = {s.name: s.rows() for s in analysis.stages}
-    nodes = pd.concat(
-        [trace_stage(cfg, analysis, s, refs[s.name], rows[s.name], step) for s in analysis.stages],
-        ignore_index=True,
-    )
-    with step("join"):
-        every = [r for stage_rows in rows.values() for r in stage_rows]
-        measured, unfused = measured_by_module(nodes, every), unfused_by_module(nodes, every)
-        pairs = [(name, r) for name, stage_rows in rows.items() for r in stage_rows]
-        modules = with_measured(modules_frame(analysis, view.prediction, pairs), measured, unfused)
-        verdict = evaluate(modules, nodes, cfg.compare.tolerance)
-        g = build_graph(modules, nodes)
-    lib = library_versions()
+def _write(
+    cfg: RunConfig, out: Path, run_id: str, joined: _Joined, refs: dict[str, Reference], step: Steps
+) -> list[str]:
+    """nodes.parquet, graph.json and everything ``report`` writes, with the gate's section."""
+    analysis, lib = joined.analysis, library_versions()
     versions = f"diffusers {lib['diffusers']}, transformers {lib['transformers']}"
     sources = "; ".join(f"{name}: {r.name} ({r.source})" for name, r in refs.items())
-    with step("write"), staged_run(cfg.output_root, run_id, cfg.family.slug) as out:
-        ref_meta = {"reference": f"{sources}; {versions}"}
-        write_parquet(
-            nodes, NODES_SCHEMA, out / "nodes.parquet", table_metadata(analysis, "nodes", **ref_meta)
+    ref_meta = {"reference": f"{sources}; {versions}"}
+    write_parquet(
+        joined.nodes, NODES_SCHEMA, out / "nodes.parquet", table_metadata(analysis, "nodes", **ref_meta)
+    )
+    write_text(out / "graph.json", graph_json(joined.graph))
+    section = compare_section(
+        joined.verdict,
+        analysis.forward.name,
+        reference={
+            "stages": {n: {"name": r.name, "source": r.source} for n, r in refs.items()},
+            "diffusers": lib["diffusers"],
+            "transformers": lib["transformers"],
+        },
+        graph={
+            "file": "graph.json",
+            "nodes": joined.graph.number_of_nodes(),
+            "edges": joined.graph.number_of_edges(),
+        },
+        timings_s={k: round(v, 3) for k, v in step.seconds.items()},
+    )
+    meta = {**ref_meta, "tolerance": str(cfg.compare.tolerance)}
+    files = write_analysis_files(
+        out, joined.view, joined.modules, run_id, meta=meta, compare=section, verdict=joined.verdict
+    )
+    return [*files, *TRACE_FILES]
+
+
+@attrs.frozen
+class _Joined:
+    analysis: Analysis
+    view: DeviceView
+    nodes: pd.DataFrame
+    modules: pd.DataFrame
+    verdict: Verdict
+    graph: nx.DiGraph
+
+
+def _join(
+    cfg: RunConfig,
+    analysis: Analysis,
+    view: DeviceView,
+    rows: dict[str, list[ModuleRow]],
+    nodes: pd.DataFrame,
+) -> _Joined:
+    """Roll the measured FLOPs up the tree beside the analytic ones, gate, build the graph."""
+    every = [r for stage_rows in rows.values() for r in stage_rows]
+    measured, unfused = measured_by_module(nodes, every), unfused_by_module(nodes, every)
+    pairs = [(name, r) for name, stage_rows in rows.items() for r in stage_rows]
+    modules = with_measured(modules_frame(analysis, view.prediction, pairs), measured, unfused)
+    verdict = evaluate(modules, nodes, cfg.compare.tolerance)
+    return _Joined(analysis, view, nodes, modules, verdict, build_graph(modules, nodes))
+
+
+def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
+    """Capture every selected stage's real module, gate each against the rules, publish a run folder.
+
+    The run id is reserved before the first module is built, so a clash is said at once.
+    """
+    step = Steps(progress)
+    analysis, view = analyze(cfg)
+    for s in analysis.stages:  # the real module runs its loop on meta too: refuse what cannot end soon
+        if s.calls > MAX_TRACED_CALLS:
+            raise ConfigError(
+                "workload.num_frames",
+                f"tracing {s.name} calls the real module {s.calls:,} times (once per chunk of frames); "
+                f"at most {MAX_TRACED_CALLS} (cost it with `report`, or leave it out with stages=)",
+            )
+    refs = {s.name: cfg.family.references()[s.name] for s in analysis.stages}
+    rows = {s.name: s.rows() for s in analysis.stages}
+    run_id = run_id_for(cfg)
+    with open_run(cfg, "trace", run_id) as out:
+        nodes = pd.concat(
+            [trace_stage(cfg, analysis, s, refs[s.name], rows[s.name], step) for s in analysis.stages],
+            ignore_index=True,
         )
-        write_text(out / "graph.json", graph_json(g))
-        section = compare_section(
-            verdict,
-            analysis.forward.name,
-            reference={
-                "stages": {n: {"name": r.name, "source": r.source} for n, r in refs.items()},
-                "diffusers": lib["diffusers"],
-                "transformers": lib["transformers"],
-            },
-            graph={"file": "graph.json", "nodes": g.number_of_nodes(), "edges": g.number_of_edges()},
-            timings_s={k: round(v, 3) for k, v in step.seconds.items()},
-        )
-        files = write_analysis_files(
-            out,
-            view,
-            modules,
-            run_id,
-            meta={**ref_meta, "tolerance": str(cfg.compare.tolerance)},
-            compare=section,
-            verdict=verdict,
-        )
+        with step("join"):
+            joined = _join(cfg, analysis, view, rows, nodes)
+        with step("write"):
+            files = _write(cfg, out, run_id, joined, refs, step)
     return TraceResult(
         run_id,
         analysis_dir(cfg.output_root / run_id, cfg.family.slug),
         analysis,
-        verdict,
-        g.number_of_nodes(),
-        g.number_of_edges(),
+        joined.verdict,
+        joined.graph.number_of_nodes(),
+        joined.graph.number_of_edges(),
         step.seconds,
         view,
-        (*files, *TRACE_FILES),
+        tuple(files),
     )

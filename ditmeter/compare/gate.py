@@ -7,7 +7,8 @@ tolerance) otherwise: the rules count work the model never runs.
 The gate compares every module where either side is non-zero, from single
 leaves up to the root (the end-to-end total, which also holds the FLOPs of
 unmatched nodes). It fails when any compared module's error is undefined or
-above the tolerance, or when any unmatched node carries FLOPs.
+above the tolerance, when any unmatched node carries FLOPs, or when nothing was
+compared at all.
 """
 
 from __future__ import annotations
@@ -109,7 +110,9 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
-        return not self.failures and not self.coverage.unmatched_flop_nodes
+        """Every compared module within tolerance, no unmatched node with FLOPs, and something
+        compared at all (an empty run proves nothing)."""
+        return bool(self.checks) and not self.failures and not self.coverage.unmatched_flop_nodes
 
     @property
     def max_error(self) -> float | None:

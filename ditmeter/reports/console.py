@@ -97,6 +97,8 @@ def print_device(console: Console, view: DeviceView) -> None:
     )
     if view.mfu is not None:
         console.print(f"measured {view.measured_video_s:g} s per video → MFU {100 * view.mfu:.1f}%")
+    for warning in view.warnings:
+        console.print(f"warning: {warning}", style="yellow")
 
 
 def print_wrote(console: Console, folder: object, files: tuple[str, ...], start: float) -> None:
@@ -137,7 +139,10 @@ def print_trace(console: Console, result: TraceResult, shown: int) -> None:
 
 
 def print_compare(console: Console, result: CompareResult, shown: int) -> None:
-    console.print(f"run {result.run_id}: {result.model} × {result.workload}")
+    which = "the newest traced run, " if result.newest else ""
+    console.print(
+        f"run {result.run_id}: {result.model} × {result.workload} ({which}created {result.created_utc})"
+    )
     console.print(f"tables: {result.analysis_dir}/modules.parquet, nodes.parquet")
     print_verdict(console, result.verdict, shown)
 

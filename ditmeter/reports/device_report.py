@@ -41,6 +41,17 @@ class DeviceView:
         return self.all_weight_bytes + self.footprint.peak_activation_bytes
 
     @property
+    def warnings(self) -> list[str]:
+        """What a reader must not miss about the time figures (said on the terminal, in summary.md
+        and in report.json ``time.warnings``)."""
+        if self.mfu is not None and self.mfu > 1:
+            return [
+                f"MFU {100 * self.mfu:.0f}% is above 100%: {self.measured_video_s:g} s per video is faster "
+                "than the device's dense peak allows; check measured_video_s, the device and the workload"
+            ]
+        return []
+
+    @property
     def mfu(self) -> float | None:
         if self.prediction is None or self.measured_video_s is None:
             return None
@@ -135,6 +146,7 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
         "whole_video_s": sum(t["per_video_s"] for t in stage_times(view)) or p.per_video_s,
         "measured_video_s": view.measured_video_s,
         "mfu": view.mfu,
+        "warnings": view.warnings,
         "model": "roofline per leaf, leaves summed: max(tensor/peak + cuda/fp32 peak, bytes/bandwidth)",
     }
 
@@ -217,6 +229,7 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
             "",
             f"Measured {seconds(view.measured_video_s)} per video → **MFU {100 * view.mfu:.1f}%**.",
         ]
+        lines += [f"**Warning:** {w}" for w in view.warnings]
     lines += ["", "![roofline](roofline.png) ![time by category](time_breakdown.png)"]
     return lines
 

@@ -60,8 +60,6 @@ MODULES_SCHEMA = pa.schema(
     ]
 )
 
-_INT64_MAX = 2**63 - 1
-
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries whose behaviour the numbers depend on."""
@@ -97,9 +95,6 @@ def modules_frame(
     out: list[dict[str, Any]] = []
     for stage, r in analysis.rows() if rows is None else rows:
         c = r.cost
-        for f in COST_FIELDS:
-            if getattr(c, f) > _INT64_MAX:
-                raise ConfigError("workload", f"{f} of {r.module_id!r} exceeds int64; shrink it")
         out.append(
             {
                 "stage": stage,
@@ -156,3 +151,37 @@ def write_parquet(frame: pd.DataFrame, schema: pa.Schema, path: Path, meta: dict
     merged = dict(table.schema.metadata or {})
     merged.update({k.encode(): v.encode() for k, v in meta.items()})
     pq.write_table(table.replace_schema_metadata(merged), path)
+
+
+#: Parquet metadata values that hold JSON.
+JSON_METADATA = ("model", "workload", "geometry", "stages", "versions", "time", "profile")
+
+
+def read_table(path: Path, schema: pa.Schema, field: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Read a table a run wrote and check it against its documented ``schema``: the file, every
+    column with its type, and the JSON metadata. A problem is a one-line error naming ``field``
+    (the key that pointed at the run) and the file."""
+    if not path.is_file():
+        raise ConfigError(field, f"{path} is not a file")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise ConfigError(field, f"cannot read {path}: {' '.join(str(exc).split())}") from exc
+    for column in schema:
+        if column.name not in table.schema.names:
+            raise ConfigError(field, f"{path} has no column {column.name!r}")
+        found = table.schema.field(column.name).type
+        if found != column.type:
+            raise ConfigError(field, f"{path}: column {column.name!r} is {found}, not {column.type}")
+    meta = {
+        k.decode(errors="replace"): v.decode(errors="replace")
+        for k, v in (table.schema.metadata or {}).items()
+    }
+    for key in JSON_METADATA:
+        name = f"ditmeter.{key}"
+        if name in meta:
+            try:
+                json.loads(meta[name])
+            except ValueError:
+                raise ConfigError(field, f"{path}: metadata {name!r} is not JSON") from None
+    return table.to_pandas(), meta

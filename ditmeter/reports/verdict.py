@@ -90,6 +90,8 @@ def verdict_line(verdict: Verdict) -> str:
         )
     if verdict.coverage.unmatched_flop_nodes:
         reasons.append(f"{len(verdict.coverage.unmatched_flop_nodes)} unmatched nodes carry FLOPs")
+    if not verdict.checks:
+        reasons.append("nothing was compared (no module with FLOPs on either side)")
     word = "PASS" if verdict.passed else "FAIL"
     return (
         f"gate: {word} at tolerance {100 * verdict.tolerance:g}%, max error {error_text(verdict.max_error)}"

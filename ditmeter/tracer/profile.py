@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
+import os
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,27 +59,47 @@ class TraceFormatError(ValueError):
     """The file is not a torch.profiler Chrome trace with ditmeter's ranges."""
 
 
-def read_chrome_trace(path: Path) -> NodeTimes:
-    """Per-node CPU and GPU seconds from a torch.profiler Chrome trace (see the module docstring)."""
+def _timed(i: int, e: Any) -> tuple[float, float]:
+    """An event's start and duration in microseconds: finite numbers, the duration >= 0."""
+    values = []
+    for key in ("ts", "dur"):
+        value = e.get(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or (key == "dur" and value < 0):
+            raise TraceFormatError(f"event {i} ({e.get('name', '?')!r}) has no valid {key!r}: {value!r}")
+        values.append(float(value))
+    return values[0], values[1]
+
+
+def _events(path: Path) -> list[Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise TraceFormatError(f"cannot read {path} as JSON: {exc}") from exc
     events = data.get("traceEvents") if isinstance(data, dict) else None
-    if not isinstance(events, list):
-        raise TraceFormatError(f"{path} has no traceEvents list (not a Chrome trace)")
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise TraceFormatError(f"{path} has no traceEvents list of events (not a Chrome trace)")
+    return [e for e in events if e.get("ph") == "X"]
+
+
+def read_chrome_trace(path: Path) -> NodeTimes:
+    """Per-node CPU and GPU seconds from a torch.profiler Chrome trace (see the module docstring).
+
+    An event this reader uses must have a finite ``ts`` and a finite, non-negative ``dur``.
+    """
+    events = list(enumerate(_events(path)))
     ranges: dict[Any, list[tuple[float, float, str]]] = defaultdict(list)
     cpu: dict[str, float] = {}
     forward = None
-    for e in events:
-        if e.get("ph") != "X" or e.get("cat") != "user_annotation":
+    for i, e in events:
+        if e.get("cat") != "user_annotation":
             continue
         name = str(e.get("name", ""))
         if name == FORWARD_RANGE:
-            forward = float(e["dur"]) * 1e-6
+            forward = _timed(i, e)[1] * 1e-6
         elif name.startswith(NODE_RANGE_PREFIX):
             node = name[len(NODE_RANGE_PREFIX) :]
-            ts, dur = float(e["ts"]), float(e["dur"])
+            ts, dur = _timed(i, e)
             ranges[(e.get("pid"), e.get("tid"))].append((ts, ts + dur, node))
             cpu[node] = cpu.get(node, 0.0) + dur * 1e-6
     if forward is None or not cpu:
@@ -85,23 +107,39 @@ def read_chrome_trace(path: Path) -> NodeTimes:
     for spans in ranges.values():
         spans.sort()
     launcher: dict[Any, str] = {}
-    for e in events:
-        if e.get("ph") == "X" and e.get("cat") in ("cuda_runtime", "cuda_driver"):
+    for i, e in events:
+        if e.get("cat") in ("cuda_runtime", "cuda_driver"):
             corr = (e.get("args") or {}).get("correlation")
             spans = ranges.get((e.get("pid"), e.get("tid")), [])
-            i = bisect.bisect_right(spans, (float(e["ts"]), float("inf"), "")) - 1
-            if corr is not None and i >= 0 and spans[i][0] <= float(e["ts"]) <= spans[i][1]:
-                launcher[corr] = spans[i][2]
+            ts = _timed(i, e)[0]
+            j = bisect.bisect_right(spans, (ts, float("inf"), "")) - 1
+            if corr is not None and j >= 0 and spans[j][0] <= ts <= spans[j][1]:
+                launcher[corr] = spans[j][2]
     device: dict[str, float] = {}
     device_total = 0.0
-    for e in events:
-        if e.get("ph") == "X" and e.get("cat") in _DEVICE_CATS:
-            dur = float(e["dur"]) * 1e-6
+    for i, e in events:
+        if e.get("cat") in _DEVICE_CATS:
+            dur = _timed(i, e)[1] * 1e-6
             device_total += dur
             owner = launcher.get((e.get("args") or {}).get("correlation"))
             if owner is not None:
                 device[owner] = device.get(owner, 0.0) + dur
     return NodeTimes(cpu, device, forward, device_total)
+
+
+def available_bytes(device_kind: str) -> int:
+    """Free memory on the device a profile runs on: the GPU's free bytes, or the machine's available
+    RAM (``MemAvailable`` in /proc/meminfo; the physical pages where that file does not exist)."""
+    if device_kind == "cuda":
+        free, _ = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def profile_forward(

@@ -48,11 +48,13 @@ def _stage(name: str, m: WanModelSpec, w: Workload, g: Geometry) -> Stage:
         return Stage(name, build_clip(clip, b * m.images), 1, clip.dtype, run)
     if name == "vae_encode":
         tree = build_vae_encode(m.vae, b, g.effective_frames, g.effective_height, g.effective_width)
-        return Stage(name, tree, 1, m.vae.dtype, f"the {g.effective_frames}-frame conditioning video")
+        run = f"the {g.effective_frames}-frame conditioning video"
+        return Stage(name, tree, 1, m.vae.dtype, run, calls=1 + (g.effective_frames - 1) // 4)
     if name == "vae_decode":
         frames = 1 + 4 * (g.latent_frames - 1)
         tree = build_vae_decode(m.vae, b, *g.latent_shape)
-        return Stage(name, tree, 1, m.vae.dtype, f"the final latents to {frames} frames")
+        run = f"the final latents to {frames} frames"
+        return Stage(name, tree, 1, m.vae.dtype, run, calls=g.latent_frames)
     assert name == FORWARD, name
     run = f"one DiT forward ({w.num_inference_steps} steps × {w.guidance_forwards})"
     return Stage(name, build_dit(m, w, g), w.forwards_per_video, w.dtype, run)

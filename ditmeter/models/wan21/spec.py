@@ -25,6 +25,7 @@ from ditmeter.validate import (
     one_of,
     parse,
     positive_int,
+    positive_int_at_most,
 )
 
 #: t2v: text only; i2v: one CLIP image (257 tokens); flf2v: first and last frame
@@ -32,6 +33,10 @@ from ditmeter.validate import (
 PIPELINES = ("t2v", "i2v", "flf2v")
 
 _dtype = one_of(*DTYPE_BYTES)
+#: Structure sizes: every block becomes rows of the module tables, so a run answers in seconds only
+#: below these (the largest real models have under 100 blocks).
+MAX_BLOCKS = 1000
+_blocks = positive_int_at_most(MAX_BLOCKS, "the tables get one row per module of every block")
 
 
 @attrs.frozen
@@ -43,7 +48,7 @@ class UMT5Spec:
     d_model: int = attrs.field(validator=positive_int)
     d_kv: int = attrs.field(validator=positive_int)
     d_ff: int = attrs.field(validator=positive_int)
-    num_layers: int = attrs.field(validator=positive_int)
+    num_layers: int = attrs.field(validator=_blocks)
     num_heads: int = attrs.field(validator=positive_int)
     relative_attention_num_buckets: int = attrs.field(validator=positive_int)
     relative_attention_max_distance: int = attrs.field(validator=positive_int)
@@ -61,7 +66,7 @@ class ClipSpec:
     name: str = attrs.field(converter=str)
     hidden_size: int = attrs.field(validator=positive_int)
     intermediate_size: int = attrs.field(validator=positive_int)
-    num_hidden_layers: int = attrs.field(validator=positive_int)
+    num_hidden_layers: int = attrs.field(validator=_blocks)
     num_attention_heads: int = attrs.field(validator=positive_int)
     image_size: int = attrs.field(validator=positive_int)
     patch_size: int = attrs.field(validator=positive_int)
@@ -85,8 +90,8 @@ class VaeSpec:
     name: str = attrs.field(converter=str)
     base_dim: int = attrs.field(validator=positive_int)
     z_dim: int = attrs.field(validator=positive_int)
-    num_res_blocks: int = attrs.field(validator=positive_int)
-    dim_mult: tuple[int, ...] = attrs.field(converter=as_tuple, validator=int_tuple())
+    num_res_blocks: int = attrs.field(validator=positive_int_at_most(16, "a Wan-VAE stage has 2"))
+    dim_mult: tuple[int, ...] = attrs.field(converter=as_tuple, validator=int_tuple(max_length=8))
     temperal_downsample: tuple[bool, ...] = attrs.field(converter=as_tuple, validator=bool_tuple)
     dtype: str = attrs.field(validator=_dtype)
     out_channels: int = 3
@@ -115,7 +120,7 @@ class WanModelSpec:
     dim: int = attrs.field(validator=positive_int)
     ffn_dim: int = attrs.field(validator=positive_int)
     num_heads: int = attrs.field(validator=positive_int)
-    num_layers: int = attrs.field(validator=positive_int)
+    num_layers: int = attrs.field(validator=_blocks)
     in_dim: int = attrs.field(validator=positive_int)
     out_dim: int = attrs.field(validator=positive_int)
     patch_size: tuple[int, int, int] = attrs.field(converter=as_tuple, validator=int_tuple(3))

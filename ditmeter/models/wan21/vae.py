@@ -46,6 +46,19 @@ class _Acc:
         else:  # params and weights once; work and traffic per call
             self.costs[module_id] = attrs.evolve(old + cost, params=old.params, weight_bytes=old.weight_bytes)
 
+    def absorb(self, other: _Acc, calls: int) -> None:
+        """Add ``calls`` runs of ``other``'s leaves (one call's costs) at once: the same as adding
+        them call by call, without a loop over calls."""
+        for module_id, cost in other.costs.items():
+            many = attrs.evolve(cost.times(calls), params=cost.params, weight_bytes=cost.weight_bytes)
+            old = self.costs.get(module_id)
+            if old is None:
+                self.costs[module_id], self.meta[module_id] = many, other.meta[module_id]
+            else:
+                self.costs[module_id] = attrs.evolve(
+                    old + many, params=old.params, weight_bytes=old.weight_bytes
+                )
+
     def tree(self) -> Composite:
         """Nest the accumulated leaves by their dotted ids (root "")."""
         root: dict[str, Any] = {}
@@ -175,16 +188,22 @@ def build_vae_decode(
             c, mid = dec.dims[i + 1], f"decoder.up_blocks.{i}.upsamplers.0.time_conv"
             dec.conv(mid, c, 2 * c, 3, (0, 0, 0), (0, 0))
             acc.costs[mid] = attrs.evolve(acc.costs[mid], bytes_read=0)  # not run yet: nothing read
-    frames = 0
-    h = w = 0
-    for call in range(latent_frames):
-        t, h, w = dec.call((latent_h, latent_w), first=call == 0)
-        frames += t
-        if call:  # out = cat([out, chunk]): the output so far is copied again
-            copied = batch * frames * spec.out_channels * h * w
-            acc.add("output_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
+    # The first call, then the T−1 later calls (all alike) costed once and multiplied.
+    t0, h, w = dec.call((latent_h, latent_w), first=True)
+    later = _Decode(spec, batch)
+    t1, _, _ = later.call((latent_h, latent_w), first=False)
+    frames = t0 + t1 * (latent_frames - 1)
+    if latent_frames > 1:  # out = cat([out, chunk]): call c copies the t0 + c·t1 frames so far again
+        acc.absorb(later.acc, latent_frames - 1)
+        copied = batch * _series(t0, t1, latent_frames - 1) * spec.out_channels * h * w
+        acc.add("output_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
     acc.add("clamp", "resample", "clamp", elements=batch * frames * spec.out_channels * h * w, act_bytes=a)
     return acc.tree()
+
+
+def _series(first: int, step: int, calls: int) -> int:
+    """Σ_{c=1..calls} (first + c·step): what the per-call concats copy in all."""
+    return calls * first + step * calls * (calls + 1) // 2
 
 
 class _Encode(_Decode):
@@ -254,21 +273,16 @@ def build_vae_encode(spec: VaeSpec, batch: int, frames: int, height: int, width:
             c = dims[i + 1]
             enc.conv(mid, c, c, 3, (0, 0, 0), (0, 0))
             acc.costs[mid] = attrs.evolve(acc.costs[mid], bytes_read=0)
+    # The first call (1 frame), then the later calls (4 frames each, all alike) costed once and multiplied.
     calls = 1 + (frames - 1) // 4
-    latent = 0
-    h = w = 0
-    for call in range(calls):
-        t_in = 1 if call == 0 else 4
-        t, h, w = enc.encode_call((t_in, height, width), first=call == 0)
-        latent += t
-        if call:  # out = cat([out, chunk])
-            acc.add(
-                "latent_concat",
-                "resample",
-                "layout_copy",
-                elements=batch * latent * 2 * spec.z_dim * h * w,
-                act_bytes=a,
-            )
+    t0, h, w = enc.encode_call((1, height, width), first=True)
+    later = _Encode(spec, batch)
+    t1, _, _ = later.encode_call((4, height, width), first=False)
+    latent = t0 + t1 * (calls - 1)
+    if calls > 1:  # out = cat([out, chunk]): call c copies the t0 + c·t1 latent frames so far again
+        acc.absorb(later.acc, calls - 1)
+        copied = batch * _series(t0, t1, calls - 1) * 2 * spec.z_dim * h * w
+        acc.add("latent_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
     enc.conv("quant_conv", 2 * spec.z_dim, 2 * spec.z_dim, 1, (latent, h, w), (0, 0))
     elements = batch * spec.z_dim * latent * h * w
     acc.add("posterior", "resample", "gaussian_posterior", elements=elements, act_bytes=a)
