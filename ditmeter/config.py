@@ -42,33 +42,15 @@ from ditmeter.validate import FieldError, finite_number, one_of, parse, whole_nu
 GROUPS = ("model", "workload", "device")
 REQUIRED_GROUPS = ("model", "workload")
 
-#: The top-level keys of the config, and the ones each command uses (an override of another is refused).
-KEYS = (
-    "model",
-    "workload",
-    "device",
-    "stages",
-    "output_root",
-    "run_id",
-    "measured_video_s",
-    "compare",
-    "profile",
-)
+#: The top-level keys each command uses (an override of another is refused), and all of them.
+_RUN = ("model", "workload", "device", "output_root", "run_id", "measured_video_s")
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
-    "report": ("model", "workload", "device", "stages", "output_root", "run_id", "measured_video_s"),
-    "trace": (
-        "model",
-        "workload",
-        "device",
-        "stages",
-        "output_root",
-        "run_id",
-        "measured_video_s",
-        "compare",
-    ),
-    "profile": ("model", "workload", "device", "output_root", "run_id", "measured_video_s", "profile"),
+    "report": (*_RUN, "stages"),
+    "trace": (*_RUN, "stages", "compare"),
+    "profile": (*_RUN, "profile"),
     "compare": ("output_root", "run_id", "compare"),
 }
+KEYS = tuple(dict.fromkeys(k for keys in COMMAND_KEYS.values() for k in keys))
 
 #: A run id is a folder name: letters, digits and ``._+=-``, not starting with a dot (hidden runs
 #: are staging folders), short enough for the staging name to fit in a file name (255 bytes).
@@ -174,6 +156,8 @@ def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
         if sep and name in GROUPS and value not in choices(name):
             raise ConfigError(name, f"unknown {value!r}; allowed: {', '.join(choices(name))}")
         top = name.split(".", 1)[0]
+        if sep and value.strip() == "{}":
+            raise ConfigError(name, "an empty section sets nothing; give its keys (section.key=value)")
         if top and top not in KEYS and "=" in item:
             raise ConfigError(name, f"not a known key; top-level keys: {', '.join(KEYS)}")
         if command is not None and top in KEYS and top not in COMMAND_KEYS[command]:

@@ -35,7 +35,7 @@ PIPELINES = ("t2v", "i2v", "flf2v")
 _dtype = one_of(*DTYPE_BYTES)
 #: Structure sizes: every block becomes rows of the module tables, so a run answers in seconds only
 #: below these (the largest real models have under 100 blocks).
-MAX_BLOCKS = 1000
+MAX_BLOCKS = 200
 _blocks = positive_int_at_most(MAX_BLOCKS, "the tables get one row per module of every block")
 
 
