@@ -23,7 +23,6 @@ from typing import Any, cast
 
 import attrs
 import pandas as pd
-import pyarrow.parquet as pq
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.commands.progress import Progress, Steps, no_progress
@@ -35,7 +34,7 @@ from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import DeviceView
 from ditmeter.reports.run_dir import analysis_dir
 from ditmeter.reports.run_files import PROFILE_FILES, write_analysis_files
-from ditmeter.reports.tables import modules_frame, table_metadata, write_parquet
+from ditmeter.reports.tables import modules_frame, read_table, table_metadata, write_parquet
 
 TRACE_FILE = Path(PROFILE_FILES[1])
 #: The largest forward ``profile`` runs on a CPU: about 4 minutes at the 20 GFLOP/s of bf16 matmuls
@@ -129,8 +128,11 @@ def _run(cfg: RunConfig, analysis: Analysis, staging: Path, step: Any) -> tuple[
 
 
 def _check_same_run(meta: dict[str, str], analysis: Analysis, workload_name: str) -> None:
-    model = json.loads(meta.get("ditmeter.model", "{}"))
-    workload = json.loads(meta.get("ditmeter.workload", "{}"))
+    model, workload = (json.loads(meta.get(f"ditmeter.{key}", "{}")) for key in ("model", "workload"))
+    if not isinstance(model, dict) or not isinstance(workload, dict):
+        raise ConfigError(
+            "profile.trace", "the earlier run's nodes.parquet does not name its model and workload"
+        )
     for field, theirs, ours in (
         ("model", model.get("name"), analysis.model.name),
         ("profile.num_layers", model.get("num_layers"), analysis.model.num_layers),
@@ -155,13 +157,8 @@ def _reread(cfg: RunConfig, analysis: Analysis, staging: Path) -> tuple[pd.DataF
         times = read_chrome_trace(trace)
     except TraceFormatError as exc:
         raise ConfigError("profile.trace", str(exc)) from exc
-    table = pq.read_table(nodes_file)
-    _check_same_run(
-        {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()},
-        analysis,
-        cfg.workload.name,
-    )
-    nodes = table.to_pandas()
+    nodes, meta = read_table(nodes_file, NODES_SCHEMA, "profile.trace")
+    _check_same_run(meta, analysis, cfg.workload.name)
     nodes["measured_time_s"] = [times.time_s(n) for n in nodes["node"]]
     (staging / TRACE_FILE).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(trace, staging / TRACE_FILE)

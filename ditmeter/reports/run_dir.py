@@ -67,8 +67,11 @@ def ensure_free(output_root: Path, run_id: str) -> None:
     """Refuse a run id that is taken or being written (said before any long work)."""
     if (output_root / run_id).exists():
         raise ConfigError("run_id", f"{run_id!r} already exists under {output_root}; pick another")
-    if _staging(output_root, run_id).exists():
-        raise ConfigError("run_id", f"{run_id!r} is being written by another run under {output_root}")
+    staging = _staging(output_root, run_id)
+    if staging.exists():
+        raise ConfigError(
+            "run_id", f"{run_id!r} is being written by another run (or by a killed one: remove {staging})"
+        )
 
 
 def check_output_root(root: Path) -> None:
