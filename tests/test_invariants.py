@@ -139,3 +139,13 @@ def test_official_rule_floors_sizes_and_says_so() -> None:
         ("height", 490, 480),
         ("width", 840, 832),
     }
+
+
+def test_an_odd_latent_size_reaches_every_stage_as_the_dit_sees_it() -> None:
+    """Height 490 → latent 61 rows, floored to 60 (30 patches): the VAE decodes 60 rows, not 61."""
+    spec, wl = spec_and_workload("wan2.1-t2v-1.3b", "480p-81f", "workload.height=490", "workload.width=840")
+    a = analyze(spec, wl, ("dit", "vae_decode"))
+    assert a.geometry.latent_shape == (21, 60, 104)
+    decode = {r.module_id: r.cost for r in a.stages[-1].rows()}
+    frames = 1 + 4 * 20
+    assert decode["vae_decode.decoder.conv_out"].tensor_flops == 2 * frames * 480 * 832 * 3 * 96 * 27

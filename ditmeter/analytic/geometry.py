@@ -8,7 +8,8 @@ Two rules exist for frame counts that are not 4n+1 (see docs/geometry.md):
 
 Height and width: the official code floors H/8 and W/8 (VAE) and then the
 patch convolution floors again by the patch size, so pixels past the last
-whole patch are dropped. ``WanPipeline`` refuses sizes that are not multiples
+whole patch are dropped; every stage (the VAE encode and decode too) works on
+that floored size. ``WanPipeline`` refuses sizes that are not multiples
 of 16 with a ValueError, so the ``diffusers`` rule refuses them too.
 """
 
@@ -94,8 +95,10 @@ def geometry(
                 f"official rule: latent frames (F-1)//{st}+1 = {latent_frames}",
             )
         )
-    latent_h, latent_w = workload.height // sh, workload.width // sw
-    patch_h, patch_w = latent_h // ph, latent_w // pw
+    # Every stage sees the same latent: floored to whole patches, so the VAE decodes exactly the
+    # rows the DiT denoised (an odd latent height used to reach the VAE as one row more).
+    patch_h, patch_w = workload.height // sh // ph, workload.width // sw // pw
+    latent_h, latent_w = patch_h * ph, patch_w * pw
     eff_h, eff_w = patch_h * pix_h, patch_w * pix_w
     for key, requested, effective in (("height", workload.height, eff_h), ("width", workload.width, eff_w)):
         if requested != effective:
