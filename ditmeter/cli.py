@@ -51,7 +51,10 @@ def _commands() -> list[tuple[str, str, str, str]]:
     tail = f"models: {', '.join(choices('model'))}\nworkloads: {', '.join(choices('workload'))}"
     folder = "<output_root>/<run_id>/static_analysis/<family>/"
     writes, device = ", ".join(REPORT_FILES), ", ".join(DEVICE_FILES)
-    built = "\n".join(f"  {f.name}: {f.describe()}" for f in families().values())
+    built = "\n".join(
+        f"  {f.name}: " + ", ".join(f"{stage}: {r.source}" for stage, r in f.references().items())
+        for f in families().values()
+    )
     return [
         (
             "report",

@@ -92,6 +92,11 @@ class Analysis:
     notes: tuple[str, ...]
 
     @property
+    def every_stage(self) -> tuple[Stage, ...]:
+        """The selected stages and the forward stage (once, even when it is selected)."""
+        return tuple({s.name: s for s in (*self.stages, self.forward)}.values())
+
+    @property
     def whole_video(self) -> Cost:
         """Every selected stage × its runs per video."""
         return total(tuple(s.per_video for s in self.stages))
@@ -114,7 +119,7 @@ class Analysis:
         Each stage runs in its own dtype (the VAE and CLIP in fp32: the FP32 peak).
         """
         modules = {}
-        for stage in {s.name: s for s in (*self.stages, self.forward)}.values():
+        for stage in self.every_stage:
             modules.update(module_rooflines(stage.tree, device, stage.dtype, stage.name))
         f = self.forward
         return Prediction(device, modules, f.name, self.workload.guidance_forwards, f.runs_per_video)
@@ -134,7 +139,7 @@ class Analysis:
         ``bytes_read + bytes_written``) and the per-video and whole-video totals must fit.
         """
         checked: list[tuple[str, Cost]] = [("whole video", self.whole_video)]
-        for stage in {s.name: s for s in (*self.stages, self.forward)}.values():
+        for stage in self.every_stage:
             checked.append((f"{stage.name} per video", stage.per_video))
             checked += [(f"{r.module_id}", r.cost) for r in walk(stage.tree, stage.name, expand=False)]
         for where, cost in checked:

@@ -200,7 +200,8 @@ BYTE_CONVENTIONS: tuple[ByteConvention, ...] = (
         r"(?:text_encoder|vae_(?:en|de)code|dit)\..*attn_core",
         (_R, _W),
         "flash-style attention in the rule (scores stay on chip); on meta the port runs the math "
-        "path, whose scores cross the leaf boundary (UMT5: into the bias add)",
+        "path, whose scores cross the leaf boundary (UMT5: into the bias add; I2V cross-attention: "
+        "two of them and the add of their outputs)",
     ),
     ByteConvention(
         r"text_encoder\.blocks\.\d+\.(?:pos_embedding|attn\.bias_add)",
@@ -263,11 +264,6 @@ BYTE_CONVENTIONS: tuple[ByteConvention, ...] = (
         r"dit\.time_embedding\.sinusoid",
         (_R,),
         "the timestep is read as an int64 (8 bytes) by the port, as fp32 (4) by the rule",
-    ),
-    ByteConvention(
-        r"dit\.blocks\.\d+\.cross_attn\.attn_core",
-        (_R, _W),
-        "the I2V cross-attention core: two math-path attentions and the add of their outputs",
     ),
     ByteConvention(
         _VAE.removesuffix(r"\.") + r"\.posterior",

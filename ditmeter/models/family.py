@@ -101,6 +101,3 @@ class Family(Protocol):
 
     def component_weights(self, model: Any) -> dict[str, dict[str, int]]:
         """Weight bytes by dtype of every component besides the forward stage's, for the memory fit."""
-
-    def describe(self) -> str:
-        """One line for ``--help``: what ``trace`` builds for this family."""

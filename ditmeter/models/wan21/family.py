@@ -40,9 +40,5 @@ class Wan21:
     def component_weights(self, model: WanModelSpec) -> dict[str, dict[str, int]]:
         return pipeline.component_weights(model)
 
-    def describe(self) -> str:
-        refs = self.references()
-        return ", ".join(f"{stage}: {r.source}" for stage, r in refs.items())
-
 
 WAN21 = Wan21()
