@@ -33,7 +33,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import Geometry
-from ditmeter.analytic.workload import Workload, parse_workload
+from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
+from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
 from ditmeter.errors import ConfigError
 from ditmeter.models import family as family_named
 from ditmeter.models.family import Family, ModelSpec
@@ -43,7 +44,7 @@ GROUPS = ("model", "workload", "device")
 REQUIRED_GROUPS = ("model", "workload")
 
 #: The top-level keys each command uses (an override of another is refused), and all of them.
-_RUN = ("model", "workload", "device", "output_root", "run_id", "measured_video_s")
+_RUN = ("model", "workload", "device", "pipeline", "offload", "output_root", "run_id", "measured_video_s")
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "report": (*_RUN, "stages"),
     "trace": (*_RUN, "stages", "compare"),
@@ -114,6 +115,7 @@ def _run_id(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 class TopLevel:
     """The top-level keys that are single values."""
 
+    pipeline: str = attrs.field(validator=one_of(*PIPELINES))
     output_root: str = attrs.field(validator=_is_path)
     run_id: str | None = attrs.field(default=None, validator=_run_id)
     #: seconds; a video below a millisecond or above 30 years is a typo, not a measurement
@@ -134,6 +136,7 @@ class RunConfig:
     run_id: str | None
     compare: CompareOptions
     stages: tuple[str, ...]  # the selected stages of the video
+    offload: Offload = DEFAULT_OFFLOAD
     device: DeviceSpec | None = None
     measured_video_s: float | None = None
     profile: ProfileOptions = ProfileOptions()
@@ -235,10 +238,14 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
     changed = [o.split(".", 1)[1] for o in overrides if o.startswith("workload.") and "=" in o]
     if changed:  # a preset with edits must not pass for the preset itself
         raw["workload"]["name"] = f"{raw['workload'].get('name', 'custom')}[{','.join(changed)}]"
+    top = parse(
+        TopLevel, {k: raw.get(k) for k in ("pipeline", "output_root", "run_id", "measured_video_s")}, ""
+    )
     fam = family_named(raw["model"].get("family"))
-    model = fam.parse_model(raw["model"])
-    workload = parse_workload(raw["workload"], default_steps=model.default_steps, text_len=model.text_len)
-    top = parse(TopLevel, {k: raw.get(k) for k in ("output_root", "run_id", "measured_video_s")}, "")
+    model = fam.parse_model(raw["model"], top.pipeline)
+    workload = parse_workload(
+        raw["workload"], default_steps=model.default_steps, text_len=model.text_len, pipeline=top.pipeline
+    )
     device = parse(DeviceSpec, raw["device"], "device") if raw.get("device") is not None else None
     if top.measured_video_s is not None and device is None:
         raise ConfigError("measured_video_s", "needs device=NAME: the MFU is against a device's peak")
@@ -250,6 +257,7 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         run_id=top.run_id,
         compare=parse(CompareOptions, raw.get("compare"), "compare"),
         stages=select_stages(fam, model, raw.get("stages")),
+        offload=parse(Offload, raw.get("offload") or {}, "offload"),
         device=device,
         measured_video_s=top.measured_video_s,
         profile=parse(ProfileOptions, raw.get("profile"), "profile"),

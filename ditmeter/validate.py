@@ -108,6 +108,11 @@ def int_tuple(length: int | None = None, max_length: int | None = None) -> Valid
     return check
 
 
+def boolean(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise FieldError(attribute.name, f"{_plain(value)!r} not allowed; allowed: true, false")
+
+
 def bool_tuple(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, tuple) or not all(isinstance(v, bool) for v in value):
         raise FieldError(attribute.name, f"must be a list of booleans, got {_plain(value)!r}")

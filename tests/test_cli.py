@@ -22,12 +22,23 @@ BAD_INPUTS = [
     (["workload.batch_size=two"], "workload.batch_size: must be a positive integer, got 'two'"),
     (["workload.width=8"], "workload.width: 8 is below one patch (16 pixels)"),
     (["workload.dtype=int4"], "workload.dtype: 'int4' not allowed; allowed: bf16, fp16, fp32"),
-    (["workload.rounding=nearest"], "workload.rounding: 'nearest' not allowed; allowed: official, diffusers"),
+    (["pipeline=nearest"], "pipeline: 'nearest' not allowed; allowed: official, diffusers"),
+    (["workload.rounding=diffusers"], "workload.rounding: not a known key"),
+    (["+workload.rounding=diffusers"], "workload.rounding: replaced by the top-level key pipeline"),
+    (["offload.model=maybe"], "offload.model: 'maybe' not allowed; allowed: true, false"),
+    (
+        ["model=wan2.1-i2v-14b-480p", "+model.image_encoder.dtype=fp32"],
+        "model.image_encoder.dtype: is set by the pipeline",
+    ),
+    (
+        ["model=wan2.1-flf2v-14b-720p", "workload.num_frames=33"],
+        "workload.num_frames: 33 not allowed: the official FLF2V code",
+    ),
     (["workload.guidance_scale=-1"], "workload.guidance_scale: must be a finite number >= 0"),
     (["workload.context_len=1024"], "workload.context_len: 1024 exceeds the model's text_len 512"),
     (["workload.colour=red"], "workload.colour: not a known key"),
     (["~workload.height"], "workload.height: missing (required key)"),
-    (["workload.rounding=diffusers", "workload.height=730"], "workload.height: 730 is not a multiple of 16"),
+    (["pipeline=diffusers", "workload.height=730"], "workload.height: 730 is not a multiple of 16"),
     (["not-an-override"], "overrides:"),
 ]
 

@@ -17,7 +17,17 @@ from ditmeter.models.wan21.spec import ClipSpec
 from ditmeter.tracer.capture import capture_forward
 from ditmeter.validate import parse
 
-SPEC = load(["model=wan2.1-i2v-14b-480p"]).model.image_encoder
+
+def graph_flops(graph: object) -> int:
+    return sum(n.meta.get("flops", 0) for n in graph.nodes)  # type: ignore[attr-defined]
+
+
+#: The official pipeline runs 31 blocks in fp16 (use_31_block); diffusers all 32 in fp32.
+SPECS = {
+    p: load(["model=wan2.1-i2v-14b-480p", f"pipeline={p}"]).model.image_encoder
+    for p in ("official", "diffusers")
+}
+SPEC = SPECS["diffusers"]
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +53,27 @@ def test_every_module_agrees_exactly_with_flop_counter(encoder: object, images: 
 
 
 def test_the_total_by_hand() -> None:
-    """Patch conv + 32 × (qkv, proj, QKᵀ and PV over 257 tokens, MLP) for one 224² image."""
+    """Patch conv + 32 × (qkv, proj, QKᵀ and PV over 257 tokens, MLP) for one 224² image under
+    diffusers; the official code stops after block 31."""
     per_layer = 4 * 2 * 257 * 1280 * 1280 + 4 * 16 * 257 * 257 * 80 + 2 * 2 * 257 * 1280 * 5120
     conv = 2 * 256 * 1280 * (3 * 14 * 14)
     assert build_clip(SPEC, 1).total.tensor_flops == conv + 32 * per_layer == 334_587_658_240
+    assert build_clip(SPECS["official"], 1).total.tensor_flops == conv + 31 * per_layer == 324_143_836_160
+    assert (SPECS["official"].layers_run, SPECS["official"].dtype) == (31, "fp16")
+    assert (SPEC.layers_run, SPEC.dtype) == (32, "fp32")
+
+
+def test_the_official_depth_is_traced_on_the_real_module() -> None:
+    """The module the tracer builds for pipeline=official has 31 blocks, and the gate is exact."""
+    official = SPECS["official"]
+    real = build_clip_vision(official)
+    assert sum(type(m).__name__ == "CLIPEncoderLayer" for m in real.modules()) == 31
+    graph = capture_forward(real, clip_inputs(official, 1))
+    tree = build_clip(official, 1)
+    v = check_graph(graph, tree, CLIP_NAMES, CLIP_RULES, 0.0, "image_encoder")[1]
+    assert v.passed and v.max_error == 0.0 and v.coverage.nodes["unmatched"] == 0
+    assert sum(c.module_id.endswith("attn.to_qkv") for c in v.checks) == 31
+    assert graph_flops(graph) == 324_143_836_160
 
 
 def test_layers_run_cannot_exceed_the_model() -> None:

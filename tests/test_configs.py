@@ -36,7 +36,7 @@ def test_workload_values_match_the_issue() -> None:
         assert (w.num_frames, (w.height, w.width), w.num_inference_steps) == (81, hw, 50)
     for name in WORKLOADS:
         _, w = spec_and_workload("wan2.1-t2v-14b", name)
-        assert (w.guidance_scale, w.batch_size, w.context_len, w.rounding) == (5.0, 1, 512, "official")
+        assert (w.guidance_scale, w.batch_size, w.context_len, w.pipeline) == (5.0, 1, 512, "official")
 
 
 def test_model_configs_match_wan_release() -> None:

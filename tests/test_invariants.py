@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import attrs
 import pandas as pd
+import pytest
 from conftest import analyze, spec_and_workload
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from ditmeter.analytic.geometry import geometry as _geometry
 from ditmeter.cli import main
 from ditmeter.compare.check import check_graph
+from ditmeter.config import load
 from ditmeter.models.wan21.builders import build_diffusers_dit, diffusers_dit_inputs
 from ditmeter.models.wan21.names import DIT_NAMES
 from ditmeter.models.wan21.node_rules import DIT_RULES
@@ -97,7 +99,20 @@ def test_guidance_runs_a_second_forward_exactly_when_the_diffusers_pipeline_does
 
     for scale in (0.0, 1.0, 1.0001, 5.0):
         diffusers_cfg = WanPipeline.do_classifier_free_guidance.fget(SimpleNamespace(_guidance_scale=scale))  # type: ignore[attr-defined]
-        assert attrs.evolve(BASE, guidance_scale=scale).guidance_forwards == (2 if diffusers_cfg else 1)
+        w = attrs.evolve(BASE, guidance_scale=scale, pipeline="diffusers")
+        assert w.guidance_forwards == (2 if diffusers_cfg else 1)
+        # the official generate.py runs the conditional and the unconditional forward every step
+        assert attrs.evolve(w, pipeline="official").guidance_forwards == 2
+
+
+@pytest.mark.parametrize(("pipeline", "forwards"), [("official", 100), ("diffusers", 50)])
+def test_forwards_per_video_at_guidance_one(pipeline: str, forwards: int) -> None:
+    """T2V's 50 default steps at guidance_scale 1: 100 DiT forwards officially, 50 under diffusers."""
+    cfg = load(["workload=480p-81f", "workload.guidance_scale=1", f"pipeline={pipeline}"])
+    a = analyze(cfg.model, cfg.workload)
+    assert (a.forwards_per_video, a.forward.runs_per_video) == (forwards, forwards)
+    text = cfg.family.analyze(cfg.model, cfg.workload, ("text_encoder",)).stages[0]
+    assert text.runs_per_video == forwards // 50  # the negative prompt is encoded only with guidance
 
 
 def test_published_containers_are_the_sum_of_their_children(tmp_path: Path) -> None:
@@ -125,8 +140,8 @@ def test_geometry_matches_wan_facts() -> None:
 
 
 def test_frame_rounding_rules_disagree_as_documented() -> None:
-    official = geometry(SPEC14, attrs.evolve(BASE, num_frames=16, rounding="official"))
-    diffusers = geometry(SPEC14, attrs.evolve(BASE, num_frames=16, rounding="diffusers"))
+    official = geometry(SPEC14, attrs.evolve(BASE, num_frames=16, pipeline="official"))
+    diffusers = geometry(SPEC14, attrs.evolve(BASE, num_frames=16, pipeline="diffusers"))
     assert official.latent_frames == 4 and diffusers.latent_frames == 5
     assert [(a.field, a.requested, a.effective) for a in official.adjustments] == [("num_frames", 16, 13)]
     assert [(a.field, a.requested, a.effective) for a in diffusers.adjustments] == [("num_frames", 16, 17)]

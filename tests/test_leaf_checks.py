@@ -39,7 +39,8 @@ def _measured(
     model: str, workload: str, overrides: tuple[str, ...]
 ) -> list[tuple[str, list[ModuleRow], Any]]:
     """(stage, its module rows, what its traced ops record per leaf) for every stage of the model."""
-    cfg = load([f"model={model}", f"workload={workload}", *overrides])
+    # the traced modules run in the diffusers pipeline's dtypes (the official DiT holds fp32 weights)
+    cfg = load([f"model={model}", f"workload={workload}", "pipeline=diffusers", *overrides])
     analysis = cfg.family.analyze(cfg.model, cfg.workload, cfg.stages)
     refs = cfg.family.references()
     out = []

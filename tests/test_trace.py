@@ -84,7 +84,15 @@ def test_gate_passes_exactly_for_every_standard_workload(model: str, workload: s
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runs")
-    argv = ["trace", "model=wan2.1-t2v-1.3b", "workload=w002-512p", f"output_root={root}"]
+    # diffusers: the traced module's dtypes (the official DiT's analytic weights are fp32)
+    argv = [
+        "trace",
+        "model=wan2.1-t2v-1.3b",
+        "workload=w002-512p",
+        "pipeline=diffusers",
+        "workload.num_frames=13",  # 4 latent frames under both pipelines' rules
+        f"output_root={root}",
+    ]
     assert main(argv) == 0
     return _analysis_dir(root)
 
@@ -305,7 +313,7 @@ def test_every_column_is_documented() -> None:
         ["workload.dtype=fp32"],
         ["workload.context_len=226"],
         [
-            "workload.rounding=diffusers",
+            "pipeline=diffusers",
             "workload.num_frames=17",
             "workload.height=480",
             "workload.width=832",
@@ -313,7 +321,7 @@ def test_every_column_is_documented() -> None:
     ],
 )
 def test_gate_is_exact_off_the_presets(overrides: list[str], out_root: Path) -> None:
-    """Batch, dtype (fp32 has no casts), context length and rounding change the graph, not the agreement."""
+    """Batch, dtype (fp32 has no casts), context length and pipeline change the graph, not the agreement."""
     cfg = load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"output_root={out_root}", *overrides])
     v = trace(cfg).verdict
     assert v.passed and v.max_error == 0.0 and v.coverage.nodes["unmatched"] == 0

@@ -18,7 +18,7 @@ import attrs
 from ditmeter.analytic.cost import COST_FIELDS, Cost, total
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import Geometry
-from ditmeter.analytic.memory import Footprint
+from ditmeter.analytic.memory import Footprint, Timeline
 from ditmeter.analytic.roofline import Prediction, module_rooflines
 from ditmeter.analytic.tree import Composite, ModuleRow, leaf_totals_by, walk
 from ditmeter.analytic.workload import Workload
@@ -90,6 +90,7 @@ class Analysis:
     forward: Stage
     footprint: Footprint  # the forward stage's memory while it runs
     notes: tuple[str, ...]
+    memory: Timeline  # one video on one GPU, every stage
 
     @property
     def every_stage(self) -> tuple[Stage, ...]:

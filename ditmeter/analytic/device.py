@@ -30,6 +30,7 @@ NUMBER_KEYS = (
     "fp32_tflops",
     "memory_bandwidth_gbps",
     "memory_gb",
+    "memory_mib",
 )
 OPTIONAL_NUMBER_KEYS = ("fp8_tflops", "bf16_sparse_tflops", "fp16_sparse_tflops", "fp8_sparse_tflops")
 
@@ -75,7 +76,8 @@ class DeviceSpec:
     """One GPU: dense tensor peaks, the non-tensor FP32 peak, memory bandwidth and capacity.
 
     Units are in the names: TFLOP/s (10¹² FLOP/s), GB/s and GB (10⁹ bytes, as
-    datasheets print them). ``efficiency`` (0 < e ≤ 1, default 1.0 = the
+    datasheets print them), MiB (2²⁰ bytes, as the driver reports capacity: an
+    "80 GB" H100 shows 81,559 MiB). ``efficiency`` (0 < e ≤ 1, default 1.0 = the
     physical lower bound on time) scales every peak and the bandwidth alike.
     """
 
@@ -86,7 +88,8 @@ class DeviceSpec:
     fp8_tflops: float | None = _optional()
     fp32_tflops: float = _number()  # non-tensor (CUDA-core) FP32
     memory_bandwidth_gbps: float = _number()
-    memory_gb: float = _number()
+    memory_gb: float = _number()  # the datasheet's figure (10⁹ bytes), for people
+    memory_mib: float = _number()  # what the driver reports (nvidia-smi): the capacity fits use
     efficiency: float = attrs.field(default=1.0, converter=_float, validator=_efficiency)
     sources: dict[str, str] = attrs.field(factory=dict, converter=_sources)
     bf16_sparse_tflops: float | None = _optional()
@@ -125,7 +128,8 @@ class DeviceSpec:
 
     @property
     def memory_bytes(self) -> int:
-        return int(self.memory_gb * 1e9)
+        """The capacity the driver reports, in bytes."""
+        return int(self.memory_mib * 2**20)
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> DeviceSpec:

@@ -1,10 +1,14 @@
 """Token geometry: the one place a workload becomes latent and token shapes.
 
-Two rules exist for frame counts that are not 4n+1 (see docs/geometry.md):
+The pipeline (``pipeline=``) decides the rule for frame counts that are not
+4n+1 (see docs/geometry.md):
 
 * ``official`` (Wan2.1 code): latent frames = (F − 1)//4 + 1, so 16 frames → 4.
 * ``diffusers`` (``WanPipeline``): F is first rounded to F//4·4 + 1 (16 → 17,
   5 latent frames), with a warning.
+
+A family may size the latent itself (the official image-to-video code derives
+it from ``max_area`` and the image's aspect ratio) and pass that ``size``.
 
 Height and width: the official code floors H/8 and W/8 (VAE) and then the
 patch convolution floors again by the patch size, so pixels past the last
@@ -57,11 +61,24 @@ class Geometry:
         return (self.latent_frames, self.latent_height, self.latent_width)
 
 
+@attrs.frozen
+class Resize:
+    """A pixel size the pipeline derives itself (before flooring to whole patches), and why."""
+
+    height: int
+    width: int
+    reason: str
+
+
 def geometry(
-    workload: Workload, vae_stride: tuple[int, int, int], patch_size: tuple[int, int, int]
+    workload: Workload,
+    vae_stride: tuple[int, int, int],
+    patch_size: tuple[int, int, int],
+    size: Resize | None = None,
 ) -> Geometry:
-    """Latent and token geometry of ``workload`` under its rounding rule, for a VAE of stride
-    ``vae_stride`` (frames, height, width) and a DiT patch of ``patch_size``."""
+    """Latent and token geometry of ``workload`` under its pipeline's rule, for a VAE of stride
+    ``vae_stride`` (frames, height, width) and a DiT patch of ``patch_size``; ``size`` replaces
+    the requested height and width when the pipeline sizes the video itself."""
     st, sh, sw = vae_stride
     pt, ph, pw = patch_size
     pix_h, pix_w = sh * ph, sw * pw
@@ -72,13 +89,13 @@ def geometry(
             )
     adjustments: list[Adjustment] = []
     frames = workload.num_frames
-    if workload.rounding == "diffusers":
+    if workload.pipeline == "diffusers":
         for key, value, unit in (("height", workload.height, pix_h), ("width", workload.width, pix_w)):
             if value % unit:
                 raise ConfigError(
                     f"workload.{key}",
                     f"{value} is not a multiple of {unit}; the diffusers pipeline refuses it "
-                    "(allowed: multiples of 16, or workload.rounding=official)",
+                    "(allowed: multiples of 16, or pipeline=official)",
                 )
         if frames % st != 1:
             rounded = max(frames // st * st + 1, 1)
@@ -97,10 +114,15 @@ def geometry(
         )
     # Every stage sees the same latent: floored to whole patches, so the VAE decodes exactly the
     # rows the DiT denoised (an odd latent height used to reach the VAE as one row more).
-    patch_h, patch_w = workload.height // sh // ph, workload.width // sw // pw
+    height, width = (size.height, size.width) if size is not None else (workload.height, workload.width)
+    if size is not None:
+        for key, requested, sized in (("height", workload.height, height), ("width", workload.width, width)):
+            if requested != sized:
+                adjustments.append(Adjustment(key, requested, sized, size.reason))
+    patch_h, patch_w = height // sh // ph, width // sw // pw
     latent_h, latent_w = patch_h * ph, patch_w * pw
     eff_h, eff_w = patch_h * pix_h, patch_w * pix_w
-    for key, requested, effective in (("height", workload.height, eff_h), ("width", workload.width, eff_w)):
+    for key, requested, effective in (("height", height, eff_h), ("width", width, eff_w)):
         if requested != effective:
             adjustments.append(
                 Adjustment(key, requested, effective, f"floored to whole {pix_h}-pixel patches")

@@ -13,6 +13,7 @@ import attrs
 from ditmeter.analytic.cost import FP32_BYTES
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.tree import Node, walk
+from ditmeter.validate import boolean
 
 
 @attrs.frozen
@@ -53,3 +54,75 @@ def weights_by_dtype(tree: Node, dtype: str) -> dict[str, int]:
             name = dtype if width != FP32_BYTES else "fp32"
             out[name] = out.get(name, 0) + row.total.weight_bytes
     return out
+
+
+@attrs.frozen
+class Offload:
+    """``offload.*``: where components sit during one video on one GPU (``model`` None: the
+    pipeline's default)."""
+
+    model: bool | None = attrs.field(default=None, validator=attrs.validators.optional(boolean))
+    t5_cpu: bool = attrs.field(default=False, validator=boolean)
+
+
+#: The official default placement: offload as the pipeline does by default.
+DEFAULT_OFFLOAD = Offload()
+
+#: What a timeline's live bytes leave out, added as one documented constant per GPU.
+CUDA_CONTEXT_BYTES = 512 * 2**20
+CUDA_CONTEXT_SOURCE = (
+    "estimate of the CUDA context and the kernels PyTorch loads (lazy module loading, the default "
+    "since CUDA 11.7 / PyTorch 1.13; NVIDIA's CUDA C++ Programming Guide, 'Lazy Loading'); a fresh "
+    "PyTorch process typically shows 0.3-0.6 GiB in nvidia-smi before any tensor"
+)
+#: Said wherever the peak is.
+TIMELINE_SCOPE = (
+    "Counted: weights resident on the GPU at each stage and the peak live activation tensors of "
+    "one run of the stage (every stage's rule checked by `trace` against the real module's tensor "
+    "lifetimes, flash attention), plus a CUDA-context constant. Not counted: the caching "
+    "allocator's reserved-but-free blocks and fragmentation, cuBLAS/cuDNN workspaces, the small "
+    "tensors the pipeline carries between stages (latents, embeddings)."
+)
+
+
+@attrs.frozen
+class Phase:
+    """One stage of the video on the GPU: the weights resident and the stage's live activations."""
+
+    stage: str
+    resident: dict[str, int]  # component → weight bytes on the GPU during the stage
+    activation_bytes: int | None  # None: not modeled yet (counted as 0)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(self.resident.values())
+
+    @property
+    def live_bytes(self) -> int:
+        return self.weight_bytes + (self.activation_bytes or 0)
+
+
+@attrs.frozen
+class Timeline:
+    """The memory of one video on one GPU, stage by stage, and its peak."""
+
+    phases: tuple[Phase, ...]
+    components: dict[str, dict[str, int]]  # every component's weight bytes by dtype
+    offload_model: bool
+    t5_cpu: bool
+    overhead_bytes: int = CUDA_CONTEXT_BYTES
+
+    @property
+    def peak_phase(self) -> Phase:
+        return max(self.phases, key=lambda p: p.live_bytes)
+
+    @property
+    def peak_live_bytes(self) -> int:
+        return self.peak_phase.live_bytes
+
+    @property
+    def peak_per_gpu_bytes(self) -> int:
+        return self.peak_live_bytes + self.overhead_bytes
+
+    def fits(self, device: DeviceSpec) -> bool:
+        return self.peak_per_gpu_bytes <= device.memory_bytes

@@ -15,7 +15,9 @@ from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.errors import ConfigError
 from ditmeter.validate import finite_number, one_of, parse, positive_int
 
-ROUNDING_RULES = ("official", "diffusers")
+#: Which code runs the video (top-level ``pipeline=``): the Wan repository's ``generate.py`` or
+#: the diffusers pipelines. It decides dtypes, guidance, sizes and offload (see a family's semantics).
+PIPELINES = ("official", "diffusers")
 
 
 def _float(value: Any) -> Any:
@@ -37,7 +39,7 @@ class Workload:
     text_len: int = attrs.field(validator=positive_int)
     context_len: int = attrs.field(validator=positive_int)
     dtype: str = attrs.field(validator=one_of(*DTYPE_BYTES))
-    rounding: str = attrs.field(validator=one_of(*ROUNDING_RULES))
+    pipeline: str = attrs.field(validator=one_of(*PIPELINES))  # from the top-level ``pipeline`` key
 
     @property
     def act_bytes(self) -> int:
@@ -45,19 +47,28 @@ class Workload:
 
     @property
     def guidance_forwards(self) -> int:
-        """Classifier-free guidance runs a second, unconditional forward when scale > 1."""
-        return 2 if self.guidance_scale > 1.0 else 1
+        """DiT forwards per step: the official code always runs a conditional and an unconditional
+        forward (whatever ``guide_scale`` is); diffusers skips the second when scale <= 1."""
+        return 2 if self.pipeline == "official" or self.guidance_scale > 1.0 else 1
 
     @property
     def forwards_per_video(self) -> int:
         return self.num_inference_steps * self.guidance_forwards
 
 
-def parse_workload(raw: Any, *, default_steps: int, text_len: int) -> Workload:
+def parse_workload(raw: Any, *, default_steps: int, text_len: int, pipeline: str) -> Workload:
     """The ``workload`` section for a model whose release runs ``default_steps`` steps (used when
-    ``num_inference_steps`` is null) and whose text embedding takes at most ``text_len`` tokens."""
+    ``num_inference_steps`` is null) and whose text embedding takes at most ``text_len`` tokens,
+    run by ``pipeline`` (the top-level key)."""
     section = "workload"
-    given: dict[str, Any] = {"name": raw.get("name", "custom") if isinstance(raw, Mapping) else "custom"}
+    if isinstance(raw, Mapping) and "pipeline" in raw:
+        raise ConfigError(f"{section}.pipeline", "is a top-level key: pipeline=official|diffusers")
+    if isinstance(raw, Mapping) and "rounding" in raw:
+        raise ConfigError(f"{section}.rounding", "replaced by the top-level key pipeline=official|diffusers")
+    given: dict[str, Any] = {
+        "name": raw.get("name", "custom") if isinstance(raw, Mapping) else "custom",
+        "pipeline": pipeline,
+    }
     if isinstance(raw, Mapping) and raw.get("num_inference_steps") is None:
         given["num_inference_steps"] = default_steps
     w = parse(Workload, raw, section, **given)

@@ -87,5 +87,16 @@ def compare(output_root: Path, run_id: str | None, tolerance: float) -> CompareR
         _name(meta, "workload"),
         created(run),
         run_id is None,
-        evaluate(modules, nodes, tolerance),
+        evaluate(modules, nodes, tolerance, _memory(meta)),
     )
+
+
+def _memory(meta: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """The run's (analytic, measured) peak live activation bytes per stage (none in older runs)."""
+    raw = meta.get("memory") or {}
+    try:
+        return {str(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
+    except (TypeError, ValueError, IndexError, AttributeError):
+        raise ConfigError(
+            "run_id", "modules.parquet: metadata 'memory' is not {stage: [analytic, measured]}"
+        ) from None

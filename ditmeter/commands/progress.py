@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
-#: Called with a step's name ("build dit", "capture dit", "map dit", "join", "write"); the context
-#: it returns spans the step (the CLI shows a spinner, then a line with the time).
+#: Called with a step's name ("build dit", "capture dit", "memory dit", "map dit", "join",
+#: "write"); the context it returns spans the step (the CLI shows a spinner, then a line with the time).
 Progress = Callable[[str], AbstractContextManager[None]]
 
 

@@ -33,12 +33,11 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
     """
     fam = cfg.family
     if model is None:
-        analysis = fam.analyze(cfg.model, cfg.workload, cfg.stages)
+        analysis = fam.analyze(cfg.model, cfg.workload, cfg.stages, cfg.offload)
     else:
-        analysis = fam.analyze(model, cfg.workload, (fam.forward_stage,))
+        analysis = fam.analyze(model, cfg.workload, (fam.forward_stage,), cfg.offload)
     analysis.check_bounds()  # before any tracing, plotting or writing
-    others = fam.component_weights(cfg.model) if cfg.device is not None else {}
-    return analysis, device_view(analysis, cfg.device, cfg.measured_video_s, others)
+    return analysis, device_view(analysis, cfg.device, cfg.measured_video_s)
 
 
 def run_id_for(cfg: RunConfig, suffix: str = "") -> str:

@@ -10,6 +10,7 @@ and ``graph.json``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import attrs
@@ -58,15 +59,30 @@ class TraceResult:
 
 
 def trace_stage(
-    cfg: RunConfig, analysis: Analysis, stage: Stage, ref: Reference, rows: list[ModuleRow], step: Steps
+    cfg: RunConfig,
+    analysis: Analysis,
+    stage: Stage,
+    ref: Reference,
+    rows: list[ModuleRow],
+    step: Steps,
+    memory: dict[str, tuple[int, int]],
 ) -> pd.DataFrame:
-    """Build the stage's real module on meta, capture one run, map every node: its nodes table."""
+    """Build the stage's real module on meta, capture one run, map every node: its nodes table.
+
+    For a stage with a memory rule, also run it once under the tensor-lifetime counter and add
+    ``(analytic, measured)`` peak live activation bytes to ``memory``.
+    """
     from ditmeter.tracer.capture import capture_forward
+    from ditmeter.tracer.memory import peak_live_bytes
 
     with step(f"build {stage.name}"):
         module, inputs = ref.make(cfg.model, cfg.workload, analysis.geometry, "meta")
     with step(f"capture {stage.name}"):
         graph = capture_forward(module, inputs)
+    expected = cfg.family.reference_memory(analysis).get(stage.name)
+    if expected is not None:
+        with step(f"memory {stage.name}"):
+            memory[stage.name] = (expected, peak_live_bytes(module, inputs))
     with step(f"map {stage.name}"):
         return map_graph(graph, rows, ref.names, ref.rules, stage=stage.name)
 
@@ -78,7 +94,8 @@ def _write(
     analysis, lib = joined.analysis, library_versions()
     versions = f"diffusers {lib['diffusers']}, transformers {lib['transformers']}"
     sources = "; ".join(f"{name}: {r.name} ({r.source})" for name, r in refs.items())
-    ref_meta = {"reference": f"{sources}; {versions}"}
+    memory = {c.module_id: [c.analytic, c.measured] for c in joined.verdict.memory}
+    ref_meta = {"reference": f"{sources}; {versions}", "memory": json.dumps(memory)}
     write_parquet(
         joined.nodes, NODES_SCHEMA, out / "nodes.parquet", table_metadata(analysis, "nodes", **ref_meta)
     )
@@ -121,13 +138,14 @@ def _join(
     view: DeviceView,
     rows: dict[str, list[ModuleRow]],
     nodes: pd.DataFrame,
+    memory: dict[str, tuple[int, int]],
 ) -> _Joined:
-    """Roll the measured FLOPs up the tree beside the analytic ones, gate, build the graph."""
+    """Roll the measured FLOPs up the tree beside the analytic ones, gate (memory too), build the graph."""
     every = [r for stage_rows in rows.values() for r in stage_rows]
     measured, unfused = measured_by_module(nodes, every), unfused_by_module(nodes, every)
     pairs = [(name, r) for name, stage_rows in rows.items() for r in stage_rows]
     modules = with_measured(modules_frame(analysis, view.prediction, pairs), measured, unfused)
-    verdict = evaluate(modules, nodes, cfg.compare.tolerance)
+    verdict = evaluate(modules, nodes, cfg.compare.tolerance, memory)
     return _Joined(analysis, view, nodes, modules, verdict, build_graph(modules, nodes))
 
 
@@ -149,12 +167,16 @@ def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
     rows = {s.name: s.rows() for s in analysis.stages}
     run_id = run_id_for(cfg)
     with open_run(cfg, "trace", run_id) as out:
+        memory: dict[str, tuple[int, int]] = {}
         nodes = pd.concat(
-            [trace_stage(cfg, analysis, s, refs[s.name], rows[s.name], step) for s in analysis.stages],
+            [
+                trace_stage(cfg, analysis, s, refs[s.name], rows[s.name], step, memory)
+                for s in analysis.stages
+            ],
             ignore_index=True,
         )
         with step("join"):
-            joined = _join(cfg, analysis, view, rows, nodes)
+            joined = _join(cfg, analysis, view, rows, nodes, memory)
         with step("write"):
             files = _write(cfg, out, run_id, joined, refs, step)
     return TraceResult(

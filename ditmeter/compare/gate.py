@@ -83,6 +83,8 @@ class Verdict:
     coverage: Coverage
     repeated: tuple[str, ...] = ()  # ids of repeated modules (``dit.blocks``)
     roots: tuple[str, ...] = ()  # each stage's root module id (the stage's name)
+    #: peak live activation bytes per stage, analytic vs the real module's tensor lifetimes
+    memory: tuple[ModuleCheck, ...] = ()
 
     def layers(self) -> list[LayerCheck]:
         """Checks grouped by layer across repeated blocks, worst first (the worst copy first)."""
@@ -112,7 +114,12 @@ class Verdict:
     def passed(self) -> bool:
         """Every compared module within tolerance, no unmatched node with FLOPs, and something
         compared at all (an empty run proves nothing)."""
-        return bool(self.checks) and not self.failures and not self.coverage.unmatched_flop_nodes
+        return (
+            bool(self.checks)
+            and not self.failures
+            and not self.coverage.unmatched_flop_nodes
+            and all(c.passed for c in self.memory)
+        )
 
     @property
     def max_error(self) -> float | None:
@@ -145,8 +152,25 @@ def coverage(nodes: pd.DataFrame) -> Coverage:
     return Coverage(counts, flops, named)
 
 
-def evaluate(modules: pd.DataFrame, nodes: pd.DataFrame, tolerance: float) -> Verdict:
-    """The gate over ``modules.parquet`` and ``nodes.parquet`` rows of one traced run."""
+def memory_checks(pairs: dict[str, tuple[int, int]], tolerance: float) -> tuple[ModuleCheck, ...]:
+    """``{stage: (analytic, measured)}`` peak live activation bytes → one check per stage."""
+    out = []
+    for stage, (analytic, measured) in pairs.items():
+        err = rel_error(analytic, measured)
+        out.append(
+            ModuleCheck(stage, "memory", analytic, measured, err, err is not None and err <= tolerance)
+        )
+    return tuple(out)
+
+
+def evaluate(
+    modules: pd.DataFrame,
+    nodes: pd.DataFrame,
+    tolerance: float,
+    memory: dict[str, tuple[int, int]] | None = None,
+) -> Verdict:
+    """The gate over ``modules.parquet`` and ``nodes.parquet`` rows of one traced run, and the
+    ``memory`` pairs ``{stage: (analytic, measured)}`` of peak live activation bytes."""
     checks: list[ModuleCheck] = []
     for r in modules.itertuples():
         analytic, measured = int(r.tensor_flops), int(r.measured_flops)
@@ -159,4 +183,5 @@ def evaluate(modules: pd.DataFrame, nodes: pd.DataFrame, tolerance: float) -> Ve
     checks.sort(key=lambda c: _worst_first(c.rel_error, c.analytic, c.measured))
     repeated = tuple(modules.loc[modules["kind"] == "repeated", "module_id"])
     roots = tuple(modules.loc[modules["parent_id"].isna(), "module_id"])
-    return Verdict(tolerance, tuple(checks), coverage(nodes), repeated, roots)
+    mem = memory_checks(memory or {}, tolerance)
+    return Verdict(tolerance, tuple(checks), coverage(nodes), repeated, roots, mem)

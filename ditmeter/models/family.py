@@ -17,6 +17,7 @@ import attrs
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.geometry import Geometry
+from ditmeter.analytic.memory import Offload
 from ditmeter.analytic.workload import Workload
 from ditmeter.compare.mapping import NodeRules
 from ditmeter.compare.names import NameTable
@@ -84,8 +85,9 @@ class Family(Protocol):
     def forward_stage(self) -> str:
         """The stage that runs every denoising step (``dit``): per-forward figures are its."""
 
-    def parse_model(self, raw: Mapping[str, Any]) -> ModelSpec:
-        """The ``model`` config section as the family's typed record (errors name the field)."""
+    def parse_model(self, raw: Mapping[str, Any], pipeline: str) -> ModelSpec:
+        """The ``model`` config section as the family's typed record, its components in the dtypes
+        ``pipeline`` (``official`` or ``diffusers``) runs them in (errors name the field)."""
 
     def geometry(self, model: Any, workload: Workload) -> Geometry:
         """Latent and token shapes of ``workload`` (refuses sizes the model cannot run)."""
@@ -93,11 +95,17 @@ class Family(Protocol):
     def available_stages(self, model: Any) -> tuple[str, ...]:
         """The stages ``model``'s pipeline runs, in order."""
 
-    def analyze(self, model: Any, workload: Workload, stages: Sequence[str]) -> Analysis:
-        """Cost trees of the selected stages of one video."""
+    def analyze(
+        self, model: Any, workload: Workload, stages: Sequence[str], offload: Offload = ...
+    ) -> Analysis:
+        """Cost trees of the selected stages of one video and its memory timeline under ``offload``."""
 
     def references(self) -> Mapping[str, Reference]:
         """The real module behind each stage."""
+
+    def reference_memory(self, analysis: Analysis) -> dict[str, int]:
+        """Per stage with a memory rule: the analytic peak live activation bytes of the stage's
+        reference module as the tracer runs it (its dtypes), for the memory gate."""
 
     def component_weights(self, model: Any) -> dict[str, dict[str, int]]:
         """Weight bytes by dtype of every component besides the forward stage's, for the memory fit."""

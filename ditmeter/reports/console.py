@@ -11,8 +11,9 @@ from rich.console import Console
 
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.compare.gate import Verdict
-from ditmeter.reports.device_report import FIT_SCOPE, DeviceView, measured_table
+from ditmeter.reports.device_report import DeviceView, measured_table
 from ditmeter.reports.format import binary_bytes, percent, si
+from ditmeter.reports.memory_report import fit_line
 from ditmeter.reports.table_model import to_rich
 from ditmeter.reports.verdict import coverage_table, layers_table, stage_lines, verdict_line
 
@@ -26,6 +27,7 @@ _STEP_LABELS = {
     "profile": "profile one forward op by op (torch.profiler)",
     "build": "build the real module",
     "capture": "capture one run (fx graph, per-node FLOPs)",
+    "memory": "measure peak live activations (tensor lifetimes)",
     "map": "map nodes to analytic rules",
     "join": "join, roll up per module, gate",
     "write": "write the run folder",
@@ -68,28 +70,18 @@ def print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
 
 
 def print_device(console: Console, view: DeviceView) -> None:
-    """Memory, and with a device the fit, the predicted time and the MFU."""
-    f = view.footprint
-    line = (
-        f"memory: DiT weights {binary_bytes(f.weight_bytes)}, peak activation "
-        f"{binary_bytes(f.peak_activation_bytes)} ({f.peak_stage} stage)"
+    """The peak memory per GPU (and with a device whether it fits), the predicted time, the MFU."""
+    a = view.analysis
+    f = a.footprint
+    console.print(f"memory: {fit_line(a.memory, view.device)}")
+    console.print(
+        f"  DiT weights {binary_bytes(f.weight_bytes)}, forward activations "
+        f"{binary_bytes(f.peak_activation_bytes)} ({f.peak_stage} phase)"
     )
     p = view.prediction
     if p is None:
-        console.print(line)
         return
     d, t = p.device, p.per_forward
-    others = ", ".join(f"{k} {binary_bytes(sum(w.values()))}" for k, w in view.others.items())
-    console.print(f"{line}; other weights: {others or 'not counted'}")
-
-    def fit(need: int) -> str:
-        verdict = "fits" if need <= d.memory_bytes else "DOES NOT FIT"
-        return f"{binary_bytes(need)} of {binary_bytes(d.memory_bytes)} → {verdict}"
-
-    console.print(
-        f"memory fit: with offload {fit(f.total_bytes)}; without offload {fit(view.resident_without_offload)}"
-    )
-    console.print(f"  ({FIT_SCOPE})")
     console.print(
         f"predicted on {d.display_name} (efficiency {d.efficiency:g}): {t.predicted_s:.3g} s per forward, "
         f"{p.per_step_s:.3g} s per step, {p.per_video_s:,.1f} s per video; "

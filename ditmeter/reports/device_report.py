@@ -9,17 +9,9 @@ import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.memory import Footprint
 from ditmeter.analytic.roofline import Prediction
-from ditmeter.reports.format import binary_bytes, percent, seconds
+from ditmeter.reports.format import percent, seconds
 from ditmeter.reports.table_model import Column, Table, table, to_markdown
-
-#: What the fit counts, said wherever the fit is.
-FIT_SCOPE = (
-    "Weights of every component (text encoder, VAE, image encoder from their analytic trees, equal to "
-    "the real modules) plus the DiT forward's peak activation; the text encoder's and the VAE "
-    "decode's own activations are not modeled yet. With offload, only the DiT is resident while it runs."
-)
 
 
 @attrs.frozen
@@ -27,18 +19,12 @@ class DeviceView:
     """Everything a report says about time and memory (prediction None without a device)."""
 
     analysis: Analysis
-    footprint: Footprint
     prediction: Prediction | None
     measured_video_s: float | None
-    others: dict[str, dict[str, int]] = attrs.field(factory=dict)  # weight bytes by dtype, per component
 
     @property
-    def all_weight_bytes(self) -> int:
-        return self.footprint.weight_bytes + sum(sum(w.values()) for w in self.others.values())
-
-    @property
-    def resident_without_offload(self) -> int:
-        return self.all_weight_bytes + self.footprint.peak_activation_bytes
+    def device(self) -> DeviceSpec | None:
+        return self.prediction.device if self.prediction is not None else None
 
     @property
     def warnings(self) -> list[str]:
@@ -63,11 +49,10 @@ def device_view(
     analysis: Analysis,
     device: DeviceSpec | None = None,
     measured_video_s: float | None = None,
-    others: dict[str, dict[str, int]] | None = None,
 ) -> DeviceView:
-    """Time and memory of ``analysis``; ``others``: the other components' weights, for the fit."""
+    """Time of ``analysis`` on ``device`` (its memory is ``analysis.memory``)."""
     prediction = analysis.prediction(device) if device is not None else None
-    return DeviceView(analysis, analysis.footprint, prediction, measured_video_s, others or {})
+    return DeviceView(analysis, prediction, measured_video_s)
 
 
 def time_by_category(modules: pd.DataFrame, stage: str) -> pd.DataFrame:
@@ -81,30 +66,6 @@ def time_by_category(modules: pd.DataFrame, stage: str) -> pd.DataFrame:
         memory_s=("memory_s", "sum"),
     )
     return out.sort_values("predicted_s", ascending=False, kind="stable").reset_index()
-
-
-def memory_json(view: DeviceView) -> dict[str, Any]:
-    f = view.footprint
-    forward = view.analysis.forward.name
-    components = {forward: {"weights_by_dtype": f.weights_by_dtype, "weight_bytes": f.weight_bytes}}
-    for name, weights in view.others.items():
-        components[name] = {"weights_by_dtype": weights, "weight_bytes": sum(weights.values())}
-    out: dict[str, Any] = {
-        "components": components,
-        "peak_activation_bytes": f.peak_activation_bytes,
-        "persistent_activation_bytes": f.persistent_bytes,
-        "stage_bytes": f.stage_bytes,
-        "peak_stage": f.peak_stage,
-        "resident_bytes": f.total_bytes,
-        "scope": FIT_SCOPE,
-    }
-    if view.prediction is not None:
-        d = view.prediction.device
-        out["device_memory_bytes"] = d.memory_bytes
-        out["resident_without_offload_bytes"] = view.resident_without_offload
-        out["fits_with_offload"] = f.fits(d)
-        out["fits_without_offload"] = view.resident_without_offload <= d.memory_bytes
-    return out
 
 
 def stage_times(view: DeviceView) -> list[dict[str, Any]]:
@@ -157,10 +118,6 @@ def device_json(view: DeviceView) -> dict[str, Any] | None:
     return attrs.asdict(view.prediction.device)
 
 
-def _fit(need: int, have: int) -> str:
-    return "fits" if need <= have else "**does not fit**"
-
-
 def prediction_table(p: Prediction) -> Table:
     """Predicted time per forward, step and video, and the bound."""
     t = p.per_forward
@@ -193,26 +150,12 @@ def time_table(modules: pd.DataFrame, stage: str, per_forward_s: float) -> Table
 
 
 def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
-    """The "Time and memory" section of summary.md."""
-    f = view.footprint
-    weights = ", ".join(f"{binary_bytes(b)} {k}" for k, b in f.weights_by_dtype.items())
-    lines = [
-        f"- DiT weights: **{binary_bytes(f.weight_bytes)}** ({weights})",
-        f"- Peak activation of one forward: **{binary_bytes(f.peak_activation_bytes)}** "
-        f"({binary_bytes(f.persistent_bytes)} persistent + the {f.peak_stage} stage; flash-style attention)",
-    ]
+    """The "Time" section of summary.md."""
     p = view.prediction
     if p is None:
-        return [*lines, "", "Give `device=NAME` for predicted time, the roofline and the memory fit."]
+        return ["Give `device=NAME` for predicted time, the roofline and the memory fit."]
     d = p.device
-    others = ", ".join(f"{k} {binary_bytes(sum(w.values()))}" for k, w in view.others.items())
-    lines += [
-        f"- Other components' weights: {others}" if others else "- Other components: not counted",
-        f"- On {d.display_name} ({binary_bytes(d.memory_bytes)}): with offload "
-        f"{binary_bytes(f.total_bytes)} → {_fit(f.total_bytes, d.memory_bytes)}; without offload "
-        f"{binary_bytes(view.resident_without_offload)} → "
-        f"{_fit(view.resident_without_offload, d.memory_bytes)}. {FIT_SCOPE}",
-        "",
+    lines = [
         f"Predicted on **{d.display_name}** (efficiency {d.efficiency:g}; roofline lower bound):",
         "",
         *to_markdown(prediction_table(p)),

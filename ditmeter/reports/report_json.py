@@ -21,9 +21,9 @@ from ditmeter.reports.device_report import (
     DeviceView,
     device_json,
     measured_by_category,
-    memory_json,
     time_json,
 )
+from ditmeter.reports.memory_report import memory_json
 from ditmeter.reports.tables import CONVENTION, library_versions
 
 SCHEMA_VERSION = "ditmeter.report/1"
@@ -54,7 +54,7 @@ def _workload(analysis: Analysis) -> dict[str, Any]:
             "context_len": g.context_len,
         },
         "adjustments": [attrs.asdict(a) for a in g.adjustments],
-        "rounding_rule": analysis.workload.rounding,
+        "pipeline": analysis.workload.pipeline,
         "guidance_forwards_per_step": analysis.workload.guidance_forwards,
         "forwards_per_video": analysis.forwards_per_video,
     }
@@ -106,6 +106,18 @@ def compare_section(verdict: Verdict, forward: str, **extra: Any) -> dict[str, A
         "max_rel_error": verdict.max_error,
         "end_to_end": _check(e2e) if e2e else None,
         "stages": [_check(c) for c in verdict.stage_totals()],
+        "memory": [
+            {
+                "stage": c.module_id,
+                "analytic_peak_live_bytes": c.analytic,
+                "measured_peak_live_bytes": c.measured,
+                "rel_error": c.rel_error,
+                "passed": c.passed,
+            }
+            for c in verdict.memory
+        ],
+        "memory_measured_by": "tensor lifetimes of the real module on meta (ditmeter.tracer.memory), "
+        "flash attention",
         "compared_modules": len(verdict.checks),
         "failed_modules": len(verdict.failures),
         "worst": [_check(c) for c in verdict.checks[:WORST_SHOWN]],
@@ -152,6 +164,7 @@ def build_report(
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "tool": {"name": "ditmeter", "versions": library_versions()},
         "convention": CONVENTION,
+        "pipeline": analysis.workload.pipeline,
         "model": {"family": analysis.family, **attrs.asdict(analysis.model)},
         "workload": _workload(analysis),
         "stages": stages_json(analysis),
@@ -170,7 +183,7 @@ def build_report(
         "metric_fields": list(COST_FIELDS),
         "device": device_json(view) if view else None,
         "time": time_json(view, modules) if view else None,
-        "memory": memory_json(view) if view else None,
+        "memory": memory_json(analysis, view.device if view else None),
         "compare": compare,
         "profile": {**profile, "by_category": measured_by_category(modules).to_dict(orient="records")}
         if profile

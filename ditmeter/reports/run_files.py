@@ -21,7 +21,7 @@ from ditmeter.reports.tables import MODULES_SCHEMA, table_metadata, write_parque
 
 #: What each run writes (the CLI's help and the docs list these).
 REPORT_FILES = ("report.json", "summary.md", "modules.parquet")
-DEVICE_FILES = ("roofline.png", "time_breakdown.png")  # with device=
+DEVICE_FILES = ("roofline.png", "time_breakdown.png", "memory_timeline.png")  # with device=
 TRACE_FILES = ("nodes.parquet", "graph.json")  # trace, besides REPORT_FILES
 PROFILE_FILES = ("nodes.parquet", "torch_profiler/trace.json")  # profile, besides REPORT_FILES
 
@@ -62,11 +62,13 @@ def write_analysis_files(
     write_text(out / "summary.md", render_summary(a, modules, run_id, view, verdict=verdict, profile=profile))
     files = list(REPORT_FILES)
     if view.prediction is not None:
+        from ditmeter.reports.memory_report import plot_timeline
         from ditmeter.reports.plots import roofline_png, time_breakdown_png
 
         device, forward = view.prediction.device, a.forward.name
         title = f"{a.model.name} × {a.workload.name} on {device.display_name}"
         roofline_png(modules, forward, device, a.workload.dtype, title, out / "roofline.png")
         time_breakdown_png(time_by_category(modules, forward), device, title, out / "time_breakdown.png")
+        plot_timeline(a, device, out / "memory_timeline.png")
         files += DEVICE_FILES
     return files

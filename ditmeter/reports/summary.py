@@ -12,6 +12,7 @@ from ditmeter.analytic.tree import layer_pattern
 from ditmeter.compare.gate import Verdict
 from ditmeter.reports.device_report import DeviceView, profile_lines, summary_lines
 from ditmeter.reports.format import binary_bytes, grouped, percent, si
+from ditmeter.reports.memory_report import summary_lines as memory_lines
 from ditmeter.reports.table_model import Cell, Column, Strong, Table, table, to_markdown
 from ditmeter.reports.verdict import coverage_table, error_text, layers_table, stage_lines
 
@@ -98,7 +99,7 @@ def _workload_section(analysis: Analysis) -> list[str]:
         f"- Requested: batch {w.batch_size}, {w.num_frames} frames, {w.height}×{w.width}, "
         f"{w.num_inference_steps} steps, guidance {w.guidance_scale:g}, {w.dtype}",
         f"- Effective: {g.effective_frames} frames, {g.effective_height}×{g.effective_width} "
-        f"(rounding rule: `{w.rounding}`)",
+        f"(pipeline: `{w.pipeline}`)",
         f"- Latent {g.latent_frames}×{g.latent_height}×{g.latent_width} → "
         f"**{grouped(g.tokens)} video tokens** per sample",
         f"- Prompt {w.text_len} tokens; the DiT computes over **context_len {g.context_len}** tokens",
@@ -224,7 +225,10 @@ def render_summary(
         f"(per forward; ×{analysis.forwards_per_video} per video)",
         *to_markdown(_categories(analysis)),
         "",
-        *(["## Time and memory", *summary_lines(view, modules), ""] if view else []),
+        "## Memory per GPU (one video)",
+        *memory_lines(analysis, view.device if view else None),
+        "",
+        *(["## Time", *summary_lines(view, modules), ""] if view else []),
         *(["## Check against the real model", *compare_lines(verdict, forward), ""] if verdict else []),
         *(["## Measured time (torch.profiler)", *profile_lines(modules, profile), ""] if profile else []),
         "## Notes (what is and is not modeled)",

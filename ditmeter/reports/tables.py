@@ -137,6 +137,7 @@ def table_metadata(analysis: Analysis, table: str, **extra: str) -> dict[str, st
         "ditmeter.workload": json.dumps(attrs.asdict(analysis.workload)),
         "ditmeter.geometry": json.dumps(attrs.asdict(analysis.geometry)),
         "ditmeter.family": analysis.family,
+        "ditmeter.pipeline": analysis.workload.pipeline,
         "ditmeter.stages": json.dumps(
             [{"stage": s.name, "runs_per_video": s.runs_per_video, "prefix": s.name} for s in analysis.stages]
         ),
@@ -154,7 +155,7 @@ def write_parquet(frame: pd.DataFrame, schema: pa.Schema, path: Path, meta: dict
 
 
 #: Parquet metadata values that hold JSON.
-JSON_METADATA = ("model", "workload", "geometry", "stages", "versions", "time", "profile")
+JSON_METADATA = ("model", "workload", "geometry", "stages", "versions", "time", "profile", "memory")
 
 
 def read_table(path: Path, schema: pa.Schema, field: str) -> tuple[pd.DataFrame, dict[str, str]]:

@@ -75,6 +75,10 @@ def stage_lines(verdict: Verdict) -> list[str]:
         f"end to end, one run of {c.module_id}: analytic {grouped(c.analytic)} vs measured "
         f"{grouped(c.measured)} FLOPs, error {error_text(c.rel_error)}"
         for c in verdict.stage_totals()
+    ] + [
+        f"peak live activations of one {c.module_id} run: analytic {grouped(c.analytic)} vs measured "
+        f"{grouped(c.measured)} bytes, error {error_text(c.rel_error)}" + ("" if c.passed else " — FAIL")
+        for c in verdict.memory
     ]
 
 
@@ -88,6 +92,9 @@ def verdict_line(verdict: Verdict) -> str:
             f"{len(verdict.failures)} modules over tolerance, worst: {worst}"
             + (f" (+{more} more)" if more > 0 else "")
         )
+    bad_memory = [c.module_id for c in verdict.memory if not c.passed]
+    if bad_memory:
+        reasons.append(f"peak live activations over tolerance: {', '.join(bad_memory)}")
     if verdict.coverage.unmatched_flop_nodes:
         reasons.append(f"{len(verdict.coverage.unmatched_flop_nodes)} unmatched nodes carry FLOPs")
     if not verdict.checks:

@@ -141,14 +141,16 @@ def build_wan_vae(spec: VaeSpec, device: str = "meta") -> nn.Module:
 
 
 def build_clip_vision(spec: ClipSpec, device: str = "meta") -> nn.Module:
-    """transformers ``CLIPVisionModel`` (exact GELU) from ``model.image_encoder``, eval, config dtype."""
+    """transformers ``CLIPVisionModel`` (exact GELU) from ``model.image_encoder``, eval, in the
+    pipeline's dtype, with the blocks the pipeline runs (``layers_run``: the official code's
+    ``use_31_block`` stops after block 31, so the model is built with 31)."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     make_config: Any = CLIPVisionConfig
     config = make_config(
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
+        num_hidden_layers=spec.layers_run,
         num_attention_heads=spec.num_attention_heads,
         image_size=spec.image_size,
         patch_size=spec.patch_size,
@@ -163,12 +165,13 @@ def build_clip_vision(spec: ClipSpec, device: str = "meta") -> nn.Module:
 
 
 def clip_inputs(spec: ClipSpec, images: int, device: str = "meta") -> dict[str, Any]:
-    """Pixels for ``images`` images; the diffusers pipeline asks for every hidden state."""
+    """Pixels for ``images`` images; the diffusers pipeline (every layer run) asks for every hidden
+    state and takes the penultimate."""
     dev = torch.device(device)
     make = torch.empty if dev.type == "meta" else torch.randn
     size = spec.image_size
     pixels = make(images, 3, size, size, dtype=TORCH_DTYPES[spec.dtype], device=dev)
-    return {"pixel_values": pixels, "output_hidden_states": True}
+    return {"pixel_values": pixels, "output_hidden_states": spec.layers_run == spec.num_hidden_layers}
 
 
 class VaeDecode(nn.Module):

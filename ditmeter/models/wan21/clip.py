@@ -8,8 +8,10 @@ transformers ``CLIPVisionModel`` paths (the reference we trace) onto them. The
 official ``to_qkv`` is one fused Linear; transformers' separate q/k/v
 projections all map onto it (the same FLOPs and parameters).
 
-The diffusers pipeline runs all ``layers_run`` = 32 layers and the final norm
-over the CLS token; the official code stops after block 31.
+The pipeline decides ``layers_run``: diffusers runs all 32 layers (taking the
+penultimate hidden states), the official code stops after block 31
+(``use_31_block``); the final norm over the CLS token is transformers' (the
+official code skips it: one LayerNorm row per image, no tensor FLOPs).
 """
 
 from __future__ import annotations

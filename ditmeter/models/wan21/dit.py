@@ -5,8 +5,9 @@ diffusers names are mapped onto them by ``DIT_NAMES`` in :mod:`ditmeter.models.w
 Ops the official code runs inline (modulate, gated residuals, RoPE, the
 attention core, unpatchify) get ids of their own under the module that runs them.
 
-Dtypes follow the diffusers port (the reference we trace): weights in the
-workload dtype except the modules ``WanTransformer3DModel._keep_in_fp32_modules``
+Activation dtypes follow the diffusers port (the reference we trace); weights
+are in the pipeline's DiT weight dtype (official: fp32 checkpoints under bf16
+autocast; diffusers: the workload dtype) except the modules ``WanTransformer3DModel._keep_in_fp32_modules``
 keeps in fp32 (time embedder, modulation tables, affine norms); the time
 embedding and the modulation arithmetic run in fp32; casts back to the
 activation dtype are fused into the op that produces them.
@@ -19,11 +20,12 @@ import math
 import attrs
 
 from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
-from ditmeter.analytic.cost import FP32_BYTES
+from ditmeter.analytic.cost import DTYPE_BYTES, FP32_BYTES
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.tree import Composite, Leaf, Repeated, rule_leaf
 from ditmeter.analytic.workload import Workload
+from ditmeter.models.wan21.semantics import SEMANTICS
 from ditmeter.models.wan21.spec import WanModelSpec as ModelSpec
 
 
@@ -304,7 +306,7 @@ def build_dit(model: ModelSpec, workload: Workload, geo: Geometry) -> Composite:
         heads=model.num_heads,
         head_dim=model.head_dim,
         act=workload.act_bytes,
-        w=workload.act_bytes,
+        w=DTYPE_BYTES[SEMANTICS[workload.pipeline].dit_weight_dtype or workload.dtype],
         img_rows=b * model.image_tokens,
         img_tokens=model.image_tokens,
     )

@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ditmeter.analytic.analysis import Analysis
-from ditmeter.analytic.geometry import Geometry, geometry
+from ditmeter.analytic.geometry import Geometry
+from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
 from ditmeter.analytic.workload import Workload
 from ditmeter.models.family import Reference
 from ditmeter.models.wan21 import pipeline
@@ -20,22 +21,34 @@ class Wan21:
     slug = "wan2_1"
     forward_stage = pipeline.FORWARD
 
-    def parse_model(self, raw: Mapping[str, Any]) -> WanModelSpec:
-        return parse_model(raw)
+    def parse_model(self, raw: Mapping[str, Any], pipeline: str) -> WanModelSpec:
+        return parse_model(raw, pipeline)
 
     def geometry(self, model: WanModelSpec, workload: Workload) -> Geometry:
-        return geometry(workload, model.vae_stride, model.patch_size)
+        return pipeline.video_geometry(model, workload)
 
     def available_stages(self, model: WanModelSpec) -> tuple[str, ...]:
         return pipeline.available_stages(model)
 
-    def analyze(self, model: WanModelSpec, workload: Workload, stages: Sequence[str]) -> Analysis:
-        return pipeline.analyze(model, workload, stages, self.name)
+    def analyze(
+        self,
+        model: WanModelSpec,
+        workload: Workload,
+        stages: Sequence[str],
+        offload: Offload = DEFAULT_OFFLOAD,
+    ) -> Analysis:
+        return pipeline.analyze(model, workload, stages, self.name, offload)
 
     def references(self) -> Mapping[str, Reference]:
         from ditmeter.models.wan21.references import REFERENCES
 
         return REFERENCES
+
+    def reference_memory(self, analysis: Analysis) -> dict[str, int]:
+        from ditmeter.models.wan21.memory import reference_activation_bytes
+
+        a = analysis
+        return reference_activation_bytes(a.model, a.workload, a.geometry, a.forward.tree)
 
     def component_weights(self, model: WanModelSpec) -> dict[str, dict[str, int]]:
         return pipeline.component_weights(model)

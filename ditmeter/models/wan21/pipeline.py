@@ -9,14 +9,21 @@ decodes the final latents once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import attrs
+
 from ditmeter.analytic.analysis import NOT_MODELED, Analysis, Stage
-from ditmeter.analytic.geometry import Geometry, geometry
+from ditmeter.analytic.geometry import Geometry, Resize, geometry
+from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
 from ditmeter.analytic.workload import Workload
+from ditmeter.errors import ConfigError
+from ditmeter.models.wan21 import placement
 from ditmeter.models.wan21.clip import build_clip
 from ditmeter.models.wan21.dit import build_dit
-from ditmeter.models.wan21.memory import dit_footprint
+from ditmeter.models.wan21.memory import dit_footprint, stage_activation_bytes
+from ditmeter.models.wan21.semantics import SEMANTICS
 from ditmeter.models.wan21.spec import WanModelSpec
 from ditmeter.models.wan21.umt5 import build_umt5
 from ditmeter.models.wan21.vae import build_vae_decode, build_vae_encode
@@ -32,6 +39,49 @@ def available_stages(model: WanModelSpec) -> tuple[str, ...]:
     if model.images:
         return STAGES
     return tuple(s for s in STAGES if s not in ("image_encoder", "vae_encode"))
+
+
+#: FLF2V's official mask is built for exactly this many frames (first_last_frame2video.py).
+FLF2V_FRAMES = 81
+
+
+def area_size(m: WanModelSpec, height: int, width: int) -> tuple[int, int]:
+    """The official image-to-video pixel size for ``max_area = height × width`` and an image of
+    aspect ``height / width`` (image2video.py): each latent side is a float square root, floored
+    to whole patches, so 480×832 gives 464×832."""
+    _, sh, sw = m.vae_stride
+    _, ph, pw = m.patch_size
+    area, aspect = height * width, height / width
+    lat_h = round(math.sqrt(area * aspect) // sh // ph * ph)
+    lat_w = round(math.sqrt(area / aspect) // sw // pw * pw)
+    return lat_h * sh, lat_w * sw
+
+
+def video_geometry(m: WanModelSpec, w: Workload) -> Geometry:
+    """Latent and token shapes under ``w.pipeline``.
+
+    Frame counts the official image-to-video code cannot run: FLF2V (mask built for 81 frames)
+    refuses any other count; I2V (F = 4n+1, a mask reshape) is costed at the official latent
+    rule's 4n+1 frames, an adjustment the report prints and records.
+    """
+    sem = SEMANTICS[w.pipeline]
+    size = None
+    if m.pipeline == "flf2v" and sem.strict_image_frames and w.num_frames != FLF2V_FRAMES:
+        raise ConfigError(
+            "workload.num_frames",
+            f"{w.num_frames} not allowed: the official FLF2V code builds its mask for "
+            f"{FLF2V_FRAMES} frames only (allowed: {FLF2V_FRAMES}, or pipeline=diffusers)",
+        )
+    if m.images and sem.area_sizing:
+        height, width = area_size(m, w.height, w.width)
+        if not (height and width):
+            raise ConfigError(
+                "workload.height" if not height else "workload.width",
+                f"{w.height}x{w.width} sizes to {height}x{width} under the official max_area rule; "
+                "allowed: an aspect ratio whose sides each keep at least one 16-pixel patch",
+            )
+        size = Resize(height, width, "official max_area rule: sqrt(H*W*aspect) floored to patches")
+    return geometry(w, m.vae_stride, m.patch_size, size)
 
 
 def _stage(name: str, m: WanModelSpec, w: Workload, g: Geometry) -> Stage:
@@ -60,39 +110,61 @@ def _stage(name: str, m: WanModelSpec, w: Workload, g: Geometry) -> Stage:
     return Stage(name, build_dit(m, w, g), w.forwards_per_video, w.dtype, run)
 
 
-def notes(w: Workload, g: Geometry) -> tuple[str, ...]:
-    """What the numbers include and not, the context length, the rounding rule, each adjustment."""
+def notes(m: WanModelSpec, w: Workload, g: Geometry) -> tuple[str, ...]:
+    """What the numbers include and not, the context length, the pipeline's rules, each adjustment."""
+    sem = SEMANTICS[w.pipeline]
     out = list(NOT_MODELED)
     out.append(
         f"Context: the prompt has {w.text_len} tokens; the DiT's text embedding and "
         f"cross-attention compute over context_len={g.context_len} tokens (both pipelines "
         "pad the text embedding to 512 rows)."
     )
+    out.append(f"Pipeline: {sem.name} ({sem.source}).")
     out.append(
-        f"Rounding rule: {w.rounding}. "
+        "Sizes: "
         + (
-            "Latent frames = (F-1)//4+1; H and W are floored to whole 16-pixel patches."
-            if w.rounding == "official"
-            else "F is rounded to F//4*4+1; H and W must be multiples of 16 (WanPipeline)."
+            "latent frames = (F-1)//4+1; H and W are floored to whole 16-pixel patches"
+            if w.pipeline == "official"
+            else "F is rounded to F//4*4+1; H and W must be multiples of 16 (WanPipeline)"
+        )
+        + (
+            "; the image-to-video latent comes from max_area = H*W and the image's aspect H:W "
+            "(the conditioning image is taken to have the requested aspect)."
+            if m.images and sem.area_sizing
+            else "."
         )
     )
-    out += [f"Adjusted {a.field}: {a.requested} -> {a.effective} ({a.reason})." for a in g.adjustments]
     out.append(
-        "Dtypes follow the diffusers port: weights in the workload dtype except time embedder, "
-        "modulation tables and affine norms in fp32; time embedding and modulation math in "
-        "fp32; the time projection runs in the activation dtype (the official code keeps it "
-        "in fp32)."
+        f"Guidance: {w.guidance_forwards} DiT forward(s) per step at guidance_scale "
+        f"{w.guidance_scale:g}"
+        + (" (the official code runs both whatever the scale)." if w.pipeline == "official" else ".")
+    )
+    out += [f"Adjusted {a.field}: {a.requested} -> {a.effective} ({a.reason})." for a in g.adjustments]
+    weights = sem.dit_weight_dtype or w.dtype
+    out.append(
+        f"DiT dtypes: weights {weights} on the GPU, compute {w.dtype}"
+        + (" (autocast)" if weights != w.dtype else "")
+        + f", residual stream {sem.residual_dtype or w.dtype}; time embedding and modulation in "
+        "fp32. FLOPs are the same in every dtype; the cost tree's bytes follow the diffusers "
+        "port's activation dtypes, its weight bytes the weights' dtype."
     )
     return tuple(out)
 
 
-def analyze(m: WanModelSpec, w: Workload, stages: Sequence[str], family: str) -> Analysis:
-    """Every selected stage's cost tree (the DiT's always: it sets the per-forward figures)."""
-    g = geometry(w, m.vae_stride, m.patch_size)
+def analyze(
+    m: WanModelSpec, w: Workload, stages: Sequence[str], family: str, offload: Offload = DEFAULT_OFFLOAD
+) -> Analysis:
+    """Every selected stage's cost tree (the DiT's always: it sets the per-forward figures) and
+    the memory timeline of the whole video (every stage, whatever ``stages`` selects)."""
+    g = video_geometry(m, w)
     built = {name: _stage(name, m, w, g) for name in dict.fromkeys((*stages, FORWARD))}
     dit = built[FORWARD]
     selected = tuple(built[s] for s in STAGES if s in stages)
-    return Analysis(m, family, w, g, selected, dit, dit_footprint(m, w, g, dit.tree), notes(w, g))
+    footprint = dit_footprint(m, w, g, dit.tree)
+    components = {"dit": footprint.weights_by_dtype, **component_weights(m)}
+    activations = stage_activation_bytes(m, w, g, footprint)
+    memory = placement.timeline(w.pipeline, available_stages(m), components, activations, offload)
+    return Analysis(m, family, w, g, selected, dit, footprint, notes(m, w, g), memory)
 
 
 def component_weights(m: WanModelSpec) -> dict[str, dict[str, int]]:
@@ -111,5 +183,7 @@ def component_weights(m: WanModelSpec) -> dict[str, dict[str, int]]:
         "vae": {m.vae.dtype: vae_bytes},
     }
     if m.image_encoder is not None:
-        out["image_encoder"] = {m.image_encoder.dtype: build_clip(m.image_encoder, 1).total.weight_bytes}
+        # every block is loaded, also the one the official code does not run
+        whole = attrs.evolve(m.image_encoder, layers_run=m.image_encoder.num_hidden_layers)
+        out["image_encoder"] = {whole.dtype: build_clip(whole, 1).total.weight_bytes}
     return out

@@ -16,6 +16,7 @@ import attrs
 
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.errors import ConfigError
+from ditmeter.models.wan21.semantics import SEMANTICS
 from ditmeter.validate import (
     FieldError,
     as_tuple,
@@ -161,21 +162,55 @@ class WanModelSpec:
         return self.dim // self.num_heads
 
 
-def parse_model(raw: Mapping[str, Any]) -> WanModelSpec:
-    """The ``model`` section (components included) as a typed record; errors name the field."""
+#: Component keys the pipeline sets (``pipeline=``), never the model config.
+_SET_BY_PIPELINE = {
+    "text_encoder": ("dtype",),
+    "vae": ("dtype",),
+    "image_encoder": ("dtype", "layers_run"),
+}
+
+
+def parse_model(raw: Mapping[str, Any], pipeline: str) -> WanModelSpec:
+    """The ``model`` section (components included) as a typed record, with the component dtypes
+    and depths ``pipeline`` runs them in; errors name the field."""
+    sem = SEMANTICS[pipeline]
+    for section, keys in _SET_BY_PIPELINE.items():
+        sub = raw.get(section)
+        for key in keys:
+            if isinstance(sub, Mapping) and key in sub:
+                raise ConfigError(
+                    f"model.{section}.{key}",
+                    f"is set by the pipeline (pipeline={pipeline}); allowed: pipeline=official|diffusers",
+                )
     images = raw.get("pipeline") in ("i2v", "flf2v")
     components: dict[str, Any] = {
         "text_encoder": parse(
-            UMT5Spec, raw.get("text_encoder"), "model.text_encoder", name=_name(raw, "text_encoder", "umt5")
+            UMT5Spec,
+            raw.get("text_encoder"),
+            "model.text_encoder",
+            name=_name(raw, "text_encoder", "umt5"),
+            dtype=sem.text_encoder_dtype,
         ),
-        "vae": parse(VaeSpec, raw.get("vae"), "model.vae", name=_name(raw, "vae", "wan-vae")),
+        "vae": parse(
+            VaeSpec, raw.get("vae"), "model.vae", name=_name(raw, "vae", "wan-vae"), dtype=sem.vae_dtype
+        ),
     }
     if images:
+        clip = raw.get("image_encoder")
+        layers = clip.get("num_hidden_layers") if isinstance(clip, Mapping) else None
+        if sem.image_encoder_drop_last and isinstance(layers, int) and layers < 2:
+            raise ConfigError(
+                "model.image_encoder.num_hidden_layers",
+                f"{layers} not allowed: pipeline=official drops the last block (use_31_block); allowed: >= 2",
+            )
+        dropped = 1 if sem.image_encoder_drop_last and isinstance(layers, int) else 0
         components["image_encoder"] = parse(
             ClipSpec,
-            raw.get("image_encoder"),
+            clip,
             "model.image_encoder",
             name=_name(raw, "image_encoder", "clip"),
+            dtype=sem.image_encoder_dtype,
+            layers_run=layers - dropped if isinstance(layers, int) else layers,
         )
     elif raw.get("image_encoder") is not None:
         raise ConfigError("model.image_encoder", "only image-conditioned models (i2v, flf2v) have one")

@@ -1,0 +1,78 @@
+"""Where each Wan2.1 component sits on one GPU at each stage of a video, and the memory timeline.
+
+Official ``generate.py`` on one GPU (text2video.py, image2video.py): the DiT
+and the VAE are moved to the GPU when the pipeline is built (the DiT in its
+fp32 checkpoint dtype), CLIP is built on the GPU; T5 is built on the CPU.
+With ``--offload_model`` (the default on one GPU) T5 goes to the GPU for the
+encode and back to the CPU, CLIP back to the CPU after the image encode, and
+the DiT to the CPU (``model.cpu()``, ``empty_cache()``) before the VAE decode.
+Without it T5 and CLIP stay on the GPU once moved there. ``--t5_cpu``: T5
+never reaches the GPU (it encodes on the CPU).
+
+diffusers: ``pipe.to("cuda")`` keeps every component on the GPU;
+``enable_model_cpu_offload()`` (``offload.model=true``) moves each component
+to the GPU when it runs and back when the next one runs, so only the running
+component is resident. ``offload.t5_cpu`` keeps the text encoder on the CPU.
+"""
+
+from __future__ import annotations
+
+from ditmeter.analytic.memory import Offload, Phase, Timeline
+from ditmeter.models.wan21.semantics import SEMANTICS
+
+#: The component whose weights each stage runs.
+COMPONENT = {
+    "text_encoder": "text_encoder",
+    "image_encoder": "image_encoder",
+    "vae_encode": "vae",
+    "dit": "dit",
+    "vae_decode": "vae",
+}
+
+
+def _official(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool) -> set[str]:
+    """Components on the GPU during ``stage`` under generate.py."""
+    order = tuple(COMPONENT)
+    on = {"dit", "vae"}  # moved to the GPU when the pipeline is built
+    if "image_encoder" in present:
+        on.add("image_encoder")  # built on the GPU
+    for earlier in order[: order.index(stage)]:
+        if offload and earlier in ("text_encoder", "image_encoder"):
+            on.discard(earlier)  # back to the CPU after its encode
+        elif earlier == "text_encoder" and not t5_cpu:
+            on.add("text_encoder")  # moved to the GPU for the encode and left there
+    if stage == "text_encoder" and not t5_cpu:
+        on.add("text_encoder")
+    if stage == "vae_decode" and offload:
+        on.discard("dit")  # model.cpu() and empty_cache() before the decode
+    return on & set(present)
+
+
+def _diffusers(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool) -> set[str]:
+    """Components on the GPU during ``stage`` under diffusers."""
+    on = {COMPONENT[stage]} if offload else set(present)
+    if t5_cpu:
+        on.discard("text_encoder")
+    return on & set(present)
+
+
+def timeline(
+    pipeline: str,
+    stages: tuple[str, ...],
+    components: dict[str, dict[str, int]],
+    activations: dict[str, int],
+    offload: Offload,
+) -> Timeline:
+    """The memory timeline of one video: ``stages`` in order (every stage the model runs),
+    ``components`` the weight bytes by dtype of each (the DiT's included), ``activations`` the
+    peak live activations of one run of each stage that has a memory rule."""
+    sem = SEMANTICS[pipeline]
+    offload_model = sem.offload_model_default if offload.model is None else offload.model
+    present = tuple(components)
+    placed = _official if pipeline == "official" else _diffusers
+    phases = []
+    for stage in stages:
+        on = placed(stage, present, offload_model, offload.t5_cpu)
+        resident = {c: sum(components[c].values()) for c in present if c in on}
+        phases.append(Phase(stage, resident, activations.get(stage)))
+    return Timeline(tuple(phases), components, offload_model, offload.t5_cpu)
