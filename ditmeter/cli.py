@@ -29,13 +29,17 @@ Hydra overrides, e.g.:
   model=wan2.1-t2v-14b workload=720p-81f
   workload.num_frames=33 workload.height=480 workload.width=832
   workload.batch_size=2 workload.guidance_scale=1 workload.context_len=226
-  workload.dtype=fp16 workload.rounding=diffusers output_root=/tmp/runs run_id=my-run
+  workload.dtype=fp16 output_root=/tmp/runs run_id=my-run
+  pipeline=diffusers offload.model=false offload.t5_cpu=true
   device=h100-sxm device.efficiency=0.6 measured_video_s=1800
   stages=[dit] stages=[text_encoder,dit,vae_decode]   (default: every stage of the model)
 
 workload keys: batch_size num_frames height width num_inference_steps guidance_scale
-               text_len context_len dtype(bf16|fp16|fp32) rounding(official|diffusers)
-device (optional; predicted time, roofline.png, time_breakdown.png, memory fit):
+               text_len context_len dtype(bf16|fp16|fp32)
+pipeline:      official (generate.py: fp32 DiT weights under autocast, CLIP 31 blocks fp16,
+               2 forwards per step, max_area I2V sizes; default) | diffusers
+offload:       model (null: the pipeline's default, official true) t5_cpu (false)
+device (optional; predicted time, roofline.png, time_breakdown.png, memory_timeline.png, fit):
                {devices}
 """
 

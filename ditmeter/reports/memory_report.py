@@ -107,19 +107,18 @@ def plot_timeline(analysis: Analysis, device: DeviceSpec | None, path: Path) -> 
 
     t = analysis.memory
     stages = [p.stage for p in t.phases]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5), layout="tight")
     bottom = [0.0] * len(stages)
     for comp in t.components:
         values = [p.resident.get(comp, 0) / 2**30 for p in t.phases]
         ax.bar(stages, values, bottom=bottom, label=f"{comp} weights")
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     acts = [(p.activation_bytes or 0) / 2**30 for p in t.phases]
-    ax.bar(stages, acts, bottom=bottom, label="activations", hatch="//", color="#d62728")
+    ax.bar(stages, acts, bottom=bottom, label="activations (peak of one run)", hatch="//", color="#bbbbbb")
     if device is not None:
         ax.axhline(device.memory_bytes / 2**30, color="k", linestyle="--", label=f"{device.display_name}")
     ax.set_ylabel("GiB on one GPU")
     ax.set_title(f"{analysis.model.name}: peak {binary_bytes(t.peak_per_gpu_bytes)} at {t.peak_phase.stage}")
-    ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

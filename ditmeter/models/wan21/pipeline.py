@@ -9,6 +9,7 @@ decodes the final latents once.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -167,12 +168,14 @@ def analyze(
     return Analysis(m, family, w, g, selected, dit, footprint, notes(m, w, g), memory)
 
 
+@functools.lru_cache(maxsize=64)
 def component_weights(m: WanModelSpec) -> dict[str, dict[str, int]]:
     """Weight bytes by dtype of the text encoder, the VAE (encoder and decoder) and, for image
     models, the image encoder, from their analytic trees in their config dtypes.
 
     The trees' parameters equal the real modules' (tests/test_umt5.py, test_vae.py,
-    test_clip.py); a tiny workload suffices, since weights do not depend on it.
+    test_clip.py); a tiny workload suffices, since weights do not depend on it. Cached per model
+    (the VAE's tree is most of an analysis's time); callers must not change the result.
     """
     vae_bytes = (
         build_vae_encode(m.vae, 1, 1, 8, 8).total.weight_bytes

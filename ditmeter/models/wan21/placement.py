@@ -1,13 +1,15 @@
 """Where each Wan2.1 component sits on one GPU at each stage of a video, and the memory timeline.
 
-Official ``generate.py`` on one GPU (text2video.py, image2video.py): the DiT
-and the VAE are moved to the GPU when the pipeline is built (the DiT in its
-fp32 checkpoint dtype), CLIP is built on the GPU; T5 is built on the CPU.
-With ``--offload_model`` (the default on one GPU) T5 goes to the GPU for the
-encode and back to the CPU, CLIP back to the CPU after the image encode, and
-the DiT to the CPU (``model.cpu()``, ``empty_cache()``) before the VAE decode.
-Without it T5 and CLIP stay on the GPU once moved there. ``--t5_cpu``: T5
-never reaches the GPU (it encodes on the CPU).
+Official ``generate.py`` on one GPU, the first video of a process
+(``wan/text2video.py``, ``image2video.py``, ``first_last_frame2video.py``):
+the VAE is built on the GPU and stays; T5 is built on the CPU; T2V moves the
+DiT (fp32) to the GPU when the pipeline is built, I2V and FLF2V build it on the
+CPU (``init_on_cpu``) and move it to the GPU before the steps; CLIP is built on
+the GPU. With ``--offload_model`` (the default on one GPU) T5 goes to the GPU
+for the encode and back to the CPU, CLIP back to the CPU after the image
+encode, and the DiT to the CPU (``model.cpu()``, ``empty_cache()``) before the
+VAE decode. Without it nothing goes back. ``--t5_cpu``: T5 never reaches the
+GPU (it encodes on the CPU).
 
 diffusers: ``pipe.to("cuda")`` keeps every component on the GPU;
 ``enable_model_cpu_offload()`` (``offload.model=true``) moves each component
@@ -32,19 +34,21 @@ COMPONENT = {
 
 def _official(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool) -> set[str]:
     """Components on the GPU during ``stage`` under generate.py."""
-    order = tuple(COMPONENT)
-    on = {"dit", "vae"}  # moved to the GPU when the pipeline is built
-    if "image_encoder" in present:
-        on.add("image_encoder")  # built on the GPU
-    for earlier in order[: order.index(stage)]:
-        if offload and earlier in ("text_encoder", "image_encoder"):
-            on.discard(earlier)  # back to the CPU after its encode
-        elif earlier == "text_encoder" and not t5_cpu:
-            on.add("text_encoder")  # moved to the GPU for the encode and left there
-    if stage == "text_encoder" and not t5_cpu:
-        on.add("text_encoder")
-    if stage == "vae_decode" and offload:
-        on.discard("dit")  # model.cpu() and empty_cache() before the decode
+    images = "image_encoder" in present
+    on = {"vae", "image_encoder"} if images else {"vae", "dit"}  # where __init__ leaves them
+    for current in COMPONENT:  # the stages in order, up to ``stage``
+        if current not in present and current not in ("vae_encode", "vae_decode"):
+            continue
+        if current == "text_encoder" and not t5_cpu:
+            on.add("text_encoder")
+        if current == "dit":
+            on.add("dit")
+        if current == "vae_decode" and offload:
+            on.discard("dit")  # model.cpu() and empty_cache() before the decode
+        if current == stage:
+            break
+        if offload and current in ("text_encoder", "image_encoder"):
+            on.discard(current)  # back to the CPU after its encode
     return on & set(present)
 
 
