@@ -127,12 +127,12 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def parse(cls: type[T], raw: Any, section: str, **given: Any) -> T:
+def parse(cls: type[T], raw: Any, section: str, *, hidden: tuple[str, ...] = (), **given: Any) -> T:
     """Build ``cls`` from the mapping ``raw`` (the config section ``section``; "" for top-level keys).
 
     Every key of ``raw`` must be a field of ``cls`` (a key that would do
     nothing is refused); ``given`` supplies fields that do not come from
-    ``raw``. A required field that is missing or null, or any validator
+    ``raw``; ``hidden`` fields are ``given`` only: a key of ``raw`` naming one is unknown. A required field that is missing or null, or any validator
     failure, raises :class:`ConfigError` naming ``section.field``.
     """
 
@@ -143,9 +143,10 @@ def parse(cls: type[T], raw: Any, section: str, **given: Any) -> T:
         what = "missing (required section)" if raw is None else f"must be a section of keys, got {raw!r}"
         raise ConfigError(section, what)
     fields = {f.name: f for f in attrs.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = [str(k) for k in raw if k not in fields]
+    allowed = [f for f in fields if f not in hidden]
+    unknown = [str(k) for k in raw if k not in allowed]
     if unknown:
-        raise ConfigError(name(unknown[0]), f"not a known key; allowed: {', '.join(fields)}")
+        raise ConfigError(name(unknown[0]), f"not a known key; allowed: {', '.join(allowed)}")
     values: dict[str, Any] = {}
     for field in fields.values():
         if field.name in given:
