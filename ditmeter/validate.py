@@ -132,7 +132,8 @@ def parse(cls: type[T], raw: Any, section: str, *, hidden: tuple[str, ...] = (),
 
     Every key of ``raw`` must be a field of ``cls`` (a key that would do
     nothing is refused); ``given`` supplies fields that do not come from
-    ``raw``; ``hidden`` fields are ``given`` only: a key of ``raw`` naming one is unknown. A required field that is missing or null, or any validator
+    ``raw``; ``hidden`` fields are ``given`` only: a key of ``raw`` naming one
+    is unknown. A required field that is missing or null, or any validator
     failure, raises :class:`ConfigError` naming ``section.field``.
     """
 
