@@ -43,18 +43,30 @@ class LiveBytes(TorchDispatchMode):
         self.live = 0
         self.peak = 0
         self._sizes: dict[int, int] = {}
+        self._views: dict[Any, tuple[bool, ...]] = {}  # op → which returns alias an input
 
     def _free(self, key: int) -> None:
         self.live -= self._sizes.pop(key)
 
+    def _aliasing(self, func: Any) -> tuple[bool, ...]:
+        """Per return of ``func``: whether it aliases an input (a view, an in-place result)."""
+        flags = self._views.get(func)
+        if flags is None:
+            flags = tuple(r.alias_info is not None for r in func._schema.returns)
+            self._views[func] = flags
+        return flags
+
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        inputs = {t.untyped_storage()._cdata for t in _outputs((args, tuple(kwargs.values())))}
-        for t in _outputs(out):
+        out = func(*args, **(kwargs or {}))
+        flags = self._aliasing(func)
+        returns = out if isinstance(out, tuple | list) and len(flags) > 1 else (out,)
+        made = [
+            t for r, view in zip(returns, flags, strict=False) if not view for t in _outputs(r)
+        ]  # a view or an in-place result makes no new bytes
+        for t in made:
             storage = t.untyped_storage()
             key = storage._cdata
-            if key in self._sizes or key in inputs:  # a view or an in-place result: no new bytes
+            if key in self._sizes:
                 continue
             size = storage.nbytes()
             self._sizes[key] = size
