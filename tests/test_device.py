@@ -252,3 +252,29 @@ def test_image_models_count_the_image_encoder_too() -> None:
     official = WAN21.component_weights(load(["model=wan2.1-i2v-14b-480p"]).model)
     assert official["image_encoder"] == {"fp16": 2 * 630_766_080}  # all 32 blocks loaded, 31 run
     assert set(weights) == {"text_encoder", "vae", "image_encoder"}
+
+
+def test_the_terminal_gives_the_whole_video_time_with_significant_digits(
+    out_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The FLOPs line covers every stage, so the time does too; tiny times keep their digits."""
+    from ditmeter.reports.format import percent, seconds
+
+    argv = [
+        "report",
+        "model=wan2.1-t2v-1.3b",
+        "workload=w001-tiny",
+        "device=h100-sxm",
+        f"output_root={out_root}",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "whole video, every stage" in x)
+    assert all(stage in line for stage in ("text_encoder", "dit", "vae_decode"))
+    assert " 0.0 s" not in out and "0.0 ms" not in out
+    assert (percent(1, 100_000), percent(0, 5), percent(1, 3)) == ("0.001%", "0.0%", "33.3%")
+    assert (seconds(0.00236), seconds(2.5e-5), seconds(764.3)) == (
+        "0.00236 s",
+        "0.025 ms",
+        "764.3 s (12.7 min)",
+    )

@@ -11,8 +11,8 @@ from rich.console import Console
 
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.compare.gate import Verdict
-from ditmeter.reports.device_report import DeviceView, measured_table
-from ditmeter.reports.format import binary_bytes, percent, si
+from ditmeter.reports.device_report import DeviceView, measured_table, stage_times
+from ditmeter.reports.format import binary_bytes, percent, seconds, si
 from ditmeter.reports.memory_report import fit_line
 from ditmeter.reports.table_model import to_rich
 from ditmeter.reports.verdict import coverage_table, layers_table, stage_lines, verdict_line
@@ -83,10 +83,16 @@ def print_device(console: Console, view: DeviceView) -> None:
         return
     d, t = p.device, p.per_forward
     console.print(
-        f"predicted on {d.display_name} (efficiency {d.efficiency:g}): {t.predicted_s:.3g} s per forward, "
-        f"{p.per_step_s:.3g} s per step, {p.per_video_s:,.1f} s per video; "
+        f"predicted on {d.display_name} (efficiency {d.efficiency:g}): {a.forward.name} "
+        f"{seconds(t.predicted_s)} per forward, {seconds(p.per_step_s)} per step, "
+        f"{seconds(p.per_video_s)} per video; "
         f"{percent(t.compute_bound_s, t.predicted_s)} of the time compute-bound"
     )
+    times = stage_times(view)
+    if len(times) > 1:  # the FLOPs line covers every stage: so does this one
+        whole = sum(x["per_video_s"] for x in times)
+        parts = ", ".join(f"{x['stage']} {seconds(x['per_video_s'])}" for x in times)
+        console.print(f"  whole video, every stage: {seconds(whole)} ({parts})")
     if view.mfu is not None:
         console.print(f"measured {view.measured_video_s:g} s per video → MFU {100 * view.mfu:.1f}%")
     for warning in view.warnings:

@@ -212,7 +212,7 @@ def measured_table(modules: pd.DataFrame, in_nodes_s: float) -> Table:
             percent(r.measured_time_s, in_nodes_s),
             f"{r.achieved_flop_per_s / 1e12:.3g}",
             f"{r.achieved_bytes_per_s / 1e9:.3g}",
-            "-" if pd.isna(r.roofline_fraction) else f"{100 * r.roofline_fraction:.1f}%",
+            "-" if pd.isna(r.roofline_fraction) else percent(r.roofline_fraction, 1),
         )
         for r in measured_by_category(modules).itertuples()
     ]

@@ -29,10 +29,14 @@ def grouped(value: int) -> str:
 
 
 def percent(part: int | float, whole: int | float) -> str:
-    """Share as a percentage; '-' when the whole is zero (never NaN)."""
+    """Share as a percentage; '-' when the whole is zero (never NaN). One decimal, or two
+    significant digits below 0.1% (``0.0021%``, never a misleading ``0.0%``)."""
     if not whole:
         return "-"
-    return f"{100.0 * part / whole:.1f}%"
+    value = 100.0 * part / whole
+    if value and abs(value) < 0.1:
+        return f"{value:.2g}%"
+    return f"{value:.1f}%"
 
 
 def seconds(s: float) -> str:
