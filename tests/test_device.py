@@ -14,6 +14,7 @@ from conftest import MODELS, analyze, spec_and_workload
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ditmeter.analytic.cost import Cost
 from ditmeter.analytic.device import NUMBER_KEYS, DeviceSpec
 from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.roofline import leaf_roofline
@@ -278,3 +279,18 @@ def test_the_terminal_gives_the_whole_video_time_with_significant_digits(
         "0.025 ms",
         "764.3 s (12.7 min)",
     )
+
+
+def test_fp32_convolutions_use_tf32_and_fp32_matmuls_do_not() -> None:
+    """PyTorch's defaults: cudnn.allow_tf32 True (convs), cuda.matmul.allow_tf32 False (matmuls).
+    A 3×3×3 conv and a linear of 1e12 FLOPs each on an H100 SXM: 1e12 / 494.7e12 vs 1e12 / 66.9e12."""
+    import torch
+
+    assert torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (H100.tf32_tflops, H100.fp32_tflops, H100.bf16_tflops) == (494.7, 66.9, 989.4)
+    flops = Cost(tensor_flops=10**12)
+    conv = leaf_roofline(flops, H100, "fp32", "conv")
+    linear = leaf_roofline(flops, H100, "fp32", "linear")
+    assert conv.compute_s == pytest.approx(1 / 494.7) and linear.compute_s == pytest.approx(1 / 66.9)
+    assert leaf_roofline(flops, H100, "bf16", "conv").compute_s == pytest.approx(1 / 989.4)  # bf16: no change
+    assert leaf_roofline(flops, H100, "fp32", "patch_conv3d").compute_s == conv.compute_s

@@ -29,10 +29,17 @@ NUMBER_KEYS = (
     "fp16_tflops",
     "fp32_tflops",
     "memory_bandwidth_gbps",
+    "tf32_tflops",
     "memory_gb",
     "memory_mib",
 )
-OPTIONAL_NUMBER_KEYS = ("fp8_tflops", "bf16_sparse_tflops", "fp16_sparse_tflops", "fp8_sparse_tflops")
+OPTIONAL_NUMBER_KEYS = (
+    "fp8_tflops",
+    "bf16_sparse_tflops",
+    "fp16_sparse_tflops",
+    "fp8_sparse_tflops",
+    "tf32_sparse_tflops",
+)
 
 #: How far a dense peak may sit from half the sparse figure: datasheets round
 #: (the L40S sheet prints 362.05 dense beside 733 sparse, 1.2% apart).
@@ -87,6 +94,7 @@ class DeviceSpec:
     fp16_tflops: float = _number()
     fp8_tflops: float | None = _optional()
     fp32_tflops: float = _number()  # non-tensor (CUDA-core) FP32
+    tf32_tflops: float = _number()  # TF32 tensor cores: fp32 convolutions under PyTorch's defaults
     memory_bandwidth_gbps: float = _number()
     memory_gb: float = _number()  # the datasheet's figure (10⁹ bytes), for people
     memory_mib: float = _number()  # what the driver reports (nvidia-smi): the capacity fits use
@@ -95,13 +103,14 @@ class DeviceSpec:
     bf16_sparse_tflops: float | None = _optional()
     fp16_sparse_tflops: float | None = _optional()
     fp8_sparse_tflops: float | None = _optional()
+    tf32_sparse_tflops: float | None = _optional()
 
     def __attrs_post_init__(self) -> None:
         given = [k for k in (*NUMBER_KEYS, *OPTIONAL_NUMBER_KEYS) if getattr(self, k) is not None]
         missing = [k for k in given if not self.sources.get(k, "").strip()]
         if missing:
             raise FieldError(f"sources.{missing[0]}", "every number needs a source (datasheet)")
-        for dtype in TENSOR_DTYPES:
+        for dtype in (*TENSOR_DTYPES, "tf32"):
             dense, sparse = getattr(self, f"{dtype}_tflops"), getattr(self, f"{dtype}_sparse_tflops")
             if dense is not None and sparse is not None and abs(2 * dense / sparse - 1) > SPARSE_RATIO_SLACK:
                 raise FieldError(
@@ -117,6 +126,14 @@ class DeviceSpec:
         if tflops is None:
             raise ConfigError("workload.dtype", f"{self.name} has no {dtype} tensor cores")
         return tflops * 1e12 * self.efficiency
+
+    def conv_flop_per_s(self, dtype: str) -> float:
+        """Achievable FLOP/s of a convolution in ``dtype``: fp32 convolutions run on the TF32 tensor
+        cores, since PyTorch's default ``torch.backends.cudnn.allow_tf32`` is True (fp32 matmuls do
+        not: ``torch.backends.cuda.matmul.allow_tf32`` is False), so they get the TF32 peak."""
+        if dtype == "fp32":
+            return self.tf32_tflops * 1e12 * self.efficiency
+        return self.tensor_flop_per_s(dtype)
 
     @property
     def cuda_flop_per_s(self) -> float:

@@ -3,6 +3,8 @@
 For one leaf on device ``D`` at workload dtype ``t``::
 
     compute_s = tensor_flops / D.tensor_peak(t) + cuda_flops / D.fp32_peak
+    (a convolution in fp32 uses D.tf32_peak: cuDNN's TF32 is on by PyTorch's default,
+    fp32 matmuls stay on the CUDA cores: ``allow_tf32`` is off for them)
     memory_s  = (bytes_read + bytes_written) / D.bandwidth
     predicted_s = max(compute_s, memory_s);  bound = the larger term
 
@@ -51,9 +53,14 @@ class Roofline:
 ZERO = Roofline(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
-def leaf_roofline(cost: Cost, device: DeviceSpec, dtype: str) -> Roofline:
-    """The roofline of one leaf (see the module docstring)."""
-    compute = cost.tensor_flops / device.tensor_flop_per_s(dtype) + cost.cuda_flops / device.cuda_flop_per_s
+#: Rules whose tensor FLOPs are convolutions (cuDNN): fp32 ones run on TF32 tensor cores.
+CONV_RULES = frozenset({"conv", "patch_conv3d"})
+
+
+def leaf_roofline(cost: Cost, device: DeviceSpec, dtype: str, rule: str | None = None) -> Roofline:
+    """The roofline of one leaf costed by ``rule`` (see the module docstring)."""
+    peak = device.conv_flop_per_s(dtype) if rule in CONV_RULES else device.tensor_flop_per_s(dtype)
+    compute = cost.tensor_flops / peak + cost.cuda_flops / device.cuda_flop_per_s
     memory = cost.moved_bytes / device.bytes_per_s
     predicted = max(compute, memory)
     if compute >= memory:
@@ -64,7 +71,7 @@ def leaf_roofline(cost: Cost, device: DeviceSpec, dtype: str) -> Roofline:
 def module_rooflines(tree: Node, device: DeviceSpec, dtype: str, prefix: str = "") -> dict[str, Roofline]:
     """Roofline of every module id of the expanded tree (the root is ``prefix``), leaves summed upward."""
     rows = list(walk(tree, prefix))
-    leaves = {r.module_id: leaf_roofline(r.cost, device, dtype) for r in rows if r.kind == "leaf"}
+    leaves = {r.module_id: leaf_roofline(r.cost, device, dtype, r.rule) for r in rows if r.kind == "leaf"}
     return rollup(rows, leaves, ZERO)
 
 
