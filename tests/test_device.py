@@ -294,3 +294,34 @@ def test_fp32_convolutions_use_tf32_and_fp32_matmuls_do_not() -> None:
     assert conv.compute_s == pytest.approx(1 / 494.7) and linear.compute_s == pytest.approx(1 / 66.9)
     assert leaf_roofline(flops, H100, "bf16", "conv").compute_s == pytest.approx(1 / 989.4)  # bf16: no change
     assert leaf_roofline(flops, H100, "fp32", "patch_conv3d").compute_s == conv.compute_s
+
+
+def test_top_layers_by_time_cover_every_stage(out_root: Path) -> None:
+    """1.3B at w001-tiny on an H100 (one step): the two text encodes outweigh the two DiT forwards,
+    so their layers lead the table; a row's seconds are its leaves' predicted_s × their stage's runs
+    per video."""
+    argv = [
+        "report",
+        "model=wan2.1-t2v-1.3b",
+        "workload=w001-tiny",
+        "device=h100-sxm",
+        f"output_root={out_root}",
+    ]
+    assert main(argv) == 0
+    (run,) = list(out_root.iterdir())
+    folder = run / "static_analysis" / "wan2_1"
+    summary = (folder / "summary.md").read_text()
+    table = summary.split("Top 10 layers by predicted time per video, every stage")[1].split("\n\n")[1]
+    first = table.splitlines()[2]  # header, rule, first row
+    assert "`text_encoder." in table and "`dit." in table  # not the forward stage alone
+    import pandas as pd
+
+    modules = pd.read_parquet(folder / "modules.parquet")
+    runs = {
+        s["stage"]: s["runs_per_video"] for s in json.loads((folder / "report.json").read_text())["stages"]
+    }
+    leaves = modules[modules["kind"] == "leaf"]
+    per_video = leaves["predicted_s"] * leaves["stage"].map(runs)
+    layer = first.split("`")[1]  # text_encoder.blocks.*.attn.bias_add: 24 copies
+    mine = per_video[leaves["module_id"].str.fullmatch(layer.replace(".", r"\.").replace("*", r"\d+"))].sum()
+    assert f"{mine:.3g}" in first or f"{mine * 1e3:.3g} ms" in first

@@ -11,10 +11,11 @@ from rich.console import Console
 
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.compare.gate import Verdict
-from ditmeter.reports.device_report import DeviceView, measured_table, stage_times
+from ditmeter.reports.device_report import DeviceView, measured_table, stage_times, top_layers_by_time
 from ditmeter.reports.format import binary_bytes, percent, seconds, si
 from ditmeter.reports.memory_report import fit_line
 from ditmeter.reports.table_model import to_rich
+from ditmeter.reports.tables import modules_frame
 from ditmeter.reports.verdict import coverage_table, layers_table, stage_lines, verdict_line
 
 if TYPE_CHECKING:
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from ditmeter.commands.profile import ProfileResult
     from ditmeter.commands.report import ReportResult
     from ditmeter.commands.trace import TraceResult
+
+#: Rows of the terminal's top-layers-by-time table (summary.md shows 10).
+TOP_SHOWN = 5
 
 _STEP_LABELS = {
     "profile": "profile one forward op by op (torch.profiler)",
@@ -93,6 +97,7 @@ def print_device(console: Console, view: DeviceView) -> None:
         whole = sum(x["per_video_s"] for x in times)
         parts = ", ".join(f"{x['stage']} {seconds(x['per_video_s'])}" for x in times)
         console.print(f"  whole video, every stage: {seconds(whole)} ({parts})")
+    console.print(to_rich(top_layers_by_time(view, modules_frame(a, p), TOP_SHOWN)))
     if view.mfu is not None:
         console.print(f"measured {view.measured_video_s:g} s per video → MFU {100 * view.mfu:.1f}%")
     for warning in view.warnings:

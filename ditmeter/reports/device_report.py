@@ -10,6 +10,7 @@ import pandas as pd
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.roofline import Prediction
+from ditmeter.analytic.tree import layer_pattern
 from ditmeter.reports.format import percent, seconds
 from ditmeter.reports.table_model import Column, Table, table, to_markdown
 
@@ -127,6 +128,50 @@ def prediction_table(p: Prediction) -> Table:
     return table("predicted time", columns, [row])
 
 
+#: Rows of the top-layers-by-time table (terminal and summary.md).
+TOP_TIME_LAYERS = 10
+
+
+def top_layers_by_time(view: DeviceView, modules: pd.DataFrame, n: int = TOP_TIME_LAYERS) -> Table:
+    """The leaf layers of every stage, grouped across blocks, by predicted seconds per video
+    (a run's seconds × the stage's runs per video), with their share of the whole video."""
+    runs = {s.name: s.runs_per_video for s in view.analysis.stages}
+    leaves = modules[(modules["kind"] == "leaf") & modules["predicted_s"].notna()].copy()
+    leaves = leaves[leaves["stage"].isin(list(runs))]
+    repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
+    leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
+    leaves["video_s"] = leaves["predicted_s"] * leaves["stage"].map(runs)
+    leaves["compute_video_s"] = leaves["video_s"].where(leaves["bound"] == "compute", 0.0)
+    grouped_ = leaves.groupby("layer", sort=False).agg(
+        count=("module_id", "size"),
+        category=("category", "first"),
+        video_s=("video_s", "sum"),
+        compute_video_s=("compute_video_s", "sum"),
+    )
+    whole = float(leaves["video_s"].sum())
+    top = grouped_.sort_values("video_s", ascending=False, kind="stable").head(n).reset_index()
+    columns = (
+        Column("layer", "left", code=True),
+        Column("×"),
+        Column("category", "left"),
+        Column("bound", "left"),
+        Column("per video"),
+        Column("share of the video"),
+    )
+    rows = [
+        (
+            r.layer,
+            str(r.count),
+            r.category,
+            "compute" if 2 * r.compute_video_s >= r.video_s else "memory",
+            seconds(r.video_s),
+            percent(r.video_s, whole),
+        )
+        for r in top.itertuples()
+    ]
+    return table(f"top {len(rows)} layers by predicted time (every stage)", columns, rows)
+
+
 def time_table(modules: pd.DataFrame, stage: str, per_forward_s: float) -> Table:
     """Predicted time per forward by category, with the compute and memory terms."""
     columns = (
@@ -161,6 +206,10 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
         *to_markdown(prediction_table(p)),
         "",
         *to_markdown(time_table(modules, view.analysis.forward.name, p.per_forward.predicted_s)),
+        "",
+        f"Top {TOP_TIME_LAYERS} layers by predicted time per video, every stage (× = copies across blocks):",
+        "",
+        *to_markdown(top_layers_by_time(view, modules)),
     ]
     times = stage_times(view)
     if len(times) > 1:
