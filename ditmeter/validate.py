@@ -127,14 +127,17 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def parse(cls: type[T], raw: Any, section: str, *, hidden: tuple[str, ...] = (), **given: Any) -> T:
+def parse(
+    cls: type[T], raw: Any, section: str, *, hidden: Mapping[str, str] | None = None, **given: Any
+) -> T:
     """Build ``cls`` from the mapping ``raw`` (the config section ``section``; "" for top-level keys).
 
     Every key of ``raw`` must be a field of ``cls`` (a key that would do
     nothing is refused); ``given`` supplies fields that do not come from
-    ``raw``; ``hidden`` fields are ``given`` only: a key of ``raw`` naming one
-    is unknown. A required field that is missing or null, or any validator
-    failure, raises :class:`ConfigError` naming ``section.field``.
+    ``raw``; ``hidden`` maps keys a user may not set here (fields that are
+    ``given`` only, retired keys) to why: such a key of ``raw`` is refused with
+    that reason, and never listed as allowed. A required field that is missing or null, or any
+    validator failure, raises :class:`ConfigError` naming ``section.field``.
     """
 
     def name(field: str) -> str:
@@ -144,6 +147,10 @@ def parse(cls: type[T], raw: Any, section: str, *, hidden: tuple[str, ...] = (),
         what = "missing (required section)" if raw is None else f"must be a section of keys, got {raw!r}"
         raise ConfigError(section, what)
     fields = {f.name: f for f in attrs.fields(cls) if f.init}  # type: ignore[arg-type]
+    hidden = hidden or {}
+    for key in raw:
+        if key in hidden:
+            raise ConfigError(name(str(key)), hidden[key])
     allowed = [f for f in fields if f not in hidden]
     unknown = [str(k) for k in raw if k not in allowed]
     if unknown:

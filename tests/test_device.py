@@ -255,19 +255,17 @@ def test_image_models_count_the_image_encoder_too() -> None:
     assert set(weights) == {"text_encoder", "vae", "image_encoder"}
 
 
+#: ``report`` of a small model on an H100 (the terminal and summary tests).
+SMALL_ON_H100 = ["report", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm"]
+
+
 def test_the_terminal_gives_the_whole_video_time_with_significant_digits(
     out_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The FLOPs line covers every stage, so the time does too; tiny times keep their digits."""
     from ditmeter.reports.format import percent, seconds
 
-    argv = [
-        "report",
-        "model=wan2.1-t2v-1.3b",
-        "workload=w001-tiny",
-        "device=h100-sxm",
-        f"output_root={out_root}",
-    ]
+    argv = [*SMALL_ON_H100, f"output_root={out_root}"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if "whole video, every stage" in x)
@@ -300,13 +298,7 @@ def test_top_layers_by_time_cover_every_stage(out_root: Path) -> None:
     """1.3B at w001-tiny on an H100 (one step): the two text encodes outweigh the two DiT forwards,
     so their layers lead the table; a row's seconds are its leaves' predicted_s × their stage's runs
     per video."""
-    argv = [
-        "report",
-        "model=wan2.1-t2v-1.3b",
-        "workload=w001-tiny",
-        "device=h100-sxm",
-        f"output_root={out_root}",
-    ]
+    argv = [*SMALL_ON_H100, f"output_root={out_root}"]
     assert main(argv) == 0
     (run,) = list(out_root.iterdir())
     folder = run / "static_analysis" / "wan2_1"

@@ -61,15 +61,17 @@ def parse_workload(raw: Any, *, default_steps: int, text_len: int, pipeline: str
     ``num_inference_steps`` is null) and whose text embedding takes at most ``text_len`` tokens,
     run by ``pipeline`` (the top-level key)."""
     section = "workload"
-    if isinstance(raw, Mapping) and "rounding" in raw:
-        raise ConfigError(f"{section}.rounding", "replaced by the top-level key pipeline=official|diffusers")
     given: dict[str, Any] = {
         "name": raw.get("name", "custom") if isinstance(raw, Mapping) else "custom",
         "pipeline": pipeline,
     }
     if isinstance(raw, Mapping) and raw.get("num_inference_steps") is None:
         given["num_inference_steps"] = default_steps
-    w = parse(Workload, raw, section, hidden=("pipeline",), **given)
+    hidden = {
+        "pipeline": "is a top-level key: pipeline=official|diffusers",
+        "rounding": "replaced by the top-level key pipeline=official|diffusers",  # a retired key
+    }
+    w = parse(Workload, raw, section, hidden=hidden, **given)
     for key in ("text_len", "context_len"):
         if getattr(w, key) > text_len:
             raise ConfigError(

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
+import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.config import RunConfig
@@ -23,6 +24,7 @@ class ReportResult:
     analysis: Analysis
     view: DeviceView
     files: tuple[str, ...]
+    modules: pd.DataFrame
 
 
 def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]:
@@ -66,5 +68,10 @@ def report(cfg: RunConfig) -> ReportResult:
     with open_run(cfg, "report", run_id) as out:
         files = write_analysis_files(out, view, modules, run_id)
     return ReportResult(
-        run_id, analysis_dir(cfg.output_root / run_id, cfg.family.slug), analysis, view, tuple(files)
+        run_id,
+        analysis_dir(cfg.output_root / run_id, cfg.family.slug),
+        analysis,
+        view,
+        tuple(files),
+        modules,
     )

@@ -56,6 +56,7 @@ class TraceResult:
     timings: dict[str, float]
     view: DeviceView
     files: tuple[str, ...]
+    modules: pd.DataFrame
 
 
 def trace_stage(
@@ -65,13 +66,11 @@ def trace_stage(
     ref: Reference,
     rows: list[ModuleRow],
     step: Steps,
-    memory: dict[str, tuple[int, int]],
-) -> pd.DataFrame:
-    """Build the stage's real module on meta, capture one run, map every node: its nodes table.
-
-    For a stage with a memory rule, also run it once under the tensor-lifetime counter and add
-    ``(analytic, measured)`` peak live activation bytes to ``memory``.
-    """
+    measure_memory: bool,
+) -> tuple[pd.DataFrame, int | None]:
+    """Build the stage's real module on meta, capture one run, map every node: its nodes table,
+    and with ``measure_memory`` the peak live activation bytes of one more run under the
+    tensor-lifetime counter (None without)."""
     from ditmeter.tracer.capture import capture_forward
     from ditmeter.tracer.memory import peak_live_bytes
 
@@ -79,12 +78,12 @@ def trace_stage(
         module, inputs = ref.make(cfg.model, cfg.workload, analysis.geometry, "meta")
     with step(f"capture {stage.name}"):
         graph = capture_forward(module, inputs)
-    expected = cfg.family.reference_memory(analysis).get(stage.name)
-    if expected is not None:
+    measured = None
+    if measure_memory:
         with step(f"memory {stage.name}"):
-            memory[stage.name] = (expected, peak_live_bytes(module, inputs))
+            measured = peak_live_bytes(module, inputs)
     with step(f"map {stage.name}"):
-        return map_graph(graph, rows, ref.names, ref.rules, stage=stage.name)
+        return map_graph(graph, rows, ref.names, ref.rules, stage=stage.name), measured
 
 
 def _write(
@@ -167,14 +166,13 @@ def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
     rows = {s.name: s.rows() for s in analysis.stages}
     run_id = run_id_for(cfg)
     with open_run(cfg, "trace", run_id) as out:
-        memory: dict[str, tuple[int, int]] = {}
-        nodes = pd.concat(
-            [
-                trace_stage(cfg, analysis, s, refs[s.name], rows[s.name], step, memory)
-                for s in analysis.stages
-            ],
-            ignore_index=True,
-        )
+        expected = cfg.family.reference_memory(analysis)  # stages with a memory rule
+        traced = {
+            s.name: trace_stage(cfg, analysis, s, refs[s.name], rows[s.name], step, s.name in expected)
+            for s in analysis.stages
+        }
+        nodes = pd.concat([table for table, _ in traced.values()], ignore_index=True)
+        memory = {n: (expected[n], peak) for n, (_, peak) in traced.items() if peak is not None}
         with step("join"):
             joined = _join(cfg, analysis, view, rows, nodes, memory)
         with step("write"):
@@ -189,4 +187,5 @@ def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
         step.seconds,
         view,
         tuple(files),
+        joined.modules,
     )

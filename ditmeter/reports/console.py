@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import pandas as pd
 from rich.console import Console
 
 from ditmeter.analytic.geometry import Geometry
@@ -15,7 +16,6 @@ from ditmeter.reports.device_report import DeviceView, measured_table, stage_tim
 from ditmeter.reports.format import binary_bytes, percent, seconds, si
 from ditmeter.reports.memory_report import fit_line
 from ditmeter.reports.table_model import to_rich
-from ditmeter.reports.tables import modules_frame
 from ditmeter.reports.verdict import coverage_table, layers_table, stage_lines, verdict_line
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def print_verdict(console: Console, verdict: Verdict, shown: int) -> None:
     console.print(verdict_line(verdict), style="green" if verdict.passed else "red")
 
 
-def print_device(console: Console, view: DeviceView) -> None:
+def print_device(console: Console, view: DeviceView, modules: pd.DataFrame) -> None:
     """The peak memory per GPU (and with a device whether it fits), the predicted time, the MFU."""
     a = view.analysis
     f = a.footprint
@@ -97,7 +97,7 @@ def print_device(console: Console, view: DeviceView) -> None:
         whole = sum(x["per_video_s"] for x in times)
         parts = ", ".join(f"{x['stage']} {seconds(x['per_video_s'])}" for x in times)
         console.print(f"  whole video, every stage: {seconds(whole)} ({parts})")
-    console.print(to_rich(top_layers_by_time(view, modules_frame(a, p), TOP_SHOWN)))
+    console.print(to_rich(top_layers_by_time(view, modules, TOP_SHOWN)))
     if view.mfu is not None:
         console.print(f"measured {view.measured_video_s:g} s per video → MFU {100 * view.mfu:.1f}%")
     for warning in view.warnings:
@@ -128,7 +128,7 @@ def print_report(console: Console, result: ReportResult) -> None:
     if len(a.stages) > 1:
         parts = ", ".join(f"{s.name} ×{s.runs_per_video} {si(s.per_video.flops, 'FLOP')}" for s in a.stages)
         console.print(f"whole video: {si(a.whole_video.flops, 'FLOP')} ({parts})")
-    print_device(console, result.view)
+    print_device(console, result.view, result.modules)
 
 
 def print_trace(console: Console, result: TraceResult, shown: int) -> None:
@@ -138,7 +138,7 @@ def print_trace(console: Console, result: TraceResult, shown: int) -> None:
         f"{result.graph_edges:,} edges"
     )
     print_verdict(console, result.verdict, shown)
-    print_device(console, result.view)
+    print_device(console, result.view, result.modules)
 
 
 def print_compare(console: Console, result: CompareResult, shown: int) -> None:

@@ -1,9 +1,8 @@
-"""Peak memory per GPU through one video: report.json's ``memory``, summary.md's memory section,
-the terminal lines and ``memory_timeline.png``."""
+"""Peak memory per GPU through one video: report.json's ``memory``, summary.md's memory section
+and the terminal lines (``memory_timeline.png`` is drawn in :mod:`ditmeter.reports.plots`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ditmeter.analytic.analysis import Analysis
@@ -96,29 +95,3 @@ def summary_lines(analysis: Analysis, device: DeviceSpec | None) -> list[str]:
         TIMELINE_SCOPE,
         *(["", "![memory timeline](memory_timeline.png)"] if device is not None else []),
     ]
-
-
-def plot_timeline(analysis: Analysis, device: DeviceSpec | None, path: Path) -> None:
-    """Stacked weights by component and activations per stage, the capacity as a line (GiB)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = analysis.memory
-    stages = [p.stage for p in t.phases]
-    fig, ax = plt.subplots(figsize=(10, 4.5), layout="tight")
-    bottom = [0.0] * len(stages)
-    for comp in t.components:
-        values = [p.resident.get(comp, 0) / 2**30 for p in t.phases]
-        ax.bar(stages, values, bottom=bottom, label=f"{comp} weights")
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    acts = [(p.activation_bytes or 0) / 2**30 for p in t.phases]
-    ax.bar(stages, acts, bottom=bottom, label="activations (peak of one run)", hatch="//", color="#bbbbbb")
-    if device is not None:
-        ax.axhline(device.memory_bytes / 2**30, color="k", linestyle="--", label=f"{device.display_name}")
-    ax.set_ylabel("GiB on one GPU")
-    ax.set_title(f"{analysis.model.name}: peak {binary_bytes(t.peak_per_gpu_bytes)} at {t.peak_phase.stage}")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -1,4 +1,4 @@
-"""``roofline.png`` and ``time_breakdown.png`` for a run with a device.
+"""``roofline.png``, ``time_breakdown.png`` and ``memory_timeline.png`` for a run with a device.
 
 The roofline shows one point per layer (the 40 copies of ``blocks.*.ffn.0``
 are one point: they sit on the same spot), sized by its share of the predicted
@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.tree import layer_pattern
+from ditmeter.reports.format import binary_bytes
 
 #: Layers numbered on the roofline (the legend names them).
 LABELLED = 8
@@ -193,4 +195,29 @@ def time_breakdown_png(by_category: pd.DataFrame, device: DeviceSpec, title: str
     ax.set_xlim(0, float(cats["predicted_s"].max()) * scale * 1.18)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(True, axis="x", lw=0.3, alpha=0.5)
+    _save(fig, path)
+
+
+def memory_timeline_png(analysis: Analysis, device: DeviceSpec | None, path: Path) -> None:
+    """Stacked weights by component and activations per stage, the capacity as a line (GiB)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = analysis.memory
+    stages = [p.stage for p in t.phases]
+    fig, ax = plt.subplots(figsize=(10, 4.5), layout="tight")
+    bottom = [0.0] * len(stages)
+    for comp in t.components:
+        values = [p.resident.get(comp, 0) / 2**30 for p in t.phases]
+        ax.bar(stages, values, bottom=bottom, label=f"{comp} weights")
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    acts = [(p.activation_bytes or 0) / 2**30 for p in t.phases]
+    ax.bar(stages, acts, bottom=bottom, label="activations (peak of one run)", hatch="//", color="#bbbbbb")
+    if device is not None:
+        ax.axhline(device.memory_bytes / 2**30, color="k", linestyle="--", label=f"{device.display_name}")
+    ax.set_ylabel("GiB on one GPU")
+    ax.set_title(f"{analysis.model.name}: peak {binary_bytes(t.peak_per_gpu_bytes)} at {t.peak_phase.stage}")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, path)

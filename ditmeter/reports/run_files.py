@@ -62,13 +62,12 @@ def write_analysis_files(
     write_text(out / "summary.md", render_summary(a, modules, run_id, view, verdict=verdict, profile=profile))
     files = list(REPORT_FILES)
     if view.prediction is not None:
-        from ditmeter.reports.memory_report import plot_timeline
-        from ditmeter.reports.plots import roofline_png, time_breakdown_png
+        from ditmeter.reports.plots import memory_timeline_png, roofline_png, time_breakdown_png
 
         device, forward = view.prediction.device, a.forward.name
         title = f"{a.model.name} × {a.workload.name} on {device.display_name}"
         roofline_png(modules, forward, device, a.workload.dtype, title, out / "roofline.png")
         time_breakdown_png(time_by_category(modules, forward), device, title, out / "time_breakdown.png")
-        plot_timeline(a, device, out / "memory_timeline.png")
+        memory_timeline_png(a, device, out / "memory_timeline.png")
         files += DEVICE_FILES
     return files

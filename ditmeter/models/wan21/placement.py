@@ -37,8 +37,6 @@ def _official(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool)
     images = "image_encoder" in present
     on = {"vae", "image_encoder"} if images else {"vae", "dit"}  # where __init__ leaves them
     for current in COMPONENT:  # the stages in order, up to ``stage``
-        if current not in present and current not in ("vae_encode", "vae_decode"):
-            continue
         if current == "text_encoder" and not t5_cpu:
             on.add("text_encoder")
         if current == "dit":

@@ -162,38 +162,20 @@ class WanModelSpec:
         return self.dim // self.num_heads
 
 
-#: Component keys the pipeline sets (``pipeline=``), never the model config.
-_SET_BY_PIPELINE = {
-    "text_encoder": ("dtype",),
-    "vae": ("dtype",),
-    "image_encoder": ("dtype", "layers_run"),
-}
-
-
 def parse_model(raw: Mapping[str, Any], pipeline: str) -> WanModelSpec:
     """The ``model`` section (components included) as a typed record, with the component dtypes
     and depths ``pipeline`` runs them in; errors name the field."""
     sem = SEMANTICS[pipeline]
-    for section, keys in _SET_BY_PIPELINE.items():
-        sub = raw.get(section)
-        for key in keys:
-            if isinstance(sub, Mapping) and key in sub:
-                raise ConfigError(
-                    f"model.{section}.{key}",
-                    f"is set by the pipeline (pipeline={pipeline}); allowed: pipeline=official|diffusers",
-                )
+    why = f"is set by the pipeline (pipeline={pipeline}); allowed: pipeline=official|diffusers"
+    dtype = {"dtype": why}  # component keys the pipeline sets, never the model config
     images = raw.get("pipeline") in ("i2v", "flf2v")
+    always = {
+        "text_encoder": (UMT5Spec, "umt5", sem.text_encoder_dtype),
+        "vae": (VaeSpec, "wan-vae", sem.vae_dtype),
+    }
     components: dict[str, Any] = {
-        "text_encoder": parse(
-            UMT5Spec,
-            raw.get("text_encoder"),
-            "model.text_encoder",
-            name=_name(raw, "text_encoder", "umt5"),
-            dtype=sem.text_encoder_dtype,
-        ),
-        "vae": parse(
-            VaeSpec, raw.get("vae"), "model.vae", name=_name(raw, "vae", "wan-vae"), dtype=sem.vae_dtype
-        ),
+        key: parse(cls, raw.get(key), f"model.{key}", name=_name(raw, key, default), hidden=dtype, dtype=dt)
+        for key, (cls, default, dt) in always.items()
     }
     if images:
         clip = raw.get("image_encoder")
@@ -209,6 +191,7 @@ def parse_model(raw: Mapping[str, Any], pipeline: str) -> WanModelSpec:
             clip,
             "model.image_encoder",
             name=_name(raw, "image_encoder", "clip"),
+            hidden={**dtype, "layers_run": why},
             dtype=sem.image_encoder_dtype,
             layers_run=layers - dropped if isinstance(layers, int) else layers,
         )
