@@ -2,6 +2,8 @@
 #   make trace MODEL=wan2.1-t2v-14b [WORKLOAD=w003-720p] [ARGS="workload.num_frames=33"]
 #   make compare [RUN=<run_id>] [ARGS="compare.tolerance=0.01"]
 #   make profile MODEL=wan2.1-t2v-1.3b WORKLOAD=w001-tiny [ARGS="profile.num_layers=2"]
+#   make calibrate MODEL=wan2.1-t2v-1.3b WORKLOAD=w001-tiny [ARGS="stages=[dit]"]
+#   make sweep [ARGS="device=[h100-sxm,a100-sxm-80gb] workload.num_frames=[33,49,81]"]
 #   make report / make test / make lint / make bench
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +14,7 @@ WORKLOAD ?= w003-720p
 ARGS     ?=
 RUN      ?=
 
-.PHONY: install report trace compare profile test lint bench clean
+.PHONY: install report trace compare profile calibrate sweep test lint bench clean
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
@@ -32,6 +34,14 @@ trace: $(STAMP)
 
 profile: $(STAMP)
 	$(BIN)/ditmeter profile model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+
+# Measure this machine's kernels at the model's shapes: a calibration file for calibration=PATH.
+calibrate: $(STAMP)
+	$(BIN)/ditmeter calibrate model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+
+# Analytic predictions over a grid (ARGS="device=[h100-sxm,a100-sxm-80gb] workload.num_frames=[33,81]").
+sweep: $(STAMP)
+	$(BIN)/ditmeter sweep model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
 
 # The newest traced run unless RUN=<run_id> is given.
 compare: $(STAMP)

@@ -98,6 +98,20 @@ def _commands() -> list[tuple[str, str, str, str]]:
             f"{overrides_help}\nprofile: profile.device_kind=cpu|cuda profile.num_layers=2 "
             f"profile.warmup=1 profile.trace=PATH\n\n{tail}",
         ),
+        (
+            "calibrate",
+            "measure the model's own kernels on this machine and write a calibration file",
+            "Time every GEMM, attention and convolution shape of the selected stages (at the workload) "
+            "and the element-wise bandwidth and per-op overhead on device_kind=cpu|cuda with "
+            "torch.utils.benchmark, fit them as fractions of the device's peaks (cuda: device=NAME's; "
+            "cpu: the best rates measured) and write a YAML calibration file. calibration=PATH then makes "
+            "report, trace and profile predict with it. Exit 0 ok, 2 bad input.",
+            "overrides: model=NAME workload=NAME device_kind=cpu|cuda device=NAME stages=[dit]\n"
+            "  calibrate.output=PATH calibrate.max_flops=2e10 calibrate.min_run_time=0.2\n"
+            "example: ditmeter calibrate model=wan2.1-t2v-1.3b workload=w001-tiny stages=[dit]\n"
+            "         ditmeter report model=wan2.1-t2v-1.3b workload=w001-tiny calibration=PATH\n\n"
+            f"{tail}",
+        ),
     ]
 
 
@@ -181,6 +195,21 @@ def _cmd_profile(overrides: list[str], console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_calibrate(overrides: list[str], console: Console) -> int:
+    from ditmeter.commands.calibrate import calibrate
+    from ditmeter.config import load
+    from ditmeter.reports import console as show
+
+    cfg = load(overrides, "calibrate")
+    where = cfg.calibrate.device_kind + (f" ({cfg.device.name})" if cfg.device is not None else "")
+    console.print(
+        f"calibrating {cfg.model.name} × {cfg.workload.name} on {where}, stages: {', '.join(cfg.stages)}"
+    )
+    result = calibrate(cfg, progress=show.StepPrinter(console))
+    show.print_calibration(console, result)
+    return EXIT_OK
+
+
 class _Stdout(io.TextIOBase):
     """stdout that never breaks a run: a closed stdout or a reader that went away (``| head``) only
     loses the text; a stdout that cannot be written (``> /dev/full``) is remembered and reported;
@@ -255,7 +284,13 @@ def _crash_log(argv: list[str]) -> Path:
     return Path("(the traceback could not be written anywhere)")
 
 
-_COMMANDS = {"report": _cmd_report, "trace": _cmd_trace, "compare": _cmd_compare, "profile": _cmd_profile}
+_COMMANDS = {
+    "report": _cmd_report,
+    "trace": _cmd_trace,
+    "compare": _cmd_compare,
+    "profile": _cmd_profile,
+    "calibrate": _cmd_calibrate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,9 +31,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.device import TENSOR_DTYPES, DeviceSpec
 from ditmeter.analytic.geometry import Geometry
+from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
+from ditmeter.analytic.timing import TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
 from ditmeter.errors import ConfigError
 from ditmeter.models import family as family_named
@@ -44,11 +46,34 @@ GROUPS = ("model", "workload", "device")
 REQUIRED_GROUPS = ("model", "workload")
 
 #: The top-level keys each command uses (an override of another is refused), and all of them.
-_RUN = ("model", "workload", "device", "pipeline", "offload", "output_root", "run_id", "measured_video_s")
+_RUN = (
+    "model",
+    "workload",
+    "device",
+    "pipeline",
+    "offload",
+    "time",
+    "attention",
+    "gemm_dtype",
+    "calibration",
+    "output_root",
+    "run_id",
+    "measured_video_s",
+)
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "report": (*_RUN, "stages"),
     "trace": (*_RUN, "stages", "compare"),
     "profile": (*_RUN, "profile"),
+    "calibrate": (
+        "model",
+        "workload",
+        "device",
+        "pipeline",
+        "stages",
+        "output_root",
+        "device_kind",
+        "calibrate",
+    ),
     "compare": ("output_root", "run_id", "compare"),
 }
 KEYS = tuple(dict.fromkeys(k for keys in COMMAND_KEYS.values() for k in keys))
@@ -95,6 +120,18 @@ class ProfileOptions:
 
 
 @attrs.frozen
+class CalibrateOptions:
+    """``calibrate.*`` and the top-level ``device_kind``: where and how ``ditmeter calibrate`` measures."""
+
+    device_kind: str = attrs.field(default="cpu", validator=one_of(*DEVICE_KINDS))  # given: top level
+    output: str | None = attrs.field(default=None, validator=_is_path)
+    #: FLOPs of one measured call at most: larger shapes are measured at fewer rows
+    max_flops: float = attrs.field(default=2e10, validator=finite_number(1e3, maximum=1e15))
+    #: seconds torch.utils.benchmark repeats each shape for (at least)
+    min_run_time: float = attrs.field(default=0.2, validator=finite_number(1e-3, maximum=60))
+
+
+@attrs.frozen
 class CompareOptions:
     """``compare.*``: the gate's tolerance and the rows of the error table."""
 
@@ -123,6 +160,19 @@ class TopLevel:
         default=None,
         validator=attrs.validators.optional(finite_number(1e-3, maximum=1e9, hint=" of seconds")),
     )
+    attention: str = attrs.field(default="auto", validator=one_of("auto", *ATTENTION_BACKENDS))
+    gemm_dtype: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(one_of(*TENSOR_DTYPES))
+    )
+    calibration: str | None = attrs.field(default=None, validator=_is_path)
+    device_kind: str = attrs.field(default="cpu", validator=one_of(*DEVICE_KINDS))
+
+
+@attrs.frozen
+class TimeOptions:
+    """``time.*``: how time is predicted."""
+
+    mode: str = attrs.field(default="predicted", validator=one_of(*TIME_MODES))
 
 
 @attrs.frozen
@@ -140,6 +190,8 @@ class RunConfig:
     device: DeviceSpec | None = None
     measured_video_s: float | None = None
     profile: ProfileOptions = ProfileOptions()
+    time: TimePlan = attrs.Factory(TimePlan)
+    calibrate: CalibrateOptions = CalibrateOptions()
 
     @property
     def geometry(self) -> Geometry:
@@ -238,15 +290,14 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
     changed = [o.split(".", 1)[1] for o in overrides if o.startswith("workload.") and "=" in o]
     if changed:  # a preset with edits must not pass for the preset itself
         raw["workload"]["name"] = f"{raw['workload'].get('name', 'custom')}[{','.join(changed)}]"
-    top = parse(
-        TopLevel, {k: raw.get(k) for k in ("pipeline", "output_root", "run_id", "measured_video_s")}, ""
-    )
+    top = parse(TopLevel, {k: raw.get(k) for k in attrs.fields_dict(TopLevel)}, "")
     fam = family_named(raw["model"].get("family"))
     model = fam.parse_model(raw["model"], top.pipeline)
     workload = parse_workload(
         raw["workload"], default_steps=model.default_steps, text_len=model.text_len, pipeline=top.pipeline
     )
     device = parse(DeviceSpec, raw["device"], "device") if raw.get("device") is not None else None
+    device, plan = time_plan(top, parse(TimeOptions, raw.get("time") or {}, "time"), device)
     if top.measured_video_s is not None and device is None:
         raise ConfigError("measured_video_s", "needs device=NAME: the MFU is against a device's peak")
     out = RunConfig(
@@ -261,9 +312,84 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         device=device,
         measured_video_s=top.measured_video_s,
         profile=parse(ProfileOptions, raw.get("profile"), "profile"),
+        time=plan,
+        calibrate=parse(
+            CalibrateOptions, raw.get("calibrate") or {}, "calibrate", device_kind=top.device_kind
+        ),
     )
     out.geometry  # noqa: B018  (refuses sizes below one patch before anything runs)
     return out
+
+
+def _kernel_mapping(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A kernel file's content over its ``base`` (its sections replace the base's entries of the
+    same backend or dtype)."""
+    path = config_dir() / "kernels" / f"{name}.yaml"
+    if not path.is_file() or name in seen:
+        why = (
+            "refers back to itself" if name in seen else f"unknown; allowed: {', '.join(choices('kernels'))}"
+        )
+        raise ConfigError("device.kernels", f"kernel table {name!r} {why}")
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(raw, dict)
+    base = raw.pop("base", None)
+    if base is None:
+        return {str(k): v for k, v in raw.items()}
+    merged = _kernel_mapping(str(base), (*seen, name))
+    for key, value in raw.items():
+        nested = key in ("attention", "gemm", "conv") and isinstance(value, dict)
+        merged[str(key)] = {**merged.get(str(key), {}), **value} if nested else value
+    return merged
+
+
+@functools.lru_cache(maxsize=16)
+def kernel_table(name: str) -> KernelTable:
+    """``configs/kernels/<name>.yaml`` over its base, validated (errors name ``kernels.<field>``)."""
+    return KernelTable.from_mapping(_kernel_mapping(name), "kernels")
+
+
+def time_plan(
+    top: TopLevel, options: TimeOptions, device: DeviceSpec | None
+) -> tuple[DeviceSpec | None, TimePlan]:
+    """The device and the time plan: the device's kernel table, or a calibration file's device and
+    table (``calibration=PATH``); ``attention=`` and ``gemm_dtype=`` checked against them."""
+    kernels = None
+    if top.calibration is not None:
+        from ditmeter.analytic.calibration import read_calibration
+
+        cal_device, kernels = read_calibration(Path(top.calibration))
+        if device is not None and device.name != cal_device.name:
+            raise ConfigError(
+                "calibration",
+                f"was measured on {cal_device.name}, not device={device.name}; drop device= or match it",
+            )
+        device = cal_device
+    elif device is not None and device.kernels is not None:
+        kernels = kernel_table(device.kernels)
+    plan = TimePlan(options.mode, kernels, top.attention, top.gemm_dtype)
+    changed = top.attention != "auto" or top.gemm_dtype is not None
+    if device is None:
+        if changed:
+            key = "attention" if top.attention != "auto" else "gemm_dtype"
+            raise ConfigError(key, "needs device=NAME (or calibration=PATH): it changes the predicted time")
+        return device, plan
+    if kernels is not None and top.attention not in ("auto", *kernels.backends):
+        raise ConfigError(
+            "attention",
+            f"{top.attention!r} does not run on {device.name}; allowed: auto, {', '.join(kernels.backends)}",
+        )
+    if top.gemm_dtype is not None:
+        try:
+            device.tensor_flop_per_s(top.gemm_dtype)
+            if kernels is not None:
+                kernels.gemm_fraction(top.gemm_dtype, 1)
+        except (ConfigError, FieldError):
+            raise ConfigError(
+                "gemm_dtype", f"{device.name} has no {top.gemm_dtype} tensor-core peak or GEMM curve"
+            ) from None
+    if top.attention != "auto" and not plan.predicted:
+        raise ConfigError("attention", "a kernel's speed is not in the roofline: use time.mode=predicted")
+    return device, plan
 
 
 def select_stages(fam: Family, model: ModelSpec, requested: Any) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from ditmeter.analytic.cost import Cost
 from ditmeter.analytic.device import NUMBER_KEYS, DeviceSpec
 from ditmeter.analytic.registry import apply_rule
-from ditmeter.analytic.roofline import leaf_roofline
+from ditmeter.analytic.timing import leaf_roofline
 from ditmeter.cli import main
 from ditmeter.config import choices, config_dir, load
 from ditmeter.errors import ConfigError
@@ -182,7 +182,14 @@ def test_report_with_a_device_writes_time_memory_and_plots(out_root: Path) -> No
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     report = json.loads((folder / "report.json").read_text())
     t = report["time"]
-    assert t["per_video_s"] == pytest.approx(100 * t["per_forward_s"]) and t["bound"] == "compute"
+    # per_video_s: every stage; the DiT's share is its 100 forwards
+    assert t["forward_per_video_s"] == pytest.approx(100 * t["per_forward_s"]) and t["bound"] == "compute"
+    assert t["per_video_s"] == pytest.approx(sum(s["per_video_s"] for s in t["stages"]))
+    assert (
+        t["per_video_s"] > t["forward_per_video_s"] and t["mode"] == "predicted" and t["kernels"] == "hopper"
+    )
+    assert t["attention"]["dit"] == "fa3"  # official flash_attention on Hopper
+    assert t["roofline_per_video_s"] < t["per_video_s"]
     assert t["mfu"] == pytest.approx(0.3663, abs=1e-4)
     assert sum(c["predicted_s"] for c in t["by_category"]) == pytest.approx(t["per_forward_s"])
     assert report["memory"]["fits"] is True and report["device"]["name"] == "h100-sxm"
@@ -202,9 +209,14 @@ def test_report_with_a_device_writes_time_memory_and_plots(out_root: Path) -> No
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(folder / "modules.parquet").metadata
-    per_video = json.loads(meta[b"ditmeter.time"])["per_video_s"]
-    assert per_video == pytest.approx(100 * root["predicted_s"]) == pytest.approx(t["per_video_s"])
-    assert set(leaves["bound"]) == {"compute", "memory"}
+    time_meta = json.loads(meta[b"ditmeter.time"])
+    assert time_meta["forward_per_video_s"] == pytest.approx(100 * root["predicted_s"])
+    assert time_meta["per_video_s"] == pytest.approx(t["per_video_s"])
+    assert {"compute", "memory"} <= set(leaves["bound"]) <= {"compute", "memory", "overhead"}
+    # predicted >= roofline for every module, and the share of the peaks is in (0, 1]
+    timed = modules[modules["predicted_s"].notna()]
+    assert (timed["predicted_s"] >= timed["roofline_s"] * (1 - 1e-12)).all()
+    assert ((timed["peak_fraction"] > 0) & (timed["peak_fraction"] <= 1 + 1e-12)).all()
 
 
 @pytest.mark.parametrize(
@@ -268,7 +280,7 @@ def test_the_terminal_gives_the_whole_video_time_with_significant_digits(
     argv = [*SMALL_ON_H100, f"output_root={out_root}"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    line = next(x for x in out.splitlines() if "whole video, every stage" in x)
+    line = next(x for x in out.splitlines() if "per video, every stage" in x)
     assert all(stage in line for stage in ("text_encoder", "dit", "vae_decode"))
     assert " 0.0 s" not in out and "0.0 ms" not in out
     assert (percent(1, 100_000), percent(0, 5), percent(1, 3)) == ("0.001%", "0.0%", "33.3%")

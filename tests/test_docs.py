@@ -29,6 +29,7 @@ SMALL = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm", "meas
 OPEN_MAPS = (
     "model.",
     "device.sources.",
+    "time.attention.",
     "tool.versions.",
     "compare.timings_s.",
     "profile.timings_s.",

@@ -19,7 +19,7 @@ from ditmeter.analytic.cost import COST_FIELDS, Cost, total
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.memory import Footprint, Timeline
-from ditmeter.analytic.roofline import Prediction, module_rooflines
+from ditmeter.analytic.timing import Prediction, StageKernels, TimePlan, effective_backend, module_times
 from ditmeter.analytic.tree import Composite, ModuleRow, leaf_totals_by, walk
 from ditmeter.analytic.workload import Workload
 from ditmeter.errors import ConfigError
@@ -59,6 +59,10 @@ class Stage:
     dtype: str
     run: str  # what one run is, for people
     calls: int = 1  # how many times one run calls the real module (the VAE: once per chunk of frames)
+    #: What the stage's code calls for attention: ``flash`` (the official flash_attention),
+    #: ``fa2`` (the same pinned to FlashAttention-2), ``sdpa`` (torch's
+    #: scaled_dot_product_attention) or ``eager`` (matmul + softmax).
+    attention: str = "eager"
 
     def rows(self) -> list[ModuleRow]:
         """Every module of the stage, expanded, with video-wide ids (parents first)."""
@@ -114,16 +118,36 @@ class Analysis:
     def per_video(self) -> Cost:
         return self.forward.per_video
 
-    def prediction(self, device: DeviceSpec) -> Prediction:
-        """Roofline times of every module of every stage on ``device`` (forward, step, video).
+    def stage_kernels(self, stage: Stage, plan: TimePlan) -> StageKernels:
+        """What ``stage``'s leaves run under ``plan``: ``gemm_dtype`` applies to the denoiser's
+        16-bit matmuls only (the what-if of an fp8 DiT)."""
+        forward = stage.name == self.forward.name
+        gemm = plan.gemm_dtype if forward and stage.dtype != "fp32" else None
+        return StageKernels(stage.dtype, plan.backend(stage.attention, forward=forward), gemm)
 
-        Each stage runs in its own dtype (the VAE and CLIP in fp32: the FP32 peak).
+    def prediction(self, device: DeviceSpec, plan: TimePlan | None = None) -> Prediction:
+        """Times of every module of every stage on ``device`` (forward, step, video) under ``plan``
+        (the roofline lower bound when no plan is given).
+
+        Each stage runs in its own dtype (the VAE and CLIP in fp32: the FP32 or TF32 peak).
         """
-        modules = {}
+        plan = plan or TimePlan(mode="roofline")
+        modules, backends = {}, {}
         for stage in self.every_stage:
-            modules.update(module_rooflines(stage.tree, device, stage.dtype, stage.name))
+            kernels = self.stage_kernels(stage, plan)
+            modules.update(module_times(stage.tree, device, plan, kernels, stage.name))
+            head_dims = [
+                int(dict(r.dims)["head_dim"])
+                for r in walk(stage.tree, expand=False)
+                if r.kind == "leaf" and "head_dim" in dict(r.dims)
+            ]
+            if head_dims:
+                backends[stage.name] = effective_backend(kernels.attention, stage.dtype, max(head_dims))
         f = self.forward
-        return Prediction(device, modules, f.name, self.workload.guidance_forwards, f.runs_per_video)
+        runs = tuple((s.name, s.runs_per_video) for s in self.stages)
+        return Prediction(
+            device, plan, modules, f.name, self.workload.guidance_forwards, f.runs_per_video, runs, backends
+        )
 
     def by_category(self) -> dict[str, Cost]:
         """The forward stage's leaf costs by category (one run)."""

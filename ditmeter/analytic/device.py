@@ -100,6 +100,8 @@ class DeviceSpec:
     memory_mib: float = _number()  # what the driver reports (nvidia-smi): the capacity fits use
     efficiency: float = attrs.field(default=1.0, converter=_float, validator=_efficiency)
     sources: dict[str, str] = attrs.field(factory=dict, converter=_sources)
+    #: The kernel-efficiency table (``configs/kernels/<name>.yaml``) of the device's architecture.
+    kernels: str | None = attrs.field(default=None)
     bf16_sparse_tflops: float | None = _optional()
     fp16_sparse_tflops: float | None = _optional()
     fp8_sparse_tflops: float | None = _optional()

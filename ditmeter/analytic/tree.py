@@ -16,15 +16,18 @@ import attrs
 from ditmeter.analytic.cost import Cost, total
 from ditmeter.analytic.registry import apply_rule
 
+Dims = tuple[tuple[str, int | bool], ...]
+
 
 @attrs.frozen
 class Leaf:
-    """One module the rules cost directly."""
+    """One module the rules cost directly; ``dims`` are the rule's arguments (the kernel's shape)."""
 
     name: str
     category: str
     rule: str
     cost: Cost
+    dims: Dims = ()
 
     @property
     def total(self) -> Cost:
@@ -33,7 +36,7 @@ class Leaf:
 
 def rule_leaf(name: str, category: str, rule: str, **dims: int | bool) -> Leaf:
     """A leaf costed by the registered cost rule ``rule`` at ``dims``."""
-    return Leaf(name, category, rule, apply_rule(rule, **dims))
+    return Leaf(name, category, rule, apply_rule(rule, **dims), tuple(dims.items()))
 
 
 @attrs.frozen
@@ -85,6 +88,7 @@ class ModuleRow:
     rule: str | None
     cost: Cost
     copies: int = 1
+    dims: Dims = ()
 
     @property
     def total(self) -> Cost:
@@ -108,7 +112,7 @@ def walk(node: Node, prefix: str = "", *, expand: bool = True) -> Iterator[Modul
     while stack:
         n, module_id, parent, depth, copies = stack.pop()
         if isinstance(n, Leaf):
-            yield ModuleRow(module_id, parent, depth, "leaf", n.category, n.rule, n.cost, copies)
+            yield ModuleRow(module_id, parent, depth, "leaf", n.category, n.rule, n.cost, copies, n.dims)
             continue
         kind = "composite" if isinstance(n, Composite) else "repeated"
         yield ModuleRow(module_id, parent, depth, kind, None, None, n.total, copies)

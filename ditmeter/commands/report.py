@@ -39,7 +39,7 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
     else:
         analysis = fam.analyze(model, cfg.workload, (fam.forward_stage,), cfg.offload)
     analysis.check_bounds()  # before any tracing, plotting or writing
-    return analysis, device_view(analysis, cfg.device, cfg.measured_video_s)
+    return analysis, device_view(analysis, cfg.device, cfg.measured_video_s, cfg.time)
 
 
 def run_id_for(cfg: RunConfig, suffix: str = "") -> str:

@@ -256,7 +256,8 @@ def with_times(modules: pd.DataFrame, nodes: pd.DataFrame, rows: Sequence[Module
 
     ``achieved_flop_per_s`` = (tensor_flops + cuda_flops) / measured_time_s;
     ``achieved_bytes_per_s`` = fused-ideal bytes / measured_time_s;
-    ``roofline_fraction`` = predicted_s / measured_time_s (1.0 = at the roofline).
+    ``roofline_fraction`` = roofline_s / measured_time_s (1.0 = at the roofline);
+    ``predicted_ratio`` = predicted_s / measured_time_s (1.0 = the prediction was right).
     Null where the module took no measured time.
     """
     times = rollup(nodes, rows, nodes["measured_time_s"].astype("float64"))
@@ -268,5 +269,6 @@ def with_times(modules: pd.DataFrame, nodes: pd.DataFrame, rows: Sequence[Module
     moved = (out["bytes_read"] + out["bytes_written"]).astype("float64")
     out["achieved_flop_per_s"] = (flops / t).where(timed)
     out["achieved_bytes_per_s"] = (moved / t).where(timed)
-    out["roofline_fraction"] = (out["predicted_s"].astype("float64") / t).where(timed)
+    out["roofline_fraction"] = (out["roofline_s"].astype("float64") / t).where(timed)
+    out["predicted_ratio"] = (out["predicted_s"].astype("float64") / t).where(timed)
     return out

@@ -12,13 +12,20 @@ from rich.console import Console
 
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.compare.gate import Verdict
-from ditmeter.reports.device_report import DeviceView, measured_table, stage_times, top_layers_by_time
+from ditmeter.reports.device_report import (
+    DeviceView,
+    measured_table,
+    plan_line,
+    stage_times,
+    top_layers_by_time,
+)
 from ditmeter.reports.format import binary_bytes, percent, seconds, si
 from ditmeter.reports.memory_report import fit_line
 from ditmeter.reports.table_model import to_rich
 from ditmeter.reports.verdict import coverage_table, layers_table, stage_lines, verdict_line
 
 if TYPE_CHECKING:
+    from ditmeter.commands.calibrate import CalibrationResult
     from ditmeter.commands.compare import CompareResult
     from ditmeter.commands.profile import ProfileResult
     from ditmeter.commands.report import ReportResult
@@ -85,18 +92,17 @@ def print_device(console: Console, view: DeviceView, modules: pd.DataFrame) -> N
     p = view.prediction
     if p is None:
         return
-    d, t = p.device, p.per_forward
+    t = p.per_forward
+    console.print(f"predicted on {plan_line(p)}")
+    parts = ", ".join(f"{x['stage']} {seconds(x['per_video_s'])}" for x in stage_times(view))
     console.print(
-        f"predicted on {d.display_name} (efficiency {d.efficiency:g}): {a.forward.name} "
-        f"{seconds(t.predicted_s)} per forward, {seconds(p.per_step_s)} per step, "
-        f"{seconds(p.per_video_s)} per video; "
+        f"  {seconds(p.per_video_s)} per video, every stage ({parts}); roofline {seconds(p.roofline_video_s)}"
+    )
+    console.print(
+        f"  {a.forward.name} {seconds(t.predicted_s)} per forward, {seconds(p.per_step_s)} per step, "
+        f"{percent(t.roofline_s, t.predicted_s)} of the peaks, "
         f"{percent(t.compute_bound_s, t.predicted_s)} of the time compute-bound"
     )
-    times = stage_times(view)
-    if len(times) > 1:  # the FLOPs line covers every stage: so does this one
-        whole = sum(x["per_video_s"] for x in times)
-        parts = ", ".join(f"{x['stage']} {seconds(x['per_video_s'])}" for x in times)
-        console.print(f"  whole video, every stage: {seconds(whole)} ({parts})")
     console.print(to_rich(top_layers_by_time(view, modules, TOP_SHOWN)))
     if view.mfu is not None:
         console.print(f"measured {view.measured_video_s:g} s per video → MFU {100 * view.mfu:.1f}%")
@@ -157,3 +163,55 @@ def print_profile(console: Console, result: ProfileResult) -> None:
         f"scaled to {s.model_layers} blocks ≈ {s.full_forward_s:.4g} s"
     )
     console.print(to_rich(measured_table(result.modules, s.in_nodes_s)))
+
+
+def print_calibration(console: Console, result: CalibrationResult) -> None:
+    """The measured points by kernel class (rate and fraction of the peak) and the file written."""
+    from ditmeter.reports.table_model import Column, table
+
+    d = result.device
+    peak = {"gemm": d.tensor_flop_per_s, "attention": d.tensor_flop_per_s, "conv": d.conv_flop_per_s}
+    rows = []
+    for p in result.points:
+        if p["kind"] in peak:
+            rate = p["flops"] / p["seconds"]
+            share = percent(rate, peak[p["kind"]](p["dtype"]))
+            rows.append(
+                (
+                    p["kind"],
+                    p["dtype"],
+                    p["shape"],
+                    seconds(p["seconds"]),
+                    f"{rate / 1e12:.3g} TFLOP/s",
+                    share,
+                )
+            )
+        elif p["kind"] in ("copy", "elementwise"):
+            rate = p["bytes"] / p["seconds"]
+            rows.append(
+                (
+                    p["kind"],
+                    p["dtype"],
+                    p["shape"],
+                    seconds(p["seconds"]),
+                    f"{rate / 1e9:.3g} GB/s",
+                    percent(rate, d.bytes_per_s),
+                )
+            )
+        else:
+            rows.append((p["kind"], p["dtype"], p["shape"], seconds(p["seconds"]), "-", "-"))
+    columns = (
+        Column("kernel", "left"),
+        Column("dtype", "left"),
+        Column("shape", "left"),
+        Column("per call"),
+        Column("achieved"),
+        Column("of peak"),
+    )
+    console.print(to_rich(table(f"measured on {d.display_name}", columns, rows)))
+    k = result.kernels
+    console.print(
+        f"element-wise at {percent(k.bandwidth.fraction[0], 1)} of {d.memory_bandwidth_gbps:.3g} GB/s; "
+        f"{seconds(k.host.per_kernel_s)} per op ({'overlapped' if k.host.overlapped else 'added'})"
+    )
+    console.print(f"wrote {result.path} in {result.seconds:.1f} s; use it with calibration={result.path}")

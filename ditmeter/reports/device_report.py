@@ -9,7 +9,7 @@ import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.roofline import Prediction
+from ditmeter.analytic.timing import LIMITS, Prediction, TimePlan
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.reports.format import percent, seconds
 from ditmeter.reports.table_model import Column, Table, table, to_markdown
@@ -50,66 +50,114 @@ def device_view(
     analysis: Analysis,
     device: DeviceSpec | None = None,
     measured_video_s: float | None = None,
+    plan: TimePlan | None = None,
 ) -> DeviceView:
-    """Time of ``analysis`` on ``device`` (its memory is ``analysis.memory``)."""
-    prediction = analysis.prediction(device) if device is not None else None
+    """Time of ``analysis`` on ``device`` under ``plan`` (the roofline when None; its memory is
+    ``analysis.memory``)."""
+    prediction = analysis.prediction(device, plan) if device is not None else None
     return DeviceView(analysis, prediction, measured_video_s)
 
 
 def time_by_category(modules: pd.DataFrame, stage: str) -> pd.DataFrame:
-    """Predicted seconds per run of ``stage`` (the forward) by category (leaves), largest first."""
+    """Predicted seconds per run of ``stage`` by category (leaves), with the roofline, the rate the
+    prediction implies, the share of the peaks it reaches and the limit most of its time is under;
+    largest first."""
     leaves = modules[
         (modules["kind"] == "leaf") & modules["predicted_s"].notna() & (modules["stage"] == stage)
-    ]
+    ].copy()
+    for limit in LIMITS:
+        leaves[f"{limit}_bound_s"] = leaves["predicted_s"].where(leaves["bound"] == limit, 0.0)
     out = leaves.groupby("category").agg(
         predicted_s=("predicted_s", "sum"),
+        roofline_s=("roofline_s", "sum"),
         compute_s=("compute_s", "sum"),
         memory_s=("memory_s", "sum"),
+        overhead_s=("overhead_s", "sum"),
+        tensor_flops=("tensor_flops", "sum"),
+        cuda_flops=("cuda_flops", "sum"),
+        **{f"{limit}_bound_s": (f"{limit}_bound_s", "sum") for limit in LIMITS},
     )
+    out["predicted_flop_per_s"] = (out["tensor_flops"] + out["cuda_flops"]) / out["predicted_s"]
+    out["peak_fraction"] = out["roofline_s"] / out["predicted_s"]
+    bound_cols = [f"{limit}_bound_s" for limit in LIMITS]
+    out["bound"] = [LIMITS[max(range(3), key=lambda i: (row[i], -i))] for row in out[bound_cols].to_numpy()]
+    out = out.drop(columns=bound_cols)
     return out.sort_values("predicted_s", ascending=False, kind="stable").reset_index()
 
 
 def stage_times(view: DeviceView) -> list[dict[str, Any]]:
-    """Predicted seconds per run and per video of every stage (each at its own dtype's peak)."""
+    """Predicted seconds per run and per video of every selected stage (each at its own dtype's
+    peaks and kernels), with the roofline and the attention kernel it runs."""
     p = view.prediction
     if p is None:
         return []
     out = []
     for stage in view.analysis.stages:
-        run = p.modules[stage.name].predicted_s
+        t = p.modules[stage.name]
         out.append(
             {
                 "stage": stage.name,
-                "per_run_s": run,
+                "per_run_s": t.predicted_s,
                 "runs_per_video": stage.runs_per_video,
-                "per_video_s": run * stage.runs_per_video,
+                "per_video_s": t.predicted_s * stage.runs_per_video,
+                "roofline_per_video_s": t.roofline_s * stage.runs_per_video,
+                "bound": t.bound,
+                "attention": p.backends.get(stage.name),
             }
         )
     return out
+
+
+def stage_categories(view: DeviceView, modules: pd.DataFrame) -> list[dict[str, Any]]:
+    """Predicted seconds per video by stage and category (leaves)."""
+    runs = {s.name: s.runs_per_video for s in view.analysis.stages}
+    leaves = modules[(modules["kind"] == "leaf") & modules["predicted_s"].notna()]
+    leaves = leaves[leaves["stage"].isin(list(runs))]
+    out = leaves.groupby(["stage", "category"], sort=False)["predicted_s"].sum().reset_index()
+    out["per_video_s"] = out["predicted_s"] * out["stage"].map(runs)
+    return out.drop(columns=["predicted_s"]).to_dict(orient="records")  # type: ignore[no-any-return]
+
+
+#: How report.json says the time was predicted, by ``time.mode``.
+TIME_MODELS = {
+    "predicted": (
+        "per leaf: max(compute at the fraction of the peak its kernel class reaches at its shape, bytes at "
+        "the element-wise share of the bandwidth, launches), never below the roofline; leaves summed"
+    ),
+    "roofline": "roofline per leaf, leaves summed: max(tensor/peak + cuda/fp32 peak, bytes/bandwidth)",
+}
 
 
 def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
     p = view.prediction
     if p is None:
         return None
-    f = p.per_forward
+    f, plan = p.per_forward, p.plan
     return {
         "device": p.device.name,
+        "mode": plan.mode if plan.predicted else "roofline",
+        "kernels": plan.kernels.name if plan.kernels is not None and plan.predicted else None,
+        "attention": p.backends,
+        "gemm_dtype": plan.gemm_dtype,
         "efficiency": p.device.efficiency,
+        "per_video_s": p.per_video_s,
         "per_forward_s": f.predicted_s,
         "per_step_s": p.per_step_s,
-        "per_video_s": p.per_video_s,
+        "roofline_per_video_s": p.roofline_video_s,
+        "forward_per_video_s": p.forward_video_s,
+        "forward_roofline_s": f.roofline_s,
         "forward_compute_s": f.compute_s,
         "forward_memory_s": f.memory_s,
+        "forward_overhead_s": f.overhead_s,
         "compute_bound_share": f.compute_bound_s / f.predicted_s if f.predicted_s else None,
         "bound": f.bound,
         "by_category": time_by_category(modules, view.analysis.forward.name).to_dict(orient="records"),
         "stages": stage_times(view),
-        "whole_video_s": sum(t["per_video_s"] for t in stage_times(view)) or p.per_video_s,
+        "by_stage_category": stage_categories(view, modules),
         "measured_video_s": view.measured_video_s,
         "mfu": view.mfu,
         "warnings": view.warnings,
-        "model": "roofline per leaf, leaves summed: max(tensor/peak + cuda/fp32 peak, bytes/bandwidth)",
+        "model": TIME_MODELS[plan.mode if plan.predicted else "roofline"],
     }
 
 
@@ -119,12 +167,39 @@ def device_json(view: DeviceView) -> dict[str, Any] | None:
     return attrs.asdict(view.prediction.device)
 
 
+def plan_line(p: Prediction) -> str:
+    """How the times were predicted, in one line (terminal and summary.md)."""
+    d, plan = p.device, p.plan
+    if not plan.predicted:
+        how = "roofline: every peak reached, the lower bound"
+    else:
+        assert plan.kernels is not None
+        how = f"kernel efficiency from `{plan.kernels.name}`"
+        if plan.gemm_dtype:
+            how += f", DiT matmuls in {plan.gemm_dtype}"
+    attention = ", ".join(f"{stage} {b}" for stage, b in p.backends.items())
+    eff = f", efficiency {d.efficiency:g}" if d.efficiency != 1 else ""
+    return f"{d.display_name}: {how}{eff}; attention: {attention}"
+
+
 def prediction_table(p: Prediction) -> Table:
-    """Predicted time per forward, step and video, and the bound."""
+    """Predicted time per forward, step and video (every stage), the roofline, and the bound."""
     t = p.per_forward
-    bound = f"{t.bound} ({percent(t.compute_bound_s, t.predicted_s)} of the time in compute-bound leaves)"
-    columns = (Column("per DiT forward"), Column("per step"), Column("per video"), Column("bound", "left"))
-    row = (seconds(t.predicted_s), seconds(p.per_step_s), seconds(p.per_video_s), bound)
+    columns = (
+        Column("per DiT forward"),
+        Column("per step"),
+        Column("per video (every stage)"),
+        Column("roofline per video"),
+        Column("DiT bound", "left"),
+    )
+    bound = f"{t.bound} ({percent(t.compute_bound_s, t.predicted_s)} of the time compute-bound)"
+    row = (
+        seconds(t.predicted_s),
+        seconds(p.per_step_s),
+        seconds(p.per_video_s),
+        seconds(p.roofline_video_s),
+        bound,
+    )
     return table("predicted time", columns, [row])
 
 
@@ -141,30 +216,36 @@ def top_layers_by_time(view: DeviceView, modules: pd.DataFrame, n: int = TOP_TIM
     repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
     leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
     leaves["video_s"] = leaves["predicted_s"] * leaves["stage"].map(runs)
-    leaves["compute_video_s"] = leaves["video_s"].where(leaves["bound"] == "compute", 0.0)
+    for limit in LIMITS:
+        leaves[limit] = leaves["video_s"].where(leaves["bound"] == limit, 0.0)
+    leaves["roofline_video_s"] = leaves["roofline_s"] * leaves["stage"].map(runs)
     grouped_ = leaves.groupby("layer", sort=False).agg(
         count=("module_id", "size"),
         category=("category", "first"),
+        kernel=("kernel", "first"),
         video_s=("video_s", "sum"),
-        compute_video_s=("compute_video_s", "sum"),
+        roofline_video_s=("roofline_video_s", "sum"),
+        **{limit: (limit, "sum") for limit in LIMITS},
     )
     whole = float(leaves["video_s"].sum())
     top = grouped_.sort_values("video_s", ascending=False, kind="stable").head(n).reset_index()
     columns = (
         Column("layer", "left", code=True),
         Column("×"),
-        Column("category", "left"),
+        Column("kernel", "left"),
         Column("bound", "left"),
         Column("per video"),
+        Column("of peak"),
         Column("share of the video"),
     )
     rows = [
         (
             r.layer,
             str(r.count),
-            r.category,
-            "compute" if 2 * r.compute_video_s >= r.video_s else "memory",
+            str(r.kernel),
+            max(LIMITS, key=lambda limit: getattr(r, limit)),
             seconds(r.video_s),
+            percent(r.roofline_video_s, r.video_s),
             percent(r.video_s, whole),
         )
         for r in top.itertuples()
@@ -173,21 +254,25 @@ def top_layers_by_time(view: DeviceView, modules: pd.DataFrame, n: int = TOP_TIM
 
 
 def time_table(modules: pd.DataFrame, stage: str, per_forward_s: float) -> Table:
-    """Predicted time per forward by category, with the compute and memory terms."""
+    """Predicted time per forward by category: the rate it implies, the share of the peaks, the limit."""
     columns = (
         Column("category", "left"),
         Column("predicted / forward"),
         Column("share"),
-        Column("compute"),
-        Column("memory"),
+        Column("roofline"),
+        Column("TFLOP/s"),
+        Column("of peak"),
+        Column("bound", "left"),
     )
     rows = [
         (
             r.category,
             seconds(r.predicted_s),
             percent(r.predicted_s, per_forward_s),
-            seconds(r.compute_s),
-            seconds(r.memory_s),
+            seconds(r.roofline_s),
+            f"{r.predicted_flop_per_s / 1e12:.3g}",
+            percent(r.peak_fraction, 1),
+            r.bound,
         )
         for r in time_by_category(modules, stage).itertuples()
     ]
@@ -199,9 +284,8 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
     p = view.prediction
     if p is None:
         return ["Give `device=NAME` for predicted time, the roofline and the memory fit."]
-    d = p.device
     lines = [
-        f"Predicted on **{d.display_name}** (efficiency {d.efficiency:g}; roofline lower bound):",
+        f"Predicted on {plan_line(p)}.",
         "",
         *to_markdown(prediction_table(p)),
         "",
@@ -236,10 +320,12 @@ def measured_by_category(modules: pd.DataFrame) -> pd.DataFrame:
         bytes_read=("bytes_read", "sum"),
         bytes_written=("bytes_written", "sum"),
         predicted_s=("predicted_s", "sum"),
+        roofline_s=("roofline_s", "sum"),
     )
     out["achieved_flop_per_s"] = (out["tensor_flops"] + out["cuda_flops"]) / out["measured_time_s"]
     out["achieved_bytes_per_s"] = (out["bytes_read"] + out["bytes_written"]) / out["measured_time_s"]
-    out["roofline_fraction"] = out["predicted_s"] / out["measured_time_s"]
+    out["roofline_fraction"] = out["roofline_s"] / out["measured_time_s"]
+    out["predicted_ratio"] = out["predicted_s"] / out["measured_time_s"]
     out = out.drop(columns=["bytes_read", "bytes_written"])
     return out.sort_values("measured_time_s", ascending=False, kind="stable").reset_index()
 
@@ -253,6 +339,7 @@ def measured_table(modules: pd.DataFrame, in_nodes_s: float) -> Table:
         Column("achieved TFLOP/s"),
         Column("achieved GB/s"),
         Column("roofline fraction"),
+        Column("predicted / measured"),
     )
     rows = [
         (
@@ -262,6 +349,7 @@ def measured_table(modules: pd.DataFrame, in_nodes_s: float) -> Table:
             f"{r.achieved_flop_per_s / 1e12:.3g}",
             f"{r.achieved_bytes_per_s / 1e9:.3g}",
             "-" if pd.isna(r.roofline_fraction) else percent(r.roofline_fraction, 1),
+            "-" if pd.isna(r.predicted_ratio) else f"{r.predicted_ratio:.2f}",
         )
         for r in measured_by_category(modules).itertuples()
     ]

@@ -1,8 +1,10 @@
 """``roofline.png``, ``time_breakdown.png`` and ``memory_timeline.png`` for a run with a device.
 
-The roofline shows one point per layer (the 40 copies of ``blocks.*.ffn.0``
-are one point: they sit on the same spot), sized by its share of the predicted
-forward time; the top layers by time are numbered, and the legend names them.
+The roofline shows one point per layer of every timed stage (the 40 copies of
+``blocks.*.ffn.0`` are one point: they sit on the same spot), at the FLOP/s its
+predicted time implies, sized by its share of the predicted video; the top
+layers by time and the memory-bound layers that carry time are numbered (each
+its own label) and the legend names them; the ridge is labelled.
 """
 
 from __future__ import annotations
@@ -18,32 +20,40 @@ from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.reports.format import binary_bytes
 
-#: Layers numbered on the roofline (the legend names them).
+#: Layers numbered on the roofline (the legend names them), and memory-bound layers named besides.
 LABELLED = 8
+MEMORY_LABELLED = 3
 _BOUND_COLOURS = {"compute": "#1f77b4", "memory": "#d62728"}
 
 
-def _layers(modules: pd.DataFrame, stage: str) -> pd.DataFrame:
-    """``stage``'s leaves grouped across repeated blocks: FLOPs, bytes and predicted time per run."""
+def _layers(modules: pd.DataFrame, runs: dict[str, int]) -> pd.DataFrame:
+    """The leaves of every stage in ``runs`` (stage → runs per video) grouped across repeated
+    blocks: FLOPs, bytes, predicted and measured time per run, and seconds per video."""
     repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
-    own = modules["stage"] == stage
-    leaves = modules[(modules["kind"] == "leaf") & (modules["predicted_s"] > 0) & own].copy()
+    leaves = modules[
+        (modules["kind"] == "leaf") & (modules["predicted_s"] > 0) & modules["stage"].isin(list(runs))
+    ].copy()
     leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
     leaves["flops"] = leaves["tensor_flops"] + leaves["cuda_flops"]
     leaves["moved"] = leaves["bytes_read"] + leaves["bytes_written"]
-    out = leaves.groupby("layer").agg(
+    leaves["video_s"] = leaves["predicted_s"] * leaves["stage"].map(runs)
+    leaves["compute_video_s"] = leaves["video_s"].where(leaves["bound"] == "compute", 0.0)
+    leaves["measured"] = leaves["measured_time_s"].fillna(0.0)
+    out = leaves.groupby(["stage", "layer"], sort=False).agg(
         count=("module_id", "size"),
         flops=("flops", "sum"),
         moved=("moved", "sum"),
         predicted_s=("predicted_s", "sum"),
-        memory_s=("memory_s", "sum"),
-        compute_s=("compute_s", "sum"),
+        video_s=("video_s", "sum"),
+        compute_video_s=("compute_video_s", "sum"),
+        measured_s=("measured", "sum"),
     )
     out = out[(out["flops"] > 0) & (out["moved"] > 0)]
     out["intensity"] = out["flops"] / out["moved"]
     out["tflops"] = out["flops"] / out["predicted_s"] / 1e12
-    out["bound"] = np.where(out["compute_s"] >= out["memory_s"], "compute", "memory")
-    return out.sort_values("predicted_s", ascending=False).reset_index()
+    out["measured_tflops"] = (out["flops"] / out["measured_s"] / 1e12).where(out["measured_s"] > 0)
+    out["bound"] = np.where(2 * out["compute_video_s"] >= out["video_s"], "compute", "memory")
+    return out.sort_values("video_s", ascending=False).reset_index()
 
 
 def _save(fig: object, path: Path) -> None:
@@ -54,42 +64,49 @@ def _save(fig: object, path: Path) -> None:
     plt.close(fig)  # type: ignore[arg-type]
 
 
-def _number_top_layers(ax: Any, layers: pd.DataFrame, total: float) -> list[str]:
-    """Number the top layers by time on the plot (one label per spot where points coincide).
+def _named(layers: pd.DataFrame) -> pd.DataFrame:
+    """The layers the plot names: the top ones by time, plus the memory-bound ones that carry time."""
+    top = layers.head(LABELLED)
+    memory = layers[(layers["bound"] == "memory") & ~layers.index.isin(top.index)].head(MEMORY_LABELLED)
+    return pd.concat([top, memory])
+
+
+def _number_layers(ax: Any, named: pd.DataFrame, total: float) -> list[str]:
+    """One number per named layer, each its own label: a label that would overlap one already placed
+    moves down beside its point (with a leader line), never merging into a "4,5,6" label.
 
     Returns the legend lines naming them.
     """
     names = []
-    spots: list[tuple[float, float, list[str]]] = []
-    for i, r in enumerate(layers.head(LABELLED).itertuples(), start=1):
+    placed: list[tuple[float, float]] = []  # label positions in display points
+    to_points = ax.transData
+    scale = ax.figure.dpi / 72
+    for i, r in enumerate(named.itertuples(), start=1):
         copies = f" ×{r.count}" if r.count > 1 else ""
-        names.append(f"{i}. {r.layer}{copies}: {100 * r.predicted_s / total:.1f}% of time")
-        near = [
-            s
-            for s in spots
-            if abs(np.log10(s[0] / r.intensity)) < 0.08 and abs(np.log10(s[1] / r.tflops)) < 0.08
-        ]
-        if near:
-            near[0][2].append(str(i))
-        else:
-            spots.append((r.intensity, r.tflops, [str(i)]))
-    for k, (xi, yi, numbers) in enumerate(spots):
+        names.append(f"{i}. {r.layer}{copies} ({r.bound}): {100 * r.video_s / total:.2g}% of the video")
+        px, py = to_points.transform((r.intensity, r.tflops)) / scale
+        dx, dy = 10.0, 8.0
+        while any(abs(px + dx - x) < 14 and abs(py + dy - y) < 11 for x, y in placed):
+            dy -= 12.0
+        placed.append((px + dx, py + dy))
         ax.annotate(
-            ",".join(numbers),
-            (xi, yi),
-            xytext=(6, 8 if k % 2 == 0 else -14),  # alternate above and below neighbours
+            str(i),
+            (r.intensity, r.tflops),
+            xytext=(dx, dy),
             textcoords="offset points",
-            fontsize=9,
+            fontsize=8,
             fontweight="bold",
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"} if dy < 8 else None,
         )
     return names
 
 
 def roofline_png(
-    modules: pd.DataFrame, stage: str, device: DeviceSpec, dtype: str, title: str, path: Path
+    modules: pd.DataFrame, stages: dict[str, tuple[int, str]], device: DeviceSpec, title: str, path: Path
 ) -> None:
-    """The device's roofs and one point per layer of ``stage`` at (FLOP/byte, attained TFLOP/s at
-    the roofline)."""
+    """The device's roofs and one point per layer of every timed stage (``stages``: stage → (runs per
+    video, dtype)) at (FLOP/byte, attained TFLOP/s at the predicted time); marker by stage, size by
+    share of the video; a profiled run's measured points beside them (hollow)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,23 +114,32 @@ def roofline_png(
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, NullLocator
 
-    layers = _layers(modules, stage)
-    total = float(modules.loc[modules["module_id"] == stage, "predicted_s"].iloc[0])
-    tensor = device.tensor_flop_per_s(dtype) / 1e12
-    cuda = device.cuda_flop_per_s / 1e12
+    layers = _layers(modules, {s: runs for s, (runs, _) in stages.items()})
+    total = float(layers["video_s"].sum())
     bw = device.bytes_per_s / 1e12  # TB/s: TFLOP/s per FLOP/byte
+    by_peak: dict[float, list[str]] = {}  # dtypes sharing a peak share one roof line
+    for dtype in dict.fromkeys(d for _, d in stages.values()):
+        if dtype == "fp32":  # fp32 matmuls are on the CUDA-core roof; fp32 convs on TF32
+            by_peak.setdefault(device.conv_flop_per_s("fp32") / 1e12, []).append("TF32 (fp32 convs)")
+        else:
+            by_peak.setdefault(device.tensor_flop_per_s(dtype) / 1e12, []).append(f"{dtype} tensor")
+    roofs = {"/".join(names): peak for peak, names in by_peak.items()}
+    cuda = device.cuda_flop_per_s / 1e12
+    top = max(roofs.values())
     lo = min(0.05, float(layers["intensity"].min()) / 2)
-    hi = max(2 * tensor / bw, float(layers["intensity"].max()) * 2)
+    hi = max(2 * top / bw, float(layers["intensity"].max()) * 2)
     x = np.logspace(np.log10(lo), np.log10(hi), 200)
 
-    fig, ax = plt.subplots(figsize=(9.5, 6), layout="tight")
-    ax.plot(
-        x,
-        np.minimum(tensor, bw * x),
-        color="black",
-        lw=1.6,
-        label=f"{dtype} tensor roof {tensor:,.0f} TFLOP/s",
-    )
+    fig, ax = plt.subplots(figsize=(10, 6.5), layout="tight")
+    for (name, peak), ls in zip(sorted(roofs.items(), key=lambda kv: -kv[1]), ("-", "-.", ":"), strict=False):
+        ax.plot(
+            x,
+            np.minimum(peak, bw * x),
+            color="black",
+            lw=1.4,
+            ls=ls,
+            label=f"{name} roof {peak:,.0f} TFLOP/s",
+        )
     ax.plot(
         x,
         np.minimum(cuda, bw * x),
@@ -122,40 +148,66 @@ def roofline_png(
         ls="--",
         label=f"fp32 CUDA-core roof {cuda:,.1f} TFLOP/s",
     )
-    ax.axvline(tensor / bw, color="black", lw=0.6, ls=":")
-    sizes = 30 + 1500 * layers["predicted_s"] / total
-    for bound, colour in _BOUND_COLOURS.items():
-        sel = layers["bound"] == bound
+    ridge = top / bw
+    ax.axvline(ridge, color="black", lw=0.6, ls=":")
+    ax.annotate(
+        f"ridge {ridge:,.0f} FLOP/B: memory-bound left of it",
+        (ridge, 0.02),
+        xycoords=("data", "axes fraction"),
+        xytext=(4, 0),
+        textcoords="offset points",
+        rotation=90,
+        fontsize=8,
+        va="bottom",
+    )
+    sizes = 30 + 1500 * layers["video_s"] / total
+    markers = dict(zip(stages, ("o", "s", "^", "D", "v"), strict=False))
+    for stage, marker in markers.items():
+        for bound, colour in _BOUND_COLOURS.items():
+            sel = (layers["stage"] == stage) & (layers["bound"] == bound)
+            if sel.any():
+                ax.scatter(
+                    layers.loc[sel, "intensity"],
+                    layers.loc[sel, "tflops"],
+                    s=sizes[sel],
+                    c=colour,
+                    marker=marker,
+                    alpha=0.55,
+                    edgecolors="black",
+                    linewidths=0.5,
+                    label=f"{stage}: {bound}-bound",
+                )
+    measured = layers[layers["measured_tflops"].notna()]
+    if len(measured):
         ax.scatter(
-            layers.loc[sel, "intensity"],
-            layers.loc[sel, "tflops"],
-            s=sizes[sel],
-            c=colour,
-            alpha=0.55,
-            edgecolors="black",
-            linewidths=0.5,
-            label=f"{bound}-bound layer (size = time share)",
+            measured["intensity"],
+            measured["measured_tflops"],
+            s=40,
+            facecolors="none",
+            edgecolors="#2ca02c",
+            linewidths=1.2,
+            label="measured (profile)",
         )
-    names = _number_top_layers(ax, layers, total)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    names = _number_layers(ax, _named(layers), total)
     for axis in (ax.xaxis, ax.yaxis):  # plain labels: mathtext "10^k" labels are slow to lay out
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_locator(NullLocator())  # minor log ticks: most of the drawing time
     ax.set_xlabel("arithmetic intensity (FLOP / byte, fused-ideal bytes)")
-    ax.set_ylabel("attained at the roofline (TFLOP/s)")
-    ax.set_title(title, fontsize=11)
+    ax.set_ylabel("attained TFLOP/s at the predicted time")
+    ax.set_title(f"{title}\nsize = share of the predicted video (every stage)", fontsize=10)
     ax.grid(True, which="major", lw=0.3, alpha=0.5)
-    first = ax.legend(loc="lower right", fontsize=8)
+    first = ax.legend(loc="lower right", fontsize=7)
     ax.add_artist(first)
     handles = [Line2D([], [], ls="none") for _ in names]
     ax.legend(
         handles,
         names,
         loc="upper left",
-        fontsize=8,
-        title="top layers by predicted time",
-        title_fontsize=8,
+        fontsize=7,
+        title="layers named (top by time, then memory-bound)",
+        title_fontsize=7,
         handlelength=0,
         frameon=True,
     )

@@ -18,10 +18,11 @@ from ditmeter.reports.device_report import DeviceView, time_by_category
 from ditmeter.reports.report_json import build_report, write_json
 from ditmeter.reports.summary import render_summary
 from ditmeter.reports.tables import MODULES_SCHEMA, table_metadata, write_parquet
+from ditmeter.reports.timeline import write_timeline
 
 #: What each run writes (the CLI's help and the docs list these).
 REPORT_FILES = ("report.json", "summary.md", "modules.parquet")
-DEVICE_FILES = ("roofline.png", "time_breakdown.png", "memory_timeline.png")  # with device=
+DEVICE_FILES = ("roofline.png", "time_breakdown.png", "memory_timeline.png", "timeline.json")  # with device=
 TRACE_FILES = ("nodes.parquet", "graph.json")  # trace, besides REPORT_FILES
 PROFILE_FILES = ("nodes.parquet", "torch_profiler/trace.json")  # profile, besides REPORT_FILES
 
@@ -53,6 +54,8 @@ def write_analysis_files(
                 "per_forward_s": p.per_forward.predicted_s,
                 "per_step_s": p.per_step_s,
                 "per_video_s": p.per_video_s,
+                "forward_per_video_s": p.forward_video_s,
+                "mode": p.plan.mode if p.plan.predicted else "roofline",
                 "forwards_per_step": p.forwards_per_step,
                 "forwards_per_video": p.forwards_per_video,
             }
@@ -66,8 +69,10 @@ def write_analysis_files(
 
         device, forward = view.prediction.device, a.forward.name
         title = f"{a.model.name} × {a.workload.name} on {device.display_name}"
-        roofline_png(modules, forward, device, a.workload.dtype, title, out / "roofline.png")
+        timed = {st.name: (st.runs_per_video, st.dtype) for st in a.stages} or {forward: (1, a.forward.dtype)}
+        roofline_png(modules, timed, device, title, out / "roofline.png")
         time_breakdown_png(time_by_category(modules, forward), device, title, out / "time_breakdown.png")
         memory_timeline_png(a, device, out / "memory_timeline.png")
+        write_timeline(out / "timeline.json", a, view.prediction)
         files += DEVICE_FILES
     return files

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from ditmeter import __version__
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import COST_FIELDS
-from ditmeter.analytic.roofline import Prediction, Roofline
+from ditmeter.analytic.timing import KERNEL_CLASS, Prediction, Timing
 from ditmeter.analytic.tree import ModuleRow
 from ditmeter.errors import ConfigError
 
@@ -49,14 +49,20 @@ MODULES_SCHEMA = pa.schema(
         pa.field("rel_error", pa.float64()),
         pa.field("unfused_bytes", pa.int64()),
         pa.field("unfused_arithmetic_intensity", pa.float64()),
+        pa.field("kernel", pa.string()),
         pa.field("compute_s", pa.float64()),
         pa.field("memory_s", pa.float64()),
+        pa.field("overhead_s", pa.float64()),
         pa.field("predicted_s", pa.float64()),
+        pa.field("roofline_s", pa.float64()),
+        pa.field("peak_fraction", pa.float64()),
+        pa.field("predicted_flop_per_s", pa.float64()),
         pa.field("bound", pa.string()),
         pa.field("measured_time_s", pa.float64()),
         pa.field("achieved_flop_per_s", pa.float64()),
         pa.field("achieved_bytes_per_s", pa.float64()),
         pa.field("roofline_fraction", pa.float64()),
+        pa.field("predicted_ratio", pa.float64()),
     ]
 )
 
@@ -76,10 +82,43 @@ def _intensity(flops: int, moved: int) -> float | None:
     return flops / moved if moved else None
 
 
-def _times(r: Roofline | None) -> dict[str, Any]:
+_NO_TIMES = dict.fromkeys(
+    (
+        "compute_s",
+        "memory_s",
+        "overhead_s",
+        "predicted_s",
+        "roofline_s",
+        "peak_fraction",
+        "predicted_flop_per_s",
+        "bound",
+    )
+)
+
+
+def _times(r: Timing | None, flops: int) -> dict[str, Any]:
     if r is None:
-        return {"compute_s": None, "memory_s": None, "predicted_s": None, "bound": None}
-    return {"compute_s": r.compute_s, "memory_s": r.memory_s, "predicted_s": r.predicted_s, "bound": r.bound}
+        return _NO_TIMES
+    return {
+        "compute_s": r.compute_s,
+        "memory_s": r.memory_s,
+        "overhead_s": r.overhead_s,
+        "predicted_s": r.predicted_s,
+        "roofline_s": r.roofline_s,
+        "peak_fraction": r.peak_fraction,
+        "predicted_flop_per_s": flops / r.predicted_s if r.predicted_s > 0 else None,
+        "bound": r.bound,
+    }
+
+
+def kernel_name(rule: str | None, stage: str, prediction: Prediction | None) -> str | None:
+    """A leaf's kernel class: ``gemm``, ``conv``, ``elementwise``, or ``attention:<backend>``."""
+    if rule is None:
+        return None
+    kind = KERNEL_CLASS.get(rule, "elementwise")
+    if kind == "attention" and prediction is not None and stage in prediction.backends:
+        return f"attention:{prediction.backends[stage]}"
+    return kind
 
 
 def modules_frame(
@@ -114,12 +153,14 @@ def modules_frame(
                 "rel_error": None,
                 "unfused_bytes": None,
                 "unfused_arithmetic_intensity": None,
-                **_times(times.get(r.module_id)),
+                "kernel": kernel_name(r.rule, stage, prediction),
+                **_times(times.get(r.module_id), c.flops),
                 # filled by a profiled run (ditmeter.compare.join.with_times)
                 "measured_time_s": None,
                 "achieved_flop_per_s": None,
                 "achieved_bytes_per_s": None,
                 "roofline_fraction": None,
+                "predicted_ratio": None,
             }
         )
     table = pa.Table.from_pylist(out, schema=MODULES_SCHEMA)

@@ -86,6 +86,11 @@ def video_geometry(m: WanModelSpec, w: Workload) -> Geometry:
 
 
 def _stage(name: str, m: WanModelSpec, w: Workload, g: Geometry) -> Stage:
+    stage = _stage_costs(name, m, w, g)
+    return attrs.evolve(stage, attention=SEMANTICS[w.pipeline].attention[name])
+
+
+def _stage_costs(name: str, m: WanModelSpec, w: Workload, g: Geometry) -> Stage:
     b = w.batch_size
     if name == "text_encoder":
         run = f"one encode of {m.text_len} tokens (prompt, and the negative prompt with guidance)"

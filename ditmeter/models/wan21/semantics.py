@@ -35,6 +35,10 @@ class Semantics:
     strict_image_frames: bool
     #: ``offload.model``'s default on one GPU.
     offload_model_default: bool
+    #: What each stage's code calls for attention (``Stage.attention``): official DiT
+    #: ``flash_attention`` (FA3 if importable, else FA2), CLIP the same with ``version=2``;
+    #: diffusers SDPA; T5 matmul + softmax in both; the VAE's mid-block SDPA in both.
+    attention: dict[str, str]
     #: How the numbers were taken from the code, for the report's notes.
     source: str
 
@@ -51,6 +55,13 @@ SEMANTICS: dict[str, Semantics] = {
         area_sizing=True,
         strict_image_frames=True,
         offload_model_default=True,
+        attention={
+            "text_encoder": "eager",
+            "image_encoder": "fa2",
+            "vae_encode": "sdpa",
+            "dit": "flash",
+            "vae_decode": "sdpa",
+        },
         source=(
             "Wan2.1 generate.py: fp32 DiT checkpoints kept fp32 on the GPU under bf16 autocast "
             "(fp32 residual stream, time embedding and modulation), T5 bf16 (t5_dtype), VAE fp32, "
@@ -69,6 +80,13 @@ SEMANTICS: dict[str, Semantics] = {
         area_sizing=False,
         strict_image_frames=False,
         offload_model_default=False,
+        attention={
+            "text_encoder": "eager",
+            "image_encoder": "sdpa",
+            "vae_encode": "sdpa",
+            "dit": "sdpa",
+            "vae_decode": "sdpa",
+        },
         source=(
             "diffusers WanPipeline/WanImageToVideoPipeline as the model cards load them: the DiT "
             "in torch_dtype (workload.dtype) with _keep_in_fp32_modules, UMT5 bf16, VAE fp32, CLIP "

@@ -26,7 +26,7 @@ import attrs
 from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.registry import apply_rule
-from ditmeter.analytic.tree import Composite, Leaf
+from ditmeter.analytic.tree import Composite, Dims, Leaf
 from ditmeter.models.wan21.spec import VaeSpec
 
 
@@ -35,14 +35,14 @@ class _Acc:
 
     def __init__(self) -> None:
         self.costs: dict[str, Cost] = {}
-        self.meta: dict[str, tuple[str, str]] = {}
+        self.meta: dict[str, tuple[str, str, Dims]] = {}  # category, rule, the first call's dims
 
     def add(self, module_id: str, category: str, rule: str, **dims: int | bool) -> None:
         cost = apply_rule(rule, **dims)
         old = self.costs.get(module_id)
         if old is None:
             self.costs[module_id] = cost
-            self.meta[module_id] = (category, rule)
+            self.meta[module_id] = (category, rule, tuple(dims.items()))
         else:  # params and weights once; work and traffic per call
             self.costs[module_id] = attrs.evolve(old + cost, params=old.params, weight_bytes=old.weight_bytes)
 
@@ -72,8 +72,8 @@ class _Acc:
             children: list[Leaf | Composite] = []
             for key, value in node.items():
                 if isinstance(value, str):
-                    category, rule = self.meta[value]
-                    children.append(Leaf(key, category, rule, self.costs[value]))
+                    category, rule, dims = self.meta[value]
+                    children.append(Leaf(key, category, rule, self.costs[value], dims))
                 else:
                     children.append(build(key, value))
             return Composite(name, tuple(children))

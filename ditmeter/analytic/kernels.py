@@ -1,0 +1,230 @@
+"""Kernel efficiency: the fraction of a device's peak each kernel class reaches, by shape.
+
+A kernel table (``configs/kernels/<name>.yaml``, or the ``kernels`` section of
+a calibration file written by ``ditmeter calibrate``) states, with a source for
+every curve:
+
+* ``attention.<backend>``: the forward attention kernel's tensor FLOP/s as a
+  fraction of the dense 16-bit peak, by head dim and by key/value length
+  (``fa2``, ``fa3``, ``cudnn``, ``sdpa_flash``; ``sdpa_math`` is not a curve: it
+  is two GEMMs and a softmax over a materialised L×L score matrix);
+* ``gemm.<dtype>``: a matmul's fraction of the dtype's tensor peak (fp32: the
+  CUDA-core peak, PyTorch's default ``allow_tf32=False``) by its FLOPs per call
+  (2·M·N·K: small GEMMs fill fewer waves of tiles);
+* ``conv.<dtype>``: a convolution's fraction of its peak (fp32: TF32, cuDNN's
+  default) by its FLOPs per call;
+* ``elementwise.bandwidth_fraction``: the share of the memory bandwidth that
+  memory-bound kernels (norms, element-wise work, softmax) and every leaf's
+  traffic reach;
+* ``host.per_kernel_s``: the launch cost of one kernel. On a GPU launches
+  overlap the kernels before them (``overlapped: true``: a leaf takes at least
+  its launches); on a CPU each op's dispatch adds to its time.
+
+Curves are points ``(x, fraction)``; between two points the fraction is
+linear in log2(x), beyond the ends it is the end point's (no extrapolation).
+A fraction is in (0, 1], so a prediction is never below the roofline.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ditmeter.validate import FieldError, as_tuple, boolean, finite_number
+
+#: Attention backends a user may pick (``attention=``); ``auto`` is the pipeline's own.
+ATTENTION_BACKENDS = ("fa2", "fa3", "cudnn", "sdpa_flash", "sdpa_math")
+#: Curves every table gives (``sdpa_math`` is computed from the GEMM curve).
+CURVE_BACKENDS = ATTENTION_BACKENDS[:-1]
+#: The largest head dim a fused attention kernel takes (FlashAttention 2/3 and cuDNN: 256).
+MAX_FUSED_HEAD_DIM = 256
+
+
+def _fractions(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    ok = isinstance(value, tuple) and len(value) > 0
+    if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        raise FieldError(attribute.name, f"must be a list of numbers, got {value!r}")
+    if not all(math.isfinite(v) and 0 < v <= 1 for v in value):
+        raise FieldError(attribute.name, f"every fraction must be in (0, 1], got {list(value)}")
+
+
+def _points(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    ok = isinstance(value, tuple) and len(value) > 0
+    if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value):
+        raise FieldError(attribute.name, f"must be a list of positive numbers, got {value!r}")
+    if list(value) != sorted(set(value)):
+        raise FieldError(attribute.name, f"must increase strictly, got {list(value)}")
+
+
+def _source(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise FieldError(attribute.name, "every curve needs a source (paper figure, benchmark, measurement)")
+
+
+@attrs.frozen
+class Curve:
+    """Fractions of a peak at increasing ``x`` (key/value tokens, FLOPs per call), with their source."""
+
+    x: tuple[float, ...] = attrs.field(converter=as_tuple, validator=_points)
+    fraction: tuple[float, ...] = attrs.field(converter=as_tuple, validator=_fractions)
+    source: str = attrs.field(validator=_source)
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.x) != len(self.fraction):
+            raise FieldError("fraction", f"has {len(self.fraction)} values for {len(self.x)} points")
+
+    def at(self, x: float) -> float:
+        """The fraction at ``x``: linear in log2(x) between points, the end value beyond them."""
+        xs, fs = self.x, self.fraction
+        if x <= xs[0]:
+            return fs[0]
+        if x >= xs[-1]:
+            return fs[-1]
+        i = bisect.bisect_right(xs, x)
+        t = (math.log2(x) - math.log2(xs[i - 1])) / (math.log2(xs[i]) - math.log2(xs[i - 1]))
+        return fs[i - 1] + t * (fs[i] - fs[i - 1])
+
+
+def _curve(raw: Any, where: str, x_key: str) -> Curve:
+    """A curve from its file form ``{<x_key>: [...], fraction: [...], source: ...}``."""
+    from ditmeter.errors import ConfigError
+
+    if not isinstance(raw, Mapping):
+        raise ConfigError(where, f"must be a section with {x_key}, fraction and source, got {raw!r}")
+    unknown = [str(k) for k in raw if k not in (x_key, "fraction", "source")]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", f"not a known key; allowed: {x_key}, fraction, source")
+    try:
+        return Curve(raw.get(x_key), raw.get("fraction"), raw.get("source") or "")
+    except FieldError as exc:
+        raise ConfigError(f"{where}.{x_key if exc.field == 'x' else exc.field}", exc.message) from None
+
+
+@attrs.frozen
+class HostOverhead:
+    """The launch (GPU) or dispatch (CPU) cost of one kernel."""
+
+    per_kernel_s: float = attrs.field(validator=finite_number(0, maximum=1e-2, hint=" seconds"))
+    overlapped: bool = attrs.field(validator=boolean)
+    source: str = attrs.field(validator=_source)
+
+
+@attrs.frozen
+class KernelTable:
+    """Fractions of peak per kernel class on one device or architecture (see the module docstring)."""
+
+    name: str
+    attention: dict[str, dict[int, Curve]]  # backend → head dim → curve over key/value tokens
+    gemm: dict[str, Curve]  # dtype → curve over FLOPs per call
+    conv: dict[str, Curve]  # dtype → curve over FLOPs per call
+    bandwidth: Curve  # one point: the elementwise fraction of the memory bandwidth
+    host: HostOverhead
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The attention backends this table can cost (``sdpa_math`` always)."""
+        return (*(b for b in CURVE_BACKENDS if b in self.attention), "sdpa_math")
+
+    def attention_fraction(self, backend: str, head_dim: int, kv_tokens: int) -> float:
+        """The curve of the nearest head dim (in log2; ties to the larger), at ``kv_tokens``.
+
+        NB: published curves run Lq = Lkv at a fixed total of tokens; a query-heavy
+        cross-attention is read at its key/value length, the loop each query tile runs.
+        """
+        curves = self.attention[backend]
+        nearest = min(curves, key=lambda d: (abs(math.log2(d / head_dim)), -d))
+        return curves[nearest].at(kv_tokens)
+
+    def gemm_fraction(self, dtype: str, flops: float) -> float:
+        return self._by_dtype(self.gemm, "gemm", dtype).at(flops)
+
+    def conv_fraction(self, dtype: str, flops: float) -> float:
+        return self._by_dtype(self.conv, "conv", dtype).at(flops)
+
+    def _by_dtype(self, curves: dict[str, Curve], kind: str, dtype: str) -> Curve:
+        if dtype in curves:
+            return curves[dtype]
+        if dtype in ("bf16", "fp16") and ({"bf16", "fp16"} & set(curves)):
+            return curves["bf16" if "bf16" in curves else "fp16"]
+        raise FieldError(f"{kind}.{dtype}", f"the kernel table {self.name} has no {dtype} {kind} curve")
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Every curve's source, by its path in the table."""
+        out = {f"attention.{b}.{d}": c.source for b, cs in self.attention.items() for d, c in cs.items()}
+        out |= {f"gemm.{k}": c.source for k, c in self.gemm.items()}
+        out |= {f"conv.{k}": c.source for k, c in self.conv.items()}
+        out |= {"elementwise": self.bandwidth.source, "host": self.host.source}
+        return out
+
+    @classmethod
+    def from_mapping(cls, raw: Any, section: str = "kernels") -> KernelTable:
+        """Validate a kernel table; errors name the field (``kernels.attention.fa3.128.fraction``)."""
+        from ditmeter.errors import ConfigError
+        from ditmeter.validate import parse
+
+        if not isinstance(raw, Mapping):
+            raise ConfigError(section, f"must be a section of keys, got {raw!r}")
+        known = {"name", "description", "devices", "attention", "gemm", "conv", "elementwise", "host"}
+        unknown = [str(k) for k in raw if k not in known]
+        if unknown:
+            raise ConfigError(
+                f"{section}.{unknown[0]}", f"not a known key; allowed: {', '.join(sorted(known))}"
+            )
+        for key in ("attention", "gemm", "conv", "elementwise", "host"):
+            if not isinstance(raw.get(key), Mapping):
+                raise ConfigError(f"{section}.{key}", "missing (required section)")
+        attention: dict[str, dict[int, Curve]] = {}
+        for backend, curves in raw["attention"].items():
+            where = f"{section}.attention.{backend}"
+            if backend not in CURVE_BACKENDS:
+                raise ConfigError(where, f"not a curve backend; allowed: {', '.join(CURVE_BACKENDS)}")
+            if not isinstance(curves, Mapping) or not curves:
+                raise ConfigError(where, "must map head dims (64, 128, …) to curves")
+            attention[backend] = {}
+            for head_dim, curve in curves.items():
+                if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0:
+                    raise ConfigError(f"{where}.{head_dim}", "a head dim must be a positive integer")
+                attention[backend][head_dim] = _curve(curve, f"{where}.{head_dim}", "tokens")
+        elementwise = raw["elementwise"]
+        bandwidth = _curve(
+            {
+                "x": [1],
+                "fraction": [elementwise.get("bandwidth_fraction")],
+                "source": elementwise.get("source"),
+            },
+            f"{section}.elementwise",
+            "x",
+        )
+        return cls(
+            name=str(raw.get("name", section)),
+            attention=attention,
+            gemm={str(k): _curve(v, f"{section}.gemm.{k}", "flops") for k, v in raw["gemm"].items()},
+            conv={str(k): _curve(v, f"{section}.conv.{k}", "flops") for k, v in raw["conv"].items()},
+            bandwidth=bandwidth,
+            host=parse(HostOverhead, raw["host"], f"{section}.host"),
+        )
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The table in its file's form (``from_mapping`` reads it back)."""
+
+        def curve(c: Curve, x_key: str) -> dict[str, Any]:
+            return {x_key: list(c.x), "fraction": list(c.fraction), "source": c.source}
+
+        return {
+            "name": self.name,
+            "attention": {
+                b: {d: curve(c, "tokens") for d, c in cs.items()} for b, cs in self.attention.items()
+            },
+            "gemm": {k: curve(c, "flops") for k, c in self.gemm.items()},
+            "conv": {k: curve(c, "flops") for k, c in self.conv.items()},
+            "elementwise": {
+                "bandwidth_fraction": self.bandwidth.fraction[0],
+                "source": self.bandwidth.source,
+            },
+            "host": attrs.asdict(self.host),
+        }

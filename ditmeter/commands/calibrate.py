@@ -1,0 +1,183 @@
+"""``ditmeter calibrate``: measure the model's own kernels on this machine and write a calibration.
+
+The GEMM, attention and convolution shapes of the selected stages (at the
+workload) are read from the analysis, timed on ``device_kind`` with
+``torch.utils.benchmark`` (:mod:`ditmeter.tracer.calibrate`), fitted into a
+kernel table of fractions of the device's peaks
+(:func:`ditmeter.analytic.calibration.fit_kernels`) and written as YAML
+(:mod:`ditmeter.analytic.calibration`). ``calibration=PATH`` then makes every
+prediction use the machine and its measured fractions.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import tempfile
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.calibration import calibration_mapping, fit_kernels, measured_device
+from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.kernels import KernelTable
+from ditmeter.analytic.timing import KERNEL_CLASS
+from ditmeter.analytic.tree import walk
+from ditmeter.commands.progress import Progress, no_progress
+from ditmeter.config import RunConfig
+from ditmeter.errors import ConfigError
+
+
+@attrs.frozen
+class CalibrationResult:
+    path: Path
+    device: DeviceSpec
+    kernels: KernelTable
+    points: list[dict[str, Any]]
+    seconds: float
+
+
+def _leaves(analysis: Analysis, stages: Iterable[str], kind: str) -> Iterable[tuple[str, dict[str, Any]]]:
+    wanted = set(stages)
+    for stage in analysis.every_stage:
+        if stage.name in wanted:
+            for r in walk(stage.tree, expand=False):
+                if r.kind == "leaf" and KERNEL_CLASS.get(r.rule or "") == kind:
+                    yield stage.dtype, dict(r.dims)
+
+
+def model_shapes(analysis: Analysis, stages: Iterable[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """The model's own kernel shapes: GEMMs (rows, in, out, dtype), fused attention (batch, heads,
+    q, kv, head dim, dtype; 16-bit, head dim <= 256) and convolutions (outputs, in, out, kernel
+    volume, dtype), each once."""
+    stages = tuple(stages)
+    gemm = {
+        (int(d["tokens"]), int(d["in_features"]), int(d["out_features"]), dt)
+        for dt, d in _leaves(analysis, stages, "gemm")
+        if "in_features" in d
+    }
+    attention = set()
+    for dt, d in _leaves(analysis, stages, "attention"):
+        if dt != "fp32" and int(d.get("head_dim", 0)) <= 256:
+            for key in ("kv_tokens", "text_tokens", "image_tokens"):
+                if key in d:
+                    attention.add(
+                        (
+                            int(d["batch"]),
+                            int(d["heads"]),
+                            int(d["q_tokens"]),
+                            int(d[key]),
+                            int(d["head_dim"]),
+                            dt,
+                        )
+                    )
+    conv = set()
+    for dt, d in _leaves(analysis, stages, "conv"):
+        if "in_channels" in d:
+            outputs = int(d["outputs"]) if "outputs" in d else int(d["batch"]) * int(d["patches"])
+            conv.add((outputs, int(d["in_channels"]), int(d["out_channels"]), int(d["kernel_volume"]), dt))
+    return {"gemm": sorted(gemm), "attention": sorted(attention), "conv": sorted(conv)}
+
+
+def machine_description(device_kind: str, device: DeviceSpec | None) -> dict[str, Any]:
+    """What was measured: host, processor, threads, torch, the device, when."""
+    import torch
+
+    host = socket.gethostname()
+    info: dict[str, Any] = {
+        "host": host,
+        "device_kind": device_kind,
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if device_kind == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["name"] = device.name if device is not None else "cuda"
+    else:
+        info["name"] = "cpu"
+        info["display_name"] = f"CPU {info['processor']} ({info['threads']} threads, {host})"
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemTotal:"):
+                    info["memory_bytes"] = int(line.split()[1]) * 1024
+        except OSError:
+            info["memory_bytes"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return info
+
+
+def _residual_shape(analysis: Analysis) -> tuple[int, int, str]:
+    """The forward stage's residual stream [rows, dim] and dtype: where element-wise work runs."""
+    g = analysis.geometry
+    dim = int(getattr(analysis.model, "dim", 1024))
+    return analysis.workload.batch_size * g.tokens, dim, analysis.forward.dtype
+
+
+def calibrate(cfg: RunConfig, progress: Progress = no_progress) -> CalibrationResult:
+    """Measure, fit and write the calibration file (atomically); see the module docstring."""
+    import time
+
+    import torch
+
+    from ditmeter.tracer import calibrate as bench
+
+    kind, opts = cfg.calibrate.device_kind, cfg.calibrate
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device_kind", "cuda: torch sees no CUDA device on this machine; allowed here: cpu")
+    if kind == "cuda" and cfg.device is None:
+        raise ConfigError(
+            "device", "calibrate device_kind=cuda needs device=NAME: the fractions are of its peaks"
+        )
+    start = time.perf_counter()
+    analysis = cfg.family.analyze(cfg.model, cfg.workload, cfg.stages, cfg.offload)
+    shapes = model_shapes(analysis, cfg.stages)
+    rows, dim, dtype = _residual_shape(analysis)
+    points: list[dict[str, Any]] = []
+    measure: dict[str, Callable[..., bench.Point]] = {
+        "gemm": bench.measure_gemm,
+        "attention": bench.measure_attention,
+        "conv": bench.measure_conv,
+    }
+    with torch.no_grad():
+        for kind_name, fn in measure.items():
+            if shapes[kind_name]:
+                with progress(f"measure {len(shapes[kind_name])} {kind_name} shapes"):
+                    points += [
+                        fn(s, kind, opts.max_flops, opts.min_run_time).as_dict() for s in shapes[kind_name]
+                    ]
+        with progress("measure element-wise bandwidth and per-op overhead"):
+            points += [
+                p.as_dict() for p in bench.measure_elementwise(rows, dim, dtype, kind, opts.min_run_time)
+            ]
+            points.append(bench.measure_host(kind, opts.min_run_time).as_dict())
+    machine = machine_description(kind, cfg.device)
+    device = cfg.device if kind == "cuda" and cfg.device is not None else measured_device(points, machine)
+    where = f"{machine['host']} ({machine.get('gpu', machine['processor'])}, torch {machine['torch']})"
+    kernels = fit_kernels(points, device, overlapped=kind == "cuda", where=where)
+    path = (
+        Path(opts.output)
+        if opts.output
+        else cfg.output_root / f"calibration-{device.name}-{machine['host']}.yaml"
+    )
+    content = calibration_mapping(machine, device, kernels, points)
+    _write_atomically(path, yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
+    return CalibrationResult(path, device, kernels, points, time.perf_counter() - start)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError("calibrate.output", f"cannot write {path} ({exc.strerror or exc})") from None

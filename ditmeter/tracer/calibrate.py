@@ -1,0 +1,157 @@
+"""Micro-benchmarks of one model's own kernels on the local device: the points of a calibration.
+
+The shapes are the model's own (``ditmeter calibrate`` reads every GEMM,
+attention core and convolution leaf of the selected stages at the workload from
+the analysis and passes them here as plain tuples); each is timed with
+``torch.utils.benchmark`` on ``cpu`` or ``cuda``, and the achieved rates become
+the curve points of a kernel table (:mod:`ditmeter.analytic.kernels`) as
+fractions of the device's peaks. On a CPU the peaks are the best rates measured
+(the CPU has no datasheet entry); on a GPU named with ``device=`` they are the
+catalog's.
+
+A shape above ``max_flops`` per call is measured at fewer rows (its point is
+where it was measured, so the curve stays honest); a GEMM or convolution's
+FLOPs key its curve, an attention's key/value length keys its.
+
+Element-wise bandwidth: the model's own norm, activation and residual shapes,
+as a fraction of the best of them and a plain copy. Host overhead: one tiny
+op's time (on a CPU each op's dispatch adds to its kernel; on a GPU launches
+overlap).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch.utils import benchmark
+
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@attrs.frozen
+class Point:
+    """One measured kernel: its class, dtype, shape, the curve key and what it achieved."""
+
+    kind: str  # gemm | attention | conv | elementwise | copy | host
+    dtype: str
+    shape: str
+    x: float  # the curve key: FLOPs per call (gemm, conv), key/value tokens (attention), bytes
+    seconds: float
+    flops: int
+    bytes: int
+    head_dim: int = 0
+
+    @property
+    def flop_per_s(self) -> float:
+        return self.flops / self.seconds
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.bytes / self.seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _time(fn: Callable[[], object], device_kind: str, min_run_time: float) -> float:
+    """Median seconds per call (torch.utils.benchmark, which synchronises CUDA)."""
+    fn()  # warm up (allocator, kernels)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return float(timer.blocked_autorange(min_run_time=min_run_time).median)
+
+
+def _rows_within(rows: int, flops_per_row: float, max_flops: float) -> int:
+    return max(1, min(rows, int(max_flops // max(flops_per_row, 1.0))))
+
+
+def measure_gemm(
+    shape: tuple[int, int, int, str], device: str, max_flops: float, min_run_time: float
+) -> Point:
+    rows, fan_in, fan_out, dtype = shape
+    rows = _rows_within(rows, 2.0 * fan_in * fan_out, max_flops)
+    t = TORCH_DTYPES[dtype]
+    x = torch.randn(rows, fan_in, device=device, dtype=t)
+    w = torch.randn(fan_out, fan_in, device=device, dtype=t)
+    seconds = _time(lambda: F.linear(x, w), device, min_run_time)
+    flops = 2 * rows * fan_in * fan_out
+    size = t.itemsize * (rows * fan_in + fan_in * fan_out + rows * fan_out)
+    return Point("gemm", dtype, f"{rows}x{fan_in}x{fan_out}", flops, seconds, flops, size)
+
+
+def measure_attention(
+    shape: tuple[int, int, int, int, int, str], device: str, max_flops: float, min_run_time: float
+) -> Point:
+    """torch's SDPA (its flash kernel where it has one) at the shape; queries cut to fit ``max_flops``."""
+    batch, heads, q, kv, head_dim, dtype = shape
+    q = _rows_within(q, 4.0 * batch * heads * kv * head_dim, max_flops)
+    t = TORCH_DTYPES[dtype]
+    qt = torch.randn(batch, heads, q, head_dim, device=device, dtype=t)
+    kt = torch.randn(batch, heads, kv, head_dim, device=device, dtype=t)
+    vt = torch.randn(batch, heads, kv, head_dim, device=device, dtype=t)
+    seconds = _time(lambda: F.scaled_dot_product_attention(qt, kt, vt), device, min_run_time)
+    flops = 4 * batch * heads * q * kv * head_dim
+    size = t.itemsize * batch * heads * head_dim * (2 * q + 2 * kv)
+    return Point(
+        "attention", dtype, f"{batch}x{heads}x{q}x{kv}x{head_dim}", kv, seconds, flops, size, head_dim
+    )
+
+
+def measure_conv(
+    shape: tuple[int, int, int, int, str], device: str, max_flops: float, min_run_time: float
+) -> Point:
+    """A 3D convolution with the leaf's channels and kernel volume (cubic 27 → 3×3×3, 4 → 1×2×2
+    patches, else 1×1×1 or k×1×1) over a square map giving (about) its outputs."""
+    outputs, cin, cout, kvol, dtype = shape
+    outputs = _rows_within(outputs, 2.0 * cin * cout * kvol, max_flops)
+    kernel = {27: (3, 3, 3), 4: (1, 2, 2), 3: (3, 1, 1)}.get(kvol, (1, 1, 1))
+    stride = kernel if kvol == 4 else (1, 1, 1)
+    side = max(1, int(math.sqrt(outputs)))
+    shape_in = (
+        1,
+        cin,
+        kernel[0],
+        side * stride[1] + kernel[1] - stride[1],
+        side * stride[2] + kernel[2] - stride[2],
+    )
+    t = TORCH_DTYPES[dtype]
+    x = torch.randn(*shape_in, device=device, dtype=t)
+    w = torch.randn(cout, cin, *kernel, device=device, dtype=t)
+    seconds = _time(lambda: F.conv3d(x, w, stride=stride), device, min_run_time)
+    real = side * side
+    flops = 2 * real * cin * cout * math.prod(kernel)
+    size = t.itemsize * (x.numel() + w.numel() + real * cout)
+    return Point("conv", dtype, f"{real}x{cin}x{cout}x{math.prod(kernel)}", flops, seconds, flops, size)
+
+
+def measure_elementwise(rows: int, dim: int, dtype: str, device: str, min_run_time: float) -> list[Point]:
+    """The model's memory-bound kinds at its residual shape [rows, dim]: add, LayerNorm, GELU, a
+    plain copy (the peak reference)."""
+    t = TORCH_DTYPES[dtype]
+    a = torch.randn(rows, dim, device=device, dtype=t)
+    b = torch.randn(rows, dim, device=device, dtype=t)
+    out = torch.empty_like(a)
+    n = a.numel() * t.itemsize
+    kinds: list[tuple[str, Callable[[], object], int]] = [
+        ("copy", lambda: out.copy_(a), 2 * n),
+        ("add", lambda: torch.add(a, b, out=out), 3 * n),
+        ("layer_norm", lambda: F.layer_norm(a, (dim,)), 2 * n),
+        ("gelu_tanh", lambda: F.gelu(a, approximate="tanh"), 2 * n),
+    ]
+    points = []
+    for name, fn, size in kinds:
+        seconds = _time(fn, device, min_run_time)
+        kind = "copy" if name == "copy" else "elementwise"
+        points.append(Point(kind, dtype, f"{name} {rows}x{dim}", size, seconds, 0, size))
+    return points
+
+
+def measure_host(device: str, min_run_time: float) -> Point:
+    """One op on a one-element tensor: the dispatch (CPU) or launch (GPU) cost of a kernel."""
+    a = torch.ones(1, device=device)
+    seconds = _time(lambda: torch.add(a, a), device, min_run_time)
+    return Point("host", "fp32", "add 1", 1, seconds, 1, 12)
