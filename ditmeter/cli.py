@@ -102,9 +102,10 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "calibrate",
             "measure the model's own kernels on this machine and write a calibration file",
             "Time every GEMM, attention and convolution shape of the selected stages (at the workload) "
-            "and the element-wise bandwidth and per-op overhead on device_kind=cpu|cuda with "
-            "torch.utils.benchmark, fit them as fractions of the device's peaks (cuda: device=NAME's; "
-            "cpu: the best rates measured) and write a YAML calibration file. calibration=PATH then makes "
+            "and the element-wise bandwidth and per-op overhead on device_kind=cpu|cuda "
+            "(torch.utils.benchmark on cuda, a timed loop on cpu), fit them as fractions of the device's "
+            "peaks (cuda: device=NAME's; cpu: the best rates measured) and write a YAML calibration file. "
+            "calibration=PATH then makes "
             "report, trace and profile predict with it. Exit 0 ok, 2 bad input.",
             "overrides: model=NAME workload=NAME device_kind=cpu|cuda device=NAME stages=[dit]\n"
             "  calibrate.output=PATH calibrate.max_flops=2e10 calibrate.min_run_time=0.2\n"

@@ -2,7 +2,7 @@
 
 The GEMM, attention and convolution shapes of the selected stages (at the
 workload) are read from the analysis, timed on ``device_kind`` with
-``torch.utils.benchmark`` (:mod:`ditmeter.tracer.calibrate`), fitted into a
+``torch.utils.benchmark`` (CUDA; a timed loop on a CPU) (:mod:`ditmeter.tracer.calibrate`), fitted into a
 kernel table of fractions of the device's peaks
 (:func:`ditmeter.analytic.calibration.fit_kernels`) and written as YAML
 (:mod:`ditmeter.analytic.calibration`). ``calibration=PATH`` then makes every

@@ -3,11 +3,11 @@
 The shapes are the model's own (``ditmeter calibrate`` reads every GEMM,
 attention core and convolution leaf of the selected stages at the workload from
 the analysis and passes them here as plain tuples); each is timed with
-``torch.utils.benchmark`` on ``cpu`` or ``cuda``, and the achieved rates become
-the curve points of a kernel table (:mod:`ditmeter.analytic.kernels`) as
-fractions of the device's peaks. On a CPU the peaks are the best rates measured
-(the CPU has no datasheet entry); on a GPU named with ``device=`` they are the
-catalog's.
+``torch.utils.benchmark`` on ``cuda`` (a plain timed loop on ``cpu``, see
+``_time``), and the achieved rates become the curve points of a kernel table
+(:mod:`ditmeter.analytic.kernels`) as fractions of the device's peaks. On a CPU
+the peaks are the best rates measured (the CPU has no datasheet entry); on a GPU
+named with ``device=`` they are the catalog's.
 
 A shape above ``max_flops`` per call is measured at fewer rows (its point is
 where it was measured, so the curve stays honest); a GEMM or convolution's
@@ -22,6 +22,8 @@ overlap).
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,10 +61,24 @@ class Point:
 
 
 def _time(fn: Callable[[], object], device_kind: str, min_run_time: float) -> float:
-    """Median seconds per call (torch.utils.benchmark, which synchronises CUDA)."""
-    fn()  # warm up (allocator, kernels)
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return float(timer.blocked_autorange(min_run_time=min_run_time).median)
+    """Median seconds per call over at least ``min_run_time`` (and 3 calls) after a warm-up.
+
+    CUDA: ``torch.utils.benchmark.Timer`` (it synchronises the device). CPU: a plain
+    ``perf_counter`` loop, because the Timer calls ``torch.set_num_threads`` on entry and exit,
+    and on this project's machines that re-initialisation halves oneDNN's bf16 GEMM speed for the
+    rest of the process (measured: a 256×1536×8960 GEMM from 0.36 s to 0.71 s per call).
+    """
+    fn()  # warm up (allocator, kernels, caches)
+    if device_kind == "cuda":
+        timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        return float(timer.blocked_autorange(min_run_time=min_run_time).median)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < min_run_time:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def _rows_within(rows: int, flops_per_row: float, max_flops: float) -> int:
