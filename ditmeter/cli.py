@@ -113,6 +113,21 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "         ditmeter report model=wan2.1-t2v-1.3b workload=w001-tiny calibration=PATH\n\n"
             f"{tail}",
         ),
+        (
+            "sweep",
+            "the analytic model over a grid of models, workloads, devices and plan keys",
+            "Every key given as a list is an axis (model=[a,b] device=[h100-sxm,a100-sxm-80gb] "
+            "workload.num_frames=[33,49,81] attention=[fa2,fa3] time.mode=[predicted,roofline]); the grid "
+            "is their product. Each point is costed analytically (no tracing) and predicted on its device: "
+            "writes sweep.parquet (one row per point: the axes, FLOPs and bytes per video, peak memory per "
+            "GPU and whether it fits, time per video, forward and step, per stage and the DiT's share by "
+            "category) and time_vs_frames.png, time_vs_resolution.png, category_share.png under "
+            "<output_root>/<run_id>/static_analysis/sweep/. Needs device=. Exit 0 ok, 2 bad input.",
+            "example (quote the brackets for the shell):\n"
+            "  ditmeter sweep model=wan2.1-t2v-14b workload=720p-81f 'device=[h100-sxm,a100-sxm-80gb]' "
+            "'workload.num_frames=[17,33,49,65,81]'\n\n"
+            f"{overrides_help}\n{tail}",
+        ),
     ]
 
 
@@ -211,6 +226,13 @@ def _cmd_calibrate(overrides: list[str], console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_sweep(overrides: list[str], console: Console) -> int:
+    from ditmeter.commands.sweep import run_sweep
+    from ditmeter.reports import console as show
+
+    return run_sweep(overrides, console, progress=show.StepPrinter(console))
+
+
 class _Stdout(io.TextIOBase):
     """stdout that never breaks a run: a closed stdout or a reader that went away (``| head``) only
     loses the text; a stdout that cannot be written (``> /dev/full``) is remembered and reported;
@@ -291,6 +313,7 @@ _COMMANDS = {
     "compare": _cmd_compare,
     "profile": _cmd_profile,
     "calibrate": _cmd_calibrate,
+    "sweep": _cmd_sweep,
 }
 
 

@@ -64,6 +64,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "report": (*_RUN, "stages"),
     "trace": (*_RUN, "stages", "compare"),
     "profile": (*_RUN, "profile"),
+    "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages"),
     "calibrate": (
         "model",
         "workload",

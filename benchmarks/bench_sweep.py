@@ -1,0 +1,78 @@
+"""Benchmark: ``ditmeter sweep`` over a 10,000-point grid (analytic only, no tracing), in one run.
+
+Target: 10,000 points in at most 5 s on this machine, for the first sweep of a fresh process
+(Hydra composes each model × workload pair and each device once, ~0.15 s a composition). The
+grid: 5 models × 2 workloads × 10 frame counts (100 analyses) × 10 devices × 2 time modes × 5
+device efficiencies (100 devices and plans). ``pipeline=diffusers``: the official FLF2V code
+takes 81 frames only. Prints the points, the seconds, the rate, each step's seconds and
+PASS/FAIL; then the same grid again, once the compositions are cached; then one point checked
+against the expanded prediction of ``report``. Nothing is written.
+
+    .venv/bin/python benchmarks/bench_sweep.py [--target-s 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ditmeter.commands.report import analyze
+from ditmeter.commands.sweep import SweepResult, sweep
+from ditmeter.config import choices, load
+
+FRAMES = (17, 33, 49, 65, 81, 97, 113, 129, 145, 161)  # 4n+1
+EFFICIENCIES = (0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def grid() -> list[str]:
+    return [
+        f"model=[{','.join(choices('model'))}]",
+        "pipeline=diffusers",
+        "workload=[480p-81f,720p-81f]",
+        f"workload.num_frames=[{','.join(map(str, FRAMES))}]",
+        f"device=[{','.join(choices('device'))}]",
+        "time.mode=[predicted,roofline]",
+        "attention=[auto]",
+        f"device.efficiency=[{','.join(map(str, EFFICIENCIES))}]",
+    ]
+
+
+def timed(overrides: list[str]) -> tuple[SweepResult, float]:
+    start = time.perf_counter()
+    result = sweep(overrides)
+    return result, time.perf_counter() - start
+
+
+def report(label: str, result: SweepResult, took: float, target_s: float | None) -> None:
+    n = len(result.frame)
+    verdict = (
+        "" if target_s is None else f"  {'PASS' if took <= target_s else 'FAIL'} (target <= {target_s:g} s)"
+    )
+    print(f"{label}: {n:,} points in {took:.2f} s = {n / took:,.0f} points/s{verdict}")
+    steps = ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items())
+    print(f"  {result.analyses} analyses × {result.device_plans} devices and plans; steps: {steps}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target-s", type=float, default=5.0)
+    args = p.parse_args()
+    overrides = grid()
+    result, took = timed(overrides)
+    report("first sweep (cold: Hydra compositions included)", result, took, args.target_s)
+    again, took_again = timed(overrides)
+    report("second sweep (compositions cached)", again, took_again, None)
+
+    i = len(result.frame) // 3
+    row = result.frame.iloc[i]
+    point = [*result.grid.fixed, *(f"{k}={v}" for k, v in list(result.grid.points())[i].items())]
+    prediction = analyze(load(point))[1].prediction
+    assert prediction is not None
+    want = prediction.per_video_s
+    print(f"spot check {' '.join(point)}:")
+    got = float(row["per_video_s"])
+    print(f"  sweep {got:.6f} s, report {want:.6f} s, rel diff {got / want - 1:.1e}")
+
+
+if __name__ == "__main__":
+    main()

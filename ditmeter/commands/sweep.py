@@ -1,0 +1,153 @@
+"""``ditmeter sweep``: analytic predictions over a grid of models, workloads, devices and time plans.
+
+Four steps, each in the module that knows its concept:
+
+* the grid and each point's configs (:mod:`ditmeter.commands.sweep_grid`): every ``key=[a,b,c]``
+  or Hydra sweep is an axis, the points are the product of the axes; one analysis per distinct
+  analysis-side combination, one device and time plan per distinct device-side one;
+* the times (:mod:`ditmeter.analytic.batch_timing`): every analysis timed on every device and plan
+  at once, checked against ``tree_time`` on the first point of each stage, kernel table and plan;
+* the table (:mod:`ditmeter.reports.sweep_table`): one row per point (its ``sweep_schema``), the
+  axis values, the video's costs and memory peak, its predicted times;
+* the run folder (:func:`publish`): ``sweep.parquet`` and the plots.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+import pandas as pd
+import pyarrow as pa
+
+from ditmeter.analytic.batch_timing import Timer
+from ditmeter.commands.progress import Progress, Steps, no_progress
+from ditmeter.commands.sweep_grid import (
+    DEVICE_SIDE,
+    Grid,
+    at_point,
+    configs,
+    device_plans,
+    grid,
+    top_key,
+)
+from ditmeter.errors import ConfigError
+from ditmeter.reports.sweep_table import ID_COLUMNS, sweep_frame, sweep_metadata
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@attrs.frozen
+class SweepResult:
+    frame: pd.DataFrame  # one row per point, in grid order (the last axis fastest)
+    schema: pa.Schema
+    grid: Grid
+    overrides: tuple[str, ...]
+    output_root: Path
+    run_id: str | None
+    analyses: int  # distinct analyses built
+    device_plans: int  # distinct devices and plans
+    seconds: dict[str, float]  # wall time of each step
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seconds.values())
+
+
+def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepResult:
+    """Every point of the grid ``overrides`` describe (see the module docstring): one analysis per
+    distinct analysis-side combination, timed on every device and plan. Nothing is written."""
+    steps = Steps(progress or no_progress)
+    with steps("grid"):
+        g = grid(overrides)
+        side = [a for a in g.axes if a.device_side], [a for a in g.axes if not a.device_side]
+        fixed = (
+            [o for o in g.fixed if top_key(o) in DEVICE_SIDE],
+            [o for o in g.fixed if top_key(o) not in DEVICE_SIDE],
+        )
+    with steps("devices"):
+        plans = device_plans(fixed[0], side[0])
+    with steps("analyses"):
+        points, cfgs = configs(fixed[1], side[1])
+        analyses = []
+        for point, cfg in zip(points, cfgs, strict=True):
+            try:
+                analysis = cfg.family.analyze(cfg.model, cfg.workload, cfg.stages, cfg.offload)
+                analysis.check_bounds()
+            except ConfigError as exc:
+                raise at_point(point, exc) from exc
+            analyses.append(analysis)
+    with steps("times"):
+        timer = Timer(plans)
+        evaluated = [timer.evaluate(a) for a in analyses]
+    with steps("table"):
+        frame, schema = sweep_frame(g.axes, evaluated, plans)
+    first = cfgs[0]
+    return SweepResult(
+        frame,
+        schema,
+        g,
+        tuple(overrides),
+        first.output_root,
+        first.run_id,
+        len(analyses),
+        len(plans),
+        dict(steps.seconds),
+    )
+
+
+def write_sweep(result: SweepResult, out_dir: Path) -> tuple[str, ...]:
+    """``sweep.parquet`` and the plots into ``out_dir`` (a staged run folder); the file names."""
+    from ditmeter.reports.sweep_plots import write_plots
+    from ditmeter.reports.tables import write_parquet
+
+    g = result.grid
+    meta = sweep_metadata(result.overrides, g.axes, g.fixed, len(result.frame))
+    write_parquet(result.frame, result.schema, out_dir / "sweep.parquet", meta)
+    return ("sweep.parquet", *write_plots(result.frame, [a.key for a in result.grid.axes], out_dir))
+
+
+def publish(result: SweepResult) -> tuple[Path, tuple[str, ...]]:
+    """Write the sweep as a run folder, ``<output_root>/<run_id>/static_analysis/sweep/``, that
+    appears only when complete; the folder and its files."""
+    from ditmeter.reports.run_dir import analysis_dir, new_run_id, staged_run
+
+    run_id = result.run_id or new_run_id("sweep", f"{len(result.frame)}-points")
+    manifest = {"command": "sweep", "points": len(result.frame), "overrides": list(result.overrides)}
+    with staged_run(result.output_root, run_id, "sweep", manifest) as out:
+        files = write_sweep(result, out)
+    return analysis_dir(result.output_root / run_id, "sweep"), files
+
+
+def run_sweep(overrides: list[str], console: Console, progress: Progress | None = None) -> int:
+    """``ditmeter sweep``: evaluate, print the rate and the fastest and slowest points, publish the
+    run folder; 0. A bad key, value or point is a :class:`ConfigError` (the CLI's exit 2)."""
+    from rich.table import Table
+
+    from ditmeter.reports.console import print_wrote
+    from ditmeter.reports.format import seconds
+
+    start = time.perf_counter()
+    result = sweep(overrides, progress)
+    n, took = len(result.frame), result.total_s
+    console.print(
+        f"{n:,} points in {took:.2f} s ({n / took:,.0f} points/s): {result.analyses:,} analyses × "
+        f"{result.device_plans:,} devices and plans"
+    )
+    keys = [*ID_COLUMNS, *(a.key for a in result.grid.axes if a.key not in ID_COLUMNS)]
+    ranked = result.frame.sort_values("per_video_s", kind="stable")
+    table = Table(title=f"fastest and slowest of {n:,} points (predicted seconds per video)")
+    for key in (*keys, "per video", "fits"):
+        table.add_column(key, justify="right" if key == "per video" else "left")
+    shown = ranked if n <= 10 else pd.concat([ranked.head(5), ranked.tail(5)])
+    for _, row in shown.iterrows():
+        fits = "yes" if row["fits"] else "NO"
+        table.add_row(*(str(row[k]) for k in keys), seconds(float(row["per_video_s"])), fits)
+    console.print(table)
+    folder, files = publish(result)
+    print_wrote(console, folder, files, start)
+    return 0

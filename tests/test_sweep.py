@@ -1,0 +1,222 @@
+"""``ditmeter sweep``: the grid, every point against the expanded prediction, the files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from ditmeter.commands import sweep as sw
+from ditmeter.commands import sweep_grid as sg
+from ditmeter.commands.report import analyze
+from ditmeter.config import load
+from ditmeter.errors import ConfigError
+from ditmeter.reports.sweep_plots import PLOTS
+
+TINY = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny"]
+
+
+def expected(point: list[str]) -> dict[str, float]:
+    """The independent path: one load per point, the expanded tree's prediction."""
+    _, view = analyze(load(point))
+    p = view.prediction
+    assert p is not None
+    out = {
+        "per_video_s": p.per_video_s,
+        "roofline_per_video_s": p.roofline_video_s,
+        "per_forward_s": p.per_forward.predicted_s,
+        "per_step_s": p.per_step_s,
+    }
+    out |= {f"{s}_per_video_s": p.stage_video_s(s, n) for s, n in p.stage_runs}
+    return out
+
+
+def points(result: sw.SweepResult) -> list[list[str]]:
+    """Each row's overrides for ``load``: the fixed ones and its axis values."""
+    g = result.grid
+    fixed = [o for o in g.fixed if not o.startswith(("output_root", "run_id"))]
+    return [[*fixed, *(f"{k}={v}" for k, v in p.items())] for p in g.points()]
+
+
+# ---- the grid ---------------------------------------------------------------------------------
+
+
+def test_grid_is_the_product_of_the_axes_and_keeps_fixed_keys() -> None:
+    fixed, pts = sg.parse_grid(
+        [*TINY, "device=[h100-sxm,a100-sxm-80gb]", "workload.num_frames=[5,9,13]", "stages=[dit]"]
+    )
+    assert fixed == [*TINY, "stages=[dit]"]  # a list-valued key is one value, not an axis
+    assert len(pts) == 2 * 3
+    assert pts[0] == {"device": "h100-sxm", "workload.num_frames": "5"}
+    assert pts[-1] == {"device": "a100-sxm-80gb", "workload.num_frames": "13"}  # the last axis fastest
+
+
+def test_hydra_sweep_syntax_is_an_axis() -> None:
+    g = sg.grid(
+        ["workload.num_frames=range(5,18,4)", "time.mode=predicted,roofline", "stages=[dit],[vae_decode]"]
+    )
+    assert [a.key for a in g.axes] == ["workload.num_frames", "time.mode", "stages"]
+    assert g.axes[0].texts == ("5", "9", "13", "17")
+    assert g.axes[2].texts == ("[dit]", "[vae_decode]")
+    assert g.size == 4 * 2 * 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["compare.tolerance=[0.1,0.2]"], "compare.tolerance"),  # a key sweep does not take
+        (["device=[h100-sxm,no-such-gpu]"], "device"),  # an unknown name
+        (["model=[wan2.1-t2v-1.3b,nope]"], "model"),
+        (["device=h100-sxm", "device=[a100-sxm-80gb]"], "device"),  # given twice
+        (["workload.num_frames=[]"], "workload.num_frames"),
+        (["run_id=[a,b]"], "run_id"),  # one folder for the whole sweep
+        (["workload.num_frames=[5,9"], "workload.num_frames"),  # Hydra cannot parse it
+    ],
+)
+def test_bad_grid_names_the_key(overrides: list[str], field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        sg.grid(overrides)
+    assert err.value.field == field
+
+
+def test_grid_is_capped() -> None:
+    with pytest.raises(ConfigError, match="at most 100,000"):
+        sg.grid(["workload.num_frames=range(1,401)", "workload.height=range(1,301)"])
+
+
+# ---- every point against the expanded prediction ------------------------------------------------
+
+
+def test_small_sweep_equals_the_expanded_prediction() -> None:
+    result = sw.sweep([*TINY, "device=[h100-sxm,a100-sxm-80gb]", "workload.num_frames=[5,9]"])
+    frame = result.frame
+    assert len(frame) == 4 and list(frame.columns) == result.schema.names
+    assert list(frame["device"]) == ["h100-sxm", "h100-sxm", "a100-sxm-80gb", "a100-sxm-80gb"]
+    assert list(frame["workload.num_frames"]) == ["5", "9", "5", "9"]
+    for row, point in zip(frame.to_dict("records"), points(result), strict=True):
+        for column, value in expected(point).items():
+            assert row[column] == pytest.approx(value, rel=1e-12), (point, column)
+    for device, rows in frame.groupby("device"):
+        assert rows["per_video_s"].is_monotonic_increasing, device  # more frames, more time
+        assert rows["tensor_flops_per_video"].is_monotonic_increasing
+    shares = frame[[c for c in frame.columns if c.startswith("share_")]].sum(axis=1)
+    assert shares.to_numpy() == pytest.approx(1.0, rel=1e-12)
+    assert (frame["fits"] == (frame["peak_per_gpu_bytes"] <= frame["device_memory_bytes"])).all()
+
+
+def test_every_branch_of_the_timing_equals_the_expanded_prediction() -> None:
+    """Per-value keys (workload.*, device.*, time.mode, attention, gemm_dtype), image-to-video
+    (text and image key/value lengths), the math attention path, fp8 GEMMs, the roofline."""
+    result = sw.sweep(
+        [
+            "model=[wan2.1-t2v-1.3b,wan2.1-i2v-14b-480p]",
+            "workload=w001-tiny",
+            "workload.height=[256,320]",
+            "device=[h100-sxm,h20]",  # two kernel tables with fp8 GEMM curves
+            "device.efficiency=[1.0,0.5]",
+            "attention=[auto,sdpa_math]",
+            "gemm_dtype=[null,fp8]",
+        ]
+    )
+    assert len(result.frame) == 2 * 2 * 2 * 2 * 2 * 2
+    assert result.analyses == 4 and result.device_plans == 16
+    for row, point in zip(result.frame.to_dict("records"), points(result), strict=True):
+        for column, value in expected(point).items():
+            assert row[column] == pytest.approx(value, rel=1e-12), (point, column)
+    i2v = result.frame["model"] == "wan2.1-i2v-14b-480p"
+    assert result.frame.loc[i2v, "image_encoder_per_video_s"].notna().all()
+    assert result.frame.loc[~i2v, "image_encoder_per_video_s"].isna().all()  # t2v has none
+    math = result.frame["attention"] == "sdpa_math"
+    assert (result.frame.loc[math, "attention_backend"] == "sdpa_math").all()
+
+
+def test_roofline_mode_equals_the_expanded_prediction() -> None:
+    result = sw.sweep([*TINY, "device=h100-sxm", "time.mode=[predicted,roofline]"])
+    predicted, roofline = result.frame.to_dict("records")
+    for row, point in zip((predicted, roofline), points(result), strict=True):
+        assert row["per_video_s"] == pytest.approx(expected(point)["per_video_s"], rel=1e-12)
+    assert roofline["per_video_s"] == pytest.approx(roofline["roofline_per_video_s"], rel=1e-12)
+    assert roofline["per_video_s"] < predicted["per_video_s"]
+    assert (roofline["time_mode"], predicted["time_mode"]) == ("roofline", "predicted")
+
+
+@pytest.mark.parametrize(
+    ("axes", "field"),
+    [
+        (["device=[h100-sxm,a100-sxm-80gb]", "attention=fa3"], "attention"),  # no FA3 on Ampere
+        (["device=h100-sxm", "time.mode=[predicted,roofline]", "attention=fa2"], None),  # load's call
+        (["device=[h100-sxm,a100-sxm-80gb]", "gemm_dtype=fp8"], "gemm_dtype"),
+        (["device=h100-sxm", "device.efficiency=[1.0,0]"], "device.efficiency"),
+        (["device=h100-sxm", "workload.num_frames=[5,0]"], "workload.num_frames"),
+    ],
+)
+def test_a_refused_point_is_the_error_load_gives(axes: list[str], field: str | None) -> None:
+    with pytest.raises(ConfigError) as err:
+        sw.sweep([*TINY, *axes])
+    assert field in (None, err.value.field) and "(at " in err.value.message
+    point = err.value.message.rsplit("(at ", 1)[1].rstrip(")").split(" ")
+    with pytest.raises(ConfigError) as direct:
+        load(point)
+    assert (direct.value.field, direct.value.message) == (
+        err.value.field,
+        err.value.message.rsplit(" (at ", 1)[0],
+    )
+
+
+def test_a_sweep_needs_a_device() -> None:
+    with pytest.raises(ConfigError) as err:
+        sw.sweep([*TINY, "workload.num_frames=[5,9]"])
+    assert err.value.field == "device"
+
+
+# ---- the files ----------------------------------------------------------------------------------
+
+
+def test_publish_writes_the_table_and_plots(out_root: Path) -> None:
+    result = sw.sweep(
+        [
+            *TINY,
+            "device=[h100-sxm,a100-sxm-80gb]",
+            "workload.num_frames=[5,9]",
+            f"output_root={out_root}",
+            "run_id=s1",
+        ]
+    )
+    folder, files = sw.publish(result)
+    assert folder == out_root / "s1" / "static_analysis" / "sweep"
+    assert set(files) == {"sweep.parquet", *PLOTS}
+    assert all((folder / f).stat().st_size > 0 for f in files)
+    back = pd.read_parquet(folder / "sweep.parquet")
+    pd.testing.assert_frame_equal(back, result.frame)
+    meta = pq.read_schema(folder / "sweep.parquet").metadata
+    assert json.loads(meta[b"ditmeter.axes"]) == {
+        "device": ["h100-sxm", "a100-sxm-80gb"],
+        "workload.num_frames": ["5", "9"],
+    }
+    assert pq.read_schema(folder / "sweep.parquet").equals(result.schema, check_metadata=False)
+    assert json.loads((out_root / "s1" / "run.json").read_text())["command"] == "sweep"
+    with pytest.raises(ConfigError) as err:  # the id is taken: nothing else is written
+        sw.publish(result)
+    assert err.value.field == "run_id"
+    assert sorted(p.name for p in out_root.iterdir()) == ["s1"]
+
+
+def test_plots_of_a_sweep_without_frames_or_resolution(tmp_path: Path) -> None:
+    result = sw.sweep([*TINY, "device=[h100-sxm,a100-sxm-80gb,l40s]", "stages=[vae_decode]"])
+    files = sw.write_sweep(result, tmp_path)
+    assert all((tmp_path / f).stat().st_size > 0 for f in files)
+    assert "dit_per_video_s" not in result.frame  # not selected; the forward's figures still are
+    assert (result.frame["per_forward_s"] > 0).all()
+
+
+def test_run_sweep_prints_the_rate_and_the_folder(out_root: Path) -> None:
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    status = sw.run_sweep([*TINY, "device=[h100-sxm,l40s]", f"output_root={out_root}"], console)
+    text = console.export_text()
+    assert status == 0
+    assert "2 points in" in text and "points/s" in text and "wrote" in text
