@@ -50,3 +50,21 @@ def test_model_configs_match_wan_release() -> None:
 def test_an_edited_preset_is_named_as_edited() -> None:
     _, w = spec_and_workload("wan2.1-t2v-14b", "720p-81f", "workload.num_frames=33")
     assert (w.name, w.num_frames) == ("720p-81f[num_frames=33]", 33)
+
+
+def test_group_selections_compose_as_hydra_does() -> None:
+    """The fast path (the defaults composed once, each group file set in place) gives exactly what
+    Hydra's compose gives, for every model, workload and device."""
+    from omegaconf import OmegaConf
+
+    from ditmeter.config import _composed, _hydra_composed, choices, config_dir
+
+    root = str(config_dir())
+    selections = [
+        *((f"model={m}",) for m in choices("model")),
+        *((f"workload={w}",) for w in choices("workload")),
+        *(("model=wan2.1-t2v-1.3b", f"device={d}") for d in choices("device")),
+    ]
+    for groups in selections:
+        fast = OmegaConf.to_container(_composed(groups, root), resolve=True)
+        assert fast == OmegaConf.to_container(_hydra_composed(groups, root), resolve=True), groups
