@@ -270,3 +270,33 @@ def test_a_calibration_for_another_device_or_a_bad_file_is_refused(calibration: 
         load(["model=wan2.1-t2v-1.3b", f"calibration={bad}"], "report")
     assert err.value.field == "calibration"
     assert main(["report", "model=wan2.1-t2v-1.3b", f"calibration={tmp_path / 'missing.yaml'}"]) == 2
+
+
+def test_a_calibrated_rule_fraction_changes_only_that_rules_leaves(calibration: Path, tmp_path: Path) -> None:
+    """elementwise.rules.<rule> (the model's eager code, measured) replaces the table's element-wise
+    share for that rule's leaves only; the sweep's vectorised timing agrees with the per-leaf one."""
+    from ditmeter.commands.sweep import sweep
+
+    raw = yaml.safe_load(calibration.read_text())
+    assert "rms_norm" in raw["kernels"]["elementwise"]["rules"]  # measured by calibrate
+    raw["kernels"]["elementwise"]["rules"]["rms_norm"]["fraction"] = [1e-3]
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(raw))
+    base = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "stages=[dit]"]
+    _, view = analyze(load([*base, f"calibration={edited}"], "report"))
+    p = view.prediction
+    assert p is not None and p.device.bytes_per_s > 0
+    row = next(r for r in view.analysis.forward.rows() if r.module_id == "dit.blocks.0.self_attn.norm_q")
+    assert p.modules[row.module_id].memory_s == pytest.approx(
+        row.cost.moved_bytes / (p.device.bytes_per_s * 1e-3)
+    )
+    share = raw["kernels"]["elementwise"]["bandwidth_fraction"]
+    add = next(r for r in view.analysis.forward.rows() if r.rule == "layer_norm")
+    rules = raw["kernels"]["elementwise"]["rules"]
+    expected = rules["layer_norm"]["fraction"][0] if "layer_norm" in rules else share
+    assert p.modules[add.module_id].memory_s == pytest.approx(
+        add.cost.moved_bytes / (p.device.bytes_per_s * expected)
+    )
+    result = sweep([*base, f"calibration={edited}", "workload.num_frames=[1,5]"])
+    first = result.frame.iloc[0]
+    assert first["per_video_s"] == pytest.approx(p.per_video_s, rel=1e-9)

@@ -126,7 +126,7 @@ class LeafKernels:
     fraction: np.ndarray
     cuda_on: np.ndarray
     moved: np.ndarray
-    bandwidth_share: float
+    bandwidth_share: np.ndarray  # per leaf: an element-wise rule's own share, else the table's
     overhead_s: float
     overlapped: bool
 
@@ -168,13 +168,21 @@ def leaf_kernels(
                 numerator[i] = sum(tf * kv / sum(kvs) / f for kv, f in zip(kvs, fracs, strict=True))
                 cuda_on[i] = 0.0
     host = table.host
+    share = np.array(
+        [
+            table.bandwidth_fraction(r.rule)
+            if KERNEL_CLASS.get(str(r.rule)) is None
+            else table.bandwidth.fraction[0]
+            for r in lv.rows
+        ]
+    )
     return LeafKernels(
         peak,
         numerator,
         fraction,
         cuda_on,
         moved,
-        table.bandwidth.fraction[0],
+        share,
         host.per_kernel_s,
         host.overlapped,
     )

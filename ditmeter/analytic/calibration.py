@@ -107,6 +107,16 @@ def fit_kernels(
         "elementwise": {
             "bandwidth_fraction": round(min(1.0, fraction), 4),
             "source": f"{source}: the median of the model's element-wise kinds over the best copy",
+            "rules": {
+                p["shape"]: {
+                    "fraction": [
+                        round(min(1.0, max(1e-6, p["bytes"] / p["seconds"] / device.bytes_per_s)), 6)
+                    ],
+                    "source": f"{source}: the model's eager {p['shape']}, fused-ideal bytes over its time",
+                }
+                for p in points
+                if p["kind"] == "elementwise_rule"
+            },
         },
         "host": {
             "per_kernel_s": host[0] if host else 0.0,

@@ -15,7 +15,9 @@ every curve:
   default) by its FLOPs per call;
 * ``elementwise.bandwidth_fraction``: the share of the memory bandwidth that
   memory-bound kernels (norms, element-wise work, softmax) and every leaf's
-  traffic reach;
+  traffic reach; ``elementwise.rules.<rule>`` (optional, a calibration writes it)
+  the share one element-wise rule's leaves reach, as the model's eager code runs
+  them (its fused-ideal bytes over the measured time);
 * ``host.per_kernel_s``: the launch cost of one kernel. On a GPU launches
   overlap the kernels before them (``overlapped: true``: a leaf takes at least
   its launches); on a CPU each op's dispatch adds to its time.
@@ -123,6 +125,13 @@ class KernelTable:
     conv: dict[str, Curve]  # dtype → curve over FLOPs per call
     bandwidth: Curve  # one point: the elementwise fraction of the memory bandwidth
     host: HostOverhead
+    #: rule → one point: that element-wise rule's own share of the bandwidth (a calibration's)
+    elementwise_rules: dict[str, Curve] = attrs.field(factory=dict)
+
+    def bandwidth_fraction(self, rule: str | None = None) -> float:
+        """The share of the bandwidth an element-wise leaf of ``rule`` reaches (the table's
+        element-wise share where the rule has none of its own)."""
+        return self.elementwise_rules.get(rule or "", self.bandwidth).fraction[0]
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -159,6 +168,7 @@ class KernelTable:
         out |= {f"gemm.{k}": c.source for k, c in self.gemm.items()}
         out |= {f"conv.{k}": c.source for k, c in self.conv.items()}
         out |= {"elementwise": self.bandwidth.source, "host": self.host.source}
+        out |= {f"elementwise.rules.{k}": c.source for k, c in self.elementwise_rules.items()}
         return out
 
     @classmethod
@@ -191,6 +201,23 @@ class KernelTable:
                     raise ConfigError(f"{where}.{head_dim}", "a head dim must be a positive integer")
                 attention[backend][head_dim] = _curve(curve, f"{where}.{head_dim}", "tokens")
         elementwise = raw["elementwise"]
+        unknown = [str(k) for k in elementwise if k not in ("bandwidth_fraction", "source", "rules")]
+        if unknown:
+            raise ConfigError(
+                f"{section}.elementwise.{unknown[0]}",
+                "not a known key; allowed: bandwidth_fraction, source, rules",
+            )
+        rules = elementwise.get("rules") or {}
+        if not isinstance(rules, Mapping):
+            raise ConfigError(f"{section}.elementwise.rules", "must map rule names to {fraction, source}")
+        rule_curves = {
+            str(rule): _curve(
+                {"x": [1], **value} if isinstance(value, Mapping) else value,
+                f"{section}.elementwise.rules.{rule}",
+                "x",
+            )
+            for rule, value in rules.items()
+        }
         bandwidth = _curve(
             {
                 "x": [1],
@@ -207,6 +234,7 @@ class KernelTable:
             conv={str(k): _curve(v, f"{section}.conv.{k}", "flops") for k, v in raw["conv"].items()},
             bandwidth=bandwidth,
             host=parse(HostOverhead, raw["host"], f"{section}.host"),
+            elementwise_rules=rule_curves,
         )
 
     def as_mapping(self) -> dict[str, Any]:
@@ -214,6 +242,10 @@ class KernelTable:
 
         def curve(c: Curve, x_key: str) -> dict[str, Any]:
             return {x_key: list(c.x), "fraction": list(c.fraction), "source": c.source}
+
+        rules = {
+            k: {"fraction": list(c.fraction), "source": c.source} for k, c in self.elementwise_rules.items()
+        }
 
         return {
             "name": self.name,
@@ -225,6 +257,7 @@ class KernelTable:
             "elementwise": {
                 "bandwidth_fraction": self.bandwidth.fraction[0],
                 "source": self.bandwidth.source,
+                **({"rules": rules} if rules else {}),
             },
             "host": attrs.asdict(self.host),
         }

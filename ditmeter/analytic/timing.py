@@ -186,7 +186,8 @@ def leaf_time(row: ModuleRow, device: DeviceSpec, plan: TimePlan, stage: StageKe
     if not plan.predicted or table is None:
         return roof
     dims = dict(row.dims)
-    bandwidth = device.bytes_per_s * table.bandwidth.fraction[0]
+    share = table.bandwidth_fraction(row.rule) if kind == "elementwise" else table.bandwidth.fraction[0]
+    bandwidth = device.bytes_per_s * share
     moved = cost.moved_bytes
     cuda = cost.cuda_flops / device.cuda_flop_per_s
     if kind == "gemm" and "in_features" in dims:

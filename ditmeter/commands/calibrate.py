@@ -85,6 +85,24 @@ def model_shapes(analysis: Analysis, stages: Iterable[str]) -> dict[str, list[tu
     return {"gemm": sorted(gemm), "attention": sorted(attention), "conv": sorted(conv)}
 
 
+def elementwise_leaves(
+    analysis: Analysis, stages: Iterable[str]
+) -> list[tuple[str, dict[str, Any], int, str]]:
+    """(rule, dims, fused-ideal bytes, dtype): the largest leaf of every element-wise rule of the
+    selected stages, where its time is."""
+    largest: dict[str, tuple[str, dict[str, Any], int, str]] = {}
+    wanted = set(stages)
+    for stage in analysis.every_stage:
+        if stage.name not in wanted:
+            continue
+        for r in walk(stage.tree, expand=False):
+            if r.kind == "leaf" and r.rule and KERNEL_CLASS.get(r.rule) is None and r.dims:
+                moved = r.cost.moved_bytes
+                if moved > largest.get(r.rule, ("", {}, -1, ""))[2]:
+                    largest[r.rule] = (r.rule, dict(r.dims), moved, stage.dtype)
+    return sorted(largest.values(), key=lambda v: v[0])
+
+
 def machine_description(device_kind: str, device: DeviceSpec | None) -> dict[str, Any]:
     """What was measured: host, processor, threads, torch, the device, when."""
     import torch
@@ -158,6 +176,12 @@ def calibrate(cfg: RunConfig, progress: Progress = no_progress) -> CalibrationRe
                 p.as_dict() for p in bench.measure_elementwise(rows, dim, dtype, kind, opts.min_run_time)
             ]
             points.append(bench.measure_host(kind, opts.min_run_time).as_dict())
+        leaves = elementwise_leaves(analysis, cfg.stages)
+        with progress(f"measure {len(leaves)} element-wise rules as the model's eager code runs them"):
+            for rule, dims, moved, rule_dtype in leaves:
+                point = bench.measure_rule(rule, dims, moved, rule_dtype, kind, opts.min_run_time)
+                if point is not None:
+                    points.append(point.as_dict())
     machine = machine_description(kind, cfg.device)
     device = cfg.device if kind == "cuda" and cfg.device is not None else measured_device(points, machine)
     where = f"{machine['host']} ({machine.get('gpu', machine['processor'])}, torch {machine['torch']})"

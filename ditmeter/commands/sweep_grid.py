@@ -277,6 +277,8 @@ def device_plans(fixed: Sequence[str], axes: Sequence[Axis]) -> list[DevicePlan]
 
     def apply(ref: RunConfig, _: list[str], __: list[str], values: dict[str, Any]) -> DevicePlan:
         assert ref.device is not None
+        if calibrated:  # every point loaded (no per-value keys): the calibration's device and table
+            return DevicePlan(ref.device, ref.time)
         fields = {k.removeprefix("device."): v for k, v in values.items() if k.startswith("device.")}
         device = ref.device
         if fields:

@@ -186,7 +186,7 @@ def print_calibration(console: Console, result: CalibrationResult) -> None:
                     share,
                 )
             )
-        elif p["kind"] in ("copy", "elementwise"):
+        elif p["kind"] in ("copy", "elementwise", "elementwise_rule"):
             rate = p["bytes"] / p["seconds"]
             rows.append(
                 (

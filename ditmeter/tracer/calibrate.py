@@ -171,3 +171,68 @@ def measure_host(device: str, min_run_time: float) -> Point:
     a = torch.ones(1, device=device)
     seconds = _time(lambda: torch.add(a, a), device, min_run_time)
     return Point("host", "fp32", "add 1", 1, seconds, 1, 12)
+
+
+def _rule_fn(rule: str, dims: dict[str, Any], dtype: str, device: str) -> Callable[[], object] | None:
+    """The model's eager code for one element-wise rule at ``dims`` (the diffusers Wan port's: fp32
+    norms and modulation over bf16 activations, RoPE in fp32), or None for a rule not re-enacted."""
+    t = TORCH_DTYPES[dtype]
+
+    def rand(*shape: int, dt: torch.dtype = t) -> torch.Tensor:
+        return torch.randn(*shape, device=device, dtype=dt)
+
+    if rule in ("layer_norm", "rms_norm", "modulate", "gated_residual"):
+        rows, dim = int(dims["rows"]), int(dims["dim"])
+        x, w = rand(rows, dim), rand(dim)
+        if rule == "layer_norm":
+            return lambda: F.layer_norm(x.float(), (dim,)).to(t)
+        if rule == "rms_norm":
+            return lambda: F.rms_norm(x, (dim,), w)
+        scale, shift = rand(dim, dt=torch.float32), rand(dim, dt=torch.float32)
+        if rule == "modulate":
+            return lambda: (x.float() * (1 + scale) + shift).to(t)
+        y = rand(rows, dim)
+        return lambda: (x.float() + y.float() * scale).to(t)
+    if rule in ("gelu_tanh", "gelu", "silu", "residual_add", "layout_copy"):
+        x = rand(int(dims["elements"]))
+        y = rand(int(dims["elements"]))
+        unary = {
+            "gelu_tanh": lambda: F.gelu(x, approximate="tanh"),
+            "gelu": lambda: F.gelu(x),
+            "silu": lambda: F.silu(x),
+            "residual_add": lambda: x + y,
+            "layout_copy": lambda: x.clone(),
+        }
+        return unary[rule]
+    if rule == "rope":
+        rows, heads, head_dim = int(dims["rows"]), int(dims["heads"]), int(dims["head_dim"])
+        x = rand(rows, heads, head_dim)
+        cos, sin = (
+            rand(rows, 1, head_dim // 2, dt=torch.float32),
+            rand(rows, 1, head_dim // 2, dt=torch.float32),
+        )
+        tensors = int(dims.get("tensors", 1))
+
+        def rope() -> object:
+            for _ in range(tensors):  # q and k
+                x1, x2 = x.float().reshape(rows, heads, head_dim // 2, 2).unbind(-1)
+                out = torch.empty(rows, heads, head_dim, device=device, dtype=torch.float32)
+                out[..., 0::2] = x1 * cos - x2 * sin
+                out[..., 1::2] = x1 * sin + x2 * cos
+                out.to(t)
+            return None
+
+        return rope
+    return None
+
+
+def measure_rule(
+    rule: str, dims: dict[str, Any], moved_bytes: int, dtype: str, device: str, min_run_time: float
+) -> Point | None:
+    """One element-wise rule as the model's eager code runs it at one of its leaves' shapes; its
+    ``bytes`` are the leaf's fused-ideal bytes (what the prediction divides by the bandwidth)."""
+    fn = _rule_fn(rule, dims, dtype, device)
+    if fn is None:
+        return None
+    seconds = _time(fn, device, min_run_time)
+    return Point("elementwise_rule", dtype, rule, moved_bytes, seconds, 0, moved_bytes)
