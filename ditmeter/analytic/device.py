@@ -34,6 +34,8 @@ NUMBER_KEYS = (
     "memory_mib",
 )
 OPTIONAL_NUMBER_KEYS = (
+    "nvlink_gbps",
+    "pcie_gbps",
     "fp8_tflops",
     "bf16_sparse_tflops",
     "fp16_sparse_tflops",
@@ -100,6 +102,9 @@ class DeviceSpec:
     memory_mib: float = _number()  # what the driver reports (nvidia-smi): the capacity fits use
     efficiency: float = attrs.field(default=1.0, converter=_float, validator=_efficiency)
     sources: dict[str, str] = attrs.field(factory=dict, converter=_sources)
+    #: Interconnect per GPU, bidirectional GB/s as datasheets print them; None: none (no NVLink).
+    nvlink_gbps: float | None = _optional()
+    pcie_gbps: float | None = _optional()
     #: The kernel-efficiency table (``configs/kernels/<name>.yaml``) of the device's architecture.
     kernels: str | None = attrs.field(default=None)
     bf16_sparse_tflops: float | None = _optional()
@@ -144,6 +149,13 @@ class DeviceSpec:
     @property
     def bytes_per_s(self) -> float:
         return self.memory_bandwidth_gbps * 1e9 * self.efficiency
+
+    @property
+    def link_bytes_per_s(self) -> float | None:
+        """One direction of the GPU's fastest link to its peers (NVLink, else PCIe), bytes/s: half the
+        bidirectional figure the datasheet prints. None when the catalog has neither."""
+        gbps = self.nvlink_gbps or self.pcie_gbps
+        return gbps * 1e9 / 2 if gbps else None
 
     @property
     def memory_bytes(self) -> int:

@@ -1,0 +1,46 @@
+"""The collective cost model by hand, and the interconnect figures of the device catalog."""
+
+from __future__ import annotations
+
+import pytest
+
+from ditmeter.analytic.collectives import collective_cost
+from ditmeter.config import choices, load
+
+
+def test_an_all_to_all_by_hand() -> None:
+    """Ulysses on 4 H100s: one rank's bf16 q of [1, 75,600/4 tokens, 40 heads, 128] = 193,536,000 bytes;
+    it keeps 1/4 and sends 3/4 over NVLink at 450 GB/s one way, 3 steps of 5 µs."""
+    c = collective_cost("all_to_all", ranks=4, tensor_bytes=193_536_000, link=450e9, latency_s=5e-6)
+    assert c.sent_bytes == 145_152_000
+    assert c.time_s == pytest.approx(145_152_000 / 450e9 + 3 * 5e-6)  # 322.56 µs + 15 µs
+
+
+def test_an_all_gather_by_hand() -> None:
+    """FSDP on 8 GPUs gathering one 14B block's bf16 weights (351,394,304 parameters × 2 bytes, the
+    analytic block's count): each rank receives 7/8 of them at 200 GB/s one way (an H800's
+    400 GB/s NVLink), 7 steps."""
+    out = 351_394_304 * 2
+    c = collective_cost("all_gather", ranks=8, tensor_bytes=out, link=200e9, latency_s=0.0)
+    assert c.sent_bytes == 7 * out // 8 == 614_940_032
+    assert c.time_s == pytest.approx(614_940_032 / 200e9)  # 3.07 ms
+
+
+def test_all_reduce_is_a_reduce_scatter_and_an_all_gather() -> None:
+    kw = {"ranks": 4, "tensor_bytes": 4_000_000, "link": 1e11, "latency_s": 1e-6}
+    rs, ag, ar = (collective_cost(op, **kw) for op in ("reduce_scatter", "all_gather", "all_reduce"))  # type: ignore[arg-type]
+    assert (
+        ar.time_s == pytest.approx(rs.time_s + ag.time_s) and ar.sent_bytes == rs.sent_bytes + ag.sent_bytes
+    )
+    assert collective_cost("all_to_all", ranks=1, tensor_bytes=10**9, link=1e9, latency_s=1e-3).time_s == 0
+
+
+def test_every_device_has_a_sourced_link() -> None:
+    for name in choices("device"):
+        d = load(["model=wan2.1-t2v-1.3b", f"device={name}"], "report").device
+        assert d is not None and d.link_bytes_per_s is not None, name
+        assert d.sources["pcie_gbps"].strip(), name
+        if d.nvlink_gbps:
+            assert d.sources["nvlink_gbps"].strip() and d.link_bytes_per_s == d.nvlink_gbps * 1e9 / 2
+    h100 = load(["model=wan2.1-t2v-1.3b", "device=h100-sxm"], "report").device
+    assert h100 is not None and (h100.nvlink_gbps, h100.link_bytes_per_s) == (900, 450e9)
