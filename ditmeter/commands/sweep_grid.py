@@ -178,7 +178,7 @@ def _plain(axis: Axis) -> bool:
 
 def at_point(point: Sequence[str], exc: ConfigError) -> ConfigError:
     """``exc`` with the point it came from: ``… (at model=… device=…)``."""
-    return ConfigError(exc.field, f"{exc.message} (at {' '.join(point)})")
+    return ConfigError(exc.field, f"{exc.message} (at {' '.join(point)})" if point else exc.message)
 
 
 def resolve(
