@@ -1,0 +1,94 @@
+"""The real diffusers context-parallel DiT, rank by rank under the fake process group: its
+collectives by hand, and its FLOPs per rank against the analytic single-GPU leaves.
+
+Groundwork for the multi-GPU plans (docs/parallel.md): the measured side of their gate.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import pytest
+import torch
+
+from ditmeter.commands.report import analyze
+from ditmeter.config import load
+from ditmeter.models.wan21.builders import build_diffusers_dit, diffusers_dit_inputs
+from ditmeter.tracer.collectives import CollectiveRecorder, fake_rank
+
+LAYERS = 2
+#: Leaves every rank runs whole under context parallelism (before the sequence split, or over the
+#: context): the condition embedder, the patch embedding, cross-attention's K and V projections.
+REPEATED = ("dit.patch_embedding", "dit.time_embedding", "dit.time_projection", "dit.text_embedding")
+
+
+@pytest.fixture(scope="module")
+def small():  # type: ignore[no-untyped-def]
+    cfg = load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"model.num_layers={LAYERS}"], "report")
+    analysis, _ = analyze(cfg)
+    return cfg, analysis
+
+
+def _run(cfg, rank: int, world: int, ring: int, ulysses: int):  # type: ignore[no-untyped-def]
+    from diffusers import ContextParallelConfig
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with fake_rank(rank, world), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_diffusers_dit(cfg.model, cfg.workload.dtype)
+        model.set_attention_backend("_native_flash")  # returns the LSE (Ring needs it); meta kernel
+        count = torch.accelerator.device_count
+        torch.accelerator.device_count = lambda *a, **k: 1  # NB diffusers: rank % device_count(), 0 on a CPU
+        try:
+            model.enable_parallelism(config=ContextParallelConfig(ring_degree=ring, ulysses_degree=ulysses))
+        finally:
+            torch.accelerator.device_count = count
+        inputs = {**diffusers_dit_inputs(cfg.model, cfg.workload, cfg.geometry), "return_dict": False}
+        recorder, flops = CollectiveRecorder(), FlopCounterMode(display=False)
+        with torch.no_grad(), flops, recorder:
+            model(**inputs)
+    return recorder.calls, flops.get_total_flops()
+
+
+@pytest.mark.parametrize(("ring", "ulysses"), [(1, 2), (2, 1)])
+def test_context_parallel_collectives_by_hand(small, ring: int, ulysses: int) -> None:  # type: ignore[no-untyped-def]
+    """Ulysses 2: 4 all-to-alls per block (q, k, v, out), each this rank's [1, L/2, 12 heads, 128] bf16;
+    Ring 2: 1 all-gather per block of this rank's K and V; both end with one all-gather of the
+    output. The 1.3B at w001-tiny has L = 256 tokens."""
+    cfg, analysis = small
+    tokens, heads, head_dim = analysis.geometry.tokens, 12, 128
+    assert tokens == 256
+    calls, _ = _run(cfg, 0, 2, ring, ulysses)
+    ops = Counter(c.op for c in calls)
+    shard = tokens // 2 * heads * head_dim * 2  # bytes of q (or k, v, out) on one rank
+    if ulysses == 2:
+        assert ops == {"all_to_all_single": 4 * LAYERS, "all_gather_into_tensor": 1}
+        a2a = [c for c in calls if c.op == "all_to_all_single"]
+        assert {(c.input_bytes, c.output_bytes, c.group_size, c.dtype) for c in a2a} == {
+            (shard, shard, 2, "bfloat16")
+        }
+    else:
+        assert ops == {"all_gather_into_tensor": LAYERS + 1}
+        kv = calls[0]
+        assert (kv.input_bytes, kv.output_bytes, kv.group_size) == (2 * shard, 4 * shard, 2)
+
+
+def test_flops_per_rank_are_the_split_work_plus_what_every_rank_repeats(small) -> None:  # type: ignore[no-untyped-def]
+    """Per rank: (single − repeated) / 2 + repeated, exactly, with single and repeated from the
+    analytic leaves (the condition embedder, patch embedding and cross-attention K/V projections run
+    whole on every rank); Ring and Ulysses the same."""
+    cfg, analysis = small
+    rows = analysis.forward.rows()
+    single = analysis.per_forward.tensor_flops
+    repeated = sum(
+        r.cost.tensor_flops
+        for r in rows
+        if r.kind == "leaf"
+        and (r.module_id.startswith(REPEATED) or r.module_id.endswith(("cross_attn.k", "cross_attn.v")))
+    )
+    assert 0 < repeated < single
+    for ring, ulysses in ((1, 2), (2, 1)):
+        for rank in range(2):
+            _, flops = _run(cfg, rank, 2, ring, ulysses)
+            assert flops == (single - repeated) // 2 + repeated, (ring, ulysses, rank)
