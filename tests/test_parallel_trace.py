@@ -12,9 +12,13 @@ from collections import Counter
 import pytest
 import torch
 
+from ditmeter.analytic.parallel import CollectiveSpec, ContextParallel
 from ditmeter.commands.report import analyze
+from ditmeter.compare.parallel import collective_mismatches
 from ditmeter.config import load
+from ditmeter.errors import ConfigError
 from ditmeter.models.wan21.builders import build_diffusers_dit, diffusers_dit_inputs
+from ditmeter.models.wan21.parallel import context_parallel_forward
 from ditmeter.tracer.collectives import CollectiveRecorder, fake_rank
 
 LAYERS = 2
@@ -23,11 +27,15 @@ LAYERS = 2
 REPEATED = ("dit.patch_embedding", "dit.time_embedding", "dit.time_projection", "dit.text_embedding")
 
 
-@pytest.fixture(scope="module")
-def small():  # type: ignore[no-untyped-def]
-    cfg = load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"model.num_layers={LAYERS}"], "report")
+def _small(workload: str = "w001-tiny"):  # type: ignore[no-untyped-def]
+    cfg = load(["model=wan2.1-t2v-1.3b", f"workload={workload}", f"model.num_layers={LAYERS}"], "report")
     analysis, _ = analyze(cfg)
     return cfg, analysis
+
+
+@pytest.fixture(scope="module")
+def small():  # type: ignore[no-untyped-def]
+    return _small()
 
 
 def _run(cfg, rank: int, world: int, ring: int, ulysses: int):  # type: ignore[no-untyped-def]
@@ -92,3 +100,50 @@ def test_flops_per_rank_are_the_split_work_plus_what_every_rank_repeats(small) -
         for rank in range(2):
             _, flops = _run(cfg, rank, 2, ring, ulysses)
             assert flops == (single - repeated) // 2 + repeated, (ring, ulysses, rank)
+
+
+@pytest.mark.parametrize("workload", ["w001-tiny", "w002-512p"])
+@pytest.mark.parametrize(("ulysses", "ring"), [(2, 1), (4, 1), (1, 2), (1, 4), (2, 2)])
+def test_the_context_parallel_plan_is_exact_on_every_rank(workload: str, ulysses: int, ring: int) -> None:
+    """The gate of the plan: on every rank, traced tensor FLOPs and every collective (op, group,
+    bytes in and out, count) equal the analytic plan exactly (models/wan21/parallel.py)."""
+    cfg, analysis = _small(workload)
+    flops, collectives = context_parallel_forward(analysis, ContextParallel(ulysses=ulysses, ring=ring))
+    for rank in range(ulysses * ring):
+        calls, traced = _run(cfg, rank, ulysses * ring, ring, ulysses)
+        measured = [(c.op, c.group_size, c.input_bytes, c.output_bytes) for c in calls]
+        assert collective_mismatches(collectives, measured) == [], (rank, measured)
+        assert traced == flops, rank
+
+
+def test_a_wrong_communication_rule_fails_the_gate(small) -> None:  # type: ignore[no-untyped-def]
+    """Three all-to-alls per block instead of four (the output's forgotten): the gate names it."""
+    cfg, analysis = small
+    _, collectives = context_parallel_forward(analysis, ContextParallel(ulysses=2))
+    wrong = [attrs_evolve(c, count=3 * LAYERS) if c.op == "all_to_all_single" else c for c in collectives]
+    calls, _ = _run(cfg, 0, 2, 1, 2)
+    measured = [(c.op, c.group_size, c.input_bytes, c.output_bytes) for c in calls]
+    (line,) = collective_mismatches(wrong, measured)
+    assert line.startswith("all_to_all_single over 2 ranks") and "analytic 6, traced 8" in line
+
+
+@pytest.mark.parametrize(
+    ("plan", "field"),
+    [
+        (ContextParallel(ulysses=5), "parallel.ulysses"),
+        (ContextParallel(ring=3), "parallel"),
+        (ContextParallel(ulysses=0), "parallel.ulysses"),
+    ],
+)
+def test_plans_the_code_refuses_are_refused(small, plan: ContextParallel, field: str) -> None:  # type: ignore[no-untyped-def]
+    """12 heads do not split 5 ways; 256 tokens do not split 3 ways."""
+    _, analysis = small
+    with pytest.raises(ConfigError) as err:
+        context_parallel_forward(analysis, plan)
+    assert err.value.field == field
+
+
+def attrs_evolve(spec: CollectiveSpec, **changes: int) -> CollectiveSpec:
+    import attrs
+
+    return attrs.evolve(spec, **changes)
