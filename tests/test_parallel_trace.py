@@ -147,3 +147,48 @@ def attrs_evolve(spec: CollectiveSpec, **changes: int) -> CollectiveSpec:
     import attrs
 
     return attrs.evolve(spec, **changes)
+
+
+@pytest.mark.parametrize("model", ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p"])
+def test_the_block_parameter_list_is_the_analytic_block(model: str) -> None:
+    from ditmeter.models.wan21.parallel import block_parameters
+
+    cfg = load([f"model={model}", "workload=w001-tiny"], "report")
+    analysis, _ = analyze(cfg)
+    block = next(r for r in analysis.forward.rows() if r.module_id == "dit.blocks.0")
+    assert sum(numel for _, numel in block_parameters(cfg.model)) == block.cost.params
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_fsdp2_gathers_each_block_as_the_plan_says(small, ranks: int) -> None:  # type: ignore[no-untyped-def]
+    """FSDP2 ``fully_shard`` per block with bf16 mixed precision, run under FakeTensorMode (FSDP2
+    refuses meta parameters; docs/parallel.md): one all-gather per block per forward, the block's
+    bf16 parameters with every dim 0 padded to the rank count, exactly as models/wan21/parallel.py."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from ditmeter.models.wan21.parallel import fsdp_block_gather
+
+    cfg, _ = small
+    with fake_rank(0, ranks), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mode = FakeTensorMode()
+        with mode:
+            model = build_diffusers_dit(cfg.model, cfg.workload.dtype, device="cpu")
+            inputs = {
+                **diffusers_dit_inputs(cfg.model, cfg.workload, cfg.geometry, "cpu"),
+                "return_dict": False,
+            }
+        model.requires_grad_(False)  # NB: FSDP2 refuses mixed bf16/fp32 parameters that train
+        mesh = init_device_mesh("cpu", (ranks,))  # outside the fake mode
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16)
+        recorder = CollectiveRecorder()
+        with mode:
+            for block in model.blocks:
+                fully_shard(block, mesh=mesh, mp_policy=policy)
+            with torch.no_grad(), recorder:
+                model(**inputs)
+    measured = [(c.op, c.group_size, c.input_bytes, c.output_bytes) for c in recorder.calls]
+    assert collective_mismatches([fsdp_block_gather(cfg.model, ranks)], measured) == []
+    assert {c.dtype for c in recorder.calls} == {"bfloat16"}

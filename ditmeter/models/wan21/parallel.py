@@ -15,6 +15,7 @@ import math
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.parallel import CollectiveSpec, ContextParallel, split_flops
+from ditmeter.models.wan21.spec import WanModelSpec
 
 #: Leaves every rank runs whole: before the split (the condition embedder and the patch
 #: embedding) and over the unsplit context (each block's cross-attention K and V projections).
@@ -53,3 +54,25 @@ def context_parallel_forward(analysis: Analysis, cp: ContextParallel) -> tuple[i
         size = rank_tokens * m.out_dim * math.prod(m.patch_size) * act
         out.append(CollectiveSpec("all_gather_into_tensor", cp.degree, size, cp.degree * size, 1))
     return flops, sorted(out)
+
+
+def block_parameters(m: WanModelSpec) -> list[tuple[int, int]]:
+    """(dim 0, elements) of every parameter of one diffusers ``WanTransformerBlock``: q, k, v and
+    the output projection (weights [dim, dim] and biases) with q/k RMSNorm weights, for self- and
+    cross-attention (image models add the image K and V and their norm), the affine ``norm2``
+    (``cross_attn_norm``), the FFN and the ``scale_shift_table`` [1, 6, dim]."""
+    d, f = m.dim, m.ffn_dim
+    attention = [(d, d * d), (d, d)] * 4 + [(d, d), (d, d)]
+    image = [(d, d * d), (d, d)] * 2 + [(d, d)] if m.images else []
+    norm2 = [(d, d), (d, d)] if m.cross_attn_norm else []
+    ffn = [(f, f * d), (f, f), (d, d * f), (d, d)]
+    return [*attention, *attention, *image, *norm2, *ffn, (1, 6 * d)]
+
+
+def fsdp_block_gather(m: WanModelSpec, ranks: int, param_bytes: int = 2) -> CollectiveSpec:
+    """FSDP2 ``fully_shard`` per block, forward: each block's parameters all-gathered once, in
+    ``param_bytes`` (the mixed-precision policy's dtype); every parameter's dim 0 is padded to a
+    multiple of ``ranks`` (the [1, 6, dim] modulation table grows to [ranks, 6, dim])."""
+    gathered = sum(-(-dim0 // ranks) * ranks * (numel // dim0) for dim0, numel in block_parameters(m))
+    out = gathered * param_bytes
+    return CollectiveSpec("_allgather_base_", ranks, out // ranks, out, m.num_layers)
