@@ -192,3 +192,71 @@ def test_fsdp2_gathers_each_block_as_the_plan_says(small, ranks: int) -> None:  
     measured = [(c.op, c.group_size, c.input_bytes, c.output_bytes) for c in recorder.calls]
     assert collective_mismatches([fsdp_block_gather(cfg.model, ranks)], measured) == []
     assert {c.dtype for c in recorder.calls} == {"bfloat16"}
+
+
+def _gloo_rank(rank: int, world: int, port: int, queue) -> None:  # type: ignore[no-untyped-def]
+    """One real process of a 2-process gloo run: the DiT under Ulysses 2 on CPU, fp32 (random weights)."""
+    import os
+
+    import torch.distributed as dist
+    from diffusers import ContextParallelConfig
+
+    warnings.simplefilter("ignore")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        cfg, _ = _small_fp32()
+        model = build_diffusers_dit(cfg.model, "fp32", device="cpu")
+        model.set_attention_backend("native")
+        count = torch.accelerator.device_count
+        torch.accelerator.device_count = lambda *a, **k: 1  # NB as under the fake group
+        try:
+            model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world))
+        finally:
+            torch.accelerator.device_count = count
+        inputs = {**diffusers_dit_inputs(cfg.model, cfg.workload, cfg.geometry, "cpu"), "return_dict": False}
+        recorder = CollectiveRecorder()
+        with torch.no_grad(), recorder:
+            model(**inputs)
+        queue.put((rank, [(c.op, c.group_size, c.input_bytes, c.output_bytes) for c in recorder.calls]))
+    finally:
+        dist.destroy_process_group()
+
+
+def _small_fp32():  # type: ignore[no-untyped-def]
+    cfg = load(
+        ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "workload.dtype=fp32", f"model.num_layers={LAYERS}"],
+        "report",
+    )
+    analysis, _ = analyze(cfg)
+    return cfg, analysis
+
+
+def test_a_real_two_process_gloo_run_sends_what_the_plan_says() -> None:
+    """Two real CPU processes (gloo, torchrun-style), Ulysses 2: every collective of each rank, op,
+    group and bytes, equals the analytic plan the fake-group gate checks. NB: a Ring 2 run on gloo
+    did not finish within 5 minutes here (cause not investigated); the fake group covers Ring."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_gloo_rank, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        results = dict(queue.get(timeout=240) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+    _, analysis = _small_fp32()
+    _, collectives = context_parallel_forward(analysis, ContextParallel(ulysses=2))
+    for rank in (0, 1):
+        assert collective_mismatches(collectives, results[rank]) == [], rank
