@@ -33,7 +33,7 @@ code launches more), and the bytes are the fused ideal of the rules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -45,6 +45,12 @@ from ditmeter.analytic.tree import ModuleRow, Node, rollup, walk
 TIME_MODES = ("predicted", "roofline")
 #: The limits a leaf's time can be under (``bound``), in the order ties go.
 LIMITS = ("compute", "memory", "overhead")
+
+
+def dominant_limit(times: Sequence[float]) -> str:
+    """The limit with the most time of ``times`` (compute, memory, overhead seconds); ties go to
+    the earlier limit."""
+    return LIMITS[max(range(len(LIMITS)), key=lambda i: (times[i], -i))]
 
 
 @attrs.frozen
@@ -63,8 +69,7 @@ class Timing:
     @property
     def bound(self) -> str:
         """The limit the most time is spent under (``compute``, ``memory`` or ``overhead``)."""
-        times = (self.compute_bound_s, self.memory_bound_s, self.overhead_bound_s)
-        return LIMITS[max(range(3), key=lambda i: (times[i], -i))]
+        return dominant_limit((self.compute_bound_s, self.memory_bound_s, self.overhead_bound_s))
 
     @property
     def peak_fraction(self) -> float | None:
@@ -121,7 +126,7 @@ class TimePlan:
         for backend in (*wanted, "sdpa_flash", *have):
             if backend in have:
                 return backend
-        return wanted[-1] if not have else "sdpa_math"
+        return wanted[-1]  # no table: the kernel the code would run
 
 
 def effective_backend(backend: str, dtype: str, head_dim: int) -> str:

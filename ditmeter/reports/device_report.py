@@ -9,7 +9,7 @@ import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.timing import LIMITS, Prediction, TimePlan
+from ditmeter.analytic.timing import LIMITS, Prediction, TimePlan, dominant_limit
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.reports.format import percent, seconds
 from ditmeter.reports.table_model import Column, Table, table, to_markdown
@@ -80,7 +80,7 @@ def time_by_category(modules: pd.DataFrame, stage: str) -> pd.DataFrame:
     out["predicted_flop_per_s"] = (out["tensor_flops"] + out["cuda_flops"]) / out["predicted_s"]
     out["peak_fraction"] = out["roofline_s"] / out["predicted_s"]
     bound_cols = [f"{limit}_bound_s" for limit in LIMITS]
-    out["bound"] = [LIMITS[max(range(3), key=lambda i: (row[i], -i))] for row in out[bound_cols].to_numpy()]
+    out["bound"] = [dominant_limit(row) for row in out[bound_cols].to_numpy()]
     out = out.drop(columns=bound_cols)
     return out.sort_values("predicted_s", ascending=False, kind="stable").reset_index()
 
@@ -243,7 +243,7 @@ def top_layers_by_time(view: DeviceView, modules: pd.DataFrame, n: int = TOP_TIM
             r.layer,
             str(r.count),
             str(r.kernel),
-            max(LIMITS, key=lambda limit: getattr(r, limit)),
+            dominant_limit([getattr(r, limit) for limit in LIMITS]),
             seconds(r.video_s),
             percent(r.roofline_video_s, r.video_s),
             percent(r.video_s, whole),

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from ditmeter import __version__
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import COST_FIELDS
-from ditmeter.analytic.timing import KERNEL_CLASS, Prediction, Timing
+from ditmeter.analytic.timing import KERNEL_CLASS, ZERO, Prediction, Timing
 from ditmeter.analytic.tree import ModuleRow
 from ditmeter.errors import ConfigError
 
@@ -82,20 +82,6 @@ def _intensity(flops: int, moved: int) -> float | None:
     return flops / moved if moved else None
 
 
-_NO_TIMES = dict.fromkeys(
-    (
-        "compute_s",
-        "memory_s",
-        "overhead_s",
-        "predicted_s",
-        "roofline_s",
-        "peak_fraction",
-        "predicted_flop_per_s",
-        "bound",
-    )
-)
-
-
 def _times(r: Timing | None, flops: int) -> dict[str, Any]:
     if r is None:
         return _NO_TIMES
@@ -109,6 +95,10 @@ def _times(r: Timing | None, flops: int) -> dict[str, Any]:
         "predicted_flop_per_s": flops / r.predicted_s if r.predicted_s > 0 else None,
         "bound": r.bound,
     }
+
+
+#: The time columns, null: a module without a device.
+_NO_TIMES = dict.fromkeys(_times(ZERO, 0))
 
 
 def kernel_name(rule: str | None, stage: str, prediction: Prediction | None) -> str | None:

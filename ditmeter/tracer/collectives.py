@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ditmeter.tracer.memory import flat_tensors
+
 _NAMESPACES = frozenset({"c10d", "_c10d_functional", "_c10d_functional_autograd"})
 _BOOKKEEPING = frozenset({"wait_tensor", "_wrap_tensor_autograd"})
 
@@ -41,14 +43,6 @@ class Collective:
     input_bytes: int
     output_bytes: int
     input_shape: tuple[int, ...]
-
-
-def _tensors(tree: Any) -> list[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, list | tuple):
-        return [t for item in tree for t in _tensors(item)]
-    return []
 
 
 def _nbytes(tensors: list[torch.Tensor]) -> int:
@@ -88,9 +82,9 @@ class CollectiveRecorder(TorchDispatchMode):
     @staticmethod
     def _record(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Collective:
         if func.namespace == "c10d":  # in-place ops: (outputs, inputs, …)
-            outputs, inputs = _tensors(args[0]), _tensors(args[1]) if len(args) > 1 else []
+            outputs, inputs = flat_tensors(args[0]), flat_tensors(args[1]) if len(args) > 1 else []
         else:  # functional ops: (input, …) → output
-            inputs, outputs = _tensors(args[0]), _tensors(out)
+            inputs, outputs = flat_tensors(args[0]), flat_tensors(out)
         group = _group(args, kwargs)
         ranks = tuple(dist.get_process_group_ranks(group)) if group is not None else ()
         first = (inputs or outputs)[0]

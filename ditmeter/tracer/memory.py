@@ -27,11 +27,12 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
-def _outputs(tree: Any) -> list[torch.Tensor]:
+def flat_tensors(tree: Any) -> list[torch.Tensor]:
+    """The tensors of a (nested) tuple or list of op outputs or arguments, in order."""
     if isinstance(tree, torch.Tensor):
         return [tree]
     if isinstance(tree, tuple | list):
-        return [t for item in tree for t in _outputs(item)]
+        return [t for item in tree for t in flat_tensors(item)]
     return []
 
 
@@ -61,7 +62,7 @@ class LiveBytes(TorchDispatchMode):
         flags = self._aliasing(func)
         returns = out if isinstance(out, tuple | list) and len(flags) > 1 else (out,)
         made = [
-            t for r, view in zip(returns, flags, strict=False) if not view for t in _outputs(r)
+            t for r, view in zip(returns, flags, strict=False) if not view for t in flat_tensors(r)
         ]  # a view or an in-place result makes no new bytes
         for t in made:
             storage = t.untyped_storage()
