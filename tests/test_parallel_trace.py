@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 import torch
 
-from ditmeter.analytic.parallel import CollectiveSpec, ContextParallel
+from ditmeter.analytic.parallel import CollectiveSpec, ContextParallel, ParallelPlan
 from ditmeter.commands.report import analyze
 from ditmeter.compare.parallel import collective_mismatches
 from ditmeter.config import load
@@ -27,8 +27,10 @@ LAYERS = 2
 REPEATED = ("dit.patch_embedding", "dit.time_embedding", "dit.time_projection", "dit.text_embedding")
 
 
-def _small(workload: str = "w001-tiny"):  # type: ignore[no-untyped-def]
-    cfg = load(["model=wan2.1-t2v-1.3b", f"workload={workload}", f"model.num_layers={LAYERS}"], "report")
+def _small(workload: str = "w001-tiny", model: str = "wan2.1-t2v-1.3b"):  # type: ignore[no-untyped-def]
+    # diffusers semantics: the plan of the code traced here (the official pads, xDiT's ring is P2P)
+    overrides = [f"model={model}", f"workload={workload}", f"model.num_layers={LAYERS}", "pipeline=diffusers"]
+    cfg = load(overrides, "report")
     analysis, _ = analyze(cfg)
     return cfg, analysis
 
@@ -63,10 +65,10 @@ def _run(cfg, rank: int, world: int, ring: int, ulysses: int):  # type: ignore[n
 def test_context_parallel_collectives_by_hand(small, ring: int, ulysses: int) -> None:  # type: ignore[no-untyped-def]
     """Ulysses 2: 4 all-to-alls per block (q, k, v, out), each this rank's [1, L/2, 12 heads, 128] bf16;
     Ring 2: 1 all-gather per block of this rank's K and V; both end with one all-gather of the
-    output. The 1.3B at w001-tiny has L = 256 tokens."""
+    output. The 1.3B at w001-tiny has L = 512 tokens (diffusers rounds 4 frames up to 5: 2 latent frames)."""
     cfg, analysis = small
     tokens, heads, head_dim = analysis.geometry.tokens, 12, 128
-    assert tokens == 256
+    assert tokens == 512
     calls, _ = _run(cfg, 0, 2, ring, ulysses)
     ops = Counter(c.op for c in calls)
     shard = tokens // 2 * heads * head_dim * 2  # bytes of q (or k, v, out) on one rank
@@ -103,12 +105,30 @@ def test_flops_per_rank_are_the_split_work_plus_what_every_rank_repeats(small) -
 
 
 @pytest.mark.parametrize("workload", ["w001-tiny", "w002-512p"])
-@pytest.mark.parametrize(("ulysses", "ring"), [(2, 1), (4, 1), (1, 2), (1, 4), (2, 2)])
-def test_the_context_parallel_plan_is_exact_on_every_rank(workload: str, ulysses: int, ring: int) -> None:
+@pytest.mark.parametrize(
+    ("model", "ulysses", "ring"),
+    [
+        ("wan2.1-t2v-1.3b", 2, 1),
+        ("wan2.1-t2v-1.3b", 4, 1),
+        ("wan2.1-t2v-14b", 8, 1),  # 40 heads: the 1.3B's 12 do not split 8 ways
+        ("wan2.1-t2v-1.3b", 1, 2),
+        ("wan2.1-t2v-1.3b", 1, 4),
+        ("wan2.1-t2v-1.3b", 2, 2),
+    ],
+)
+def test_the_context_parallel_plan_is_exact_on_every_rank(
+    workload: str, model: str, ulysses: int, ring: int
+) -> None:
     """The gate of the plan: on every rank, traced tensor FLOPs and every collective (op, group,
-    bytes in and out, count) equal the analytic plan exactly (models/wan21/parallel.py)."""
-    cfg, analysis = _small(workload)
-    flops, collectives = context_parallel_forward(analysis, ContextParallel(ulysses=ulysses, ring=ring))
+    bytes in and out, count) equal the analytic plan exactly (models/wan21/parallel.py), both as
+    the split of the single-GPU leaves and as the per-rank cost tree the per-GPU time is taken from
+    (``rank_plan``: the sequence shard's leaves at their own shapes)."""
+    cfg, analysis = _small(workload, model)
+    plan = ParallelPlan(gpus=ulysses * ring, ulysses=ulysses, ring=ring)
+    flops, collectives = context_parallel_forward(analysis, plan.sequence)
+    rank_plan = cfg.family.parallel(analysis, plan, cfg.offload)
+    assert rank_plan.forward.total.tensor_flops == flops
+    assert sorted(c.spec for c in rank_plan.comms) == collectives
     for rank in range(ulysses * ring):
         calls, traced = _run(cfg, rank, ulysses * ring, ring, ulysses)
         measured = [(c.op, c.group_size, c.input_bytes, c.output_bytes) for c in calls]
@@ -136,7 +156,7 @@ def test_a_wrong_communication_rule_fails_the_gate(small) -> None:  # type: igno
     ],
 )
 def test_plans_the_code_refuses_are_refused(small, plan: ContextParallel, field: str) -> None:  # type: ignore[no-untyped-def]
-    """12 heads do not split 5 ways; 256 tokens do not split 3 ways."""
+    """12 heads do not split 5 ways; 512 tokens do not split 3 ways."""
     _, analysis = small
     with pytest.raises(ConfigError) as err:
         context_parallel_forward(analysis, plan)

@@ -1,5 +1,5 @@
-"""Context parallelism of one DiT forward, per rank: the FLOPs each rank runs and the collectives
-it issues (groundwork for the multi-GPU plans; ``docs/parallel.md``).
+"""Multi-GPU plans (``parallel.*``) per GPU: the plan, the FLOPs and collectives of one rank, and
+its time (``docs/parallel.md``).
 
 A plan of ``ulysses`` × ``ring`` ranks splits the sequence ``degree`` = ulysses × ring ways.
 Work after the split is divided exactly; the work every rank repeats (a family states which
@@ -13,9 +13,105 @@ how many a forward issues); ``ditmeter.compare.parallel`` holds them against a t
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import attrs
 
+from ditmeter.analytic.collectives import collective_cost
+from ditmeter.analytic.cost import DTYPE_BYTES
+from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.memory import Footprint, Timeline
+from ditmeter.analytic.timing import ZERO, StageKernels, TimePlan, Timing, leaf_time
+from ditmeter.analytic.tree import Composite, Repeated, walk
 from ditmeter.errors import ConfigError
+from ditmeter.validate import FieldError, boolean, parse, positive_int_at_most
+
+#: GPUs of one plan at most: one NVLink/NVSwitch node (links between nodes are not modeled).
+MAX_GPUS = 8
+#: Seconds per algorithm step of a collective (NCCL's per-hop latency within a node; an estimate
+#: of the order nccl-tests show for small messages on NVLink, a few microseconds per step).
+COLLECTIVE_STEP_S = 5e-6
+#: FSDP FULL_SHARD units gathered at once while one runs: the running block and the next one
+#: (FSDP1's rate limiter allows two in flight; FSDP2 prefetches one).
+FSDP_IN_FLIGHT = 2
+
+
+def _cfg_degree(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in (1, 2) or isinstance(value, bool):
+        raise FieldError(attribute.name, f"{value!r} not allowed; allowed: 1, 2")
+
+
+_gpus = positive_int_at_most(MAX_GPUS, "one node; links between nodes are not modeled")
+
+
+@attrs.frozen
+class ParallelPlan:
+    """``parallel.*``: ``gpus`` = ulysses × ring × cfg GPUs; the sequence split ``ulysses`` ×
+    ``ring`` ways inside each CFG group; ``cfg`` 2 runs the conditional and unconditional forwards
+    on different GPUs; ``dit_fsdp``/``t5_fsdp`` shard those weights over every GPU (FULL_SHARD,
+    one unit per block)."""
+
+    # the degrees first: attrs validates in this order, so a bad degree is named before gpus
+    ulysses: int = attrs.field(default=1, validator=_gpus)
+    ring: int = attrs.field(default=1, validator=_gpus)
+    cfg: int = attrs.field(default=1, validator=_cfg_degree)
+    dit_fsdp: bool = attrs.field(default=False, validator=boolean)
+    t5_fsdp: bool = attrs.field(default=False, validator=boolean)
+    gpus: int = attrs.field(default=1, validator=_gpus)
+
+    def __attrs_post_init__(self) -> None:
+        if self.gpus != self.ulysses * self.ring * self.cfg:
+            raise FieldError(
+                "gpus",
+                f"{self.gpus} must equal ulysses × ring × cfg = {self.ulysses} × {self.ring} × {self.cfg} "
+                f"= {self.ulysses * self.ring * self.cfg}",
+            )
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> ParallelPlan:
+        """The ``parallel`` section; ``gpus`` null is ulysses × ring × cfg."""
+        if not isinstance(raw, Mapping):
+            return parse(cls, {} if raw is None else raw, "parallel")
+        raw = dict(raw)
+        if raw.get("gpus") is None:
+            product = 1
+            for key in ("ulysses", "ring", "cfg"):
+                value = raw.get(key)
+                product *= (
+                    value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+                )
+            raw["gpus"] = product
+        return parse(cls, raw, "parallel")
+
+    @property
+    def sequence(self) -> ContextParallel:
+        return ContextParallel(self.ulysses, self.ring)
+
+    @property
+    def single(self) -> bool:
+        return self.gpus == 1
+
+    @property
+    def name(self) -> str:
+        """For people: ``8 GPUs: ulysses 4 × ring 2, DiT FSDP``."""
+        if self.single:
+            return "1 GPU"
+        parts = [
+            f"{k} {v}"
+            for k, v in (("ulysses", self.ulysses), ("ring", self.ring), ("cfg", self.cfg))
+            if v > 1
+        ]
+        fsdp = [n for n, on in (("DiT FSDP", self.dit_fsdp), ("T5 FSDP", self.t5_fsdp)) if on]
+        return f"{self.gpus} GPUs: " + " × ".join(parts or ["replicas"]) + "".join(f", {f}" for f in fsdp)
+
+    def as_dict(self) -> dict[str, int | bool]:
+        keys = attrs.asdict(self)
+        return {"gpus": keys.pop("gpus"), **keys}
+
+
+SINGLE = ParallelPlan()
 
 
 @attrs.frozen
@@ -29,7 +125,7 @@ class ContextParallel:
     def degree(self) -> int:
         return self.ulysses * self.ring
 
-    def check(self, *, tokens: int, heads: int) -> None:
+    def check(self, *, tokens: int, heads: int, exact_split: bool = True) -> None:
         """Refuse what the parallel code refuses: heads not divisible by ``ulysses`` (each rank
         takes whole heads) and a sequence not divisible by the degree (diffusers' sharder asserts)."""
         for name, value in (("ulysses", self.ulysses), ("ring", self.ring)):
@@ -37,7 +133,7 @@ class ContextParallel:
                 raise ConfigError(f"parallel.{name}", f"must be a positive integer, got {value!r}")
         if heads % self.ulysses:
             raise ConfigError("parallel.ulysses", f"{self.ulysses} does not divide the model's {heads} heads")
-        if tokens % self.degree:
+        if exact_split and tokens % self.degree:
             raise ConfigError(
                 "parallel",
                 f"{tokens:,} tokens do not split {self.degree} ways (ulysses × ring); the "
@@ -61,3 +157,202 @@ def split_flops(*, single: int, repeated: int, degree: int) -> int:
     if not 0 <= repeated <= single or (single - repeated) % degree:
         raise ValueError(f"{single - repeated} split FLOPs do not divide {degree} ways")
     return (single - repeated) // degree + repeated
+
+
+#: Where a collective's time can hide: ``none`` (the next op waits for it), ``block`` (FSDP's
+#: gather of the next block runs while the current block computes), ``attention`` (a ring's K/V
+#: exchange runs while the attention of the previous chunk computes).
+OVERLAPS = ("none", "block", "attention")
+#: The cost model's collective for each traced op name.
+COST_OP = {
+    "all_to_all_single": "all_to_all",
+    "all_gather_into_tensor": "all_gather",
+    "_allgather_base_": "all_gather",
+    "send_recv": "all_gather",
+}
+
+
+@attrs.frozen
+class Comm:
+    """Collectives of one kind on one rank, where they sit, and what can hide their time."""
+
+    spec: CollectiveSpec
+    what: str  # for people: "q, k, v and the output (Ulysses)"
+    per: str = "forward"  # forward, step or video: how often ``spec.count`` of them run
+    overlap: str = "none"
+
+
+@attrs.frozen
+class RankPlan:
+    """What a family says one GPU runs under a plan: its share of a denoiser forward, its
+    collectives and its memory for one video (rank 0: the one that also decodes)."""
+
+    plan: ParallelPlan
+    forward: Composite  # one rank's forward (the sequence shard; whole leaves where it repeats them)
+    comms: tuple[Comm, ...]
+    tokens: int  # video tokens (the whole sequence)
+    padded_tokens: int  # after the pipeline's padding to a multiple of the sequence degree
+    memory: Timeline
+    footprint: Footprint  # the forward's weights and live activations on this rank
+    block: str  # compact id of one block of ``forward`` (``blocks.*``)
+    attention: str  # compact id of one block's self-attention core
+    notes: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class CommTime:
+    """One :class:`Comm` on a device: seconds per call and what stays exposed, per its ``per``."""
+
+    comm: Comm
+    call_s: float
+    sent_bytes: int  # per call, each direction
+    exposed_s: float  # of all ``count`` calls
+
+    @property
+    def total_s(self) -> float:
+        return self.call_s * self.comm.spec.count
+
+
+def comm_time(c: Comm, link: float, *, block_s: float, attention_s: float) -> CommTime:
+    """The collective cost model (``analytic/collectives.py``) and the overlap rule: ``none``
+    all exposed; ``block`` the first block's gather exposed, each later one only beyond the block
+    it hides under; ``attention`` each only beyond the attention it hides under."""
+    s = c.spec
+    op = COST_OP[s.op]
+    size = s.output_bytes if op == "all_gather" else s.input_bytes
+    cost = collective_cost(op, ranks=s.group_size, tensor_bytes=size, link=link, latency_s=COLLECTIVE_STEP_S)
+    t = cost.time_s
+    if c.overlap == "block":
+        exposed = t + (s.count - 1) * max(0.0, t - block_s)
+    elif c.overlap == "attention":
+        exposed = s.count * max(0.0, t - attention_s)
+    else:
+        exposed = s.count * t
+    return CommTime(c, t, cost.sent_bytes, exposed)
+
+
+def rank_forward_time(
+    rank: RankPlan, device: DeviceSpec, plan: TimePlan, stage: StageKernels
+) -> tuple[Timing, float, float]:
+    """(the rank's forward compute, one block's seconds, one block's self-attention core's seconds)."""
+    total, block, attention = ZERO, 0.0, 0.0
+    for r in walk(rank.forward, expand=False):
+        if r.kind != "leaf":
+            continue
+        t = leaf_time(r, device, plan, stage)
+        total = total + (t if r.copies == 1 else t.times(r.copies))
+        if r.module_id.startswith(rank.block + "."):
+            block += t.predicted_s
+        if r.module_id == rank.attention:
+            attention = t.predicted_s
+    return total, block, attention
+
+
+def fsdp_weight_bytes(tree: Composite, by_dtype: dict[str, int], gpus: int) -> dict[str, int]:
+    """Weight bytes by dtype one rank holds while a component sharded with FSDP FULL_SHARD (one
+    unit per block of its ``Repeated`` children, the rest in the root unit) runs: its 1/``gpus``
+    share of the stored weights (``by_dtype``), plus the root unit gathered for the whole run and
+    :data:`FSDP_IN_FLIGHT` blocks gathered at once, in bf16 (the mixed-precision param dtype)."""
+    blocks = [c for c in tree.children if isinstance(c, Repeated)]
+    block_params = max((b.template.total.params for b in blocks), default=0)
+    in_flight = min(FSDP_IN_FLIGHT, max((b.count for b in blocks), default=0))
+    root_params = tree.total.params - sum(b.total.params for b in blocks)
+    out = {dtype: math.ceil(n / gpus) for dtype, n in by_dtype.items()}
+    out["bf16"] = out.get("bf16", 0) + DTYPE_BYTES["bf16"] * (root_params + in_flight * block_params)
+    return out
+
+
+@attrs.frozen
+class ParallelEstimate:
+    """Time per GPU of one video under a plan, against the same video on one GPU."""
+
+    rank: RankPlan
+    compute: Timing  # one rank's denoiser forward, without communication
+    comms: tuple[CommTime, ...]
+    forwards_per_step: int  # on one GPU (the CFG split divides them)
+    steps: int
+    stage_video_s: dict[str, float]  # every selected stage per video on a GPU of the plan
+    single_video_s: float  # the same stages on one GPU
+    forward_stage: str
+
+    @property
+    def plan(self) -> ParallelPlan:
+        return self.rank.plan
+
+    def exposed_s(self, per: str) -> float:
+        return sum(t.exposed_s for t in self.comms if t.comm.per == per)
+
+    @property
+    def forward_s(self) -> float:
+        """One denoiser forward on one GPU: its compute and the communication it waits for."""
+        return self.compute.predicted_s + self.exposed_s("forward")
+
+    @property
+    def forwards_per_gpu_step(self) -> int:
+        return self.forwards_per_step // self.plan.cfg
+
+    @property
+    def step_s(self) -> float:
+        return self.forwards_per_gpu_step * self.forward_s + self.exposed_s("step")
+
+    @property
+    def comm_video_s(self) -> float:
+        """Communication seconds per video nothing hides."""
+        f = self.steps * self.forwards_per_gpu_step
+        return f * self.exposed_s("forward") + self.steps * self.exposed_s("step") + self.exposed_s("video")
+
+    @property
+    def per_video_s(self) -> float:
+        return sum(self.stage_video_s.values()) + self.exposed_s("video")
+
+    @property
+    def speedup(self) -> float:
+        return self.single_video_s / self.per_video_s
+
+    @property
+    def efficiency(self) -> float:
+        """Speedup per GPU (1: perfect scaling)."""
+        return self.speedup / self.plan.gpus
+
+    @property
+    def peak_per_gpu_bytes(self) -> int:
+        return self.rank.memory.peak_per_gpu_bytes
+
+    def comm_bytes(self, per: str = "forward") -> int:
+        """Bytes one GPU sends (= receives) per forward, step or video in the collectives of ``per``."""
+        return sum(t.sent_bytes * t.comm.spec.count for t in self.comms if t.comm.per == per)
+
+
+def estimate(
+    rank: RankPlan,
+    device: DeviceSpec,
+    plan: TimePlan,
+    stage: StageKernels,
+    *,
+    stage_video_s: dict[str, float],
+    forward_stage: str,
+    forwards_per_step: int,
+    steps: int,
+) -> ParallelEstimate:
+    """Per-GPU time of a video: ``stage_video_s`` (each selected stage on one GPU) with the
+    denoiser's replaced by ``steps`` × its per-GPU step; every other stage runs whole on each GPU
+    (T5 and CLIP encode on every rank, rank 0 decodes while the others wait)."""
+    p = rank.plan
+    link = device.link_bytes_per_s
+    if link is None and p.gpus > 1:
+        raise ConfigError("device", f"{device.name} has no nvlink_gbps or pcie_gbps in the catalog")
+    if forwards_per_step % p.cfg:
+        raise ConfigError(
+            "parallel.cfg",
+            f"{p.cfg} needs {p.cfg} forwards per step to split; this run has {forwards_per_step} "
+            "(diffusers runs one when guidance_scale <= 1)",
+        )
+    compute, block_s, attention_s = rank_forward_time(rank, device, plan, stage)
+    times = tuple(comm_time(c, link or 1.0, block_s=block_s, attention_s=attention_s) for c in rank.comms)
+    est = ParallelEstimate(
+        rank, compute, times, forwards_per_step, steps, {}, sum(stage_video_s.values()), forward_stage
+    )
+    per_gpu = dict(stage_video_s)
+    if forward_stage in per_gpu:
+        per_gpu[forward_stage] = steps * est.step_s
+    return attrs.evolve(est, stage_video_s=per_gpu)

@@ -278,6 +278,11 @@ class Prediction:
         return self.modules[stage].predicted_s * runs
 
     @property
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds per video of every selected stage."""
+        return {s: self.stage_video_s(s, n) for s, n in self.stage_runs}
+
+    @property
     def per_video_s(self) -> float:
         """Seconds for one whole video: every selected stage × its runs per video."""
         return sum(self.stage_video_s(s, n) for s, n in self.stage_runs)

@@ -18,6 +18,7 @@ import attrs
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.memory import Offload
+from ditmeter.analytic.parallel import ParallelPlan, RankPlan
 from ditmeter.analytic.workload import Workload
 from ditmeter.compare.mapping import NodeRules
 from ditmeter.compare.names import NameTable
@@ -102,6 +103,10 @@ class Family(Protocol):
 
     def references(self) -> Mapping[str, Reference]:
         """The real module behind each stage."""
+
+    def parallel(self, analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankPlan:
+        """What one GPU runs, sends and holds for the video of ``analysis`` under ``plan`` (rank 0,
+        the one that also decodes); refuses plans the pipeline's code refuses (errors name the key)."""
 
     def reference_memory(self, analysis: Analysis) -> dict[str, int]:
         """Per stage with a memory rule: the analytic peak live activation bytes of the stage's

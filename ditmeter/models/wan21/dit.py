@@ -44,6 +44,33 @@ class _Dims:
     w: int  # weight bytes per element (workload dtype)
     img_rows: int = 0  # CLIP context rows: batch × image_tokens (0 for T2V)
     img_tokens: int = 0
+    # One rank's self-attention core under sequence parallelism (``SequenceShard``): heads × calls,
+    # queries and keys per call; 0: the whole sequence (heads, tokens, tokens).
+    sa_heads: int = 0
+    sa_calls: int = 1
+    sa_q: int = 0
+    sa_kv: int = 0
+    out_rows: int = 0  # rows unpatchify reorders (after the output gather); 0: ``rows``
+
+
+@attrs.frozen
+class SequenceShard:
+    """One rank's share of a DiT forward under sequence parallelism (``models/wan21/parallel.py``).
+
+    ``tokens`` video tokens per rank (the padded sequence / degree) run every per-token leaf of
+    the blocks and the head. The self-attention core runs ``calls`` kernel calls of ``heads``
+    heads, ``q_tokens`` queries against ``kv_tokens`` keys each; it is costed as one leaf of
+    heads × calls heads (the same FLOPs and the traffic of re-reading the queries each call).
+    The embeddings and RoPE tables run on the whole sequence (every rank repeats them) and
+    unpatchify on the gathered ``full_tokens``.
+    """
+
+    tokens: int
+    heads: int
+    calls: int
+    q_tokens: int
+    kv_tokens: int
+    full_tokens: int
 
 
 def _linear(
@@ -135,10 +162,11 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
                 table_bytes=FP32_BYTES,
             )
         )
+    whole = not self_attn or not d.sa_heads
     core = {
         "batch": d.batch,
-        "heads": d.heads,
-        "q_tokens": d.tokens,
+        "heads": d.heads if whole else d.sa_heads,
+        "q_tokens": d.tokens if whole else d.sa_q,
         "head_dim": d.head_dim,
         "act_bytes": d.act,
     }
@@ -152,7 +180,20 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
             **core,
         )
         if image
-        else rule_leaf("attn_core", "attn_core", "attention_core", kv_tokens=kv_tokens, **core),
+        else rule_leaf(
+            "attn_core", "attn_core", "attention_core", kv_tokens=kv_tokens if whole else d.sa_kv, **core
+        ),
+    ]
+    if self_attn and d.sa_calls > 1:
+        # each ring step after the first merges its partial output into the running one by the
+        # log-sum-exp (xDiT's update_out_and_lse, diffusers' ring alike) in fp32: costed as one
+        # fused x + y pass over this rank's output per step
+        heads = d.sa_heads // d.sa_calls
+        merged = d.batch * d.sa_q * heads * d.head_dim * (d.sa_calls - 1)
+        children.append(
+            rule_leaf("ring_merge", "attn_core", "residual_add", elements=merged, act_bytes=FP32_BYTES)
+        )
+    children += [
         _linear("o", "attn_proj", d, rows=d.rows, fan_in=dim, fan_out=dim),
     ]
     return Composite(name, tuple(children))
@@ -294,14 +335,18 @@ def _head(model: ModelSpec, d: _Dims) -> Composite:
     )
 
 
-def build_dit(model: ModelSpec, workload: Workload, geo: Geometry) -> Composite:
-    """The cost tree of one DiT forward of ``model`` at ``workload`` (root name "")."""
+def build_dit(
+    model: ModelSpec, workload: Workload, geo: Geometry, shard: SequenceShard | None = None
+) -> Composite:
+    """The cost tree of one DiT forward of ``model`` at ``workload`` (root name ""); with ``shard``,
+    what one rank runs of it under sequence parallelism."""
     b = workload.batch_size
+    tokens = shard.tokens if shard else geo.tokens
     d = _Dims(
         batch=b,
-        rows=b * geo.tokens,
+        rows=b * tokens,
         ctx_rows=b * geo.context_len,
-        tokens=geo.tokens,
+        tokens=tokens,
         dim=model.dim,
         heads=model.num_heads,
         head_dim=model.head_dim,
@@ -309,6 +354,11 @@ def build_dit(model: ModelSpec, workload: Workload, geo: Geometry) -> Composite:
         w=DTYPE_BYTES[SEMANTICS[workload.pipeline].dit_weight_dtype or workload.dtype],
         img_rows=b * model.image_tokens,
         img_tokens=model.image_tokens,
+        sa_heads=shard.heads * shard.calls if shard else 0,
+        sa_calls=shard.calls if shard else 1,
+        sa_q=shard.q_tokens if shard else 0,
+        sa_kv=shard.kv_tokens if shard else 0,
+        out_rows=b * shard.full_tokens if shard else 0,
     )
     time_embedding, time_projection, text_embedding = _embeddings(model, d)
     image = _image_embedding(model, d) if model.image_tokens else ()
@@ -343,6 +393,8 @@ def build_dit(model: ModelSpec, workload: Workload, geo: Geometry) -> Composite:
             *image,
             Repeated("blocks", model.num_layers, _block(model, d, geo.context_len)),
             _head(model, d),
-            rule_leaf("unpatchify", "head", "layout_copy", elements=d.rows * out, act_bytes=d.act),
+            rule_leaf(
+                "unpatchify", "head", "layout_copy", elements=(d.out_rows or d.rows) * out, act_bytes=d.act
+            ),
         ),
     )

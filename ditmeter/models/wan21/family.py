@@ -8,6 +8,7 @@ from typing import Any
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
+from ditmeter.analytic.parallel import ParallelPlan, RankPlan
 from ditmeter.analytic.workload import Workload
 from ditmeter.models.family import Reference
 from ditmeter.models.wan21 import pipeline
@@ -38,6 +39,11 @@ class Wan21:
         offload: Offload = DEFAULT_OFFLOAD,
     ) -> Analysis:
         return pipeline.analyze(model, workload, stages, self.name, offload)
+
+    def parallel(self, analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankPlan:
+        from ditmeter.models.wan21.parallel import rank_plan
+
+        return rank_plan(analysis, plan, offload)
 
     def references(self) -> Mapping[str, Reference]:
         from ditmeter.models.wan21.references import REFERENCES

@@ -45,13 +45,19 @@ from ditmeter.models.wan21.vae_memory import decode_activation_bytes, encode_act
 
 
 def dit_footprint(
-    m: WanModelSpec, w: Workload, g: Geometry, dit: Node, residual_dtype: str | None = None
+    m: WanModelSpec,
+    w: Workload,
+    g: Geometry,
+    dit: Node,
+    residual_dtype: str | None = None,
+    tokens: int | None = None,
 ) -> Footprint:
     """Weights by dtype of the DiT tree ``dit`` and its peak live activations (module docstring),
-    the residual stream in ``residual_dtype`` (default: the pipeline's)."""
+    the residual stream in ``residual_dtype`` (default: the pipeline's); ``tokens`` the video
+    tokens one rank holds under sequence parallelism (default: all; the RoPE tables stay whole)."""
     a, f32 = w.act_bytes, FP32_BYTES
     r = DTYPE_BYTES[residual_dtype or SEMANTICS[w.pipeline].residual_dtype or w.dtype]
-    b, rows, dim = w.batch_size, w.batch_size * g.tokens, m.dim
+    b, rows, dim = w.batch_size, w.batch_size * (tokens or g.tokens), m.dim
     text_rows, image_rows = b * g.context_len, b * m.image_tokens
     text, image = text_rows * dim * a, image_rows * dim * a
     persistent = (

@@ -1,21 +1,53 @@
-"""Wan2.1's DiT under diffusers' context parallelism (``WanTransformer3DModel._cp_plan``): which
-leaves every rank repeats and which collectives a forward issues, per rank.
+"""Wan2.1 on many GPUs (``parallel.*``): what one rank runs, sends and holds, per pipeline.
 
-Read from diffusers 0.42 and checked by running it under the fake process group
+diffusers (``WanTransformer3DModel._cp_plan`` with ``ContextParallelConfig``), read from
+diffusers 0.42 and checked by running it under the fake process group
 (``tests/test_parallel_trace.py``, ``docs/parallel.md``): the sequence splits at the first
-block's input and the output gathers after ``proj_out``; self-attention exchanges q, k, v and
-its output with all-to-alls in the Ulysses group and all-gathers the concatenated K and V in the
-ring group; cross-attention, the FFN and RoPE are local.
+block's input (it must divide exactly) and the output gathers after ``proj_out``; self-attention
+exchanges q, k, v and its output with all-to-alls in the Ulysses group and all-gathers the
+concatenated K and V in the ring group before attending (nothing hides it); cross-attention,
+the FFN and RoPE are local.
+
+official (``generate.py --ulysses_size U --ring_size R``: xDiT's USP,
+``wan/distributed/xdit_context_parallel.py``): the patch embedding runs whole, the sequence is
+padded to a multiple of U × R and split (the padded tokens are computed); the same four
+all-to-alls per block; the ring passes K and V chunks peer to peer while the previous chunk's
+attention runs (ring attention); one all-gather of the head's output. ``--dit_fsdp`` /
+``--t5_fsdp``: FSDP1 FULL_SHARD, one unit per block, bf16 gathers of each unit's flat
+parameter (padded to a multiple of the GPU count) every forward; with more than one GPU the
+model is not offloaded (``offload_model`` defaults to False); T5 encodes on every rank; only
+rank 0 decodes (the others wait).
+
+``parallel.cfg`` 2 (xDiT's ``--use_cfg_parallel``; neither generate.py nor diffusers 0.42 split
+guidance): the conditional and unconditional forwards of a step run on two halves of the
+GPUs, which exchange their predictions once per step.
 """
 
 from __future__ import annotations
 
 import math
 
+import attrs
+
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.cost import DTYPE_BYTES
-from ditmeter.analytic.parallel import CollectiveSpec, ContextParallel, split_flops
+from ditmeter.analytic.memory import Footprint, Offload, Timeline
+from ditmeter.analytic.parallel import (
+    CollectiveSpec,
+    Comm,
+    ContextParallel,
+    ParallelPlan,
+    RankPlan,
+    fsdp_weight_bytes,
+    split_flops,
+)
+from ditmeter.analytic.tree import Composite, Repeated
+from ditmeter.models.wan21 import placement
+from ditmeter.models.wan21.dit import SequenceShard, build_dit
+from ditmeter.models.wan21.memory import dit_footprint, stage_activation_bytes
+from ditmeter.models.wan21.pipeline import available_stages, component_weights
 from ditmeter.models.wan21.spec import WanModelSpec
+from ditmeter.models.wan21.umt5 import build_umt5
 
 #: Leaves every rank runs whole: before the split (the condition embedder and the patch
 #: embedding) and over the unsplit context (each block's cross-attention K and V projections).
@@ -35,25 +67,43 @@ def repeated_flops(analysis: Analysis) -> int:
 
 def context_parallel_forward(analysis: Analysis, cp: ContextParallel) -> tuple[int, list[CollectiveSpec]]:
     """(tensor FLOPs, collectives) of one DiT forward on one rank under ``cp``."""
-    m, g, w = analysis.model, analysis.geometry, analysis.workload
+    m, g = analysis.model, analysis.geometry
     cp.check(tokens=g.tokens, heads=m.num_heads)
-    act = DTYPE_BYTES[w.dtype]
-    head_dim = m.dim // m.num_heads
     flops = split_flops(
         single=analysis.per_forward.tensor_flops, repeated=repeated_flops(analysis), degree=cp.degree
     )
-    rank_tokens = w.batch_size * g.tokens // cp.degree
-    out: list[CollectiveSpec] = []
+    return flops, sorted(
+        c.spec for c in sequence_comms(analysis, cp, g.tokens, ring_op="all_gather_into_tensor")
+    )
+
+
+def sequence_comms(analysis: Analysis, cp: ContextParallel, padded: int, *, ring_op: str) -> list[Comm]:
+    """One rank's collectives of one forward with the ``padded`` sequence split ``cp`` ways;
+    ``ring_op`` names the ring's K/V exchange (diffusers' ``all_gather_into_tensor``, waited for;
+    xDiT's peer-to-peer ``send_recv``, hidden under the attention)."""
+    m, w = analysis.model, analysis.workload
+    act, head_dim, b = DTYPE_BYTES[w.dtype], m.dim // m.num_heads, w.batch_size
+    rank_tokens = b * padded // cp.degree
+    out: list[Comm] = []
     if cp.ulysses > 1:  # q, k, v in and the output back: this rank's [tokens/degree, heads, head_dim]
         size = rank_tokens * m.num_heads * head_dim * act
-        out.append(CollectiveSpec("all_to_all_single", cp.ulysses, size, size, 4 * m.num_layers))
+        spec = CollectiveSpec("all_to_all_single", cp.ulysses, size, size, 4 * m.num_layers)
+        out.append(Comm(spec, "q, k, v and the attention output (Ulysses all-to-all)"))
     if cp.ring > 1:  # cat(K, V) of this rank's tokens/ring and heads/ulysses, gathered over the ring
-        size = 2 * (w.batch_size * g.tokens // cp.ring) * (m.num_heads // cp.ulysses) * head_dim * act
-        out.append(CollectiveSpec("all_gather_into_tensor", cp.ring, size, cp.ring * size, m.num_layers))
-    if cp.degree > 1:  # proj_out's output, gathered over every rank of the plan
+        size = 2 * (b * padded // cp.ring) * (m.num_heads // cp.ulysses) * head_dim * act
+        spec = CollectiveSpec(ring_op, cp.ring, size, cp.ring * size, m.num_layers)
+        hidden = ring_op == "send_recv"
+        what = (
+            "K and V around the ring (peer to peer, under the attention)"
+            if hidden
+            else "K and V (ring all-gather)"
+        )
+        out.append(Comm(spec, what, overlap="attention" if hidden else "none"))
+    if cp.degree > 1:  # the head's output, gathered over every rank of the plan
         size = rank_tokens * m.out_dim * math.prod(m.patch_size) * act
-        out.append(CollectiveSpec("all_gather_into_tensor", cp.degree, size, cp.degree * size, 1))
-    return flops, sorted(out)
+        spec = CollectiveSpec("all_gather_into_tensor", cp.degree, size, cp.degree * size, 1)
+        out.append(Comm(spec, "the head's output (all-gather)"))
+    return out
 
 
 def block_parameters(m: WanModelSpec) -> list[tuple[int, int]]:
@@ -76,3 +126,108 @@ def fsdp_block_gather(m: WanModelSpec, ranks: int, param_bytes: int = 2) -> Coll
     gathered = sum(-(-dim0 // ranks) * ranks * (numel // dim0) for dim0, numel in block_parameters(m))
     out = gathered * param_bytes
     return CollectiveSpec("_allgather_base_", ranks, out // ranks, out, m.num_layers)
+
+
+def _fsdp1_comms(tree: Composite, gpus: int, per: str, count: int, what: str) -> list[Comm]:
+    """FSDP1 FULL_SHARD per block: each unit's flat parameter (padded to a multiple of ``gpus``)
+    all-gathered in bf16 ``count`` times per ``per``; the blocks' gathers hide under the block
+    before them, the root unit's (everything outside the blocks) is waited for."""
+    (blocks,) = [c for c in tree.children if isinstance(c, Repeated)]
+    block = blocks.template.total.params
+    root = tree.total.params - blocks.total.params
+    bf16 = DTYPE_BYTES["bf16"]
+
+    def gather(params: int, n: int) -> CollectiveSpec:
+        shard = -(-params // gpus) * bf16
+        return CollectiveSpec("_allgather_base_", gpus, shard, shard * gpus, n)
+
+    return [
+        Comm(gather(block, blocks.count * count), f"{what} block weights (FSDP all-gather)", per, "block"),
+        Comm(gather(root, count), f"{what} weights outside the blocks (FSDP all-gather)", per),
+    ]
+
+
+def rank_plan(analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankPlan:
+    """What rank 0 runs, sends and holds for one video under ``plan`` (the module docstring)."""
+    m, w, g = analysis.model, analysis.workload, analysis.geometry
+    cp, tokens = plan.sequence, g.tokens
+    official = w.pipeline == "official"
+    notes: list[str] = []
+    cp.check(tokens=tokens, heads=m.num_heads, exact_split=not official)  # the official code pads
+    padded = -(-tokens // cp.degree) * cp.degree
+    if padded != tokens:
+        notes.append(
+            f"The sequence of {tokens:,} tokens is padded to {padded:,} (a multiple of ulysses × ring = "
+            f"{cp.degree}); the {padded - tokens:,} padded tokens are computed on every block."
+        )
+    if cp.degree > 1:
+        shard = SequenceShard(
+            tokens=padded // cp.degree,
+            heads=m.num_heads // cp.ulysses,
+            calls=cp.ring,
+            q_tokens=padded // cp.ring,
+            kv_tokens=padded // cp.ring,
+            full_tokens=padded,
+        )
+        forward = build_dit(m, w, g, shard)
+    else:
+        forward = analysis.forward.tree
+    ring_op = "send_recv" if official else "all_gather_into_tensor"
+    comms = sequence_comms(analysis, cp, padded, ring_op=ring_op)
+    if plan.dit_fsdp:
+        if official:
+            comms += _fsdp1_comms(forward, plan.gpus, "forward", 1, "DiT")
+        else:
+            spec = fsdp_block_gather(m, plan.gpus)
+            comms.append(Comm(spec, "DiT block weights (FSDP2 all-gather)", "forward", "block"))
+    umt5 = build_umt5(m.text_encoder, 1, 1)
+    encodes = {s.name: s.runs_per_video for s in analysis.stages}.get("text_encoder", 0)
+    if plan.t5_fsdp and encodes:
+        comms += _fsdp1_comms(umt5, plan.gpus, "video", encodes, "T5")
+    if plan.cfg > 1:  # the two halves exchange their noise predictions once per step
+        size = w.batch_size * m.out_dim * math.prod(g.latent_shape) * DTYPE_BYTES[w.dtype]
+        spec = CollectiveSpec("all_gather_into_tensor", plan.cfg, size, plan.cfg * size, 1)
+        comms.append(Comm(spec, "the noise predictions of the two CFG halves", "step"))
+    footprint, memory = _rank_memory(analysis, plan, forward, padded, offload, umt5)
+    return RankPlan(
+        plan,
+        forward,
+        tuple(comms),
+        tokens,
+        padded,
+        memory,
+        footprint,
+        "blocks.*",
+        "blocks.*.self_attn.attn_core",
+        tuple(notes),
+    )
+
+
+def _rank_memory(
+    analysis: Analysis, plan: ParallelPlan, forward: Composite, padded: int, offload: Offload, umt5: Composite
+) -> tuple[Footprint, Timeline]:
+    """Rank 0's DiT footprint and memory timeline: the DiT's activations for its sequence shard
+    (plus the Ulysses exchange's second copy of q, k and v, and the ring's gathered K and V),
+    sharded weights where FSDP shards them; T5, CLIP and the VAE whole; the decode on rank 0."""
+    m, w, g = analysis.model, analysis.workload, analysis.geometry
+    cp, b, a = plan.sequence, w.batch_size, w.act_bytes
+    rank_tokens = padded // cp.degree
+    footprint = dit_footprint(m, w, g, forward, tokens=rank_tokens)
+    extra = 0
+    if cp.ulysses > 1:  # the all-to-all's outputs live beside its inputs
+        extra += 3 * b * rank_tokens * m.dim * a
+    if cp.ring > 1:  # the whole sequence's K and V for this rank's heads
+        extra += 2 * b * padded * (m.dim // cp.ulysses) * a
+    stages = dict(footprint.stage_bytes)
+    stages["self_attention"] += extra
+    footprint = attrs.evolve(footprint, stage_bytes=stages)
+    components = {"dit": footprint.weights_by_dtype, **component_weights(m)}
+    if plan.dit_fsdp:
+        components["dit"] = fsdp_weight_bytes(forward, footprint.weights_by_dtype, plan.gpus)
+        footprint = attrs.evolve(footprint, weights_by_dtype=components["dit"])
+    if plan.t5_fsdp:
+        components["text_encoder"] = fsdp_weight_bytes(umt5, components["text_encoder"], plan.gpus)
+    activations = stage_activation_bytes(m, w, g, footprint)
+    if offload.model is None and plan.gpus > 1:
+        offload = attrs.evolve(offload, model=False)  # generate.py: offload_model = world_size == 1
+    return footprint, placement.timeline(w.pipeline, available_stages(m), components, activations, offload)
