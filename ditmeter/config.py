@@ -35,6 +35,7 @@ from ditmeter.analytic.device import TENSOR_DTYPES, DeviceSpec
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
+from ditmeter.analytic.parallel import SINGLE, ParallelPlan
 from ditmeter.analytic.timing import TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
 from ditmeter.errors import ConfigError
@@ -61,10 +62,10 @@ _RUN = (
     "measured_video_s",
 )
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
-    "report": (*_RUN, "stages"),
-    "trace": (*_RUN, "stages", "compare"),
+    "report": (*_RUN, "stages", "parallel"),
+    "trace": (*_RUN, "stages", "compare", "parallel"),
     "profile": (*_RUN, "profile"),
-    "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages"),
+    "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages", "parallel"),
     "calibrate": (
         "model",
         "workload",
@@ -193,6 +194,7 @@ class RunConfig:
     profile: ProfileOptions = ProfileOptions()
     time: TimePlan = attrs.Factory(TimePlan)
     calibrate: CalibrateOptions = CalibrateOptions()
+    parallel: ParallelPlan = SINGLE
 
     @property
     def geometry(self) -> Geometry:
@@ -341,7 +343,9 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         calibrate=parse(
             CalibrateOptions, raw.get("calibrate") or {}, "calibrate", device_kind=top.device_kind
         ),
+        parallel=ParallelPlan.from_mapping(raw.get("parallel")),
     )
+
     out.geometry  # noqa: B018  (refuses sizes below one patch before anything runs)
     return out
 

@@ -11,7 +11,9 @@ import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.config import RunConfig
+from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import DeviceView, device_view
+from ditmeter.reports.parallel_report import PlanView, plan_estimate, scaling_frame
 from ditmeter.reports.run_dir import analysis_dir, new_run_id, staged_run
 from ditmeter.reports.run_files import write_analysis_files
 from ditmeter.reports.tables import modules_frame
@@ -31,7 +33,8 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
     """The analysis of the selected stages and its time and memory on ``cfg.device``.
 
     ``model`` replaces ``cfg.model`` (``profile`` runs fewer blocks) and then
-    only the forward stage is costed.
+    only the forward stage is costed. Under a plan (``parallel.*``) the analysis's memory is one
+    GPU's of the plan and the view holds the plan's per-GPU time.
     """
     fam = cfg.family
     if model is None:
@@ -39,7 +42,21 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
     else:
         analysis = fam.analyze(model, cfg.workload, (fam.forward_stage,), cfg.offload)
     analysis.check_bounds()  # before any tracing, plotting or writing
-    return analysis, device_view(analysis, cfg.device, cfg.measured_video_s, cfg.time)
+    view = device_view(analysis, cfg.device, cfg.measured_video_s, cfg.time)
+    if cfg.parallel.single or model is not None:
+        return analysis, view
+    p = view.prediction
+    if p is None:
+        raise ConfigError(
+            "parallel", "needs device=NAME: a plan's time, traffic and memory are per GPU of a device"
+        )
+    rank = fam.parallel(analysis, cfg.parallel, cfg.offload)  # refuses what the code refuses
+    scaling = scaling_frame(analysis, p, lambda plan: fam.parallel(analysis, plan, cfg.offload))
+    plan = PlanView(
+        plan_estimate(analysis, p.device, p.plan, p.stage_seconds, rank), analysis.memory, scaling
+    )
+    per_gpu = attrs.evolve(analysis, memory=rank.memory, footprint=rank.footprint)
+    return per_gpu, attrs.evolve(view, analysis=per_gpu, plan=plan)
 
 
 def run_id_for(cfg: RunConfig, suffix: str = "") -> str:

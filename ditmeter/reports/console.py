@@ -21,6 +21,7 @@ from ditmeter.reports.device_report import (
 )
 from ditmeter.reports.format import binary_bytes, percent, seconds, si
 from ditmeter.reports.memory_report import fit_line
+from ditmeter.reports.parallel_report import plan_line as parallel_line
 from ditmeter.reports.table_model import to_rich
 from ditmeter.reports.verdict import coverage_table, layers_table, stage_lines, verdict_line
 
@@ -95,11 +96,16 @@ def print_device(console: Console, view: DeviceView, modules: pd.DataFrame) -> N
     t = p.per_forward
     console.print(f"predicted on {plan_line(p)}")
     parts = ", ".join(f"{x['stage']} {seconds(x['per_video_s'])}" for x in stage_times(view))
+    per_gpu = " per GPU" if view.plan is not None else ""
     console.print(
-        f"  {seconds(p.per_video_s)} per video, every stage ({parts}); roofline {seconds(p.roofline_video_s)}"
+        f"  {seconds(view.per_video_s or 0.0)} per video{per_gpu}, every stage ({parts}); "
+        f"roofline {seconds(p.roofline_video_s)} on one GPU"
     )
+    if view.plan is not None:
+        console.print(parallel_line(view.plan), style="bold")
+    whole = "one GPU, the whole sequence: " if view.plan is not None else ""
     console.print(
-        f"  {a.forward.name} {seconds(t.predicted_s)} per forward, {seconds(p.per_step_s)} per step, "
+        f"  {whole}{a.forward.name} {seconds(t.predicted_s)} per forward, {seconds(p.per_step_s)} per step, "
         f"{percent(t.roofline_s, t.predicted_s)} of the peaks, "
         f"{percent(t.compute_bound_s, t.predicted_s)} of the time compute-bound"
     )

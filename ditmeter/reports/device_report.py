@@ -12,6 +12,7 @@ from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.timing import LIMITS, Prediction, TimePlan, dominant_limit
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.reports.format import percent, seconds
+from ditmeter.reports.parallel_report import PlanView
 from ditmeter.reports.table_model import Column, Table, table, to_markdown
 
 
@@ -19,9 +20,17 @@ from ditmeter.reports.table_model import Column, Table, table, to_markdown
 class DeviceView:
     """Everything a report says about time and memory (prediction None without a device)."""
 
-    analysis: Analysis
+    analysis: Analysis  # under a plan: its memory and footprint are one GPU's of the plan
     prediction: Prediction | None
     measured_video_s: float | None
+    plan: PlanView | None = None  # parallel.* beyond one GPU
+
+    @property
+    def per_video_s(self) -> float | None:
+        """Seconds per video on one GPU of the plan (every selected stage)."""
+        if self.plan is not None:
+            return self.plan.estimate.per_video_s
+        return self.prediction.per_video_s if self.prediction is not None else None
 
     @property
     def device(self) -> DeviceSpec | None:
@@ -43,7 +52,8 @@ class DeviceView:
         if self.prediction is None or self.measured_video_s is None:
             return None
         a = self.analysis
-        return self.prediction.mfu(a.per_video.tensor_flops, a.workload.dtype, self.measured_video_s)
+        gpus = self.plan.estimate.plan.gpus if self.plan is not None else 1
+        return self.prediction.mfu(a.per_video.tensor_flops, a.workload.dtype, self.measured_video_s) / gpus
 
 
 def device_view(
@@ -92,6 +102,7 @@ def stage_times(view: DeviceView) -> list[dict[str, Any]]:
     if p is None:
         return []
     out = []
+    under = view.plan.estimate.stage_video_s if view.plan is not None else {}
     for stage in view.analysis.stages:
         t = p.modules[stage.name]
         out.append(
@@ -99,7 +110,7 @@ def stage_times(view: DeviceView) -> list[dict[str, Any]]:
                 "stage": stage.name,
                 "per_run_s": t.predicted_s,
                 "runs_per_video": stage.runs_per_video,
-                "per_video_s": t.predicted_s * stage.runs_per_video,
+                "per_video_s": under.get(stage.name, t.predicted_s * stage.runs_per_video),
                 "roofline_per_video_s": t.roofline_s * stage.runs_per_video,
                 "bound": t.bound,
                 "attention": p.backends.get(stage.name),
@@ -133,6 +144,7 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
     if p is None:
         return None
     f, plan = p.per_forward, p.plan
+    est = view.plan.estimate if view.plan is not None else None
     return {
         "device": p.device.name,
         "mode": plan.mode if plan.predicted else "roofline",
@@ -140,11 +152,15 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
         "attention": p.backends,
         "gemm_dtype": plan.gemm_dtype,
         "efficiency": p.device.efficiency,
-        "per_video_s": p.per_video_s,
-        "per_forward_s": f.predicted_s,
-        "per_step_s": p.per_step_s,
+        "per_video_s": view.per_video_s,
+        "per_forward_s": est.forward_s if est else f.predicted_s,
+        "per_step_s": est.step_s if est else p.per_step_s,
+        "per_gpu_of": est.plan.name if est else "1 GPU",
+        "single_gpu_per_video_s": p.per_video_s,
         "roofline_per_video_s": p.roofline_video_s,
-        "forward_per_video_s": p.forward_video_s,
+        "forward_per_video_s": est.stage_video_s.get(view.analysis.forward.name, 0.0)
+        if est
+        else p.forward_video_s,
         "forward_roofline_s": f.roofline_s,
         "forward_compute_s": f.compute_s,
         "forward_memory_s": f.memory_s,

@@ -273,3 +273,36 @@ def memory_timeline_png(analysis: Analysis, device: DeviceSpec | None, path: Pat
     ax.set_title(f"{analysis.model.name}: peak {binary_bytes(t.peak_per_gpu_bytes)} at {t.peak_phase.stage}")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, path)
+
+
+def scaling_png(scaling: pd.DataFrame, device: DeviceSpec, title: str, path: Path) -> None:
+    """Seconds per video and peak memory per GPU against the GPU count, one line per strategy,
+    the device's capacity as a line; ideal scaling (1 GPU's time / n) dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (time_ax, mem_ax) = plt.subplots(1, 2, figsize=(11, 4.2), layout="tight")
+    for name, rows in scaling.groupby("strategy", sort=False):
+        rows = rows.sort_values("gpus")
+        time_ax.plot(rows["gpus"], rows["per_video_s"], marker="o", label=str(name))
+        mem_ax.plot(rows["gpus"], rows["peak_per_gpu_bytes"] / 2**30, marker="o", label=str(name))
+    one = scaling.loc[scaling["gpus"] == 1, "per_video_s"]
+    if len(one):
+        gpus = sorted(scaling["gpus"].unique())
+        time_ax.plot(gpus, [float(one.iloc[0]) / n for n in gpus], "k:", label="ideal (1 GPU / n)")
+    for ax in (time_ax, mem_ax):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(scaling["gpus"].unique()), [str(n) for n in sorted(scaling["gpus"].unique())])
+        ax.set_xlabel("GPUs")
+    time_ax.set_yscale("log")
+    time_ax.set_ylabel(f"seconds per video ({device.display_name})")
+    mem_ax.axhline(
+        device.memory_bytes / 2**30, color="k", linestyle="--", label=f"{device.display_name} memory"
+    )
+    mem_ax.set_ylabel("peak GiB per GPU")
+    time_ax.legend(fontsize=8)
+    mem_ax.legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)

@@ -24,6 +24,7 @@ from ditmeter.reports.device_report import (
     time_json,
 )
 from ditmeter.reports.memory_report import memory_json
+from ditmeter.reports.parallel_report import parallel_json
 from ditmeter.reports.tables import CONVENTION, library_versions
 
 SCHEMA_VERSION = "ditmeter.report/1"
@@ -184,6 +185,7 @@ def build_report(
         "device": device_json(view) if view else None,
         "time": time_json(view, modules) if view else None,
         "memory": memory_json(analysis, view.device if view else None),
+        "parallel": parallel_json(view.plan) if view and view.plan else None,
         "compare": compare,
         "profile": {**profile, "by_category": measured_by_category(modules).to_dict(orient="records")}
         if profile

@@ -23,6 +23,7 @@ from ditmeter.reports.timeline import write_timeline
 #: What each run writes (the CLI's help and the docs list these).
 REPORT_FILES = ("report.json", "summary.md", "modules.parquet")
 DEVICE_FILES = ("roofline.png", "time_breakdown.png", "memory_timeline.png", "timeline.json")  # with device=
+PLAN_FILES = ("parallel.parquet", "scaling.png")  # with parallel.gpus > 1
 TRACE_FILES = ("nodes.parquet", "graph.json")  # trace, besides REPORT_FILES
 PROFILE_FILES = ("nodes.parquet", "torch_profiler/trace.json")  # profile, besides REPORT_FILES
 
@@ -75,4 +76,17 @@ def write_analysis_files(
         memory_timeline_png(a, device, out / "memory_timeline.png")
         write_timeline(out / "timeline.json", a, view.prediction)
         files += DEVICE_FILES
+    if view.plan is not None and view.prediction is not None:
+        from ditmeter.reports.parallel_report import PARALLEL_SCHEMA, collectives_frame
+        from ditmeter.reports.plots import scaling_png
+
+        frame = collectives_frame(view.plan.estimate)
+        write_parquet(frame, PARALLEL_SCHEMA, out / "parallel.parquet", table_metadata(a, "parallel", **meta))
+        scaling_png(
+            view.plan.scaling,
+            view.prediction.device,
+            f"{a.model.name} × {a.workload.name}",
+            out / "scaling.png",
+        )
+        files += PLAN_FILES
     return files

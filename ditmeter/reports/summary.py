@@ -13,6 +13,7 @@ from ditmeter.compare.gate import Verdict
 from ditmeter.reports.device_report import DeviceView, profile_lines, summary_lines
 from ditmeter.reports.format import binary_bytes, grouped, percent, si
 from ditmeter.reports.memory_report import summary_lines as memory_lines
+from ditmeter.reports.parallel_report import summary_lines as parallel_lines
 from ditmeter.reports.table_model import Cell, Column, Strong, Table, table, to_markdown
 from ditmeter.reports.verdict import coverage_table, error_text, layers_table, stage_lines
 
@@ -229,6 +230,11 @@ def render_summary(
         *memory_lines(analysis, view.device if view else None),
         "",
         *(["## Time", *summary_lines(view, modules), ""] if view else []),
+        *(
+            ["## Many GPUs", *parallel_lines(view.plan, view.device.display_name), ""]
+            if view and view.plan and view.device
+            else []
+        ),
         *(["## Check against the real model", *compare_lines(verdict, forward), ""] if verdict else []),
         *(["## Measured time (torch.profiler)", *profile_lines(modules, profile), ""] if profile else []),
         "## Notes (what is and is not modeled)",

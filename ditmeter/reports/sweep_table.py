@@ -43,11 +43,16 @@ TIME_COLUMNS = (
     "roofline_per_forward_s",
     "per_step_s",
 )
+#: The multi-GPU plan of a point (``parallel.*``; one GPU: 1, 1.0, 1.0, 0.0).
+PLAN_COLUMNS = ("gpus", "speedup", "parallel_efficiency", "comm_exposed_per_video_s")
 CONVENTION = (
     "One row per point of the grid. FLOPs: 2 per multiply-add; tensor_flops = matmul/conv/attention-core "
     "FLOPs, cuda_flops = element-wise FLOPs; bytes: fused ideal (bytes_read + bytes_written). *_per_video: "
     "every selected stage × its runs per video; per_forward_s and share_<category>: the denoiser (DiT) "
-    "forward, whether or not stages= selects it. Times in seconds on the point's device under its time plan."
+    "forward, whether or not stages= selects it. Times in seconds on the point's device under its time plan. "
+    "Under a parallel.* plan per_video_s, per_forward_s, per_step_s, the denoiser's <stage>_per_video_s "
+    "and peak_per_gpu_bytes are one GPU's of the plan; the roofline, compute, memory and overhead "
+    "columns stay one GPU's whole video."
 )
 
 
@@ -67,7 +72,8 @@ def sweep_schema(axis_keys: Sequence[str], stages: Sequence[str], categories: Se
             field("attention_backend", pa.string(), nullable=True),
             *(field(k, pa.int64()) for k in (*SHAPE_COLUMNS, *COUNT_COLUMNS)),
             field("fits", pa.bool_()),
-            *(field(k, pa.float64()) for k in TIME_COLUMNS),
+            field("gpus", pa.int64()),
+            *(field(k, pa.float64()) for k in (*TIME_COLUMNS, *PLAN_COLUMNS[1:])),
             *(field(f"{s}_per_video_s", pa.float64(), nullable=True) for s in stages),
             *(field(f"share_{c}", pa.float64()) for c in categories),
         ]
@@ -164,11 +170,15 @@ def _count_columns(
 
 
 def sweep_frame(
-    axes: Sequence[SweepAxis], evaluated: Sequence[Evaluated], plans: Sequence[DevicePlan]
+    axes: Sequence[SweepAxis],
+    evaluated: Sequence[Evaluated],
+    plans: Sequence[DevicePlan],
+    gpus: Sequence[int] | None = None,
 ) -> tuple[pd.DataFrame, pa.Schema]:
     """One row per point of the grid ``axes`` span (the last fastest): the analysis of
     ``evaluated`` its analysis-side axes pick, on the one of ``plans`` its device-side axes pick
-    (each list in the order of its axes' product)."""
+    (each list in the order of its axes' product); ``gpus`` the GPUs of each analysis's plan
+    (its times then hold ``speedup``, ``parallel_efficiency`` and ``comm_exposed_per_video_s``)."""
     sizes = [len(a.texts) for a in axes]
     size = math.prod(sizes)
     idx = np.unravel_index(np.arange(size), sizes) if sizes else ()
@@ -187,8 +197,13 @@ def sweep_frame(
     schema = sweep_schema([a.key for a in axes], stages, categories)
 
     cols = _id_columns(axes, idx, rows, evaluated, plans) | _count_columns(rows, analyses, plans)
+    cols["gpus"] = rows.per_analysis(list(gpus or [1] * len(evaluated)), np.int64)
     absent = np.full(len(plans), np.nan)
-    for name in (*TIME_COLUMNS, *(f"{s}_per_video_s" for s in stages)):
+    single = {"speedup": np.ones(len(plans)), "parallel_efficiency": np.ones(len(plans))}
+    for e in evaluated:
+        for name in PLAN_COLUMNS[1:]:
+            e.times.setdefault(name, single.get(name, np.zeros(len(plans))))
+    for name in (*TIME_COLUMNS, *PLAN_COLUMNS[1:], *(f"{s}_per_video_s" for s in stages)):
         cols[name] = rows.per_point([e.times.get(name, absent) for e in evaluated])
     zero = np.zeros(len(plans))
     for c in categories:

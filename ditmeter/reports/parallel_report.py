@@ -1,0 +1,247 @@
+"""One video on many GPUs (``parallel.*``): report.json's ``parallel``, ``parallel.parquet`` (the
+collectives one GPU issues), summary.md's "Many GPUs" section, the terminal line and the data of
+``scaling.png`` (time and memory per GPU against the GPU count, for the plans that apply)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pandas as pd
+import pyarrow as pa
+
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.memory import Timeline
+from ditmeter.analytic.parallel import (
+    COLLECTIVE_STEP_S,
+    FSDP_IN_FLIGHT,
+    ParallelEstimate,
+    ParallelPlan,
+    RankPlan,
+    estimate,
+)
+from ditmeter.analytic.timing import Prediction, TimePlan
+from ditmeter.errors import ConfigError
+from ditmeter.reports.format import binary_bytes, percent, seconds, si
+from ditmeter.reports.table_model import Column, Table, table, to_markdown
+
+#: How the per-GPU time is put together (report.json ``parallel.model``, docs/parallel.md).
+PARALLEL_MODEL = (
+    "per GPU: the rank's share of each denoiser forward (the sequence shard's leaves at their own "
+    "shapes, the leaves every rank repeats whole) at the kernel model's time, plus the collectives "
+    "nothing hides: each at (N-1)/N x bytes over one direction of the GPU's NVLink (else PCIe) plus "
+    f"{COLLECTIVE_STEP_S * 1e6:g} us per step; FSDP's next-block gather hides under the current "
+    "block, xDiT's ring K/V exchange under the attention, Ulysses all-to-alls, diffusers' ring "
+    "all-gather and the output gather are waited for. Every other stage runs whole on each GPU "
+    "(T5 and CLIP encode on every rank; rank 0 decodes while the others wait)."
+)
+
+#: parallel.parquet: one row per kind of collective one GPU issues.
+PARALLEL_SCHEMA = pa.schema(
+    [
+        pa.field("what", pa.string(), nullable=False),
+        pa.field("op", pa.string(), nullable=False),
+        pa.field("per", pa.string(), nullable=False),
+        pa.field("group_size", pa.int32(), nullable=False),
+        pa.field("input_bytes", pa.int64(), nullable=False),
+        pa.field("output_bytes", pa.int64(), nullable=False),
+        pa.field("count", pa.int64(), nullable=False),
+        pa.field("sent_bytes", pa.int64(), nullable=False),
+        pa.field("call_s", pa.float64(), nullable=False),
+        pa.field("total_s", pa.float64(), nullable=False),
+        pa.field("exposed_s", pa.float64(), nullable=False),
+        pa.field("overlap", pa.string(), nullable=False),
+    ]
+)
+
+
+@attrs.frozen(eq=False)
+class PlanView:
+    """A plan's per-GPU estimate, the one-GPU memory it is set against, and the scaling of the
+    strategies that apply (:func:`scaling_frame`)."""
+
+    estimate: ParallelEstimate
+    single_memory: Timeline
+    scaling: pd.DataFrame
+
+
+def plan_estimate(
+    analysis: Analysis, device: DeviceSpec, time: TimePlan, stage_video_s: dict[str, float], rank: RankPlan
+) -> ParallelEstimate:
+    """The per-GPU time of ``analysis``'s video under ``rank``'s plan, from each selected stage's
+    seconds per video on one GPU (``stage_video_s``)."""
+    forward, w = analysis.forward, analysis.workload
+    return estimate(
+        rank,
+        device,
+        time,
+        analysis.stage_kernels(forward, time),
+        stage_video_s=stage_video_s,
+        forward_stage=forward.name,
+        forwards_per_step=w.guidance_forwards,
+        steps=forward.runs_per_video // w.guidance_forwards,
+    )
+
+
+def collectives_frame(est: ParallelEstimate) -> pd.DataFrame:
+    """parallel.parquet's rows: what one GPU sends, per forward, step or video."""
+    rows = [
+        {
+            "what": t.comm.what,
+            "op": t.comm.spec.op,
+            "per": t.comm.per,
+            "group_size": t.comm.spec.group_size,
+            "input_bytes": t.comm.spec.input_bytes,
+            "output_bytes": t.comm.spec.output_bytes,
+            "count": t.comm.spec.count,
+            "sent_bytes": t.sent_bytes * t.comm.spec.count,
+            "call_s": t.call_s,
+            "total_s": t.total_s,
+            "exposed_s": t.exposed_s,
+            "overlap": t.comm.overlap,
+        }
+        for t in est.comms
+    ]
+    return pd.DataFrame(rows, columns=PARALLEL_SCHEMA.names)
+
+
+def parallel_json(view: PlanView) -> dict[str, Any]:
+    """report.json's ``parallel`` section."""
+    est, rank = view.estimate, view.estimate.rank
+    return {
+        "plan": est.plan.as_dict(),
+        "name": est.plan.name,
+        "tokens": rank.tokens,
+        "padded_tokens": rank.padded_tokens,
+        "tokens_per_gpu": rank.padded_tokens // est.plan.sequence.degree,
+        "per_gpu": {
+            "tensor_flops_per_forward": rank.forward.total.tensor_flops,
+            "forward_compute_s": est.compute.predicted_s,
+            "forward_comm_exposed_s": est.exposed_s("forward"),
+            "per_forward_s": est.forward_s,
+            "forwards_per_step": est.forwards_per_gpu_step,
+            "per_step_s": est.step_s,
+            "per_video_s": est.per_video_s,
+            "stage_video_s": est.stage_video_s,
+            "comm_exposed_per_video_s": est.comm_video_s,
+            "comm_bytes_per_forward": est.comm_bytes("forward"),
+            "comm_bytes_per_step": est.comm_bytes("step"),
+            "comm_bytes_per_video": est.comm_bytes("video"),
+            "peak_per_gpu_bytes": est.peak_per_gpu_bytes,
+        },
+        "single_gpu": {
+            "per_video_s": est.single_video_s,
+            "peak_per_gpu_bytes": view.single_memory.peak_per_gpu_bytes,
+        },
+        "speedup": est.speedup,
+        "efficiency": est.efficiency,
+        "collectives": collectives_frame(est).to_dict(orient="records"),
+        "fsdp_blocks_in_flight": FSDP_IN_FLIGHT,
+        "notes": list(rank.notes),
+        "model": PARALLEL_MODEL,
+    }
+
+
+def plan_line(view: PlanView) -> str:
+    """The terminal's line for the plan."""
+    est = view.estimate
+    single = binary_bytes(view.single_memory.peak_per_gpu_bytes)
+    return (
+        f"plan {est.plan.name}: {seconds(est.per_video_s)} per video, {est.speedup:.2f}× over 1 GPU "
+        f"({percent(est.efficiency, 1)} efficiency); communication {seconds(est.comm_video_s)} exposed per "
+        f"video ({si(est.comm_bytes('forward'), 'B')} sent per forward); peak "
+        f"{binary_bytes(est.peak_per_gpu_bytes)} per GPU (1 GPU: {single})"
+    )
+
+
+def collectives_table(est: ParallelEstimate) -> Table:
+    columns = (
+        Column("collective", "left"),
+        Column("op", "left", code=True),
+        Column("group"),
+        Column("per call"),
+        Column("calls", "left"),
+        Column("time per call"),
+        Column("exposed"),
+    )
+    rows = [
+        (
+            t.comm.what,
+            t.comm.spec.op,
+            str(t.comm.spec.group_size),
+            binary_bytes(t.comm.spec.output_bytes),
+            f"{t.comm.spec.count} per {t.comm.per}",
+            seconds(t.call_s),
+            seconds(t.exposed_s),
+        )
+        for t in est.comms
+    ]
+    return table("collectives one GPU issues", columns, rows)
+
+
+def summary_lines(view: PlanView, device_name: str) -> list[str]:
+    """summary.md's "Many GPUs" section."""
+    est = view.estimate
+    columns = (Column(""), Column("per GPU under the plan"), Column("one GPU"))
+    rows = [
+        ("per video", seconds(est.per_video_s), seconds(est.single_video_s)),
+        (
+            "peak memory per GPU",
+            binary_bytes(est.peak_per_gpu_bytes),
+            binary_bytes(view.single_memory.peak_per_gpu_bytes),
+        ),
+        ("DiT forward", seconds(est.forward_s), ""),
+        ("  of it communication nothing hides", seconds(est.exposed_s("forward")), ""),
+    ]
+    return [
+        f"**{est.plan.name}** on {device_name}: **{est.speedup:.2f}×** over one GPU, "
+        f"{percent(est.efficiency, 1)} parallel efficiency.",
+        "",
+        *to_markdown(table("the plan", columns, rows)),
+        "",
+        *[f"- {n}" for n in est.rank.notes],
+        *to_markdown(collectives_table(est)),
+        "",
+        PARALLEL_MODEL,
+        "",
+        "Time, memory and the tables above are one GPU's under the plan; modules.parquet and the "
+        "category tables stay one GPU's whole forward.",
+        "",
+        "![scaling](scaling.png)",
+    ]
+
+
+#: The strategies scaling.png draws (the plan keys each sets for n GPUs).
+STRATEGIES: dict[str, Callable[[int], dict[str, Any]]] = {
+    "Ulysses": lambda n: {"ulysses": n},
+    "Ring": lambda n: {"ring": n},
+    "Ulysses + FSDP": lambda n: {"ulysses": n, "dit_fsdp": True, "t5_fsdp": True},
+}
+SCALING_GPUS = (1, 2, 4, 8)
+
+
+def scaling_frame(
+    analysis: Analysis, p: Prediction, rank_of: Callable[[ParallelPlan], RankPlan]
+) -> pd.DataFrame:
+    """Per GPU time and peak memory of each strategy at 1, 2, 4 and 8 GPUs, where its code runs it
+    (a plan the code refuses, such as Ulysses degrees that do not divide the heads, is left out)."""
+    rows = []
+    for name, keys in STRATEGIES.items():
+        for n in SCALING_GPUS:
+            plan = ParallelPlan.from_mapping(keys(n)) if n > 1 else ParallelPlan()  # one GPU: no plan
+            try:
+                est = plan_estimate(analysis, p.device, p.plan, p.stage_seconds, rank_of(plan))
+            except ConfigError:
+                continue
+            rows.append(
+                {
+                    "strategy": name,
+                    "gpus": n,
+                    "per_video_s": est.per_video_s,
+                    "speedup": est.speedup,
+                    "peak_per_gpu_bytes": est.peak_per_gpu_bytes,
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,0 +1,224 @@
+"""Multi-GPU plans (``parallel.*``) per GPU: the keys and their errors, the official padding and
+the per-GPU time by hand, the memory per GPU against a traced FSDP2 run, the artifacts and the
+sweep's plan keys."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import warnings
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from ditmeter.analytic.parallel import ParallelPlan
+from ditmeter.analytic.tree import walk
+from ditmeter.cli import main
+from ditmeter.commands.report import analyze
+from ditmeter.config import load
+from ditmeter.reports.parallel_report import PARALLEL_SCHEMA
+
+REPO = Path(__file__).resolve().parents[1]
+BIG = ["model=wan2.1-t2v-14b", "workload=720p-81f", "device=h100-sxm"]
+TINY = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm"]
+
+
+def _report(args: list[str], root: Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["report", *args, f"output_root={root}"])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ([*TINY, "parallel.gpus=4", "parallel.ulysses=2"], "parallel.gpus"),
+        ([*TINY, "parallel.cfg=3"], "parallel.cfg"),
+        ([*TINY, "parallel.ring=16"], "parallel.ring"),
+        ([*TINY, "parallel.ulysses=true"], "parallel.ulysses"),
+        ([*TINY, "parallel.dit_fsdp=2"], "parallel.dit_fsdp"),
+        ([*TINY, "parallel.tp=2"], "parallel.tp"),
+        ([*TINY, "parallel.ulysses=8"], "parallel.ulysses"),  # the 1.3B's 12 heads
+        ([*TINY, "pipeline=diffusers", "parallel.ring=3"], "parallel"),  # 512 tokens; diffusers does not pad
+        ([*TINY, "pipeline=diffusers", "workload.guidance_scale=1.0", "parallel.cfg=2"], "parallel.cfg"),
+        (["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "parallel.ulysses=2"], "parallel"),  # no device
+    ],
+)
+def test_a_bad_plan_is_one_line_exit_2_and_writes_nothing(
+    args: list[str], field: str, tmp_path: Path
+) -> None:
+    rc, _, err = _report(args, tmp_path / "out")
+    assert rc == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"ditmeter: error: {field}:"), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpus_must_be_the_product_and_defaults_to_it() -> None:
+    assert ParallelPlan.from_mapping({"ulysses": 4, "ring": 2}).gpus == 8
+    assert ParallelPlan.from_mapping({"ulysses": 2, "cfg": 2, "gpus": 4}).name == "4 GPUs: ulysses 2 × cfg 2"
+    assert ParallelPlan.from_mapping(None) == ParallelPlan()
+
+
+def _plan(args: list[str]):  # type: ignore[no-untyped-def]
+    cfg = load(args, "report")
+    analysis, view = analyze(cfg)
+    assert view.plan is not None
+    return analysis, view.plan.estimate
+
+
+def test_the_official_pads_the_sequence_and_computes_the_padding() -> None:
+    """1.3B at w001-tiny: 256 tokens on ring 3 → padded to 258, 86 per GPU. By hand, one block's
+    self-attention core on a GPU is 3 ring calls of 12 heads, 86 queries × 86 keys, head dim 128:
+    4 × 3 × 12 × 86 × 86 × 128 FLOPs; the ring passes this GPU's K and V (2 × 86 × 12 × 128 bf16)."""
+    _, est = _plan([*TINY, "parallel.ring=3"])
+    rank = est.rank
+    assert (rank.tokens, rank.padded_tokens) == (256, 258)
+    assert any("padded to 258" in n for n in rank.notes)
+    rows = {r.module_id: r for r in walk(rank.forward)}
+    core = rows["blocks.0.self_attn.attn_core"]
+    assert core.cost.tensor_flops == 4 * 3 * 12 * 86 * 86 * 128
+    ring = next(t for t in est.comms if t.comm.spec.op == "send_recv")
+    assert (ring.comm.spec.group_size, ring.comm.spec.input_bytes, ring.comm.spec.count) == (
+        3,
+        2 * 86 * 12 * 128 * 2,
+        30,
+    )
+    # the padded tokens are work: one GPU's FFN runs 86 rows, not 256 / 3
+    ffn = rows["blocks.0.ffn.0"]
+    assert ffn.cost.tensor_flops == 2 * 86 * 1536 * 8960
+
+
+def test_ulysses_8_on_h100_communication_by_hand() -> None:
+    """T2V-14B 720p-81f, Ulysses 8 on H100 SXM (NVLink 900 GB/s both ways: 450e9 B/s one way):
+    each GPU holds 75,600 / 8 = 9,450 tokens; per block 4 all-to-alls of 9,450 × 5,120 bf16 =
+    96,768,000 B, each sending 7/8 of it, plus 7 steps × 5 µs; then one all-gather of the head's
+    9,450 × 64 bf16 output. Nothing hides either."""
+    _, est = _plan([*BIG, "parallel.ulysses=8"])
+    a2a = 7 / 8 * 96_768_000 / 450e9 + 7 * 5e-6
+    gather = 7 / 8 * 8 * 9_450 * 64 * 2 / 450e9 + 7 * 5e-6
+    assert est.exposed_s("forward") == pytest.approx(160 * a2a + gather, rel=1e-12)
+    assert est.forward_s == pytest.approx(est.compute.predicted_s + 160 * a2a + gather, rel=1e-12)
+    assert est.step_s == pytest.approx(2 * est.forward_s, rel=1e-12)  # official: 2 forwards per step
+    assert est.comm_bytes("forward") == 160 * 7 * 96_768_000 // 8 + 7 * 8 * 9_450 * 64 * 2 // 8
+    assert 1 < est.speedup < 8 and est.efficiency == pytest.approx(est.speedup / 8)
+
+
+def test_cfg_parallel_halves_the_forwards_of_a_step() -> None:
+    _, four = _plan([*BIG, "parallel.ulysses=4"])
+    _, cfg2 = _plan([*BIG, "parallel.ulysses=4", "parallel.cfg=2"])
+    assert cfg2.forwards_per_gpu_step == 1 and four.forwards_per_gpu_step == 2
+    assert cfg2.step_s == pytest.approx(cfg2.forward_s + cfg2.exposed_s("step"), rel=1e-12)
+    assert cfg2.per_video_s < four.per_video_s
+
+
+def test_fsdp_gathers_hide_under_the_block_unless_the_block_is_shorter() -> None:
+    """The first block's gather is waited for, each next one only beyond the block before it: at
+    14B 720p a 703 MB bf16 block gathers in ~1.4 ms under a ~30 ms block; at the tiny workload on
+    PCIe (an RTX 4090) it does not hide."""
+    _, big = _plan([*BIG, "parallel.ulysses=8", "parallel.dit_fsdp=true"])
+    (blocks,) = [t for t in big.comms if t.comm.overlap == "block"]
+    assert blocks.exposed_s == pytest.approx(blocks.call_s, rel=1e-12)
+    assert blocks.comm.spec.output_bytes == pytest.approx(2 * 351e6, rel=0.01)  # about 703 MB
+    _, tiny = _plan([*TINY[:2], "device=rtx4090", "parallel.ulysses=2", "parallel.dit_fsdp=true"])
+    (blocks,) = [t for t in tiny.comms if t.comm.overlap == "block"]
+    assert blocks.exposed_s > 10 * blocks.call_s
+
+
+def test_memory_per_gpu_falls_with_fsdp_as_the_traced_fsdp2_run_holds_it() -> None:
+    """FSDP2 ``fully_shard`` per block and at the root, under FakeTensorMode at 2 and 4 ranks: the
+    bytes of the parameter shards one rank holds (the real module's, in their dtypes) equal the
+    analytic sharded DiT weights within the padding (FSDP2 pads every parameter's dim 0, the
+    analytic share is FSDP1's flat 1/N: 0.11% apart at 4 ranks of this small model), and fall as
+    the ranks grow; the analytic peak per GPU falls with them."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from ditmeter.analytic.parallel import fsdp_weight_bytes
+    from ditmeter.models.wan21.builders import build_diffusers_dit
+    from ditmeter.tracer.collectives import fake_rank
+
+    cfg = load([*TINY, "pipeline=diffusers", "model.num_layers=2"], "report")
+    analysis, _ = analyze(cfg)
+    traced = {}
+    for ranks in (2, 4):
+        with fake_rank(0, ranks), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mode = FakeTensorMode()
+            with mode:
+                model = build_diffusers_dit(cfg.model, cfg.workload.dtype, device="cpu")
+            model.requires_grad_(False)
+            mesh = init_device_mesh("cpu", (ranks,))
+            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16)
+            with mode:
+                for block in model.blocks:
+                    fully_shard(block, mesh=mesh, mp_policy=policy)
+                fully_shard(model, mesh=mesh, mp_policy=policy)
+            traced[ranks] = sum(p.to_local().numel() * p.element_size() for p in model.parameters())
+    tree, weights = analysis.forward.tree, analysis.footprint.weights_by_dtype
+    for ranks, held in traced.items():
+        sharded = (
+            sum(fsdp_weight_bytes(tree, weights, ranks).values()) - fsdp_weight_bytes(tree, {}, ranks)["bf16"]
+        )
+        assert sharded == pytest.approx(held, rel=2e-3), ranks
+    assert traced[4] < traced[2] < sum(weights.values())
+    peaks = [
+        _plan([*BIG, f"parallel.ulysses={n}", "parallel.dit_fsdp=true", "parallel.t5_fsdp=true"])[
+            1
+        ].peak_per_gpu_bytes
+        for n in (2, 4, 8)
+    ]
+    assert peaks[0] > peaks[1] > peaks[2]
+
+
+def test_a_plan_report_keeps_per_gpu_figures_and_writes_its_files(tmp_path: Path) -> None:
+    rc, out, _ = _report(
+        [*BIG, "parallel.ulysses=8", "parallel.dit_fsdp=true", "parallel.t5_fsdp=true"], tmp_path
+    )
+    assert rc == 0
+    assert re.search(r"plan 8 GPUs: ulysses 8, DiT FSDP, T5 FSDP: .* per video, \d\.\d\d× over 1 GPU", out)
+    (folder,) = tmp_path.glob("*/static_analysis/wan2_1")
+    report = json.loads((folder / "report.json").read_text())
+    par = report["parallel"]
+    assert (
+        report["time"]["per_video_s"]
+        == par["per_gpu"]["per_video_s"]
+        < report["time"]["single_gpu_per_video_s"]
+    )
+    assert report["memory"]["peak_per_gpu_bytes"] == par["per_gpu"]["peak_per_gpu_bytes"]
+    assert par["speedup"] == pytest.approx(par["single_gpu"]["per_video_s"] / par["per_gpu"]["per_video_s"])
+    table = pq.read_table(folder / "parallel.parquet")
+    assert table.schema.names == PARALLEL_SCHEMA.names
+    assert table.schema.metadata[b"ditmeter.table"] == b"parallel"
+    assert len(table) == len(par["collectives"]) and (folder / "scaling.png").stat().st_size > 10_000
+    assert "## Many GPUs" in (folder / "summary.md").read_text()
+
+
+def test_parallel_parquet_and_section_are_documented() -> None:
+    text = (REPO / "docs" / "artifacts.md").read_text()
+    section = text[text.index("## `parallel.parquet`") :].split("\n## ")[0]
+    names = [
+        re.findall(r"`([^`]+)`", line.split(" | ")[0])[0]
+        for line in section.splitlines()
+        if line.startswith("| `")
+    ]
+    assert names == PARALLEL_SCHEMA.names
+
+
+def test_the_sweep_takes_plan_keys_and_agrees_with_report() -> None:
+    from ditmeter.commands.sweep import sweep
+
+    result = sweep([*BIG, "parallel.ulysses=[1,2,8]", "parallel.dit_fsdp=true"])
+    frame = result.frame
+    assert list(frame["gpus"]) == [1, 2, 8]
+    assert frame["speedup"].iloc[0] == 1.0 and frame["speedup"].is_monotonic_increasing
+    _, est = _plan([*BIG, "parallel.ulysses=8", "parallel.dit_fsdp=true"])
+    row = frame.iloc[2]
+    assert row["per_video_s"] == pytest.approx(est.per_video_s, rel=1e-9)
+    assert row["peak_per_gpu_bytes"] == est.peak_per_gpu_bytes
