@@ -15,15 +15,17 @@ Four steps, each in the module that knows its concept:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ditmeter.analytic.batch_timing import Timer
+from ditmeter.analytic.batch_timing import DevicePlan, Evaluated, Timer
+from ditmeter.analytic.parallel import ParallelEstimate
 from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.sweep_grid import (
     DEVICE_SIDE,
@@ -34,7 +36,9 @@ from ditmeter.commands.sweep_grid import (
     grid,
     top_key,
 )
+from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
+from ditmeter.reports.parallel_report import plan_estimate
 from ditmeter.reports.sweep_table import ID_COLUMNS, sweep_frame, sweep_metadata
 
 if TYPE_CHECKING:
@@ -83,9 +87,14 @@ def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepRe
             analyses.append(analysis)
     with steps("times"):
         timer = Timer(plans)
-        evaluated = [timer.evaluate(a) for a in analyses]
+        evaluated = []
+        for point, cfg, a in zip(points, cfgs, analyses, strict=True):
+            try:
+                evaluated.append(per_gpu(timer.evaluate(a), cfg, plans))
+            except ConfigError as exc:
+                raise at_point(point, exc) from exc
     with steps("table"):
-        frame, schema = sweep_frame(g.axes, evaluated, plans)
+        frame, schema = sweep_frame(g.axes, evaluated, plans, [c.parallel.gpus for c in cfgs])
     first = cfgs[0]
     return SweepResult(
         frame,
@@ -98,6 +107,36 @@ def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepRe
         len(plans),
         dict(steps.seconds),
     )
+
+
+def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evaluated:
+    """``e`` under ``cfg``'s ``parallel.*`` plan: the video, forward and step times and the memory
+    of one GPU of the plan on every device, with its speedup, efficiency and exposed communication
+    (:func:`ditmeter.reports.parallel_report.plan_estimate`, as ``report`` computes them)."""
+    if cfg.parallel.single:
+        return e
+    a = e.analysis
+    rank = cfg.family.parallel(a, cfg.parallel, cfg.offload)
+    stages = [s.name for s in a.stages]
+    ests = [
+        plan_estimate(a, dp.device, dp.plan, {s: float(e.times[f"{s}_per_video_s"][i]) for s in stages}, rank)
+        for i, dp in enumerate(plans)
+    ]
+    times = dict(e.times)
+    columns: dict[str, Callable[[ParallelEstimate], float]] = {
+        "per_video_s": lambda x: x.per_video_s,
+        "per_forward_s": lambda x: x.forward_s,
+        "per_step_s": lambda x: x.step_s,
+        "speedup": lambda x: x.speedup,
+        "parallel_efficiency": lambda x: x.efficiency,
+        "comm_exposed_per_video_s": lambda x: x.comm_video_s,
+    }
+    if a.forward.name in stages:
+        columns[f"{a.forward.name}_per_video_s"] = lambda x: x.stage_video_s[a.forward.name]
+    for name, of in columns.items():
+        times[name] = np.array([of(x) for x in ests])
+    analysis = attrs.evolve(a, memory=rank.memory, footprint=rank.footprint)
+    return attrs.evolve(e, analysis=analysis, times=times)
 
 
 def write_sweep(result: SweepResult, out_dir: Path) -> tuple[str, ...]:
@@ -129,7 +168,7 @@ def run_sweep(overrides: list[str], console: Console, progress: Progress | None 
     from rich.table import Table
 
     from ditmeter.reports.console import print_wrote
-    from ditmeter.reports.format import seconds
+    from ditmeter.reports.format import binary_bytes, seconds
 
     start = time.perf_counter()
     result = sweep(overrides, progress)
@@ -140,13 +179,16 @@ def run_sweep(overrides: list[str], console: Console, progress: Progress | None 
     )
     keys = [*ID_COLUMNS, *(a.key for a in result.grid.axes if a.key not in ID_COLUMNS)]
     ranked = result.frame.sort_values("per_video_s", kind="stable")
+    plans = any(top_key(a.key) == "parallel" for a in result.grid.axes)
     table = Table(title=f"fastest and slowest of {n:,} points (predicted seconds per video)")
-    for key in (*keys, "per video", "fits"):
-        table.add_column(key, justify="right" if key == "per video" else "left")
+    extra = ("speedup", "peak per GPU") if plans else ()
+    for key in (*keys, "per video", *extra, "fits"):
+        table.add_column(key, justify="left" if key in (*keys, "fits") else "right")
     shown = ranked if n <= 10 else pd.concat([ranked.head(5), ranked.tail(5)])
     for _, row in shown.iterrows():
         fits = "yes" if row["fits"] else "NO"
-        table.add_row(*(str(row[k]) for k in keys), seconds(float(row["per_video_s"])), fits)
+        more = (f"{row['speedup']:.2f}×", binary_bytes(int(row["peak_per_gpu_bytes"]))) if plans else ()
+        table.add_row(*(str(row[k]) for k in keys), seconds(float(row["per_video_s"])), *more, fits)
     console.print(table)
     folder, files = publish(result)
     print_wrote(console, folder, files, start)
