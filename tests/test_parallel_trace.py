@@ -19,7 +19,7 @@ from ditmeter.config import load
 from ditmeter.errors import ConfigError
 from ditmeter.models.wan21.builders import build_diffusers_dit, diffusers_dit_inputs
 from ditmeter.models.wan21.parallel import context_parallel_forward
-from ditmeter.tracer.collectives import CollectiveRecorder, fake_rank
+from ditmeter.tracer.collectives import CollectiveRecorder, cpu_flash_attention, fake_rank
 
 LAYERS = 2
 #: Leaves every rank runs whole under context parallelism (before the sequence split, or over the
@@ -214,8 +214,9 @@ def test_fsdp2_gathers_each_block_as_the_plan_says(small, ranks: int) -> None:  
     assert {c.dtype for c in recorder.calls} == {"bfloat16"}
 
 
-def _gloo_rank(rank: int, world: int, port: int, queue) -> None:  # type: ignore[no-untyped-def]
-    """One real process of a 2-process gloo run: the DiT under Ulysses 2 on CPU, fp32 (random weights)."""
+def _gloo_rank(rank: int, world: int, port: int, queue, ulysses: int, ring: int) -> None:  # type: ignore[no-untyped-def]
+    """One real process of a gloo run: the DiT under ``ulysses`` × ``ring`` on CPU, fp32 (random
+    weights), with diffusers' ``_native_flash`` backend (a CPU kernel lent by cpu_flash_attention)."""
     import os
 
     import torch.distributed as dist
@@ -228,18 +229,21 @@ def _gloo_rank(rank: int, world: int, port: int, queue) -> None:  # type: ignore
         torch.set_num_threads(1)
         cfg, _ = _small_fp32()
         model = build_diffusers_dit(cfg.model, "fp32", device="cpu")
-        model.set_attention_backend("native")
+        model.set_attention_backend("_native_flash")
         count = torch.accelerator.device_count
         torch.accelerator.device_count = lambda *a, **k: 1  # NB as under the fake group
         try:
-            model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world))
+            model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=ulysses, ring_degree=ring))
         finally:
             torch.accelerator.device_count = count
         inputs = {**diffusers_dit_inputs(cfg.model, cfg.workload, cfg.geometry, "cpu"), "return_dict": False}
         recorder = CollectiveRecorder()
-        with torch.no_grad(), recorder:
+        with cpu_flash_attention(), torch.no_grad(), recorder:
             model(**inputs)
         queue.put((rank, [(c.op, c.group_size, c.input_bytes, c.output_bytes) for c in recorder.calls]))
+    except Exception as exc:  # say it, or the other ranks' wait hides it
+        queue.put((rank, repr(exc)))
+        raise
     finally:
         dist.destroy_process_group()
 
@@ -253,10 +257,11 @@ def _small_fp32():  # type: ignore[no-untyped-def]
     return cfg, analysis
 
 
-def test_a_real_two_process_gloo_run_sends_what_the_plan_says() -> None:
-    """Two real CPU processes (gloo, torchrun-style), Ulysses 2: every collective of each rank, op,
-    group and bytes, equals the analytic plan the fake-group gate checks. NB: a Ring 2 run on gloo
-    did not finish within 5 minutes here (cause not investigated); the fake group covers Ring."""
+@pytest.mark.parametrize(("ulysses", "ring"), [(2, 1), (1, 2), (2, 2)])
+def test_a_real_multi_process_gloo_run_sends_what_the_plan_says(ulysses: int, ring: int) -> None:
+    """Real CPU processes (gloo, torchrun-style: 2, 2 and 4 of them), Ulysses 2, Ring 2 and 2 × 2:
+    every collective of each rank, op, group and bytes, equals the analytic plan the fake-group
+    gate checks."""
     import socket
 
     import torch.multiprocessing as mp
@@ -264,19 +269,26 @@ def test_a_real_two_process_gloo_run_sends_what_the_plan_says() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    world = ulysses * ring
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_gloo_rank, args=(r, 2, port, queue)) for r in range(2)]
+    procs = [
+        ctx.Process(target=_gloo_rank, args=(r, world, port, queue, ulysses, ring)) for r in range(world)
+    ]
     for p in procs:
         p.start()
+    results: dict[int, object] = {}
     try:
-        results = dict(queue.get(timeout=240) for _ in procs)
+        while len(results) < world:
+            rank, got = queue.get(timeout=300)
+            assert not isinstance(got, str), f"rank {rank}: {got}"  # the others would wait forever
+            results[rank] = got
     finally:
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():
                 p.terminate()
     _, analysis = _small_fp32()
-    _, collectives = context_parallel_forward(analysis, ContextParallel(ulysses=2))
-    for rank in (0, 1):
-        assert collective_mismatches(collectives, results[rank]) == [], rank
+    _, collectives = context_parallel_forward(analysis, ContextParallel(ulysses=ulysses, ring=ring))
+    for rank in range(world):
+        assert collective_mismatches(collectives, results[rank]) == [], rank  # type: ignore[arg-type]

@@ -112,3 +112,39 @@ def fake_rank(rank: int, world_size: int) -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def cpu_flash_attention() -> Iterator[None]:
+    """Give ``aten._scaled_dot_product_flash_attention`` a CPU kernel for the duration, so that real
+    CPU processes can run diffusers' ``_native_flash`` backend, the one a Ring plan needs (it
+    returns the log-sum-exp).
+
+    NB a workaround: the op has CUDA kernels only (on a CPU it raises, and in a multi-process run
+    the other ranks then wait forever in their next collective); PyTorch's own CPU flash kernel,
+    ``_scaled_dot_product_flash_attention_for_cpu``, takes the same [batch, heads, tokens, dim]
+    layout and returns the output and log-sum-exp; the rest of the CUDA op's outputs (sequence
+    offsets, RNG state, debug mask) are unused without dropout and returned empty.
+    """
+
+    def flash(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        return_debug_mask: bool = False,
+        *,
+        scale: float | None = None,
+    ) -> tuple[Any, ...]:
+        cpu = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        out, lse = cpu(q, k, v, dropout_p, is_causal, scale=scale)
+        empty, state = q.new_empty(0), torch.empty((), dtype=torch.long)
+        return out, lse, empty, empty, q.shape[2], k.shape[2], state, state, empty
+
+    lib = torch.library.Library("aten", "IMPL")
+    lib.impl("_scaled_dot_product_flash_attention", flash, "CPU")
+    try:
+        yield
+    finally:
+        lib._destroy()
