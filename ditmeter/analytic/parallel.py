@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.collectives import collective_cost
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.device import DeviceSpec
@@ -197,6 +198,26 @@ class RankPlan:
     block: str  # compact id of one block of ``forward`` (``blocks.*``)
     attention: str  # compact id of one block's self-attention core
     notes: tuple[str, ...] = ()
+
+    def apply(self, analysis: Analysis) -> Analysis:
+        """``analysis`` as one GPU of the plan sees it: this rank's denoiser forward, memory and
+        footprint (every DiT figure of the tables is then one GPU's share)."""
+        f = attrs.evolve(analysis.forward, tree=self.forward)
+        stages = tuple(f if s.name == f.name else s for s in analysis.stages)
+        note = (
+            f"Under the plan {self.plan.name}: the {f.name} rows, categories and per-forward totals are one "
+            "GPU's share of each forward (rank 0: its sequence shard, the leaves every rank repeats whole); "
+            "its time leaves out communication (report.json parallel, parallel.parquet); the memory is "
+            "rank 0's."
+        )
+        return attrs.evolve(
+            analysis,
+            forward=f,
+            stages=stages,
+            memory=self.memory,
+            footprint=self.footprint,
+            notes=(*analysis.notes, *self.notes, note),
+        )
 
 
 @attrs.frozen

@@ -33,8 +33,9 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
     """The analysis of the selected stages and its time and memory on ``cfg.device``.
 
     ``model`` replaces ``cfg.model`` (``profile`` runs fewer blocks) and then
-    only the forward stage is costed. Under a plan (``parallel.*``) the analysis's memory is one
-    GPU's of the plan and the view holds the plan's per-GPU time.
+    only the forward stage is costed. Under a plan (``parallel.*``) the analysis is one GPU's of
+    the plan (rank 0: its share of the denoiser forward, its memory) and the view holds the plan's
+    per-GPU time against one GPU.
     """
     fam = cfg.family
     if model is None:
@@ -52,11 +53,10 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
         )
     rank = fam.parallel(analysis, cfg.parallel, cfg.offload)  # refuses what the code refuses
     scaling = scaling_frame(analysis, p, lambda plan: fam.parallel(analysis, plan, cfg.offload))
-    plan = PlanView(
-        plan_estimate(analysis, p.device, p.plan, p.stage_seconds, rank), analysis.memory, scaling
-    )
-    per_gpu = attrs.evolve(analysis, memory=rank.memory, footprint=rank.footprint)
-    return per_gpu, attrs.evolve(view, analysis=per_gpu, plan=plan)
+    estimate = plan_estimate(analysis, p.device, p.plan, p.stage_seconds, rank)
+    per_gpu = rank.apply(analysis)
+    view = device_view(per_gpu, cfg.device, cfg.measured_video_s, cfg.time)
+    return per_gpu, attrs.evolve(view, plan=PlanView(estimate, analysis.memory, scaling))
 
 
 def run_id_for(cfg: RunConfig, suffix: str = "") -> str:

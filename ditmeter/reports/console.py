@@ -99,11 +99,11 @@ def print_device(console: Console, view: DeviceView, modules: pd.DataFrame) -> N
     per_gpu = " per GPU" if view.plan is not None else ""
     console.print(
         f"  {seconds(view.per_video_s or 0.0)} per video{per_gpu}, every stage ({parts}); "
-        f"roofline {seconds(p.roofline_video_s)} on one GPU"
+        f"roofline {seconds(p.roofline_video_s)}" + (" (one GPU's share, compute only)" if per_gpu else "")
     )
     if view.plan is not None:
         console.print(parallel_line(view.plan), style="bold")
-    whole = "one GPU, the whole sequence: " if view.plan is not None else ""
+    whole = "one GPU's share, compute only: " if view.plan is not None else ""
     console.print(
         f"  {whole}{a.forward.name} {seconds(t.predicted_s)} per forward, {seconds(p.per_step_s)} per step, "
         f"{percent(t.roofline_s, t.predicted_s)} of the peaks, "
@@ -128,6 +128,10 @@ def print_report(console: Console, result: ReportResult) -> None:
         f"{a.forwards_per_video} forwards per video"
     )
     print_adjustments(console, a.geometry)
+    if result.view.plan is not None:
+        console.print(
+            f"one GPU of {result.view.plan.estimate.plan.name} (rank 0): the counts below are its share"
+        )
     core = a.by_category().get("attn_core")
     console.print(
         f"per forward: {si(f.tensor_flops, 'FLOP')} tensor-core, "

@@ -52,8 +52,8 @@ class DeviceView:
         if self.prediction is None or self.measured_video_s is None:
             return None
         a = self.analysis
-        gpus = self.plan.estimate.plan.gpus if self.plan is not None else 1
-        return self.prediction.mfu(a.per_video.tensor_flops, a.workload.dtype, self.measured_video_s) / gpus
+        # under a plan both the FLOPs and the time are one GPU's
+        return self.prediction.mfu(a.per_video.tensor_flops, a.workload.dtype, self.measured_video_s)
 
 
 def device_view(
@@ -156,7 +156,7 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
         "per_forward_s": est.forward_s if est else f.predicted_s,
         "per_step_s": est.step_s if est else p.per_step_s,
         "per_gpu_of": est.plan.name if est else "1 GPU",
-        "single_gpu_per_video_s": p.per_video_s,
+        "single_gpu_per_video_s": est.single_video_s if est else p.per_video_s,
         "roofline_per_video_s": p.roofline_video_s,
         "forward_per_video_s": est.stage_video_s.get(view.analysis.forward.name, 0.0)
         if est
