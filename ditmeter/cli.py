@@ -163,6 +163,18 @@ def _cmd_trace(overrides: list[str], console: Console) -> int:
     start = time.perf_counter()
     cfg = load(overrides, "trace")
     console.print(f"tracing {cfg.model.name} × {cfg.workload.name} on meta, stages: {', '.join(cfg.stages)}")
+    cp = cfg.parallel.sequence
+    if cp.degree > 1:
+        console.print(
+            f"  the DiT as rank 0 of diffusers' context parallelism (ulysses {cp.ulysses} × ring {cp.ring}) "
+            "under torch's fake process group: per-module FLOPs and every collective against the plan "
+            "(its live-memory check runs on one GPU only)"
+            + (
+                "; FSDP and CFG parallel are costed, not traced"
+                if cfg.parallel.gpus > cp.degree or cfg.parallel.dit_fsdp
+                else ""
+            )
+        )
     show.print_adjustments(console, cfg.geometry)  # said before the long steps, not after
     result = trace(cfg, progress=show.StepPrinter(console))
     show.print_trace(console, result, cfg.compare.show)

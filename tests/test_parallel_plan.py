@@ -222,3 +222,71 @@ def test_the_sweep_takes_plan_keys_and_agrees_with_report() -> None:
     row = frame.iloc[2]
     assert row["per_video_s"] == pytest.approx(est.per_video_s, rel=1e-9)
     assert row["peak_per_gpu_bytes"] == est.peak_per_gpu_bytes
+
+
+TRACE = [
+    "model=wan2.1-t2v-1.3b",
+    "workload=w001-tiny",
+    "device=h100-sxm",
+    "pipeline=diffusers",
+    "stages=[dit]",
+]
+
+
+def _trace(args: list[str], root: Path) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = main(["trace", *args, f"output_root={root}"])
+    return rc, out.getvalue()
+
+
+def test_trace_under_a_plan_gates_rank_0_on_the_real_parallel_code(tmp_path: Path) -> None:
+    """``trace`` runs rank 0 of diffusers' own context-parallel DiT under the fake process group:
+    its per-module FLOPs equal the per-GPU cost tree, exactly, and its collectives, captured as
+    graph nodes beside the compute nodes, equal the plan; ``compare`` re-reads both."""
+    rc, out = _trace([*TRACE, "parallel.ulysses=2", "parallel.ring=2"], tmp_path)
+    assert rc == 0, out
+    assert "collectives of the traced rank: 3 kinds, exactly the plan's" in out and "gate: PASS" in out
+    (folder,) = tmp_path.glob("*/static_analysis/wan2_1")
+    report = json.loads((folder / "report.json").read_text())
+    assert report["compare"]["max_rel_error"] == 0 and report["compare"]["collectives"]["passed"]
+    nodes = pq.read_table(folder / "nodes.parquet").to_pandas()
+    a2a = nodes[nodes["op"] == "_c10d_functional.all_to_all_single.default"]
+    assert len(a2a) == 4 * 30 and set(a2a["module_id"]) == {f"dit.blocks.{i}.self_attn" for i in range(30)}
+    # one rank's share: 512 tokens split 4 ways
+    assert report["parallel"]["tokens_per_gpu"] == 512 // 4
+    out2 = io.StringIO()
+    with contextlib.redirect_stdout(out2):
+        assert main(["compare", f"output_root={tmp_path}", "compare.tolerance=0"]) == 0
+    assert "exactly the plan's" in out2.getvalue()
+
+
+def test_a_wrong_communication_rule_fails_the_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three all-to-alls per block instead of four: exit 1, and the verdict says the collectives differ."""
+    import attrs
+
+    from ditmeter.models.wan21 import parallel
+
+    right = parallel.reference_collectives
+
+    def wrong(analysis, cp):  # type: ignore[no-untyped-def]
+        return [
+            attrs.evolve(c, count=c.count * 3 // 4) if c.op == "all_to_all_single" else c
+            for c in right(analysis, cp)
+        ]
+
+    monkeypatch.setattr(parallel, "reference_collectives", wrong)
+    rc, out = _trace([*TRACE, "parallel.ulysses=2"], tmp_path)
+    assert rc == 1
+    assert "all_to_all_single over 2 ranks" in out and "analytic 90, traced 120" in out
+    assert "collectives differ from the plan" in out
+
+
+def test_trace_refuses_a_plan_the_reference_cannot_run(tmp_path: Path) -> None:
+    """The official pipeline pads 256 tokens to 258 for ring 3 (report costs it); the traced
+    diffusers code needs an exact split: exit 2, nothing left."""
+    rc, _ = _trace(
+        ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm", "stages=[dit]", "parallel.ring=3"],
+        tmp_path / "out",
+    )
+    assert rc == 2 and not (tmp_path / "out").exists()

@@ -17,7 +17,7 @@ from ditmeter.commands.report import analyze
 from ditmeter.compare.parallel import collective_mismatches
 from ditmeter.config import load
 from ditmeter.errors import ConfigError
-from ditmeter.models.wan21.builders import build_diffusers_dit, diffusers_dit_inputs
+from ditmeter.models.wan21.builders import build_diffusers_dit, diffusers_dit_inputs, enable_context_parallel
 from ditmeter.models.wan21.parallel import context_parallel_forward
 from ditmeter.tracer.collectives import CollectiveRecorder, cpu_flash_attention, fake_rank
 
@@ -41,19 +41,12 @@ def small():  # type: ignore[no-untyped-def]
 
 
 def _run(cfg, rank: int, world: int, ring: int, ulysses: int):  # type: ignore[no-untyped-def]
-    from diffusers import ContextParallelConfig
     from torch.utils.flop_counter import FlopCounterMode
 
     with fake_rank(rank, world), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_diffusers_dit(cfg.model, cfg.workload.dtype)
-        model.set_attention_backend("_native_flash")  # returns the LSE (Ring needs it); meta kernel
-        count = torch.accelerator.device_count
-        torch.accelerator.device_count = lambda *a, **k: 1  # NB diffusers: rank % device_count(), 0 on a CPU
-        try:
-            model.enable_parallelism(config=ContextParallelConfig(ring_degree=ring, ulysses_degree=ulysses))
-        finally:
-            torch.accelerator.device_count = count
+        enable_context_parallel(model, ulysses, ring)  # _native_flash; the device-count workaround
         inputs = {**diffusers_dit_inputs(cfg.model, cfg.workload, cfg.geometry), "return_dict": False}
         recorder, flops = CollectiveRecorder(), FlopCounterMode(display=False)
         with torch.no_grad(), flops, recorder:
@@ -220,7 +213,6 @@ def _gloo_rank(rank: int, world: int, port: int, queue, ulysses: int, ring: int)
     import os
 
     import torch.distributed as dist
-    from diffusers import ContextParallelConfig
 
     warnings.simplefilter("ignore")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -229,13 +221,7 @@ def _gloo_rank(rank: int, world: int, port: int, queue, ulysses: int, ring: int)
         torch.set_num_threads(1)
         cfg, _ = _small_fp32()
         model = build_diffusers_dit(cfg.model, "fp32", device="cpu")
-        model.set_attention_backend("_native_flash")
-        count = torch.accelerator.device_count
-        torch.accelerator.device_count = lambda *a, **k: 1  # NB as under the fake group
-        try:
-            model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=ulysses, ring_degree=ring))
-        finally:
-            torch.accelerator.device_count = count
+        enable_context_parallel(model, ulysses, ring)
         inputs = {**diffusers_dit_inputs(cfg.model, cfg.workload, cfg.geometry, "cpu"), "return_dict": False}
         recorder = CollectiveRecorder()
         with cpu_flash_attention(), torch.no_grad(), recorder:

@@ -166,6 +166,7 @@ def test_compare_rereads_the_newest_traced_run(traced: Path, capsys: pytest.Capt
     assert main(["compare", f"output_root={root}"]) == 0
     out = capsys.readouterr().out
     assert "gate: PASS" in out and "unmatched" in out and "vae_decode.decoder" in out and "  dit  " in out
+    assert "peak live activations of one dit run" in out  # the memory gate is re-read too
     # a stricter tolerance still passes: the agreement is exact
     assert main(["compare", f"output_root={root}", "compare.tolerance=0"]) == 0
 

@@ -15,8 +15,10 @@ from typing import Any
 
 import attrs
 
+from ditmeter.analytic.parallel import CollectiveSpec
 from ditmeter.compare.gate import Verdict, evaluate
 from ditmeter.compare.join import NODES_SCHEMA
+from ditmeter.compare.parallel import Measured
 from ditmeter.errors import ConfigError
 from ditmeter.reports.run_dir import artifact_dirs, created, list_runs, read_manifest
 from ditmeter.reports.tables import MODULES_SCHEMA, read_table
@@ -87,13 +89,28 @@ def compare(output_root: Path, run_id: str | None, tolerance: float) -> CompareR
         _name(meta, "workload"),
         created(run),
         run_id is None,
-        evaluate(modules, nodes, tolerance, _memory(meta)),
+        evaluate(modules, nodes, tolerance, _memory(meta), _collectives(meta)),
     )
 
 
-def _memory(meta: dict[str, Any]) -> dict[str, tuple[int, int]]:
+def _collectives(meta: dict[str, str]) -> tuple[list[CollectiveSpec], list[Measured]] | None:
+    """A parallel run's (plan, traced) collectives (None for a one-GPU run)."""
+    if "ditmeter.collectives" not in meta:
+        return None
+    raw: Any = json.loads(meta["ditmeter.collectives"])  # read_table checked it is JSON
+    try:
+        expected = [CollectiveSpec(str(c[0]), *(int(v) for v in c[1:5])) for c in raw["expected"]]
+        measured = [(str(m[0]), int(m[1]), int(m[2]), int(m[3])) for m in raw["measured"]]
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise ConfigError(
+            "run_id", "modules.parquet: metadata 'collectives' is not {expected: [...], measured: [...]}"
+        ) from None
+    return expected, measured
+
+
+def _memory(meta: dict[str, str]) -> dict[str, tuple[int, int]]:
     """The run's (analytic, measured) peak live activation bytes per stage (none in older runs)."""
-    raw = meta.get("memory") or {}
+    raw: Any = json.loads(meta.get("ditmeter.memory", "{}"))  # read_table checked it is JSON
     try:
         return {str(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
     except (TypeError, ValueError, IndexError, AttributeError):

@@ -11,6 +11,8 @@ and ``graph.json``.
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -18,6 +20,7 @@ import networkx as nx
 import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis, Stage
+from ditmeter.analytic.parallel import CollectiveSpec
 from ditmeter.analytic.tree import ModuleRow
 from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.report import analyze, open_run, run_id_for
@@ -31,6 +34,7 @@ from ditmeter.compare.join import (
     unfused_by_module,
     with_measured,
 )
+from ditmeter.compare.parallel import Measured
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
 from ditmeter.models.family import Reference
@@ -59,6 +63,17 @@ class TraceResult:
     modules: pd.DataFrame
 
 
+@attrs.frozen
+class _Traced:
+    """One stage's mapped nodes, its measured peak live activations (None: not measured) and,
+    under a parallel plan, the plan's and the traced rank's collectives."""
+
+    nodes: pd.DataFrame
+    peak: int | None
+    expected: tuple[CollectiveSpec, ...] = ()
+    measured: tuple[Measured, ...] = ()
+
+
 def trace_stage(
     cfg: RunConfig,
     analysis: Analysis,
@@ -67,27 +82,49 @@ def trace_stage(
     rows: list[ModuleRow],
     step: Steps,
     measure_memory: bool,
-) -> tuple[pd.DataFrame, int | None]:
+) -> _Traced:
     """Build the stage's real module on meta, capture one run, map every node: its nodes table,
     and with ``measure_memory`` the peak live activation bytes of one more run under the
-    tensor-lifetime counter (None without)."""
-    from ditmeter.tracer.capture import capture_forward
+    tensor-lifetime counter. Under a sequence-parallel plan the forward stage runs as rank 0 of
+    the reference's own context-parallel code under torch's fake process group, and its
+    collectives are captured beside the compute nodes."""
+    from ditmeter.tracer.capture import capture_forward, graph_collectives
+    from ditmeter.tracer.collectives import fake_rank
     from ditmeter.tracer.memory import peak_live_bytes
 
-    with step(f"build {stage.name}"):
-        module, inputs = ref.make(cfg.model, cfg.workload, analysis.geometry, "meta")
-    with step(f"capture {stage.name}"):
-        graph = capture_forward(module, inputs)
-    measured = None
-    if measure_memory:
-        with step(f"memory {stage.name}"):
-            measured = peak_live_bytes(module, inputs)
+    cp = cfg.parallel.sequence
+    if stage.name != analysis.forward.name or cp.degree == 1:
+        with step(f"build {stage.name}"):
+            module, inputs = ref.make(cfg.model, cfg.workload, analysis.geometry, "meta")
+        with step(f"capture {stage.name}"):
+            graph = capture_forward(module, inputs)
+        measured = None
+        if measure_memory:
+            with step(f"memory {stage.name}"):
+                measured = peak_live_bytes(module, inputs)
+        with step(f"map {stage.name}"):
+            return _Traced(map_graph(graph, rows, ref.names, ref.rules, stage=stage.name), measured)
+    with fake_rank(0, cp.degree), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # diffusers calls deprecated funcol names
+        with step(f"build {stage.name} (rank 0 of {cp.degree})"):
+            module, inputs = ref.make(cfg.model, cfg.workload, analysis.geometry, "meta")
+            expected = cfg.family.context_parallel(module, analysis, cfg.parallel)
+        with step(f"capture {stage.name} (rank 0 of {cp.degree})"):
+            graph = capture_forward(module, inputs)
+    calls = tuple((c.op, c.group_size, c.input_bytes, c.output_bytes) for c in graph_collectives(graph))
     with step(f"map {stage.name}"):
-        return map_graph(graph, rows, ref.names, ref.rules, stage=stage.name), measured
+        nodes = map_graph(graph, rows, ref.names, ref.rules, stage=stage.name)
+    return _Traced(nodes, None, tuple(expected), calls)
 
 
 def _write(
-    cfg: RunConfig, out: Path, run_id: str, joined: _Joined, refs: dict[str, Reference], step: Steps
+    cfg: RunConfig,
+    out: Path,
+    run_id: str,
+    joined: _Joined,
+    refs: dict[str, Reference],
+    step: Steps,
+    collectives: tuple[Sequence[CollectiveSpec], Sequence[Measured]] | None,
 ) -> list[str]:
     """nodes.parquet, graph.json and everything ``report`` writes, with the gate's section."""
     analysis, lib = joined.analysis, library_versions()
@@ -95,6 +132,11 @@ def _write(
     sources = "; ".join(f"{name}: {r.name} ({r.source})" for name, r in refs.items())
     memory = {c.module_id: [c.analytic, c.measured] for c in joined.verdict.memory}
     ref_meta = {"reference": f"{sources}; {versions}", "memory": json.dumps(memory)}
+    if collectives is not None:  # compare re-reads them
+        expected, measured = collectives
+        ref_meta["collectives"] = json.dumps(
+            {"expected": [attrs.astuple(c) for c in expected], "measured": [list(m) for m in measured]}
+        )
     write_parquet(
         joined.nodes, NODES_SCHEMA, out / "nodes.parquet", table_metadata(analysis, "nodes", **ref_meta)
     )
@@ -138,13 +180,15 @@ def _join(
     rows: dict[str, list[ModuleRow]],
     nodes: pd.DataFrame,
     memory: dict[str, tuple[int, int]],
+    collectives: tuple[Sequence[CollectiveSpec], Sequence[Measured]] | None,
 ) -> _Joined:
-    """Roll the measured FLOPs up the tree beside the analytic ones, gate (memory too), build the graph."""
+    """Roll the measured FLOPs up the tree beside the analytic ones, gate (memory and a plan's
+    collectives too), build the graph."""
     every = [r for stage_rows in rows.values() for r in stage_rows]
     measured, unfused = measured_by_module(nodes, every), unfused_by_module(nodes, every)
     pairs = [(name, r) for name, stage_rows in rows.items() for r in stage_rows]
     modules = with_measured(modules_frame(analysis, view.prediction, pairs), measured, unfused)
-    verdict = evaluate(modules, nodes, cfg.compare.tolerance, memory)
+    verdict = evaluate(modules, nodes, cfg.compare.tolerance, memory, collectives)
     return _Joined(analysis, view, nodes, modules, verdict, build_graph(modules, nodes))
 
 
@@ -171,12 +215,14 @@ def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
             s.name: trace_stage(cfg, analysis, s, refs[s.name], rows[s.name], step, s.name in expected)
             for s in analysis.stages
         }
-        nodes = pd.concat([table for table, _ in traced.values()], ignore_index=True)
-        memory = {n: (expected[n], peak) for n, (_, peak) in traced.items() if peak is not None}
+        nodes = pd.concat([t.nodes for t in traced.values()], ignore_index=True)
+        memory = {n: (expected[n], t.peak) for n, t in traced.items() if t.peak is not None}
+        plan = cfg.parallel.sequence.degree > 1 and analysis.forward.name in traced
+        collectives = (traced[analysis.forward.name].expected, traced[analysis.forward.name].measured)
         with step("join"):
-            joined = _join(cfg, analysis, view, rows, nodes, memory)
+            joined = _join(cfg, analysis, view, rows, nodes, memory, collectives if plan else None)
         with step("write"):
-            files = _write(cfg, out, run_id, joined, refs, step)
+            files = _write(cfg, out, run_id, joined, refs, step, collectives if plan else None)
     return TraceResult(
         run_id,
         analysis_dir(cfg.output_root / run_id, cfg.family.slug),

@@ -13,11 +13,15 @@ compared at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 import pandas as pd
 
+from ditmeter.analytic.parallel import CollectiveSpec
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.compare.mapping import STATUSES
+from ditmeter.compare.parallel import Measured, collective_mismatches
 
 REL_ERROR_RULE = (
     "|analytic - measured| / measured; 0 when both are 0; undefined (null, a gate failure) "
@@ -85,6 +89,10 @@ class Verdict:
     roots: tuple[str, ...] = ()  # each stage's root module id (the stage's name)
     #: peak live activation bytes per stage, analytic vs the real module's tensor lifetimes
     memory: tuple[ModuleCheck, ...] = ()
+    #: under a parallel plan: the traced rank's collectives against the plan's, exactly (kinds
+    #: compared, and one line per kind and size that differs)
+    collectives_compared: int = 0
+    collective_mismatches: tuple[str, ...] = ()
 
     def layers(self) -> list[LayerCheck]:
         """Checks grouped by layer across repeated blocks, worst first (the worst copy first)."""
@@ -119,6 +127,7 @@ class Verdict:
             and not self.failures
             and not self.coverage.unmatched_flop_nodes
             and all(c.passed for c in self.memory)
+            and not self.collective_mismatches
         )
 
     @property
@@ -168,9 +177,11 @@ def evaluate(
     nodes: pd.DataFrame,
     tolerance: float,
     memory: dict[str, tuple[int, int]] | None = None,
+    collectives: tuple[Sequence[CollectiveSpec], Sequence[Measured]] | None = None,
 ) -> Verdict:
-    """The gate over ``modules.parquet`` and ``nodes.parquet`` rows of one traced run, and the
-    ``memory`` pairs ``{stage: (analytic, measured)}`` of peak live activation bytes."""
+    """The gate over ``modules.parquet`` and ``nodes.parquet`` rows of one traced run, the
+    ``memory`` pairs ``{stage: (analytic, measured)}`` of peak live activation bytes, and under a
+    parallel plan the ``collectives`` (the plan's, the traced rank's)."""
     checks: list[ModuleCheck] = []
     for r in modules.itertuples():
         analytic, measured = int(r.tensor_flops), int(r.measured_flops)
@@ -184,4 +195,7 @@ def evaluate(
     repeated = tuple(modules.loc[modules["kind"] == "repeated", "module_id"])
     roots = tuple(modules.loc[modules["parent_id"].isna(), "module_id"])
     mem = memory_checks(memory or {}, tolerance)
-    return Verdict(tolerance, tuple(checks), coverage(nodes), repeated, roots, mem)
+    planned, traced = collectives or ((), ())
+    kinds = len({(c.op, c.group_size, c.input_bytes, c.output_bytes) for c in planned} | set(traced))
+    mismatches = tuple(collective_mismatches(planned, traced))
+    return Verdict(tolerance, tuple(checks), coverage(nodes), repeated, roots, mem, kinds, mismatches)

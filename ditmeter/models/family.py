@@ -18,7 +18,7 @@ import attrs
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.memory import Offload
-from ditmeter.analytic.parallel import ParallelPlan, RankPlan
+from ditmeter.analytic.parallel import CollectiveSpec, ParallelPlan, RankPlan
 from ditmeter.analytic.workload import Workload
 from ditmeter.compare.mapping import NodeRules
 from ditmeter.compare.names import NameTable
@@ -103,6 +103,14 @@ class Family(Protocol):
 
     def references(self) -> Mapping[str, Reference]:
         """The real module behind each stage."""
+
+    def context_parallel(
+        self, module: nn.Module, analysis: Analysis, plan: ParallelPlan
+    ) -> list[CollectiveSpec]:
+        """Make the forward stage's reference ``module`` one rank of ``plan``'s sequence parallelism
+        (the caller runs it under a process group of ulysses × ring ranks) and say, by the family's
+        rules, which collectives one forward of it issues on a rank (the trace's gate); refuses
+        what the reference code cannot run (errors name the key)."""
 
     def parallel(self, analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankPlan:
         """What one GPU runs, sends and holds for the video of ``analysis`` under ``plan`` (rank 0,

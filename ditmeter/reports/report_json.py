@@ -119,6 +119,15 @@ def compare_section(verdict: Verdict, forward: str, **extra: Any) -> dict[str, A
         ],
         "memory_measured_by": "tensor lifetimes of the real module on meta (ditmeter.tracer.memory), "
         "flash attention",
+        "collectives": {
+            "compared_kinds": verdict.collectives_compared,
+            "mismatches": list(verdict.collective_mismatches),
+            "passed": not verdict.collective_mismatches,
+            "measured_by": "the collective aten ops of rank 0 of the reference's context-parallel run under "
+            "torch's fake process group, captured as graph nodes",
+        }
+        if verdict.collectives_compared
+        else None,
         "compared_modules": len(verdict.checks),
         "failed_modules": len(verdict.failures),
         "worst": [_check(c) for c in verdict.checks[:WORST_SHOWN]],

@@ -186,7 +186,17 @@ def write_parquet(frame: pd.DataFrame, schema: pa.Schema, path: Path, meta: dict
 
 
 #: Parquet metadata values that hold JSON.
-JSON_METADATA = ("model", "workload", "geometry", "stages", "versions", "time", "profile", "memory")
+JSON_METADATA = (
+    "model",
+    "workload",
+    "geometry",
+    "stages",
+    "versions",
+    "time",
+    "profile",
+    "memory",
+    "collectives",
+)
 
 
 def read_table(path: Path, schema: pa.Schema, field: str) -> tuple[pd.DataFrame, dict[str, str]]:

@@ -71,15 +71,28 @@ def layers_table(verdict: Verdict, shown: int) -> Table:
 
 def stage_lines(verdict: Verdict) -> list[str]:
     """One line per stage: the analytic and measured FLOPs of one whole run, and the error."""
-    return [
-        f"end to end, one run of {c.module_id}: analytic {grouped(c.analytic)} vs measured "
-        f"{grouped(c.measured)} FLOPs, error {error_text(c.rel_error)}"
-        for c in verdict.stage_totals()
-    ] + [
-        f"peak live activations of one {c.module_id} run: analytic {grouped(c.analytic)} vs measured "
-        f"{grouped(c.measured)} bytes, error {error_text(c.rel_error)}" + ("" if c.passed else " — FAIL")
-        for c in verdict.memory
-    ]
+    return (
+        [
+            f"end to end, one run of {c.module_id}: analytic {grouped(c.analytic)} vs measured "
+            f"{grouped(c.measured)} FLOPs, error {error_text(c.rel_error)}"
+            for c in verdict.stage_totals()
+        ]
+        + [
+            f"peak live activations of one {c.module_id} run: analytic {grouped(c.analytic)} vs measured "
+            f"{grouped(c.measured)} bytes, error {error_text(c.rel_error)}" + ("" if c.passed else " — FAIL")
+            for c in verdict.memory
+        ]
+        + collective_lines(verdict)
+    )
+
+
+def collective_lines(verdict: Verdict) -> list[str]:
+    """Under a parallel plan: whether the traced rank's collectives are the plan's, and which differ."""
+    if not verdict.collectives_compared:
+        return []
+    if not verdict.collective_mismatches:
+        return [f"collectives of the traced rank: {verdict.collectives_compared} kinds, exactly the plan's"]
+    return [f"collective differs from the plan: {line} — FAIL" for line in verdict.collective_mismatches]
 
 
 def verdict_line(verdict: Verdict) -> str:
@@ -95,6 +108,8 @@ def verdict_line(verdict: Verdict) -> str:
     bad_memory = [c.module_id for c in verdict.memory if not c.passed]
     if bad_memory:
         reasons.append(f"peak live activations over tolerance: {', '.join(bad_memory)}")
+    if verdict.collective_mismatches:
+        reasons.append(f"{len(verdict.collective_mismatches)} collectives differ from the plan")
     if verdict.coverage.unmatched_flop_nodes:
         reasons.append(f"{len(verdict.coverage.unmatched_flop_nodes)} unmatched nodes carry FLOPs")
     if not verdict.checks:

@@ -14,7 +14,9 @@ registered formula, 0 when none is registered), ``in_shapes``, ``in_dtypes``,
 ``out_shapes``, ``out_dtypes``, ``bytes_in`` and ``bytes_out``; per input tensor
 ``in_bytes`` and ``in_sources`` (the ``(node, output index)`` whose data it reads,
 None for parameters and model inputs), per output ``out_bytes``, and
-``returned`` (the output indices the model returns) on the nodes that made them.
+``returned`` (the output indices the model returns) on the nodes that made them; a collective
+(run under a process group: ``ditmeter.tracer.collectives``) also holds ``collective`` (op,
+group size and ranks, dtype, bytes in and out).
 
 Edges are data flow between recorded ops: from the op that produced each input
 tensor, and from the last op that wrote into the input's storage in place
@@ -32,6 +34,8 @@ from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from torch.utils.module_tracker import ModuleTracker
+
+from ditmeter.tracer.collectives import Collective, collective_call
 
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
@@ -130,6 +134,9 @@ class _Recorder(TorchDispatchMode):
             in_bytes=[_nbytes(t) for t in inputs],
             out_bytes=[_nbytes(t) for t in outputs],
         )
+        call = collective_call(func, args, kwargs, out)
+        if call is not None:  # under a process group: the collective beside the compute nodes
+            node.meta["collective"] = call
         for i, t in enumerate(outputs):
             self._producer[id(t)] = (node, i)
             self._alive.append(t)
@@ -176,3 +183,8 @@ def capture_forward(model: nn.Module, inputs: Mapping[str, Any], *, annotate: st
     for node in recorder.graph.nodes:
         node.meta["module_class"] = classes[node.meta["module_path"]]
     return recorder.graph
+
+
+def graph_collectives(graph: fx.Graph) -> list[Collective]:
+    """The collectives of a captured run, in order (nodes whose ``meta`` holds ``collective``)."""
+    return [n.meta["collective"] for n in graph.nodes if "collective" in n.meta]

@@ -63,6 +63,28 @@ def _group(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dist.ProcessGroup |
     return None
 
 
+def collective_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Collective | None:
+    """The collective an aten call is (None for any other op, and for the bookkeeping ops)."""
+    if func.namespace not in _NAMESPACES or func._opname in _BOOKKEEPING:
+        return None
+    if func.namespace == "c10d":  # in-place ops: (outputs, inputs, …)
+        outputs, inputs = flat_tensors(args[0]), flat_tensors(args[1]) if len(args) > 1 else []
+    else:  # functional ops: (input, …) → output
+        inputs, outputs = flat_tensors(args[0]), flat_tensors(out)
+    group = _group(args, kwargs)
+    ranks = tuple(dist.get_process_group_ranks(group)) if group is not None else ()
+    first = (inputs or outputs)[0]
+    return Collective(
+        op=str(func._opname),
+        group_size=len(ranks) or dist.get_world_size(),
+        group_ranks=ranks,
+        dtype=str(first.dtype).removeprefix("torch."),
+        input_bytes=_nbytes(inputs),
+        output_bytes=_nbytes(outputs),
+        input_shape=tuple(first.shape),
+    )
+
+
 class CollectiveRecorder(TorchDispatchMode):
     """Records every collective run under it (see the module docstring), in order."""
 
@@ -75,28 +97,10 @@ class CollectiveRecorder(TorchDispatchMode):
     ) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if func.namespace in _NAMESPACES and func._opname not in _BOOKKEEPING:
-            self.calls.append(self._record(func, args, kwargs, out))
+        call = collective_call(func, args, kwargs, out)
+        if call is not None:
+            self.calls.append(call)
         return out
-
-    @staticmethod
-    def _record(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Collective:
-        if func.namespace == "c10d":  # in-place ops: (outputs, inputs, …)
-            outputs, inputs = flat_tensors(args[0]), flat_tensors(args[1]) if len(args) > 1 else []
-        else:  # functional ops: (input, …) → output
-            inputs, outputs = flat_tensors(args[0]), flat_tensors(out)
-        group = _group(args, kwargs)
-        ranks = tuple(dist.get_process_group_ranks(group)) if group is not None else ()
-        first = (inputs or outputs)[0]
-        return Collective(
-            op=str(func._opname),
-            group_size=len(ranks) or dist.get_world_size(),
-            group_ranks=ranks,
-            dtype=str(first.dtype).removeprefix("torch."),
-            input_bytes=_nbytes(inputs),
-            output_bytes=_nbytes(outputs),
-            input_shape=tuple(first.shape),
-        )
 
 
 @contextlib.contextmanager

@@ -265,3 +265,35 @@ def make_vae_decode(m: WanModelSpec, w: Workload, g: Geometry, device: str) -> B
     return build_vae_decode_module(m.vae, device), vae_decode_inputs(
         m.vae, w.batch_size, g.latent_shape, device
     )
+
+
+def enable_context_parallel(module: nn.Module, ulysses: int, ring: int) -> None:
+    """diffusers' context parallelism on the DiT ``module`` (``ContextParallelConfig(ulysses_degree,
+    ring_degree)``), run under a process group of ulysses × ring ranks (``docs/parallel.md``).
+
+    The attention backend becomes ``_native_flash``: it returns the log-sum-exp the ring needs and
+    has a meta kernel. NB a workaround: diffusers places each rank on ``rank %
+    torch.accelerator.device_count()``, 0 on a CPU; the count reads 1 for the call only.
+    """
+    import logging
+    import warnings
+
+    from diffusers import ContextParallelConfig
+
+    # the 1-D timestep is not split (Wan2.1 has one per sample): diffusers warns about it once
+    logging.getLogger("diffusers.hooks.context_parallel").setLevel(logging.ERROR)
+    notices = logging.getLogger("diffusers.models.modeling_utils")  # "experimental feature" notices
+    level = notices.level
+    notices.setLevel(logging.ERROR)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental feature" notices
+        module.set_attention_backend("_native_flash")  # type: ignore[operator]
+        count = torch.accelerator.device_count
+        torch.accelerator.device_count = lambda *a, **k: 1  # type: ignore[assignment]
+        try:
+            config = ContextParallelConfig(ring_degree=ring, ulysses_degree=ulysses)
+            module.enable_parallelism(config=config)  # type: ignore[operator]
+        finally:
+            torch.accelerator.device_count = count  # type: ignore[assignment]
+            notices.setLevel(level)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
-from ditmeter.analytic.parallel import ParallelPlan, RankPlan
+from ditmeter.analytic.parallel import CollectiveSpec, ParallelPlan, RankPlan
 from ditmeter.analytic.workload import Workload
 from ditmeter.models.family import Reference
 from ditmeter.models.wan21 import pipeline
 from ditmeter.models.wan21.spec import WanModelSpec, parse_model
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class Wan21:
@@ -44,6 +47,16 @@ class Wan21:
         from ditmeter.models.wan21.parallel import rank_plan
 
         return rank_plan(analysis, plan, offload)
+
+    def context_parallel(
+        self, module: nn.Module, analysis: Analysis, plan: ParallelPlan
+    ) -> list[CollectiveSpec]:
+        from ditmeter.models.wan21.builders import enable_context_parallel
+        from ditmeter.models.wan21.parallel import reference_collectives
+
+        expected = reference_collectives(analysis, plan.sequence)  # refuses what diffusers refuses
+        enable_context_parallel(module, plan.ulysses, plan.ring)
+        return expected
 
     def references(self) -> Mapping[str, Reference]:
         from ditmeter.models.wan21.references import REFERENCES

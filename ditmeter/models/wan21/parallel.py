@@ -65,16 +65,22 @@ def repeated_flops(analysis: Analysis) -> int:
     )
 
 
-def context_parallel_forward(analysis: Analysis, cp: ContextParallel) -> tuple[int, list[CollectiveSpec]]:
-    """(tensor FLOPs, collectives) of one DiT forward on one rank under ``cp``."""
+def reference_collectives(analysis: Analysis, cp: ContextParallel) -> list[CollectiveSpec]:
+    """The collectives one forward of the diffusers DiT issues on a rank under ``cp`` (the traced
+    reference's plan, whatever ``pipeline=`` says: it does not pad, and its ring all-gathers)."""
     m, g = analysis.model, analysis.geometry
     cp.check(tokens=g.tokens, heads=m.num_heads)
+    return sorted(c.spec for c in sequence_comms(analysis, cp, g.tokens, ring_op="all_gather_into_tensor"))
+
+
+def context_parallel_forward(analysis: Analysis, cp: ContextParallel) -> tuple[int, list[CollectiveSpec]]:
+    """(tensor FLOPs, collectives) of one diffusers DiT forward on one rank under ``cp``, from the
+    single-GPU ``analysis``."""
+    collectives = reference_collectives(analysis, cp)
     flops = split_flops(
         single=analysis.per_forward.tensor_flops, repeated=repeated_flops(analysis), degree=cp.degree
     )
-    return flops, sorted(
-        c.spec for c in sequence_comms(analysis, cp, g.tokens, ring_op="all_gather_into_tensor")
-    )
+    return flops, collectives
 
 
 def sequence_comms(analysis: Analysis, cp: ContextParallel, padded: int, *, ring_op: str) -> list[Comm]:
