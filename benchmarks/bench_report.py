@@ -3,7 +3,8 @@
 Prints ratios measured in this run (not asserted anywhere: machines are noisy).
 Target: the analytic evaluation of 14B at 720p-81f at least 1000× faster than
 one FlopCounterMode pass of the diffusers model on the meta device; `report`
-with a device (tables, JSON, summary, three plots) under 1 s; the memory
+with a device (tables, JSON, summary, three plots) under 1 s (and what a multi-GPU plan adds:
+the per-GPU estimate and 11 more for scaling.png); the memory
 measurement ``trace`` adds (one run under the tensor-lifetime counter, on the
 module already built) at most 1× a bare FlopCounterMode pass of that module.
 
@@ -62,6 +63,9 @@ def main() -> None:
         cfg_dev = load([*device, f"output_root={Path(tmp)}"])
         report(cfg_dev)  # matplotlib's first import is not part of the measurement
         device_s = best(lambda: report(cfg_dev), args.repeats)
+        plan = ["parallel.ulysses=8", "parallel.dit_fsdp=true", "parallel.t5_fsdp=true"]
+        cfg_plan = load([*device, *plan, f"output_root={Path(tmp)}"], "report")
+        plan_s = best(lambda: report(cfg_plan), args.repeats)
 
     print(f"model={args.model} workload={args.workload} (best of {args.repeats})")
     print(f"  FlopCounterMode meta pass (build + forward): {fc_s * 1e3:9.2f} ms")
@@ -72,6 +76,9 @@ def main() -> None:
     print(f"  fx capture with per-node FLOPs (build + run):{capture_s * 1e3:9.2f} ms")
     print(f"  ratio fx capture / FlopCounterMode pass:     {capture_s / fc_s:9.2f}x  (issue 3 target <= 3x)")
     print(f"  `report device=h100-sxm` (3 plots included): {device_s * 1e3:9.2f} ms  (target < 1000 ms)")
+    print(
+        f"  the same under Ulysses 8 + FSDP (scaling.png):{plan_s * 1e3:8.2f} ms  ({plan_s / device_s:.2f}x)"
+    )
     print(f"  FlopCounterMode pass on the built module:    {run_fc_s * 1e3:9.2f} ms")
     print(f"  memory measurement (tensor lifetimes):       {memory_s * 1e3:9.2f} ms")
     print(f"  ratio memory measurement / FlopCounterMode:  {memory_s / run_fc_s:9.2f}x  (target <= 1x)")
