@@ -206,8 +206,9 @@ def summary_lines(view: PlanView, device_name: str) -> list[str]:
         "",
         PARALLEL_MODEL,
         "",
-        "Time, memory and the tables above are one GPU's under the plan; modules.parquet and the "
-        "category tables stay one GPU's whole forward.",
+        "Everything in this report is one GPU's under the plan (rank 0): the DiT rows of "
+        "modules.parquet, the categories and the per-forward totals are its share of each forward "
+        "(their times without communication, which is above); the memory is rank 0's.",
         "",
         "![scaling](scaling.png)",
     ]
