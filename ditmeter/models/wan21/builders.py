@@ -74,9 +74,10 @@ def build_diffusers_dit(spec: WanModelSpec, dtype: str = "bf16", device: str = "
 
 
 def diffusers_dit_inputs(
-    spec: WanModelSpec, workload: Workload, geo: Geometry, device: str = "meta"
+    spec: WanModelSpec, workload: Workload, geo: Geometry, device: str = "meta", per_token: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Tensors for one DiT forward: latents, one timestep per sample, padded context.
+    """Tensors for one DiT forward: latents, one timestep per sample (``per_token``: per token, the
+    [batch, tokens] timesteps Wan2.2 feeds), padded context.
 
     Meta tensors by default; random values on a real device.
     """
@@ -86,7 +87,7 @@ def diffusers_dit_inputs(
     make = torch.empty if dev.type == "meta" else torch.randn
     inputs = {
         "hidden_states": make(b, spec.in_dim, *geo.latent_shape, dtype=dtype, device=dev),
-        "timestep": torch.zeros(b, dtype=torch.long, device=dev),
+        "timestep": torch.zeros((b, geo.tokens) if per_token else b, dtype=torch.long, device=dev),
         "encoder_hidden_states": make(b, geo.context_len, spec.text_dim, dtype=dtype, device=dev),
     }
     if spec.images:  # CLIP hidden states, one block of tokens per conditioning image

@@ -51,6 +51,20 @@ class _Dims:
     sa_q: int = 0
     sa_kv: int = 0
     out_rows: int = 0  # rows unpatchify reorders (after the output gather); 0: ``rows``
+    # Per-token timesteps (Wan2.2): the time embedding and projection run on ``t_rows`` = batch ×
+    # tokens rows and every modulation vector is per token; False: one per sample (Wan2.1).
+    per_token: bool = False
+    t_rows: int = 0
+
+    @property
+    def vectors(self) -> int:
+        """Modulation vectors of a block or the head: one per token, or one per sample."""
+        return self.rows if self.per_token else self.batch
+
+    @property
+    def time_rows(self) -> int:
+        """Rows of the time embedding and projection."""
+        return self.t_rows or self.batch
 
 
 @attrs.frozen
@@ -118,7 +132,7 @@ def _modulate(name: str, category: str, d: _Dims) -> Leaf:
         name,
         category,
         "modulate",
-        batch=d.batch,
+        batch=d.vectors,
         rows=d.rows,
         dim=d.dim,
         in_bytes=FP32_BYTES,
@@ -202,7 +216,7 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
 def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
     """One ``WanAttentionBlock`` in the official order of execution."""
     dim, rows = d.dim, d.rows
-    gated = {"batch": d.batch, "rows": rows, "dim": dim, "act_bytes": d.act}
+    gated = {"batch": d.vectors, "rows": rows, "dim": dim, "act_bytes": d.act}
     ffn = Composite(
         "ffn",
         (
@@ -218,7 +232,7 @@ def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
                 "modulation",
                 "norm_mod",
                 "modulation_table",
-                batch=d.batch,
+                batch=d.vectors,
                 vectors=6,
                 dim=dim,
                 table_el_bytes=FP32_BYTES,
@@ -249,14 +263,14 @@ def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
 
 
 def _embeddings(model: ModelSpec, d: _Dims) -> tuple[Composite, Composite, Composite]:
-    f32 = FP32_BYTES
+    f32, t = FP32_BYTES, d.time_rows
     time_embedding = Composite(
         "time_embedding",
         (
-            rule_leaf("sinusoid", "embedding", "sinusoid", batch=d.batch, freq_dim=model.freq_dim),
-            _linear("0", "embedding", d, rows=d.batch, fan_in=model.freq_dim, fan_out=d.dim, act=f32, w=f32),
-            rule_leaf("1", "embedding", "silu", elements=d.batch * d.dim, act_bytes=f32),
-            _linear("2", "embedding", d, rows=d.batch, fan_in=d.dim, fan_out=d.dim, act=f32, w=f32),
+            rule_leaf("sinusoid", "embedding", "sinusoid", batch=t, freq_dim=model.freq_dim),
+            _linear("0", "embedding", d, rows=t, fan_in=model.freq_dim, fan_out=d.dim, act=f32, w=f32),
+            rule_leaf("1", "embedding", "silu", elements=t * d.dim, act_bytes=f32),
+            _linear("2", "embedding", d, rows=t, fan_in=d.dim, fan_out=d.dim, act=f32, w=f32),
         ),
     )
     # NB: diffusers casts the time embedding to the activation dtype before the
@@ -264,8 +278,8 @@ def _embeddings(model: ModelSpec, d: _Dims) -> tuple[Composite, Composite, Compo
     time_projection = Composite(
         "time_projection",
         (
-            rule_leaf("0", "embedding", "silu", elements=d.batch * d.dim, act_bytes=d.act),
-            _linear("1", "embedding", d, rows=d.batch, fan_in=d.dim, fan_out=6 * d.dim),
+            rule_leaf("0", "embedding", "silu", elements=t * d.dim, act_bytes=d.act),
+            _linear("1", "embedding", d, rows=t, fan_in=d.dim, fan_out=6 * d.dim),
         ),
     )
     text_embedding = Composite(
@@ -323,7 +337,7 @@ def _head(model: ModelSpec, d: _Dims) -> Composite:
                 "modulation",
                 "head",
                 "modulation_table",
-                batch=d.batch,
+                batch=d.vectors,
                 vectors=2,
                 dim=d.dim,
                 table_el_bytes=FP32_BYTES,
@@ -336,10 +350,16 @@ def _head(model: ModelSpec, d: _Dims) -> Composite:
 
 
 def build_dit(
-    model: ModelSpec, workload: Workload, geo: Geometry, shard: SequenceShard | None = None
+    model: ModelSpec,
+    workload: Workload,
+    geo: Geometry,
+    shard: SequenceShard | None = None,
+    per_token_timesteps: bool = False,
 ) -> Composite:
     """The cost tree of one DiT forward of ``model`` at ``workload`` (root name ""); with ``shard``,
-    what one rank runs of it under sequence parallelism."""
+    what one rank runs of it under sequence parallelism; with ``per_token_timesteps`` (Wan2.2) the
+    timestep of every token embedded and projected, and the modulation per token (the time
+    embedding runs on the whole sequence, on every rank)."""
     b = workload.batch_size
     tokens = shard.tokens if shard else geo.tokens
     d = _Dims(
@@ -359,6 +379,8 @@ def build_dit(
         sa_q=shard.q_tokens if shard else 0,
         sa_kv=shard.kv_tokens if shard else 0,
         out_rows=b * shard.full_tokens if shard else 0,
+        per_token=per_token_timesteps,
+        t_rows=b * geo.tokens if per_token_timesteps else 0,
     )
     time_embedding, time_projection, text_embedding = _embeddings(model, d)
     image = _image_embedding(model, d) if model.image_tokens else ()

@@ -51,10 +51,23 @@ def dit_footprint(
     dit: Node,
     residual_dtype: str | None = None,
     tokens: int | None = None,
+    per_token: str | None = None,
 ) -> Footprint:
     """Weights by dtype of the DiT tree ``dit`` and its peak live activations (module docstring),
     the residual stream in ``residual_dtype`` (default: the pipeline's); ``tokens`` the video
-    tokens one rank holds under sequence parallelism (default: all; the RoPE tables stay whole)."""
+    tokens one rank holds under sequence parallelism (default: all; the RoPE tables stay whole).
+
+    ``per_token`` (Wan2.2's per-token timesteps, as ``official`` or ``diffusers`` runs them): the
+    time embedding [tokens, dim] and its projection [tokens, 6, dim] are kept for the whole
+    forward (official in fp32, diffusers in the activation dtype, for every token of the sequence
+    on every rank), and every block holds its modulation table added to them, [tokens, 6, dim] in
+    fp32, through the block; diffusers first casts the projection to fp32 (a second such tensor
+    while the block starts: the ``modulation`` phase)::
+
+        persistent += batch·L·dim·7·kept − batch·dim·(6·4 + 6·a + a)  (the per-sample vectors go)
+        every phase += rows·6·dim·4
+        modulation   = rows·6·dim·4 · (2 diffusers, 1 official)
+    """
     a, f32 = w.act_bytes, FP32_BYTES
     r = DTYPE_BYTES[residual_dtype or SEMANTICS[w.pipeline].residual_dtype or w.dtype]
     b, rows, dim = w.batch_size, w.batch_size * (tokens or g.tokens), m.dim
@@ -80,6 +93,12 @@ def dit_footprint(
     if image_rows:
         stages["image_k_norm"] = held + 2 * text + 2 * image + rms_norm(image_rows)
     stages["ffn"] = rows * (2 * m.ffn_dim * a + dim * (2 * a + r))
+    if per_token is not None:
+        kept = f32 if per_token == "official" else a
+        persistent += b * g.tokens * dim * 7 * kept - b * dim * (6 * f32 + 6 * a + a)
+        table = rows * 6 * dim * f32
+        stages = {name: value + table for name, value in stages.items()}
+        stages["modulation"] = table * (1 if per_token == "official" else 2)
     return Footprint(weights_by_dtype(dit, w.dtype), persistent, stages)
 
 
