@@ -44,3 +44,15 @@ def test_every_device_has_a_sourced_link() -> None:
             assert d.sources["nvlink_gbps"].strip() and d.link_bytes_per_s == d.nvlink_gbps * 1e9 / 2
     h100 = load(["model=wan2.1-t2v-1.3b", "device=h100-sxm"], "report").device
     assert h100 is not None and (h100.nvlink_gbps, h100.link_bytes_per_s) == (900, 450e9)
+
+
+def test_an_nvlink_bridge_joins_two_boards_and_larger_groups_take_pcie() -> None:
+    """H100 PCIe: the NVLink bridge (600 GB/s both ways) joins two boards; four talk over PCIe Gen5
+    (128 GB/s both ways): 300e9 and 64e9 bytes/s one way. An SXM node's NVSwitch joins all."""
+    from ditmeter.config import load
+
+    pcie = load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-pcie"], "report").device
+    sxm = load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm"], "report").device
+    assert pcie is not None and sxm is not None
+    assert (pcie.link_for(2), pcie.link_for(4)) == (300e9, 64e9)
+    assert sxm.link_for(8) == 450e9

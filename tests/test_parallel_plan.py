@@ -163,9 +163,7 @@ def test_memory_per_gpu_falls_with_fsdp_as_the_traced_fsdp2_run_holds_it() -> No
             traced[ranks] = sum(p.to_local().numel() * p.element_size() for p in model.parameters())
     tree, weights = analysis.forward.tree, analysis.footprint.weights_by_dtype
     for ranks, held in traced.items():
-        sharded = (
-            sum(fsdp_weight_bytes(tree, weights, ranks).values()) - fsdp_weight_bytes(tree, {}, ranks)["bf16"]
-        )
+        sharded = sum(fsdp_weight_bytes(tree, weights, ranks)[0].values())
         assert sharded == pytest.approx(held, rel=2e-3), ranks
     assert traced[4] < traced[2] < sum(weights.values())
     peaks = [
@@ -290,3 +288,29 @@ def test_trace_refuses_a_plan_the_reference_cannot_run(tmp_path: Path) -> None:
         tmp_path / "out",
     )
     assert rc == 2 and not (tmp_path / "out").exists()
+
+
+def test_cfg_parallel_counts_one_gpus_forwards_per_video() -> None:
+    """Under cfg 2 a GPU runs half the forwards of the video: its roofline stays below its
+    predicted time and its DiT runs are 50 of 100."""
+    cfg = load([*BIG, "parallel.ulysses=4", "parallel.cfg=2"], "report")
+    analysis, view = analyze(cfg)
+    assert analysis.forward.runs_per_video == 50
+    assert view.prediction is not None and view.per_video_s is not None
+    assert view.prediction.roofline_video_s < view.per_video_s
+
+
+def test_stages_without_the_dit_still_report_and_trace(tmp_path: Path) -> None:
+    """Regression: stages=[text_encoder] with a device (the time breakdown falls back to the stage
+    shown) and traced (no DiT, so no collectives to read)."""
+    args = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "stages=[text_encoder]"]
+    assert _report([*args, "device=h100-sxm"], tmp_path / "r")[0] == 0
+    assert _trace(args, tmp_path / "t")[0] == 0
+
+
+def test_fsdp_memory_is_live_only_while_its_component_runs() -> None:
+    """The gathered DiT blocks and root are counted while the DiT runs, not at the VAE decode."""
+    _, est = _plan([*BIG, "parallel.ulysses=8", "parallel.dit_fsdp=true", "parallel.t5_fsdp=true"])
+    phases = {p.stage: p for p in est.rank.memory.phases}
+    resident = phases["vae_decode"].resident["dit"]
+    assert resident == pytest.approx(14_288_491_584 * 4 / 8, rel=1e-3)  # the fp32 share, no gathered blocks

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from ditmeter.errors import ConfigError
-from ditmeter.validate import FieldError, parse
+from ditmeter.validate import FieldError, parse, positive_int
 
 #: Peaks a roofline can use; ``fp8`` only where the chip has FP8 tensor cores.
 TENSOR_DTYPES = ("bf16", "fp16", "fp8")
@@ -105,6 +105,8 @@ class DeviceSpec:
     #: Interconnect per GPU, bidirectional GB/s as datasheets print them; None: none (no NVLink).
     nvlink_gbps: float | None = _optional()
     pcie_gbps: float | None = _optional()
+    #: GPUs one NVLink domain joins (an NVLink bridge: 2); None: every GPU of the node (NVSwitch).
+    nvlink_gpus: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
     #: The kernel-efficiency table (``configs/kernels/<name>.yaml``) of the device's architecture.
     kernels: str | None = attrs.field(default=None)
     bf16_sparse_tflops: float | None = _optional()
@@ -155,6 +157,13 @@ class DeviceSpec:
         """One direction of the GPU's fastest link to its peers (NVLink, else PCIe), bytes/s: half the
         bidirectional figure the datasheet prints. None when the catalog has neither."""
         gbps = self.nvlink_gbps or self.pcie_gbps
+        return gbps * 1e9 / 2 if gbps else None
+
+    def link_for(self, ranks: int) -> float | None:
+        """One direction of the link a group of ``ranks`` GPUs talks over, bytes/s: NVLink when its
+        domain holds the group, else PCIe."""
+        gbps = self.nvlink_gbps if self.nvlink_gpus is None or ranks <= self.nvlink_gpus else None
+        gbps = gbps or self.pcie_gbps
         return gbps * 1e9 / 2 if gbps else None
 
     @property

@@ -202,7 +202,9 @@ class RankPlan:
     def apply(self, analysis: Analysis) -> Analysis:
         """``analysis`` as one GPU of the plan sees it: this rank's denoiser forward, memory and
         footprint (every DiT figure of the tables is then one GPU's share)."""
-        f = attrs.evolve(analysis.forward, tree=self.forward)
+        # a GPU runs 1 in ``cfg`` of a step's forwards
+        runs = analysis.forward.runs_per_video // self.plan.cfg
+        f = attrs.evolve(analysis.forward, tree=self.forward, runs_per_video=runs)
         stages = tuple(f if s.name == f.name else s for s in analysis.stages)
         note = (
             f"Under the plan {self.plan.name}: the {f.name} rows, categories and per-forward totals are one "
@@ -234,11 +236,15 @@ class CommTime:
         return self.call_s * self.comm.spec.count
 
 
-def comm_time(c: Comm, link: float, *, block_s: float, attention_s: float) -> CommTime:
-    """The collective cost model (``analytic/collectives.py``) and the overlap rule: ``none``
+def comm_time(c: Comm, device: DeviceSpec, *, block_s: float, attention_s: float) -> CommTime:
+    """The collective cost model (``analytic/collectives.py``) over the link the group talks over
+    (:meth:`DeviceSpec.link_for`) and the overlap rule: ``none``
     all exposed; ``block`` the first block's gather exposed, each later one only beyond the block
     it hides under; ``attention`` each only beyond the attention it hides under."""
     s = c.spec
+    link = device.link_for(s.group_size)
+    if link is None:
+        raise ConfigError("device", f"{device.name} has no nvlink_gbps or pcie_gbps in the catalog")
     op = COST_OP[s.op]
     size = s.output_bytes if op == "all_gather" else s.input_bytes
     cost = collective_cost(op, ranks=s.group_size, tensor_bytes=size, link=link, latency_s=COLLECTIVE_STEP_S)
@@ -269,18 +275,17 @@ def rank_forward_time(
     return total, block, attention
 
 
-def fsdp_weight_bytes(tree: Composite, by_dtype: dict[str, int], gpus: int) -> dict[str, int]:
-    """Weight bytes by dtype one rank holds while a component sharded with FSDP FULL_SHARD (one
-    unit per block of its ``Repeated`` children, the rest in the root unit) runs: its 1/``gpus``
-    share of the stored weights (``by_dtype``), plus the root unit gathered for the whole run and
-    :data:`FSDP_IN_FLIGHT` blocks gathered at once, in bf16 (the mixed-precision param dtype)."""
+def fsdp_weight_bytes(tree: Composite, by_dtype: dict[str, int], gpus: int) -> tuple[dict[str, int], int]:
+    """A component sharded with FSDP FULL_SHARD (one unit per block of its ``Repeated`` children,
+    the rest in the root unit) on one rank: (its 1/``gpus`` share of the stored weights
+    ``by_dtype``, resident throughout; the bf16 bytes gathered while it runs: the root unit and
+    :data:`FSDP_IN_FLIGHT` blocks, freed again after the run)."""
     blocks = [c for c in tree.children if isinstance(c, Repeated)]
     block_params = max((b.template.total.params for b in blocks), default=0)
     in_flight = min(FSDP_IN_FLIGHT, max((b.count for b in blocks), default=0))
     root_params = tree.total.params - sum(b.total.params for b in blocks)
-    out = {dtype: math.ceil(n / gpus) for dtype, n in by_dtype.items()}
-    out["bf16"] = out.get("bf16", 0) + DTYPE_BYTES["bf16"] * (root_params + in_flight * block_params)
-    return out
+    sharded = {dtype: math.ceil(n / gpus) for dtype, n in by_dtype.items()}
+    return sharded, DTYPE_BYTES["bf16"] * (root_params + in_flight * block_params)
 
 
 @attrs.frozen
@@ -359,9 +364,6 @@ def estimate(
     denoiser's replaced by ``steps`` × its per-GPU step; every other stage runs whole on each GPU
     (T5 and CLIP encode on every rank, rank 0 decodes while the others wait)."""
     p = rank.plan
-    link = device.link_bytes_per_s
-    if link is None and p.gpus > 1:
-        raise ConfigError("device", f"{device.name} has no nvlink_gbps or pcie_gbps in the catalog")
     if forwards_per_step % p.cfg:
         raise ConfigError(
             "parallel.cfg",
@@ -369,7 +371,7 @@ def estimate(
             "(diffusers runs one when guidance_scale <= 1)",
         )
     compute, block_s, attention_s = rank_forward_time(rank, device, plan, stage)
-    times = tuple(comm_time(c, link or 1.0, block_s=block_s, attention_s=attention_s) for c in rank.comms)
+    times = tuple(comm_time(c, device, block_s=block_s, attention_s=attention_s) for c in rank.comms)
     est = ParallelEstimate(
         rank, compute, times, forwards_per_step, steps, {}, sum(stage_video_s.values()), forward_stage
     )

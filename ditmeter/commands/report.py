@@ -45,6 +45,13 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
     analysis.check_bounds()  # before any tracing, plotting or writing
     view = device_view(analysis, cfg.device, cfg.measured_video_s, cfg.time)
     if cfg.parallel.single or model is not None:
+        if cfg.parallel.dit_fsdp or cfg.parallel.t5_fsdp:
+            note = (
+                "parallel.dit_fsdp / parallel.t5_fsdp on one GPU: nothing to shard (generate.py refuses "
+                "FSDP without a process group); costed as one GPU."
+            )
+            analysis = attrs.evolve(analysis, notes=(*analysis.notes, note))
+            view = attrs.evolve(view, analysis=analysis)
         return analysis, view
     p = view.prediction
     if p is None:

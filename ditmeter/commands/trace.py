@@ -217,12 +217,14 @@ def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
         }
         nodes = pd.concat([t.nodes for t in traced.values()], ignore_index=True)
         memory = {n: (expected[n], t.peak) for n, t in traced.items() if t.peak is not None}
-        plan = cfg.parallel.sequence.degree > 1 and analysis.forward.name in traced
-        collectives = (traced[analysis.forward.name].expected, traced[analysis.forward.name].measured)
+        forward = traced.get(analysis.forward.name)
+        collectives = None
+        if cfg.parallel.sequence.degree > 1 and forward is not None:
+            collectives = (forward.expected, forward.measured)
         with step("join"):
-            joined = _join(cfg, analysis, view, rows, nodes, memory, collectives if plan else None)
+            joined = _join(cfg, analysis, view, rows, nodes, memory, collectives)
         with step("write"):
-            files = _write(cfg, out, run_id, joined, refs, step, collectives if plan else None)
+            files = _write(cfg, out, run_id, joined, refs, step, collectives)
     return TraceResult(
         run_id,
         analysis_dir(cfg.output_root / run_id, cfg.family.slug),

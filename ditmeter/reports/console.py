@@ -103,9 +103,10 @@ def print_device(console: Console, view: DeviceView, modules: pd.DataFrame) -> N
     )
     if view.plan is not None:
         console.print(parallel_line(view.plan), style="bold")
-    whole = "one GPU's share, compute only: " if view.plan is not None else ""
+    share = f" ({seconds(t.predicted_s)} of it compute)" if view.plan is not None else ""
     console.print(
-        f"  {whole}{a.forward.name} {seconds(t.predicted_s)} per forward, {seconds(p.per_step_s)} per step, "
+        f"  {a.forward.name} {seconds(view.per_forward_s or 0.0)} per forward{share}, "
+        f"{seconds(view.per_step_s or 0.0)} per step, "
         f"{percent(t.roofline_s, t.predicted_s)} of the peaks, "
         f"{percent(t.compute_bound_s, t.predicted_s)} of the time compute-bound"
     )

@@ -33,6 +33,26 @@ class DeviceView:
         return self.prediction.per_video_s if self.prediction is not None else None
 
     @property
+    def per_forward_s(self) -> float | None:
+        """Seconds per denoiser forward (on one GPU of the plan: with the communication it waits for)."""
+        if self.plan is not None:
+            return self.plan.estimate.forward_s
+        return self.prediction.per_forward.predicted_s if self.prediction is not None else None
+
+    @property
+    def per_step_s(self) -> float | None:
+        if self.plan is not None:
+            return self.plan.estimate.step_s
+        return self.prediction.per_step_s if self.prediction is not None else None
+
+    @property
+    def forward_video_s(self) -> float | None:
+        """The denoiser's seconds per video."""
+        if self.plan is not None:
+            return self.plan.estimate.stage_video_s.get(self.analysis.forward.name, 0.0)
+        return self.prediction.forward_video_s if self.prediction is not None else None
+
+    @property
     def device(self) -> DeviceSpec | None:
         return self.prediction.device if self.prediction is not None else None
 
@@ -153,14 +173,12 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
         "gemm_dtype": plan.gemm_dtype,
         "efficiency": p.device.efficiency,
         "per_video_s": view.per_video_s,
-        "per_forward_s": est.forward_s if est else f.predicted_s,
-        "per_step_s": est.step_s if est else p.per_step_s,
+        "per_forward_s": view.per_forward_s,
+        "per_step_s": view.per_step_s,
         "per_gpu_of": est.plan.name if est else "1 GPU",
         "single_gpu_per_video_s": est.single_video_s if est else p.per_video_s,
         "roofline_per_video_s": p.roofline_video_s,
-        "forward_per_video_s": est.stage_video_s.get(view.analysis.forward.name, 0.0)
-        if est
-        else p.forward_video_s,
+        "forward_per_video_s": view.forward_video_s,
         "forward_roofline_s": f.roofline_s,
         "forward_compute_s": f.compute_s,
         "forward_memory_s": f.memory_s,
@@ -198,8 +216,11 @@ def plan_line(p: Prediction) -> str:
     return f"{d.display_name}: {how}{eff}; attention: {attention}"
 
 
-def prediction_table(p: Prediction) -> Table:
-    """Predicted time per forward, step and video (every stage), the roofline, and the bound."""
+def prediction_table(view: DeviceView) -> Table:
+    """Predicted time per forward, step and video (every stage; under a plan one GPU's, with the
+    communication nothing hides), the roofline, and the bound."""
+    p = view.prediction
+    assert p is not None
     t = p.per_forward
     columns = (
         Column("per DiT forward"),
@@ -210,9 +231,9 @@ def prediction_table(p: Prediction) -> Table:
     )
     bound = f"{t.bound} ({percent(t.compute_bound_s, t.predicted_s)} of the time compute-bound)"
     row = (
-        seconds(t.predicted_s),
-        seconds(p.per_step_s),
-        seconds(p.per_video_s),
+        seconds(view.per_forward_s or 0.0),
+        seconds(view.per_step_s or 0.0),
+        seconds(view.per_video_s or 0.0),
         seconds(p.roofline_video_s),
         bound,
     )
@@ -303,7 +324,7 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
     lines = [
         f"Predicted on {plan_line(p)}.",
         "",
-        *to_markdown(prediction_table(p)),
+        *to_markdown(prediction_table(view)),
         "",
         *to_markdown(time_table(modules, view.analysis.forward.name, p.per_forward.predicted_s)),
         "",
@@ -313,7 +334,7 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
     ]
     times = stage_times(view)
     if len(times) > 1:
-        whole = sum(t["per_video_s"] for t in times)
+        whole = view.per_video_s or 0.0  # under a plan with the once-a-video communication
         parts = ", ".join(f"{t['stage']} {seconds(t['per_video_s'])}" for t in times)
         lines += ["", f"Whole video, every stage: **{seconds(whole)}** ({parts})."]
     if view.mfu is not None and view.measured_video_s is not None:

@@ -214,11 +214,12 @@ def summary_lines(view: PlanView, device_name: str) -> list[str]:
     ]
 
 
-#: The strategies scaling.png draws (the plan keys each sets for n GPUs).
-STRATEGIES: dict[str, Callable[[int], dict[str, Any]]] = {
-    "Ulysses": lambda n: {"ulysses": n},
-    "Ring": lambda n: {"ring": n},
-    "Ulysses + FSDP": lambda n: {"ulysses": n, "dit_fsdp": True, "t5_fsdp": True},
+#: The strategies scaling.png draws (the plan keys each sets for n GPUs; T5 FSDP where the
+#: pipeline has it and T5 is on the GPU).
+STRATEGIES: dict[str, Callable[[int, bool], dict[str, Any]]] = {
+    "Ulysses": lambda n, t5: {"ulysses": n},
+    "Ring": lambda n, t5: {"ring": n},
+    "Ulysses + FSDP": lambda n, t5: {"ulysses": n, "dit_fsdp": True, "t5_fsdp": t5},
 }
 SCALING_GPUS = (1, 2, 4, 8)
 
@@ -229,9 +230,10 @@ def scaling_frame(
     """Per GPU time and peak memory of each strategy at 1, 2, 4 and 8 GPUs, where its code runs it
     (a plan the code refuses, such as Ulysses degrees that do not divide the heads, is left out)."""
     rows = []
+    t5 = analysis.workload.pipeline == "official" and not analysis.memory.t5_cpu
     for name, keys in STRATEGIES.items():
         for n in SCALING_GPUS:
-            plan = ParallelPlan.from_mapping(keys(n)) if n > 1 else ParallelPlan()  # one GPU: no plan
+            plan = ParallelPlan.from_mapping(keys(n, t5)) if n > 1 else ParallelPlan()  # one GPU: no plan
             try:
                 est = plan_estimate(analysis, p.device, p.plan, p.stage_seconds, rank_of(plan))
             except ConfigError:

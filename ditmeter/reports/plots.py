@@ -214,8 +214,11 @@ def roofline_png(
     _save(fig, path)
 
 
-def time_breakdown_png(by_category: pd.DataFrame, device: DeviceSpec, title: str, path: Path) -> None:
-    """Predicted time per forward by category: compute and memory terms side by side."""
+def time_breakdown_png(
+    by_category: pd.DataFrame, device: DeviceSpec, title: str, path: Path, run: str = "DiT forward"
+) -> None:
+    """Predicted time per ``run`` (the DiT's forward, or the run of the stage shown when the DiT is
+    not selected) by category: compute and memory terms side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,7 +245,7 @@ def time_breakdown_png(by_category: pd.DataFrame, device: DeviceSpec, title: str
     for yi, v in zip(y, cats["predicted_s"], strict=True):
         ax.text(v * scale, float(yi), f"  {100 * v / total:.1f}%", va="center", fontsize=9)
     ax.set_yticks(y, cats["category"])
-    ax.set_xlabel(f"predicted time per DiT forward ({unit}) on {device.display_name}")
+    ax.set_xlabel(f"predicted time per {run} ({unit}) on {device.display_name}")
     ax.set_title(title, fontsize=11)
     ax.set_xlim(0, float(cats["predicted_s"].max()) * scale * 1.18)
     ax.legend(loc="lower right", fontsize=8)

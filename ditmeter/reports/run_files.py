@@ -52,11 +52,11 @@ def write_analysis_files(
         meta["time"] = json.dumps(
             {
                 "device": p.device.name,
-                "per_forward_s": p.per_forward.predicted_s,
-                "per_step_s": p.per_step_s,
+                "per_forward_s": view.per_forward_s,
+                "per_step_s": view.per_step_s,
                 "per_video_s": view.per_video_s,
                 "per_gpu_of": view.plan.estimate.plan.name if view.plan else "1 GPU",
-                "forward_per_video_s": p.forward_video_s,
+                "forward_per_video_s": view.forward_video_s,
                 "mode": p.plan.mode if p.plan.predicted else "roofline",
                 "forwards_per_step": p.forwards_per_step,
                 "forwards_per_video": p.forwards_per_video,
@@ -73,7 +73,9 @@ def write_analysis_files(
         title = f"{a.model.name} × {a.workload.name} on {device.display_name}"
         timed = {st.name: (st.runs_per_video, st.dtype) for st in a.stages} or {forward: (1, a.forward.dtype)}
         roofline_png(modules, timed, device, title, out / "roofline.png")
-        time_breakdown_png(time_by_category(modules, forward), device, title, out / "time_breakdown.png")
+        shown = forward if forward in timed else next(iter(timed))  # stages= may leave the DiT out
+        run = "DiT forward" if shown == forward else f"{shown} run"
+        time_breakdown_png(time_by_category(modules, shown), device, title, out / "time_breakdown.png", run)
         memory_timeline_png(a, device, out / "memory_timeline.png")
         write_timeline(out / "timeline.json", a, view.prediction)
         files += DEVICE_FILES

@@ -42,6 +42,7 @@ from ditmeter.analytic.parallel import (
     split_flops,
 )
 from ditmeter.analytic.tree import Composite, Repeated
+from ditmeter.errors import ConfigError
 from ditmeter.models.wan21 import placement
 from ditmeter.models.wan21.dit import SequenceShard, build_dit
 from ditmeter.models.wan21.memory import dit_footprint, stage_activation_bytes
@@ -49,9 +50,16 @@ from ditmeter.models.wan21.pipeline import available_stages, component_weights
 from ditmeter.models.wan21.spec import WanModelSpec
 from ditmeter.models.wan21.umt5 import build_umt5
 
-#: Leaves every rank runs whole: before the split (the condition embedder and the patch
-#: embedding) and over the unsplit context (each block's cross-attention K and V projections).
-REPEATED_PREFIXES = ("dit.patch_embedding", "dit.time_embedding", "dit.time_projection", "dit.text_embedding")
+#: Leaves every rank runs whole: before the split (the condition embedder, the image embedding
+#: and the patch embedding) and over the unsplit context (each block's cross-attention K and V
+#: projections).
+REPEATED_PREFIXES = (
+    "dit.patch_embedding",
+    "dit.time_embedding",
+    "dit.time_projection",
+    "dit.text_embedding",
+    "dit.img_emb",  # image models: the CLIP tokens' MLP
+)
 REPEATED_SUFFIXES = ("cross_attn.k", "cross_attn.v", "cross_attn.k_img", "cross_attn.v_img")
 
 
@@ -134,10 +142,13 @@ def fsdp_block_gather(m: WanModelSpec, ranks: int, param_bytes: int = 2) -> Coll
     return CollectiveSpec("_allgather_base_", ranks, out // ranks, out, m.num_layers)
 
 
-def _fsdp1_comms(tree: Composite, gpus: int, per: str, count: int, what: str) -> list[Comm]:
+def _fsdp1_comms(
+    tree: Composite, gpus: int, per: str, count: int, what: str, hide: str = "block"
+) -> list[Comm]:
     """FSDP1 FULL_SHARD per block: each unit's flat parameter (padded to a multiple of ``gpus``)
     all-gathered in bf16 ``count`` times per ``per``; the blocks' gathers hide under the block
-    before them, the root unit's (everything outside the blocks) is waited for."""
+    before them (``hide``: the DiT's blocks; T5's are too short to count on), the root unit's
+    (everything outside the blocks) is waited for."""
     (blocks,) = [c for c in tree.children if isinstance(c, Repeated)]
     block = blocks.template.total.params
     root = tree.total.params - blocks.total.params
@@ -148,7 +159,7 @@ def _fsdp1_comms(tree: Composite, gpus: int, per: str, count: int, what: str) ->
         return CollectiveSpec("_allgather_base_", gpus, shard, shard * gpus, n)
 
     return [
-        Comm(gather(block, blocks.count * count), f"{what} block weights (FSDP all-gather)", per, "block"),
+        Comm(gather(block, blocks.count * count), f"{what} block weights (FSDP all-gather)", per, hide),
         Comm(gather(root, count), f"{what} weights outside the blocks (FSDP all-gather)", per),
     ]
 
@@ -188,13 +199,21 @@ def rank_plan(analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankP
             comms.append(Comm(spec, "DiT block weights (FSDP2 all-gather)", "forward", "block"))
     umt5 = build_umt5(m.text_encoder, 1, 1)
     encodes = {s.name: s.runs_per_video for s in analysis.stages}.get("text_encoder", 0)
+    if plan.t5_fsdp and not official:
+        raise ConfigError(
+            "parallel.t5_fsdp", "an official generate.py flag (diffusers has no T5 FSDP); allowed: false"
+        )
+    if plan.t5_fsdp and offload.t5_cpu:
+        raise ConfigError(
+            "parallel.t5_fsdp", "T5 never reaches the GPU under offload.t5_cpu=true; allowed: false"
+        )
     if plan.t5_fsdp and encodes:
-        comms += _fsdp1_comms(umt5, plan.gpus, "video", encodes, "T5")
+        comms += _fsdp1_comms(umt5, plan.gpus, "video", encodes, "T5", hide="none")
     if plan.cfg > 1:  # the two halves exchange their noise predictions once per step
         size = w.batch_size * m.out_dim * math.prod(g.latent_shape) * DTYPE_BYTES[w.dtype]
         spec = CollectiveSpec("all_gather_into_tensor", plan.cfg, size, plan.cfg * size, 1)
         comms.append(Comm(spec, "the noise predictions of the two CFG halves", "step"))
-    footprint, memory = _rank_memory(analysis, plan, forward, padded, offload, umt5)
+    footprint, memory = _rank_memory(analysis, plan, forward, padded, offload, umt5, ring_op)
     return RankPlan(
         plan,
         forward,
@@ -210,11 +229,19 @@ def rank_plan(analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankP
 
 
 def _rank_memory(
-    analysis: Analysis, plan: ParallelPlan, forward: Composite, padded: int, offload: Offload, umt5: Composite
+    analysis: Analysis,
+    plan: ParallelPlan,
+    forward: Composite,
+    padded: int,
+    offload: Offload,
+    umt5: Composite,
+    ring_op: str,
 ) -> tuple[Footprint, Timeline]:
     """Rank 0's DiT footprint and memory timeline: the DiT's activations for its sequence shard
-    (plus the Ulysses exchange's second copy of q, k and v, and the ring's gathered K and V),
-    sharded weights where FSDP shards them; T5, CLIP and the VAE whole; the decode on rank 0."""
+    (plus the Ulysses exchange's second copy of q, k and v, and the ring's K and V: diffusers'
+    whole gathered sequence, xDiT's current and next chunk), sharded weights where FSDP shards them
+    (the gathered units count as live bytes of their stage only); T5, CLIP and the VAE whole; the
+    decode on rank 0."""
     m, w, g = analysis.model, analysis.workload, analysis.geometry
     cp, b, a = plan.sequence, w.batch_size, w.act_bytes
     rank_tokens = padded // cp.degree
@@ -222,18 +249,21 @@ def _rank_memory(
     extra = 0
     if cp.ulysses > 1:  # the all-to-all's outputs live beside its inputs
         extra += 3 * b * rank_tokens * m.dim * a
-    if cp.ring > 1:  # the whole sequence's K and V for this rank's heads
-        extra += 2 * b * padded * (m.dim // cp.ulysses) * a
+    if cp.ring > 1:  # K and V of this rank's heads: the whole sequence, or two chunks in flight
+        chunks = 2 if ring_op == "send_recv" else cp.ring
+        extra += 2 * b * (padded // cp.ring) * chunks * (m.dim // cp.ulysses) * a
     stages = dict(footprint.stage_bytes)
     stages["self_attention"] += extra
     footprint = attrs.evolve(footprint, stage_bytes=stages)
     components = {"dit": footprint.weights_by_dtype, **component_weights(m)}
     if plan.dit_fsdp:
-        components["dit"] = fsdp_weight_bytes(forward, footprint.weights_by_dtype, plan.gpus)
-        footprint = attrs.evolve(footprint, weights_by_dtype=components["dit"])
-    if plan.t5_fsdp:
-        components["text_encoder"] = fsdp_weight_bytes(umt5, components["text_encoder"], plan.gpus)
+        components["dit"], gathered = fsdp_weight_bytes(forward, footprint.weights_by_dtype, plan.gpus)
+        persistent = footprint.persistent_bytes + gathered  # live while the forward runs
+        footprint = attrs.evolve(footprint, weights_by_dtype=components["dit"], persistent_bytes=persistent)
     activations = stage_activation_bytes(m, w, g, footprint)
+    if plan.t5_fsdp:
+        components["text_encoder"], gathered = fsdp_weight_bytes(umt5, components["text_encoder"], plan.gpus)
+        activations["text_encoder"] += gathered
     if offload.model is None and plan.gpus > 1:
         offload = attrs.evolve(offload, model=False)  # generate.py: offload_model = world_size == 1
     return footprint, placement.timeline(w.pipeline, available_stages(m), components, activations, offload)
