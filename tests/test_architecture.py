@@ -82,5 +82,5 @@ def test_a_new_family_is_one_folder(
         "class Toy(Wan21):\n    name = 'toy1.0'\n    slug = 'toy1_0'\n\nFAMILY = Toy()\n"
     )
     monkeypatch.setattr(models, "__path__", [*models.__path__, str(tmp_path)])
-    assert set(models.families()) == {"wan2.1", "toy1.0"}
+    assert set(models.families()) == {"wan2.1", "wan2.2", "toy1.0"}
     assert models.family("toy1.0").slug == "toy1_0"

@@ -63,6 +63,9 @@ class Offload:
 
     model: bool | None = attrs.field(default=None, validator=attrs.validators.optional(boolean))
     t5_cpu: bool = attrs.field(default=False, validator=boolean)
+    #: official Wan2.2 ``--convert_model_dtype``: the DiT's weights cast to bf16 (families whose
+    #: code has no such flag refuse it).
+    convert_model_dtype: bool = attrs.field(default=False, validator=boolean)
 
 
 #: The official default placement: offload as the pipeline does by default.

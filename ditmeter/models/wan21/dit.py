@@ -355,11 +355,13 @@ def build_dit(
     geo: Geometry,
     shard: SequenceShard | None = None,
     per_token_timesteps: bool = False,
+    weight_dtype: str | None = None,
 ) -> Composite:
     """The cost tree of one DiT forward of ``model`` at ``workload`` (root name ""); with ``shard``,
     what one rank runs of it under sequence parallelism; with ``per_token_timesteps`` (Wan2.2) the
     timestep of every token embedded and projected, and the modulation per token (the time
-    embedding runs on the whole sequence, on every rank)."""
+    embedding runs on the whole sequence, on every rank); ``weight_dtype`` replaces the pipeline's
+    DiT weight dtype (Wan2.2's ``--convert_model_dtype``; the modules kept in fp32 stay fp32)."""
     b = workload.batch_size
     tokens = shard.tokens if shard else geo.tokens
     d = _Dims(
@@ -371,7 +373,7 @@ def build_dit(
         heads=model.num_heads,
         head_dim=model.head_dim,
         act=workload.act_bytes,
-        w=DTYPE_BYTES[SEMANTICS[workload.pipeline].dit_weight_dtype or workload.dtype],
+        w=DTYPE_BYTES[weight_dtype or SEMANTICS[workload.pipeline].dit_weight_dtype or workload.dtype],
         img_rows=b * model.image_tokens,
         img_tokens=model.image_tokens,
         sa_heads=shard.heads * shard.calls if shard else 0,

@@ -162,6 +162,10 @@ def analyze(
 ) -> Analysis:
     """Every selected stage's cost tree (the DiT's always: it sets the per-forward figures) and
     the memory timeline of the whole video (every stage, whatever ``stages`` selects)."""
+    if offload.convert_model_dtype:
+        raise ConfigError(
+            "offload.convert_model_dtype", "a Wan2.2 generate.py flag; Wan2.1 has none (allowed: false)"
+        )
     g = video_geometry(m, w)
     built = {name: _stage(name, m, w, g) for name in dict.fromkeys((*stages, FORWARD))}
     dit = built[FORWARD]

@@ -19,6 +19,8 @@ component is resident. ``offload.t5_cpu`` keeps the text encoder on the CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ditmeter.analytic.memory import Offload, Phase, Timeline
 from ditmeter.models.wan21.semantics import SEMANTICS
 
@@ -58,20 +60,25 @@ def _diffusers(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool
     return on & set(present)
 
 
+Placed = Callable[[str, tuple[str, ...], bool, bool], set[str]]
+
+
 def timeline(
     pipeline: str,
     stages: tuple[str, ...],
     components: dict[str, dict[str, int]],
     activations: dict[str, int],
     offload: Offload,
+    official: Placed | None = None,
 ) -> Timeline:
     """The memory timeline of one video: ``stages`` in order (every stage the model runs),
     ``components`` the weight bytes by dtype of each (the DiT's included), ``activations`` the
-    peak live activations of one run of each stage that has a memory rule."""
+    peak live activations of one run of each stage that has a memory rule; ``official`` replaces
+    Wan2.1's official placement (a family whose generate.py places components otherwise)."""
     sem = SEMANTICS[pipeline]
     offload_model = sem.offload_model_default if offload.model is None else offload.model
     present = tuple(components)
-    placed = _official if pipeline == "official" else _diffusers
+    placed = (official or _official) if pipeline == "official" else _diffusers
     phases = []
     for stage in stages:
         on = placed(stage, present, offload_model, offload.t5_cpu)

@@ -162,9 +162,12 @@ class WanModelSpec:
         return self.dim // self.num_heads
 
 
-def parse_model(raw: Mapping[str, Any], pipeline: str) -> WanModelSpec:
-    """The ``model`` section (components included) as a typed record, with the component dtypes
-    and depths ``pipeline`` runs them in; errors name the field."""
+def parse_model(
+    raw: Mapping[str, Any], pipeline: str, cls: type[WanModelSpec] = WanModelSpec
+) -> WanModelSpec:
+    """The ``model`` section (components included) as a typed record (``cls``: a family's
+    extension of :class:`WanModelSpec`), with the component dtypes and depths ``pipeline`` runs
+    them in; errors name the field."""
     sem = SEMANTICS[pipeline]
     why = f"is set by the pipeline (pipeline={pipeline}); allowed: pipeline=official|diffusers"
     dtype = {"dtype": why}  # component keys the pipeline sets, never the model config
@@ -197,7 +200,7 @@ def parse_model(raw: Mapping[str, Any], pipeline: str) -> WanModelSpec:
         )
     elif raw.get("image_encoder") is not None:
         raise ConfigError("model.image_encoder", "only image-conditioned models (i2v, flf2v) have one")
-    return parse(WanModelSpec, raw, "model", **components)
+    return parse(cls, raw, "model", **components)
 
 
 def _name(raw: Mapping[str, Any], section: str, default: str) -> str:

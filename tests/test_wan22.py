@@ -1,0 +1,93 @@
+"""Wan2.2 T2V-A14B (the first model of the wan2.2 family; docs/wan22.md): its experts, per-token
+timesteps under the official code, placement and the trace gate on the real diffusers modules."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from ditmeter.cli import main
+from ditmeter.commands.report import analyze
+from ditmeter.config import load
+
+A14B = ["model=wan2.2-t2v-a14b", "workload=720p-81f", "device=h100-sxm"]
+
+
+def _analysis(*extra: str):  # type: ignore[no-untyped-def]
+    return analyze(load([*A14B, *extra], "report"))[0]
+
+
+def test_one_expert_has_the_parameters_of_the_diffusers_module() -> None:
+    from ditmeter.models.wan21.builders import build_diffusers_dit
+
+    a = _analysis()
+    module = build_diffusers_dit(a.model, "bf16")
+    assert a.per_forward.params == sum(p.numel() for p in module.parameters()) == 14_288_491_584
+
+
+@pytest.mark.parametrize("pipeline", ["official", "diffusers"])
+def test_the_expert_split_comes_from_the_pipelines_scheduler(pipeline: str) -> None:
+    """40 steps at shift 12, boundary 0.875: 26 high-noise and 14 low-noise steps (the release)."""
+    a = _analysis(f"pipeline={pipeline}")
+    assert any("runs 26 of 40 steps" in n and "low-noise one 14" in n for n in a.notes)
+    assert a.forwards_per_video == 80
+
+
+def test_official_timesteps_are_per_token_diffusers_per_sample() -> None:
+    """Official: the time projection runs on all 75,600 tokens (2 × 75,600 × 5,120 × 30,720 FLOPs);
+    diffusers without expand_timesteps runs Wan2.1-14B's forward exactly."""
+    official = {r.module_id: r for r in _analysis().forward.rows()}
+    assert official["dit.time_projection"].cost.tensor_flops == 2 * 75_600 * 5_120 * 30_720
+    diffusers = _analysis("pipeline=diffusers").per_forward
+    wan21 = analyze(load(["model=wan2.1-t2v-14b", "workload=720p-81f", "pipeline=diffusers"], "report"))[0]
+    assert diffusers == wan21.per_forward
+
+
+def test_one_h100_needs_convert_model_dtype_as_the_official_readme_runs_it() -> None:
+    """The release README's single-GPU T2V-A14B command adds --offload_model True
+    --convert_model_dtype: without the cast the fp32 expert (53 GiB) and the per-token fp32
+    modulation do not fit 80 GB; with it they do. One expert on the GPU at a time (official);
+    diffusers keeps both."""
+    h100 = 81_559 * 2**20
+    assert _analysis().memory.peak_per_gpu_bytes > h100
+    converted = _analysis("offload.convert_model_dtype=true").memory
+    assert converted.peak_per_gpu_bytes < h100
+    dit = next(p for p in converted.phases if p.stage == "dit")
+    assert set(dit.resident) == {"dit", "vae"}
+    both = next(p for p in _analysis("pipeline=diffusers").memory.phases if p.stage == "dit")
+    assert {"dit", "dit_2"} <= set(both.resident)
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["model=wan2.1-t2v-14b", "offload.convert_model_dtype=true"], "offload.convert_model_dtype"),
+        ([*A14B, "pipeline=diffusers", "offload.convert_model_dtype=true"], "offload.convert_model_dtype"),
+        ([*A14B, "parallel.ulysses=2"], "parallel"),
+    ],
+)
+def test_what_wan22_does_not_run_is_refused(args: list[str], field: str, tmp_path: Path) -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["report", *args, f"output_root={tmp_path / 'out'}"]) == 2
+    assert err.getvalue().startswith(f"ditmeter: error: {field}:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_trace_gate_is_exact_with_per_token_timesteps(tmp_path: Path) -> None:
+    """The diffusers DiT fed a timestep per token, as the official code feeds it: FLOPs per module
+    and peak live activations of every stage exact."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["trace", "model=wan2.2-t2v-a14b", "workload=w001-tiny", f"output_root={tmp_path}"]) == 0
+    (folder,) = tmp_path.glob("*/static_analysis/wan2_2")
+    compare = json.loads((folder / "report.json").read_text())["compare"]
+    assert compare["passed"] and compare["max_rel_error"] == 0
+    assert {m["stage"]: m["rel_error"] for m in compare["memory"]} == {
+        "text_encoder": 0.0,
+        "dit": 0.0,
+        "vae_decode": 0.0,
+    }
