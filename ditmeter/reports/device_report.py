@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -9,6 +10,7 @@ import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.parallel import ParallelEstimate
 from ditmeter.analytic.timing import LIMITS, Prediction, TimePlan, dominant_limit
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.reports.format import percent, seconds
@@ -25,32 +27,33 @@ class DeviceView:
     measured_video_s: float | None
     plan: PlanView | None = None  # parallel.* beyond one GPU
 
+    def _timed(
+        self, plan: Callable[[ParallelEstimate], float], one: Callable[[Prediction], float]
+    ) -> float | None:
+        """A time on one GPU of the plan (``plan``), else of the one-GPU prediction (``one``)."""
+        if self.plan is not None:
+            return plan(self.plan.estimate)
+        return one(self.prediction) if self.prediction is not None else None
+
     @property
     def per_video_s(self) -> float | None:
-        """Seconds per video on one GPU of the plan (every selected stage)."""
-        if self.plan is not None:
-            return self.plan.estimate.per_video_s
-        return self.prediction.per_video_s if self.prediction is not None else None
+        """Seconds per video (every selected stage)."""
+        return self._timed(lambda e: e.per_video_s, lambda p: p.per_video_s)
 
     @property
     def per_forward_s(self) -> float | None:
-        """Seconds per denoiser forward (on one GPU of the plan: with the communication it waits for)."""
-        if self.plan is not None:
-            return self.plan.estimate.forward_s
-        return self.prediction.per_forward.predicted_s if self.prediction is not None else None
+        """Seconds per denoiser forward (under a plan with the communication it waits for)."""
+        return self._timed(lambda e: e.forward_s, lambda p: p.per_forward.predicted_s)
 
     @property
     def per_step_s(self) -> float | None:
-        if self.plan is not None:
-            return self.plan.estimate.step_s
-        return self.prediction.per_step_s if self.prediction is not None else None
+        return self._timed(lambda e: e.step_s, lambda p: p.per_step_s)
 
     @property
     def forward_video_s(self) -> float | None:
         """The denoiser's seconds per video."""
-        if self.plan is not None:
-            return self.plan.estimate.stage_video_s.get(self.analysis.forward.name, 0.0)
-        return self.prediction.forward_video_s if self.prediction is not None else None
+        forward = self.analysis.forward.name
+        return self._timed(lambda e: e.stage_video_s.get(forward, 0.0), lambda p: p.forward_video_s)
 
     @property
     def device(self) -> DeviceSpec | None:

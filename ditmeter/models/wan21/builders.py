@@ -239,7 +239,8 @@ Built = tuple[nn.Module, dict[str, Any]]
 
 def make_dit(m: WanModelSpec, w: Workload, g: Geometry, device: str) -> Built:
     """The DiT and one forward's inputs (``return_dict=False``, as the pipelines call it)."""
-    inputs: dict[str, Any] = {**diffusers_dit_inputs(m, w, g, device), "return_dict": False}
+    per_token = m.per_token_timesteps(w.pipeline)  # the timesteps the pipeline feeds
+    inputs: dict[str, Any] = {**diffusers_dit_inputs(m, w, g, device, per_token), "return_dict": False}
     return build_diffusers_dit(m, w.dtype, device), inputs
 
 

@@ -119,7 +119,8 @@ def reference_activation_bytes(m: WanModelSpec, w: Workload, g: Geometry, dit: N
     """The peak live activations each stage's reference module shows as the tracer runs it: the
     encoders as the pipeline runs them; the diffusers DiT in the workload dtype throughout (its
     residual stream too, where the official code keeps fp32)."""
-    reference = dit_footprint(m, w, g, dit, residual_dtype=w.dtype)
+    per_token = "diffusers" if m.per_token_timesteps(w.pipeline) else None  # diffusers code, as fed
+    reference = dit_footprint(m, w, g, dit, residual_dtype=w.dtype, per_token=per_token)
     return stage_activation_bytes(m, w, g, reference)
 
 

@@ -186,7 +186,7 @@ def rank_plan(analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankP
             kv_tokens=padded // cp.ring,
             full_tokens=padded,
         )
-        forward = build_dit(m, w, g, shard)
+        forward = build_dit(m, w, g, shard, per_token_timesteps=m.per_token_timesteps(w.pipeline))
     else:
         forward = analysis.forward.tree
     ring_op = "send_recv" if official else "all_gather_into_tensor"
@@ -245,7 +245,8 @@ def _rank_memory(
     m, w, g = analysis.model, analysis.workload, analysis.geometry
     cp, b, a = plan.sequence, w.batch_size, w.act_bytes
     rank_tokens = padded // cp.degree
-    footprint = dit_footprint(m, w, g, forward, tokens=rank_tokens)
+    per_token = w.pipeline if m.per_token_timesteps(w.pipeline) else None
+    footprint = dit_footprint(m, w, g, forward, tokens=rank_tokens, per_token=per_token)
     extra = 0
     if cp.ulysses > 1:  # the all-to-all's outputs live beside its inputs
         extra += 3 * b * rank_tokens * m.dim * a

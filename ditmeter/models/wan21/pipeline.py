@@ -85,12 +85,12 @@ def video_geometry(m: WanModelSpec, w: Workload) -> Geometry:
     return geometry(w, m.vae_stride, m.patch_size, size)
 
 
-def _stage(name: str, m: WanModelSpec, w: Workload, g: Geometry) -> Stage:
-    stage = _stage_costs(name, m, w, g)
+def _stage(name: str, m: WanModelSpec, w: Workload, g: Geometry, weight_dtype: str | None = None) -> Stage:
+    stage = _stage_costs(name, m, w, g, weight_dtype)
     return attrs.evolve(stage, attention=SEMANTICS[w.pipeline].attention[name])
 
 
-def _stage_costs(name: str, m: WanModelSpec, w: Workload, g: Geometry) -> Stage:
+def _stage_costs(name: str, m: WanModelSpec, w: Workload, g: Geometry, weight_dtype: str | None) -> Stage:
     b = w.batch_size
     if name == "text_encoder":
         run = f"one encode of {m.text_len} tokens (prompt, and the negative prompt with guidance)"
@@ -113,7 +113,9 @@ def _stage_costs(name: str, m: WanModelSpec, w: Workload, g: Geometry) -> Stage:
         return Stage(name, tree, 1, m.vae.dtype, run, calls=g.latent_frames)
     assert name == FORWARD, name
     run = f"one DiT forward ({w.num_inference_steps} steps × {w.guidance_forwards})"
-    return Stage(name, build_dit(m, w, g), w.forwards_per_video, w.dtype, run)
+    per_token = m.per_token_timesteps(w.pipeline)
+    tree = build_dit(m, w, g, per_token_timesteps=per_token, weight_dtype=weight_dtype)
+    return Stage(name, tree, w.forwards_per_video, w.dtype, run)
 
 
 def notes(m: WanModelSpec, w: Workload, g: Geometry) -> tuple[str, ...]:
@@ -158,22 +160,38 @@ def notes(m: WanModelSpec, w: Workload, g: Geometry) -> tuple[str, ...]:
 
 
 def analyze(
-    m: WanModelSpec, w: Workload, stages: Sequence[str], family: str, offload: Offload = DEFAULT_OFFLOAD
+    m: WanModelSpec,
+    w: Workload,
+    stages: Sequence[str],
+    family: str,
+    offload: Offload = DEFAULT_OFFLOAD,
+    *,
+    weight_dtype: str | None = None,
+    placed: placement.Placed | None = None,
 ) -> Analysis:
     """Every selected stage's cost tree (the DiT's always: it sets the per-forward figures) and
-    the memory timeline of the whole video (every stage, whatever ``stages`` selects)."""
+    the memory timeline of the whole video (every stage, whatever ``stages`` selects).
+
+    The model record says whether the DiT gets a timestep per token and how many experts stay on
+    the GPU; a family whose code differs gives the DiT's ``weight_dtype`` (a cast) and its official
+    ``placed`` rule."""
     if offload.convert_model_dtype:
         raise ConfigError(
             "offload.convert_model_dtype", "a Wan2.2 generate.py flag; Wan2.1 has none (allowed: false)"
         )
     g = video_geometry(m, w)
-    built = {name: _stage(name, m, w, g) for name in dict.fromkeys((*stages, FORWARD))}
+    built = {name: _stage(name, m, w, g, weight_dtype) for name in dict.fromkeys((*stages, FORWARD))}
     dit = built[FORWARD]
     selected = tuple(built[s] for s in STAGES if s in stages)
-    footprint = dit_footprint(m, w, g, dit.tree)
+    per_token = w.pipeline if m.per_token_timesteps(w.pipeline) else None
+    footprint = dit_footprint(m, w, g, dit.tree, per_token=per_token)
     components = {"dit": footprint.weights_by_dtype, **component_weights(m)}
+    for i in range(2, m.resident_experts(w.pipeline) + 1):  # a second expert: dit_2
+        components[f"dit_{i}"] = dict(footprint.weights_by_dtype)
     activations = stage_activation_bytes(m, w, g, footprint)
-    memory = placement.timeline(w.pipeline, available_stages(m), components, activations, offload)
+    memory = placement.timeline(
+        w.pipeline, available_stages(m), components, activations, offload, official=placed
+    )
     return Analysis(m, family, w, g, selected, dit, footprint, notes(m, w, g), memory)
 
 

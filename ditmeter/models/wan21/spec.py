@@ -161,6 +161,14 @@ class WanModelSpec:
     def head_dim(self) -> int:
         return self.dim // self.num_heads
 
+    def per_token_timesteps(self, pipeline: str) -> bool:
+        """Whether ``pipeline`` feeds the DiT a timestep per token (Wan2.1: one per sample)."""
+        return False
+
+    def resident_experts(self, pipeline: str) -> int:
+        """DiTs of this shape on the GPU together when nothing is offloaded (Wan2.1: one)."""
+        return 1
+
 
 def parse_model(
     raw: Mapping[str, Any], pipeline: str, cls: type[WanModelSpec] = WanModelSpec

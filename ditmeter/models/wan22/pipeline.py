@@ -26,13 +26,7 @@ from ditmeter.analytic.schedule import diffusers_timesteps, expert_split, offici
 from ditmeter.analytic.workload import Workload
 from ditmeter.errors import ConfigError
 from ditmeter.models.wan21 import pipeline as wan21
-from ditmeter.models.wan21 import placement
-from ditmeter.models.wan21.dit import build_dit
-from ditmeter.models.wan21.memory import dit_footprint, stage_activation_bytes
 from ditmeter.models.wan22.spec import Wan22ModelSpec
-
-#: The second expert's component name in the memory timeline (diffusers' ``transformer_2``).
-SECOND_EXPERT = "dit_2"
 
 
 def split(m: Wan22ModelSpec, w: Workload) -> tuple[int, int]:
@@ -64,34 +58,24 @@ def _official(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool)
 def analyze(
     m: Wan22ModelSpec, w: Workload, stages: Sequence[str], family: str, offload: Offload = DEFAULT_OFFLOAD
 ) -> Analysis:
-    """Wan2.1's analysis of the same stages with Wan2.2's DiT inputs, memory and notes."""
+    """Wan2.1's analysis (the model record brings the per-token timesteps and the experts on the
+    GPU) with Wan2.2's cast, official placement and notes."""
     convert = offload.convert_model_dtype
     if convert and w.pipeline != "official":
         raise ConfigError(
             "offload.convert_model_dtype",
             "an official generate.py flag (diffusers loads the DiT in workload.dtype)",
         )
-    base = wan21.analyze(m, w, stages, family, attrs.evolve(offload, convert_model_dtype=False))
-    g, per_token = base.geometry, m.per_token_timesteps(w.pipeline)
-    tree = build_dit(m, w, g, per_token_timesteps=per_token, weight_dtype="bf16" if convert else None)
-    forward = attrs.evolve(base.forward, tree=tree)
-    selected = tuple(forward if s.name == forward.name else s for s in base.stages)
-    footprint = dit_footprint(m, w, g, forward.tree, per_token=w.pipeline if per_token else None)
-    components = {"dit": footprint.weights_by_dtype, **wan21.component_weights(m)}
-    if m.experts == 2 and w.pipeline == "diffusers":
-        components[SECOND_EXPERT] = dict(footprint.weights_by_dtype)
-    activations = stage_activation_bytes(m, w, g, footprint)
-    memory = placement.timeline(
-        w.pipeline, wan21.available_stages(m), components, activations, offload, official=_official
+    base = wan21.analyze(
+        m,
+        w,
+        stages,
+        family,
+        attrs.evolve(offload, convert_model_dtype=False),
+        weight_dtype="bf16" if convert else None,
+        placed=_official,
     )
-    return attrs.evolve(
-        base,
-        forward=forward,
-        stages=selected,
-        footprint=footprint,
-        memory=memory,
-        notes=(*base.notes, *notes(m, w, convert)),
-    )
+    return attrs.evolve(base, notes=(*base.notes, *notes(m, w, convert)))
 
 
 def notes(m: Wan22ModelSpec, w: Workload, convert: bool = False) -> tuple[str, ...]:

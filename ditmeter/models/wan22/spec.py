@@ -42,6 +42,11 @@ class Wan22ModelSpec(WanModelSpec):
         """Whether ``pipeline`` feeds the DiT a timestep per token."""
         return pipeline == "official" or self.expand_timesteps
 
+    def resident_experts(self, pipeline: str) -> int:
+        """diffusers keeps ``transformer`` and ``transformer_2`` on the GPU; the official code one
+        expert at a time."""
+        return self.experts if pipeline == "diffusers" else 1
+
 
 def parse_model(raw: Mapping[str, Any], pipeline: str) -> Wan22ModelSpec:
     spec = parse_wan_model(raw, pipeline, Wan22ModelSpec)
