@@ -90,7 +90,7 @@ def diffusers_dit_inputs(
         "timestep": torch.zeros((b, geo.tokens) if per_token else b, dtype=torch.long, device=dev),
         "encoder_hidden_states": make(b, geo.context_len, spec.text_dim, dtype=dtype, device=dev),
     }
-    if spec.images:  # CLIP hidden states, one block of tokens per conditioning image
+    if spec.image_tokens:  # CLIP hidden states, one block of tokens per conditioning image
         per_image = spec.image_tokens // spec.images
         inputs["encoder_hidden_states_image"] = make(
             b * spec.images, per_image, spec.image_dim, dtype=dtype, device=dev
@@ -137,6 +137,19 @@ def build_wan_vae(spec: VaeSpec, device: str = "meta") -> nn.Module:
                 num_res_blocks=spec.num_res_blocks,
                 dim_mult=list(spec.dim_mult),
                 temperal_downsample=list(spec.temperal_downsample),
+                **(
+                    {
+                        "decoder_base_dim": spec.decoder_dim,
+                        "in_channels": spec.in_channels,
+                        "out_channels": spec.out_channels,
+                        "patch_size": spec.patch_size,
+                        "is_residual": True,
+                        "scale_factor_spatial": spec.spatial_stride,
+                        "scale_factor_temporal": spec.temporal_stride,
+                    }
+                    if spec.is_residual or spec.patch_size > 1
+                    else {}
+                ),
             ),
         )
 
@@ -258,7 +271,7 @@ def make_image_encoder(m: WanModelSpec, w: Workload, g: Geometry, device: str) -
 
 def make_vae_encode(m: WanModelSpec, w: Workload, g: Geometry, device: str) -> Built:
     """The Wan-VAE encoder and the conditioning video at the effective size."""
-    video = (g.effective_frames, g.effective_height, g.effective_width)
+    video = (m.conditioning_frames(g.effective_frames), g.effective_height, g.effective_width)
     return build_vae_encode_module(m.vae, device), vae_encode_inputs(m.vae, w.batch_size, video, device)
 
 

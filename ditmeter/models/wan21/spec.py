@@ -9,8 +9,9 @@ value raises :class:`~ditmeter.errors.ConfigError` naming the field
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -21,6 +22,7 @@ from ditmeter.validate import (
     FieldError,
     as_tuple,
     bool_tuple,
+    boolean,
     finite_number,
     int_tuple,
     one_of,
@@ -32,6 +34,9 @@ from ditmeter.validate import (
 #: t2v: text only; i2v: one CLIP image (257 tokens); flf2v: first and last frame
 #: (2 × 257 tokens and a learned position table).
 PIPELINES = ("t2v", "i2v", "flf2v")
+
+if TYPE_CHECKING:
+    from ditmeter.models.wan21.vae import VaeRules
 
 _dtype = one_of(*DTYPE_BYTES)
 #: Structure sizes: every block becomes rows of the module tables, so a run answers in seconds only
@@ -86,7 +91,12 @@ class ClipSpec:
 
 @attrs.frozen
 class VaeSpec:
-    """``model.vae`` in diffusers' ``AutoencoderKLWan`` vocabulary."""
+    """``model.vae`` in diffusers' ``AutoencoderKLWan`` vocabulary.
+
+    The Wan2.1 VAE leaves the last four keys at diffusers' defaults; the Wan2.2 VAE sets them
+    (``decoder_base_dim=256, in_channels=12, out_channels=12, patch_size=2, is_residual=true``:
+    2×2 pixel patches as channels, residual down and up blocks).
+    """
 
     name: str = attrs.field(converter=str)
     base_dim: int = attrs.field(validator=positive_int)
@@ -95,7 +105,13 @@ class VaeSpec:
     dim_mult: tuple[int, ...] = attrs.field(converter=as_tuple, validator=int_tuple(max_length=8))
     temperal_downsample: tuple[bool, ...] = attrs.field(converter=as_tuple, validator=bool_tuple)
     dtype: str = attrs.field(validator=_dtype)
-    out_channels: int = 3
+    decoder_base_dim: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(positive_int)
+    )
+    in_channels: int = attrs.field(default=3, validator=positive_int)
+    out_channels: int = attrs.field(default=3, validator=positive_int)
+    patch_size: int = attrs.field(default=1, validator=positive_int_at_most(4, "the Wan2.2 VAE has 2"))
+    is_residual: bool = attrs.field(default=False, validator=boolean)
 
     def __attrs_post_init__(self) -> None:
         if len(self.temperal_downsample) != len(self.dim_mult) - 1:
@@ -103,6 +119,26 @@ class VaeSpec:
                 "temperal_downsample",
                 f"must be {len(self.dim_mult) - 1} booleans, got {list(self.temperal_downsample)!r}",
             )
+        for key in ("in_channels", "out_channels"):
+            if getattr(self, key) != 3 * self.patch_size**2:
+                raise FieldError(
+                    key, f"must be 3 x patch_size² = {3 * self.patch_size**2} (RGB pixel patches)"
+                )
+
+    @property
+    def decoder_dim(self) -> int:
+        """The decoder's base width (diffusers: ``decoder_base_dim``, else ``base_dim``)."""
+        return self.decoder_base_dim or self.base_dim
+
+    @property
+    def spatial_stride(self) -> int:
+        """Pixels per latent side: the pixel patch × 2 per spatial downsampler."""
+        return self.patch_size * (1 << (len(self.dim_mult) - 1))
+
+    @property
+    def temporal_stride(self) -> int:
+        """Video frames per latent frame (after the first): 2 per temporal downsampler."""
+        return 1 << sum(self.temperal_downsample)
 
 
 def _always(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -140,10 +176,14 @@ class WanModelSpec:
     qk_norm: bool = attrs.field(default=True, validator=_always)
     cross_attn_norm: bool = attrs.field(default=True, validator=_always)
 
+    #: Whether an image-conditioned model (i2v, flf2v) has a CLIP image encoder (Wan2.1: always;
+    #: Wan2.2's I2V conditions on the VAE latent alone).
+    clip_conditioned: ClassVar[bool] = True
+
     def __attrs_post_init__(self) -> None:
         if self.dim % self.num_heads:
             raise FieldError("num_heads", f"must divide model.dim={self.dim}")
-        if self.images:
+        if self.image_encoder is not None:
             for key in ("image_dim", "image_tokens"):
                 positive_int(None, attrs.fields_dict(WanModelSpec)[key], getattr(self, key))
 
@@ -165,9 +205,32 @@ class WanModelSpec:
         """Whether ``pipeline`` feeds the DiT a timestep per token (Wan2.1: one per sample)."""
         return False
 
-    def resident_experts(self, pipeline: str) -> int:
-        """DiTs of this shape on the GPU together when nothing is offloaded (Wan2.1: one)."""
+    def resident_experts(self, pipeline: str, gpus: int = 1) -> int:
+        """DiTs of this shape on each GPU together when nothing is offloaded, on ``gpus`` GPUs
+        (Wan2.1: one)."""
         return 1
+
+    def vae_rules(self) -> VaeRules:
+        """The VAE's cost trees and peak live bytes (Wan2.1: the Wan-VAE's)."""
+        from ditmeter.models.wan21.vae import WAN21_VAE
+
+        return WAN21_VAE
+
+    def conditioning_frames(self, frames: int) -> int:
+        """Frames the VAE encodes to condition a ``frames``-frame video (Wan2.1 I2V/FLF2V: the
+        whole video, the image(s) and zeros)."""
+        return frames if self.images else 0
+
+    def image_size(self, height: int, width: int) -> tuple[int, int, str]:
+        """The official image-to-video pixel size for ``max_area = height × width`` and an image of
+        aspect ``height / width`` (image2video.py): each latent side is a float square root, floored
+        to whole patches, so 480×832 gives 464×832; and the rule's name."""
+        _, sh, sw = self.vae_stride
+        _, ph, pw = self.patch_size
+        area, aspect = height * width, height / width
+        lat_h = round(math.sqrt(area * aspect) // sh // ph * ph)
+        lat_w = round(math.sqrt(area / aspect) // sw // pw * pw)
+        return lat_h * sh, lat_w * sw, "official max_area rule: sqrt(H*W*aspect) floored to patches"
 
 
 def parse_model(
@@ -179,7 +242,7 @@ def parse_model(
     sem = SEMANTICS[pipeline]
     why = f"is set by the pipeline (pipeline={pipeline}); allowed: pipeline=official|diffusers"
     dtype = {"dtype": why}  # component keys the pipeline sets, never the model config
-    images = raw.get("pipeline") in ("i2v", "flf2v")
+    images = raw.get("pipeline") in ("i2v", "flf2v") and cls.clip_conditioned
     always = {
         "text_encoder": (UMT5Spec, "umt5", sem.text_encoder_dtype),
         "vae": (VaeSpec, "wan-vae", sem.vae_dtype),
@@ -207,7 +270,11 @@ def parse_model(
             layers_run=layers - dropped if isinstance(layers, int) else layers,
         )
     elif raw.get("image_encoder") is not None:
-        raise ConfigError("model.image_encoder", "only image-conditioned models (i2v, flf2v) have one")
+        raise ConfigError(
+            "model.image_encoder",
+            "only image-conditioned models (i2v, flf2v) have one"
+            + ("" if cls.clip_conditioned else f"; {raw.get('family')} conditions without CLIP"),
+        )
     return parse(cls, raw, "model", **components)
 
 

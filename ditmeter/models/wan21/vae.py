@@ -19,6 +19,7 @@ call; the decoded chunks are concatenated into the output one call at a time
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -28,6 +29,7 @@ from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.tree import Composite, Dims, Leaf
 from ditmeter.models.wan21.spec import VaeSpec
+from ditmeter.models.wan21.vae_memory import decode_activation_bytes, encode_activation_bytes
 
 
 class _Acc:
@@ -136,9 +138,17 @@ class _Decode:
 
     def upsample(self, i: int, c: int, thw: tuple[int, int, int], first: bool) -> tuple[int, int, int]:
         """Up block ``i``'s resampler; returns the new (frames, height, width)."""
+        return self.resample_up(
+            f"decoder.up_blocks.{i}.upsamplers.0", c, c // 2, thw, self.upsample_t[i], first
+        )
+
+    def resample_up(
+        self, u: str, c: int, cout: int, thw: tuple[int, int, int], temporal: bool, first: bool
+    ) -> tuple[int, int, int]:
+        """The resampler ``u``: time conv (``temporal``, from the second call), nearest 2× up, a
+        3×3 conv to ``cout``; returns the new (frames, height, width)."""
         t, h, w = thw
-        u = f"decoder.up_blocks.{i}.upsamplers.0"
-        if self.upsample_t[i] and not first:  # the first call skips the time conv
+        if temporal and not first:  # the first call skips the time conv
             self.conv(f"{u}.time_conv", c, 2 * c, 3, thw, (2, 0))
             self.cache(f"{u}.reshuffle", c, h, w)
             t *= 2
@@ -150,7 +160,7 @@ class _Decode:
         self.acc.add(
             f"{u}.resample.0", "resample", "layout_copy", elements=self.batch * t * c * h * w, act_bytes=a
         )
-        self.conv(f"{u}.resample.1", c, c // 2, 9, (t, h, w), (0, 2))
+        self.conv(f"{u}.resample.1", c, cout, 9, (t, h, w), (0, 2))
         return t, h, w
 
     def call(self, hw: tuple[int, int], first: bool) -> tuple[int, int, int]:
@@ -159,44 +169,73 @@ class _Decode:
         thw = (1, *hw)
         self.conv("decoder.conv_in", z, d[0], 27, thw, (2, 2))
         self.cache("decoder.feat_cache", z, *hw)
-        self.resblock("decoder.mid_block.resnets.0", d[0], d[0], thw)
-        self.attention("decoder.mid_block.attentions.0", d[0], thw)
-        self.resblock("decoder.mid_block.resnets.1", d[0], d[0], thw)
+        self.mid("decoder", d[0], thw)
         for i, (cin, cout) in enumerate(itertools.pairwise(d)):
             cin = cin if i == 0 else cin // 2
             for j in range(self.spec.num_res_blocks + 1):
                 self.resblock(f"decoder.up_blocks.{i}.resnets.{j}", cin if j == 0 else cout, cout, thw)
             if i < len(self.spec.dim_mult) - 1:
                 thw = self.upsample(i, cout, thw, first)
-        n = self.batch * thw[0] * thw[1] * thw[2]
-        self.acc.add("decoder.norm_out", "norm_mod", "rms_norm", rows=n, dim=d[-1], **self.wb)
-        self.acc.add("decoder.nonlinearity", "norm_mod", "silu", elements=n * d[-1], act_bytes=self.a)
-        self.conv("decoder.conv_out", d[-1], self.spec.out_channels, 27, thw, (2, 2))
-        self.cache("decoder.feat_cache", d[-1], thw[1], thw[2])
+        self.head("decoder", d[-1], self.spec.out_channels, thw)
         return thw
+
+    def mid(self, coder: str, c: int, thw: tuple[int, int, int]) -> None:
+        """The mid block: resnet, single-head attention, resnet at ``c`` channels."""
+        self.resblock(f"{coder}.mid_block.resnets.0", c, c, thw)
+        self.attention(f"{coder}.mid_block.attentions.0", c, thw)
+        self.resblock(f"{coder}.mid_block.resnets.1", c, c, thw)
+
+    def head(self, coder: str, c: int, cout: int, thw: tuple[int, int, int]) -> None:
+        """RMS norm, SiLU and the causal ``conv_out`` (``c`` → ``cout``) with its cache."""
+        n = self.batch * thw[0] * thw[1] * thw[2]
+        self.acc.add(f"{coder}.norm_out", "norm_mod", "rms_norm", rows=n, dim=c, **self.wb)
+        self.acc.add(f"{coder}.nonlinearity", "norm_mod", "silu", elements=n * c, act_bytes=self.a)
+        self.conv(f"{coder}.conv_out", c, cout, 27, thw, (2, 2))
+        self.cache(f"{coder}.feat_cache", c, thw[1], thw[2])
+
+    def tail(self, coder: str, c: int, cout: int, thw: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The mid block and the head; returns ``thw``."""
+        self.mid(coder, c, thw)
+        self.head(coder, c, cout, thw)
+        return thw
+
+    def time_convs(self) -> list[tuple[str, int, int]]:
+        """(id, in, out channels) of every time conv, whose weights exist even if no later call runs."""
+        return [
+            (f"decoder.up_blocks.{i}.upsamplers.0.time_conv", self.dims[i + 1], 2 * self.dims[i + 1])
+            for i, temporal in enumerate(self.upsample_t)
+            if temporal
+        ]
+
+    def finish(self, frames: int, h: int, w: int) -> None:
+        """What ``_decode`` runs on the whole output after the decoder calls (Wan2.2: unpatchify)."""
+
+
+def _placeholders(call: _Decode, convs: list[tuple[str, int, int]]) -> None:
+    for mid, cin, cout in convs:
+        call.conv(mid, cin, cout, 3, (0, 0, 0), (0, 0))
+        call.acc.costs[mid] = attrs.evolve(call.acc.costs[mid], bytes_read=0)  # not run yet: nothing read
 
 
 def build_vae_decode(
-    spec: VaeSpec, batch: int, latent_frames: int, latent_h: int, latent_w: int
+    spec: VaeSpec, batch: int, latent_frames: int, latent_h: int, latent_w: int, call: type[_Decode] = _Decode
 ) -> Composite:
-    """The cost tree of decoding ``batch`` × (z_dim, T, h, w) latents into 1 + 4·(T−1) frames."""
-    dec = _Decode(spec, batch)
+    """The cost tree of decoding ``batch`` × (z_dim, T, h, w) latents into 1 + 4·(T−1) frames
+    (``call``: one decoder call's modules; Wan2.2's residual decoder is another)."""
+    dec = call(spec, batch)
     acc, a = dec.acc, dec.a
     dec.conv("post_quant_conv", spec.z_dim, spec.z_dim, 1, (latent_frames, latent_h, latent_w), (0, 0))
-    for i, temporal in enumerate(dec.upsample_t):  # the time convs' weights exist even if no later call runs
-        if temporal:
-            c, mid = dec.dims[i + 1], f"decoder.up_blocks.{i}.upsamplers.0.time_conv"
-            dec.conv(mid, c, 2 * c, 3, (0, 0, 0), (0, 0))
-            acc.costs[mid] = attrs.evolve(acc.costs[mid], bytes_read=0)  # not run yet: nothing read
+    _placeholders(dec, dec.time_convs())
     # The first call, then the T−1 later calls (all alike) costed once and multiplied.
     t0, h, w = dec.call((latent_h, latent_w), first=True)
-    later = _Decode(spec, batch)
+    later = call(spec, batch)
     t1, _, _ = later.call((latent_h, latent_w), first=False)
     frames = t0 + t1 * (latent_frames - 1)
     if latent_frames > 1:  # out = cat([out, chunk]): call c copies the t0 + c·t1 frames so far again
         acc.absorb(later.acc, latent_frames - 1)
         copied = batch * _series(t0, t1, latent_frames - 1) * spec.out_channels * h * w
         acc.add("output_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
+    dec.finish(frames, h, w)
     acc.add("clamp", "resample", "clamp", elements=batch * frames * spec.out_channels * h * w, act_bytes=a)
     return acc.tree()
 
@@ -209,13 +248,36 @@ def _series(first: int, step: int, calls: int) -> int:
 class _Encode(_Decode):
     """One encoder call (1 video frame first, then 4 per call) added to the accumulated leaves."""
 
+    def encode_time_convs(self) -> list[tuple[str, int, int]]:
+        """(id, in, out channels) of every time conv, whose weights exist even if no later call runs."""
+        spec, index = self.spec, self.spec.num_res_blocks
+        dims = [spec.base_dim * m for m in (1, *spec.dim_mult)]
+        return [
+            (
+                f"encoder.down_blocks.{index + i * (spec.num_res_blocks + 1)}.time_conv",
+                dims[i + 1],
+                dims[i + 1],
+            )
+            for i, temporal in enumerate(spec.temperal_downsample)
+            if temporal
+        ]
+
+    def start(self, frames: int, height: int, width: int) -> tuple[int, int]:
+        """What ``_encode`` runs on the whole video first (Wan2.2: patchify); the size it encodes."""
+        return height, width
+
     def downsample(
         self, index: int, c: int, thw: tuple[int, int, int], temporal: bool, first: bool
     ) -> tuple[int, int, int]:
         """``down_blocks.index`` (a resampler): stride-2 spatial conv, then on later calls the
         stride-2 causal time conv over the cached last frame + these frames."""
+        return self.resample_down(f"encoder.down_blocks.{index}", c, thw, temporal, first)
+
+    def resample_down(
+        self, u: str, c: int, thw: tuple[int, int, int], temporal: bool, first: bool
+    ) -> tuple[int, int, int]:
+        """The resampler ``u`` (see :meth:`downsample`)."""
         t, h, w = thw
-        u = f"encoder.down_blocks.{index}"
         a = self.a
         self.acc.add(
             f"{u}.reshuffle", "resample", "layout_copy", elements=self.batch * t * c * h * w, act_bytes=a
@@ -244,39 +306,27 @@ class _Encode(_Decode):
             if i < len(spec.dim_mult) - 1:
                 thw = self.downsample(index, cout, thw, spec.temperal_downsample[i], first)
                 index += 1
-        c = dims[-1]
-        self.resblock("encoder.mid_block.resnets.0", c, c, thw)
-        self.attention("encoder.mid_block.attentions.0", c, thw)
-        self.resblock("encoder.mid_block.resnets.1", c, c, thw)
-        n = self.batch * thw[0] * thw[1] * thw[2]
-        self.acc.add("encoder.norm_out", "norm_mod", "rms_norm", rows=n, dim=c, **self.wb)
-        self.acc.add("encoder.nonlinearity", "norm_mod", "silu", elements=n * c, act_bytes=self.a)
-        self.conv("encoder.conv_out", c, 2 * spec.z_dim, 27, thw, (2, 2))
-        self.cache("encoder.feat_cache", c, thw[1], thw[2])
-        return thw
+        return self.tail("encoder", dims[-1], 2 * spec.z_dim, thw)
 
 
-def build_vae_encode(spec: VaeSpec, batch: int, frames: int, height: int, width: int) -> Composite:
+def build_vae_encode(
+    spec: VaeSpec, batch: int, frames: int, height: int, width: int, call: type[_Encode] = _Encode
+) -> Composite:
     """The cost tree of encoding ``batch`` videos of ``frames`` (1 + 4k) frames of height × width.
 
     The encoder runs once on the first frame, then once per 4 frames, with a
     causal cache; the temporal downsamplers skip their time conv on the first
-    call. ``quant_conv`` then maps the latents to mean and log-variance.
+    call. ``quant_conv`` then maps the latents to mean and log-variance. ``call``: one encoder
+    call's modules (Wan2.2's residual encoder is another).
     """
-    enc = _Encode(spec, batch)
+    enc = call(spec, batch)
     acc, a = enc.acc, enc.a
-    dims = [spec.base_dim * m for m in (1, *spec.dim_mult)]
-    index = spec.num_res_blocks
-    for i, temporal in enumerate(spec.temperal_downsample):  # weights exist even if no later call runs
-        if temporal:
-            mid = f"encoder.down_blocks.{index + i * (spec.num_res_blocks + 1)}.time_conv"
-            c = dims[i + 1]
-            enc.conv(mid, c, c, 3, (0, 0, 0), (0, 0))
-            acc.costs[mid] = attrs.evolve(acc.costs[mid], bytes_read=0)
+    _placeholders(enc, enc.encode_time_convs())
     # The first call (1 frame), then the later calls (4 frames each, all alike) costed once and multiplied.
     calls = 1 + (frames - 1) // 4
+    height, width = enc.start(frames, height, width)
     t0, h, w = enc.encode_call((1, height, width), first=True)
-    later = _Encode(spec, batch)
+    later = call(spec, batch)
     t1, _, _ = later.encode_call((4, height, width), first=False)
     latent = t0 + t1 * (calls - 1)
     if calls > 1:  # out = cat([out, chunk]): call c copies the t0 + c·t1 latent frames so far again
@@ -287,3 +337,18 @@ def build_vae_encode(spec: VaeSpec, batch: int, frames: int, height: int, width:
     elements = batch * spec.z_dim * latent * h * w
     acc.add("posterior", "resample", "gaussian_posterior", elements=elements, act_bytes=a)
     return acc.tree()
+
+
+@attrs.frozen
+class VaeRules:
+    """A VAE's analytic rules: its encode and decode cost trees and their peak live bytes, each
+    called as ``(spec, batch, frames, height, width)`` (decode: latent frames, height, width)."""
+
+    encode: Callable[[VaeSpec, int, int, int, int], Composite]
+    decode: Callable[[VaeSpec, int, int, int, int], Composite]
+    encode_bytes: Callable[[VaeSpec, int, int, int, int], int]
+    decode_bytes: Callable[[VaeSpec, int, int, int, int], int]
+
+
+#: The Wan2.1 VAE (also the A14B models' VAE in Wan2.2).
+WAN21_VAE = VaeRules(build_vae_encode, build_vae_decode, encode_activation_bytes, decode_activation_bytes)
