@@ -95,7 +95,7 @@ def geometry(
                 raise ConfigError(
                     f"workload.{key}",
                     f"{value} is not a multiple of {unit}; the diffusers pipeline refuses it "
-                    "(allowed: multiples of 16, or pipeline=official)",
+                    f"(allowed: multiples of {unit}, or pipeline=official)",
                 )
         if frames % st != 1:
             rounded = max(frames // st * st + 1, 1)

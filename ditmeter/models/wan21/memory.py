@@ -41,7 +41,6 @@ from ditmeter.analytic.tree import Node
 from ditmeter.analytic.workload import Workload
 from ditmeter.models.wan21.semantics import SEMANTICS
 from ditmeter.models.wan21.spec import ClipSpec, UMT5Spec, WanModelSpec
-from ditmeter.models.wan21.vae_memory import decode_activation_bytes, encode_activation_bytes
 
 
 def dit_footprint(
@@ -52,6 +51,7 @@ def dit_footprint(
     residual_dtype: str | None = None,
     tokens: int | None = None,
     per_token: str | None = None,
+    time_tokens: int | None = None,
 ) -> Footprint:
     """Weights by dtype of the DiT tree ``dit`` and its peak live activations (module docstring),
     the residual stream in ``residual_dtype`` (default: the pipeline's); ``tokens`` the video
@@ -59,8 +59,9 @@ def dit_footprint(
 
     ``per_token`` (Wan2.2's per-token timesteps, as ``official`` or ``diffusers`` runs them): the
     time embedding [tokens, dim] and its projection [tokens, 6, dim] are kept for the whole
-    forward (official in fp32, diffusers in the activation dtype, for every token of the sequence
-    on every rank), and every block holds its modulation table added to them, [tokens, 6, dim] in
+    forward (official in fp32, diffusers in the activation dtype, for ``time_tokens``: by default
+    every token of the sequence, under a plan what ``SequenceShard.time_tokens`` says), and every
+    block holds its modulation table added to them, [tokens, 6, dim] in
     fp32, through the block; diffusers first casts the projection to fp32 (a second such tensor
     while the block starts: the ``modulation`` phase)::
 
@@ -95,7 +96,7 @@ def dit_footprint(
     stages["ffn"] = rows * (2 * m.ffn_dim * a + dim * (2 * a + r))
     if per_token is not None:
         kept = f32 if per_token == "official" else a
-        persistent += b * g.tokens * dim * 7 * kept - b * dim * (6 * f32 + 6 * a + a)
+        persistent += b * (time_tokens or g.tokens) * dim * 7 * kept - b * dim * (6 * f32 + 6 * a + a)
         table = rows * 6 * dim * f32
         stages = {name: value + table for name, value in stages.items()}
         stages["modulation"] = table * (1 if per_token == "official" else 2)
@@ -108,10 +109,12 @@ def stage_activation_bytes(m: WanModelSpec, w: Workload, g: Geometry, dit: Footp
     out = {"text_encoder": umt5_activation_bytes(m.text_encoder, b, m.text_len)}
     if m.image_encoder is not None:
         out["image_encoder"] = clip_activation_bytes(m.image_encoder, b * m.images)
-        video = (g.effective_frames, g.effective_height, g.effective_width)
-        out["vae_encode"] = encode_activation_bytes(m.vae, b, *video)
+    rules = m.vae_rules()
+    if m.images:
+        video = (m.conditioning_frames(g.effective_frames), g.effective_height, g.effective_width)
+        out["vae_encode"] = rules.encode_bytes(m.vae, b, *video)
     out["dit"] = dit.peak_activation_bytes
-    out["vae_decode"] = decode_activation_bytes(m.vae, b, *g.latent_shape)
+    out["vae_decode"] = rules.decode_bytes(m.vae, b, *g.latent_shape)
     return out
 
 

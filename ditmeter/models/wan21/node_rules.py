@@ -9,7 +9,9 @@ names the child that ran before it (``after``). Read beside the reference code:
 
 - model: ``patch_embedding`` → flatten/transpose (patch embedding layout);
   ``condition_embedder`` → ``timestep_proj.unflatten`` (time projection) and,
-  for I2V/FLF2V, the concat of image and text context; ``blocks`` →
+  for I2V/FLF2V, the concat of image and text context; inside ``condition_embedder``, per-token
+  timesteps' unflatten after ``timesteps_proj`` → the sinusoid, as is context parallelism's split
+  of those timesteps at the input; ``blocks`` →
   ``scale_shift_table + temb`` (head modulation); ``norm_out`` →
   ``* (1 + scale) + shift`` (head modulate); ``proj_out`` → reshape/permute/
   flatten (unpatchify).
@@ -87,6 +89,16 @@ DIT_RULES = NodeRules(
             "img_emb.emb_pos",
             after="",
             classes=("WanImageEmbedding",),
+        ),
+        NodeRule(  # context parallelism: per-token timesteps split with the latents at the input
+            "model.cp_timestep_split", "", "time_embedding.sinusoid", after="", ops=("aten.split.Tensor",)
+        ),
+        NodeRule(  # per-token timesteps: the sinusoids unflattened to [batch, tokens, freq_dim]
+            "embed.time_unflatten",
+            "condition_embedder",
+            "time_embedding.sinusoid",
+            after="timesteps_proj",
+            ops=("aten.view.default",),
         ),
         NodeRule("model.head_modulation", "", "head.modulation", after="blocks"),
         NodeRule("model.head_modulate", "", "head.modulate", after="norm_out"),

@@ -10,7 +10,6 @@ decodes the final latents once.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 
 import attrs
@@ -27,7 +26,6 @@ from ditmeter.models.wan21.memory import dit_footprint, stage_activation_bytes
 from ditmeter.models.wan21.semantics import SEMANTICS
 from ditmeter.models.wan21.spec import WanModelSpec
 from ditmeter.models.wan21.umt5 import build_umt5
-from ditmeter.models.wan21.vae import build_vae_decode, build_vae_encode
 
 #: Every stage name, in the order a video runs them.
 STAGES = ("text_encoder", "image_encoder", "vae_encode", "dit", "vae_decode")
@@ -36,26 +34,15 @@ FORWARD = "dit"
 
 
 def available_stages(model: WanModelSpec) -> tuple[str, ...]:
-    """The stages ``model``'s pipeline runs (no image encoding for T2V)."""
-    if model.images:
-        return STAGES
-    return tuple(s for s in STAGES if s not in ("image_encoder", "vae_encode"))
+    """The stages ``model``'s pipeline runs (no image encoding for T2V; no CLIP without an image
+    encoder, as in Wan2.2's I2V)."""
+    skip = {"vae_encode"} if not model.images else set()
+    skip |= {"image_encoder"} if model.image_encoder is None else set()
+    return tuple(s for s in STAGES if s not in skip)
 
 
 #: FLF2V's official mask is built for exactly this many frames (first_last_frame2video.py).
 FLF2V_FRAMES = 81
-
-
-def area_size(m: WanModelSpec, height: int, width: int) -> tuple[int, int]:
-    """The official image-to-video pixel size for ``max_area = height × width`` and an image of
-    aspect ``height / width`` (image2video.py): each latent side is a float square root, floored
-    to whole patches, so 480×832 gives 464×832."""
-    _, sh, sw = m.vae_stride
-    _, ph, pw = m.patch_size
-    area, aspect = height * width, height / width
-    lat_h = round(math.sqrt(area * aspect) // sh // ph * ph)
-    lat_w = round(math.sqrt(area / aspect) // sw // pw * pw)
-    return lat_h * sh, lat_w * sw
 
 
 def video_geometry(m: WanModelSpec, w: Workload) -> Geometry:
@@ -74,14 +61,14 @@ def video_geometry(m: WanModelSpec, w: Workload) -> Geometry:
             f"{FLF2V_FRAMES} frames only (allowed: {FLF2V_FRAMES}, or pipeline=diffusers)",
         )
     if m.images and sem.area_sizing:
-        height, width = area_size(m, w.height, w.width)
+        height, width, rule = m.image_size(w.height, w.width)
         if not (height and width):
             raise ConfigError(
                 "workload.height" if not height else "workload.width",
                 f"{w.height}x{w.width} sizes to {height}x{width} under the official max_area rule; "
                 "allowed: an aspect ratio whose sides each keep at least one 16-pixel patch",
             )
-        size = Resize(height, width, "official max_area rule: sqrt(H*W*aspect) floored to patches")
+        size = Resize(height, width, rule)
     return geometry(w, m.vae_stride, m.patch_size, size)
 
 
@@ -103,12 +90,13 @@ def _stage_costs(name: str, m: WanModelSpec, w: Workload, g: Geometry, weight_dt
         run = f"{m.images} image(s) at {clip.image_size}² per sample"
         return Stage(name, build_clip(clip, b * m.images), 1, clip.dtype, run)
     if name == "vae_encode":
-        tree = build_vae_encode(m.vae, b, g.effective_frames, g.effective_height, g.effective_width)
-        run = f"the {g.effective_frames}-frame conditioning video"
-        return Stage(name, tree, 1, m.vae.dtype, run, calls=1 + (g.effective_frames - 1) // 4)
+        frames = m.conditioning_frames(g.effective_frames)
+        tree = m.vae_rules().encode(m.vae, b, frames, g.effective_height, g.effective_width)
+        run = f"the {frames}-frame conditioning video" if frames > 1 else "the conditioning image"
+        return Stage(name, tree, 1, m.vae.dtype, run, calls=1 + (frames - 1) // 4)
     if name == "vae_decode":
         frames = 1 + 4 * (g.latent_frames - 1)
-        tree = build_vae_decode(m.vae, b, *g.latent_shape)
+        tree = m.vae_rules().decode(m.vae, b, *g.latent_shape)
         run = f"the final latents to {frames} frames"
         return Stage(name, tree, 1, m.vae.dtype, run, calls=g.latent_frames)
     assert name == FORWARD, name
@@ -128,16 +116,18 @@ def notes(m: WanModelSpec, w: Workload, g: Geometry) -> tuple[str, ...]:
         "pad the text embedding to 512 rows)."
     )
     out.append(f"Pipeline: {sem.name} ({sem.source}).")
+    pixels = m.vae_stride[1] * m.patch_size[1]
     out.append(
         "Sizes: "
         + (
-            "latent frames = (F-1)//4+1; H and W are floored to whole 16-pixel patches"
+            f"latent frames = (F-1)//4+1; H and W are floored to whole {pixels}-pixel patches"
             if w.pipeline == "official"
-            else "F is rounded to F//4*4+1; H and W must be multiples of 16 (WanPipeline)"
+            else f"F is rounded to F//4*4+1; H and W must be multiples of {pixels} (WanPipeline)"
         )
         + (
-            "; the image-to-video latent comes from max_area = H*W and the image's aspect H:W "
-            "(the conditioning image is taken to have the requested aspect)."
+            f"; the image-to-video size comes from max_area = H*W and the image's aspect H:W "
+            f"({m.image_size(w.height, w.width)[2]}; the conditioning image is taken to have the "
+            "requested aspect)."
             if m.images and sem.area_sizing
             else "."
         )
@@ -204,9 +194,10 @@ def component_weights(m: WanModelSpec) -> dict[str, dict[str, int]]:
     test_clip.py); a tiny workload suffices, since weights do not depend on it. Cached per model
     (the VAE's tree is most of an analysis's time); callers must not change the result.
     """
+    rules, pixels = m.vae_rules(), m.vae.spatial_stride
     vae_bytes = (
-        build_vae_encode(m.vae, 1, 1, 8, 8).total.weight_bytes
-        + build_vae_decode(m.vae, 1, 1, 1, 1).total.weight_bytes
+        rules.encode(m.vae, 1, 1, pixels, pixels).total.weight_bytes
+        + rules.decode(m.vae, 1, 1, 1, 1).total.weight_bytes
     )
     out = {
         "text_encoder": {m.text_encoder.dtype: build_umt5(m.text_encoder, 1, 1).total.weight_bytes},

@@ -5,18 +5,19 @@ scale of each expert."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
 from ditmeter.models.wan21.spec import WanModelSpec
 from ditmeter.models.wan21.spec import parse_model as parse_wan_model
-from ditmeter.validate import as_tuple, boolean, finite_number, whole_number
+from ditmeter.validate import FieldError, as_tuple, boolean, finite_number, one_of, whole_number
+
+if TYPE_CHECKING:
+    from ditmeter.models.wan21.vae import VaeRules
 
 
 def _guidance(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    from ditmeter.validate import FieldError
-
     ok = isinstance(value, tuple) and len(value) == 2
     if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value):
         raise FieldError(attribute.name, f"must be [low-noise, high-noise] scales >= 0, got {value!r}")
@@ -37,15 +38,65 @@ class Wan22ModelSpec(WanModelSpec):
     #: diffusers ``expand_timesteps``: a timestep per token in diffusers too (TI2V-5B); the
     #: official code always expands.
     expand_timesteps: bool = attrs.field(default=False, validator=boolean)
+    #: How an image conditions the video (image models): ``video`` (I2V-A14B: the VAE latent of
+    #: the image followed by zero frames, beside the noise as channels) or ``first_frame`` (TI2V:
+    #: the image's one-frame latent replaces the first latent frame).
+    image_latent: str = attrs.field(default="video", validator=one_of("video", "first_frame"))
+    #: Wan2.2's image models condition on the VAE latent of the image alone (no CLIP).
+    clip_conditioned: ClassVar[bool] = False
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.image_tokens or self.image_dim:
+            key = "image_tokens" if self.image_tokens else "image_dim"
+            raise FieldError(key, "Wan2.2 has no CLIP image branch; allowed: 0")
 
     def per_token_timesteps(self, pipeline: str) -> bool:
         """Whether ``pipeline`` feeds the DiT a timestep per token."""
         return pipeline == "official" or self.expand_timesteps
 
-    def resident_experts(self, pipeline: str) -> int:
+    def resident_experts(self, pipeline: str, gpus: int = 1) -> int:
         """diffusers keeps ``transformer`` and ``transformer_2`` on the GPU; the official code one
-        expert at a time."""
-        return self.experts if pipeline == "diffusers" else 1
+        expert at a time on one GPU (``init_on_cpu``), both on every GPU of a plan (FSDP or
+        sequence parallel turn ``init_on_cpu`` off)."""
+        return self.experts if pipeline == "diffusers" or gpus > 1 else 1
+
+    def vae_rules(self) -> VaeRules:
+        """The Wan2.2 VAE's rules for the residual VAE (TI2V-5B), else the Wan2.1 VAE's."""
+        if not self.vae.is_residual:
+            return super().vae_rules()
+        from ditmeter.models.wan22.vae import WAN22_VAE
+
+        return WAN22_VAE
+
+    def conditioning_frames(self, frames: int) -> int:
+        """TI2V encodes the image alone (one frame); I2V-A14B the image and zeros."""
+        if self.images and self.image_latent == "first_frame":
+            return 1
+        return super().conditioning_frames(frames)
+
+    def image_size(self, height: int, width: int) -> tuple[int, int, str]:
+        """TI2V (textimage2video.py ``best_output_size``): the size whose sides are multiples of
+        32 pixels (VAE stride × patch) within ``max_area = height × width``, flooring the width or
+        the height first, whichever keeps the image's aspect closer; I2V-A14B: Wan2.1's rule."""
+        if self.image_latent != "first_frame":
+            return super().image_size(height, width)
+        dh, dw = self.vae_stride[1] * self.patch_size[1], self.vae_stride[2] * self.patch_size[2]
+        area, ratio = height * width, width / height
+        ow = (area * ratio) ** 0.5
+        oh = area / ow
+        ow1 = int(ow // dw * dw)
+        oh1 = int(area / ow1 // dh * dh) if ow1 else 0
+        oh2 = int(oh // dh * dh)
+        ow2 = int(area / oh2 // dw * dw) if oh2 else 0
+        rule = f"official best_output_size: multiples of {dh} pixels within H*W, aspect kept closest"
+        if not (oh1 and ow1 and oh2 and ow2):
+            return (oh1, ow1, rule) if oh1 and ow1 else (oh2, ow2, rule)
+
+        def off(w: int, h: int) -> float:
+            return max(ratio / (w / h), (w / h) / ratio)
+
+        return (oh1, ow1, rule) if off(ow1, oh1) < off(ow2, oh2) else (oh2, ow2, rule)
 
 
 def parse_model(raw: Mapping[str, Any], pipeline: str) -> Wan22ModelSpec:
