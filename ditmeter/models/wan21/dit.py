@@ -76,7 +76,9 @@ class SequenceShard:
     heads, ``q_tokens`` queries against ``kv_tokens`` keys each; it is costed as one leaf of
     heads × calls heads (the same FLOPs and the traffic of re-reading the queries each call).
     The embeddings and RoPE tables run on the whole sequence (every rank repeats them) and
-    unpatchify on the gathered ``full_tokens``.
+    unpatchify on the gathered ``full_tokens``. ``time_tokens``: the tokens per-token timesteps
+    are embedded for (Wan2.2; official: the whole padded sequence on every rank, diffusers: the
+    rank's share, its timesteps split at the model's input; 0: the unsplit sequence).
     """
 
     tokens: int
@@ -85,6 +87,7 @@ class SequenceShard:
     q_tokens: int
     kv_tokens: int
     full_tokens: int
+    time_tokens: int = 0
 
 
 def _linear(
@@ -359,8 +362,8 @@ def build_dit(
 ) -> Composite:
     """The cost tree of one DiT forward of ``model`` at ``workload`` (root name ""); with ``shard``,
     what one rank runs of it under sequence parallelism; with ``per_token_timesteps`` (Wan2.2) the
-    timestep of every token embedded and projected, and the modulation per token (the time
-    embedding runs on the whole sequence, on every rank); ``weight_dtype`` replaces the pipeline's
+    timestep of every token embedded and projected, and the modulation per token (under a plan,
+    for ``shard.time_tokens``); ``weight_dtype`` replaces the pipeline's
     DiT weight dtype (Wan2.2's ``--convert_model_dtype``; the modules kept in fp32 stay fp32)."""
     b = workload.batch_size
     tokens = shard.tokens if shard else geo.tokens
@@ -382,7 +385,7 @@ def build_dit(
         sa_kv=shard.kv_tokens if shard else 0,
         out_rows=b * shard.full_tokens if shard else 0,
         per_token=per_token_timesteps,
-        t_rows=b * geo.tokens if per_token_timesteps else 0,
+        t_rows=b * ((shard.time_tokens if shard else 0) or geo.tokens) if per_token_timesteps else 0,
     )
     time_embedding, time_projection, text_embedding = _embeddings(model, d)
     image = _image_embedding(model, d) if model.image_tokens else ()

@@ -127,7 +127,7 @@ def block_parameters(m: WanModelSpec) -> list[tuple[int, int]]:
     (``cross_attn_norm``), the FFN and the ``scale_shift_table`` [1, 6, dim]."""
     d, f = m.dim, m.ffn_dim
     attention = [(d, d * d), (d, d)] * 4 + [(d, d), (d, d)]
-    image = [(d, d * d), (d, d)] * 2 + [(d, d)] if m.images else []
+    image = [(d, d * d), (d, d)] * 2 + [(d, d)] if m.image_tokens else []
     norm2 = [(d, d), (d, d)] if m.cross_attn_norm else []
     ffn = [(f, f * d), (f, f), (d, d * f), (d, d)]
     return [*attention, *attention, *image, *norm2, *ffn, (1, 6 * d)]
@@ -164,14 +164,27 @@ def _fsdp1_comms(
     ]
 
 
-def rank_plan(analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankPlan:
-    """What rank 0 runs, sends and holds for one video under ``plan`` (the module docstring)."""
+def rank_plan(
+    analysis: Analysis,
+    plan: ParallelPlan,
+    offload: Offload,
+    *,
+    weight_dtype: str | None = None,
+    placed: placement.Placed | None = None,
+) -> RankPlan:
+    """What rank 0 runs, sends and holds for one video under ``plan`` (the module docstring);
+    ``weight_dtype`` and ``placed`` as for the family's analysis (Wan2.2's cast and placement).
+
+    Per-token timesteps (Wan2.2): the official code embeds them for the whole padded sequence on
+    every rank and keeps those tensors whole (the ranks take views); diffusers splits them at the
+    model's input with the latents."""
     m, w, g = analysis.model, analysis.workload, analysis.geometry
     cp, tokens = plan.sequence, g.tokens
     official = w.pipeline == "official"
     notes: list[str] = []
     cp.check(tokens=tokens, heads=m.num_heads, exact_split=not official)  # the official code pads
     padded = -(-tokens // cp.degree) * cp.degree
+    time_tokens = padded if official else padded // cp.degree
     if padded != tokens:
         notes.append(
             f"The sequence of {tokens:,} tokens is padded to {padded:,} (a multiple of ulysses × ring = "
@@ -185,8 +198,10 @@ def rank_plan(analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankP
             q_tokens=padded // cp.ring,
             kv_tokens=padded // cp.ring,
             full_tokens=padded,
+            time_tokens=time_tokens,
         )
-        forward = build_dit(m, w, g, shard, per_token_timesteps=m.per_token_timesteps(w.pipeline))
+        per_token = m.per_token_timesteps(w.pipeline)
+        forward = build_dit(m, w, g, shard, per_token_timesteps=per_token, weight_dtype=weight_dtype)
     else:
         forward = analysis.forward.tree
     ring_op = "send_recv" if official else "all_gather_into_tensor"
@@ -213,7 +228,7 @@ def rank_plan(analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankP
         size = w.batch_size * m.out_dim * math.prod(g.latent_shape) * DTYPE_BYTES[w.dtype]
         spec = CollectiveSpec("all_gather_into_tensor", plan.cfg, size, plan.cfg * size, 1)
         comms.append(Comm(spec, "the noise predictions of the two CFG halves", "step"))
-    footprint, memory = _rank_memory(analysis, plan, forward, padded, offload, umt5, ring_op)
+    footprint, memory = _rank_memory(analysis, plan, forward, padded, offload, umt5, ring_op, placed)
     return RankPlan(
         plan,
         forward,
@@ -236,6 +251,7 @@ def _rank_memory(
     offload: Offload,
     umt5: Composite,
     ring_op: str,
+    placed: placement.Placed | None = None,
 ) -> tuple[Footprint, Timeline]:
     """Rank 0's DiT footprint and memory timeline: the DiT's activations for its sequence shard
     (plus the Ulysses exchange's second copy of q, k and v, and the ring's K and V: diffusers'
@@ -246,7 +262,10 @@ def _rank_memory(
     cp, b, a = plan.sequence, w.batch_size, w.act_bytes
     rank_tokens = padded // cp.degree
     per_token = w.pipeline if m.per_token_timesteps(w.pipeline) else None
-    footprint = dit_footprint(m, w, g, forward, tokens=rank_tokens, per_token=per_token)
+    time_tokens = padded if w.pipeline == "official" else rank_tokens  # see rank_plan
+    footprint = dit_footprint(
+        m, w, g, forward, tokens=rank_tokens, per_token=per_token, time_tokens=time_tokens
+    )
     extra = 0
     if cp.ulysses > 1:  # the all-to-all's outputs live beside its inputs
         extra += 3 * b * rank_tokens * m.dim * a
@@ -261,10 +280,15 @@ def _rank_memory(
         components["dit"], gathered = fsdp_weight_bytes(forward, footprint.weights_by_dtype, plan.gpus)
         persistent = footprint.persistent_bytes + gathered  # live while the forward runs
         footprint = attrs.evolve(footprint, weights_by_dtype=components["dit"], persistent_bytes=persistent)
+    for i in range(2, m.resident_experts(w.pipeline, plan.gpus) + 1):  # a second expert, as sharded
+        components[f"dit_{i}"] = dict(components["dit"])
     activations = stage_activation_bytes(m, w, g, footprint)
     if plan.t5_fsdp:
         components["text_encoder"], gathered = fsdp_weight_bytes(umt5, components["text_encoder"], plan.gpus)
         activations["text_encoder"] += gathered
     if offload.model is None and plan.gpus > 1:
         offload = attrs.evolve(offload, model=False)  # generate.py: offload_model = world_size == 1
-    return footprint, placement.timeline(w.pipeline, available_stages(m), components, activations, offload)
+    timeline = placement.timeline(
+        w.pipeline, available_stages(m), components, activations, offload, official=placed
+    )
+    return footprint, timeline

@@ -34,17 +34,22 @@ COMPONENT = {
 }
 
 
+def dits(present: tuple[str, ...]) -> set[str]:
+    """The DiT components: ``dit`` and a second expert's ``dit_2``."""
+    return {c for c in present if c == "dit" or c.startswith("dit_")}
+
+
 def _official(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool) -> set[str]:
     """Components on the GPU during ``stage`` under generate.py."""
     images = "image_encoder" in present
-    on = {"vae", "image_encoder"} if images else {"vae", "dit"}  # where __init__ leaves them
+    on = {"vae", "image_encoder"} if images else {"vae"} | dits(present)  # where __init__ leaves them
     for current in COMPONENT:  # the stages in order, up to ``stage``
         if current == "text_encoder" and not t5_cpu:
             on.add("text_encoder")
         if current == "dit":
-            on.add("dit")
+            on |= dits(present)  # every DiT the pipeline keeps (Wan2.2's two experts under a plan)
         if current == "vae_decode" and offload:
-            on.discard("dit")  # model.cpu() and empty_cache() before the decode
+            on -= dits(present)  # model.cpu() and empty_cache() before the decode
         if current == stage:
             break
         if offload and current in ("text_encoder", "image_encoder"):
