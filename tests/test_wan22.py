@@ -67,7 +67,6 @@ def test_one_h100_needs_convert_model_dtype_as_the_official_readme_runs_it() -> 
     [
         (["model=wan2.1-t2v-14b", "offload.convert_model_dtype=true"], "offload.convert_model_dtype"),
         ([*A14B, "pipeline=diffusers", "offload.convert_model_dtype=true"], "offload.convert_model_dtype"),
-        ([*A14B, "parallel.ulysses=2"], "parallel"),
     ],
 )
 def test_what_wan22_does_not_run_is_refused(args: list[str], field: str, tmp_path: Path) -> None:
