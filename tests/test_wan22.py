@@ -173,7 +173,19 @@ def test_ti2v_image_size_is_best_output_size_by_hand(size: tuple[int, int], size
         (["model=wan2.2-ti2v-5b-i2v", "model.image_latent=last_frame"], "model.image_latent"),
         (["model=wan2.2-i2v-a14b", "model.image_dim=1280"], "model.image_dim"),
         (["model=wan2.2-ti2v-5b", "model.vae.in_channels=3"], "model.vae.in_channels"),
-        (["model=wan2.2-ti2v-5b", "workload.height=720", "pipeline=diffusers"], "workload.height"),
+        (["model=wan2.2-ti2v-5b", "workload.height=712", "pipeline=diffusers"], "workload.height"),
+        (["model=wan2.2-ti2v-5b", "model.vae.num_res_blocks=1"], "model.vae.num_res_blocks"),
+        (["model=wan2.2-ti2v-5b", "model.vae.is_residual=false"], "model.vae.is_residual"),
+        (
+            [
+                "model=wan2.2-ti2v-5b",
+                "model.vae.dim_mult=[1,2,4]",
+                "model.vae.temperal_downsample=[false,true]",
+            ],
+            "model.vae.dim_mult",
+        ),
+        (["model=wan2.2-ti2v-5b", "model.vae_stride=[4,8,8]"], "model.vae_stride"),
+        (["model=wan2.2-ti2v-5b", "model.z_dim=16"], "model.z_dim"),
     ],
 )
 def test_bad_wan22_model_keys_name_the_field(args: list[str], field: str, tmp_path: Path) -> None:
@@ -182,3 +194,13 @@ def test_bad_wan22_model_keys_name_the_field(args: list[str], field: str, tmp_pa
         assert main(["report", *args, f"output_root={tmp_path / 'out'}"]) == 2
     assert err.getvalue().startswith(f"ditmeter: error: {field}:")
     assert not (tmp_path / "out").exists()
+
+
+def test_diffusers_floors_ti2v_sizes_to_32_pixel_patches() -> None:
+    """diffusers refuses only non-multiples of 16 and floors the rest to VAE stride × patch (32)
+    with a warning: 720 runs as 704, and the output says so."""
+    g = load(
+        ["model=wan2.2-ti2v-5b", "workload=ti2v-720p-121f", "workload.height=720", "pipeline=diffusers"]
+    ).geometry
+    assert g.effective_height == 704
+    assert any(a.field == "height" and a.effective == 704 for a in g.adjustments)

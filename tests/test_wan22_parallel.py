@@ -158,3 +158,24 @@ def test_a_whole_sequence_time_embedding_fails_the_diffusers_trace(
     (folder,) = tmp_path.glob("*/static_analysis/wan2_2")
     failed = {w["module_id"] for w in json.loads((folder / "report.json").read_text())["compare"]["worst"]}
     assert "dit.time_projection" in failed
+
+
+def test_offload_model_keeps_one_expert_on_each_gpu() -> None:
+    """--offload_model moves the idle expert to the CPU (_prepare_model_for_timestep) also under a
+    plan: one expert through the steps."""
+    _, rank = _rank("parallel.ulysses=8", "offload.model=true")
+    dit = next(p for p in rank.memory.phases if p.stage == "dit")
+    assert "dit_2" not in dit.resident
+    assert not any("Both experts" in n for n in rank.notes)
+
+
+def test_scaling_has_no_ring_for_the_official_code_and_its_one_gpu_point_is_the_reports() -> None:
+    """Ring is refused at every size under Wan2.2's generate.py, so it has no curve; the 1-GPU point
+    places one expert at a time, as the single-GPU report does."""
+    _, view = analyze(
+        load(["model=wan2.2-ti2v-5b", "workload=ti2v-720p-121f", "device=h100-sxm", "parallel.ulysses=2"])
+    )
+    frame = view.plan.scaling  # type: ignore[union-attr]
+    assert "Ring" not in set(frame["strategy"])
+    one = frame[frame["gpus"] == 1]["peak_per_gpu_bytes"]
+    assert set(one) == {view.plan.single_memory.peak_per_gpu_bytes}  # type: ignore[union-attr]

@@ -70,6 +70,12 @@ class Resize:
     reason: str
 
 
+#: diffusers' Wan pipelines refuse a height or width that is not a multiple of this
+#: (``check_inputs``); a multiple of it that is not one of the VAE stride × patch is floored to
+#: whole patches with a warning (TI2V-5B: 32).
+DIFFUSERS_MULTIPLE = 16
+
+
 def geometry(
     workload: Workload,
     vae_stride: tuple[int, int, int],
@@ -90,12 +96,12 @@ def geometry(
     adjustments: list[Adjustment] = []
     frames = workload.num_frames
     if workload.pipeline == "diffusers":
-        for key, value, unit in (("height", workload.height, pix_h), ("width", workload.width, pix_w)):
-            if value % unit:
+        for key, value in (("height", workload.height), ("width", workload.width)):
+            if value % DIFFUSERS_MULTIPLE:  # larger patches (VAE stride × patch) are floored below
                 raise ConfigError(
                     f"workload.{key}",
-                    f"{value} is not a multiple of {unit}; the diffusers pipeline refuses it "
-                    f"(allowed: multiples of {unit}, or pipeline=official)",
+                    f"{value} is not a multiple of {DIFFUSERS_MULTIPLE}; the diffusers pipeline refuses "
+                    f"it (allowed: multiples of {DIFFUSERS_MULTIPLE}, or pipeline=official)",
                 )
         if frames % st != 1:
             rounded = max(frames // st * st + 1, 1)

@@ -228,10 +228,12 @@ def scaling_frame(
     analysis: Analysis, p: Prediction, rank_of: Callable[[ParallelPlan], RankPlan]
 ) -> pd.DataFrame:
     """Per GPU time and peak memory of each strategy at 1, 2, 4 and 8 GPUs, where its code runs it
-    (a plan the code refuses, such as Ulysses degrees that do not divide the heads, is left out)."""
-    rows = []
+    (a plan the code refuses, such as Ulysses degrees that do not divide the heads, is left out, and
+    a strategy the code never runs beyond one GPU, such as Ring under Wan2.2's generate.py)."""
+    rows: list[dict[str, object]] = []
     t5 = analysis.workload.pipeline == "official" and not analysis.memory.t5_cpu
     for name, keys in STRATEGIES.items():
+        start = len(rows)
         for n in SCALING_GPUS:
             plan = ParallelPlan.from_mapping(keys(n, t5)) if n > 1 else ParallelPlan()  # one GPU: no plan
             try:
@@ -247,4 +249,6 @@ def scaling_frame(
                     "peak_per_gpu_bytes": est.peak_per_gpu_bytes,
                 }
             )
+        if all(r["gpus"] == 1 for r in rows[start:]):
+            del rows[start:]
     return pd.DataFrame(rows)

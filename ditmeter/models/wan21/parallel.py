@@ -280,14 +280,15 @@ def _rank_memory(
         components["dit"], gathered = fsdp_weight_bytes(forward, footprint.weights_by_dtype, plan.gpus)
         persistent = footprint.persistent_bytes + gathered  # live while the forward runs
         footprint = attrs.evolve(footprint, weights_by_dtype=components["dit"], persistent_bytes=persistent)
-    for i in range(2, m.resident_experts(w.pipeline, plan.gpus) + 1):  # a second expert, as sharded
+    if offload.model is None and plan.gpus > 1:
+        offload = attrs.evolve(offload, model=False)  # generate.py: offload_model = world_size == 1
+    experts = m.resident_experts(w.pipeline, plan.gpus, bool(offload.model))
+    for i in range(2, experts + 1):  # a second expert, as sharded
         components[f"dit_{i}"] = dict(components["dit"])
     activations = stage_activation_bytes(m, w, g, footprint)
     if plan.t5_fsdp:
         components["text_encoder"], gathered = fsdp_weight_bytes(umt5, components["text_encoder"], plan.gpus)
         activations["text_encoder"] += gathered
-    if offload.model is None and plan.gpus > 1:
-        offload = attrs.evolve(offload, model=False)  # generate.py: offload_model = world_size == 1
     timeline = placement.timeline(
         w.pipeline, available_stages(m), components, activations, offload, official=placed
     )

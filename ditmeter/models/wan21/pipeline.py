@@ -65,8 +65,8 @@ def video_geometry(m: WanModelSpec, w: Workload) -> Geometry:
         if not (height and width):
             raise ConfigError(
                 "workload.height" if not height else "workload.width",
-                f"{w.height}x{w.width} sizes to {height}x{width} under the official max_area rule; "
-                "allowed: an aspect ratio whose sides each keep at least one 16-pixel patch",
+                f"{w.height}x{w.width} sizes to {height}x{width} under the {rule}; allowed: an aspect "
+                f"ratio whose sides each keep at least one {m.vae_stride[1] * m.patch_size[1]}-pixel patch",
             )
         size = Resize(height, width, rule)
     return geometry(w, m.vae_stride, m.patch_size, size)

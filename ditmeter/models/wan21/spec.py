@@ -124,6 +124,33 @@ class VaeSpec:
                 raise FieldError(
                     key, f"must be 3 x patch_size² = {3 * self.patch_size**2} (RGB pixel patches)"
                 )
+        if self.patch_size > 1 and not self.is_residual:
+            raise FieldError(
+                "is_residual", "pixel patches (patch_size > 1) come with residual blocks; allowed: true"
+            )
+        if self.is_residual:
+            self._check_residual()
+
+    def _check_residual(self) -> None:
+        """What diffusers' residual blocks can build, and what the Wan2.2 VAE's memory rules cover."""
+        if self.num_res_blocks < 2:
+            raise FieldError(
+                "num_res_blocks",
+                f"{self.num_res_blocks} not allowed: the Wan2.2 VAE's rules need >= 2 (it has 2)",
+            )
+        enc = [self.base_dim * m for m in (1, *self.dim_mult)]
+        dec = [self.decoder_dim * m for m in (self.dim_mult[-1], *self.dim_mult[::-1])]
+        temporal = (*self.temperal_downsample, False)
+        for i in range(len(self.dim_mult)):
+            last = i == len(self.dim_mult) - 1
+            down = 1 if last else 4 * (2 if temporal[i] else 1)  # AvgDown3D's factor
+            up = 1 if last else 4 * (2 if self.temperal_downsample[::-1][i] else 1)  # DupUp3D's factor
+            if enc[i] * down % enc[i + 1] or (not last and dec[i + 1] * up % dec[i]):
+                raise FieldError(
+                    "dim_mult",
+                    f"{list(self.dim_mult)!r} not allowed: the residual shortcuts regroup channels, so each "
+                    "width times its block's down/up factor must divide by the next (e.g. [1, 2, 4, 4])",
+                )
 
     @property
     def decoder_dim(self) -> int:
@@ -183,6 +210,14 @@ class WanModelSpec:
     def __attrs_post_init__(self) -> None:
         if self.dim % self.num_heads:
             raise FieldError("num_heads", f"must divide model.dim={self.dim}")
+        v = self.vae
+        strides = (v.temporal_stride, v.spatial_stride, v.spatial_stride)
+        if tuple(self.vae_stride) != strides:
+            raise FieldError(
+                "vae_stride", f"{list(self.vae_stride)!r} is not the VAE's; allowed: {list(strides)!r}"
+            )
+        if self.z_dim != v.z_dim:
+            raise FieldError("z_dim", f"{self.z_dim} is not the VAE's; allowed: {v.z_dim} (model.vae.z_dim)")
         if self.image_encoder is not None:
             for key in ("image_dim", "image_tokens"):
                 positive_int(None, attrs.fields_dict(WanModelSpec)[key], getattr(self, key))
@@ -205,9 +240,9 @@ class WanModelSpec:
         """Whether ``pipeline`` feeds the DiT a timestep per token (Wan2.1: one per sample)."""
         return False
 
-    def resident_experts(self, pipeline: str, gpus: int = 1) -> int:
-        """DiTs of this shape on each GPU together when nothing is offloaded, on ``gpus`` GPUs
-        (Wan2.1: one)."""
+    def resident_experts(self, pipeline: str, gpus: int = 1, offload_model: bool = False) -> int:
+        """DiTs of this shape on each GPU together through the steps, on ``gpus`` GPUs with or
+        without ``offload_model`` (Wan2.1: one)."""
         return 1
 
     def vae_rules(self) -> VaeRules:

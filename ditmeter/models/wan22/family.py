@@ -71,6 +71,7 @@ class Wan22(Wan21):
             plan,
             attrs.evolve(offload, convert_model_dtype=False),
             weight_dtype="bf16" if convert else None,
+            placed=pipeline.official_placement if plan.gpus == 1 else None,  # one GPU: one expert at a time
         )
         notes = list(rank.notes)
         if offload.convert_model_dtype and plan.dit_fsdp:
@@ -78,7 +79,8 @@ class Wan22(Wan21):
                 "offload.convert_model_dtype has no effect under parallel.dit_fsdp: generate.py "
                 "shards the fp32 experts (FSDP gathers them in bf16) and casts only unsharded ones."
             )
-        if analysis.model.resident_experts(analysis.workload.pipeline, plan.gpus) > 1:
+        offload_model = bool(offload.model) if offload.model is not None else plan.gpus == 1
+        if analysis.model.resident_experts(analysis.workload.pipeline, plan.gpus, offload_model) > 1:
             notes.append(
                 "Both experts stay on every GPU (dit and dit_2 in the memory timeline)"
                 + (", each sharded by FSDP." if plan.dit_fsdp else ".")

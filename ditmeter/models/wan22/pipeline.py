@@ -38,7 +38,7 @@ def split(m: Wan22ModelSpec, w: Workload) -> tuple[int, int]:
     return expert_split(timesteps, m.boundary) if m.experts == 2 else (steps, 0)
 
 
-def _official(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool) -> set[str]:
+def official_placement(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool) -> set[str]:
     """Components on the GPU during ``stage`` under Wan2.2's generate.py on one GPU."""
     on = {"vae"}
     for current in wan21.STAGES:
@@ -73,7 +73,7 @@ def analyze(
         family,
         attrs.evolve(offload, convert_model_dtype=False),
         weight_dtype="bf16" if convert else None,
-        placed=_official,
+        placed=official_placement,
     )
     return attrs.evolve(base, notes=(*base.notes, *notes(m, w, convert)))
 

@@ -55,11 +55,14 @@ class Wan22ModelSpec(WanModelSpec):
         """Whether ``pipeline`` feeds the DiT a timestep per token."""
         return pipeline == "official" or self.expand_timesteps
 
-    def resident_experts(self, pipeline: str, gpus: int = 1) -> int:
+    def resident_experts(self, pipeline: str, gpus: int = 1, offload_model: bool = False) -> int:
         """diffusers keeps ``transformer`` and ``transformer_2`` on the GPU; the official code one
-        expert at a time on one GPU (``init_on_cpu``), both on every GPU of a plan (FSDP or
-        sequence parallel turn ``init_on_cpu`` off)."""
-        return self.experts if pipeline == "diffusers" or gpus > 1 else 1
+        expert at a time on one GPU (``init_on_cpu``) or with ``--offload_model``
+        (``_prepare_model_for_timestep`` moves the idle one to the CPU), else both on every GPU of
+        a plan (FSDP or sequence parallelism turn ``init_on_cpu`` off)."""
+        if pipeline == "diffusers":
+            return self.experts
+        return self.experts if gpus > 1 and not offload_model else 1
 
     def vae_rules(self) -> VaeRules:
         """The Wan2.2 VAE's rules for the residual VAE (TI2V-5B), else the Wan2.1 VAE's."""

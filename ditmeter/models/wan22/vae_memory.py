@@ -18,6 +18,10 @@ the rest the previous call's), the conv's new cache, the block's input and its `
 the shortcut, the resnet's input, the SiLU output, the cache + frames concatenation and its
 zero-padded copy, the outputs so far and the previous chunk's output, and the whole latents
 (decode: ``post_quant_conv`` of all frames) or the whole patchified video (encode).
+
+Exact at the release config (any size, batch, frame count); the peak positions assume at least
+two resnets per block (``VaeSpec`` refuses fewer); without temporal downsampling or pixel
+patches the encode is 0.1–0.5% off.
 """
 
 from __future__ import annotations
