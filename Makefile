@@ -4,6 +4,7 @@
 #   make profile MODEL=wan2.1-t2v-1.3b WORKLOAD=w001-tiny [ARGS="profile.num_layers=2"]
 #   make calibrate MODEL=wan2.1-t2v-1.3b WORKLOAD=w001-tiny [ARGS="stages=[dit]"]
 #   make sweep [ARGS="device=[h100-sxm,a100-sxm-80gb] workload.num_frames=[33,49,81]"]
+#   make diff A=<run_id> B=<run_id>
 #   make report / make test / make lint / make bench
 PYTHON ?= python3
 VENV   := .venv
@@ -13,8 +14,10 @@ MODEL    ?= wan2.1-t2v-14b
 WORKLOAD ?= w003-720p
 ARGS     ?=
 RUN      ?=
+A        ?=
+B        ?=
 
-.PHONY: install report trace compare profile calibrate sweep test lint bench clean
+.PHONY: install report trace compare diff profile calibrate sweep test lint bench clean
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
@@ -46,6 +49,10 @@ sweep: $(STAMP)
 # The newest traced run unless RUN=<run_id> is given.
 compare: $(STAMP)
 	$(BIN)/ditmeter compare $(if $(RUN),run_id=$(RUN)) $(ARGS)
+
+# Two runs side by side (run ids under output_root, or run folders).
+diff: $(STAMP)
+	$(BIN)/ditmeter diff $(A) $(B) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

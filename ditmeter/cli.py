@@ -87,6 +87,20 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "overrides: run_id=RUN output_root=DIR compare.tolerance=0.05 compare.show=15",
         ),
         (
+            "diff",
+            "two runs side by side: per video, stage, category and module, with deltas and ratios",
+            "Read two run folders (RUN_A RUN_B: run ids under output_root, or paths to run folders) and "
+            "set them side by side: FLOPs, bytes, predicted and measured time and memory per video, per "
+            "stage, per category of the forward stage and per module, with B - A and B / A. Two "
+            "workloads, devices, plans or pipelines, or a predicted run against a profiled one. Prints "
+            "the tables and writes diff.parquet (every row) and diff.md under "
+            "<output_root>/<run_id>/static_analysis/diff/. Gates nothing. Exit 0 ok, 2 bad input.",
+            "usage: ditmeter diff RUN_A RUN_B [output_root=DIR] [run_id=NAME]\n"
+            "example: ditmeter report model=wan2.1-t2v-14b workload=480p-81f device=h100-sxm run_id=a\n"
+            "         ditmeter report model=wan2.1-t2v-14b workload=720p-81f device=h100-sxm run_id=b\n"
+            "         ditmeter diff a b",
+        ),
+        (
             "profile",
             "measure time per module with torch.profiler (random weights) and join it with the rules",
             "Build the forward stage's real module (the DiT) with random weights on profile.device_kind "
@@ -191,6 +205,25 @@ def _cmd_compare(overrides: list[str], console: Console) -> int:
     result = compare(cfg.output_root, cfg.run_id, cfg.compare.tolerance)
     show.print_compare(console, result, cfg.compare.show)
     return EXIT_OK if result.verdict.passed else EXIT_GATE
+
+
+def _cmd_diff(overrides: list[str], console: Console) -> int:
+    from ditmeter.commands.diff import diff
+    from ditmeter.config import load
+    from ditmeter.reports import console as show
+
+    start = time.perf_counter()
+    runs = [a for a in overrides if "=" not in a]
+    if len(runs) != 2:
+        raise ConfigError(
+            "arguments", f"diff takes two runs, RUN_A RUN_B; got {len(runs)} (see ditmeter diff --help)"
+        )
+    cfg = load([a for a in overrides if "=" in a], "diff")
+    result = diff(cfg.output_root, runs[0], runs[1], cfg.run_id)
+    show.print_diff(console, result)
+    assert result.analysis_dir is not None  # written
+    show.print_wrote(console, result.analysis_dir, result.files, start)
+    return EXIT_OK
 
 
 def _cmd_report(overrides: list[str], console: Console) -> int:
@@ -323,6 +356,7 @@ _COMMANDS = {
     "report": _cmd_report,
     "trace": _cmd_trace,
     "compare": _cmd_compare,
+    "diff": _cmd_diff,
     "profile": _cmd_profile,
     "calibrate": _cmd_calibrate,
     "sweep": _cmd_sweep,

@@ -77,6 +77,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
         "calibrate",
     ),
     "compare": ("output_root", "run_id", "compare"),
+    "diff": ("output_root", "run_id"),
 }
 KEYS = tuple(dict.fromkeys(k for keys in COMMAND_KEYS.values() for k in keys))
 

@@ -28,6 +28,7 @@ from ditmeter.reports.verdict import coverage_table, layers_table, stage_lines, 
 if TYPE_CHECKING:
     from ditmeter.commands.calibrate import CalibrationResult
     from ditmeter.commands.compare import CompareResult
+    from ditmeter.commands.diff import DiffResult
     from ditmeter.commands.profile import ProfileResult
     from ditmeter.commands.report import ReportResult
     from ditmeter.commands.trace import TraceResult
@@ -156,6 +157,17 @@ def print_trace(console: Console, result: TraceResult, shown: int) -> None:
     )
     print_verdict(console, result.verdict, shown)
     print_device(console, result.view, result.modules)
+
+
+def print_diff(console: Console, result: DiffResult) -> None:
+    """The two runs, then the video, stage, category and top-module tables."""
+    from ditmeter.reports.diff import diff_tables
+
+    console.print(f"A: {result.a.run_id} ({result.a.label})")
+    console.print(f"B: {result.b.run_id} ({result.b.label})")
+    for t in diff_tables(result.frame, result.a, result.b):
+        if t.rows:
+            console.print(to_rich(t))
 
 
 def print_compare(console: Console, result: CompareResult, shown: int) -> None:

@@ -1,0 +1,83 @@
+"""``ditmeter diff RUN_A RUN_B``: two runs side by side (:mod:`ditmeter.reports.diff`).
+
+A run is named by its id under ``output_root`` or by a path to its folder (or to its artifact
+folder, ``…/static_analysis/<family>/``). Both are read from what they wrote (``report.json``,
+``modules.parquet``, checked against its schema), so any two runs compare: two workloads, two
+devices, two plans, predicted against profiled. ``compare`` keeps its meaning (the gate of one
+traced run); ``diff`` gates nothing and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pandas as pd
+
+from ditmeter.errors import ConfigError
+from ditmeter.reports.diff import DIFF_SCHEMA, RunTables, diff_frame, diff_markdown
+from ditmeter.reports.run_dir import analysis_dir, artifact_dirs, list_runs, staged_run
+from ditmeter.reports.tables import MODULES_SCHEMA, read_table, write_parquet
+
+#: The files a diff run folder holds.
+DIFF_FILES = ("diff.parquet", "diff.md")
+
+
+@attrs.frozen
+class DiffResult:
+    a: RunTables
+    b: RunTables
+    frame: pd.DataFrame
+    analysis_dir: Path | None  # None when nothing was written
+    files: tuple[str, ...]
+
+
+def find_artifacts(output_root: Path, ref: str, field: str) -> Path:
+    """The artifact folder (holding ``report.json``) of the run ``ref`` names: a run id under
+    ``output_root``, a run folder or an artifact folder."""
+    for where in (Path(ref), output_root / ref):
+        if (where / "report.json").is_file():
+            return where
+        if where.is_dir():
+            for d in artifact_dirs(where):
+                if (d / "report.json").is_file():
+                    return d
+    known = [r.name for r in list_runs(output_root)][-3:]
+    hint = f"; newest runs: {', '.join(known)}" if known else ""
+    raise ConfigError(field, f"{ref!r} is no run under {output_root} nor a run folder{hint}")
+
+
+def read_run(folder: Path, field: str) -> RunTables:
+    """A run's ``report.json`` and ``modules.parquet``; a missing or corrupt file names ``field``."""
+    try:
+        report: Any = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(field, f"cannot read {folder / 'report.json'}: {exc}") from None
+    needed = ("run_id", "model", "workload", "pipeline", "totals", "stages", "categories")
+    if not isinstance(report, dict) or any(k not in report for k in needed):
+        raise ConfigError(
+            field, f"{folder / 'report.json'} is not a ditmeter report (needs {', '.join(needed)})"
+        )
+    modules, _ = read_table(folder / "modules.parquet", MODULES_SCHEMA, field)
+    return RunTables(str(report["run_id"]), report, modules)
+
+
+def diff(
+    output_root: Path, run_a: str, run_b: str, run_id: str | None = None, write: bool = True
+) -> DiffResult:
+    """Read both runs, build the diff frame and (``write``) publish ``diff.parquet`` and ``diff.md``
+    as a run folder ``<output_root>/<run_id>/static_analysis/diff/``."""
+    a = read_run(find_artifacts(output_root, run_a, "RUN_A"), "RUN_A")
+    b = read_run(find_artifacts(output_root, run_b, "RUN_B"), "RUN_B")
+    frame = diff_frame(a, b)
+    if not write:
+        return DiffResult(a, b, frame, None, ())
+    rid = run_id or f"diff_{a.run_id}_vs_{b.run_id}"[:200]
+    manifest = {"command": "diff", "runs": [a.run_id, b.run_id]}
+    meta = {"ditmeter.table": "diff", "ditmeter.runs": json.dumps({"a": a.label, "b": b.label})}
+    with staged_run(output_root, rid, "diff", manifest) as out:
+        write_parquet(frame, DIFF_SCHEMA, out / "diff.parquet", meta)
+        (out / "diff.md").write_text(diff_markdown(frame, a, b), encoding="utf-8")
+    return DiffResult(a, b, frame, analysis_dir(output_root / rid, "diff"), DIFF_FILES)

@@ -1,0 +1,250 @@
+"""Two runs side by side (``ditmeter diff``): per video, stage, category and module, what each run
+says (FLOPs, bytes, predicted and measured time, memory), with the difference and the ratio.
+
+Any two run folders work (two workloads, devices, plans, pipelines, predicted against profiled):
+each side is read from what the run wrote, ``report.json`` and ``modules.parquet``, so a metric a
+run does not have (no ``device=``: no time; not profiled: no measured time) is missing on that
+side, never zero. The frame is long: one row per (level, key, metric).
+
+Levels and their scopes (the same as the run's own artifacts):
+
+- ``video``: the whole video (``per_video`` metrics), the forward (``per_forward``) and the peak
+  memory per GPU;
+- ``stage``: per video (``per_video``), and the memory on the GPU while the stage runs;
+- ``category``: per forward of the forward stage (``report.json`` ``categories``, ``time.by_category``);
+- ``module``: every row of ``modules.parquet`` (containers and leaves, each block's own), per
+  run of its stage;
+- ``layer``: the leaves summed across the copies of a repeated block (``dit.blocks.*.ffn.0``:
+  every block's ``ffn.0``), per run of its stage, so runs with different block counts line up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import pandas as pd
+import pyarrow as pa
+
+from ditmeter.analytic.tree import layer_pattern
+from ditmeter.reports.format import binary_bytes, seconds, si
+from ditmeter.reports.table_model import Column, Table, table, to_markdown
+
+LEVELS = ("video", "stage", "category", "module", "layer")
+
+#: diff.parquet: one row per level, key and metric.
+DIFF_SCHEMA = pa.schema(
+    [
+        pa.field("level", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("a", pa.float64()),
+        pa.field("b", pa.float64()),
+        pa.field("delta", pa.float64()),
+        pa.field("ratio", pa.float64()),
+    ]
+)
+
+
+@attrs.frozen
+class RunTables:
+    """What one run wrote: its id, ``report.json`` and ``modules.parquet``."""
+
+    run_id: str
+    report: dict[str, Any]
+    modules: pd.DataFrame
+
+    @property
+    def label(self) -> str:
+        """``model × workload`` with the device and the plan, as the run's report names them."""
+        r = self.report
+        workload = (r.get("workload") or {}).get("requested") or {}
+        parts = [f"{r['model'].get('name', '?')} × {workload.get('name', '?')}", str(r["pipeline"])]
+        time = r.get("time") or {}
+        if time.get("device"):
+            parts.append(str(time["device"]))
+        plan = r.get("parallel")
+        if plan:
+            parts.append(str(plan["name"]))
+        return ", ".join(parts)
+
+
+Row = tuple[str, str, str, float | None]  # level, key, metric, value
+
+
+def _num(value: Any) -> float | None:
+    """A finite number, or None (missing)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _bytes(metrics: dict[str, Any]) -> float | None:
+    read, written = _num(metrics.get("bytes_read")), _num(metrics.get("bytes_written"))
+    return None if read is None or written is None else read + written
+
+
+def _video(r: dict[str, Any]) -> Iterator[Row]:
+    totals, time, memory = r["totals"], r.get("time") or {}, r.get("memory") or {}
+    video, forward = totals["whole_video"], totals["per_forward"]
+    yield "video", "video", "tensor_flops_per_video", _num(video["tensor_flops"])
+    yield "video", "video", "bytes_per_video", _bytes(video)
+    yield "video", "video", "tensor_flops_per_forward", _num(forward["tensor_flops"])
+    yield "video", "video", "peak_per_gpu_bytes", _num(memory.get("peak_per_gpu_bytes"))
+    for key in ("per_video_s", "per_forward_s", "measured_video_s"):
+        yield "video", "video", key, _num(time.get(key))
+
+
+def _stages(r: dict[str, Any]) -> Iterator[Row]:
+    time = r.get("time") or {}
+    seconds = {s["stage"]: s for s in time.get("stages") or []}
+    on_gpu = {p["stage"]: p for p in (r.get("memory") or {}).get("timeline") or []}
+    for s in r["stages"]:
+        name, video = s["stage"], s["per_video"]
+        yield "stage", name, "runs_per_video", _num(s["runs_per_video"])
+        yield "stage", name, "tensor_flops_per_video", _num(video["tensor_flops"])
+        yield "stage", name, "bytes_per_video", _bytes(video)
+        yield "stage", name, "per_video_s", _num(seconds.get(name, {}).get("per_video_s"))
+        yield "stage", name, "gpu_bytes", _num(on_gpu.get(name, {}).get("total_bytes"))
+
+
+def _categories(r: dict[str, Any]) -> Iterator[Row]:
+    time = r.get("time") or {}
+    seconds = {c["category"]: c for c in time.get("by_category") or []}
+    for c in r["categories"]:
+        name = c["category"]
+        yield "category", name, "tensor_flops_per_forward", _num(c["tensor_flops"])
+        yield "category", name, "bytes_per_forward", _bytes(c)
+        yield "category", name, "predicted_s_per_forward", _num(seconds.get(name, {}).get("predicted_s"))
+
+
+#: modules.parquet columns compared per module (per run of its stage); bytes = read + written.
+MODULE_METRICS = ("tensor_flops", "bytes", "predicted_s", "measured_time_s", "measured_flops")
+
+
+def _modules(frame: pd.DataFrame) -> Iterator[Row]:
+    m = frame.assign(bytes=frame["bytes_read"] + frame["bytes_written"])
+    metrics = [c for c in MODULE_METRICS if c in m]
+    for metric in metrics:
+        for key, value in zip(m["module_id"], m[metric], strict=True):
+            yield "module", str(key), metric, _num(value)
+    repeated = list(m.loc[m["kind"] == "repeated", "module_id"])
+    leaves = m[m["kind"] == "leaf"]
+    pattern = [layer_pattern(str(i), repeated) for i in leaves["module_id"]]
+    layers = leaves[metrics].groupby(pattern, sort=False).sum(min_count=1)
+    for metric in metrics:
+        for key, value in layers[metric].items():
+            yield "layer", str(key), metric, _num(value)
+
+
+def _rows(run: RunTables) -> dict[tuple[str, str, str], float | None]:
+    rows = [*_video(run.report), *_stages(run.report), *_categories(run.report), *_modules(run.modules)]
+    return {(level, key, metric): value for level, key, metric, value in rows}
+
+
+def diff_frame(a: RunTables, b: RunTables) -> pd.DataFrame:
+    """Every (level, key, metric) either run has, with ``a``, ``b``, ``delta`` = b − a and ``ratio``
+    = b / a (missing where a side lacks the metric; the ratio also where a is 0). Rows where
+    neither side has a value are left out."""
+    left, right = _rows(a), _rows(b)
+    keys = list(dict.fromkeys([*left, *right]))
+    out = []
+    for level, key, metric in keys:
+        x, y = left.get((level, key, metric)), right.get((level, key, metric))
+        if x is None and y is None:
+            continue
+        delta = y - x if x is not None and y is not None else None
+        ratio = y / x if x and y is not None else None
+        out.append(
+            {"level": level, "key": key, "metric": metric, "a": x, "b": y, "delta": delta, "ratio": ratio}
+        )
+    frame = pd.DataFrame(out, columns=[f.name for f in DIFF_SCHEMA])
+    return frame.astype({"a": "float64", "b": "float64", "delta": "float64", "ratio": "float64"})
+
+
+def top_layers(frame: pd.DataFrame, metric: str, n: int) -> pd.DataFrame:
+    """The ``n`` layers whose ``metric`` moved most (by |delta|; one-sided rows by their value)."""
+    rows = frame[(frame["level"] == "layer") & (frame["metric"] == metric)].copy()
+    size = rows["delta"].abs().fillna(rows[["a", "b"]].abs().max(axis=1))
+    return rows.assign(_size=size).sort_values("_size", ascending=False).head(n).drop(columns="_size")
+
+
+def _value(metric: str, value: float | None) -> str:
+    """A metric's value for people: seconds, bytes (binary units) or counts (SI); '—' if missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if metric.endswith("_s") or "_s_" in metric:
+        return seconds(abs(value)) if value >= 0 else f"−{seconds(-value)}"
+    if "bytes" in metric:
+        return binary_bytes(int(value)) if value >= 0 else f"−{binary_bytes(int(-value))}"
+    return si(value)
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.3f}×"
+
+
+def diff_tables(frame: pd.DataFrame, a: RunTables, b: RunTables, top: int = 15) -> list[Table]:
+    """The video, stage and category rows, and the ``top`` layers that moved most in predicted
+    time (or FLOPs when neither run has a time), as tables for the terminal and diff.md."""
+    columns = (
+        Column("what", "left", code=True),
+        Column("metric", "left"),
+        Column(f"A: {a.run_id}"),
+        Column(f"B: {b.run_id}"),
+        Column("B − A"),
+        Column("B / A"),
+    )
+
+    def rows(part: pd.DataFrame) -> list[tuple[str, ...]]:
+        return [
+            (
+                str(r.key),
+                str(r.metric),
+                _value(r.metric, r.a),
+                _value(r.metric, r.b),
+                _value(r.metric, r.delta),
+                _ratio(r.ratio),
+            )
+            for r in part.itertuples()
+        ]
+
+    out = [
+        table("the video", columns, rows(frame[frame["level"] == "video"])),
+        table("per stage (per video)", columns, rows(frame[frame["level"] == "stage"])),
+        table(
+            "per category of the forward stage (per forward)",
+            columns,
+            rows(frame[frame["level"] == "category"]),
+        ),
+    ]
+    timed = frame[(frame["level"] == "layer") & (frame["metric"] == "predicted_s")]
+    metric = "predicted_s" if timed[["a", "b"]].notna().any().any() else "tensor_flops"
+    moved = top_layers(frame, metric, top)
+    out.append(
+        table(f"the {top} layers whose {metric} moved most (per run of the stage)", columns, rows(moved))
+    )
+    return out
+
+
+def diff_markdown(frame: pd.DataFrame, a: RunTables, b: RunTables, top: int = 15) -> str:
+    """diff.md: the two runs, then the tables of :func:`diff_tables`."""
+    lines = [
+        f"# diff: {a.run_id} → {b.run_id}",
+        "",
+        f"- A: `{a.run_id}` ({a.label})",
+        f"- B: `{b.run_id}` ({b.label})",
+        "",
+        "B − A and B / A per metric; — where a run lacks the metric (no `device=`: no time; not "
+        "profiled: no measured time) or A is 0. Every row is in `diff.parquet` (`level`, `key`, "
+        "`metric`, `a`, `b`, `delta`, `ratio`).",
+    ]
+    for t in diff_tables(frame, a, b, top):
+        lines += ["", f"## {t.title[0].upper()}{t.title[1:]}", "", *to_markdown(t)]
+    return "\n".join(lines) + "\n"

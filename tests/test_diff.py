@@ -1,0 +1,130 @@
+"""``ditmeter diff``: two runs side by side, every number read back from what each run wrote."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from ditmeter.cli import main
+
+SMALL = ["model=wan2.1-t2v-1.3b"]
+H100 = "device=h100-sxm"
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(argv))
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two workloads of one model (a, b), a run without a device (c) and a profiled run (p)."""
+    root = tmp_path_factory.mktemp("diff")
+    for rid, extra in (
+        ("a", ["workload=w001-tiny", H100]),
+        ("b", ["workload=w002-512p", H100]),
+        ("c", ["workload=w001-tiny"]),
+    ):
+        assert _run("report", *SMALL, *extra, f"run_id={rid}", f"output_root={root}")[0] == 0
+    argv = [
+        "profile",
+        *SMALL,
+        H100,
+        "workload=w001-tiny",
+        "profile.num_layers=1",
+        "run_id=p",
+        f"output_root={root}",
+    ]
+    assert _run(*argv)[0] == 0
+    return root
+
+
+def _report(root: Path, rid: str) -> dict:  # type: ignore[type-arg]
+    (path,) = (root / rid / "static_analysis").glob("*/report.json")
+    return json.loads(path.read_text())
+
+
+def _frame(root: Path, rid: str) -> pd.DataFrame:
+    (path,) = (root / rid / "static_analysis" / "diff").glob("diff.parquet")
+    return pd.read_parquet(path)
+
+
+def _value(frame: pd.DataFrame, level: str, key: str, metric: str) -> pd.Series:
+    row = frame[(frame["level"] == level) & (frame["key"] == key) & (frame["metric"] == metric)]
+    assert len(row) == 1, (level, key, metric)
+    return row.iloc[0]
+
+
+def test_two_workloads_side_by_side_equal_each_runs_report(runs: Path) -> None:
+    status, out, _ = _run("diff", "a", "b", f"output_root={runs}", "run_id=ab")
+    assert status == 0 and "nan" not in out.lower() and "inf" not in out.lower()
+    frame, a, b = _frame(runs, "ab"), _report(runs, "a"), _report(runs, "b")
+    flops = _value(frame, "video", "video", "tensor_flops_per_video")
+    fa, fb = a["totals"]["whole_video"]["tensor_flops"], b["totals"]["whole_video"]["tensor_flops"]
+    assert (flops["a"], flops["b"], flops["delta"]) == (fa, fb, fb - fa)
+    assert flops["ratio"] == pytest.approx(fb / fa)
+    seconds = _value(frame, "stage", "dit", "per_video_s")
+    dit_b = next(s for s in b["time"]["stages"] if s["stage"] == "dit")
+    assert seconds["b"] == pytest.approx(dit_b["per_video_s"])
+    attn = _value(frame, "category", "attn_core", "tensor_flops_per_forward")
+    assert attn["b"] == next(c for c in b["categories"] if c["category"] == "attn_core")["tensor_flops"]
+    # a layer sums every block's copy: 30 blocks of the 1.3B
+    layer = _value(frame, "layer", "dit.blocks.*.ffn.0", "tensor_flops")
+    block = _value(frame, "module", "dit.blocks.0.ffn.0", "tensor_flops")
+    assert layer["a"] == 30 * block["a"]
+    md = (runs / "ab" / "static_analysis" / "diff" / "diff.md").read_text()
+    assert "# diff: a → b" in md and "dit.blocks.*.self_attn.attn_core" in md
+
+
+def test_a_run_against_itself_has_no_delta(runs: Path) -> None:
+    assert _run("diff", "a", "a", f"output_root={runs}", "run_id=aa")[0] == 0
+    frame = _frame(runs, "aa")
+    assert (frame["delta"].dropna() == 0).all()
+    assert set(frame["ratio"].dropna()) == {1.0}
+
+
+def test_missing_metrics_stay_missing_never_zero(runs: Path) -> None:
+    """No device= on A: no predicted time there (—, null), never 0; a profiled run's measured time
+    against a report: only on its side."""
+    status, out, _ = _run("diff", "c", "p", f"output_root={runs}", "run_id=cp")
+    assert status == 0 and "nan" not in out.lower()
+    frame = _frame(runs, "cp")
+    per_video = _value(frame, "video", "video", "per_video_s")
+    assert pd.isna(per_video["a"]) and per_video["b"] > 0 and pd.isna(per_video["delta"])
+    measured = frame[(frame["metric"] == "measured_time_s") & frame["b"].notna()]
+    assert len(measured) > 0 and measured["a"].isna().all()
+
+
+def test_paths_work_as_well_as_run_ids_and_the_table_is_documented(runs: Path) -> None:
+    (folder,) = (runs / "b" / "static_analysis").glob("*")
+    assert _run("diff", str(runs / "a"), str(folder), f"output_root={runs}", "run_id=paths")[0] == 0
+    table = pq.read_table(runs / "paths" / "static_analysis" / "diff" / "diff.parquet")
+    assert table.schema.names == ["level", "key", "metric", "a", "b", "delta", "ratio"]
+    assert table.schema.metadata[b"ditmeter.table"] == b"diff"
+    docs = (Path(__file__).parents[1] / "docs" / "artifacts.md").read_text()
+    for name in (*table.schema.names, "ditmeter.runs", "diff.md"):
+        assert f"`{name}`" in docs, name
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["a"], "arguments"),
+        (["a", "b", "c"], "arguments"),
+        (["a", "nope"], "RUN_B"),
+        (["a", "b", "model=wan2.1-t2v-14b"], "model"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(runs: Path, argv: list[str], field: str) -> None:
+    before = sorted(p.name for p in runs.iterdir())
+    status, _, err = _run("diff", *argv, f"output_root={runs}")
+    assert status == 2 and err.startswith(f"ditmeter: error: {field}") and err.count("\n") == 1
+    assert sorted(p.name for p in runs.iterdir()) == before
