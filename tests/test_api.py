@@ -1,0 +1,111 @@
+"""The Python API (``import ditmeter``): the same numbers as the CLI's files, nothing written
+unless asked, errors naming the key, and every example of docs/api.md runs."""
+
+from __future__ import annotations
+
+import contextlib
+import doctest
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import ditmeter
+from ditmeter.cli import main
+from ditmeter.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_ditmeter_does_not_import_torch() -> None:
+    code = "import sys, ditmeter; print('torch' in sys.modules, callable(ditmeter.analyze))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
+def test_analyze_equals_the_cli_report_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    keys = {"device": "h100-sxm", "workload.num_frames": 17}
+    r = ditmeter.analyze("wan2.1-t2v-1.3b", "w002-512p", keys)
+    assert list(tmp_path.iterdir()) == [] and r.analysis_dir is None
+    argv = [
+        "report",
+        "model=wan2.1-t2v-1.3b",
+        "workload=w002-512p",
+        "device=h100-sxm",
+        "workload.num_frames=17",
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*argv, "output_root=out", "run_id=cli"]) == 0
+    (folder,) = (tmp_path / "out" / "cli" / "static_analysis").glob("*")
+    cli = json.loads((folder / "report.json").read_text())
+    assert (
+        r.report["totals"] == cli["totals"] and r.report["time"]["per_video_s"] == cli["time"]["per_video_s"]
+    )
+    assert r.report["memory"]["peak_per_gpu_bytes"] == cli["memory"]["peak_per_gpu_bytes"]
+    modules = pd.read_parquet(folder / "modules.parquet")
+    pd.testing.assert_frame_equal(r.modules.reset_index(drop=True), modules, check_dtype=False)
+    assert r.per_forward_tensor_flops == cli["totals"]["per_forward"]["tensor_flops"]
+    assert list(r.stages["stage"]) == [s["stage"] for s in cli["stages"]]
+
+
+def test_output_root_publishes_the_run_folder(tmp_path: Path) -> None:
+    r = ditmeter.analyze("wan2.1-t2v-1.3b", "w001-tiny", ["run_id=x"], output_root=tmp_path)
+    assert r.analysis_dir == tmp_path / "x" / "static_analysis" / "wan2_1"
+    assert (r.analysis_dir / "report.json").is_file() and (r.analysis_dir / "modules.parquet").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"workload.num_frames": 0}, "workload.num_frames"),
+        ({"parallel.ulysses": 5, "device": "h100-sxm"}, "parallel.ulysses"),
+        (["nokey=1"], "nokey"),
+    ],
+)
+def test_a_bad_key_raises_config_error_naming_it(overrides: object, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        ditmeter.analyze("wan2.1-t2v-1.3b", "w001-tiny", overrides)  # type: ignore[arg-type]
+    assert err.value.field == field
+
+
+def test_trace_gates_and_leaves_no_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    t = ditmeter.trace("wan2.1-t2v-1.3b", "w001-tiny", {"stages": ["dit"]})
+    assert t.passed and t.max_rel_error == 0 and t.analysis_dir is None
+    assert (t.nodes["status"] != "unmatched").all() and t.modules["measured_flops"].notna().all()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_returns_the_points() -> None:
+    frame = ditmeter.sweep(
+        {"model": "wan2.1-t2v-1.3b", "workload": "w001-tiny", "device": ["h100-sxm", "a100-sxm-80gb"]}
+    )
+    assert list(frame["device"]) == ["h100-sxm", "a100-sxm-80gb"]
+    assert (frame["per_video_s"] > 0).all()
+
+
+def test_the_modules_doctest_passes() -> None:
+    from ditmeter import api
+
+    assert doctest.testmod(api).failed == 0
+
+
+def test_every_example_in_docs_api_md_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "docs" / "api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    scope: dict[str, object] = {}
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        for block in blocks:
+            exec(compile(block, "docs/api.md", "exec"), scope)
+    assert "dit.blocks.*.self_attn.attn_core" in out.getvalue() and "True 0.0" in out.getvalue()
+    assert list(tmp_path.iterdir()) == []  # the examples write only into their own temporary folders
