@@ -61,6 +61,23 @@ def test_the_run_folder_keeps_the_chrome_trace_and_says_what_ran(profiled: Path)
     assert "## Measured time (torch.profiler)" in summary and "2 of 30 blocks" in summary
 
 
+def test_the_ranges_carry_module_paths_and_counts_for_perfetto(profiled: Path) -> None:
+    """Each op's range is named after its node and the module that ran it, and carries the op's
+    FLOPs and bytes as args: the same numbers nodes.parquet holds."""
+    events = json.loads((profiled / "torch_profiler" / "trace.json").read_text())["traceEvents"]
+    ranges = {e["name"]: e["args"] for e in events if str(e.get("name", "")).startswith("ditmeter::")}
+    nodes = pd.read_parquet(profiled / "nodes.parquet").set_index("node")
+    ffn = [name for name in ranges if name.endswith(" @ blocks.0.ffn.net.0.proj")]
+    assert ffn, sorted(ranges)[:5]
+    for name, args in ranges.items():
+        node = name.removeprefix("ditmeter::").split(" @ ")[0]
+        row = nodes.loc[node]
+        assert args["flops"] == row["measured_flops"] and args["bytes_out"] == row["bytes_out"]
+        assert args["module_path"] == name.split(" @ ")[1] if " @ " in name else args["module_path"] == ""
+    mm = [a for n, a in ranges.items() if n in ffn and a["op"].startswith("aten.addmm")]
+    assert mm and mm[0]["flops"] > 0
+
+
 def test_rereading_the_trace_reproduces_the_times(profiled: Path, tmp_path: Path) -> None:
     trace = profiled / "torch_profiler" / "trace.json"
     out = tmp_path / "again"

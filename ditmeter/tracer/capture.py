@@ -82,6 +82,13 @@ def _name(source: tuple[fx.Node, int] | None) -> tuple[str, int] | None:
 
 #: Prefix of the ``record_function`` range around each op when profiling.
 NODE_RANGE_PREFIX = "ditmeter::"
+#: Between a range's node name and the module path that ran the op (``ditmeter::addmm_3 @ blocks.0.ffn.0``).
+RANGE_MODULE_SEP = " @ "
+
+
+def range_node(name: str) -> str:
+    """The node name of a ``ditmeter::`` range name (without the prefix and the module path)."""
+    return name[len(NODE_RANGE_PREFIX) :].split(RANGE_MODULE_SEP)[0]
 
 
 class _Recorder(TorchDispatchMode):
@@ -111,8 +118,10 @@ class _Recorder(TorchDispatchMode):
         written = [self._writer.get(_storage(t)) for t in inputs]
         parents = list(dict.fromkeys(s[0] for s in (*made, *written) if s is not None))
         node = self.graph.create_node("call_function", func, tuple(parents), {})
-        if self.annotate is not None:
-            with torch.profiler.record_function(NODE_RANGE_PREFIX + self.annotate + node.name):
+        if self.annotate is not None:  # the module path in the name too: Perfetto shows where it ran
+            path = self._module_path()
+            name = NODE_RANGE_PREFIX + self.annotate + node.name + (RANGE_MODULE_SEP + path if path else "")
+            with torch.profiler.record_function(name):
                 out = func(*args, **kwargs)
         else:
             out = func(*args, **kwargs)
