@@ -18,7 +18,7 @@ import pandas as pd
 
 from ditmeter.errors import ConfigError
 from ditmeter.reports.diff import DIFF_SCHEMA, RunTables, diff_frame, diff_markdown
-from ditmeter.reports.run_dir import analysis_dir, artifact_dirs, list_runs, staged_run
+from ditmeter.reports.run_dir import analysis_dir, artifact_dirs, list_runs, new_run_id, staged_run
 from ditmeter.reports.tables import MODULES_SCHEMA, read_table, write_parquet
 
 #: The files a diff run folder holds.
@@ -74,7 +74,7 @@ def diff(
     frame = diff_frame(a, b)
     if not write:
         return DiffResult(a, b, frame, None, ())
-    rid = run_id or f"diff_{a.run_id}_vs_{b.run_id}"[:200]
+    rid = run_id or new_run_id("diff", f"{a.run_id}_vs_{b.run_id}")
     manifest = {"command": "diff", "runs": [a.run_id, b.run_id]}
     meta = {"ditmeter.table": "diff", "ditmeter.runs": json.dumps({"a": a.label, "b": b.label})}
     with staged_run(output_root, rid, "diff", manifest) as out:
