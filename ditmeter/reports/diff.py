@@ -32,8 +32,6 @@ from ditmeter.analytic.tree import layer_pattern
 from ditmeter.reports.format import binary_bytes, seconds, si
 from ditmeter.reports.table_model import Column, Table, table, to_markdown
 
-LEVELS = ("video", "stage", "category", "module", "layer")
-
 #: diff.parquet: one row per level, key and metric.
 DIFF_SCHEMA = pa.schema(
     [
@@ -130,7 +128,7 @@ MODULE_METRICS = ("tensor_flops", "bytes", "predicted_s", "measured_time_s", "me
 
 def _modules(frame: pd.DataFrame) -> Iterator[Row]:
     m = frame.assign(bytes=frame["bytes_read"] + frame["bytes_written"])
-    metrics = [c for c in MODULE_METRICS if c in m]
+    metrics = list(MODULE_METRICS)  # every one a modules.parquet column (bytes: read + written)
     for metric in metrics:
         for key, value in zip(m["module_id"], m[metric], strict=True):
             yield "module", str(key), metric, _num(value)

@@ -71,11 +71,14 @@ def _timed(i: int, e: Any) -> tuple[float, float]:
     return values[0], values[1]
 
 
-def _events(path: Path) -> list[Any]:
+def _load(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise TraceFormatError(f"cannot read {path} as JSON: {exc}") from exc
+
+
+def _events(data: Any, path: Path) -> list[Any]:
     events = data.get("traceEvents") if isinstance(data, dict) else None
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise TraceFormatError(f"{path} has no traceEvents list of events (not a Chrome trace)")
@@ -87,7 +90,12 @@ def read_chrome_trace(path: Path) -> NodeTimes:
 
     An event this reader uses must have a finite ``ts`` and a finite, non-negative ``dur``.
     """
-    events = list(enumerate(_events(path)))
+    return _node_times(_load(path), path)
+
+
+def _node_times(data: Any, path: Path) -> NodeTimes:
+    """:func:`read_chrome_trace` of the trace ``data`` already loaded from ``path``."""
+    events = list(enumerate(_events(data, path)))
     ranges: dict[Any, list[tuple[float, float, str]]] = defaultdict(list)
     cpu: dict[str, float] = {}
     forward = None
@@ -169,16 +177,17 @@ def profile_forward(
             torch.cuda.synchronize()
     trace_path.parent.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(trace_path))
-    annotate_trace(trace_path, graph, name_prefix)
-    return graph, read_chrome_trace(trace_path)
+    data = _load(trace_path)
+    annotate_trace(data, graph, name_prefix)
+    trace_path.write_text(json.dumps(data), encoding="utf-8")
+    return graph, _node_times(data, trace_path)
 
 
-def annotate_trace(path: Path, graph: fx.Graph, name_prefix: str = "") -> None:
-    """Give every ``ditmeter::`` range of the Chrome trace at ``path`` its node's counts as args
+def annotate_trace(data: Any, graph: fx.Graph, name_prefix: str = "") -> None:
+    """Give every ``ditmeter::`` range of the Chrome trace ``data`` its node's counts as args
     (``module_path``, ``op``, ``flops``, ``bytes_in``, ``bytes_out``), read in Perfetto beside the
-    range's own timing; the file is rewritten in place."""
+    range's own timing."""
     meta = {name_prefix + n.name: n for n in graph.nodes}
-    data = json.loads(path.read_text(encoding="utf-8"))
     for e in data.get("traceEvents", []):
         name = str(e.get("name", ""))
         if e.get("cat") == "user_annotation" and name.startswith(NODE_RANGE_PREFIX):
@@ -193,4 +202,3 @@ def annotate_trace(path: Path, graph: fx.Graph, name_prefix: str = "") -> None:
                     "bytes_in": int(m.get("bytes_in", 0)),
                     "bytes_out": int(m.get("bytes_out", 0)),
                 }
-    path.write_text(json.dumps(data), encoding="utf-8")

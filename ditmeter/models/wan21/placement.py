@@ -39,10 +39,13 @@ def dits(present: tuple[str, ...]) -> set[str]:
     return {c for c in present if c == "dit" or c.startswith("dit_")}
 
 
-def _official(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool) -> set[str]:
-    """Components on the GPU during ``stage`` under generate.py."""
+def official_on_gpu(
+    stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool, *, dit_on_init: bool = True
+) -> set[str]:
+    """Components on the GPU during ``stage`` under generate.py; ``dit_on_init`` False: the DiT
+    waits on the CPU until the steps (Wan2.2's ``init_on_cpu``, one expert at a time)."""
     images = "image_encoder" in present
-    on = {"vae", "image_encoder"} if images else {"vae"} | dits(present)  # where __init__ leaves them
+    on = {"vae", "image_encoder"} if images else {"vae"} | (dits(present) if dit_on_init else set())
     for current in COMPONENT:  # the stages in order, up to ``stage``
         if current == "text_encoder" and not t5_cpu:
             on.add("text_encoder")
@@ -83,7 +86,7 @@ def timeline(
     sem = SEMANTICS[pipeline]
     offload_model = sem.offload_model_default if offload.model is None else offload.model
     present = tuple(components)
-    placed = (official or _official) if pipeline == "official" else _diffusers
+    placed = (official or official_on_gpu) if pipeline == "official" else _diffusers
     phases = []
     for stage in stages:
         on = placed(stage, present, offload_model, offload.t5_cpu)

@@ -79,8 +79,7 @@ class Wan22(Wan21):
                 "offload.convert_model_dtype has no effect under parallel.dit_fsdp: generate.py "
                 "shards the fp32 experts (FSDP gathers them in bf16) and casts only unsharded ones."
             )
-        offload_model = bool(offload.model) if offload.model is not None else plan.gpus == 1
-        if analysis.model.resident_experts(analysis.workload.pipeline, plan.gpus, offload_model) > 1:
+        if "dit_2" in rank.memory.components:  # what the rank plan placed, not a second guess
             notes.append(
                 "Both experts stay on every GPU (dit and dit_2 in the memory timeline)"
                 + (", each sharded by FSDP." if plan.dit_fsdp else ".")

@@ -20,12 +20,11 @@ _LAYOUT = ("aten.view.default", "aten.permute.default", "aten.clone.default", "a
 
 def _block_rules(coder: str, kind: str, cls: str) -> tuple[NodeRule, ...]:
     block = rf"vae\.({coder}\.{kind}_blocks\.\d+)"
+    sampler = rf"vae\.({coder}\.{kind}_blocks\.\d+\.{kind}sampler)"
     return (
         NodeRule(f"{kind}.copy", block, r"\1.copy", ops=("aten.clone.default",), classes=(cls,)),
         NodeRule(f"{kind}.add", block, r"\1.add", ops=("aten.add.Tensor",), classes=(cls,)),
-        NodeRule(
-            f"{kind}.resample", rf"{block[:-1]}\.{kind}sampler)", r"\1.reshuffle", classes=("WanResample",)
-        ),
+        NodeRule(f"{kind}.resample", sampler, r"\1.reshuffle", classes=("WanResample",)),
     )
 
 

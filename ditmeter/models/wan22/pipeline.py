@@ -16,6 +16,7 @@ two-expert release changes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import attrs
@@ -26,6 +27,7 @@ from ditmeter.analytic.schedule import diffusers_timesteps, expert_split, offici
 from ditmeter.analytic.workload import Workload
 from ditmeter.errors import ConfigError
 from ditmeter.models.wan21 import pipeline as wan21
+from ditmeter.models.wan21 import placement
 from ditmeter.models.wan22.spec import Wan22ModelSpec
 
 
@@ -38,21 +40,9 @@ def split(m: Wan22ModelSpec, w: Workload) -> tuple[int, int]:
     return expert_split(timesteps, m.boundary) if m.experts == 2 else (steps, 0)
 
 
-def official_placement(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool) -> set[str]:
-    """Components on the GPU during ``stage`` under Wan2.2's generate.py on one GPU."""
-    on = {"vae"}
-    for current in wan21.STAGES:
-        if current == "text_encoder" and not t5_cpu:
-            on.add("text_encoder")
-        if current == "dit":
-            on.add("dit")  # one expert at a time
-        if current == "vae_decode" and offload:
-            on.discard("dit")
-        if current == stage:
-            break
-        if offload and current == "text_encoder":
-            on.discard("text_encoder")
-    return on & set(present)
+#: Components on the GPU per stage under Wan2.2's generate.py on one GPU: Wan2.1's placement with
+#: the experts on the CPU until the steps (``init_on_cpu``), one on the GPU at a time.
+official_placement = functools.partial(placement.official_on_gpu, dit_on_init=False)
 
 
 def analyze(

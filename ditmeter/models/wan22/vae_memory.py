@@ -31,7 +31,8 @@ import itertools
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.models.wan21.spec import VaeSpec
 
-#: A causal conv's cache: (channels, height, width, frames it keeps after a later call).
+#: A causal conv's cache: (channels, height, width, frames); the frame count is the most it holds
+#: where :func:`_held` caps it (encode: after a later call; decode: after the first call).
 Cache = tuple[int, int, int, int]
 
 
