@@ -19,12 +19,15 @@ B        ?=
 
 .PHONY: install report trace compare diff profile calibrate sweep test lint bench clean
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# The CPU build of torch, pinned first: an unpinned torch pulls GBs of CUDA wheels.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	# The official Wan code (pure Python) for ingest's official traces and their tests; --no-deps:
+	# its pipelines' requirements (flash-attn, torchvision) are not needed to build its WanModel.
+	$(BIN)/python -m pip install --quiet --no-deps wan22==2.2.11
 	touch $(STAMP)
 
 install: $(STAMP)

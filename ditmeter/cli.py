@@ -49,6 +49,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
     modules built come from the code that writes and builds them."""
     from ditmeter.config import choices
     from ditmeter.models import families
+    from ditmeter.reports.ingest_report import INGEST_FILES
     from ditmeter.reports.run_files import DEVICE_FILES, PROFILE_FILES, REPORT_FILES, TRACE_FILES
 
     overrides_help = _OVERRIDES_HELP.format(devices=", ".join(choices("device")))
@@ -111,6 +112,27 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "re-reads an earlier profile run's trace instead of running. Exit 0 ok, 2 bad input.",
             f"{overrides_help}\nprofile: profile.device_kind=cpu|cuda profile.num_layers=2 "
             f"profile.warmup=1 profile.trace=PATH\n\n{tail}",
+        ),
+        (
+            "ingest",
+            "join a torch.profiler trace of your own run to the module tree, against the prediction",
+            "Read a torch.profiler Chrome trace (trace=PATH, .json or .json.gz) of a real run of the "
+            "official generate.py or the diffusers pipeline, recorded with with_stack=True (and "
+            "record_shapes=True): ops are placed in their module calls, GPU kernels joined to the ops "
+            "that launched them (External id, else correlation), module calls resolved to the real "
+            "module's paths and the DiT's ops mapped to the analytic leaves as `trace` maps them; the "
+            "text encoder, image encoder and VAE are measured whole. Measured time (GPU time on a GPU "
+            "trace, else CPU) per run of each stage (per forward for the DiT), per module and category, "
+            "with achieved FLOP/s against the analytic FLOPs and, with device=, predicted / measured; "
+            "GPU idle time and the share of communication kernels; the forwards and steps found. Writes "
+            f"{writes}, {', '.join(INGEST_FILES)} (and {device} with device=) under {folder}. "
+            "Exit 0 ok, 2 bad input.",
+            "example: ditmeter ingest trace=run.json.gz model=wan2.1-t2v-1.3b workload=480p-81f "
+            "pipeline=diffusers device=h100-sxm\n"
+            "record:  with torch.profiler.profile(activities=[CPU, CUDA], with_stack=True, "
+            "record_shapes=True) as prof: ...; prof.export_chrome_trace('run.json')\n"
+            "workload= must be the run's (sizes, steps, guidance): the prediction is made for it.\n\n"
+            f"{overrides_help}\n{tail}",
         ),
         (
             "calibrate",
@@ -256,6 +278,23 @@ def _cmd_profile(overrides: list[str], console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_ingest(overrides: list[str], console: Console) -> int:
+    from ditmeter.commands.ingest import ingest
+    from ditmeter.config import load
+    from ditmeter.reports import console as show
+
+    start = time.perf_counter()
+    cfg = load(overrides, "ingest")
+    console.print(
+        f"ingesting {cfg.ingest_trace} as {cfg.model.name} × {cfg.workload.name} ({cfg.workload.pipeline})"
+    )
+    show.print_adjustments(console, cfg.geometry)
+    result = ingest(cfg, progress=show.StepPrinter(console))
+    show.print_ingest(console, result)
+    show.print_wrote(console, result.analysis_dir, result.files, start)
+    return EXIT_OK
+
+
 def _cmd_calibrate(overrides: list[str], console: Console) -> int:
     from ditmeter.commands.calibrate import calibrate
     from ditmeter.config import load
@@ -358,6 +397,7 @@ _COMMANDS = {
     "compare": _cmd_compare,
     "diff": _cmd_diff,
     "profile": _cmd_profile,
+    "ingest": _cmd_ingest,
     "calibrate": _cmd_calibrate,
     "sweep": _cmd_sweep,
 }

@@ -65,6 +65,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "report": (*_RUN, "stages", "parallel"),
     "trace": (*_RUN, "stages", "compare", "parallel"),
     "profile": (*_RUN, "profile"),
+    "ingest": (*_RUN, "trace"),
     "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages", "parallel"),
     "calibrate": (
         "model",
@@ -169,6 +170,7 @@ class TopLevel:
     )
     calibration: str | None = attrs.field(default=None, validator=_is_path)
     device_kind: str = attrs.field(default="cpu", validator=one_of(*DEVICE_KINDS))
+    trace: str | None = attrs.field(default=None, validator=_is_path)  # ingest's Chrome trace
 
 
 @attrs.frozen
@@ -196,6 +198,7 @@ class RunConfig:
     time: TimePlan = attrs.Factory(TimePlan)
     calibrate: CalibrateOptions = CalibrateOptions()
     parallel: ParallelPlan = SINGLE
+    ingest_trace: Path | None = None  # ``trace=``: the Chrome trace ``ingest`` reads
 
     @property
     def geometry(self) -> Geometry:
@@ -345,6 +348,7 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
             CalibrateOptions, raw.get("calibrate") or {}, "calibrate", device_kind=top.device_kind
         ),
         parallel=ParallelPlan.from_mapping(raw.get("parallel")),
+        ingest_trace=Path(top.trace) if top.trace else None,
     )
 
     out.geometry  # noqa: B018  (refuses sizes below one patch before anything runs)

@@ -61,8 +61,9 @@ ZERO_OPS: frozenset[str] = frozenset(
     )
 )
 
-#: dtype conversions the cast step may attach to a neighbouring module.
-CAST_OPS: frozenset[str] = frozenset({"aten._to_copy.default"})
+#: dtype conversions the cast step may attach to a neighbouring module (any overload): the aten
+#: op a captured graph holds, and the composite ops a profiler trace names (``x.to``, ``type_as``).
+CAST_OPS: frozenset[str] = frozenset({"aten._to_copy", "aten.to", "aten.type_as"})
 
 STATUSES = ("costed", "zero", "unmatched")
 
@@ -84,22 +85,33 @@ class NodeRule:
     after: str | None = None
     ops: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
     _compiled: re.Pattern[str] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_compiled", re.compile(self.path + r"\Z"))
 
     @property
-    def key(self) -> tuple[str, str | None, tuple[str, ...], tuple[str, ...]]:
-        return (self.path, self.after, tuple(sorted(self.ops)), tuple(sorted(self.classes)))
+    def key(self) -> tuple[str, str | None, tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        return (
+            self.path,
+            self.after,
+            tuple(sorted(self.ops)),
+            tuple(sorted(self.classes)),
+            tuple(sorted(self.functions)),
+        )
 
     @property
     def specificity(self) -> int:
-        return (self.after is not None) + bool(self.ops) + bool(self.classes)
+        return (self.after is not None) + bool(self.ops) + bool(self.classes) + bool(self.functions)
 
-    def match(self, path: str, module_class: str, op: str, after: str) -> str | None:
+    def match(
+        self, path: str, module_class: str, op: str, after: str, functions: tuple[str, ...] = ()
+    ) -> str | None:
         """The target leaf id if this rule applies to the node, else None."""
         if self.ops and op not in self.ops:
+            return None
+        if self.functions and not set(self.functions) & set(functions):
             return None
         if self.classes and module_class not in self.classes:
             return None
@@ -137,6 +149,18 @@ class NodeRules:
     def __len__(self) -> int:
         return len(self.rules)
 
+    def any_overload(self, overload: str) -> NodeRules:
+        """The same rules for a trace that names ops without their overload (torch.profiler's
+        ``aten::mul``, given to the mapper as ``aten.mul.<overload>``): each rule's ``ops`` match
+        every overload of their op."""
+        return NodeRules(
+            self.reference,
+            tuple(
+                attrs.evolve(r, ops=tuple(dict.fromkeys(f"{_packet(o)}.{overload}" for o in r.ops)))
+                for r in self.rules
+            ),
+        )
+
     def without(self, name: str) -> NodeRules:
         """The same set less the rule ``name`` (to show what the gate does when a rule is missing)."""
         return NodeRules(self.reference, tuple(r for r in self.rules if r.name != name))
@@ -155,6 +179,7 @@ class NodeInfo:
     module_path: str
     module_class: str
     inputs: tuple[str, ...]  # names of the nodes this one reads
+    functions: tuple[str, ...] = ()  # Python functions it ran under inside its module (profiler stacks)
 
 
 @attrs.frozen
@@ -212,7 +237,7 @@ class _Mapper:
         self.rules = rules
         self.by_name = {n.name: n for n in nodes}
         self._alias: dict[str, str | None] = {}
-        self._rule_hits: dict[tuple[str, str, str, str], _Found] = {}
+        self._rule_hits: dict[tuple[str, str, str, str, tuple[str, ...]], _Found] = {}
 
     def module_id(self, path: str) -> str | None:
         if path not in self._alias:
@@ -225,7 +250,7 @@ class _Mapper:
         return mid if mid in self.leaves else None
 
     def by_cast(self, n: NodeInfo) -> _Found:
-        if n.op not in CAST_OPS:
+        if _packet(n.op) not in CAST_OPS:
             return None, None
         producers = [self.by_name[i] for i in n.inputs if i in self.by_name]
         if len(producers) == 1 and _is_under(producers[0].module_path, n.module_path):
@@ -235,9 +260,13 @@ class _Mapper:
         return None, None
 
     def by_rule(self, n: NodeInfo, after: str) -> _Found:
-        key = (n.module_path, n.module_class, n.op, after)
+        key = (n.module_path, n.module_class, n.op, after, n.functions)
         if key not in self._rule_hits:
-            hits = [(r, t) for r in self.rules if (t := r.match(n.module_path, n.module_class, n.op, after))]
+            hits = [
+                (r, t)
+                for r in self.rules
+                if (t := r.match(n.module_path, n.module_class, n.op, after, n.functions))
+            ]
             found: _Found = (None, None)
             if hits:
                 best = max(r.specificity for r, _ in hits)

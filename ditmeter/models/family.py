@@ -55,6 +55,21 @@ class Reference:
     make: Make
 
 
+@attrs.frozen
+class IngestStage:
+    """A stage as a user's own run calls it (``ditmeter ingest``): the class names of its root
+    module in a torch.profiler trace and, for a stage mapped module by module, the modules of the
+    real module that ran (``modules()``: path → class name in ``named_modules()`` order), how its
+    paths become analytic ids and the rules for the ops its containers run inline. A stage without
+    ``modules`` is measured whole."""
+
+    stage: str
+    classes: tuple[str, ...]
+    modules: Callable[[], dict[str, str]] | None = None
+    names: NameTable | None = None
+    rules: NodeRules | None = None
+
+
 class ModelSpec(Protocol):
     """What generic code reads of a family's model record (an attrs class)."""
 
@@ -115,6 +130,11 @@ class Family(Protocol):
     def parallel(self, analysis: Analysis, plan: ParallelPlan, offload: Offload) -> RankPlan:
         """What one GPU runs, sends and holds for the video of ``analysis`` under ``plan`` (rank 0,
         the one that also decodes); refuses plans the pipeline's code refuses (errors name the key)."""
+
+    def ingest_stages(self, model: Any, workload: Workload, geometry: Geometry) -> tuple[IngestStage, ...]:
+        """How a run of ``workload.pipeline``'s own code shows each stage in a profiler trace
+        (refuses, naming the key, what cannot be mapped here, such as the official code when it
+        is not installed)."""
 
     def reference_memory(self, analysis: Analysis) -> dict[str, int]:
         """Per stage with a memory rule: the analytic peak live activation bytes of the stage's

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ditmeter.commands.calibrate import CalibrationResult
     from ditmeter.commands.compare import CompareResult
     from ditmeter.commands.diff import DiffResult
+    from ditmeter.commands.ingest import IngestResult
     from ditmeter.commands.profile import ProfileResult
     from ditmeter.commands.report import ReportResult
     from ditmeter.commands.trace import TraceResult
@@ -44,6 +45,9 @@ _STEP_LABELS = {
     "map": "map nodes to analytic rules",
     "join": "join, roll up per module, gate",
     "write": "write the run folder",
+    "read": "read the Chrome trace",
+    "resolve": "resolve module calls to paths (named_modules on meta)",
+    "place": "place ops in modules and map them to analytic leaves",
 }
 
 
@@ -186,6 +190,21 @@ def print_profile(console: Console, result: ProfileResult) -> None:
         f"scaled to {s.model_layers} blocks ≈ {s.full_forward_s:.4g} s"
     )
     console.print(to_rich(measured_table(result.modules, s.in_nodes_s)))
+
+
+def print_ingest(console: Console, result: IngestResult) -> None:
+    """The trace's facts, the stages found and the DiT's measured time by category."""
+    from ditmeter.reports.ingest_report import headline, stage_table
+
+    s = result.summary
+    for line in headline(s):
+        console.print(line)
+    console.print(to_rich(stage_table(s)))
+    forward = result.analysis.forward.name
+    own = result.modules[result.modules["stage"] == forward]
+    total = float(own.loc[own["kind"] == "leaf", "measured_time_s"].fillna(0.0).sum())
+    if total > 0:
+        console.print(to_rich(measured_table(own, total)))
 
 
 def print_calibration(console: Console, result: CalibrationResult) -> None:

@@ -359,8 +359,8 @@ def measured_by_category(modules: pd.DataFrame) -> pd.DataFrame:
         cuda_flops=("cuda_flops", "sum"),
         bytes_read=("bytes_read", "sum"),
         bytes_written=("bytes_written", "sum"),
-        predicted_s=("predicted_s", "sum"),
-        roofline_s=("roofline_s", "sum"),
+        predicted_s=("predicted_s", lambda s: s.sum(min_count=1)),  # null without a device, never 0
+        roofline_s=("roofline_s", lambda s: s.sum(min_count=1)),
     )
     out["achieved_flop_per_s"] = (out["tensor_flops"] + out["cuda_flops"]) / out["measured_time_s"]
     out["achieved_bytes_per_s"] = (out["bytes_read"] + out["bytes_written"]) / out["measured_time_s"]
@@ -389,7 +389,7 @@ def measured_table(modules: pd.DataFrame, in_nodes_s: float) -> Table:
             f"{r.achieved_flop_per_s / 1e12:.3g}",
             f"{r.achieved_bytes_per_s / 1e9:.3g}",
             "-" if pd.isna(r.roofline_fraction) else percent(r.roofline_fraction, 1),
-            "-" if pd.isna(r.predicted_ratio) else f"{r.predicted_ratio:.2f}",
+            "-" if pd.isna(r.predicted_ratio) else f"{r.predicted_ratio:.3g}",
         )
         for r in measured_by_category(modules).itertuples()
     ]

@@ -23,6 +23,7 @@ from ditmeter.reports.device_report import (
     measured_by_category,
     time_json,
 )
+from ditmeter.reports.ingest_report import IngestSummary
 from ditmeter.reports.memory_report import memory_json
 from ditmeter.reports.parallel_report import parallel_json
 from ditmeter.reports.tables import CONVENTION, library_versions
@@ -153,6 +154,13 @@ def compare_section(verdict: Verdict, forward: str, **extra: Any) -> dict[str, A
     }
 
 
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame's rows as JSON objects: a missing value is null, never NaN."""
+    return [
+        {k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict(orient="records")
+    ]
+
+
 def build_report(
     analysis: Analysis,
     modules: pd.DataFrame,
@@ -160,8 +168,10 @@ def build_report(
     view: DeviceView | None = None,
     compare: dict[str, Any] | None = None,
     profile: dict[str, Any] | None = None,
+    ingest: IngestSummary | None = None,
 ) -> dict[str, Any]:
-    """The whole report as plain JSON-able data (``compare`` for traced runs)."""
+    """The whole report as plain JSON-able data (``compare`` for traced runs, ``profile`` and
+    ``ingest`` for measured ones)."""
     per_forward = analysis.per_forward
     cats = analysis.by_category()
     module_rows = [
@@ -196,8 +206,12 @@ def build_report(
         "memory": memory_json(analysis, view.device if view else None),
         "parallel": parallel_json(view.plan) if view and view.plan else None,
         "compare": compare,
-        "profile": {**profile, "by_category": measured_by_category(modules).to_dict(orient="records")}
-        if profile
+        "profile": {**profile, "by_category": _records(measured_by_category(modules))} if profile else None,
+        "ingest": {
+            **ingest.as_json(),
+            "by_category": _records(measured_by_category(modules[modules["stage"] == analysis.forward.name])),
+        }
+        if ingest
         else None,
         "notes": list(analysis.notes),
     }

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ditmeter.compare.gate import Verdict
 from ditmeter.reports.device_report import DeviceView, time_by_category
+from ditmeter.reports.ingest_report import IngestSummary
 from ditmeter.reports.report_json import build_report, write_json
 from ditmeter.reports.summary import render_summary
 from ditmeter.reports.tables import MODULES_SCHEMA, table_metadata, write_parquet
@@ -43,6 +44,7 @@ def write_analysis_files(
     compare: dict[str, Any] | None = None,
     verdict: Verdict | None = None,
     profile: dict[str, Any] | None = None,
+    ingest: IngestSummary | None = None,
 ) -> list[str]:
     """modules.parquet, report.json, summary.md (and the plots with a device) into ``out``."""
     a = view.analysis
@@ -63,8 +65,14 @@ def write_analysis_files(
             }
         )
     write_parquet(modules, MODULES_SCHEMA, out / "modules.parquet", table_metadata(a, "modules", **meta))
-    write_json(build_report(a, modules, run_id, view, compare=compare, profile=profile), out / "report.json")
-    write_text(out / "summary.md", render_summary(a, modules, run_id, view, verdict=verdict, profile=profile))
+    write_json(
+        build_report(a, modules, run_id, view, compare=compare, profile=profile, ingest=ingest),
+        out / "report.json",
+    )
+    write_text(
+        out / "summary.md",
+        render_summary(a, modules, run_id, view, verdict=verdict, profile=profile, ingest=ingest),
+    )
     files = list(REPORT_FILES)
     if view.prediction is not None:
         from ditmeter.reports.plots import memory_timeline_png, roofline_png, time_breakdown_png

@@ -12,6 +12,7 @@ from ditmeter.analytic.tree import layer_pattern
 from ditmeter.compare.gate import Verdict
 from ditmeter.reports.device_report import DeviceView, profile_lines, summary_lines
 from ditmeter.reports.format import binary_bytes, grouped, percent, si
+from ditmeter.reports.ingest_report import IngestSummary, ingest_lines
 from ditmeter.reports.memory_report import summary_lines as memory_lines
 from ditmeter.reports.parallel_report import summary_lines as parallel_lines
 from ditmeter.reports.table_model import Cell, Column, Strong, Table, table, to_markdown
@@ -193,6 +194,7 @@ def render_summary(
     view: DeviceView | None = None,
     verdict: Verdict | None = None,
     profile: dict[str, Any] | None = None,
+    ingest: IngestSummary | None = None,
 ) -> str:
     """Markdown summary of one run (with the compare section when it was traced)."""
     f, forward = analysis.per_forward, analysis.forward.name
@@ -237,6 +239,11 @@ def render_summary(
         ),
         *(["## Check against the real model", *compare_lines(verdict, forward), ""] if verdict else []),
         *(["## Measured time (torch.profiler)", *profile_lines(modules, profile), ""] if profile else []),
+        *(
+            ["## Measured run (ingested trace)", *ingest_lines(modules, forward, ingest), ""]
+            if ingest
+            else []
+        ),
         "## Notes (what is and is not modeled)",
         *[f"- {n}" for n in analysis.notes],
         "",

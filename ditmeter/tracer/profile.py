@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import math
 import os
 from collections import defaultdict
 from collections.abc import Mapping
@@ -31,10 +30,19 @@ import torch
 from torch import fx, nn
 
 from ditmeter.tracer.capture import NODE_RANGE_PREFIX, capture_forward, range_node
+from ditmeter.tracer.chrome_trace import (
+    DEVICE_CATS,
+    LAUNCH_CATS,
+    TraceFormatError,
+    complete_events,
+    load_trace,
+)
+from ditmeter.tracer.chrome_trace import timed as _timed
+
+__all__ = ["FORWARD_RANGE", "NodeTimes", "TraceFormatError", "profile_forward", "read_chrome_trace"]
 
 #: The range around the whole profiled forward.
 FORWARD_RANGE = "ditmeter.forward"
-_DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 
 
 @attrs.frozen
@@ -55,47 +63,17 @@ class NodeTimes:
         return self.forward_device_s or self.forward_cpu_s
 
 
-class TraceFormatError(ValueError):
-    """The file is not a torch.profiler Chrome trace with ditmeter's ranges."""
-
-
-def _timed(i: int, e: Any) -> tuple[float, float]:
-    """An event's start and duration in microseconds: finite numbers, the duration >= 0."""
-    values = []
-    for key in ("ts", "dur"):
-        value = e.get(key)
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or (key == "dur" and value < 0):
-            raise TraceFormatError(f"event {i} ({e.get('name', '?')!r}) has no valid {key!r}: {value!r}")
-        values.append(float(value))
-    return values[0], values[1]
-
-
-def _load(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TraceFormatError(f"cannot read {path} as JSON: {exc}") from exc
-
-
-def _events(data: Any, path: Path) -> list[Any]:
-    events = data.get("traceEvents") if isinstance(data, dict) else None
-    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-        raise TraceFormatError(f"{path} has no traceEvents list of events (not a Chrome trace)")
-    return [e for e in events if e.get("ph") == "X"]
-
-
 def read_chrome_trace(path: Path) -> NodeTimes:
     """Per-node CPU and GPU seconds from a torch.profiler Chrome trace (see the module docstring).
 
     An event this reader uses must have a finite ``ts`` and a finite, non-negative ``dur``.
     """
-    return _node_times(_load(path), path)
+    return _node_times(load_trace(path), path)
 
 
 def _node_times(data: Any, path: Path) -> NodeTimes:
     """:func:`read_chrome_trace` of the trace ``data`` already loaded from ``path``."""
-    events = list(enumerate(_events(data, path)))
+    events = list(enumerate(complete_events(data, path)))
     ranges: dict[Any, list[tuple[float, float, str]]] = defaultdict(list)
     cpu: dict[str, float] = {}
     forward = None
@@ -116,7 +94,7 @@ def _node_times(data: Any, path: Path) -> NodeTimes:
         spans.sort()
     launcher: dict[Any, str] = {}
     for i, e in events:
-        if e.get("cat") in ("cuda_runtime", "cuda_driver"):
+        if e.get("cat") in LAUNCH_CATS:
             corr = (e.get("args") or {}).get("correlation")
             spans = ranges.get((e.get("pid"), e.get("tid")), [])
             ts = _timed(i, e)[0]
@@ -126,7 +104,7 @@ def _node_times(data: Any, path: Path) -> NodeTimes:
     device: dict[str, float] = {}
     device_total = 0.0
     for i, e in events:
-        if e.get("cat") in _DEVICE_CATS:
+        if e.get("cat") in DEVICE_CATS:
             dur = _timed(i, e)[1] * 1e-6
             device_total += dur
             owner = launcher.get((e.get("args") or {}).get("correlation"))
@@ -177,7 +155,7 @@ def profile_forward(
             torch.cuda.synchronize()
     trace_path.parent.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(trace_path))
-    data = _load(trace_path)
+    data = load_trace(trace_path)
     annotate_trace(data, graph, name_prefix)
     trace_path.write_text(json.dumps(data), encoding="utf-8")
     return graph, _node_times(data, trace_path)

@@ -312,3 +312,40 @@ def enable_context_parallel(module: nn.Module, ulysses: int, ring: int) -> None:
         finally:
             torch.accelerator.device_count = count  # type: ignore[assignment]
             notices.setLevel(level)
+
+
+def build_official_dit(spec: WanModelSpec, device: str = "meta") -> nn.Module:
+    """The official ``WanModel`` of ``spec`` (from the installed official code,
+    :mod:`ditmeter.models.wan21.official`) on ``device``; its own fp32 initialisation."""
+    from ditmeter.errors import ConfigError
+    from ditmeter.models.wan21.official import official_model_module, official_model_type
+
+    module = official_model_module()
+    kwargs = {
+        "model_type": official_model_type(spec.images),
+        "patch_size": tuple(spec.patch_size),
+        "text_len": spec.text_len,
+        "in_dim": spec.in_dim,
+        "dim": spec.dim,
+        "ffn_dim": spec.ffn_dim,
+        "freq_dim": spec.freq_dim,
+        "text_dim": spec.text_dim,
+        "out_dim": spec.out_dim,
+        "num_heads": spec.num_heads,
+        "num_layers": spec.num_layers,
+        "eps": spec.eps,
+    }
+    try:
+        with torch.device(device):
+            model = cast(nn.Module, module.WanModel(**kwargs))
+    except (AssertionError, TypeError) as exc:
+        raise ConfigError(
+            "pipeline", f"official: the installed official WanModel cannot build {spec.name} ({exc!r})"
+        ) from None
+    model.eval()
+    return model
+
+
+def module_classes(module: nn.Module) -> dict[str, str]:
+    """Path → class name of every module of ``module``, in ``named_modules()`` order."""
+    return {path: type(m).__name__ for path, m in module.named_modules()}

@@ -10,7 +10,7 @@ from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
 from ditmeter.analytic.parallel import CollectiveSpec, ParallelPlan, RankPlan
 from ditmeter.analytic.workload import Workload
-from ditmeter.models.family import Reference
+from ditmeter.models.family import IngestStage, Reference
 from ditmeter.models.wan21 import pipeline
 from ditmeter.models.wan21.spec import WanModelSpec, parse_model
 
@@ -62,6 +62,13 @@ class Wan21:
         from ditmeter.models.wan21.references import REFERENCES
 
         return REFERENCES
+
+    def ingest_stages(
+        self, model: WanModelSpec, workload: Workload, geometry: Geometry
+    ) -> tuple[IngestStage, ...]:
+        from ditmeter.models.wan21.ingest import ingest_stages
+
+        return ingest_stages(model, workload, geometry, self.references())
 
     def reference_memory(self, analysis: Analysis) -> dict[str, int]:
         from ditmeter.models.wan21.memory import reference_activation_bytes

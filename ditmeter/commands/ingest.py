@@ -1,0 +1,346 @@
+"""``ditmeter ingest trace=PATH``: a torch.profiler trace of the user's own run, joined to the
+module tree and set against the prediction.
+
+The trace (``.json`` or ``.json.gz``, recorded with ``with_stack=True``; see
+``docs/ingest.md``) is read into top-level ops, their module calls and the GPU
+work they launched (:mod:`ditmeter.tracer.ingest`). Each stage's runs are found
+by its root module's class (the family's :class:`~ditmeter.models.family.IngestStage`);
+the DiT's ops are mapped to the analytic leaves with the same name tables and
+node rules ``trace`` uses (ops named without overloads), the other stages are
+measured whole. Measured time is GPU time where the trace has GPU events, else
+the ops' CPU time; per module it is the mean over the runs found (per forward
+for the DiT), beside the analytic FLOPs and bytes and, with ``device=``, the
+prediction. The run folder holds what ``report`` writes with the measured
+columns filled, plus ``ops.parquet``, ``kernels.parquet`` and ``ingest.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pandas as pd
+
+from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.tree import ModuleRow
+from ditmeter.commands.progress import Progress, Steps, no_progress
+from ditmeter.commands.report import analyze, open_run, run_id_for
+from ditmeter.compare.join import with_times
+from ditmeter.compare.mapping import NodeInfo, assign
+from ditmeter.compare.names import NameTable
+from ditmeter.config import RunConfig
+from ditmeter.errors import ConfigError
+from ditmeter.models.family import IngestStage
+from ditmeter.reports.device_report import DeviceView, stage_times
+from ditmeter.reports.ingest_report import (
+    INGEST_FILES,
+    KERNELS_SCHEMA,
+    OPS_SCHEMA,
+    FlopsCheck,
+    IngestSummary,
+    StageRuns,
+    ingest_png,
+)
+from ditmeter.reports.run_dir import analysis_dir
+from ditmeter.reports.run_files import write_analysis_files
+from ditmeter.reports.tables import modules_frame, table_metadata, write_parquet
+from ditmeter.tracer.chrome_trace import TraceFormatError
+from ditmeter.tracer.ingest import Place, Root, TraceEvents, read_trace, resolve_calls
+
+#: The overload the mapper gives a profiler op (``aten::mul`` → ``aten.mul.any``); the node rules
+#: are matched at the same level (:meth:`~ditmeter.compare.mapping.NodeRules.any_overload`).
+ANY_OVERLOAD = "any"
+#: A communication kernel (NCCL's all-gather, all-to-all, send/recv …), by its name.
+COMM_MARKERS = ("nccl",)
+
+
+@attrs.frozen
+class IngestResult:
+    run_id: str
+    analysis_dir: Path
+    analysis: Analysis
+    view: DeviceView
+    summary: IngestSummary
+    modules: pd.DataFrame
+    ops: pd.DataFrame
+    files: tuple[str, ...]
+
+
+def _aten(name: str) -> str:
+    """The mapper's form of a profiler op name: ``aten::mul`` → ``aten.mul.any``."""
+    return f"{name.replace('::', '.')}.{ANY_OVERLOAD}"
+
+
+def _qualify(stage: str, module_id: str) -> str:
+    return f"{stage}.{module_id}" if module_id else stage
+
+
+def _read(cfg: RunConfig) -> TraceEvents:
+    path = cfg.ingest_trace
+    if path is None:
+        raise ConfigError(
+            "trace", "missing: give trace=PATH, a torch.profiler Chrome trace (.json or .json.gz)"
+        )
+    if not path.is_file():
+        raise ConfigError("trace", f"no such file: {path}")
+    try:
+        events = read_trace(path)
+    except TraceFormatError as exc:
+        raise ConfigError("trace", str(exc)) from None
+    if not events.has_stack:
+        raise ConfigError(
+            "trace",
+            f"{path} has no Python events: record it with torch.profiler.profile(with_stack=True) so the "
+            "ops can be placed in modules (see docs/ingest.md)",
+        )
+    return events
+
+
+def _place_ops(events: TraceEvents, places: Sequence[Place]) -> list[Place]:
+    outside = Place(None, None)
+    return [places[o.call] if o.call is not None else outside for o in events.ops]
+
+
+def _mapped(
+    stage: IngestStage, ops: pd.DataFrame, rows: Sequence[ModuleRow], modules: dict[str, str]
+) -> pd.DataFrame:
+    """The stage's op rows with their analytic leaf, run by run (``after`` restarts each run).
+
+    NB: a profiler trace has no data flow; the op just before a cast stands in for the cast's
+    producer (``self.norm2(x).type_as(x)``: the norm's last op), as the mapper's cast step needs.
+    """
+    assert stage.names is not None and stage.rules is not None
+    rules = list(stage.rules.any_overload(ANY_OVERLOAD))
+    names: NameTable = stage.names
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("module_id", "leaf_id", "rule", "category", "mapping", "status")
+    }
+    index: list[Any] = []
+    for _, run in ops.groupby("run", sort=True):
+        ids = [str(i) for i in run.index]
+        infos = [
+            NodeInfo(
+                ids[n],
+                _aten(r.op),
+                r.module_path,
+                modules.get(r.module_path, ""),
+                (ids[n - 1],) if n else (),
+                tuple(r.functions),
+            )
+            for n, r in enumerate(run.itertuples())
+        ]
+        for a in assign(infos, rows, names, rules, lambda m: _qualify(stage.stage, m)):
+            for k in cols:
+                cols[k].append(getattr(a, k))
+        index += list(run.index)
+    return pd.DataFrame(cols, index=index)
+
+
+def _ops_frame(
+    cfg: RunConfig, analysis: Analysis, events: TraceEvents, stages: Sequence[IngestStage], step: Any
+) -> tuple[pd.DataFrame, dict[str, int], int, dict[str, float]]:
+    """One row per top-level op: where it ran (stage, run, module), its leaf and its time; the
+    stages' root calls found, the calls no module matched and each stage's wall seconds."""
+    with step("resolve"):
+        tables = {s.stage: s.modules() for s in stages if s.modules is not None}
+        roots = [Root(s.stage, s.classes, tables.get(s.stage)) for s in stages]
+        places = resolve_calls(events.calls, roots)
+    unresolved = sum(1 for p in places if p.stage is not None and not p.resolved)
+    wall: dict[str, float] = {}
+    for n, (c, p) in enumerate(zip(events.calls, places, strict=True)):
+        if p.stage is not None and p.run == n:
+            wall[p.stage] = wall.get(p.stage, 0.0) + (c.end_us - c.ts_us) * 1e-6
+    on_gpu = bool(events.device)
+    placed = _place_ops(events, places)
+    frame = pd.DataFrame(
+        {
+            "stage": [p.stage for p in placed],
+            "run": [p.run for p in placed],
+            "op": [o.name for o in events.ops],
+            "module_path": [p.path if p.stage is not None else None for p in placed],
+            "functions": [o.functions for o in events.ops],
+            "flops": pd.array([o.flops for o in events.ops], dtype="Int64"),
+            "cpu_time_s": [o.dur_us * 1e-6 for o in events.ops],
+            "gpu_time_s": [o.gpu_us * 1e-6 for o in events.ops],
+            "kernel_count": [len(o.kernels) for o in events.ops],
+            "kernels": [json.dumps(list(dict.fromkeys(o.kernels))) for o in events.ops],
+            "thread": [o.thread for o in events.ops],
+            "ts_us": [o.ts_us for o in events.ops],
+        }
+    )
+    frame["time_s"] = frame["gpu_time_s"] if on_gpu else frame["cpu_time_s"]
+    runs = {s: int(frame.loc[frame["stage"] == s, "run"].nunique()) for s in frame["stage"].dropna().unique()}
+    by_name = {st.name: st for st in analysis.stages}
+    with step("place"):
+        mapped = [pd.DataFrame(index=frame.index[frame["stage"].isna()])]
+        for s in stages:
+            own = frame[frame["stage"] == s.stage]
+            if s.stage in tables and s.stage in by_name:
+                mapped.append(_mapped(s, own, by_name[s.stage].rows(), tables[s.stage]))
+            else:
+                whole = pd.DataFrame(index=own.index)
+                whole["module_id"], whole["status"], whole["mapping"] = s.stage, "whole", "stage"
+                mapped.append(whole)
+        frame = frame.join(pd.concat(mapped).reindex(frame.index))
+    frame["status"] = frame["status"].fillna("outside")
+    return frame, runs, unresolved, wall
+
+
+def _per_run(frame: pd.DataFrame, analysis: Analysis, runs: dict[str, int]) -> pd.DataFrame:
+    """The ops of the selected stages with ``measured_time_s`` = their time / the stage's runs
+    found (a VAE run calls its root once per chunk: runs = calls / calls per run)."""
+    calls = {st.name: st.calls for st in analysis.stages}
+    own = frame[frame["stage"].isin(list(calls))].copy()
+    per = {s: runs.get(s, 0) / n for s, n in calls.items()}
+    own["measured_time_s"] = own["time_s"] / own["stage"].map(per)
+    return own
+
+
+def _busy_us(events: TraceEvents) -> tuple[float, float]:
+    """The union of the GPU events' intervals and the window from the first to the last (µs)."""
+    spans = sorted((d.ts_us, d.ts_us + d.dur_us) for d in events.device)
+    busy, end = 0.0, float("-inf")
+    for start, stop in spans:
+        if stop > end:
+            busy += stop - max(start, end)
+            end = stop
+    return busy, spans[-1][1] - spans[0][0] if spans else 0.0
+
+
+def _is_comm(name: str) -> bool:
+    return any(m in name.lower() for m in COMM_MARKERS)
+
+
+def kernels_frame(events: TraceEvents, frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (stage, module, kernel name): launches and GPU seconds over the whole trace."""
+    owner = frame["leaf_id"].where(frame["leaf_id"].notna(), frame["module_id"])
+    rows = pd.DataFrame(
+        {
+            "stage": [frame["stage"].iat[d.op] if d.op is not None else None for d in events.device],
+            "module_id": [owner.iat[d.op] if d.op is not None else None for d in events.device],
+            "kernel": [d.name for d in events.device],
+            "cat": [d.cat for d in events.device],
+            "gpu_time_s": [d.dur_us * 1e-6 for d in events.device],
+        }
+    )
+    out = (
+        rows.groupby(["stage", "module_id", "kernel", "cat"], dropna=False, sort=False)
+        .agg(count=("kernel", "size"), gpu_time_s=("gpu_time_s", "sum"))
+        .reset_index()
+    )
+    out["communication"] = [_is_comm(k) for k in out["kernel"]]
+    return out.sort_values("gpu_time_s", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _flops_check(analysis: Analysis, frame: pd.DataFrame, forwards: int) -> FlopsCheck | None:
+    """The DiT's FLOPs in the trace (torch's formulas on the recorded shapes) against the analytic
+    tensor FLOPs, per leaf over the whole trace (analytic × forwards found): exact integers."""
+    if not forwards:
+        return None
+    own = frame[(frame["stage"] == analysis.forward.name) & frame["leaf_id"].notna()]
+    seen = own.groupby("leaf_id")["flops"].sum(min_count=1).dropna()
+    analytic = {
+        r.module_id: r.cost.tensor_flops * forwards for r in analysis.forward.rows() if r.kind == "leaf"
+    }
+    leaves = sorted(set(seen.index) | {k for k, v in analytic.items() if v})
+    differ = [leaf for leaf in leaves if int(seen.get(leaf, 0)) != analytic.get(leaf, 0)]
+    total = int(frame.loc[frame["stage"] == analysis.forward.name, "flops"].sum())
+    return FlopsCheck(
+        trace_per_forward=total / forwards,
+        analytic_per_forward=analysis.forward.per_run.tensor_flops,
+        leaves=len(leaves),
+        differing=tuple(differ),
+    )
+
+
+def _summary(
+    cfg: RunConfig,
+    analysis: Analysis,
+    view: DeviceView,
+    events: TraceEvents,
+    frame: pd.DataFrame,
+    runs: dict[str, int],
+    unresolved: int,
+    wall: dict[str, float],
+) -> IngestSummary:
+    calls = {st.name: st.calls for st in analysis.every_stage}
+    predicted = {t["stage"]: t["per_run_s"] for t in stage_times(view)}
+    stages = []
+    for stage, n in runs.items():
+        found = n / calls.get(stage, 1)
+        total = float(frame.loc[frame["stage"] == stage, "time_s"].sum())
+        stages.append(StageRuns(stage, n, found, total / found, wall[stage] / found, predicted.get(stage)))
+    forward = analysis.forward.name
+    fwd = next((s for s in stages if s.stage == forward), None)
+    on_gpu = bool(events.device)
+    busy, window = _busy_us(events)
+    comm = sum(d.dur_us for d in events.device if _is_comm(d.name))
+    unmatched = frame[frame["status"] == "unmatched"]
+    check = _flops_check(analysis, frame, runs.get(forward, 0))
+    return IngestSummary(
+        trace=str(cfg.ingest_trace),
+        device_names=events.device_names,
+        time_source="gpu" if on_gpu else "cpu",
+        span_s=events.span_us * 1e-6,
+        ops=len(events.ops),
+        device_events=len(events.device),
+        forwards=runs.get(forward, 0),
+        forwards_per_step=cfg.workload.guidance_forwards,
+        stages=tuple(stages),
+        measured_forward_s=fwd.measured_per_run_s if fwd is not None else None,
+        predicted_forward_s=view.per_forward_s if view.prediction is not None else None,
+        gpu_busy_s=busy * 1e-6 if on_gpu else None,
+        gpu_window_s=window * 1e-6 if on_gpu else None,
+        comm_s=comm * 1e-6 if on_gpu else None,
+        outside_s=float(frame.loc[frame["stage"].isna(), "time_s"].sum()),
+        unresolved_calls=unresolved,
+        unmatched_ops=len(unmatched),
+        unmatched_s=float(unmatched["time_s"].sum()),
+        flops=check,
+    )
+
+
+def ingest(cfg: RunConfig, progress: Progress = no_progress) -> IngestResult:
+    """Read, map and publish one ingested trace (module docstring)."""
+    step = Steps(progress)
+    with step("read"):
+        events = _read(cfg)
+    analysis, view = analyze(cfg)
+    stages = cfg.family.ingest_stages(cfg.model, cfg.workload, cfg.geometry)
+    frame, runs, unresolved, wall = _ops_frame(cfg, analysis, events, stages, step)
+    if not runs:
+        classes = ", ".join(c for s in stages for c in s.classes)
+        raise ConfigError(
+            "trace",
+            f"no module of {cfg.model.name}'s {cfg.workload.pipeline} pipeline in the trace (looked for "
+            f"{classes}); is pipeline= the code that ran?",
+        )
+    rows = [r for st in analysis.stages for r in st.rows()]
+    modules = with_times(modules_frame(analysis, view.prediction), _per_run(frame, analysis, runs), rows)
+    summary = _summary(cfg, analysis, view, events, frame, runs, unresolved, wall)
+    run_id = run_id_for(cfg, "_ingest")
+    with open_run(cfg, "ingest", run_id) as out, step("write"):
+        section = summary.as_json()
+        meta = {"ingest": json.dumps(section)}
+        ops = frame.drop(columns=["functions"])
+        write_parquet(ops, OPS_SCHEMA, out / "ops.parquet", table_metadata(analysis, "ops", **meta))
+        kernels = kernels_frame(events, frame)
+        write_parquet(
+            kernels, KERNELS_SCHEMA, out / "kernels.parquet", table_metadata(analysis, "kernels", **meta)
+        )
+        title = f"{analysis.model.name} × {analysis.workload.name}: ingested trace"
+        ingest_png(modules, analysis.forward.name, title, out / "ingest.png")
+        files = write_analysis_files(out, view, modules, run_id, meta=meta, ingest=summary)
+    return IngestResult(
+        run_id,
+        analysis_dir(cfg.output_root / run_id, cfg.family.slug),
+        analysis,
+        view,
+        summary,
+        modules,
+        frame,
+        (*files, *INGEST_FILES),
+    )

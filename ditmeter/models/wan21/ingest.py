@@ -1,0 +1,94 @@
+"""How a Wan run shows each stage in a torch.profiler trace (``ditmeter ingest``).
+
+Each pipeline's code calls its components through their root modules, whose
+class names mark a stage's run in the trace: the DiT is mapped module by module
+(against the real module's ``named_modules()`` on meta: diffusers' port, or the
+official ``WanModel`` where its code is installed); the encoders and the VAE are
+measured whole, at their root call.
+
+- official ``generate.py``: ``T5Encoder`` (inside ``T5EncoderModel``), the CLIP
+  ``VisionTransformer``, the VAE's ``Encoder3d`` / ``Decoder3d`` (called once per
+  chunk of frames), ``WanModel``;
+- diffusers: ``UMT5EncoderModel``, ``CLIPVisionModel(WithProjection)``,
+  ``WanEncoder3d`` / ``WanDecoder3d`` (the same chunks), ``WanTransformer3DModel``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ditmeter.analytic.geometry import Geometry
+from ditmeter.analytic.workload import Workload
+from ditmeter.models.family import IngestStage, Reference
+from ditmeter.models.wan21.official import OFFICIAL_DIT_NAMES, OFFICIAL_DIT_RULES, official_model_module
+from ditmeter.models.wan21.spec import WanModelSpec
+
+ROOT_CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
+    "official": {
+        "text_encoder": ("T5Encoder",),
+        "image_encoder": ("VisionTransformer",),
+        "vae_encode": ("Encoder3d",),
+        "dit": ("WanModel",),
+        "vae_decode": ("Decoder3d",),
+    },
+    "diffusers": {
+        "text_encoder": ("UMT5EncoderModel",),
+        "image_encoder": ("CLIPVisionModel", "CLIPVisionModelWithProjection"),
+        "vae_encode": ("WanEncoder3d",),
+        "dit": ("WanTransformer3DModel",),
+        "vae_decode": ("WanDecoder3d",),
+    },
+}
+
+
+def _diffusers_modules(m: WanModelSpec, w: Workload, g: Geometry, ref: Reference) -> Any:
+    def modules() -> dict[str, str]:
+        from ditmeter.models.wan21.builders import module_classes
+
+        return module_classes(ref.make(m, w, g, "meta")[0])
+
+    return modules
+
+
+def _official_modules(m: WanModelSpec) -> Any:
+    def modules() -> dict[str, str]:
+        from ditmeter.models.wan21.builders import build_official_dit, module_classes
+
+        return module_classes(build_official_dit(m, "meta"))
+
+    return modules
+
+
+def ingest_stages(
+    m: WanModelSpec, w: Workload, g: Geometry, references: Mapping[str, Reference]
+) -> tuple[IngestStage, ...]:
+    """The stages of ``w.pipeline``'s run (module docstring); the DiT mapped module by module."""
+    roots = ROOT_CLASSES[w.pipeline]
+    out = []
+    for stage, classes in roots.items():
+        if stage != "dit":
+            out.append(IngestStage(stage, classes))
+        elif w.pipeline == "official":
+            official_model_module()  # refused now, naming the key, if the code is not installed
+            out.append(
+                IngestStage(
+                    stage,
+                    classes,
+                    _official_modules(m),
+                    OFFICIAL_DIT_NAMES,
+                    OFFICIAL_DIT_RULES,
+                )
+            )
+        else:
+            ref = references[stage]
+            out.append(
+                IngestStage(
+                    stage,
+                    classes,
+                    _diffusers_modules(m, w, g, ref),
+                    ref.names,
+                    ref.rules,
+                )
+            )
+    return tuple(out)

@@ -1,0 +1,63 @@
+"""torch.profiler Chrome traces: read one (``.json`` or ``.json.gz``) and check its events.
+
+The reader is the json module (``docs/ingest.md`` says why not Holistic Trace
+Analysis: it drops the Python ids a module tree needs and rounds timestamps
+into negative durations). Only complete events (``ph == "X"``) are used; every
+one that is used must carry a finite ``ts`` and a finite, non-negative ``dur``
+in microseconds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+#: Event categories of device work: what a GPU ran.
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+#: Event categories of the host-side launches that name a kernel's ``correlation``.
+LAUNCH_CATS = ("cuda_runtime", "cuda_driver")
+
+
+class TraceFormatError(ValueError):
+    """The file is not a torch.profiler Chrome trace (or lacks what the reader needs)."""
+
+
+def timed(i: int, e: Any) -> tuple[float, float]:
+    """An event's start and duration in microseconds: finite numbers, the duration >= 0."""
+    values = []
+    for key in ("ts", "dur"):
+        value = e.get(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or (key == "dur" and value < 0):
+            raise TraceFormatError(f"event {i} ({e.get('name', '?')!r}) has no valid {key!r}: {value!r}")
+        values.append(float(value))
+    return values[0], values[1]
+
+
+def load_trace(path: Path) -> Any:
+    """The parsed JSON of a Chrome trace; gzip-compressed when the file starts with gzip's magic
+    bytes (``trace.json.gz``, as ``tensorboard_trace_handler(use_gzip=True)`` writes it)."""
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        return json.loads(raw.decode("utf-8"))
+    except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile and UnicodeError are these
+        raise TraceFormatError(f"cannot read {path} as JSON: {exc}") from exc
+
+
+def complete_events(data: Any, path: Path) -> list[dict[str, Any]]:
+    """The complete (``ph == "X"``) events of a loaded trace; refuses what is no Chrome trace."""
+    events = data.get("traceEvents") if isinstance(data, dict) else None
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise TraceFormatError(f"{path} has no traceEvents list of events (not a Chrome trace)")
+    return [e for e in events if e.get("ph") == "X"]
+
+
+def args_of(e: dict[str, Any]) -> dict[str, Any]:
+    """An event's ``args`` (an empty mapping when it has none or they are not a mapping)."""
+    a = e.get("args")
+    return a if isinstance(a, dict) else {}

@@ -1,0 +1,99 @@
+"""FLOPs of a profiled op from the input shapes the trace recorded (``record_shapes=True``), by
+torch's own formulas (``torch.utils.flop_counter.flop_registry``).
+
+A Chrome trace names each op (``aten::addmm``) with its inputs' ``Input Dims``
+and its scalars' ``Concrete Inputs``. The formulas that need no more than that
+are applied as registered: matmuls (``mm``, ``addmm``, ``bmm``, ``baddbmm``) and
+the attention kernels (``_scaled_dot_product_*``, ``_flash_attention_forward``,
+``_efficient_attention_forward``). A convolution's formula needs its output
+shape, which the trace does not record: it is computed from the input, the
+weight and the stride, padding and dilation the trace gives (not transposed).
+
+NB: ``aten::_scaled_dot_product_flash_attention_for_cpu`` has no registered
+formula; it is the same attention as the CUDA flash kernel and is counted with
+that formula. Ops no formula covers (flash-attn's varlen kernel, element-wise
+ops) count None: the trace's FLOPs are those of the matmuls, attention and
+convolutions it can see.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Any
+
+#: Ops counted with another op's formula (same arguments, same maths).
+_ALIASES = {"_scaled_dot_product_flash_attention_for_cpu": "_scaled_dot_product_flash_attention"}
+_CONVOLUTIONS = frozenset({"convolution", "_convolution", "cudnn_convolution", "convolution_overrideable"})
+
+
+@cache
+def _formulas() -> dict[str, Callable[..., int]]:
+    """aten op name (no namespace, no overload) → its registered formula."""
+    from torch.utils.flop_counter import flop_registry
+
+    out = {str(packet).removeprefix("aten."): f for packet, f in flop_registry.items()}
+    for alias, target in _ALIASES.items():
+        out[alias] = out[target]
+    return out
+
+
+def counted(name: str) -> bool:
+    """Whether ``name`` (``aten::addmm``) has a formula (cheap: decides before parsing args)."""
+    namespace, _, op = name.partition("::")
+    return namespace == "aten" and op in _formulas()
+
+
+def _ints(text: Any) -> list[int] | None:
+    """``"[1, 2]"`` → [1, 2] (a Concrete Inputs entry)."""
+    try:
+        value = ast.literal_eval(text) if isinstance(text, str) and text else None
+    except (ValueError, SyntaxError):
+        return None
+    return [int(v) for v in value] if isinstance(value, list | tuple) else None
+
+
+def _conv_out(dims: Sequence[Any], concrete: Sequence[Any]) -> list[int] | None:
+    """The output shape of ``convolution(input, weight, bias, stride, padding, dilation,
+    transposed, …)`` from the trace's shapes and scalars; None when transposed or unreadable."""
+    if len(dims) < 7 or len(concrete) < 7 or str(concrete[6]).lower() != "false":
+        return None
+    x, w = dims[0], dims[1]
+    spatial = len(x) - 2
+    stride, padding, dilation = (_ints(concrete[i]) for i in (3, 4, 5))
+    if not x or not w or stride is None or padding is None or dilation is None or spatial < 1:
+        return None
+    expand = [v if len(v) == spatial else v * spatial for v in (stride, padding, dilation)]
+    out = [
+        (x[2 + i] + 2 * expand[1][i] - expand[2][i] * (w[2 + i] - 1) - 1) // expand[0][i] + 1
+        for i in range(spatial)
+    ]
+    return [x[0], w[0], *out]
+
+
+def op_flops(name: str, args: dict[str, Any]) -> int | None:
+    """FLOPs of one op by torch's formula from its recorded shapes; None without a formula or
+    without shapes (a trace recorded without ``record_shapes``)."""
+    namespace, _, op = name.partition("::")
+    formula = _formulas().get(op) if namespace == "aten" else None
+    dims = args.get("Input Dims")
+    if formula is None or not isinstance(dims, list):
+        return None
+    concrete = args.get("Concrete Inputs") or []
+    shapes: list[Any] = [list(d) if isinstance(d, list) and d else None for d in dims]
+    out: list[int] | None = None
+    if op in _CONVOLUTIONS:
+        out = _conv_out(dims, concrete)
+        if out is None:
+            return None
+        shapes[6] = False  # transposed (refused above otherwise)
+    else:  # the tensors' shapes; scalars (beta, dropout_p …) are the formulas' defaults
+        while shapes and shapes[-1] is None:
+            shapes.pop()
+    try:
+        flops = formula(*shapes, out_val=out)  # torch's shape_wrapper takes the output as out_val
+    except (TypeError, ValueError, IndexError, AttributeError):
+        return None
+    return int(flops) if isinstance(flops, int | float) and math.isfinite(flops) else None
