@@ -5,6 +5,7 @@
 #   make calibrate MODEL=wan2.1-t2v-1.3b WORKLOAD=w001-tiny [ARGS="stages=[dit]"]
 #   make sweep [ARGS="device=[h100-sxm,a100-sxm-80gb] workload.num_frames=[33,49,81]"]
 #   make diff A=<run_id> B=<run_id>
+#   make ingest TRACE=run.json.gz MODEL=wan2.1-t2v-1.3b WORKLOAD=480p-81f [ARGS="pipeline=diffusers device=h100-sxm"]
 #   make report / make test / make lint / make bench
 PYTHON ?= python3
 VENV   := .venv
@@ -16,8 +17,9 @@ ARGS     ?=
 RUN      ?=
 A        ?=
 B        ?=
+TRACE    ?=
 
-.PHONY: install report trace compare diff profile calibrate sweep test lint bench clean
+.PHONY: install report trace compare diff profile ingest calibrate sweep test lint bench clean
 
 $(STAMP): pyproject.toml setup.py Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
@@ -40,6 +42,10 @@ trace: $(STAMP)
 
 profile: $(STAMP)
 	$(BIN)/ditmeter profile model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+
+# A torch.profiler trace of your own run (with_stack=True) joined to the module tree.
+ingest: $(STAMP)
+	$(BIN)/ditmeter ingest trace=$(TRACE) model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
 
 # Measure this machine's kernels at the model's shapes: a calibration file for calibration=PATH.
 calibrate: $(STAMP)

@@ -1,6 +1,6 @@
 """The Python API: the CLI's work as functions returning pandas DataFrames and typed results.
 
-``import ditmeter`` gives :func:`analyze`, :func:`trace`, :func:`sweep` and :func:`diff`
+``import ditmeter`` gives :func:`analyze`, :func:`trace`, :func:`ingest`, :func:`sweep` and :func:`diff`
 (``ditmeter.analyze`` …; the module imports torch only when a function needs it). Each takes the
 same keys as the command line, as a model name, a workload name and ``overrides`` (a mapping of
 dotted keys, ``{"workload.num_frames": 33, "device": "h100-sxm"}``, or ``KEY=VALUE`` strings);
@@ -181,6 +181,57 @@ def trace(
         nodes,
         data,
         folder if output_root is not None else None,
+    )
+
+
+@attrs.frozen
+class Ingested:
+    """A torch.profiler trace of a real run joined to the module tree (``ditmeter ingest``): the
+    ``report.json`` ``ingest`` section (``summary``), the ``modules.parquet`` rows with measured
+    time, the ``ops.parquet`` and ``kernels.parquet`` rows and ``report.json``; ``analysis_dir``
+    where the run folder was written (None: it was temporary)."""
+
+    summary: dict[str, Any]
+    modules: pd.DataFrame
+    ops: pd.DataFrame
+    kernels: pd.DataFrame
+    report: dict[str, Any]
+    analysis_dir: Path | None
+
+    @property
+    def by_category(self) -> pd.DataFrame:
+        """The DiT's measured time per forward by category, against the prediction with a device."""
+        import pandas as pd
+
+        return pd.DataFrame(self.summary["by_category"])
+
+
+def ingest(
+    trace: str | Path,
+    model: str | None = None,
+    workload: str | None = None,
+    overrides: Overrides = None,
+    output_root: str | Path | None = None,
+) -> Ingested:
+    """Join the Chrome trace at ``trace`` (a real run of ``model`` at ``workload`` under the
+    ``pipeline`` in ``overrides``, recorded with ``with_stack=True``) to the module tree
+    (``ditmeter ingest``). Without ``output_root`` the run folder is written to a temporary
+    directory, read back and removed."""
+    import pandas as pd
+
+    from ditmeter.commands.ingest import ingest as run
+    from ditmeter.config import load
+
+    with tempfile.TemporaryDirectory(prefix="ditmeter-") as tmp:
+        root = output_root if output_root is not None else tmp
+        argv = [*_argv(model, workload, overrides), f"trace={trace}", f"output_root={root}"]
+        result = run(load(argv, "ingest"))
+        folder = result.analysis_dir
+        data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        kernels = pd.read_parquet(folder / "kernels.parquet")
+        ops = pd.read_parquet(folder / "ops.parquet")
+    return Ingested(
+        data["ingest"], result.modules, ops, kernels, data, folder if output_root is not None else None
     )
 
 

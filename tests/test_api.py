@@ -108,4 +108,5 @@ def test_every_example_in_docs_api_md_runs(tmp_path: Path, monkeypatch: pytest.M
         for block in blocks:
             exec(compile(block, "docs/api.md", "exec"), scope)
     assert "dit.blocks.*.self_attn.attn_core" in out.getvalue() and "True 0.0" in out.getvalue()
+    assert "2 1.0 FLOPs differ on []" in out.getvalue()  # the ingested run: one step, every leaf exact
     assert list(tmp_path.iterdir()) == []  # the examples write only into their own temporary folders

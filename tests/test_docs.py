@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from ingest_runs import CUDA_ARGS, hand_cuda_trace
 
 from ditmeter.analytic.categories import CATEGORIES
 from ditmeter.cli import _parser, main
@@ -67,6 +68,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         with contextlib.redirect_stdout(io.StringIO()):
             assert main([command, *SMALL, *plan, f"output_root={root / command}"]) == 0
         (out[command],) = (root / command).glob("*/static_analysis/*")
+    trace = hand_cuda_trace(root / "cuda.json")
+    argv = ["ingest", f"trace={trace}", *CUDA_ARGS, "device=h100-sxm", f"output_root={root / 'ingest'}"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    (out["ingest"],) = (root / "ingest").glob("*/static_analysis/*")
     return out
 
 
@@ -106,7 +112,7 @@ def test_which_command_writes_which_file(runs: dict[str, Path]) -> None:
         for name in re.findall(r"`([^`]+)`", files_cell):
             if name in PLAN_FILES:  # only under a parallel.* plan: tests/test_parallel_plan.py
                 continue
-            writers = set(re.findall(r"`(report|trace|profile)`", commands_cell))
+            writers = set(re.findall(r"`(report|trace|profile|ingest)`", commands_cell))
             assert {c for c, folder in runs.items() if (folder / name).is_file()} == writers, name
     # and the CLI's lists of files are the same files
     assert set(REPORT_FILES) <= {p.name for p in runs["report"].iterdir()}

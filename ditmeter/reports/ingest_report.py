@@ -182,7 +182,12 @@ def headline(s: IngestSummary) -> list[str]:
             if s.predicted_forward_s is not None and ratio is not None
             else ""
         )
-        lines.append(f"DiT forward: {seconds(s.measured_forward_s)} measured (mean){pred}.")
+        machines = (
+            " (a CPU trace against a GPU's prediction: the ratio compares two machines)"
+            if pred and s.time_source == "cpu"
+            else ""
+        )
+        lines.append(f"DiT forward: {seconds(s.measured_forward_s)} measured (mean){pred}{machines}.")
     if s.gpu_busy_s is not None and s.gpu_window_s is not None and s.comm_s is not None:
         idle = s.gpu_idle_s or 0.0
         lines.append(
@@ -239,15 +244,17 @@ def ingest_png(modules: pd.DataFrame, forward: str, title: str, path: Path) -> N
     scale, unit = (1.0, "s") if total >= 1 else (1e3, "ms")
     y = np.arange(len(cats))
     fig, ax = plt.subplots(figsize=(9, 0.55 * max(len(cats), 1) + 1.8), layout="tight")
-    ax.barh(y + 0.2, cats["measured_time_s"] * scale, height=0.4, color="#fd8d3c", label="measured")
     predicted = cats["predicted_s"].fillna(0.0)
-    if bool((predicted > 0).any()):
-        ax.barh(y - 0.2, predicted * scale, height=0.4, color="#9ecae1", label="predicted")
+    both = bool((predicted > 0).any())
+    shift, height = (0.2, 0.4) if both else (0.0, 0.6)
+    ax.barh(y + shift, cats["measured_time_s"] * scale, height=height, color="#fd8d3c", label="measured")
+    if both:
+        ax.barh(y - shift, predicted * scale, height=height, color="#9ecae1", label="predicted")
         for yi, m, p in zip(y, cats["measured_time_s"], predicted, strict=True):
             if p > 0 and m > 0:
                 ax.text(max(m, p) * scale, float(yi), f"  {p / m:.2f}×", va="center", fontsize=9)
     ax.set_yticks(y, cats["category"])
-    ax.set_xlabel(f"time per DiT forward ({unit}); label: predicted / measured")
+    ax.set_xlabel(f"time per DiT forward ({unit})" + ("; label: predicted / measured" if both else ""))
     ax.set_title(title, fontsize=11)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(True, axis="x", lw=0.3, alpha=0.5)
