@@ -3,7 +3,8 @@
 Analytic cost rules (``ditmeter.analytic``) checked node by node against the
 real model traced on the meta device (``ditmeter.tracer``), joined and gated in
 ``ditmeter.compare`` and written out by ``ditmeter.reports``. ``ditmeter.analyze``,
-``trace``, ``ingest``, ``sweep`` and ``diff`` are the Python API (:mod:`ditmeter.api`, ``docs/api.md``).
+``predict``, ``trace``, ``ingest``, ``sweep`` and ``diff`` are the Python API
+(:mod:`ditmeter.api`, ``docs/api.md``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: The Python API (:mod:`ditmeter.api`), imported on first use so that ``import ditmeter`` stays light.
-__all__ = ["analyze", "diff", "ingest", "sweep", "trace"]
+__all__ = ["analyze", "diff", "ingest", "predict", "sweep", "trace"]
 
 
 def __getattr__(name: str) -> Any:

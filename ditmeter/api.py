@@ -1,6 +1,7 @@
 """The Python API: the CLI's work as functions returning pandas DataFrames and typed results.
 
-``import ditmeter`` gives :func:`analyze`, :func:`trace`, :func:`ingest`, :func:`sweep` and :func:`diff`
+``import ditmeter`` gives :func:`analyze`, :func:`predict`, :func:`trace`, :func:`ingest`, :func:`sweep` and
+:func:`diff`
 (``ditmeter.analyze`` …; the module imports torch only when a function needs it). Each takes the
 same keys as the command line, as a model name, a workload name and ``overrides`` (a mapping of
 dotted keys, ``{"workload.num_frames": 33, "device": "h100-sxm"}``, or ``KEY=VALUE`` strings);
@@ -140,6 +141,23 @@ def analyze(
     modules = modules_frame(analysis, view.prediction)
     data = json.loads(json.dumps(build_report(analysis, modules, "api", view)))  # plain JSON types
     return Analyzed(analysis, modules, data, None)
+
+
+def predict(
+    model: str | None = None,
+    workload: str | None = None,
+    device: str = "h100-sxm",
+    overrides: Overrides = None,
+    output_root: str | Path | None = None,
+) -> Analyzed:
+    """:func:`analyze` on ``device``: the predicted time of every module, stage and the video
+    (``.time``, the ``*_s`` columns of ``.modules``) and the memory fit. ``device`` is a catalog
+    name (``ditmeter --help`` lists them)."""
+    if isinstance(overrides, Mapping):
+        keys: Overrides = {"device": device, **overrides}
+    else:
+        keys = [f"device={device}", *(overrides or [])]
+    return analyze(model, workload, keys, output_root)
 
 
 @attrs.frozen

@@ -110,3 +110,35 @@ def test_every_example_in_docs_api_md_runs(tmp_path: Path, monkeypatch: pytest.M
     assert "dit.blocks.*.self_attn.attn_core" in out.getvalue() and "True 0.0" in out.getvalue()
     assert "2 1.0 FLOPs differ on []" in out.getvalue()  # the ingested run: one step, every leaf exact
     assert list(tmp_path.iterdir()) == []  # the examples write only into their own temporary folders
+
+
+def test_predict_is_analyze_on_a_device() -> None:
+    p = ditmeter.predict("wan2.1-t2v-1.3b", "w001-tiny", "a100-sxm-80gb", {"workload.num_frames": 9})
+    a = ditmeter.analyze(
+        "wan2.1-t2v-1.3b", "w001-tiny", {"device": "a100-sxm-80gb", "workload.num_frames": 9}
+    )
+    assert p.time is not None and a.time is not None and p.time["device"] == "a100-sxm-80gb"
+    assert p.time["per_video_s"] == a.time["per_video_s"] and p.report["totals"] == a.report["totals"]
+
+
+def test_ingest_equals_the_cli_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingest_runs import CUDA_ARGS, hand_cuda_trace
+
+    trace = hand_cuda_trace(tmp_path / "cuda.json")
+    monkeypatch.chdir(tmp_path)
+    keys = dict(a.split("=", 1) for a in CUDA_ARGS[2:]) | {"device": "h100-sxm"}
+    r = ditmeter.ingest(trace, "wan2.1-t2v-1.3b", "w001-tiny", keys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cuda.json"] and r.analysis_dir is None
+    with contextlib.redirect_stdout(io.StringIO()):
+        argv = ["ingest", f"trace={trace}", *CUDA_ARGS, "device=h100-sxm", "output_root=out", "run_id=cli"]
+        assert main(argv) == 0
+    (folder,) = (tmp_path / "out" / "cli" / "static_analysis").glob("*")
+    cli = json.loads((folder / "report.json").read_text())["ingest"]
+    assert {k: v for k, v in r.summary.items() if k != "trace"} == {
+        k: v for k, v in cli.items() if k != "trace"
+    }
+    pd.testing.assert_frame_equal(r.ops, pd.read_parquet(folder / "ops.parquet"))
+    assert r.by_category.set_index("category").loc["attn_core", "measured_time_s"] == pytest.approx(100e-6)
+    with pytest.raises(ConfigError) as bad:
+        ditmeter.ingest(tmp_path / "nope.json", "wan2.1-t2v-1.3b", "w001-tiny", keys)
+    assert bad.value.field == "trace"
