@@ -32,8 +32,8 @@ class Run:
     op_ns: dict[str, int]  # the profiler's tree: CPU ns of the top-level ops per module path
 
 
-def _tree_ops(prof: Any, model: nn.Module) -> tuple[list[tuple[str, str | None]], dict[str, int]]:
-    ids = {id(m): path for path, m in model.named_modules()}
+def _tree_ops(prof: Any, *models: nn.Module) -> tuple[list[tuple[str, str | None]], dict[str, int]]:
+    ids = {id(m): path for model in models for path, m in model.named_modules()}
     ops: list[tuple[str, str | None]] = []
     ns: dict[str, int] = {}
 
@@ -54,15 +54,16 @@ def _tree_ops(prof: Any, model: nn.Module) -> tuple[list[tuple[str, str | None]]
     return ops, ns
 
 
-def record(model: nn.Module, call: Callable[[], Any], path: Path, forwards: int) -> Run:
-    """One warm-up call, then ``forwards`` calls under the profiler; the trace at ``path``."""
+def record(model: nn.Module, call: Callable[[], Any], path: Path, forwards: int, *more: nn.Module) -> Run:
+    """One warm-up call, then ``forwards`` calls under the profiler; the trace at ``path``. The
+    reference paths are ``model``'s and ``more``'s (the other modules ``call`` runs)."""
     with torch.no_grad():
         call()
         with profile(activities=[ProfilerActivity.CPU], with_stack=True, record_shapes=True) as prof:
             for _ in range(forwards):
                 call()
     prof.export_chrome_trace(str(path))
-    ops, ns = _tree_ops(prof, model)
+    ops, ns = _tree_ops(prof, model, *more)
     return Run(path, (), ops, ns)
 
 
@@ -79,6 +80,46 @@ def diffusers_run(folder: Path, forwards: int = 2, layers: int = 2) -> Run:
     model, inputs = ref.make(cfg.model, cfg.workload, cfg.geometry, "cpu")
     run = record(model, lambda: model(**inputs), folder / "diffusers.json", forwards)
     return attrs.evolve(run, overrides=overrides)
+
+
+#: A small video under diffusers: a 2-block UMT5 of width 256, a 1-block 1.3B DiT, 1 frame at 128².
+PIPELINE_ARGS = (
+    "model=wan2.1-t2v-1.3b",
+    "workload=w001-tiny",
+    "pipeline=diffusers",
+    "model.num_layers=1",
+    "model.text_encoder.num_layers=2",
+    "model.text_encoder.d_model=256",
+    "model.text_encoder.d_kv=32",
+    "model.text_encoder.d_ff=512",
+    "model.text_encoder.num_heads=8",
+    "model.text_encoder.vocab_size=1000",
+    "workload.height=128",
+    "workload.width=128",
+    "workload.num_frames=1",
+)
+
+
+def pipeline_run(folder: Path) -> Run:
+    """One small video's stages as the diffusers pipeline runs them, in one trace: the text
+    encode, one step (the conditional and unconditional DiT forwards) and the VAE decode (the
+    pipeline calls ``vae.decode``: the trace shows its decoder)."""
+    cfg = load(list(PIPELINE_ARGS), "ingest")
+    refs = cfg.family.references()
+    built = {
+        s: refs[s].make(cfg.model, cfg.workload, cfg.geometry, "cpu")
+        for s in ("text_encoder", "dit", "vae_decode")
+    }
+
+    def video() -> None:
+        for stage, times in (("text_encoder", 1), ("dit", 2), ("vae_decode", 1)):
+            module, inputs = built[stage]
+            for _ in range(times):
+                module(**inputs)
+
+    modules = [m for m, _ in built.values()]
+    run = record(modules[0], video, folder / "pipeline.json", 1, *modules[1:])
+    return attrs.evolve(run, overrides=PIPELINE_ARGS)
 
 
 @contextmanager

@@ -18,7 +18,16 @@ import attrs
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from ingest_runs import CUDA_ARGS, Run, cpu_op, diffusers_run, gzipped, hand_cuda_trace, official_run
+from ingest_runs import (
+    CUDA_ARGS,
+    Run,
+    cpu_op,
+    diffusers_run,
+    gzipped,
+    hand_cuda_trace,
+    official_run,
+    pipeline_run,
+)
 
 from ditmeter.cli import main
 
@@ -94,7 +103,7 @@ def test_the_traces_flops_equal_the_analytic_leaf_by_leaf(runs: dict[str, Any], 
     folder = runs[f"{pipeline}_dir"]
     check = json.loads((folder / "report.json").read_text())["ingest"]["flops"]
     assert check["differing"] == [] and check["leaves"] > 20
-    assert check["trace_per_forward"] == check["analytic_per_forward"] > 0
+    assert check["trace_per_run"] == check["analytic_per_run"] > 0
     # hand arithmetic for one leaf: the FFN's first matmul, 2 × tokens × dim × ffn_dim per forward
     ops = pd.read_parquet(folder / "ops.parquet")
     ffn0 = int(ops.loc[ops["leaf_id"] == "dit.blocks.1.ffn.0", "flops"].sum()) // 2
@@ -151,6 +160,38 @@ def test_resolving_by_call_order_alone_would_misplace_the_official_embeddings(
     ours = [(o, None if pd.isna(p) else p) for o, p in zip(ops["op"], ops["module_path"], strict=True)]
     assert ours != runs["official"].ops
     assert json.loads((folder / "report.json").read_text())["ingest"]["flops"]["differing"]
+
+
+def test_a_whole_small_video_text_encoder_dit_and_vae(tmp_path: Path) -> None:
+    """The text encoder is mapped leaf by leaf like the DiT (exact FLOPs, the profiler's module
+    paths); the VAE is measured whole: its decoder's calls are its runs (one per latent frame)."""
+    run = pipeline_run(tmp_path)
+    folder = _ingest(tmp_path / "runs", run, "video")
+    ops = pd.read_parquet(folder / "ops.parquet")
+    mapped = ops["stage"].isin(["text_encoder", "dit"])
+    ours = [(o, p) for o, p in zip(ops.loc[mapped, "op"], ops.loc[mapped, "module_path"], strict=True)]
+    theirs = [(o, p) for (o, p), m in zip(run.ops, mapped, strict=True) if m]
+    assert ours == theirs and len(ours) > 200
+    assert set(ops.loc[ops["stage"] == "vae_decode", "status"]) == {"whole"}
+    data = json.loads((folder / "report.json").read_text())["ingest"]
+    stages = {s["stage"]: s for s in data["stages"]}
+    assert list(stages) == ["text_encoder", "dit", "vae_decode"]
+    assert (
+        stages["text_encoder"]["runs"] == 1
+        and stages["dit"]["runs"] == 2
+        and stages["vae_decode"]["runs"] == 1
+    )
+    t5 = stages["text_encoder"]["flops"]
+    assert t5["equal"] and t5["differing"] == [] and t5["leaves"] > 10
+    assert stages["vae_decode"]["flops"] is None  # measured whole: no claim on its FLOPs
+    modules = pd.read_parquet(folder / "modules.parquet").set_index("module_id")
+    t5_time = ops.loc[ops["stage"] == "text_encoder", "time_s"].sum()
+    assert modules.loc["text_encoder", "measured_time_s"] == pytest.approx(t5_time, rel=1e-9)
+    assert modules.loc["text_encoder.blocks.1.attn.q", "measured_time_s"] > 0
+    vae = ops.loc[ops["stage"] == "vae_decode", "time_s"].sum()
+    assert modules.loc["vae_decode", "measured_time_s"] == pytest.approx(vae, rel=1e-9)
+    # the post-quant conv runs in vae.decode outside the decoder the trace shows: outside every stage
+    assert data["outside_s"] > 0
 
 
 def test_forwards_and_steps_found(runs: dict[str, Any]) -> None:

@@ -64,6 +64,22 @@ KERNELS_SCHEMA = pa.schema(
 
 
 @attrs.frozen
+class FlopsCheck:
+    """A stage's FLOPs the trace shows (torch's formulas on its recorded shapes) against the
+    analytic tensor FLOPs: per run, and for a stage mapped leaf by leaf the leaves whose totals
+    over the trace differ."""
+
+    trace_per_run: float
+    analytic_per_run: int
+    equal: bool  # the totals over the trace, exactly
+    leaves: int  # leaves with FLOPs on either side (0: the stage is measured whole)
+    differing: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {**attrs.asdict(self), "differing": list(self.differing)}
+
+
+@attrs.frozen
 class StageRuns:
     stage: str
     root_calls: int
@@ -71,17 +87,7 @@ class StageRuns:
     measured_per_run_s: float  # its ops' time (GPU, or CPU on a CPU trace)
     wall_per_run_s: float  # its root calls' wall time on the host, Python and launches included
     predicted_per_run_s: float | None
-
-
-@attrs.frozen
-class FlopsCheck:
-    """The DiT's FLOPs the trace shows (torch's formulas on its recorded shapes) against the
-    analytic tensor FLOPs: per forward, and the leaves whose totals over the trace differ."""
-
-    trace_per_forward: float
-    analytic_per_forward: int
-    leaves: int  # leaves with FLOPs on either side
-    differing: tuple[str, ...]
+    flops: FlopsCheck | None = None  # None: no op of the stage has a FLOP formula
 
 
 @attrs.frozen
@@ -141,6 +147,15 @@ def _maybe(value: float | None) -> str:
     return "-" if value is None else seconds(value)
 
 
+def _flops_cell(f: FlopsCheck | None) -> str:
+    if f is None:
+        return "-"
+    if f.equal and not f.differing:
+        return f"yes, {f.leaves} leaves"
+    ratio = f"{si(f.trace_per_run, 'FLOP')} / {si(f.analytic_per_run, 'FLOP')}"
+    return f"no: {ratio}, {len(f.differing)} leaves differ"
+
+
 def stage_table(s: IngestSummary) -> Table:
     columns = (
         Column("stage", "left", code=True),
@@ -149,6 +164,7 @@ def stage_table(s: IngestSummary) -> Table:
         Column("host wall / run"),
         Column("predicted / run"),
         Column("predicted / measured"),
+        Column("trace FLOPs = analytic"),
     )
     rows = [
         (
@@ -158,6 +174,7 @@ def stage_table(s: IngestSummary) -> Table:
             seconds(r.wall_per_run_s),
             _maybe(r.predicted_per_run_s),
             "-" if (q := _ratio(r.predicted_per_run_s, r.measured_per_run_s)) is None else f"{q:.3g}",
+            _flops_cell(r.flops),
         )
         for r in s.stages
     ]
@@ -204,7 +221,7 @@ def headline(s: IngestSummary) -> list[str]:
         )
         lines.append(
             "DiT FLOPs in the trace (torch's formulas on its recorded shapes): "
-            f"{si(f.trace_per_forward, 'FLOP')} per forward against {si(f.analytic_per_forward, 'FLOP')} "
+            f"{si(f.trace_per_run, 'FLOP')} per forward against {si(f.analytic_per_run, 'FLOP')} "
             f"analytic tensor FLOPs; per leaf: {same}."
         )
     lines.append(

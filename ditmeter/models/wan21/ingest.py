@@ -1,10 +1,15 @@
 """How a Wan run shows each stage in a torch.profiler trace (``ditmeter ingest``).
 
 Each pipeline's code calls its components through their root modules, whose
-class names mark a stage's run in the trace: the DiT is mapped module by module
-(against the real module's ``named_modules()`` on meta: diffusers' port, or the
-official ``WanModel`` where its code is installed); the encoders and the VAE are
-measured whole, at their root call.
+class names mark a stage's run in the trace. A stage whose root is the module
+``trace`` checks is mapped module by module (against the real module's
+``named_modules()`` on meta, with its name table and node rules): under
+diffusers the DiT, the UMT5 text encoder and the CLIP image encoder; under the
+official code the DiT (its ``WanModel`` where the official code is installed).
+The rest is measured whole, at its root call: the VAE (its pipelines call
+``decode``/``encode``, not the module, so the root the trace shows is the inner
+decoder or encoder), and the official T5 and CLIP (their paths are not the
+references' and no rules are written for their inline ops).
 
 - official ``generate.py``: ``T5Encoder`` (inside ``T5EncoderModel``), the CLIP
   ``VisionTransformer``, the VAE's ``Encoder3d`` / ``Decoder3d`` (called once per
@@ -42,6 +47,10 @@ ROOT_CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+#: The stages mapped module by module, per pipeline.
+MAPPED = {"official": ("dit",), "diffusers": ("text_encoder", "image_encoder", "dit")}
+
+
 def _diffusers_modules(m: WanModelSpec, w: Workload, g: Geometry, ref: Reference) -> Any:
     def modules() -> dict[str, str]:
         from ditmeter.models.wan21.builders import module_classes
@@ -67,7 +76,7 @@ def ingest_stages(
     roots = ROOT_CLASSES[w.pipeline]
     out = []
     for stage, classes in roots.items():
-        if stage != "dit":
+        if stage not in MAPPED[w.pipeline]:
             out.append(IngestStage(stage, classes))
         elif w.pipeline == "official":
             official_model_module()  # refused now, naming the key, if the code is not installed
