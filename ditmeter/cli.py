@@ -118,13 +118,15 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "join a torch.profiler trace of your own run to the module tree, against the prediction",
             "Read a torch.profiler Chrome trace (trace=PATH, .json or .json.gz) of a real run of the "
             "official generate.py or the diffusers pipeline, recorded with with_stack=True (and "
-            "record_shapes=True): ops are placed in their module calls, GPU kernels joined to the ops "
-            "that launched them (External id, else correlation), module calls resolved to the real "
-            "module's paths and the DiT's ops mapped to the analytic leaves as `trace` maps them; the "
-            "text encoder, image encoder and VAE are measured whole. Measured time (GPU time on a GPU "
-            "trace, else CPU) per run of each stage (per forward for the DiT), per module and category, "
-            "with achieved FLOP/s against the analytic FLOPs and, with device=, predicted / measured; "
-            "GPU idle time and the share of communication kernels; the forwards and steps found. Writes "
+            "record_shapes=True): ops are placed in their module calls, GPU kernels joined to the "
+            "ops that launched them (External id, else correlation), module calls resolved to the "
+            "real module's paths, and the ops of the DiT (under diffusers also of the text and image "
+            "encoders) mapped to the analytic leaves as `trace` maps them; the VAE is measured whole. "
+            "Measured time (GPU time on a GPU trace, else CPU) per run of each stage (per forward for "
+            "the DiT), per module and category, with achieved FLOP/s against the analytic FLOPs and, "
+            "with device=, predicted / measured; GPU idle time and the share of communication "
+            "kernels; the forwards and steps found; the trace's FLOPs (torch's formulas on its "
+            "recorded shapes) against the analytic, leaf by leaf. Writes "
             f"{writes}, {', '.join(INGEST_FILES)} (and {device} with device=) under {folder}. "
             "Exit 0 ok, 2 bad input.",
             "example: ditmeter ingest trace=run.json.gz model=wan2.1-t2v-1.3b workload=480p-81f "
@@ -132,7 +134,8 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "record:  with torch.profiler.profile(activities=[CPU, CUDA], with_stack=True, "
             "record_shapes=True) as prof: ...; prof.export_chrome_trace('run.json')\n"
             "workload= must be the run's (sizes, steps, guidance): the prediction is made for it.\n\n"
-            f"{overrides_help}\n{tail}",
+            + "\n".join(line for line in overrides_help.splitlines() if "stages=" not in line)
+            + f"\n{tail}",
         ),
         (
             "calibrate",

@@ -337,3 +337,117 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     status, _, err = _run("ingest", *trace, *args, *extra, f"output_root={root}")
     assert status == 2 and err.startswith(f"ditmeter: error: {field}") and err.count("\n") == 1, err
     assert not root.exists() or not any(root.iterdir())
+
+
+def test_a_trace_of_stages_measured_whole_only(tmp_path: Path) -> None:
+    """Only the VAE decoder's calls (no DiT): each decoder call is one run of a 1-frame decode."""
+    events = [
+        {
+            "ph": "X",
+            "cat": "python_function",
+            "name": "nn.Module: WanDecoder3d_0",
+            "ts": 0,
+            "dur": 100,
+            "pid": 1,
+            "tid": 1,
+            "args": {},
+        },
+        cpu_op("aten::conv3d", 10, 50, 1),
+    ]
+    trace = tmp_path / "vae.json"
+    trace.write_text(json.dumps({"traceEvents": events}))
+    argv = [
+        "ingest",
+        f"trace={trace}",
+        *CUDA_ARGS,
+        "workload.num_frames=1",
+        "run_id=v",
+        f"output_root={tmp_path}",
+    ]
+    status, out, err = _run(*argv)
+    assert status == 0, err + out
+    data = json.loads((_folder(tmp_path, "v") / "report.json").read_text())["ingest"]
+    (vae,) = data["stages"]
+    assert (vae["stage"], vae["runs"], vae["flops"], data["forwards"]) == ("vae_decode", 1, None, 0)
+    assert vae["measured_per_run_s"] == pytest.approx(50e-6) and data["flops"] is None
+
+
+def test_python_events_on_another_thread_than_the_ops_are_named(tmp_path: Path) -> None:
+    events = json.loads(hand_cuda_trace(tmp_path / "t.json").read_text())["traceEvents"]
+    for e in events:
+        if e["cat"] == "python_function":
+            e["tid"] = 99
+    (tmp_path / "t.json").write_text(json.dumps({"traceEvents": events}))
+    status, _, err = _run(
+        "ingest", f"trace={tmp_path / 't.json'}", *CUDA_ARGS, f"output_root={tmp_path / 'r'}"
+    )
+    assert status == 2 and "another thread" in err and not (tmp_path / "r").exists()
+
+
+def test_the_gpu_window_ends_at_the_last_end_and_busy_time_is_a_union() -> None:
+    from ditmeter.commands.ingest import _busy_us
+    from ditmeter.tracer.ingest import events_of
+
+    kernels = [
+        {"ph": "X", "cat": "kernel", "name": n, "ts": ts, "dur": dur, "pid": 0, "tid": 7, "args": {}}
+        for n, ts, dur in (("long", 0, 500), ("inside", 10, 10), ("later", 600, 50))
+    ]
+    busy, window = _busy_us(events_of(kernels))
+    assert (busy, window) == (550, 650)  # idle 100 µs: between 500 and 600
+
+
+def test_zero_duration_ops_at_one_instant_are_siblings() -> None:
+    """Two ops of no duration at the instant a third ends, each launching a kernel: three top-level
+    ops (an op that starts where another ends is after it, not in it)."""
+    from ditmeter.tracer.ingest import events_of
+
+    events = [
+        cpu_op("aten::add", 0, 5, 3),
+        cpu_op("aten::fill_", 5, 0, 1),
+        cpu_op("aten::zero_", 5, 0, 2),
+        {
+            "ph": "X",
+            "cat": "kernel",
+            "name": "k1",
+            "ts": 9,
+            "dur": 2,
+            "pid": 0,
+            "tid": 7,
+            "args": {"External id": 1},
+        },
+        {
+            "ph": "X",
+            "cat": "kernel",
+            "name": "k2",
+            "ts": 12,
+            "dur": 4,
+            "pid": 0,
+            "tid": 7,
+            "args": {"External id": 2},
+        },
+    ]
+    ops = {o.name: o for o in events_of(events).ops}
+    assert set(ops) == {"aten::fill_", "aten::zero_", "aten::add"}
+    assert (ops["aten::fill_"].gpu_us, ops["aten::zero_"].gpu_us) == (2, 4)
+
+
+def test_a_corrupt_gzip_trace_is_bad_input(tmp_path: Path) -> None:
+    import gzip
+
+    raw = bytearray(gzip.compress(json.dumps({"traceEvents": [cpu_op("aten::mm", 0, 1, 1)] * 200}).encode()))
+    raw[len(raw) // 2 : len(raw) // 2 + 8] = b"\xff" * 8
+    (tmp_path / "t.json.gz").write_bytes(bytes(raw))
+    status, _, err = _run(
+        "ingest", f"trace={tmp_path / 't.json.gz'}", *CUDA_ARGS, f"output_root={tmp_path / 'r'}"
+    )
+    assert status == 2 and err.startswith("ditmeter: error: trace") and err.count("\n") == 1
+
+
+def test_the_official_wan22_code_cannot_be_taken_for_wan21_i2v(runs: dict[str, Any]) -> None:
+    """The installed official code is Wan2.2's: its WanModel has no CLIP branch, so a Wan2.1 I2V
+    run cannot be mapped against it (refused, not mapped wrongly)."""
+    root = runs["root"] / "i2v"
+    argv = ["ingest", f"trace={runs['official'].trace}", "model=wan2.1-i2v-14b-480p", "workload=w001-tiny"]
+    status, _, err = _run(*argv, "model.num_layers=2", f"output_root={root}")
+    assert status == 2 and err.startswith("ditmeter: error: pipeline") and "img_emb" in err
+    assert not root.exists()

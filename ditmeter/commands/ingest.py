@@ -5,9 +5,10 @@ The trace (``.json`` or ``.json.gz``, recorded with ``with_stack=True``; see
 ``docs/ingest.md``) is read into top-level ops, their module calls and the GPU
 work they launched (:mod:`ditmeter.tracer.ingest`). Each stage's runs are found
 by its root module's class (the family's :class:`~ditmeter.models.family.IngestStage`);
-the DiT's ops are mapped to the analytic leaves with the same name tables and
-node rules ``trace`` uses (ops named without overloads), the other stages are
-measured whole. Measured time is GPU time where the trace has GPU events, else
+the stages whose real module ``trace`` checks are mapped to the analytic leaves
+with the same name tables and node rules (ops named without overloads; the
+family says which: the DiT, and under diffusers the text and image encoders),
+the others are measured whole. Measured time is GPU time where the trace has GPU events, else
 the ops' CPU time; per module it is the mean over the runs found (per forward
 for the DiT), beside the analytic FLOPs and bytes and, with ``device=``, the
 prediction. The run folder holds what ``report`` writes with the measured
@@ -185,7 +186,8 @@ def _ops_frame(
                 whole = pd.DataFrame(index=own.index)
                 whole["module_id"], whole["status"], whole["mapping"] = s.stage, "whole", "stage"
                 mapped.append(whole)
-        frame = frame.join(pd.concat(mapped).reindex(frame.index))
+        columns = ["module_id", "leaf_id", "rule", "category", "mapping", "status"]
+        frame = frame.join(pd.concat(mapped).reindex(index=frame.index, columns=columns))
     frame["status"] = frame["status"].fillna("outside")
     return frame, runs, unresolved, wall
 
@@ -201,14 +203,15 @@ def _per_run(frame: pd.DataFrame, analysis: Analysis, runs: dict[str, int]) -> p
 
 
 def _busy_us(events: TraceEvents) -> tuple[float, float]:
-    """The union of the GPU events' intervals and the window from the first to the last (µs)."""
+    """The union of the GPU events' intervals (over every GPU of the trace) and the window from the
+    first one's start to the last one's end (µs)."""
     spans = sorted((d.ts_us, d.ts_us + d.dur_us) for d in events.device)
     busy, end = 0.0, float("-inf")
     for start, stop in spans:
         if stop > end:
             busy += stop - max(start, end)
             end = stop
-    return busy, spans[-1][1] - spans[0][0] if spans else 0.0
+    return busy, end - spans[0][0] if spans else 0.0
 
 
 def _is_comm(name: str) -> bool:
@@ -296,6 +299,7 @@ def _summary(
     busy, window = _busy_us(events)
     comm = sum(d.dur_us for d in events.device if _is_comm(d.name))
     unmatched = frame[frame["status"] == "unmatched"]
+    unlinked = sum(d.dur_us for d in events.device if d.op is None)
     return IngestSummary(
         trace=str(cfg.ingest_trace),
         device_names=events.device_names,
@@ -312,6 +316,7 @@ def _summary(
         gpu_window_s=window * 1e-6 if on_gpu else None,
         comm_s=comm * 1e-6 if on_gpu else None,
         outside_s=float(frame.loc[frame["stage"].isna(), "time_s"].sum()),
+        unlinked_gpu_s=unlinked * 1e-6 if on_gpu else None,
         unresolved_calls=unresolved,
         unmatched_ops=len(unmatched),
         unmatched_s=float(unmatched["time_s"].sum()),
@@ -327,6 +332,12 @@ def ingest(cfg: RunConfig, progress: Progress = no_progress) -> IngestResult:
     analysis, view = analyze(cfg)
     stages = cfg.family.ingest_stages(cfg.model, cfg.workload, cfg.geometry)
     frame, runs, unresolved, wall = _ops_frame(cfg, analysis, events, stages, step)
+    if not runs and any(c.cls in {k for s in stages for k in s.classes} for c in events.calls):
+        raise ConfigError(
+            "trace",
+            "the model's module calls are in the trace but none of its ops sits inside one: the Python "
+            "events are on another thread than the ops (record the run on one thread with with_stack=True)",
+        )
     if not runs:
         classes = ", ".join(c for s in stages for c in s.classes)
         raise ConfigError(

@@ -109,6 +109,7 @@ class IngestSummary:
     gpu_window_s: float | None  # first GPU event to last
     comm_s: float | None  # communication kernels
     outside_s: float  # ops outside every stage's root module
+    unlinked_gpu_s: float | None  # GPU events no op of the trace launched (another thread, a graph)
     unresolved_calls: int
     unmatched_ops: int
     unmatched_s: float
@@ -151,7 +152,7 @@ def _flops_cell(f: FlopsCheck | None) -> str:
     if f is None:
         return "-"
     if f.equal and not f.differing:
-        return f"yes, {f.leaves} leaves"
+        return f"exact, {f.leaves} leaves"
     ratio = f"{si(f.trace_per_run, 'FLOP')} / {si(f.analytic_per_run, 'FLOP')}"
     return f"no: {ratio}, {len(f.differing)} leaves differ"
 
@@ -164,7 +165,7 @@ def stage_table(s: IngestSummary) -> Table:
         Column("host wall / run"),
         Column("predicted / run"),
         Column("predicted / measured"),
-        Column("trace FLOPs = analytic"),
+        Column("FLOPs check"),
     )
     rows = [
         (
@@ -190,7 +191,8 @@ def headline(s: IngestSummary) -> list[str]:
     lines = [
         f"Trace `{s.trace}`: {s.ops:,} top-level ops, {s.device_events:,} GPU events over "
         f"{seconds(s.span_s)}; times are {where}.",
-        f"Found {s.forwards} DiT forwards = {steps} at {s.forwards_per_step} forwards per step.",
+        f"Found {s.forwards} DiT forward{'' if s.forwards == 1 else 's'} = {steps} at {s.forwards_per_step} "
+        f"forward{'' if s.forwards_per_step == 1 else 's'} per step.",
     ]
     if s.measured_forward_s is not None:
         ratio = _ratio(s.predicted_forward_s, s.measured_forward_s)
@@ -224,9 +226,11 @@ def headline(s: IngestSummary) -> list[str]:
             f"{si(f.trace_per_run, 'FLOP')} per forward against {si(f.analytic_per_run, 'FLOP')} "
             f"analytic tensor FLOPs; per leaf: {same}."
         )
+    unlinked = "" if s.unlinked_gpu_s is None else f"; GPU time no op launched: {seconds(s.unlinked_gpu_s)}"
     lines.append(
-        f"Outside every stage's module: {seconds(s.outside_s)}; module calls no module matched: "
-        f"{s.unresolved_calls}; DiT ops no rule maps: {s.unmatched_ops} ({seconds(s.unmatched_s)})."
+        f"Outside every stage's module: {seconds(s.outside_s)}{unlinked}; module calls no module matched: "
+        f"{s.unresolved_calls}; ops of the mapped stages no rule maps: {s.unmatched_ops} "
+        f"({seconds(s.unmatched_s)})."
     )
     return lines
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ def timed(i: int, e: Any) -> tuple[float, float]:
         value = e.get(key)
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or (key == "dur" and value < 0):
-            raise TraceFormatError(f"event {i} ({e.get('name', '?')!r}) has no valid {key!r}: {value!r}")
+            raise TraceFormatError(
+                f"complete event {i} ({e.get('name', '?')!r}) has no valid {key!r}: {value!r}"
+            )
         values.append(float(value))
     return values[0], values[1]
 
@@ -45,7 +48,7 @@ def load_trace(path: Path) -> Any:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
         return json.loads(raw.decode("utf-8"))
-    except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile and UnicodeError are these
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip.BadGzipFile, UnicodeError: these
         raise TraceFormatError(f"cannot read {path} as JSON: {exc}") from exc
 
 

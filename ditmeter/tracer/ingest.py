@@ -52,7 +52,7 @@ from ditmeter.tracer.trace_flops import op_flops
 MODULE_PREFIX = "nn.Module: "
 #: Containers that are never called: their children count as their parent's.
 CONTAINERS = frozenset({"ModuleList", "ModuleDict"})
-_EPS_US = 1e-3  # one nanosecond of slack for the profiler's float microseconds
+_EPS_US = 1e-3  # one nanosecond of slack for the profiler's float microseconds (launch → op)
 
 
 @attrs.frozen
@@ -126,24 +126,28 @@ class _Swept:
 
 
 def _sweep(
-    items: list[tuple[float, float, int, int]],
+    items: list[tuple[int, int, int, int]],
     modules: Mapping[int, str],
     names: Mapping[int, str],
     flops_of: Callable[[int], int | None],
 ) -> _Swept:
-    """One thread's events (ts, end, kind 0 python / 1 op, event index), sorted by (ts, −dur, kind).
+    """One thread's events (start ns, end ns, kind 0 python / 1 op, event index), sorted by
+    (start, −duration, kind): a stack of the events around the current one.
 
-    Gives each module event's parent module event, each op's top-level op, the top-level ops with
-    their innermost module event and the Python functions between that module and them, and the
-    FLOPs in each top-level op (the outermost op with a formula on each nesting chain).
+    An event is inside the one below it on the stack when it ends no later; one that starts where a
+    timed event (or any op) ends is after it, not in it (zero-duration ops at an op's end are its
+    siblings). Gives each module event's parent module event, each op's top-level op, the
+    top-level ops with their innermost module event and the Python functions between that module
+    and them, and the FLOPs in each top-level op (the outermost op with a formula on each nesting
+    chain).
     """
-    # (end, innermost module, outermost op, functions since the innermost module, counted above)
-    stack: list[tuple[float, int | None, int | None, tuple[str, ...], bool]] = []
+    # (end, duration, kind, innermost module, outermost op, functions since that module, counted)
+    stack: list[tuple[int, int, int, int | None, int | None, tuple[str, ...], bool]] = []
     out = _Swept({}, {}, [], {})
-    for _ts, end, kind, i in items:
-        while stack and end > stack[-1][0] + _EPS_US:
+    for ts, end, kind, i in items:
+        while stack and (end > stack[-1][0] or (ts >= stack[-1][0] and (stack[-1][1] > 0 or stack[-1][2]))):
             stack.pop()
-        module, top, funcs, counted = stack[-1][1:] if stack else (None, None, (), False)
+        module, top, funcs, counted = stack[-1][3:] if stack else (None, None, (), False)
         if kind == 0:
             if i in modules:
                 out.parent[i], module, funcs = module, i, ()
@@ -158,8 +162,14 @@ def _sweep(
             if flops is not None:
                 out.flops[top] = out.flops.get(top, 0) + flops
                 counted = True
-        stack.append((end, module, top, funcs, counted))
+        stack.append((end, end - ts, kind, module, top, funcs, counted))
     return out
+
+
+def _ns(us: float) -> int:
+    """The profiler's float microseconds as integer nanoseconds (its own resolution): containment
+    is decided on integers, not on floats whose last digit is rounding at 5.6e12 µs."""
+    return round(us * 1000)
 
 
 def read_trace(path: Path) -> TraceEvents:
@@ -174,7 +184,8 @@ def read_trace(path: Path) -> TraceEvents:
 def events_of(events: list[dict[str, Any]], device_names: tuple[str, ...] = ()) -> TraceEvents:
     """:func:`read_trace` of already loaded complete events."""
     spans = {i: timed(i, e) for i, e in enumerate(events) if e.get("cat") in _TIMED_CATS}
-    by_thread: dict[str, list[tuple[float, float, int, int]]] = defaultdict(list)
+    ns = {i: (_ns(ts), _ns(ts) + _ns(dur)) for i, (ts, dur) in spans.items()}
+    by_thread: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
     module_events: dict[int, str] = {}  # event index -> its label ("WanAttention_0")
     frames: dict[int, str] = {}  # event index -> the frame's name, for the other Python events
     has_stack = False
@@ -182,7 +193,6 @@ def events_of(events: list[dict[str, Any]], device_names: tuple[str, ...] = ()) 
         cat = e.get("cat")
         if cat not in ("python_function", "cpu_op"):
             continue
-        ts, dur = spans[i]
         thread = f"{e.get('pid')}:{e.get('tid')}"
         if cat == "python_function":
             has_stack = True
@@ -191,7 +201,7 @@ def events_of(events: list[dict[str, Any]], device_names: tuple[str, ...] = ()) 
                 module_events[i] = name.removeprefix(MODULE_PREFIX)
             else:
                 frames[i] = name
-        by_thread[thread].append((ts, ts + dur, 0 if cat == "python_function" else 1, i))
+        by_thread[thread].append((*ns[i], 0 if cat == "python_function" else 1, i))
     parent_ev: dict[int, int | None] = {}
     top_of: dict[int, int] = {}
     tops: list[tuple[str, _Top]] = []
@@ -202,14 +212,14 @@ def events_of(events: list[dict[str, Any]], device_names: tuple[str, ...] = ()) 
         return op_flops(name, args_of(events[i])) if has_formula(name) else None
 
     for thread, items in by_thread.items():
-        items.sort(key=lambda t: (t[0], -(t[1] - t[0]), t[2]))
+        items.sort(key=_order)
         swept = _sweep(items, module_events, frames, flops_of)
         parent_ev.update(swept.parent)
         top_of.update(swept.top_of)
         flops.update(swept.flops)
         tops += [(thread, top) for top in swept.tops]
 
-    order = sorted(module_events, key=lambda i: (spans[i][0], -spans[i][1]))
+    order = sorted(module_events, key=lambda i: _order((*ns[i], 0, i)))  # the sweep's order
     call_of = {ev: n for n, ev in enumerate(order)}
     calls = []
     for ev in order:
@@ -249,6 +259,12 @@ def events_of(events: list[dict[str, Any]], device_names: tuple[str, ...] = ()) 
 
 
 _TIMED_CATS = frozenset({"python_function", "cpu_op", *DEVICE_CATS, *LAUNCH_CATS})
+
+
+def _order(item: tuple[int, int, int, int]) -> tuple[int, int, int]:
+    """The sweep's order: start, then the longer first (the parent), then Python before ops."""
+    ts, end, kind, _ = item
+    return ts, ts - end, kind
 
 
 def _device_events(

@@ -4,15 +4,17 @@ torch's own formulas (``torch.utils.flop_counter.flop_registry``).
 A Chrome trace names each op (``aten::addmm``) with its inputs' ``Input Dims``
 and its scalars' ``Concrete Inputs``. The formulas that need no more than that
 are applied as registered: matmuls (``mm``, ``addmm``, ``bmm``, ``baddbmm``) and
-the attention kernels (``_scaled_dot_product_*``, ``_flash_attention_forward``,
-``_efficient_attention_forward``). A convolution's formula needs its output
-shape, which the trace does not record: it is computed from the input, the
-weight and the stride, padding and dilation the trace gives (not transposed).
+the attention kernels SDPA dispatches to (``_scaled_dot_product_flash_attention``,
+``_efficient_attention``, ``_cudnn_attention``). A convolution's formula needs
+its output shape, which the trace does not record: it is computed from the
+input, the weight and the stride, padding and dilation the trace gives (not
+transposed; ``convolution`` and ``_convolution``, whose arguments share that order).
 
-NB: ``aten::_scaled_dot_product_flash_attention_for_cpu`` has no registered
-formula; it is the same attention as the CUDA flash kernel and is counted with
-that formula. Ops no formula covers (flash-attn's varlen kernel, element-wise
-ops) count None: the trace's FLOPs are those of the matmuls, attention and
+NB: where ``aten::_scaled_dot_product_flash_attention_for_cpu`` has no registered
+formula it is counted with the CUDA flash kernel's (the same attention). Ops no
+formula covers count None: flash-attn's varlen kernel (the official code on a
+GPU), the raw ``_flash_attention_forward`` (its formula needs the outputs),
+element-wise ops. The trace's FLOPs are those of the matmuls, attention and
 convolutions it can see.
 """
 
@@ -26,7 +28,16 @@ from typing import Any
 
 #: Ops counted with another op's formula (same arguments, same maths).
 _ALIASES = {"_scaled_dot_product_flash_attention_for_cpu": "_scaled_dot_product_flash_attention"}
-_CONVOLUTIONS = frozenset({"convolution", "_convolution", "cudnn_convolution", "convolution_overrideable"})
+_CONVOLUTIONS = frozenset({"convolution", "_convolution"})
+#: Registered formulas that need the op's outputs (``get_raw``), which a trace does not hold.
+_NEED_OUTPUTS = frozenset(
+    {
+        "_flash_attention_forward",
+        "_efficient_attention_forward",
+        "cudnn_convolution",
+        "convolution_overrideable",
+    }
+)
 
 
 @cache
@@ -35,8 +46,10 @@ def _formulas() -> dict[str, Callable[..., int]]:
     from torch.utils.flop_counter import flop_registry
 
     out = {str(packet).removeprefix("aten."): f for packet, f in flop_registry.items()}
+    for name in _NEED_OUTPUTS:
+        out.pop(name, None)
     for alias, target in _ALIASES.items():
-        out[alias] = out[target]
+        out.setdefault(alias, out[target])
     return out
 
 

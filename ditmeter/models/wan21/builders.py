@@ -342,6 +342,12 @@ def build_official_dit(spec: WanModelSpec, device: str = "meta") -> nn.Module:
         raise ConfigError(
             "pipeline", f"official: the installed official WanModel cannot build {spec.name} ({exc!r})"
         ) from None
+    if spec.images and not hasattr(model, "img_emb"):  # Wan2.2's code dropped Wan2.1's CLIP branch
+        raise ConfigError(
+            "pipeline",
+            f"official: the installed official WanModel has no CLIP image branch (img_emb) that "
+            f"{spec.name} runs; put the Wan2.1 repository on PYTHONPATH",
+        )
     model.eval()
     return model
 
