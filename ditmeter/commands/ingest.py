@@ -7,8 +7,8 @@ work they launched (:mod:`ditmeter.tracer.ingest`). Each stage's runs are found
 by its root module's class (the family's :class:`~ditmeter.models.family.IngestStage`);
 the stages whose real module ``trace`` checks are mapped to the analytic leaves
 with the same name tables and node rules (ops named without overloads; the
-family says which: the DiT, and under diffusers the text and image encoders),
-the others are measured whole. Measured time is GPU time where the trace has GPU events, else
+family says which: every stage under diffusers, the DiT under the official
+code), the others are measured whole. Measured time is GPU time where the trace has GPU events, else
 the ops' CPU time; per module it is the mean over the runs found (per forward
 for the DiT), beside the analytic FLOPs and bytes and, with ``device=``, the
 prediction. The run folder holds what ``report`` writes with the measured
@@ -34,7 +34,7 @@ from ditmeter.compare.mapping import NodeInfo, assign
 from ditmeter.compare.names import NameTable
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
-from ditmeter.models.family import IngestStage
+from ditmeter.models.family import IngestStage, ModuleTable
 from ditmeter.reports.device_report import DeviceView, stage_times
 from ditmeter.reports.ingest_report import (
     INGEST_FILES,
@@ -79,7 +79,7 @@ def _qualify(stage: str, module_id: str) -> str:
     return f"{stage}.{module_id}" if module_id else stage
 
 
-def _read(cfg: RunConfig) -> TraceEvents:
+def _read(cfg: RunConfig, stages: Sequence[IngestStage]) -> TraceEvents:
     path = cfg.ingest_trace
     if path is None:
         raise ConfigError(
@@ -87,8 +87,9 @@ def _read(cfg: RunConfig) -> TraceEvents:
         )
     if not path.is_file():
         raise ConfigError("trace", f"no such file: {path}")
+    frames = {s.frame: s.classes[0] for s in stages if s.frame is not None}
     try:
-        events = read_trace(path)
+        events = read_trace(path, frames)
     except TraceFormatError as exc:
         raise ConfigError("trace", str(exc)) from None
     if not events.has_stack:
@@ -106,7 +107,7 @@ def _place_ops(events: TraceEvents, places: Sequence[Place]) -> list[Place]:
 
 
 def _mapped(
-    stage: IngestStage, ops: pd.DataFrame, rows: Sequence[ModuleRow], modules: dict[str, str]
+    stage: IngestStage, ops: pd.DataFrame, rows: Sequence[ModuleRow], modules: ModuleTable
 ) -> pd.DataFrame:
     """The stage's op rows with their analytic leaf, run by run (``after`` restarts each run).
 
@@ -127,7 +128,7 @@ def _mapped(
                 ids[n],
                 _aten(r.op),
                 r.module_path,
-                modules.get(r.module_path, ""),
+                modules.get(r.module_path, ("", ()))[0],
                 (ids[n - 1],) if n else (),
                 tuple(r.functions),
             )
@@ -140,6 +141,21 @@ def _mapped(
     return pd.DataFrame(cols, index=index)
 
 
+def _own_modules(s: IngestStage, stage: Stage) -> ModuleTable:
+    """The modules of ``s``'s real module that the stage may run: all but those with parameters
+    whose analytic id the stage's tree lacks (the decode's module holds the encoder too: its
+    ``quant_conv`` must not take the call of ``post_quant_conv``; a parameterless ``Identity``
+    shortcut stays, costing nothing)."""
+    assert s.modules is not None and s.names is not None
+    ids = {r.module_id for r in stage.rows()}
+    out = {}
+    for path, (cls, params) in s.modules().items():
+        cid = s.names(path)
+        if cid is None or not params or _qualify(stage.name, cid) in ids:
+            out[path] = (cls, params)
+    return out
+
+
 def _ops_frame(
     cfg: RunConfig, analysis: Analysis, events: TraceEvents, stages: Sequence[IngestStage], step: Any
 ) -> tuple[pd.DataFrame, dict[str, int], int, dict[str, float]]:
@@ -147,9 +163,23 @@ def _ops_frame(
     stages' root calls found, the calls no module matched and each stage's wall seconds."""
     with step("resolve"):
         seen = {c.cls for c in events.calls}  # list the modules of the stages the trace has only
-        tables = {s.stage: s.modules() for s in stages if s.modules is not None and seen & set(s.classes)}
-        roots = [Root(s.stage, s.classes, tables.get(s.stage)) for s in stages]
-        places = resolve_calls(events.calls, roots)
+        by_name = {st.name: st for st in analysis.stages}
+        tables = {
+            s.stage: _own_modules(s, by_name[s.stage])
+            for s in stages
+            if s.modules is not None and seen & set(s.classes) and s.stage in by_name
+        }
+        roots = [
+            Root(
+                s.stage,
+                s.classes,
+                {p: c for p, (c, _) in tables[s.stage].items()} if s.stage in tables else None,
+                s.transparent,
+                {p: shapes for p, (_, shapes) in tables[s.stage].items()} if s.stage in tables else None,
+            )
+            for s in stages
+        ]
+        places = resolve_calls(events.calls, roots, events.ops)
     unresolved = sum(1 for p in places if p.stage is not None and not p.resolved)
     wall: dict[str, float] = {}
     for n, (c, p) in enumerate(zip(events.calls, places, strict=True)):
@@ -175,7 +205,6 @@ def _ops_frame(
     )
     frame["time_s"] = frame["gpu_time_s"] if on_gpu else frame["cpu_time_s"]
     runs = {s: int(frame.loc[frame["stage"] == s, "run"].nunique()) for s in frame["stage"].dropna().unique()}
-    by_name = {st.name: st for st in analysis.stages}
     with step("place"):
         mapped = [pd.DataFrame(index=frame.index[frame["stage"].isna()])]
         for s in stages:
@@ -192,10 +221,15 @@ def _ops_frame(
     return frame, runs, unresolved, wall
 
 
-def _per_run(frame: pd.DataFrame, analysis: Analysis, runs: dict[str, int]) -> pd.DataFrame:
-    """The ops of the selected stages with ``measured_time_s`` = their time / the stage's runs
-    found (a VAE run calls its root once per chunk: runs = calls / calls per run)."""
-    calls = {st.name: st.calls for st in analysis.stages}
+def _calls_per_run(analysis: Analysis, stages: Sequence[IngestStage]) -> dict[str, int]:
+    """Root calls per run of each stage: the family's, else the stage's own (the VAE's chunks)."""
+    given = {s.stage: s.calls_per_run for s in stages if s.calls_per_run is not None}
+    return {st.name: given.get(st.name, st.calls) for st in analysis.every_stage}
+
+
+def _per_run(frame: pd.DataFrame, calls: dict[str, int], runs: dict[str, int]) -> pd.DataFrame:
+    """The ops of the analysed stages with ``measured_time_s`` = their time / the stage's runs
+    found (runs = root calls / calls per run)."""
     own = frame[frame["stage"].isin(list(calls))].copy()
     per = {s: runs.get(s, 0) / n for s, n in calls.items()}
     own["measured_time_s"] = own["time_s"] / own["stage"].map(per)
@@ -239,20 +273,20 @@ def kernels_frame(events: TraceEvents, frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("gpu_time_s", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _flops_check(stage: Stage, frame: pd.DataFrame, calls: int) -> FlopsCheck | None:
+def _flops_check(stage: Stage, frame: pd.DataFrame, calls: int, per_run: int) -> FlopsCheck | None:
     """A mapped stage's FLOPs in the trace (torch's formulas on the recorded shapes) against its
-    analytic tensor FLOPs over the ``calls`` of its root found (exact integers: trace × calls per
-    run = analytic per run × calls), and each leaf's; None when no op of the stage has a formula
-    (a trace recorded without shapes).
+    analytic tensor FLOPs over the ``calls`` of its root found, ``per_run`` a run (exact integers:
+    trace × calls per run = analytic per run × calls), and each leaf's; None when no op of the
+    stage has a formula (a trace recorded without shapes).
 
     NB: a stage measured whole gets no check: the root its pipeline's trace shows need not hold
-    all of its work (diffusers' VAE runs ``post_quant_conv`` outside the decoder it calls)."""
+    all of its work (the official VAE runs its ``conv2`` outside the ``Decoder3d`` it calls)."""
     own = frame[frame["stage"] == stage.name]
     counted = own["flops"].dropna()
     if not calls or counted.empty:
         return None
     total = int(counted.sum())
-    runs = calls // stage.calls if calls % stage.calls == 0 else None  # whole runs, for the leaves
+    runs = calls // per_run if calls % per_run == 0 else None  # whole runs, for the leaves
     differ: list[str] = []
     leaves = 0
     if runs is not None:
@@ -261,11 +295,11 @@ def _flops_check(stage: Stage, frame: pd.DataFrame, calls: int) -> FlopsCheck | 
         names = sorted(set(seen.index) | {k for k, v in analytic.items() if v})
         differ = [leaf for leaf in names if int(seen.get(leaf, 0)) != analytic.get(leaf, 0)]
         leaves = len(names)
-    per_run = stage.per_run.tensor_flops
+    whole = stage.per_run.tensor_flops
     return FlopsCheck(
-        trace_per_run=total * stage.calls / calls,
-        analytic_per_run=per_run,
-        equal=total * stage.calls == per_run * calls,
+        trace_per_run=total * per_run / calls,
+        analytic_per_run=whole,
+        equal=total * per_run == whole * calls,
         leaves=leaves,
         differing=tuple(differ),
     )
@@ -280,8 +314,8 @@ def _summary(
     runs: dict[str, int],
     unresolved: int,
     wall: dict[str, float],
+    calls: dict[str, int],
 ) -> IngestSummary:
-    calls = {st.name: st.calls for st in analysis.every_stage}
     predicted = {t["stage"]: t["per_run_s"] for t in stage_times(view)}
     by_name = {st.name: st for st in analysis.every_stage}
     stages = []
@@ -289,7 +323,7 @@ def _summary(
         found = n / calls.get(stage, 1)
         total = float(frame.loc[frame["stage"] == stage, "time_s"].sum())
         mapped = bool((frame.loc[frame["stage"] == stage, "status"] != "whole").any())
-        check = _flops_check(by_name[stage], frame, n) if mapped and stage in by_name else None
+        check = _flops_check(by_name[stage], frame, n, calls[stage]) if mapped and stage in by_name else None
         stages.append(
             StageRuns(stage, n, found, total / found, wall[stage] / found, predicted.get(stage), check)
         )
@@ -327,10 +361,10 @@ def _summary(
 def ingest(cfg: RunConfig, progress: Progress = no_progress) -> IngestResult:
     """Read, map and publish one ingested trace (module docstring)."""
     step = Steps(progress)
-    with step("read"):
-        events = _read(cfg)
-    analysis, view = analyze(cfg)
     stages = cfg.family.ingest_stages(cfg.model, cfg.workload, cfg.geometry)
+    with step("read"):
+        events = _read(cfg, stages)
+    analysis, view = analyze(cfg)
     frame, runs, unresolved, wall = _ops_frame(cfg, analysis, events, stages, step)
     if not runs and any(c.cls in {k for s in stages for k in s.classes} for c in events.calls):
         raise ConfigError(
@@ -346,8 +380,9 @@ def ingest(cfg: RunConfig, progress: Progress = no_progress) -> IngestResult:
             f"{classes}); is pipeline= the code that ran?",
         )
     rows = [r for st in analysis.stages for r in st.rows()]
-    modules = with_times(modules_frame(analysis, view.prediction), _per_run(frame, analysis, runs), rows)
-    summary = _summary(cfg, analysis, view, events, frame, runs, unresolved, wall)
+    calls = _calls_per_run(analysis, stages)
+    modules = with_times(modules_frame(analysis, view.prediction), _per_run(frame, calls, runs), rows)
+    summary = _summary(cfg, analysis, view, events, frame, runs, unresolved, wall, calls)
     run_id = run_id_for(cfg, "_ingest")
     with open_run(cfg, "ingest", run_id) as out, step("write"):
         section = summary.as_json()

@@ -55,19 +55,30 @@ class Reference:
     make: Make
 
 
+#: A real module's modules: path → (class name, its own parameters' shapes), ``named_modules()`` order.
+ModuleTable = dict[str, tuple[str, tuple[tuple[int, ...], ...]]]
+
+
 @attrs.frozen
 class IngestStage:
     """A stage as a user's own run calls it (``ditmeter ingest``): the class names of its root
     module in a torch.profiler trace and, for a stage mapped module by module, the modules of the
-    real module that ran (``modules()``: path → class name in ``named_modules()`` order), how its
+    real module that ran (``modules()``: a :data:`ModuleTable`), how its
     paths become analytic ids and the rules for the ops its containers run inline. A stage without
     ``modules`` is measured whole."""
 
     stage: str
     classes: tuple[str, ...]
-    modules: Callable[[], dict[str, str]] | None = None
+    modules: Callable[[], ModuleTable] | None = None
     names: NameTable | None = None
     rules: NodeRules | None = None
+    #: A Python frame (file name, function) that is the stage's root call, named ``classes[0]``:
+    #: a pipeline that calls a method of the module (``vae.decode``) leaves no module event for it.
+    frame: tuple[str, str] | None = None
+    #: Classes of ``modules`` never called themselves (the VAE whose method is the frame).
+    transparent: tuple[str, ...] = ()
+    #: Root calls per run of the stage (None: the stage's own ``calls``, e.g. the VAE's chunks).
+    calls_per_run: int | None = None
 
 
 class ModelSpec(Protocol):

@@ -19,8 +19,12 @@ facts this rests on). Three links, each from the trace's own ids and times:
    ``ModuleList``/``ModuleDict``) in registration order whose own modules can hold the
    classes the call's children were seen with (the official ``WanModel`` calls
    ``time_embedding`` before ``text_embedding``, both ``Sequential``, in the other
-   order than it registers them), and the same label under the same parent keeps its
-   path (the same instance called again, in every run).
+   order than it registers them) and, where the trace recorded shapes, whose own
+   parameters' shapes the call's ops took (diffusers' residual block calls
+   ``conv_shortcut`` before ``conv1``); the same label under the same parent keeps
+   its path (the same instance called again, in every run). Python frames can
+   stand for module calls (``frame_calls``: diffusers' ``AutoencoderKLWan._decode``,
+   a method the pipeline calls instead of the module).
 
 NB: a trace recorded without ``with_stack=True`` has no ``python_function``
 events and so no modules; :attr:`TraceEvents.has_stack` says so and the
@@ -77,6 +81,7 @@ class Op:
     call: int | None  # the innermost module call around it
     functions: tuple[str, ...] = ()  # the Python functions between that module's call and the op
     flops: int | None = None  # by torch's formulas from the recorded shapes (trace_flops); None: none
+    shapes: frozenset[tuple[int, ...]] = frozenset()  # its tensor inputs' shapes (record_shapes)
     gpu_us: float = 0.0
     kernels: tuple[str, ...] = ()  # names of the GPU events it launched, in order
 
@@ -172,17 +177,32 @@ def _ns(us: float) -> int:
     return round(us * 1000)
 
 
-def read_trace(path: Path) -> TraceEvents:
-    """Module calls, top-level ops and GPU events of the Chrome trace at ``path`` (module docstring)."""
+#: Python frames taken as module calls: (file name, function) → the call's class name. A pipeline
+#: that calls a method (``vae.decode``) rather than the module leaves no ``nn.Module`` event for it.
+FrameCalls = Mapping[tuple[str, str], str]
+
+
+def _frame_key(name: str) -> tuple[str, str]:
+    """``("autoencoder_kl_wan.py", "_decode")`` of ``…/autoencoder_kl_wan.py(1063): _decode``."""
+    where, _, function = name.rpartition(": ")
+    return where.partition("(")[0].rpartition("/")[2], function
+
+
+def read_trace(path: Path, frame_calls: FrameCalls | None = None) -> TraceEvents:
+    """Module calls, top-level ops and GPU events of the Chrome trace at ``path`` (module
+    docstring); ``frame_calls`` are Python frames to take as module calls too."""
     data = load_trace(path)
     events = complete_events(data, path)
     props = data.get("deviceProperties") if isinstance(data, dict) else None
     names = tuple(str(p.get("name", "?")) for p in props if isinstance(p, dict)) if props else ()
-    return events_of(events, names)
+    return events_of(events, names, frame_calls)
 
 
-def events_of(events: list[dict[str, Any]], device_names: tuple[str, ...] = ()) -> TraceEvents:
+def events_of(
+    events: list[dict[str, Any]], device_names: tuple[str, ...] = (), frame_calls: FrameCalls | None = None
+) -> TraceEvents:
     """:func:`read_trace` of already loaded complete events."""
+    frame_calls = frame_calls or {}
     spans = {i: timed(i, e) for i, e in enumerate(events) if e.get("cat") in _TIMED_CATS}
     ns = {i: (_ns(ts), _ns(ts) + _ns(dur)) for i, (ts, dur) in spans.items()}
     by_thread: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
@@ -199,6 +219,8 @@ def events_of(events: list[dict[str, Any]], device_names: tuple[str, ...] = ()) 
             name = _op_name(e)
             if name.startswith(MODULE_PREFIX):
                 module_events[i] = name.removeprefix(MODULE_PREFIX)
+            elif frame_calls and (key := _frame_key(name)) in frame_calls:
+                module_events[i] = f"{frame_calls[key]}_0"
             else:
                 frames[i] = name
         by_thread[thread].append((*ns[i], 0 if cat == "python_function" else 1, i))
@@ -239,6 +261,7 @@ def events_of(events: list[dict[str, Any]], device_names: tuple[str, ...] = ()) 
             call_of.get(m) if m is not None else None,
             funcs,
             flops=flops.get(i),
+            shapes=_shapes(args_of(events[i]).get("Input Dims")),
         )
         for thread, (i, m, funcs) in tops
     ]
@@ -259,6 +282,15 @@ def events_of(events: list[dict[str, Any]], device_names: tuple[str, ...] = ()) 
 
 
 _TIMED_CATS = frozenset({"python_function", "cpu_op", *DEVICE_CATS, *LAUNCH_CATS})
+
+
+def _shapes(dims: Any) -> frozenset[tuple[int, ...]]:
+    """The tensor shapes of an op's ``Input Dims`` (scalars' ``[]`` and tensor lists left out)."""
+    if not isinstance(dims, list):
+        return frozenset()
+    return frozenset(
+        tuple(d) for d in dims if isinstance(d, list) and d and all(isinstance(v, int) for v in d)
+    )
 
 
 def _order(item: tuple[int, int, int, int]) -> tuple[int, int, int]:
@@ -321,6 +353,9 @@ class Root:
     stage: str
     classes: tuple[str, ...]
     modules: Mapping[str, str] | None = None
+    transparent: tuple[str, ...] = ()  # classes never called themselves: their children are their parent's
+    #: each module's own parameters' shapes (a call whose ops saw shapes must have seen them)
+    params: Mapping[str, tuple[tuple[int, ...], ...]] | None = None
 
 
 @attrs.frozen
@@ -339,8 +374,9 @@ class Place:
 _OUTSIDE = Place(None, None)
 
 
-def _reachable(modules: Mapping[str, str]) -> dict[str, list[str]]:
-    """Per path, the modules a call under it can be: its children, and through containers theirs."""
+def _reachable(modules: Mapping[str, str], transparent: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Per path, the modules a call under it can be: its children, and through containers (and
+    the ``transparent`` classes) theirs."""
     kids: dict[str, list[str]] = defaultdict(list)
     for path in modules:
         if path:
@@ -350,24 +386,33 @@ def _reachable(modules: Mapping[str, str]) -> dict[str, list[str]]:
         out = []
         for child in kids.get(path, []):
             out.append(child)
-            if modules[child] in CONTAINERS:
+            if modules[child] in CONTAINERS or modules[child] in transparent:
                 out += reach(child)
         return out
 
     return {path: reach(path) for path in modules}
 
 
-def _fits(call_kids: Counter[str], module_kids: Counter[str]) -> bool:
-    """A call whose children had these classes can be a module holding these."""
-    return all(module_kids[cls] >= n for cls, n in call_kids.items())
+def _fits(
+    call_kids: Counter[str],
+    module_kids: Counter[str],
+    took: set[tuple[int, ...]],
+    params: tuple[tuple[int, ...], ...],
+) -> bool:
+    """A call whose children had these classes, and whose own ops took these shapes (none known:
+    no constraint), can be a module holding these and owning parameters of these shapes."""
+    kids = all(module_kids[cls] >= n for cls, n in call_kids.items())
+    return kids and (not took or all(shape in took for shape in params))
 
 
-def resolve_calls(calls: Sequence[ModuleCall], roots: Sequence[Root]) -> list[Place]:
+def resolve_calls(calls: Sequence[ModuleCall], roots: Sequence[Root], ops: Sequence[Op] = ()) -> list[Place]:
     """The :class:`Place` of every call (module docstring, link 3). A stage without ``modules``
-    is taken whole: every call under its root sits at its root."""
+    is taken whole: every call under its root sits at its root. With ``ops`` (recorded with
+    shapes) a module whose own parameters' shapes none of the call's ops took is not the call's
+    (diffusers' residual block calls ``conv_shortcut`` before ``conv1``, both causal convs)."""
     root_of = {cls: r for r in roots for cls in r.classes}
     tables = {r.stage: r.modules for r in roots if r.modules is not None}
-    reach = {stage: _reachable(modules) for stage, modules in tables.items()}
+    reach = {r.stage: _reachable(r.modules, r.transparent) for r in roots if r.modules is not None}
     holds = {
         stage: {p: Counter(modules[k] for k in kids) for p, kids in reach[stage].items()}
         for stage, modules in tables.items()
@@ -376,6 +421,11 @@ def resolve_calls(calls: Sequence[ModuleCall], roots: Sequence[Root]) -> list[Pl
     for c in calls:
         if c.parent is not None:
             seen[c.parent][c.label] = c.cls
+    took: dict[int, set[tuple[int, ...]]] = defaultdict(set)  # call -> shapes its own ops took
+    for o in ops:
+        if o.call is not None:
+            took[o.call] |= o.shapes
+    params = {r.stage: r.params for r in roots if r.params is not None}
     memo: dict[tuple[str, str, str, str], str | None] = {}  # (stage, root label, parent path, label)
     used: dict[tuple[str, str], set[str]] = defaultdict(set)
     root_label: dict[int, str] = {}
@@ -396,8 +446,9 @@ def resolve_calls(calls: Sequence[ModuleCall], roots: Sequence[Root]) -> list[Pl
         if key not in memo:
             modules, taken = tables[up.stage], used[(up.stage, label)]
             free = [p for p in reach[up.stage][up.path] if modules[p] == c.cls and p not in taken]
-            kids = Counter(seen[n].values())
-            found = next((p for p in free if _fits(kids, holds[up.stage][p])), free[0] if free else None)
+            kids, shapes, held = Counter(seen[n].values()), params.get(up.stage, {}), holds[up.stage]
+            fit = [p for p in free if _fits(kids, held[p], took[n], shapes.get(p, ()))]
+            found = fit[0] if fit else free[0] if free else None
             if found is not None:
                 taken.add(found)
             memo[key] = found

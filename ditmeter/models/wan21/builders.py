@@ -352,6 +352,10 @@ def build_official_dit(spec: WanModelSpec, device: str = "meta") -> nn.Module:
     return model
 
 
-def module_classes(module: nn.Module) -> dict[str, str]:
-    """Path → class name of every module of ``module``, in ``named_modules()`` order."""
-    return {path: type(m).__name__ for path, m in module.named_modules()}
+def module_table(module: nn.Module) -> dict[str, tuple[str, tuple[tuple[int, ...], ...]]]:
+    """Path → (class name, its own parameters' shapes) of every module of ``module``, in
+    ``named_modules()`` order."""
+    return {
+        path: (type(m).__name__, tuple(tuple(p.shape) for p in m.parameters(recurse=False)))
+        for path, m in module.named_modules()
+    }
