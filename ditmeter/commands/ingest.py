@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 import pandas as pd
 
-from ditmeter.analytic.analysis import Analysis, Stage
+from ditmeter.analytic.analysis import Analysis, Stage, qualify
 from ditmeter.analytic.tree import ModuleRow
 from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.report import analyze, open_run, run_id_for
@@ -73,10 +73,6 @@ class IngestResult:
 def _aten(name: str) -> str:
     """The mapper's form of a profiler op name: ``aten::mul`` → ``aten.mul.any``."""
     return f"{name.replace('::', '.')}.{ANY_OVERLOAD}"
-
-
-def _qualify(stage: str, module_id: str) -> str:
-    return f"{stage}.{module_id}" if module_id else stage
 
 
 def _read(cfg: RunConfig, stages: Sequence[IngestStage]) -> TraceEvents:
@@ -134,7 +130,7 @@ def _mapped(
             )
             for n, r in enumerate(run.itertuples())
         ]
-        for a in assign(infos, rows, names, rules, lambda m: _qualify(stage.stage, m)):
+        for a in assign(infos, rows, names, rules, lambda m: qualify(stage.stage, m)):
             for k in cols:
                 cols[k].append(getattr(a, k))
         index += list(run.index)
@@ -151,7 +147,7 @@ def _own_modules(s: IngestStage, stage: Stage) -> ModuleTable:
     out = {}
     for path, (cls, params) in s.modules().items():
         cid = s.names(path)
-        if cid is None or not params or _qualify(stage.name, cid) in ids:
+        if cid is None or not params or qualify(stage.name, cid) in ids:
             out[path] = (cls, params)
     return out
 
@@ -169,16 +165,7 @@ def _ops_frame(
             for s in stages
             if s.modules is not None and seen & set(s.classes) and s.stage in by_name
         }
-        roots = [
-            Root(
-                s.stage,
-                s.classes,
-                {p: c for p, (c, _) in tables[s.stage].items()} if s.stage in tables else None,
-                s.transparent,
-                {p: shapes for p, (_, shapes) in tables[s.stage].items()} if s.stage in tables else None,
-            )
-            for s in stages
-        ]
+        roots = [Root(s.stage, s.classes, tables.get(s.stage), s.transparent) for s in stages]
         places = resolve_calls(events.calls, roots, events.ops)
     unresolved = sum(1 for p in places if p.stage is not None and not p.resolved)
     wall: dict[str, float] = {}

@@ -194,17 +194,15 @@ def print_profile(console: Console, result: ProfileResult) -> None:
 
 def print_ingest(console: Console, result: IngestResult) -> None:
     """The trace's facts, the stages found and the DiT's measured time by category."""
-    from ditmeter.reports.ingest_report import headline, stage_table
+    from ditmeter.reports.ingest_report import forward_table, headline, stage_table
 
     s = result.summary
     for line in headline(s):
         console.print(line)
     console.print(to_rich(stage_table(s)))
-    forward = result.analysis.forward.name
-    own = result.modules[result.modules["stage"] == forward]
-    total = float(own.loc[own["kind"] == "leaf", "measured_time_s"].fillna(0.0).sum())
-    if total > 0:
-        console.print(to_rich(measured_table(own, total)))
+    by_category = forward_table(result.modules, result.analysis.forward.name)
+    if by_category is not None:
+        console.print(to_rich(by_category))
 
 
 def print_calibration(console: Console, result: CalibrationResult) -> None:

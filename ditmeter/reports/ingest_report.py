@@ -235,17 +235,22 @@ def headline(s: IngestSummary) -> list[str]:
     return lines
 
 
-def ingest_lines(modules: pd.DataFrame, forward: str, section: IngestSummary) -> list[str]:
-    """The "Measured run" section of summary.md."""
+def forward_table(modules: pd.DataFrame, forward: str) -> Table | None:
+    """The forward stage's measured time by category (None when none of it was measured)."""
     own = modules[modules["stage"] == forward]
     total = float(own.loc[own["kind"] == "leaf", "measured_time_s"].fillna(0.0).sum())
+    return measured_table(own, total) if total > 0 else None
+
+
+def ingest_lines(modules: pd.DataFrame, forward: str, section: IngestSummary) -> list[str]:
+    """The "Measured run" section of summary.md."""
+    by_category = forward_table(modules, forward)
     return [
         *[f"- {line}" for line in headline(section)],
         "",
         *to_markdown(stage_table(section)),
         "",
-        *to_markdown(measured_table(own, total)),
-        "",
+        *([*to_markdown(by_category), ""] if by_category is not None else []),
         "Per op and per kernel: `ops.parquet`, `kernels.parquet`; predicted against measured per "
         "category: `ingest.png`.",
     ]

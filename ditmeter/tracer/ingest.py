@@ -345,36 +345,37 @@ def _device_events(
     return out
 
 
+#: A real module's modules: path → (class name, its own parameters' shapes), registration order.
+Modules = Mapping[str, tuple[str, tuple[tuple[int, ...], ...]]]
+
+
 @attrs.frozen
 class Root:
     """A stage's real module as a run calls it: the class names of its root in a trace, and its
-    modules (path → class name, registration order) where the stage is mapped module by module."""
+    modules where the stage is mapped module by module."""
 
     stage: str
     classes: tuple[str, ...]
-    modules: Mapping[str, str] | None = None
+    modules: Modules | None = None
     transparent: tuple[str, ...] = ()  # classes never called themselves: their children are their parent's
-    #: each module's own parameters' shapes (a call whose ops saw shapes must have seen them)
-    params: Mapping[str, tuple[tuple[int, ...], ...]] | None = None
 
 
 @attrs.frozen
 class Place:
     """Where one module call sits: its stage, the run of that stage (the root call it is under)
     and its dotted path in the stage's module. ``resolved`` is False where no module of the stage
-    matched the call; ``path`` and ``cls`` are then those of its nearest resolved ancestor."""
+    matched the call; ``path`` is then its nearest resolved ancestor's."""
 
     stage: str | None
     run: int | None
     path: str = ""
-    cls: str = ""
     resolved: bool = True
 
 
 _OUTSIDE = Place(None, None)
 
 
-def _reachable(modules: Mapping[str, str], transparent: tuple[str, ...] = ()) -> dict[str, list[str]]:
+def _reachable(modules: Modules, transparent: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """Per path, the modules a call under it can be: its children, and through containers (and
     the ``transparent`` classes) theirs."""
     kids: dict[str, list[str]] = defaultdict(list)
@@ -386,7 +387,7 @@ def _reachable(modules: Mapping[str, str], transparent: tuple[str, ...] = ()) ->
         out = []
         for child in kids.get(path, []):
             out.append(child)
-            if modules[child] in CONTAINERS or modules[child] in transparent:
+            if modules[child][0] in CONTAINERS or modules[child][0] in transparent:
                 out += reach(child)
         return out
 
@@ -414,7 +415,7 @@ def resolve_calls(calls: Sequence[ModuleCall], roots: Sequence[Root], ops: Seque
     tables = {r.stage: r.modules for r in roots if r.modules is not None}
     reach = {r.stage: _reachable(r.modules, r.transparent) for r in roots if r.modules is not None}
     holds = {
-        stage: {p: Counter(modules[k] for k in kids) for p, kids in reach[stage].items()}
+        stage: {p: Counter(modules[k][0] for k in kids) for p, kids in reach[stage].items()}
         for stage, modules in tables.items()
     }
     seen: dict[int, dict[str, str]] = defaultdict(dict)  # call -> its children's labels -> classes
@@ -425,7 +426,6 @@ def resolve_calls(calls: Sequence[ModuleCall], roots: Sequence[Root], ops: Seque
     for o in ops:
         if o.call is not None:
             took[o.call] |= o.shapes
-    params = {r.stage: r.params for r in roots if r.params is not None}
     memo: dict[tuple[str, str, str, str], str | None] = {}  # (stage, root label, parent path, label)
     used: dict[tuple[str, str], set[str]] = defaultdict(set)
     root_label: dict[int, str] = {}
@@ -436,7 +436,7 @@ def resolve_calls(calls: Sequence[ModuleCall], roots: Sequence[Root], ops: Seque
             root = root_of.get(c.cls)
             if root is not None:
                 root_label[n] = c.label
-            places.append(_OUTSIDE if root is None else Place(root.stage, n, "", c.cls))
+            places.append(_OUTSIDE if root is None else Place(root.stage, n))
             continue
         if up.stage not in tables or not up.resolved:
             places.append(up)
@@ -445,15 +445,13 @@ def resolve_calls(calls: Sequence[ModuleCall], roots: Sequence[Root], ops: Seque
         key = (up.stage, label, up.path, c.label)
         if key not in memo:
             modules, taken = tables[up.stage], used[(up.stage, label)]
-            free = [p for p in reach[up.stage][up.path] if modules[p] == c.cls and p not in taken]
-            kids, shapes, held = Counter(seen[n].values()), params.get(up.stage, {}), holds[up.stage]
-            fit = [p for p in free if _fits(kids, held[p], took[n], shapes.get(p, ()))]
+            free = [p for p in reach[up.stage][up.path] if modules[p][0] == c.cls and p not in taken]
+            kids, held = Counter(seen[n].values()), holds[up.stage]
+            fit = [p for p in free if _fits(kids, held[p], took[n], modules[p][1])]
             found = fit[0] if fit else free[0] if free else None
             if found is not None:
                 taken.add(found)
             memo[key] = found
         path = memo[key]
-        places.append(
-            attrs.evolve(up, path=path, cls=c.cls) if path is not None else attrs.evolve(up, resolved=False)
-        )
+        places.append(attrs.evolve(up, path=path) if path is not None else attrs.evolve(up, resolved=False))
     return places
