@@ -1,0 +1,136 @@
+"""The kernels a real module launches when it runs eagerly: every aten op that moves data.
+
+A ``TorchDispatchMode`` under ``torch.utils.module_tracker.ModuleTracker`` (the mechanism
+``capture.py`` uses) records, for every aten op a forward dispatches, the op, the dtypes and
+the bytes of its tensor inputs and outputs, and the module path it ran in. Ops that launch no
+kernel are dropped: views (:data:`VIEW_OPS`: a new shape or stride over the same storage) and
+allocations (``empty``, ``empty_like``: no kernel writes them until an op does). What is left is
+the eager kernel list :mod:`ditmeter.analytic.eager` predicts, compared per module in
+``tests/test_eager.py``.
+
+NB: on meta tensors ``scaled_dot_product_attention`` picks its math path (bmm, softmax); a GPU
+picks the flash kernel for 16-bit inputs of head dim up to 256, so the capture sends such calls
+to ``aten._scaled_dot_product_flash_attention`` (which has a meta kernel): one op, as on a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.module_tracker import ModuleTracker
+
+#: aten ops that return a view or an alias, or only allocate: no kernel runs.
+VIEW_OPS = frozenset(
+    {
+        "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice", "select",
+        "unbind", "split", "split_with_sizes", "chunk", "unsqueeze", "squeeze", "flatten", "unflatten",
+        "detach", "alias", "as_strided", "view_as_real", "view_as_complex", "empty", "empty_like",
+        "empty_strided", "lift_fresh", "_reshape_alias", "narrow", "diagonal", "unfold",
+    }
+)
+_DTYPES = {
+    torch.float64: "fp64", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
+    torch.int64: "i64", torch.int32: "i32", torch.complex128: "fp64", torch.complex64: "fp32",
+    torch.bool: "bool",
+}
+
+
+@attrs.frozen
+class Launch:
+    """One kernel launch of a captured op."""
+
+    op: str  # the aten op's packet name (``addmm``, ``_to_copy``)
+    dtype: str  # the widest float dtype of its tensors (attention: of q)
+    bytes: int  # its float tensor inputs plus outputs (a flash kernel's RNG state is not data)
+    module: str  # the innermost module path it ran in ("" for the root)
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, tuple | list):
+        return [t for item in tree for t in _tensors(item)]
+    if isinstance(tree, dict):
+        return [t for item in tree.values() for t in _tensors(item)]
+    return []
+
+
+class _FlashSDPA(TorchFunctionMode):
+    """``F.scaled_dot_product_attention`` of 16-bit q, k, v as the GPU runs it: the flash kernel."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            named = dict(zip(("query", "key", "value"), args, strict=False)) | kwargs
+            q, k, v = named["query"], named["key"], named["value"]
+            flash = (
+                q.dtype in (torch.bfloat16, torch.float16)
+                and q.shape[-1] <= 256
+                and named.get("attn_mask") is None
+                and not named.get("enable_gqa", False)
+            )
+            if flash:
+                dropout = named.get("dropout_p", 0.0)
+                causal, scale = named.get("is_causal", False), named.get("scale")
+                return torch.ops.aten._scaled_dot_product_flash_attention(
+                    q, k, v, dropout, causal, False, scale=scale
+                )[0]
+        return func(*args, **kwargs)
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, tracker: ModuleTracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.launches: list[Launch] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        op = func.overloadpacket.__name__
+        if op not in VIEW_OPS:
+            tensors = [t for t in _tensors((args, kwargs or {}, out)) if t.dtype in _DTYPES]
+            # ModuleTracker's parents are a set: the innermost module has the longest path
+            parents = sorted((p for p in self.tracker.parents if p != "Global"), key=len)
+            self.launches.append(
+                Launch(
+                    op,
+                    _kernel_dtype(op, tensors),
+                    sum(t.numel() * t.element_size() for t in tensors),
+                    _strip(parents[-1]) if parents else "",
+                )
+            )
+        return out
+
+
+_WIDTH = {"fp64": 3, "fp32": 2, "bf16": 1, "fp16": 1}
+
+
+def _kernel_dtype(op: str, tensors: list[torch.Tensor]) -> str:
+    names = [_DTYPES[t.dtype] for t in tensors]
+    floats = [n for n in names if n in _WIDTH]
+    if "attention" in op and floats:
+        return floats[0]
+    return max(floats, key=_WIDTH.__getitem__) if floats else (names[0] if names else "")
+
+
+def _strip(path: str) -> str:
+    """ModuleTracker's ``WanTransformer3DModel.blocks.0.attn1`` → ``blocks.0.attn1``."""
+    head, _, rest = path.partition(".")
+    return rest if head[:1].isupper() else path
+
+
+def eager_launches(run: Callable[[], Any]) -> list[Launch]:
+    """Every kernel launch of ``run()`` (a module's forward), in order."""
+    with torch.no_grad(), ModuleTracker() as tracker, _FlashSDPA(), _Recorder(tracker) as recorder:
+        run()
+    return recorder.launches
+
+
+def under(launches: Iterable[Launch], prefix: str) -> list[Launch]:
+    """The launches that ran inside module ``prefix`` (``blocks.1``)."""
+    return [x for x in launches if x.module == prefix or x.module.startswith(prefix + ".")]

@@ -1,0 +1,84 @@
+"""The eager kernel recipes against the kernels the real modules launch (``tracer/kernels.py``).
+
+For a block of the DiT, the launches of the real module on meta (every aten op that moves data,
+views and allocations dropped, SDPA as the flash kernel a GPU runs) must equal the recipes'
+kernels summed over the block's leaves: the same (op, dtype, bytes) launches, exactly. Per block,
+not per leaf: a block's casts sit at module boundaries the two sides may draw differently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from ditmeter.analytic.eager import EAGER_DTYPE_BYTES, KernelCall, cast, eager_calls
+from ditmeter.analytic.tree import walk
+from ditmeter.config import load
+from ditmeter.models.wan21 import eager as wan_eager
+from ditmeter.tracer.kernels import eager_launches, under
+
+
+def _analytic_block(cfg, flavour: str) -> Counter[tuple[str, str, int]]:
+    analysis = cfg.family.analyze(cfg.model, cfg.workload, ("dit",))
+    out: Counter[tuple[str, str, int]] = Counter()
+    for row in walk(analysis.forward.tree, expand=False):
+        if row.kind != "leaf" or not row.module_id.startswith("blocks.*."):
+            continue
+        calls = eager_calls(flavour, "dit", row.module_id, row.rule, dict(row.dims), cfg.workload.dtype)
+        assert calls is not None, f"no eager recipe for {row.rule} ({row.module_id})"
+        for c in calls:
+            out[(c.op if c.kind != "attention" else "attention", c.dtype, c.bytes)] += c.count
+    return out
+
+
+def _captured_block(cfg, block: str = "blocks.1") -> Counter[tuple[str, str, int]]:
+    module, inputs = cfg.family.references()["dit"].make(cfg.model, cfg.workload, cfg.geometry, "meta")
+    launches = under(eager_launches(lambda: module(**inputs)), block)
+    return Counter(("attention" if "attention" in x.op else x.op, x.dtype, x.bytes) for x in launches)
+
+
+def _diff(want: Counter, got: Counter) -> str:
+    return f"missing from the recipes: {dict(got - want)}; extra in the recipes: {dict(want - got)}"
+
+
+@pytest.mark.parametrize(
+    "model, workload",
+    [("wan2.1-t2v-1.3b", "w001-tiny"), ("wan2.1-t2v-14b", "w001-tiny")],
+)
+def test_diffusers_block_kernels_equal_the_real_modules(model: str, workload: str) -> None:
+    cfg = load([f"model={model}", f"workload={workload}", "pipeline=diffusers", "model.num_layers=2"])
+    want, got = _analytic_block(cfg, "diffusers"), _captured_block(cfg)
+    assert want == got, _diff(want, got)
+    assert sum(got.values()) > 60  # an eager block is many kernels: ~70 here
+
+
+def test_a_wrong_recipe_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RMSNorm without its input cast (a recipe that forgot ``x.float()``) no longer matches."""
+    cfg = load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "pipeline=diffusers", "model.num_layers=2"])
+    from ditmeter.analytic import eager
+
+    right = eager.RECIPES[("diffusers", "dit", "rms_norm")]
+
+    def forgot_the_cast(**dims: int) -> tuple[KernelCall, ...]:
+        return right(**dims)[1:]
+
+    monkeypatch.setitem(eager.RECIPES, ("diffusers", "dit", "rms_norm"), forgot_the_cast)
+    assert _analytic_block(cfg, "diffusers") != _captured_block(cfg)
+
+
+def test_cast_and_rope_by_hand() -> None:
+    """A cast reads one dtype and writes the other; official RoPE runs in float64 (8-byte values)."""
+    assert cast(1000, "fp32", "bf16").bytes == 1000 * 4 + 1000 * 2
+    assert EAGER_DTYPE_BYTES["fp64"] == 8
+    calls = eager_calls(
+        "official", "dit", "blocks.*.self_attn.rope", "rope",
+        {"tensors": 2, "rows": 10, "heads": 2, "head_dim": 8, "act_bytes": 2, "table_bytes": 4}, "bf16",
+    )
+    assert calls is not None
+    # q and k: to float64, table cat, complex product, cat, stack, to float32 = 6 kernels each
+    assert sum(c.count for c in calls) == 12
+    product = next(c for c in calls if c.op == "mul")
+    e = 10 * 2 * 8
+    assert product.bytes == e * 8 + 10 * 4 * 16 + e * 8  # x and the product in complex128
+    assert wan_eager.FP32_INPUT  # the official linears that cast their fp32 input
