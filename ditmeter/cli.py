@@ -102,6 +102,20 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "         ditmeter diff a b",
         ),
         (
+            "validate",
+            "the tool's accuracy: public measurements of real Wan runs against their prediction",
+            "Predict every public measurement of a real Wan run shipped in data/measurements/ (the "
+            "Wan2.1 and Wan2.2 READMEs' efficiency tables, methods' baseline rows; each point with its "
+            "source, quote and what it does not state) under its stated settings, and print predicted "
+            "vs measured with the relative error, the median and max per GPU, framework and GPU count. "
+            "Writes validate.parquet, validate.md and validate.png (log axes, y = x, ±10% band) under "
+            "<output_root>/<run_id>/static_analysis/validate/. Gates nothing. Exit 0 ok, 2 bad input.",
+            "usage: ditmeter validate [validate.data=DIR] [time.execution=eager|compiled] "
+            "[output_root=DIR] [run_id=NAME]\n"
+            "example: ditmeter validate\n"
+            "         ditmeter validate time.execution=compiled run_id=fused",
+        ),
+        (
             "profile",
             "measure time per module with torch.profiler (random weights) and join it with the rules",
             "Build the forward stage's real module (the DiT) with random weights on profile.device_kind "
@@ -247,6 +261,28 @@ def _cmd_diff(overrides: list[str], console: Console) -> int:
     cfg = load([a for a in overrides if "=" in a], "diff")
     result = diff(cfg.output_root, runs[0], runs[1], cfg.run_id)
     show.print_diff(console, result)
+    assert result.analysis_dir is not None  # written
+    show.print_wrote(console, result.analysis_dir, result.files, start)
+    return EXIT_OK
+
+
+def _cmd_validate(overrides: list[str], console: Console) -> int:
+    from ditmeter.commands.validate import validate
+    from ditmeter.config import load
+    from ditmeter.reports import console as show
+
+    start = time.perf_counter()
+    data = [a.partition("=")[2] for a in overrides if a.startswith("validate.data=")]
+    rest = [a for a in overrides if not a.startswith("validate.data=")]
+    stray = [a for a in rest if "=" not in a]
+    if stray:
+        raise ConfigError("arguments", f"validate takes KEY=VALUE overrides only; got {stray[0]!r}")
+    if data and not data[-1]:
+        raise ConfigError("validate.data", "must name a folder of measurement YAML files")
+    cfg = load(rest, "validate")
+    folder = Path(data[-1]) if data else None
+    result = validate(cfg.output_root, folder, cfg.run_id, cfg.time.execution)
+    show.print_validate(console, result)
     assert result.analysis_dir is not None  # written
     show.print_wrote(console, result.analysis_dir, result.files, start)
     return EXIT_OK
@@ -400,6 +436,7 @@ _COMMANDS = {
     "trace": _cmd_trace,
     "compare": _cmd_compare,
     "diff": _cmd_diff,
+    "validate": _cmd_validate,
     "profile": _cmd_profile,
     "ingest": _cmd_ingest,
     "calibrate": _cmd_calibrate,

@@ -36,7 +36,7 @@ from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
 from ditmeter.analytic.parallel import SINGLE, ParallelPlan
-from ditmeter.analytic.timing import TIME_MODES, TimePlan
+from ditmeter.analytic.timing import EXECUTIONS, TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
 from ditmeter.errors import ConfigError
 from ditmeter.models import family as family_named
@@ -79,6 +79,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "compare": ("output_root", "run_id", "compare"),
     "diff": ("output_root", "run_id"),
+    "validate": ("output_root", "run_id", "time"),
 }
 KEYS = tuple(dict.fromkeys(k for keys in COMMAND_KEYS.values() for k in keys))
 
@@ -178,6 +179,7 @@ class TimeOptions:
     """``time.*``: how time is predicted."""
 
     mode: str = attrs.field(default="predicted", validator=one_of(*TIME_MODES))
+    execution: str = attrs.field(default="eager", validator=one_of(*EXECUTIONS))
 
 
 @attrs.frozen
@@ -400,7 +402,7 @@ def time_plan(
         device = cal_device
     elif device is not None and device.kernels is not None:
         kernels = kernel_table(device.kernels)
-    plan = TimePlan(options.mode, kernels, top.attention, top.gemm_dtype)
+    plan = TimePlan(options.mode, kernels, top.attention, top.gemm_dtype, options.execution)
     changed = top.attention != "auto" or top.gemm_dtype is not None
     if device is None:
         if changed:

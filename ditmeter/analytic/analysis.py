@@ -123,7 +123,9 @@ class Analysis:
         16-bit matmuls only (the what-if of an fp8 DiT)."""
         forward = stage.name == self.forward.name
         gemm = plan.gemm_dtype if forward and stage.dtype != "fp32" else None
-        return StageKernels(stage.dtype, plan.backend(stage.attention, forward=forward), gemm)
+        eager = plan.execution == "eager"
+        flavour, name = (self.workload.pipeline, stage.name) if eager else ("", "")
+        return StageKernels(stage.dtype, plan.backend(stage.attention, forward=forward), gemm, flavour, name)
 
     def prediction(self, device: DeviceSpec, plan: TimePlan | None = None) -> Prediction:
         """Times of every module of every stage on ``device`` (forward, step, video) under ``plan``

@@ -25,7 +25,7 @@ from ditmeter.analytic.timing import (
     StageKernels,
     TimePlan,
     Timing,
-    conv_call_flops,
+    call_flops,
     effective_backend,
     tree_time,
 )
@@ -46,8 +46,9 @@ class DevicePlan:
 # ---- time: every leaf of a stage on every device and plan at once ---------------------------
 
 #: Columns of a device's peaks (FLOP/s) a leaf's compute runs at: the stage dtype's tensor peak,
-#: the GEMM dtype's (``gemm_dtype=``), the convolution peak (fp32 convolutions: TF32).
-TENSOR, GEMM, CONV = 0, 1, 2
+#: the GEMM dtype's (``gemm_dtype=``), the convolution peak (fp32 convolutions: TF32), and fp32
+#: (an eager fp32 kernel of a 16-bit stage).
+TENSOR, GEMM, CONV, F32 = 0, 1, 2, 3
 
 
 def _floats(values: Sequence[int]) -> np.ndarray:
@@ -59,7 +60,8 @@ class Leaves:
     """A stage's leaves from a compact walk (a repeated block once, ``copies`` times), as arrays."""
 
     stage: Stage
-    rows: tuple[Any, ...]  # the ModuleRows
+    rows: tuple[Any, ...]  # the ModuleRows: a leaf, or one eager kernel of it (its launches in copies)
+    dtypes: tuple[str, ...]  # the dtype each row runs in
     tensor: np.ndarray  # tensor FLOPs of one copy
     cuda: np.ndarray
     moved: np.ndarray  # bytes read + written
@@ -79,29 +81,48 @@ _SHAPE_DIMS = {"gemm": "in_features", "conv": "in_channels", "attention": "head_
 
 
 def _call_flops(kind: str, dims: dict[str, Any]) -> int:
-    if kind == "gemm":
-        return 2 * int(dims["tokens"]) * int(dims["in_features"]) * int(dims["out_features"])
-    return conv_call_flops(dims) if kind == "conv" else 0
+    return call_flops(dims) if kind in ("gemm", "conv") else 0
 
 
-def stage_leaves(stage: Stage) -> Leaves:
-    rows = tuple(r for r in walk(stage.tree, expand=False) if r.kind == "leaf")
+def _kernel_rows(stage: Stage, sk: StageKernels) -> tuple[list[Any], list[str]]:
+    """The stage's leaves (compact walk), each eager leaf replaced by its kernels."""
+    rows, dtypes = [], []
+    for r in walk(stage.tree, expand=False):
+        if r.kind != "leaf":
+            continue
+        calls = sk.calls(r)
+        if calls is None:
+            rows.append(r)
+            dtypes.append(stage.dtype)
+            continue
+        for row, kernels, count in calls:
+            rows.append(attrs.evolve(row, copies=r.copies * count))
+            dtypes.append(kernels.dtype)
+    return rows, dtypes
+
+
+def stage_leaves(stage: Stage, sk: StageKernels | None = None) -> Leaves:
+    """The stage's leaves as arrays; under eager execution (``sk`` with a flavour) its kernels."""
+    rows_, dtypes_ = _kernel_rows(stage, sk or StageKernels(stage.dtype))
+    rows, dtypes = tuple(rows_), tuple(dtypes_)
     categories = tuple(dict.fromkeys(str(r.category) for r in rows))
     kinds = [KERNEL_CLASS.get(r.rule or "", "elementwise") for r in rows]
     dims = [dict(r.dims) for r in rows]
     shaped = tuple(
         (i, k, _call_flops(k, d), d)
         for i, (k, d) in enumerate(zip(kinds, dims, strict=True))
-        if _SHAPE_DIMS.get(k) in d
+        if _SHAPE_DIMS.get(k) in d or (k in ("gemm", "conv") and "call_flops" in d)
     )
+    fp32 = [dt == "fp32" and stage.dtype != "fp32" for dt in dtypes]
     roof = [
-        GEMM if k == "gemm" else CONV if r.rule in CONV_RULES else TENSOR
-        for r, k in zip(rows, kinds, strict=True)
+        F32 if f and r.rule not in CONV_RULES else GEMM if k == "gemm" else CONV if r.rule in CONV_RULES else TENSOR
+        for r, k, f in zip(rows, kinds, fp32, strict=True)
     ]
     head_dims = [int(d["head_dim"]) for d in dims if "head_dim" in d]
     return Leaves(
         stage,
         rows,
+        dtypes,
         _floats([r.cost.tensor_flops for r in rows]),
         _floats([r.cost.cuda_flops for r in rows]),
         _floats([r.cost.moved_bytes for r in rows]),
@@ -110,7 +131,7 @@ def stage_leaves(stage: Stage) -> Leaves:
         np.array([categories.index(str(r.category)) for r in rows], dtype=np.intp),
         categories,
         max(head_dims) if head_dims else None,
-        (stage.name, stage.dtype, stage.attention, *sorted({str(r.rule) for r in rows})),
+        (stage.name, stage.dtype, stage.attention, sk, *sorted({str(r.rule) for r in rows})),
         shaped,
     )
 
@@ -149,17 +170,21 @@ def leaf_kernels(
         return memo[(kind, *key)]
 
     for i, kind, call, dims in lv.shaped:
+        row_dtype = lv.dtypes[i]
         if kind == "gemm":
-            peak[i], fraction[i] = GEMM, read("gemm", sk.gemm_dtype or dtype, call)
+            if row_dtype == "fp32" and dtype != "fp32":  # an eager fp32 GEMM of a 16-bit stage
+                peak[i], fraction[i] = F32, read("gemm", "fp32", call)
+            else:
+                peak[i], fraction[i] = GEMM, read("gemm", sk.gemm_dtype or row_dtype, call)
         elif kind == "conv":
-            peak[i], fraction[i] = CONV, read("conv", dtype, call)
+            peak[i], fraction[i] = CONV, read("conv", row_dtype, call)
         else:
             head_dim, tf = int(dims["head_dim"]), lv.rows[i].cost.tensor_flops
-            backend = effective_backend(sk.attention, dtype, head_dim)
+            backend = effective_backend(sk.attention, row_dtype, head_dim)
             kvs = [int(dims[k]) for k in ("kv_tokens", "text_tokens", "image_tokens") if k in dims]
             if backend == "sdpa_math":  # two GEMMs; the L×L scores written and read 4 times
-                fraction[i] = read("gemm", dtype, 2 * int(dims["q_tokens"]) * sum(kvs) * head_dim)
-                act_bytes = int(dims.get("act_bytes", DTYPE_BYTES.get(dtype, 4)))
+                fraction[i] = read("gemm", row_dtype, 2 * int(dims["q_tokens"]) * sum(kvs) * head_dim)
+                act_bytes = int(dims.get("act_bytes", DTYPE_BYTES.get(row_dtype, 4)))
                 moved[i] = float(lv.rows[i].cost.moved_bytes + 4 * (tf // (4 * head_dim)) * act_bytes)
             elif len(kvs) == 1:  # the fused kernel; the softmax's work inside it
                 fraction[i], cuda_on[i] = read("attention", backend, head_dim, kvs[0]), 0.0
@@ -277,35 +302,62 @@ class Timer:
         self._checked: set[tuple[object, ...]] = set()
 
     def _peaks_of(self, dtype: str, sks: Sequence[StageKernels]) -> np.ndarray:
-        """P × 3 FLOP/s: each device's TENSOR, GEMM and CONV peak for a stage in ``dtype``."""
+        """P × 4 FLOP/s: each device's TENSOR, GEMM, CONV and F32 peak for a stage in ``dtype``."""
         key = (dtype, tuple(sk.gemm_dtype for sk in sks))
         if key not in self._peaks:
             rows = []
             for p, k in enumerate(self.kind):
                 d = self.plans[p].device
                 gemm = d.tensor_flop_per_s(sks[k].gemm_dtype or dtype)
-                rows.append((d.tensor_flop_per_s(dtype), gemm, d.conv_flop_per_s(dtype)))
+                rows.append(
+                    (d.tensor_flop_per_s(dtype), gemm, d.conv_flop_per_s(dtype), d.tensor_flop_per_s("fp32"))
+                )
             self._peaks[key] = np.array(rows)
         return self._peaks[key]
 
     def stage(
         self, analysis: Analysis, stage: Stage
     ) -> tuple[Leaves, dict[str, np.ndarray], np.ndarray, list[StageKernels]]:
-        lv = stage_leaves(stage)
+        """One run of ``stage`` on every device and plan. Plans of one execution share the
+        stage's kernel rows; under several (``time.execution=[eager,compiled]``) each group is
+        timed on its own rows and the totals put back in point order."""
         sks = [analysis.stage_kernels(stage, self.plans[p].plan) for p in self.first]
-        kernels: list[LeafKernels | None] = []
-        for (table, predicted, *_), sk in zip(self.kinds, sks, strict=True):
-            if predicted and table is not None:
-                kernels.append(leaf_kernels(lv, self.tables[table], sk, self._memos[table]))
-            else:
-                kernels.append(None)
-        peaks = self._peaks_of(stage.dtype, sks)
-        totals, by_category = stage_times(lv, kernels, self.kind, peaks, self.cuda, self.bandwidth)
-        for k, p in enumerate(self.first):  # the first point of each stage, table and plan
-            if (lv.variant, self.kinds[k], sks[k]) not in self._checked:
-                self._checked.add((lv.variant, self.kinds[k], sks[k]))
-                _check(lv, self.plans[p], sks[k], {f: float(t[p]) for f, t in totals.items()})
-        return lv, totals, by_category, [sks[k] for k in self.kind]
+        groups: dict[tuple[str, str], list[int]] = {}
+        for k, sk in enumerate(sks):
+            groups.setdefault((sk.flavour, sk.stage), []).append(k)
+        n = len(self.plans)
+        totals: dict[str, np.ndarray] = {}
+        by_category: np.ndarray | None = None
+        lv_first: Leaves | None = None
+        for members in groups.values():
+            lv = stage_leaves(stage, sks[members[0]])
+            lv_first = lv_first or lv
+            kernels: list[LeafKernels | None] = []
+            for k, ((table, predicted, *_), sk) in enumerate(zip(self.kinds, sks, strict=True)):
+                if k in members and predicted and table is not None:
+                    kernels.append(leaf_kernels(lv, self.tables[table], sk, self._memos[table]))
+                else:
+                    kernels.append(None)
+            sel = np.isin(self.kind, members)
+            peaks = self._peaks_of(stage.dtype, sks)
+            sub_which = np.array([members.index(k) if k in members else -1 for k in self.kind])[sel]
+            part, cats = stage_times(
+                lv, [kernels[k] for k in members], sub_which, peaks[sel], self.cuda[sel], self.bandwidth[sel]
+            )
+            for f, t in part.items():
+                totals.setdefault(f, np.zeros(n))[sel] = t
+            if by_category is None:
+                by_category = np.zeros((n, len(lv.categories)))
+            for j, c in enumerate(lv.categories):  # categories in the first group's order
+                if lv_first is not None and c in lv_first.categories:
+                    by_category[sel, lv_first.categories.index(c)] = cats[:, j]
+            for k in members:  # the first point of each stage, table and plan
+                p = self.first[k]
+                if (lv.variant, self.kinds[k], sks[k]) not in self._checked:
+                    self._checked.add((lv.variant, self.kinds[k], sks[k]))
+                    _check(lv, self.plans[p], sks[k], {f: float(t[p]) for f, t in totals.items()})
+        assert lv_first is not None and by_category is not None
+        return lv_first, totals, by_category, [sks[k] for k in self.kind]
 
     def evaluate(self, analysis: Analysis) -> Evaluated:
         runs = {s.name: s.runs_per_video for s in analysis.stages}

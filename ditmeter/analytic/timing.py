@@ -27,22 +27,33 @@ leaves' (not the roofline of its summed counts, which would let a memory-bound
 norm hide under a compute-bound matmul). A container's ``bound`` is the limit
 its leaves spend the most time under.
 
-NB: no overlap between leaves, one kernel per leaf (the fused ideal; eager
-code launches more), and the bytes are the fused ideal of the rules.
+``time.execution`` says which kernels a leaf is: ``compiled`` times each leaf as the one fused
+kernel above (what torch.compile approaches); ``eager`` (the default) times each of the kernels
+the pipeline's code launches (:mod:`ditmeter.analytic.eager`, the family's recipes) by the same
+arithmetic, each in its own dtype at its own bytes with its own launch, and sums them; a leaf
+whose rule has no recipe in its stage stays one fused kernel.
+
+NB: no overlap between kernels. The host is modelled per kernel: a kernel shorter than its
+launch waits for it (the host cannot run ahead of a chain of short kernels); a longer kernel
+hides the launches of the next ones only within itself (no queue depth is modelled).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import attrs
 
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.eager import KernelCall, eager_calls
 from ditmeter.analytic.kernels import MAX_FUSED_HEAD_DIM, KernelTable
 from ditmeter.analytic.tree import ModuleRow, Node, rollup, walk
 
 TIME_MODES = ("predicted", "roofline")
+#: Which kernels a leaf is timed as (see the module docstring).
+EXECUTIONS = ("eager", "compiled")
 #: The limits a leaf's time can be under (``bound``), in the order ties go.
 LIMITS = ("compute", "memory", "overhead")
 
@@ -84,6 +95,7 @@ class Timing:
 
 
 ZERO = Timing(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+_COPY = re.compile(r"\.\d+\.")
 
 #: Rules whose tensor FLOPs are convolutions (cuDNN): fp32 ones run on TF32 tensor cores.
 CONV_RULES = frozenset({"conv", "patch_conv3d"})
@@ -106,6 +118,7 @@ class TimePlan:
     kernels: KernelTable | None = None
     attention: str = "auto"
     gemm_dtype: str | None = None
+    execution: str = "eager"
 
     @property
     def predicted(self) -> bool:
@@ -141,6 +154,41 @@ class StageKernels:
     dtype: str
     attention: str = "sdpa_math"  # the backend (TimePlan.backend of the family's implementation)
     gemm_dtype: str | None = None  # None: the stage dtype
+    #: eager: whose code's kernels (the pipeline: ``official``, ``diffusers``) in which stage;
+    #: "" (compiled, or no family recipes): each leaf one fused kernel
+    flavour: str = ""
+    stage: str = ""
+
+    def calls(self, row: ModuleRow) -> tuple[tuple[ModuleRow, StageKernels, int], ...] | None:
+        """The eager kernels of leaf ``row`` as rows ``leaf_time`` times, each with the kernels it
+        runs as and its launch count (None: the leaf is one fused kernel)."""
+        if not self.flavour:
+            return None
+        half = self.dtype if self.dtype in ("bf16", "fp16") else "bf16"
+        calls = eager_calls(self.flavour, self.stage, row.module_id, row.rule, dict(row.dims), half)
+        if calls is None:
+            return None
+        return tuple((_call_row(row, c), self._as(c), c.count) for c in calls)
+
+    def _as(self, call: KernelCall) -> StageKernels:
+        dtype = call.dtype if call.dtype in DTYPE_BYTES else "fp32"  # fp64, ints: CUDA cores
+        gemm = self.gemm_dtype if dtype != "fp32" else None
+        return StageKernels(dtype, self.attention, gemm)
+
+
+#: The rule ``leaf_time`` times a kernel of each kind as (memory-bound kernels: element-wise).
+_CALL_RULES = {"gemm": "linear", "attention": "attention_core", "conv": "conv", "memory": None}
+
+
+def _call_row(leaf: ModuleRow, call: KernelCall) -> ModuleRow:
+    """One launch of ``call`` as a leaf row of ``leaf``'s id and category."""
+    dims: tuple[tuple[str, int | bool], ...] = call.dims
+    if call.kind in ("gemm", "conv"):
+        dims = (("call_flops", call.call_flops),)
+    elif call.kind == "attention":
+        dims = (*call.dims, ("batch", 1), ("act_bytes", DTYPE_BYTES.get(call.dtype, 2)))
+    cost = Cost(tensor_flops=call.tensor_flops, cuda_flops=call.cuda_flops, bytes_read=call.bytes)
+    return attrs.evolve(leaf, rule=_CALL_RULES[call.kind], cost=cost, dims=dims)
 
 
 def leaf_roofline(cost: Cost, device: DeviceSpec, dtype: str, rule: str | None = None) -> Timing:
@@ -182,7 +230,29 @@ def conv_call_flops(dims: Mapping[str, int | bool]) -> int:
 
 
 def leaf_time(row: ModuleRow, device: DeviceSpec, plan: TimePlan, stage: StageKernels) -> Timing:
-    """The predicted time of one leaf (see the module docstring)."""
+    """The predicted time of one leaf (see the module docstring): under eager execution the sum
+    of its kernels'."""
+    calls = stage.calls(row)
+    if calls is not None:
+        out = ZERO
+        for call_row, kernels, count in calls:
+            t = kernel_time(call_row, device, plan, kernels)
+            out = out + (t if count == 1 else t.times(count))
+        return out
+    return kernel_time(row, device, plan, stage)
+
+
+def call_flops(dims: Mapping[str, int | bool]) -> int:
+    """One GEMM or convolution launch's FLOPs (what the efficiency curves read)."""
+    if "call_flops" in dims:
+        return int(dims["call_flops"])
+    if "in_features" in dims:
+        return 2 * int(dims["tokens"]) * int(dims["in_features"]) * int(dims["out_features"])
+    return conv_call_flops(dims)
+
+
+def kernel_time(row: ModuleRow, device: DeviceSpec, plan: TimePlan, stage: StageKernels) -> Timing:
+    """The predicted time of one kernel: a leaf as one fused kernel, or one eager launch."""
     cost, dtype = row.cost, stage.dtype
     kind = KERNEL_CLASS.get(row.rule or "", "elementwise")
     gemm_dtype = (stage.gemm_dtype or dtype) if kind == "gemm" else dtype
@@ -195,12 +265,12 @@ def leaf_time(row: ModuleRow, device: DeviceSpec, plan: TimePlan, stage: StageKe
     bandwidth = device.bytes_per_s * share
     moved = cost.moved_bytes
     cuda = cost.cuda_flops / device.cuda_flop_per_s
-    if kind == "gemm" and "in_features" in dims:
-        call = 2 * int(dims["tokens"]) * int(dims["in_features"]) * int(dims["out_features"])
+    if kind == "gemm" and ("in_features" in dims or "call_flops" in dims):
+        call = call_flops(dims)
         rate = device.tensor_flop_per_s(gemm_dtype) * table.gemm_fraction(gemm_dtype, call)
         compute = cost.tensor_flops / rate + cuda
-    elif kind == "conv" and "in_channels" in dims:
-        rate = device.conv_flop_per_s(dtype) * table.conv_fraction(dtype, conv_call_flops(dims))
+    elif kind == "conv" and ("in_channels" in dims or "call_flops" in dims):
+        rate = device.conv_flop_per_s(dtype) * table.conv_fraction(dtype, call_flops(dims))
         compute = cost.tensor_flops / rate + cuda
     elif kind == "attention" and "head_dim" in dims:
         backend = effective_backend(stage.attention, dtype, int(dims["head_dim"]))
@@ -226,11 +296,12 @@ def module_times(
 ) -> dict[str, Timing]:
     """Times of every module id of the expanded tree (the root is ``prefix``), leaves summed upward."""
     rows = list(walk(tree, prefix))
-    cache: dict[tuple[str | None, tuple[object, ...], Cost], Timing] = {}
+    cache: dict[tuple[str | None, tuple[object, ...], Cost, str], Timing] = {}
     leaves = {}
     for r in rows:
         if r.kind == "leaf":
-            key = (r.rule, r.dims, r.cost)
+            # eager recipes may tell two leaves of one rule and shape apart by name (not by copy)
+            key = (r.rule, r.dims, r.cost, _COPY.sub(".*.", r.module_id) if stage.flavour else "")
             if key not in cache:
                 cache[key] = leaf_time(r, device, plan, stage)
             leaves[r.module_id] = cache[key]

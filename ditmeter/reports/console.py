@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ditmeter.commands.calibrate import CalibrationResult
     from ditmeter.commands.compare import CompareResult
     from ditmeter.commands.diff import DiffResult
+    from ditmeter.commands.validate import ValidateResult
     from ditmeter.commands.ingest import IngestResult
     from ditmeter.commands.profile import ProfileResult
     from ditmeter.commands.report import ReportResult
@@ -172,6 +173,18 @@ def print_diff(console: Console, result: DiffResult) -> None:
     for t in diff_tables(result.frame, result.a, result.b):
         if t.rows:
             console.print(to_rich(t))
+
+
+def print_validate(console: Console, result: ValidateResult) -> None:
+    """The errors over the dataset, per GPU, framework and GPU count, then every point."""
+    from ditmeter.reports.validate_report import point_table, summary_tables
+
+    console.print(
+        f"{len(result.frame)} public measurements of real Wan runs predicted under their stated settings "
+        f"(time.execution={result.execution}); error = predicted / measured - 1"
+    )
+    for t in [*summary_tables(result.frame), point_table(result.frame)]:
+        console.print(to_rich(t))
 
 
 def print_compare(console: Console, result: CompareResult, shown: int) -> None:

@@ -25,6 +25,7 @@ from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.tree import Composite, Leaf, Repeated, rule_leaf
 from ditmeter.analytic.workload import Workload
+from ditmeter.models.wan21 import eager as _eager  # noqa: F401  (registers the eager recipes)
 from ditmeter.models.wan21.semantics import SEMANTICS
 from ditmeter.models.wan21.spec import WanModelSpec as ModelSpec
 

@@ -1,0 +1,47 @@
+"""``ditmeter validate``: every public measurement of a real Wan run in ``data/measurements/``
+predicted under its stated settings, with the errors (:mod:`ditmeter.compare.measurements`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import pandas as pd
+
+from ditmeter.compare.measurements import default_folder, load_points, validate_frame
+from ditmeter.reports.run_dir import analysis_dir, new_run_id, staged_run
+from ditmeter.reports.tables import write_parquet
+from ditmeter.reports.validate_report import VALIDATE_FILES, VALIDATE_SCHEMA, validate_markdown, validate_plot
+
+
+@attrs.frozen
+class ValidateResult:
+    frame: pd.DataFrame
+    execution: str
+    analysis_dir: Path | None
+    files: tuple[str, ...]
+
+
+def validate(
+    output_root: Path,
+    data: Path | None = None,
+    run_id: str | None = None,
+    execution: str = "eager",
+    write: bool = True,
+) -> ValidateResult:
+    """Predict every point of ``data`` (default ``data/measurements``) and (``write``) publish
+    ``validate.parquet``, ``validate.md`` and ``validate.png`` under
+    ``<output_root>/<run_id>/static_analysis/validate/``."""
+    points = load_points(data or default_folder())
+    frame = validate_frame(points, (f"time.execution={execution}",))
+    if not write:
+        return ValidateResult(frame, execution, None, ())
+    rid = run_id or new_run_id("validate", execution)
+    manifest = {"command": "validate", "points": len(frame)}
+    meta = {"ditmeter.table": "validate", "ditmeter.execution": json.dumps(execution)}
+    with staged_run(output_root, rid, "validate", manifest) as out:
+        write_parquet(frame, VALIDATE_SCHEMA, out / "validate.parquet", meta)
+        (out / "validate.md").write_text(validate_markdown(frame, execution), encoding="utf-8")
+        validate_plot(frame, out / "validate.png")
+    return ValidateResult(frame, execution, analysis_dir(output_root / rid, "validate"), VALIDATE_FILES)

@@ -1,0 +1,175 @@
+"""Public measurements of real Wan runs against the prediction for each (``ditmeter validate``).
+
+The dataset is ``data/measurements/*.yaml`` (shipped in the repository): per source, points
+with the published GPU, GPU count, model, settings as ditmeter keys (workload, offload, plan,
+attention), what was timed (``video``: the whole video; ``per_step``: one denoising step;
+``denoise``: every step), the published seconds, the source and the exact quote, and what the
+source does not state under ``assumed``. Each point is predicted under its settings by the same
+code as ``ditmeter report`` and compared: relative error = predicted / measured − 1.
+
+NB: no constant in the time model is fitted to these numbers (docs/validate.md): they are for
+validation only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pandas as pd
+import yaml
+
+from ditmeter.errors import ConfigError
+
+#: What a point's seconds cover.
+TIMED = ("video", "per_step", "denoise")
+#: The largest measurements file read (bytes): the dataset is text, a few hundred points.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+_REQUIRED = ("id", "model", "pipeline", "device", "gpus", "settings", "timed", "seconds", "source", "quote")
+
+
+@attrs.frozen
+class Point:
+    """One published measurement (see the module docstring)."""
+
+    id: str
+    model: str
+    pipeline: str
+    device: str
+    gpus: int
+    settings: tuple[str, ...]
+    timed: str
+    seconds: float
+    source: str  # the file's source name
+    where: str  # repo/path/commit or URL, and the cell
+    quote: str
+    published_gpu: str
+    assumed: tuple[str, ...]
+
+    def overrides(self) -> list[str]:
+        return [f"model={self.model}", f"pipeline={self.pipeline}", f"device={self.device}", *self.settings]
+
+
+def default_folder() -> Path:
+    """``data/measurements`` beside ``configs/`` (a checkout), or ``ditmeter/data`` (a wheel)."""
+    from ditmeter.config import config_dir
+
+    here = config_dir()
+    for candidate in (here.parent / "data" / "measurements", here / "measurements"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "data" / "measurements"
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError("validate.data", f"{path} is not a regular file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ConfigError("validate.data", f"{path} is larger than {MAX_FILE_BYTES:,} bytes")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError("validate.data", f"{path} is not readable YAML: {str(exc).splitlines()[0]}") from None
+
+
+def _point(raw: Any, source: str, path: Path) -> Point:
+    where = f"{path.name}: point {raw.get('id', '?') if isinstance(raw, dict) else '?'}"
+    if not isinstance(raw, dict):
+        raise ConfigError("validate.data", f"{where} must be a mapping")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise ConfigError("validate.data", f"{where} lacks {', '.join(missing)}")
+    if raw["timed"] not in TIMED:
+        raise ConfigError("validate.data", f"{where}: timed must be one of {', '.join(TIMED)}, got {raw['timed']!r}")
+    seconds = raw["seconds"]
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError("validate.data", f"{where}: seconds must be a positive number, got {seconds!r}")
+    s = raw["source"] or {}
+    cite = " ".join(str(s[k]) for k in ("repo", "path", "commit", "url", "where") if s.get(k))
+    return Point(
+        str(raw["id"]), str(raw["model"]), str(raw["pipeline"]), str(raw["device"]), int(raw["gpus"]),
+        tuple(str(x) for x in raw["settings"] or ()), str(raw["timed"]), float(seconds), source, cite,
+        str(raw["quote"]), str((raw.get("published") or {}).get("gpu", raw["device"])),
+        tuple(str(x) for x in raw.get("assumed") or ()),
+    )
+
+
+def load_points(folder: Path) -> list[Point]:
+    """Every point of every ``*.yaml`` in ``folder`` (sorted by file name), ids unique."""
+    if not folder.is_dir():
+        raise ConfigError("validate.data", f"{folder} is not a folder of measurement files")
+    points: list[Point] = []
+    for path in sorted(folder.glob("*.yaml")):
+        data = _read(path)
+        if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+            raise ConfigError("validate.data", f"{path.name} must hold source: and points: [...]")
+        name = str((data.get("source") or {}).get("name", path.stem))
+        points += [_point(raw, name, path) for raw in data["points"]]
+    ids = [p.id for p in points]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ConfigError("validate.data", f"point ids must be unique; repeated: {', '.join(dup)}")
+    if not points:
+        raise ConfigError("validate.data", f"{folder} holds no measurement points")
+    return points
+
+
+def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
+    """The predicted seconds of what ``point`` timed, under its settings (and ``extra`` keys)."""
+    from ditmeter.commands.report import analyze
+    from ditmeter.config import load
+
+    cfg = load([*point.overrides(), *extra], "report")
+    _, view = analyze(cfg)
+    value = {"video": view.per_video_s, "per_step": view.per_step_s, "denoise": view.forward_video_s}[point.timed]
+    assert value is not None  # a device is given
+    return float(value)
+
+
+def validate_frame(points: Iterable[Point], extra: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per point: its settings, measured and predicted seconds, the relative error."""
+    rows = []
+    for p in points:
+        predicted = predict_point(p, extra)
+        rows.append(
+            {
+                "point_id": p.id,
+                "source": p.source,
+                "model": p.model,
+                "pipeline": p.pipeline,
+                "device": p.device,
+                "published_gpu": p.published_gpu,
+                "gpus": p.gpus,
+                "settings": " ".join(p.settings),
+                "timed": p.timed,
+                "measured_s": p.seconds,
+                "predicted_s": predicted,
+                "rel_error": predicted / p.seconds - 1.0,
+                "abs_rel_error": abs(predicted / p.seconds - 1.0),
+                "assumed": "; ".join(p.assumed),
+                "where": p.where,
+                "quote": p.quote,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def error_summary(frame: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
+    """Points, median and max |relative error| and the median signed error, overall or ``by`` a
+    column (``device``, ``pipeline``, ``gpus``)."""
+    groups = [("all", frame)] if by is None else list(frame.groupby(by, sort=True))
+    return pd.DataFrame(
+        [
+            {
+                "group": str(name),
+                "points": len(g),
+                "median_abs_rel_error": float(g["abs_rel_error"].median()),
+                "max_abs_rel_error": float(g["abs_rel_error"].max()),
+                "median_rel_error": float(g["rel_error"].median()),
+            }
+            for name, g in groups
+        ]
+    )

@@ -1,0 +1,118 @@
+"""``ditmeter validate``'s tables, Markdown and plot (formatting only: the errors are computed in
+:mod:`ditmeter.compare.measurements`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from ditmeter.compare.measurements import error_summary
+from ditmeter.reports.table_model import Column, Table, table, to_markdown
+
+VALIDATE_SCHEMA = pa.schema(
+    [
+        pa.field("point_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("pipeline", pa.string(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("published_gpu", pa.string(), nullable=False),
+        pa.field("gpus", pa.int64(), nullable=False),
+        pa.field("settings", pa.string(), nullable=False),
+        pa.field("timed", pa.string(), nullable=False),
+        pa.field("measured_s", pa.float64(), nullable=False),
+        pa.field("predicted_s", pa.float64(), nullable=False),
+        pa.field("rel_error", pa.float64(), nullable=False),
+        pa.field("abs_rel_error", pa.float64(), nullable=False),
+        pa.field("assumed", pa.string(), nullable=False),
+        pa.field("where", pa.string(), nullable=False),
+        pa.field("quote", pa.string(), nullable=False),
+    ]
+)
+#: The files a validate run folder holds.
+VALIDATE_FILES = ("validate.parquet", "validate.md", "validate.png")
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.1%}"
+
+
+def point_table(frame: pd.DataFrame) -> Table:
+    rows = [
+        (
+            r.point_id, r.device, str(r.gpus), r.timed, f"{r.measured_s:,.1f} s", f"{r.predicted_s:,.1f} s",
+            _signed(r.rel_error),
+        )
+        for r in frame.itertuples()
+    ]
+    cols = [
+        Column("point", "left", code=True), Column("device", "left"), Column("GPUs"), Column("timed", "left"),
+        Column("measured"), Column("predicted"), Column("error"),
+    ]
+    return table("every point: predicted vs measured", cols, rows)
+
+
+def summary_tables(frame: pd.DataFrame) -> list[Table]:
+    cols = [
+        Column("group", "left"), Column("points"), Column("median |error|"), Column("max |error|"),
+        Column("median error"),
+    ]
+    out = []
+    for by, title in ((None, "the whole dataset"), ("device", "per GPU"), ("pipeline", "per framework"),
+                      ("gpus", "per GPU count")):
+        s = error_summary(frame, by)
+        rows = [
+            (r.group, str(r.points), f"{r.median_abs_rel_error:.1%}", f"{r.max_abs_rel_error:.1%}",
+             _signed(r.median_rel_error))
+            for r in s.itertuples()
+        ]
+        out.append(table(title, cols, rows))
+    return out
+
+
+def validate_markdown(frame: pd.DataFrame, execution: str) -> str:
+    lines = [
+        "# ditmeter validate: predicted against public measurements of real Wan runs",
+        "",
+        f"{len(frame)} points; time.execution={execution}. Error = predicted / measured − 1. "
+        "No constant of the time model is fitted to these measurements.",
+        "",
+    ]
+    for t in [*summary_tables(frame), point_table(frame)]:
+        lines += [f"## {t.title}", "", *to_markdown(t), ""]
+    lines += ["## Sources and assumptions", ""]
+    for r in frame.itertuples():
+        lines.append(f"- `{r.point_id}`: {r.where} — “{r.quote}”" + (f" Assumed: {r.assumed}." if r.assumed else ""))
+    return "\n".join(lines) + "\n"
+
+
+def validate_plot(frame: pd.DataFrame, path: Path) -> None:
+    """Predicted against measured seconds on log axes: y = x, a ±10% band, colour by GPU."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    lo = float(min(frame["measured_s"].min(), frame["predicted_s"].min())) / 1.5
+    hi = float(max(frame["measured_s"].max(), frame["predicted_s"].max())) * 1.5
+    xs = [lo, hi]
+    ax.fill_between(xs, [x * 0.9 for x in xs], [x * 1.1 for x in xs], color="0.85", label="±10%")
+    ax.plot(xs, xs, color="0.3", lw=1, label="y = x")
+    for device, g in frame.groupby("device", sort=True):
+        ax.scatter(g["measured_s"], g["predicted_s"], s=28, label=str(device), alpha=0.85)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured seconds (published)")
+    ax.set_ylabel("predicted seconds")
+    med = float(frame["abs_rel_error"].median())
+    ax.set_title(f"ditmeter validate: {len(frame)} points, median |error| {med:.1%}")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
