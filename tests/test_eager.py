@@ -14,6 +14,7 @@ import pytest
 
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES, KernelCall, cast, eager_calls
 from ditmeter.analytic.tree import walk
+from ditmeter.compare.mapping import ZERO_OPS
 from ditmeter.config import load
 from ditmeter.models.wan21 import eager as wan_eager
 from ditmeter.tracer.kernels import eager_launches, under
@@ -34,7 +35,7 @@ def _analytic_block(cfg, flavour: str) -> Counter[tuple[str, str, int]]:
 
 def _captured_block(cfg, block: str = "blocks.1") -> Counter[tuple[str, str, int]]:
     module, inputs = cfg.family.references()["dit"].make(cfg.model, cfg.workload, cfg.geometry, "meta")
-    launches = under(eager_launches(lambda: module(**inputs)), block)
+    launches = under(eager_launches(lambda: module(**inputs), ZERO_OPS), block)
     return Counter(("attention" if "attention" in x.op else x.op, x.dtype, x.bytes) for x in launches)
 
 
@@ -72,8 +73,12 @@ def test_cast_and_rope_by_hand() -> None:
     assert cast(1000, "fp32", "bf16").bytes == 1000 * 4 + 1000 * 2
     assert EAGER_DTYPE_BYTES["fp64"] == 8
     calls = eager_calls(
-        "official", "dit", "blocks.*.self_attn.rope", "rope",
-        {"tensors": 2, "rows": 10, "heads": 2, "head_dim": 8, "act_bytes": 2, "table_bytes": 4}, "bf16",
+        "official",
+        "dit",
+        "blocks.*.self_attn.rope",
+        "rope",
+        {"tensors": 2, "rows": 10, "heads": 2, "head_dim": 8, "act_bytes": 2, "table_bytes": 4},
+        "bf16",
     )
     assert calls is not None
     # q and k: to float64, table cat, complex product, cat, stack, to float32 = 6 kernels each
@@ -82,3 +87,70 @@ def test_cast_and_rope_by_hand() -> None:
     e = 10 * 2 * 8
     assert product.bytes == e * 8 + 10 * 4 * 16 + e * 8  # x and the product in complex128
     assert wan_eager.FP32_INPUT  # the official linears that cast their fp32 input
+
+
+def _official_block(cfg, block: str = "blocks.1") -> Counter[tuple[str, str, int]]:
+    """The official ``WanModel`` (the installed Wan2.2 code) on CPU tensors under autocast as
+    generate.py runs it; ``flash_attention`` (CUDA only) stubbed by an allocation, so its own
+    kernels are left out on both sides."""
+    import torch
+
+    from ditmeter.models.wan21.builders import build_official_dit
+    from ditmeter.models.wan21.official import official_model_module
+    from ditmeter.tracer.kernels import cuda_autocast_on_cpu
+
+    m, g = cfg.model, cfg.geometry
+    torch.manual_seed(0)
+    model = build_official_dit(m, "cpu").requires_grad_(False)
+    x = [torch.randn(m.in_dim, *g.latent_shape)]
+    context = [torch.randn(g.context_len, m.text_dim, dtype=torch.bfloat16)]  # T5's bf16 output
+    t = torch.tensor([500.0])
+    module = official_model_module()
+    kept = module.flash_attention
+    module.flash_attention = lambda q, k, v, **kw: torch.empty_like(q)
+    try:
+        with cuda_autocast_on_cpu():
+            launches = under(eager_launches(lambda: model(x, t, context, g.tokens), ZERO_OPS), block)
+    finally:
+        module.flash_attention = kept
+    return Counter((x.op, x.dtype, x.bytes) for x in launches)
+
+
+def _official_recipes(cfg) -> Counter[tuple[str, str, int]]:
+    """The recipes of a block's leaves but the attention core (see ``_official_block``)."""
+    analysis = cfg.family.analyze(cfg.model, cfg.workload, ("dit",))
+    out: Counter[tuple[str, str, int]] = Counter()
+    for row in walk(analysis.forward.tree, expand=False):
+        if row.kind != "leaf" or not row.module_id.startswith("blocks.*.") or row.rule == "attention_core":
+            continue
+        calls = eager_calls("official", "dit", row.module_id, row.rule, dict(row.dims), cfg.workload.dtype)
+        assert calls is not None, f"no eager recipe for {row.rule} ({row.module_id})"
+        for c in calls:
+            out[(c.op, c.dtype, c.bytes)] += c.count
+    return out
+
+
+def test_official_block_kernels_equal_the_real_modules_under_autocast() -> None:
+    """Wan2.2 TI2V-5B's official block (per-token modulation) with fp32 weights under autocast: the
+    weight, bias and fp32-input casts of every Linear, fp32 norms whose product with the fp32
+    weight promotes, float64 RoPE with its cat/stack copies, fp32 residuals: exactly the recipes'
+    (every leaf but the attention core, whose flash_attention runs CUDA only)."""
+    cfg = load(["model=wan2.2-ti2v-5b", "workload=w001-tiny", "model.num_layers=2"])
+    got = _official_block(cfg)
+    want = _official_recipes(cfg)
+    assert want == got, _diff(want, got)
+    assert sum(got.values()) > 70
+
+
+def test_a_wrong_official_recipe_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RoPE without its ``stack`` copy (a recipe read too quickly) no longer matches the official code."""
+    from ditmeter.analytic import eager
+
+    cfg = load(["model=wan2.2-ti2v-5b", "workload=w001-tiny", "model.num_layers=2"])
+    right = eager.RECIPES[("official", "dit", "rope")]
+
+    def no_stack(**dims: int) -> tuple[KernelCall, ...]:
+        return tuple(c for c in right(**dims) if c.op != "stack")
+
+    monkeypatch.setitem(eager.RECIPES, ("official", "dit", "rope"), no_stack)
+    assert _official_recipes(cfg) != _official_block(cfg)

@@ -277,7 +277,8 @@ def test_a_calibration_for_another_device_or_a_bad_file_is_refused(calibration: 
 
 def test_a_calibrated_rule_fraction_changes_only_that_rules_leaves(calibration: Path, tmp_path: Path) -> None:
     """elementwise.rules.<rule> (the model's eager code, measured) replaces the table's element-wise
-    share for that rule's leaves only; the sweep's vectorised timing agrees with the per-leaf one."""
+    share for that rule's fused leaves only (time.execution=compiled; eager times each kernel at the
+    table's share); the sweep's vectorised timing agrees with the per-leaf one."""
     from ditmeter.commands.sweep import sweep
 
     raw = yaml.safe_load(calibration.read_text())
@@ -285,7 +286,7 @@ def test_a_calibrated_rule_fraction_changes_only_that_rules_leaves(calibration: 
     raw["kernels"]["elementwise"]["rules"]["rms_norm"]["fraction"] = [1e-3]
     edited = tmp_path / "edited.yaml"
     edited.write_text(yaml.safe_dump(raw))
-    base = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "stages=[dit]"]
+    base = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "stages=[dit]", "time.execution=compiled"]
     _, view = analyze(load([*base, f"calibration={edited}"], "report"))
     p = view.prediction
     assert p is not None and p.device.bytes_per_s > 0

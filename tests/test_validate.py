@@ -9,7 +9,13 @@ import pytest
 import yaml
 
 from ditmeter.cli import main
-from ditmeter.compare.measurements import default_folder, error_summary, load_points, predict_point, validate_frame
+from ditmeter.compare.measurements import (
+    default_folder,
+    error_summary,
+    load_points,
+    predict_point,
+    validate_frame,
+)
 
 #: The accuracy the README states for time.execution=eager (median and max |error| over the dataset).
 STATED_MEDIAN, STATED_MAX = 0.14, 0.55
@@ -17,9 +23,17 @@ STATED_MEDIAN, STATED_MAX = 0.14, 0.55
 
 def _point(pid: str, seconds: float, **over: object) -> dict[str, object]:
     return {
-        "id": pid, "model": "wan2.1-t2v-1.3b", "pipeline": "official", "device": "h100-sxm", "gpus": 1,
-        "settings": ["workload=480p-81f"], "timed": "video", "seconds": seconds,
-        "source": {"repo": "example/repo", "where": "table 1"}, "quote": str(seconds), **over,
+        "id": pid,
+        "model": "wan2.1-t2v-1.3b",
+        "pipeline": "official",
+        "device": "h100-sxm",
+        "gpus": 1,
+        "settings": ["workload=480p-81f"],
+        "timed": "video",
+        "seconds": seconds,
+        "source": {"repo": "example/repo", "where": "table 1"},
+        "quote": str(seconds),
+        **over,
     }
 
 

@@ -83,7 +83,10 @@ def test_the_release_8_gpu_command_fits_and_scales() -> None:
     --ulysses_size 8 fits an 80 GB GPU; one GPU without the cast does not."""
     a, view = analyze(load([*A14B, "parallel.ulysses=8", "parallel.dit_fsdp=true", "parallel.t5_fsdp=true"]))
     assert a.memory.peak_per_gpu_bytes < 80 * 2**30 < view.plan.single_memory.peak_per_gpu_bytes  # type: ignore[union-attr]
-    assert 7.0 < view.plan.estimate.speedup <= 8.0  # type: ignore[union-attr]
+    # not 8x: every rank embeds and projects the per-token timesteps of the whole sequence in fp32
+    # (autocast(float32) around time_embedding/time_projection), about a fifth of the 8-GPU time;
+    # the README's H100/H800 720p cells give 1041.5 s / 155.1 s = 6.7x (one GPU with offload)
+    assert 5.0 < view.plan.estimate.speedup <= 8.0  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

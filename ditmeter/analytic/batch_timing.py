@@ -115,7 +115,13 @@ def stage_leaves(stage: Stage, sk: StageKernels | None = None) -> Leaves:
     )
     fp32 = [dt == "fp32" and stage.dtype != "fp32" for dt in dtypes]
     roof = [
-        F32 if f and r.rule not in CONV_RULES else GEMM if k == "gemm" else CONV if r.rule in CONV_RULES else TENSOR
+        F32
+        if f and r.rule not in CONV_RULES
+        else GEMM
+        if k == "gemm"
+        else CONV
+        if r.rule in CONV_RULES
+        else TENSOR
         for r, k, f in zip(rows, kinds, fp32, strict=True)
     ]
     head_dims = [int(d["head_dim"]) for d in dims if "head_dim" in d]
@@ -173,7 +179,7 @@ def leaf_kernels(
         row_dtype = lv.dtypes[i]
         if kind == "gemm":
             if row_dtype == "fp32" and dtype != "fp32":  # an eager fp32 GEMM of a 16-bit stage
-                peak[i], fraction[i] = F32, read("gemm", "fp32", call)
+                peak[i], fraction[i] = F32, read("gemm", table.eager_gemm_dtype("fp32", dtype), call)
             else:
                 peak[i], fraction[i] = GEMM, read("gemm", sk.gemm_dtype or row_dtype, call)
         elif kind == "conv":

@@ -99,9 +99,7 @@ def register_recipe(flavour: Flavour, stage: str, *rules: str) -> Callable[[Reci
 def fused_call(rule: str | None, cost: Cost, dtype: str, kind: KernelKind = "memory") -> KernelCall:
     """The fused ideal as one kernel: the leaf's rule cost in one launch (``time.execution=compiled``,
     and an eager leaf whose rule has no recipe)."""
-    return KernelCall(
-        rule or "fused", kind, dtype, cost.moved_bytes, cost.tensor_flops, cost.cuda_flops
-    )
+    return KernelCall(rule or "fused", kind, dtype, cost.moved_bytes, cost.tensor_flops, cost.cuda_flops)
 
 
 def eager_calls(

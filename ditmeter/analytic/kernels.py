@@ -151,6 +151,15 @@ class KernelTable:
     def gemm_fraction(self, dtype: str, flops: float) -> float:
         return self._by_dtype(self.gemm, "gemm", dtype).at(flops)
 
+    def eager_gemm_dtype(self, dtype: str, stage_dtype: str) -> str:
+        """The curve an eager GEMM in ``dtype`` of a ``stage_dtype`` stage reads: its own, else
+        (a calibration that measured the stage's dtype only) the stage's, at ``dtype``'s peak."""
+        try:
+            self._by_dtype(self.gemm, "gemm", dtype)
+        except FieldError:
+            return stage_dtype
+        return dtype
+
     def conv_fraction(self, dtype: str, flops: float) -> float:
         return self._by_dtype(self.conv, "conv", dtype).at(flops)
 

@@ -158,6 +158,9 @@ class StageKernels:
     #: "" (compiled, or no family recipes): each leaf one fused kernel
     flavour: str = ""
     stage: str = ""
+    #: an eager kernel's: the dtype of its stage (whose GEMM curve it reads where the table has
+    #: none for its own dtype); "": the kernels are the stage's
+    stage_dtype: str = ""
 
     def calls(self, row: ModuleRow) -> tuple[tuple[ModuleRow, StageKernels, int], ...] | None:
         """The eager kernels of leaf ``row`` as rows ``leaf_time`` times, each with the kernels it
@@ -173,7 +176,7 @@ class StageKernels:
     def _as(self, call: KernelCall) -> StageKernels:
         dtype = call.dtype if call.dtype in DTYPE_BYTES else "fp32"  # fp64, ints: CUDA cores
         gemm = self.gemm_dtype if dtype != "fp32" else None
-        return StageKernels(dtype, self.attention, gemm)
+        return StageKernels(dtype, self.attention, gemm, stage_dtype=self.dtype)
 
 
 #: The rule ``leaf_time`` times a kernel of each kind as (memory-bound kernels: element-wise).
@@ -267,7 +270,8 @@ def kernel_time(row: ModuleRow, device: DeviceSpec, plan: TimePlan, stage: Stage
     cuda = cost.cuda_flops / device.cuda_flop_per_s
     if kind == "gemm" and ("in_features" in dims or "call_flops" in dims):
         call = call_flops(dims)
-        rate = device.tensor_flop_per_s(gemm_dtype) * table.gemm_fraction(gemm_dtype, call)
+        curve = table.eager_gemm_dtype(gemm_dtype, stage.stage_dtype) if stage.stage_dtype else gemm_dtype
+        rate = device.tensor_flop_per_s(gemm_dtype) * table.gemm_fraction(curve, call)
         compute = cost.tensor_flops / rate + cuda
     elif kind == "conv" and ("in_channels" in dims or "call_flops" in dims):
         rate = device.conv_flop_per_s(dtype) * table.conv_fraction(dtype, call_flops(dims))

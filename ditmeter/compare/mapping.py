@@ -55,6 +55,8 @@ ZERO_OPS: frozenset[str] = frozenset(
         "detach",
         "alias",
         "as_strided",
+        "view_as_real",
+        "view_as_complex",
         "empty",
         "empty_like",
         "lift_fresh",

@@ -72,7 +72,9 @@ def _read(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError("validate.data", f"{path} is not readable YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(
+            "validate.data", f"{path} is not readable YAML: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def _point(raw: Any, source: str, path: Path) -> Point:
@@ -83,16 +85,32 @@ def _point(raw: Any, source: str, path: Path) -> Point:
     if missing:
         raise ConfigError("validate.data", f"{where} lacks {', '.join(missing)}")
     if raw["timed"] not in TIMED:
-        raise ConfigError("validate.data", f"{where}: timed must be one of {', '.join(TIMED)}, got {raw['timed']!r}")
+        raise ConfigError(
+            "validate.data", f"{where}: timed must be one of {', '.join(TIMED)}, got {raw['timed']!r}"
+        )
     seconds = raw["seconds"]
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds <= 0
+    ):
         raise ConfigError("validate.data", f"{where}: seconds must be a positive number, got {seconds!r}")
     s = raw["source"] or {}
     cite = " ".join(str(s[k]) for k in ("repo", "path", "commit", "url", "where") if s.get(k))
     return Point(
-        str(raw["id"]), str(raw["model"]), str(raw["pipeline"]), str(raw["device"]), int(raw["gpus"]),
-        tuple(str(x) for x in raw["settings"] or ()), str(raw["timed"]), float(seconds), source, cite,
-        str(raw["quote"]), str((raw.get("published") or {}).get("gpu", raw["device"])),
+        str(raw["id"]),
+        str(raw["model"]),
+        str(raw["pipeline"]),
+        str(raw["device"]),
+        int(raw["gpus"]),
+        tuple(str(x) for x in raw["settings"] or ()),
+        str(raw["timed"]),
+        float(seconds),
+        source,
+        cite,
+        str(raw["quote"]),
+        str((raw.get("published") or {}).get("gpu", raw["device"])),
         tuple(str(x) for x in raw.get("assumed") or ()),
     )
 
@@ -124,7 +142,9 @@ def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
 
     cfg = load([*point.overrides(), *extra], "report")
     _, view = analyze(cfg)
-    value = {"video": view.per_video_s, "per_step": view.per_step_s, "denoise": view.forward_video_s}[point.timed]
+    value = {"video": view.per_video_s, "per_step": view.per_step_s, "denoise": view.forward_video_s}[
+        point.timed
+    ]
     assert value is not None  # a device is given
     return float(value)
 

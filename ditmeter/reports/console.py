@@ -29,11 +29,11 @@ if TYPE_CHECKING:
     from ditmeter.commands.calibrate import CalibrationResult
     from ditmeter.commands.compare import CompareResult
     from ditmeter.commands.diff import DiffResult
-    from ditmeter.commands.validate import ValidateResult
     from ditmeter.commands.ingest import IngestResult
     from ditmeter.commands.profile import ProfileResult
     from ditmeter.commands.report import ReportResult
     from ditmeter.commands.trace import TraceResult
+    from ditmeter.commands.validate import ValidateResult
 
 #: Rows of the terminal's top-layers-by-time table (summary.md shows 10).
 TOP_SHOWN = 5

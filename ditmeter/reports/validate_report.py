@@ -42,30 +42,52 @@ def _signed(x: float) -> str:
 def point_table(frame: pd.DataFrame) -> Table:
     rows = [
         (
-            r.point_id, r.device, str(r.gpus), r.timed, f"{r.measured_s:,.1f} s", f"{r.predicted_s:,.1f} s",
+            r.point_id,
+            r.device,
+            str(r.gpus),
+            r.timed,
+            f"{r.measured_s:,.1f} s",
+            f"{r.predicted_s:,.1f} s",
             _signed(r.rel_error),
         )
         for r in frame.itertuples()
     ]
     cols = [
-        Column("point", "left", code=True), Column("device", "left"), Column("GPUs"), Column("timed", "left"),
-        Column("measured"), Column("predicted"), Column("error"),
+        Column("point", "left", code=True),
+        Column("device", "left"),
+        Column("GPUs"),
+        Column("timed", "left"),
+        Column("measured"),
+        Column("predicted"),
+        Column("error"),
     ]
     return table("every point: predicted vs measured", cols, rows)
 
 
 def summary_tables(frame: pd.DataFrame) -> list[Table]:
     cols = [
-        Column("group", "left"), Column("points"), Column("median |error|"), Column("max |error|"),
+        Column("group", "left"),
+        Column("points"),
+        Column("median |error|"),
+        Column("max |error|"),
         Column("median error"),
     ]
     out = []
-    for by, title in ((None, "the whole dataset"), ("device", "per GPU"), ("pipeline", "per framework"),
-                      ("gpus", "per GPU count")):
+    for by, title in (
+        (None, "the whole dataset"),
+        ("device", "per GPU"),
+        ("pipeline", "per framework"),
+        ("gpus", "per GPU count"),
+    ):
         s = error_summary(frame, by)
         rows = [
-            (r.group, str(r.points), f"{r.median_abs_rel_error:.1%}", f"{r.max_abs_rel_error:.1%}",
-             _signed(r.median_rel_error))
+            (
+                r.group,
+                str(r.points),
+                f"{r.median_abs_rel_error:.1%}",
+                f"{r.max_abs_rel_error:.1%}",
+                _signed(r.median_rel_error),
+            )
             for r in s.itertuples()
         ]
         out.append(table(title, cols, rows))
@@ -84,7 +106,9 @@ def validate_markdown(frame: pd.DataFrame, execution: str) -> str:
         lines += [f"## {t.title}", "", *to_markdown(t), ""]
     lines += ["## Sources and assumptions", ""]
     for r in frame.itertuples():
-        lines.append(f"- `{r.point_id}`: {r.where} — “{r.quote}”" + (f" Assumed: {r.assumed}." if r.assumed else ""))
+        lines.append(
+            f"- `{r.point_id}`: {r.where} — “{r.quote}”" + (f" Assumed: {r.assumed}." if r.assumed else "")
+        )
     return "\n".join(lines) + "\n"
 
 

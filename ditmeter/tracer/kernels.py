@@ -3,10 +3,10 @@
 A ``TorchDispatchMode`` under ``torch.utils.module_tracker.ModuleTracker`` (the mechanism
 ``capture.py`` uses) records, for every aten op a forward dispatches, the op, the dtypes and
 the bytes of its tensor inputs and outputs, and the module path it ran in. Ops that launch no
-kernel are dropped: views (:data:`VIEW_OPS`: a new shape or stride over the same storage) and
-allocations (``empty``, ``empty_like``: no kernel writes them until an op does). What is left is
-the eager kernel list :mod:`ditmeter.analytic.eager` predicts, compared per module in
-``tests/test_eager.py``.
+kernel are dropped: the caller names them (``free``: views, which give a new shape or stride over
+the same storage, and allocations, which no kernel writes until an op does:
+``compare.mapping.ZERO_OPS``). What is left is the eager kernel list
+:mod:`ditmeter.analytic.eager` predicts, compared per module in ``tests/test_eager.py``.
 
 NB: on meta tensors ``scaled_dot_product_attention`` picks its math path (bmm, softmax); a GPU
 picks the flash kernel for 16-bit inputs of head dim up to 256, so the capture sends such calls
@@ -15,7 +15,9 @@ to ``aten._scaled_dot_product_flash_attention`` (which has a meta kernel): one o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -24,18 +26,15 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
-#: aten ops that return a view or an alias, or only allocate: no kernel runs.
-VIEW_OPS = frozenset(
-    {
-        "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice", "select",
-        "unbind", "split", "split_with_sizes", "chunk", "unsqueeze", "squeeze", "flatten", "unflatten",
-        "detach", "alias", "as_strided", "view_as_real", "view_as_complex", "empty", "empty_like",
-        "empty_strided", "lift_fresh", "_reshape_alias", "narrow", "diagonal", "unfold",
-    }
-)
 _DTYPES = {
-    torch.float64: "fp64", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
-    torch.int64: "i64", torch.int32: "i32", torch.complex128: "fp64", torch.complex64: "fp32",
+    torch.float64: "fp64",
+    torch.float32: "fp32",
+    torch.bfloat16: "bf16",
+    torch.float16: "fp16",
+    torch.int64: "i64",
+    torch.int32: "i32",
+    torch.complex128: "fp64",
+    torch.complex64: "fp32",
     torch.bool: "bool",
 }
 
@@ -84,15 +83,16 @@ class _FlashSDPA(TorchFunctionMode):
 
 
 class _Recorder(TorchDispatchMode):
-    def __init__(self, tracker: ModuleTracker) -> None:
+    def __init__(self, tracker: ModuleTracker, free: frozenset[str]) -> None:
         super().__init__()
         self.tracker = tracker
+        self.free = free
         self.launches: list[Launch] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
         op = func.overloadpacket.__name__
-        if op not in VIEW_OPS:
+        if f"aten.{op}" not in self.free:
             tensors = [t for t in _tensors((args, kwargs or {}, out)) if t.dtype in _DTYPES]
             # ModuleTracker's parents are a set: the innermost module has the longest path
             parents = sorted((p for p in self.tracker.parents if p != "Global"), key=len)
@@ -124,13 +124,51 @@ def _strip(path: str) -> str:
     return rest if head[:1].isupper() else path
 
 
-def eager_launches(run: Callable[[], Any]) -> list[Launch]:
-    """Every kernel launch of ``run()`` (a module's forward), in order."""
-    with torch.no_grad(), ModuleTracker() as tracker, _FlashSDPA(), _Recorder(tracker) as recorder:
+def eager_launches(run: Callable[[], Any], free: frozenset[str]) -> list[Launch]:
+    """Every kernel launch of ``run()`` (a module's forward), in order; ``free``: the aten ops
+    (``aten.view``) that launch none."""
+    with torch.no_grad(), ModuleTracker() as tracker, _FlashSDPA(), _Recorder(tracker, free) as recorder:
         run()
-    return recorder.launches
+    launches: list[Launch] = recorder.launches
+    return launches
 
 
 def under(launches: Iterable[Launch], prefix: str) -> list[Launch]:
     """The launches that ran inside module ``prefix`` (``blocks.1``)."""
     return [x for x in launches if x.module == prefix or x.module.startswith(prefix + ".")]
+
+
+@contextlib.contextmanager
+def cuda_autocast_on_cpu(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
+    """Run code written for CUDA autocast on CPU tensors with the casts autocast inserts.
+
+    The official Wan code wraps its forward in ``autocast('cuda', bf16)`` and its fp32 regions in
+    ``autocast('cuda', dtype=float32)``; on a CPU build CUDA autocast is disabled. Here every
+    ``torch.amp.autocast('cuda', …)`` becomes the CPU's autocast (the dispatcher's own cast
+    insertion, not an emulation), inside an outer CPU autocast in ``dtype``. CPU autocast does not
+    take fp32: such a region runs with autocast off, which is what CUDA's fp32 autocast does to the
+    fp32 tensors and weights those regions hold.
+
+    NB: CPU and CUDA autocast list different ops; they agree on every op the Wan DiT gives a
+    16-bit tensor (``linear``/``addmm``, ``conv3d``; its norms take ``.float()`` first), which
+    ``tests/test_eager.py`` checks on the captured ops.
+    """
+    real = torch.amp.autocast
+
+    class _OnCpu(real):  # type: ignore[misc, valid-type]
+        def __init__(
+            self, device_type: str = "cuda", dtype: torch.dtype | None = None, **kwargs: Any
+        ) -> None:
+            on = kwargs.pop("enabled", True) and dtype in (None, torch.bfloat16, torch.float16)
+            super().__init__(
+                "cpu" if device_type == "cuda" else device_type, dtype=dtype, enabled=on, **kwargs
+            )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.amp.autocast = _OnCpu  # type: ignore[misc, assignment]
+        try:
+            with real("cpu", dtype=dtype):
+                yield
+        finally:
+            torch.amp.autocast = real  # type: ignore[misc]

@@ -39,8 +39,16 @@ from ditmeter.analytic.eager import (
 
 F32 = 4
 #: Official ``Linear`` leaves whose input is fp32 (the modulated stream, the fp32 attention output).
-FP32_INPUT = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.o",
-              "ffn.0", "head.head")
+FP32_INPUT = (
+    "self_attn.q",
+    "self_attn.k",
+    "self_attn.v",
+    "self_attn.o",
+    "cross_attn.q",
+    "cross_attn.o",
+    "ffn.0",
+    "head.head",
+)
 #: Official ``Linear`` leaves run under ``autocast(dtype=float32)``: fp32 GEMMs.
 FP32_GEMM = ("time_embedding.0", "time_embedding.2", "time_projection.1", "head.head")
 
@@ -53,8 +61,25 @@ def _gemm(op: str, dtype: str, t: int, k: int, n: int, bias: int) -> KernelCall:
     b = EAGER_DTYPE_BYTES[dtype]
     flops = 2 * t * k * n
     return KernelCall(
-        op, "gemm", dtype, (t * k + k * n + (n if bias else 0) + t * n) * b, flops, t * n if bias else 0,
+        op,
+        "gemm",
+        dtype,
+        (t * k + k * n + (n if bias else 0) + t * n) * b,
+        flops,
+        t * n if bias else 0,
         call_flops=flops,
+    )
+
+
+def _rms_statistics(rows: int, dim: int, add_eps: str) -> tuple[KernelCall, ...]:
+    """``x * rsqrt(x.pow(2).mean(-1) + eps)`` in fp32: pow, mean, +eps, rsqrt, the product."""
+    e = rows * dim
+    return (
+        memory("pow", "fp32", e * F32, e * F32),
+        memory("mean", "fp32", e * F32, rows * F32),
+        memory(add_eps, "fp32", rows * F32, rows * F32),
+        memory("rsqrt", "fp32", rows * F32, rows * F32),
+        memory("mul", "fp32", e * F32, rows * F32, e * F32),
     )
 
 
@@ -63,7 +88,14 @@ def _gemm(op: str, dtype: str, t: int, k: int, n: int, bias: int) -> KernelCall:
 
 @register_recipe("diffusers", "dit", "linear")
 def _linear_diffusers(
-    *, act: str, leaf: str, tokens: int, in_features: int, out_features: int, bias: int, act_bytes: int,
+    *,
+    act: str,
+    leaf: str,
+    tokens: int,
+    in_features: int,
+    out_features: int,
+    bias: int,
+    act_bytes: int,
     weight_el_bytes: int,
 ) -> tuple[KernelCall, ...]:
     """``addmm`` (``mm`` without a bias) in the leaf's dtype; weights already in it."""
@@ -79,11 +111,7 @@ def _rms_norm_diffusers(
     e, a = rows * dim, dtype_of(act_bytes, act)
     return (
         cast(e, a, "fp32"),
-        memory("pow", "fp32", e * F32, e * F32),
-        memory("mean", "fp32", e * F32, rows * F32),
-        memory("add_", "fp32", rows * F32, rows * F32),
-        memory("rsqrt", "fp32", rows * F32, rows * F32),
-        memory("mul", "fp32", e * F32, rows * F32, e * F32),
+        *_rms_statistics(rows, dim, "add_"),
         memory("mul", "fp32", e * F32, dim * weight_el_bytes, e * F32),
         cast(e, "fp32", a),
     )
@@ -97,7 +125,14 @@ def _layer_norm(rows: int, dim: int, affine: int, weight_el_bytes: int) -> Kerne
 
 @register_recipe("diffusers", "dit", "layer_norm")
 def _layer_norm_diffusers(
-    *, act: str, leaf: str, rows: int, dim: int, affine: int, in_bytes: int, out_bytes: int,
+    *,
+    act: str,
+    leaf: str,
+    rows: int,
+    dim: int,
+    affine: int,
+    in_bytes: int,
+    out_bytes: int,
     weight_el_bytes: int,
 ) -> tuple[KernelCall, ...]:
     """``FP32LayerNorm(x.float())``: the input cast, the norm, a cast back when the output is 16-bit."""
@@ -116,9 +151,16 @@ def _modulation_diffusers(
     """Blocks: ``scale_shift_table + temb.float()``; the head: the table + the bf16 temb (promoted)."""
     a = EAGER_DTYPE_BYTES[act]
     if vectors == 2:  # the head adds the [B, 1, D] embedding to its [1, 2, D] table
-        return (memory("add", "fp32", vectors * dim * table_el_bytes, batch * dim * a, batch * vectors * dim * F32),)
+        return (
+            memory(
+                "add", "fp32", vectors * dim * table_el_bytes, batch * dim * a, batch * vectors * dim * F32
+            ),
+        )
     out = batch * vectors * dim
-    return (cast(out, act, "fp32"), memory("add", "fp32", vectors * dim * table_el_bytes, out * F32, out * F32))
+    return (
+        cast(out, act, "fp32"),
+        memory("add", "fp32", vectors * dim * table_el_bytes, out * F32, out * F32),
+    )
 
 
 def _modulate(batch: int, rows: int, dim: int) -> tuple[KernelCall, ...]:
@@ -140,7 +182,14 @@ def _modulate_diffusers(
 
 @register_recipe("diffusers", "dit", "rope")
 def _rope_diffusers(
-    *, act: str, leaf: str, tensors: int, rows: int, heads: int, head_dim: int, act_bytes: int,
+    *,
+    act: str,
+    leaf: str,
+    tensors: int,
+    rows: int,
+    heads: int,
+    head_dim: int,
+    act_bytes: int,
     table_bytes: int,
 ) -> tuple[KernelCall, ...]:
     """Per tensor: ``out[..., 0::2] = x1·cos − x2·sin`` and ``out[..., 1::2] = x1·sin + x2·cos`` in
@@ -163,8 +212,11 @@ def _flash(
     kv = batch * heads * kv_tokens * head_dim
     flops = 4 * batch * heads * q_tokens * kv_tokens * head_dim
     return KernelCall(
-        "flash_attention", "attention", "bf16" if act_bytes == 2 else "fp32",
-        (2 * q + 2 * kv) * act_bytes + batch * heads * q_tokens * F32, flops,
+        "flash_attention",
+        "attention",
+        "bf16" if act_bytes == 2 else "fp32",
+        (2 * q + 2 * kv) * act_bytes + batch * heads * q_tokens * F32,
+        flops,
         dims=(("head_dim", head_dim), ("kv_tokens", kv_tokens), ("q_tokens", q_tokens)),
         count=calls,
     )
@@ -172,7 +224,14 @@ def _flash(
 
 @register_recipe("diffusers", "dit", "attention_core")
 def _attention_diffusers(
-    *, act: str, leaf: str, batch: int, heads: int, q_tokens: int, kv_tokens: int, head_dim: int,
+    *,
+    act: str,
+    leaf: str,
+    batch: int,
+    heads: int,
+    q_tokens: int,
+    kv_tokens: int,
+    head_dim: int,
     act_bytes: int,
 ) -> tuple[KernelCall, ...]:
     """SDPA: one flash kernel (its output is laid out [batch, tokens, heads, head_dim], so merging
@@ -217,7 +276,14 @@ register_recipe("diffusers", "dit", "layout_copy")(_pointwise("clone"))  # type:
 
 @register_recipe("official", "dit", "linear")
 def _linear_official(
-    *, act: str, leaf: str, tokens: int, in_features: int, out_features: int, bias: int, act_bytes: int,
+    *,
+    act: str,
+    leaf: str,
+    tokens: int,
+    in_features: int,
+    out_features: int,
+    bias: int,
+    act_bytes: int,
     weight_el_bytes: int,
 ) -> tuple[KernelCall, ...]:
     """Under ``autocast(bf16)``: the input cast when fp32, the weight and bias casts when the
@@ -246,11 +312,7 @@ def _rms_norm_official(
     out = EAGER_DTYPE_BYTES[w] if w == "fp32" else act_bytes
     return (
         cast(e, act, "fp32"),
-        memory("pow", "fp32", e * F32, e * F32),
-        memory("mean", "fp32", e * F32, rows * F32),
-        memory("add", "fp32", rows * F32, rows * F32),
-        memory("rsqrt", "fp32", rows * F32, rows * F32),
-        memory("mul", "fp32", e * F32, rows * F32, e * F32),
+        *_rms_statistics(rows, dim, "add"),
         cast(e, "fp32", act),
         memory("mul", w, e * act_bytes, dim * weight_el_bytes, e * out),
     )
@@ -258,7 +320,14 @@ def _rms_norm_official(
 
 @register_recipe("official", "dit", "layer_norm")
 def _layer_norm_official(
-    *, act: str, leaf: str, rows: int, dim: int, affine: int, in_bytes: int, out_bytes: int,
+    *,
+    act: str,
+    leaf: str,
+    rows: int,
+    dim: int,
+    affine: int,
+    in_bytes: int,
+    out_bytes: int,
     weight_el_bytes: int,
 ) -> tuple[KernelCall, ...]:
     """``WanLayerNorm(x.float()).type_as(x)`` on the fp32 stream: the norm alone (autocast runs
@@ -290,7 +359,14 @@ def _modulate_official(
 
 @register_recipe("official", "dit", "rope")
 def _rope_official(
-    *, act: str, leaf: str, tensors: int, rows: int, heads: int, head_dim: int, act_bytes: int,
+    *,
+    act: str,
+    leaf: str,
+    tensors: int,
+    rows: int,
+    heads: int,
+    head_dim: int,
+    act_bytes: int,
     table_bytes: int,
 ) -> tuple[KernelCall, ...]:
     """``rope_apply`` per tensor: to float64, the complex frequency table by ``cat`` (complex128,
@@ -322,7 +398,14 @@ def _varlen_offsets(batch: int) -> tuple[KernelCall, ...]:
 
 @register_recipe("official", "dit", "attention_core")
 def _attention_official(
-    *, act: str, leaf: str, batch: int, heads: int, q_tokens: int, kv_tokens: int, head_dim: int,
+    *,
+    act: str,
+    leaf: str,
+    batch: int,
+    heads: int,
+    q_tokens: int,
+    kv_tokens: int,
+    head_dim: int,
     act_bytes: int,
 ) -> tuple[KernelCall, ...]:
     """``flash_attention``: fp32 q and k cast to bf16 (self-attention: k and v first copied by
@@ -332,7 +415,10 @@ def _attention_official(
     self_attention = "self_attn" in leaf
     calls: list[KernelCall] = [cast(q, "fp32", act)]
     if self_attention:
-        calls += [memory("cat", "fp32", kv * F32, kv * F32), memory("cat", act, kv * act_bytes, kv * act_bytes)]
+        calls += [
+            memory("cat", "fp32", kv * F32, kv * F32),
+            memory("cat", act, kv * act_bytes, kv * act_bytes),
+        ]
     calls += [cast(kv, "fp32", act), *_varlen_offsets(batch), *_varlen_offsets(batch)]
     calls += [_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes), cast(q, act, "fp32")]
     return tuple(calls)
@@ -344,7 +430,10 @@ def _gated_residual_official(
 ) -> tuple[KernelCall, ...]:
     """``x + y * e`` on the fp32 stream (y: the bf16 output of ``o`` or ``ffn.2``)."""
     e, g = rows * dim, batch * dim * F32
-    return (memory("mul", "fp32", e * act_bytes, g, e * F32), memory("add", "fp32", e * F32, e * F32, e * F32))
+    return (
+        memory("mul", "fp32", e * act_bytes, g, e * F32),
+        memory("add", "fp32", e * F32, e * F32, e * F32),
+    )
 
 
 @register_recipe("official", "dit", "residual_add")
