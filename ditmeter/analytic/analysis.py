@@ -20,6 +20,7 @@ from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.memory import Footprint, Timeline
 from ditmeter.analytic.timing import Prediction, StageKernels, TimePlan, effective_backend, module_times
+from ditmeter.analytic.transfer import transfer_s
 from ditmeter.analytic.tree import Composite, ModuleRow, leaf_totals_by, walk
 from ditmeter.analytic.workload import Workload
 from ditmeter.errors import ConfigError
@@ -147,8 +148,17 @@ class Analysis:
                 backends[stage.name] = effective_backend(kernels.attention, stage.dtype, max(head_dims))
         f = self.forward
         runs = tuple((s.name, s.runs_per_video) for s in self.stages)
+        transfers = tuple((t, transfer_s(t, device)) for t in self.memory.transfers())
         return Prediction(
-            device, plan, modules, f.name, self.workload.guidance_forwards, f.runs_per_video, runs, backends
+            device,
+            plan,
+            modules,
+            f.name,
+            self.workload.guidance_forwards,
+            f.runs_per_video,
+            runs,
+            backends,
+            transfers,
         )
 
     def by_category(self) -> dict[str, Cost]:

@@ -12,6 +12,7 @@ import attrs
 
 from ditmeter.analytic.cost import FP32_BYTES
 from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.transfer import Transfer
 from ditmeter.analytic.tree import Node, walk
 from ditmeter.validate import boolean
 
@@ -114,6 +115,31 @@ class Timeline:
     offload_model: bool
     t5_cpu: bool
     overhead_bytes: int = CUDA_CONTEXT_BYTES
+    #: the components on the GPU when the video starts (placed when the pipeline was built)
+    initial: tuple[str, ...] = ()
+    #: times the running DiT expert is swapped for the other during the steps (Wan2.2 offloading
+    #: one expert at a time: out to the host, the other in)
+    expert_swaps: int = 0
+
+    def transfers(self) -> tuple[Transfer, ...]:
+        """Every component the video moves between host and GPU, in order (``analytic/transfer.py``)."""
+        out: list[Transfer] = []
+        on = set(self.initial)
+        size = {c: sum(b.values()) for c, b in self.components.items()}
+        for phase in self.phases:
+            now = set(phase.resident)
+            out += [Transfer(c, "d2h", size[c], phase.stage, "moved off before it") for c in sorted(on - now)]
+            out += [Transfer(c, "h2d", size[c], phase.stage, "moved on for it") for c in sorted(now - on)]
+            if phase.stage == "dit":
+                for _ in range(self.expert_swaps):
+                    out += [
+                        Transfer(
+                            "dit", "d2h", size["dit"], "dit", "the high-noise expert off at the boundary"
+                        ),
+                        Transfer("dit", "h2d", size["dit"], "dit", "the low-noise expert on at the boundary"),
+                    ]
+            on = now
+        return tuple(out)
 
     @property
     def peak_phase(self) -> Phase:

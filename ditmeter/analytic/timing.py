@@ -49,9 +49,12 @@ from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.eager import KernelCall, eager_calls
 from ditmeter.analytic.kernels import MAX_FUSED_HEAD_DIM, KernelTable
+from ditmeter.analytic.transfer import Transfer
 from ditmeter.analytic.tree import ModuleRow, Node, rollup, walk
 
 TIME_MODES = ("predicted", "roofline")
+#: The phase of a video's time that moves weights between host and GPU (``offload.model``).
+OFFLOAD_PHASE = "offload"
 #: Which kernels a leaf is timed as (see the module docstring).
 EXECUTIONS = ("eager", "compiled")
 #: The limits a leaf's time can be under (``bound``), in the order ties go.
@@ -335,6 +338,13 @@ class Prediction:
     forwards_per_video: int
     stage_runs: tuple[tuple[str, int], ...]  # the selected stages and their runs per video
     backends: dict[str, str]  # the attention kernel of every stage
+    #: the weights the video moves between host and GPU, each with its seconds (``offload.model``)
+    transfers: tuple[tuple[Transfer, float], ...] = ()
+
+    @property
+    def transfer_s(self) -> float:
+        """Seconds per video of host-device weight transfers (the ``offload`` phase)."""
+        return sum(s for _, s in self.transfers)
 
     @property
     def per_forward(self) -> Timing:
@@ -354,17 +364,20 @@ class Prediction:
 
     @property
     def stage_seconds(self) -> dict[str, float]:
-        """Seconds per video of every selected stage."""
-        return {s: self.stage_video_s(s, n) for s, n in self.stage_runs}
+        """Seconds per video of every selected stage, and of the ``offload`` phase when the video
+        moves weights."""
+        out = {s: self.stage_video_s(s, n) for s, n in self.stage_runs}
+        return out | ({OFFLOAD_PHASE: self.transfer_s} if self.transfers else {})
 
     @property
     def per_video_s(self) -> float:
-        """Seconds for one whole video: every selected stage × its runs per video."""
-        return sum(self.stage_video_s(s, n) for s, n in self.stage_runs)
+        """Seconds for one whole video: every selected stage × its runs per video, and the weights
+        moved between host and GPU."""
+        return sum(self.stage_video_s(s, n) for s, n in self.stage_runs) + self.transfer_s
 
     @property
     def roofline_video_s(self) -> float:
-        return sum(self.modules[s].roofline_s * n for s, n in self.stage_runs)
+        return sum(self.modules[s].roofline_s * n for s, n in self.stage_runs) + self.transfer_s
 
     def mfu(self, tensor_flops_per_video: int, dtype: str, measured_video_s: float) -> float:
         """Model FLOPs utilisation: tensor FLOPs per video / (measured time × dense peak).

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from ditmeter.analytic.batch_timing import DevicePlan, Evaluated, Timer
 from ditmeter.analytic.parallel import ParallelEstimate
+from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.sweep_grid import (
     DEVICE_SIDE,
@@ -118,6 +119,7 @@ def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evalua
     a = e.analysis
     rank = cfg.family.parallel(a, cfg.parallel, cfg.offload)
     stages = [s.name for s in a.stages]
+    stages.append(OFFLOAD_PHASE)  # the one GPU's weight transfers (the plan's replace them)
     ests = [
         plan_estimate(a, dp.device, dp.plan, {s: float(e.times[f"{s}_per_video_s"][i]) for s in stages}, rank)
         for i, dp in enumerate(plans)
@@ -131,6 +133,7 @@ def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evalua
         "parallel_efficiency": lambda x: x.efficiency,
         "comm_exposed_per_video_s": lambda x: x.comm_video_s,
     }
+    columns[f"{OFFLOAD_PHASE}_per_video_s"] = lambda x: x.stage_video_s.get(OFFLOAD_PHASE, 0.0)
     if a.forward.name in stages:
         columns[f"{a.forward.name}_per_video_s"] = lambda x: x.stage_video_s[a.forward.name]
     for name, of in columns.items():

@@ -11,7 +11,7 @@ import pandas as pd
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.parallel import ParallelEstimate
-from ditmeter.analytic.timing import LIMITS, Prediction, TimePlan, dominant_limit
+from ditmeter.analytic.timing import LIMITS, OFFLOAD_PHASE, Prediction, TimePlan, dominant_limit
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.reports.format import percent, seconds
 from ditmeter.reports.parallel_report import PlanView
@@ -137,6 +137,19 @@ def stage_times(view: DeviceView) -> list[dict[str, Any]]:
                 "roofline_per_video_s": t.roofline_s * stage.runs_per_video,
                 "bound": t.bound,
                 "attention": p.backends.get(stage.name),
+            }
+        )
+    moved = under.get(OFFLOAD_PHASE, p.transfer_s) if view.plan is not None else p.transfer_s
+    if moved:  # the weights the video moves between host and GPU (offload.model)
+        out.append(
+            {
+                "stage": OFFLOAD_PHASE,
+                "per_run_s": moved,
+                "runs_per_video": 1,
+                "per_video_s": moved,
+                "roofline_per_video_s": moved,
+                "bound": "transfer",
+                "attention": None,
             }
         )
     return out

@@ -22,7 +22,8 @@ from ditmeter.analytic.parallel import (
     RankPlan,
     estimate,
 )
-from ditmeter.analytic.timing import Prediction, TimePlan
+from ditmeter.analytic.timing import OFFLOAD_PHASE, Prediction, TimePlan
+from ditmeter.analytic.transfer import transfer_s
 from ditmeter.errors import ConfigError
 from ditmeter.reports.format import binary_bytes, percent, seconds, si
 from ditmeter.reports.table_model import Column, Table, table, to_markdown
@@ -71,9 +72,10 @@ def plan_estimate(
     analysis: Analysis, device: DeviceSpec, time: TimePlan, stage_video_s: dict[str, float], rank: RankPlan
 ) -> ParallelEstimate:
     """The per-GPU time of ``analysis``'s video under ``rank``'s plan, from each selected stage's
-    seconds per video on one GPU (``stage_video_s``)."""
+    seconds per video on one GPU (``stage_video_s``); the one GPU's weight transfers replaced by
+    those of the plan's placement (``rank.memory``)."""
     forward, w = analysis.forward, analysis.workload
-    return estimate(
+    est = estimate(
         rank,
         device,
         time,
@@ -83,6 +85,9 @@ def plan_estimate(
         forwards_per_step=w.guidance_forwards,
         steps=forward.runs_per_video // w.guidance_forwards,
     )
+    moved = sum(transfer_s(t, device) for t in rank.memory.transfers())
+    per_gpu = {k: v for k, v in est.stage_video_s.items() if k != OFFLOAD_PHASE}
+    return attrs.evolve(est, stage_video_s=per_gpu | ({OFFLOAD_PHASE: moved} if moved else {}))
 
 
 def collectives_frame(est: ParallelEstimate) -> pd.DataFrame:

@@ -179,8 +179,15 @@ def analyze(
     for i in range(2, m.resident_experts(w.pipeline) + 1):  # a second expert: dit_2
         components[f"dit_{i}"] = dict(footprint.weights_by_dtype)
     activations = stage_activation_bytes(m, w, g, footprint)
+    offload_model = SEMANTICS[w.pipeline].offload_model_default if offload.model is None else offload.model
     memory = placement.timeline(
-        w.pipeline, available_stages(m), components, activations, offload, official=placed
+        w.pipeline,
+        available_stages(m),
+        components,
+        activations,
+        offload,
+        official=placed,
+        expert_swaps=m.expert_swaps(w.pipeline, offload_model),
     )
     return Analysis(m, family, w, g, selected, dit, footprint, notes(m, w, g), memory)
 

@@ -11,6 +11,9 @@ encode, and the DiT to the CPU (``model.cpu()``, ``empty_cache()``) before the
 VAE decode. Without it nothing goes back. ``--t5_cpu``: T5 never reaches the
 GPU (it encodes on the CPU).
 
+The moves between these placements are the video's host-device transfers
+(``Timeline.transfers``, timed in ``analytic/transfer.py``).
+
 diffusers: ``pipe.to("cuda")`` keeps every component on the GPU;
 ``enable_model_cpu_offload()`` (``offload.model=true``) moves each component
 to the GPU when it runs and back when the next one runs, so only the running
@@ -42,10 +45,13 @@ def dits(present: tuple[str, ...]) -> set[str]:
 def official_on_gpu(
     stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool, *, dit_on_init: bool = True
 ) -> set[str]:
-    """Components on the GPU during ``stage`` under generate.py; ``dit_on_init`` False: the DiT
-    waits on the CPU until the steps (Wan2.2's ``init_on_cpu``, one expert at a time)."""
+    """Components on the GPU during ``stage`` under generate.py (``stage`` "": when the video
+    starts, as the pipeline was built); ``dit_on_init`` False: the DiT waits on the CPU until the
+    steps (Wan2.2's ``init_on_cpu``, one expert at a time)."""
     images = "image_encoder" in present
     on = {"vae", "image_encoder"} if images else {"vae"} | (dits(present) if dit_on_init else set())
+    if not stage:
+        return on & set(present)
     for current in COMPONENT:  # the stages in order, up to ``stage``
         if current == "text_encoder" and not t5_cpu:
             on.add("text_encoder")
@@ -61,8 +67,9 @@ def official_on_gpu(
 
 
 def _diffusers(stage: str, present: tuple[str, ...], offload: bool, t5_cpu: bool) -> set[str]:
-    """Components on the GPU during ``stage`` under diffusers."""
-    on = {COMPONENT[stage]} if offload else set(present)
+    """Components on the GPU during ``stage`` under diffusers (""; when the video starts: all of them
+    after ``pipe.to("cuda")``, none under ``enable_model_cpu_offload()``)."""
+    on = ({COMPONENT[stage]} if stage else set()) if offload else set(present)
     if t5_cpu:
         on.discard("text_encoder")
     return on & set(present)
@@ -78,6 +85,7 @@ def timeline(
     activations: dict[str, int],
     offload: Offload,
     official: Placed | None = None,
+    expert_swaps: int = 0,
 ) -> Timeline:
     """The memory timeline of one video: ``stages`` in order (every stage the model runs),
     ``components`` the weight bytes by dtype of each (the DiT's included), ``activations`` the
@@ -92,4 +100,7 @@ def timeline(
         on = placed(stage, present, offload_model, offload.t5_cpu)
         resident = {c: sum(components[c].values()) for c in present if c in on}
         phases.append(Phase(stage, resident, activations.get(stage)))
-    return Timeline(tuple(phases), components, offload_model, offload.t5_cpu)
+    initial = tuple(sorted(placed("", present, offload_model, offload.t5_cpu)))
+    return Timeline(
+        tuple(phases), components, offload_model, offload.t5_cpu, initial=initial, expert_swaps=expert_swaps
+    )

@@ -245,6 +245,10 @@ class WanModelSpec:
         without ``offload_model`` (Wan2.1: one)."""
         return 1
 
+    def expert_swaps(self, pipeline: str, offload_model: bool) -> int:
+        """Times one video swaps the DiT on one GPU for another expert (Wan2.1: never)."""
+        return 0
+
     def vae_rules(self) -> VaeRules:
         """The VAE's cost trees and peak live bytes (Wan2.1: the Wan-VAE's)."""
         from ditmeter.models.wan21.vae import WAN21_VAE

@@ -64,6 +64,14 @@ class Wan22ModelSpec(WanModelSpec):
             return self.experts
         return self.experts if gpus > 1 and not offload_model else 1
 
+    def expert_swaps(self, pipeline: str, offload_model: bool) -> int:
+        """One swap at the boundary where one expert at a time is on the GPU: the official code on
+        one GPU (``init_on_cpu``, whatever ``--offload_model``), diffusers under
+        ``enable_model_cpu_offload`` (the hook moves the idle transformer off when the other runs)."""
+        if self.experts < 2:
+            return 0
+        return 1 if pipeline == "official" or offload_model else 0
+
     def vae_rules(self) -> VaeRules:
         """The Wan2.2 VAE's rules for the residual VAE (TI2V-5B), else the Wan2.1 VAE's."""
         if not self.vae.is_residual:
