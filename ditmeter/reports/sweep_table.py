@@ -49,8 +49,9 @@ PLAN_COLUMNS = ("gpus", "speedup", "parallel_efficiency", "comm_exposed_per_vide
 CONVENTION = (
     "One row per point of the grid. FLOPs: 2 per multiply-add; tensor_flops = matmul/conv/attention-core "
     "FLOPs, cuda_flops = element-wise FLOPs; bytes: fused ideal (bytes_read + bytes_written). *_per_video: "
-    "every selected stage × its runs per video, and the weights moved between host and GPU (offload_per_video_s); per_forward_s and share_<category>: the denoiser (DiT) "
-    "forward, whether or not stages= selects it. Times in seconds on the point's device under its time plan. "
+    "every selected stage × its runs per video, and the weights moved between host and GPU "
+    "(offload_per_video_s); per_forward_s and share_<category>: the denoiser (DiT) forward, whether or not "
+    "stages= selects it. Times in seconds on the point's device under its time plan. "
     "Under a parallel.* plan per_video_s, per_forward_s, per_step_s, the denoiser's <stage>_per_video_s "
     "and peak_per_gpu_bytes are one GPU's of the plan; the roofline, compute, memory and overhead "
     "columns stay one GPU's whole video."
