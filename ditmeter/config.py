@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ditmeter.analytic.device import TENSOR_DTYPES, DeviceSpec
 from ditmeter.analytic.geometry import Geometry
+from ditmeter.analytic.host import HostPlan, default_host, host_from_mapping
 from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
 from ditmeter.analytic.parallel import SINGLE, ParallelPlan
@@ -57,6 +58,7 @@ _RUN = (
     "attention",
     "gemm_dtype",
     "calibration",
+    "host",
     "output_root",
     "run_id",
     "measured_video_s",
@@ -172,6 +174,8 @@ class TopLevel:
     calibration: str | None = attrs.field(default=None, validator=_is_path)
     device_kind: str = attrs.field(default="cpu", validator=one_of(*DEVICE_KINDS))
     trace: str | None = attrs.field(default=None, validator=_is_path)  # ingest's Chrome trace
+    #: the host CPU (offload.t5_cpu): auto, a configs/host/ name or a calibration file
+    host: str = attrs.field(default="auto", validator=_is_path)
 
 
 @attrs.frozen
@@ -384,6 +388,27 @@ def kernel_table(name: str) -> KernelTable:
     return KernelTable.from_mapping(_kernel_mapping(name), "kernels")
 
 
+def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
+    """``host=``: ``auto`` (by the device, :func:`~ditmeter.analytic.host.default_host`), a
+    ``configs/host/`` name, or a calibration file of a CPU (``ditmeter calibrate``)."""
+    if device is None:
+        return None
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        from ditmeter.analytic.calibration import read_calibration
+
+        cal_device, kernels = read_calibration(Path(name))
+        return HostPlan(cal_device, kernels)
+    name = default_host(device) if name == "auto" else name
+    path = config_dir() / "host" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            "host", f"{name!r} unknown; allowed: auto, {', '.join(choices('host'))} or a calibration file"
+        )
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(raw, dict)
+    return host_from_mapping({str(k): v for k, v in raw.items()}, "host")
+
+
 def time_plan(
     top: TopLevel, options: TimeOptions, device: DeviceSpec | None
 ) -> tuple[DeviceSpec | None, TimePlan]:
@@ -402,7 +427,9 @@ def time_plan(
         device = cal_device
     elif device is not None and device.kernels is not None:
         kernels = kernel_table(device.kernels)
-    plan = TimePlan(options.mode, kernels, top.attention, top.gemm_dtype, options.execution)
+    plan = TimePlan(
+        options.mode, kernels, top.attention, top.gemm_dtype, options.execution, host_plan(top.host, device)
+    )
     changed = top.attention != "auto" or top.gemm_dtype is not None
     if device is None:
         if changed:

@@ -44,6 +44,10 @@ NOT_MODELED: tuple[str, ...] = (
 )
 
 
+#: The stage ``offload.t5_cpu`` runs on the host CPU.
+TEXT_STAGE = "text_encoder"
+
+
 def qualify(stage: str, module_id: str) -> str:
     """A stage-local id → the video-wide id (``blocks.0.attn.q`` → ``text_encoder.blocks.0.attn.q``;
     the stage's root "" → ``text_encoder``)."""
@@ -128,6 +132,14 @@ class Analysis:
         flavour, name = (self.workload.pipeline, stage.name) if eager else ("", "")
         return StageKernels(stage.dtype, plan.backend(stage.attention, forward=forward), gemm, flavour, name)
 
+    def runs_on(self, stage: Stage, device: DeviceSpec, plan: TimePlan) -> tuple[DeviceSpec, TimePlan]:
+        """Where ``stage`` runs: the text encoder on the host CPU under ``offload.t5_cpu`` (its
+        device and table, ``host=``), every stage else on ``device`` under ``plan``."""
+        if stage.name == TEXT_STAGE and self.memory.t5_cpu and plan.host is not None:
+            host = plan.host
+            return host.device, attrs.evolve(plan, kernels=host.kernels, attention="auto", gemm_dtype=None)
+        return device, plan
+
     def prediction(self, device: DeviceSpec, plan: TimePlan | None = None) -> Prediction:
         """Times of every module of every stage on ``device`` (forward, step, video) under ``plan``
         (the roofline lower bound when no plan is given).
@@ -137,8 +149,9 @@ class Analysis:
         plan = plan or TimePlan(mode="roofline")
         modules, backends = {}, {}
         for stage in self.every_stage:
-            kernels = self.stage_kernels(stage, plan)
-            modules.update(module_times(stage.tree, device, plan, kernels, stage.name))
+            on, stage_plan = self.runs_on(stage, device, plan)
+            kernels = self.stage_kernels(stage, stage_plan)
+            modules.update(module_times(stage.tree, on, stage_plan, kernels, stage.name))
             head_dims = [
                 int(dict(r.dims)["head_dim"])
                 for r in walk(stage.tree, expand=False)

@@ -48,6 +48,7 @@ import attrs
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.eager import KernelCall, eager_calls
+from ditmeter.analytic.host import HostPlan
 from ditmeter.analytic.kernels import MAX_FUSED_HEAD_DIM, KernelTable
 from ditmeter.analytic.transfer import Transfer
 from ditmeter.analytic.tree import ModuleRow, Node, rollup, walk
@@ -122,6 +123,8 @@ class TimePlan:
     attention: str = "auto"
     gemm_dtype: str | None = None
     execution: str = "eager"
+    #: the host CPU as a device and its table (``host=``): where ``offload.t5_cpu`` encodes
+    host: HostPlan | None = None
 
     @property
     def predicted(self) -> bool:

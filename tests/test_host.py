@@ -1,0 +1,51 @@
+"""The host CPU (``host=``): where ``offload.t5_cpu=true`` encodes the prompt, by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from ditmeter.analytic.tree import walk
+from ditmeter.commands.report import analyze
+from ditmeter.config import load
+from ditmeter.errors import ConfigError
+
+BASE = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=h100-sxm", "stages=[text_encoder,dit]"]
+
+
+def _text(*overrides: str):  # type: ignore[no-untyped-def]
+    a, view = analyze(load([*BASE, *overrides], "report"))
+    assert view.prediction is not None
+    stage = next(s for s in a.stages if s.name == "text_encoder")
+    return stage, view.prediction.modules["text_encoder"]
+
+
+def test_the_text_encoder_on_a_96_core_epyc_by_hand() -> None:
+    """Compiled (one op per leaf): compute = tensor FLOPs / (96 × 204.6 GFLOP/s, the measured bf16
+    rate of a Zen 4 core) + CUDA-core FLOPs / (96 × 91.3 GFLOP/s); every op adds its 2.84 µs."""
+    stage, t = _text("offload.t5_cpu=true", "host=epyc-9654", "time.execution=compiled")
+    cost = stage.tree.total
+    assert t.compute_s == pytest.approx(cost.tensor_flops / (96 * 204.6e9) + cost.cuda_flops / (96 * 91.3e9))
+    leaves = sum(r.copies for r in walk(stage.tree, expand=False) if r.kind == "leaf")
+    assert t.overhead_s == pytest.approx(leaves * 2.84e-6)
+    assert t.predicted_s >= t.compute_s + t.overhead_s  # a CPU adds its op cost: nothing overlaps
+
+
+def test_t5_cpu_moves_the_encoder_to_the_host() -> None:
+    _, gpu = _text()
+    _, desktop = _text("offload.t5_cpu=true", "host=ryzen-7950x")
+    _, server = _text("offload.t5_cpu=true", "host=epyc-9654")
+    assert desktop.predicted_s > server.predicted_s > gpu.predicted_s
+    assert desktop.compute_s == pytest.approx(6 * server.compute_s, rel=1e-9)  # 96 / 16 cores
+
+
+def test_host_auto_follows_the_board() -> None:
+    rtx = load([*BASE[:2], "device=rtx4090"], "report").time.host
+    dc = load(BASE, "report").time.host
+    assert rtx is not None and rtx.device.name == "ryzen-7950x"
+    assert dc is not None and dc.device.name == "epyc-9654"
+
+
+def test_an_unknown_host_names_the_field() -> None:
+    with pytest.raises(ConfigError) as err:
+        load([*BASE, "host=pentium-4"], "report")
+    assert err.value.field == "host" and "epyc-9654" in str(err.value)
