@@ -16,7 +16,7 @@ The UMT5 blocks run on small CPU tensors with a padded prompt's mask (the pipeli
 construction reads the mask's values). Not compared: transformers' mask construction before the
 blocks (some fifteen tiny int/bool kernels and a host sync per encode) and what lies outside the
 units (CLIP's stem, whose ``pos_embedding`` leaf has no dims; the VAE's channel-changing resnets,
-whose two SiLUs and cache copies are one leaf; see ``eager_stages``' NB).
+whose two SiLUs and cache copies are one leaf; see ``eager_vae``' NB).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-import ditmeter.models.wan21.eager_stages  # noqa: F401  (registers the recipes)
+import ditmeter.models.wan21.eager_encoders
+import ditmeter.models.wan21.eager_vae  # noqa: F401
 from ditmeter.analytic import eager
 from ditmeter.analytic.eager import KernelCall, eager_calls
 from ditmeter.analytic.tree import walk

@@ -128,7 +128,9 @@ class Analysis:
         16-bit matmuls only (the what-if of an fp8 DiT)."""
         forward = stage.name == self.forward.name
         gemm = plan.gemm_dtype if forward and stage.dtype != "fp32" else None
-        eager = plan.execution == "eager"
+        # eager kernels where the stage's module runs once per run (a VAE leaf carries the first of
+        # its per-frame calls' dims: its leaves stay fused, docs/eager.md)
+        eager = plan.execution == "eager" and stage.calls == 1
         flavour, name = (self.workload.pipeline, stage.name) if eager else ("", "")
         return StageKernels(stage.dtype, plan.backend(stage.attention, forward=forward), gemm, flavour, name)
 

@@ -108,7 +108,7 @@ def eager_calls(
     """The eager kernels of leaf ``leaf`` (its id in the stage) of ``rule`` at ``dims`` under
     ``flavour`` (None: no recipe for it)."""
     recipe = RECIPES.get((flavour, stage, rule or ""))
-    if recipe is None:
+    if recipe is None or not dims:  # a leaf with no dims has no shape to derive kernels from
         return None
     return recipe(act=act, leaf=leaf, **{k: int(v) for k, v in dims.items()})
 

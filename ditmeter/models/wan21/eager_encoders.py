@@ -1,9 +1,9 @@
-"""The eager kernels of the stages around the DiT: UMT5, CLIP and the Wan-VAE, leaf by leaf.
+"""The eager kernels of the encoders around the DiT: UMT5 and CLIP, leaf by leaf.
 
 Like :mod:`ditmeter.models.wan21.eager` (the DiT), each recipe is a function of a leaf's dims;
 ``leaf`` tells apart leaves of one rule that run different code. Checked against the ops of the
 real modules in ``tests/test_eager_stages.py`` (a UMT5 block of both flavours, a CLIP layer of
-diffusers', the VAE decoder's mid block and first up block of both).
+diffusers').
 
 **text_encoder** (bf16 in both; the official ``T5Encoder`` outside autocast, transformers'
 ``UMT5EncoderModel`` with its default SDPA): RMSNorm is eight kernels (``x.float()``, pow, mean,
@@ -21,16 +21,6 @@ SDPA: the memory-efficient kernel for fp32); the official ``VisionTransformer`` 
 by autocast, ``flash_attention(version=2)`` with its varlen offsets) stops after block 31 and
 never runs ``post_norm``. NB: the official recipes are read from Wan2.1's ``wan/modules/clip.py``,
 not captured (the installed Wan2.2 code has no CLIP).
-
-**vae_decode / vae_encode** (fp32 in both; the official ``autocast(dtype=float32)`` changes
-nothing): both codes run the same ops: every causal conv is ``F.pad`` (a copy) and the conv,
-RMSNorm is ``F.normalize`` (norm, clamp, div) × scale × gamma + 0, the cache keeps the last
-frames by ``clone``; the 2-D convs (resample, attention projections) pad inside the kernel.
-
-NB (the VAE tree): a VAE leaf's dims are those of the first decoder call (later calls and the
-time convs that only they run are costed as that call's kernels), and a leaf that several ops
-feed (a resnet's two SiLUs and two cache copies over ``in + out`` channels, ``decoder.feat_cache``
-whose dims are ``conv_in``'s cache only) is split evenly: exact where a resnet keeps its channels.
 """
 
 from __future__ import annotations
@@ -441,134 +431,3 @@ def _clip_gelu(*, act: str, leaf: str, elements: int, act_bytes: int) -> tuple[K
     """Exact ``gelu`` (an fp16 op under autocast)."""
     b = elements * act_bytes
     return (memory("gelu", dtype_of(act_bytes, act), b, b),)
-
-
-# ---- Wan-VAE (decode and encode; fp32) --------------------------------------------------------
-
-_PADDED_IN_KERNEL = ("resample.1", "to_qkv", "proj")
-
-
-def _vae_conv(
-    *,
-    act: str,
-    leaf: str,
-    outputs: int,
-    in_channels: int,
-    out_channels: int,
-    kernel_volume: int,
-    inputs: int,
-    bias: int,
-    act_bytes: int,
-    weight_el_bytes: int,
-) -> tuple[KernelCall, ...]:
-    """A ``CausalConv3d``: ``F.pad`` (the unpadded input in, the padded one out), then the conv over
-    the padded input. The 2-D convs (resample, the attention's 1×1) pad inside the kernel; the
-    encoder's stride-2 resample reads the ``ZeroPad2d`` copy (its own leaf). A time conv with no
-    outputs has not run (the first call skips it)."""
-    if outputs == 0:
-        return ()
-    dtype = dtype_of(act_bytes, act)
-    conv = _conv(dtype, inputs, in_channels, out_channels, kernel_volume, outputs, bias)
-    if leaf.endswith(_PADDED_IN_KERNEL):
-        if leaf.startswith("decoder") or kernel_volume == 1:  # same-size: reads the unpadded input
-            conv = _conv(dtype, outputs, in_channels, out_channels, kernel_volume, outputs, bias)
-        return (conv,)
-    b = EAGER_DTYPE_BYTES[dtype]
-    return (memory("constant_pad_nd", dtype, outputs * in_channels * b, inputs * in_channels * b), conv)
-
-
-def _vae_rms_norm(
-    *, act: str, leaf: str, rows: int, dim: int, act_bytes: int, weight_el_bytes: int
-) -> tuple[KernelCall, ...]:
-    """``F.normalize(x, dim=1) * scale * gamma + 0.``: the norm over channels, ``clamp_min``, the
-    division by the expanded norm (counted at x's size), ×√dim, ×gamma, +0."""
-    e, b = rows * dim, act_bytes
-    dtype = dtype_of(b, act)
-    return (
-        memory("linalg_vector_norm", dtype, e * b, rows * b),
-        memory("clamp_min", dtype, rows * b, rows * b),
-        memory("div", dtype, e * b, e * b, e * b),
-        memory("mul", dtype, e * b, e * b),
-        memory("mul", dtype, e * b, dim * weight_el_bytes, e * b),
-        memory("add", dtype, e * b, e * b),
-    )
-
-
-def _vae_silu(*, act: str, leaf: str, elements: int, act_bytes: int) -> tuple[KernelCall, ...]:
-    """A resnet's leaf is its two SiLUs (over ``in`` and ``out`` channels: halves, see the module
-    NB); the coder's head runs one."""
-    dtype, resnet = dtype_of(act_bytes, act), leaf.count(".") > 1
-    n = elements // 2 if resnet else elements
-    return (memory("silu", dtype, n * act_bytes, n * act_bytes, count=2 if resnet else 1),)
-
-
-def _vae_layout_copy(*, act: str, leaf: str, elements: int, act_bytes: int) -> tuple[KernelCall, ...]:
-    """First call: the cache ``clone`` of one frame before each causal conv (``feat_cache``: two
-    frames' dims; a resnet's two convs: halves, a coder's ``conv_in``: one), the nearest 2× upsample
-    (``resample.0`` of the decoder; the encoder's ``ZeroPad2d`` copy), the output ``cat``; a
-    single-frame ``reshuffle`` is a view."""
-    dtype, b = dtype_of(act_bytes, act), act_bytes
-    if leaf.endswith("feat_cache"):
-        resnet = leaf.count(".") > 1
-        n = elements // 4 if resnet else elements // 2
-        return (memory("clone", dtype, n * b, n * b, count=2 if resnet else 1),)
-    if leaf.endswith("resample.0"):
-        if leaf.startswith("decoder"):
-            return (memory("_upsample_nearest_exact2d", dtype, elements // 4 * b, elements * b),)
-        return (memory("constant_pad_nd", dtype, elements * b, elements * b),)
-    if leaf.endswith("reshuffle"):
-        return ()
-    return (memory("cat", dtype, elements * b, elements * b),)
-
-
-def _vae_add(*, act: str, leaf: str, elements: int, act_bytes: int) -> tuple[KernelCall, ...]:
-    return _add(elements, dtype_of(act_bytes, act))
-
-
-def _vae_attention(
-    *,
-    act: str,
-    leaf: str,
-    batch: int,
-    heads: int,
-    q_tokens: int,
-    kv_tokens: int,
-    head_dim: int,
-    act_bytes: int,
-) -> tuple[KernelCall, ...]:
-    """The mid block's single head: ``.contiguous()`` of the permuted q, k, v, then SDPA in fp32
-    (the memory-efficient kernel, no log-sum-exp without grad)."""
-    dtype = dtype_of(act_bytes, act)
-    qkv = 3 * batch * q_tokens * head_dim * act_bytes
-    core = _attention("efficient_attention", dtype, batch, heads, q_tokens, kv_tokens, head_dim, lse=False)
-    return (memory("clone", dtype, qkv, qkv), core)
-
-
-def _vae_clamp(op: str) -> object:
-    def recipe(*, act: str, leaf: str, elements: int, act_bytes: int) -> tuple[KernelCall, ...]:
-        """The output clamped to [-1, 1] (official: ``clamp_`` in place)."""
-        b = elements * act_bytes
-        return (memory(op, dtype_of(act_bytes, act), b, b),)
-
-    return recipe
-
-
-def _vae_posterior(*, act: str, leaf: str, elements: int, act_bytes: int) -> tuple[KernelCall, ...]:
-    """``DiagonalGaussianDistribution``: ``logvar.clamp``, ``exp(0.5 * logvar)``, ``exp(logvar)``."""
-    b = elements * act_bytes
-    dtype = dtype_of(act_bytes, act)
-    return (memory("clamp", dtype, b, b), memory("mul", dtype, b, b), memory("exp", dtype, b, b, count=2))
-
-
-for _flavour in ("official", "diffusers"):
-    for _stage in ("vae_decode", "vae_encode"):
-        _register = register_recipe(_flavour, _stage, "conv")  # type: ignore[arg-type]
-        _register(_vae_conv)
-        register_recipe(_flavour, _stage, "rms_norm")(_vae_rms_norm)  # type: ignore[arg-type]
-        register_recipe(_flavour, _stage, "silu")(_vae_silu)  # type: ignore[arg-type]
-        register_recipe(_flavour, _stage, "layout_copy")(_vae_layout_copy)  # type: ignore[arg-type]
-        register_recipe(_flavour, _stage, "residual_add")(_vae_add)  # type: ignore[arg-type]
-        register_recipe(_flavour, _stage, "attention_core")(_vae_attention)  # type: ignore[arg-type]
-    clamp = _vae_clamp("clamp_" if _flavour == "official" else "clamp")
-    register_recipe(_flavour, "vae_decode", "clamp")(clamp)  # type: ignore[arg-type]
-    register_recipe(_flavour, "vae_encode", "gaussian_posterior")(_vae_posterior)  # type: ignore[arg-type]
