@@ -9,13 +9,8 @@ import pytest
 import yaml
 
 from ditmeter.cli import main
-from ditmeter.compare.measurements import (
-    default_folder,
-    error_summary,
-    load_points,
-    predict_point,
-    validate_frame,
-)
+from ditmeter.commands.validate import default_folder, predict_point, validate_frame
+from ditmeter.compare.measurements import error_summary, load_points
 
 #: The accuracy the README states for time.execution=eager (median and max |error| over the dataset).
 STATED_MEDIAN, STATED_MAX = 0.14, 0.55

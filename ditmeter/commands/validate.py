@@ -4,15 +4,47 @@ predicted under its stated settings, with the errors (:mod:`ditmeter.compare.mea
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 import pandas as pd
 
-from ditmeter.compare.measurements import default_folder, load_points, validate_frame
+from ditmeter.compare.measurements import Point, comparison_frame, load_points
 from ditmeter.reports.run_dir import analysis_dir, new_run_id, staged_run
 from ditmeter.reports.tables import write_parquet
 from ditmeter.reports.validate_report import VALIDATE_FILES, VALIDATE_SCHEMA, validate_markdown, validate_plot
+
+
+def default_folder() -> Path:
+    """``data/measurements`` beside ``configs/`` (a checkout), or ``ditmeter/conf/measurements``."""
+    from ditmeter.config import config_dir
+
+    here = config_dir()
+    for candidate in (here.parent / "data" / "measurements", here / "measurements"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "data" / "measurements"
+
+
+def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
+    """The predicted seconds of what ``point`` timed, under its settings (and ``extra`` keys), by
+    the code of ``ditmeter report``."""
+    from ditmeter.commands.report import analyze
+    from ditmeter.config import load
+
+    cfg = load([*point.overrides(), *extra], "report")
+    _, view = analyze(cfg)
+    value = {"video": view.per_video_s, "per_step": view.per_step_s, "denoise": view.forward_video_s}[
+        point.timed
+    ]
+    assert value is not None  # a device is given
+    return float(value)
+
+
+def validate_frame(points: Sequence[Point], extra: Sequence[str] = ()) -> pd.DataFrame:
+    """Every point predicted and compared (``compare.measurements.comparison_frame``)."""
+    return comparison_frame(points, [predict_point(p, extra) for p in points])
 
 
 @attrs.frozen

@@ -5,7 +5,8 @@ with the published GPU, GPU count, model, settings as ditmeter keys (workload, o
 attention), what was timed (``video``: the whole video; ``per_step``: one denoising step;
 ``denoise``: every step), the published seconds, the source and the exact quote, and what the
 source does not state under ``assumed``. Each point is predicted under its settings by the same
-code as ``ditmeter report`` and compared: relative error = predicted / measured − 1.
+code as ``ditmeter report`` (``commands/validate.py``) and compared: relative error = predicted /
+measured − 1.
 
 NB: no constant in the time model is fitted to these numbers (docs/validate.md): they are for
 validation only.
@@ -14,7 +15,7 @@ validation only.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +52,6 @@ class Point:
 
     def overrides(self) -> list[str]:
         return [f"model={self.model}", f"pipeline={self.pipeline}", f"device={self.device}", *self.settings]
-
-
-def default_folder() -> Path:
-    """``data/measurements`` beside ``configs/`` (a checkout), or ``ditmeter/data`` (a wheel)."""
-    from ditmeter.config import config_dir
-
-    here = config_dir()
-    for candidate in (here.parent / "data" / "measurements", here / "measurements"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "data" / "measurements"
 
 
 def _read(path: Path) -> Any:
@@ -135,25 +125,11 @@ def load_points(folder: Path) -> list[Point]:
     return points
 
 
-def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
-    """The predicted seconds of what ``point`` timed, under its settings (and ``extra`` keys)."""
-    from ditmeter.commands.report import analyze
-    from ditmeter.config import load
-
-    cfg = load([*point.overrides(), *extra], "report")
-    _, view = analyze(cfg)
-    value = {"video": view.per_video_s, "per_step": view.per_step_s, "denoise": view.forward_video_s}[
-        point.timed
-    ]
-    assert value is not None  # a device is given
-    return float(value)
-
-
-def validate_frame(points: Iterable[Point], extra: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per point: its settings, measured and predicted seconds, the relative error."""
+def comparison_frame(points: Sequence[Point], predicted: Sequence[float]) -> pd.DataFrame:
+    """One row per point: its settings, measured and ``predicted`` seconds, the relative error."""
     rows = []
-    for p in points:
-        predicted = predict_point(p, extra)
+    for p, seconds in zip(points, predicted, strict=True):
+        error = float(seconds) / p.seconds - 1.0
         rows.append(
             {
                 "point_id": p.id,
@@ -166,9 +142,9 @@ def validate_frame(points: Iterable[Point], extra: Sequence[str] = ()) -> pd.Dat
                 "settings": " ".join(p.settings),
                 "timed": p.timed,
                 "measured_s": p.seconds,
-                "predicted_s": predicted,
-                "rel_error": predicted / p.seconds - 1.0,
-                "abs_rel_error": abs(predicted / p.seconds - 1.0),
+                "predicted_s": float(seconds),
+                "rel_error": error,
+                "abs_rel_error": abs(error),
                 "assumed": "; ".join(p.assumed),
                 "where": p.where,
                 "quote": p.quote,

@@ -168,10 +168,19 @@ def stage_categories(view: DeviceView, modules: pd.DataFrame) -> list[dict[str, 
 #: How report.json says the time was predicted, by ``time.mode``.
 TIME_MODELS = {
     "predicted": (
-        "per leaf: max(compute at the fraction of the peak its kernel class reaches at its shape, bytes at "
-        "the element-wise share of the bandwidth, launches), never below the roofline; leaves summed"
+        "per kernel: max(compute at the fraction of the peak its kernel class reaches at its shape, bytes at "
+        "the element-wise share of the bandwidth, its launch), never below the roofline; kernels summed"
     ),
-    "roofline": "roofline per leaf, leaves summed: max(tensor/peak + cuda/fp32 peak, bytes/bandwidth)",
+    "roofline": "roofline per kernel, kernels summed: max(tensor/peak + cuda/fp32 peak, bytes/bandwidth)",
+}
+#: What a kernel is, by ``time.execution``.
+EXECUTION_MODELS = {
+    "eager": (
+        "eager: every kernel the pipeline's code launches (each aten op that moves data, in its own dtype "
+        "at its own bytes: casts, fp32 norms and modulation, the official float64 RoPE); stages whose module "
+        "is called several times per run (the VAE) and leaves without a recipe stay one fused kernel"
+    ),
+    "compiled": "compiled: one fused kernel per leaf at its fused-ideal bytes (torch.compile's aim)",
 }
 
 
@@ -184,6 +193,19 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
     return {
         "device": p.device.name,
         "mode": plan.mode if plan.predicted else "roofline",
+        "execution": plan.execution,
+        "execution_model": EXECUTION_MODELS[plan.execution],
+        "host": plan.host.device.name if plan.host is not None and view.analysis.memory.t5_cpu else None,
+        "transfers": [
+            {
+                "component": t.component,
+                "direction": t.direction,
+                "bytes": t.bytes,
+                "before": t.before,
+                "seconds": s,
+            }
+            for t, s in p.transfers
+        ],
         "kernels": plan.kernels.name if plan.kernels is not None and plan.predicted else None,
         "attention": p.backends,
         "gemm_dtype": plan.gemm_dtype,
@@ -227,6 +249,7 @@ def plan_line(p: Prediction) -> str:
         how = f"kernel efficiency from `{plan.kernels.name}`"
         if plan.gemm_dtype:
             how += f", DiT matmuls in {plan.gemm_dtype}"
+    how = f"{plan.execution} execution, {how}"
     attention = ", ".join(f"{stage} {b}" for stage, b in p.backends.items())
     eff = f", efficiency {d.efficiency:g}" if d.efficiency != 1 else ""
     return f"{d.display_name}: {how}{eff}; attention: {attention}"
