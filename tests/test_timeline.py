@@ -105,14 +105,17 @@ def test_the_tracks_are_named_and_sorted() -> None:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_stages_run_back_to_back_and_end_at_the_video_time(name: str) -> None:
     analysis, prediction, doc = case(name)
-    stages = slices(doc, "stages")
+    phases = slices(doc, "stages")  # the stages and the weight moves between them (offload)
+    stages = [e for e in phases if e["name"] != "offload"]
     assert [e["name"] for e in stages] == [s.name for s in analysis.stages]
-    assert stages[0]["ts"] == 0.0
-    for a, b in pairwise(stages):
+    moves = [e["dur"] for e in phases if e["name"] == "offload"]
+    assert sum(moves) == pytest.approx(prediction.transfer_s * 1e6, rel=1e-9)
+    assert phases[0]["ts"] == 0.0
+    for a, b in pairwise(phases):
         assert b["ts"] == pytest.approx(end(a), abs=EPS_US)
     last = max(end(e) for e in doc["traceEvents"] if e["ph"] == "X")
     assert last == pytest.approx(prediction.per_video_s * 1e6, rel=1e-6)
-    assert end(stages[-1]) == pytest.approx(last, abs=EPS_US)
+    assert end(phases[-1]) == pytest.approx(last, abs=EPS_US)
     for e, stage in zip(stages, analysis.stages, strict=True):
         assert e["dur"] == pytest.approx(prediction.stage_video_s(stage.name, stage.runs_per_video) * 1e6)
 

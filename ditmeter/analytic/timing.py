@@ -174,7 +174,9 @@ class StageKernels:
         if not self.flavour:
             return None
         half = self.dtype if self.dtype in ("bf16", "fp16") else "bf16"
-        calls = eager_calls(self.flavour, self.stage, row.module_id, row.rule, dict(row.dims), half)
+        # the leaf's id in its stage (as recipes name leaves): a walk may prefix the stage's name
+        leaf = row.module_id.removeprefix(self.stage + ".")
+        calls = eager_calls(self.flavour, self.stage, leaf, row.rule, dict(row.dims), half)
         if calls is None:
             return None
         return tuple((_call_row(row, c), self._as(c), c.count) for c in calls)

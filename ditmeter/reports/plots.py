@@ -215,10 +215,17 @@ def roofline_png(
 
 
 def time_breakdown_png(
-    by_category: pd.DataFrame, device: DeviceSpec, title: str, path: Path, run: str = "DiT forward"
+    by_category: pd.DataFrame,
+    device: DeviceSpec,
+    title: str,
+    path: Path,
+    run: str = "DiT forward",
+    by_stage: dict[str, float] | None = None,
 ) -> None:
     """Predicted time per ``run`` (the DiT's forward, or the run of the stage shown when the DiT is
-    not selected) by category: compute and memory terms side by side."""
+    not selected) by category: compute and memory terms side by side; with ``by_stage`` a second
+    panel: seconds per video by stage, the ``offload`` phase (weights moved between host and GPU)
+    included."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,7 +235,19 @@ def time_breakdown_png(
     total = float(cats["predicted_s"].sum())
     scale, unit = (1.0, "s") if total >= 1 else (1e3, "ms")
     y = np.arange(len(cats))
-    fig, ax = plt.subplots(figsize=(9, 0.55 * len(cats) + 1.8), layout="tight")
+    stages = by_stage or {}
+    rows = len(cats) + (len(stages) + 2 if stages else 0)
+    fig, axes = plt.subplots(
+        2 if stages else 1,
+        1,
+        figsize=(9, 0.55 * rows + 2.2),
+        layout="tight",
+        height_ratios=[len(cats), len(stages) + 1] if stages else None,
+        squeeze=False,
+    )
+    ax = axes[0][0]
+    if stages:
+        _stage_panel(axes[1][0], stages)
     ax.barh(
         y, cats["predicted_s"] * scale, color="#9ecae1", edgecolor="black", lw=0.5, label="predicted (max)"
     )
@@ -251,6 +270,28 @@ def time_breakdown_png(
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(True, axis="x", lw=0.3, alpha=0.5)
     _save(fig, path)
+
+
+def _stage_panel(ax: Any, by_stage: dict[str, float]) -> None:
+    """Seconds per video by stage (the offload phase hatched), each with its share."""
+    names = list(by_stage)[::-1]
+    values = [by_stage[n] for n in names]
+    total = sum(values) or 1.0
+    colours = ["#fdae6b" if n == "offload" else "#c7e9c0" for n in names]
+    bars = ax.barh(names, values, color=colours, edgecolor="black", lw=0.5)
+    for bar, n, v in zip(bars, names, values, strict=True):
+        if n == "offload":
+            bar.set_hatch("//")
+        ax.text(
+            v,
+            bar.get_y() + bar.get_height() / 2,
+            f"  {v:,.1f} s ({100 * v / total:.1f}%)",
+            va="center",
+            fontsize=9,
+        )
+    ax.set_xlabel("predicted seconds per video by stage (offload: weights moved between host and GPU)")
+    ax.set_xlim(0, max(values) * 1.3 if values else 1)
+    ax.grid(True, axis="x", lw=0.3, alpha=0.5)
 
 
 def memory_timeline_png(analysis: Analysis, device: DeviceSpec | None, path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ditmeter.compare.gate import Verdict
-from ditmeter.reports.device_report import DeviceView, time_by_category
+from ditmeter.reports.device_report import DeviceView, stage_times, time_by_category
 from ditmeter.reports.ingest_report import IngestSummary
 from ditmeter.reports.report_json import build_report, write_json
 from ditmeter.reports.summary import render_summary
@@ -83,7 +83,10 @@ def write_analysis_files(
         roofline_png(modules, timed, device, title, out / "roofline.png")
         shown = forward if forward in timed else next(iter(timed))  # stages= may leave the DiT out
         run = "DiT forward" if shown == forward else f"{shown} run"
-        time_breakdown_png(time_by_category(modules, shown), device, title, out / "time_breakdown.png", run)
+        by_stage = {t["stage"]: t["per_video_s"] for t in stage_times(view)}
+        time_breakdown_png(
+            time_by_category(modules, shown), device, title, out / "time_breakdown.png", run, by_stage
+        )
         memory_timeline_png(a, device, out / "memory_timeline.png")
         write_timeline(out / "timeline.json", a, view.prediction)
         files += DEVICE_FILES

@@ -8,7 +8,8 @@ threads are tracks, one per level of nesting, all at the same times:
 tid   track       one slice per
 ====  ==========  =====================================================================
 1     stages      selected stage (text encoder, image encoder, VAE encode, DiT, VAE decode),
-                  spanning every run of it, in execution order
+                  spanning every run of it, in execution order; and ``offload``: each weight move
+                  between host and GPU (``offload.model``) before the stage it serves
 2     steps       denoising step (the forward stage only)
 3     forwards    run of a stage: each DiT forward (``cond``/``uncond`` with guidance), each
                   text-encoder run (prompt, negative prompt), each run of the other stages
@@ -46,7 +47,7 @@ import attrs
 
 from ditmeter.analytic.analysis import Analysis, Stage
 from ditmeter.analytic.cost import Cost
-from ditmeter.analytic.timing import Prediction, Timing
+from ditmeter.analytic.timing import OFFLOAD_PHASE, Prediction, Timing
 from ditmeter.analytic.tree import ModuleRow
 from ditmeter.reports.tables import kernel_name
 
@@ -267,15 +268,43 @@ def stage_events(
     return out, length
 
 
+def transfer_events(
+    prediction: Prediction, before: Sequence[str], start_s: float
+) -> tuple[list[dict[str, Any]], float]:
+    """The ``offload`` slices (stages track) of the weight moves made before the stages ``before``,
+    one after another from ``start_s``, and the seconds they last."""
+    out, now = [], start_s
+    for t, seconds in prediction.transfers:
+        if t.before in before:
+            args = {"component": t.component, "direction": t.direction, "bytes": t.bytes, "why": t.why}
+            out.append(_slice(OFFLOAD_PHASE, "stages", now, now + seconds, args | {"video_s": seconds}))
+            now += seconds
+    return out, now - start_s
+
+
 def timeline_events(analysis: Analysis, prediction: Prediction) -> list[dict[str, Any]]:
-    """The trace events of one video: metadata first, then each stage's slices, stage by stage."""
+    """The trace events of one video: metadata first, then each stage's slices, stage by stage,
+    with the weight moves (``offload`` slices) made before each; moves before a stage the run does
+    not select go before the next selected one, or at the end."""
     out = metadata_events(prediction.device.display_name)
     now = 0.0
-    for stage in analysis.stages:
+    order = [p.stage for p in analysis.memory.phases]
+    selected = [s.name for s in analysis.stages]
+    pending: list[str] = []
+    for name in order:
+        pending.append(name)
+        if name not in selected:
+            continue
+        moves, took = transfer_events(prediction, pending, now)
+        out += moves
+        now += took
+        pending = []
+        stage = next(s for s in analysis.stages if s.name == name)
         events, length = stage_events(analysis, prediction, stage, now)
         out += events
         now += length
-    return out
+    moves, _ = transfer_events(prediction, [*pending, ""], now)
+    return out + moves
 
 
 def timeline_json(analysis: Analysis, prediction: Prediction) -> dict[str, Any]:
