@@ -5,6 +5,7 @@
 #   make calibrate MODEL=wan2.1-t2v-1.3b WORKLOAD=w001-tiny [ARGS="stages=[dit]"]
 #   make sweep [ARGS="device=[h100-sxm,a100-sxm-80gb] workload.num_frames=[33,49,81]"]
 #   make diff A=<run_id> B=<run_id>
+#   make validate [ARGS="time.execution=compiled"]
 #   make ingest TRACE=run.json.gz MODEL=wan2.1-t2v-1.3b WORKLOAD=480p-81f [ARGS="pipeline=diffusers device=h100-sxm"]
 #   make report / make test / make lint / make bench
 PYTHON ?= python3
@@ -19,7 +20,7 @@ A        ?=
 B        ?=
 TRACE    ?=
 
-.PHONY: install report trace compare diff profile ingest calibrate sweep test lint bench clean
+.PHONY: install report trace compare diff validate profile ingest calibrate sweep test lint bench clean
 
 $(STAMP): pyproject.toml setup.py Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
@@ -62,6 +63,10 @@ compare: $(STAMP)
 # Two runs side by side (run ids under output_root, or run folders).
 diff: $(STAMP)
 	$(BIN)/ditmeter diff $(A) $(B) $(ARGS)
+
+# The tool's accuracy: public measurements of real Wan runs (data/measurements/) against their prediction.
+validate: $(STAMP)
+	$(BIN)/ditmeter validate $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -32,6 +32,7 @@ Hydra overrides, e.g.:
   workload.dtype=fp16 output_root=/tmp/runs run_id=my-run
   pipeline=diffusers offload.model=false offload.t5_cpu=true
   device=h100-sxm device.efficiency=0.6 measured_video_s=1800
+  time.execution=compiled host=epyc-9654
   stages=[dit] stages=[text_encoder,dit,vae_decode]   (default: every stage of the model)
 
 workload keys: batch_size num_frames height width num_inference_steps guidance_scale
