@@ -17,14 +17,12 @@ from ditmeter.reports.validate_report import VALIDATE_FILES, VALIDATE_SCHEMA, va
 
 
 def default_folder() -> Path:
-    """``data/measurements`` beside ``configs/`` (a checkout), or ``ditmeter/conf/measurements``."""
-    from ditmeter.config import config_dir
-
-    here = config_dir()
-    for candidate in (here.parent / "data" / "measurements", here / "measurements"):
+    """``data/measurements`` of a checkout, or the wheel's copy (``ditmeter/measurements``)."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package.parent / "data" / "measurements", package / "measurements"):
         if candidate.is_dir():
             return candidate
-    return here.parent / "data" / "measurements"
+    return package.parent / "data" / "measurements"
 
 
 def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
