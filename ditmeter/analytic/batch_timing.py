@@ -1,10 +1,11 @@
-"""Every leaf of a stage timed on many devices and plans at once: numpy arrays over the leaves.
+"""Every kernel of a stage timed on many devices and plans at once: numpy arrays over the kernels.
 
-:func:`~ditmeter.analytic.timing.leaf_time`'s arithmetic for every leaf of a stage's compact walk
-(a repeated block once) and every device and plan at once (``tree_time`` per point costs ~3 ms),
-for ``ditmeter sweep``. :class:`Timer` compares the arrays with ``tree_time`` on the first point of
-each stage, kernel table and plan. NB: the two sum in different orders (last-bit differences); a
-disagreement beyond that is a bug and raises.
+The terms of each kernel come from :func:`~ditmeter.analytic.kernel_time.kernel_terms`, the one
+branching ``timing.kernel_time`` evaluates on one device; here they are evaluated on every device
+and plan at once (``tree_time`` per point costs ~3 ms), for ``ditmeter sweep``. :class:`Timer`
+compares the arrays with ``tree_time`` on the first point of each stage, kernel table and plan.
+NB: the two sum in different orders (last-bit differences); a disagreement beyond that is a bug
+and raises.
 """
 
 from __future__ import annotations
@@ -16,19 +17,17 @@ import attrs
 import numpy as np
 
 from ditmeter.analytic.analysis import Analysis, Stage
-from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.kernels import KernelTable
-from ditmeter.analytic.timing import (
-    CONV_RULES,
-    KERNEL_CLASS,
+from ditmeter.analytic.kernel_time import (
     StageKernels,
     TimePlan,
-    Timing,
-    call_flops,
     effective_backend,
-    tree_time,
+    kernel_terms,
+    peak_column,
+    stage_peaks,
 )
+from ditmeter.analytic.kernels import KernelTable
+from ditmeter.analytic.timing import Timing, tree_time
 from ditmeter.analytic.transfer import transfer_s
 from ditmeter.analytic.tree import walk
 
@@ -44,21 +43,17 @@ class DevicePlan:
     plan: TimePlan
 
 
-# ---- time: every leaf of a stage on every device and plan at once ---------------------------
-
-#: Columns of a device's peaks (FLOP/s) a leaf's compute runs at: the stage dtype's tensor peak,
-#: the GEMM dtype's (``gemm_dtype=``), the convolution peak (fp32 convolutions: TF32), and fp32
-#: (an eager fp32 kernel of a 16-bit stage).
-TENSOR, GEMM, CONV, F32 = 0, 1, 2, 3
+# ---- time: every kernel of a stage on every device and plan at once -------------------------
 
 
-def _floats(values: Sequence[int]) -> np.ndarray:
+def _floats(values: Sequence[float]) -> np.ndarray:
     return np.array([float(v) for v in values], dtype=np.float64)
 
 
 @attrs.frozen(eq=False)
 class Leaves:
-    """A stage's leaves from a compact walk (a repeated block once, ``copies`` times), as arrays."""
+    """A stage's kernels from a compact walk (a repeated block once, ``copies`` times): its fused
+    leaves, or under eager execution each leaf's launches, as arrays."""
 
     stage: Stage
     rows: tuple[Any, ...]  # the ModuleRows: a leaf, or one eager kernel of it (its launches in copies)
@@ -67,22 +62,11 @@ class Leaves:
     cuda: np.ndarray
     moved: np.ndarray  # bytes read + written
     copies: np.ndarray
-    roof_peak: np.ndarray  # the peak of leaf_roofline: TENSOR, GEMM or CONV
+    roof_peak: np.ndarray  # the peak column each row computes at (kernel_time.peak_column)
     category: np.ndarray  # index into categories
     categories: tuple[str, ...]
     head_dim: int | None  # the largest head dim (names the attention kernel)
     variant: tuple[object, ...]  # the stage, its dtype, attention and rules: what a check covers
-    #: (index, kernel class, FLOPs of one call (GEMMs, convolutions), dims) of the leaves a kernel
-    #: table times by their shape (the others: element-wise)
-    shaped: tuple[tuple[int, str, int, dict[str, Any]], ...]
-
-
-#: The dims a kernel class needs to be timed by its curve (``leaf_time``: else element-wise).
-_SHAPE_DIMS = {"gemm": "in_features", "conv": "in_channels", "attention": "head_dim"}
-
-
-def _call_flops(kind: str, dims: dict[str, Any]) -> int:
-    return call_flops(dims) if kind in ("gemm", "conv") else 0
 
 
 def _kernel_rows(stage: Stage, sk: StageKernels) -> tuple[list[Any], list[str]]:
@@ -96,36 +80,18 @@ def _kernel_rows(stage: Stage, sk: StageKernels) -> tuple[list[Any], list[str]]:
             rows.append(r)
             dtypes.append(stage.dtype)
             continue
-        for row, kernels, count in calls:
+        for row, dtype, count in calls:
             rows.append(attrs.evolve(row, copies=r.copies * count))
-            dtypes.append(kernels.dtype)
+            dtypes.append(dtype)
     return rows, dtypes
 
 
 def stage_leaves(stage: Stage, sk: StageKernels | None = None) -> Leaves:
-    """The stage's leaves as arrays; under eager execution (``sk`` with a flavour) its kernels."""
+    """The stage's kernels as arrays; under eager execution (``sk`` with a flavour) each launch."""
     rows_, dtypes_ = _kernel_rows(stage, sk or StageKernels(stage.dtype))
     rows, dtypes = tuple(rows_), tuple(dtypes_)
     categories = tuple(dict.fromkeys(str(r.category) for r in rows))
-    kinds = [KERNEL_CLASS.get(r.rule or "", "elementwise") for r in rows]
-    dims = [dict(r.dims) for r in rows]
-    shaped = tuple(
-        (i, k, _call_flops(k, d), d)
-        for i, (k, d) in enumerate(zip(kinds, dims, strict=True))
-        if _SHAPE_DIMS.get(k) in d or (k in ("gemm", "conv") and "call_flops" in d)
-    )
-    fp32 = [dt == "fp32" and stage.dtype != "fp32" for dt in dtypes]
-    roof = [
-        F32
-        if f and r.rule not in CONV_RULES
-        else GEMM
-        if k == "gemm"
-        else CONV
-        if r.rule in CONV_RULES
-        else TENSOR
-        for r, k, f in zip(rows, kinds, fp32, strict=True)
-    ]
-    head_dims = [int(d["head_dim"]) for d in dims if "head_dim" in d]
+    head_dims = [int(dict(r.dims)["head_dim"]) for r in rows if "head_dim" in dict(r.dims)]
     return Leaves(
         stage,
         rows,
@@ -134,89 +100,47 @@ def stage_leaves(stage: Stage, sk: StageKernels | None = None) -> Leaves:
         _floats([r.cost.cuda_flops for r in rows]),
         _floats([r.cost.moved_bytes for r in rows]),
         _floats([r.copies for r in rows]),
-        np.array(roof, dtype=np.intp),
+        np.array([peak_column(r.rule, d, stage.dtype) for r, d in zip(rows, dtypes, strict=True)], np.intp),
         np.array([categories.index(str(r.category)) for r in rows], dtype=np.intp),
         categories,
         max(head_dims) if head_dims else None,
         (stage.name, stage.dtype, stage.attention, sk, *sorted({str(r.rule) for r in rows})),
-        shaped,
     )
 
 
 @attrs.frozen(eq=False)
 class LeafKernels:
-    """What :func:`~ditmeter.analytic.timing.leaf_time` reads of a kernel table for each leaf of a
-    stage: compute = numerator / (peak × fraction) + cuda_on × CUDA-core time, memory = moved /
-    (bandwidth × share), and the launch cost."""
+    """:func:`~ditmeter.analytic.kernel_time.kernel_terms` of every row of a stage under one
+    kernel table: compute = numerator / peak[column] + cuda / CUDA-core peak, memory = traffic /
+    bandwidth, and the launch."""
 
-    peak: np.ndarray
+    column: np.ndarray
     numerator: np.ndarray
-    fraction: np.ndarray
-    cuda_on: np.ndarray
-    moved: np.ndarray
-    bandwidth_share: np.ndarray  # per leaf: an element-wise rule's own share, else the table's
-    overhead_s: float
+    cuda: np.ndarray
+    traffic: np.ndarray
+    launch_s: float
     overlapped: bool
 
 
 def leaf_kernels(
-    lv: Leaves, table: KernelTable, sk: StageKernels, memo: dict[tuple[Any, ...], float] | None = None
+    lv: Leaves, table: KernelTable, sk: StageKernels, memo: dict[tuple[Any, ...], Any] | None = None
 ) -> LeafKernels:
-    """The branches of ``leaf_time`` for every leaf of ``lv`` run as ``sk`` under ``table``
-    (``memo``: the table's fractions already read, by curve and x)."""
-    n, dtype = len(lv.rows), sk.dtype
-    peak = np.full(n, TENSOR, dtype=np.intp)
-    numerator, moved = lv.tensor.copy(), lv.moved.copy()
-    fraction, cuda_on = np.ones(n), np.ones(n)
+    """The terms of every row of ``lv`` run as ``sk`` under ``table`` (``memo``: terms already read,
+    by row and dtype)."""
     memo = {} if memo is None else memo
-
-    def read(kind: str, *key: Any) -> float:
-        if (kind, *key) not in memo:
-            curve = {"gemm": table.gemm_fraction, "conv": table.conv_fraction}.get(kind)
-            memo[(kind, *key)] = curve(*key) if curve else table.attention_fraction(*key)
-        return memo[(kind, *key)]
-
-    for i, kind, call, dims in lv.shaped:
-        row_dtype = lv.dtypes[i]
-        if kind == "gemm":
-            if row_dtype == "fp32" and dtype != "fp32":  # an eager fp32 GEMM of a 16-bit stage
-                peak[i], fraction[i] = F32, read("gemm", table.eager_gemm_dtype("fp32", dtype), call)
-            else:
-                peak[i], fraction[i] = GEMM, read("gemm", sk.gemm_dtype or row_dtype, call)
-        elif kind == "conv":
-            peak[i], fraction[i] = CONV, read("conv", row_dtype, call)
-        else:
-            head_dim, tf = int(dims["head_dim"]), lv.rows[i].cost.tensor_flops
-            backend = effective_backend(sk.attention, row_dtype, head_dim)
-            kvs = [int(dims[k]) for k in ("kv_tokens", "text_tokens", "image_tokens") if k in dims]
-            if backend == "sdpa_math":  # two GEMMs; the L×L scores written and read 4 times
-                fraction[i] = read("gemm", row_dtype, 2 * int(dims["q_tokens"]) * sum(kvs) * head_dim)
-                act_bytes = int(dims.get("act_bytes", DTYPE_BYTES.get(row_dtype, 4)))
-                moved[i] = float(lv.rows[i].cost.moved_bytes + 4 * (tf // (4 * head_dim)) * act_bytes)
-            elif len(kvs) == 1:  # the fused kernel; the softmax's work inside it
-                fraction[i], cuda_on[i] = read("attention", backend, head_dim, kvs[0]), 0.0
-            else:  # each key/value length at its own fraction
-                fracs = [read("attention", backend, head_dim, kv) for kv in kvs]
-                numerator[i] = sum(tf * kv / sum(kvs) / f for kv, f in zip(kvs, fracs, strict=True))
-                cuda_on[i] = 0.0
-    host = table.host
-    share = np.array(
-        [
-            table.bandwidth_fraction(r.rule)
-            if KERNEL_CLASS.get(str(r.rule)) is None
-            else table.bandwidth.fraction[0]
-            for r in lv.rows
-        ]
-    )
+    terms = []
+    for row, dtype in zip(lv.rows, lv.dtypes, strict=True):
+        key = (row.rule, row.dims, row.cost, dtype, sk.dtype, sk.gemm_dtype, sk.attention)
+        if key not in memo:
+            memo[key] = kernel_terms(row, dtype, sk, table)
+        terms.append(memo[key])
     return LeafKernels(
-        peak,
-        numerator,
-        fraction,
-        cuda_on,
-        moved,
-        share,
-        host.per_kernel_s,
-        host.overlapped,
+        np.array([t.column for t in terms], dtype=np.intp),
+        _floats([t.numerator for t in terms]),
+        _floats([t.cuda for t in terms]),
+        _floats([t.traffic for t in terms]),
+        table.host.per_kernel_s,
+        table.host.overlapped,
     )
 
 
@@ -232,9 +156,9 @@ def stage_times(
     bandwidth: np.ndarray,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One run of ``lv``'s stage on P devices: ``which[p]`` indexes ``kernels`` (None: the
-    roofline, ``time.mode=roofline`` or no table); ``peaks`` is P×3 FLOP/s (TENSOR, GEMM, CONV),
-    ``cuda`` and ``bandwidth`` are per device. Returns the Timing fields summed over the leaves
-    (P values each) and the predicted seconds by category (P × categories)."""
+    roofline, ``time.mode=roofline`` or no table); ``peaks`` is P×4 FLOP/s (the columns of
+    ``kernel_time.stage_peaks``), ``cuda`` and ``bandwidth`` are per device. Returns the Timing
+    fields summed over the rows (P values each) and the predicted seconds by category."""
     cuda_s = lv.cuda / cuda[:, None]
     compute = lv.tensor / peaks[:, lv.roof_peak] + cuda_s
     memory = lv.moved / bandwidth[:, None]
@@ -244,11 +168,11 @@ def stage_times(
         sel = which == g
         if k is None or not sel.any():
             continue
-        c = k.numerator / (peaks[sel][:, k.peak] * k.fraction) + k.cuda_on * cuda_s[sel]
-        m = k.moved / (bandwidth[sel, None] * k.bandwidth_share)
+        c = k.numerator / peaks[sel][:, k.column] + k.cuda / cuda[sel, None]
+        m = k.traffic / bandwidth[sel, None]
         kernel = np.maximum(c, m)
-        p = np.maximum(kernel, k.overhead_s) if k.overlapped else kernel + k.overhead_s
-        compute[sel], memory[sel], overhead[sel] = c, m, k.overhead_s
+        p = np.maximum(kernel, k.launch_s) if k.overlapped else kernel + k.launch_s
+        compute[sel], memory[sel], overhead[sel] = c, m, k.launch_s
         predicted[sel] = np.maximum(p, roofline[sel])
     parts = (compute, memory, overhead, predicted, roofline)
     totals = {f: part @ lv.copies for f, part in zip(TIMING_FIELDS, parts, strict=True)}
@@ -312,13 +236,7 @@ class Timer:
         """P × 4 FLOP/s: each device's TENSOR, GEMM, CONV and F32 peak for a stage in ``dtype``."""
         key = (dtype, tuple(sk.gemm_dtype for sk in sks))
         if key not in self._peaks:
-            rows = []
-            for p, k in enumerate(self.kind):
-                d = self.plans[p].device
-                gemm = d.tensor_flop_per_s(sks[k].gemm_dtype or dtype)
-                rows.append(
-                    (d.tensor_flop_per_s(dtype), gemm, d.conv_flop_per_s(dtype), d.tensor_flop_per_s("fp32"))
-                )
+            rows = [stage_peaks(self.plans[p].device, sks[k]) for p, k in enumerate(self.kind)]
             self._peaks[key] = np.array(rows)
         return self._peaks[key]
 

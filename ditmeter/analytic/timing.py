@@ -41,17 +41,49 @@ hides the launches of the next ones only within itself (no queue depth is modell
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import attrs
 
-from ditmeter.analytic.cost import DTYPE_BYTES, Cost
+from ditmeter.analytic.cost import Cost
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.eager import KernelCall, eager_calls
-from ditmeter.analytic.host import HostPlan
-from ditmeter.analytic.kernels import MAX_FUSED_HEAD_DIM, KernelTable
+from ditmeter.analytic.kernel_time import (  # re-exported: the records every timing caller uses
+    CONV_RULES,
+    KERNEL_CLASS,
+    StageKernels,
+    TimePlan,
+    call_flops,
+    conv_call_flops,
+    effective_backend,
+    kernel_terms,
+    peak_column,
+    stage_peaks,
+)
 from ditmeter.analytic.transfer import Transfer
 from ditmeter.analytic.tree import ModuleRow, Node, rollup, walk
+
+__all__ = [
+    "CONV_RULES",
+    "EXECUTIONS",
+    "KERNEL_CLASS",
+    "LIMITS",
+    "OFFLOAD_PHASE",
+    "TIME_MODES",
+    "ZERO",
+    "Prediction",
+    "StageKernels",
+    "TimePlan",
+    "Timing",
+    "call_flops",
+    "conv_call_flops",
+    "dominant_limit",
+    "effective_backend",
+    "kernel_time",
+    "leaf_roofline",
+    "leaf_time",
+    "module_times",
+    "tree_time",
+]
 
 TIME_MODES = ("predicted", "roofline")
 #: The phase of a video's time that moves weights between host and GPU (``offload.model``).
@@ -101,107 +133,6 @@ class Timing:
 ZERO = Timing(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 _COPY = re.compile(r"\.\d+\.")
 
-#: Rules whose tensor FLOPs are convolutions (cuDNN): fp32 ones run on TF32 tensor cores.
-CONV_RULES = frozenset({"conv", "patch_conv3d"})
-#: Kernel class of each rule that is not element-wise.
-KERNEL_CLASS = {
-    "linear": "gemm",
-    "conv": "conv",
-    "patch_conv3d": "conv",
-    "attention_core": "attention",
-    "image_text_attention_core": "attention",
-}
-
-
-@attrs.frozen
-class TimePlan:
-    """How time is predicted: the mode, the kernel table, the attention backend and GEMM dtype
-    the user asked for (``attention=``, ``gemm_dtype=``)."""
-
-    mode: str = "predicted"
-    kernels: KernelTable | None = None
-    attention: str = "auto"
-    gemm_dtype: str | None = None
-    execution: str = "eager"
-    #: the host CPU as a device and its table (``host=``): where ``offload.t5_cpu`` encodes
-    host: HostPlan | None = None
-
-    @property
-    def predicted(self) -> bool:
-        return self.mode == "predicted" and self.kernels is not None
-
-    def backend(self, impl: str, *, forward: bool) -> str:
-        """The attention kernel a stage's code runs. ``impl`` is what the code calls: ``flash``
-        (the official ``flash_attention``: FA3 where the table has it, else FA2), ``fa2`` (the
-        same function pinned to version 2), ``sdpa`` (PyTorch SDPA: its flash kernel for 16-bit)
-        or ``eager`` (matmul + softmax). ``attention=`` replaces the denoiser's (``forward``)."""
-        if impl == "eager":
-            return "sdpa_math"
-        if forward and self.attention != "auto":
-            return self.attention
-        have = self.kernels.attention if self.kernels is not None else {}
-        wanted = {"flash": ("fa3", "fa2"), "fa2": ("fa2",)}.get(impl, ("sdpa_flash",))
-        # a table without the kernel (a CPU calibration measures SDPA only) costs the one it has
-        for backend in (*wanted, "sdpa_flash", *have):
-            if backend in have:
-                return backend
-        return wanted[-1]  # no table: the kernel the code would run
-
-
-def effective_backend(backend: str, dtype: str, head_dim: int) -> str:
-    """fp32 and head dims above 256 take the math path whatever is asked (no fused kernel takes them)."""
-    return "sdpa_math" if dtype == "fp32" or head_dim > MAX_FUSED_HEAD_DIM else backend
-
-
-@attrs.frozen
-class StageKernels:
-    """What one stage's leaves run: its dtype, its attention implementation, its GEMM dtype."""
-
-    dtype: str
-    attention: str = "sdpa_math"  # the backend (TimePlan.backend of the family's implementation)
-    gemm_dtype: str | None = None  # None: the stage dtype
-    #: eager: whose code's kernels (the pipeline: ``official``, ``diffusers``) in which stage;
-    #: "" (compiled, or no family recipes): each leaf one fused kernel
-    flavour: str = ""
-    stage: str = ""
-    #: an eager kernel's: the dtype of its stage (whose GEMM curve it reads where the table has
-    #: none for its own dtype); "": the kernels are the stage's
-    stage_dtype: str = ""
-
-    def calls(self, row: ModuleRow) -> tuple[tuple[ModuleRow, StageKernels, int], ...] | None:
-        """The eager kernels of leaf ``row`` as rows ``leaf_time`` times, each with the kernels it
-        runs as and its launch count (None: the leaf is one fused kernel)."""
-        if not self.flavour:
-            return None
-        half = self.dtype if self.dtype in ("bf16", "fp16") else "bf16"
-        # the leaf's id in its stage (as recipes name leaves): a walk may prefix the stage's name
-        leaf = row.module_id.removeprefix(self.stage + ".")
-        calls = eager_calls(self.flavour, self.stage, leaf, row.rule, dict(row.dims), half)
-        if calls is None:
-            return None
-        return tuple((_call_row(row, c), self._as(c), c.count) for c in calls)
-
-    def _as(self, call: KernelCall) -> StageKernels:
-        dtype = call.dtype if call.dtype in DTYPE_BYTES else "fp32"  # fp64, ints: CUDA cores
-        gemm = self.gemm_dtype if dtype != "fp32" else None
-        return StageKernels(dtype, self.attention, gemm, stage_dtype=self.dtype)
-
-
-#: The rule ``leaf_time`` times a kernel of each kind as (memory-bound kernels: element-wise).
-_CALL_RULES = {"gemm": "linear", "attention": "attention_core", "conv": "conv", "memory": None}
-
-
-def _call_row(leaf: ModuleRow, call: KernelCall) -> ModuleRow:
-    """One launch of ``call`` as a leaf row of ``leaf``'s id and category."""
-    dims: tuple[tuple[str, int | bool], ...] = call.dims
-    if call.kind in ("gemm", "conv"):
-        dims = (("call_flops", call.call_flops),)
-    elif call.kind == "attention":
-        dims = (*call.dims, ("batch", 1), ("act_bytes", DTYPE_BYTES.get(call.dtype, 2)))
-    cost = Cost(tensor_flops=call.tensor_flops, cuda_flops=call.cuda_flops, bytes_read=call.bytes)
-    return attrs.evolve(leaf, rule=_CALL_RULES[call.kind], cost=cost, dims=dims)
-
-
 def leaf_roofline(cost: Cost, device: DeviceSpec, dtype: str, rule: str | None = None) -> Timing:
     """The roofline of one leaf costed by ``rule``: every peak reached (see the module docstring)."""
     peak = device.conv_flop_per_s(dtype) if rule in CONV_RULES else device.tensor_flop_per_s(dtype)
@@ -220,87 +151,37 @@ def _timing(compute: float, memory: float, overhead: float, overlapped: bool, ro
     return Timing(compute, memory, overhead, predicted, roofline, *split)
 
 
-def _attention_s(
-    dims: Mapping[str, int | bool], tensor_flops: int, peak: float, table: KernelTable, backend: str
-) -> float:
-    """The fused attention kernel's time: each key/value length (I2V: text and image) at its own
-    fraction; the softmax's element-wise work runs inside the kernel (the published TFLOP/s count
-    the two matmuls only)."""
-    head_dim = int(dims["head_dim"])
-    kvs = [int(dims[k]) for k in ("kv_tokens", "text_tokens", "image_tokens") if k in dims]
-    total_kv = sum(kvs)
-    return sum(
-        tensor_flops * kv / total_kv / (peak * table.attention_fraction(backend, head_dim, kv)) for kv in kvs
-    )
-
-
-def conv_call_flops(dims: Mapping[str, int | bool]) -> int:
-    """One call's convolution FLOPs from a conv rule's dims (a VAE leaf sums many calls)."""
-    outputs = int(dims["outputs"]) if "outputs" in dims else int(dims["batch"]) * int(dims["patches"])
-    return 2 * outputs * int(dims["in_channels"]) * int(dims["out_channels"]) * int(dims["kernel_volume"])
-
-
 def leaf_time(row: ModuleRow, device: DeviceSpec, plan: TimePlan, stage: StageKernels) -> Timing:
     """The predicted time of one leaf (see the module docstring): under eager execution the sum
     of its kernels'."""
     calls = stage.calls(row)
     if calls is not None:
         out = ZERO
-        for call_row, kernels, count in calls:
-            t = kernel_time(call_row, device, plan, kernels)
+        for launch, dtype, count in calls:
+            t = kernel_time(launch, device, plan, stage, dtype)
             out = out + (t if count == 1 else t.times(count))
         return out
     return kernel_time(row, device, plan, stage)
 
 
-def call_flops(dims: Mapping[str, int | bool]) -> int:
-    """One GEMM or convolution launch's FLOPs (what the efficiency curves read)."""
-    if "call_flops" in dims:
-        return int(dims["call_flops"])
-    if "in_features" in dims:
-        return 2 * int(dims["tokens"]) * int(dims["in_features"]) * int(dims["out_features"])
-    return conv_call_flops(dims)
-
-
-def kernel_time(row: ModuleRow, device: DeviceSpec, plan: TimePlan, stage: StageKernels) -> Timing:
-    """The predicted time of one kernel: a leaf as one fused kernel, or one eager launch."""
-    cost, dtype = row.cost, stage.dtype
-    kind = KERNEL_CLASS.get(row.rule or "", "elementwise")
-    gemm_dtype = (stage.gemm_dtype or dtype) if kind == "gemm" else dtype
-    roof = leaf_roofline(cost, device, gemm_dtype, row.rule)
-    table = plan.kernels
-    if not plan.predicted or table is None:
-        return roof
-    dims = dict(row.dims)
-    share = table.bandwidth_fraction(row.rule) if kind == "elementwise" else table.bandwidth.fraction[0]
-    bandwidth = device.bytes_per_s * share
-    moved = cost.moved_bytes
-    cuda = cost.cuda_flops / device.cuda_flop_per_s
-    if kind == "gemm" and ("in_features" in dims or "call_flops" in dims):
-        call = call_flops(dims)
-        curve = table.eager_gemm_dtype(gemm_dtype, stage.stage_dtype) if stage.stage_dtype else gemm_dtype
-        rate = device.tensor_flop_per_s(gemm_dtype) * table.gemm_fraction(curve, call)
-        compute = cost.tensor_flops / rate + cuda
-    elif kind == "conv" and ("in_channels" in dims or "call_flops" in dims):
-        rate = device.conv_flop_per_s(dtype) * table.conv_fraction(dtype, call_flops(dims))
-        compute = cost.tensor_flops / rate + cuda
-    elif kind == "attention" and "head_dim" in dims:
-        backend = effective_backend(stage.attention, dtype, int(dims["head_dim"]))
-        peak = device.tensor_flop_per_s(dtype)
-        if backend == "sdpa_math":
-            # QKᵀ and PV as batched GEMMs; the scores are written, read by the softmax, the
-            # probabilities written and read by the second matmul: 4 passes over L×L.
-            kv = sum(int(dims[k]) for k in ("kv_tokens", "text_tokens", "image_tokens") if k in dims)
-            call = 2 * int(dims["q_tokens"]) * kv * int(dims["head_dim"])  # one head's QKᵀ
-            compute = cost.tensor_flops / (peak * table.gemm_fraction(dtype, call)) + cuda
-            scores = cost.tensor_flops // (4 * int(dims["head_dim"]))
-            moved += 4 * scores * int(dims.get("act_bytes", DTYPE_BYTES.get(dtype, 4)))
-        else:
-            compute = _attention_s(dims, cost.tensor_flops, peak, table, backend)
-    else:
-        compute = cost.tensor_flops / device.tensor_flop_per_s(dtype) + cuda
-    overhead = table.host.per_kernel_s
-    return _timing(compute, moved / bandwidth, overhead, table.host.overlapped, roof.roofline_s)
+def kernel_time(
+    row: ModuleRow, device: DeviceSpec, plan: TimePlan, stage: StageKernels, dtype: str | None = None
+) -> Timing:
+    """The predicted time of one kernel (a leaf as one fused kernel, or one eager launch of it,
+    running in ``dtype``: the stage's by default), from :func:`~ditmeter.analytic.kernel_time.kernel_terms`
+    on ``device``."""
+    dtype = dtype or stage.dtype
+    peaks = stage_peaks(device, stage)
+    column = peak_column(row.rule, dtype, stage.dtype)
+    cost, bandwidth, cuda_peak = row.cost, device.bytes_per_s, device.cuda_flop_per_s
+    roof_compute = cost.tensor_flops / peaks[column] + cost.cuda_flops / cuda_peak
+    roof_memory = cost.moved_bytes / bandwidth
+    roofline = max(roof_compute, roof_memory)
+    if not plan.predicted or plan.kernels is None:
+        return _timing(roof_compute, roof_memory, 0.0, True, roofline)
+    t = kernel_terms(row, dtype, stage, plan.kernels)
+    compute = t.numerator / peaks[t.column] + t.cuda / cuda_peak
+    return _timing(compute, t.traffic / bandwidth, t.launch_s, t.overlapped, roofline)
 
 
 def module_times(

@@ -1,0 +1,219 @@
+"""What one kernel's time is made of, once: the only place a kernel's class, shape and dtype turn
+into the terms of its time.
+
+:func:`kernel_terms` reads a kernel (a fused leaf, or one eager launch of it) against a kernel
+table and returns device-independent terms::
+
+    compute_s  = numerator / peaks[column] + cuda / cuda_peak
+    memory_s   = traffic / bandwidth
+    roofline_s = max(tensor / peaks[column] + cuda_all / cuda_peak, moved / bandwidth)
+
+``numerator`` is the tensor FLOPs over the fraction of the peak the kernel's curve gives at its
+shape, ``traffic`` its bytes over the share of the bandwidth it reaches; ``peaks`` are a
+device's four peaks for the stage (:func:`stage_peaks`: the stage dtype's tensor peak, the GEMM
+dtype's, the convolution peak, fp32). ``timing.kernel_time`` evaluates the terms on one device,
+``batch_timing`` on many at once: one branching, two evaluations of the same arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from ditmeter.analytic.cost import DTYPE_BYTES, Cost
+from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.eager import KernelCall, eager_calls
+from ditmeter.analytic.host import HostPlan
+from ditmeter.analytic.kernels import MAX_FUSED_HEAD_DIM, KernelTable
+from ditmeter.analytic.tree import ModuleRow
+
+#: Rules whose tensor FLOPs are convolutions (cuDNN): fp32 ones run on TF32 tensor cores.
+CONV_RULES = frozenset({"conv", "patch_conv3d"})
+#: Kernel class of each rule that is not element-wise.
+KERNEL_CLASS = {
+    "linear": "gemm",
+    "conv": "conv",
+    "patch_conv3d": "conv",
+    "attention_core": "attention",
+    "image_text_attention_core": "attention",
+}
+#: The columns of :func:`stage_peaks`: the stage dtype's tensor peak, the GEMM dtype's
+#: (``gemm_dtype=``), the convolution peak (fp32 convolutions: TF32), fp32 (an eager fp32
+#: kernel of a 16-bit stage: CUDA cores).
+TENSOR, GEMM, CONV, F32 = 0, 1, 2, 3
+
+
+@attrs.frozen
+class TimePlan:
+    """How time is predicted: the mode, the kernel table, the attention backend and GEMM dtype
+    the user asked for (``attention=``, ``gemm_dtype=``), the execution and the host CPU."""
+
+    mode: str = "predicted"
+    kernels: KernelTable | None = None
+    attention: str = "auto"
+    gemm_dtype: str | None = None
+    execution: str = "eager"
+    #: the host CPU as a device and its table (``host=``): where ``offload.t5_cpu`` encodes
+    host: HostPlan | None = None
+
+    @property
+    def predicted(self) -> bool:
+        return self.mode == "predicted" and self.kernels is not None
+
+    def backend(self, impl: str, *, forward: bool) -> str:
+        """The attention kernel a stage's code runs. ``impl`` is what the code calls: ``flash``
+        (the official ``flash_attention``: FA3 where the table has it, else FA2), ``fa2`` (the
+        same function pinned to version 2), ``sdpa`` (PyTorch SDPA: its flash kernel for 16-bit)
+        or ``eager`` (matmul + softmax). ``attention=`` replaces the denoiser's (``forward``)."""
+        if impl == "eager":
+            return "sdpa_math"
+        if forward and self.attention != "auto":
+            return self.attention
+        have = self.kernels.attention if self.kernels is not None else {}
+        wanted = {"flash": ("fa3", "fa2"), "fa2": ("fa2",)}.get(impl, ("sdpa_flash",))
+        # a table without the kernel (a CPU calibration measures SDPA only) costs the one it has
+        for backend in (*wanted, "sdpa_flash", *have):
+            if backend in have:
+                return backend
+        return wanted[-1]  # no table: the kernel the code would run
+
+
+def effective_backend(backend: str, dtype: str, head_dim: int) -> str:
+    """fp32 and head dims above 256 take the math path whatever is asked (no fused kernel takes them)."""
+    return "sdpa_math" if dtype == "fp32" or head_dim > MAX_FUSED_HEAD_DIM else backend
+
+
+@attrs.frozen
+class StageKernels:
+    """What one stage's leaves run: its dtype, its attention implementation, its GEMM dtype, and
+    under eager execution whose code's kernels (``flavour``: the pipeline) in which stage."""
+
+    dtype: str
+    attention: str = "sdpa_math"  # the backend (TimePlan.backend of the family's implementation)
+    gemm_dtype: str | None = None  # None: the stage dtype
+    #: eager: ``official`` or ``diffusers``; "" (compiled, or no family recipes): fused leaves
+    flavour: str = ""
+    stage: str = ""
+
+    def calls(self, row: ModuleRow) -> tuple[tuple[ModuleRow, str, int], ...] | None:
+        """The eager kernels of leaf ``row``: each as a row the terms read, the dtype it runs in,
+        its launch count (None: the leaf is one fused kernel)."""
+        if not self.flavour:
+            return None
+        half = self.dtype if self.dtype in ("bf16", "fp16") else "bf16"
+        # the leaf's id in its stage (as recipes name leaves): a walk may prefix the stage's name
+        leaf = row.module_id.removeprefix(self.stage + ".")
+        calls = eager_calls(self.flavour, self.stage, leaf, row.rule, dict(row.dims), half)
+        if calls is None:
+            return None
+        return tuple((call_row(row, c), _dtype(c), c.count) for c in calls)
+
+
+def _dtype(call: KernelCall) -> str:
+    return call.dtype if call.dtype in DTYPE_BYTES else "fp32"  # fp64, ints: the CUDA cores
+
+
+#: The rule a kernel of each kind is timed as (memory-bound kernels: element-wise).
+_CALL_RULES = {"gemm": "linear", "attention": "attention_core", "conv": "conv", "memory": None}
+
+
+def call_row(leaf: ModuleRow, call: KernelCall) -> ModuleRow:
+    """One launch of ``call`` as a row of ``leaf``'s id and category."""
+    dims: tuple[tuple[str, int | bool], ...] = call.dims
+    if call.kind in ("gemm", "conv"):
+        dims = (("call_flops", call.call_flops),)
+    elif call.kind == "attention":
+        dims = (*call.dims, ("batch", 1), ("act_bytes", DTYPE_BYTES.get(call.dtype, 2)))
+    cost = Cost(tensor_flops=call.tensor_flops, cuda_flops=call.cuda_flops, bytes_read=call.bytes)
+    return attrs.evolve(leaf, rule=_CALL_RULES[call.kind], cost=cost, dims=dims)
+
+
+def conv_call_flops(dims: Mapping[str, int | bool]) -> int:
+    """One call's convolution FLOPs from a conv rule's dims (a VAE leaf sums many calls)."""
+    outputs = int(dims["outputs"]) if "outputs" in dims else int(dims["batch"]) * int(dims["patches"])
+    return 2 * outputs * int(dims["in_channels"]) * int(dims["out_channels"]) * int(dims["kernel_volume"])
+
+
+def call_flops(dims: Mapping[str, int | bool]) -> int:
+    """One GEMM or convolution launch's FLOPs (what the efficiency curves read)."""
+    if "call_flops" in dims:
+        return int(dims["call_flops"])
+    if "in_features" in dims:
+        return 2 * int(dims["tokens"]) * int(dims["in_features"]) * int(dims["out_features"])
+    return conv_call_flops(dims)
+
+
+def kernel_class(rule: str | None) -> str:
+    return KERNEL_CLASS.get(rule or "", "elementwise")
+
+
+def peak_column(rule: str | None, dtype: str, stage_dtype: str) -> int:
+    """Which of :func:`stage_peaks` a kernel of ``rule`` running in ``dtype`` computes at."""
+    if dtype == "fp32" and stage_dtype != "fp32":
+        return F32
+    if rule in CONV_RULES:
+        return CONV
+    return GEMM if kernel_class(rule) == "gemm" else TENSOR
+
+
+def stage_peaks(device: DeviceSpec, sk: StageKernels) -> tuple[float, float, float, float]:
+    """``device``'s FLOP/s in each column for a stage of ``sk``'s dtype and GEMM dtype."""
+    return (
+        device.tensor_flop_per_s(sk.dtype),
+        device.tensor_flop_per_s(sk.gemm_dtype or sk.dtype),
+        device.conv_flop_per_s(sk.dtype),
+        device.tensor_flop_per_s("fp32"),
+    )
+
+
+@attrs.frozen
+class KernelTerms:
+    """A kernel's time, device-independent (see the module docstring)."""
+
+    column: int
+    numerator: float  # tensor FLOPs / the fraction of the peak the kernel reaches
+    cuda: float  # CUDA-core FLOPs timed apart (0 inside a fused attention kernel)
+    traffic: float  # bytes / the share of the bandwidth the kernel reaches
+    launch_s: float
+    overlapped: bool
+
+
+def _kv(dims: Mapping[str, int | bool]) -> list[int]:
+    return [int(dims[k]) for k in ("kv_tokens", "text_tokens", "image_tokens") if k in dims]
+
+
+def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTable) -> KernelTerms:
+    """The terms of one kernel (a fused leaf or an eager launch) running in ``dtype`` in a stage of
+    ``sk``, under ``table``: the one branching on kernel class, shape and backend."""
+    cost, dims = row.cost, dict(row.dims)
+    kind = kernel_class(row.rule)
+    column = peak_column(row.rule, dtype, sk.dtype)
+    share = table.bandwidth_fraction(row.rule) if kind == "elementwise" else table.bandwidth.fraction[0]
+    moved, cuda = float(cost.moved_bytes), float(cost.cuda_flops)
+    numerator = float(cost.tensor_flops)
+    if kind == "gemm" and ("in_features" in dims or "call_flops" in dims):
+        gemm = "fp32" if column == F32 else (sk.gemm_dtype or dtype)
+        curve = table.eager_gemm_dtype(gemm, sk.dtype) if column == F32 else gemm
+        numerator /= table.gemm_fraction(curve, call_flops(dims))
+    elif kind == "conv" and ("in_channels" in dims or "call_flops" in dims):
+        numerator /= table.conv_fraction(dtype, call_flops(dims))
+    elif kind == "attention" and "head_dim" in dims:
+        head_dim, kvs = int(dims["head_dim"]), _kv(dims)
+        backend = effective_backend(sk.attention, dtype, head_dim)
+        if backend == "sdpa_math":
+            # QKᵀ and PV as batched GEMMs; the scores are written, read by the softmax, the
+            # probabilities written and read by the second matmul: 4 passes over L×L.
+            call = 2 * int(dims["q_tokens"]) * sum(kvs) * head_dim  # one head's QKᵀ
+            numerator /= table.gemm_fraction(table.eager_gemm_dtype(dtype, sk.dtype), call)
+            scores = cost.tensor_flops // (4 * head_dim)
+            moved += 4 * scores * int(dims.get("act_bytes", DTYPE_BYTES.get(dtype, 4)))
+        else:  # the fused kernel: each key/value length (I2V: text and image) at its own fraction;
+            # the softmax runs inside it (the published TFLOP/s count the two matmuls only)
+            total = sum(kvs)
+            numerator = sum(
+                cost.tensor_flops * kv / total / table.attention_fraction(backend, head_dim, kv) for kv in kvs
+            )
+            cuda = 0.0
+    host = table.host
+    return KernelTerms(column, numerator, cuda, moved / share, host.per_kernel_s, host.overlapped)
