@@ -9,6 +9,7 @@ not per leaf: a block's casts sit at module boundaries the two sides may draw di
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -44,14 +45,19 @@ def _diff(want: Counter, got: Counter) -> str:
 
 
 @pytest.mark.parametrize(
-    "model, workload",
-    [("wan2.1-t2v-1.3b", "w001-tiny"), ("wan2.1-t2v-14b", "w001-tiny")],
+    "model, workload, launches",
+    [
+        ("wan2.1-t2v-1.3b", "w001-tiny", 88),
+        ("wan2.1-t2v-14b", "w001-tiny", 88),
+        ("wan2.1-i2v-14b-480p", "w001-tiny", 100),  # the image attention: two SDPAs and their sum
+        ("wan2.2-ti2v-5b", "w001-tiny", 88),  # per-token modulation (expand_timesteps)
+    ],
 )
-def test_diffusers_block_kernels_equal_the_real_modules(model: str, workload: str) -> None:
+def test_diffusers_block_kernels_equal_the_real_modules(model: str, workload: str, launches: int) -> None:
     cfg = load([f"model={model}", f"workload={workload}", "pipeline=diffusers", "model.num_layers=2"])
     want, got = _analytic_block(cfg, "diffusers"), _captured_block(cfg)
     assert want == got, _diff(want, got)
-    assert sum(got.values()) == 88  # an eager block: 88 kernels (the fused model: one per leaf)
+    assert sum(got.values()) == launches  # an eager block (the fused model: one kernel per leaf)
 
 
 def test_a_wrong_recipe_fails(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,3 +160,23 @@ def test_a_wrong_official_recipe_fails(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setitem(eager.RECIPES, ("official", "dit", "rope"), no_stack)
     assert _official_recipes(cfg) != _official_block(cfg)
+
+
+def test_trace_gates_the_eager_kernels_and_fails_on_a_wrong_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``trace`` checks one DiT block's recipes against the real block's launches: exact on the
+    real recipes (and ``compare`` re-reads the check); a recipe that forgot RMSNorm's input cast
+    fails the gate (exit 1) naming the launch that differs."""
+    from ditmeter.analytic import eager
+    from ditmeter.cli import main
+
+    base = ["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", "model.num_layers=2", "stages=[dit]"]
+    assert main([*base, f"output_root={tmp_path}", "run_id=right"]) == 0
+    assert "eager kernels of blocks.1: 88 launches, exactly the recipes'" in capsys.readouterr().out
+    assert main(["compare", f"output_root={tmp_path}", "run_id=right"]) == 0
+    right = eager.RECIPES[("diffusers", "dit", "rms_norm")]
+    monkeypatch.setitem(eager.RECIPES, ("diffusers", "dit", "rms_norm"), lambda **d: right(**d)[1:])
+    assert main([*base, f"output_root={tmp_path}", "run_id=wrong"]) == 1
+    out = capsys.readouterr().out
+    assert "eager kernel differs: blocks.1: _to_copy fp32" in out and "eager kernels of blocks.1 differ" in out

@@ -18,6 +18,7 @@ import attrs
 from ditmeter.analytic.parallel import CollectiveSpec
 from ditmeter.compare.gate import Verdict, evaluate
 from ditmeter.compare.join import NODES_SCHEMA
+from ditmeter.compare.kernels import KernelCheck
 from ditmeter.compare.parallel import Measured
 from ditmeter.errors import ConfigError
 from ditmeter.reports.run_dir import artifact_dirs, created, list_runs, read_manifest
@@ -89,8 +90,25 @@ def compare(output_root: Path, run_id: str | None, tolerance: float) -> CompareR
         _name(meta, "workload"),
         created(run),
         run_id is None,
-        evaluate(modules, nodes, tolerance, _memory(meta), _collectives(meta)),
+        evaluate(modules, nodes, tolerance, _memory(meta), _collectives(meta), _kernels(meta)),
     )
+
+
+def _kernels(meta: dict[str, str]) -> KernelCheck | None:
+    """The run's eager-kernel check of one unit of the forward stage (None: not checked)."""
+    if "ditmeter.kernels" not in meta:
+        return None
+    raw: Any = json.loads(meta["ditmeter.kernels"])  # read_table checked it is JSON
+
+    def counts(pairs: Any) -> dict[tuple[str, str, int], int]:
+        return {(str(k[0]), str(k[1]), int(k[2])): int(n) for k, n in pairs}
+
+    try:
+        return KernelCheck(str(raw["unit"]), counts(raw["analytic"]), counts(raw["measured"]))
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise ConfigError(
+            "run_id", "modules.parquet: metadata 'kernels' is not {unit, analytic: [...], measured: [...]}"
+        ) from None
 
 
 def _collectives(meta: dict[str, str]) -> tuple[list[CollectiveSpec], list[Measured]] | None:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis, Stage
 from ditmeter.analytic.parallel import CollectiveSpec
-from ditmeter.analytic.tree import ModuleRow
+from ditmeter.analytic.tree import ModuleRow, walk
 from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.report import analyze, open_run, run_id_for
 from ditmeter.compare.check import map_graph
@@ -34,6 +34,7 @@ from ditmeter.compare.join import (
     unfused_by_module,
     with_measured,
 )
+from ditmeter.compare.kernels import KernelCheck, launched, recipe_launches
 from ditmeter.compare.parallel import Measured
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
@@ -72,6 +73,32 @@ class _Traced:
     peak: int | None
     expected: tuple[CollectiveSpec, ...] = ()
     measured: tuple[Measured, ...] = ()
+    kernels: KernelCheck | None = None
+
+
+#: The pipeline whose eager code the traced references run (diffusers' and transformers' modules).
+REFERENCE_FLAVOUR = "diffusers"
+
+
+def check_kernels(
+    analysis: Analysis, stage: Stage, module: object, inputs: dict[str, object]
+) -> KernelCheck | None:
+    """The forward stage's eager kernels of one repeated unit (``blocks.1``, or ``blocks.0`` of a
+    one-block model) against the launches of the real module (one more run on meta)."""
+    from ditmeter.compare.mapping import ZERO_OPS
+    from ditmeter.tracer.kernels import eager_launches, under
+
+    rows = list(walk(stage.tree, expand=False))
+    repeated = [r for r in rows if r.kind == "repeated" and r.depth == 1]
+    if stage.name != analysis.forward.name or not repeated:
+        return None
+    name = repeated[0].module_id
+    copies = next(r.copies for r in rows if r.module_id == f"{name}.*")
+    unit = f"{name}.{1 if copies > 1 else 0}"
+    launches = under(eager_launches(lambda: module(**inputs), ZERO_OPS), unit)  # type: ignore[operator]
+    act = analysis.workload.dtype
+    analytic = recipe_launches(rows, f"{name}.*", REFERENCE_FLAVOUR, stage.name, act)
+    return KernelCheck(unit, analytic, launched((x.op, x.dtype, x.bytes) for x in launches))
 
 
 def trace_stage(
@@ -102,8 +129,11 @@ def trace_stage(
         if measure_memory:
             with step(f"memory {stage.name}"):
                 measured = peak_live_bytes(module, inputs)
+        with step(f"kernels {stage.name}"):
+            kernels = check_kernels(analysis, stage, module, inputs)
         with step(f"map {stage.name}"):
-            return _Traced(map_graph(graph, rows, ref.names, ref.rules, stage=stage.name), measured)
+            nodes = map_graph(graph, rows, ref.names, ref.rules, stage=stage.name)
+            return _Traced(nodes, measured, kernels=kernels)
     with fake_rank(0, cp.degree), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # diffusers calls deprecated funcol names
         with step(f"build {stage.name} (rank 0 of {cp.degree})"):
@@ -132,6 +162,8 @@ def _write(
     sources = "; ".join(f"{name}: {r.name} ({r.source})" for name, r in refs.items())
     memory = {c.module_id: [c.analytic, c.measured] for c in joined.verdict.memory}
     ref_meta = {"reference": f"{sources}; {versions}", "memory": json.dumps(memory)}
+    if joined.verdict.kernels is not None:  # compare re-reads it
+        ref_meta["kernels"] = json.dumps(joined.verdict.kernels.as_json())
     if collectives is not None:  # compare re-reads them
         expected, measured = collectives
         ref_meta["collectives"] = json.dumps(
@@ -181,14 +213,15 @@ def _join(
     nodes: pd.DataFrame,
     memory: dict[str, tuple[int, int]],
     collectives: tuple[Sequence[CollectiveSpec], Sequence[Measured]] | None,
+    kernels: KernelCheck | None = None,
 ) -> _Joined:
-    """Roll the measured FLOPs up the tree beside the analytic ones, gate (memory and a plan's
-    collectives too), build the graph."""
+    """Roll the measured FLOPs up the tree beside the analytic ones, gate (memory, a plan's
+    collectives and the forward's eager kernels too), build the graph."""
     every = [r for stage_rows in rows.values() for r in stage_rows]
     measured, unfused = measured_by_module(nodes, every), unfused_by_module(nodes, every)
     pairs = [(name, r) for name, stage_rows in rows.items() for r in stage_rows]
     modules = with_measured(modules_frame(analysis, view.prediction, pairs), measured, unfused)
-    verdict = evaluate(modules, nodes, cfg.compare.tolerance, memory, collectives)
+    verdict = evaluate(modules, nodes, cfg.compare.tolerance, memory, collectives, kernels)
     return _Joined(analysis, view, nodes, modules, verdict, build_graph(modules, nodes))
 
 
@@ -221,8 +254,9 @@ def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
         collectives = None
         if cfg.parallel.sequence.degree > 1 and forward is not None:
             collectives = (forward.expected, forward.measured)
+        kernels = forward.kernels if forward is not None else None
         with step("join"):
-            joined = _join(cfg, analysis, view, rows, nodes, memory, collectives)
+            joined = _join(cfg, analysis, view, rows, nodes, memory, collectives, kernels)
         with step("write"):
             files = _write(cfg, out, run_id, joined, refs, step, collectives)
     return TraceResult(

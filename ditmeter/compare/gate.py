@@ -20,6 +20,7 @@ import pandas as pd
 
 from ditmeter.analytic.parallel import CollectiveSpec
 from ditmeter.analytic.tree import layer_pattern
+from ditmeter.compare.kernels import KernelCheck
 from ditmeter.compare.mapping import STATUSES
 from ditmeter.compare.parallel import Measured, collective_mismatches
 
@@ -93,6 +94,9 @@ class Verdict:
     #: compared, and one line per kind and size that differs)
     collectives_compared: int = 0
     collective_mismatches: tuple[str, ...] = ()
+    #: the eager kernels of one repeated unit of the forward stage (a DiT block) against the real
+    #: module's launches (``compare/kernels.py``); None: not checked (a plan, an older run)
+    kernels: KernelCheck | None = None
 
     def layers(self) -> list[LayerCheck]:
         """Checks grouped by layer across repeated blocks, worst first (the worst copy first)."""
@@ -128,6 +132,7 @@ class Verdict:
             and not self.coverage.unmatched_flop_nodes
             and all(c.passed for c in self.memory)
             and not self.collective_mismatches
+            and (self.kernels is None or not self.kernels.mismatches())
         )
 
     @property
@@ -178,10 +183,12 @@ def evaluate(
     tolerance: float,
     memory: dict[str, tuple[int, int]] | None = None,
     collectives: tuple[Sequence[CollectiveSpec], Sequence[Measured]] | None = None,
+    kernels: KernelCheck | None = None,
 ) -> Verdict:
     """The gate over ``modules.parquet`` and ``nodes.parquet`` rows of one traced run, the
-    ``memory`` pairs ``{stage: (analytic, measured)}`` of peak live activation bytes, and under a
-    parallel plan the ``collectives`` (the plan's, the traced rank's)."""
+    ``memory`` pairs ``{stage: (analytic, measured)}`` of peak live activation bytes, under a
+    parallel plan the ``collectives`` (the plan's, the traced rank's), and the eager ``kernels``
+    of one unit of the forward stage."""
     checks: list[ModuleCheck] = []
     for r in modules.itertuples():
         analytic, measured = int(r.tensor_flops), int(r.measured_flops)
@@ -198,4 +205,5 @@ def evaluate(
     planned, traced = collectives or ((), ())
     kinds = len({(c.op, c.group_size, c.input_bytes, c.output_bytes) for c in planned} | set(traced))
     mismatches = tuple(collective_mismatches(planned, traced))
-    return Verdict(tolerance, tuple(checks), coverage(nodes), repeated, roots, mem, kinds, mismatches)
+    cov = coverage(nodes)
+    return Verdict(tolerance, tuple(checks), cov, repeated, roots, mem, kinds, mismatches, kernels)

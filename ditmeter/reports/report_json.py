@@ -129,6 +129,16 @@ def compare_section(verdict: Verdict, forward: str, **extra: Any) -> dict[str, A
         }
         if verdict.collectives_compared
         else None,
+        "kernels": {
+            "unit": verdict.kernels.unit,
+            "launches": verdict.kernels.launches,
+            "mismatches": verdict.kernels.mismatches(),
+            "passed": not verdict.kernels.mismatches(),
+            "measured_by": "every aten op that moves data in the unit's real module on meta (views and "
+            "allocations dropped, SDPA as the flash kernel), against the eager recipes of its leaves",
+        }
+        if verdict.kernels is not None
+        else None,
         "compared_modules": len(verdict.checks),
         "failed_modules": len(verdict.failures),
         "worst": [_check(c) for c in verdict.checks[:WORST_SHOWN]],

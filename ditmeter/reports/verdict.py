@@ -83,7 +83,19 @@ def stage_lines(verdict: Verdict) -> list[str]:
             for c in verdict.memory
         ]
         + collective_lines(verdict)
+        + kernel_lines(verdict)
     )
+
+
+def kernel_lines(verdict: Verdict) -> list[str]:
+    """Whether the eager recipes of one unit are the kernels its real module launched."""
+    k = verdict.kernels
+    if k is None:
+        return []
+    bad = k.mismatches()
+    if not bad:
+        return [f"eager kernels of {k.unit}: {k.launches} launches, exactly the recipes' (op, dtype, bytes)"]
+    return [f"eager kernel differs: {line} — FAIL" for line in bad]
 
 
 def collective_lines(verdict: Verdict) -> list[str]:
@@ -110,6 +122,8 @@ def verdict_line(verdict: Verdict) -> str:
         reasons.append(f"peak live activations over tolerance: {', '.join(bad_memory)}")
     if verdict.collective_mismatches:
         reasons.append(f"{len(verdict.collective_mismatches)} collectives differ from the plan")
+    if verdict.kernels is not None and verdict.kernels.mismatches():
+        reasons.append(f"eager kernels of {verdict.kernels.unit} differ from the recipes")
     if verdict.coverage.unmatched_flop_nodes:
         reasons.append(f"{len(verdict.coverage.unmatched_flop_nodes)} unmatched nodes carry FLOPs")
     if not verdict.checks:

@@ -107,12 +107,13 @@ def _linear_diffusers(
 def _rms_norm_diffusers(
     *, act: str, leaf: str, rows: int, dim: int, act_bytes: int, weight_el_bytes: int
 ) -> tuple[KernelCall, ...]:
-    """``WanRMSNorm``-style fp32 norm: cast, pow, mean, +eps, rsqrt, ×rstd, ×weight, cast back."""
+    """``WanRMSNorm``-style fp32 norm: cast, pow, mean, +eps, rsqrt, ×rstd, ×weight, cast back; the
+    weight in the model's dtype (diffusers loads every weight but ``_keep_in_fp32_modules`` in it)."""
     e, a = rows * dim, dtype_of(act_bytes, act)
     return (
         cast(e, a, "fp32"),
         *_rms_statistics(rows, dim, "add_"),
-        memory("mul", "fp32", e * F32, dim * weight_el_bytes, e * F32),
+        memory("mul", "fp32", e * F32, dim * act_bytes, e * F32),
         cast(e, "fp32", a),
     )
 
@@ -446,3 +447,55 @@ def _residual_official(*, act: str, leaf: str, elements: int, act_bytes: int) ->
 register_recipe("official", "dit", "gelu_tanh", "gelu")(_pointwise("gelu"))  # type: ignore[arg-type]
 register_recipe("official", "dit", "silu")(_pointwise("silu"))  # type: ignore[arg-type]
 register_recipe("official", "dit", "layout_copy")(_pointwise("clone"))  # type: ignore[arg-type]
+
+
+@register_recipe("diffusers", "dit", "image_text_attention_core")
+def _image_text_attention_diffusers(
+    *,
+    act: str,
+    leaf: str,
+    batch: int,
+    heads: int,
+    q_tokens: int,
+    text_tokens: int,
+    image_tokens: int,
+    head_dim: int,
+    act_bytes: int,
+) -> tuple[KernelCall, ...]:
+    """I2V/FLF2V cross-attention (``WanAttnProcessor``): SDPA over the image tokens, SDPA over the
+    text, their sum."""
+    out = batch * heads * q_tokens * head_dim * act_bytes
+    return (
+        _flash(batch, heads, q_tokens, image_tokens, head_dim, act_bytes),
+        _flash(batch, heads, q_tokens, text_tokens, head_dim, act_bytes),
+        memory("add", dtype_of(act_bytes, act), out, out, out),
+    )
+
+
+@register_recipe("official", "dit", "image_text_attention_core")
+def _image_text_attention_official(
+    *,
+    act: str,
+    leaf: str,
+    batch: int,
+    heads: int,
+    q_tokens: int,
+    text_tokens: int,
+    image_tokens: int,
+    head_dim: int,
+    act_bytes: int,
+) -> tuple[KernelCall, ...]:
+    """``WanI2VCrossAttention``: ``flash_attention`` over the image tokens and over the text (each
+    with its casts and varlen offsets, no ``k_lens``), the fp32 outputs added."""
+    q = batch * heads * q_tokens * head_dim
+    calls: list[KernelCall] = []
+    for kv_tokens in (image_tokens, text_tokens):
+        kv = batch * heads * kv_tokens * head_dim
+        calls += [
+            cast(q, "fp32", act),
+            cast(kv, "fp32", act),
+            *_varlen_offsets(batch),
+            *_varlen_offsets(batch),
+        ]
+        calls += [_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes), cast(q, act, "fp32")]
+    return (*calls, memory("add", "fp32", q * F32, q * F32, q * F32))
