@@ -133,6 +133,7 @@ class Timing:
 ZERO = Timing(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 _COPY = re.compile(r"\.\d+\.")
 
+
 def leaf_roofline(cost: Cost, device: DeviceSpec, dtype: str, rule: str | None = None) -> Timing:
     """The roofline of one leaf costed by ``rule``: every peak reached (see the module docstring)."""
     peak = device.conv_flop_per_s(dtype) if rule in CONV_RULES else device.tensor_flop_per_s(dtype)
