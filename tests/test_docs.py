@@ -93,10 +93,20 @@ def test_every_category_is_documented() -> None:
     assert rows == {name: f"{text} |" for name, text in CATEGORIES.items()}
 
 
-def test_parquet_metadata_keys_are_documented(runs: dict[str, Path]) -> None:
+@pytest.fixture(scope="module")
+def one_gpu_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A traced run on one GPU (the fixture's trace runs a plan): the eager-kernel gate's metadata."""
+    root = tmp_path_factory.mktemp("one-gpu")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["trace", *SMALL, "stages=[dit]", f"output_root={root}"]) == 0
+    (folder,) = root.glob("*/static_analysis/*")
+    return folder
+
+
+def test_parquet_metadata_keys_are_documented(runs: dict[str, Path], one_gpu_trace: Path) -> None:
     real = {
         k.decode()
-        for folder in runs.values()
+        for folder in (*runs.values(), one_gpu_trace)
         for table in folder.glob("*.parquet")
         for k in pq.read_schema(table).metadata
         if k.startswith(b"ditmeter.")

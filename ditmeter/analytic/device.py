@@ -113,9 +113,17 @@ class DeviceSpec:
     fp16_sparse_tflops: float | None = _optional()
     fp8_sparse_tflops: float | None = _optional()
     tf32_sparse_tflops: float | None = _optional()
+    #: the share of the datasheet's boost clock the board holds in sustained compute work under its
+    #: power limit, where its kernel table's fractions were measured on another board: scales the
+    #: compute peaks, not the bandwidth (None: the fractions already hold the clock)
+    sustained_clock: float | None = attrs.field(
+        default=None, converter=_float, validator=attrs.validators.optional(_efficiency)
+    )
 
     def __attrs_post_init__(self) -> None:
-        given = [k for k in (*NUMBER_KEYS, *OPTIONAL_NUMBER_KEYS) if getattr(self, k) is not None]
+        given = [
+            k for k in (*NUMBER_KEYS, *OPTIONAL_NUMBER_KEYS, "sustained_clock") if getattr(self, k) is not None
+        ]
         missing = [k for k in given if not self.sources.get(k, "").strip()]
         if missing:
             raise FieldError(f"sources.{missing[0]}", "every number needs a source (datasheet)")
@@ -134,19 +142,24 @@ class DeviceSpec:
         )
         if tflops is None:
             raise ConfigError("workload.dtype", f"{self.name} has no {dtype} tensor cores")
-        return tflops * 1e12 * self.efficiency
+        return tflops * 1e12 * self.efficiency * self.clock
+
+    @property
+    def clock(self) -> float:
+        """The sustained share of the boost clock the compute peaks are scaled by (1: none given)."""
+        return self.sustained_clock or 1.0
 
     def conv_flop_per_s(self, dtype: str) -> float:
         """Achievable FLOP/s of a convolution in ``dtype``: fp32 convolutions run on the TF32 tensor
         cores, since PyTorch's default ``torch.backends.cudnn.allow_tf32`` is True (fp32 matmuls do
         not: ``torch.backends.cuda.matmul.allow_tf32`` is False), so they get the TF32 peak."""
         if dtype == "fp32":
-            return self.tf32_tflops * 1e12 * self.efficiency
+            return self.tf32_tflops * 1e12 * self.efficiency * self.clock
         return self.tensor_flop_per_s(dtype)
 
     @property
     def cuda_flop_per_s(self) -> float:
-        return self.fp32_tflops * 1e12 * self.efficiency
+        return self.fp32_tflops * 1e12 * self.efficiency * self.clock
 
     @property
     def bytes_per_s(self) -> float:
