@@ -121,9 +121,8 @@ class DeviceSpec:
     )
 
     def __attrs_post_init__(self) -> None:
-        given = [
-            k for k in (*NUMBER_KEYS, *OPTIONAL_NUMBER_KEYS, "sustained_clock") if getattr(self, k) is not None
-        ]
+        keys = (*NUMBER_KEYS, *OPTIONAL_NUMBER_KEYS, "sustained_clock")
+        given = [k for k in keys if getattr(self, k) is not None]
         missing = [k for k in given if not self.sources.get(k, "").strip()]
         if missing:
             raise FieldError(f"sources.{missing[0]}", "every number needs a source (datasheet)")
