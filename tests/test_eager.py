@@ -181,3 +181,25 @@ def test_trace_gates_the_eager_kernels_and_fails_on_a_wrong_recipe(
     out = capsys.readouterr().out
     assert "eager kernel differs: blocks.1: _to_copy fp32" in out
     assert "eager kernels of blocks.1 differ" in out
+
+
+def test_host_bound_block_at_tiny_shapes_by_hand() -> None:
+    """At 4 tokens and an 8-token context the GPU waits on the host: each of a diffusers block's 88
+    launches takes its 5 µs launch (Hopper's table: HTA's 5-20 µs), except the two FFN GEMMs, which
+    read their 27.5 MB of bf16 weights at 75% of 3.35 TB/s (11 µs each)."""
+    from ditmeter.commands.report import analyze
+
+    tiny = ["workload.num_frames=1", "workload.height=32", "workload.width=32", "workload.context_len=8"]
+    cfg = load(
+        ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", *tiny, "workload.text_len=8", "device=h100-sxm"]
+        + ["pipeline=diffusers", "stages=[dit]"],
+        "report",
+    )
+    analysis, view = analyze(cfg)
+    assert analysis.geometry.tokens == 4 and view.prediction is not None
+    block = view.prediction.modules["dit.blocks.0"]
+    bandwidth = 3350e9 * 0.75
+    ffn0 = (4 * 1536 + 1536 * 8960 + 8960 + 4 * 8960) * 2 / bandwidth
+    ffn2 = (4 * 8960 + 8960 * 1536 + 1536 + 4 * 1536) * 2 / bandwidth
+    assert block.predicted_s == pytest.approx(86 * 5e-6 + ffn0 + ffn2, rel=1e-9)
+    assert block.overhead_s == pytest.approx(88 * 5e-6) and block.bound == "overhead"
