@@ -190,11 +190,8 @@ def test_host_bound_block_at_tiny_shapes_by_hand() -> None:
     from ditmeter.commands.report import analyze
 
     tiny = ["workload.num_frames=1", "workload.height=32", "workload.width=32", "workload.context_len=8"]
-    cfg = load(
-        ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", *tiny, "workload.text_len=8", "device=h100-sxm"]
-        + ["pipeline=diffusers", "stages=[dit]"],
-        "report",
-    )
+    rest = ["workload.text_len=8", "device=h100-sxm", "pipeline=diffusers", "stages=[dit]"]
+    cfg = load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", *tiny, *rest], "report")
     analysis, view = analyze(cfg)
     assert analysis.geometry.tokens == 4 and view.prediction is not None
     block = view.prediction.modules["dit.blocks.0"]
