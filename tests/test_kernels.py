@@ -304,3 +304,18 @@ def test_a_calibrated_rule_fraction_changes_only_that_rules_leaves(calibration: 
     result = sweep([*base, f"calibration={edited}", "workload.num_frames=[1,5]"])
     first = result.frame.iloc[0]
     assert first["per_video_s"] == pytest.approx(p.per_video_s, rel=1e-9)
+
+
+def test_a_cpu_calibration_is_a_host(calibration: Path) -> None:
+    """``host=<calibration.yaml>``: the text encoder under ``offload.t5_cpu`` is timed on the machine
+    ``calibrate`` measured (its device record and measured curves), not on a catalog CPU."""
+    from ditmeter.commands.report import analyze as report_analyze
+
+    base = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm", "offload.t5_cpu=true"]
+    cfg = load([*base, f"host={calibration}"], "report")
+    assert cfg.time.host is not None and cfg.time.host.device.name == "cpu"
+    _, here = report_analyze(cfg)
+    _, server = report_analyze(load([*base, "host=epyc-9654"], "report"))
+    assert here.prediction is not None and server.prediction is not None
+    # this 2-core machine encodes far slower than a 96-core server
+    assert here.prediction.modules["text_encoder"].predicted_s > server.prediction.modules["text_encoder"].predicted_s
