@@ -391,13 +391,17 @@ def kernel_table(name: str) -> KernelTable:
 def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
     """``host=``: ``auto`` (by the device, :func:`~ditmeter.analytic.host.default_host`), a
     ``configs/host/`` name, or a calibration file of a CPU (``ditmeter calibrate``)."""
-    if device is None:
-        return None
     if name.endswith((".yaml", ".yml")) or "/" in name:
         from ditmeter.analytic.calibration import read_calibration
 
-        cal_device, kernels = read_calibration(Path(name))
-        return HostPlan(cal_device, kernels)
+        try:
+            cal_device, kernels = read_calibration(Path(name))
+        except ConfigError as exc:  # the file is the host's: name that field
+            raise ConfigError("host", exc.message) from None
+        return HostPlan(cal_device, kernels) if device is not None else None
+    known = name == "auto" or (config_dir() / "host" / f"{name}.yaml").is_file()
+    if device is None and known:
+        return None
     name = default_host(device) if name == "auto" else name
     path = config_dir() / "host" / f"{name}.yaml"
     if not path.is_file():

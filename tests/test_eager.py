@@ -48,13 +48,15 @@ def _diff(want: Counter, got: Counter) -> str:
     "model, workload, launches",
     [
         ("wan2.1-t2v-1.3b", "w001-tiny", 88),
+        ("wan2.1-t2v-1.3b", "w001-tiny workload.dtype=fp16", 88),  # fp16: the kernels in fp16
         ("wan2.1-t2v-14b", "w001-tiny", 88),
         ("wan2.1-i2v-14b-480p", "w001-tiny", 100),  # the image attention: two SDPAs and their sum
         ("wan2.2-ti2v-5b", "w001-tiny", 88),  # per-token modulation (expand_timesteps)
     ],
 )
 def test_diffusers_block_kernels_equal_the_real_modules(model: str, workload: str, launches: int) -> None:
-    cfg = load([f"model={model}", f"workload={workload}", "pipeline=diffusers", "model.num_layers=2"])
+    keys = [f"model={model}", *f"workload={workload}".split(), "pipeline=diffusers", "model.num_layers=2"]
+    cfg = load(keys)
     want, got = _analytic_block(cfg, "diffusers"), _captured_block(cfg)
     assert want == got, _diff(want, got)
     assert sum(got.values()) == launches  # an eager block (the fused model: one kernel per leaf)

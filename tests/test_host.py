@@ -49,3 +49,27 @@ def test_an_unknown_host_names_the_field() -> None:
     with pytest.raises(ConfigError) as err:
         load([*BASE, "host=pentium-4"], "report")
     assert err.value.field == "host" and "epyc-9654" in str(err.value)
+
+
+def test_a_host_that_is_no_calibration_file_names_host() -> None:
+    with pytest.raises(ConfigError) as err:
+        load([*BASE, "host=/dev/null"], "report")
+    assert err.value.field == "host"
+    with pytest.raises(ConfigError) as err:  # checked without a device too
+        load(["model=wan2.1-t2v-1.3b", "host=pentium-4"], "report")
+    assert err.value.field == "host"
+
+
+def test_the_sweep_times_the_text_encoder_where_report_does() -> None:
+    """Under offload.t5_cpu the sweep times the encoder on each device's host, as report does, for
+    either execution."""
+    from ditmeter.commands.sweep import sweep
+
+    keys = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", "offload.t5_cpu=true"]
+    result = sweep([*keys, "device=[h100-sxm,rtx4090]", "time.execution=[eager,compiled]"])
+    for row in result.frame.to_dict("records"):
+        point = [*keys, f"device={row['device']}", f"time.execution={row['time.execution']}"]
+        _, view = analyze(load(point, "report"))
+        assert row["per_video_s"] == pytest.approx(view.per_video_s, rel=1e-9)
+        encode = view.prediction.modules["text_encoder"].predicted_s  # two prompts: two runs
+        assert row["text_encoder_per_video_s"] == pytest.approx(2 * encode, rel=1e-9)

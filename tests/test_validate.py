@@ -84,6 +84,12 @@ def test_eager_is_closer_than_compiled_on_the_readme_points() -> None:
         ([_point("a", -1.0)], "seconds must be a positive number"),
         ([_point("a", 1.0, timed="weekly")], "timed must be one of"),
         ([_point("a", 1.0), _point("a", 2.0)], "point ids must be unique"),
+        ([_point("a", 1.0, gpus="abc")], "gpus must be a positive integer"),
+        ([_point("a", 1.0, gpus=8)], "gpus is 8 but the settings' plan (parallel.*) runs 1"),
+        ([_point("a", 1.0, settings="workload=480p-81f")], "settings must be a list of key=value"),
+        ([_point("a", 1.0, settings=["device=a800"])], "settings may not give device"),
+        ([_point("a", 1.0, source="a url")], "source must be a mapping"),
+        ([_point("a", 1.0, settings=["workload=nope"])], "point a: workload: unknown 'nope'"),
     ],
 )
 def test_bad_measurement_files_exit_2(

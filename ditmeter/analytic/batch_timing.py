@@ -222,6 +222,8 @@ class Timer:
                 t.predicted,
                 t.attention,
                 t.gemm_dtype,
+                t.execution,
+                t.host.device.name if t.host is not None else None,
             )
             for t in (dp.plan for dp in plans)
         ]
@@ -245,7 +247,10 @@ class Timer:
     ) -> tuple[Leaves, dict[str, np.ndarray], np.ndarray, list[StageKernels]]:
         """One run of ``stage`` on every device and plan. Plans of one execution share the
         stage's kernel rows; under several (``time.execution=[eager,compiled]``) each group is
-        timed on its own rows and the totals put back in point order."""
+        timed on its own rows and the totals put back in point order. A stage that runs off the
+        GPU (the text encoder under ``offload.t5_cpu``) is timed where ``Analysis.runs_on`` puts it."""
+        if any(analysis.runs_on(stage, dp.device, dp.plan)[0] is not dp.device for dp in self.plans):
+            return self._off_gpu(analysis, stage)
         sks = [analysis.stage_kernels(stage, self.plans[p].plan) for p in self.first]
         groups: dict[tuple[str, str], list[int]] = {}
         for k, sk in enumerate(sks):
@@ -288,6 +293,27 @@ class Timer:
         """Seconds per video of the weights ``analysis``'s video moves, on every device."""
         moves = analysis.memory.transfers()
         return np.array([sum(transfer_s(t, dp.device) for t in moves) for dp in self.plans])
+
+    def _off_gpu(
+        self, analysis: Analysis, stage: Stage
+    ) -> tuple[Leaves, dict[str, np.ndarray], np.ndarray, list[StageKernels]]:
+        """``stage`` timed point by point where ``Analysis.runs_on`` puts it (``tree_time``: the
+        host's device and table), one evaluation per distinct host and plan."""
+        n = len(self.plans)
+        totals = {f: np.zeros(n) for f in TIMING_FIELDS}
+        memo: dict[tuple[object, ...], Timing] = {}
+        sks = []
+        for p, dp in enumerate(self.plans):
+            on, plan = analysis.runs_on(stage, dp.device, dp.plan)
+            sk = analysis.stage_kernels(stage, plan)
+            key = (on.name, plan.mode, plan.execution, sk) if on is not dp.device else (p,)
+            if key not in memo:
+                memo[key] = tree_time(stage.tree, on, plan, sk)
+            for f in TIMING_FIELDS:
+                totals[f][p] = getattr(memo[key], f)
+            sks.append(sk)
+        lv = stage_leaves(stage, sks[0])
+        return lv, totals, np.zeros((n, len(lv.categories))), sks
 
     def evaluate(self, analysis: Analysis) -> Evaluated:
         runs = {s.name: s.runs_per_video for s in analysis.stages}

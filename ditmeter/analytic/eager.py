@@ -37,7 +37,7 @@ KernelKind = Literal["gemm", "attention", "conv", "memory"]
 #: Whose eager code a recipe follows.
 Flavour = Literal["official", "diffusers"]
 #: Bytes per element of every dtype an eager kernel runs in (float64 and int64 included).
-EAGER_DTYPE_BYTES: dict[str, int] = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2, "i64": 8}
+EAGER_DTYPE_BYTES: dict[str, int] = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2, "i64": 8, "i32": 4}
 _BY_SIZE = {8: "fp64", 4: "fp32", 2: "bf16"}
 
 
@@ -72,9 +72,11 @@ def memory(op: str, dtype: str, *tensor_bytes: int, count: int = 1, cuda_flops: 
 
 
 def cast(elements: int, src: str, dst: str, *, count: int = 1) -> KernelCall:
-    """``x.to(dst)``: one ``_to_copy`` reading ``elements`` in ``src``, writing them in ``dst``."""
+    """``x.to(dst)``: one ``_to_copy`` reading ``elements`` in ``src``, writing them in ``dst``; no
+    launch when the two are the same dtype (``x.float()`` of an fp32 tensor returns it)."""
     a, b = EAGER_DTYPE_BYTES[src], EAGER_DTYPE_BYTES[dst]
-    return memory("_to_copy", src if a >= b else dst, elements * a, elements * b, count=count)
+    launches = 0 if src == dst else count
+    return memory("_to_copy", src if a >= b else dst, elements * a, elements * b, count=launches)
 
 
 Recipe = Callable[..., tuple[KernelCall, ...]]

@@ -269,7 +269,7 @@ class Prediction:
     def mfu(self, tensor_flops_per_video: int, dtype: str, measured_video_s: float) -> float:
         """Model FLOPs utilisation: tensor FLOPs per video / (measured time × dense peak).
 
-        The peak here ignores ``efficiency``: MFU is against the datasheet.
+        The peak here ignores ``efficiency`` and ``sustained_clock``: MFU is against the datasheet.
         """
-        peak = self.device.tensor_flop_per_s(dtype) / self.device.efficiency
+        peak = self.device.tensor_flop_per_s(dtype) / (self.device.efficiency * self.device.clock)
         return tensor_flops_per_video / (measured_video_s * peak)

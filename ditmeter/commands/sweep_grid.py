@@ -42,7 +42,7 @@ SWEEP_KEYS = COMMAND_KEYS["sweep"]
 #: Keys that change only a prediction, not the analysis.
 DEVICE_SIDE = ("device", "calibration", "time", "attention", "gemm_dtype")
 #: Device-side keys applied per value without a load (see :func:`_time_plan`).
-PLAN_KEYS = ("time.mode", "attention", "gemm_dtype")
+PLAN_KEYS = ("time.mode", "attention", "gemm_dtype", "time.execution", "host")
 #: Keys whose value is a list: ``key=[a,b]`` is one value, not an axis.
 LIST_VALUED = ("stages", "model.")
 #: Keys of the run folder: one for the whole sweep.
@@ -251,11 +251,21 @@ def configs(fixed: Sequence[str], axes: Sequence[Axis]) -> tuple[list[tuple[str,
     return resolve(fixed, axes, per_value, load, apply, lambda got, ref: got == ref)
 
 
-def _time_plan(device: DeviceSpec, mode: Any, attention: Any, gemm_dtype: Any) -> TimePlan:
-    """The plan ``load`` gives ``device`` with these ``time.mode``, ``attention`` and ``gemm_dtype``
-    (:func:`ditmeter.config.time_plan`, its checks and its errors), without a load."""
-    given = {"pipeline": PIPELINES[0], "output_root": ".", "attention": attention, "gemm_dtype": gemm_dtype}
-    return time_plan(parse(TopLevel, given, ""), parse(TimeOptions, {"mode": mode}, "time"), device)[1]
+def _time_plan(
+    device: DeviceSpec, mode: Any, attention: Any, gemm_dtype: Any, execution: Any, host: Any
+) -> TimePlan:
+    """The plan ``load`` gives ``device`` with these ``time.mode``, ``attention``, ``gemm_dtype``,
+    ``time.execution`` and ``host`` (:func:`ditmeter.config.time_plan`, its checks and its errors),
+    without a load."""
+    given = {
+        "pipeline": PIPELINES[0],
+        "output_root": ".",
+        "attention": attention,
+        "gemm_dtype": gemm_dtype,
+        "host": host,
+    }
+    options = parse(TimeOptions, {"mode": mode, "execution": execution}, "time")
+    return time_plan(parse(TopLevel, given, ""), options, device)[1]
 
 
 def device_plans(fixed: Sequence[str], axes: Sequence[Axis]) -> list[DevicePlan]:
@@ -263,6 +273,7 @@ def device_plans(fixed: Sequence[str], axes: Sequence[Axis]) -> list[DevicePlan]
     record and ``time.mode``, ``attention`` and ``gemm_dtype`` planned by ``config.time_plan``, as
     ``load`` does (with ``calibration=``, ``load`` per point)."""
     calibrated = any(top_key(o) == "calibration" for o in fixed) or any(a.key == "calibration" for a in axes)
+    host = next((o.split("=", 1)[1] for o in fixed if top_key(o) == "host"), "auto")
 
     def per_value(a: Axis) -> bool:
         # calibration= replaces the device and its table: every point is loaded
@@ -284,7 +295,13 @@ def device_plans(fixed: Sequence[str], axes: Sequence[Axis]) -> list[DevicePlan]
         if fields:
             device = parse(DeviceSpec, {**attrs.asdict(device, recurse=False), **fields}, "device")
         t = ref.time
-        plan = {"time.mode": t.mode, "attention": t.attention, "gemm_dtype": t.gemm_dtype}
+        plan = {
+            "time.mode": t.mode,
+            "attention": t.attention,
+            "gemm_dtype": t.gemm_dtype,
+            "time.execution": t.execution,
+            "host": host,  # as given: auto picks the host by the device
+        }
         plan |= {k: v for k, v in values.items() if k in PLAN_KEYS}
         return DevicePlan(device, _time_plan(device, *plan.values()))
 

@@ -30,9 +30,13 @@ def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
     the code of ``ditmeter report``."""
     from ditmeter.commands.report import analyze
     from ditmeter.config import load
+    from ditmeter.errors import ConfigError
 
-    cfg = load([*point.overrides(), *extra], "report")
-    _, view = analyze(cfg)
+    try:
+        cfg = load([*point.overrides(), *extra], "report")
+        _, view = analyze(cfg)
+    except ConfigError as exc:  # a point whose settings the tool refuses: name the point
+        raise ConfigError("validate.data", f"point {point.id}: {exc.field}: {exc.message}") from None
     value = {"video": view.per_video_s, "per_step": view.per_step_s, "denoise": view.forward_video_s}[
         point.timed
     ]

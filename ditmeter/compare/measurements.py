@@ -67,6 +67,38 @@ def _read(path: Path) -> Any:
         ) from None
 
 
+#: Keys a point's ``settings`` may not give: the point's own fields say them, or they are the run's.
+_NOT_SETTINGS = ("model", "pipeline", "device", "output_root", "run_id", "calibration")
+
+
+def _check_shape(raw: dict[str, Any], where: str) -> None:
+    """``gpus`` a positive int equal to the settings' plan, ``source`` a mapping, ``settings`` a list
+    of ``key=value`` strings that do not restate the point's own fields."""
+    gpus = raw["gpus"]
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus <= 0:
+        raise ConfigError("validate.data", f"{where}: gpus must be a positive integer, got {gpus!r}")
+    if not isinstance(raw["source"], dict):
+        raise ConfigError("validate.data", f"{where}: source must be a mapping (repo, path, url, where)")
+    settings = raw["settings"]
+    if not isinstance(settings, list) or not all(isinstance(x, str) and "=" in x for x in settings):
+        raise ConfigError("validate.data", f"{where}: settings must be a list of key=value strings")
+    own = [x for x in settings if x.split("=", 1)[0].split(".", 1)[0] in _NOT_SETTINGS]
+    if own:
+        raise ConfigError(
+            "validate.data",
+            f"{where}: settings may not give {own[0].split('=', 1)[0]} (the point's own fields or the run's: "
+            f"{', '.join(_NOT_SETTINGS)})",
+        )
+    plan = 1
+    for key in ("ulysses", "ring", "cfg"):
+        given = [x.split("=", 1)[1] for x in settings if x.startswith(f"parallel.{key}=")]
+        plan *= int(given[-1]) if given and given[-1].isdigit() else 1
+    if plan != gpus:
+        raise ConfigError(
+            "validate.data", f"{where}: gpus is {gpus} but the settings' plan (parallel.*) runs {plan}"
+        )
+
+
 def _point(raw: Any, source: str, path: Path) -> Point:
     where = f"{path.name}: point {raw.get('id', '?') if isinstance(raw, dict) else '?'}"
     if not isinstance(raw, dict):
@@ -86,7 +118,8 @@ def _point(raw: Any, source: str, path: Path) -> Point:
         or seconds <= 0
     ):
         raise ConfigError("validate.data", f"{where}: seconds must be a positive number, got {seconds!r}")
-    s = raw["source"] or {}
+    _check_shape(raw, where)
+    s = raw["source"]
     cite = " ".join(str(s[k]) for k in ("repo", "path", "commit", "url", "where") if s.get(k))
     return Point(
         str(raw["id"]),

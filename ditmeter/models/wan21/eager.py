@@ -206,20 +206,20 @@ def _rope_diffusers(
 
 
 def _flash(
-    batch: int, heads: int, q_tokens: int, kv_tokens: int, head_dim: int, act_bytes: int, calls: int = 1
+    batch: int, heads: int, q_tokens: int, kv_tokens: int, head_dim: int, act_bytes: int, act: str = "bf16"
 ) -> KernelCall:
-    """One fused attention kernel: reads q, k, v, writes o and the fp32 log-sum-exp."""
+    """One fused attention kernel in ``act`` (the 16-bit dtype): reads q, k, v, writes o and the
+    fp32 log-sum-exp."""
     q = batch * heads * q_tokens * head_dim
     kv = batch * heads * kv_tokens * head_dim
     flops = 4 * batch * heads * q_tokens * kv_tokens * head_dim
     return KernelCall(
         "flash_attention",
         "attention",
-        "bf16" if act_bytes == 2 else "fp32",
+        dtype_of(act_bytes, act),
         (2 * q + 2 * kv) * act_bytes + batch * heads * q_tokens * F32,
         flops,
         dims=(("head_dim", head_dim), ("kv_tokens", kv_tokens), ("q_tokens", q_tokens)),
-        count=calls,
     )
 
 
@@ -237,7 +237,7 @@ def _attention_diffusers(
 ) -> tuple[KernelCall, ...]:
     """SDPA: one flash kernel (its output is laid out [batch, tokens, heads, head_dim], so merging
     the heads is a view)."""
-    return (_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes),)
+    return (_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act),)
 
 
 @register_recipe("diffusers", "dit", "gated_residual")
@@ -421,7 +421,7 @@ def _attention_official(
             memory("cat", act, kv * act_bytes, kv * act_bytes),
         ]
     calls += [cast(kv, "fp32", act), *_varlen_offsets(batch), *_varlen_offsets(batch)]
-    calls += [_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes), cast(q, act, "fp32")]
+    calls += [_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act), cast(q, act, "fp32")]
     return tuple(calls)
 
 
@@ -466,8 +466,8 @@ def _image_text_attention_diffusers(
     text, their sum."""
     out = batch * heads * q_tokens * head_dim * act_bytes
     return (
-        _flash(batch, heads, q_tokens, image_tokens, head_dim, act_bytes),
-        _flash(batch, heads, q_tokens, text_tokens, head_dim, act_bytes),
+        _flash(batch, heads, q_tokens, image_tokens, head_dim, act_bytes, act),
+        _flash(batch, heads, q_tokens, text_tokens, head_dim, act_bytes, act),
         memory("add", dtype_of(act_bytes, act), out, out, out),
     )
 
@@ -497,5 +497,5 @@ def _image_text_attention_official(
             *_varlen_offsets(batch),
             *_varlen_offsets(batch),
         ]
-        calls += [_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes), cast(q, act, "fp32")]
+        calls += [_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act), cast(q, act, "fp32")]
     return (*calls, memory("add", "fp32", q * F32, q * F32, q * F32))

@@ -289,7 +289,8 @@ def _rank_memory(
     if plan.t5_fsdp:
         components["text_encoder"], gathered = fsdp_weight_bytes(umt5, components["text_encoder"], plan.gpus)
         activations["text_encoder"] += gathered
+    swaps = m.expert_swaps(w.pipeline, bool(offload.model)) if experts < 2 else 0  # one at a time
     timeline = placement.timeline(
-        w.pipeline, available_stages(m), components, activations, offload, official=placed
+        w.pipeline, available_stages(m), components, activations, offload, official=placed, expert_swaps=swaps
     )
     return footprint, timeline
