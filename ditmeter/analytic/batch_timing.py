@@ -230,7 +230,7 @@ class Timer:
         self.kinds = list(dict.fromkeys(keys))
         self.kind = np.array([self.kinds.index(k) for k in keys], dtype=np.intp)
         self.first = [keys.index(k) for k in self.kinds]  # a device with each plan
-        self._memos: list[dict[tuple[Any, ...], float]] = [{} for _ in tables]
+        self._memos: list[dict[tuple[Any, ...], Any]] = [{} for _ in tables]  # KernelTerms by row
         self._peaks: dict[tuple[str, tuple[str | None, ...]], np.ndarray] = {}
         self._checked: set[tuple[object, ...]] = set()
 

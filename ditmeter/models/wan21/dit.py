@@ -27,6 +27,7 @@ from ditmeter.analytic.tree import Composite, Leaf, Repeated, rule_leaf
 from ditmeter.analytic.workload import Workload
 from ditmeter.models.wan21 import eager as _eager  # noqa: F401  (registers the eager recipes)
 from ditmeter.models.wan21 import eager_encoders as _eager_encoders  # noqa: F401
+from ditmeter.models.wan21 import eager_i2v as _eager_i2v  # noqa: F401
 from ditmeter.models.wan21 import eager_vae as _eager_vae  # noqa: F401
 from ditmeter.models.wan21.semantics import SEMANTICS
 from ditmeter.models.wan21.spec import WanModelSpec as ModelSpec
