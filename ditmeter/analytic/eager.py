@@ -30,8 +30,6 @@ from typing import Literal
 
 import attrs
 
-from ditmeter.analytic.cost import Cost
-
 #: How a kernel is timed (see the module docstring).
 KernelKind = Literal["gemm", "attention", "conv", "memory"]
 #: Whose eager code a recipe follows.
@@ -61,10 +59,6 @@ class KernelCall:
     call_flops: int = 0
     dims: tuple[tuple[str, int], ...] = ()
 
-    @property
-    def total_bytes(self) -> int:
-        return self.bytes * self.count
-
 
 def memory(op: str, dtype: str, *tensor_bytes: int, count: int = 1, cuda_flops: int = 0) -> KernelCall:
     """A memory-bound kernel reading and writing ``tensor_bytes`` (inputs and outputs)."""
@@ -77,6 +71,35 @@ def cast(elements: int, src: str, dst: str, *, count: int = 1) -> KernelCall:
     a, b = EAGER_DTYPE_BYTES[src], EAGER_DTYPE_BYTES[dst]
     launches = 0 if src == dst else count
     return memory("_to_copy", src if a >= b else dst, elements * a, elements * b, count=launches)
+
+
+def attention(
+    op: str,
+    dtype: str,
+    batch: int,
+    heads: int,
+    q_tokens: int,
+    kv_tokens: int,
+    head_dim: int,
+    *,
+    lse: bool,
+    bias: bool = False,
+) -> KernelCall:
+    """One fused attention kernel in ``dtype``: q, k, v (and a [batch, heads, q, kv] bias) in, o
+    out, and the fp32 log-sum-exp when it writes one (flash always; memory-efficient only with
+    grad); 4·q·kv·head_dim FLOPs per head (the two matmuls)."""
+    a = EAGER_DTYPE_BYTES[dtype]
+    q = batch * heads * q_tokens * head_dim
+    kv = batch * heads * kv_tokens * head_dim
+    scores = batch * heads * q_tokens * kv_tokens
+    return KernelCall(
+        op,
+        "attention",
+        dtype,
+        (2 * q + 2 * kv + (scores if bias else 0)) * a + (batch * heads * q_tokens * 4 if lse else 0),
+        4 * scores * head_dim,
+        dims=(("head_dim", head_dim), ("kv_tokens", kv_tokens), ("q_tokens", q_tokens)),
+    )
 
 
 Recipe = Callable[..., tuple[KernelCall, ...]]
@@ -98,12 +121,6 @@ def register_recipe(flavour: Flavour, stage: str, *rules: str) -> Callable[[Reci
     return wrap
 
 
-def fused_call(rule: str | None, cost: Cost, dtype: str, kind: KernelKind = "memory") -> KernelCall:
-    """The fused ideal as one kernel: the leaf's rule cost in one launch (``time.execution=compiled``,
-    and an eager leaf whose rule has no recipe)."""
-    return KernelCall(rule or "fused", kind, dtype, cost.moved_bytes, cost.tensor_flops, cost.cuda_flops)
-
-
 def eager_calls(
     flavour: str, stage: str, leaf: str, rule: str | None, dims: Mapping[str, int | bool], act: str
 ) -> tuple[KernelCall, ...] | None:
@@ -113,8 +130,3 @@ def eager_calls(
     if recipe is None or not dims:  # a leaf with no dims has no shape to derive kernels from
         return None
     return recipe(act=act, leaf=leaf, **{k: int(v) for k, v in dims.items()})
-
-
-def launches(calls: tuple[KernelCall, ...]) -> int:
-    """Kernel launches of a list of calls."""
-    return sum(c.count for c in calls)

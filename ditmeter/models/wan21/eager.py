@@ -31,6 +31,7 @@ from __future__ import annotations
 from ditmeter.analytic.eager import (
     EAGER_DTYPE_BYTES,
     KernelCall,
+    attention,
     cast,
     dtype_of,
     memory,
@@ -208,19 +209,9 @@ def _rope_diffusers(
 def _flash(
     batch: int, heads: int, q_tokens: int, kv_tokens: int, head_dim: int, act_bytes: int, act: str = "bf16"
 ) -> KernelCall:
-    """One fused attention kernel in ``act`` (the 16-bit dtype): reads q, k, v, writes o and the
-    fp32 log-sum-exp."""
-    q = batch * heads * q_tokens * head_dim
-    kv = batch * heads * kv_tokens * head_dim
-    flops = 4 * batch * heads * q_tokens * kv_tokens * head_dim
-    return KernelCall(
-        "flash_attention",
-        "attention",
-        dtype_of(act_bytes, act),
-        (2 * q + 2 * kv) * act_bytes + batch * heads * q_tokens * F32,
-        flops,
-        dims=(("head_dim", head_dim), ("kv_tokens", kv_tokens), ("q_tokens", q_tokens)),
-    )
+    """The flash kernel in the 16-bit ``act``: it writes the fp32 log-sum-exp."""
+    dtype = dtype_of(act_bytes, act)
+    return attention("flash_attention", dtype, batch, heads, q_tokens, kv_tokens, head_dim, lse=True)
 
 
 @register_recipe("diffusers", "dit", "attention_core")

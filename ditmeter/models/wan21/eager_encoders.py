@@ -18,45 +18,25 @@ without grad. The bias add is inside those kernels (``bias_add``: none of its ow
 **image_encoder**: diffusers runs ``CLIPVisionModel`` in fp32 (separate q, k, v projections,
 SDPA: the memory-efficient kernel for fp32); the official ``VisionTransformer`` in fp16 under
 ``autocast(fp16)`` (``LayerNorm(x.float()).type_as(x)`` with the fp16 affine weights cast to fp32
-by autocast, ``flash_attention(version=2)`` with its varlen offsets) stops after block 31 and
+by autocast, ``flashattention(version=2)`` with its varlen offsets) stops after block 31 and
 never runs ``post_norm``. NB: the official recipes are read from Wan2.1's ``wan/modules/clip.py``,
 not captured (the installed Wan2.2 code has no CLIP).
 """
 
 from __future__ import annotations
 
-from ditmeter.analytic.eager import EAGER_DTYPE_BYTES, KernelCall, cast, dtype_of, memory, register_recipe
+from ditmeter.analytic.eager import (
+    EAGER_DTYPE_BYTES,
+    KernelCall,
+    attention,
+    cast,
+    dtype_of,
+    memory,
+    register_recipe,
+)
 from ditmeter.models.wan21.eager import _gemm, _varlen_offsets
 
 F32, I64, BOOL = 4, 8, 1
-
-
-def _attention(
-    op: str,
-    dtype: str,
-    batch: int,
-    heads: int,
-    q_tokens: int,
-    kv_tokens: int,
-    head_dim: int,
-    *,
-    lse: bool,
-    bias: bool = False,
-) -> KernelCall:
-    """One fused attention kernel: q, k, v (and a [batch, heads, q, kv] bias) in, o out, and the
-    fp32 log-sum-exp when it writes one (flash always; memory-efficient only with grad)."""
-    a = EAGER_DTYPE_BYTES[dtype]
-    q = batch * heads * q_tokens * head_dim
-    kv = batch * heads * kv_tokens * head_dim
-    scores = batch * heads * q_tokens * kv_tokens
-    return KernelCall(
-        op,
-        "attention",
-        dtype,
-        (2 * q + 2 * kv + (scores if bias else 0)) * a + (batch * heads * q_tokens * F32 if lse else 0),
-        4 * scores * head_dim,
-        dims=(("head_dim", head_dim), ("kv_tokens", kv_tokens), ("q_tokens", q_tokens)),
-    )
 
 
 def _add(elements: int, dtype: str) -> tuple[KernelCall, ...]:
@@ -265,7 +245,7 @@ def _t5_attention_diffusers(
         memory("scalar_tensor", act, a),
         memory("where", act, batch * grid * BOOL, heads * grid * a, a, s * a),
         memory("clone", act, s * a, s * a),
-        _attention(
+        attention(
             "efficient_attention", act, batch, heads, q_tokens, kv_tokens, head_dim, lse=False, bias=True
         ),
     )
@@ -403,7 +383,7 @@ def _clip_attention_diffusers(
     dtype = dtype_of(act_bytes, act)
     half = act_bytes == 2
     op = "flash_attention" if half else "efficient_attention"
-    return (_attention(op, dtype, batch, heads, q_tokens, kv_tokens, head_dim, lse=half),)
+    return (attention(op, dtype, batch, heads, q_tokens, kv_tokens, head_dim, lse=half),)
 
 
 @register_recipe("official", "image_encoder", "attention_core")
@@ -418,10 +398,10 @@ def _clip_attention_official(
     head_dim: int,
     act_bytes: int,
 ) -> tuple[KernelCall, ...]:
-    """``flash_attention(q, k, v, version=2)`` on fp16 views of ``to_qkv``'s output (no casts, no
+    """``flashattention(q, k, v, version=2)`` on fp16 views of ``to_qkv``'s output (no casts, no
     copies): the varlen offsets of q and k, then FlashAttention-2."""
     dtype = dtype_of(act_bytes, act)
-    core = _attention("flash_attention", dtype, batch, heads, q_tokens, kv_tokens, head_dim, lse=True)
+    core = attention("flash_attention", dtype, batch, heads, q_tokens, kv_tokens, head_dim, lse=True)
     return (*_varlen_offsets(batch), *_varlen_offsets(batch), core)
 
 

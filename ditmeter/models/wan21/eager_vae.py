@@ -21,8 +21,15 @@ call's dims, so its eager kernels are not yet timed (the fused leaves are).
 
 from __future__ import annotations
 
-from ditmeter.analytic.eager import EAGER_DTYPE_BYTES, KernelCall, dtype_of, memory, register_recipe
-from ditmeter.models.wan21.eager_encoders import _add, _attention, _conv
+from ditmeter.analytic.eager import (
+    EAGER_DTYPE_BYTES,
+    KernelCall,
+    attention,
+    dtype_of,
+    memory,
+    register_recipe,
+)
+from ditmeter.models.wan21.eager_encoders import _add, _conv
 
 F32 = 4
 
@@ -124,7 +131,7 @@ def _vae_attention(
     (the memory-efficient kernel, no log-sum-exp without grad)."""
     dtype = dtype_of(act_bytes, act)
     qkv = 3 * batch * q_tokens * head_dim * act_bytes
-    core = _attention("efficient_attention", dtype, batch, heads, q_tokens, kv_tokens, head_dim, lse=False)
+    core = attention("efficient_attention", dtype, batch, heads, q_tokens, kv_tokens, head_dim, lse=False)
     return (memory("clone", dtype, qkv, qkv), core)
 
 
