@@ -14,6 +14,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import networkx as nx
@@ -44,6 +45,9 @@ from ditmeter.reports.report_json import compare_section
 from ditmeter.reports.run_dir import analysis_dir
 from ditmeter.reports.run_files import TRACE_FILES, write_analysis_files, write_text
 from ditmeter.reports.tables import library_versions, modules_frame, table_metadata, write_parquet
+
+if TYPE_CHECKING:
+    from ditmeter.tracer.kernels import Launch
 
 #: The most calls of a real module one traced run makes (the VAE decode: 256 latent frames, 1,021
 #: video frames; its meta trace then takes tens of seconds).
@@ -80,30 +84,33 @@ class _Traced:
 REFERENCE_FLAVOUR = "diffusers"
 
 
-def check_kernels(
-    analysis: Analysis, stage: Stage, module: object, inputs: dict[str, object]
-) -> KernelCheck | None:
-    """The forward stage's eager kernels of one repeated unit (``blocks.1``, or ``blocks.0`` of a
-    one-block model) against the launches of the real module (one more run on meta).
+def kernel_unit(analysis: Analysis, stage: Stage) -> str | None:
+    """The repeated unit of the forward stage whose eager kernels ``trace`` checks (``blocks.1``,
+    or ``blocks.0`` of a one-block model); None where nothing is checked.
 
     NB: checked at the pipelines' batch of 1 in a 16-bit dtype (both pipelines run each forward at
     batch 1): the RoPE recipes read the cos/sin tables per row, which a larger batch shares, and an
     fp32 DiT runs the memory-efficient attention kernel, not the flash one the recipes name."""
-    from ditmeter.compare.mapping import ZERO_OPS
-    from ditmeter.tracer.kernels import eager_launches, under
-
+    w = analysis.workload
+    if stage.name != analysis.forward.name or w.batch_size != 1 or w.dtype == "fp32":
+        return None
     rows = list(walk(stage.tree, expand=False))
     repeated = [r for r in rows if r.kind == "repeated" and r.depth == 1]
-    w = analysis.workload
-    if stage.name != analysis.forward.name or not repeated or w.batch_size != 1 or w.dtype == "fp32":
+    if not repeated:
         return None
     name = repeated[0].module_id
     copies = next(r.copies for r in rows if r.module_id == f"{name}.*")
-    unit = f"{name}.{1 if copies > 1 else 0}"
-    launches = under(eager_launches(lambda: module(**inputs), ZERO_OPS), unit)  # type: ignore[operator]
-    act = analysis.workload.dtype
-    analytic = recipe_launches(rows, f"{name}.*", REFERENCE_FLAVOUR, stage.name, act)
-    return KernelCheck(unit, analytic, launched((x.op, x.dtype, x.bytes) for x in launches))
+    return f"{name}.{1 if copies > 1 else 0}"
+
+
+def check_kernels(analysis: Analysis, stage: Stage, unit: str, launches: Sequence[Launch]) -> KernelCheck:
+    """The recipes of ``unit``'s leaves against the launches captured inside it."""
+    from ditmeter.tracer.kernels import under
+
+    template = unit.rsplit(".", 1)[0] + ".*"
+    rows = walk(stage.tree, expand=False)
+    analytic = recipe_launches(rows, template, REFERENCE_FLAVOUR, stage.name, analysis.workload.dtype)
+    return KernelCheck(unit, analytic, launched((x.op, x.dtype, x.bytes) for x in under(launches, unit)))
 
 
 def trace_stage(
@@ -117,12 +124,15 @@ def trace_stage(
 ) -> _Traced:
     """Build the stage's real module on meta, capture one run, map every node: its nodes table,
     and with ``measure_memory`` the peak live activation bytes of one more run under the
-    tensor-lifetime counter. Under a sequence-parallel plan the forward stage runs as rank 0 of
-    the reference's own context-parallel code under torch's fake process group, and its
-    collectives are captured beside the compute nodes."""
+    tensor-lifetime counter (for the forward stage the same run records its eager kernels). Under a
+    sequence-parallel plan the forward stage runs as rank 0 of the reference's own
+    context-parallel code under torch's fake process group, and its collectives are captured
+    beside the compute nodes."""
+    from ditmeter.compare.mapping import ZERO_OPS
     from ditmeter.tracer.capture import capture_forward, graph_collectives
     from ditmeter.tracer.collectives import fake_rank
-    from ditmeter.tracer.memory import peak_live_bytes
+    from ditmeter.tracer.kernels import eager_launches
+    from ditmeter.tracer.memory import LiveBytes, peak_live_bytes
 
     cp = cfg.parallel.sequence
     if stage.name != analysis.forward.name or cp.degree == 1:
@@ -130,12 +140,16 @@ def trace_stage(
             module, inputs = ref.make(cfg.model, cfg.workload, analysis.geometry, "meta")
         with step(f"capture {stage.name}"):
             graph = capture_forward(module, inputs)
-        measured = None
-        if measure_memory:
+        measured, kernels, unit = None, None, kernel_unit(analysis, stage)
+        if unit is not None:  # one run gives the launches and (the tensor lifetimes) the peak
+            with step(f"memory and kernels {stage.name}"):
+                live = [LiveBytes()] if measure_memory else []
+                launches = eager_launches(lambda: module(**inputs), ZERO_OPS, *live)
+                measured = live[0].peak if live else None
+                kernels = check_kernels(analysis, stage, unit, launches)
+        elif measure_memory:
             with step(f"memory {stage.name}"):
                 measured = peak_live_bytes(module, inputs)
-        with step(f"kernels {stage.name}"):
-            kernels = check_kernels(analysis, stage, module, inputs)
         with step(f"map {stage.name}"):
             nodes = map_graph(graph, rows, ref.names, ref.rules, stage=stage.name)
             return _Traced(nodes, measured, kernels=kernels)

@@ -36,21 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
 from ditmeter.tracer.collectives import Collective, collective_call
-
-
-def _tensors(tree: Any) -> list[torch.Tensor]:
-    """Tensors in an aten op's arguments or result (nested tuples, lists, dicts), in order.
-
-    NB: aten schemas only nest these containers, so this is ``tree_flatten``
-    without its generality (it was a tenth of the capture's time).
-    """
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, tuple | list):
-        return [t for item in tree for t in _tensors(item)]
-    if isinstance(tree, dict):
-        return [t for item in tree.values() for t in _tensors(item)]
-    return []
+from ditmeter.tracer.memory import flat_tensors
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -72,7 +58,7 @@ def _written_args(func: Any, args: Any, kwargs: dict[str, Any]) -> list[torch.Te
         if arg.alias_info is None or not arg.alias_info.is_write:
             continue
         value = args[i] if i < len(args) else kwargs.get(arg.name)
-        out += _tensors(value)
+        out += flat_tensors(value)
     return out
 
 
@@ -113,7 +99,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        inputs = _tensors((args, kwargs))
+        inputs = flat_tensors((args, kwargs))
         made = [self._producer.get(id(t)) for t in inputs]
         written = [self._writer.get(_storage(t)) for t in inputs]
         parents = list(dict.fromkeys(s[0] for s in (*made, *written) if s is not None))
@@ -127,7 +113,7 @@ class _Recorder(TorchDispatchMode):
             out = func(*args, **kwargs)
         packet = func._overloadpacket
         flops = int(flop_registry[packet](*args, **kwargs, out_val=out)) if packet in flop_registry else 0
-        outputs = _tensors(out)
+        outputs = flat_tensors(out)
         node.meta.update(
             module_path=self._module_path(),
             flops=flops,
@@ -155,7 +141,7 @@ class _Recorder(TorchDispatchMode):
 
     def mark_outputs(self, result: Any) -> None:
         """Flag the nodes whose outputs the model returns (``meta["returned"]``: output indices)."""
-        for t in _tensors(result):
+        for t in flat_tensors(result):
             source = self._producer.get(id(t))
             if source is not None:
                 source[0].meta.setdefault("returned", set()).add(source[1])

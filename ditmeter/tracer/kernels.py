@@ -10,7 +10,8 @@ the same storage, and allocations, which no kernel writes until an op does:
 
 NB: on meta tensors ``scaled_dot_product_attention`` picks its math path (bmm, softmax); a GPU
 picks the flash kernel for 16-bit inputs of head dim up to 256, so the capture sends such calls
-to ``aten._scaled_dot_product_flash_attention`` (which has a meta kernel): one op, as on a GPU.
+to ``aten._scaled_dot_product_flash_attention`` (``memory.flash_attention(gpu_kernel=True)``):
+one op, as on a GPU.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any
 
 import attrs
 import torch
-from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
+
+from ditmeter.tracer.memory import flash_attention, flat_tensors
 
 _DTYPES = {
     torch.float64: "fp64",
@@ -49,39 +51,6 @@ class Launch:
     module: str  # the innermost module path it ran in ("" for the root)
 
 
-def _tensors(tree: Any) -> list[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, tuple | list):
-        return [t for item in tree for t in _tensors(item)]
-    if isinstance(tree, dict):
-        return [t for item in tree.values() for t in _tensors(item)]
-    return []
-
-
-class _FlashSDPA(TorchFunctionMode):
-    """``F.scaled_dot_product_attention`` of 16-bit q, k, v as the GPU runs it: the flash kernel."""
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        if func is torch.nn.functional.scaled_dot_product_attention:
-            named = dict(zip(("query", "key", "value"), args, strict=False)) | kwargs
-            q, k, v = named["query"], named["key"], named["value"]
-            flash = (
-                q.dtype in (torch.bfloat16, torch.float16)
-                and q.shape[-1] <= 256
-                and named.get("attn_mask") is None
-                and not named.get("enable_gqa", False)
-            )
-            if flash:
-                dropout = named.get("dropout_p", 0.0)
-                causal, scale = named.get("is_causal", False), named.get("scale")
-                return torch.ops.aten._scaled_dot_product_flash_attention(
-                    q, k, v, dropout, causal, False, scale=scale
-                )[0]
-        return func(*args, **kwargs)
-
-
 class _Recorder(TorchDispatchMode):
     def __init__(self, tracker: ModuleTracker, free: frozenset[str]) -> None:
         super().__init__()
@@ -93,7 +62,7 @@ class _Recorder(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         op = func.overloadpacket.__name__
         if f"aten.{op}" not in self.free:
-            tensors = [t for t in _tensors((args, kwargs or {}, out)) if t.dtype in _DTYPES]
+            tensors = [t for t in flat_tensors((args, kwargs or {}, out)) if t.dtype in _DTYPES]
             # ModuleTracker's parents are a set: the innermost module has the longest path
             parents = sorted((p for p in self.tracker.parents if p != "Global"), key=len)
             self.launches.append(
@@ -124,10 +93,17 @@ def _strip(path: str) -> str:
     return rest if head[:1].isupper() else path
 
 
-def eager_launches(run: Callable[[], Any], free: frozenset[str]) -> list[Launch]:
+def eager_launches(run: Callable[[], Any], free: frozenset[str], *modes: TorchDispatchMode) -> list[Launch]:
     """Every kernel launch of ``run()`` (a module's forward), in order; ``free``: the aten ops
-    (``aten.view``) that launch none."""
-    with torch.no_grad(), ModuleTracker() as tracker, _FlashSDPA(), _Recorder(tracker, free) as recorder:
+    (``aten.view``) that launch none; ``modes``: other dispatch modes measuring the same run
+    (``memory.LiveBytes``: its peak from this run, not another)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        tracker = stack.enter_context(ModuleTracker())
+        stack.enter_context(flash_attention(gpu_kernel=True))
+        for mode in modes:
+            stack.enter_context(mode)
+        recorder = stack.enter_context(_Recorder(tracker, free))
         run()
     launches: list[Launch] = recorder.launches
     return launches

@@ -17,22 +17,31 @@ dictionary update per output.
 
 from __future__ import annotations
 
-import contextlib
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
+
+#: The largest head dim FlashAttention's kernels take (2 and 3: 256).
+MAX_FLASH_HEAD_DIM = 256
 
 
 def flat_tensors(tree: Any) -> list[torch.Tensor]:
-    """The tensors of a (nested) tuple or list of op outputs or arguments, in order."""
+    """Tensors in an aten op's arguments or result (nested tuples, lists, dicts), in order.
+
+    NB: aten schemas only nest these containers, so this is ``tree_flatten``
+    without its generality (it was a tenth of the capture's time).
+    """
     if isinstance(tree, torch.Tensor):
         return [tree]
     if isinstance(tree, tuple | list):
         return [t for item in tree for t in flat_tensors(item)]
+    if isinstance(tree, dict):
+        return [t for item in tree.values() for t in flat_tensors(item)]
     return []
 
 
@@ -77,35 +86,49 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-@contextlib.contextmanager
-def flash_attention() -> Iterator[None]:
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+class FlashAttention(TorchFunctionMode):
     """``scaled_dot_product_attention`` without a mask runs as the flash kernel
-    (``aten._scaled_dot_product_flash_attention``), as on a GPU.
+    (``aten._scaled_dot_product_flash_attention``), as on a GPU; with ``gpu_kernel`` only the calls
+    a GPU's flash kernel takes (16-bit q, k, v of head dim up to 256: ``tracer/kernels.py`` counts
+    launches, and an fp32 call runs another kernel there). A function mode, so it sees every call
+    however the code bound the function, and leaves the others to the modes around it.
 
     NB: on meta tensors SDPA picks its math path, which materialises the L×L
     scores (hundreds of GiB for a 14B video) that no GPU run holds; the flash
     op has a meta kernel with the real output and log-sum-exp shapes.
     """
-    import torch.nn.functional as F
 
-    original = F.scaled_dot_product_attention
+    def __init__(self, gpu_kernel: bool = False) -> None:
+        super().__init__()
+        self.gpu_kernel = gpu_kernel
 
-    def flash(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        mask = args[0] if args else kwargs.get("attn_mask")
-        if mask is not None or kwargs.get("enable_gqa") or query.shape[-1] != value.shape[-1]:
-            return original(query, key, value, *args, **kwargs)
-        dropout = args[1] if len(args) > 1 else kwargs.get("dropout_p", 0.0)
-        causal = args[2] if len(args) > 2 else kwargs.get("is_causal", False)
-        scale = args[3] if len(args) > 3 else kwargs.get("scale")
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is not torch.nn.functional.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        named = dict(zip(_SDPA_ARGS, args, strict=False)) | kwargs
+        q, v = named["query"], named["value"]
+        fused = q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] <= MAX_FLASH_HEAD_DIM
+        plain = named.get("attn_mask") is None and not named.get("enable_gqa") and q.shape[-1] == v.shape[-1]
+        if not plain or (self.gpu_kernel and not fused):
+            return func(*args, **kwargs)
         return torch.ops.aten._scaled_dot_product_flash_attention(
-            query, key, value, dropout, causal, False, scale=scale
+            q,
+            named["key"],
+            v,
+            named.get("dropout_p", 0.0),
+            named.get("is_causal", False),
+            False,
+            scale=named.get("scale"),
         )[0]
 
-    F.scaled_dot_product_attention = flash
-    try:
-        yield
-    finally:
-        F.scaled_dot_product_attention = original
+
+def flash_attention(gpu_kernel: bool = False) -> FlashAttention:
+    """The :class:`FlashAttention` mode, to use as ``with flash_attention(): …``."""
+    return FlashAttention(gpu_kernel)
 
 
 def peak_live_bytes(module: nn.Module, inputs: Mapping[str, Any]) -> int:
