@@ -15,6 +15,7 @@ import pytest
 
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES, KernelCall, cast, eager_calls
 from ditmeter.analytic.tree import walk
+from ditmeter.compare.kernels import launched, recipe_launches
 from ditmeter.compare.mapping import ZERO_OPS
 from ditmeter.config import load
 from ditmeter.models.wan21 import eager as wan_eager
@@ -22,22 +23,19 @@ from ditmeter.tracer.kernels import eager_launches, under
 
 
 def _analytic_block(cfg, flavour: str) -> Counter[tuple[str, str, int]]:
+    """The recipes summed over a block's leaves, as ``trace``'s gate sums them."""
     analysis = cfg.family.analyze(cfg.model, cfg.workload, ("dit",))
-    out: Counter[tuple[str, str, int]] = Counter()
-    for row in walk(analysis.forward.tree, expand=False):
-        if row.kind != "leaf" or not row.module_id.startswith("blocks.*."):
-            continue
-        calls = eager_calls(flavour, "dit", row.module_id, row.rule, dict(row.dims), cfg.workload.dtype)
-        assert calls is not None, f"no eager recipe for {row.rule} ({row.module_id})"
-        for c in calls:
-            out[(c.op if c.kind != "attention" else "attention", c.dtype, c.bytes)] += c.count
+    rows = walk(analysis.forward.tree, expand=False)
+    out = Counter(recipe_launches(rows, "blocks.*", flavour, "dit", cfg.workload.dtype))
+    missing = [k[0] for k in out if k[0].startswith("<no recipe")]
+    assert not missing, f"no eager recipe: {missing}"
     return out
 
 
 def _captured_block(cfg, block: str = "blocks.1") -> Counter[tuple[str, str, int]]:
     module, inputs = cfg.family.references()["dit"].make(cfg.model, cfg.workload, cfg.geometry, "meta")
     launches = under(eager_launches(lambda: module(**inputs), ZERO_OPS), block)
-    return Counter(("attention" if "attention" in x.op else x.op, x.dtype, x.bytes) for x in launches)
+    return Counter(launched((x.op, x.dtype, x.bytes) for x in launches))
 
 
 def _diff(want: Counter, got: Counter) -> str:
