@@ -135,8 +135,13 @@ _COPY = re.compile(r"\.\d+\.")
 
 
 def leaf_roofline(cost: Cost, device: DeviceSpec, dtype: str, rule: str | None = None) -> Timing:
-    """The roofline of one leaf costed by ``rule``: every peak reached (see the module docstring)."""
-    peak = device.conv_flop_per_s(dtype) if rule in CONV_RULES else device.tensor_flop_per_s(dtype)
+    """The roofline of one leaf costed by ``rule`` in a ``dtype`` stage: every peak reached (see
+    the module docstring)."""
+    peak = stage_peaks(device, StageKernels(dtype))[peak_column(rule, dtype, dtype)]
+    return _roofline(cost, device, peak)
+
+
+def _roofline(cost: Cost, device: DeviceSpec, peak: float) -> Timing:
     compute = cost.tensor_flops / peak + cost.cuda_flops / device.cuda_flop_per_s
     memory = cost.moved_bytes / device.bytes_per_s
     return _timing(compute, memory, 0.0, True, max(compute, memory))
@@ -173,16 +178,12 @@ def kernel_time(
     on ``device``."""
     dtype = dtype or stage.dtype
     peaks = stage_peaks(device, stage)
-    column = peak_column(row.rule, dtype, stage.dtype)
-    cost, bandwidth, cuda_peak = row.cost, device.bytes_per_s, device.cuda_flop_per_s
-    roof_compute = cost.tensor_flops / peaks[column] + cost.cuda_flops / cuda_peak
-    roof_memory = cost.moved_bytes / bandwidth
-    roofline = max(roof_compute, roof_memory)
+    roof = _roofline(row.cost, device, peaks[peak_column(row.rule, dtype, stage.dtype)])
     if not plan.predicted or plan.kernels is None:
-        return _timing(roof_compute, roof_memory, 0.0, True, roofline)
+        return roof
     t = kernel_terms(row, dtype, stage, plan.kernels)
-    compute = t.numerator / peaks[t.column] + t.cuda / cuda_peak
-    return _timing(compute, t.traffic / bandwidth, t.launch_s, t.overlapped, roofline)
+    compute = t.numerator / peaks[t.column] + t.cuda / device.cuda_flop_per_s
+    return _timing(compute, t.traffic / device.bytes_per_s, t.launch_s, t.overlapped, roof.roofline_s)
 
 
 def module_times(

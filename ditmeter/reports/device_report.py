@@ -139,7 +139,7 @@ def stage_times(view: DeviceView) -> list[dict[str, Any]]:
                 "attention": p.backends.get(stage.name),
             }
         )
-    moved = under.get(OFFLOAD_PHASE, p.transfer_s) if view.plan is not None else p.transfer_s
+    moved = under.get(OFFLOAD_PHASE, 0.0) if view.plan is not None else p.transfer_s  # the plan's own moves
     if moved:  # the weights the video moves between host and GPU (offload.model)
         out.append(
             {
