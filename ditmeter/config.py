@@ -89,6 +89,9 @@ KEYS = tuple(dict.fromkeys(k for keys in COMMAND_KEYS.values() for k in keys))
 #: are staging folders), short enough for the staging name to fit in a file name (255 bytes).
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}")
 
+#: Keys whose values are names or paths, read as written: Hydra reads ``run_id=123`` as an int.
+AS_WRITTEN = ("run_id", "output_root", "calibration", "host", "trace", "profile.trace", "calibrate.output")
+
 
 def config_dir() -> Path:
     """The folder holding ``config.yaml`` and the ``model/`` and ``workload/`` groups."""
@@ -221,6 +224,8 @@ def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
     for item in overrides:
         key, sep, value = item.partition("=")
         name = key.lstrip("+~")
+        if not name:
+            raise ConfigError("overrides", f"{item!r} has no key; give KEY=VALUE (workload.num_frames=33)")
         if sep and name in GROUPS and value not in choices(name):
             raise ConfigError(name, f"unknown {value!r}; allowed: {', '.join(choices(name))}")
         top = name.split(".", 1)[0]
@@ -312,12 +317,26 @@ def compose_config(overrides: list[str], command: str | None = None) -> dict[str
     return {str(k): v for k, v in raw.items()}
 
 
+def _as_written(raw: dict[str, Any], overrides: Sequence[str]) -> None:
+    """Each name or path key (:data:`AS_WRITTEN`) that Hydra read as another type set to the text
+    of its override: ``run_id=123`` is the folder ``123``, ``host=7950`` is refused as ``'7950'``."""
+    for dotted in AS_WRITTEN:
+        section, _, key = dotted.rpartition(".")
+        holder = raw.get(section) if section else raw
+        if not isinstance(holder, dict) or holder.get(key) is None or isinstance(holder[key], str):
+            continue
+        texts = [o.partition("=")[2] for o in overrides if "=" in o and _key(o) == dotted]
+        if texts:
+            holder[key] = texts[-1]
+
+
 def load(overrides: list[str], command: str | None = None) -> RunConfig:
     """Compose and validate; raises :class:`ConfigError` naming the bad field.
 
     ``command`` (``report``, ``trace``, ``profile``, ``compare``) refuses the keys it does not use.
     """
     raw = compose_config(overrides, command)
+    _as_written(raw, overrides)
     for key in raw:
         if key not in KEYS:
             raise ConfigError(key, f"not a known key; top-level keys: {', '.join(KEYS)}")
@@ -327,14 +346,14 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
     changed = [o.split(".", 1)[1] for o in overrides if o.startswith("workload.") and "=" in o]
     if changed:  # a preset with edits must not pass for the preset itself
         raw["workload"]["name"] = f"{raw['workload'].get('name', 'custom')}[{','.join(changed)}]"
-    top = parse(TopLevel, {k: raw.get(k) for k in attrs.fields_dict(TopLevel)}, "")
+    top = parse(TopLevel, {k: raw[k] for k in attrs.fields_dict(TopLevel) if k in raw}, "")
     fam = family_named(raw["model"].get("family"))
     model = fam.parse_model(raw["model"], top.pipeline)
     workload = parse_workload(
         raw["workload"], default_steps=model.default_steps, text_len=model.text_len, pipeline=top.pipeline
     )
     device = parse(DeviceSpec, raw["device"], "device") if raw.get("device") is not None else None
-    device, plan = time_plan(top, parse(TimeOptions, raw.get("time") or {}, "time"), device)
+    device, plan = time_plan(top, parse(TimeOptions, raw.get("time"), "time"), device, command)
     if top.measured_video_s is not None and device is None:
         raise ConfigError("measured_video_s", "needs device=NAME: the MFU is against a device's peak")
     out = RunConfig(
@@ -345,14 +364,12 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         run_id=top.run_id,
         compare=parse(CompareOptions, raw.get("compare"), "compare"),
         stages=select_stages(fam, model, raw.get("stages")),
-        offload=parse(Offload, raw.get("offload") or {}, "offload"),
+        offload=parse(Offload, raw.get("offload"), "offload"),
         device=device,
         measured_video_s=top.measured_video_s,
         profile=parse(ProfileOptions, raw.get("profile"), "profile"),
         time=plan,
-        calibrate=parse(
-            CalibrateOptions, raw.get("calibrate") or {}, "calibrate", device_kind=top.device_kind
-        ),
+        calibrate=parse(CalibrateOptions, raw.get("calibrate"), "calibrate", device_kind=top.device_kind),
         parallel=ParallelPlan.from_mapping(raw.get("parallel")),
         ingest_trace=Path(top.trace) if top.trace else None,
     )
@@ -414,15 +431,19 @@ def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
 
 
 def time_plan(
-    top: TopLevel, options: TimeOptions, device: DeviceSpec | None
+    top: TopLevel, options: TimeOptions, device: DeviceSpec | None, command: str | None = None
 ) -> tuple[DeviceSpec | None, TimePlan]:
     """The device and the time plan: the device's kernel table, or a calibration file's device and
-    table (``calibration=PATH``); ``attention=`` and ``gemm_dtype=`` checked against them."""
+    table (``calibration=PATH``); ``attention=``, ``gemm_dtype=`` and ``time.*`` checked against them
+    (without a device nothing is timed: a key that changes the time is refused, but ``validate``'s
+    ``time.execution``, which picks the execution its points are predicted under)."""
     kernels = None
     if top.calibration is not None:
-        from ditmeter.analytic.calibration import read_calibration
+        from ditmeter.analytic.calibration import read_calibration, serve_any_report
 
         cal_device, kernels = read_calibration(Path(top.calibration))
+        catalog = kernel_table(cal_device.kernels) if cal_device.kernels else None
+        kernels = serve_any_report(kernels, catalog, top.calibration)
         if device is not None and device.name != cal_device.name:
             raise ConfigError(
                 "calibration",
@@ -434,11 +455,8 @@ def time_plan(
     plan = TimePlan(
         options.mode, kernels, top.attention, top.gemm_dtype, options.execution, host_plan(top.host, device)
     )
-    changed = top.attention != "auto" or top.gemm_dtype is not None
     if device is None:
-        if changed:
-            key = "attention" if top.attention != "auto" else "gemm_dtype"
-            raise ConfigError(key, "needs device=NAME (or calibration=PATH): it changes the predicted time")
+        _untimed(top, options, command)
         return device, plan
     if kernels is not None and top.attention not in ("auto", *kernels.backends):
         raise ConfigError(
@@ -457,6 +475,23 @@ def time_plan(
     if top.attention != "auto" and not plan.predicted:
         raise ConfigError("attention", "a kernel's speed is not in the roofline: use time.mode=predicted")
     return device, plan
+
+
+def _untimed(top: TopLevel, options: TimeOptions, command: str | None) -> None:
+    """Refuses a key that changes the predicted time when nothing is timed (no device)."""
+    if command == "validate" and options.mode != "predicted":
+        raise ConfigError(
+            "time.mode", "not used by `ditmeter validate` (its points are predicted; time.execution applies)"
+        )
+    changed = {
+        "attention": top.attention != "auto",
+        "gemm_dtype": top.gemm_dtype is not None,
+        "time.mode": options.mode != "predicted",
+        "time.execution": options.execution != "eager" and command != "validate",
+    }
+    for key, given in changed.items():
+        if given:
+            raise ConfigError(key, "needs device=NAME (or calibration=PATH): it changes the predicted time")
 
 
 def select_stages(fam: Family, model: ModelSpec, requested: Any) -> tuple[str, ...]:

@@ -19,10 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
 
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.kernels import KernelTable
+from ditmeter.analytic.kernels import Curve, KernelTable
 from ditmeter.errors import ConfigError
 from ditmeter.validate import parse
 
@@ -49,12 +50,65 @@ def read_calibration(path: Path) -> tuple[DeviceSpec, KernelTable]:
     return device, KernelTable.from_mapping(raw.get("kernels"), "calibration.kernels")
 
 
+#: The dtypes a stage's GEMMs and convolutions run in, and the measured dtypes that stand in for
+#: each, nearest first (bf16 and fp16 share the tensor cores; fp32 keeps its own peak).
+_NEAREST = {"bf16": ("fp16", "fp32"), "fp16": ("bf16", "fp32"), "fp32": ("bf16", "fp16")}
+
+
+def serve_any_report(kernels: KernelTable, device_table: KernelTable | None, path: str) -> KernelTable:
+    """A calibration's table made to serve a report of any stage: a GEMM or convolution dtype it
+    did not measure takes the device's catalog table's curve (``device_table``: a GPU's), else the
+    calibration's own curve of the nearest dtype measured (read at the missing dtype's peak);
+    convolutions not measured at all take the GEMM curves, attention the device table's. Each
+    stand-in is named in the table's ``notes``. Refuses (``calibration``, with advice) what nothing
+    stands in for: no GEMM or no attention curve and no device table."""
+    taken: list[str] = []
+
+    def serve(mine: dict[str, Curve], kind: str, catalog: dict[str, Curve]) -> dict[str, Curve]:
+        out = dict(mine)
+        for dtype, nearest in _NEAREST.items():
+            if dtype in mine or (dtype != "fp32" and nearest[0] in mine):
+                continue  # measured (bf16 and fp16 read each other's curve)
+            if dtype in catalog and device_table is not None:
+                out[dtype], origin = catalog[dtype], device_table.name
+            elif any(d in mine for d in nearest):
+                origin = next(d for d in nearest if d in mine)
+                out[dtype] = attrs.evolve(
+                    mine[origin], source=f"{mine[origin].source} (stands in for {dtype})"
+                )
+            else:
+                continue
+            taken.append(f"{dtype} {kind} from {origin}")
+        return out
+
+    advice = (
+        f"calibrate the stages you report (`ditmeter calibrate stages=[...]`), then pass calibration={path}"
+    )
+    if not kernels.gemm and device_table is None:
+        raise ConfigError("calibration", f"{path} has no GEMM curve; {advice}")
+    if not kernels.attention and device_table is None:
+        raise ConfigError("calibration", f"{path} has no attention curve; {advice}")
+    gemm = serve(kernels.gemm, "gemm", device_table.gemm if device_table is not None else {})
+    if kernels.conv:
+        conv = serve(kernels.conv, "conv", device_table.conv if device_table is not None else {})
+    elif device_table is not None and device_table.conv:
+        conv = dict(device_table.conv)
+        taken.append(f"conv from {device_table.name}")
+    else:
+        conv = {d: attrs.evolve(c, source=f"{c.source} (stands in for conv)") for d, c in gemm.items()}
+        taken.append("conv from gemm")
+    attention = kernels.attention
+    if not attention and device_table is not None:
+        attention = device_table.attention
+        taken.append(f"attention from {device_table.name}")
+    notes = (f"not calibrated: {', '.join(taken)}",) if taken else ()
+    return attrs.evolve(kernels, gemm=gemm, conv=conv, attention=attention, notes=notes)
+
+
 def calibration_mapping(
     machine: dict[str, Any], device: DeviceSpec, kernels: KernelTable, points: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The file's content (``read_calibration`` reads it back)."""
-    import attrs
-
     record = {k: v for k, v in attrs.asdict(device).items() if v is not None}
     return {
         "kind": KIND,

@@ -127,6 +127,8 @@ class KernelTable:
     host: HostOverhead
     #: rule → one point: that element-wise rule's own share of the bandwidth (a calibration's)
     elementwise_rules: dict[str, Curve] = attrs.field(factory=dict)
+    #: what stands in for curves the table lacks (a calibration's, reported with the prediction)
+    notes: tuple[str, ...] = ()
 
     def bandwidth_fraction(self, rule: str | None = None) -> float:
         """The share of the bandwidth an element-wise leaf of ``rule`` reaches (the table's

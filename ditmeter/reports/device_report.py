@@ -249,6 +249,7 @@ def plan_line(p: Prediction) -> str:
         how = f"kernel efficiency from `{plan.kernels.name}`"
         if plan.gemm_dtype:
             how += f", DiT matmuls in {plan.gemm_dtype}"
+        how += "".join(f" ({note})" for note in plan.kernels.notes)
     how = f"{plan.execution} execution, {how}"
     attention = ", ".join(f"{stage} {b}" for stage, b in p.backends.items())
     eff = f", efficiency {d.efficiency:g}" if d.efficiency != 1 else ""

@@ -1,0 +1,66 @@
+"""A calibration serves any report (stand-ins for what it did not measure, or a refusal with
+advice), and ``calibrate`` flags points no machine reaches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+import yaml
+from test_kernels import calibration  # the README's flow: a fast CPU calibration of the DiT alone
+
+from ditmeter.cli import main
+from ditmeter.config import kernel_table, load
+
+__all__ = ["calibration"]
+
+MODEL = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny"]
+
+
+def _edited(calibration: Path, tmp_path: Path, edit: dict[str, object]) -> Path:
+    raw = yaml.safe_load(calibration.read_text())
+    raw.update(edit)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_dit_calibration_serves_a_report_of_every_stage(
+    calibration: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The VAE's fp32 convolutions were not measured: the calibration's own bf16 convolution curve
+    stands in (on a CPU there is no catalog table), and the report says so."""
+    raw = yaml.safe_load(calibration.read_text())
+    assert set(raw["kernels"]["conv"]) == {"bf16"} and set(raw["kernels"]["gemm"]) == {"bf16"}
+    assert main(["report", *MODEL, f"calibration={calibration}", f"output_root={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "not calibrated: fp32 gemm from bf16, fp32 conv from bf16" in out
+    kernels = load([*MODEL, f"calibration={calibration}"], "report").time.kernels
+    assert kernels is not None
+    assert list(kernels.conv["fp32"].fraction) == raw["kernels"]["conv"]["bf16"]["fraction"]
+    assert list(kernels.gemm["fp32"].fraction) == raw["kernels"]["gemm"]["bf16"]["fraction"]
+
+
+def test_a_gpu_calibration_falls_back_to_its_devices_table(calibration: Path, tmp_path: Path) -> None:
+    """A calibration of a catalog GPU takes what it did not measure from that GPU's kernel table."""
+    h100 = load(["device=h100-sxm"], "report").device
+    assert h100 is not None and h100.kernels is not None
+    record = {k: v for k, v in attrs.asdict(h100).items() if v is not None}
+    path = _edited(calibration, tmp_path, {"device": record})
+    kernels = load([*MODEL, f"calibration={path}"], "report").time.kernels
+    catalog = kernel_table(h100.kernels)
+    assert kernels is not None and kernels.conv["fp32"] == catalog.conv["fp32"]
+    assert kernels.gemm["fp32"] == catalog.gemm["fp32"]
+    assert kernels.notes == (f"not calibrated: fp32 gemm from {catalog.name}, fp32 conv from {catalog.name}",)
+
+
+def test_a_calibration_nothing_can_stand_in_for_is_refused(
+    calibration: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = yaml.safe_load(calibration.read_text())
+    path = _edited(calibration, tmp_path, {"kernels": {**raw["kernels"], "gemm": {}}})
+    assert main(["report", *MODEL, f"calibration={path}", f"output_root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ditmeter: error: calibration: ") and "ditmeter calibrate" in err
+    assert len(err.strip().splitlines()) == 1
