@@ -375,16 +375,28 @@ def test_python_events_on_another_thread_than_the_ops_are_named(tmp_path: Path) 
     assert status == 2 and "another thread" in err and not (tmp_path / "r").exists()
 
 
-def test_the_gpu_window_ends_at_the_last_end_and_busy_time_is_a_union() -> None:
+@pytest.mark.parametrize(
+    ("spans", "expected"),
+    [
+        # one kernel inside another; idle 100 µs between 500 and 600
+        ((("long", 0, 500), ("inside", 10, 10), ("later", 600, 50)), (550, 650)),
+        # partly overlapping (two streams, or two GPUs): [0, 100) ∪ [60, 160) ∪ [150, 200) is 200 µs,
+        # not the 250 of their durations; with [300, 320): 220 µs busy of a 320 µs window
+        ((("a", 0, 100), ("b", 60, 100), ("c", 150, 50), ("d", 300, 20)), (220, 320)),
+    ],
+    ids=["nested", "partly-overlapping"],
+)
+def test_the_gpu_window_ends_at_the_last_end_and_busy_time_is_a_union(
+    spans: tuple[tuple[str, int, int], ...], expected: tuple[int, int]
+) -> None:
     from ditmeter.commands.ingest import _busy_us
     from ditmeter.tracer.ingest import events_of
 
     kernels = [
-        {"ph": "X", "cat": "kernel", "name": n, "ts": ts, "dur": dur, "pid": 0, "tid": 7, "args": {}}
-        for n, ts, dur in (("long", 0, 500), ("inside", 10, 10), ("later", 600, 50))
+        {"ph": "X", "cat": "kernel", "name": n, "ts": ts, "dur": dur, "pid": i % 2, "tid": 7, "args": {}}
+        for i, (n, ts, dur) in enumerate(spans)
     ]
-    busy, window = _busy_us(events_of(kernels))
-    assert (busy, window) == (550, 650)  # idle 100 µs: between 500 and 600
+    assert _busy_us(events_of(kernels)) == expected
 
 
 def test_zero_duration_ops_at_one_instant_are_siblings() -> None:
