@@ -64,3 +64,59 @@ def test_a_calibration_nothing_can_stand_in_for_is_refused(
     err = capsys.readouterr().err
     assert err.startswith("ditmeter: error: calibration: ") and "ditmeter calibrate" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _point(
+    kind: str, shape: str, seconds: float, *, flops: int = 0, size: int = 0, spread: float = 0.01
+) -> dict[str, object]:
+    return {
+        "kind": kind,
+        "dtype": "bf16",
+        "shape": shape,
+        "x": flops or size,
+        "seconds": seconds,
+        "flops": flops,
+        "bytes": size,
+        "head_dim": 0,
+        "spread": spread,
+    }
+
+
+def test_points_no_machine_reaches_are_flagged() -> None:
+    """The points a busy machine records (issue 24: 0.197 GB/s, 17,240% of the peak): above the
+    device's peak, a copy slower than any memory system, medians with a wide spread."""
+    from ditmeter.analytic.calibration import implausible_points
+
+    h100 = load(["device=h100-sxm"], "report").device
+    assert h100 is not None
+    peak = h100.tensor_flop_per_s("bf16")
+    points = [
+        _point("gemm", "256x1536x1536", 1.0, flops=int(172.4 * peak)),  # 17,240% of the peak
+        _point("copy", "copy 256x1536", 1.0, size=197_000_000),  # 0.197 GB/s
+        _point("gemm", "512x1536x1536", 1.0, flops=int(0.5 * peak), spread=0.8),
+        _point("gemm", "honest", 1.0, flops=int(0.6 * peak)),
+        _point("elementwise", "add 256x1536", 1.0, size=int(0.5 * h100.bytes_per_s)),
+    ]
+    warnings = implausible_points(points, h100)
+    assert any("256x1536x1536" in w and "17,240%" in w for w in warnings), warnings
+    assert any("copy 256x1536" in w and "0.197 GB/s" in w for w in warnings), warnings
+    assert any("1 of 5" in w and "512x1536x1536" in w and "80%" in w for w in warnings), warnings
+    assert not any("honest" in w or "add 256x1536" in w for w in warnings)
+    assert implausible_points(points[3:], h100) == []
+
+
+def test_calibrate_reports_and_records_its_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every call timed with a wide spread (a busy machine): the terminal and the file say so."""
+    from ditmeter.tracer import calibrate as bench
+
+    monkeypatch.setattr(bench, "_time", lambda fn, device_kind, min_run_time: (1e-3, 0.9))
+    path = tmp_path / "cal.yaml"
+    argv = ["calibrate", *MODEL, "stages=[dit]", f"calibrate.output={path}", "calibrate.max_flops=2e6"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "warning: " in out and "spread more than 25%" in out
+    raw = yaml.safe_load(path.read_text())
+    assert any("spread more than 25%" in w for w in raw["warnings"])
+    assert all(p["spread"] == 0.9 for p in raw["points"])

@@ -105,10 +105,58 @@ def serve_any_report(kernels: KernelTable, device_table: KernelTable | None, pat
     return attrs.evolve(kernels, gemm=gemm, conv=conv, attention=attention, notes=notes)
 
 
+#: A point this far above its device's peak measured no kernel (timing noise stays well below).
+ABOVE_PEAK = 1.25
+#: A plain copy slower than this is no memory system's (one DDR4 channel moves about 20 GB/s).
+MIN_COPY_BYTES_PER_S = 1e9
+#: Calls whose interquartile range exceeds this share of their median were timed on a busy machine.
+MAX_SPREAD = 0.25
+
+
+def implausible_points(points: list[dict[str, Any]], device: DeviceSpec) -> list[str]:
+    """One line per point outside physical limits (above ``ABOVE_PEAK`` × its peak; a copy below
+    ``MIN_COPY_BYTES_PER_S``), one for the medians spread more than ``MAX_SPREAD``, and advice."""
+    flops_peak = {"gemm": device.tensor_flop_per_s, "attention": device.tensor_flop_per_s}
+    flops_peak["conv"] = device.conv_flop_per_s
+    out = []
+    for p in points:
+        name = f"{p['kind']} {p['dtype']} {p['shape']}"
+        if p["kind"] in flops_peak:
+            rate, peak = p["flops"] / p["seconds"], flops_peak[p["kind"]](p["dtype"])
+            achieved = f"{rate / 1e12:.3g} TFLOP/s"
+        elif p["kind"] in ("copy", "elementwise", "elementwise_rule"):
+            rate, peak = p["bytes"] / p["seconds"], device.bytes_per_s
+            achieved = f"{rate / 1e9:.3g} GB/s"
+        else:
+            continue
+        if rate > ABOVE_PEAK * peak:
+            out.append(f"{name}: {achieved} is {rate / peak:,.0%} of the peak, more than the device can do")
+        if p["kind"] == "copy" and rate < MIN_COPY_BYTES_PER_S:
+            out.append(
+                f"{name}: {achieved}, slower than any memory system ({MIN_COPY_BYTES_PER_S / 1e9:g} GB/s)"
+            )
+    spread = [p for p in points if p.get("spread", 0.0) > MAX_SPREAD]
+    if spread:
+        worst = max(spread, key=lambda p: float(p["spread"]))
+        out.append(
+            f"{len(spread)} of {len(points)} medians spread more than {MAX_SPREAD:.0%} (interquartile range "
+            f"over median; widest {worst['kind']} {worst['dtype']} {worst['shape']}: {worst['spread']:.0%})"
+        )
+    if out:
+        out.append(
+            "the machine was likely busy: calibrate again on an idle one (or a longer calibrate.min_run_time)"
+        )
+    return out
+
+
 def calibration_mapping(
-    machine: dict[str, Any], device: DeviceSpec, kernels: KernelTable, points: list[dict[str, Any]]
+    machine: dict[str, Any],
+    device: DeviceSpec,
+    kernels: KernelTable,
+    points: list[dict[str, Any]],
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The file's content (``read_calibration`` reads it back)."""
+    """The file's content (``read_calibration`` reads it back; ``warnings``: :func:`implausible_points`)."""
     record = {k: v for k, v in attrs.asdict(device).items() if v is not None}
     return {
         "kind": KIND,
@@ -116,6 +164,7 @@ def calibration_mapping(
         "machine": machine,
         "device": record,
         "kernels": kernels.as_mapping(),
+        "warnings": warnings or [],
         "points": points,
     }
 

@@ -24,7 +24,12 @@ import attrs
 import yaml
 
 from ditmeter.analytic.analysis import Analysis
-from ditmeter.analytic.calibration import calibration_mapping, fit_kernels, measured_device
+from ditmeter.analytic.calibration import (
+    calibration_mapping,
+    fit_kernels,
+    implausible_points,
+    measured_device,
+)
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.kernels import KernelTable
 from ditmeter.analytic.timing import KERNEL_CLASS
@@ -41,6 +46,8 @@ class CalibrationResult:
     kernels: KernelTable
     points: list[dict[str, Any]]
     seconds: float
+    #: points outside physical limits, medians with a wide spread (a busy machine)
+    warnings: tuple[str, ...] = ()
 
 
 def _leaves(analysis: Analysis, stages: Iterable[str], kind: str) -> Iterable[tuple[str, dict[str, Any]]]:
@@ -191,9 +198,10 @@ def calibrate(cfg: RunConfig, progress: Progress = no_progress) -> CalibrationRe
         if opts.output
         else cfg.output_root / f"calibration-{device.name}-{machine['host']}.yaml"
     )
-    content = calibration_mapping(machine, device, kernels, points)
+    warnings = implausible_points(points, device)
+    content = calibration_mapping(machine, device, kernels, points, warnings)
     _write_atomically(path, yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
-    return CalibrationResult(path, device, kernels, points, time.perf_counter() - start)
+    return CalibrationResult(path, device, kernels, points, time.perf_counter() - start, tuple(warnings))
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -267,4 +267,6 @@ def print_calibration(console: Console, result: CalibrationResult) -> None:
         f"element-wise at {percent(k.bandwidth.fraction[0], 1)} of {d.memory_bandwidth_gbps:.3g} GB/s; "
         f"{seconds(k.host.per_kernel_s)} per op ({'overlapped' if k.host.overlapped else 'added'})"
     )
+    for warning in result.warnings:
+        console.print(f"warning: {warning}")
     console.print(f"wrote {result.path} in {result.seconds:.1f} s; use it with calibration={result.path}")

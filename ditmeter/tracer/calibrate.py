@@ -47,6 +47,8 @@ class Point:
     flops: int
     bytes: int
     head_dim: int = 0
+    #: the interquartile range of the calls' times over their median (a busy machine's is large)
+    spread: float = 0.0
 
     @property
     def flop_per_s(self) -> float:
@@ -60,8 +62,9 @@ class Point:
         return attrs.asdict(self)
 
 
-def _time(fn: Callable[[], object], device_kind: str, min_run_time: float) -> float:
-    """Median seconds per call over at least ``min_run_time`` (and 3 calls) after a warm-up.
+def _time(fn: Callable[[], object], device_kind: str, min_run_time: float) -> tuple[float, float]:
+    """Median seconds per call over at least ``min_run_time`` (and 3 calls) after a warm-up, and
+    the spread of the calls: their interquartile range over the median.
 
     CUDA: ``torch.utils.benchmark.Timer`` (it synchronises the device). CPU: a plain
     ``perf_counter`` loop, because the Timer calls ``torch.set_num_threads`` on entry and exit,
@@ -71,14 +74,17 @@ def _time(fn: Callable[[], object], device_kind: str, min_run_time: float) -> fl
     fn()  # warm up (allocator, kernels, caches)
     if device_kind == "cuda":
         timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-        return float(timer.blocked_autorange(min_run_time=min_run_time).median)
+        m = timer.blocked_autorange(min_run_time=min_run_time)
+        return float(m.median), float(m.iqr / m.median) if m.median > 0 else 0.0
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < 3 or time.perf_counter() - start < min_run_time:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    median = statistics.median(times)
+    quartiles = statistics.quantiles(times, n=4)
+    return median, (quartiles[2] - quartiles[0]) / median if median > 0 else 0.0
 
 
 def _rows_within(rows: int, flops_per_row: float, max_flops: float) -> int:
@@ -93,10 +99,10 @@ def measure_gemm(
     t = TORCH_DTYPES[dtype]
     x = torch.randn(rows, fan_in, device=device, dtype=t)
     w = torch.randn(fan_out, fan_in, device=device, dtype=t)
-    seconds = _time(lambda: F.linear(x, w), device, min_run_time)
+    seconds, spread = _time(lambda: F.linear(x, w), device, min_run_time)
     flops = 2 * rows * fan_in * fan_out
     size = t.itemsize * (rows * fan_in + fan_in * fan_out + rows * fan_out)
-    return Point("gemm", dtype, f"{rows}x{fan_in}x{fan_out}", flops, seconds, flops, size)
+    return Point("gemm", dtype, f"{rows}x{fan_in}x{fan_out}", flops, seconds, flops, size, spread=spread)
 
 
 def measure_attention(
@@ -109,11 +115,11 @@ def measure_attention(
     qt = torch.randn(batch, heads, q, head_dim, device=device, dtype=t)
     kt = torch.randn(batch, heads, kv, head_dim, device=device, dtype=t)
     vt = torch.randn(batch, heads, kv, head_dim, device=device, dtype=t)
-    seconds = _time(lambda: F.scaled_dot_product_attention(qt, kt, vt), device, min_run_time)
+    seconds, spread = _time(lambda: F.scaled_dot_product_attention(qt, kt, vt), device, min_run_time)
     flops = 4 * batch * heads * q * kv * head_dim
     size = t.itemsize * batch * heads * head_dim * (2 * q + 2 * kv)
     return Point(
-        "attention", dtype, f"{batch}x{heads}x{q}x{kv}x{head_dim}", kv, seconds, flops, size, head_dim
+        "attention", dtype, f"{batch}x{heads}x{q}x{kv}x{head_dim}", kv, seconds, flops, size, head_dim, spread
     )
 
 
@@ -137,11 +143,12 @@ def measure_conv(
     t = TORCH_DTYPES[dtype]
     x = torch.randn(*shape_in, device=device, dtype=t)
     w = torch.randn(cout, cin, *kernel, device=device, dtype=t)
-    seconds = _time(lambda: F.conv3d(x, w, stride=stride), device, min_run_time)
+    seconds, spread = _time(lambda: F.conv3d(x, w, stride=stride), device, min_run_time)
     real = side * side
     flops = 2 * real * cin * cout * math.prod(kernel)
     size = t.itemsize * (x.numel() + w.numel() + real * cout)
-    return Point("conv", dtype, f"{real}x{cin}x{cout}x{math.prod(kernel)}", flops, seconds, flops, size)
+    label = f"{real}x{cin}x{cout}x{math.prod(kernel)}"
+    return Point("conv", dtype, label, flops, seconds, flops, size, spread=spread)
 
 
 def measure_elementwise(rows: int, dim: int, dtype: str, device: str, min_run_time: float) -> list[Point]:
@@ -160,17 +167,17 @@ def measure_elementwise(rows: int, dim: int, dtype: str, device: str, min_run_ti
     ]
     points = []
     for name, fn, size in kinds:
-        seconds = _time(fn, device, min_run_time)
+        seconds, spread = _time(fn, device, min_run_time)
         kind = "copy" if name == "copy" else "elementwise"
-        points.append(Point(kind, dtype, f"{name} {rows}x{dim}", size, seconds, 0, size))
+        points.append(Point(kind, dtype, f"{name} {rows}x{dim}", size, seconds, 0, size, spread=spread))
     return points
 
 
 def measure_host(device: str, min_run_time: float) -> Point:
     """One op on a one-element tensor: the dispatch (CPU) or launch (GPU) cost of a kernel."""
     a = torch.ones(1, device=device)
-    seconds = _time(lambda: torch.add(a, a), device, min_run_time)
-    return Point("host", "fp32", "add 1", 1, seconds, 1, 12)
+    seconds, spread = _time(lambda: torch.add(a, a), device, min_run_time)
+    return Point("host", "fp32", "add 1", 1, seconds, 1, 12, spread=spread)
 
 
 def _rule_fn(rule: str, dims: dict[str, Any], dtype: str, device: str) -> Callable[[], object] | None:
@@ -234,5 +241,5 @@ def measure_rule(
     fn = _rule_fn(rule, dims, dtype, device)
     if fn is None:
         return None
-    seconds = _time(fn, device, min_run_time)
-    return Point("elementwise_rule", dtype, rule, moved_bytes, seconds, 0, moved_bytes)
+    seconds, spread = _time(fn, device, min_run_time)
+    return Point("elementwise_rule", dtype, rule, moved_bytes, seconds, 0, moved_bytes, spread=spread)
