@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from ditmeter.analytic.cost import Cost
 from ditmeter.analytic.device import NUMBER_KEYS, DeviceSpec
 from ditmeter.analytic.registry import apply_rule
-from ditmeter.analytic.timing import leaf_roofline
+from ditmeter.analytic.timing import StageKernels, TimePlan, leaf_roofline, leaf_time
+from ditmeter.analytic.tree import ModuleRow, rule_leaf
 from ditmeter.cli import main
-from ditmeter.config import choices, config_dir, load
+from ditmeter.config import choices, config_dir, kernel_table, load
 from ditmeter.errors import ConfigError
 from ditmeter.models.wan21 import WAN21
 
@@ -334,3 +335,48 @@ def test_top_layers_by_time_cover_every_stage(out_root: Path) -> None:
     layer = first.split("`")[1]  # text_encoder.blocks.*.attn.bias_add: 24 copies
     mine = per_video[leaves["module_id"].str.fullmatch(layer.replace(".", r"\.").replace("*", r"\d+"))].sum()
     assert f"{mine:.3g}" in first or f"{mine * 1e3:.3g} ms" in first
+
+
+def _leaf(rule: str, **dims: int) -> ModuleRow:
+    leaf = rule_leaf("x", "attention", rule, **dims)
+    return ModuleRow("x", None, 0, "leaf", "attention", rule, leaf.cost, 1, leaf.dims)
+
+
+def test_a_derived_kernel_table_keeps_its_own_entries_over_its_base() -> None:
+    """``configs/kernels/h20.yaml`` is Hopper's table (``base: hopper``) with the attention the
+    H20 measured: FA3 at head dim 128 reaches 126.2 of its 148 TFLOP/s, 0.853 (Hopper's curve
+    gives 0.632 at the same 2048 tokens), flat. A self-attention core of 40 heads × 2048 tokens
+    × 128 (4 × 40 × 2048² × 128 FLOPs) then takes 85,899,345,920 / (148e12 × 0.853) = 680 µs,
+    beside 4 × 2048 × 5120 bf16 moved at 0.75 of 4 TB/s (28 µs) and a 5 µs launch (overlapped);
+    its GEMMs are Hopper's: 80.6% of the 148 TFLOP/s at 3.96 TFLOP a call."""
+    h20 = kernel_table("h20")
+    assert [h20.attention_fraction("fa3", 128, n) for n in (512, 2048, 75_600)] == [0.853] * 3
+    assert h20.attention_fraction("fa2", 64, 2048) == 0.553
+    assert h20.gemm_fraction("bf16", 2 * 75_600 * 5120 * 5120) == 0.806
+    core = _leaf(
+        "attention_core", batch=1, heads=40, q_tokens=2048, kv_tokens=2048, head_dim=128, act_bytes=2
+    )
+    device = load(["model=wan2.1-t2v-1.3b", "device=h20"], "report").device
+    assert device is not None
+    t = leaf_time(core, device, TimePlan("predicted", h20), StageKernels("bf16", attention="fa3"))
+    assert t.predicted_s == t.compute_s == pytest.approx(85_899_345_920 / (148e12 * 0.853), rel=1e-12)
+    assert t.memory_s == pytest.approx(4 * 2048 * 5120 * 2 / (4000e9 * 0.75), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("elements", "expected_s", "bound"),
+    [
+        # 75,600 × 5120 bf16 x + y: 6 bytes an element at 0.75 of 3.35 TB/s (924 µs) beside a 5 µs launch
+        (75_600 * 5120, 6 * 75_600 * 5120 / (3350e9 * 0.75), "memory"),
+        # 1000 elements: 6 kB move in 2.4 ns; the launch (5 µs, overlapped with earlier kernels) is the time
+        (1000, 5e-6, "overhead"),
+    ],
+)
+def test_predicted_time_is_the_kernel_or_its_launch_by_hand(
+    elements: int, expected_s: float, bound: str
+) -> None:
+    """A residual add on the H100 SXM with Hopper's table: the longer of the kernel's memory time and
+    its launch (``host.overlapped``: launches run while earlier kernels do)."""
+    row = _leaf("residual_add", elements=elements, act_bytes=2)
+    t = leaf_time(row, H100, TimePlan("predicted", kernel_table("hopper")), StageKernels("bf16"))
+    assert t.predicted_s == pytest.approx(expected_s, rel=1e-12) and t.bound == bound
