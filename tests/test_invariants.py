@@ -33,7 +33,16 @@ ONE_BLOCK = attrs.evolve(SPEC, num_layers=1)
 ONE_BLOCK_DIT = {dtype: build_diffusers_dit(ONE_BLOCK, dtype) for dtype in ("bf16", "fp32")}
 
 frames = st.integers(min_value=1, max_value=121)
-sizes = st.integers(min_value=16, max_value=1280)
+
+
+def _runs_officially(size: int) -> bool:
+    """The official code refuses an odd latent side (size // 8 odd; tests/test_geometry.py)."""
+    return size // 8 % 2 == 0
+
+
+sizes = st.integers(min_value=16, max_value=1280).filter(_runs_officially)
+#: size steps that keep the latent side's parity (16 pixels: two latent rows)
+steps = st.integers(0, 25).map(lambda n: 16 * n)
 
 
 def _at(**changes: object) -> object:
@@ -68,22 +77,22 @@ def test_the_real_model_is_linear_in_batch_and_its_attention_quadratic_in_tokens
 @given(
     batch=st.integers(1, 2),
     f=st.integers(1, 24),
-    h=st.integers(16, 200),
-    w=st.integers(16, 200),
+    h=st.integers(16, 200).filter(_runs_officially),
+    w=st.integers(16, 200).filter(_runs_officially),
     context=st.integers(1, 512),
     dtype=st.sampled_from(["bf16", "fp32"]),
 )
 def test_the_rules_agree_with_the_real_model_at_any_shape(
     batch: int, f: int, h: int, w: int, context: int, dtype: str
 ) -> None:
-    """Odd sizes (floored to whole patches), any frame count, context length, batch and dtype."""
+    """Sizes off the patch grid (floored), any frame count, context length, batch and dtype."""
     changes = {"batch_size": batch, "num_frames": f, "height": h, "width": w, "dtype": dtype}
     checks = _traced(**changes, context_len=context, text_len=min(context, BASE.text_len))
     assert {k: a for k, (a, _) in checks.items()} == {k: m for k, (_, m) in checks.items()}
 
 
 @settings(max_examples=40, deadline=None)
-@given(f=frames, h=sizes, w=sizes, df=st.integers(0, 40), dh=st.integers(0, 400), dw=st.integers(0, 400))
+@given(f=frames, h=sizes, w=sizes, df=st.integers(0, 40), dh=steps, dw=steps)
 def test_monotonic_in_frames_and_resolution(f: int, h: int, w: int, df: int, dh: int, dw: int) -> None:
     small = _at(num_frames=f, height=h, width=w)
     big = _at(num_frames=f + df, height=h + dh, width=w + dw)
@@ -148,19 +157,19 @@ def test_frame_rounding_rules_disagree_as_documented() -> None:
 
 
 def test_official_rule_floors_sizes_and_says_so() -> None:
-    g = geometry(SPEC14, attrs.evolve(BASE, num_frames=81, height=490, width=840))
-    assert (g.patch_height, g.patch_width) == (30, 52)
+    g = geometry(SPEC14, attrs.evolve(BASE, num_frames=81, height=500, width=836))
+    assert (g.patch_height, g.patch_width) == (31, 52)
     assert {(a.field, a.requested, a.effective) for a in g.adjustments} == {
-        ("height", 490, 480),
-        ("width", 840, 832),
+        ("height", 500, 496),
+        ("width", 836, 832),
     }
 
 
-def test_an_odd_latent_size_reaches_every_stage_as_the_dit_sees_it() -> None:
-    """Height 490 → latent 61 rows, floored to 60 (30 patches): the VAE decodes 60 rows, not 61."""
-    spec, wl = spec_and_workload("wan2.1-t2v-1.3b", "480p-81f", "workload.height=490", "workload.width=840")
+def test_a_floored_size_reaches_every_stage_as_the_dit_sees_it() -> None:
+    """Height 500 → latent 62 rows (31 patches): the VAE decodes 62 rows, 496 pixels."""
+    spec, wl = spec_and_workload("wan2.1-t2v-1.3b", "480p-81f", "workload.height=500", "workload.width=836")
     a = analyze(spec, wl, ("dit", "vae_decode"))
-    assert a.geometry.latent_shape == (21, 60, 104)
+    assert a.geometry.latent_shape == (21, 62, 104)
     decode = {r.module_id: r.cost for r in a.stages[-1].rows()}
     frames = 1 + 4 * 20
-    assert decode["vae_decode.decoder.conv_out"].tensor_flops == 2 * frames * 480 * 832 * 3 * 96 * 27
+    assert decode["vae_decode.decoder.conv_out"].tensor_flops == 2 * frames * 496 * 832 * 3 * 96 * 27

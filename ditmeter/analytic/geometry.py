@@ -10,11 +10,15 @@ The pipeline (``pipeline=``) decides the rule for frame counts that are not
 A family may size the latent itself (the official image-to-video code derives
 it from ``max_area`` and the image's aspect ratio) and pass that ``size``.
 
-Height and width: the official code floors H/8 and W/8 (VAE) and then the
-patch convolution floors again by the patch size, so pixels past the last
-whole patch are dropped; every stage (the VAE encode and decode too) works on
-that floored size. ``WanPipeline`` refuses sizes that are not multiples
-of 16 with a ValueError, so the ``diffusers`` rule refuses them too.
+Height and width: the official code floors H/stride and W/stride (VAE) and
+needs each latent side to be whole patches: an odd latent side (H//8 odd for
+the Wan2.1 models and the A14B experts, H//16 for TI2V-5B) loses a row in the
+patch conv while the token count is padded to ``ceil(lat_h·lat_w/4·lat_f)``,
+and the run fails, so ``official`` refuses it naming the nearest sizes that
+run. An even latent side runs, the pixels past it dropped (500 → 496); every
+stage (the VAE encode and decode too) works on that size. ``WanPipeline``
+refuses sizes that are not multiples of 16 with a ValueError, so the
+``diffusers`` rule refuses them too, and floors the rest to whole patches.
 """
 
 from __future__ import annotations
@@ -118,13 +122,15 @@ def geometry(
                 f"official rule: latent frames (F-1)//{st}+1 = {latent_frames}",
             )
         )
-    # Every stage sees the same latent: floored to whole patches, so the VAE decodes exactly the
-    # rows the DiT denoised (an odd latent height used to reach the VAE as one row more).
+    # Every stage sees the same latent, whole patches: the VAE decodes exactly the rows the DiT
+    # denoised (diffusers floors to them; the official code cannot run a side they do not divide).
     height, width = (size.height, size.width) if size is not None else (workload.height, workload.width)
     if size is not None:
         for key, requested, sized in (("height", workload.height, height), ("width", workload.width, width)):
             if requested != sized:
                 adjustments.append(Adjustment(key, requested, sized, size.reason))
+    if workload.pipeline == "official":
+        _refuse_odd_latents((("height", height, sh, ph), ("width", width, sw, pw)))
     patch_h, patch_w = height // sh // ph, width // sw // pw
     latent_h, latent_w = patch_h * ph, patch_w * pw
     eff_h, eff_w = patch_h * pix_h, patch_w * pix_w
@@ -146,3 +152,22 @@ def geometry(
         effective_width=eff_w,
         adjustments=tuple(adjustments),
     )
+
+
+def _refuse_odd_latents(sides: tuple[tuple[str, int, int, int], ...]) -> None:
+    """The official code makes the latent at ``size // stride`` and pads the tokens to
+    ``ceil(lat_h·lat_w/4·lat_f)``: a side the patch does not divide loses its last latent row in
+    the patch conv, and the run fails (T2V: the scheduler step's shape mismatch; TI2V: a negative
+    length for its per-token timesteps). Refuse it, naming the nearest sizes that run."""
+    for key, value, stride, patch in sides:
+        latent = value // stride
+        if latent % patch:
+            unit = stride * patch
+            below = value // unit * unit
+            raise ConfigError(
+                f"workload.{key}",
+                f"{value} gives an odd latent {key} ({value}//{stride} = {latent}), which the official code "
+                f"cannot run (its patch takes {patch} latent rows; the padded token count no longer "
+                f"matches the video); allowed: {key}//{stride} a multiple of {patch}, nearest "
+                f"{below} or {below + unit}",
+            )
