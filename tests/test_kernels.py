@@ -149,7 +149,6 @@ def test_predicted_is_never_below_the_roofline(overrides: list[str]) -> None:
     assert p is not None
     for module_id, t in p.modules.items():
         assert t.predicted_s >= t.roofline_s * (1 - 1e-12), module_id
-        assert t.predicted_s == pytest.approx(t.compute_bound_s + t.memory_bound_s + t.overhead_bound_s)
     roofline = _time([*overrides[:1], "time.mode=roofline"])["p"]
     assert roofline.per_video_s <= _time(overrides[:1])["p"].per_video_s
 
