@@ -128,3 +128,80 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(runs: Path, argv: list[
     status, _, err = _run("diff", *argv, f"output_root={runs}")
     assert status == 2 and err.startswith(f"ditmeter: error: {field}") and err.count("\n") == 1
     assert sorted(p.name for p in runs.iterdir()) == before
+
+
+# ---- a prediction against an ingested run: the measured time beside the predicted -----------------
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prediction (p) and the hand-made CUDA trace of one DiT forward ingested (i): 170 µs of
+    kernels in the DiT (60 µs GEMM, 100 µs attention, 10 µs RoPE), no text encoder nor VAE."""
+    from ingest_runs import CUDA_ARGS, hand_cuda_trace
+
+    root = tmp_path_factory.mktemp("ingested")
+    trace = hand_cuda_trace(root / "cuda.json")
+    assert _run("report", *CUDA_ARGS, H100, "run_id=p", f"output_root={root}")[0] == 0
+    status, out, err = _run("ingest", f"trace={trace}", *CUDA_ARGS, H100, "run_id=i", f"output_root={root}")
+    assert status == 0, err + out
+    return root
+
+
+def test_predicted_against_ingested_shows_the_measured_time_beside_the_predicted(ingested: Path) -> None:
+    status, out, _ = _run("diff", "p", "i", f"output_root={ingested}", "run_id=pi")
+    assert status == 0
+    predicted = _report(ingested, "p")["time"]["per_forward_s"]
+    frame = _frame(ingested, "pi")
+    dit = _value(frame, "stage", "dit", "measured_s_per_run")
+    assert pd.isna(dit["a"]) and dit["b"] == pytest.approx(170e-6)
+    assert _value(frame, "stage", "dit", "predicted_s_per_run")["a"] == pytest.approx(predicted)
+    attn = _value(frame, "category", "attn_core", "measured_s_per_forward")
+    assert attn["b"] == pytest.approx(100e-6)
+    md = (ingested / "pi" / "static_analysis" / "diff" / "diff.md").read_text()
+    ratio = f"{predicted / 170e-6:.3f}×"  # A's prediction / B's measurement of the DiT forward
+    for text in (out, md):
+        lines = [x for x in _rows_of(text, "dit") if "0.17 ms" in x]
+        assert lines and any(ratio in x for x in lines), text
+
+
+def _rows_of(text: str, key: str) -> list[str]:
+    """The lines of the terminal's or diff.md's tables whose first cell is ``key``."""
+    cells = [x.strip(" |").replace("`", "").split() for x in text.splitlines()]
+    return [line for line, c in zip(text.splitlines(), cells, strict=True) if c and c[0] == key]
+
+
+def test_stages_absent_from_an_ingested_trace_are_missing_not_zero(ingested: Path) -> None:
+    (folder,) = (ingested / "i" / "static_analysis").glob("*")
+    modules = pd.read_parquet(folder / "modules.parquet")
+    absent = modules[modules["stage"].isin(["text_encoder", "vae_decode"])]
+    assert len(absent) > 0 and absent["measured_time_s"].isna().all()
+    dit = modules.set_index("module_id")["measured_time_s"]
+    assert dit["dit"] == pytest.approx(170e-6) and dit["dit.blocks.0.ffn.0"] == 0  # in the trace: 0 ops
+
+
+def test_a_new_diff_folder_is_named_as_the_docs_say(runs: Path) -> None:
+    assert _run("diff", "a", "b", f"output_root={runs}")[0] == 0
+    (folder,) = [p.name for p in runs.iterdir() if "_vs_" in p.name or "-vs-" in p.name]
+    stamp, name, suffix = folder.split("_")
+    assert name == "diff-a-vs-b" and len(suffix) == 6 and stamp.endswith("Z")
+    docs = (Path(__file__).parents[1] / "docs" / "artifacts.md").read_text()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "`<time>_diff-<A>-vs-<B>_<random>`" in docs and "_diff-a-vs-b_" in readme
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (-880.7, "−880.7 s (−14.7 min)"),
+        (880.7, "880.7 s (14.7 min)"),
+        (-2.5, "−2.5 s"),
+        (-0.0042, "−0.0042 s"),
+        (-0.0005, "−0.5 ms"),
+    ],
+)
+def test_a_negative_duration_prints_its_sign_on_every_part(value: float, text: str) -> None:
+    from ditmeter.reports.diff import _value
+    from ditmeter.reports.format import seconds
+
+    assert seconds(value) == text
+    assert _value("per_video_s", value) == text  # the diff's B − A column

@@ -223,6 +223,15 @@ def _per_run(frame: pd.DataFrame, calls: dict[str, int], runs: dict[str, int]) -
     return own
 
 
+def _absent_missing(modules: pd.DataFrame, runs: dict[str, int]) -> pd.DataFrame:
+    """``modules`` with the measured time of the stages the trace does not hold missing (null), not
+    0: a stage not recorded was not measured (a module of a stage found that ran no op took 0)."""
+    found = [stage for stage, n in runs.items() if n]
+    out = modules.copy()
+    out.loc[~out["stage"].isin(found), "measured_time_s"] = float("nan")
+    return out
+
+
 def _busy_us(events: TraceEvents) -> tuple[float, float]:
     """The union of the GPU events' intervals (over every GPU of the trace) and the window from the
     first one's start to the last one's end (µs)."""
@@ -368,7 +377,9 @@ def ingest(cfg: RunConfig, progress: Progress = no_progress) -> IngestResult:
         )
     rows = [r for st in analysis.stages for r in st.rows()]
     calls = _calls_per_run(analysis, stages)
-    modules = with_times(modules_frame(analysis, view.prediction), _per_run(frame, calls, runs), rows)
+    modules = _absent_missing(
+        with_times(modules_frame(analysis, view.prediction), _per_run(frame, calls, runs), rows), runs
+    )
     summary = _summary(cfg, analysis, view, events, frame, runs, unresolved, wall, calls)
     run_id = run_id_for(cfg, "_ingest")
     with open_run(cfg, "ingest", run_id) as out, step("write"):

@@ -99,27 +99,34 @@ def _video(r: dict[str, Any]) -> Iterator[Row]:
         yield "video", "video", key, _num(time.get(key))
 
 
-def _stages(r: dict[str, Any]) -> Iterator[Row]:
+def _stages(r: dict[str, Any], modules: pd.DataFrame) -> Iterator[Row]:
     time = r.get("time") or {}
     seconds = {s["stage"]: s for s in time.get("stages") or []}
     on_gpu = {p["stage"]: p for p in (r.get("memory") or {}).get("timeline") or []}
+    # a stage's measured time per run is its root module's (null where the run did not measure it)
+    roots = modules[modules["depth"] == 0].groupby("stage")["measured_time_s"].sum(min_count=1)
     for s in r["stages"]:
         name, video = s["stage"], s["per_video"]
         yield "stage", name, "runs_per_video", _num(s["runs_per_video"])
         yield "stage", name, "tensor_flops_per_video", _num(video["tensor_flops"])
         yield "stage", name, "bytes_per_video", _bytes(video)
         yield "stage", name, "per_video_s", _num(seconds.get(name, {}).get("per_video_s"))
+        yield "stage", name, "predicted_s_per_run", _num(seconds.get(name, {}).get("per_run_s"))
+        yield "stage", name, "measured_s_per_run", _num(roots.get(name))
         yield "stage", name, "gpu_bytes", _num(on_gpu.get(name, {}).get("total_bytes"))
 
 
 def _categories(r: dict[str, Any]) -> Iterator[Row]:
     time = r.get("time") or {}
     seconds = {c["category"]: c for c in time.get("by_category") or []}
+    measured_run = r.get("ingest") or r.get("profile") or {}
+    measured = {c["category"]: c for c in measured_run.get("by_category") or []}
     for c in r["categories"]:
         name = c["category"]
         yield "category", name, "tensor_flops_per_forward", _num(c["tensor_flops"])
         yield "category", name, "bytes_per_forward", _bytes(c)
         yield "category", name, "predicted_s_per_forward", _num(seconds.get(name, {}).get("predicted_s"))
+        yield "category", name, "measured_s_per_forward", _num(measured.get(name, {}).get("measured_time_s"))
 
 
 #: modules.parquet columns compared per module (per run of its stage); bytes = read + written.
@@ -142,7 +149,8 @@ def _modules(frame: pd.DataFrame) -> Iterator[Row]:
 
 
 def _rows(run: RunTables) -> dict[tuple[str, str, str], float | None]:
-    rows = [*_video(run.report), *_stages(run.report), *_categories(run.report), *_modules(run.modules)]
+    r = run.report
+    rows = [*_video(r), *_stages(r, run.modules), *_categories(r), *_modules(run.modules)]
     return {(level, key, metric): value for level, key, metric, value in rows}
 
 
@@ -178,7 +186,7 @@ def _value(metric: str, value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if metric.endswith("_s") or "_s_" in metric:
-        return seconds(abs(value)) if value >= 0 else f"−{seconds(-value)}"
+        return seconds(value)
     if "bytes" in metric:
         return binary_bytes(int(value)) if value >= 0 else f"−{binary_bytes(int(-value))}"
     return si(value)
@@ -213,8 +221,10 @@ def diff_tables(frame: pd.DataFrame, a: RunTables, b: RunTables, top: int = 15) 
             for r in part.itertuples()
         ]
 
+    measured = time_table(frame, a, b, top)
     out = [
         table("the video", columns, rows(frame[frame["level"] == "video"])),
+        *([measured] if measured is not None else []),
         table("per stage (per video)", columns, rows(frame[frame["level"] == "stage"])),
         table(
             "per category of the forward stage (per forward)",
@@ -229,6 +239,62 @@ def diff_tables(frame: pd.DataFrame, a: RunTables, b: RunTables, top: int = 15) 
         table(f"the {top} layers whose {metric} moved most (per run of the stage)", columns, rows(moved))
     )
     return out
+
+
+#: (level, the scope of its times, predicted metric, measured metric) of the time table.
+_TIMED = (
+    ("stage", "per run", "predicted_s_per_run", "measured_s_per_run"),
+    ("category", "per forward", "predicted_s_per_forward", "measured_s_per_forward"),
+    ("layer", "per run", "predicted_s", "measured_time_s"),
+)
+
+
+def time_table(frame: pd.DataFrame, a: RunTables, b: RunTables, top: int = 15) -> Table | None:
+    """Predicted and measured time side by side, per run of each stage, per forward of each
+    category and per run of the ``top`` layers by measured time: each run's predicted and measured
+    columns (those it has) and, where one run is measured and the other is not, the other's
+    prediction / the measurement. None when neither run measured anything."""
+    values = frame.set_index(["level", "key", "metric"])[["a", "b"]]
+    picked: list[tuple[str, str, str, str, str]] = []  # level, key, scope, predicted, measured metric
+    for level, scope, predicted, measured in _TIMED:
+        if level == "layer":  # the top layers by measured time
+            rows = frame[(frame["level"] == level) & (frame["metric"] == measured)]
+            size = rows[["a", "b"]].max(axis=1)
+            keys = list(rows.assign(_size=size)[size > 0].nlargest(top, "_size")["key"])
+        else:  # every stage and category either run times
+            rows = frame[(frame["level"] == level) & frame["metric"].isin([predicted, measured])]
+            keys = list(dict.fromkeys(rows["key"]))
+        picked += [(level, str(k), scope, predicted, measured) for k in keys]
+
+    def column(side: str, kind: int) -> list[float | None]:
+        out = []
+        for level, key, _, *metrics in picked:
+            at = (level, key, metrics[kind])
+            value = values.at[at, side] if at in values.index else None
+            out.append(None if value is None or pd.isna(value) else float(value))
+        return out
+
+    names = {"a": a.run_id, "b": b.run_id}
+    cells = {(side, kind): column(side, kind) for side in names for kind in (0, 1)}
+    shown = [c for c, v in cells.items() if any(x is not None for x in v)]
+    timed = [side for side, kind in shown if kind == 1]
+    if not timed:
+        return None
+    columns = [Column("what", "left", code=True), Column("time", "left")]
+    columns += [Column(f"{s.upper()}: {names[s]} {('predicted', 'measured')[k]}") for s, k in shown]
+    pair = None  # (the side predicted only, the side measured)
+    other = "b" if timed == ["a"] else "a"
+    if len(timed) == 1 and (other, 0) in shown:
+        pair = (other, timed[0])
+        columns.append(Column(f"{pair[0].upper()} predicted / {pair[1].upper()} measured"))
+    body = []
+    for i, (_, key, scope, *_) in enumerate(picked):
+        row = [key, scope, *(_value("time_s", cells[c][i]) for c in shown)]
+        if pair is not None:
+            x, y = cells[pair[0], 0][i], cells[pair[1], 1][i]
+            row.append(_ratio(x / y if x is not None and y else None))
+        body.append(row)
+    return table("predicted and measured time", columns, body)
 
 
 def diff_markdown(frame: pd.DataFrame, a: RunTables, b: RunTables, top: int = 15) -> str:

@@ -40,7 +40,10 @@ def percent(part: int | float, whole: int | float) -> str:
 
 
 def seconds(s: float) -> str:
-    """A duration for people: ``3.2 ms``, ``4.56 s``, ``1,234.5 s (20.6 min)``."""
+    """A duration for people: ``3.2 ms``, ``4.56 s``, ``1,234.5 s (20.6 min)``; a negative one (a
+    difference) signed on every part: ``−880.7 s (−14.7 min)``."""
+    if s < 0:
+        return "−" + seconds(-s).replace("(", "(−")
     if s >= 60:
         return f"{s:,.1f} s ({s / 60:.1f} min)"
     return f"{s:.3g} s" if s >= 1e-3 else f"{s * 1e3:.3g} ms"
