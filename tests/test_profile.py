@@ -161,3 +161,34 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
         pytest.skip("this machine has a GPU")
     assert main(["profile", *SMALL, f"output_root={tmp_path}", "profile.device_kind=cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_a_profile_run_is_quiet_on_stderr(capfd: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """torch's profiler prints `USDT: … profiler_start` lines on stderr; a run that succeeds is quiet."""
+    import torch
+
+    from ditmeter.tracer.profile import profile_forward
+
+    model = torch.nn.Linear(4, 4)
+    profile_forward(model, {"input": torch.randn(2, 4)}, tmp_path / "trace.json", device_kind="cpu", warmup=0)
+    err = capfd.readouterr().err
+    assert "USDT" not in err and "profiler_st" not in err, err
+
+
+def test_a_profile_trace_can_be_ingested_and_diffed(profiled: Path, tmp_path: Path) -> None:
+    """The profile's own torch_profiler/trace.json records what ingest needs (Python stacks, shapes):
+    ingest maps it at the profile's block count, and diff sets the two runs side by side."""
+    trace = profiled / "torch_profiler" / "trace.json"
+    argv = ["ingest", f"trace={trace}", *SMALL[:2], "pipeline=diffusers", "model.num_layers=2"]
+    assert main([*argv, f"output_root={tmp_path}", "run_id=ingested"]) == 0
+    ingested = pd.read_parquet(tmp_path / "ingested" / "static_analysis" / "wan2_1" / "modules.parquet")
+    profiled_modules = pd.read_parquet(profiled / "modules.parquet")
+    blocks = ingested[ingested["module_id"].str.startswith("dit.blocks.") & (ingested["kind"] == "leaf")]
+    assert len(blocks) > 30 and (blocks["measured_time_s"] > 0).all()
+    # the same forward read twice: the top-level ops' time (with the recorder's own ops between the
+    # ranges) against the ranges' time
+    ours = ingested.set_index("module_id").loc["dit", "measured_time_s"]
+    theirs = profiled_modules.set_index("module_id").loc["dit", "measured_time_s"]
+    assert 0.5 < ours / theirs < 2.0
+    run = profiled.parent.parent
+    assert main(["diff", str(run), str(tmp_path / "ingested"), f"output_root={tmp_path}", "run_id=d"]) == 0

@@ -18,10 +18,13 @@ the recorder's own bookkeeping runs outside the ranges.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
+import sys
+import tempfile
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +131,29 @@ def available_bytes(device_kind: str) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+#: The lines libkineto (torch's profiler) writes on stderr at each start and stop, whatever its log level.
+KINETO_LINES = ("USDT:", "STAGE:")
+
+
+@contextlib.contextmanager
+def _without_kineto_lines() -> Iterator[None]:
+    """Standard error (file descriptor 2, where libkineto writes) into a temporary file while the
+    profiler runs; then every line but libkineto's own goes back to standard error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not line.startswith(KINETO_LINES)))
+
+
 def profile_forward(
     model: nn.Module,
     inputs: Mapping[str, Any],
@@ -149,7 +175,14 @@ def profile_forward(
     if device_kind == "cuda":
         torch.cuda.synchronize()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_kind == "cuda" else [])
-    with profile(activities=activities) as prof, record_function(FORWARD_RANGE):
+    # with_stack and record_shapes: what `ditmeter ingest` needs to place the ops in their modules
+    # and count their FLOPs, so the run's own trace can be ingested (NB: they add the profiler's
+    # bookkeeping between the ops, and the trace is tens of MB for a few blocks)
+    with (
+        _without_kineto_lines(),
+        profile(activities=activities, with_stack=True, record_shapes=True) as prof,
+        record_function(FORWARD_RANGE),
+    ):
         graph = capture_forward(model, inputs, annotate=name_prefix)
         if device_kind == "cuda":
             torch.cuda.synchronize()
