@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+from typing import Any
+
 import attrs
 import pytest
 
@@ -9,10 +14,12 @@ from ditmeter.compare.check import check_graph
 from ditmeter.compare.gate import Verdict
 from ditmeter.config import load
 from ditmeter.errors import ConfigError
+from ditmeter.models.wan21 import WAN21
 from ditmeter.models.wan21.builders import build_clip_vision, clip_inputs
 from ditmeter.models.wan21.clip import build_clip
 from ditmeter.models.wan21.names import CLIP_NAMES
 from ditmeter.models.wan21.node_rules import CLIP_RULES
+from ditmeter.models.wan21.official import official_folder
 from ditmeter.models.wan21.spec import ClipSpec
 from ditmeter.tracer.capture import capture_forward
 from ditmeter.validate import parse
@@ -102,3 +109,51 @@ def test_a_wrong_rule_fails_the_gate(encoder: object, monkeypatch: pytest.Monkey
         "image_encoder",
     } <= failed
     assert "image_encoder.transformer.0.attn.to_qkv" not in failed
+
+
+# ---- what the official CLIPModel holds on the GPU ----------------------------------------------
+
+
+def _official_clip_module() -> Any:
+    """The official ``wan/modules/clip.py`` (shipped in wan22 as ``modules/animate/clip.py``, the
+    same file), loaded alone. Its torchvision transforms and tokenizer are not needed to build
+    the model and are stubbed; everything else is the release code."""
+    folder = official_folder()
+    if folder is None or not (folder / "modules" / "animate" / "clip.py").is_file():
+        pytest.skip("the official wan package (wan22) is not installed")
+    package = "_ditmeter_test_official_clip"
+    stubs = {
+        package: folder,
+        f"{package}.modules": folder / "modules",
+        f"{package}.modules.animate": folder / "modules" / "animate",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, path in stubs.items():
+            module = types.ModuleType(name)
+            module.__path__ = [str(path)]
+            mp.setitem(sys.modules, name, module)
+        vision = types.ModuleType("torchvision")
+        vision.transforms = types.ModuleType("torchvision.transforms")  # type: ignore[attr-defined]
+        mp.setitem(sys.modules, "torchvision", vision)
+        mp.setitem(sys.modules, "torchvision.transforms", vision.transforms)  # type: ignore[attr-defined]
+        tokenizers = types.ModuleType(f"{package}.modules.tokenizers")
+        tokenizers.HuggingfaceTokenizer = None  # type: ignore[attr-defined]
+        mp.setitem(sys.modules, tokenizers.__name__, tokenizers)
+        return importlib.import_module(f"{package}.modules.animate.clip")
+
+
+def test_the_official_pipeline_holds_the_whole_official_clip() -> None:
+    """``CLIPModel`` builds ``clip_xlm_roberta_vit_h_14`` (the vision tower, its projection head, the
+    XLM-RoBERTa text tower and its head) in fp16 on the GPU, and ``image2video.py`` moves
+    ``self.clip.model`` whole: the resident bytes are the real module's parameters × 2, while the
+    FLOPs stay the 31 vision blocks it runs."""
+    import torch
+
+    real = _official_clip_module().clip_xlm_roberta_vit_h_14(dtype=torch.float16, device="meta")
+    params = sum(p.numel() for p in real.parameters())
+    official = load(["model=wan2.1-i2v-14b-480p"]).model
+    assert WAN21.component_weights(official)["image_encoder"] == {"fp16": 2 * params}
+    vision = sum(p.numel() for p in real.visual.parameters()) - real.visual.head.numel()
+    assert build_clip(SPEC, 1).total.params == vision  # the tree: the vision tower, every block
+    diffusers = load(["model=wan2.1-i2v-14b-480p", "pipeline=diffusers"]).model
+    assert WAN21.component_weights(diffusers)["image_encoder"] == {"fp32": 4 * vision}  # CLIPVisionModel

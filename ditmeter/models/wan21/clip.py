@@ -12,6 +12,11 @@ The pipeline decides ``layers_run``: diffusers runs all 32 layers (taking the
 penultimate hidden states), the official code stops after block 31
 (``use_31_block``); the final norm over the CLS token is transformers' (the
 official code skips it: one LayerNorm row per image, no tensor FLOPs).
+
+Weights (:func:`clip_weight_bytes`): every block is loaded, also the one the
+official code does not run; the official ``CLIPModel`` also builds and keeps the
+XLM-RoBERTa text tower and both projection heads (``ClipSpec.text_tower``), which
+never run and so are not in the tree.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rule
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.tree import Composite, Leaf, Repeated, rule_leaf
-from ditmeter.models.wan21.spec import ClipSpec
+from ditmeter.models.wan21.spec import ClipSpec, ClipTextTowerSpec
 
 
 def build_clip(spec: ClipSpec, images: int) -> Composite:
@@ -109,3 +114,30 @@ def build_clip(spec: ClipSpec, images: int) -> Composite:
             norm("post_norm", images),  # the CLS token of each image
         ),
     )
+
+
+def clip_weight_bytes(spec: ClipSpec) -> int:
+    """Bytes of the CLIP weights the pipeline holds: the vision tower's every block (the tree's
+    parameters with all ``num_hidden_layers``) plus, where the pipeline builds the whole CLIP,
+    the parameters of :func:`idle_clip_params`, all in ``spec.dtype``."""
+    whole = attrs.evolve(spec, layers_run=spec.num_hidden_layers)
+    idle = idle_clip_params(spec.text_tower, spec.hidden_size) if spec.text_tower is not None else 0
+    return build_clip(whole, 1).total.weight_bytes + idle * DTYPE_BYTES[spec.dtype]
+
+
+def idle_clip_params(tower: ClipTextTowerSpec, vision_dim: int) -> int:
+    """Parameters of the official ``XLMRobertaCLIP`` besides the vision tower transformers counts
+    (``wan/modules/clip.py``, ``xlm_roberta.py``), with ``d = text_dim``, ``e = embed_dim``::
+
+        visual.head                 vision_dim·e              (no bias)
+        token, type and position    (vocab_size + type_size + max_text_len)·d
+        embedding norm              2·d
+        text_layers × block         4·(d² + d) (q, k, v, o) + 2·2·d (two norms) + 8·d² + 5·d (FFN, 4·d)
+        textual.head                d·m + m·e, m = (d + e)//2 (no biases)
+        log_scale                   1
+    """
+    d, e = tower.text_dim, tower.embed_dim
+    mid = (d + e) // 2
+    block = 4 * (d * d + d) + 2 * 2 * d + 8 * d * d + 5 * d
+    embeddings = (tower.vocab_size + tower.type_size + tower.max_text_len) * d + 2 * d
+    return vision_dim * e + embeddings + tower.text_layers * block + d * mid + mid * e + 1

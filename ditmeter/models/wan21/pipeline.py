@@ -20,7 +20,7 @@ from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
 from ditmeter.analytic.workload import Workload
 from ditmeter.errors import ConfigError
 from ditmeter.models.wan21 import placement
-from ditmeter.models.wan21.clip import build_clip
+from ditmeter.models.wan21.clip import build_clip, clip_weight_bytes
 from ditmeter.models.wan21.dit import build_dit
 from ditmeter.models.wan21.memory import dit_footprint, stage_activation_bytes
 from ditmeter.models.wan21.semantics import SEMANTICS
@@ -195,7 +195,8 @@ def analyze(
 @functools.lru_cache(maxsize=64)
 def component_weights(m: WanModelSpec) -> dict[str, dict[str, int]]:
     """Weight bytes by dtype of the text encoder, the VAE (encoder and decoder) and, for image
-    models, the image encoder, from their analytic trees in their config dtypes.
+    models, the image encoder (the whole CLIP the pipeline holds: ``clip_weight_bytes``), from
+    their analytic trees in their config dtypes.
 
     The trees' parameters equal the real modules' (tests/test_umt5.py, test_vae.py,
     test_clip.py); a tiny workload suffices, since weights do not depend on it. Cached per model
@@ -211,7 +212,5 @@ def component_weights(m: WanModelSpec) -> dict[str, dict[str, int]]:
         "vae": {m.vae.dtype: vae_bytes},
     }
     if m.image_encoder is not None:
-        # every block is loaded, also the one the official code does not run
-        whole = attrs.evolve(m.image_encoder, layers_run=m.image_encoder.num_hidden_layers)
-        out["image_encoder"] = {whole.dtype: build_clip(whole, 1).total.weight_bytes}
+        out["image_encoder"] = {m.image_encoder.dtype: clip_weight_bytes(m.image_encoder)}
     return out

@@ -29,6 +29,9 @@ class Semantics:
     #: CLIP stops before its last block: official ``use_31_block`` (31 of 32); diffusers runs all
     #: 32 and takes ``hidden_states[-2]``.
     image_encoder_drop_last: bool
+    #: The pipeline builds and keeps the whole CLIP on the GPU: official ``CLIPModel`` (the
+    #: XLM-RoBERTa text tower and both heads too, never run); diffusers ``CLIPVisionModel`` alone.
+    image_encoder_whole_clip: bool
     #: Image-conditioned latent size from ``max_area`` and the image's aspect (a float square root).
     area_sizing: bool
     #: FLF2V refuses frame counts other than 81 (the official mask is built for 81 frames).
@@ -52,6 +55,7 @@ SEMANTICS: dict[str, Semantics] = {
         vae_dtype="fp32",
         image_encoder_dtype="fp16",
         image_encoder_drop_last=True,
+        image_encoder_whole_clip=True,
         area_sizing=True,
         strict_image_frames=True,
         offload_model_default=True,
@@ -77,6 +81,7 @@ SEMANTICS: dict[str, Semantics] = {
         vae_dtype="fp32",
         image_encoder_dtype="fp32",
         image_encoder_drop_last=False,
+        image_encoder_whole_clip=False,
         area_sizing=False,
         strict_image_frames=False,
         offload_model_default=False,

@@ -62,11 +62,28 @@ class UMT5Spec:
 
 
 @attrs.frozen
+class ClipTextTowerSpec:
+    """``model.image_encoder.text_tower``: what the official ``CLIPModel`` builds beside the vision
+    tower (``clip_xlm_roberta_vit_h_14`` in ``wan/modules/clip.py``, its keyword names): the
+    XLM-RoBERTa text tower and the two heads projecting to ``embed_dim``. The official code holds
+    them on the GPU and never runs them."""
+
+    vocab_size: int = attrs.field(validator=positive_int)
+    max_text_len: int = attrs.field(validator=positive_int)
+    type_size: int = attrs.field(validator=positive_int)
+    text_dim: int = attrs.field(validator=positive_int)
+    text_layers: int = attrs.field(validator=_blocks)
+    embed_dim: int = attrs.field(validator=positive_int)
+
+
+@attrs.frozen
 class ClipSpec:
     """``model.image_encoder`` in transformers' ``CLIPVisionConfig`` vocabulary.
 
     ``layers_run``: how many layers the pipeline runs (the diffusers pipeline
     all 32, taking the penultimate hidden states; the official code 31).
+    ``text_tower``: the rest of the CLIP the pipeline holds (official: the whole XLM-RoBERTa
+    CLIP; diffusers loads ``CLIPVisionModel`` alone: None).
     """
 
     name: str = attrs.field(converter=str)
@@ -78,6 +95,7 @@ class ClipSpec:
     patch_size: int = attrs.field(validator=positive_int)
     layers_run: int = attrs.field(validator=positive_int)
     dtype: str = attrs.field(validator=_dtype)
+    text_tower: ClipTextTowerSpec | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.layers_run > self.num_hidden_layers:
@@ -299,6 +317,9 @@ def parse_model(
                 f"{layers} not allowed: pipeline=official drops the last block (use_31_block); allowed: >= 2",
             )
         dropped = 1 if sem.image_encoder_drop_last and isinstance(layers, int) else 0
+        tower = None  # the rest of the CLIP the pipeline holds, where it holds it
+        if sem.image_encoder_whole_clip and isinstance(clip, Mapping):
+            tower = parse(ClipTextTowerSpec, clip.get("text_tower"), "model.image_encoder.text_tower")
         components["image_encoder"] = parse(
             ClipSpec,
             clip,
@@ -307,6 +328,7 @@ def parse_model(
             hidden={**dtype, "layers_run": why},
             dtype=sem.image_encoder_dtype,
             layers_run=layers - dropped if isinstance(layers, int) else layers,
+            text_tower=tower,
         )
     elif raw.get("image_encoder") is not None:
         raise ConfigError(
