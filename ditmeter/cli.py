@@ -452,13 +452,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = _Stdout(sys.stdout)
     # markup=False: names and paths from the user print as written ("w001-tiny[batch_size=2]").
-    # Logs and pipes get 120 columns (rich's default is 80), so tables keep whole numbers.
+    # A terminal's width, or COLUMNS where it is set (rich reads it); logs and pipes without it get
+    # 120 columns (rich's default is 80), so tables keep whole numbers.
     console = Console(
         file=cast(IO[str], out),
         markup=False,
         highlight=False,
         soft_wrap=True,
-        width=None if out.isatty() else 120,
+        width=None if out.isatty() or os.environ.get("COLUMNS", "").isdigit() else 120,
     )
     err = Console(
         file=cast(IO[str], _Stdout(sys.stderr)), markup=False, highlight=False, soft_wrap=True, width=10_000

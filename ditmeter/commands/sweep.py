@@ -40,7 +40,7 @@ from ditmeter.commands.sweep_grid import (
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
 from ditmeter.reports.parallel_report import plan_estimate
-from ditmeter.reports.sweep_table import ID_COLUMNS, sweep_frame, sweep_metadata
+from ditmeter.reports.sweep_table import sweep_frame, sweep_metadata
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -168,10 +168,9 @@ def publish(result: SweepResult) -> tuple[Path, tuple[str, ...]]:
 def run_sweep(overrides: list[str], console: Console, progress: Progress | None = None) -> int:
     """``ditmeter sweep``: evaluate, print the rate and the fastest and slowest points, publish the
     run folder; 0. A bad key, value or point is a :class:`ConfigError` (the CLI's exit 2)."""
-    from rich.table import Table
-
     from ditmeter.reports.console import print_wrote
-    from ditmeter.reports.format import binary_bytes, seconds
+    from ditmeter.reports.sweep_table import ranked_table
+    from ditmeter.reports.table_model import to_rich
 
     start = time.perf_counter()
     result = sweep(overrides, progress)
@@ -180,19 +179,8 @@ def run_sweep(overrides: list[str], console: Console, progress: Progress | None 
         f"{n:,} points in {took:.2f} s ({n / took:,.0f} points/s): {result.analyses:,} analyses × "
         f"{result.device_plans:,} devices and plans"
     )
-    keys = [*ID_COLUMNS, *(a.key for a in result.grid.axes if a.key not in ID_COLUMNS)]
-    ranked = result.frame.sort_values("per_video_s", kind="stable")
     plans = any(top_key(a.key) == "parallel" for a in result.grid.axes)
-    table = Table(title=f"fastest and slowest of {n:,} points (predicted seconds per video)")
-    extra = ("speedup", "peak per GPU") if plans else ()
-    for key in (*keys, "per video", *extra, "fits"):
-        table.add_column(key, justify="left" if key in (*keys, "fits") else "right")
-    shown = ranked if n <= 10 else pd.concat([ranked.head(5), ranked.tail(5)])
-    for _, row in shown.iterrows():
-        fits = "yes" if row["fits"] else "NO"
-        more = (f"{row['speedup']:.2f}×", binary_bytes(int(row["peak_per_gpu_bytes"]))) if plans else ()
-        table.add_row(*(str(row[k]) for k in keys), seconds(float(row["per_video_s"])), *more, fits)
-    console.print(table)
+    console.print(to_rich(ranked_table(result.frame, [a.key for a in result.grid.axes], plans)))
     folder, files = publish(result)
     print_wrote(console, folder, files, start)
     return 0

@@ -312,8 +312,8 @@ def top_layers_by_time(view: DeviceView, modules: pd.DataFrame, n: int = TOP_TIM
         Column("kernel", "left"),
         Column("bound", "left"),
         Column("per video"),
-        Column("of peak"),
-        Column("share of the video"),
+        Column("of roofline"),
+        Column("of the video"),
     )
     rows = [
         (
@@ -338,7 +338,7 @@ def time_table(modules: pd.DataFrame, stage: str, per_forward_s: float) -> Table
         Column("share"),
         Column("roofline"),
         Column("TFLOP/s"),
-        Column("of peak"),
+        Column("of roofline"),
         Column("bound", "left"),
     )
     rows = [
@@ -368,7 +368,10 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
         "",
         *to_markdown(time_table(modules, view.analysis.forward.name, p.per_forward.predicted_s)),
         "",
-        f"Top {TOP_TIME_LAYERS} layers by predicted time per video, every stage (× = copies across blocks):",
+        f"Top {TOP_TIME_LAYERS} layers by predicted time per video, every stage (× = copies across blocks; "
+        "of roofline = roofline time / predicted time, every term of the roofline counted: an attention "
+        "layer's includes its softmax on the CUDA cores, so it is not the attention kernel's own fraction "
+        "of the tensor peak):",
         "",
         *to_markdown(top_layers_by_time(view, modules)),
     ]

@@ -20,6 +20,7 @@ import pyarrow as pa
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.batch_timing import DevicePlan, Evaluated
 from ditmeter.analytic.categories import CATEGORIES
+from ditmeter.reports.table_model import Column, Table, table
 
 ID_COLUMNS = ("model", "workload", "device")
 #: The workload as given (``tokens``: video tokens per sample after the pipeline's rounding).
@@ -228,3 +229,33 @@ def sweep_metadata(
         "ditmeter.versions": json.dumps(library_versions()),
         "ditmeter.convention": CONVENTION,
     }
+
+
+def ranked_table(frame: pd.DataFrame, axis_keys: Sequence[str], plans: bool, shown: int = 5) -> Table:
+    """The ``shown`` fastest and slowest points (every point of a small sweep): the ids and swept
+    keys, the predicted seconds per video, with ``plans`` the speedup, the peak memory per GPU and
+    whether it fits."""
+    from ditmeter.reports.format import binary_bytes, seconds
+
+    keys = [*ID_COLUMNS, *(k for k in axis_keys if k not in ID_COLUMNS)]
+    ranked = frame.sort_values("per_video_s", kind="stable")
+    if len(frame) > 2 * shown:
+        ranked = pd.concat([ranked.head(shown), ranked.tail(shown)])
+    extra = ("speedup",) if plans else ()
+    columns = [
+        *(Column(k, "left", code=True) for k in keys),
+        *(Column(k) for k in ("per video", *extra, "peak per GPU")),
+        Column("fits", "left"),
+    ]
+    rows = [
+        (
+            *(str(row[k]) for k in keys),
+            seconds(float(row["per_video_s"])),
+            *((f"{row['speedup']:.2f}×",) if plans else ()),
+            binary_bytes(int(row["peak_per_gpu_bytes"])),
+            "yes" if row["fits"] else "NO",
+        )
+        for _, row in ranked.iterrows()
+    ]
+    n = len(frame)
+    return table(f"fastest and slowest of {n:,} points (predicted seconds per video)", columns, rows)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import attrs
 from rich import box
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -89,14 +91,34 @@ def to_markdown(t: Table) -> list[str]:
     return out
 
 
+class _WholeTable(RichTable):
+    """A rich table that is never narrower than its columns' minimums: on a terminal too narrow for
+    them it is laid out wider (the terminal wraps its lines) rather than cutting a cell or dropping
+    a column, as rich does."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        need = self.__rich_measure__(console, options.update_width(_UNBOUNDED)).minimum
+        yield from super().__rich_console__(console, options.update_width(max(need, options.max_width)))
+
+
+#: The width a table is measured at to find its minimum.
+_UNBOUNDED = 100_000
+
+
 def to_rich(t: Table) -> RichTable:
-    """The table for the terminal (columns with ``terminal=False`` left off)."""
+    """The table for the terminal (columns with ``terminal=False`` left off). Identifiers
+    (``code`` columns: names, keys) and headers are never cut; other cells fold where they must."""
     shown = [i for i, c in enumerate(t.columns) if c.terminal]
-    out = RichTable(title=t.title, title_justify="left", box=box.SIMPLE_HEAD)
+    out = _WholeTable(title=t.title, title_justify="left", box=box.SIMPLE_HEAD)
     for i in shown:
         c = t.columns[i]
+        whole = [c.name, *(_text(r.cells[i]) for r in t.rows)] if c.code else c.name.split()
         out.add_column(
-            c.name, justify="left" if c.align == "left" else "right", overflow="fold", no_wrap=c.code
+            c.name,
+            justify="left" if c.align == "left" else "right",
+            overflow="fold",
+            no_wrap=c.code,
+            min_width=max((cell_len(x) for x in whole), default=0),
         )
     for row in t.rows:
         cells = [row.cells[i] for i in shown]
