@@ -84,3 +84,23 @@ def test_a_new_family_is_one_folder(
     monkeypatch.setattr(models, "__path__", [*models.__path__, str(tmp_path)])
     assert set(models.families()) == {"wan2.1", "wan2.2", "toy1.0"}
     assert models.family("toy1.0").slug == "toy1_0"
+
+
+def test_no_modules_import_each_other_in_a_circle() -> None:
+    """Every import counts (inside functions and ``if TYPE_CHECKING:`` too); a package's
+    ``__init__`` aside, which its own modules name as their parent."""
+    import networkx as nx
+
+    modules = {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): p
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "__init__.py"
+    }
+    graph = nx.DiGraph()
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            graph.add_edges_from((module, n) for n in names if n in modules and n != module)
+    assert list(nx.simple_cycles(graph)) == []

@@ -17,8 +17,8 @@ from ditmeter.models.wan21.builders import (
 )
 from ditmeter.models.wan21.names import VAE_NAMES
 from ditmeter.models.wan21.node_rules import VAE_DECODE_RULES, VAE_ENCODE_RULES
-from ditmeter.models.wan21.spec import VaeSpec
 from ditmeter.models.wan21.vae import build_vae_decode, build_vae_encode
+from ditmeter.models.wan21.vae_spec import VaeSpec
 from ditmeter.tracer.capture import capture_forward
 from ditmeter.validate import parse
 

@@ -18,7 +18,8 @@ from torch import nn
 
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.workload import Workload
-from ditmeter.models.wan21.spec import ClipSpec, UMT5Spec, VaeSpec, WanModelSpec
+from ditmeter.models.wan21.spec import ClipSpec, UMT5Spec, WanModelSpec
+from ditmeter.models.wan21.vae_spec import VaeSpec
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,

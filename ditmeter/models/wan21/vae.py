@@ -28,8 +28,8 @@ from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rule
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.tree import Composite, Dims, Leaf
-from ditmeter.models.wan21.spec import VaeSpec
 from ditmeter.models.wan21.vae_memory import decode_activation_bytes, encode_activation_bytes
+from ditmeter.models.wan21.vae_spec import VaeSpec
 
 
 class _Acc:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 
 from ditmeter.analytic.cost import DTYPE_BYTES
-from ditmeter.models.wan21.spec import VaeSpec
+from ditmeter.models.wan21.vae_spec import VaeSpec
 
 #: A causal conv's cache: (input channels, height, width, frames it keeps after a later call;
 #: 0 for a decoder time conv, which the first call skips).

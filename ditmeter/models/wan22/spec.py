@@ -5,16 +5,15 @@ scale of each expert."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
 from ditmeter.models.wan21.spec import WanModelSpec
 from ditmeter.models.wan21.spec import parse_model as parse_wan_model
+from ditmeter.models.wan21.vae import VaeRules
+from ditmeter.models.wan22.vae import WAN22_VAE
 from ditmeter.validate import FieldError, as_tuple, boolean, finite_number, one_of, whole_number
-
-if TYPE_CHECKING:
-    from ditmeter.models.wan21.vae import VaeRules
 
 
 def _guidance(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -76,8 +75,6 @@ class Wan22ModelSpec(WanModelSpec):
         """The Wan2.2 VAE's rules for the residual VAE (TI2V-5B), else the Wan2.1 VAE's."""
         if not self.vae.is_residual:
             return super().vae_rules()
-        from ditmeter.models.wan22.vae import WAN22_VAE
-
         return WAN22_VAE
 
     def conditioning_frames(self, frames: int) -> int:

@@ -24,10 +24,10 @@ from __future__ import annotations
 import itertools
 
 from ditmeter.analytic.tree import Composite
-from ditmeter.models.wan21.spec import VaeSpec
 from ditmeter.models.wan21.vae import VaeRules, _Decode, _Encode
 from ditmeter.models.wan21.vae import build_vae_decode as _build_decode
 from ditmeter.models.wan21.vae import build_vae_encode as _build_encode
+from ditmeter.models.wan21.vae_spec import VaeSpec
 from ditmeter.models.wan22.vae_memory import decode_activation_bytes, encode_activation_bytes
 
 Thw = tuple[int, int, int]

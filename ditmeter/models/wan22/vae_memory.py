@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 
 from ditmeter.analytic.cost import DTYPE_BYTES
-from ditmeter.models.wan21.spec import VaeSpec
+from ditmeter.models.wan21.vae_spec import VaeSpec
 
 #: A causal conv's cache: (channels, height, width, frames); the frame count is the most it holds
 #: where :func:`_held` caps it (encode: after a later call; decode: after the first call).
