@@ -24,7 +24,7 @@ from ditmeter.tracer.capture import capture_forward
 from ditmeter.tracer.memory import peak_live_bytes
 from ditmeter.validate import parse
 
-SPEC = load(["model=wan2.2-ti2v-5b"]).model.vae
+SPEC = load(["model=wan2.2-ti2v-5b", "workload=ti2v-720p-121f"]).model.vae
 
 
 @pytest.fixture(scope="module")
