@@ -24,36 +24,15 @@ from ditmeter.errors import ConfigError
 
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
-_OVERRIDES_HELP = """\
-Hydra overrides, e.g.:
-  model=wan2.1-t2v-14b workload=720p-81f
-  workload.num_frames=33 workload.height=480 workload.width=832
-  workload.batch_size=2 workload.guidance_scale=1 workload.context_len=226
-  workload.dtype=fp16 output_root=/tmp/runs run_id=my-run
-  pipeline=diffusers offload.model=false offload.t5_cpu=true
-  device=h100-sxm device.efficiency=0.6 measured_video_s=1800
-  time.execution=compiled host=epyc-9654
-  stages=[dit] stages=[text_encoder,dit,vae_decode]   (default: every stage of the model)
-
-workload keys: batch_size num_frames height width num_inference_steps guidance_scale
-               text_len context_len dtype(bf16|fp16|fp32)
-pipeline:      official (generate.py: fp32 DiT weights under autocast, CLIP 31 blocks fp16,
-               2 forwards per step, max_area I2V sizes; default) | diffusers
-offload:       model (null: the pipeline's default, official true) t5_cpu (false)
-device (optional; predicted time, roofline.png, time_breakdown.png, memory_timeline.png, fit):
-               {devices}
-"""
-
-
 def _commands() -> list[tuple[str, str, str, str]]:
     """(name, one-line summary, description, epilog) of every subcommand; the file lists and the
     modules built come from the code that writes and builds them."""
+    from ditmeter.commands.help import command_help
     from ditmeter.config import choices
     from ditmeter.models import families
     from ditmeter.reports.ingest_report import INGEST_FILES
     from ditmeter.reports.run_files import DEVICE_FILES, PROFILE_FILES, REPORT_FILES, TRACE_FILES
 
-    overrides_help = _OVERRIDES_HELP.format(devices=", ".join(choices("device")))
     tail = f"models: {', '.join(choices('model'))}\nworkloads: {', '.join(choices('workload'))}"
     folder = "<output_root>/<run_id>/static_analysis/<family>/"
     writes, device = ", ".join(REPORT_FILES), ", ".join(DEVICE_FILES)
@@ -67,7 +46,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "analytic report of every stage of the video (no tracing, milliseconds)",
             f"Evaluate the analytic cost model of every selected stage and write {writes} "
             f"(and {device} with device=) under {folder}. Builds no module. Exit 0 ok, 2 bad input.",
-            f"{overrides_help}\n{tail}",
+            f"{command_help('report')}\n\n{tail}",
         ),
         (
             "trace",
@@ -76,8 +55,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "run of each as a torch.fx graph with per-node FLOPs from torch.utils.flop_counter, map every "
             "node to its analytic rule, and gate analytic vs measured FLOPs per module. Writes everything "
             f"`report` writes plus {', '.join(TRACE_FILES)}. Exit 0 gate passed, 1 gate failed, 2 bad input.",
-            f"modules built, per family and stage:\n{built}\n\n{overrides_help}\n"
-            f"gate: compare.tolerance=0.05 (5%), compare.show=15 (table rows)\n\n{tail}",
+            f"modules built, per family and stage:\n{built}\n\n{command_help('trace')}\n\n{tail}",
         ),
         (
             "compare",
@@ -86,7 +64,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "output_root unless run_id= is given), print the per-module error table worst first, node "
             "coverage, and the gate's verdict. Builds and writes nothing. Exit 0 pass, 1 gate failure, "
             "2 bad input.",
-            "overrides: run_id=RUN output_root=DIR compare.tolerance=0.05 compare.show=15",
+            command_help("compare"),
         ),
         (
             "diff",
@@ -100,7 +78,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "usage: ditmeter diff RUN_A RUN_B [output_root=DIR] [run_id=NAME]\n"
             "example: ditmeter report model=wan2.1-t2v-14b workload=480p-81f device=h100-sxm run_id=a\n"
             "         ditmeter report model=wan2.1-t2v-14b workload=720p-81f device=h100-sxm run_id=b\n"
-            "         ditmeter diff a b",
+            "         ditmeter diff a b\n\n" + command_help("diff"),
         ),
         (
             "validate",
@@ -114,7 +92,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "usage: ditmeter validate [validate.data=DIR] [time.execution=eager|compiled] "
             "[output_root=DIR] [run_id=NAME]\n"
             "example: ditmeter validate\n"
-            "         ditmeter validate time.execution=compiled run_id=fused",
+            "         ditmeter validate time.execution=compiled run_id=fused\n\n" + command_help("validate"),
         ),
         (
             "profile",
@@ -125,8 +103,10 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "per module (and the share of the roofline prediction with device=): "
             f"{writes}, {', '.join(PROFILE_FILES)} (and {device} with device=). profile.trace=PATH "
             "re-reads an earlier profile run's trace instead of running. Exit 0 ok, 2 bad input.",
-            f"{overrides_help}\nprofile: profile.device_kind=cpu|cuda profile.num_layers=2 "
-            f"profile.warmup=1 profile.trace=PATH\n\n{tail}",
+            "ingest its torch_profiler/trace.json (Python stacks and shapes recorded) at its block count:\n"
+            "  ditmeter ingest trace=RUN/static_analysis/wan2_1/torch_profiler/trace.json "
+            "model=wan2.1-t2v-1.3b workload=w001-tiny pipeline=diffusers model.num_layers=2\n\n"
+            f"{command_help('profile')}\n\n{tail}",
         ),
         (
             "ingest",
@@ -150,8 +130,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "record:  with torch.profiler.profile(activities=[CPU, CUDA], with_stack=True, "
             "record_shapes=True) as prof: ...; prof.export_chrome_trace('run.json')\n"
             "workload= must be the run's (sizes, steps, guidance): the prediction is made for it.\n\n"
-            + "\n".join(line for line in overrides_help.splitlines() if "stages=" not in line)
-            + f"\n{tail}",
+            f"{command_help('ingest')}\n\n{tail}",
         ),
         (
             "calibrate",
@@ -166,7 +145,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "  calibrate.output=PATH calibrate.max_flops=2e10 calibrate.min_run_time=0.2\n"
             "example: ditmeter calibrate model=wan2.1-t2v-1.3b workload=w001-tiny stages=[dit]\n"
             "         ditmeter report model=wan2.1-t2v-1.3b workload=w001-tiny calibration=PATH\n\n"
-            f"{tail}",
+            f"{command_help('calibrate')}\n\n{tail}",
         ),
         (
             "sweep",
@@ -181,7 +160,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "example (quote the brackets for the shell):\n"
             "  ditmeter sweep model=wan2.1-t2v-14b workload=720p-81f 'device=[h100-sxm,a100-sxm-80gb]' "
             "'workload.num_frames=[17,33,49,65,81]'\n\n"
-            f"{overrides_help}\n{tail}",
+            f"{command_help('sweep')}\n\n{tail}",
         ),
     ]
 
@@ -191,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _OneLineParser(
         prog="ditmeter",
-        description="Where every FLOP and byte of a video diffusion transformer goes (Wan2.1): "
+        description="Where every FLOP and byte of a video diffusion transformer goes (Wan2.1 and Wan2.2): "
         "analytic cost rules checked against the real model.",
         epilog=f"models: {', '.join(choices('model'))}\nworkloads: {', '.join(choices('workload'))}",
         formatter_class=argparse.RawDescriptionHelpFormatter,

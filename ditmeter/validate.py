@@ -127,6 +127,27 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+class _Null:
+    """What a validator is shown for a key given as null: its message then reads ``got null``."""
+
+    def __repr__(self) -> str:
+        return "null"
+
+
+def _null_refused(field: attrs.Attribute[Any], name: str) -> ConfigError:
+    """A key given as null whose field has a non-null default: null would silently mean the
+    default, so it is refused, the field's validator naming what is allowed."""
+    message = "null not allowed; leave the key out for its default"
+    if field.validator is not None:
+        try:
+            field.validator(None, field, _Null())
+        except FieldError as exc:
+            message = exc.message
+        except (AttributeError, TypeError):  # a validator that reads the record: the plain message
+            pass
+    return ConfigError(name, message)
+
+
 def parse(
     cls: type[T], raw: Any, section: str, *, hidden: Mapping[str, str] | None = None, **given: Any
 ) -> T:
@@ -136,8 +157,9 @@ def parse(
     nothing is refused); ``given`` supplies fields that do not come from
     ``raw``; ``hidden`` maps keys a user may not set here (fields that are
     ``given`` only, retired keys) to why: such a key of ``raw`` is refused with
-    that reason, and never listed as allowed. A required field that is missing or null, or any
-    validator failure, raises :class:`ConfigError` naming ``section.field``.
+    that reason, and never listed as allowed. A required field that is missing or null, a null
+    where the field's default is not null (null means nothing there), or any validator failure,
+    raises :class:`ConfigError` naming ``section.field``.
     """
 
     def name(field: str) -> str:
@@ -161,6 +183,8 @@ def parse(
             values[field.name] = given[field.name]
         elif raw.get(field.name) is not None:
             values[field.name] = raw[field.name]
+        elif field.name in raw and field.default is not None and field.default is not attrs.NOTHING:
+            raise _null_refused(field, name(field.name))
         elif field.default is attrs.NOTHING:
             raise ConfigError(name(field.name), "missing (required key)")
     try:

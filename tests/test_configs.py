@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from conftest import MODELS, WORKLOADS, spec_and_workload
 
 from ditmeter.config import choices
+from ditmeter.errors import ConfigError
 
 
 def test_standard_configs_are_shipped() -> None:
@@ -68,3 +72,186 @@ def test_group_selections_compose_as_hydra_does() -> None:
     for groups in selections:
         fast = OmegaConf.to_container(_composed(groups, root), resolve=True)
         assert fast == OmegaConf.to_container(_hydra_composed(groups, root), resolve=True), groups
+
+
+TINY = ("model=wan2.1-t2v-1.3b", "workload=w001-tiny")
+
+
+def _refused(overrides: list[str], command: str | None = "report") -> ConfigError:
+    from ditmeter.config import load
+
+    with pytest.raises(ConfigError) as err:
+        load([*TINY, *overrides], command)
+    assert "\n" not in str(err.value)
+    return err.value
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"),
+    [("time.mode=roofline", "device=NAME"), ("time.execution=compiled", "device=NAME")],
+)
+def test_a_time_key_without_a_device_is_refused(override: str, allowed: str) -> None:
+    """Without a device nothing is timed, so a time key would do nothing (like attention=)."""
+    err = _refused([override])
+    assert err.field == override.split("=")[0] and allowed in err.message
+
+
+def test_validate_uses_time_execution_only() -> None:
+    from ditmeter.config import load
+
+    assert load(["time.execution=compiled"], "validate").time.execution == "compiled"
+    with pytest.raises(ConfigError) as err:
+        load(["time.mode=roofline"], "validate")
+    assert err.value.field == "time.mode" and "time.execution" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"),
+    [
+        ("time.mode=null", "allowed: predicted, roofline"),
+        ("time.execution=null", "allowed: eager, compiled"),
+        ("attention=null", "allowed: auto, fa2"),
+        ("device.efficiency=null", "[0.001, 1]"),
+        ("offload.t5_cpu=null", "allowed: true, false"),
+        ("parallel.ulysses=null", "got null"),
+    ],
+)
+def test_null_is_refused_where_it_means_nothing(override: str, allowed: str) -> None:
+    err = _refused(["device=h100-sxm", override])
+    assert err.field == override.split("=")[0]
+    assert err.message.startswith("null not allowed") or "got null" in err.message
+    assert allowed in err.message
+
+
+@pytest.mark.parametrize("section", ["time", "offload"])
+def test_a_null_section_is_refused(section: str) -> None:
+    assert _refused(["device=h100-sxm", f"{section}=null"]).field == section
+
+
+def test_null_where_it_has_a_meaning_is_kept() -> None:
+    from ditmeter.config import load
+
+    cfg = load(
+        [
+            *TINY,
+            "device=h100-sxm",
+            "offload.model=null",
+            "gemm_dtype=null",
+            "run_id=null",
+            "parallel.gpus=null",
+        ]
+    )
+    assert (cfg.offload.model, cfg.time.gemm_dtype, cfg.run_id, cfg.parallel.gpus) == (None, None, None, 1)
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "value"),
+    [
+        ("run_id=123", "run_id", "123"),
+        ("run_id=0123", "run_id", "0123"),  # as written, not as the int Hydra reads
+        ("run_id=1e3", "run_id", "1e3"),
+        ("output_root=2024", "output_root", Path("2024")),
+        ("host=7950", "host", None),  # a host name Hydra reads as an int: the message shows it as written
+    ],
+)
+def test_names_and_paths_are_read_as_written(override: str, field: str, value: object) -> None:
+    from ditmeter.config import load
+
+    if value is None:
+        err = _refused(["device=h100-sxm", override])
+        assert err.field == field and "'7950' unknown; allowed: auto" in err.message
+        return
+    assert getattr(load([*TINY, override]), field) == value
+
+
+def test_a_run_id_that_is_no_folder_name_shows_it_as_written() -> None:
+    err = _refused(["run_id=[1,2]"])
+    assert err.field == "run_id" and "got '[1,2]'" in err.message
+
+
+@pytest.mark.parametrize("override", ["=1", "+=1"])
+def test_an_empty_key_is_refused_naming_the_overrides(override: str) -> None:
+    err = _refused([override])
+    assert err.field == "overrides" and repr(override) in err.message
+
+
+# ---- offload.t5_cpu under diffusers: the text encoder kept on the CPU by hand ----
+
+#: Hand-made weights (bytes) and one run's activations, so every expected number is a sum by eye.
+COMPONENTS = {"text_encoder": {"bf16": 1000}, "dit": {"bf16": 100}, "vae": {"fp32": 10}}
+ACTIVATIONS = {"text_encoder": 1, "dit": 2, "vae_decode": 3}
+STAGES = ("text_encoder", "dit", "vae_decode")
+
+
+@pytest.mark.parametrize(
+    ("model", "t5_cpu", "resident", "initial", "moves"),
+    [
+        # pipe.to("cuda"): everything on the GPU, nothing moves
+        (
+            False,
+            False,
+            [{"text_encoder": 1000, "dit": 100, "vae": 10}] * 3,
+            ["dit", "text_encoder", "vae"],
+            [],
+        ),
+        # the text encoder left on the CPU by hand: never on the GPU
+        (False, True, [{"dit": 100, "vae": 10}] * 3, ["dit", "vae"], []),
+        # enable_model_cpu_offload(): the running component only
+        (
+            True,
+            False,
+            [{"text_encoder": 1000}, {"dit": 100}, {"vae": 10}],
+            [],
+            [
+                ("text_encoder", "h2d", "text_encoder"),
+                ("text_encoder", "d2h", "dit"),
+                ("dit", "h2d", "dit"),
+                ("dit", "d2h", "vae_decode"),
+                ("vae", "h2d", "vae_decode"),
+            ],
+        ),
+        # both: the encode runs on the host, the GPU holds nothing then
+        (
+            True,
+            True,
+            [{}, {"dit": 100}, {"vae": 10}],
+            [],
+            [("dit", "h2d", "dit"), ("dit", "d2h", "vae_decode"), ("vae", "h2d", "vae_decode")],
+        ),
+    ],
+)
+def test_the_diffusers_timeline_follows_t5_cpu(
+    model: bool,
+    t5_cpu: bool,
+    resident: list[dict[str, int]],
+    initial: list[str],
+    moves: list[tuple[str, str, str]],
+) -> None:
+    from ditmeter.analytic.memory import Offload
+    from ditmeter.models.wan21.placement import timeline
+
+    t = timeline("diffusers", STAGES, COMPONENTS, ACTIVATIONS, Offload(model=model, t5_cpu=t5_cpu))
+    assert [p.resident for p in t.phases] == resident
+    live = [sum(r.values()) + a for r, a in zip(resident, (1, 2, 3), strict=True)]
+    assert [p.live_bytes for p in t.phases] == live
+    assert list(t.initial) == initial and t.t5_cpu is t5_cpu
+    assert [(m.component, m.direction, m.before) for m in t.transfers()] == moves
+
+
+def test_diffusers_with_t5_cpu_encodes_on_the_host_and_never_holds_umt5() -> None:
+    """The whole chain under diffusers: memory without UMT5 (5,680,910,336 parameters in bf16:
+    a 256,384 x 4,096 embedding, 24 layers of 4 x 4096² attention + 3 x 4096 x 10240 gated FFN +
+    two 4096 norms + a 32 x 64 relative bias, and a final 4096 norm) and its encode on the host."""
+    import ditmeter
+
+    umt5 = 2 * (256384 * 4096 + 24 * (4 * 4096**2 + 3 * 4096 * 10240 + 2 * 4096 + 32 * 64) + 4096)
+    keys = {"pipeline": "diffusers", "device": "h100-sxm"}
+    on_gpu = ditmeter.analyze("wan2.1-t2v-1.3b", "w001-tiny", keys)
+    on_cpu = ditmeter.analyze("wan2.1-t2v-1.3b", "w001-tiny", {**keys, "offload.t5_cpu": True})
+    assert on_gpu.memory["timeline"][0]["resident_bytes"]["text_encoder"] == umt5 == 11361820672
+    for before, after in zip(on_gpu.memory["timeline"], on_cpu.memory["timeline"], strict=True):
+        assert before["weight_bytes"] - after["weight_bytes"] == umt5
+        assert "text_encoder" not in after["resident_bytes"]
+    assert on_gpu.time is not None and on_cpu.time is not None
+    assert on_gpu.time["host"] is None and on_cpu.time["host"] == "epyc-9654"
+    assert on_cpu.memory["offload"] == {"model": False, "t5_cpu": True}

@@ -17,7 +17,10 @@ The moves between these placements are the video's host-device transfers
 diffusers: ``pipe.to("cuda")`` keeps every component on the GPU;
 ``enable_model_cpu_offload()`` (``offload.model=true``) moves each component
 to the GPU when it runs and back when the next one runs, so only the running
-component is resident. ``offload.t5_cpu`` keeps the text encoder on the CPU.
+component is resident. diffusers has no ``--t5_cpu``: ``offload.t5_cpu`` stands for the text
+encoder kept on the CPU by hand (the pipeline loaded with ``text_encoder=None``, the prompts encoded
+by a UMT5 on the CPU and passed as ``prompt_embeds``), so it never reaches the GPU under either
+placement, and its encode is timed on the host as under the official flag.
 """
 
 from __future__ import annotations
