@@ -157,3 +157,18 @@ def test_the_official_pipeline_holds_the_whole_official_clip() -> None:
     assert build_clip(SPEC, 1).total.params == vision  # the tree: the vision tower, every block
     diffusers = load(["model=wan2.1-i2v-14b-480p", "pipeline=diffusers"]).model
     assert WAN21.component_weights(diffusers)["image_encoder"] == {"fp32": 4 * vision}  # CLIPVisionModel
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("model.image_encoder.text_tower.text_dim=0", "model.image_encoder.text_tower.text_dim"),
+        ("~model.image_encoder.text_tower", "model.image_encoder.text_tower"),
+    ],
+)
+def test_the_official_text_tower_is_checked_and_diffusers_never_holds_it(override: str, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(["model=wan2.1-i2v-14b-480p", override])
+    assert err.value.field == field
+    diffusers = load(["model=wan2.1-i2v-14b-480p", override, "pipeline=diffusers"]).model
+    assert diffusers.image_encoder.text_tower is None  # type: ignore[attr-defined]
