@@ -6,8 +6,10 @@
 same keys as the command line, as a model name, a workload name and ``overrides`` (a mapping of
 dotted keys, ``{"workload.num_frames": 33, "device": "h100-sxm"}``, or ``KEY=VALUE`` strings);
 a bad key or value raises :class:`ditmeter.errors.ConfigError` naming it, as the CLI's exit 2
-does. Nothing is written unless ``output_root`` is given: then the run folder is published as
-the command publishes it, and its path returned. The CLI (``ditmeter.cli``) is a thin layer
+does, and so does a missing model or workload (no default is taken) or an override of a key a
+function takes as an argument (``model``, ``workload``, ``output_root``…). Nothing is written
+unless ``output_root`` is given: then the run folder is published as the command publishes it,
+and its path returned. The CLI (``ditmeter.cli``) is a thin layer
 over the same commands.
 
 >>> import ditmeter
@@ -37,38 +39,66 @@ if TYPE_CHECKING:
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
 
-def _argv(model: str | None, workload: str | None, overrides: Overrides) -> list[str]:
-    """Command-line overrides from the API's arguments (a mapping's values as the CLI writes them)."""
-    argv = [f"model={model}"] if model else []
-    argv += [f"workload={workload}"] if workload else []
+_SHAPE = "must be a mapping of dotted keys or a list of KEY=VALUE strings"
+
+
+def _text(value: Any) -> str:
+    """An override's value as the CLI writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
+def _entries(overrides: Overrides) -> list[str]:
+    """``overrides`` as ``KEY=VALUE`` strings; anything else raises :class:`ConfigError` naming
+    ``overrides``."""
+    from ditmeter.errors import ConfigError
+
     if overrides is None:
-        return argv
+        return []
     if isinstance(overrides, Mapping):
-        for key, value in overrides.items():
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, list | tuple):
-                text = "[" + ",".join(str(v) for v in value) + "]"
-            elif value is None:
-                text = "null"
-            else:
-                text = str(value)
-            argv.append(f"{key}={text}")
-        return argv
-    return [*argv, *(str(o) for o in overrides)]
+        for key in overrides:
+            if not isinstance(key, str) or not key.lstrip("+~"):
+                raise ConfigError(
+                    "overrides", f"a key must be a dotted name (workload.num_frames); got {key!r}"
+                )
+        return [f"{key}={_text(value)}" for key, value in overrides.items()]
+    if isinstance(overrides, Sequence) and not isinstance(overrides, str | bytes):
+        for item in overrides:
+            if not isinstance(item, str):
+                raise ConfigError("overrides", f"{_SHAPE}; got the item {item!r}")
+        return list(overrides)
+    raise ConfigError("overrides", f"{_SHAPE}, got {overrides!r}")
+
+
+def _argv(overrides: Overrides, names: Mapping[str, Any], **arguments: Any) -> list[str]:
+    """Command-line overrides: ``names`` (the catalog names a function needs: model, workload, a
+    device) and ``arguments`` (trace, output_root; None: not given) as ``KEY=VALUE``, then
+    ``overrides``, which may set none of these keys again (one of the two would silently lose)."""
+    from ditmeter.config import _key, choices
+    from ditmeter.errors import ConfigError
+
+    entries = _entries(overrides)
+    for entry in entries:
+        if _key(entry) in (*names, *arguments):
+            raise ConfigError(
+                _key(entry), f"is this function's argument {_key(entry)}=; give it there, not in overrides"
+            )
+    for key, value in names.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(key, f"missing, got {value!r}; allowed: {', '.join(choices(key))}")
+    given = {**names, **{k: v for k, v in arguments.items() if v is not None}}
+    return [*(f"{key}={value}" for key, value in given.items()), *entries]
 
 
 def _config(
-    command: str,
-    model: str | None,
-    workload: str | None,
-    overrides: Overrides,
-    output_root: str | Path | None,
+    command: str, names: Mapping[str, Any], overrides: Overrides, output_root: str | Path | None
 ) -> RunConfig:
     from ditmeter.config import load
 
-    where = [f"output_root={output_root}"] if output_root is not None else []
-    return load([*_argv(model, workload, overrides), *where], command)
+    return load(_argv(overrides, names, output_root=output_root), command)
 
 
 @attrs.frozen
@@ -119,21 +149,26 @@ class Analyzed:
 
 
 def analyze(
-    model: str | None = None,
-    workload: str | None = None,
+    model: str,
+    workload: str,
     overrides: Overrides = None,
     output_root: str | Path | None = None,
 ) -> Analyzed:
     """The analytic model of one video (what ``ditmeter report`` computes); with ``device`` in
     ``overrides`` also its predicted time and the memory fit, under ``parallel.*`` one GPU's of the
     plan. Writes the run folder only with ``output_root``."""
+    names = {"model": model, "workload": workload}
+    return _analyzed(_config("report", names, overrides, output_root), write=output_root is not None)
+
+
+def _analyzed(cfg: RunConfig, *, write: bool) -> Analyzed:
+    """What ``report`` computes for ``cfg`` (``write``: its run folder published too)."""
     from ditmeter.commands.report import analyze as run
     from ditmeter.commands.report import report
     from ditmeter.reports.report_json import build_report
     from ditmeter.reports.tables import modules_frame
 
-    cfg = _config("report", model, workload, overrides, output_root)
-    if output_root is not None:
+    if write:
         result = report(cfg)
         data = json.loads((result.analysis_dir / "report.json").read_text(encoding="utf-8"))
         return Analyzed(result.analysis, result.modules, data, result.analysis_dir)
@@ -144,20 +179,17 @@ def analyze(
 
 
 def predict(
-    model: str | None = None,
-    workload: str | None = None,
+    model: str,
+    workload: str,
     device: str = "h100-sxm",
     overrides: Overrides = None,
     output_root: str | Path | None = None,
 ) -> Analyzed:
     """:func:`analyze` on ``device``: the predicted time of every module, stage and the video
     (``.time``, the ``*_s`` columns of ``.modules``) and the memory fit. ``device`` is a catalog
-    name (``ditmeter --help`` lists them)."""
-    if isinstance(overrides, Mapping):
-        keys: Overrides = {"device": device, **overrides}
-    else:
-        keys = [f"device={device}", *(overrides or [])]
-    return analyze(model, workload, keys, output_root)
+    name (``ditmeter --help`` lists them); ``overrides`` may edit it (``device.efficiency``)."""
+    names = {"model": model, "workload": workload, "device": device}
+    return _analyzed(_config("report", names, overrides, output_root), write=output_root is not None)
 
 
 @attrs.frozen
@@ -174,8 +206,8 @@ class Traced:
 
 
 def trace(
-    model: str | None = None,
-    workload: str | None = None,
+    model: str,
+    workload: str,
     overrides: Overrides = None,
     output_root: str | Path | None = None,
 ) -> Traced:
@@ -186,9 +218,8 @@ def trace(
     from ditmeter.commands.trace import trace as run
 
     with tempfile.TemporaryDirectory(prefix="ditmeter-") as tmp:
-        result = run(
-            _config("trace", model, workload, overrides, output_root if output_root is not None else tmp)
-        )
+        names = {"model": model, "workload": workload}
+        result = run(_config("trace", names, overrides, output_root if output_root is not None else tmp))
         folder = result.analysis_dir
         nodes = pd.read_parquet(folder / "nodes.parquet")
         data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
@@ -226,8 +257,8 @@ class Ingested:
 
 def ingest(
     trace: str | Path,
-    model: str | None = None,
-    workload: str | None = None,
+    model: str,
+    workload: str,
     overrides: Overrides = None,
     output_root: str | Path | None = None,
 ) -> Ingested:
@@ -242,7 +273,7 @@ def ingest(
 
     with tempfile.TemporaryDirectory(prefix="ditmeter-") as tmp:
         root = output_root if output_root is not None else tmp
-        argv = [*_argv(model, workload, overrides), f"trace={trace}", f"output_root={root}"]
+        argv = _argv(overrides, {"model": model, "workload": workload}, trace=trace, output_root=root)
         result = run(load(argv, "ingest"))
         folder = result.analysis_dir
         data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
@@ -260,10 +291,7 @@ def sweep(overrides: Overrides, output_root: str | Path | None = None) -> pd.Dat
     from ditmeter.commands.sweep import publish
     from ditmeter.commands.sweep import sweep as run
 
-    argv = _argv(None, None, overrides)
-    if output_root is not None:
-        argv.append(f"output_root={output_root}")
-    result = run(argv)
+    result = run(_argv(overrides, {}, output_root=output_root))
     if output_root is not None:
         publish(result)
     return result.frame
@@ -276,5 +304,10 @@ def diff(
     ``metric``, ``a``, ``b``, ``delta``, ``ratio``). Runs are ids under ``output_root`` or paths to
     run folders; ``write`` publishes ``diff.parquet`` and ``diff.md`` there."""
     from ditmeter.commands.diff import diff as run
+    from ditmeter.errors import ConfigError
 
+    for field, value in (("output_root", output_root), ("RUN_A", run_a), ("RUN_B", run_b)):
+        if not isinstance(value, str | Path) or not str(value).strip():
+            what = "a path" if field == "output_root" else "a run id or a path"
+            raise ConfigError(field, f"must be {what}, got {value!r}")
     return run(Path(output_root), str(run_a), str(run_b), write=write).frame

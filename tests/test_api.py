@@ -142,3 +142,88 @@ def test_ingest_equals_the_cli_and_writes_nothing(tmp_path: Path, monkeypatch: p
     with pytest.raises(ConfigError) as bad:
         ditmeter.ingest(tmp_path / "nope.json", "wan2.1-t2v-1.3b", "w001-tiny", keys)
     assert bad.value.field == "trace"
+
+
+@pytest.mark.parametrize(
+    ("model", "workload", "field"),
+    [
+        (None, "w001-tiny", "model"),
+        ("", "w001-tiny", "model"),
+        ("wan2.1-t2v-1.3b", None, "workload"),
+        ("wan2.1-t2v-1.3b", " ", "workload"),
+    ],
+)
+@pytest.mark.parametrize("function", ["analyze", "predict", "trace"])
+def test_a_missing_model_or_workload_is_refused_not_defaulted(
+    function: str, model: str | None, workload: str | None, field: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        getattr(ditmeter, function)(model, workload)
+    assert err.value.field == field and "wan2.1-t2v-1.3b" in err.value.message + repr(model)
+    assert "allowed:" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda: ditmeter.analyze("wan2.1-t2v-1.3b", "w001-tiny", {"model": "wan2.1-t2v-14b"}), "model"),
+        (lambda: ditmeter.analyze("wan2.1-t2v-1.3b", "w001-tiny", ["workload=w002-512p"]), "workload"),
+        (lambda: ditmeter.analyze("wan2.1-t2v-1.3b", "w001-tiny", {"output_root": "x"}), "output_root"),
+        (lambda: ditmeter.predict("wan2.1-t2v-1.3b", "w001-tiny", "h100-sxm", {"device": "h20"}), "device"),
+        (lambda: ditmeter.predict("wan2.1-t2v-1.3b", "w001-tiny", "h100-sxm", ["+device=h20"]), "device"),
+        (lambda: ditmeter.trace("wan2.1-t2v-1.3b", "w001-tiny", {"model": "wan2.1-t2v-14b"}), "model"),
+        (lambda: ditmeter.ingest("t.json", "wan2.1-t2v-1.3b", "w001-tiny", {"trace": "u.json"}), "trace"),
+        (lambda: ditmeter.sweep({"device": "h100-sxm", "output_root": "x"}), "output_root"),
+    ],
+)
+def test_overrides_may_not_set_an_argument_again(call: object, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        call()  # type: ignore[operator]
+    assert err.value.field == field and "argument" in err.value.message
+
+
+def test_overrides_may_edit_the_argument_they_do_not_replace() -> None:
+    p = ditmeter.predict("wan2.1-t2v-1.3b", "w001-tiny", "h100-sxm", {"device.efficiency": 0.5})
+    assert p.time is not None and (p.time["device"], p.time["efficiency"]) == ("h100-sxm", 0.5)
+
+
+@pytest.mark.parametrize("overrides", [5, "device=h100-sxm", b"x", {5: 1}, {"": 1}, ["=1"], [5], {"+": 1}])
+def test_overrides_of_the_wrong_shape_are_refused_naming_them(overrides: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        ditmeter.analyze("wan2.1-t2v-1.3b", "w001-tiny", overrides)  # type: ignore[arg-type]
+    assert err.value.field == "overrides" and repr(overrides) in err.value.message + repr(overrides)
+
+
+@pytest.mark.parametrize(
+    ("output_root", "field"), [(None, "output_root"), (5, "output_root"), ("", "output_root")]
+)
+def test_diff_refuses_an_output_root_that_is_no_path(output_root: object, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        ditmeter.diff("a", "b", output_root=output_root)  # type: ignore[arg-type]
+    assert err.value.field == field and "path" in err.value.message
+
+
+def test_diff_names_what_a_run_is_and_hints_only_runs_it_reads(tmp_path: Path) -> None:
+    ditmeter.analyze("wan2.1-t2v-1.3b", "w001-tiny", ["run_id=a"], output_root=tmp_path)
+    ditmeter.analyze("wan2.1-t2v-1.3b", "w001-tiny", ["run_id=b"], output_root=tmp_path)
+    ditmeter.diff("a", "b", output_root=tmp_path, write=True)  # a diff run
+    ditmeter.sweep(
+        {"model": "wan2.1-t2v-1.3b", "workload": "w001-tiny", "device": "h100-sxm", "run_id": "s"},
+        output_root=tmp_path,
+    )
+    (tmp_path / "junk").mkdir()  # not a run
+    (diff_run,) = [p.name for p in tmp_path.iterdir() if p.name not in ("a", "b", "s", "junk")]
+    for ref, command in (("s", "sweep"), (diff_run, "diff")):
+        with pytest.raises(ConfigError) as err:
+            ditmeter.diff(ref, "a", output_root=tmp_path)
+        assert err.value.field == "RUN_A" and "no run" not in err.value.message
+        assert f"a {command} run" in err.value.message and "report.json" in err.value.message
+    with pytest.raises(ConfigError) as err:
+        ditmeter.diff("a", "nope", output_root=tmp_path)
+    assert err.value.field == "RUN_B" and err.value.message.endswith(": a, b")
+    from ditmeter.commands.compare import find_run
+
+    ditmeter.trace("wan2.1-t2v-1.3b", "w001-tiny", {"stages": ["dit"], "run_id": "t"}, output_root=tmp_path)
+    with pytest.raises(ConfigError) as err:
+        find_run(tmp_path, "nope")  # compare's hint: the traced runs only
+    assert err.value.field == "run_id" and err.value.message.endswith("newest traced runs: t")

@@ -58,8 +58,8 @@ def find_run(output_root: Path, run_id: str | None) -> tuple[Path, Path]:
         return traced[-1]
     run = output_root / run_id
     if not run.is_dir():
-        known = [r.name for r in list_runs(output_root)][-5:]
-        hint = f"; newest runs: {', '.join(known)}" if known else ""
+        known = [r.name for r in list_runs(output_root) if _traced_dir(r) is not None][-5:]
+        hint = f"; newest traced runs: {', '.join(known)}" if known else ""
         raise ConfigError("run_id", f"no run {run_id!r} under {output_root}{hint}")
     found = _traced_dir(run)
     if found is None:

@@ -18,7 +18,15 @@ import pandas as pd
 
 from ditmeter.errors import ConfigError
 from ditmeter.reports.diff import DIFF_SCHEMA, RunTables, diff_frame, diff_markdown
-from ditmeter.reports.run_dir import analysis_dir, artifact_dirs, list_runs, new_run_id, staged_run
+from ditmeter.reports.run_dir import (
+    STATIC,
+    analysis_dir,
+    artifact_dirs,
+    list_runs,
+    new_run_id,
+    read_manifest,
+    staged_run,
+)
 from ditmeter.reports.tables import MODULES_SCHEMA, read_table, write_parquet
 
 #: The files a diff run folder holds.
@@ -34,18 +42,42 @@ class DiffResult:
     files: tuple[str, ...]
 
 
+def _report_dir(where: Path) -> Path | None:
+    """``where`` or its artifact folder, whichever holds ``report.json``; None: neither."""
+    if (where / "report.json").is_file():
+        return where
+    return next((d for d in artifact_dirs(where) if (d / "report.json").is_file()), None)
+
+
+def _run_kind(where: Path) -> str | None:
+    """The command that wrote the run folder (or artifact folder) ``where``: its manifest's, else
+    its artifact folder's name (``sweep``, ``diff``); None: no run."""
+    command = read_manifest(where).get("command")
+    if isinstance(command, str):
+        return command
+    if where.parent.name == STATIC:
+        return where.name
+    return next((d.name for d in artifact_dirs(where)), None)
+
+
 def find_artifacts(output_root: Path, ref: str, field: str) -> Path:
     """The artifact folder (holding ``report.json``) of the run ``ref`` names: a run id under
     ``output_root``, a run folder or an artifact folder."""
-    for where in (Path(ref), output_root / ref):
-        if (where / "report.json").is_file():
-            return where
-        if where.is_dir():
-            for d in artifact_dirs(where):
-                if (d / "report.json").is_file():
-                    return d
-    known = [r.name for r in list_runs(output_root)][-3:]
-    hint = f"; newest runs: {', '.join(known)}" if known else ""
+    places = [w for w in (Path(ref), output_root / ref) if w.is_dir()]
+    for where in places:
+        found = _report_dir(where)
+        if found is not None:
+            return found
+    for where in places:
+        kind = _run_kind(where)
+        if kind is not None:
+            raise ConfigError(
+                field,
+                f"{ref!r} is a {kind} run ({where}) and has no report.json; diff compares runs that "
+                "wrote one (report, trace, profile, ingest)",
+            )
+    readable = [r.name for r in list_runs(output_root) if _report_dir(r) is not None][-3:]
+    hint = f"; newest runs with a report.json: {', '.join(readable)}" if readable else ""
     raise ConfigError(field, f"{ref!r} is no run under {output_root} nor a run folder{hint}")
 
 
