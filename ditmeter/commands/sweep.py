@@ -95,7 +95,7 @@ def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepRe
             except ConfigError as exc:
                 raise at_point(point, exc) from exc
     with steps("table"):
-        frame, schema = sweep_frame(g.axes, evaluated, plans, [c.parallel.gpus for c in cfgs])
+        frame, schema = sweep_frame(g.axes, evaluated, plans, [c.parallel.gpus for c in cfgs], g.constants)
     first = cfgs[0]
     return SweepResult(
         frame,

@@ -69,6 +69,11 @@ class Axis:
         return value if isinstance(value, str) else self.texts[i]
 
     @property
+    def boolean(self) -> bool:
+        """Every value a boolean: a bool column, not the strings "true" and "false"."""
+        return all(isinstance(v, bool) for v in self.values)
+
+    @property
     def device_side(self) -> bool:
         return self.key.split(".", 1)[0] in DEVICE_SIDE
 
@@ -83,6 +88,19 @@ class Grid:
     @property
     def size(self) -> int:
         return math.prod(len(a.texts) for a in self.axes)
+
+    @property
+    def constants(self) -> tuple[Axis, ...]:
+        """The fixed overrides as one-value axes, the columns they give the table (the run folder's
+        ``output_root`` and ``run_id`` and deletions ``~key`` left out)."""
+        out = []
+        for item in self.fixed:
+            o = _parse_override(item)
+            key = str(o.key_or_group)
+            if key not in RUN_KEYS and not o.is_delete():
+                prefix = item[: len(item) - len(item.lstrip("+"))]
+                out.append(Axis(key, prefix, (_text(o.value()),), (o.value(),)))
+        return tuple(out)
 
     def points(self) -> Iterator[dict[str, str]]:
         for combo in itertools.product(*(a.texts for a in self.axes)):

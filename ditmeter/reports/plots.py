@@ -319,32 +319,57 @@ def memory_timeline_png(analysis: Analysis, device: DeviceSpec | None, path: Pat
     _save(fig, path)
 
 
+#: One look per strategy (marker, line style, marker size): lines that coincide (Ulysses and Ring
+#: where both cost the same) stay visible, a dashed line over a solid one, hollow markers nested.
+_LOOKS: tuple[tuple[str, Any, float], ...] = (
+    ("o", "-", 9.0),
+    ("s", "--", 6.5),
+    ("^", ":", 5.0),
+    ("D", "-.", 4.0),
+    ("v", (0, (5, 1, 1, 1)), 7.0),
+    ("P", (0, (1, 2)), 5.5),
+)
+
+
 def scaling_png(scaling: pd.DataFrame, device: DeviceSpec, title: str, path: Path) -> None:
     """Seconds per video and peak memory per GPU against the GPU count, one line per strategy,
     the device's capacity as a line; ideal scaling (1 GPU's time / n) dotted."""
+    gpus_png(scaling, device.display_name, device.memory_bytes, title, path)
+
+
+def gpus_png(scaling: pd.DataFrame, device: str, capacity_bytes: int, title: str, path: Path) -> None:
+    """:func:`scaling_png` of a frame with ``strategy``, ``gpus``, ``per_video_s`` and
+    ``peak_per_gpu_bytes`` on the device named ``device`` holding ``capacity_bytes``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (time_ax, mem_ax) = plt.subplots(1, 2, figsize=(11, 4.2), layout="tight")
-    for name, rows in scaling.groupby("strategy", sort=False):
+    for i, (name, rows) in enumerate(scaling.groupby("strategy", sort=False)):
         rows = rows.sort_values("gpus")
-        time_ax.plot(rows["gpus"], rows["per_video_s"], marker="o", label=str(name))
-        mem_ax.plot(rows["gpus"], rows["peak_per_gpu_bytes"] / 2**30, marker="o", label=str(name))
+        marker, ls, size = _LOOKS[i % len(_LOOKS)]
+        look = {
+            "marker": marker,
+            "ls": ls,
+            "ms": size,
+            "mfc": "none",
+            "color": f"C{i % 10}",
+            "label": str(name),
+        }
+        time_ax.plot(rows["gpus"], rows["per_video_s"], **look)
+        mem_ax.plot(rows["gpus"], rows["peak_per_gpu_bytes"] / 2**30, **look)
     one = scaling.loc[scaling["gpus"] == 1, "per_video_s"]
+    gpus = sorted(scaling["gpus"].unique())
     if len(one):
-        gpus = sorted(scaling["gpus"].unique())
-        time_ax.plot(gpus, [float(one.iloc[0]) / n for n in gpus], "k:", label="ideal (1 GPU / n)")
+        time_ax.plot(gpus, [float(one.iloc[0]) / n for n in gpus], "k:", lw=0.8, label="ideal (1 GPU / n)")
     for ax in (time_ax, mem_ax):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(scaling["gpus"].unique()), [str(n) for n in sorted(scaling["gpus"].unique())])
+        ax.set_xticks(gpus, [str(n) for n in gpus])
         ax.set_xlabel("GPUs")
     time_ax.set_yscale("log")
-    time_ax.set_ylabel(f"seconds per video ({device.display_name})")
-    mem_ax.axhline(
-        device.memory_bytes / 2**30, color="k", linestyle="--", label=f"{device.display_name} memory"
-    )
+    time_ax.set_ylabel(f"seconds per video ({device})")
+    mem_ax.axhline(capacity_bytes / 2**30, color="k", linestyle="--", label=f"{device} memory")
     mem_ax.set_ylabel("peak GiB per GPU")
     time_ax.legend(fontsize=8)
     mem_ax.legend(fontsize=8)

@@ -1,10 +1,13 @@
-"""``time_vs_frames.png``, ``time_vs_resolution.png`` and ``category_share.png`` of a sweep.
+"""``time_vs_frames.png``, ``time_vs_resolution.png``, ``category_share.png`` and, over plans
+on several GPU counts, ``time_vs_gpus.png`` of a sweep.
 
 The two time plots draw the predicted seconds per video of one line per device × model × resolution
 (or × frame count) against the frame count (or the pixels of a frame): colour names the device, the
 line style the model, the marker the third key. Swept keys a plot does not draw (``time.mode``,
 ``device.efficiency``…) are held at their first value, said in the title. A plot whose x does not
-vary in the sweep shows every point's time instead, so a sweep of any shape gets three plots.
+vary in the sweep shows every point's time instead, each point named by its swept values, so a
+sweep of any shape gets three plots. ``time_vs_gpus.png`` draws the time and the peak memory per GPU
+of each plan family (Ulysses, Ring, their FSDP flags) against the GPU count.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from ditmeter.reports.sweep_table import as_written
+
 PLOTS = ("time_vs_frames.png", "time_vs_resolution.png", "category_share.png")
 #: Columns that identify a point's model, workload and device (always in a sweep's table).
 _DRAWN = ("device", "model", "workload", "workload.num_frames", "workload.height", "workload.width")
@@ -22,6 +27,12 @@ _STYLES: tuple[Any, ...] = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (
 #: Values of the third key drawn at most (first, middle, last when there are more).
 _THIRD = 4
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+#: Points named on the x axis of a plot of every point at the most (every n-th beyond).
+_NAMED_POINTS = 40
+#: A plan's degrees and flags (``parallel.*``), as its family is named.
+_DEGREES = {"parallel.ulysses": "Ulysses", "parallel.ring": "Ring", "parallel.cfg": "CFG"}
+_FLAGS = {"parallel.dit_fsdp": "DiT FSDP", "parallel.t5_fsdp": "T5 FSDP"}
+GPUS_PLOT = "time_vs_gpus.png"
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -59,11 +70,24 @@ def _legends(ax: Any, styles: dict[str, dict[Any, Any]], titles: Sequence[str]) 
         y -= 0.06 + 0.035 * len(values)
 
 
-def _by_point(ax: Any, frame: pd.DataFrame) -> None:
-    """Every point's predicted time per video, by device: what a sweep without the x axis shows."""
+def point_labels(frame: pd.DataFrame, axis_keys: Sequence[str]) -> list[str]:
+    """Each point's swept values that vary, ``ulysses=2 dit_fsdp=true`` (the key's last part)."""
+    varying = [k for k in axis_keys if k in frame and frame[k].nunique() > 1]
+    return [
+        " ".join(f"{k.rsplit('.', 1)[-1]}={as_written(v)}" for k, v in zip(varying, values, strict=True))
+        for values in frame[varying].itertuples(index=False)
+    ]
+
+
+def _by_point(ax: Any, frame: pd.DataFrame, axis_keys: Sequence[str]) -> None:
+    """Every point's predicted time per video, by device, each point named by its swept values: what
+    a sweep without the x axis shows."""
     for i, (device, rows) in enumerate(frame.groupby("device", sort=False)):
         ax.scatter(rows.index, rows["per_video_s"], s=14, color=f"C{i % 10}", label=str(device))
-    ax.set_xlabel("point (row of sweep.parquet)")
+    step = max(1, -(-len(frame) // _NAMED_POINTS))  # at most _NAMED_POINTS names
+    ax.set_xticks(frame.index[::step], point_labels(frame, axis_keys)[::step], rotation=30, ha="right")
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("point of the sweep (its swept values)")
     ax.legend(fontsize=7, loc="best")
 
 
@@ -89,7 +113,7 @@ def time_png(
     fig, (ax, side) = plt.subplots(1, 2, figsize=(12, 6), width_ratios=(5, 1), layout="tight")
     if sub[x].nunique() < 2:
         fig.delaxes(side)
-        _by_point(ax, data)
+        _by_point(ax, data, axis_keys)
         ax.set_title(f"predicted time per video of every point ({xlabel} not swept)", fontsize=10)
     else:
         styles: dict[str, dict[Any, Any]] = {"color": {}, "linestyle": {}, "marker": {}}
@@ -136,8 +160,38 @@ def share_png(frame: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
+def plan_families(frame: pd.DataFrame) -> pd.DataFrame:
+    """The points by plan family (its degrees and flags: ``Ulysses + DiT FSDP + T5 FSDP``):
+    ``strategy``, ``gpus``, ``per_video_s`` and ``peak_per_gpu_bytes``, the one-GPU point first
+    in every family (a family's line starts where one GPU is)."""
+    named = []
+    for _, row in frame.iterrows():
+        degrees = [name for key, name in _DEGREES.items() if key in frame and int(row[key]) > 1]
+        flags = [name for key, name in _FLAGS.items() if key in frame and as_written(row[key]) == "true"]
+        named.append(" + ".join([" × ".join(degrees) or "one GPU", *flags]))
+    points = frame.assign(strategy=named)[["strategy", "gpus", "per_video_s", "peak_per_gpu_bytes"]]
+    one = points[points["gpus"] == 1].head(1)
+    many = points[points["gpus"] > 1]
+    parts = [
+        pd.concat([one.assign(strategy=name), rows]) for name, rows in many.groupby("strategy", sort=False)
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else many
+
+
+def plans_png(frame: pd.DataFrame, axis_keys: Sequence[str], path: Path) -> None:
+    """Seconds per video and peak memory per GPU against the GPU count, one line per plan family
+    (:func:`plan_families`); swept keys other than ``parallel.*`` held at their first value."""
+    from ditmeter.reports.plots import gpus_png
+
+    sub, note = _held(frame, axis_keys, [k for k in axis_keys if k.startswith("parallel.")])
+    first = sub.iloc[0]
+    title = f"{first['model']} × {first['workload']}: per GPU by plan family{note}"
+    gpus_png(plan_families(sub), str(first["device"]), int(first["device_memory_bytes"]), title, path)
+
+
 def write_plots(frame: pd.DataFrame, axis_keys: Sequence[str], folder: Path) -> tuple[str, ...]:
-    """The three plots of a sweep's table into ``folder``; their file names."""
+    """The three plots of a sweep's table into ``folder``, and with plans on several GPU counts
+    :data:`GPUS_PLOT`; their file names."""
     time_png(frame, axis_keys, "num_frames", "resolution", "frames", folder / PLOTS[0])
     time_png(
         frame,
@@ -148,4 +202,7 @@ def write_plots(frame: pd.DataFrame, axis_keys: Sequence[str], folder: Path) -> 
         folder / PLOTS[1],
     )
     share_png(frame, folder / PLOTS[2])
+    if frame["gpus"].nunique() > 1:
+        plans_png(frame, axis_keys, folder / GPUS_PLOT)
+        return (*PLOTS, GPUS_PLOT)
     return PLOTS

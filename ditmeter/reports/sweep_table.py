@@ -59,10 +59,13 @@ CONVENTION = (
 )
 
 
-def sweep_schema(axis_keys: Sequence[str], stages: Sequence[str], categories: Sequence[str]) -> pa.Schema:
-    """The columns of ``sweep.parquet``: ids and swept keys (strings, as given), the workload's
-    shape, counts (int64, base units), fits, times (float64 seconds; a stage the point's model does
-    not run is null) and the forward's time share by category (fractions summing to 1)."""
+def sweep_schema(
+    axis_keys: Sequence[str], stages: Sequence[str], categories: Sequence[str], booleans: Sequence[str] = ()
+) -> pa.Schema:
+    """The columns of ``sweep.parquet``: ids and the swept and fixed keys (strings, as given;
+    ``booleans`` bool), the workload's shape, counts (int64, base units), fits, times (float64
+    seconds; a stage the point's model does not run is null) and the forward's time share by
+    category (fractions summing to 1)."""
 
     def field(name: str, kind: pa.DataType, nullable: bool = False) -> pa.Field:
         return pa.field(name, kind, nullable=nullable)
@@ -70,7 +73,11 @@ def sweep_schema(axis_keys: Sequence[str], stages: Sequence[str], categories: Se
     return pa.schema(
         [
             *(field(k, pa.string()) for k in ID_COLUMNS),
-            *(field(k, pa.string()) for k in axis_keys if k not in ID_COLUMNS),
+            *(
+                field(k, pa.bool_() if k in booleans else pa.string())
+                for k in axis_keys
+                if k not in ID_COLUMNS
+            ),
             field("time_mode", pa.string()),
             field("attention_backend", pa.string(), nullable=True),
             *(field(k, pa.int64()) for k in (*SHAPE_COLUMNS, *COUNT_COLUMNS)),
@@ -105,6 +112,12 @@ class SweepAxis(Protocol):
     @property
     def device_side(self) -> bool: ...
 
+    @property
+    def values(self) -> tuple[Any, ...]: ...
+
+    @property
+    def boolean(self) -> bool: ...
+
     def label(self, i: int) -> str: ...
 
 
@@ -130,12 +143,14 @@ class _Rows:
 
 def _id_columns(
     axes: Sequence[SweepAxis],
+    constants: Sequence[SweepAxis],
     idx: Sequence[np.ndarray],
     rows: _Rows,
     evaluated: Sequence[Evaluated],
     plans: Sequence[DevicePlan],
 ) -> dict[str, np.ndarray]:
-    """The strings: model, workload, device, each axis as given, the time mode and attention kernel."""
+    """The strings: model, workload, device, each axis and fixed key as given (booleans as bool),
+    the time mode and attention kernel."""
     analyses = [e.analysis for e in evaluated]
     cols: dict[str, np.ndarray] = {
         "model": rows.per_analysis([a.model.name for a in analyses]),
@@ -145,7 +160,12 @@ def _id_columns(
     }
     for i, a in enumerate(axes):
         if a.key not in ID_COLUMNS:
-            cols[a.key] = np.array([a.label(j) for j in range(len(a.texts))], dtype=object)[idx[i]]
+            values = a.values if a.boolean else [a.label(j) for j in range(len(a.texts))]
+            cols[a.key] = np.array(values, dtype=bool if a.boolean else object)[idx[i]]
+    for a in constants:
+        if a.key not in ID_COLUMNS:
+            value = a.values[0] if a.boolean else a.label(0)
+            cols[a.key] = np.full(len(rows.ai), value, dtype=bool if a.boolean else object)
     cols["time_mode"] = rows.per_plan(["predicted" if dp.plan.predicted else "roofline" for dp in plans])
     backends = np.array([e.backend for e in evaluated], dtype=object).reshape(-1, len(plans))
     cols["attention_backend"] = backends[rows.ai, rows.pi]
@@ -177,11 +197,13 @@ def sweep_frame(
     evaluated: Sequence[Evaluated],
     plans: Sequence[DevicePlan],
     gpus: Sequence[int] | None = None,
+    constants: Sequence[SweepAxis] = (),
 ) -> tuple[pd.DataFrame, pa.Schema]:
     """One row per point of the grid ``axes`` span (the last fastest): the analysis of
     ``evaluated`` its analysis-side axes pick, on the one of ``plans`` its device-side axes pick
     (each list in the order of its axes' product); ``gpus`` the GPUs of each analysis's plan
-    (its times then hold ``speedup``, ``parallel_efficiency`` and ``comm_exposed_per_video_s``)."""
+    (its times then hold ``speedup``, ``parallel_efficiency`` and ``comm_exposed_per_video_s``);
+    ``constants`` the fixed keys, a column each."""
     sizes = [len(a.texts) for a in axes]
     size = math.prod(sizes)
     idx = np.unravel_index(np.arange(size), sizes) if sizes else ()
@@ -197,9 +219,13 @@ def sweep_frame(
     stages = _merged_order([[s.name for s in a.stages] for a in analyses])
     found = _merged_order([list(e.shares) for e in evaluated])
     categories = [c for c in CATEGORIES if c in found] + [c for c in found if c not in CATEGORIES]
-    schema = sweep_schema([a.key for a in axes], stages, categories)
+    keyed = [*axes, *(c for c in constants if c.key not in {a.key for a in axes})]
+    booleans = [a.key for a in keyed if a.boolean]
+    schema = sweep_schema([a.key for a in keyed], stages, categories, booleans)
 
-    cols = _id_columns(axes, idx, rows, evaluated, plans) | _count_columns(rows, analyses, plans)
+    cols = _id_columns(axes, keyed[len(axes) :], idx, rows, evaluated, plans) | _count_columns(
+        rows, analyses, plans
+    )
     cols["gpus"] = rows.per_analysis(list(gpus or [1] * len(evaluated)), np.int64)
     absent = np.full(len(plans), np.nan)
     single = {"speedup": np.ones(len(plans)), "parallel_efficiency": np.ones(len(plans))}
@@ -231,6 +257,11 @@ def sweep_metadata(
     }
 
 
+def as_written(value: object) -> str:
+    """A key's value as an override writes it (``true``, not ``True``)."""
+    return str(value).lower() if isinstance(value, bool | np.bool_) else str(value)
+
+
 def ranked_table(frame: pd.DataFrame, axis_keys: Sequence[str], plans: bool, shown: int = 5) -> Table:
     """The ``shown`` fastest and slowest points (every point of a small sweep): the ids and swept
     keys, the predicted seconds per video, with ``plans`` the speedup, the peak memory per GPU and
@@ -249,7 +280,7 @@ def ranked_table(frame: pd.DataFrame, axis_keys: Sequence[str], plans: bool, sho
     ]
     rows = [
         (
-            *(str(row[k]) for k in keys),
+            *(as_written(row[k]) for k in keys),
             seconds(float(row["per_video_s"])),
             *((f"{row['speedup']:.2f}×",) if plans else ()),
             binary_bytes(int(row["peak_per_gpu_bytes"])),
