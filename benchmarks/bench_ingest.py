@@ -6,7 +6,7 @@ torch.profiler with stacks and shapes (as a user records one). Then (a) the
 bare read: ``json.load`` of the trace, the least any reader of it pays; (b) the
 whole ``ditmeter ingest`` through the CLI entry point (read, resolve against
 the model on meta, map, write the run folder). Each is the best of
-``--repeats``. Target: (b) / (a) <= 5. Ratios are printed, never asserted.
+``--repeats``. Target: (b) / (a) <= 5: PASS or FAIL is printed and the script exits 1 on a miss.
 
     .venv/bin/python benchmarks/bench_ingest.py [--layers N] [--forwards N] [--repeats N]
 """
@@ -18,10 +18,11 @@ import contextlib
 import io
 import json
 import resource
+import sys
 import tempfile
 from pathlib import Path
 
-from timing import best  # benchmarks/timing.py: the script's folder is on sys.path
+from timing import Targets, best  # benchmarks/timing.py: the script's folder is on sys.path
 
 TARGET = 5.0
 
@@ -49,7 +50,7 @@ def _record(path: Path, layers: int, forwards: int) -> list[str]:
     return overrides
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -82,11 +83,13 @@ def main() -> None:
     print(f"trace: {args.layers} blocks × {args.forwards} forwards, {events:,} events, {size:.1f} MiB")
     print(f"bare json.load      {a:8.3f} s")
     print(f"ditmeter ingest     {b:8.3f} s   ({events / b:,.0f} events/s)")
+    targets = Targets()
     print(
-        f"ratio ingest / bare {b / a:8.2f}   (target <= {TARGET:g}: {'met' if b / a <= TARGET else 'MISSED'})"
+        f"ratio ingest / bare {b / a:8.2f}   " + targets.verdict("ingest", b / a <= TARGET, f"<= {TARGET:g}")
     )
     print(f"peak RSS            {rss:8.0f} MiB")
+    return targets.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

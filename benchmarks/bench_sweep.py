@@ -7,7 +7,8 @@ grid: the 5 Wan2.1 models × 2 workloads × 10 frame counts (100 analyses) × 10
 device efficiencies (100 devices and plans). ``pipeline=diffusers``: the official FLF2V code
 takes 81 frames only. Prints the points, the seconds, the rate, each step's seconds and
 PASS/FAIL; then the same grid again, once the compositions are cached; then one point checked
-against the expanded prediction of ``report``. Nothing is written.
+against the expanded prediction of ``report``. Nothing is written. Exits 1 if the target is
+missed or the grid is not the 10,000 points it times.
 
     .venv/bin/python benchmarks/bench_sweep.py [--target-s 3]
 """
@@ -15,7 +16,10 @@ against the expanded prediction of ``report``. Nothing is written.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+
+from timing import Targets  # benchmarks/timing.py: the script's folder is on sys.path
 
 from ditmeter.commands.report import analyze
 from ditmeter.commands.sweep import SweepResult, sweep
@@ -44,25 +48,34 @@ def timed(overrides: list[str]) -> tuple[SweepResult, float]:
     return result, time.perf_counter() - start
 
 
-def report(label: str, result: SweepResult, took: float, target_s: float | None) -> None:
+#: The points of :func:`grid` (the module docstring's product).
+POINTS = 10_000
+
+
+def report(label: str, result: SweepResult, took: float, target_s: float | None, targets: Targets) -> None:
     n = len(result.frame)
     verdict = (
-        "" if target_s is None else f"  {'PASS' if took <= target_s else 'FAIL'} (target <= {target_s:g} s)"
+        ""
+        if target_s is None
+        else "  "
+        + targets.verdict(
+            f"{n:,} points", took <= target_s and n == POINTS, f"{POINTS:,} points <= {target_s:g} s"
+        )
     )
     print(f"{label}: {n:,} points in {took:.2f} s = {n / took:,.0f} points/s{verdict}")
     steps = ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items())
     print(f"  {result.analyses} analyses × {result.device_plans} devices and plans; steps: {steps}")
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target-s", type=float, default=3.0)
     args = p.parse_args()
-    overrides = grid()
+    overrides, targets = grid(), Targets()
     result, took = timed(overrides)
-    report("first sweep (cold: Hydra compositions included)", result, took, args.target_s)
+    report("first sweep (cold: Hydra compositions included)", result, took, args.target_s, targets)
     again, took_again = timed(overrides)
-    report("second sweep (compositions cached)", again, took_again, None)
+    report("second sweep (compositions cached)", again, took_again, None, targets)
 
     i = len(result.frame) // 3
     row = result.frame.iloc[i]
@@ -72,8 +85,13 @@ def main() -> None:
     want = prediction.per_video_s
     print(f"spot check {' '.join(point)}:")
     got = float(row["per_video_s"])
-    print(f"  sweep {got:.6f} s, report {want:.6f} s, rel diff {got / want - 1:.1e}")
+    close = abs(got / want - 1) <= 1e-9
+    print(
+        f"  sweep {got:.6f} s, report {want:.6f} s, rel diff {got / want - 1:.1e}  "
+        + targets.verdict("spot check", close, "the same time within 1e-9")
+    )
+    return targets.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -219,3 +219,46 @@ def test_the_per_element_conventions_are_documented_as_the_rules_use_them() -> N
             documented[name] = int(per.split()[0])
     assert {k: documented[k] for k in constants} == constants
     assert set(documented) >= set(ELEMENT_OPS)  # every rule the leaf check counts is documented
+
+
+BENCHMARKS = REPO / "benchmarks"
+
+
+def test_a_missed_benchmark_target_prints_fail_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each benchmark prints PASS or FAIL beside every target and exits 1 on a miss (bench_trace
+    printed 3.9× against its ≤ 3× target and exited 0)."""
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from timing import Targets  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    targets = Targets()
+    assert targets.verdict("fast", True, "<= 3x") == "PASS (target <= 3x)"
+    assert targets.verdict("DiT row", False, "<= 3x") == "FAIL (target <= 3x)"
+    assert targets.finish() == 1
+    assert capsys.readouterr().out == "FAIL: 1 of 2 targets missed: DiT row\n"
+    for script in BENCHMARKS.glob("bench_*.py"):
+        text = script.read_text()
+        assert "targets.verdict(" in text and "return targets.finish()" in text, script.name
+        assert "sys.exit(main())" in text and "never asserted" not in text, script.name
+
+
+def test_the_readme_states_the_sweep_benchmark_grid_it_runs() -> None:
+    """bench_sweep's grid is the product of its axes' lengths; the README and the script's own
+    target say that many points."""
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_sweep  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    points = 1
+    for override in bench_sweep.grid():
+        value = override.partition("=")[2]
+        points *= len(value.strip("[]").split(",")) if value.startswith("[") else 1
+    assert points == bench_sweep.POINTS
+    line = next(line for line in README.splitlines() if "benchmarks/bench_sweep.py" in line)
+    assert f"{points:,} sweep points" in line
