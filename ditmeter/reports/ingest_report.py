@@ -278,7 +278,7 @@ def ingest_png(modules: pd.DataFrame, forward: str, title: str, path: Path) -> N
         ax.barh(y - shift, predicted * scale, height=height, color="#9ecae1", label="predicted")
         for yi, m, p in zip(y, cats["measured_time_s"], predicted, strict=True):
             if p > 0 and m > 0:
-                ax.text(max(m, p) * scale, float(yi), f"  {p / m:.2f}×", va="center", fontsize=9)
+                ax.text(max(m, p) * scale, float(yi), f"  {p / m:.3g}×", va="center", fontsize=9)
     widest = float(max(cats["measured_time_s"].max(), predicted.max())) if len(cats) else 0.0
     if widest > 0:
         ax.set_xlim(0, widest * scale * 1.15)  # room for the ratio labels

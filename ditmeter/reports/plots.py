@@ -9,6 +9,7 @@ its own label) and the legend names them; the ridge is labelled.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -71,34 +72,54 @@ def _named(layers: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([top, memory])
 
 
-def _number_layers(ax: Any, named: pd.DataFrame, total: float) -> list[str]:
-    """One number per named layer, each its own label: a label that would overlap one already placed
-    moves down beside its point (with a leader line), never merging into a "4,5,6" label.
+#: Where a number may sit around its point, tried in turn (degrees: up-right first).
+_ANGLES = (45, 0, 90, 315, 135, 270, 180, 225)
+#: A number's box (points): labels closer than this in both x and y would overlap.
+_LABEL_W, _LABEL_H = 12.0, 11.0
+
+
+def _number_layers(ax: Any, named: pd.DataFrame, total: float, sizes: pd.Series) -> list[str]:
+    """One number per named layer, each its own label, just outside its marker (``sizes``: marker
+    areas in points², by layer): the first free place around the point (up-right, right, up, …),
+    a ring further out when all are taken, with a leader line beyond the first ring; never merged
+    into a "4,5,6" label, never on top of another.
 
     Returns the legend lines naming them.
     """
     names = []
-    placed: list[tuple[float, float]] = []  # label positions in display points
-    to_points = ax.transData
+    placed: list[tuple[float, float]] = []  # label centres in display points
     scale = ax.figure.dpi / 72
     for i, r in enumerate(named.itertuples(), start=1):
         copies = f" ×{r.count}" if r.count > 1 else ""
         names.append(f"{i}. {r.layer}{copies} ({r.bound}): {100 * r.video_s / total:.2g}% of the video")
-        px, py = to_points.transform((r.intensity, r.tflops)) / scale
-        dx, dy = 10.0, 8.0
-        while any(abs(px + dx - x) < 14 and abs(py + dy - y) < 11 for x, y in placed):
-            dy -= 12.0
+        px, py = ax.transData.transform((r.intensity, r.tflops)) / scale
+        edge = 0.71 * float(np.sqrt(sizes[r.Index])) + 6  # half a square marker's diagonal, and a gap
+        for ring in itertools.count():
+            free = [
+                (edge + _LABEL_H * ring) * np.array([np.cos(np.radians(a)), np.sin(np.radians(a))])
+                for a in _ANGLES
+            ]
+            free = [d for d in free if all(_apart(px + d[0] - x, py + d[1] - y) for x, y in placed)]
+            if free:
+                dx, dy = (float(v) for v in free[0])
+                break
         placed.append((px + dx, py + dy))
         ax.annotate(
             str(i),
             (r.intensity, r.tflops),
             xytext=(dx, dy),
             textcoords="offset points",
+            ha="center",
+            va="center",
             fontsize=8,
             fontweight="bold",
-            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"} if dy < 8 else None,
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"} if ring else None,
         )
     return names
+
+
+def _apart(dx: float, dy: float) -> bool:
+    return abs(dx) >= _LABEL_W or abs(dy) >= _LABEL_H
 
 
 def roofline_png(
@@ -190,7 +211,7 @@ def roofline_png(
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    names = _number_layers(ax, _named(layers), total)
+    names = _number_layers(ax, _named(layers), total, sizes)
     for axis in (ax.xaxis, ax.yaxis):  # plain labels: mathtext "10^k" labels are slow to lay out
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_locator(NullLocator())  # minor log ticks: most of the drawing time
