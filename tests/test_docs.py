@@ -224,17 +224,22 @@ def test_the_per_element_conventions_are_documented_as_the_rules_use_them() -> N
 BENCHMARKS = REPO / "benchmarks"
 
 
+def _script_module(folder: Path, name: str) -> Any:
+    """A module of ``benchmarks/`` or ``scripts/`` (folders on ``sys.path`` only when run as scripts)."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))
+
+
 def test_a_missed_benchmark_target_prints_fail_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     """Each benchmark prints PASS or FAIL beside every target and exits 1 on a miss (bench_trace
     printed 3.9× against its ≤ 3× target and exited 0)."""
-    import sys
-
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from timing import Targets  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    targets = Targets()
+    targets = _script_module(BENCHMARKS, "timing").Targets()
     assert targets.verdict("fast", True, "<= 3x") == "PASS (target <= 3x)"
     assert targets.verdict("DiT row", False, "<= 3x") == "FAIL (target <= 3x)"
     assert targets.finish() == 1
@@ -248,13 +253,7 @@ def test_a_missed_benchmark_target_prints_fail_and_exits_1(capsys: pytest.Captur
 def test_the_readme_states_the_sweep_benchmark_grid_it_runs() -> None:
     """bench_sweep's grid is the product of its axes' lengths; the README and the script's own
     target say that many points."""
-    import sys
-
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_sweep  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    bench_sweep = _script_module(BENCHMARKS, "bench_sweep")
     points = 1
     for override in bench_sweep.grid():
         value = override.partition("=")[2]
@@ -262,3 +261,15 @@ def test_the_readme_states_the_sweep_benchmark_grid_it_runs() -> None:
     assert points == bench_sweep.POINTS
     line = next(line for line in README.splitlines() if "benchmarks/bench_sweep.py" in line)
     assert f"{points:,} sweep points" in line
+
+
+def test_the_readme_outputs_are_what_the_commands_print_now() -> None:
+    """Every README block marked ``<!-- output: ditmeter … -->`` of a cheap command (report,
+    validate, sweep) is what the command prints today (``scripts/readme_outputs.py --write``
+    regenerates them; the seconds a run took are normalised)."""
+    readme_outputs = _script_module(REPO / "scripts", "readme_outputs")
+    lines = README.splitlines()
+    marked = readme_outputs.blocks(lines)
+    assert len(marked) >= 6 and any("measured_video_s=1800" in c.shown for b in marked for c in b.commands)
+    stale = readme_outputs.differing(lines, only=("report", "validate", "sweep"))
+    assert not stale, [f"README.md:{b.start}: {b.commands[0].shown}" for b, _ in stale]
