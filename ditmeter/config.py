@@ -219,11 +219,36 @@ def _key(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
+_MAX_DIGITS = 4300  # Python's default int_max_str_digits
+_LONG_NUMBER = re.compile(rf"\d{{{_MAX_DIGITS + 1},}}")
+_MAX_NESTING = 16
+
+
+def _nesting(value: str) -> int:
+    """How deep the brackets and braces of an override's value nest."""
+    depth = deepest = 0
+    for char in value:
+        depth += (char in "[{") - (char in "]}")
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def check_parsable(override: str) -> None:
+    """Refuse a value Hydra's parser cannot take: an integer past Python's digit limit (its int()
+    raises) or brackets nested past :data:`_MAX_NESTING` (it recurses once per level)."""
+    key, _, value = override.partition("=")
+    if _LONG_NUMBER.search(value):
+        raise ConfigError(_key(key), f"a number of more than {_MAX_DIGITS:,} digits; no key takes one")
+    if _nesting(value) > _MAX_NESTING:
+        raise ConfigError(_key(key), f"nested {_nesting(value):,} deep; at most {_MAX_NESTING} levels")
+
+
 def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
     """Group choices that exist, top-level keys that exist and that the command uses."""
     for item in overrides:
         key, sep, value = item.partition("=")
         name = key.lstrip("+~")
+        check_parsable(item)
         if not name:
             raise ConfigError("overrides", f"{item!r} has no key; give KEY=VALUE (workload.num_frames=33)")
         if sep and name in GROUPS and value not in choices(name):

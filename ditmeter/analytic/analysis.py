@@ -200,9 +200,10 @@ class Analysis:
             values["bytes_read + bytes_written"] = cost.moved_bytes
             for field, value in values.items():
                 if value > INT64_MAX:
+                    shown = f"{value:.3g}" if value < 1e300 else "above 1e300"  # float() overflows past
                     raise ConfigError(
                         "workload",
-                        f"{field} of {where} would be {value:.3g}, more than an int64 column holds "
+                        f"{field} of {where} would be {shown}, more than an int64 column holds "
                         f"({INT64_MAX:.3g}); shrink workload.num_frames, height, width, batch_size or "
                         "num_inference_steps",
                     )

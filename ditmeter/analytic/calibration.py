@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import yaml
 
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.kernels import Curve, KernelTable
 from ditmeter.errors import ConfigError
+from ditmeter.files import load_yaml
 from ditmeter.validate import parse
 
 #: The ``kind`` a calibration file declares (refuses other YAML passed by mistake).
@@ -34,11 +34,7 @@ VERSION = 1
 
 def read_calibration(path: Path) -> tuple[DeviceSpec, KernelTable]:
     """The device and kernel table of a calibration file; errors name ``calibration`` or the field."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else type(exc).__name__
-        raise ConfigError("calibration", f"cannot read {path} ({reason})") from None
+    raw = load_yaml(path, "calibration")
     if not isinstance(raw, dict) or raw.get("kind") != KIND:
         raise ConfigError(
             "calibration",

@@ -17,6 +17,7 @@ import attrs
 import pandas as pd
 
 from ditmeter.errors import ConfigError
+from ditmeter.files import load_json
 from ditmeter.reports.diff import DIFF_SCHEMA, RunTables, diff_frame, diff_markdown
 from ditmeter.reports.run_dir import (
     STATIC,
@@ -63,7 +64,10 @@ def _run_kind(where: Path) -> str | None:
 def find_artifacts(output_root: Path, ref: str, field: str) -> Path:
     """The artifact folder (holding ``report.json``) of the run ``ref`` names: a run id under
     ``output_root``, a run folder or an artifact folder."""
-    places = [w for w in (Path(ref), output_root / ref) if w.is_dir()]
+    try:
+        places = [w for w in (Path(ref), output_root / ref) if w.is_dir()]
+    except OSError as exc:  # a path longer than the OS allows
+        raise ConfigError(field, f"cannot read {ref[:200]!r}: {exc.strerror or exc}") from None
     for where in places:
         found = _report_dir(where)
         if found is not None:
@@ -83,10 +87,7 @@ def find_artifacts(output_root: Path, ref: str, field: str) -> Path:
 
 def read_run(folder: Path, field: str) -> RunTables:
     """A run's ``report.json`` and ``modules.parquet``; a missing or corrupt file names ``field``."""
-    try:
-        report: Any = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(field, f"cannot read {folder / 'report.json'}: {exc}") from None
+    report: Any = load_json(folder / "report.json", field)
     needed = ("run_id", "model", "workload", "pipeline", "totals", "stages", "categories")
     if not isinstance(report, dict) or any(k not in report for k in needed):
         raise ConfigError(

@@ -34,6 +34,7 @@ from ditmeter.compare.mapping import NodeInfo, assign
 from ditmeter.compare.names import NameTable
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
+from ditmeter.files import TRACE_LIMIT_BYTES, regular_file
 from ditmeter.models.family import IngestStage, ModuleTable
 from ditmeter.reports.device_report import DeviceView, stage_times
 from ditmeter.reports.ingest_report import (
@@ -81,8 +82,7 @@ def _read(cfg: RunConfig, stages: Sequence[IngestStage]) -> TraceEvents:
         raise ConfigError(
             "trace", "missing: give trace=PATH, a torch.profiler Chrome trace (.json or .json.gz)"
         )
-    if not path.is_file():
-        raise ConfigError("trace", f"no such file: {path}")
+    regular_file(path, "trace", TRACE_LIMIT_BYTES)  # a device, FIFO or folder is not "no such file"
     frames = {s.frame: s.classes[0] for s in stages if s.frame is not None}
     try:
         events = read_trace(path, frames)

@@ -33,7 +33,17 @@ from ditmeter.analytic.batch_timing import DevicePlan
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.timing import TimePlan
 from ditmeter.analytic.workload import PIPELINES, parse_workload
-from ditmeter.config import COMMAND_KEYS, GROUPS, RunConfig, TimeOptions, TopLevel, choices, load, time_plan
+from ditmeter.config import (
+    COMMAND_KEYS,
+    GROUPS,
+    RunConfig,
+    TimeOptions,
+    TopLevel,
+    check_parsable,
+    choices,
+    load,
+    time_plan,
+)
 from ditmeter.errors import ConfigError
 from ditmeter.validate import parse
 
@@ -120,6 +130,7 @@ def _parse_override(item: str) -> Any:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    check_parsable(item)
     try:
         return OverridesParser.create().parse_overrides([item])[0]
     except HydraException as exc:

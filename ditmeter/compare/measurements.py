@@ -21,9 +21,9 @@ from typing import Any
 
 import attrs
 import pandas as pd
-import yaml
 
 from ditmeter.errors import ConfigError
+from ditmeter.files import load_yaml
 
 #: What a point's seconds cover.
 TIMED = ("video", "per_step", "denoise")
@@ -55,16 +55,7 @@ class Point:
 
 
 def _read(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError("validate.data", f"{path} is not a regular file")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ConfigError("validate.data", f"{path} is larger than {MAX_FILE_BYTES:,} bytes")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError(
-            "validate.data", f"{path} is not readable YAML: {str(exc).splitlines()[0]}"
-        ) from None
+    return load_yaml(path, "validate.data", MAX_FILE_BYTES)
 
 
 #: Keys a point's ``settings`` may not give: the point's own fields say them, or they are the run's.
@@ -140,10 +131,15 @@ def _point(raw: Any, source: str, path: Path) -> Point:
 
 def load_points(folder: Path) -> list[Point]:
     """Every point of every ``*.yaml`` in ``folder`` (sorted by file name), ids unique."""
-    if not folder.is_dir():
+    try:
+        files = sorted(folder.glob("*.yaml")) if folder.is_dir() else None
+    except OSError as exc:  # a path longer than the OS allows, a folder that cannot be listed
+        reason = exc.strerror or exc
+        raise ConfigError("validate.data", f"cannot read {str(folder)[:200]}: {reason}") from None
+    if files is None:
         raise ConfigError("validate.data", f"{folder} is not a folder of measurement files")
     points: list[Point] = []
-    for path in sorted(folder.glob("*.yaml")):
+    for path in files:
         data = _read(path)
         if not isinstance(data, dict) or not isinstance(data.get("points"), list):
             raise ConfigError("validate.data", f"{path.name} must hold source: and points: [...]")

@@ -25,6 +25,7 @@ from ditmeter.analytic.cost import COST_FIELDS
 from ditmeter.analytic.timing import KERNEL_CLASS, ZERO, Prediction, Timing
 from ditmeter.analytic.tree import ModuleRow
 from ditmeter.errors import ConfigError
+from ditmeter.files import TABLE_LIMIT_BYTES, regular_file
 
 CONVENTION = (
     "FLOPs: 2 per multiply-add. tensor_flops = matmul/conv/attention-core FLOPs without bias "
@@ -205,6 +206,7 @@ def read_table(path: Path, schema: pa.Schema, field: str) -> tuple[pd.DataFrame,
     (the key that pointed at the run) and the file."""
     if not path.is_file():
         raise ConfigError(field, f"{path} is not a file")
+    regular_file(path, field, TABLE_LIMIT_BYTES)
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files

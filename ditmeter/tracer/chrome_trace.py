@@ -9,12 +9,12 @@ in microseconds.
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
-import zlib
 from pathlib import Path
 from typing import Any
+
+from ditmeter.errors import ConfigError
+from ditmeter.files import TRACE_LIMIT_BYTES, load_json
 
 #: Event categories of device work: what a GPU ran.
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
@@ -42,14 +42,12 @@ def timed(i: int, e: Any) -> tuple[float, float]:
 
 def load_trace(path: Path) -> Any:
     """The parsed JSON of a Chrome trace; gzip-compressed when the file starts with gzip's magic
-    bytes (``trace.json.gz``, as ``tensorboard_trace_handler(use_gzip=True)`` writes it)."""
+    bytes (``trace.json.gz``, as ``tensorboard_trace_handler(use_gzip=True)`` writes it). A regular
+    file of at most :data:`~ditmeter.files.TRACE_LIMIT_BYTES`, also once decompressed."""
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        return json.loads(raw.decode("utf-8"))
-    except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip.BadGzipFile, UnicodeError: these
-        raise TraceFormatError(f"cannot read {path} as JSON: {exc}") from exc
+        return load_json(path, "trace", TRACE_LIMIT_BYTES)
+    except ConfigError as exc:  # the callers name their own key (trace=, profile.trace=)
+        raise TraceFormatError(exc.message) from None
 
 
 def complete_events(data: Any, path: Path) -> list[dict[str, Any]]:

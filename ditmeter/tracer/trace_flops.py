@@ -28,6 +28,8 @@ from typing import Any
 
 #: Ops counted with another op's formula (same arguments, same maths).
 _ALIASES = {"_scaled_dot_product_flash_attention_for_cpu": "_scaled_dot_product_flash_attention"}
+#: The longest Concrete Inputs entry parsed (a stride, padding or dilation list is a few characters).
+_MAX_LITERAL = 1000
 _CONVOLUTIONS = frozenset({"convolution", "_convolution"})
 #: Registered formulas that need the op's outputs (``get_raw``), which a trace does not hold.
 _NEED_OUTPUTS = frozenset(
@@ -60,12 +62,24 @@ def counted(name: str) -> bool:
 
 
 def _ints(text: Any) -> list[int] | None:
-    """``"[1, 2]"`` → [1, 2] (a Concrete Inputs entry)."""
-    try:
-        value = ast.literal_eval(text) if isinstance(text, str) and text else None
-    except (ValueError, SyntaxError):
+    """``"[1, 2]"`` → [1, 2] (a Concrete Inputs entry); None for anything else (another literal, a
+    list holding other than ints, text nested too deeply or with an over-long integer)."""
+    if not isinstance(text, str) or not text or len(text) > _MAX_LITERAL:
         return None
-    return [int(v) for v in value] if isinstance(value, list | tuple) else None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(value, list | tuple) or not all(type(v) is int for v in value):
+        return None
+    return list(value)
+
+
+def _shape(dims: Any) -> list[int] | None:
+    """A recorded tensor shape (a non-empty list of sizes >= 0); None for a scalar or anything else."""
+    if not isinstance(dims, list) or not dims or not all(type(d) is int and d >= 0 for d in dims):
+        return None
+    return dims
 
 
 def _conv_out(dims: Sequence[Any], concrete: Sequence[Any]) -> list[int] | None:
@@ -73,17 +87,21 @@ def _conv_out(dims: Sequence[Any], concrete: Sequence[Any]) -> list[int] | None:
     transposed, …)`` from the trace's shapes and scalars; None when transposed or unreadable."""
     if len(dims) < 7 or len(concrete) < 7 or str(concrete[6]).lower() != "false":
         return None
-    x, w = dims[0], dims[1]
-    spatial = len(x) - 2
+    x, w = _shape(dims[0]), _shape(dims[1])
     stride, padding, dilation = (_ints(concrete[i]) for i in (3, 4, 5))
-    if not x or not w or stride is None or padding is None or dilation is None or spatial < 1:
+    if x is None or w is None or stride is None or padding is None or dilation is None:
         return None
-    expand = [v if len(v) == spatial else v * spatial for v in (stride, padding, dilation)]
+    spatial = len(x) - 2
+    expand = [v * spatial if len(v) == 1 else v for v in (stride, padding, dilation)]
+    if spatial < 1 or len(w) != len(x) or any(len(v) != spatial for v in expand):
+        return None
+    if min(expand[0]) < 1 or min(expand[1]) < 0 or min(expand[2]) < 1:
+        return None
     out = [
         (x[2 + i] + 2 * expand[1][i] - expand[2][i] * (w[2 + i] - 1) - 1) // expand[0][i] + 1
         for i in range(spatial)
     ]
-    return [x[0], w[0], *out]
+    return [x[0], w[0], *out] if min(out) > 0 else None
 
 
 def op_flops(name: str, args: dict[str, Any]) -> int | None:
@@ -94,8 +112,9 @@ def op_flops(name: str, args: dict[str, Any]) -> int | None:
     dims = args.get("Input Dims")
     if formula is None or not isinstance(dims, list):
         return None
-    concrete = args.get("Concrete Inputs") or []
-    shapes: list[Any] = [list(d) if isinstance(d, list) and d else None for d in dims]
+    concrete = args.get("Concrete Inputs")
+    concrete = concrete if isinstance(concrete, list) else []
+    shapes: list[Any] = [_shape(d) for d in dims]
     out: list[int] | None = None
     if op in _CONVOLUTIONS:
         out = _conv_out(dims, concrete)
@@ -107,6 +126,6 @@ def op_flops(name: str, args: dict[str, Any]) -> int | None:
             shapes.pop()
     try:
         flops = formula(*shapes, out_val=out)  # torch's shape_wrapper takes the output as out_val
-    except (TypeError, ValueError, IndexError, AttributeError):
+    except (TypeError, ValueError, IndexError, AttributeError, KeyError, ArithmeticError, RecursionError):
         return None
     return int(flops) if isinstance(flops, int | float) and math.isfinite(flops) else None
