@@ -9,10 +9,12 @@ import argparse
 import contextlib
 import io
 import os
+import signal
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn, cast
@@ -23,6 +25,7 @@ from ditmeter import __version__
 from ditmeter.errors import ConfigError
 
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a process SIGTERM ended
 
 def _commands() -> list[tuple[str, str, str, str]]:
     """(name, one-line summary, description, epilog) of every subcommand; the file lists and the
@@ -396,19 +399,45 @@ def _output_root(argv: list[str]) -> Path:
     return Path(given[-1] if given and given[-1] else "tmp/profile-output")
 
 
-def _crash_log(argv: list[str]) -> Path:
-    """Write the traceback of an internal error to a log in the output root (or the temp dir)."""
+def _crash_log(argv: list[str]) -> str:
+    """Write the traceback of an internal error to a log in the output root (or, where that cannot
+    be written, the temp dir); where it went, said so."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     text = f"ditmeter {__version__} {' '.join(argv)}\n{traceback.format_exc()}"
-    for folder in (_output_root(argv), Path(tempfile.gettempdir())):
+    root = _output_root(argv)
+    for folder in (root, Path(tempfile.gettempdir())):
         path = folder / f"ditmeter-error-{stamp}-{os.getpid()}.log"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-            return path
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the path
             continue
-    return Path("(the traceback could not be written anywhere)")
+        return str(path) if folder == root else f"{path} (output_root {str(root)[:200]} is unusable)"
+    return f"no file: neither output_root {str(root)[:200]} nor {tempfile.gettempdir()} can be written"
+
+
+class _Terminated(BaseException):
+    """SIGTERM (``timeout``, job schedulers), raised where the run is, so it unwinds as Ctrl-C does."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not break the clean-up
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`_Terminated` (only the main thread can set a
+    handler; elsewhere, as under a thread pool, the default stays)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 _COMMANDS = {
@@ -427,7 +456,8 @@ _COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status: 0 ok, 1 gate failed, 2 bad input or unusable
     environment (one line on stderr naming the field or path, nothing written), 3 internal error
-    (one line on stderr saying where the traceback was logged)."""
+    (one line on stderr saying where the traceback was logged); Ctrl-C 130 and SIGTERM 143, one
+    line, the run's staging folder removed."""
     argv = list(sys.argv[1:] if argv is None else argv)
     out = _Stdout(sys.stdout)
     # markup=False: names and paths from the user print as written ("w001-tiny[batch_size=2]").
@@ -444,14 +474,18 @@ def main(argv: list[str] | None = None) -> int:
         file=cast(IO[str], _Stdout(sys.stderr)), markup=False, highlight=False, soft_wrap=True, width=10_000
     )
     try:
-        args = _parser().parse_args(argv)
-        status = _COMMANDS[args.command](args.overrides, console)
+        with _sigterm_unwinds():
+            args = _parser().parse_args(argv)
+            status = _COMMANDS[args.command](args.overrides, console)
     except ConfigError as exc:
         err.print(f"ditmeter: error: {exc}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         err.print("ditmeter: interrupted; nothing was published")
         return 130
+    except _Terminated:
+        err.print("ditmeter: terminated (SIGTERM); nothing was published")
+        return EXIT_TERMINATED
     except Exception as exc:  # the contract: a crash is exit 3 with its traceback in a log, never a dump
         log = _crash_log(argv)
         what = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import platform
 import socket
-import tempfile
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +36,7 @@ from ditmeter.analytic.tree import walk
 from ditmeter.commands.progress import Progress, no_progress
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
+from ditmeter.files import check_output_file, write_atomically
 
 
 @attrs.frozen
@@ -162,9 +162,16 @@ def calibrate(cfg: RunConfig, progress: Progress = no_progress) -> CalibrationRe
             "device", "calibrate device_kind=cuda needs device=NAME: the fractions are of its peaks"
         )
     start = time.perf_counter()
+    host = socket.gethostname()
+    named = cfg.device.name if kind == "cuda" and cfg.device is not None else "cpu"
+    field = "calibrate.output" if opts.output else "output_root"
+    path = Path(opts.output) if opts.output else cfg.output_root / f"calibration-{named}-{host}.yaml"
+    check_output_file(path, field)  # before any measurement: a device, FIFO or folder is refused
     analysis = cfg.family.analyze(cfg.model, cfg.workload, cfg.stages, cfg.offload)
     shapes = model_shapes(analysis, cfg.stages)
     rows, dim, dtype = _residual_shape(analysis)
+    leaves = elementwise_leaves(analysis, cfg.stages)
+    _check_memory(kind, shapes, (rows, dim, dtype), leaves, opts.max_flops)
     points: list[dict[str, Any]] = []
     measure: dict[str, Callable[..., bench.Point]] = {
         "gemm": bench.measure_gemm,
@@ -183,7 +190,6 @@ def calibrate(cfg: RunConfig, progress: Progress = no_progress) -> CalibrationRe
                 p.as_dict() for p in bench.measure_elementwise(rows, dim, dtype, kind, opts.min_run_time)
             ]
             points.append(bench.measure_host(kind, opts.min_run_time).as_dict())
-        leaves = elementwise_leaves(analysis, cfg.stages)
         with progress(f"measure {len(leaves)} element-wise rules as the model's eager code runs them"):
             for rule, dims, moved, rule_dtype in leaves:
                 point = bench.measure_rule(rule, dims, moved, rule_dtype, kind, opts.min_run_time)
@@ -193,23 +199,58 @@ def calibrate(cfg: RunConfig, progress: Progress = no_progress) -> CalibrationRe
     device = cfg.device if kind == "cuda" and cfg.device is not None else measured_device(points, machine)
     where = f"{machine['host']} ({machine.get('gpu', machine['processor'])}, torch {machine['torch']})"
     kernels = fit_kernels(points, device, overlapped=kind == "cuda", where=where)
-    path = (
-        Path(opts.output)
-        if opts.output
-        else cfg.output_root / f"calibration-{device.name}-{machine['host']}.yaml"
-    )
     warnings = implausible_points(points, device)
     content = calibration_mapping(machine, device, kernels, points, warnings)
-    _write_atomically(path, yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
+    write_atomically(path, yaml.safe_dump(content, sort_keys=False, allow_unicode=True), field)
     return CalibrationResult(path, device, kernels, points, time.perf_counter() - start, tuple(warnings))
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ConfigError("calibrate.output", f"cannot write {path} ({exc.strerror or exc})") from None
+def measurement_bytes(
+    shapes: dict[str, list[tuple[Any, ...]]],
+    residual: tuple[int, int, str],
+    leaves: list[tuple[str, dict[str, Any], int, str]],
+    max_flops: float,
+) -> int:
+    """The most memory one measurement holds at once: a GEMM's, convolution's or attention's
+    operands (rows, outputs or queries cut to ``max_flops`` as :mod:`ditmeter.tracer.calibrate`
+    cuts them; an attention's keys and values and a GEMM's weight are never cut), the element-wise
+    kinds at the residual stream (two inputs, an output and one result), or an element-wise rule
+    (NB: 4× its fused-ideal bytes, for the eager code's fp32 temporaries; an estimate)."""
+    from ditmeter.tracer.calibrate import TORCH_DTYPES
+    from ditmeter.tracer.calibrate import _rows_within as cut
+
+    def size(dtype: str) -> int:
+        return int(TORCH_DTYPES[dtype].itemsize)
+
+    need = [4 * residual[0] * residual[1] * size(residual[2])]
+    for rows, fan_in, fan_out, dt in shapes["gemm"]:
+        rows = cut(rows, 2.0 * fan_in * fan_out, max_flops)
+        need.append(size(dt) * (rows * fan_in + fan_in * fan_out + rows * fan_out))
+    for batch, heads, q, kv, head_dim, dt in shapes["attention"]:
+        q = cut(q, 4.0 * batch * heads * kv * head_dim, max_flops)
+        need.append(size(dt) * batch * heads * (head_dim * (2 * q + 2 * kv) + q * kv))
+    for outputs, cin, cout, kvol, dt in shapes["conv"]:
+        outputs = cut(outputs, 2.0 * cin * cout * kvol, max_flops)
+        need.append(size(dt) * (outputs * cin * kvol + cin * cout * kvol + outputs * cout))
+    need += [4 * moved for _, _, moved, _ in leaves]
+    return max(need)
+
+
+def _check_memory(
+    kind: str,
+    shapes: dict[str, list[tuple[Any, ...]]],
+    residual: tuple[int, int, str],
+    leaves: list[tuple[str, dict[str, Any], int, str]],
+    max_flops: float,
+) -> None:
+    """Refuse, before anything is allocated, a workload whose measurements the device cannot hold."""
+    from ditmeter.reports.format import binary_bytes
+    from ditmeter.tracer.profile import available_bytes
+
+    need, have = measurement_bytes(shapes, residual, leaves, max_flops), available_bytes(kind)
+    if need > have:
+        raise ConfigError(
+            "workload",
+            f"calibrating needs about {binary_bytes(need)} for its largest measurement and the {kind} has "
+            f"{binary_bytes(have)} free; shrink the workload (the shapes are the workload's)",
+        )

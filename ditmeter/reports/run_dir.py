@@ -6,9 +6,11 @@ fails at once); everything is written into it; ``run.json`` (the manifest: what
 ran and when) is written last, and one rename publishes the folder. The run
 folder is the one atomic unit, so the files inside are written directly.
 
-A failed run removes its staging folder and the folders it created for
-``output_root``; a staging folder whose run was killed is removed by the next
-run under the same ``output_root`` once it is a day old.
+A failed run (an error, Ctrl-C or SIGTERM) removes its staging folder and the
+folders it created for ``output_root``; a staging folder whose run was killed
+(SIGKILL) is removed by the next run under the same ``output_root`` once it is a
+day old, and only when it holds the marker file the reservation wrote (a
+``.*.partial`` folder ditmeter did not make is never touched).
 
 Layout: ``<output_root>/<run_id>/run.json`` and
 ``<output_root>/<run_id>/static_analysis/<family slug>/`` with the artifacts
@@ -31,12 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from ditmeter.errors import ConfigError
+from ditmeter.files import load_json, remove_empty
 
 #: The folder of a run's artifacts, under which each family has its own (``wan2_1``).
 STATIC = "static_analysis"
 #: The manifest at the top of every published run folder.
 MANIFEST = "run.json"
 STAGING_SUFFIX = ".partial"
+#: Written into a staging folder at its reservation: stale-staging cleanup removes only folders with it.
+STAGING_MARKER = ".ditmeter-staging"
+#: Room a run folder needs below ``output_root`` (the run id, staging name, artifact folders and file).
+_RUN_PATH_BYTES = 600
+_PATH_MAX = 4096
 #: A staging folder this old belongs to a run that was killed.
 STALE_AFTER_S = 24 * 3600
 #: Errors of the file system under ``output_root`` that are the environment's, not ditmeter's.
@@ -65,10 +73,12 @@ def new_run_id(model: str, workload: str) -> str:
 
 def ensure_free(output_root: Path, run_id: str) -> None:
     """Refuse a run id that is taken or being written (said before any long work)."""
-    if (output_root / run_id).exists():
-        raise ConfigError("run_id", f"{run_id!r} already exists under {output_root}; pick another")
+    taken = output_root / run_id
+    if os.path.lexists(taken):
+        what = " (a symbolic link to nothing)" if not taken.exists() else ""
+        raise ConfigError("run_id", f"{run_id!r} already exists under {output_root}{what}; pick another")
     staging = _staging(output_root, run_id)
-    if staging.exists():
+    if os.path.lexists(staging):
         raise ConfigError(
             "run_id", f"{run_id!r} is being written by another run (or by a killed one: remove {staging})"
         )
@@ -79,6 +89,12 @@ def check_output_root(root: Path) -> None:
     for part in root.parts:
         if len(os.fsencode(part)) > 255:
             raise ConfigError("output_root", f"a folder name is longer than 255 bytes: {part[:40]}…")
+    if len(os.fsencode(root.absolute())) > _PATH_MAX - _RUN_PATH_BYTES:
+        raise ConfigError(
+            "output_root",
+            f"{str(root)[:40]}… is {len(os.fsencode(root.absolute())):,} bytes long; the run folder under "
+            f"it needs the path to be at most {_PATH_MAX - _RUN_PATH_BYTES:,}",
+        )
     existing = next((p for p in (root, *root.parents) if os.path.lexists(p)), Path("."))
     if not existing.is_dir():
         what = "is not a folder" if existing == root else f"is under {existing}, which is not a folder"
@@ -91,20 +107,19 @@ def _staging(output_root: Path, run_id: str) -> Path:
     return output_root / f".{run_id}{STAGING_SUFFIX}"
 
 
-def _make_root(root: Path) -> list[Path]:
-    """Create ``root`` and its missing parents; the folders created, deepest first."""
-    missing = [p for p in (root, *root.parents) if not p.exists()]
-    root.mkdir(parents=True, exist_ok=True)
-    return missing
+def _ours(staging: Path) -> bool:
+    """A real folder (not a link) holding the marker file a reservation writes."""
+    return not staging.is_symlink() and staging.is_dir() and (staging / STAGING_MARKER).is_file()
 
 
 def remove_stale(output_root: Path, now: float | None = None) -> list[Path]:
-    """Remove staging folders of killed runs (older than a day); the folders removed."""
+    """Remove staging folders of killed runs (older than a day, with ditmeter's marker); the
+    folders removed."""
     now = time.time() if now is None else now
     stale = [
         p
         for p in output_root.glob(f".*{STAGING_SUFFIX}")
-        if p.is_dir() and now - p.stat().st_mtime > STALE_AFTER_S
+        if _ours(p) and now - p.lstat().st_mtime > STALE_AFTER_S
     ]
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
@@ -128,18 +143,24 @@ def staged_run(output_root: Path, run_id: str, slug: str, manifest: dict[str, An
     """
     check_output_root(output_root)
     ensure_free(output_root, run_id)
-    created = _make_root(output_root)
+    created = [p for p in (output_root, *output_root.parents) if not p.exists()]  # deepest first
     staging, final = _staging(output_root, run_id), output_root / run_id
     reserved = published = False
     try:
-        remove_stale(output_root)
         try:
+            output_root.mkdir(parents=True, exist_ok=True)
+            remove_stale(output_root)
             staging.mkdir()  # the reservation: atomic, so two runs with one id cannot both pass
         except FileExistsError:
             raise ConfigError(
                 "run_id", f"{run_id!r} is being written by another run under {output_root}"
             ) from None
+        except OSError as exc:  # /proc, a folder that vanished: nothing of the run can be written there
+            raise ConfigError(
+                "output_root", f"cannot create a run under {output_root}: {exc.strerror or exc}"
+            ) from None
         reserved = True
+        (staging / STAGING_MARKER).write_text(f"{os.getpid()}\n", encoding="utf-8")
         out = analysis_dir(staging, slug)
         out.mkdir(parents=True)
         yield out
@@ -151,10 +172,11 @@ def staged_run(output_root: Path, run_id: str, slug: str, manifest: dict[str, An
             **manifest,
         }
         (staging / MANIFEST).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+        (staging / STAGING_MARKER).unlink()
         try:
             os.rename(staging, final)  # fails, and changes nothing, if a non-empty final folder exists
         except OSError:
-            if final.exists():
+            if os.path.lexists(final):
                 raise ConfigError(
                     "run_id", f"{run_id!r} appeared under {output_root} while this run wrote"
                 ) from None
@@ -169,26 +191,24 @@ def staged_run(output_root: Path, run_id: str, slug: str, manifest: dict[str, An
         if reserved and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
         if not published:
-            for folder in created:  # deepest first; only the ones this run made, only if empty
-                with_contents = folder.exists() and any(folder.iterdir())
-                if folder.exists() and not with_contents:
-                    folder.rmdir()
+            remove_empty(created)  # deepest first; only the ones this run made, only if empty
 
 
 def list_runs(output_root: Path) -> list[Path]:
     """Published run folders, oldest first by the creation time in their manifests (a folder
     without one, written before manifests existed, by its modification time)."""
-    if not output_root.is_dir():
+    try:
+        runs = [p for p in output_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:  # none there, not a folder, a path longer than the OS allows
         return []
-    runs = [p for p in output_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(runs, key=lambda p: (created(p), p.name))
 
 
 def read_manifest(run: Path) -> dict[str, Any]:
     """A run's ``run.json`` ({} when it has none or it is not a JSON object)."""
     try:
-        data = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json(run / MANIFEST, "run_id")
+    except ConfigError:  # none, not a regular file, too large, not JSON
         return {}
     return data if isinstance(data, dict) else {}
 
