@@ -221,7 +221,6 @@ def test_real_report_runs_keep_the_contract(
         (["workload.dtype=[bf16]"], "workload.dtype: ['bf16'] not allowed"),
         (["model.eps=abc"], "model.eps: must be a finite number > 0"),
         (["workload.height=${oc.env:DITMETER_NOPE}"], "workload.height: "),
-        (["output_root=[a]"], "output_root: must be a path"),
         (["output_root=''"], "output_root: must be a path"),
         (["profile=5"], "profile: not used by `ditmeter report`"),
         (["run_id=.hidden"], "run_id: must be a folder name"),
@@ -299,13 +298,21 @@ def test_a_run_id_being_written_is_refused_before_any_work(
 
 
 def test_stale_staging_of_a_killed_run_is_removed(tmp_path: Path) -> None:
-    old, fresh = tmp_path / ".old.partial", tmp_path / ".fresh.partial"
-    old.mkdir()
-    fresh.mkdir()
+    """Only ditmeter's own staging (with the marker its reservation writes) is removed, once a day
+    old; a ``.*.partial`` folder someone else made, however old, stays."""
+    old, fresh, foreign = (tmp_path / f".{n}.partial" for n in ("old", "fresh", "foreign"))
+    for folder in (old, fresh, foreign):
+        folder.mkdir()
+    for folder in (old, fresh):
+        (folder / ".ditmeter-staging").write_text("1\n")
+    (foreign / "keep.txt").write_text("not ditmeter's")
     day_ago = time.time() - 25 * 3600
-    os.utime(old, (day_ago, day_ago))
+    for folder in (old, foreign):
+        os.utime(folder, (day_ago, day_ago))
     assert _run(["report", *TINY, f"output_root={tmp_path}"])[0] == 0
-    assert not old.exists() and fresh.exists()
+    assert not old.exists() and fresh.exists() and (foreign / "keep.txt").is_file()
+    (run,) = (p for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert not (run / ".ditmeter-staging").exists()  # the marker does not travel into the run
 
 
 def test_compare_reads_the_newest_traced_run_by_creation_time(tmp_path: Path) -> None:
@@ -459,28 +466,296 @@ def test_stdout_that_goes_away_or_cannot_encode_never_breaks_a_run(
     assert "×" in summary.read_text(encoding="utf-8")
 
 
-def test_a_killed_trace_leaves_nothing_compare_reads(tmp_path: Path) -> None:
-    """SIGKILL while the run folder is being written: only a hidden staging folder remains, which
-    compare ignores (and the next run removes once it is a day old)."""
+def _writing_run(tmp_path: Path, argv: list[str]) -> subprocess.Popen[bytes]:
+    """A CLI run in a child process, returned once it is writing its run folder (and stays there)."""
     marker = tmp_path / "writing"
     child = (
         "import sys, time, pathlib\n"
         "import ditmeter.reports.run_files as rf\n"
-        "real = rf.write_json\n"
         "def slow(*a, **k):\n"
         f"    pathlib.Path({str(marker)!r}).write_text('x'); time.sleep(60)\n"
         "rf.write_json = slow\n"
         "from ditmeter.cli import main\n"
-        f"sys.exit(main(['trace', *{TINY!r}, 'stages=[dit]', 'output_root={tmp_path / 'runs'}']))\n"
+        f"sys.exit(main({argv!r}))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert marker.exists(), proc.stderr.read() if proc.stderr else ""
+    return proc
+
+
+def test_a_killed_trace_leaves_nothing_compare_reads(tmp_path: Path) -> None:
+    """SIGKILL while the run folder is being written: only a hidden staging folder remains, which
+    compare ignores (and the next run removes once it is a day old)."""
+    proc = _writing_run(tmp_path, ["trace", *TINY, "stages=[dit]", f"output_root={tmp_path / 'runs'}"])
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     left = list((tmp_path / "runs").iterdir())
     assert [p.name.startswith(".") and p.name.endswith(".partial") for p in left] == [True]
     status, _, err = _run(["compare", f"output_root={tmp_path / 'runs'}"])
     assert status == 2 and "no traced run" in err
+
+
+# ---- files the user names: only regular files, read within a limit; output never onto a device --
+
+
+class _Hung(BaseException):
+    """Raised by the alarm: the call blocked (a FIFO read) or ran away (an endless file)."""
+
+
+@contextlib.contextmanager
+def _within(seconds: int) -> Any:
+    def ring(*_: Any) -> None:
+        raise _Hung(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def odd(tmp_path: Path) -> dict[str, Path]:
+    """Files no reader should take: a FIFO, a folder, a link to nothing, YAML and JSON nested 30,000
+    deep, an integer of 5,000 digits, a sparse file just past the 64 MiB text limit."""
+    files = {n: tmp_path / "odd" / n for n in ("fifo", "folder", "dangling", "deep.yaml", "deep.json")}
+    files["folder"].mkdir(parents=True)
+    os.mkfifo(files["fifo"])
+    files["dangling"].symlink_to(tmp_path / "odd" / "nothing")
+    files["deep.yaml"].write_text("[" * 30_000 + "]" * 30_000)
+    files["deep.json"].write_text('{"traceEvents": ' + "[" * 30_000 + "]" * 30_000 + "}")
+    files["bigint.yaml"] = tmp_path / "odd" / "bigint.yaml"
+    files["bigint.yaml"].write_text("kind: ditmeter-calibration\nversion: " + "9" * 5000 + "\n")
+    files["huge.yaml"] = tmp_path / "odd" / "huge.yaml"
+    with files["huge.yaml"].open("wb") as f:
+        f.truncate(64 * 2**20 + 1)
+    files["zero"] = Path("/dev/zero")
+    return files
+
+
+@pytest.mark.parametrize(
+    ("command", "key", "name", "message"),
+    [
+        ("report", "calibration", "zero", "/dev/zero is a character device, not a regular file"),
+        ("report", "calibration", "fifo", "is a FIFO, not a regular file"),
+        ("report", "calibration", "folder", "is a folder, not a regular file"),
+        ("report", "calibration", "dangling", "a symbolic link to nothing"),
+        ("report", "calibration", "deep.yaml", "is nested too deeply to read"),
+        ("report", "calibration", "bigint.yaml", "integer string conversion"),
+        ("report", "calibration", "huge.yaml", "67,108,865 bytes; at most 67,108,864 are read"),
+        ("ingest", "trace", "zero", "/dev/zero is a character device, not a regular file"),
+        ("ingest", "trace", "fifo", "is a FIFO, not a regular file"),
+        ("ingest", "trace", "deep.json", "is nested too deeply to read"),
+    ],
+)
+def test_a_file_no_reader_should_take_is_refused(
+    command: str, key: str, name: str, message: str, odd: dict[str, Path], tmp_path: Path
+) -> None:
+    """/dev/zero read until memory ran out, a FIFO blocked forever, deep nesting and long integers
+    were internal errors, /dev/zero was "no such file": each is one line naming the key."""
+    root = tmp_path / "runs"
+    with _within(60):
+        status, _, err = _run([command, *TINY, f"{key}={odd[name]}", f"output_root={root}"])
+    assert status == 2 and err.count("\n") == 1 and err.startswith(f"ditmeter: error: {key}: "), err
+    assert message in err and "no such file" not in err, err
+    assert not root.exists()
+
+
+def test_a_gzip_bomb_stops_at_the_limit(tmp_path: Path) -> None:
+    import gzip
+
+    from ditmeter.errors import ConfigError
+    from ditmeter.files import gunzip
+
+    packed = gzip.compress(b"0" * 10_000)
+    assert gunzip(packed, tmp_path / "t.json.gz", "trace", 10_000) == b"0" * 10_000
+    with pytest.raises(ConfigError, match="decompresses to more than 9,999 bytes"):
+        gunzip(packed, tmp_path / "t.json.gz", "trace", 9_999)
+
+
+def _no_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ditmeter.tracer import calibrate as bench
+
+    for name in ("measure_gemm", "measure_attention", "measure_conv", "measure_elementwise"):
+        monkeypatch.setattr(bench, name, lambda *_a, **_k: pytest.fail("measured before refusing"))
+
+
+def _leftovers(*folders: Path) -> list[Path]:
+    return [p for f in folders for p in f.glob(".*.tmp")]
+
+
+@pytest.mark.parametrize("target", ["/", "folder", "fifo", "device", "dangling", "under-a-file"])
+def test_calibrate_writes_only_a_regular_file(
+    target: str, odd: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """calibrate.output onto a device replaced it as root (os.replace); `/` and folders left a
+    ``.*.tmp``. Each is refused before any measurement and nothing is written anywhere."""
+    _no_measurement(monkeypatch)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    if target == "device":
+        if os.geteuid() != 0:
+            pytest.skip("making a device node needs root")
+        path = tmp_path / "null"
+        os.mknod(path, 0o666 | 0o020000, os.makedev(1, 3))  # a character device, as /dev/null
+    else:
+        path = {"/": Path("/"), "under-a-file": afile / "cal.yaml"}.get(target) or odd[target]
+    before = os.lstat(path).st_mode if os.path.lexists(path) else None
+    status, _, err = _run(["calibrate", *TINY, f"calibrate.output={path}", f"output_root={tmp_path}/r"])
+    assert status == 2 and err.startswith("ditmeter: error: calibrate.output: "), err
+    assert err.count("\n") == 1
+    assert (os.lstat(path).st_mode if os.path.lexists(path) else None) == before
+    assert _leftovers(tmp_path, odd["folder"], Path("/")) == [] and not (tmp_path / "r").exists()
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the rename (or the write) removes the temporary file and the folders made."""
+    import errno
+
+    from ditmeter import files
+    from ditmeter.errors import ConfigError
+
+    def full(*_a: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "replace", full)
+    with pytest.raises(ConfigError, match="no space left on the device"):
+        files.write_atomically(tmp_path / "new" / "cal.yaml", "x: 1\n", "calibrate.output")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibrate_refuses_what_the_machine_cannot_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ditmeter.tracer import profile as tracer_profile
+
+    _no_measurement(monkeypatch)
+    status, _, err = _run(
+        ["calibrate", *TINY, "workload.height=100000", "workload.width=100000", f"output_root={tmp_path}"]
+    )
+    assert status == 2 and "calibrating needs about" in err and err.count("\n") == 1, err
+    monkeypatch.setattr(tracer_profile, "available_bytes", lambda _kind: 1024)
+    status, _, err = _run(["calibrate", *TINY, f"output_root={tmp_path}"])
+    assert status == 2 and "calibrating needs about" in err and "cpu has 1.00 KiB free" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trace_argument_that_is_not_an_int_list_counts_nothing() -> None:
+    """``Concrete Inputs`` of a convolution from someone's trace: text, nested lists, floats, huge
+    literals gave ValueError or TypeError out of ``ingest``; they count None (no formula applied)."""
+    from ditmeter.tracer.trace_flops import op_flops
+
+    dims = [[1, 3, 8, 8], [4, 3, 3, 3], [4], [], [], [], [], [], []]
+    good = ["", "", "", "[1, 1]", "[0, 0]", "[1, 1]", "False", "[0, 0]", "1"]
+    assert op_flops("aten::convolution", {"Input Dims": dims, "Concrete Inputs": good}) == 2 * 36 * 4 * 27
+    for stride in ("['a']", "[[1]]", "[1.5]", "[" * 500 + "]" * 500, "[" + "9" * 5000 + "]", "[0]", "{1}"):
+        concrete = [*good[:3], stride, *good[4:]]
+        assert op_flops("aten::convolution", {"Input Dims": dims, "Concrete Inputs": concrete}) is None
+    for bad_dims in ([["a", 3, 8, 8], *dims[1:]], [[1, 3, 8], *dims[1:]], [7, *dims[1:]]):
+        assert op_flops("aten::convolution", {"Input Dims": bad_dims, "Concrete Inputs": good}) is None
+    assert op_flops("aten::convolution", {"Input Dims": dims, "Concrete Inputs": "x"}) is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("workload.height=" + "1" * 5000, "workload.height: a number of more than 4,300 digits"),
+        ("stages=" + "[" * 5000 + "]" * 5000, "stages: nested 5,000 deep"),
+        ("workload.height=" + "1" * 4300, "workload: tensor_flops of whole video would be above 1e300"),
+    ],
+)
+def test_overrides_past_the_parsers_limits_are_refused(override: str, message: str, tmp_path: Path) -> None:
+    status, _, err = _run(["report", *TINY, override, f"output_root={tmp_path / 'r'}"])
+    assert status == 2 and err.startswith(f"ditmeter: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_folders_the_os_cannot_hold_are_refused(tmp_path: Path) -> None:
+    """A folder in /proc, a path longer than the OS allows, a dangling symlink where the run folder
+    goes: each was an internal error (exit 3)."""
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    long_root = tmp_path.joinpath(*["d" * 200] * 21)
+    for args, message in (
+        (["output_root=/proc/ditmeter-nope/runs"], "output_root: cannot create a run under /proc/"),
+        ([f"output_root={long_root}"], "output_root: "),
+        ([f"output_root={tmp_path}", "run_id=dangling"], "run_id: 'dangling' already exists under"),
+    ):
+        status, _, err = _run(["report", *TINY, *args])
+        assert status == 2 and err.startswith(f"ditmeter: error: {message}") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling"] and (tmp_path / "dangling").is_symlink()
+
+
+def test_run_files_that_are_no_regular_files_are_refused(tmp_path: Path) -> None:
+    """A run folder whose run.json is a FIFO (compare and diff read manifests) and a report.json
+    nested 30,000 deep: a clean 2, no hang."""
+    run = tmp_path / "one" / "static_analysis" / "wan2_1"
+    run.mkdir(parents=True)
+    os.mkfifo(tmp_path / "one" / "run.json")
+    (run / "report.json").write_text("[" * 30_000 + "]" * 30_000)
+    with _within(60):
+        status, _, err = _run(["compare", f"output_root={tmp_path}"])
+        assert status == 2 and "no traced run" in err, err
+        status, _, err = _run(["diff", "one", "one", f"output_root={tmp_path}"])
+    assert status == 2 and "report.json is nested too deeply to read" in err and err.count("\n") == 1, err
+
+
+def test_a_crash_says_where_its_log_went_when_output_root_is_unusable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*_a: Any) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(cli._COMMANDS, "report", crash)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    status, _, err = _run(["report", f"output_root={afile / 'runs'}"])
+    assert status == 3 and err.count("\n") == 1, err
+    assert f"(output_root {afile / 'runs'} is unusable)" in err, err
+    log = Path(err.split("traceback in ", 1)[1].split(" (output_root", 1)[0])
+    assert log.is_file() and "RuntimeError: boom" in log.read_text()
+    log.unlink()
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path: Path) -> None:
+    """SIGTERM (timeout, a job scheduler) while the run folder is written: exit 143, one line, no
+    staging folder left, the run id free again."""
+    from ditmeter.reports.run_dir import ensure_free
+
+    root = tmp_path / "runs"
+    proc = _writing_run(tmp_path, ["report", *TINY, f"output_root={root}", "run_id=mine"])
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.decode().splitlines() == ["ditmeter: terminated (SIGTERM); nothing was published"]
+    assert not root.exists()  # the staging folder and the output_root it made are gone
+    ensure_free(root, "mine")
+
+
+def test_the_real_cli_refuses_special_files_and_parser_limits(odd: dict[str, Path], tmp_path: Path) -> None:
+    """A sample of the families above through the installed entry point, in parallel."""
+    root = tmp_path / "runs"
+    cases = [
+        ["report", *TINY, f"calibration={odd['fifo']}"],
+        ["ingest", *TINY, "trace=/dev/zero"],
+        ["report", *TINY, "workload.height=" + "7" * 5000],
+        ["calibrate", *TINY, f"calibrate.output={odd['fifo']}"],
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ditmeter", *argv, f"output_root={root}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argv in cases
+    ]
+    for argv, proc in zip(cases, procs, strict=True):
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and err.count("\n") == 1, (argv, err)
+        assert err.startswith("ditmeter: error: "), (argv, err)
+    assert not root.exists() and odd["fifo"].is_fifo()
