@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import signal
@@ -168,6 +169,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
     ]
 
 
+@functools.cache  # the help text composes every config (~0.2 s); build it once per process
 def _parser() -> argparse.ArgumentParser:
     from ditmeter.config import choices
 

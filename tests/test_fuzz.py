@@ -13,7 +13,6 @@ replaced by a tripwire: a bad input must be refused before them.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import os
 import random
@@ -237,7 +236,6 @@ def test_a_thousand_bad_invocations_are_each_one_line_and_write_nothing(
 ) -> None:
     _tripwire(monkeypatch)
     # The parser (its help text composes every config) is the same for every call: build it once.
-    monkeypatch.setattr(cli, "_parser", functools.cache(cli._parser))
     root = tmp_path / "runs"
     root.mkdir()
     (root / "dangling").symlink_to(root / "nothing")  # run_id=dangling: a link to nothing where it goes
@@ -303,7 +301,6 @@ def test_the_python_api_refuses_bad_input_with_a_config_error(
     odd: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _tripwire(monkeypatch)
-    monkeypatch.setattr(cli, "_parser", functools.cache(cli._parser))
     monkeypatch.chdir(tmp_path)  # the API's default output root is relative
     odd_root = Path(odd["folder"]).parent
     odd_before, outside_before = _tree(odd_root), _outside()
