@@ -10,6 +10,7 @@ flagged ``"fail"`` (red on the terminal).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import attrs
@@ -103,6 +104,12 @@ class _WholeTable(RichTable):
 
 #: The width a table is measured at to find its minimum.
 _UNBOUNDED = 100_000
+#: Where a value cell may fold: before a parenthesised second form (``1,248.6 s (20.8 min)``).
+_PART = re.compile(r" (?=\()")
+
+
+def _parts(cells: list[str]) -> list[str]:
+    return [part for text in cells for part in _PART.split(text)]
 
 
 def to_rich(t: Table) -> RichTable:
@@ -112,7 +119,9 @@ def to_rich(t: Table) -> RichTable:
     out = _WholeTable(title=t.title, title_justify="left", box=box.SIMPLE_HEAD)
     for i in shown:
         c = t.columns[i]
-        whole = [c.name, *(_text(r.cells[i]) for r in t.rows)] if c.code else c.name.split()
+        texts = [_text(r.cells[i]) for r in t.rows]
+        # a value folds only between its parts ("1,248.6 s" | "(20.8 min)"), never inside one
+        whole = [c.name, *texts] if c.code else [*c.name.split(), *_parts(texts)]
         out.add_column(
             c.name,
             justify="left" if c.align == "left" else "right",
