@@ -56,6 +56,8 @@ def test_a_narrow_terminal_never_cuts_a_name_or_a_key() -> None:
     Console(file=out, width=40, soft_wrap=True).print(to_rich(t))
     text = out.getvalue()
     assert long_name in text and "parallel.dit_fsdp" in text and "1,248.6" in text and "…" not in text
+    # a time folds between its two forms, never inside one ("(20.8" on one line, "min)" on the next)
+    assert "1,248.6 s" in text and "(20.8 min)" in text
 
 
 def test_the_share_of_the_peaks_says_what_it_divides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
