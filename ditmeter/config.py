@@ -115,6 +115,12 @@ def _is_path(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise FieldError(attribute.name, f"must be a path, got {value!r}")
 
 
+def _is_host(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        names = ", ".join(["auto", *choices("host")])
+        raise FieldError(attribute.name, f"got {value!r}; allowed: {names} or a CPU's calibration file")
+
+
 @attrs.frozen
 class ProfileOptions:
     """``profile.*``: where and how ``ditmeter profile`` runs the model."""
@@ -178,7 +184,7 @@ class TopLevel:
     device_kind: str = attrs.field(default="cpu", validator=one_of(*DEVICE_KINDS))
     trace: str | None = attrs.field(default=None, validator=_is_path)  # ingest's Chrome trace
     #: the host CPU (offload.t5_cpu): auto, a configs/host/ name or a calibration file
-    host: str = attrs.field(default="auto", validator=_is_path)
+    host: str = attrs.field(default="auto", validator=_is_host)
 
 
 @attrs.frozen

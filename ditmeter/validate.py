@@ -166,8 +166,9 @@ def parse(
         return f"{section}.{field}" if section else field
 
     if not isinstance(raw, Mapping):
-        what = "missing (required section)" if raw is None else f"must be a section of keys, got {raw!r}"
-        raise ConfigError(section, what)
+        keys = ", ".join(f.name for f in attrs.fields(cls) if f.init)  # type: ignore[arg-type]
+        what = "missing or null" if raw is None else f"got {raw!r}"
+        raise ConfigError(section, f"{what}; must be a section of keys ({keys})")
     fields = {f.name: f for f in attrs.fields(cls) if f.init}  # type: ignore[arg-type]
     hidden = hidden or {}
     for key in raw:
@@ -183,7 +184,7 @@ def parse(
             values[field.name] = given[field.name]
         elif raw.get(field.name) is not None:
             values[field.name] = raw[field.name]
-        elif field.name in raw and field.default is not None and field.default is not attrs.NOTHING:
+        elif field.name in raw and field.default is not None:
             raise _null_refused(field, name(field.name))
         elif field.default is attrs.NOTHING:
             raise ConfigError(name(field.name), "missing (required key)")

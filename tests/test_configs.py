@@ -114,6 +114,8 @@ def test_validate_uses_time_execution_only() -> None:
         ("device.efficiency=null", "[0.001, 1]"),
         ("offload.t5_cpu=null", "allowed: true, false"),
         ("parallel.ulysses=null", "got null"),
+        ("pipeline=null", "allowed: official, diffusers"),
+        ("host=null", "allowed: auto, epyc-9654, ryzen-7950x or a CPU's calibration file"),
     ],
 )
 def test_null_is_refused_where_it_means_nothing(override: str, allowed: str) -> None:
@@ -125,7 +127,8 @@ def test_null_is_refused_where_it_means_nothing(override: str, allowed: str) -> 
 
 @pytest.mark.parametrize("section", ["time", "offload"])
 def test_a_null_section_is_refused(section: str) -> None:
-    assert _refused(["device=h100-sxm", f"{section}=null"]).field == section
+    err = _refused(["device=h100-sxm", f"{section}=null"])
+    assert err.field == section and err.message.startswith("missing or null; must be a section of keys (")
 
 
 def test_null_where_it_has_a_meaning_is_kept() -> None:
