@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ditmeter.files import TABLE_LIMIT_BYTES, load_json, regular_file
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -37,6 +39,15 @@ if TYPE_CHECKING:
     from ditmeter.config import RunConfig
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
+
+
+def _table(path: Path) -> pd.DataFrame:
+    """A table of the run folder this call wrote, read as every reader reads (a regular file
+    within the stated limit)."""
+    import pandas as pd
+
+    regular_file(path, "output_root", TABLE_LIMIT_BYTES)
+    return pd.read_parquet(path)
 
 
 _SHAPE = "must be a mapping of dotted keys or a list of KEY=VALUE strings"
@@ -170,7 +181,7 @@ def _analyzed(cfg: RunConfig, *, write: bool) -> Analyzed:
 
     if write:
         result = report(cfg)
-        data = json.loads((result.analysis_dir / "report.json").read_text(encoding="utf-8"))
+        data = load_json(result.analysis_dir / "report.json", "output_root")
         return Analyzed(result.analysis, result.modules, data, result.analysis_dir)
     analysis, view = run(cfg)
     modules = modules_frame(analysis, view.prediction)
@@ -213,7 +224,6 @@ def trace(
 ) -> Traced:
     """Trace every selected stage's real module on meta and gate it (``ditmeter trace``). Without
     ``output_root`` the run folder is written to a temporary directory, read back and removed."""
-    import pandas as pd
 
     from ditmeter.commands.trace import trace as run
 
@@ -221,8 +231,8 @@ def trace(
         names = {"model": model, "workload": workload}
         result = run(_config("trace", names, overrides, output_root if output_root is not None else tmp))
         folder = result.analysis_dir
-        nodes = pd.read_parquet(folder / "nodes.parquet")
-        data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        nodes = _table(folder / "nodes.parquet")
+        data = load_json(folder / "report.json", "output_root")
     return Traced(
         result.verdict.passed,
         result.verdict.max_error,
@@ -266,7 +276,6 @@ def ingest(
     ``pipeline`` in ``overrides``, recorded with ``with_stack=True``) to the module tree
     (``ditmeter ingest``). Without ``output_root`` the run folder is written to a temporary
     directory, read back and removed."""
-    import pandas as pd
 
     from ditmeter.commands.ingest import ingest as run
     from ditmeter.config import load
@@ -276,9 +285,9 @@ def ingest(
         argv = _argv(overrides, {"model": model, "workload": workload}, trace=trace, output_root=root)
         result = run(load(argv, "ingest"))
         folder = result.analysis_dir
-        data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-        kernels = pd.read_parquet(folder / "kernels.parquet")
-        ops = pd.read_parquet(folder / "ops.parquet")
+        data = load_json(folder / "report.json", "output_root")
+        kernels = _table(folder / "kernels.parquet")
+        ops = _table(folder / "ops.parquet")
     return Ingested(
         data["ingest"], result.modules, ops, kernels, data, folder if output_root is not None else None
     )
