@@ -11,7 +11,8 @@ import pytest
 from ditmeter.cli import main
 from ditmeter.tracer.profile import FORWARD_RANGE, TraceFormatError, read_chrome_trace
 
-SMALL = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "profile.num_layers=2"]
+#: diffusers' shapes: the reference DiT's trace is then ingestible (test_a_profile_trace_can_be_ingested…)
+SMALL = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "profile.num_layers=2", "pipeline=diffusers"]
 
 
 @pytest.fixture(scope="module")
@@ -176,15 +177,21 @@ def test_a_profile_run_is_quiet_on_stderr(capfd: pytest.CaptureFixture[str], tmp
 
 
 def test_a_profile_trace_can_be_ingested_and_diffed(profiled: Path, tmp_path: Path) -> None:
-    """The profile's own torch_profiler/trace.json records what ingest needs (Python stacks, shapes):
-    ingest maps it at the profile's block count, and diff sets the two runs side by side."""
+    """The profile's own torch_profiler/trace.json records what ingest needs (Python stacks, shapes)
+    and what ran (its blocks): ingest maps it at the profile's block count without being told, every
+    leaf's FLOPs in the trace equal the analytic ones, and diff sets the two runs side by side."""
     trace = profiled / "torch_profiler" / "trace.json"
-    argv = ["ingest", f"trace={trace}", *SMALL[:2], "pipeline=diffusers", "model.num_layers=2"]
+    argv = ["ingest", f"trace={trace}", *SMALL[:2], "pipeline=diffusers"]
     assert main([*argv, f"output_root={tmp_path}", "run_id=ingested"]) == 0
-    ingested = pd.read_parquet(tmp_path / "ingested" / "static_analysis" / "wan2_1" / "modules.parquet")
+    folder = tmp_path / "ingested" / "static_analysis" / "wan2_1"
+    check = json.loads((folder / "report.json").read_text())["ingest"]["flops"]
+    assert check["leaves"] == 31 and check["differing"] == [] and check["equal"]  # 2 blocks' leaves and more
+    assert check["trace_per_run"] == check["analytic_per_run"] == 110_562_115_584
+    ingested = pd.read_parquet(folder / "modules.parquet")
     profiled_modules = pd.read_parquet(profiled / "modules.parquet")
     blocks = ingested[ingested["module_id"].str.startswith("dit.blocks.") & (ingested["kind"] == "leaf")]
     assert len(blocks) > 30 and (blocks["measured_time_s"] > 0).all()
+    assert set(blocks["module_id"].str.split(".").str[2]) == {"0", "1"}
     # the same forward read twice: the top-level ops' time (with the recorder's own ops between the
     # ranges) against the ranges' time
     ours = ingested.set_index("module_id").loc["dit", "measured_time_s"]
@@ -192,3 +199,37 @@ def test_a_profile_trace_can_be_ingested_and_diffed(profiled: Path, tmp_path: Pa
     assert 0.5 < ours / theirs < 2.0
     run = profiled.parent.parent
     assert main(["diff", str(run), str(tmp_path / "ingested"), f"output_root={tmp_path}", "run_id=d"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("recorded", "field"),
+    [
+        # pipeline=official's shapes (4 frames: 1 latent frame, 256 tokens) where diffusers runs 5 frames
+        ({"pipeline": "official", "latent_shape": [1, 32, 32]}, "pipeline"),
+        ({"modules": "official"}, "pipeline"),
+        ({"model": "wan2.1-t2v-14b"}, "model"),
+        ({"latent_shape": [3, 32, 32]}, "workload"),
+        ({"num_layers": 31}, "trace"),
+    ],
+)
+def test_ingest_refuses_a_profile_trace_of_another_run(
+    tmp_path: Path, recorded: dict[str, object], field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A profile's trace says what it ran; ingest refuses to cost other shapes than the trace's
+    (the FLOPs check would only find every block's leaves differing)."""
+    run = {
+        "command": "profile",
+        "model": "wan2.1-t2v-1.3b",
+        "num_layers": 2,
+        "workload": "w001-tiny",
+        "pipeline": "diffusers",
+        "modules": "diffusers",
+        "latent_shape": [2, 32, 32],
+        **recorded,
+    }
+    trace = tmp_path / "trace.json"
+    frame = _event("python_function", "nn.Module: WanTransformer3DModel_0", 0, 10)
+    trace.write_text(json.dumps({"traceEvents": [frame], "ditmeter": run}))
+    argv = ["ingest", f"trace={trace}", *SMALL[:2], "pipeline=diffusers", f"output_root={tmp_path / 'runs'}"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"ditmeter: error: {field}:")

@@ -18,9 +18,10 @@ columns filled, plus ``ops.parquet``, ``kernels.parquet`` and ``ingest.png``.
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pandas as pd
@@ -95,6 +96,38 @@ def _read(cfg: RunConfig, stages: Sequence[IngestStage]) -> TraceEvents:
             "ops can be placed in modules (see docs/ingest.md)",
         )
     return events
+
+
+def _as_recorded(cfg: RunConfig, run: dict[str, Any] | None) -> RunConfig:
+    """``cfg`` at the blocks a ``ditmeter profile`` trace says its forward ran (``run``; None for
+    another trace: ``cfg`` as it is). Refused where the profile ran another model, workload or
+    pipeline: its forward's shapes are not the ones this command would cost."""
+    if run is None:
+        return cfg
+    w = cfg.workload
+    for key, theirs, ours, hint in (
+        ("pipeline", run.get("modules"), w.pipeline, "its forward ran that pipeline's modules"),
+        ("pipeline", run.get("pipeline"), w.pipeline, f"profile with pipeline={w.pipeline} to ingest it"),
+        ("model", run.get("model"), cfg.model.name, "give the same"),
+        ("workload", run.get("workload"), w.name, "give the same"),
+        (
+            "workload",
+            run.get("latent_shape"),
+            list(cfg.geometry.latent_shape),
+            "(latent frames, height, width)",
+        ),
+    ):
+        if theirs != ours:
+            raise ConfigError(
+                key, f"the trace's profile run used {reprlib.repr(theirs)}, this command {ours!r}; {hint}"
+            )
+    layers, most = run.get("num_layers"), cfg.model.num_layers
+    if type(layers) is not int or not 1 <= layers <= most:
+        raise ConfigError(
+            "trace",
+            f"the trace's profile run ran {reprlib.repr(layers)} blocks, this command's model has {most}",
+        )
+    return attrs.evolve(cfg, model=attrs.evolve(cast(Any, cfg.model), num_layers=layers))
 
 
 def _place_ops(events: TraceEvents, places: Sequence[Place]) -> list[Place]:
@@ -360,6 +393,9 @@ def ingest(cfg: RunConfig, progress: Progress = no_progress) -> IngestResult:
     stages = cfg.family.ingest_stages(cfg.model, cfg.workload, cfg.geometry)
     with step("read"):
         events = _read(cfg, stages)
+    if events.run is not None:  # a profile's own trace: its blocks, checked to be this command's run
+        cfg = _as_recorded(cfg, events.run)
+        stages = cfg.family.ingest_stages(cfg.model, cfg.workload, cfg.geometry)
     analysis, view = analyze(cfg)
     frame, runs, unresolved, wall = _ops_frame(cfg, analysis, events, stages, step)
     if not runs and any(c.cls in {k for s in stages for k in s.classes} for c in events.calls):

@@ -7,7 +7,8 @@ profiled node by node (:mod:`ditmeter.tracer.profile`), every node is mapped to
 its analytic leaf exactly as ``trace`` maps it, and the times are rolled up per
 module beside the analytic FLOPs and bytes of the same reduced model. The run
 folder holds the usual files, ``nodes.parquet`` with ``measured_time_s``, and
-the profiler's Chrome trace under ``torch_profiler/``.
+the profiler's Chrome trace under ``torch_profiler/``, which says what ran (model,
+blocks, workload, pipeline, latent shape) for ``ditmeter ingest`` to read it back.
 
 With ``profile.trace=<run folder>/…/torch_profiler/trace.json`` the trace of an
 earlier profile run is re-read and re-joined with that run's ``nodes.parquet``
@@ -27,6 +28,7 @@ import pandas as pd
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.report import analyze, open_run, run_id_for
+from ditmeter.commands.trace import REFERENCE_FLAVOUR
 from ditmeter.compare.check import map_graph
 from ditmeter.compare.join import NODES_SCHEMA, with_times
 from ditmeter.config import RunConfig
@@ -120,11 +122,27 @@ def _run(cfg: RunConfig, analysis: Analysis, staging: Path, step: Any) -> tuple[
             device_kind=p.device_kind,
             warmup=p.warmup,
             name_prefix=f"{stage.name}.",
+            run=recorded_run(cfg, analysis),
         )
     with step(f"map {stage.name}"):
         per_node = {f"{stage.name}.{n.name}": times.time_s(f"{stage.name}.{n.name}") for n in graph.nodes}
         nodes = map_graph(graph, stage.rows(), ref.names, ref.rules, stage=stage.name, times=per_node)
     return nodes, times.forward_s
+
+
+def recorded_run(cfg: RunConfig, analysis: Analysis) -> dict[str, Any]:
+    """What the profiled forward ran, written into its trace for ``ditmeter ingest``: the model
+    and the blocks built, the workload, the pipeline whose shapes the forward took, the pipeline
+    whose modules ran (the references' whatever ``pipeline=`` says) and the latent shape."""
+    return {
+        "command": "profile",
+        "model": analysis.model.name,
+        "num_layers": analysis.model.num_layers,
+        "workload": cfg.workload.name,
+        "pipeline": cfg.workload.pipeline,
+        "modules": REFERENCE_FLAVOUR,
+        "latent_shape": list(analysis.geometry.latent_shape),
+    }
 
 
 def _check_same_run(meta: dict[str, str], analysis: Analysis, workload_name: str) -> None:

@@ -20,6 +20,9 @@ from ditmeter.files import TRACE_LIMIT_BYTES, load_json
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 #: Event categories of the host-side launches that name a kernel's ``correlation``.
 LAUNCH_CATS = ("cuda_runtime", "cuda_driver")
+#: The top-level key under which ``ditmeter profile`` says, in its own trace, what it ran (model,
+#: blocks, workload, pipeline, latent shape); a Chrome trace viewer ignores keys it does not know.
+RUN_KEY = "ditmeter"
 
 
 class TraceFormatError(ValueError):
@@ -62,3 +65,10 @@ def args_of(e: dict[str, Any]) -> dict[str, Any]:
     """An event's ``args`` (an empty mapping when it has none or they are not a mapping)."""
     a = e.get("args")
     return a if isinstance(a, dict) else {}
+
+
+def recorded_run(data: Any) -> dict[str, Any] | None:
+    """What a loaded trace says about the ditmeter run that recorded it (:data:`RUN_KEY`); None for
+    a trace recorded otherwise."""
+    run = data.get(RUN_KEY) if isinstance(data, dict) else None
+    return run if isinstance(run, dict) else None

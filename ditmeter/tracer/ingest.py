@@ -48,6 +48,7 @@ from ditmeter.tracer.chrome_trace import (
     args_of,
     complete_events,
     load_trace,
+    recorded_run,
     timed,
 )
 from ditmeter.tracer.trace_flops import counted as has_formula
@@ -108,6 +109,7 @@ class TraceEvents:
     has_stack: bool
     device_names: tuple[str, ...]  # the trace's deviceProperties (GPU names)
     span_us: float  # first event's start to last event's end
+    run: dict[str, Any] | None = None  # what a ditmeter profile says it ran (chrome_trace.recorded_run)
 
 
 def _op_name(e: dict[str, Any]) -> str:
@@ -195,7 +197,7 @@ def read_trace(path: Path, frame_calls: FrameCalls | None = None) -> TraceEvents
     events = complete_events(data, path)
     props = data.get("deviceProperties") if isinstance(data, dict) else None
     names = tuple(str(p.get("name", "?")) for p in props if isinstance(p, dict)) if props else ()
-    return events_of(events, names, frame_calls)
+    return attrs.evolve(events_of(events, names, frame_calls), run=recorded_run(data))
 
 
 def events_of(

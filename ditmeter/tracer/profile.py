@@ -36,6 +36,7 @@ from ditmeter.tracer.capture import NODE_RANGE_PREFIX, capture_forward, range_no
 from ditmeter.tracer.chrome_trace import (
     DEVICE_CATS,
     LAUNCH_CATS,
+    RUN_KEY,
     TraceFormatError,
     complete_events,
     load_trace,
@@ -162,10 +163,13 @@ def profile_forward(
     device_kind: str,
     warmup: int,
     name_prefix: str = "",
+    run: Mapping[str, Any] | None = None,
 ) -> tuple[fx.Graph, NodeTimes]:
     """Warm up, then profile one recorded forward; the Chrome trace is written to ``trace_path``.
 
     Each op's range (and so its key in the returned times) is ``name_prefix`` + its node name.
+    ``run`` (what ran: model, blocks, workload …) is written into the trace under
+    :data:`~ditmeter.tracer.chrome_trace.RUN_KEY`, for ``ditmeter ingest`` to read back.
     """
     from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -190,6 +194,8 @@ def profile_forward(
     prof.export_chrome_trace(str(trace_path))
     data = load_trace(trace_path)
     annotate_trace(data, graph, name_prefix)
+    if run is not None:
+        data[RUN_KEY] = dict(run)
     trace_path.write_text(json.dumps(data), encoding="utf-8")
     return graph, _node_times(data, trace_path)
 
