@@ -264,12 +264,30 @@ def test_the_readme_states_the_sweep_benchmark_grid_it_runs() -> None:
 
 
 def test_the_readme_outputs_are_what_the_commands_print_now() -> None:
-    """Every README block marked ``<!-- output: ditmeter … -->`` of a cheap command (report,
-    validate, sweep) is what the command prints today (``scripts/readme_outputs.py --write``
-    regenerates them; the seconds a run took are normalised)."""
+    """Every README block marked ``<!-- output: ditmeter … -->`` of cheap commands (report, validate,
+    sweep, diff of reports, compare's errors) is what they print today (``scripts/readme_outputs.py
+    --write`` regenerates them; the seconds a run took are normalised). The blocks with a
+    calibrate, profile or trace print this machine's timings: regenerated, not compared."""
     readme_outputs = _script_module(REPO / "scripts", "readme_outputs")
     lines = README.splitlines()
     marked = readme_outputs.blocks(lines)
-    assert len(marked) >= 6 and any("measured_video_s=1800" in c.shown for b in marked for c in b.commands)
-    stale = readme_outputs.differing(lines, only=("report", "validate", "sweep"))
+    cheap = ("report", "validate", "sweep", "diff", "compare")
+    checked = [b for b in marked if all(c.argv[0] in cheap for c in b.commands)]
+    assert len(marked) >= 13 and len(checked) >= 10
+    assert any("measured_video_s=1800" in c.shown for b in checked for c in b.commands)
+    assert {c.argv[0] for b in checked for c in b.commands} == set(cheap)
+    stale = readme_outputs.differing(lines, only=cheap)
     assert not stale, [f"README.md:{b.start}: {b.commands[0].shown}" for b, _ in stale]
+
+
+def test_the_readme_output_filters_mark_what_they_leave_out() -> None:
+    """``…`` after the kept lines when text was left out, in each gap with ``gaps``, never for a
+    table's spacing; ``quiet`` shows nothing."""
+    command = _script_module(REPO / "scripts", "readme_outputs").Command.parse
+    printed = ["title", "", "  a 1", "  b 2", " ───", "  c 3", "end"]
+    assert command("x | grep ^  [ac] ").filtered(printed) == ["  a 1", "  c 3", "…"]
+    assert command("x | grep ^  [ac] | gaps").filtered(printed) == ["…", "  a 1", "…", "  c 3", "…"]
+    assert command("x | grep ^(?![ ─]*$) | head 2").filtered(printed) == ["title", "  a 1", "…"]
+    assert command("x | grep ^(title|  .)").filtered(printed) == ["title", "  a 1", "  b 2", "  c 3", "…"]
+    assert command("x | grep [a-z] | gaps").filtered(printed) == ["title", "  a 1", "  b 2", "  c 3", "end"]
+    assert command("x | quiet").filtered(printed) == []
