@@ -266,12 +266,11 @@ def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
             raise ConfigError(name, f"not a known key; top-level keys: {', '.join(KEYS)}")
         if command is not None and top in KEYS and top not in COMMAND_KEYS[command]:
             users = ", ".join(c for c, keys in COMMAND_KEYS.items() if top in keys)
-            hint = " (compare reads the model and workload from the run; give run_id=…)"
-            raise ConfigError(
-                name,
-                f"not used by `ditmeter {command}` (it applies to: {users})"
-                + (hint if command == "compare" and top in ("model", "workload") else ""),
-            )
+            if command == "compare" and top in ("model", "workload"):
+                why = "compare reads the model and workload from the run; give run_id=…"
+            else:
+                why = f"not used by `ditmeter {command}`; it applies to: {users}"
+            raise ConfigError(name, why)
 
 
 def _hydra_message(exc: BaseException) -> tuple[str, str]:

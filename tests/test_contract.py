@@ -258,7 +258,7 @@ def test_bad_input_is_one_line_and_writes_nothing(args: list[str], field: str, t
 def test_keys_a_command_does_not_use_are_refused(tmp_path: Path) -> None:
     for argv, message in (
         (["profile", *TINY, "stages=[vae_decode]"], "stages: not used by `ditmeter profile`"),
-        (["compare", "model=wan2.1-t2v-14b"], "model: not used by `ditmeter compare`"),
+        (["compare", "model=wan2.1-t2v-14b"], "model: compare reads the model and workload from the run"),
         (["compare", "device=h100-sxm"], "device: not used by `ditmeter compare`"),
         (["trace", *TINY, "profile.num_layers=3"], "profile.num_layers: not used by `ditmeter trace`"),
     ):

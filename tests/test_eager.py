@@ -173,7 +173,8 @@ def test_trace_gates_the_eager_kernels_and_fails_on_a_wrong_recipe(
 
     base = ["trace", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", "model.num_layers=2", "stages=[dit]"]
     assert main([*base, f"output_root={tmp_path}", "run_id=right"]) == 0
-    assert "eager kernels of blocks.1: 88 launches, exactly the recipes'" in capsys.readouterr().out
+    line = "eager kernels of blocks.1 of the traced (diffusers) module: 88 launches, exactly the recipes'"
+    assert line in capsys.readouterr().out
     assert main(["compare", f"output_root={tmp_path}", "run_id=right"]) == 0
     right = eager.RECIPES[("diffusers", "dit", "rms_norm")]
     monkeypatch.setitem(eager.RECIPES, ("diffusers", "dit", "rms_norm"), lambda **d: right(**d)[1:])

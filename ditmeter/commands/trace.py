@@ -142,7 +142,7 @@ def trace_stage(
             graph = capture_forward(module, inputs)
         measured, kernels, unit = None, None, kernel_unit(analysis, stage)
         if unit is not None:  # one run gives the launches and (the tensor lifetimes) the peak
-            with step(f"memory and kernels {stage.name}"):
+            with step(f"memory+kernels {stage.name}"):
                 live = [LiveBytes()] if measure_memory else []
                 launches = eager_launches(lambda: module(**inputs), ZERO_OPS, *live)
                 measured = live[0].peak if live else None

@@ -43,6 +43,7 @@ _STEP_LABELS = {
     "build": "build the real module",
     "capture": "capture one run (fx graph, per-node FLOPs)",
     "memory": "measure peak live activations (tensor lifetimes)",
+    "memory+kernels": "measure peak live activations and one block's kernels",
     "map": "map nodes to analytic rules",
     "join": "join, roll up per module, gate",
     "write": "write the run folder",

@@ -94,7 +94,10 @@ def kernel_lines(verdict: Verdict) -> list[str]:
         return []
     bad = k.mismatches()
     if not bad:
-        return [f"eager kernels of {k.unit}: {k.launches} launches, exactly the recipes' (op, dtype, bytes)"]
+        return [
+            f"eager kernels of {k.unit} of the traced (diffusers) module: {k.launches} launches, "
+            "exactly the recipes' (op, dtype, bytes)"
+        ]
     return [f"eager kernel differs: {line} — FAIL" for line in bad]
 
 
