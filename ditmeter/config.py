@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ditmeter.analytic.device import TENSOR_DTYPES, DeviceSpec
+from ditmeter.analytic.fabric import FabricTable
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.host import HostPlan, default_host, host_from_mapping
 from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
@@ -435,6 +436,20 @@ def kernel_table(name: str) -> KernelTable:
     return KernelTable.from_mapping(_kernel_mapping(name), "kernels")
 
 
+@functools.lru_cache(maxsize=16)
+def fabric_table(name: str) -> FabricTable:
+    """``configs/fabric/<name>.yaml``, validated (errors name ``fabric.<field>``)."""
+    path = config_dir() / "fabric" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            "device.fabric", f"fabric table {name!r} unknown; allowed: {', '.join(choices('fabric'))}"
+        )
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(raw, dict):
+        raise ConfigError("fabric", f"{path} is not a mapping")
+    return FabricTable.from_mapping({str(k): v for k, v in raw.items()})
+
+
 def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
     """``host=``: ``auto`` (by the device, :func:`~ditmeter.analytic.host.default_host`), a
     ``configs/host/`` name, or a calibration file of a CPU (``ditmeter calibrate``)."""
@@ -483,7 +498,13 @@ def time_plan(
     elif device is not None and device.kernels is not None:
         kernels = kernel_table(device.kernels)
     plan = TimePlan(
-        options.mode, kernels, top.attention, top.gemm_dtype, options.execution, host_plan(top.host, device)
+        options.mode,
+        kernels,
+        top.attention,
+        top.gemm_dtype,
+        options.execution,
+        host_plan(top.host, device),
+        fabric_table(device.fabric) if device is not None and device.fabric is not None else None,
     )
     if device is None:
         _untimed(top, options, command)

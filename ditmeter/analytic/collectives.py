@@ -19,6 +19,12 @@ bytes one way over one direction's bandwidth. A group of one costs nothing.
 NB: no topology (every pair of ranks at the same link speed, as within one
 NVLink/NVSwitch node), no protocol overhead, no overlap with compute here (what
 overlaps is the plan's business).
+
+:func:`achieved_cost` is the same collective at a measured bus bandwidth
+(:mod:`ditmeter.analytic.fabric`): nccl-tests' busbw already folds the (N-1)/N (2 (N-1)/N for
+an all-reduce) in, so the bytes a rank sends over the busbw at that size is the measured time,
+latency and protocol overhead included; ``latency_s`` (the fabric's smallest collective) is a
+floor, not a term added on top (adding it would count the latency twice at every tabled size).
 """
 
 from __future__ import annotations
@@ -43,14 +49,34 @@ def collective_cost(
     op: str, *, ranks: int, tensor_bytes: int, link: float, latency_s: float
 ) -> CollectiveCost:
     """The cost of ``op`` over ``ranks`` GPUs on one rank's ``tensor_bytes`` (see the module docstring)."""
+    sent = sent_bytes(op, ranks=ranks, tensor_bytes=tensor_bytes)
+    _check(ranks=ranks, tensor_bytes=tensor_bytes, rate=("link", link), latency_s=latency_s)
+    steps = (2 if op == "all_reduce" else 1) * (ranks - 1)
+    return CollectiveCost(op, ranks, tensor_bytes, sent, sent / link + steps * latency_s)
+
+
+def sent_bytes(op: str, *, ranks: int, tensor_bytes: int) -> int:
+    """Bytes one rank sends (= receives): (N-1)/N of its tensor, twice for an all-reduce."""
     if op not in COLLECTIVES:
         raise ValueError(f"collective {op!r} not in {COLLECTIVES}")
-    if ranks < 1 or tensor_bytes < 0 or link <= 0 or latency_s < 0:
-        raise ValueError(
-            "need ranks >= 1, tensor_bytes >= 0, link > 0, latency_s >= 0; "
-            f"got {ranks}, {tensor_bytes}, {link}, {latency_s}"
-        )
     passes = 2 if op == "all_reduce" else 1
-    sent = passes * (ranks - 1) * tensor_bytes // ranks
-    steps = passes * (ranks - 1)
-    return CollectiveCost(op, ranks, tensor_bytes, sent, sent / link + steps * latency_s)
+    return passes * (ranks - 1) * tensor_bytes // ranks
+
+
+def achieved_cost(
+    op: str, *, ranks: int, tensor_bytes: int, busbw: float, latency_s: float
+) -> CollectiveCost:
+    """``op`` at the achieved bus bandwidth ``busbw`` (bytes/s, nccl-tests' busbw at this size):
+    max(sent / busbw, latency_s); a group of one costs nothing."""
+    sent = sent_bytes(op, ranks=ranks, tensor_bytes=tensor_bytes)
+    _check(ranks=ranks, tensor_bytes=tensor_bytes, rate=("busbw", busbw), latency_s=latency_s)
+    return CollectiveCost(op, ranks, tensor_bytes, sent, 0.0 if ranks == 1 else max(sent / busbw, latency_s))
+
+
+def _check(*, ranks: int, tensor_bytes: int, rate: tuple[str, float], latency_s: float) -> None:
+    name, value = rate
+    if ranks < 1 or tensor_bytes < 0 or value <= 0 or latency_s < 0:
+        raise ValueError(
+            f"need ranks >= 1, tensor_bytes >= 0, {name} > 0, latency_s >= 0; "
+            f"got {ranks}, {tensor_bytes}, {value}, {latency_s}"
+        )

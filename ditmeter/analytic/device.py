@@ -68,6 +68,11 @@ def _efficiency(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise FieldError(attribute.name, f"must be in [{MIN_EFFICIENCY:g}, 1], got {value!r}")
 
 
+def _name(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise FieldError(attribute.name, f"must be a name, got {value!r}")
+
+
 def _sources(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
 
@@ -109,6 +114,9 @@ class DeviceSpec:
     nvlink_gpus: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
     #: The kernel-efficiency table (``configs/kernels/<name>.yaml``) of the device's architecture.
     kernels: str | None = attrs.field(default=None)
+    #: The achieved-bandwidth table of its interconnect (``configs/fabric/<name>.yaml``); None: the
+    #: collectives run at the datasheet link (:meth:`link_for`).
+    fabric: str | None = attrs.field(default=None, validator=_name)
     bf16_sparse_tflops: float | None = _optional()
     fp16_sparse_tflops: float | None = _optional()
     fp8_sparse_tflops: float | None = _optional()

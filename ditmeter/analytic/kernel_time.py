@@ -24,6 +24,7 @@ import attrs
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.eager import KernelCall, eager_calls
+from ditmeter.analytic.fabric import FabricTable
 from ditmeter.analytic.host import HostPlan
 from ditmeter.analytic.kernels import MAX_FUSED_HEAD_DIM, KernelTable
 from ditmeter.analytic.tree import ModuleRow
@@ -56,6 +57,8 @@ class TimePlan:
     execution: str = "eager"
     #: the host CPU as a device and its table (``host=``): where ``offload.t5_cpu`` encodes
     host: HostPlan | None = None
+    #: the device's achieved collective bandwidth (``configs/fabric/``); None: its datasheet link
+    fabric: FabricTable | None = None
 
     @property
     def predicted(self) -> bool:

@@ -20,9 +20,10 @@ from typing import Any
 import attrs
 
 from ditmeter.analytic.analysis import Analysis
-from ditmeter.analytic.collectives import collective_cost
+from ditmeter.analytic.collectives import CollectiveCost, achieved_cost, collective_cost
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.fabric import FabricTable
 from ditmeter.analytic.memory import Footprint, Timeline
 from ditmeter.analytic.timing import ZERO, StageKernels, TimePlan, Timing, leaf_time
 from ditmeter.analytic.tree import Composite, Repeated, walk
@@ -31,8 +32,9 @@ from ditmeter.validate import FieldError, boolean, parse, positive_int_at_most
 
 #: GPUs of one plan at most: one NVLink/NVSwitch node (links between nodes are not modeled).
 MAX_GPUS = 8
-#: Seconds per algorithm step of a collective (NCCL's per-hop latency within a node; an estimate
-#: of the order nccl-tests show for small messages on NVLink, a few microseconds per step).
+#: Seconds per algorithm step of a collective on a device without a fabric table (NCCL's per-hop
+#: latency within a node; an estimate of the order nccl-tests show for small messages on NVLink,
+#: a few microseconds per step).
 COLLECTIVE_STEP_S = 5e-6
 #: FSDP FULL_SHARD units gathered at once while one runs: the running block and the next one
 #: (FSDP1's rate limiter allows two in flight; FSDP2 prefetches one).
@@ -236,18 +238,33 @@ class CommTime:
         return self.call_s * self.comm.spec.count
 
 
-def comm_time(c: Comm, device: DeviceSpec, *, block_s: float, attention_s: float) -> CommTime:
-    """The collective cost model (``analytic/collectives.py``) over the link the group talks over
-    (:meth:`DeviceSpec.link_for`) and the overlap rule: ``none``
+def collective_time(
+    op: str, *, ranks: int, tensor_bytes: int, device: DeviceSpec, fabric: FabricTable | None
+) -> CollectiveCost:
+    """One collective on ``device``: at its fabric's achieved busbw at this size, scaled by the
+    device's link over the fabric's (``configs/fabric/``), else at the datasheet link the group
+    talks over (:meth:`DeviceSpec.link_for`) plus :data:`COLLECTIVE_STEP_S` per step."""
+    link = device.link_for(ranks)
+    if link is None:
+        raise ConfigError("device", f"{device.name} has no nvlink_gbps or pcie_gbps in the catalog")
+    if fabric is None:
+        return collective_cost(
+            op, ranks=ranks, tensor_bytes=tensor_bytes, link=link, latency_s=COLLECTIVE_STEP_S
+        )
+    busbw = fabric.busbw_bytes_per_s(op, tensor_bytes) * link / fabric.link_bytes_per_s
+    return achieved_cost(op, ranks=ranks, tensor_bytes=tensor_bytes, busbw=busbw, latency_s=fabric.latency_s)
+
+
+def comm_time(
+    c: Comm, device: DeviceSpec, *, block_s: float, attention_s: float, fabric: FabricTable | None = None
+) -> CommTime:
+    """:func:`collective_time` of ``c`` and the overlap rule: ``none``
     all exposed; ``block`` the first block's gather exposed, each later one only beyond the block
     it hides under; ``attention`` each only beyond the attention it hides under."""
     s = c.spec
-    link = device.link_for(s.group_size)
-    if link is None:
-        raise ConfigError("device", f"{device.name} has no nvlink_gbps or pcie_gbps in the catalog")
     op = COST_OP[s.op]
     size = s.output_bytes if op == "all_gather" else s.input_bytes
-    cost = collective_cost(op, ranks=s.group_size, tensor_bytes=size, link=link, latency_s=COLLECTIVE_STEP_S)
+    cost = collective_time(op, ranks=s.group_size, tensor_bytes=size, device=device, fabric=fabric)
     t = cost.time_s
     if c.overlap == "block":
         exposed = t + (s.count - 1) * max(0.0, t - block_s)
@@ -371,7 +388,9 @@ def estimate(
             "(diffusers runs one when guidance_scale <= 1)",
         )
     compute, block_s, attention_s = rank_forward_time(rank, device, plan, stage)
-    times = tuple(comm_time(c, device, block_s=block_s, attention_s=attention_s) for c in rank.comms)
+    times = tuple(
+        comm_time(c, device, block_s=block_s, attention_s=attention_s, fabric=plan.fabric) for c in rank.comms
+    )
     est = ParallelEstimate(
         rank, compute, times, forwards_per_step, steps, {}, sum(stage_video_s.values()), forward_stage
     )

@@ -32,10 +32,13 @@ from ditmeter.reports.table_model import Column, Table, table, to_markdown
 PARALLEL_MODEL = (
     "per GPU: the rank's share of each denoiser forward (the sequence shard's leaves at their own "
     "shapes, the leaves every rank repeats whole) at the kernel model's time, plus the collectives "
-    "nothing hides: each at (N-1)/N x bytes over one direction of the GPU's NVLink (else PCIe) plus "
-    f"{COLLECTIVE_STEP_S * 1e6:g} us per step; FSDP's next-block gather hides under the current "
-    "block, xDiT's ring K/V exchange under the attention, Ulysses all-to-alls, diffusers' ring "
-    "all-gather and the output gather are waited for. Every other stage runs whole on each GPU "
+    "nothing hides: each at the achieved bus bandwidth of the device's fabric at its size "
+    "(configs/fabric/, nccl-tests measurements: the bytes a rank sends over busbw, at least the "
+    "fabric's smallest collective), or, for a device without one, (N-1)/N x bytes over one direction "
+    f"of the GPU's NVLink (else PCIe) plus {COLLECTIVE_STEP_S * 1e6:g} us per step; FSDP's "
+    "next-block gather hides under the current block, xDiT's ring K/V exchange under the "
+    "attention, Ulysses all-to-alls, diffusers' ring all-gather and the output gather are waited "
+    "for. Every other stage runs whole on each GPU "
     "(T5 and CLIP encode on every rank; rank 0 decodes while the others wait)."
 )
 

@@ -1,0 +1,136 @@
+"""Achieved collective bandwidth of one fabric (``configs/fabric/<name>.yaml``): nccl-tests' bus
+bandwidth against the message size, per collective, each point with its source.
+
+nccl-tests prints ``busbw`` = algbw × (N-1)/N for all-gather, reduce-scatter and all-to-all and
+algbw × 2(N-1)/N for all-reduce (``doc/PERFORMANCE.md``), the very factors
+:mod:`ditmeter.analytic.collectives` multiplies the bytes by: the bytes a rank sends over the
+achieved busbw at that message size is the measured time. Between two tabled sizes the busbw
+is linear in log(size); outside the table it is held at the nearest end's.
+
+A device names its fabric (``fabric:`` in ``configs/device/``); one whose own link
+(:meth:`~ditmeter.analytic.device.DeviceSpec.link_for`) differs from the fabric's ``link_gbps``
+gets the fabric's achieved fraction of its link: busbw × device link / ``link_gbps``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ditmeter.analytic.collectives import COLLECTIVES
+from ditmeter.errors import ConfigError
+
+
+@attrs.frozen
+class BusbwPoint:
+    """One measured point: nccl-tests' ``size`` column (bytes) and its ``busbw`` (GB/s, 10⁹)."""
+
+    message_bytes: int
+    busbw_gbps: float
+
+
+@attrs.frozen
+class FabricTable:
+    """Per collective, the achieved busbw against the message size (sizes increasing), the
+    smallest time a collective takes (``latency_s``) and the one-way link it ran over."""
+
+    name: str
+    link_gbps: float  # one direction of the datasheet link the points were measured over
+    latency_s: float
+    curves: dict[str, tuple[BusbwPoint, ...]]  # every one of COLLECTIVES, derived ones resolved
+
+    @property
+    def link_bytes_per_s(self) -> float:
+        return self.link_gbps * 1e9
+
+    def busbw_bytes_per_s(self, op: str, message_bytes: int) -> float:
+        """The achieved busbw of ``op`` at ``message_bytes``, bytes/s (log-linear, clamped)."""
+        points = self.curves[op]
+        if message_bytes <= points[0].message_bytes:
+            return points[0].busbw_gbps * 1e9
+        for lo, hi in itertools.pairwise(points):
+            if message_bytes <= hi.message_bytes:
+                share = math.log(message_bytes / lo.message_bytes) / math.log(
+                    hi.message_bytes / lo.message_bytes
+                )
+                return (lo.busbw_gbps + share * (hi.busbw_gbps - lo.busbw_gbps)) * 1e9
+        return points[-1].busbw_gbps * 1e9
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> FabricTable:
+        """Validate a ``configs/fabric/*.yaml`` entry; errors name the field (``fabric.link_gbps``)."""
+        known = (
+            "name", "display_name", "link_gbps", "link_source", "latency_us", "latency_source",
+            "latency_quote", "assumptions", "collectives",
+        )  # fmt: skip
+        for key in raw:
+            if key not in known:
+                raise ConfigError(f"fabric.{key}", f"not a known key; allowed: {', '.join(known)}")
+        for key in ("name", "link_source", "latency_source", "latency_quote"):
+            _text(raw, key, "fabric")
+        link = _positive(raw, "link_gbps", "fabric")
+        latency = _positive(raw, "latency_us", "fabric")
+        given = raw.get("collectives")
+        if not isinstance(given, Mapping) or set(given) != set(COLLECTIVES):
+            raise ConfigError("fabric.collectives", f"must give every one of {', '.join(COLLECTIVES)}")
+        where = {op: f"fabric.collectives.{op}" for op in COLLECTIVES}
+        measured = {op: _points(c, where[op], link) for op, c in given.items() if "points" in c}
+        curves = {op: measured.get(op) or _derived(c, where[op], measured) for op, c in given.items()}
+        return cls(str(raw["name"]), link, latency * 1e-6, curves)
+
+
+def _text(raw: Mapping[str, Any], key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}.{key}", "missing: every figure needs its source and quote")
+    return value
+
+
+def _positive(raw: Mapping[str, Any], key: str, where: str) -> float:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigError(f"{where}.{key}", f"must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _points(curve: Any, where: str, link_gbps: float) -> tuple[BusbwPoint, ...]:
+    """A measured curve: sizes increasing, each busbw within the link, each with a source."""
+    rows = curve.get("points") if isinstance(curve, Mapping) else None
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"{where}.points", "must be a list of {bytes, busbw_gbps, source, quote}")
+    out: list[BusbwPoint] = []
+    for i, row in enumerate(rows):
+        at = f"{where}.points[{i}]"
+        if not isinstance(row, Mapping):
+            raise ConfigError(at, f"must be a mapping, got {row!r}")
+        size = row.get("bytes")
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ConfigError(f"{at}.bytes", f"must be a positive whole number of bytes, got {size!r}")
+        if out and size <= out[-1].message_bytes:
+            raise ConfigError(f"{at}.bytes", f"{size} does not increase on {out[-1].message_bytes}")
+        busbw = _positive(row, "busbw_gbps", at)
+        if busbw > link_gbps:
+            raise ConfigError(
+                f"{at}.busbw_gbps", f"{busbw:g} GB/s is above the fabric's link_gbps {link_gbps:g}"
+            )
+        _text(row, "source", at)
+        _text(row, "quote", at)
+        out.append(BusbwPoint(size, busbw))
+    return tuple(out)
+
+
+def _derived(
+    curve: Any, where: str, measured: Mapping[str, tuple[BusbwPoint, ...]]
+) -> tuple[BusbwPoint, ...]:
+    """A curve taken from another collective's measured one, with the reason it may be."""
+    base = curve.get("same_as") if isinstance(curve, Mapping) else None
+    if not isinstance(base, str) or base not in measured:
+        raise ConfigError(
+            f"{where}.same_as", f"{base!r} is not a measured curve; allowed: {', '.join(sorted(measured))}"
+        )
+    _text(curve, "reason", where)
+    return measured[base]

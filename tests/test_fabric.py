@@ -1,0 +1,136 @@
+"""Collectives at the achieved bus bandwidth of nccl-tests measurements (``configs/fabric/``), by hand."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ditmeter.analytic.collectives import COLLECTIVES
+from ditmeter.analytic.fabric import FabricTable
+from ditmeter.analytic.parallel import collective_time
+from ditmeter.cli import main
+from ditmeter.config import choices, config_dir, fabric_table, load
+from ditmeter.errors import ConfigError
+
+LOAD = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny"]
+
+
+def _device(name: str) -> Any:
+    d = load([*LOAD, f"device={name}"], "report").device
+    assert d is not None
+    return d
+
+
+def _raw(name: str) -> dict[str, Any]:
+    with open(config_dir() / "fabric" / f"{name}.yaml") as f:
+        raw = yaml.safe_load(f)
+    assert isinstance(raw, dict)
+    return raw
+
+
+def test_an_all_to_all_on_nvswitch_hopper_by_hand() -> None:
+    """Ulysses 4 on H100 SXM, 14B 720p: one rank's bf16 q of 18,900 tokens × 5,120 = 193,536,000 B,
+    between the table's 128 MiB (134,217,728 B: 311.34 GB/s) and 256 MiB (330.94 GB/s).
+    log2(193,536,000 / 134,217,728) = log2(1.441955) = 0.52803 of the way:
+    busbw = 311.34 + 0.52803 × (330.94 − 311.34) = 311.34 + 10.349 = 321.689 GB/s.
+    Each rank sends 3/4 of it, 145,152,000 B: 145,152,000 / 321.689e9 = 451.22 µs (over the
+    10.59 µs floor). An H800 (NVLink 400: 200 one way) keeps the fraction: busbw × 200 / 450."""
+    busbw = (311.34 + 0.52803 * (330.94 - 311.34)) * 1e9
+    hopper = fabric_table("nvswitch-hopper")
+    c = collective_time(
+        "all_to_all", ranks=4, tensor_bytes=193_536_000, device=_device("h100-sxm"), fabric=hopper
+    )
+    assert c.sent_bytes == 145_152_000
+    assert c.time_s == pytest.approx(145_152_000 / busbw, rel=1e-5)  # 451.22 µs
+    h800 = collective_time(
+        "all_to_all", ranks=4, tensor_bytes=193_536_000, device=_device("h800"), fabric=hopper
+    )
+    assert h800.time_s == pytest.approx(145_152_000 / (busbw * 200 / 450), rel=1e-5)  # 1.0152 ms
+    # a tiny message: the floor
+    tiny = collective_time(
+        "all_to_all", ranks=8, tensor_bytes=1024, device=_device("h100-sxm"), fabric=hopper
+    )
+    assert tiny.time_s == pytest.approx(10.59e-6)
+
+
+def test_a_4090_plan_through_host_memory_is_far_slower_than_its_pcie_link() -> None:
+    """Ulysses 4 on RTX 4090s, a 100 MB all-to-all: each rank sends 75,000,000 B. Through host
+    memory (pcie-shm, one point: 4.76 GB/s) 75e6 / 4.76e9 = 15.756 ms; at the datasheet's PCIe 4.0
+    link (32e9 B/s one way) and 3 steps of 5 µs: 75e6 / 32e9 + 15 µs = 2.359 ms, 6.7 times less."""
+    device = _device("rtx4090")
+    assert device.fabric == "pcie-shm"
+    shm = collective_time(
+        "all_to_all", ranks=4, tensor_bytes=100_000_000, device=device, fabric=fabric_table("pcie-shm")
+    )
+    datasheet = collective_time("all_to_all", ranks=4, tensor_bytes=100_000_000, device=device, fabric=None)
+    assert shm.time_s == pytest.approx(75e6 / 4.76e9, rel=1e-12)  # 15.756 ms
+    assert datasheet.time_s == pytest.approx(75e6 / 32e9 + 3 * 5e-6, rel=1e-12)  # 2.359 ms
+    assert shm.time_s > 6 * datasheet.time_s
+
+
+def test_a_device_without_a_fabric_keeps_the_datasheet_link() -> None:
+    """H100 PCIe names no fabric: its plans cost collectives at the link as before."""
+    d = _device("h100-pcie")
+    assert d.fabric is None
+    assert load([*LOAD, "device=h100-pcie"], "report").time.fabric is None
+    assert load([*LOAD, "device=h100-sxm"], "report").time.fabric == fabric_table("nvswitch-hopper")
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        # a busbw above the one-way link the table states
+        (
+            lambda r: r["collectives"]["reduce_scatter"]["points"][0].update(busbw_gbps=451),
+            "points[0].busbw_gbps",
+        ),
+        # sizes not increasing
+        (lambda r: r["collectives"]["reduce_scatter"]["points"][1].update(bytes=2**27), "points[1].bytes"),
+        # a point without its source
+        (lambda r: r["collectives"]["reduce_scatter"]["points"][2].pop("source"), "points[2].source"),
+        # a derived curve without its reason, or from a curve that is not measured
+        (lambda r: r["collectives"]["all_to_all"].pop("reason"), "all_to_all.reason"),
+        (lambda r: r["collectives"]["all_to_all"].update(same_as="all_gather"), "all_to_all.same_as"),
+    ],
+    ids=["above-link", "not-increasing", "no-source", "no-reason", "derived-from-derived"],
+)
+def test_a_wrong_table_is_refused_naming_the_field(edit: Any, field: str) -> None:
+    raw = copy.deepcopy(_raw("nvswitch-hopper"))
+    FabricTable.from_mapping(raw)  # as shipped: fine
+    edit(raw)
+    with pytest.raises(ConfigError) as err:
+        FabricTable.from_mapping(raw)
+    assert err.value.field.startswith("fabric.") and err.value.field.endswith(field)
+
+
+def test_an_unknown_fabric_exits_2_naming_the_field_and_the_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["report", *LOAD, "device=h100-sxm", "device.fabric=nvlink9", f"output_root={tmp_path}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "device.fabric" in err and "nvswitch-hopper" in err
+
+
+def test_every_fabric_figure_carries_a_source() -> None:
+    """Read from the YAML: the link, the latency and every busbw point name where they come from;
+    a curve without points says which it takes and why. Every device's fabric exists."""
+    for name in choices("fabric"):
+        raw = _raw(name)
+        assert raw["name"] == name
+        assert raw["link_source"].strip() and raw["latency_source"].startswith("https://"), name
+        assert raw["latency_quote"].strip() and raw["assumptions"].strip(), name
+        assert set(raw["collectives"]) == set(COLLECTIVES), name
+        for op, curve in raw["collectives"].items():
+            if "points" not in curve:
+                assert curve["same_as"] in raw["collectives"] and curve["reason"].strip(), (name, op)
+                continue
+            for point in curve["points"]:
+                assert point["source"].startswith("https://") and point["quote"].strip(), (name, op, point)
+                assert 0 < point["busbw_gbps"] <= raw["link_gbps"], (name, op, point)
+    for device in choices("device"):
+        fabric = _device(device).fabric
+        assert fabric is None or fabric in choices("fabric"), device
