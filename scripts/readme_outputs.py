@@ -21,6 +21,7 @@ stands in each place where such lines were left out instead (the first rows of a
 
     .venv/bin/python scripts/readme_outputs.py           # exit 1 and name every checked block that differs
     .venv/bin/python scripts/readme_outputs.py --write   # rewrite every marked block that differs
+    .venv/bin/python scripts/readme_outputs.py --write --checked   # only those the test compares
 
 Only the blocks whose commands are all in :data:`CHECKED` are compared: their output is the same
 on every machine and takes seconds. A block with a ``calibrate``, ``profile`` or ``trace`` prints
@@ -175,8 +176,12 @@ def differing(lines: list[str], only: tuple[str, ...] | None = CHECKED) -> list[
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--write", action="store_true", help="rewrite every marked block that differs")
+    p.add_argument(
+        "--checked", action="store_true", help="with --write: only the blocks the test compares (no timings)"
+    )
     args = p.parse_args()
-    changed = differing(README.read_text(encoding="utf-8").splitlines(), None if args.write else CHECKED)
+    only = None if args.write and not args.checked else CHECKED
+    changed = differing(README.read_text(encoding="utf-8").splitlines(), only)
     for block, _ in changed:
         print(f"README.md:{block.start}: {block.commands[0].shown} differs")
     if args.write and changed:

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.analysis import Analysis, Stage
 from ditmeter.analytic.collectives import CollectiveCost, achieved_cost, collective_cost
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.device import DeviceSpec
@@ -200,13 +200,20 @@ class RankPlan:
     block: str  # compact id of one block of ``forward`` (``blocks.*``)
     attention: str  # compact id of one block's self-attention core
     notes: tuple[str, ...] = ()
+    #: the attention the plan's DiT calls where it is not the stage's own (None: the stage's)
+    attention_impl: str | None = None
+
+    def forward_stage(self, forward: Stage) -> Stage:
+        """``forward`` (the denoiser stage) with the attention this plan's code calls."""
+        impl = self.attention_impl
+        return forward if impl is None else attrs.evolve(forward, attention=impl)
 
     def apply(self, analysis: Analysis) -> Analysis:
         """``analysis`` as one GPU of the plan sees it: this rank's denoiser forward, memory and
         footprint (every DiT figure of the tables is then one GPU's share)."""
         # a GPU runs 1 in ``cfg`` of a step's forwards
         runs = analysis.forward.runs_per_video // self.plan.cfg
-        f = attrs.evolve(analysis.forward, tree=self.forward, runs_per_video=runs)
+        f = attrs.evolve(self.forward_stage(analysis.forward), tree=self.forward, runs_per_video=runs)
         stages = tuple(f if s.name == f.name else s for s in analysis.stages)
         note = (
             f"Under the plan {self.plan.name}: the {f.name} rows, categories and per-forward totals are one "

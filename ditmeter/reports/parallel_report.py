@@ -82,7 +82,7 @@ def plan_estimate(
         rank,
         device,
         time,
-        analysis.stage_kernels(forward, time),
+        analysis.stage_kernels(rank.forward_stage(forward), time),
         stage_video_s=stage_video_s,
         forward_stage=forward.name,
         forwards_per_step=w.guidance_forwards,

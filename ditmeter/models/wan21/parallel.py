@@ -240,6 +240,7 @@ def rank_plan(
         "blocks.*",
         "blocks.*.self_attn.attn_core",
         tuple(notes),
+        m.sequence_parallel_attention(w.pipeline),
     )
 
 

@@ -176,6 +176,14 @@ class WanModelSpec:
         """Whether ``pipeline`` feeds the DiT a timestep per token (Wan2.1: one per sample)."""
         return False
 
+    def sequence_parallel_attention(self, pipeline: str) -> str | None:
+        """The attention a sequence-parallel plan's DiT calls where it is not the stage's own, or
+        None. Wan2.1's official USP (``wan/distributed/xdit_context_parallel.py``) calls xDiT's
+        ``xFuserLongContextAttention()`` with its default ``attn_type=AttnType.FA``: yunchang's
+        FlashAttention-2 kernels (xDiT ``xfuser/core/long_ctx_attention``), where one GPU's
+        ``flash_attention`` takes FA3 if it is installed. diffusers' plans keep their backend."""
+        return "fa2" if pipeline == "official" else None
+
     def resident_experts(self, pipeline: str, gpus: int = 1, offload_model: bool = False) -> int:
         """DiTs of this shape on each GPU together through the steps, on ``gpus`` GPUs with or
         without ``offload_model`` (Wan2.1: one)."""

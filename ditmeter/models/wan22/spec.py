@@ -54,6 +54,12 @@ class Wan22ModelSpec(WanModelSpec):
         """Whether ``pipeline`` feeds the DiT a timestep per token."""
         return pipeline == "official" or self.expand_timesteps
 
+    def sequence_parallel_attention(self, pipeline: str) -> str | None:
+        """Wan2.2's official plans attend through its own ``distributed_attention``
+        (``wan/distributed/ulysses.py``), which calls ``flash_attention`` as one GPU does (the
+        README's distributed tests: "FlashAttention3 deployed on Hopper")."""
+        return None
+
     def resident_experts(self, pipeline: str, gpus: int = 1, offload_model: bool = False) -> int:
         """diffusers keeps ``transformer`` and ``transformer_2`` on the GPU; the official code one
         expert at a time on one GPU (``init_on_cpu``) or with ``--offload_model``
