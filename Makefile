@@ -4,6 +4,7 @@
 #   make profile MODEL=wan2.1-t2v-1.3b WORKLOAD=w001-tiny [ARGS="profile.num_layers=2"]
 #   make calibrate MODEL=wan2.1-t2v-1.3b WORKLOAD=w001-tiny [ARGS="stages=[dit]"]
 #   make sweep [ARGS="device=[h100-sxm,a100-sxm-80gb] workload.num_frames=[33,49,81]"]
+#   make plan [GPUS=8 DEVICE=h100-sxm] [ARGS="plan.price_per_gpu_hour=2.5"]
 #   make diff A=<run_id> B=<run_id>
 #   make validate [ARGS="time.execution=compiled"]
 #   make ingest TRACE=run.json.gz MODEL=wan2.1-t2v-1.3b WORKLOAD=480p-81f [ARGS="pipeline=diffusers device=h100-sxm"]
@@ -19,8 +20,10 @@ RUN      ?=
 A        ?=
 B        ?=
 TRACE    ?=
+GPUS     ?= 8
+DEVICE   ?= h100-sxm
 
-.PHONY: install report trace compare diff validate profile ingest calibrate sweep test lint bench clean
+.PHONY: install report trace compare diff validate profile ingest calibrate sweep plan test lint bench clean
 
 $(STAMP): pyproject.toml setup.py Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
@@ -55,6 +58,10 @@ calibrate: $(STAMP)
 # Analytic predictions over a grid (ARGS="device=[h100-sxm,a100-sxm-80gb] workload.num_frames=[33,81]").
 sweep: $(STAMP)
 	$(BIN)/ditmeter sweep model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+
+# Every plan on GPUS GPUs of DEVICE ranked (ARGS="plan.memory_limit_gib=40 plan.price_per_gpu_hour=2.5").
+plan: $(STAMP)
+	$(BIN)/ditmeter plan model=$(MODEL) workload=$(WORKLOAD) device=$(DEVICE) gpus=$(GPUS) $(ARGS)
 
 # The newest traced run unless RUN=<run_id> is given.
 compare: $(STAMP)

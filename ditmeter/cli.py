@@ -28,6 +28,7 @@ from ditmeter.errors import ConfigError
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a process SIGTERM ended
 
+
 def _commands() -> list[tuple[str, str, str, str]]:
     """(name, one-line summary, description, epilog) of every subcommand; the file lists and the
     modules built come from the code that writes and builds them."""
@@ -165,6 +166,20 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "  ditmeter sweep model=wan2.1-t2v-14b workload=720p-81f 'device=[h100-sxm,a100-sxm-80gb]' "
             "'workload.num_frames=[17,33,49,65,81]'\n\n"
             f"{command_help('sweep')}\n\n{tail}",
+        ),
+        (
+            "plan",
+            "every plan that runs a video on exactly N GPUs, ranked by predicted seconds per video",
+            "Enumerate parallel.ulysses × parallel.ring × parallel.cfg = gpus (at most 8, one node), each "
+            "with parallel.dit_fsdp and parallel.t5_fsdp off and on; cost each as `report` costs it with "
+            "those overrides; rank by seconds per video with the speedup and efficiency over one GPU, the "
+            "communication nothing hides, the peak memory per GPU and whether it fits, videos per GPU-hour "
+            "(and the cost per video with plan.price_per_gpu_hour=). Names the best plan and the best that "
+            "fits, warns of plans slower than the best on half the GPUs, lists the plans the pipeline "
+            "cannot run with the reason. Writes plan.parquet and plan.md under "
+            "<output_root>/<run_id>/static_analysis/plan/. Needs device=. Exit 0 ok, 2 bad input.",
+            "example:\n  ditmeter plan model=wan2.1-t2v-14b workload=720p-81f device=h100-sxm gpus=8\n\n"
+            f"{command_help('plan')}\n\n{tail}",
         ),
     ]
 
@@ -342,6 +357,12 @@ def _cmd_sweep(overrides: list[str], console: Console) -> int:
     return run_sweep(overrides, console, progress=show.StepPrinter(console))
 
 
+def _cmd_plan(overrides: list[str], console: Console) -> int:
+    from ditmeter.commands.plan import run_plan
+
+    return run_plan(overrides, console)
+
+
 class _Stdout(io.TextIOBase):
     """stdout that never breaks a run: a closed stdout or a reader that went away (``| head``) only
     loses the text; a stdout that cannot be written (``> /dev/full``) is remembered and reported;
@@ -452,6 +473,7 @@ _COMMANDS = {
     "ingest": _cmd_ingest,
     "calibrate": _cmd_calibrate,
     "sweep": _cmd_sweep,
+    "plan": _cmd_plan,
 }
 
 

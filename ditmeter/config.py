@@ -70,6 +70,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "profile": (*_RUN, "profile"),
     "ingest": (*_RUN, "trace"),
     "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages", "parallel"),
+    "plan": (*(k for k in _RUN if k != "measured_video_s"), "stages"),
     "calibrate": (
         "model",
         "workload",

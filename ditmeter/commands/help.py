@@ -24,6 +24,11 @@ EXAMPLES = (
 #: What the command line reads besides the config keys.
 EXTRA_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "validate": (("validate.data=DIR", "a folder of measurement YAML files (default: data/measurements/)"),),
+    "plan": (
+        ("gpus=N", "the GPUs every plan uses, 1 to 8 (required)"),
+        ("plan.memory_limit_gib=GIB", "also name the best plan whose peak per GPU is under this"),
+        ("plan.price_per_gpu_hour=PRICE", "adds the cost per video (no built-in prices)"),
+    ),
 }
 _KEY_LINE = re.compile(r"^( *)([A-Za-z_][A-Za-z0-9_]*):")
 

@@ -1,0 +1,199 @@
+"""``ditmeter plan``: every plan the pipeline can run on exactly ``gpus=N`` GPUs, ranked.
+
+A plan is ``parallel.ulysses`` × ``parallel.ring`` × ``parallel.cfg`` = N with each of
+``parallel.dit_fsdp`` and ``parallel.t5_fsdp`` off and on. Each is costed by
+:func:`ditmeter.commands.report.analyze`, the path ``report`` takes with the same ``parallel.*``
+overrides (one implementation of the timing); a plan the family refuses (its
+:class:`ConfigError`, as ``report`` would refuse it) is kept as a row that cannot run, with the
+reason. Formatting lives in :mod:`ditmeter.reports.plan_table`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pandas as pd
+
+from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan
+from ditmeter.commands.plan_result import PlanOptions, PlanResult
+from ditmeter.commands.report import analyze
+from ditmeter.config import RunConfig, load
+from ditmeter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+#: The command line's own keys (not config keys): ``gpus=N`` and ``plan.*``.
+PLAN_KEYS = ("gpus", "plan.memory_limit_gib", "plan.price_per_gpu_hour")
+
+
+def parallel_plans(gpus: int) -> list[ParallelPlan]:
+    """Every ulysses × ring × cfg = ``gpus`` with both FSDP flags off and on (one plan on one
+    GPU: FSDP has nothing to shard there and ``report`` costs it as one GPU)."""
+    if gpus == 1:
+        return [ParallelPlan()]
+    out = []
+    for cfg in (1, 2):
+        for ulysses in range(1, gpus + 1):
+            if gpus % (cfg * ulysses):
+                continue
+            ring = gpus // (cfg * ulysses)
+            for dit_fsdp in (False, True):
+                for t5_fsdp in (False, True):
+                    out.append(ParallelPlan(ulysses, ring, cfg, dit_fsdp, t5_fsdp, gpus))
+    return out
+
+
+def _row(cfg: RunConfig, plan: ParallelPlan, options: PlanOptions) -> dict[str, Any]:
+    """One plan costed as ``report`` costs it, or the reason the family refuses it."""
+    keys: dict[str, Any] = {"plan": plan.name.partition(": ")[2] or plan.name, **plan.as_dict()}
+    try:
+        analysis, view = analyze(attrs.evolve(cfg, parallel=plan))
+    except ConfigError as exc:
+        return {**keys, "runs": False, "reason": str(exc)}
+    assert view.per_video_s is not None and cfg.device is not None  # a device is required
+    est = view.plan.estimate if view.plan is not None else None
+    peak = analysis.memory.peak_per_gpu_bytes
+    limit = options.memory_limit_gib
+    per_video_s = view.per_video_s
+    return {
+        **keys,
+        "runs": True,
+        "reason": None,
+        "per_video_s": per_video_s,
+        "speedup": est.speedup if est is not None else 1.0,
+        "parallel_efficiency": est.efficiency if est is not None else 1.0,
+        "comm_exposed_per_video_s": est.comm_video_s if est is not None else 0.0,
+        "peak_per_gpu_bytes": peak,
+        "device_memory_bytes": cfg.device.memory_bytes,
+        "fits": peak <= cfg.device.memory_bytes,
+        "under_limit": limit is None or peak <= limit * 2**30,
+        "videos_per_gpu_hour": 3600.0 / per_video_s / plan.gpus,
+        "cost_per_video": (
+            None
+            if options.price_per_gpu_hour is None
+            else per_video_s * plan.gpus / 3600.0 * options.price_per_gpu_hour
+        ),
+    }
+
+
+def _ranked(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    for col in ("per_video_s", "speedup", "parallel_efficiency", "comm_exposed_per_video_s"):
+        if col not in frame:
+            frame[col] = math.nan
+    frame = frame.sort_values(["runs", "per_video_s"], ascending=[False, True], kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) -> PlanResult:
+    """Every plan on ``options.gpus`` GPUs ranked by seconds per video; the best plan on N/2 GPUs
+    for the warnings. Nothing is written."""
+    if cfg.device is None:
+        raise ConfigError("device", "needs device=NAME: a plan's time and memory are per GPU of a device")
+    single = _row(cfg, ParallelPlan(), options)
+    if not single["runs"]:
+        raise ConfigError("plan", f"one GPU cannot run this video: {single['reason']}")
+    frame = _ranked([_row(cfg, p, options) for p in parallel_plans(options.gpus)])
+    single_s = float(single["per_video_s"])
+    fewer, fewer_best = None, None
+    if options.gpus > 1:
+        fewer = options.gpus // 2 if options.gpus % 2 == 0 else 1
+        if fewer == 1:
+            fewer_best = single_s
+        else:
+            half = _ranked([_row(cfg, p, options) for p in parallel_plans(fewer)])
+            fewer_best = float(half[half["runs"]]["per_video_s"].min())
+    runs = frame["runs"].astype(bool)
+    frame["rank"] = pd.array([i + 1 if r else None for i, r in enumerate(runs)], dtype="Int64")
+    frame["slower_than_fewer_gpus"] = runs & (frame["per_video_s"] > (fewer_best or math.inf))
+    return PlanResult(
+        frame,
+        options,
+        cfg,
+        single_s,
+        fewer,
+        fewer_best,
+        tuple(overrides),
+    )
+
+
+def _number(key: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(key, f"must be a positive number, got {text!r}")
+    return value
+
+
+def parse_options(overrides: Sequence[str]) -> tuple[PlanOptions, list[str]]:
+    """``gpus=N`` and ``plan.*`` from the command line, and the config overrides left."""
+    mine = {o.partition("=")[0]: o.partition("=")[2] for o in overrides if o.partition("=")[0] in PLAN_KEYS}
+    rest = [o for o in overrides if o.partition("=")[0] not in PLAN_KEYS]
+    stray = [o for o in rest if "=" not in o]
+    if stray:
+        raise ConfigError("arguments", f"plan takes KEY=VALUE overrides only; got {stray[0]!r}")
+    bad = [o for o in rest if o.partition("=")[0].lstrip("+~").split(".", 1)[0] == "plan"]
+    if bad:
+        raise ConfigError(bad[0].partition("=")[0], f"not a known key; plan keys: {', '.join(PLAN_KEYS)}")
+    text = mine.get("gpus")
+    if text is None:
+        raise ConfigError("gpus", f"missing; give gpus=N, 1 to {MAX_GPUS}")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_GPUS:
+        raise ConfigError(
+            "gpus", f"{text!r} not allowed; 1 to {MAX_GPUS} (one node; links between nodes are not modeled)"
+        )
+    limit, price = (mine.get(k) for k in PLAN_KEYS[1:])
+    options = PlanOptions(
+        int(text),
+        None if limit is None else _number(PLAN_KEYS[1], limit),
+        None if price is None else _number(PLAN_KEYS[2], price),
+    )
+    return options, rest
+
+
+def publish(result: PlanResult) -> tuple[Path, tuple[str, ...]]:
+    """``plan.parquet`` and ``plan.md`` as a run folder,
+    ``<output_root>/<run_id>/static_analysis/plan/``, that appears only when complete."""
+    from ditmeter.reports.plan_table import plan_markdown, plan_metadata, plan_schema
+    from ditmeter.reports.run_dir import analysis_dir, new_run_id, staged_run
+    from ditmeter.reports.tables import write_parquet
+
+    cfg = result.cfg
+    run_id = cfg.run_id or new_run_id(cfg.model.name, f"{cfg.workload.name}-{result.options.gpus}-gpus")
+    manifest = {
+        "command": "plan",
+        "model": cfg.model.name,
+        "workload": cfg.workload.name,
+        "gpus": result.options.gpus,
+        "overrides": list(result.overrides),
+    }
+    with staged_run(cfg.output_root, run_id, "plan", manifest) as out:
+        write_parquet(result.frame, plan_schema(), out / "plan.parquet", plan_metadata(result))
+        (out / "plan.md").write_text(plan_markdown(result), encoding="utf-8")
+    return analysis_dir(cfg.output_root / run_id, "plan"), ("plan.parquet", "plan.md")
+
+
+def run_plan(overrides: list[str], console: Console) -> int:
+    """``ditmeter plan``: rank the plans, print them, publish the run folder; 0. Bad input is a
+    :class:`ConfigError` (the CLI's exit 2), raised before anything is written."""
+    from ditmeter.reports.console import print_wrote
+    from ditmeter.reports.plan_table import plan_lines, plan_table
+    from ditmeter.reports.table_model import to_rich
+
+    start = time.perf_counter()
+    options, rest = parse_options(overrides)
+    result = plan(load(rest, "plan"), options, overrides)
+    console.print(to_rich(plan_table(result)))
+    for line in plan_lines(result):
+        console.print(line)
+    folder, files = publish(result)
+    print_wrote(console, folder, files, start)
+    return 0

@@ -1,0 +1,137 @@
+"""``ditmeter plan``'s table: its Parquet schema and metadata, the ranked table (terminal and
+``plan.md``) and the lines under it (the best plans, the warnings, the plans that cannot run)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow as pa
+
+from ditmeter.reports.format import binary_bytes, seconds
+from ditmeter.reports.table_model import Column, Table, table, to_markdown
+from ditmeter.reports.tables import CONVENTION, library_versions
+
+if TYPE_CHECKING:
+    from ditmeter.commands.plan_result import PlanResult
+
+
+def plan_schema() -> pa.Schema:
+    """One row per plan; times and money null where the plan cannot run (``reason`` says why)."""
+    f = pa.field
+    return pa.schema(
+        [
+            f("rank", pa.int64()),  # 1: the fastest; null: cannot run
+            f("plan", pa.string()),
+            f("gpus", pa.int64()),
+            f("ulysses", pa.int64()),
+            f("ring", pa.int64()),
+            f("cfg", pa.int64()),
+            f("dit_fsdp", pa.bool_()),
+            f("t5_fsdp", pa.bool_()),
+            f("runs", pa.bool_()),
+            f("reason", pa.string()),  # the family's refusal, as `report` gives it
+            f("per_video_s", pa.float64()),
+            f("speedup", pa.float64()),  # over the same video on one GPU
+            f("parallel_efficiency", pa.float64()),  # speedup / gpus
+            f("comm_exposed_per_video_s", pa.float64()),
+            f("peak_per_gpu_bytes", pa.int64()),
+            f("device_memory_bytes", pa.int64()),
+            f("fits", pa.bool_()),  # peak_per_gpu_bytes <= device_memory_bytes
+            f("under_limit", pa.bool_()),  # under plan.memory_limit_gib (true without one)
+            f("videos_per_gpu_hour", pa.float64()),
+            f("cost_per_video", pa.float64()),  # per_video_s × gpus / 3600 × plan.price_per_gpu_hour
+            f("slower_than_fewer_gpus", pa.bool_()),  # slower than the best plan on N/2 GPUs (or one)
+        ]
+    )
+
+
+def plan_metadata(result: PlanResult) -> dict[str, str]:
+    cfg, o = result.cfg, result.options
+    assert cfg.device is not None
+    return {
+        "ditmeter.table": "plan",
+        "ditmeter.model": cfg.model.name,
+        "ditmeter.workload": cfg.workload.name,
+        "ditmeter.device": cfg.device.name,
+        "ditmeter.gpus": str(o.gpus),
+        "ditmeter.single_video_s": repr(result.single_video_s),
+        "ditmeter.options": json.dumps(
+            {"memory_limit_gib": o.memory_limit_gib, "price_per_gpu_hour": o.price_per_gpu_hour}
+        ),
+        "ditmeter.overrides": json.dumps(list(result.overrides)),
+        "ditmeter.versions": json.dumps(library_versions()),
+        "ditmeter.convention": CONVENTION,
+    }
+
+
+def plan_table(result: PlanResult) -> Table:
+    """The plans that run, fastest first."""
+    priced = result.options.price_per_gpu_hour is not None
+    columns = [
+        Column("#"),
+        Column("plan", "left"),
+        *(Column(n) for n in ("per video", "speedup", "efficiency", "comm exposed", "peak per GPU")),
+        Column("fits", "left"),
+        Column("videos/GPU·h"),
+        *((Column("cost/video"),) if priced else ()),
+    ]
+    rows = [
+        (
+            str(row["rank"]),
+            str(row["plan"]) + (" (slower)" if row["slower_than_fewer_gpus"] else ""),
+            seconds(float(row["per_video_s"])),
+            f"{row['speedup']:.2f}×",
+            f"{100 * row['parallel_efficiency']:.0f}%",
+            seconds(float(row["comm_exposed_per_video_s"])),
+            binary_bytes(int(row["peak_per_gpu_bytes"])),
+            "yes" if row["fits"] else "NO",
+            f"{row['videos_per_gpu_hour']:.2f}",
+            *((f"{row['cost_per_video']:.3f}",) if priced else ()),
+        )
+        for _, row in result.runnable.iterrows()
+    ]
+    cfg = result.cfg
+    assert cfg.device is not None
+    title = (
+        f"plans on {result.options.gpus} × {cfg.device.name}, {cfg.model.name} × {cfg.workload.name} "
+        f"(predicted seconds per video; one GPU {seconds(result.single_video_s)})"
+    )
+    return table(title, columns, rows)
+
+
+def _best(label: str, row: pd.Series | None) -> str:
+    if row is None:
+        return f"{label}: none"
+    return (
+        f"{label}: {row['plan']}, {seconds(float(row['per_video_s']))} per video, "
+        + binary_bytes(int(row["peak_per_gpu_bytes"]))
+        + " per GPU"
+    )
+
+
+def plan_lines(result: PlanResult) -> list[str]:
+    """The best plan, the best that fits, a warning per plan slower than fewer GPUs, the refusals."""
+    cfg, o = result.cfg, result.options
+    assert cfg.device is not None
+    fit = f"fits {binary_bytes(cfg.device.memory_bytes)}"
+    if o.memory_limit_gib is not None:
+        fit += f" and plan.memory_limit_gib={o.memory_limit_gib:g}"
+    lines = [_best("best", result.best()), _best(f"best that {fit}", result.best(fits_only=True))]
+    fewer = "one GPU" if result.fewer_gpus == 1 else f"the best plan on {result.fewer_gpus} GPUs"
+    for _, row in result.runnable[result.runnable["slower_than_fewer_gpus"]].iterrows():
+        assert result.fewer_best_s is not None
+        lines.append(
+            f"warning: {row['plan']} ({seconds(float(row['per_video_s']))}) is slower than {fewer} "
+            f"({seconds(result.fewer_best_s)})"
+        )
+    for _, row in result.frame[~result.frame["runs"].astype(bool)].iterrows():
+        lines.append(f"cannot run: {row['plan']}: {row['reason']}")
+    return lines
+
+
+def plan_markdown(result: PlanResult) -> str:
+    t = plan_table(result)
+    body = [f"# {t.title}", "", *to_markdown(t), "", *(f"- {line}" for line in plan_lines(result))]
+    return "\n".join(body) + "\n"

@@ -1,0 +1,80 @@
+"""``ditmeter plan``: every plan costed as ``report`` costs it, ranked, priced, and bad input refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ditmeter.cli import main
+from ditmeter.commands.plan import plan
+from ditmeter.commands.plan_result import PlanOptions, PlanResult
+from ditmeter.commands.report import analyze
+from ditmeter.config import load
+
+BASE = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=h100-sxm"]
+
+
+@pytest.fixture(scope="module")
+def result() -> PlanResult:
+    return plan(load(BASE, "plan"), PlanOptions(gpus=4, price_per_gpu_hour=2.5))
+
+
+def test_every_plan_costs_what_report_gives(result: PlanResult) -> None:
+    runnable = result.runnable
+    assert len(runnable) == 5 * 4  # u×r = 4 (u 1, 2, 4) and 2 (u 1, 2) with cfg 2, × FSDP flags
+    for _, row in runnable.iterrows():
+        keys = ("ulysses", "ring", "cfg", "dit_fsdp", "t5_fsdp")
+        overrides = [f"parallel.{k}={str(row[k]).lower()}" for k in keys]
+        _, view = analyze(load([*BASE, *overrides], "report"))
+        assert row["per_video_s"] == view.per_video_s, overrides
+
+
+def test_ranking_is_sorted_and_the_best_is_the_minimum(result: PlanResult) -> None:
+    times = result.runnable["per_video_s"].tolist()
+    assert times == sorted(times)
+    best = result.best()
+    assert best is not None and best["per_video_s"] == min(times)
+    assert result.runnable["rank"].tolist() == list(range(1, len(times) + 1))
+
+
+def test_cost_per_video_by_hand(result: PlanResult) -> None:
+    row = result.runnable.iloc[3]
+    assert row["cost_per_video"] == pytest.approx(row["per_video_s"] * 4 / 3600 * 2.5, rel=1e-12)
+    assert row["videos_per_gpu_hour"] == pytest.approx(3600 / row["per_video_s"] / 4, rel=1e-12)
+
+
+def test_fits_is_peak_against_the_device(result: PlanResult) -> None:
+    capacity = result.cfg.device.memory_bytes if result.cfg.device is not None else 0
+    rows = result.runnable
+    assert (rows["device_memory_bytes"] == capacity).all()
+    assert (rows["fits"] == (rows["peak_per_gpu_bytes"] <= capacity)).all()
+
+
+def test_refused_plans_are_listed_with_the_family_reason() -> None:
+    eight = plan(load(BASE, "plan"), PlanOptions(gpus=8))
+    refused = eight.frame[~eight.frame["runs"].astype(bool)]
+    assert len(refused) == 4  # ulysses 8 does not divide the 1.3B's 12 heads, × FSDP flags
+    assert refused["reason"].str.contains("does not divide").all()
+    assert pd.isna(refused["per_video_s"]).all()
+
+
+@pytest.mark.parametrize("bad", ["gpus=0", "gpus=9", "gpus=two", "plan.nope=1", "parallel.ulysses=2"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*BASE, "gpus=2", bad] if bad.startswith(("plan.", "parallel.")) else [*BASE, bad]
+    assert main(["plan", *args, f"output_root={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ditmeter: error: ") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_writes_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", *BASE, "gpus=2", f"output_root={tmp_path}", "run_id=p"]) == 0
+    folder = tmp_path / "p" / "static_analysis" / "plan"
+    frame = pd.read_parquet(folder / "plan.parquet")
+    assert len(frame) == 3 * 4 and frame["gpus"].eq(2).all()  # ulysses 2, ring 2 or cfg 2
+    assert "best:" in (folder / "plan.md").read_text(encoding="utf-8")
+    assert "best that fits" in capsys.readouterr().out
