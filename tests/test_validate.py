@@ -10,7 +10,7 @@ import yaml
 
 from ditmeter.cli import main
 from ditmeter.commands.validate import default_folder, predict_point, validate_frame
-from ditmeter.compare.measurements import error_summary, load_points
+from ditmeter.compare.measurements import error_summary, load_points, plan_family
 
 #: The accuracy the README states for time.execution=eager (median and max |error| over the dataset).
 STATED_MEDIAN, STATED_MAX = 0.12, 0.35
@@ -109,3 +109,24 @@ def test_validate_writes_its_files(tmp_path: Path) -> None:
     frame = pd.read_parquet(out / "validate.parquet")
     assert list(frame["point_id"]) == ["a"] and (out / "validate.png").stat().st_size > 0
     assert "median" in (out / "validate.md").read_text(encoding="utf-8")
+
+
+def test_plan_families_and_speedups_by_hand(tmp_path: Path) -> None:
+    """A 1-GPU point at 1,000 s and its 4-GPU pair (same id ending -4gpu) at 300 s, Ulysses 4 with
+    DiT FSDP: measured speed-up 1000/300 = 3.333×; the predicted one is the two predictions' ratio,
+    and its error predicted/measured − 1. A 1-GPU point has none."""
+    plan = ["workload=480p-81f", "parallel.ulysses=4", "parallel.dit_fsdp=true"]
+    points = load_points(
+        _folder(tmp_path, [_point("t-1gpu", 1000.0), _point("t-4gpu", 300.0, gpus=4, settings=plan)])
+    )
+    one, four = (predict_point(p) for p in points)
+    frame = validate_frame(points).set_index("point_id")
+    assert list(frame["plan"]) == ["1 GPU", "ulysses + DiT FSDP"]
+    assert frame.loc["t-4gpu", "measured_speedup"] == pytest.approx(1000 / 300)
+    assert frame.loc["t-4gpu", "predicted_speedup"] == pytest.approx(one / four)
+    assert frame.loc["t-4gpu", "speedup_rel_error"] == pytest.approx(one / four / (1000 / 300) - 1)
+    assert frame["speedup_rel_error"].isna().tolist() == [True, False]
+    s = error_summary(frame.reset_index(), "plan", "speedup_rel_error")
+    assert list(s["group"]) == ["ulysses + DiT FSDP"] and list(s["points"]) == [1]
+    assert plan_family(["parallel.ring=2", "parallel.cfg=2"]) == "ring × cfg"
+    assert plan_family(["parallel.ulysses=1", "parallel.dit_fsdp=true"]) == "1 GPU"

@@ -15,6 +15,7 @@ validation only.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -154,11 +155,34 @@ def load_points(folder: Path) -> list[Point]:
     return points
 
 
+#: ``parallel.*`` keys of a point's settings that name a strategy, in the order a family is named.
+_STRATEGIES = ("ulysses", "ring", "cfg")
+#: A multi-GPU point's id ends ``-<N>gpu``; the same id ending ``-1gpu`` is its one-GPU pair.
+_GPUS_SUFFIX = re.compile(r"-(\d+)gpu$")
+
+
+def plan_family(settings: Sequence[str]) -> str:
+    """The plan family of a point's settings: ``1 GPU``, or its strategies (``ulysses``,
+    ``ulysses × ring``) with ``+ DiT FSDP`` when the DiT is sharded."""
+    values = dict(s.split("=", 1) for s in settings if s.startswith("parallel."))
+    used = [k for k in _STRATEGIES if int(values.get(f"parallel.{k}", "1")) > 1]
+    if not used:
+        return "1 GPU"
+    fsdp = " + DiT FSDP" if values.get("parallel.dit_fsdp", "false").lower() == "true" else ""
+    return " × ".join(used) + fsdp
+
+
 def comparison_frame(points: Sequence[Point], predicted: Sequence[float]) -> pd.DataFrame:
-    """One row per point: its settings, measured and ``predicted`` seconds, the relative error."""
+    """One row per point: its settings and plan family, measured and ``predicted`` seconds, the
+    relative error; a multi-GPU point with its one-GPU pair in the dataset (the same id ending
+    ``-1gpu``) also its measured and predicted speed-up over it and the speed-up's error."""
+    by_id = dict(zip((p.id for p in points), predicted, strict=True))
+    measured = {p.id: p.seconds for p in points}
     rows = []
     for p, seconds in zip(points, predicted, strict=True):
         error = float(seconds) / p.seconds - 1.0
+        pair = _GPUS_SUFFIX.sub("-1gpu", p.id) if p.gpus > 1 else None
+        speedup = (measured[pair] / p.seconds, by_id[pair] / float(seconds)) if pair in measured else None
         rows.append(
             {
                 "point_id": p.id,
@@ -169,22 +193,30 @@ def comparison_frame(points: Sequence[Point], predicted: Sequence[float]) -> pd.
                 "published_gpu": p.published_gpu,
                 "gpus": p.gpus,
                 "settings": " ".join(p.settings),
+                "plan": plan_family(p.settings),
                 "timed": p.timed,
                 "measured_s": p.seconds,
                 "predicted_s": float(seconds),
                 "rel_error": error,
                 "abs_rel_error": abs(error),
+                "measured_speedup": None if speedup is None else speedup[0],
+                "predicted_speedup": None if speedup is None else speedup[1],
+                "speedup_rel_error": None if speedup is None else speedup[1] / speedup[0] - 1.0,
                 "assumed": "; ".join(p.assumed),
                 "where": p.where,
                 "quote": p.quote,
             }
         )
-    return pd.DataFrame(rows)
+    speedups = ["measured_speedup", "predicted_speedup", "speedup_rel_error"]
+    frame = pd.DataFrame(rows)
+    return frame.astype(dict.fromkeys(speedups, "float64"))  # None: NaN, even when no point has one
 
 
-def error_summary(frame: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
+def error_summary(frame: pd.DataFrame, by: str | None = None, error: str = "rel_error") -> pd.DataFrame:
     """Points, median and max |relative error| and the median signed error, overall or ``by`` a
-    column (``device``, ``pipeline``, ``gpus``)."""
+    column (``device``, ``pipeline``, ``gpus``, ``plan``); ``error``: which error column
+    (``speedup_rel_error``: the points that have one)."""
+    frame = frame[frame[error].notna()].assign(rel_error=frame[error], abs_rel_error=frame[error].abs())
     groups = [("all", frame)] if by is None else list(frame.groupby(by, sort=True))
     return pd.DataFrame(
         [

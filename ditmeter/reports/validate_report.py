@@ -21,11 +21,15 @@ VALIDATE_SCHEMA = pa.schema(
         pa.field("published_gpu", pa.string(), nullable=False),
         pa.field("gpus", pa.int64(), nullable=False),
         pa.field("settings", pa.string(), nullable=False),
+        pa.field("plan", pa.string(), nullable=False),
         pa.field("timed", pa.string(), nullable=False),
         pa.field("measured_s", pa.float64(), nullable=False),
         pa.field("predicted_s", pa.float64(), nullable=False),
         pa.field("rel_error", pa.float64(), nullable=False),
         pa.field("abs_rel_error", pa.float64(), nullable=False),
+        pa.field("measured_speedup", pa.float64()),
+        pa.field("predicted_speedup", pa.float64()),
+        pa.field("speedup_rel_error", pa.float64()),
         pa.field("assumed", pa.string(), nullable=False),
         pa.field("where", pa.string(), nullable=False),
         pa.field("quote", pa.string(), nullable=False),
@@ -73,13 +77,15 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
         Column("median error"),
     ]
     out = []
-    for by, title in (
-        (None, "the whole dataset"),
-        ("device", "per GPU"),
-        ("pipeline", "per framework"),
-        ("gpus", "per GPU count"),
+    for by, title, error in (
+        (None, "the whole dataset", "rel_error"),
+        ("device", "per GPU", "rel_error"),
+        ("pipeline", "per framework", "rel_error"),
+        ("gpus", "per GPU count", "rel_error"),
+        ("plan", "per plan family", "rel_error"),
+        ("plan", "speed-up over the same table's one-GPU point, per plan family", "speedup_rel_error"),
     ):
-        s = error_summary(frame, by)
+        s = error_summary(frame, by, error)
         rows = [
             (
                 r.group,
