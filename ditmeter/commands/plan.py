@@ -21,12 +21,15 @@ import pandas as pd
 
 from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan
 from ditmeter.commands.plan_result import PlanOptions, PlanResult
-from ditmeter.commands.report import analyze
+from ditmeter.commands.report import analyze, under_plan
 from ditmeter.config import RunConfig, load
 from ditmeter.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from ditmeter.analytic.analysis import Analysis
+    from ditmeter.reports.device_report import DeviceView
 
 #: The command line's own keys (not config keys): ``gpus=N`` and ``plan.*``.
 PLAN_KEYS = ("gpus", "plan.memory_limit_gib", "plan.price_per_gpu_hour")
@@ -49,11 +52,15 @@ def parallel_plans(gpus: int) -> list[ParallelPlan]:
     return out
 
 
-def _row(cfg: RunConfig, plan: ParallelPlan, options: PlanOptions) -> dict[str, Any]:
-    """One plan costed as ``report`` costs it, or the reason the family refuses it."""
+def _row(
+    cfg: RunConfig, plan: ParallelPlan, options: PlanOptions, one_gpu: tuple[Analysis, DeviceView]
+) -> dict[str, Any]:
+    """One plan costed as ``report`` costs it (its one-GPU analysis ``one_gpu`` shared by every
+    plan), or the reason the family refuses it."""
     keys: dict[str, Any] = {"plan": plan.name.partition(": ")[2] or plan.name, **plan.as_dict()}
     try:
-        analysis, view = analyze(attrs.evolve(cfg, parallel=plan))
+        at = attrs.evolve(cfg, parallel=plan)
+        analysis, view = one_gpu if plan.single else under_plan(at, *one_gpu, scaling=False)
     except ConfigError as exc:
         return {**keys, "runs": False, "reason": str(exc)}
     assert view.per_video_s is not None and cfg.device is not None  # a device is required
@@ -96,10 +103,9 @@ def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) ->
     for the warnings. Nothing is written."""
     if cfg.device is None:
         raise ConfigError("device", "needs device=NAME: a plan's time and memory are per GPU of a device")
-    single = _row(cfg, ParallelPlan(), options)
-    if not single["runs"]:
-        raise ConfigError("plan", f"one GPU cannot run this video: {single['reason']}")
-    frame = _ranked([_row(cfg, p, options) for p in parallel_plans(options.gpus)])
+    one_gpu = analyze(attrs.evolve(cfg, parallel=ParallelPlan()))  # what every plan is set against
+    single = _row(cfg, ParallelPlan(), options, one_gpu)
+    frame = _ranked([_row(cfg, p, options, one_gpu) for p in parallel_plans(options.gpus)])
     single_s = float(single["per_video_s"])
     fewer, fewer_best = None, None
     if options.gpus > 1:
@@ -107,7 +113,7 @@ def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) ->
         if fewer == 1:
             fewer_best = single_s
         else:
-            half = _ranked([_row(cfg, p, options) for p in parallel_plans(fewer)])
+            half = _ranked([_row(cfg, p, options, one_gpu) for p in parallel_plans(fewer)])
             fewer_best = float(half[half["runs"]]["per_video_s"].min())
     runs = frame["runs"].astype(bool)
     frame["rank"] = pd.array([i + 1 if r else None for i, r in enumerate(runs)], dtype="Int64")

@@ -53,17 +53,30 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
             analysis = attrs.evolve(analysis, notes=(*analysis.notes, note))
             view = attrs.evolve(view, analysis=analysis)
         return analysis, view
+    return under_plan(cfg, analysis, view)
+
+
+def under_plan(
+    cfg: RunConfig, analysis: Analysis, view: DeviceView, *, scaling: bool = True
+) -> tuple[Analysis, DeviceView]:
+    """One GPU's ``analysis`` and ``view`` (:func:`analyze` without a plan) as one GPU of the plan
+    ``cfg.parallel`` sees them; ``scaling``: the plan view's scaling table too (else empty)."""
+    fam = cfg.family
     p = view.prediction
     if p is None:
         raise ConfigError(
             "parallel", "needs device=NAME: a plan's time, traffic and memory are per GPU of a device"
         )
     rank = fam.parallel(analysis, cfg.parallel, cfg.offload)  # refuses what the code refuses
-    scaling = scaling_frame(analysis, p, lambda plan: fam.parallel(analysis, plan, cfg.offload))
+    table = (
+        scaling_frame(analysis, p, lambda plan: fam.parallel(analysis, plan, cfg.offload))
+        if scaling
+        else pd.DataFrame()
+    )
     estimate = plan_estimate(analysis, p.device, p.plan, p.stage_seconds, rank)
     per_gpu = rank.apply(analysis)
     view = device_view(per_gpu, cfg.device, cfg.measured_video_s, cfg.time)
-    return per_gpu, attrs.evolve(view, plan=PlanView(estimate, analysis.memory, scaling))
+    return per_gpu, attrs.evolve(view, plan=PlanView(estimate, analysis.memory, table))
 
 
 def run_id_for(cfg: RunConfig, suffix: str = "") -> str:
