@@ -14,7 +14,6 @@ gets the fabric's achieved fraction of its link: busbw × device link / ``link_g
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import attrs
 
 from ditmeter.analytic.collectives import COLLECTIVES
+from ditmeter.analytic.kernels import log_linear
 from ditmeter.errors import ConfigError
 
 
@@ -50,15 +50,8 @@ class FabricTable:
     def busbw_bytes_per_s(self, op: str, message_bytes: int) -> float:
         """The achieved busbw of ``op`` at ``message_bytes``, bytes/s (log-linear, clamped)."""
         points = self.curves[op]
-        if message_bytes <= points[0].message_bytes:
-            return points[0].busbw_gbps * 1e9
-        for lo, hi in itertools.pairwise(points):
-            if message_bytes <= hi.message_bytes:
-                share = math.log(message_bytes / lo.message_bytes) / math.log(
-                    hi.message_bytes / lo.message_bytes
-                )
-                return (lo.busbw_gbps + share * (hi.busbw_gbps - lo.busbw_gbps)) * 1e9
-        return points[-1].busbw_gbps * 1e9
+        sizes, busbw = [p.message_bytes for p in points], [p.busbw_gbps for p in points]
+        return log_linear(sizes, busbw, message_bytes) * 1e9
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> FabricTable:

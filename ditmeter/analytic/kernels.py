@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -81,14 +81,19 @@ class Curve:
 
     def at(self, x: float) -> float:
         """The fraction at ``x``: linear in log2(x) between points, the end value beyond them."""
-        xs, fs = self.x, self.fraction
-        if x <= xs[0]:
-            return fs[0]
-        if x >= xs[-1]:
-            return fs[-1]
-        i = bisect.bisect_right(xs, x)
-        t = (math.log2(x) - math.log2(xs[i - 1])) / (math.log2(xs[i]) - math.log2(xs[i - 1]))
-        return fs[i - 1] + t * (fs[i] - fs[i - 1])
+        return log_linear(self.x, self.fraction, x)
+
+
+def log_linear(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """``ys`` at ``x`` over strictly increasing ``xs``: linear in log(x) between points, the end
+    value beyond them (no extrapolation)."""
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    i = bisect.bisect_right(xs, x)
+    t = (math.log2(x) - math.log2(xs[i - 1])) / (math.log2(xs[i]) - math.log2(xs[i - 1]))
+    return ys[i - 1] + t * (ys[i] - ys[i - 1])
 
 
 def _curve(raw: Any, where: str, x_key: str) -> Curve:
