@@ -24,6 +24,9 @@ from ditmeter.validate import FieldError, parse, positive_int
 
 #: Peaks a roofline can use; ``fp8`` only where the chip has FP8 tensor cores.
 TENSOR_DTYPES = ("bf16", "fp16", "fp8")
+#: Peaks recorded for reference that no workload or ``gemm_dtype`` runs in: Blackwell's FP4 (no cost
+#: rule models NVFP4/MXFP4 block scaling), kept so a datasheet's headline is not mistaken for FP8's.
+REFERENCE_DTYPES = ("fp4",)
 NUMBER_KEYS = (
     "bf16_tflops",
     "fp16_tflops",
@@ -41,6 +44,8 @@ OPTIONAL_NUMBER_KEYS = (
     "fp16_sparse_tflops",
     "fp8_sparse_tflops",
     "tf32_sparse_tflops",
+    "fp4_tflops",
+    "fp4_sparse_tflops",
 )
 
 #: How far a dense peak may sit from half the sparse figure: datasheets round
@@ -121,6 +126,9 @@ class DeviceSpec:
     fp16_sparse_tflops: float | None = _optional()
     fp8_sparse_tflops: float | None = _optional()
     tf32_sparse_tflops: float | None = _optional()
+    #: FP4 tensor peaks (Blackwell), dense and the datasheet's sparse; for reference (REFERENCE_DTYPES)
+    fp4_tflops: float | None = _optional()
+    fp4_sparse_tflops: float | None = _optional()
     #: the share of the datasheet's boost clock the board holds in sustained compute work under its
     #: power limit, where its kernel table's fractions were measured on another board: scales the
     #: compute peaks, not the bandwidth (None: the fractions already hold the clock)
@@ -134,7 +142,7 @@ class DeviceSpec:
         missing = [k for k in given if not self.sources.get(k, "").strip()]
         if missing:
             raise FieldError(f"sources.{missing[0]}", "every number needs a source (datasheet)")
-        for dtype in (*TENSOR_DTYPES, "tf32"):
+        for dtype in (*TENSOR_DTYPES, "tf32", *REFERENCE_DTYPES):
             dense, sparse = getattr(self, f"{dtype}_tflops"), getattr(self, f"{dtype}_sparse_tflops")
             if dense is not None and sparse is not None and abs(2 * dense / sparse - 1) > SPARSE_RATIO_SLACK:
                 raise FieldError(
