@@ -23,7 +23,7 @@ TRACE    ?=
 GPUS     ?= 8
 DEVICE   ?= h100-sxm
 
-.PHONY: install report trace compare diff validate profile ingest calibrate sweep plan test lint bench clean
+.PHONY: install report trace compare diff validate profile ingest calibrate sweep plan whatif test lint bench clean
 
 $(STAMP): pyproject.toml setup.py Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ditmeter needs Python >= 3.11; set PYTHON=python3.11")'
@@ -62,6 +62,9 @@ sweep: $(STAMP)
 # Every plan on GPUS GPUs of DEVICE ranked (ARGS="plan.memory_limit_gib=40 plan.price_per_gpu_hour=2.5").
 plan: $(STAMP)
 	$(BIN)/ditmeter plan model=$(MODEL) workload=$(WORKLOAD) device=$(DEVICE) gpus=$(GPUS) $(ARGS)
+
+whatif: $(STAMP)
+	$(BIN)/ditmeter whatif model=$(MODEL) workload=$(WORKLOAD) device=$(DEVICE) $(ARGS)
 
 # The newest traced run unless RUN=<run_id> is given.
 compare: $(STAMP)

@@ -26,6 +26,19 @@ from ditmeter.commands.sweep import SweepResult, sweep
 from ditmeter.config import choices, load
 
 FRAMES = (17, 33, 49, 65, 81, 97, 113, 129, 145, 161)  # 4n+1
+#: Ten devices of the catalog, named (the catalog grows; the grid stays 10,000 points).
+DEVICES = (
+    "a100-sxm-80gb",
+    "a800",
+    "h100-pcie",
+    "h100-sxm",
+    "h20",
+    "h200",
+    "h800",
+    "l40s",
+    "rtx4090",
+    "rtx5090",
+)
 EFFICIENCIES = (0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -35,7 +48,7 @@ def grid() -> list[str]:
         "pipeline=diffusers",
         "workload=[480p-81f,720p-81f]",
         f"workload.num_frames=[{','.join(map(str, FRAMES))}]",
-        f"device=[{','.join(choices('device'))}]",
+        f"device=[{','.join(DEVICES)}]",
         "time.mode=[predicted,roofline]",
         "attention=[auto]",
         f"device.efficiency=[{','.join(map(str, EFFICIENCIES))}]",

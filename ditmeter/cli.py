@@ -181,6 +181,19 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "example:\n  ditmeter plan model=wan2.1-t2v-14b workload=720p-81f device=h100-sxm gpus=8\n\n"
             f"{command_help('plan')}\n\n{tail}",
         ),
+        (
+            "whatif",
+            "the video under each speed-up method (caching, few steps, FP8, compile, CUDA graphs) on one GPU",
+            "Cost the baseline and the same video under each what-if of whatif=[...] alone and all of them "
+            "together, each as `report` costs it with the method's overrides (the mechanism: which forwards "
+            "run the blocks, which kernels run, in which dtype): seconds per video, speed-up, where the "
+            "DiT's time goes (compute-, memory-, launch-bound), peak memory and whether it fits. Quality is "
+            "not modelled. Writes whatif.parquet, whatif.md and whatif.png under "
+            "<output_root>/<run_id>/static_analysis/whatif/. Needs device=. Exit 0 ok, 2 bad input.",
+            "example:\n  ditmeter whatif model=wan2.1-t2v-14b workload=720p-81f device=rtx4090 "
+            "'whatif=[fp8,teacache]' methods.cache_skip=0.5\n\n"
+            f"{command_help('whatif')}\n\n{tail}",
+        ),
     ]
 
 
@@ -363,6 +376,12 @@ def _cmd_plan(overrides: list[str], console: Console) -> int:
     return run_plan(overrides, console)
 
 
+def _cmd_whatif(overrides: list[str], console: Console) -> int:
+    from ditmeter.commands.whatif import run_whatif
+
+    return run_whatif(overrides, console)
+
+
 class _Stdout(io.TextIOBase):
     """stdout that never breaks a run: a closed stdout or a reader that went away (``| head``) only
     loses the text; a stdout that cannot be written (``> /dev/full``) is remembered and reported;
@@ -474,6 +493,7 @@ _COMMANDS = {
     "calibrate": _cmd_calibrate,
     "sweep": _cmd_sweep,
     "plan": _cmd_plan,
+    "whatif": _cmd_whatif,
 }
 
 

@@ -37,6 +37,7 @@ from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.host import HostPlan, default_host, host_from_mapping
 from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
+from ditmeter.analytic.methods import NO_METHODS, Methods, with_cuda_graphs
 from ditmeter.analytic.parallel import SINGLE, ParallelPlan
 from ditmeter.analytic.timing import EXECUTIONS, TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
@@ -65,11 +66,12 @@ _RUN = (
     "measured_video_s",
 )
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
-    "report": (*_RUN, "stages", "parallel"),
+    "report": (*_RUN, "stages", "parallel", "methods"),
     "trace": (*_RUN, "stages", "compare", "parallel"),
     "profile": (*_RUN, "profile"),
     "ingest": (*_RUN, "trace"),
     "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages", "parallel"),
+    "whatif": (*(k for k in _RUN if k != "measured_video_s"), "stages", "methods"),
     "plan": (*(k for k in _RUN if k != "measured_video_s"), "stages"),
     "calibrate": (
         "model",
@@ -216,6 +218,7 @@ class RunConfig:
     calibrate: CalibrateOptions = CalibrateOptions()
     parallel: ParallelPlan = SINGLE
     ingest_trace: Path | None = None  # ``trace=``: the Chrome trace ``ingest`` reads
+    methods: Methods = NO_METHODS  # ``methods.*``: the what-if methods (docs/whatif.md)
 
     @property
     def geometry(self) -> Geometry:
@@ -384,8 +387,12 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
     workload = parse_workload(
         raw["workload"], default_steps=model.default_steps, text_len=model.text_len, pipeline=top.pipeline
     )
+    methods = parse(Methods, raw.get("methods"), "methods")
+    workload = attrs.evolve(workload, cfg_free=methods.cfg_free, cfg_batch=methods.cfg_batch)
     device = parse(DeviceSpec, raw["device"], "device") if raw.get("device") is not None else None
     device, plan = time_plan(top, parse(TimeOptions, raw.get("time"), "time"), device, command)
+    if methods.cuda_graphs:
+        plan = with_cuda_graphs(plan, device)
     if top.measured_video_s is not None and device is None:
         raise ConfigError("measured_video_s", "needs device=NAME: the MFU is against a device's peak")
     out = RunConfig(
@@ -404,6 +411,7 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         calibrate=parse(CalibrateOptions, raw.get("calibrate"), "calibrate", device_kind=top.device_kind),
         parallel=ParallelPlan.from_mapping(raw.get("parallel")),
         ingest_trace=Path(top.trace) if top.trace else None,
+        methods=methods,
     )
 
     out.geometry  # noqa: B018  (refuses sizes below one patch before anything runs)

@@ -49,7 +49,7 @@ RUN_ID = re.compile(r"\d{8}T\d{6}Z_[A-Za-z0-9._+=-]+?_[0-9a-f]{6}")
 #: A line that ``…`` never stands for: blank, or a table's rule.
 SPACING = re.compile(r"^[ ─]*$")
 #: The subcommands whose output is the same on every run and cheap: the blocks compared.
-CHECKED = ("report", "validate", "sweep", "diff", "compare", "plan")
+CHECKED = ("report", "validate", "sweep", "diff", "compare", "plan", "whatif")
 #: What changes from one run to the next: the seconds after `wrote … in`, a sweep's seconds and rate.
 VOLATILE = (
     (re.compile(r"^(wrote .*) in [\d.,]+ s$", re.MULTILINE), r"\1 in … s"),

@@ -271,7 +271,7 @@ def test_the_readme_outputs_are_what_the_commands_print_now() -> None:
     readme_outputs = _script_module(REPO / "scripts", "readme_outputs")
     lines = README.splitlines()
     marked = readme_outputs.blocks(lines)
-    cheap = ("report", "validate", "sweep", "diff", "compare", "plan")
+    cheap = ("report", "validate", "sweep", "diff", "compare", "plan", "whatif")
     checked = [b for b in marked if all(c.argv[0] in cheap for c in b.commands)]
     assert len(marked) >= 13 and len(checked) >= 10
     assert any("measured_video_s=1800" in c.shown for b in checked for c in b.commands)

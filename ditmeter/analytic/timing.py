@@ -70,6 +70,7 @@ __all__ = [
     "OFFLOAD_PHASE",
     "TIME_MODES",
     "ZERO",
+    "ForwardRun",
     "Prediction",
     "StageKernels",
     "TimePlan",
@@ -128,6 +129,22 @@ class Timing:
 
     def times(self, n: int) -> Timing:
         return Timing(*(n * a for a in attrs.astuple(self)))
+
+    def minus(self, part: Timing) -> Timing:
+        """This module's times without those of ``part``, one of its sub-trees (never below 0)."""
+        return Timing(
+            *(max(a - b, 0.0) for a, b in zip(attrs.astuple(self), attrs.astuple(part), strict=True))
+        )
+
+
+@attrs.frozen
+class ForwardRun:
+    """``count`` of a video's denoiser forwards that run alike (a what-if method's kind of forward:
+    ``computed``, ``cached``), each taking ``timing``."""
+
+    kind: str
+    count: int
+    timing: Timing
 
 
 ZERO = Timing(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -228,6 +245,9 @@ class Prediction:
     backends: dict[str, str]  # the attention kernel of every stage
     #: the weights the video moves between host and GPU, each with its seconds (``offload.model``)
     transfers: tuple[tuple[Transfer, float], ...] = ()
+    #: the denoiser's forwards by kind when a method runs them differently (step caching); empty:
+    #: every forward is ``per_forward``
+    forward_runs: tuple[ForwardRun, ...] = ()
 
     @property
     def transfer_s(self) -> float:
@@ -245,9 +265,13 @@ class Prediction:
     @property
     def forward_video_s(self) -> float:
         """The denoiser's seconds per video (every forward of every step)."""
+        if self.forward_runs:
+            return sum(r.timing.predicted_s * r.count for r in self.forward_runs)
         return self.per_forward.predicted_s * self.forwards_per_video
 
     def stage_video_s(self, stage: str, runs: int) -> float:
+        if stage == self.forward_id and self.forward_runs:
+            return self.forward_video_s
         return self.modules[stage].predicted_s * runs
 
     @property
@@ -263,9 +287,14 @@ class Prediction:
         moved between host and GPU."""
         return sum(self.stage_video_s(s, n) for s, n in self.stage_runs) + self.transfer_s
 
+    def stage_roofline_s(self, stage: str, runs: int) -> float:
+        if stage == self.forward_id and self.forward_runs:
+            return sum(r.timing.roofline_s * r.count for r in self.forward_runs)
+        return self.modules[stage].roofline_s * runs
+
     @property
     def roofline_video_s(self) -> float:
-        return sum(self.modules[s].roofline_s * n for s, n in self.stage_runs) + self.transfer_s
+        return sum(self.stage_roofline_s(s, n) for s, n in self.stage_runs) + self.transfer_s
 
     def mfu(self, tensor_flops_per_video: int, dtype: str, measured_video_s: float) -> float:
         """Model FLOPs utilisation: tensor FLOPs per video / (measured time × dense peak).

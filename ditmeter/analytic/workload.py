@@ -40,16 +40,33 @@ class Workload:
     context_len: int = attrs.field(validator=positive_int)
     dtype: str = attrs.field(validator=one_of(*DTYPE_BYTES))
     pipeline: str = attrs.field(validator=one_of(*PIPELINES))  # from the top-level ``pipeline`` key
+    #: what-if methods (``methods.cfg_free``, ``methods.cfg_batch``; docs/whatif.md): a
+    #: guidance-distilled model's one forward per step, or a step's two forwards as one of batch 2
+    cfg_free: bool = False
+    cfg_batch: bool = False
 
     @property
     def act_bytes(self) -> int:
         return DTYPE_BYTES[self.dtype]
 
     @property
-    def guidance_forwards(self) -> int:
-        """DiT forwards per step: the official code always runs a conditional and an unconditional
-        forward (whatever ``guide_scale`` is); diffusers skips the second when scale <= 1."""
+    def prompts(self) -> int:
+        """Prompts encoded and guidance branches per step: the official code always runs a conditional
+        and an unconditional branch (whatever ``guide_scale`` is); diffusers skips the second when
+        scale <= 1, a guidance-distilled model (``cfg_free``) always."""
+        if self.cfg_free:
+            return 1
         return 2 if self.pipeline == "official" or self.guidance_scale > 1.0 else 1
+
+    @property
+    def guidance_forwards(self) -> int:
+        """DiT forwards per step: one per branch, or one of both branches batched (``cfg_batch``)."""
+        return 1 if self.cfg_batch else self.prompts
+
+    @property
+    def dit_batch(self) -> int:
+        """Samples in one DiT forward: the batch, twice over when ``cfg_batch`` batches the branches."""
+        return self.batch_size * (2 if self.cfg_batch and self.prompts == 2 else 1)
 
     @property
     def forwards_per_video(self) -> int:
@@ -70,6 +87,8 @@ def parse_workload(raw: Any, *, default_steps: int, text_len: int, pipeline: str
     hidden = {
         "pipeline": "is a top-level key: pipeline=official|diffusers",
         "rounding": "replaced by the top-level key pipeline=official|diffusers",  # a retired key
+        "cfg_free": "is methods.cfg_free",
+        "cfg_batch": "is methods.cfg_batch",
     }
     w = parse(Workload, raw, section, hidden=hidden, **given)
     for key in ("text_len", "context_len"):

@@ -29,6 +29,13 @@ EXTRA_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
         ("plan.memory_limit_gib=GIB", "also name the best plan whose peak per GPU is under this"),
         ("plan.price_per_gpu_hour=PRICE", "adds the cost per video (no built-in prices)"),
     ),
+    "whatif": (
+        (
+            "whatif=[NAME,...]",
+            "the what-ifs to compare: compile, cuda_graphs, cfg_batch, few_step, fp8, magcache, teacache, "
+            "easycache, fbcache (default: compile, cuda_graphs, cfg_batch, fp8, few_step)",
+        ),
+    ),
 }
 _KEY_LINE = re.compile(r"^( *)([A-Za-z_][A-Za-z0-9_]*):")
 

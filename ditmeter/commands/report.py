@@ -10,6 +10,8 @@ import attrs
 import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
+from ditmeter.analytic.methods import NO_METHODS, cache_note, cache_schedule, residual_pass, with_cache
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import DeviceView, device_view
@@ -38,12 +40,17 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
     per-GPU time against one GPU.
     """
     fam = cfg.family
+    if cfg.methods != NO_METHODS and not cfg.parallel.single:
+        raise ConfigError(
+            "methods", "not modelled under a parallel.* plan yet: drop methods.* or run on one GPU"
+        )
     if model is None:
         analysis = fam.analyze(cfg.model, cfg.workload, cfg.stages, cfg.offload)
     else:
         analysis = fam.analyze(model, cfg.workload, (fam.forward_stage,), cfg.offload)
     analysis.check_bounds()  # before any tracing, plotting or writing
-    view = device_view(analysis, cfg.device, cfg.measured_video_s, cfg.time)
+    view = with_methods(cfg, device_view(analysis, cfg.device, cfg.measured_video_s, cfg.time))
+    analysis = view.analysis
     if cfg.parallel.single or model is not None:
         if cfg.parallel.dit_fsdp or cfg.parallel.t5_fsdp:
             note = (
@@ -54,6 +61,33 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
             view = attrs.evolve(view, analysis=analysis)
         return analysis, view
     return under_plan(cfg, analysis, view)
+
+
+def with_methods(cfg: RunConfig, view: DeviceView) -> DeviceView:
+    """``view`` with the step cache of ``methods.cache``: the denoiser's forwards split into those
+    that run the blocks and those that reuse the cache (docs/whatif.md)."""
+    a, p = view.analysis, view.prediction
+    schedule = cache_schedule(cfg.methods, a.forwards_per_video)
+    if schedule is None:
+        return view
+    if p is None:
+        raise ConfigError("methods.cache", "needs device=NAME: it changes the predicted time")
+    elements, dtype = cfg.family.residual_stream(a)
+    held = a.workload.prompts * elements * EAGER_DTYPE_BYTES[dtype]
+    phases = tuple(
+        attrs.evolve(ph, activation_bytes=(ph.activation_bytes or 0) + held)
+        if ph.stage == a.forward.name
+        else ph
+        for ph in a.memory.phases
+    )
+    a = attrs.evolve(
+        a,
+        notes=(*a.notes, cache_note(schedule, a.forwards_per_video, held)),
+        memory=attrs.evolve(a.memory, phases=phases),
+    )
+    return attrs.evolve(
+        view, analysis=a, prediction=with_cache(p, schedule, residual_pass(elements, dtype, p))
+    )
 
 
 def under_plan(

@@ -262,7 +262,8 @@ def configs(fixed: Sequence[str], axes: Sequence[Axis]) -> tuple[list[tuple[str,
 
     def apply(ref: RunConfig, ref_point: list[str], point: list[str], values: dict[str, Any]) -> RunConfig:
         raw = attrs.asdict(ref.workload, recurse=False)
-        del raw["pipeline"]  # the top-level key, given to parse_workload apart
+        for key in ("pipeline", "cfg_free", "cfg_batch"):  # given apart (the top-level key, methods.*)
+            del raw[key]
         preset = raw["name"].removesuffix(f"[{_edits(ref_point)}]")
         raw |= {k.removeprefix("workload."): v for k, v in values.items()}
         raw["name"] = f"{preset}[{_edits(point)}]" if _edits(point) else preset
@@ -270,6 +271,7 @@ def configs(fixed: Sequence[str], axes: Sequence[Axis]) -> tuple[list[tuple[str,
         w = parse_workload(
             raw, default_steps=m.default_steps, text_len=m.text_len, pipeline=ref.workload.pipeline
         )
+        w = attrs.evolve(w, cfg_free=ref.workload.cfg_free, cfg_batch=ref.workload.cfg_batch)
         out = attrs.evolve(ref, workload=w)
         out.geometry  # noqa: B018  (as load does: refuses sizes the model cannot run)
         return out

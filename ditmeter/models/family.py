@@ -151,5 +151,9 @@ class Family(Protocol):
         """Per stage with a memory rule: the analytic peak live activation bytes of the stage's
         reference module as the tracer runs it (its dtypes), for the memory gate."""
 
+    def residual_stream(self, analysis: Analysis) -> tuple[int, str]:
+        """Elements and dtype of the forward stage's residual stream in one forward (what a step
+        cache keeps per guidance branch)."""
+
     def component_weights(self, model: Any) -> dict[str, dict[str, int]]:
         """Weight bytes by dtype of every component besides the forward stage's, for the memory fit."""

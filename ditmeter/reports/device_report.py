@@ -133,8 +133,8 @@ def stage_times(view: DeviceView) -> list[dict[str, Any]]:
                 "stage": stage.name,
                 "per_run_s": t.predicted_s,
                 "runs_per_video": stage.runs_per_video,
-                "per_video_s": under.get(stage.name, t.predicted_s * stage.runs_per_video),
-                "roofline_per_video_s": t.roofline_s * stage.runs_per_video,
+                "per_video_s": under.get(stage.name, p.stage_video_s(stage.name, stage.runs_per_video)),
+                "roofline_per_video_s": p.stage_roofline_s(stage.name, stage.runs_per_video),
                 "bound": t.bound,
                 "attention": p.backends.get(stage.name),
             }

@@ -369,7 +369,7 @@ def build_dit(
     timestep of every token embedded and projected, and the modulation per token (under a plan,
     for ``shard.time_tokens``); ``weight_dtype`` replaces the pipeline's
     DiT weight dtype (Wan2.2's ``--convert_model_dtype``; the modules kept in fp32 stay fp32)."""
-    b = workload.batch_size
+    b = workload.dit_batch
     tokens = shard.tokens if shard else geo.tokens
     d = _Dims(
         batch=b,

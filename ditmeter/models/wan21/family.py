@@ -76,6 +76,12 @@ class Wan21:
         a = analysis
         return reference_activation_bytes(a.model, a.workload, a.geometry, a.forward.tree)
 
+    def residual_stream(self, analysis: Analysis) -> tuple[int, str]:
+        from ditmeter.models.wan21.semantics import SEMANTICS
+
+        a, w = analysis, analysis.workload
+        return w.dit_batch * a.geometry.tokens * a.model.dim, SEMANTICS[w.pipeline].residual_dtype or w.dtype
+
     def component_weights(self, model: WanModelSpec) -> dict[str, dict[str, int]]:
         return pipeline.component_weights(model)
 

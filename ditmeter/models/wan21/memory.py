@@ -71,7 +71,7 @@ def dit_footprint(
     """
     a, f32 = w.act_bytes, FP32_BYTES
     r = DTYPE_BYTES[residual_dtype or SEMANTICS[w.pipeline].residual_dtype or w.dtype]
-    b, rows, dim = w.batch_size, w.batch_size * (tokens or g.tokens), m.dim
+    b, rows, dim = w.dit_batch, w.dit_batch * (tokens or g.tokens), m.dim
     text_rows, image_rows = b * g.context_len, b * m.image_tokens
     text, image = text_rows * dim * a, image_rows * dim * a
     persistent = (

@@ -81,9 +81,7 @@ def _stage_costs(name: str, m: WanModelSpec, w: Workload, g: Geometry, weight_dt
     b = w.batch_size
     if name == "text_encoder":
         run = f"one encode of {m.text_len} tokens (prompt, and the negative prompt with guidance)"
-        return Stage(
-            name, build_umt5(m.text_encoder, b, m.text_len), w.guidance_forwards, m.text_encoder.dtype, run
-        )
+        return Stage(name, build_umt5(m.text_encoder, b, m.text_len), w.prompts, m.text_encoder.dtype, run)
     if name == "image_encoder":
         clip = m.image_encoder
         assert clip is not None  # available_stages offers it only to image models

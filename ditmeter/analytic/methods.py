@@ -1,0 +1,176 @@
+"""What-if methods (``methods.*``; docs/whatif.md): the speed-ups Wan users apply, each modelled as
+the mechanism that changes which kernels run, never as a speed-up factor.
+
+* **Step caching** (``cache``): some DiT forwards skip the transformer blocks and add the
+  residual (blocks' output - input) cached from the last forward of the same branch that ran
+  them. What a skipped forward still runs is the method's own code (:data:`SKIPPED_RUNS`); a
+  computed forward also stores its residual (one element-wise pass). Which forwards skip is the
+  method's rule: TeaCache, EasyCache and FBCache decide each step from the data (an indicator
+  computed from the real activations), so their share is an input (``cache_skip``); MagCache
+  decides from magnitude ratios its authors calibrated once per model and published, so its
+  share follows from its threshold, K and retention (or ``cache_skip`` when given).
+* ``cfg_free``: a guidance-distilled model runs one forward per step (with
+  ``workload.num_inference_steps=4``: a few-step model such as LightX2V's distilled Wan2.1).
+* ``cfg_batch``: the conditional and unconditional forwards of a step as one forward of batch 2.
+* ``cuda_graphs``: the step replayed as a CUDA graph: the host's per-kernel launch cost becomes a
+  graph node's.
+
+Kernel-level what-ifs stay where the kernels are: ``attention=`` (the attention kernel),
+``gemm_dtype=fp8`` and ``time.execution=compiled``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from ditmeter.analytic.cost import DTYPE_BYTES, Cost
+from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
+from ditmeter.analytic.timing import ForwardRun, Prediction, StageKernels, TimePlan, Timing, kernel_time
+from ditmeter.analytic.tree import ModuleRow
+from ditmeter.errors import ConfigError
+from ditmeter.validate import boolean, finite_number, one_of, whole_number
+
+#: The step-caching methods ``methods.cache`` names.
+CACHES = ("teacache", "magcache", "easycache", "fbcache")
+#: What a forward that reuses the cache still runs, per method: ``head`` = the DiT outside its
+#: blocks (patch, time and text embeddings, the output head, unpatchify), ``first_block`` the
+#: first transformer block too, ``none`` nothing of the DiT (the cached change is added to the
+#: latent). Each from the method's Wan code (docs/whatif.md quotes the lines).
+SKIPPED_RUNS = {"teacache": "head", "magcache": "head", "fbcache": "first_block", "easycache": "none"}
+_SKIPPED_WORDS = {
+    "head": "the embeddings and the head",
+    "first_block": "the embeddings, the first block and the head",
+    "none": "nothing of the DiT",
+}
+#: Methods whose skipped share is decided from the real activations at run time.
+DATA_DEPENDENT = ("teacache", "easycache", "fbcache")
+
+
+@attrs.frozen
+class Methods:
+    """``methods.*``: the what-if methods applied to a run (all off by default)."""
+
+    cache: str | None = attrs.field(default=None, validator=attrs.validators.optional(one_of(*CACHES)))
+    #: the share of the DiT's forwards that reuse the cache (0 to 0.95)
+    cache_skip: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(finite_number(0, maximum=0.95))
+    )
+    magcache_threshold: float = attrs.field(default=0.12, validator=finite_number(0, maximum=10))
+    magcache_k: int = attrs.field(default=2, validator=whole_number(1, maximum=100))
+    magcache_retention: float = attrs.field(default=0.2, validator=finite_number(0, maximum=1))
+    cfg_free: bool = attrs.field(default=False, validator=boolean)
+    cfg_batch: bool = attrs.field(default=False, validator=boolean)
+    cuda_graphs: bool = attrs.field(default=False, validator=boolean)
+
+    def __attrs_post_init__(self) -> None:
+        if self.cache is None and self.cache_skip is not None:
+            raise ConfigError("methods.cache_skip", "needs methods.cache (one of: " + ", ".join(CACHES) + ")")
+        if self.cache in DATA_DEPENDENT and self.cache_skip is None:
+            raise ConfigError(
+                "methods.cache_skip",
+                f"{self.cache} decides which steps to skip from the real activations; give the share of "
+                "forwards your run skipped (0 to 0.95)",
+            )
+        if self.cfg_free and self.cfg_batch:
+            raise ConfigError(
+                "methods.cfg_batch", "cannot combine with methods.cfg_free (one forward per step)"
+            )
+
+    @property
+    def active(self) -> tuple[str, ...]:
+        """The methods on, as the keys name them."""
+        out = [f"cache={self.cache}"] if self.cache else []
+        return (*out, *(k for k in ("cfg_free", "cfg_batch", "cuda_graphs") if getattr(self, k)))
+
+
+NO_METHODS = Methods()
+
+
+@attrs.frozen
+class CacheSchedule:
+    """Which of a video's DiT forwards run the blocks (``computed``) and which reuse the cache."""
+
+    method: str
+    computed: int
+    skipped: int
+    #: how the split was decided (said in the report)
+    why: str
+
+
+def cache_schedule(m: Methods, forwards: int) -> CacheSchedule | None:
+    """The split of ``forwards`` under ``m.cache`` (None: no caching). A share that is not a whole
+    number of forwards is rounded to the nearest and said so."""
+    if m.cache is None:
+        return None
+    if m.cache_skip is None:
+        raise ConfigError(
+            "methods.cache_skip",
+            f"{m.cache}'s own rule is not available here; give the share of forwards skipped (0 to 0.95)",
+        )
+    exact = m.cache_skip * forwards
+    skipped = min(round(exact), forwards - 1)  # the first forward always computes
+    why = f"methods.cache_skip={m.cache_skip:g} of {forwards} forwards"
+    if not math.isclose(exact, skipped):
+        why += f" = {exact:g}, rounded to {skipped}"
+    return CacheSchedule(m.cache, forwards - skipped, skipped, why)
+
+
+def skipped_forward(p: Prediction, method: str, blocks_id: str, first_block_id: str) -> Timing:
+    """One forward that reuses the cache under ``method``: the forward minus its blocks (plus the
+    first block for FBCache), or nothing of the DiT (EasyCache)."""
+    runs = SKIPPED_RUNS[method]
+    if runs == "none":
+        return Timing(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    forward, blocks = p.modules[p.forward_id], p.modules[blocks_id]
+    out = forward.minus(blocks)
+    return out + p.modules[first_block_id] if runs == "first_block" else out
+
+
+def with_cache(p: Prediction, schedule: CacheSchedule, residual: Timing) -> Prediction:
+    """``p`` with its denoiser's forwards split by ``schedule``: computed forwards also store their
+    residual (``residual``: one pass writing blocks' output - input), skipped ones add it back."""
+    blocks_id, first = f"{p.forward_id}.blocks", f"{p.forward_id}.blocks.0"
+    skip = skipped_forward(p, schedule.method, blocks_id, first) + residual
+    full = p.per_forward + residual
+    runs = (ForwardRun("computed", schedule.computed, full), ForwardRun("cached", schedule.skipped, skip))
+    return attrs.evolve(p, forward_runs=runs)
+
+
+#: The GPU-side cost of one kernel node of a replayed CUDA graph (the host launches the graph once).
+GRAPH_NODE_S = 0.5e-6
+GRAPH_NODE_SOURCE = (
+    "NVIDIA developer blog 'Getting Started with CUDA Graphs' (A. Gray, 2019): a 2.9 us kernel takes "
+    "3.8 us per launch from a stream and 3.4 us per node in a graph: 0.5 us per node"
+)
+
+
+def with_cuda_graphs(plan: TimePlan, device: DeviceSpec | None) -> TimePlan:
+    """``plan`` with the step replayed as a CUDA graph: each GPU kernel's launch cost is a graph
+    node's (:data:`GRAPH_NODE_S`); the host CPU's own ops (``offload.t5_cpu``) keep theirs."""
+    if device is None or plan.kernels is None:
+        raise ConfigError("methods.cuda_graphs", "needs device=NAME: it changes the predicted time")
+    host = attrs.evolve(plan.kernels.host, per_kernel_s=GRAPH_NODE_S, source=GRAPH_NODE_SOURCE)
+    return attrs.evolve(plan, kernels=attrs.evolve(plan.kernels, host=host))
+
+
+def residual_pass(elements: int, dtype: str, p: Prediction) -> Timing:
+    """One element-wise pass over the residual stream (``elements`` in ``dtype``): two tensors read,
+    one written (a computed forward storing ``out - in``; a skipped one adding it back)."""
+    size = elements * EAGER_DTYPE_BYTES[dtype]
+    row = ModuleRow("cache", None, 0, "leaf", "cache", None, Cost(bytes_read=2 * size, bytes_written=size))
+    return kernel_time(row, p.device, p.plan, StageKernels(dtype if dtype in DTYPE_BYTES else "fp32"))
+
+
+def cache_note(s: CacheSchedule, forwards: int, held_bytes: int) -> str:
+    """What a report says about the step cache."""
+    gib = held_bytes / 2**30
+    return (
+        f"Step cache ({s.method}, methods.cache): {s.computed} of {forwards} DiT forwards run the blocks, "
+        f"{s.skipped} reuse the cached residual ({s.why}); a skipped forward runs "
+        f"{_SKIPPED_WORDS[SKIPPED_RUNS[s.method]]}"
+        f"; the cache holds {gib:.2f} GiB of residuals (one per guidance branch), live through the "
+        "DiT stage (added to its activations in the memory timeline)."
+    )

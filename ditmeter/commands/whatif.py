@@ -1,0 +1,227 @@
+"""``ditmeter whatif``: the baseline video and the same video under each what-if method, alone and
+all together, on one GPU (docs/whatif.md).
+
+A what-if is a named set of config overrides (:data:`WHATIFS`), each a mechanism the time model
+carries (``methods.*``, ``attention=``, ``gemm_dtype=``, ``time.execution=``), never a speed-up
+factor. Each row is costed by :func:`ditmeter.commands.report.analyze`, the path ``report`` takes
+with the same overrides; a method the device or the model cannot run is a row with the reason.
+Quality is not modelled. Formatting lives in :mod:`ditmeter.reports.whatif_table`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ditmeter.commands.report import analyze
+from ditmeter.commands.whatif_result import WhatifResult
+from ditmeter.config import load
+from ditmeter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ditmeter.reports.device_report import DeviceView
+
+#: Each what-if: the overrides that turn it on, and what it is.
+WHATIFS: dict[str, tuple[tuple[str, ...], str]] = {
+    "compile": (("time.execution=compiled",), "torch.compile: one fused kernel per module"),
+    "cuda_graphs": (("methods.cuda_graphs=true",), "the step replayed as a CUDA graph"),
+    "cfg_batch": (("methods.cfg_batch=true",), "both guidance forwards as one batch of 2"),
+    "few_step": (
+        ("methods.cfg_free=true", "workload.num_inference_steps=4"),
+        "a step- and guidance-distilled model: 4 steps, one forward each",
+    ),
+    "fp8": (("gemm_dtype=fp8",), "the DiT's matmuls in FP8"),
+    "magcache": (("methods.cache=magcache",), "MagCache step cache (its published rule)"),
+    "teacache": (("methods.cache=teacache",), "TeaCache step cache (methods.cache_skip: your run's share)"),
+    "easycache": (("methods.cache=easycache",), "EasyCache step cache (methods.cache_skip)"),
+    "fbcache": (("methods.cache=fbcache",), "first-block cache (methods.cache_skip)"),
+}
+#: What ``whatif`` compares when ``whatif=`` is not given.
+DEFAULT_WHATIFS = ("compile", "cuda_graphs", "fp8", "few_step")
+#: Pairs that cannot combine, and why (refused with exit 2 naming both).
+EXCLUSIVE = {
+    frozenset(
+        {"cfg_batch", "few_step"}
+    ): "a guidance-distilled model runs one forward per step: nothing to batch",
+}
+ALL = "all together"
+
+
+def parse_options(overrides: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
+    """``whatif=[a,b]`` from the command line (the what-ifs to compare) and the config overrides left."""
+    mine = [o for o in overrides if o.partition("=")[0] == "whatif"]
+    rest = [o for o in overrides if o.partition("=")[0] != "whatif"]
+    stray = [o for o in rest if "=" not in o]
+    if stray:
+        raise ConfigError("arguments", f"whatif takes KEY=VALUE overrides only; got {stray[0]!r}")
+    if len(mine) > 1:
+        raise ConfigError("whatif", "given twice; give one list, e.g. whatif=[fp8,teacache]")
+    if not mine:
+        return DEFAULT_WHATIFS, rest
+    text = mine[0].partition("=")[2].strip()
+    names = [n.strip() for n in text.removeprefix("[").removesuffix("]").split(",") if n.strip()]
+    allowed = ", ".join(WHATIFS)
+    if not names:
+        raise ConfigError("whatif", f"empty; allowed: {allowed}")
+    for n in names:
+        if n not in WHATIFS:
+            raise ConfigError("whatif", f"{n!r} not allowed; allowed: {allowed}")
+    if len(set(names)) != len(names):
+        raise ConfigError("whatif", f"{text!r} names a method twice")
+    return tuple(names), rest
+
+
+def combined(names: Sequence[str]) -> tuple[str, ...]:
+    """The overrides of every what-if in ``names`` together; two that set one key cannot combine."""
+    for pair, why in EXCLUSIVE.items():
+        if pair <= set(names):
+            a, b = sorted(pair)
+            raise ConfigError("whatif", f"{a} and {b} cannot combine: {why}")
+    owner: dict[str, str] = {}
+    out: list[str] = []
+    for name in names:
+        for override in WHATIFS[name][0]:
+            key = override.partition("=")[0]
+            if key in owner:
+                raise ConfigError("whatif", f"{owner[key]} and {name} cannot combine: both set {key}")
+            owner[key] = name
+            out.append(override)
+    return tuple(out)
+
+
+def _seconds(view: DeviceView) -> dict[str, float]:
+    """Where one row's video time goes: the denoiser's by limit, the other stages, the offload."""
+    p = view.prediction
+    assert p is not None
+    runs = p.forward_runs or ()
+    parts = [(r.timing, r.count) for r in runs] or [(p.per_forward, p.forwards_per_video)]
+    stages = p.stage_seconds
+    dit = stages.pop(p.forward_id, 0.0)
+    offload = stages.pop("offload", 0.0)
+    return {
+        "dit_s": dit,
+        "dit_compute_bound_s": sum(t.compute_bound_s * n for t, n in parts),
+        "dit_memory_bound_s": sum(t.memory_bound_s * n for t, n in parts),
+        "dit_launch_bound_s": sum(t.overhead_bound_s * n for t, n in parts),
+        "other_stages_s": sum(stages.values()),
+        "offload_s": offload,
+    }
+
+
+def _row(
+    name: str, overrides: Sequence[str], base: Sequence[str], baseline_s: float | None
+) -> dict[str, Any]:
+    keys: dict[str, Any] = {"whatif": name, "overrides": " ".join(overrides)}
+    try:
+        cfg = load([*base, *overrides], "whatif")
+        analysis, view = analyze(cfg)
+    except ConfigError as exc:
+        return {**keys, "runs": False, "reason": str(exc)}
+    assert view.per_video_s is not None and cfg.device is not None
+    p = view.prediction
+    assert p is not None
+    computed = sum(r.count for r in p.forward_runs if r.kind == "computed") or p.forwards_per_video
+    peak = analysis.memory.peak_per_gpu_bytes
+    return {
+        **keys,
+        "runs": True,
+        "reason": None,
+        "per_video_s": view.per_video_s,
+        "speedup": (baseline_s / view.per_video_s) if baseline_s else 1.0,
+        **_seconds(view),
+        "steps": analysis.workload.num_inference_steps,
+        "forwards_per_video": p.forwards_per_video,
+        "forwards_computed": computed,
+        "peak_per_gpu_bytes": peak,
+        "fits": peak <= cfg.device.memory_bytes,
+    }
+
+
+#: Keys that only a caching row uses (given once on the command line, applied where a cache runs).
+CACHE_KEYS = (
+    "methods.cache_skip",
+    "methods.magcache_threshold",
+    "methods.magcache_k",
+    "methods.magcache_retention",
+)
+
+
+def _cache_rows(names: Sequence[str], base: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
+    """``base`` without the cache keys, and those keys (for the rows that cache); given with no
+    caching what-if they would do nothing, and are refused."""
+    keys = tuple(o for o in base if o.partition("=")[0] in CACHE_KEYS)
+    if keys and not any(WHATIFS[n][0][0].startswith("methods.cache=") for n in names):
+        key = keys[0].partition("=")[0]
+        raise ConfigError(key, "used by a caching what-if only: add magcache, teacache, easycache or fbcache")
+    return [o for o in base if o not in keys], keys
+
+
+def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] = ()) -> WhatifResult:
+    """The baseline ``given`` and each what-if of ``names`` on it, then all of them together."""
+    base, cache_keys = _cache_rows(names, given)
+    cfg = load(list(base), "whatif")
+    if cfg.device is None:
+        raise ConfigError("device", "needs device=NAME: a what-if's time and memory are on a device")
+    if not cfg.parallel.single:
+        raise ConfigError("parallel", "whatif runs on one GPU (methods are not modelled under a plan yet)")
+    together = combined(names) if len(names) > 1 else ()
+    first = _row("baseline", (), base, None)
+    if not first["runs"]:
+        raise ConfigError("whatif", f"the baseline cannot run: {first['reason']}")
+    baseline_s = float(first["per_video_s"])
+
+    def keys(overrides: Sequence[str]) -> tuple[str, ...]:
+        caches = any(o.startswith("methods.cache=") for o in overrides)
+        return (*overrides, *cache_keys) if caches else tuple(overrides)
+
+    rows = [first, *(_row(n, keys(WHATIFS[n][0]), base, baseline_s) for n in names)]
+    if together:
+        rows.append(_row(ALL, keys(together), base, baseline_s))
+    return WhatifResult(pd.DataFrame(rows), cfg, tuple(names), tuple(overrides))
+
+
+def publish(result: WhatifResult) -> tuple[Path, tuple[str, ...]]:
+    """``whatif.parquet``, ``whatif.md`` and ``whatif.png`` as a run folder,
+    ``<output_root>/<run_id>/static_analysis/whatif/``, that appears only when complete."""
+    from ditmeter.reports.run_dir import analysis_dir, new_run_id, staged_run
+    from ditmeter.reports.tables import write_parquet
+    from ditmeter.reports.whatif_table import whatif_markdown, whatif_metadata, whatif_png, whatif_schema
+
+    cfg = result.cfg
+    run_id = cfg.run_id or new_run_id(cfg.model.name, f"{cfg.workload.name}-whatif")
+    manifest = {
+        "command": "whatif",
+        "model": cfg.model.name,
+        "workload": cfg.workload.name,
+        "whatif": list(result.names),
+        "overrides": list(result.overrides),
+    }
+    with staged_run(cfg.output_root, run_id, "whatif", manifest) as out:
+        write_parquet(result.frame, whatif_schema(), out / "whatif.parquet", whatif_metadata(result))
+        (out / "whatif.md").write_text(whatif_markdown(result), encoding="utf-8")
+        whatif_png(result, out / "whatif.png")
+    return analysis_dir(cfg.output_root / run_id, "whatif"), ("whatif.parquet", "whatif.md", "whatif.png")
+
+
+def run_whatif(overrides: list[str], console: Console) -> int:
+    """``ditmeter whatif``: cost the rows, print them, publish the run folder; 0. Bad input is a
+    :class:`ConfigError` (the CLI's exit 2), raised before anything is written."""
+    from ditmeter.reports.console import print_wrote
+    from ditmeter.reports.table_model import to_rich
+    from ditmeter.reports.whatif_table import whatif_lines, whatif_table
+
+    start = time.perf_counter()
+    names, rest = parse_options(overrides)
+    result = whatif(names, rest, overrides)
+    console.print(to_rich(whatif_table(result)))
+    for line in whatif_lines(result):
+        console.print(line)
+    folder, files = publish(result)
+    print_wrote(console, folder, files, start)
+    return 0

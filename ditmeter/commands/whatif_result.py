@@ -1,0 +1,17 @@
+"""What ``ditmeter whatif`` found (:mod:`ditmeter.commands.whatif`), as
+:mod:`ditmeter.reports.whatif_table` formats it."""
+
+from __future__ import annotations
+
+import attrs
+import pandas as pd
+
+from ditmeter.config import RunConfig
+
+
+@attrs.frozen
+class WhatifResult:
+    frame: pd.DataFrame  # the baseline, each what-if alone, all together (when more than one)
+    cfg: RunConfig  # the baseline's
+    names: tuple[str, ...]
+    overrides: tuple[str, ...]

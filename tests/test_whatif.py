@@ -1,0 +1,164 @@
+"""What-if methods (``methods.*``) and ``ditmeter whatif``: each mechanism by hand on a small case,
+the command's rows against ``report`` with the same overrides, and the combinations refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ditmeter.cli import main
+from ditmeter.commands.report import analyze
+from ditmeter.commands.whatif import whatif
+from ditmeter.commands.whatif_result import WhatifResult
+from ditmeter.config import load
+from ditmeter.errors import ConfigError
+
+BASE = ["model=wan2.1-t2v-1.3b", "workload=w002-512p", "device=h100-sxm"]
+
+
+def _view(*overrides: str):  # type: ignore[no-untyped-def]
+    return analyze(load([*BASE, *overrides], "report"))
+
+
+@pytest.fixture(scope="module")
+def baseline():  # type: ignore[no-untyped-def]
+    return _view()
+
+
+def test_cache_skips_the_blocks_of_the_skipped_forwards_by_hand(baseline) -> None:  # type: ignore[no-untyped-def]
+    a, v = baseline
+    p = v.prediction
+    forwards = a.forwards_per_video
+    _, cached = _view("methods.cache=teacache", "methods.cache_skip=0.3")
+    c = cached.prediction
+    skipped = round(0.3 * forwards)
+    # the residual pass: 2 reads + 1 write of tokens × dim fp32 (the official residual stream), at the
+    # H100's 3350 GB/s × the element-wise share 0.75 (configs/kernels/hopper.yaml)
+    elements = a.geometry.tokens * 1536
+    residual_s = max(3 * elements * 4 / (3350e9 * 0.75), 5e-6)  # never below one launch
+    outside_blocks = p.per_forward.predicted_s - p.modules["dit.blocks"].predicted_s
+    by_hand = (forwards - skipped) * (p.per_forward.predicted_s + residual_s) + skipped * (
+        outside_blocks + residual_s
+    )
+    assert c.forward_video_s == pytest.approx(by_hand, rel=1e-9)
+    assert [(r.kind, r.count) for r in c.forward_runs] == [
+        ("computed", forwards - skipped),
+        ("cached", skipped),
+    ]
+    others = sum(s for k, s in p.stage_seconds.items() if k != "dit")
+    assert cached.per_video_s == pytest.approx(by_hand + others, rel=1e-9)
+
+
+def test_fbcache_also_runs_the_first_block_and_easycache_none_of_the_dit(baseline) -> None:  # type: ignore[no-untyped-def]
+    _, v = baseline
+    p = v.prediction
+    runs = {}
+    for method in ("teacache", "fbcache", "easycache"):
+        _, view = _view(f"methods.cache={method}", "methods.cache_skip=0.5")
+        runs[method] = view.prediction.forward_runs[1].timing.predicted_s
+    block0 = p.modules["dit.blocks.0"].predicted_s
+    assert runs["fbcache"] - runs["teacache"] == pytest.approx(block0, rel=1e-9)
+    assert runs["easycache"] < runs["teacache"]  # the residual pass alone
+
+
+def test_cache_residuals_are_in_the_dit_phase(baseline) -> None:  # type: ignore[no-untyped-def]
+    a, _ = baseline
+    cached, _ = _view("methods.cache=magcache", "methods.cache_skip=0.2")
+    dit = {ph.stage: ph.activation_bytes or 0 for ph in a.memory.phases}["dit"]
+    dit_cached = {ph.stage: ph.activation_bytes or 0 for ph in cached.memory.phases}["dit"]
+    assert dit_cached - dit == 2 * a.geometry.tokens * 1536 * 4  # cond and uncond, fp32
+    assert any("Step cache (magcache" in n for n in cached.notes)
+
+
+def test_cfg_free_few_steps_by_hand(baseline) -> None:  # type: ignore[no-untyped-def]
+    a, _v = baseline
+    few, fv = _view("methods.cfg_free=true", "workload.num_inference_steps=4")
+    assert few.forwards_per_video == 4  # one forward per step
+    assert few.per_video.tensor_flops == 4 * a.per_forward.tensor_flops
+    stages = dict(fv.prediction.stage_runs)
+    assert stages["text_encoder"] == 1  # no negative prompt to encode
+
+
+def test_cfg_batch_is_one_forward_of_batch_two(baseline) -> None:  # type: ignore[no-untyped-def]
+    a, _v = baseline
+    b, bv = _view("methods.cfg_batch=true")
+    assert b.forwards_per_video == a.forwards_per_video // 2
+    assert b.per_forward.tensor_flops == 2 * a.per_forward.tensor_flops  # linear in the batch
+    assert b.per_video.tensor_flops == a.per_video.tensor_flops
+    dit = [{ph.stage: ph.activation_bytes or 0 for ph in x.memory.phases}["dit"] for x in (a, b)]
+    assert dit[1] > dit[0]  # both branches' activations at once
+    assert dict(bv.prediction.stage_runs)["text_encoder"] == 2  # both prompts still encoded
+
+
+def test_cuda_graphs_replace_each_launch_by_a_graph_node(baseline) -> None:  # type: ignore[no-untyped-def]
+    _, v = baseline
+    _, g = _view("methods.cuda_graphs=true")
+    # the overhead term counts launches: 5 us each from the stream (hopper.yaml), 0.5 us as graph nodes
+    assert g.prediction.per_forward.overhead_s == pytest.approx(
+        v.prediction.per_forward.overhead_s / 10, rel=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["methods.cache=teacache"], "methods.cache_skip"),
+        (["methods.cache_skip=0.3"], "methods.cache_skip"),
+        (["methods.cache=teacache", "methods.cache_skip=0.99"], "methods.cache_skip"),
+        (["methods.cfg_free=true", "methods.cfg_batch=true"], "methods.cfg_batch"),
+        (["methods.cache=nocache"], "methods.cache"),
+        (["methods.cfg_batch=true", "parallel.ulysses=2"], "methods"),
+    ],
+)
+def test_bad_methods_are_refused_naming_the_key(overrides: list[str], field: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        analyze(load([*BASE, *overrides], "report"))
+    assert exc.value.field == field
+
+
+@pytest.fixture(scope="module")
+def result() -> WhatifResult:
+    names = ("compile", "cuda_graphs", "fp8", "teacache")
+    return whatif(names, [*BASE, "methods.cache_skip=0.4"])
+
+
+def test_each_row_costs_what_report_gives(result: WhatifResult) -> None:
+    frame = result.frame
+    assert frame["whatif"].tolist() == [
+        "baseline",
+        "compile",
+        "cuda_graphs",
+        "fp8",
+        "teacache",
+        "all together",
+    ]
+    base_s = frame["per_video_s"].iloc[0]
+    for _, row in frame.iterrows():
+        overrides = row["overrides"].split()
+        _, view = _view(*overrides)
+        assert row["per_video_s"] == view.per_video_s, overrides
+        assert row["speedup"] == pytest.approx(base_s / view.per_video_s, rel=1e-12)
+    parts = ["dit_compute_bound_s", "dit_memory_bound_s", "dit_launch_bound_s", "other_stages_s", "offload_s"]
+    assert frame[parts].sum(axis=1).to_numpy() == pytest.approx(frame["per_video_s"].to_numpy(), rel=1e-9)
+    together = frame.iloc[-1]["overrides"]
+    assert "methods.cache_skip=0.4" in together and "gemm_dtype=fp8" in together
+
+
+def test_whatif_cli_writes_its_files_and_refuses_conflicts(tmp_path: Path) -> None:
+    argv = ["whatif", *BASE, "whatif=[compile,few_step]", f"output_root={tmp_path}", "run_id=w"]
+    assert main(argv) == 0
+    out = tmp_path / "w" / "static_analysis" / "whatif"
+    assert sorted(p.name for p in out.iterdir()) == ["whatif.md", "whatif.parquet", "whatif.png"]
+    frame = pd.read_parquet(out / "whatif.parquet")
+    assert frame["whatif"].tolist() == ["baseline", "compile", "few_step", "all together"]
+    assert "Quality is not modelled" in (out / "whatif.md").read_text()
+    for bad in (
+        "whatif=[cfg_batch,few_step]",  # both change the forwards per step
+        "whatif=[teacache,magcache]",  # both set methods.cache
+        "whatif=[fp9]",
+    ):
+        before = sorted(tmp_path.iterdir())
+        assert main(["whatif", *BASE, bad, "methods.cache_skip=0.3", f"output_root={tmp_path}"]) == 2
+        assert sorted(tmp_path.iterdir()) == before
