@@ -37,7 +37,7 @@ from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.host import HostPlan, default_host, host_from_mapping
 from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
-from ditmeter.analytic.methods import NO_METHODS, Methods, with_cuda_graphs
+from ditmeter.analytic.methods import NO_METHODS, MagCacheModel, Methods, with_cuda_graphs
 from ditmeter.analytic.parallel import SINGLE, ParallelPlan
 from ditmeter.analytic.timing import EXECUTIONS, TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
@@ -443,6 +443,31 @@ def _kernel_mapping(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
 def kernel_table(name: str) -> KernelTable:
     """``configs/kernels/<name>.yaml`` over its base, validated (errors name ``kernels.<field>``)."""
     return KernelTable.from_mapping(_kernel_mapping(name), "kernels")
+
+
+@functools.lru_cache(maxsize=1)
+def _magcache_ratios() -> dict[str, Any]:
+    from ditmeter.files import load_yaml
+
+    ratios: dict[str, Any] = load_yaml(config_dir() / "cache" / "magcache.yaml", "methods.cache")["ratios"]
+    return ratios
+
+
+def magcache_model(model: ModelSpec) -> MagCacheModel | None:
+    """MagCache's published ratios for ``model`` (``configs/cache/magcache.yaml``) and which of its
+    scripts runs it; None where MagCache publishes none (FLF2V, models of your own)."""
+    entry = _magcache_ratios().get(model.name)
+    if entry is None:
+        return None
+    experts = int(getattr(model, "experts", 1))
+    if model.name.startswith("wan2.1"):
+        mode = "wan2.1"
+    elif experts == 2:
+        mode = "i2v" if int(getattr(model, "images", 0)) else "t2v"
+    else:
+        mode = "ti2v"
+    shift, boundary = float(getattr(model, "sample_shift", 1.0)), float(getattr(model, "boundary", 0.0))
+    return MagCacheModel(model.name, tuple(float(v) for v in entry["values"]), mode, shift, boundary)
 
 
 @functools.lru_cache(maxsize=16)

@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ditmeter.analytic.methods import MagCacheModel, magcache_computed
 from ditmeter.cli import main
 from ditmeter.commands.report import analyze
 from ditmeter.commands.whatif import whatif
 from ditmeter.commands.whatif_result import WhatifResult
-from ditmeter.config import load
+from ditmeter.config import load, magcache_model
 from ditmeter.errors import ConfigError
 
 BASE = ["model=wan2.1-t2v-1.3b", "workload=w002-512p", "device=h100-sxm"]
@@ -95,9 +96,10 @@ def test_cfg_batch_is_one_forward_of_batch_two(baseline) -> None:  # type: ignor
 def test_cuda_graphs_replace_each_launch_by_a_graph_node(baseline) -> None:  # type: ignore[no-untyped-def]
     _, v = baseline
     _, g = _view("methods.cuda_graphs=true")
-    # the overhead term counts launches: 5 us each from the stream (hopper.yaml), 0.5 us as graph nodes
+    # the overhead term counts launches: 5 us each from the stream (hopper.yaml), 0.875 us as graph
+    # nodes (CUDA.jl's 70 us / 80)
     assert g.prediction.per_forward.overhead_s == pytest.approx(
-        v.prediction.per_forward.overhead_s / 10, rel=1e-9
+        v.prediction.per_forward.overhead_s * 0.875 / 5, rel=1e-9
     )
 
 
@@ -162,3 +164,44 @@ def test_whatif_cli_writes_its_files_and_refuses_conflicts(tmp_path: Path) -> No
         before = sorted(tmp_path.iterdir())
         assert main(["whatif", *BASE, bad, "methods.cache_skip=0.3", f"output_root={tmp_path}"]) == 2
         assert sorted(tmp_path.iterdir()) == before
+
+
+def test_magcache_rule_by_hand() -> None:
+    """Four steps, retention 0.25 (forwards 0 and 1 always compute), every later ratio 0.9,
+    threshold 0.15, K 2: forward 2 (cond) has product 0.9, error 0.1 < 0.15, so it skips, as does 3
+    (uncond); forward 4: product 0.81, error 0.1 + 0.19 = 0.29, so it computes and resets; 5 likewise;
+    6 and 7 skip again."""
+    model = MagCacheModel("hand", (0.9,) * 6, "wan2.1")
+    assert magcache_computed(model, 4, 0.15, 2, 0.25) == [True, True, False, False, True, True, False, False]
+    # K 1: after one skip the next forward computes whatever the error
+    assert magcache_computed(model, 4, 10.0, 1, 0.25) == [True, True, False, False, True, True, False, False]
+    assert magcache_computed(model, 4, 10.0, 3, 0.25) == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("model", "settings", "computed"),
+    [  # the counts of Zehong-Ma/MagCache's scripts (@df81cb18) on their own ratios, simulated apart
+        ("wan2.1-t2v-14b", (0.24, 6, 0.2), 36),
+        ("wan2.1-t2v-1.3b", (0.12, 4, 0.2), 42),
+        ("wan2.1-i2v-14b-720p", (0.12, 4, 0.2), 34),
+        ("wan2.1-i2v-14b-480p", (0.24, 6, 0.2), 30),
+        ("wan2.2-t2v-a14b", (0.06, 2, 0.4), 52),
+        ("wan2.2-i2v-a14b", (0.06, 2, 0.1), 59),
+        ("wan2.2-ti2v-5b", (0.06, 2, 0.2), 50),
+    ],
+)
+def test_magcache_counts_of_the_published_configurations(model: str, settings: tuple, computed: int) -> None:  # type: ignore[type-arg]
+    e, k, r = settings
+    cfg = load([f"model={model}", "workload=480p-81f"], "report")
+    mc = magcache_model(cfg.model)
+    assert mc is not None
+    assert sum(magcache_computed(mc, cfg.workload.num_inference_steps, e, k, r)) == computed

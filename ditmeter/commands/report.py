@@ -12,7 +12,7 @@ import pandas as pd
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
 from ditmeter.analytic.methods import NO_METHODS, cache_note, cache_schedule, residual_pass, with_cache
-from ditmeter.config import RunConfig
+from ditmeter.config import RunConfig, magcache_model
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import DeviceView, device_view
 from ditmeter.reports.parallel_report import PlanView, plan_estimate, scaling_frame
@@ -67,7 +67,8 @@ def with_methods(cfg: RunConfig, view: DeviceView) -> DeviceView:
     """``view`` with the step cache of ``methods.cache``: the denoiser's forwards split into those
     that run the blocks and those that reuse the cache (docs/whatif.md)."""
     a, p = view.analysis, view.prediction
-    schedule = cache_schedule(cfg.methods, a.forwards_per_video)
+    steps = a.workload.num_inference_steps
+    schedule = cache_schedule(cfg.methods, a.forwards_per_video, magcache_model(cfg.model), steps)
     if schedule is None:
         return view
     if p is None:

@@ -32,6 +32,8 @@ def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
     from ditmeter.config import load
     from ditmeter.errors import ConfigError
 
+    given = {o.partition("=")[0] for o in point.settings}
+    extra = [o for o in extra if o.partition("=")[0] not in given]  # the point's own settings win
     try:
         cfg = load([*point.overrides(), *extra], "report")
         _, view = analyze(cfg)

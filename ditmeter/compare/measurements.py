@@ -50,6 +50,10 @@ class Point:
     quote: str
     published_gpu: str
     assumed: tuple[str, ...]
+    #: a what-if method's run: the method as published and its baseline point's id (the same
+    #: source's run without it), whose speed-up validate checks
+    method: str | None = None
+    baseline: str | None = None
 
     def overrides(self) -> list[str]:
         return [f"model={self.model}", f"pipeline={self.pipeline}", f"device={self.device}", *self.settings]
@@ -127,6 +131,8 @@ def _point(raw: Any, source: str, path: Path) -> Point:
         str(raw["quote"]),
         str((raw.get("published") or {}).get("gpu", raw["device"])),
         tuple(str(x) for x in raw.get("assumed") or ()),
+        None if raw.get("method") is None else str(raw["method"]),
+        None if raw.get("baseline") is None else str(raw["baseline"]),
     )
 
 
@@ -152,6 +158,14 @@ def load_points(folder: Path) -> list[Point]:
         raise ConfigError("validate.data", f"point ids must be unique; repeated: {', '.join(dup)}")
     if not points:
         raise ConfigError("validate.data", f"{folder} holds no measurement points")
+    known = set(ids)
+    for p in points:
+        if (p.method is None) != (p.baseline is None):
+            raise ConfigError("validate.data", f"point {p.id}: method and baseline go together")
+        if p.baseline is not None and p.baseline not in known:
+            raise ConfigError(
+                "validate.data", f"point {p.id}: baseline {p.baseline!r} is not a point of the data"
+            )
     return points
 
 
@@ -175,13 +189,14 @@ def plan_family(settings: Sequence[str]) -> str:
 def comparison_frame(points: Sequence[Point], predicted: Sequence[float]) -> pd.DataFrame:
     """One row per point: its settings and plan family, measured and ``predicted`` seconds, the
     relative error; a multi-GPU point with its one-GPU pair in the dataset (the same id ending
-    ``-1gpu``) also its measured and predicted speed-up over it and the speed-up's error."""
+    ``-1gpu``), or a method's point with its ``baseline``, also its measured and predicted speed-up
+    over that pair and the speed-up's error."""
     by_id = dict(zip((p.id for p in points), predicted, strict=True))
     measured = {p.id: p.seconds for p in points}
     rows = []
     for p, seconds in zip(points, predicted, strict=True):
         error = float(seconds) / p.seconds - 1.0
-        pair = _GPUS_SUFFIX.sub("-1gpu", p.id) if p.gpus > 1 else None
+        pair = p.baseline or (_GPUS_SUFFIX.sub("-1gpu", p.id) if p.gpus > 1 else None)
         speedup = (measured[pair] / p.seconds, by_id[pair] / float(seconds)) if pair in measured else None
         rows.append(
             {
@@ -194,6 +209,7 @@ def comparison_frame(points: Sequence[Point], predicted: Sequence[float]) -> pd.
                 "gpus": p.gpus,
                 "settings": " ".join(p.settings),
                 "plan": plan_family(p.settings),
+                "method": p.method,
                 "timed": p.timed,
                 "measured_s": p.seconds,
                 "predicted_s": float(seconds),

@@ -22,6 +22,7 @@ VALIDATE_SCHEMA = pa.schema(
         pa.field("gpus", pa.int64(), nullable=False),
         pa.field("settings", pa.string(), nullable=False),
         pa.field("plan", pa.string(), nullable=False),
+        pa.field("method", pa.string()),
         pa.field("timed", pa.string(), nullable=False),
         pa.field("measured_s", pa.float64(), nullable=False),
         pa.field("predicted_s", pa.float64(), nullable=False),
@@ -77,15 +78,20 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
         Column("median error"),
     ]
     out = []
-    for by, title, error in (
-        (None, "the whole dataset", "rel_error"),
-        ("device", "per GPU", "rel_error"),
-        ("pipeline", "per framework", "rel_error"),
-        ("gpus", "per GPU count", "rel_error"),
-        ("plan", "per plan family", "rel_error"),
-        ("plan", "speed-up over the same table's one-GPU point, per plan family", "speedup_rel_error"),
+    plans = frame[frame["method"].isna()]
+    methods = frame[frame["method"].notna()].assign(
+        method=lambda f: f["method"].str.split(" (", n=1, regex=False).str[0]
+    )
+    for by, title, error, rows_of in (
+        (None, "the whole dataset", "rel_error", frame),
+        ("device", "per GPU", "rel_error", frame),
+        ("pipeline", "per framework", "rel_error", frame),
+        ("gpus", "per GPU count", "rel_error", frame),
+        ("plan", "per plan family", "rel_error", frame),
+        ("plan", "speed-up over the same table's one-GPU point, per plan family", "speedup_rel_error", plans),
+        ("method", "speed-up of a method over its own baseline, per method", "speedup_rel_error", methods),
     ):
-        s = error_summary(frame, by, error)
+        s = error_summary(rows_of, by, error)
         rows = [
             (
                 r.group,
