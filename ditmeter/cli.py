@@ -190,7 +190,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "DiT's time goes (compute-, memory-, launch-bound), peak memory and whether it fits. Quality is "
             "not modelled. Writes whatif.parquet, whatif.md and whatif.png under "
             "<output_root>/<run_id>/static_analysis/whatif/. Needs device=. Exit 0 ok, 2 bad input.",
-            "example:\n  ditmeter whatif model=wan2.1-t2v-14b workload=720p-81f device=rtx4090 "
+            "example:\n  ditmeter whatif model=wan2.1-t2v-14b workload=720p-81f device=h100-sxm "
             "'whatif=[fp8,teacache]' methods.cache_skip=0.5\n\n"
             f"{command_help('whatif')}\n\n{tail}",
         ),
