@@ -205,3 +205,26 @@ def test_magcache_counts_of_the_published_configurations(model: str, settings: t
     mc = magcache_model(cfg.model)
     assert mc is not None
     assert sum(magcache_computed(mc, cfg.workload.num_inference_steps, e, k, r)) == computed
+
+
+def test_fp8_adds_a_per_token_quantize_kernel_before_each_matmul_by_hand() -> None:
+    """Under gemm_dtype=fp8 (eager) each DiT linear first quantizes its activation per token
+    (LightX2V's FP8 paths): bf16 in (2 bytes), FP8 out (1 byte), one fp32 scale per token; on the
+    H100 a memory-bound pass at 3350 GB/s × 0.75 (hopper.yaml), never under one 5 us launch."""
+    from ditmeter.analytic.timing import kernel_time
+    from ditmeter.analytic.tree import walk
+
+    a, v = _view("gemm_dtype=fp8")
+    p = v.prediction
+    sk = a.stage_kernels(a.forward, p.plan)
+    row = next(r for r in walk(a.forward.tree, "dit") if r.module_id == "dit.blocks.0.ffn.0")
+    calls = sk.calls(row)
+    assert calls is not None
+    quant, dtype, count = calls[0]
+    tokens, features = a.geometry.tokens, 1536
+    assert quant.cost.moved_bytes == tokens * features * 3 + tokens * 4 and (dtype, count) == ("bf16", 1)
+    hand = max((tokens * features * 3 + tokens * 4) / (3350e9 * 0.75), 5e-6)
+    assert kernel_time(quant, p.device, p.plan, sk, dtype).predicted_s == pytest.approx(hand, rel=1e-9)
+    _, bf16 = _view()
+    plain = a.stage_kernels(a.forward, bf16.prediction.plan).calls(row)
+    assert plain is not None and len(calls) == len(plain) + 1  # no quantize without fp8

@@ -245,16 +245,16 @@ class Timer:
     def stage(
         self, analysis: Analysis, stage: Stage
     ) -> tuple[Leaves, dict[str, np.ndarray], np.ndarray, list[StageKernels]]:
-        """One run of ``stage`` on every device and plan. Plans of one execution share the
-        stage's kernel rows; under several (``time.execution=[eager,compiled]``) each group is
+        """One run of ``stage`` on every device and plan. Plans of one execution (and FP8 or not)
+        share the stage's kernel rows; under several (``time.execution=[eager,compiled]``) each group is
         timed on its own rows and the totals put back in point order. A stage that runs off the
         GPU (the text encoder under ``offload.t5_cpu``) is timed where ``Analysis.runs_on`` puts it."""
         if any(analysis.runs_on(stage, dp.device, dp.plan)[0] is not dp.device for dp in self.plans):
             return self._off_gpu(analysis, stage)
         sks = [analysis.stage_kernels(stage, self.plans[p].plan) for p in self.first]
-        groups: dict[tuple[str, str], list[int]] = {}
-        for k, sk in enumerate(sks):
-            groups.setdefault((sk.flavour, sk.stage), []).append(k)
+        groups: dict[tuple[str, str, bool], list[int]] = {}
+        for k, sk in enumerate(sks):  # the rows differ by execution and by FP8's quantize kernels
+            groups.setdefault((sk.flavour, sk.stage, sk.gemm_dtype == "fp8"), []).append(k)
         n = len(self.plans)
         totals: dict[str, np.ndarray] = {}
         by_category: np.ndarray | None = None

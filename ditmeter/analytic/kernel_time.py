@@ -110,7 +110,25 @@ class StageKernels:
         calls = eager_calls(self.flavour, self.stage, leaf, row.rule, dict(row.dims), half)
         if calls is None:
             return None
+        if self.gemm_dtype == "fp8" and row.rule == "linear" and any(c.kind == "gemm" for c in calls):
+            calls = (fp8_activation_quant(dict(row.dims), half), *calls)
         return tuple((call_row(row, c), _dtype(c), c.count) for c in calls)
+
+
+#: How an FP8 matmul gets its activation (``gemm_dtype=fp8`` under eager execution).
+FP8_QUANT_SOURCE = (
+    "ModelTC/LightX2V @ f8aee98, lightx2v/common/ops/mm/mm_weight.py L626-734, L1812-1875: its Wan "
+    "FP8 paths keep FP8 weights scaled per output channel and quantize each matmul's activation per "
+    "token at run time (sgl_per_token_quant_fp8, vllm scaled_fp8_quant): one kernel before the GEMM"
+)
+
+
+def fp8_activation_quant(dims: Mapping[str, int | bool], half: str) -> KernelCall:
+    """The kernel an FP8 matmul launches first (:data:`FP8_QUANT_SOURCE`): the activation read in the
+    stage's 16-bit dtype, written in FP8 (one byte an element) with one fp32 scale per token."""
+    tokens, features = int(dims["tokens"]), int(dims["in_features"])
+    a = DTYPE_BYTES[half]
+    return KernelCall("per_token_quant_fp8", "memory", half, tokens * features * (a + 1) + tokens * 4)
 
 
 def _dtype(call: KernelCall) -> str:
