@@ -73,6 +73,8 @@ def test_every_entry_is_dense_positive_and_sourced(name: str) -> None:
     [
         ({"bf16_tflops": 1979}, "device.bf16_tflops"),  # the sparse headline copied as dense
         ({"fp8_tflops": 3958}, "device.fp8_tflops"),
+        ({"int8_tops": 3958}, "device.int8_tops"),  # the INT8 sparse headline copied as dense
+        ({"int8_tops": 989.5}, "device.int8_tops"),  # half the dense INT8 peak: a quarter of 3,958
         ({"memory_bandwidth_gbps": 0}, "device.memory_bandwidth_gbps"),
         ({"fp32_tflops": -1}, "device.fp32_tflops"),
         ({"memory_gb": None}, "device.memory_gb"),

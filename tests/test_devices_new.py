@@ -1,5 +1,6 @@
 """The Blackwell datacenter and China-market Ada boards: datasheet peaks copied by hand, a source for
-every number, their kernel table and NVLink5 fabric, and a report against the H100 SXM."""
+every number, their kernel table and NVLink5 fabric, and a report against the H100 SXM; every board's
+INT8 tensor peak (SageAttention's INT8 QKᵀ), dense, copied by hand."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import yaml
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.parallel import collective_time
 from ditmeter.cli import main
-from ditmeter.config import config_dir, fabric_table, load
+from ditmeter.config import choices, config_dir, fabric_table, load
 from ditmeter.errors import ConfigError
 
 NEW = ("b200", "gb200", "l20", "l40", "rtx4090d")
@@ -100,6 +101,68 @@ def test_an_fp4_figure_needs_its_source() -> None:
     raw["sources"] = {k: v for k, v in raw["sources"].items() if k != "fp4_tflops"}
     with pytest.raises(ConfigError, match="source"):
         DeviceSpec.from_mapping(raw)
+
+
+#: Dense and sparse INT8 TOPS per board, copied by hand from the datasheet lines in each file's sources;
+#: None: no sparse figure is printed (the H20 and L20 sheets give one dense INT8 number).
+INT8 = {
+    "a100-sxm-80gb": (624, 1248),  # A100 datasheet: INT8 Tensor Core 624 TOPS | 1248 TOPS*
+    "a800": (624, 1248),  # the A100's compute; its INT8 row taken from the A100 datasheet
+    "h100-sxm": (1979, 3958),  # datasheet: 3,958 TOPS with sparsity, one-half lower without
+    "h100-pcie": (1513, 3026),
+    "h200": (1979, 3958),
+    "h800": (1979, 3958),
+    "h20": (296, None),
+    "l40s": (733, 1466),
+    "l40": (362, 724),
+    "l20": (239, None),  # Tom's Hardware: INT8 | FP8 Tensor 239 | 239
+    "rtx4090": (660.6, 1321.2),  # Ada whitepaper table 2: Peak INT8 Tensor TOPS 660.6/1321.2
+    "rtx4090d": (588.3, 1176.7),  # 660.6 and 1321.2 x 14,592/16,384 cores
+    "rtx5090": (838, 1676),
+    "b200": (4500, 9000),  # HGX B200: INT8 Tensor Core 9 POPS with sparsity
+    "gb200": (5000, 10000),  # GB200 NVL72: INT8 Tensor Core 10 POPS with sparsity
+}
+
+
+def test_every_board_has_its_int8_peak_from_the_datasheet() -> None:
+    assert set(INT8) == set(choices("device"))
+    for name, (dense, sparse) in INT8.items():
+        raw, d = _raw(name), _device(name)
+        assert (d.int8_tops, d.int8_sparse_tops) == (dense, sparse), name
+        for key in ("int8_tops", "int8_sparse_tops"):
+            assert (key in raw) == (getattr(d, key) is not None), (name, key)
+            assert key not in raw or raw["sources"][key].strip(), (name, key)
+
+
+def test_the_int8_peak_is_timed_like_every_other_dtype() -> None:
+    """The H100 SXM has efficiency 1 and no sustained clock: 1,979 TOPS is 1.979e15 ops/s. An L40 runs
+    its compute peaks at 0.699 of the boost clock, INT8 alike: 362e12 x 0.699; efficiency 0.5 halves it."""
+    h100 = _device("h100-sxm")
+    assert (h100.efficiency, h100.sustained_clock) == (1.0, None)
+    assert h100.tensor_flop_per_s("int8") == 1979e12
+    assert _device("l40").tensor_flop_per_s("int8") == pytest.approx(362e12 * 0.699, rel=1e-12)
+    half = DeviceSpec.from_mapping({**_raw("h100-sxm"), "efficiency": 0.5})
+    assert half.tensor_flop_per_s("int8") == pytest.approx(1979e12 * 0.5, rel=1e-12)
+
+
+def test_a_board_without_an_int8_peak_refuses_int8() -> None:
+    raw = {k: v for k, v in _raw("h100-sxm").items() if not k.startswith("int8")}
+    raw["sources"] = {k: v for k, v in raw["sources"].items() if not k.startswith("int8")}
+    d = DeviceSpec.from_mapping(raw)
+    assert d.int8_tops is None and d.tensor_flop_per_s("fp8") == 1978.9e12
+    with pytest.raises(ConfigError, match="no int8 tensor cores") as err:
+        d.tensor_flop_per_s("int8")
+    assert err.value.field == "workload.dtype"
+
+
+def test_an_int8_figure_needs_its_source_and_is_not_a_workload_dtype() -> None:
+    raw = _raw("rtx4090")
+    raw["sources"] = {k: v for k, v in raw["sources"].items() if k != "int8_sparse_tops"}
+    with pytest.raises(ConfigError, match="source"):
+        DeviceSpec.from_mapping(raw)
+    with pytest.raises(ConfigError) as err:
+        load(["model=wan2.1-t2v-1.3b", "device=h100-sxm", "gemm_dtype=int8"], "report")
+    assert err.value.field.endswith("gemm_dtype")
 
 
 def test_sm100_runs_fa2_not_fa3() -> None:

@@ -27,6 +27,10 @@ TENSOR_DTYPES = ("bf16", "fp16", "fp8")
 #: Peaks recorded for reference that no workload or ``gemm_dtype`` runs in: Blackwell's FP4 (no cost
 #: rule models NVFP4/MXFP4 block scaling), kept so a datasheet's headline is not mistaken for FP8's.
 REFERENCE_DTYPES = ("fp4",)
+#: Integer tensor peaks in TOPS (10¹² integer ops/s, a multiply-add counted as two, as FLOPs are):
+#: no workload or ``gemm_dtype`` runs in int8; SageAttention's INT8 QKᵀ is timed against it through
+#: :meth:`DeviceSpec.tensor_flop_per_s`.
+INTEGER_DTYPES = ("int8",)
 NUMBER_KEYS = (
     "bf16_tflops",
     "fp16_tflops",
@@ -46,6 +50,13 @@ OPTIONAL_NUMBER_KEYS = (
     "tf32_sparse_tflops",
     "fp4_tflops",
     "fp4_sparse_tflops",
+    "int8_tops",
+    "int8_sparse_tops",
+)
+#: (dense, datasheet sparse) field pairs whose dense figure must be half the sparse one.
+SPARSE_PAIRS = (
+    *((f"{d}_tflops", f"{d}_sparse_tflops") for d in (*TENSOR_DTYPES, "tf32", *REFERENCE_DTYPES)),
+    *((f"{d}_tops", f"{d}_sparse_tops") for d in INTEGER_DTYPES),
 )
 
 #: How far a dense peak may sit from half the sparse figure: datasheets round
@@ -129,6 +140,9 @@ class DeviceSpec:
     #: FP4 tensor peaks (Blackwell), dense and the datasheet's sparse; for reference (REFERENCE_DTYPES)
     fp4_tflops: float | None = _optional()
     fp4_sparse_tflops: float | None = _optional()
+    #: INT8 tensor peaks in TOPS, dense and the datasheet's sparse (INTEGER_DTYPES); None: not published
+    int8_tops: float | None = _optional()
+    int8_sparse_tops: float | None = _optional()
     #: the share of the datasheet's boost clock the board holds in sustained compute work under its
     #: power limit, where its kernel table's fractions were measured on another board: scales the
     #: compute peaks, not the bandwidth (None: the fractions already hold the clock)
@@ -142,19 +156,22 @@ class DeviceSpec:
         missing = [k for k in given if not self.sources.get(k, "").strip()]
         if missing:
             raise FieldError(f"sources.{missing[0]}", "every number needs a source (datasheet)")
-        for dtype in (*TENSOR_DTYPES, "tf32", *REFERENCE_DTYPES):
-            dense, sparse = getattr(self, f"{dtype}_tflops"), getattr(self, f"{dtype}_sparse_tflops")
+        for dense_key, sparse_key in SPARSE_PAIRS:
+            dense, sparse = getattr(self, dense_key), getattr(self, sparse_key)
             if dense is not None and sparse is not None and abs(2 * dense / sparse - 1) > SPARSE_RATIO_SLACK:
                 raise FieldError(
-                    f"{dtype}_tflops",
-                    f"{dense:g} is not half the datasheet's sparse {sparse:g}: give the dense peak",
+                    dense_key, f"{dense:g} is not half the datasheet's sparse {sparse:g}: give the dense peak"
                 )
 
     def tensor_flop_per_s(self, dtype: str) -> float:
-        """Achievable tensor-core FLOP/s for a workload dtype (fp32: the CUDA-core peak)."""
-        tflops = {"bf16": self.bf16_tflops, "fp16": self.fp16_tflops, "fp8": self.fp8_tflops}.get(
-            dtype, self.fp32_tflops
-        )
+        """Achievable tensor-core FLOP/s for a workload dtype (fp32: the CUDA-core peak); ``int8``: the
+        integer tensor peak in ops/s (``int8_tops`` × 10¹²), scaled by efficiency and clock alike."""
+        tflops = {
+            "bf16": self.bf16_tflops,
+            "fp16": self.fp16_tflops,
+            "fp8": self.fp8_tflops,
+            "int8": self.int8_tops,
+        }.get(dtype, self.fp32_tflops)
         if tflops is None:
             raise ConfigError("workload.dtype", f"{self.name} has no {dtype} tensor cores")
         return tflops * 1e12 * self.efficiency * self.clock
