@@ -420,7 +420,7 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
 
 def _kernel_mapping(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """A kernel file's content over its ``base`` (its sections replace the base's entries of the
-    same backend or dtype)."""
+    same backend or dtype; an entry set to null drops the base's: a kernel that does not run there)."""
     path = config_dir() / "kernels" / f"{name}.yaml"
     if not path.is_file() or name in seen:
         why = (
@@ -435,7 +435,11 @@ def _kernel_mapping(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     merged = _kernel_mapping(str(base), (*seen, name))
     for key, value in raw.items():
         nested = key in ("attention", "gemm", "conv") and isinstance(value, dict)
-        merged[str(key)] = {**merged.get(str(key), {}), **value} if nested else value
+        if nested:
+            kept = {**merged.get(str(key), {}), **value}
+            merged[str(key)] = {k: v for k, v in kept.items() if v is not None}
+        else:
+            merged[str(key)] = value
     return merged
 
 
@@ -557,6 +561,8 @@ def time_plan(
             raise ConfigError(
                 "gemm_dtype", f"{device.name} has no {top.gemm_dtype} tensor-core peak or GEMM curve"
             ) from None
+    if top.attention == "sage" and device.int8_tops is None:
+        raise ConfigError("attention", f"sage computes on INT8 tensor cores; {device.name} has no INT8 peak")
     if top.attention != "auto" and not plan.predicted:
         raise ConfigError("attention", "a kernel's speed is not in the roofline: use time.mode=predicted")
     return device, plan

@@ -228,3 +228,60 @@ def test_fp8_adds_a_per_token_quantize_kernel_before_each_matmul_by_hand() -> No
     _, bf16 = _view()
     plain = a.stage_kernels(a.forward, bf16.prediction.plan).calls(row)
     assert plain is not None and len(calls) == len(plain) + 1  # no quantize without fp8
+
+
+def _self_attention_calls(device: str, *overrides: str):  # type: ignore[no-untyped-def]
+    from ditmeter.analytic.tree import walk
+
+    a, v = analyze(
+        load(["model=wan2.1-t2v-1.3b", "workload=480p-81f", f"device={device}", *overrides], "report")
+    )
+    p = v.prediction
+    sk = a.stage_kernels(a.forward, p.plan)
+    row = next(r for r in walk(a.forward.tree, "dit") if r.module_id == "dit.blocks.0.self_attn.attn_core")
+    calls = sk.calls(row)
+    assert calls is not None
+    return a, p, sk, calls
+
+
+def test_sage_attention_on_the_int8_peak_with_its_quantize_passes_by_hand() -> None:
+    """attention=sage on an H100: the kernel at the hopper table's Sage curve of the INT8 peak
+    (1,979 TOPS dense); 32,760 tokens sit between the 16K (0.613) and 32K (0.614) points, linear in
+    log2; before it K smoothed (2 passes over K in bf16), Q and K to INT8, V to FP8."""
+    import math
+
+    from ditmeter.analytic.timing import kernel_time
+
+    a, p, sk, calls = _self_attention_calls("h100-sxm", "attention=sage")
+    at = next(i for i, (row, _, _) in enumerate(calls) if row.rule == "attention_core")
+    smooth, qk, vq, kernel = (c[0] for c in calls[at - 3 : at + 1])  # the passes right before the kernel
+    tokens, heads, d = a.geometry.tokens, 12, 128
+    elems = tokens * heads * d
+    assert smooth.cost.moved_bytes == 2 * elems * 2
+    assert qk.cost.moved_bytes == 2 * elems * 3 and vq.cost.moved_bytes == elems * 3
+    t = (math.log2(tokens) - 14) / (15 - 14)
+    fraction = 0.613 + t * (0.614 - 0.613)
+    flops = 4 * tokens * tokens * d * heads
+    assert kernel.cost.tensor_flops == flops
+    timing = kernel_time(kernel, p.device, p.plan, sk, calls[at][1])
+    assert timing.compute_s == pytest.approx(flops / (1979e12 * fraction), rel=1e-9)
+    assert timing.roofline_s == pytest.approx(flops / 1979e12, rel=1e-9)
+    _, _, _, plain = _self_attention_calls("h100-sxm")
+    assert len(calls) == len(plain) + 3  # no quantize passes with FlashAttention
+
+
+def test_rtx4090_flash_attention_2_is_the_boards_own_measurement() -> None:
+    """FlashAttention-2 on an RTX 4090 at hd128 and 16K+ tokens runs at 164 of 165.2 TFLOP/s
+    (SageAttention's kernel benchmark of the board), not Ampere's 73%."""
+    from ditmeter.config import kernel_table
+
+    assert kernel_table("rtx4090").attention_fraction("fa2", 128, 32768) == pytest.approx(
+        164 / 165.2, abs=1e-3
+    )
+    assert kernel_table("ada").attention_fraction("fa2", 128, 32768) == pytest.approx(0.73)
+
+
+def test_sage_is_refused_where_no_curve_or_no_int8_peak() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load(["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=b200", "attention=sage"], "report")
+    assert exc.value.field == "attention" and "does not run on b200" in exc.value.message

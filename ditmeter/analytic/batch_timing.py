@@ -24,6 +24,7 @@ from ditmeter.analytic.kernel_time import (
     effective_backend,
     kernel_terms,
     peak_column,
+    row_backend,
     stage_peaks,
 )
 from ditmeter.analytic.kernels import KernelTable
@@ -86,9 +87,14 @@ def _kernel_rows(stage: Stage, sk: StageKernels) -> tuple[list[Any], list[str]]:
     return rows, dtypes
 
 
+def _column(row: Any, dtype: str, stage_dtype: str, sk: StageKernels) -> int:
+    return peak_column(row.rule, dtype, stage_dtype, row_backend(row, dtype, sk))
+
+
 def stage_leaves(stage: Stage, sk: StageKernels | None = None) -> Leaves:
     """The stage's kernels as arrays; under eager execution (``sk`` with a flavour) each launch."""
-    rows_, dtypes_ = _kernel_rows(stage, sk or StageKernels(stage.dtype))
+    sk_ = sk or StageKernels(stage.dtype)
+    rows_, dtypes_ = _kernel_rows(stage, sk_)
     rows, dtypes = tuple(rows_), tuple(dtypes_)
     categories = tuple(dict.fromkeys(str(r.category) for r in rows))
     head_dims = [int(dict(r.dims)["head_dim"]) for r in rows if "head_dim" in dict(r.dims)]
@@ -100,7 +106,13 @@ def stage_leaves(stage: Stage, sk: StageKernels | None = None) -> Leaves:
         _floats([r.cost.cuda_flops for r in rows]),
         _floats([r.cost.moved_bytes for r in rows]),
         _floats([r.copies for r in rows]),
-        np.array([peak_column(r.rule, d, stage.dtype) for r, d in zip(rows, dtypes, strict=True)], np.intp),
+        np.array(
+            [
+                peak_column(r.rule, d, stage.dtype, row_backend(r, d, sk_))
+                for r, d in zip(rows, dtypes, strict=True)
+            ],
+            np.intp,
+        ),
         np.array([categories.index(str(r.category)) for r in rows], dtype=np.intp),
         categories,
         max(head_dims) if head_dims else None,
@@ -235,7 +247,7 @@ class Timer:
         self._checked: set[tuple[object, ...]] = set()
 
     def _peaks_of(self, dtype: str, sks: Sequence[StageKernels]) -> np.ndarray:
-        """P × 4 FLOP/s: each device's TENSOR, GEMM, CONV and F32 peak for a stage in ``dtype``."""
+        """P × 5 FLOP/s: each device's TENSOR, GEMM, CONV, F32 and INT8 peak for a stage in ``dtype``."""
         key = (dtype, tuple(sk.gemm_dtype for sk in sks))
         if key not in self._peaks:
             rows = [stage_peaks(self.plans[p].device, sks[k]) for p, k in enumerate(self.kind)]
@@ -252,9 +264,9 @@ class Timer:
         if any(analysis.runs_on(stage, dp.device, dp.plan)[0] is not dp.device for dp in self.plans):
             return self._off_gpu(analysis, stage)
         sks = [analysis.stage_kernels(stage, self.plans[p].plan) for p in self.first]
-        groups: dict[tuple[str, str, bool], list[int]] = {}
-        for k, sk in enumerate(sks):  # the rows differ by execution and by FP8's quantize kernels
-            groups.setdefault((sk.flavour, sk.stage, sk.gemm_dtype == "fp8"), []).append(k)
+        groups: dict[tuple[str, str, bool, str], list[int]] = {}
+        for k, sk in enumerate(sks):  # the rows differ by execution, FP8's and Sage's quantize kernels
+            groups.setdefault((sk.flavour, sk.stage, sk.gemm_dtype == "fp8", sk.attention), []).append(k)
         n = len(self.plans)
         totals: dict[str, np.ndarray] = {}
         by_category: np.ndarray | None = None

@@ -41,8 +41,10 @@ KERNEL_CLASS = {
 }
 #: The columns of :func:`stage_peaks`: the stage dtype's tensor peak, the GEMM dtype's
 #: (``gemm_dtype=``), the convolution peak (fp32 convolutions: TF32), fp32 (an eager fp32
-#: kernel of a 16-bit stage: CUDA cores).
-TENSOR, GEMM, CONV, F32 = 0, 1, 2, 3
+#: kernel of a 16-bit stage: CUDA cores), INT8 (SageAttention's quantized attention).
+TENSOR, GEMM, CONV, F32, INT8 = 0, 1, 2, 3, 4
+#: Attention backends that compute on the INT8 tensor cores (their curves: fractions of that peak).
+INT8_BACKENDS = frozenset({"sage"})
 
 
 @attrs.frozen
@@ -112,6 +114,8 @@ class StageKernels:
             return None
         if self.gemm_dtype == "fp8" and row.rule == "linear" and any(c.kind == "gemm" for c in calls):
             calls = (fp8_activation_quant(dict(row.dims), half), *calls)
+        if self.attention in INT8_BACKENDS:
+            calls = tuple(k for c in calls for k in (*sage_quant(c, half), c))
         return tuple((call_row(row, c), _dtype(c), c.count) for c in calls)
 
 
@@ -121,6 +125,33 @@ FP8_QUANT_SOURCE = (
     "FP8 paths keep FP8 weights scaled per output channel and quantize each matmul's activation per "
     "token at run time (sgl_per_token_quant_fp8, vllm scaled_fp8_quant): one kernel before the GEMM"
 )
+
+
+#: What SageAttention launches around its kernel (``attention=sage`` under eager execution).
+SAGE_QUANT_SOURCE = (
+    "thu-ml/SageAttention @ d1a57a5, sageattention/core.py (sageattn_qk_int8_pv_fp8_cuda): K smoothed "
+    "(its mean over tokens subtracted), Q and K quantized to INT8 per block, V to FP8 (transposed); the "
+    "README's TOPS exclude these ('The TOPS results refer only to the Attention Kernel, excluding the "
+    "quantization and smoothing'): three memory-bound passes before the kernel"
+)
+
+
+def sage_quant(call: KernelCall, half: str) -> tuple[KernelCall, ...]:
+    """The passes SageAttention runs before an attention kernel ``call`` (:data:`SAGE_QUANT_SOURCE`):
+    K smoothed (read, mean subtracted, written), Q and K to INT8, V to FP8, each read in the stage's
+    16-bit dtype and written at one byte an element; none before other kernels."""
+    if call.kind != "attention" or call.dtype not in ("bf16", "fp16"):
+        return ()
+    dims = dict(call.dims)
+    d, q_tokens, kv_tokens = dims["head_dim"], dims["q_tokens"], dims["kv_tokens"]
+    heads = call.tensor_flops // (4 * q_tokens * kv_tokens * d)  # batch × heads of the call
+    q, kv, a = heads * q_tokens * d, heads * kv_tokens * d, DTYPE_BYTES[half]
+    count = call.count
+    return (
+        KernelCall("sage_smooth_k", "memory", half, 2 * kv * a, count=count),
+        KernelCall("sage_quant_qk_int8", "memory", half, (q + kv) * (a + 1), count=count),
+        KernelCall("sage_quant_v_fp8", "memory", half, kv * (a + 1), count=count),
+    )
 
 
 def fp8_activation_quant(dims: Mapping[str, int | bool], half: str) -> KernelCall:
@@ -169,8 +200,19 @@ def kernel_class(rule: str | None) -> str:
     return KERNEL_CLASS.get(rule or "", "elementwise")
 
 
-def peak_column(rule: str | None, dtype: str, stage_dtype: str) -> int:
-    """Which of :func:`stage_peaks` a kernel of ``rule`` running in ``dtype`` computes at."""
+def row_backend(row: ModuleRow, dtype: str, sk: StageKernels) -> str:
+    """The attention kernel an attention row runs under ``sk`` ("" for other rows)."""
+    dims = dict(row.dims)
+    if kernel_class(row.rule) != "attention" or "head_dim" not in dims:
+        return ""
+    return effective_backend(sk.attention, dtype, int(dims["head_dim"]))
+
+
+def peak_column(rule: str | None, dtype: str, stage_dtype: str, backend: str = "") -> int:
+    """Which of :func:`stage_peaks` a kernel of ``rule`` running in ``dtype`` computes at (an
+    attention kernel: by its ``backend``, :func:`row_backend`)."""
+    if backend in INT8_BACKENDS:
+        return INT8
     if dtype == "fp32" and stage_dtype != "fp32":
         return F32
     if rule in CONV_RULES:
@@ -178,13 +220,17 @@ def peak_column(rule: str | None, dtype: str, stage_dtype: str) -> int:
     return GEMM if kernel_class(rule) == "gemm" else TENSOR
 
 
-def stage_peaks(device: DeviceSpec, sk: StageKernels) -> tuple[float, float, float, float]:
-    """``device``'s FLOP/s in each column for a stage of ``sk``'s dtype and GEMM dtype."""
+def stage_peaks(device: DeviceSpec, sk: StageKernels) -> tuple[float, float, float, float, float]:
+    """``device``'s FLOP/s in each column for a stage of ``sk``'s dtype and GEMM dtype (a device
+    without INT8 tensor cores: its stage peak stands in the INT8 column, which no kernel reads there:
+    ``attention=sage`` is refused on it)."""
+    tensor = device.tensor_flop_per_s(sk.dtype)
     return (
-        device.tensor_flop_per_s(sk.dtype),
+        tensor,
         device.tensor_flop_per_s(sk.gemm_dtype or sk.dtype),
         device.conv_flop_per_s(sk.dtype),
         device.tensor_flop_per_s("fp32"),
+        device.tensor_flop_per_s("int8") if device.int8_tops is not None else tensor,
     )
 
 
@@ -209,7 +255,7 @@ def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTabl
     ``sk``, under ``table``: the one branching on kernel class, shape and backend."""
     cost, dims = row.cost, dict(row.dims)
     kind = kernel_class(row.rule)
-    column = peak_column(row.rule, dtype, sk.dtype)
+    column = peak_column(row.rule, dtype, sk.dtype, row_backend(row, dtype, sk))
     share = table.bandwidth_fraction(row.rule) if kind == "elementwise" else table.bandwidth.fraction[0]
     moved, cuda = float(cost.moved_bytes), float(cost.cuda_flops)
     numerator = float(cost.tensor_flops)

@@ -57,6 +57,7 @@ from ditmeter.analytic.kernel_time import (  # re-exported: the records every ti
     effective_backend,
     kernel_terms,
     peak_column,
+    row_backend,
     stage_peaks,
 )
 from ditmeter.analytic.transfer import Transfer
@@ -195,7 +196,9 @@ def kernel_time(
     on ``device``."""
     dtype = dtype or stage.dtype
     peaks = stage_peaks(device, stage)
-    roof = _roofline(row.cost, device, peaks[peak_column(row.rule, dtype, stage.dtype)])
+    roof = _roofline(
+        row.cost, device, peaks[peak_column(row.rule, dtype, stage.dtype, row_backend(row, dtype, stage))]
+    )
     if not plan.predicted or plan.kernels is None:
         return roof
     t = kernel_terms(row, dtype, stage, plan.kernels)

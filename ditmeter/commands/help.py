@@ -32,8 +32,8 @@ EXTRA_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "whatif": (
         (
             "whatif=[NAME,...]",
-            "the what-ifs to compare: compile, cuda_graphs, cfg_batch, few_step, fp8, magcache, teacache, "
-            "easycache, fbcache (default: compile, cuda_graphs, cfg_batch, fp8, few_step)",
+            "the what-ifs to compare: compile, cuda_graphs, cfg_batch, few_step, fp8, sage, magcache, "
+            "teacache, easycache, fbcache (default: compile, cuda_graphs, fp8, sage, few_step)",
         ),
     ),
 }

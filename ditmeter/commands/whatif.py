@@ -37,13 +37,14 @@ WHATIFS: dict[str, tuple[tuple[str, ...], str]] = {
         "a step- and guidance-distilled model: 4 steps, one forward each",
     ),
     "fp8": (("gemm_dtype=fp8",), "the DiT's matmuls in FP8"),
+    "sage": (("attention=sage",), "SageAttention2: the DiT's attention with INT8 QK and FP8 PV"),
     "magcache": (("methods.cache=magcache",), "MagCache step cache (its published rule)"),
     "teacache": (("methods.cache=teacache",), "TeaCache step cache (methods.cache_skip: your run's share)"),
     "easycache": (("methods.cache=easycache",), "EasyCache step cache (methods.cache_skip)"),
     "fbcache": (("methods.cache=fbcache",), "first-block cache (methods.cache_skip)"),
 }
 #: What ``whatif`` compares when ``whatif=`` is not given.
-DEFAULT_WHATIFS = ("compile", "cuda_graphs", "fp8", "few_step")
+DEFAULT_WHATIFS = ("compile", "cuda_graphs", "fp8", "sage", "few_step")
 #: Pairs that cannot combine, and why (refused with exit 2 naming both).
 EXCLUSIVE = {
     frozenset(
