@@ -160,6 +160,7 @@ def test_whatif_cli_writes_its_files_and_refuses_conflicts(tmp_path: Path) -> No
         "whatif=[cfg_batch,few_step]",  # both change the forwards per step
         "whatif=[teacache,magcache]",  # both set methods.cache
         "whatif=[fp9]",
+        "whatif=[sage,svg]",  # both replace the attention kernel
     ):
         before = sorted(tmp_path.iterdir())
         assert main(["whatif", *BASE, bad, "methods.cache_skip=0.3", f"output_root={tmp_path}"]) == 2
@@ -285,3 +286,66 @@ def test_sage_is_refused_where_no_curve_or_no_int8_peak() -> None:
     with pytest.raises(ConfigError) as exc:
         load(["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=b200", "attention=sage"], "report")
     assert exc.value.field == "attention" and "does not run on b200" in exc.value.message
+
+
+def test_sparse_attention_by_hand() -> None:
+    """methods.sparse=vsa at density 0.25 on 2 of the 1.3B's 30 blocks dense: the self-attention
+    computes (2 + 28 × 0.25) / 30 of its FLOPs at 0.85 × the dense kernel's rate (VSA's abstract);
+    cross-attention is untouched; with a dense share of 0.5 of 50 steps, 50 of the 100 forwards run
+    dense (the same prediction without the method) and 50 sparse."""
+    from ditmeter.analytic.timing import kernel_time
+
+    base = ["methods.sparse=vsa", "methods.sparse_density=0.25", "methods.sparse_dense_layers=2"]
+    a, p, sk, calls = _self_attention_calls("h100-sxm", *base)
+    _, p0, sk0, dense_calls = _self_attention_calls("h100-sxm")
+    at = next(i for i, (row, _, _) in enumerate(calls) if row.rule == "attention_core")
+    density = (2 + 28 * 0.25) / 30
+    sparse_t = kernel_time(calls[at][0], p.device, p.plan, sk, calls[at][1])
+    dense_t = kernel_time(dense_calls[at][0], p0.device, p0.plan, sk0, dense_calls[at][1])
+    assert sk.computed(calls[at][0]).cost.tensor_flops == round(calls[at][0].cost.tensor_flops * density)
+    assert sparse_t.compute_s == pytest.approx(dense_t.compute_s * density / 0.85, rel=1e-6)
+    cross = next(r for r in walk_rows(a) if r.module_id == "dit.blocks.0.cross_attn.attn_core")
+    assert not sk.is_sparse(cross)
+    _, mixed = _view("methods.sparse=vsa", "methods.sparse_density=0.25", "methods.sparse_dense_steps=0.5")
+    _, sparse = _view("methods.sparse=vsa", "methods.sparse_density=0.25")
+    _, dense = _view()
+    runs = {r.kind: (r.count, r.timing.predicted_s) for r in mixed.prediction.forward_runs}
+    assert runs["dense"] == (50, pytest.approx(dense.prediction.per_forward.predicted_s))
+    assert runs["sparse"] == (50, pytest.approx(sparse.prediction.per_forward.predicted_s))
+
+
+def walk_rows(a):  # type: ignore[no-untyped-def]
+    from ditmeter.analytic.tree import walk
+
+    return walk(a.forward.tree, "dit")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["methods.sparse=svg"], "methods.sparse_density"),
+        (["methods.sparse_density=0.3"], "methods.sparse"),
+        (["methods.sparse=nope", "methods.sparse_density=0.3"], "methods.sparse"),
+        (["methods.sparse=svg", "methods.sparse_density=0"], "methods.sparse_density"),
+        (
+            ["methods.sparse=svg", "methods.sparse_density=0.3", "methods.sparse_dense_layers=31"],
+            "methods.sparse_dense_layers",
+        ),
+        (["methods.sparse=svg", "methods.sparse_density=0.3", "attention=sage"], "methods.sparse"),
+    ],
+)
+def test_bad_sparse_settings_are_refused(overrides: list[str], field: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        analyze(load([*BASE, *overrides], "report"))
+    assert exc.value.field == field
+
+
+@pytest.mark.parametrize(
+    "names", [("sage", "svg"), ("cfg_batch", "few_step"), ("teacache", "magcache"), ("svg", "vsa")]
+)
+def test_methods_that_cannot_combine_are_named(names: tuple[str, str]) -> None:
+    from ditmeter.commands.whatif import combined
+
+    with pytest.raises(ConfigError) as exc:
+        combined(names)
+    assert exc.value.field == "whatif" and all(n in exc.value.message for n in names)

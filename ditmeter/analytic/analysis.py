@@ -132,7 +132,8 @@ class Analysis:
         # its per-frame calls' dims: its leaves stay fused, docs/eager.md)
         eager = plan.execution == "eager" and stage.calls == 1
         flavour, name = (self.workload.pipeline, stage.name) if eager else ("", "")
-        return StageKernels(stage.dtype, plan.backend(stage.attention, forward=forward), gemm, flavour, name)
+        backend = plan.backend(stage.attention, forward=forward)
+        return StageKernels(stage.dtype, backend, gemm, flavour, name, plan.sparse if forward else None)
 
     def runs_on(self, stage: Stage, device: DeviceSpec, plan: TimePlan) -> tuple[DeviceSpec, TimePlan]:
         """Where ``stage`` runs: the text encoder on the host CPU under ``offload.t5_cpu`` (its

@@ -78,11 +78,11 @@ def _kernel_rows(stage: Stage, sk: StageKernels) -> tuple[list[Any], list[str]]:
             continue
         calls = sk.calls(r)
         if calls is None:
-            rows.append(r)
+            rows.append(sk.computed(r))
             dtypes.append(stage.dtype)
             continue
         for row, dtype, count in calls:
-            rows.append(attrs.evolve(row, copies=r.copies * count))
+            rows.append(attrs.evolve(sk.computed(row), copies=r.copies * count))
             dtypes.append(dtype)
     return rows, dtypes
 
@@ -264,9 +264,10 @@ class Timer:
         if any(analysis.runs_on(stage, dp.device, dp.plan)[0] is not dp.device for dp in self.plans):
             return self._off_gpu(analysis, stage)
         sks = [analysis.stage_kernels(stage, self.plans[p].plan) for p in self.first]
-        groups: dict[tuple[str, str, bool, str], list[int]] = {}
+        groups: dict[tuple[object, ...], list[int]] = {}
         for k, sk in enumerate(sks):  # the rows differ by execution, FP8's and Sage's quantize kernels
-            groups.setdefault((sk.flavour, sk.stage, sk.gemm_dtype == "fp8", sk.attention), []).append(k)
+            key = (sk.flavour, sk.stage, sk.gemm_dtype == "fp8", sk.attention, sk.sparse)
+            groups.setdefault(key, []).append(k)
         n = len(self.plans)
         totals: dict[str, np.ndarray] = {}
         by_category: np.ndarray | None = None

@@ -48,6 +48,17 @@ INT8_BACKENDS = frozenset({"sage"})
 
 
 @attrs.frozen
+class SparseAttention:
+    """The DiT's self-attention as a block-sparse kernel (``methods.sparse``): it computes
+    ``density`` of the dense FLOPs (averaged over the layers, the dense ones included) at
+    ``efficiency`` × the dense kernel's rate per computed block."""
+
+    method: str
+    density: float
+    efficiency: float
+
+
+@attrs.frozen
 class TimePlan:
     """How time is predicted: the mode, the kernel table, the attention backend and GEMM dtype
     the user asked for (``attention=``, ``gemm_dtype=``), the execution and the host CPU."""
@@ -61,6 +72,8 @@ class TimePlan:
     host: HostPlan | None = None
     #: the device's achieved collective bandwidth (``configs/fabric/``); None: its datasheet link
     fabric: FabricTable | None = None
+    #: block-sparse self-attention in the denoiser (``methods.sparse``)
+    sparse: SparseAttention | None = None
 
     @property
     def predicted(self) -> bool:
@@ -100,6 +113,27 @@ class StageKernels:
     #: eager: ``official`` or ``diffusers``; "" (compiled, or no family recipes): fused leaves
     flavour: str = ""
     stage: str = ""
+    sparse: SparseAttention | None = None  # the denoiser's block-sparse self-attention
+
+    def is_sparse(self, row: ModuleRow) -> bool:
+        """Whether ``row`` is a self-attention kernel this stage runs block-sparse."""
+        dims = dict(row.dims)
+        return (
+            self.sparse is not None
+            and kernel_class(row.rule) == "attention"
+            and "q_tokens" in dims
+            and dims.get("kv_tokens") == dims["q_tokens"]
+            and "text_tokens" not in dims
+        )
+
+    def computed(self, row: ModuleRow) -> ModuleRow:
+        """``row`` as the stage runs it: a block-sparse self-attention computes ``density`` of its
+        tensor FLOPs (its bytes as the dense kernel's: K and V are read per kept block)."""
+        if not self.is_sparse(row):
+            return row
+        assert self.sparse is not None
+        flops = round(row.cost.tensor_flops * self.sparse.density)
+        return attrs.evolve(row, cost=attrs.evolve(row.cost, tensor_flops=flops))
 
     def calls(self, row: ModuleRow) -> tuple[tuple[ModuleRow, str, int], ...] | None:
         """The eager kernels of leaf ``row``: each as a row the terms read, the dtype it runs in,
@@ -281,6 +315,9 @@ def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTabl
             numerator = sum(
                 cost.tensor_flops * kv / total / table.attention_fraction(backend, head_dim, kv) for kv in kvs
             )
+            if sk.is_sparse(row):  # a block-sparse kernel: its own rate per kept block
+                assert sk.sparse is not None
+                numerator /= sk.sparse.efficiency
             cuda = 0.0
     host = table.host
     return KernelTerms(column, numerator, cuda, moved / share, host.per_kernel_s, host.overlapped)

@@ -29,7 +29,15 @@ import numpy as np
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
-from ditmeter.analytic.timing import ForwardRun, Prediction, StageKernels, TimePlan, Timing, kernel_time
+from ditmeter.analytic.timing import (
+    ForwardRun,
+    Prediction,
+    SparseAttention,
+    StageKernels,
+    TimePlan,
+    Timing,
+    kernel_time,
+)
 from ditmeter.analytic.tree import ModuleRow
 from ditmeter.errors import ConfigError
 from ditmeter.validate import boolean, finite_number, one_of, whole_number
@@ -46,6 +54,32 @@ _SKIPPED_WORDS = {
     "first_block": "the embeddings, the first block and the head",
     "none": "nothing of the DiT",
 }
+#: Block-sparse attention kernels (``methods.sparse``): each kept block's rate as a share of the dense
+#: FlashAttention kernel's, and its source.
+SPARSE_KERNELS: dict[str, tuple[float, str]] = {
+    "vsa": (
+        0.85,
+        "Zhang et al., VSA: Faster Video Diffusion with Trainable Sparse Attention (arXiv 2505.13389), "
+        "abstract: 'sustains 85% of FlashAttention3 MFU'",
+    ),
+    "sta": (
+        round(0.5879 / 0.655, 3),
+        "Zhang et al., Fast Video Generation with Sliding Tile Attention (arXiv 2502.04507), abstract: "
+        "'achieving 58.79% MFU' on H100, over FA3's 0.655 of the H100 peak at hd128 and 16K tokens "
+        "(FlashAttention-3 paper Fig. 5, configs/kernels/hopper.yaml)",
+    ),
+    "svg": (
+        1.0,
+        "assumed: no speed-versus-density figure of Sparse VideoGen's FlexAttention kernel is published; "
+        "each kept 128x128 block at the dense kernel's rate (an upper bound on the speed)",
+    ),
+    "radial": (
+        1.0,
+        "assumed: no speed-versus-density figure of Radial Attention's FlashInfer block-sparse kernel is "
+        "published; each kept 128x128 block at the dense kernel's rate (an upper bound on the speed)",
+    ),
+}
+SPARSE = tuple(SPARSE_KERNELS)
 #: Methods whose skipped share is decided from the real activations at run time.
 DATA_DEPENDENT = ("teacache", "easycache", "fbcache")
 
@@ -65,6 +99,13 @@ class Methods:
     cfg_free: bool = attrs.field(default=False, validator=boolean)
     cfg_batch: bool = attrs.field(default=False, validator=boolean)
     cuda_graphs: bool = attrs.field(default=False, validator=boolean)
+    sparse: str | None = attrs.field(default=None, validator=attrs.validators.optional(one_of(*SPARSE)))
+    #: the share of the self-attention's blocks the sparse kernel computes (0 to 1)
+    sparse_density: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(finite_number(0.001, maximum=1))
+    )
+    sparse_dense_steps: float = attrs.field(default=0.0, validator=finite_number(0, maximum=1))
+    sparse_dense_layers: int = attrs.field(default=0, validator=whole_number(0, maximum=1000))
 
     def __attrs_post_init__(self) -> None:
         if self.cache is None and self.cache_skip is not None:
@@ -74,6 +115,14 @@ class Methods:
                 "methods.cache_skip",
                 f"{self.cache} decides which steps to skip from the real activations; give the share of "
                 "forwards your run skipped (0 to 0.95)",
+            )
+        if (self.sparse is None) != (self.sparse_density is None):
+            key = "methods.sparse_density" if self.sparse is not None else "methods.sparse"
+            raise ConfigError(
+                key,
+                "methods.sparse and methods.sparse_density go together: the method ("
+                + ", ".join(SPARSE)
+                + ") and the share of attention blocks it computes (docs/whatif.md lists each method's own)",
             )
         if self.cfg_free and self.cfg_batch:
             raise ConfigError(
@@ -99,6 +148,8 @@ class CacheSchedule:
     skipped: int
     #: how the split was decided (said in the report)
     why: str
+    #: which forwards compute, in order, where the rule says (MagCache); None: only how many
+    mask: tuple[bool, ...] | None = None
 
 
 @attrs.frozen
@@ -192,7 +243,7 @@ def cache_schedule(
             f"MagCache's rule on its published ratios for {magcache.name} at threshold "
             f"{m.magcache_threshold:g}, K {m.magcache_k}, retention {m.magcache_retention:g}"
         )
-        return CacheSchedule(m.cache, sum(computed), forwards - sum(computed), why)
+        return CacheSchedule(m.cache, sum(computed), forwards - sum(computed), why, tuple(computed))
     if m.cache_skip is None:
         reason = (
             "MagCache publishes no ratios for this model"
@@ -219,14 +270,38 @@ def skipped_forward(p: Prediction, method: str, blocks_id: str, first_block_id: 
     return out + p.modules[first_block_id] if runs == "first_block" else out
 
 
-def with_cache(p: Prediction, schedule: CacheSchedule, residual: Timing) -> Prediction:
-    """``p`` with its denoiser's forwards split by ``schedule``: computed forwards also store their
-    residual (``residual``: one pass writing blocks' output - input), skipped ones add it back."""
-    blocks_id, first = f"{p.forward_id}.blocks", f"{p.forward_id}.blocks.0"
-    skip = skipped_forward(p, schedule.method, blocks_id, first) + residual
-    full = p.per_forward + residual
-    runs = (ForwardRun("computed", schedule.computed, full), ForwardRun("cached", schedule.skipped, skip))
-    return attrs.evolve(p, forward_runs=runs)
+def with_runs(
+    p: Prediction,
+    schedule: CacheSchedule | None,
+    residual: Timing | None,
+    dense: Prediction | None = None,
+    dense_forwards: int = 0,
+) -> Prediction:
+    """``p`` with its denoiser's forwards by kind. Under ``schedule`` (a step cache) the computed
+    forwards also store their residual (``residual``: one pass writing blocks' output − input) and
+    the skipped ones add it back; with sparse attention the first ``dense_forwards`` forwards run
+    dense (``dense``: the same video without it) and the rest sparse (``p``). Where the cache's rule
+    does not say which forwards compute (a given share), the dense forwards are taken to compute."""
+    forwards = p.forwards_per_video
+    extra = residual if residual is not None else Timing(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    computed = schedule.computed if schedule else forwards
+    if schedule is not None and schedule.mask is not None:
+        dense_computed = sum(schedule.mask[:dense_forwards])
+    else:
+        dense_computed = min(dense_forwards, computed)
+    runs = []
+    if dense is not None and dense_computed:
+        runs.append(ForwardRun("dense", dense_computed, dense.per_forward + extra))
+    runs.append(
+        ForwardRun(
+            "computed" if dense is None else "sparse", computed - dense_computed, p.per_forward + extra
+        )
+    )
+    if schedule is not None:
+        blocks_id, first = f"{p.forward_id}.blocks", f"{p.forward_id}.blocks.0"
+        skip = skipped_forward(p, schedule.method, blocks_id, first) + extra
+        runs.append(ForwardRun("cached", schedule.skipped, skip))
+    return attrs.evolve(p, forward_runs=tuple(runs))
 
 
 #: The cost of one kernel node of a replayed CUDA graph (the host launches the graph once): an upper
@@ -237,6 +312,21 @@ GRAPH_NODE_SOURCE = (
     "for 10 steps with RK4 (80 broadcast kernels) goes from 260 us to 70 us, with only 3.5 us of CPU time': "
     "70 us / 80 nodes = 0.875 us per node, the kernels' execution included"
 )
+
+
+def sparse_attention(m: Methods, layers: int) -> SparseAttention | None:
+    """``methods.sparse`` as the kernel the denoiser's self-attention runs: the method's density on
+    its sparse layers, averaged with its dense ones (``sparse_dense_layers``: every layer's attention
+    has the same FLOPs), at the method's kernel efficiency."""
+    if m.sparse is None or m.sparse_density is None:
+        return None
+    if m.sparse_dense_layers > layers:
+        raise ConfigError(
+            "methods.sparse_dense_layers", f"{m.sparse_dense_layers} exceeds the DiT's {layers} blocks"
+        )
+    dense = m.sparse_dense_layers
+    density = (dense + (layers - dense) * m.sparse_density) / layers
+    return SparseAttention(m.sparse, density, SPARSE_KERNELS[m.sparse][0])
 
 
 def with_cuda_graphs(plan: TimePlan, device: DeviceSpec | None) -> TimePlan:

@@ -50,6 +50,7 @@ from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.kernel_time import (  # re-exported: the records every timing caller uses
     CONV_RULES,
     KERNEL_CLASS,
+    SparseAttention,
     StageKernels,
     TimePlan,
     call_flops,
@@ -73,6 +74,7 @@ __all__ = [
     "ZERO",
     "ForwardRun",
     "Prediction",
+    "SparseAttention",
     "StageKernels",
     "TimePlan",
     "Timing",
@@ -195,6 +197,7 @@ def kernel_time(
     running in ``dtype``: the stage's by default), from :func:`~ditmeter.analytic.kernel_time.kernel_terms`
     on ``device``."""
     dtype = dtype or stage.dtype
+    row = stage.computed(row)
     peaks = stage_peaks(device, stage)
     roof = _roofline(
         row.cost, device, peaks[peak_column(row.rule, dtype, stage.dtype, row_backend(row, dtype, stage))]

@@ -33,7 +33,8 @@ EXTRA_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
         (
             "whatif=[NAME,...]",
             "the what-ifs to compare: compile, cuda_graphs, cfg_batch, few_step, fp8, sage, magcache, "
-            "teacache, easycache, fbcache (default: compile, cuda_graphs, fp8, sage, few_step)",
+            "teacache, easycache, fbcache, svg, radial, sta, vsa (default: compile, cuda_graphs, fp8, sage, "
+            "few_step)",
         ),
     ),
 }

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
-from ditmeter.analytic.methods import NO_METHODS, cache_note, cache_schedule, residual_pass, with_cache
+from ditmeter.analytic.methods import NO_METHODS, cache_note, cache_schedule, residual_pass, with_runs
 from ditmeter.config import RunConfig, magcache_model
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import DeviceView, device_view
@@ -64,31 +64,41 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
 
 
 def with_methods(cfg: RunConfig, view: DeviceView) -> DeviceView:
-    """``view`` with the step cache of ``methods.cache``: the denoiser's forwards split into those
-    that run the blocks and those that reuse the cache (docs/whatif.md)."""
-    a, p = view.analysis, view.prediction
+    """``view`` with the denoiser's forwards as the methods run them (docs/whatif.md): a step cache
+    (``methods.cache``) splits them into those that run the blocks and those that reuse the cache;
+    sparse attention (``methods.sparse``) keeps its first steps dense."""
+    a, p, m = view.analysis, view.prediction, cfg.methods
     steps = a.workload.num_inference_steps
-    schedule = cache_schedule(cfg.methods, a.forwards_per_video, magcache_model(cfg.model), steps)
-    if schedule is None:
+    schedule = cache_schedule(m, a.forwards_per_video, magcache_model(cfg.model), steps)
+    dense_steps = round(m.sparse_dense_steps * steps) if m.sparse is not None else 0
+    if schedule is None and not dense_steps:
         return view
     if p is None:
         raise ConfigError("methods.cache", "needs device=NAME: it changes the predicted time")
-    elements, dtype = cfg.family.residual_stream(a)
-    held = a.workload.prompts * elements * EAGER_DTYPE_BYTES[dtype]
-    phases = tuple(
-        attrs.evolve(ph, activation_bytes=(ph.activation_bytes or 0) + held)
-        if ph.stage == a.forward.name
-        else ph
-        for ph in a.memory.phases
-    )
-    a = attrs.evolve(
-        a,
-        notes=(*a.notes, cache_note(schedule, a.forwards_per_video, held)),
-        memory=attrs.evolve(a.memory, phases=phases),
-    )
-    return attrs.evolve(
-        view, analysis=a, prediction=with_cache(p, schedule, residual_pass(elements, dtype, p))
-    )
+    notes = list(a.notes)
+    if dense_steps != m.sparse_dense_steps * steps:
+        notes.append(
+            f"Sparse attention: methods.sparse_dense_steps={m.sparse_dense_steps:g} of {steps} steps "
+            f"rounded to {dense_steps} dense steps."
+        )
+    dense = a.prediction(p.device, attrs.evolve(p.plan, sparse=None)) if dense_steps else None
+    residual, memory = None, a.memory
+    if schedule is not None:
+        elements, dtype = cfg.family.residual_stream(a)
+        residual = residual_pass(elements, dtype, p)
+        held = a.workload.prompts * elements * EAGER_DTYPE_BYTES[dtype]
+        phases = tuple(
+            attrs.evolve(ph, activation_bytes=(ph.activation_bytes or 0) + held)
+            if ph.stage == a.forward.name
+            else ph
+            for ph in a.memory.phases
+        )
+        memory = attrs.evolve(a.memory, phases=phases)
+        notes.append(cache_note(schedule, a.forwards_per_video, held))
+    a = attrs.evolve(a, notes=tuple(notes), memory=memory)
+    per_step = a.workload.guidance_forwards
+    runs = with_runs(p, schedule, residual, dense, dense_steps * per_step)
+    return attrs.evolve(view, analysis=a, prediction=runs)
 
 
 def under_plan(

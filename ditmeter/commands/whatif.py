@@ -42,14 +42,26 @@ WHATIFS: dict[str, tuple[tuple[str, ...], str]] = {
     "teacache": (("methods.cache=teacache",), "TeaCache step cache (methods.cache_skip: your run's share)"),
     "easycache": (("methods.cache=easycache",), "EasyCache step cache (methods.cache_skip)"),
     "fbcache": (("methods.cache=fbcache",), "first-block cache (methods.cache_skip)"),
+    **{
+        name: ((f"methods.sparse={name}",), f"{label} sparse attention (methods.sparse_density: its share)")
+        for name, label in (
+            ("svg", "Sparse VideoGen"),
+            ("radial", "Radial Attention"),
+            ("sta", "Sliding Tile Attention"),
+            ("vsa", "Video Sparse Attention"),
+        )
+    },
 }
 #: What ``whatif`` compares when ``whatif=`` is not given.
 DEFAULT_WHATIFS = ("compile", "cuda_graphs", "fp8", "sage", "few_step")
 #: Pairs that cannot combine, and why (refused with exit 2 naming both).
 EXCLUSIVE = {
-    frozenset(
-        {"cfg_batch", "few_step"}
-    ): "a guidance-distilled model runs one forward per step: nothing to batch",
+    frozenset({"cfg_batch", "few_step"}): "a guidance-distilled model runs one forward per step: nothing "
+    "to batch",
+    **{
+        frozenset({"sage", n}): "both replace the DiT's attention kernel"
+        for n in ("svg", "radial", "sta", "vsa")
+    },
 }
 ALL = "all together"
 
@@ -127,7 +139,7 @@ def _row(
     assert view.per_video_s is not None and cfg.device is not None
     p = view.prediction
     assert p is not None
-    computed = sum(r.count for r in p.forward_runs if r.kind == "computed") or p.forwards_per_video
+    computed = sum(r.count for r in p.forward_runs if r.kind != "cached") or p.forwards_per_video
     peak = analysis.memory.peak_per_gpu_bytes
     return {
         **keys,
@@ -144,28 +156,35 @@ def _row(
     }
 
 
-#: Keys that only a caching row uses (given once on the command line, applied where a cache runs).
-CACHE_KEYS = (
-    "methods.cache_skip",
-    "methods.magcache_threshold",
-    "methods.magcache_k",
-    "methods.magcache_retention",
-)
+#: Keys only some rows use (given once on the command line, applied to the rows that set the key
+#: they qualify): a cache's share and rule, a sparse kernel's density and dense steps and layers.
+ROW_KEYS = {
+    "methods.cache": (
+        "methods.cache_skip",
+        "methods.magcache_threshold",
+        "methods.magcache_k",
+        "methods.magcache_retention",
+    ),
+    "methods.sparse": ("methods.sparse_density", "methods.sparse_dense_steps", "methods.sparse_dense_layers"),
+}
 
 
-def _cache_rows(names: Sequence[str], base: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
-    """``base`` without the cache keys, and those keys (for the rows that cache); given with no
-    caching what-if they would do nothing, and are refused."""
-    keys = tuple(o for o in base if o.partition("=")[0] in CACHE_KEYS)
-    if keys and not any(WHATIFS[n][0][0].startswith("methods.cache=") for n in names):
-        key = keys[0].partition("=")[0]
-        raise ConfigError(key, "used by a caching what-if only: add magcache, teacache, easycache or fbcache")
-    return [o for o in base if o not in keys], keys
+def _row_keys(names: Sequence[str], base: Sequence[str]) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    """``base`` without the keys only some rows use, and those keys by the key whose rows take them;
+    given with no such row they would do nothing, and are refused."""
+    given: dict[str, tuple[str, ...]] = {}
+    for owner, keys in ROW_KEYS.items():
+        mine = tuple(o for o in base if o.partition("=")[0] in keys)
+        if mine and not any(WHATIFS[n][0][0].startswith(owner + "=") for n in names):
+            raise ConfigError(mine[0].partition("=")[0], f"used by a what-if that sets {owner} only: add one")
+        given[owner] = mine
+    used = {o for keys in given.values() for o in keys}
+    return [o for o in base if o not in used], given
 
 
 def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] = ()) -> WhatifResult:
     """The baseline ``given`` and each what-if of ``names`` on it, then all of them together."""
-    base, cache_keys = _cache_rows(names, given)
+    base, row_keys = _row_keys(names, given)
     cfg = load(list(base), "whatif")
     if cfg.device is None:
         raise ConfigError("device", "needs device=NAME: a what-if's time and memory are on a device")
@@ -178,8 +197,13 @@ def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] 
     baseline_s = float(first["per_video_s"])
 
     def keys(overrides: Sequence[str]) -> tuple[str, ...]:
-        caches = any(o.startswith("methods.cache=") for o in overrides)
-        return (*overrides, *cache_keys) if caches else tuple(overrides)
+        extra = [
+            k
+            for owner, ks in row_keys.items()
+            if any(o.startswith(owner + "=") for o in overrides)
+            for k in ks
+        ]
+        return (*overrides, *extra)
 
     rows = [first, *(_row(n, keys(WHATIFS[n][0]), base, baseline_s) for n in names)]
     if together:
