@@ -37,7 +37,7 @@ from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.host import HostPlan, default_host, host_from_mapping
 from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
-from ditmeter.analytic.methods import NO_METHODS, MagCacheModel, Methods, sparse_attention, with_cuda_graphs
+from ditmeter.analytic.methods import NO_METHODS, MagCacheModel, Methods, methods_plan
 from ditmeter.analytic.parallel import SINGLE, ParallelPlan
 from ditmeter.analytic.timing import EXECUTIONS, TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
@@ -70,7 +70,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "trace": (*_RUN, "stages", "compare", "parallel"),
     "profile": (*_RUN, "profile"),
     "ingest": (*_RUN, "trace"),
-    "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages", "parallel"),
+    "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages", "parallel", "methods"),
     "whatif": (*(k for k in _RUN if k != "measured_video_s"), "stages", "methods"),
     "plan": (*(k for k in _RUN if k != "measured_video_s"), "stages"),
     "calibrate": (
@@ -391,16 +391,11 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
     workload = attrs.evolve(workload, cfg_free=methods.cfg_free, cfg_batch=methods.cfg_batch)
     device = parse(DeviceSpec, raw["device"], "device") if raw.get("device") is not None else None
     device, plan = time_plan(top, parse(TimeOptions, raw.get("time"), "time"), device, command)
-    if methods.cuda_graphs:
-        plan = with_cuda_graphs(plan, device)
-    if methods.sparse is not None:
-        if top.attention == "sage":
-            raise ConfigError(
-                "methods.sparse", "replaces the DiT's attention kernel: it cannot combine with attention=sage"
-            )
-        if device is None:
-            raise ConfigError("methods.sparse", "needs device=NAME: it changes the predicted time")
-        plan = attrs.evolve(plan, sparse=sparse_attention(methods, model.num_layers))
+    if methods.sparse is not None and top.attention == "sage":
+        why = "replaces the DiT's attention kernel: it cannot combine with attention=sage"
+        raise ConfigError("methods.sparse", why)
+    if device is not None:  # without one, analyze refuses the methods that change the time
+        plan = methods_plan(plan, methods, model.num_layers)
     if top.measured_video_s is not None and device is None:
         raise ConfigError("measured_video_s", "needs device=NAME: the MFU is against a device's peak")
     out = RunConfig(

@@ -349,3 +349,31 @@ def test_methods_that_cannot_combine_are_named(names: tuple[str, str]) -> None:
     with pytest.raises(ConfigError) as exc:
         combined(names)
     assert exc.value.field == "whatif" and all(n in exc.value.message for n in names)
+
+
+def test_sweep_takes_method_keys_as_axes_and_costs_each_point_as_report() -> None:
+    """Every point of a sweep over caches, CUDA graphs and sparse attention kernels equals ``report``
+    with the same overrides (the cache's memory included)."""
+    from ditmeter.commands.sweep import sweep
+
+    base = ["model=wan2.1-t2v-1.3b", "workload=w002-512p"]
+    grids = [
+        ["device=[h100-sxm,rtx4090]", "methods.cache=[null,magcache]", "methods.cuda_graphs=[false,true]"],
+        [
+            "device=h100-sxm",
+            "methods.sparse=[svg,vsa]",
+            "methods.sparse_density=0.3",
+            "methods.sparse_dense_steps=0.2",
+        ],
+    ]
+    for axes in grids:
+        frame = sweep([*base, *axes]).frame
+        keys = [a.split("=")[0] for a in axes if a.startswith("methods.") and "[" in a]
+        fixed = [a for a in axes if a.startswith("methods.") and "[" not in a]
+        for _, row in frame.iterrows():
+            values = {k: row[k] for k in keys}
+            point = [*base, f"device={row['device']}", *fixed]
+            point += [f"{k}={'null' if v is None else str(v).lower()}" for k, v in values.items()]
+            a, view = analyze(load(point, "report"))
+            assert row["per_video_s"] == pytest.approx(view.per_video_s, rel=1e-9), point
+            assert row["peak_per_gpu_bytes"] == a.memory.peak_per_gpu_bytes, point

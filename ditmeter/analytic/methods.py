@@ -27,7 +27,6 @@ import attrs
 import numpy as np
 
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
-from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
 from ditmeter.analytic.timing import (
     ForwardRun,
@@ -329,13 +328,30 @@ def sparse_attention(m: Methods, layers: int) -> SparseAttention | None:
     return SparseAttention(m.sparse, density, SPARSE_KERNELS[m.sparse][0])
 
 
-def with_cuda_graphs(plan: TimePlan, device: DeviceSpec | None) -> TimePlan:
+def with_cuda_graphs(plan: TimePlan) -> TimePlan:
     """``plan`` with the step replayed as a CUDA graph: each GPU kernel's launch cost is a graph
     node's (:data:`GRAPH_NODE_S`); the host CPU's own ops (``offload.t5_cpu``) keep theirs."""
-    if device is None or plan.kernels is None:
-        raise ConfigError("methods.cuda_graphs", "needs device=NAME: it changes the predicted time")
+    if plan.kernels is None:
+        return plan  # the roofline: no launches
     host = attrs.evolve(plan.kernels.host, per_kernel_s=GRAPH_NODE_S, source=GRAPH_NODE_SOURCE)
     return attrs.evolve(plan, kernels=attrs.evolve(plan.kernels, host=host))
+
+
+#: The methods that change how a device's kernels are timed (they need a device).
+TIMED = ("cache", "cuda_graphs", "sparse")
+
+
+def methods_plan(plan: TimePlan, m: Methods, layers: int) -> TimePlan:
+    """``plan`` (one device's) with the methods that change its kernels: CUDA graphs' launches and
+    the sparse self-attention of a DiT of ``layers`` blocks."""
+    if m.cuda_graphs:
+        plan = with_cuda_graphs(plan)
+    return attrs.evolve(plan, sparse=sparse_attention(m, layers)) if m.sparse is not None else plan
+
+
+def needs_device(m: Methods) -> str | None:
+    """The first ``methods.*`` key set that changes the predicted time (None: none)."""
+    return next((f"methods.{k}" for k in TIMED if getattr(m, k) not in (None, False)), None)
 
 
 def residual_pass(elements: int, dtype: str, p: Prediction) -> Timing:

@@ -11,7 +11,14 @@ import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
-from ditmeter.analytic.methods import NO_METHODS, cache_note, cache_schedule, residual_pass, with_runs
+from ditmeter.analytic.methods import (
+    NO_METHODS,
+    cache_note,
+    cache_schedule,
+    needs_device,
+    residual_pass,
+    with_runs,
+)
 from ditmeter.config import RunConfig, magcache_model
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import DeviceView, device_view
@@ -40,6 +47,9 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
     per-GPU time against one GPU.
     """
     fam = cfg.family
+    key = needs_device(cfg.methods)
+    if key is not None and cfg.device is None:
+        raise ConfigError(key, "needs device=NAME: it changes the predicted time")
     if cfg.methods != NO_METHODS and not cfg.parallel.single:
         raise ConfigError(
             "methods", "not modelled under a parallel.* plan yet: drop methods.* or run on one GPU"

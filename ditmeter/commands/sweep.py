@@ -25,9 +25,11 @@ import pandas as pd
 import pyarrow as pa
 
 from ditmeter.analytic.batch_timing import DevicePlan, Evaluated, Timer
+from ditmeter.analytic.methods import methods_plan, needs_device
 from ditmeter.analytic.parallel import ParallelEstimate
 from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.progress import Progress, Steps, no_progress
+from ditmeter.commands.report import with_methods
 from ditmeter.commands.sweep_grid import (
     DEVICE_SIDE,
     Grid,
@@ -39,6 +41,7 @@ from ditmeter.commands.sweep_grid import (
 )
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
+from ditmeter.reports.device_report import device_view
 from ditmeter.reports.parallel_report import plan_estimate
 from ditmeter.reports.sweep_table import sweep_frame, sweep_metadata
 
@@ -91,7 +94,7 @@ def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepRe
         evaluated = []
         for point, cfg, a in zip(points, cfgs, analyses, strict=True):
             try:
-                evaluated.append(per_gpu(timer.evaluate(a), cfg, plans))
+                evaluated.append(per_gpu(with_point_methods(timer.evaluate(a), cfg, plans), cfg, plans))
             except ConfigError as exc:
                 raise at_point(point, exc) from exc
     with steps("table"):
@@ -108,6 +111,49 @@ def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepRe
         len(plans),
         dict(steps.seconds),
     )
+
+
+def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evaluated:
+    """``e`` under the ``methods.*`` that change how the video's forwards and kernels are timed (a
+    step cache, CUDA graphs, sparse attention): each device and plan costed as ``report`` costs it
+    (:func:`~ditmeter.commands.report.with_methods`), point by point; ``methods.cfg_free`` and
+    ``methods.cfg_batch`` are already in the analysis."""
+    m = cfg.methods
+    if needs_device(m) is None:
+        return e
+    if not cfg.parallel.single:
+        raise ConfigError(
+            "methods", "not modelled under a parallel.* plan yet: drop methods.* or run on one GPU"
+        )
+    a, analysis = e.analysis, e.analysis
+    times = {k: v.copy() for k, v in e.times.items()}
+    for i, dp in enumerate(plans):
+        plan = methods_plan(dp.plan, m, cfg.model.num_layers)
+        view = with_methods(
+            attrs.evolve(cfg, device=dp.device, time=plan), device_view(a, dp.device, None, plan)
+        )
+        p, analysis = view.prediction, view.analysis
+        assert p is not None
+        for stage, seconds in p.stage_seconds.items():
+            times[f"{stage}_per_video_s"][i] = seconds
+        parts = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": 0.0}
+        for stage, runs in p.stage_runs:
+            kinds = p.forward_runs if stage == p.forward_id and p.forward_runs else ()
+            for f in parts:
+                parts[f] += (
+                    sum(getattr(r.timing, f) * r.count for r in kinds)
+                    if kinds
+                    else getattr(p.modules[stage], f) * runs
+                )
+        times["per_video_s"][i] = p.per_video_s
+        times["roofline_per_video_s"][i] = p.roofline_video_s
+        times["compute_per_video_s"][i] = parts["compute_s"]
+        times["memory_per_video_s"][i] = parts["memory_s"]
+        times["overhead_per_video_s"][i] = parts["overhead_s"]
+        times["per_forward_s"][i] = p.per_forward.predicted_s
+        times["roofline_per_forward_s"][i] = p.per_forward.roofline_s
+        times["per_step_s"][i] = p.per_step_s
+    return attrs.evolve(e, analysis=analysis, times=times)
 
 
 def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evaluated:
