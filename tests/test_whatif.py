@@ -228,7 +228,9 @@ def test_fp8_adds_a_per_token_quantize_kernel_before_each_matmul_by_hand() -> No
     assert kernel_time(quant, p.device, p.plan, sk, dtype).predicted_s == pytest.approx(hand, rel=1e-9)
     _, bf16 = _view()
     plain = a.stage_kernels(a.forward, bf16.prediction.plan).calls(row)
-    assert plain is not None and len(calls) == len(plain) + 1  # no quantize without fp8
+    # one quantize more, one weight cast fewer (the FP8 weights are stored as such)
+    assert plain is not None and len(calls) == len(plain)
+    assert [c[0].cost.moved_bytes for c in plain][:1] != [quant.cost.moved_bytes]
 
 
 def _self_attention_calls(device: str, *overrides: str):  # type: ignore[no-untyped-def]
@@ -358,6 +360,7 @@ def test_sweep_takes_method_keys_as_axes_and_costs_each_point_as_report() -> Non
 
     base = ["model=wan2.1-t2v-1.3b", "workload=w002-512p"]
     grids = [
+        ["device=[h100-sxm,h20]", "gemm_dtype=[null,fp8]", "methods.cache=[null,magcache]"],
         ["device=[h100-sxm,rtx4090]", "methods.cache=[null,magcache]", "methods.cuda_graphs=[false,true]"],
         [
             "device=h100-sxm",
@@ -368,7 +371,7 @@ def test_sweep_takes_method_keys_as_axes_and_costs_each_point_as_report() -> Non
     ]
     for axes in grids:
         frame = sweep([*base, *axes]).frame
-        keys = [a.split("=")[0] for a in axes if a.startswith("methods.") and "[" in a]
+        keys = [a.split("=")[0] for a in axes if a.startswith(("methods.", "gemm_dtype")) and "[" in a]
         fixed = [a for a in axes if a.startswith("methods.") and "[" not in a]
         for _, row in frame.iterrows():
             values = {k: row[k] for k in keys}
@@ -377,3 +380,43 @@ def test_sweep_takes_method_keys_as_axes_and_costs_each_point_as_report() -> Non
             a, view = analyze(load(point, "report"))
             assert row["per_video_s"] == pytest.approx(view.per_video_s, rel=1e-9), point
             assert row["peak_per_gpu_bytes"] == a.memory.peak_per_gpu_bytes, point
+
+
+def test_fp8_weights_are_one_byte_each_and_lose_their_per_call_cast() -> None:
+    """gemm_dtype=fp8: every nn.Linear of the real official 1.3B DiT (built on the meta device) holds
+    one byte per parameter, the rest keep fp32 (the official DiT's weights); the timeline's DiT
+    weights shrink by as much; an official linear no longer casts its weight to bf16 each call and
+    its GEMM reads one byte a weight."""
+    import torch
+
+    from ditmeter.models.wan21.builders import build_official_dit
+
+    a, _ = _view()
+    f8, _ = _view("gemm_dtype=fp8")
+    module = build_official_dit(a.model)
+    linear = sum(
+        p.numel() for m in module.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters()
+    )
+    total = sum(p.numel() for p in module.parameters())
+    assert f8.footprint.weights_by_dtype == {"fp8": linear, "fp32": 4 * (total - linear)}
+    assert a.footprint.weights_by_dtype == {"fp32": 4 * total}
+    resident = [{ph.stage: ph.resident.get("dit", 0) for ph in x.memory.phases}["dit"] for x in (a, f8)]
+    assert resident[0] - resident[1] == 3 * linear
+    from ditmeter.analytic.tree import walk
+
+    a8, v8 = _view("gemm_dtype=fp8")
+    sk8 = a8.stage_kernels(a8.forward, v8.prediction.plan)
+    row = next(r for r in walk(a8.forward.tree, "dit") if r.module_id == "dit.blocks.0.ffn.0")
+    calls = sk8.calls(row)
+    assert calls is not None
+    d = dict(row.dims)
+    weights = int(d["in_features"]) * int(d["out_features"])
+    sizes = [c[0].cost.moved_bytes for c in calls]
+    assert weights * 6 not in sizes  # no fp32 -> bf16 weight cast
+    gemm = next(c[0] for c in calls if c[0].rule == "linear")
+    _, bf = _view()
+    plain = a.stage_kernels(a.forward, bf.prediction.plan).calls(row)
+    assert plain is not None
+    assert any(c[0].cost.moved_bytes == weights * 6 for c in plain)
+    plain_gemm = next(c[0] for c in plain if c[0].rule == "linear")
+    assert plain_gemm.cost.moved_bytes - gemm.cost.moved_bytes == weights

@@ -28,6 +28,7 @@ from ditmeter.analytic.kernel_time import (
     stage_peaks,
 )
 from ditmeter.analytic.kernels import KernelTable
+from ditmeter.analytic.methods import fp8_weights
 from ditmeter.analytic.timing import Timing, tree_time
 from ditmeter.analytic.transfer import transfer_s
 from ditmeter.analytic.tree import walk
@@ -213,6 +214,9 @@ class Evaluated:
     times: dict[str, np.ndarray]  # per_video_s … per_step_s and <stage>_per_video_s
     shares: dict[str, np.ndarray]  # category → share of the forward's predicted time
     backend: tuple[str | None, ...]  # the forward stage's attention kernel
+    #: the peak memory per GPU on each device and plan where it differs between them (FP8 weights);
+    #: None: the analysis's
+    peaks: np.ndarray | None = None
 
 
 class Timer:
@@ -349,7 +353,19 @@ class Timer:
                     }
                 if lv.head_dim is not None:
                     backend = tuple(effective_backend(sk.attention, stage.dtype, lv.head_dim) for sk in sks)
-        moved = self.transfer_s(analysis)
+        fp8 = [dp.plan.gemm_dtype == "fp8" for dp in self.plans]
+        peaks = None
+        if any(fp8):  # FP8 weights: smaller transfers and peak on those plans (methods.fp8_weights)
+            a8 = fp8_weights(analysis)
+            moved = np.array(
+                [
+                    sum(transfer_s(t, dp.device) for t in (a8 if f else analysis).memory.transfers())
+                    for dp, f in zip(self.plans, fp8, strict=True)
+                ]
+            )
+            peaks = np.array([(a8 if f else analysis).memory.peak_per_gpu_bytes for f in fp8], dtype=np.int64)
+        else:
+            moved = self.transfer_s(analysis)
         times["offload_per_video_s"] = moved
         times |= {
             "per_video_s": video["predicted_s"] + moved,
@@ -361,4 +377,4 @@ class Timer:
             "roofline_per_forward_s": forward["roofline_s"],
             "per_step_s": forward["predicted_s"] * analysis.workload.guidance_forwards,
         }
-        return Evaluated(analysis, times, shares, backend)
+        return Evaluated(analysis, times, shares, backend, peaks)

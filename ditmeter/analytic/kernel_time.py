@@ -147,7 +147,7 @@ class StageKernels:
         if calls is None:
             return None
         if self.gemm_dtype == "fp8" and row.rule == "linear" and any(c.kind == "gemm" for c in calls):
-            calls = (fp8_activation_quant(dict(row.dims), half), *calls)
+            calls = (fp8_activation_quant(dict(row.dims), half), *fp8_weight_calls(calls, dict(row.dims)))
         if self.attention in INT8_BACKENDS:
             calls = tuple(k for c in calls for k in (*sage_quant(c, half), c))
         return tuple((call_row(row, c), _dtype(c), c.count) for c in calls)
@@ -186,6 +186,19 @@ def sage_quant(call: KernelCall, half: str) -> tuple[KernelCall, ...]:
         KernelCall("sage_quant_qk_int8", "memory", half, (q + kv) * (a + 1), count=count),
         KernelCall("sage_quant_v_fp8", "memory", half, kv * (a + 1), count=count),
     )
+
+
+def fp8_weight_calls(calls: tuple[KernelCall, ...], dims: Mapping[str, int | bool]) -> tuple[KernelCall, ...]:
+    """A linear's kernels with its weight stored in FP8 (:data:`FP8_QUANT_SOURCE`: FP8 checkpoints):
+    no per-call cast of the weight (the official code's fp32 → bf16 under autocast), and the GEMM reads
+    one byte a weight instead of two."""
+    weights = int(dims["in_features"]) * int(dims["out_features"])
+    out = []
+    for c in calls:
+        if c.op == "_to_copy" and c.bytes == weights * (4 + 2):
+            continue  # the weight's fp32 → bf16 cast
+        out.append(attrs.evolve(c, bytes=c.bytes - weights) if c.kind == "gemm" else c)
+    return tuple(out)
 
 
 def fp8_activation_quant(dims: Mapping[str, int | bool], half: str) -> KernelCall:

@@ -22,6 +22,7 @@ Kernel-level what-ifs stay where the kernels are: ``attention=`` (the attention 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
@@ -37,8 +38,11 @@ from ditmeter.analytic.timing import (
     Timing,
     kernel_time,
 )
-from ditmeter.analytic.tree import ModuleRow
+from ditmeter.analytic.tree import ModuleRow, walk
 from ditmeter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ditmeter.analytic.analysis import Analysis
 from ditmeter.validate import boolean, finite_number, one_of, whole_number
 
 #: The step-caching methods ``methods.cache`` names.
@@ -371,4 +375,49 @@ def cache_note(s: CacheSchedule, forwards: int, held_bytes: int) -> str:
         f"{_SKIPPED_WORDS[SKIPPED_RUNS[s.method]]}"
         f"; the cache holds {gib:.2f} GiB of residuals (one per guidance branch), live through the "
         "DiT stage (added to its activations in the memory timeline)."
+    )
+
+
+def fp8_weights(a: Analysis) -> Analysis:
+    """``a`` with the DiT's matmul weights stored in FP8, one byte each (the FP8 checkpoints of
+    LightX2V's Wan paths; ``gemm_dtype=fp8``): the memory timeline's DiT weights and the forward's
+    footprint; the other weights (norms, embeddings, modulation) keep their dtype."""
+    tree = a.forward.tree
+    old: dict[str, int] = a.footprint.weights_by_dtype
+    new: dict[str, int] = {}
+    for row in walk(tree, expand=False):
+        if row.kind == "leaf" and row.cost.params:
+            if row.rule == "linear":
+                new["fp8"] = new.get("fp8", 0) + row.total.params
+            else:
+                name = "fp32" if row.cost.weight_bytes // row.cost.params == 4 else a.workload.dtype
+                new[name] = new.get(name, 0) + row.total.weight_bytes
+    before, after = sum(old.values()), sum(new.values())
+    if not before:
+        return a
+    component = a.forward.name
+
+    def scaled(b: int) -> int:  # the component holds a whole number of forward trees (Wan2.2: 2 experts)
+        return round(b * after / before)
+
+    memory = a.memory
+    components = dict(memory.components)
+    if component in components:
+        copies = sum(components[component].values()) / before
+        components[component] = {k: round(v * copies) for k, v in new.items()}
+    phases = tuple(
+        attrs.evolve(ph, resident={**ph.resident, component: scaled(ph.resident[component])})
+        if component in ph.resident
+        else ph
+        for ph in memory.phases
+    )
+    note = (
+        f"FP8 weights (gemm_dtype=fp8): the DiT's matmul weights stored in FP8, one byte each: "
+        f"{after / 2**30:.2f} GiB per copy of the DiT instead of {before / 2**30:.2f} GiB."
+    )
+    return attrs.evolve(
+        a,
+        footprint=attrs.evolve(a.footprint, weights_by_dtype=new),
+        memory=attrs.evolve(memory, components=components, phases=phases),
+        notes=(*a.notes, note),
     )

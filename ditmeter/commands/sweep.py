@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ditmeter.analytic.batch_timing import DevicePlan, Evaluated, Timer
-from ditmeter.analytic.methods import methods_plan, needs_device
+from ditmeter.analytic.methods import fp8_weights, methods_plan, needs_device
 from ditmeter.analytic.parallel import ParallelEstimate
 from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.progress import Progress, Steps, no_progress
@@ -127,12 +127,14 @@ def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]
         )
     a, analysis = e.analysis, e.analysis
     times = {k: v.copy() for k, v in e.times.items()}
+    peaks = np.full(len(plans), a.memory.peak_per_gpu_bytes, dtype=np.int64)
     for i, dp in enumerate(plans):
         plan = methods_plan(dp.plan, m, cfg.model.num_layers)
-        view = with_methods(
-            attrs.evolve(cfg, device=dp.device, time=plan), device_view(a, dp.device, None, plan)
-        )
+        base = fp8_weights(a) if plan.gemm_dtype == "fp8" else a  # as analyze does
+        at = attrs.evolve(cfg, device=dp.device, time=plan)
+        view = with_methods(at, device_view(base, dp.device, None, plan))
         p, analysis = view.prediction, view.analysis
+        peaks[i] = analysis.memory.peak_per_gpu_bytes
         assert p is not None
         for stage, seconds in p.stage_seconds.items():
             times[f"{stage}_per_video_s"][i] = seconds
@@ -153,7 +155,7 @@ def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]
         times["per_forward_s"][i] = p.per_forward.predicted_s
         times["roofline_per_forward_s"][i] = p.per_forward.roofline_s
         times["per_step_s"][i] = p.per_step_s
-    return attrs.evolve(e, analysis=analysis, times=times)
+    return attrs.evolve(e, analysis=analysis, times=times, peaks=peaks)
 
 
 def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evaluated:

@@ -172,8 +172,22 @@ def _id_columns(
     return cols
 
 
+def _peaks(rows: _Rows, evaluated: Sequence[Evaluated], plans: Sequence[DevicePlan]) -> np.ndarray:
+    """Each point's peak memory per GPU: its analysis's, or its plan's where they differ (FP8)."""
+    if not any(e.peaks is not None for e in evaluated):
+        return rows.per_analysis([e.analysis.memory.peak_per_gpu_bytes for e in evaluated], np.int64)
+    per_plan = [
+        e.peaks if e.peaks is not None else np.full(len(plans), e.analysis.memory.peak_per_gpu_bytes)
+        for e in evaluated
+    ]
+    return rows.per_point(per_plan).astype(np.int64)
+
+
 def _count_columns(
-    rows: _Rows, analyses: Sequence[Analysis], plans: Sequence[DevicePlan]
+    rows: _Rows,
+    analyses: Sequence[Analysis],
+    plans: Sequence[DevicePlan],
+    evaluated: Sequence[Evaluated],
 ) -> dict[str, np.ndarray]:
     """The workload's shape, the video's counts, the memory peak and whether it fits."""
     w = [a.workload for a in analyses]
@@ -185,7 +199,7 @@ def _count_columns(
         "tensor_flops_per_video": rows.per_analysis([c.tensor_flops for c in video], np.int64),
         "cuda_flops_per_video": rows.per_analysis([c.cuda_flops for c in video], np.int64),
         "bytes_per_video": rows.per_analysis([c.moved_bytes for c in video], np.int64),
-        "peak_per_gpu_bytes": rows.per_analysis([a.memory.peak_per_gpu_bytes for a in analyses], np.int64),
+        "peak_per_gpu_bytes": _peaks(rows, evaluated, plans),
         "device_memory_bytes": rows.per_plan([dp.device.memory_bytes for dp in plans], np.int64),
     }
     cols["fits"] = cols["peak_per_gpu_bytes"] <= cols["device_memory_bytes"]
@@ -224,7 +238,7 @@ def sweep_frame(
     schema = sweep_schema([a.key for a in keyed], stages, categories, booleans)
 
     cols = _id_columns(axes, keyed[len(axes) :], idx, rows, evaluated, plans) | _count_columns(
-        rows, analyses, plans
+        rows, analyses, plans, evaluated
     )
     cols["gpus"] = rows.per_analysis(list(gpus or [1] * len(evaluated)), np.int64)
     absent = np.full(len(plans), np.nan)
