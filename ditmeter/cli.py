@@ -170,7 +170,8 @@ def _commands() -> list[tuple[str, str, str, str]]:
         (
             "plan",
             "every plan that runs a video on exactly N GPUs, ranked by predicted seconds per video",
-            "Enumerate parallel.ulysses × parallel.ring × parallel.cfg = gpus (at most 8, one node), each "
+            "Enumerate parallel.ulysses × parallel.ring × parallel.cfg = gpus (one node of 8, or a GB200 "
+            "NVL72 rack of 72), each "
             "with parallel.dit_fsdp and parallel.t5_fsdp off and on; cost each as `report` costs it with "
             "those overrides; rank by seconds per video with the speedup and efficiency over one GPU, the "
             "communication nothing hides, the peak memory per GPU and whether it fits, videos per GPU-hour "

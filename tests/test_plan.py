@@ -12,6 +12,7 @@ from ditmeter.commands.plan import plan
 from ditmeter.commands.plan_result import PlanOptions, PlanResult
 from ditmeter.commands.report import analyze
 from ditmeter.config import load
+from ditmeter.errors import ConfigError
 
 BASE = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=h100-sxm"]
 
@@ -78,3 +79,22 @@ def test_cli_writes_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture
     assert len(frame) == 3 * 4 and frame["gpus"].eq(2).all()  # ulysses 2, ring 2 or cfg 2
     assert "best:" in (folder / "plan.md").read_text(encoding="utf-8")
     assert "best that fits" in capsys.readouterr().out
+
+
+def test_a_plan_may_span_a_gb200_nvl72_but_not_more_than_one_h100_node() -> None:
+    """A GB200's NVLink domain holds 72 GPUs (its datasheet): 64 GPUs are one domain there, and its
+    best plan costs what report gives; on an H100 node of 8 the same count is refused naming gpus."""
+    cfg = load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=gb200"], "plan")
+    result = plan(cfg, PlanOptions(gpus=64))
+    best = result.best()
+    assert best is not None and best["gpus"] == 64
+    keys = ("ulysses", "ring", "cfg", "dit_fsdp", "t5_fsdp")
+    overrides = [f"parallel.{k}={str(best[k]).lower()}" for k in keys]
+    _, view = analyze(
+        load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=gb200", *overrides], "report")
+    )
+    assert best["per_video_s"] == view.per_video_s
+    h100 = load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=h100-sxm"], "plan")
+    with pytest.raises(ConfigError) as exc:
+        plan(h100, PlanOptions(gpus=16))
+    assert exc.value.field == "gpus" and "8 GPUs" in exc.value.message

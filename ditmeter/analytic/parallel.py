@@ -30,8 +30,12 @@ from ditmeter.analytic.tree import Composite, Repeated, walk
 from ditmeter.errors import ConfigError
 from ditmeter.validate import FieldError, boolean, parse, positive_int_at_most
 
-#: GPUs of one plan at most: one NVLink/NVSwitch node (links between nodes are not modeled).
-MAX_GPUS = 8
+#: GPUs of one plan at most: the largest NVLink domain of the catalog (a GB200 NVL72 rack; links
+#: between nodes are not modeled). A device's own domain (:func:`domain_gpus`) bounds its plans.
+MAX_GPUS = 72
+#: GPUs of one node where a device's datasheet names no larger NVLink domain (an 8-GPU HGX board, or
+#: 8 PCIe boards in one host).
+NODE_GPUS = 8
 #: Seconds per algorithm step of a collective on a device without a fabric table (NCCL's per-hop
 #: latency within a node; an estimate of the order nccl-tests show for small messages on NVLink,
 #: a few microseconds per step).
@@ -46,7 +50,25 @@ def _cfg_degree(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise FieldError(attribute.name, f"{value!r} not allowed; allowed: 1, 2")
 
 
-_gpus = positive_int_at_most(MAX_GPUS, "one node; links between nodes are not modeled")
+_gpus = positive_int_at_most(MAX_GPUS, "one NVLink domain: a GB200 NVL72's 72 at most")
+
+
+def domain_gpus(device: DeviceSpec) -> int:
+    """The GPUs one plan may span on ``device``: its NVLink domain (``nvlink_gpus``, a GB200 NVL72's
+    72) where larger than a node, else one node of :data:`NODE_GPUS` (links between nodes are not
+    modeled)."""
+    return max(NODE_GPUS, device.nvlink_gpus or 0)
+
+
+def check_domain(plan: ParallelPlan, device: DeviceSpec, key: str = "parallel.gpus") -> None:
+    """Refuse a plan larger than one node or NVLink domain of ``device`` (``key`` names the field)."""
+    limit = domain_gpus(device)
+    if plan.gpus > limit:
+        raise ConfigError(
+            key,
+            f"{plan.gpus} GPUs exceed one node of {device.name} ({limit} GPUs); links between nodes "
+            "are not modeled yet",
+        )
 
 
 @attrs.frozen

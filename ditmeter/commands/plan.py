@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pandas as pd
 
-from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan
+from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan, domain_gpus
 from ditmeter.commands.plan_result import PlanOptions, PlanResult
 from ditmeter.commands.report import analyze, under_plan
 from ditmeter.config import RunConfig, load
@@ -103,6 +103,12 @@ def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) ->
     for the warnings. Nothing is written."""
     if cfg.device is None:
         raise ConfigError("device", "needs device=NAME: a plan's time and memory are per GPU of a device")
+    if options.gpus > domain_gpus(cfg.device):
+        raise ConfigError(
+            "gpus",
+            f"{options.gpus} GPUs exceed one node of {cfg.device.name} ({domain_gpus(cfg.device)} GPUs); "
+            "links between nodes are not modeled yet",
+        )
     one_gpu = analyze(attrs.evolve(cfg, parallel=ParallelPlan()))  # what every plan is set against
     single = _row(cfg, ParallelPlan(), options, one_gpu)
     frame = _ranked([_row(cfg, p, options, one_gpu) for p in parallel_plans(options.gpus)])
@@ -154,7 +160,9 @@ def parse_options(overrides: Sequence[str]) -> tuple[PlanOptions, list[str]]:
         raise ConfigError("gpus", f"missing; give gpus=N, 1 to {MAX_GPUS}")
     if not text.isdigit() or not 1 <= int(text) <= MAX_GPUS:
         raise ConfigError(
-            "gpus", f"{text!r} not allowed; 1 to {MAX_GPUS} (one node; links between nodes are not modeled)"
+            "gpus",
+            f"{text!r} not allowed; 1 to {MAX_GPUS} (one node or NVLink domain: 8, a GB200 NVL72's 72; "
+            "links between nodes are not modeled)",
         )
     limit, price = (mine.get(k) for k in PLAN_KEYS[1:])
     options = PlanOptions(

@@ -20,6 +20,7 @@ from ditmeter.analytic.methods import (
     residual_pass,
     with_runs,
 )
+from ditmeter.analytic.parallel import check_domain
 from ditmeter.config import RunConfig, magcache_model
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import DeviceView, device_view
@@ -125,6 +126,7 @@ def under_plan(
         raise ConfigError(
             "parallel", "needs device=NAME: a plan's time, traffic and memory are per GPU of a device"
         )
+    check_domain(cfg.parallel, p.device)
     rank = fam.parallel(analysis, cfg.parallel, cfg.offload)  # refuses what the code refuses
     table = (
         scaling_frame(analysis, p, lambda plan: fam.parallel(analysis, plan, cfg.offload))
