@@ -98,3 +98,11 @@ def test_a_plan_may_span_a_gb200_nvl72_but_not_more_than_one_h100_node() -> None
     with pytest.raises(ConfigError) as exc:
         plan(h100, PlanOptions(gpus=16))
     assert exc.value.field == "gpus" and "8 GPUs" in exc.value.message
+
+
+def test_a_sweep_refuses_a_plan_beyond_one_node_of_a_device() -> None:
+    from ditmeter.commands.sweep import sweep
+
+    with pytest.raises(ConfigError) as exc:
+        sweep(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm", "parallel.ring=[2,16]"])
+    assert exc.value.field == "parallel.gpus"

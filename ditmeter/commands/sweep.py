@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from ditmeter.analytic.batch_timing import DevicePlan, Evaluated, Timer
 from ditmeter.analytic.methods import fp8_weights, methods_plan, needs_device
-from ditmeter.analytic.parallel import ParallelEstimate
+from ditmeter.analytic.parallel import ParallelEstimate, check_domain
 from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.report import with_methods
@@ -165,6 +165,8 @@ def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evalua
     if cfg.parallel.single:
         return e
     a = e.analysis
+    for dp in plans:
+        check_domain(cfg.parallel, dp.device)
     rank = cfg.family.parallel(a, cfg.parallel, cfg.offload)
     stages = [s.name for s in a.stages]
     stages.append(OFFLOAD_PHASE)  # the one GPU's weight transfers (the plan's replace them)
