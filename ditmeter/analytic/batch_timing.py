@@ -306,10 +306,16 @@ class Timer:
         assert lv_first is not None and by_category is not None
         return lv_first, totals, by_category, [sks[k] for k in self.kind]
 
-    def transfer_s(self, analysis: Analysis) -> np.ndarray:
-        """Seconds per video of the weights ``analysis``'s video moves, on every device."""
-        moves = analysis.memory.transfers()
-        return np.array([sum(transfer_s(t, dp.device) for t in moves) for dp in self.plans])
+    def transfer_s(self, analyses: Sequence[Analysis]) -> np.ndarray:
+        """Seconds per video of the weights each plan's analysis (``analyses``, one per device and
+        plan) moves, on its device."""
+        moves = {id(a): a.memory.transfers() for a in analyses}  # one list per distinct analysis
+        return np.array(
+            [
+                sum(transfer_s(t, dp.device) for t in moves[id(a)])
+                for a, dp in zip(analyses, self.plans, strict=True)
+            ]
+        )
 
     def _off_gpu(
         self, analysis: Analysis, stage: Stage
@@ -353,19 +359,14 @@ class Timer:
                     }
                 if lv.head_dim is not None:
                     backend = tuple(effective_backend(sk.attention, stage.dtype, lv.head_dim) for sk in sks)
+        # FP8 weights (methods.fp8_weights): smaller transfers and peak on the FP8 plans
         fp8 = [dp.plan.gemm_dtype == "fp8" for dp in self.plans]
-        peaks = None
-        if any(fp8):  # FP8 weights: smaller transfers and peak on those plans (methods.fp8_weights)
-            a8 = fp8_weights(analysis)
-            moved = np.array(
-                [
-                    sum(transfer_s(t, dp.device) for t in (a8 if f else analysis).memory.transfers())
-                    for dp, f in zip(self.plans, fp8, strict=True)
-                ]
-            )
-            peaks = np.array([(a8 if f else analysis).memory.peak_per_gpu_bytes for f in fp8], dtype=np.int64)
-        else:
-            moved = self.transfer_s(analysis)
+        a8 = fp8_weights(analysis) if any(fp8) else analysis
+        per_plan = [a8 if f else analysis for f in fp8]
+        moved = self.transfer_s(per_plan)
+        peaks = (
+            np.array([a.memory.peak_per_gpu_bytes for a in per_plan], dtype=np.int64) if any(fp8) else None
+        )
         times["offload_per_video_s"] = moved
         times |= {
             "per_video_s": video["predicted_s"] + moved,
@@ -377,4 +378,4 @@ class Timer:
             "roofline_per_forward_s": forward["roofline_s"],
             "per_step_s": forward["predicted_s"] * analysis.workload.guidance_forwards,
         }
-        return Evaluated(analysis, times, shares, backend, peaks)
+        return Evaluated(analysis, times, shares, backend, peaks if any(fp8) else None)

@@ -58,6 +58,9 @@ class KernelCall:
     #: the shape the curves read: GEMM and convolution FLOPs of one launch; attention: its dims
     call_flops: int = 0
     dims: tuple[tuple[str, int], ...] = ()
+    #: what a cast converts where a what-if needs to know (``weight``: a module's weight cast per
+    #: call, which FP8 checkpoints do not need); "" otherwise
+    operand: str = ""
 
 
 def memory(op: str, dtype: str, *tensor_bytes: int, count: int = 1, cuda_flops: int = 0) -> KernelCall:
@@ -65,12 +68,14 @@ def memory(op: str, dtype: str, *tensor_bytes: int, count: int = 1, cuda_flops: 
     return KernelCall(op, "memory", dtype, sum(tensor_bytes), cuda_flops=cuda_flops, count=count)
 
 
-def cast(elements: int, src: str, dst: str, *, count: int = 1) -> KernelCall:
+def cast(elements: int, src: str, dst: str, *, count: int = 1, operand: str = "") -> KernelCall:
     """``x.to(dst)``: one ``_to_copy`` reading ``elements`` in ``src``, writing them in ``dst``; no
-    launch when the two are the same dtype (``x.float()`` of an fp32 tensor returns it)."""
+    launch when the two are the same dtype (``x.float()`` of an fp32 tensor returns it); ``operand``
+    names what is cast where a what-if needs to know (see :class:`KernelCall`)."""
     a, b = EAGER_DTYPE_BYTES[src], EAGER_DTYPE_BYTES[dst]
     launches = 0 if src == dst else count
-    return memory("_to_copy", src if a >= b else dst, elements * a, elements * b, count=launches)
+    call = memory("_to_copy", src if a >= b else dst, elements * a, elements * b, count=launches)
+    return attrs.evolve(call, operand=operand) if operand else call
 
 
 def attention(

@@ -190,15 +190,14 @@ def sage_quant(call: KernelCall, half: str) -> tuple[KernelCall, ...]:
 
 def fp8_weight_calls(calls: tuple[KernelCall, ...], dims: Mapping[str, int | bool]) -> tuple[KernelCall, ...]:
     """A linear's kernels with its weight stored in FP8 (:data:`FP8_QUANT_SOURCE`: FP8 checkpoints):
-    no per-call cast of the weight (the official code's fp32 → bf16 under autocast), and the GEMM reads
-    one byte a weight instead of two."""
+    no per-call cast of the weight (the recipe's ``operand="weight"``: the official code's fp32 →
+    bf16 under autocast), and the GEMM reads one byte a weight instead of two."""
     weights = int(dims["in_features"]) * int(dims["out_features"])
-    out = []
-    for c in calls:
-        if c.op == "_to_copy" and c.bytes == weights * (4 + 2):
-            continue  # the weight's fp32 → bf16 cast
-        out.append(attrs.evolve(c, bytes=c.bytes - weights) if c.kind == "gemm" else c)
-    return tuple(out)
+    return tuple(
+        attrs.evolve(c, bytes=c.bytes - weights) if c.kind == "gemm" else c
+        for c in calls
+        if c.operand != "weight"
+    )
 
 
 def fp8_activation_quant(dims: Mapping[str, int | bool], half: str) -> KernelCall:

@@ -8,12 +8,14 @@ parameters equal the real modules' (tested).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 from ditmeter.analytic.cost import FP32_BYTES
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.transfer import Transfer
-from ditmeter.analytic.tree import Node, walk
+from ditmeter.analytic.tree import ModuleRow, Node, walk
 from ditmeter.validate import boolean
 
 
@@ -45,12 +47,17 @@ class Footprint:
         return self.total_bytes <= device.memory_bytes
 
 
-def weights_by_dtype(tree: Node, dtype: str) -> dict[str, int]:
+def weights_by_dtype(
+    tree: Node, dtype: str, fp8: Callable[[ModuleRow], bool] | None = None
+) -> dict[str, int]:
     """Weight bytes of ``tree`` by dtype name: 4-byte weights are ``fp32``, the rest ``dtype``
-    (the run's 16-bit dtype)."""
+    (the run's 16-bit dtype); the leaves ``fp8`` picks hold one byte a parameter, as ``fp8``."""
     out: dict[str, int] = {}
     for row in walk(tree, expand=False):
         if row.kind == "leaf" and row.cost.params:
+            if fp8 is not None and fp8(row):
+                out["fp8"] = out.get("fp8", 0) + row.total.params
+                continue
             width = row.cost.weight_bytes // row.cost.params
             name = dtype if width != FP32_BYTES else "fp32"
             out[name] = out.get(name, 0) + row.total.weight_bytes

@@ -14,6 +14,9 @@ the mechanism that changes which kernels run, never as a speed-up factor.
 * ``cfg_batch``: the conditional and unconditional forwards of a step as one forward of batch 2.
 * ``cuda_graphs``: the step replayed as a CUDA graph: the host's per-kernel launch cost becomes a
   graph node's.
+* ``sparse``: the DiT's self-attention as a block-sparse kernel at the method's density and kernel
+  rate (``sparse_density``, ``sparse_dense_steps``, ``sparse_dense_layers``).
+* FP8 weights (:func:`fp8_weights`) under ``gemm_dtype=fp8``.
 
 Kernel-level what-ifs stay where the kernels are: ``attention=`` (the attention kernel),
 ``gemm_dtype=fp8`` and ``time.execution=compiled``.
@@ -29,7 +32,9 @@ import numpy as np
 
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
+from ditmeter.analytic.memory import weights_by_dtype
 from ditmeter.analytic.timing import (
+    ZERO,
     ForwardRun,
     Prediction,
     SparseAttention,
@@ -38,12 +43,12 @@ from ditmeter.analytic.timing import (
     Timing,
     kernel_time,
 )
-from ditmeter.analytic.tree import ModuleRow, walk
+from ditmeter.analytic.tree import ModuleRow
 from ditmeter.errors import ConfigError
+from ditmeter.validate import boolean, finite_number, one_of, whole_number
 
 if TYPE_CHECKING:
     from ditmeter.analytic.analysis import Analysis
-from ditmeter.validate import boolean, finite_number, one_of, whole_number
 
 #: The step-caching methods ``methods.cache`` names.
 CACHES = ("teacache", "magcache", "easycache", "fbcache")
@@ -131,12 +136,6 @@ class Methods:
             raise ConfigError(
                 "methods.cfg_batch", "cannot combine with methods.cfg_free (one forward per step)"
             )
-
-    @property
-    def active(self) -> tuple[str, ...]:
-        """The methods on, as the keys name them."""
-        out = [f"cache={self.cache}"] if self.cache else []
-        return (*out, *(k for k in ("cfg_free", "cfg_batch", "cuda_graphs") if getattr(self, k)))
 
 
 NO_METHODS = Methods()
@@ -267,7 +266,7 @@ def skipped_forward(p: Prediction, method: str, blocks_id: str, first_block_id: 
     first block for FBCache), or nothing of the DiT (EasyCache)."""
     runs = SKIPPED_RUNS[method]
     if runs == "none":
-        return Timing(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return ZERO
     forward, blocks = p.modules[p.forward_id], p.modules[blocks_id]
     out = forward.minus(blocks)
     return out + p.modules[first_block_id] if runs == "first_block" else out
@@ -286,7 +285,7 @@ def with_runs(
     dense (``dense``: the same video without it) and the rest sparse (``p``). Where the cache's rule
     does not say which forwards compute (a given share), the dense forwards are taken to compute."""
     forwards = p.forwards_per_video
-    extra = residual if residual is not None else Timing(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    extra = residual if residual is not None else ZERO
     computed = schedule.computed if schedule else forwards
     if schedule is not None and schedule.mask is not None:
         dense_computed = sum(schedule.mask[:dense_forwards])
@@ -382,16 +381,8 @@ def fp8_weights(a: Analysis) -> Analysis:
     """``a`` with the DiT's matmul weights stored in FP8, one byte each (the FP8 checkpoints of
     LightX2V's Wan paths; ``gemm_dtype=fp8``): the memory timeline's DiT weights and the forward's
     footprint; the other weights (norms, embeddings, modulation) keep their dtype."""
-    tree = a.forward.tree
     old: dict[str, int] = a.footprint.weights_by_dtype
-    new: dict[str, int] = {}
-    for row in walk(tree, expand=False):
-        if row.kind == "leaf" and row.cost.params:
-            if row.rule == "linear":
-                new["fp8"] = new.get("fp8", 0) + row.total.params
-            else:
-                name = "fp32" if row.cost.weight_bytes // row.cost.params == 4 else a.workload.dtype
-                new[name] = new.get(name, 0) + row.total.weight_bytes
+    new = weights_by_dtype(a.forward.tree, a.workload.dtype, lambda row: row.rule == "linear")
     before, after = sum(old.values()), sum(new.values())
     if not before:
         return a

@@ -287,7 +287,7 @@ def _linear_official(
     if _ends(leaf, FP32_INPUT) and gemm != "fp32":
         calls.append(cast(tokens * in_features, "fp32", gemm))
     if w != gemm:
-        calls.append(cast(in_features * out_features, w, gemm))
+        calls.append(cast(in_features * out_features, w, gemm, operand="weight"))
         if bias:
             calls.append(cast(out_features, w, gemm))
     calls.append(_gemm("addmm" if bias else "mm", gemm, tokens, in_features, out_features, bias))
