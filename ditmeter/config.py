@@ -38,6 +38,7 @@ from ditmeter.analytic.host import HostPlan, default_host, host_from_mapping
 from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
 from ditmeter.analytic.methods import NO_METHODS, MagCacheModel, Methods, methods_plan
+from ditmeter.analytic.network import NetworkTable
 from ditmeter.analytic.parallel import SINGLE, ParallelPlan
 from ditmeter.analytic.timing import EXECUTIONS, TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
@@ -477,18 +478,29 @@ def magcache_model(model: ModelSpec) -> MagCacheModel | None:
     return MagCacheModel(model.name, tuple(float(v) for v in entry["values"]), mode, shift, boundary)
 
 
-@functools.lru_cache(maxsize=16)
-def fabric_table(name: str) -> FabricTable:
-    """``configs/fabric/<name>.yaml``, validated (errors name ``fabric.<field>``)."""
-    path = config_dir() / "fabric" / f"{name}.yaml"
+def _catalog_table(group: str, name: str) -> dict[str, Any]:
+    """``configs/<group>/<name>.yaml`` as a mapping; an unknown name exits 2 naming ``device.<group>``."""
+    path = config_dir() / group / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(
-            "device.fabric", f"fabric table {name!r} unknown; allowed: {', '.join(choices('fabric'))}"
+            f"device.{group}", f"{group} {name!r} unknown; allowed: {', '.join(choices(group))}"
         )
     raw = OmegaConf.to_container(OmegaConf.load(path))
     if not isinstance(raw, dict):
-        raise ConfigError("fabric", f"{path} is not a mapping")
-    return FabricTable.from_mapping({str(k): v for k, v in raw.items()})
+        raise ConfigError(group, f"{path} is not a mapping")
+    return {str(k): v for k, v in raw.items()}
+
+
+@functools.lru_cache(maxsize=16)
+def fabric_table(name: str) -> FabricTable:
+    """``configs/fabric/<name>.yaml``, validated (errors name ``fabric.<field>``)."""
+    return FabricTable.from_mapping(_catalog_table("fabric", name))
+
+
+@functools.lru_cache(maxsize=16)
+def network_table(name: str) -> NetworkTable:
+    """``configs/network/<name>.yaml``, validated (errors name ``network.<field>``)."""
+    return NetworkTable.from_mapping(_catalog_table("network", name))
 
 
 def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
@@ -546,6 +558,7 @@ def time_plan(
         options.execution,
         host_plan(top.host, device),
         fabric_table(device.fabric) if device is not None and device.fabric is not None else None,
+        network=network_table(device.network) if device is not None and device.network is not None else None,
     )
     if device is None:
         _untimed(top, options, command)

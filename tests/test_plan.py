@@ -13,6 +13,7 @@ from ditmeter.commands.plan_result import PlanOptions, PlanResult
 from ditmeter.commands.report import analyze
 from ditmeter.config import load
 from ditmeter.errors import ConfigError
+from ditmeter.reports.plan_table import plan_lines
 
 BASE = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=h100-sxm"]
 
@@ -81,9 +82,10 @@ def test_cli_writes_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "best that fits" in capsys.readouterr().out
 
 
-def test_a_plan_may_span_a_gb200_nvl72_but_not_more_than_one_h100_node() -> None:
+def test_a_plan_may_span_a_gb200_nvl72_but_not_more_than_one_node_without_a_network() -> None:
     """A GB200's NVLink domain holds 72 GPUs (its datasheet): 64 GPUs are one domain there, and its
-    best plan costs what report gives; on an H100 node of 8 the same count is refused naming gpus."""
+    best plan costs what report gives; an L40S node of 8 has no network in the catalog, so 16 are
+    refused naming gpus; H100 nodes of 8 have one, but 12 GPUs are not whole nodes."""
     cfg = load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=gb200"], "plan")
     result = plan(cfg, PlanOptions(gpus=64))
     best = result.best()
@@ -94,15 +96,53 @@ def test_a_plan_may_span_a_gb200_nvl72_but_not_more_than_one_h100_node() -> None
         load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=gb200", *overrides], "report")
     )
     assert best["per_video_s"] == view.per_video_s
+    l40s = load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=l40s"], "plan")
+    with pytest.raises(ConfigError) as exc:
+        plan(l40s, PlanOptions(gpus=16))
+    assert exc.value.field == "gpus" and "8 GPUs" in exc.value.message and "no network" in exc.value.message
     h100 = load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=h100-sxm"], "plan")
     with pytest.raises(ConfigError) as exc:
-        plan(h100, PlanOptions(gpus=16))
-    assert exc.value.field == "gpus" and "8 GPUs" in exc.value.message
+        plan(h100, PlanOptions(gpus=12))
+    assert exc.value.field == "gpus" and "not whole nodes of 8" in exc.value.message
 
 
-def test_a_sweep_refuses_a_plan_beyond_one_node_of_a_device() -> None:
+def test_a_sweep_refuses_a_plan_beyond_one_node_of_a_device_without_a_network() -> None:
     from ditmeter.commands.sweep import sweep
 
     with pytest.raises(ConfigError) as exc:
-        sweep(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm", "parallel.ring=[2,16]"])
+        sweep(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=rtx4090", "parallel.ring=[2,16]"])
     assert exc.value.field == "parallel.gpus"
+
+
+def test_data_parallel_replicas_by_hand(result: PlanResult) -> None:
+    """4 GPUs: 4 replicas of one GPU make 4 × 3,600 / (one GPU's seconds) videos an hour; 2 of 2,
+    2 × 3,600 / (the best 2-GPU plan's); 1 of 4, the best plan's 3,600 / seconds. Ranked by it."""
+    reps = result.replicas.set_index("gpus_per_replica")
+    assert list(reps.index.sort_values()) == [1, 2, 4]
+    assert reps.loc[1, "videos_per_hour"] == pytest.approx(4 * 3600 / result.single_video_s, rel=1e-12)
+    two = plan(load(BASE, "plan"), PlanOptions(gpus=2)).best(fits_only=True)
+    assert two is not None
+    assert reps.loc[2, "videos_per_hour"] == pytest.approx(2 * 3600 / two["per_video_s"], rel=1e-12)
+    best = result.best(fits_only=True)
+    assert best is not None and reps.loc[4, "plan"] == best["plan"]
+    assert result.replicas["videos_per_hour"].is_monotonic_decreasing
+    first = "most videos per hour on 4 GPUs: 4 replicas of 1 GPU"
+    assert any(line.startswith(first) for line in plan_lines(result))
+
+
+def test_two_h100_nodes_rank_plans_that_keep_ulysses_in_a_node() -> None:
+    """16 H100s (2 nodes over NDR): the same plan with its 8-way Ulysses inside a node (ulysses 8 ×
+    ring 2: the ring's hop crosses) is faster than with a 2-way Ulysses and an 8-way ring whose
+    members are 2 apart (ulysses 2 × ring 8, each ring spanning both nodes), and every plan's
+    seconds are report's (the planner's ranking: hand-checkable per row)."""
+    cfg = load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=h100-sxm"], "plan")
+    res = plan(cfg, PlanOptions(gpus=16))
+    rows = res.runnable.set_index("plan")
+    assert rows.loc["ulysses 8 × ring 2", "per_video_s"] < rows.loc["ulysses 2 × ring 8", "per_video_s"]
+    best = res.best()
+    assert best is not None
+    keys = ("ulysses", "ring", "cfg", "dit_fsdp", "t5_fsdp")
+    overrides = [f"parallel.{k}={str(best[k]).lower()}" for k in keys]
+    base = ["model=wan2.1-t2v-14b", "workload=w003-720p", "device=h100-sxm"]
+    _, view = analyze(load([*base, *overrides], "report"))
+    assert best["per_video_s"] == view.per_video_s

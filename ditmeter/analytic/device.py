@@ -133,6 +133,9 @@ class DeviceSpec:
     #: The achieved-bandwidth table of its interconnect (``configs/fabric/<name>.yaml``); None: the
     #: collectives run at the datasheet link (:meth:`link_for`).
     fabric: str | None = attrs.field(default=None, validator=_name)
+    #: The network between its nodes (``configs/network/<name>.yaml``): one NIC per GPU; None: plans
+    #: stay within one node (:func:`ditmeter.analytic.parallel.check_domain`).
+    network: str | None = attrs.field(default=None, validator=_name)
     bf16_sparse_tflops: float | None = _optional()
     fp16_sparse_tflops: float | None = _optional()
     fp8_sparse_tflops: float | None = _optional()

@@ -64,9 +64,9 @@ class FabricTable:
             if key not in known:
                 raise ConfigError(f"fabric.{key}", f"not a known key; allowed: {', '.join(known)}")
         for key in ("name", "link_source", "latency_source", "latency_quote"):
-            _text(raw, key, "fabric")
-        link = _positive(raw, "link_gbps", "fabric")
-        latency = _positive(raw, "latency_us", "fabric")
+            text_field(raw, key, "fabric")
+        link = positive_field(raw, "link_gbps", "fabric")
+        latency = positive_field(raw, "latency_us", "fabric")
         given = raw.get("collectives")
         if not isinstance(given, Mapping) or set(given) != set(COLLECTIVES):
             raise ConfigError("fabric.collectives", f"must give every one of {', '.join(COLLECTIVES)}")
@@ -76,26 +76,30 @@ class FabricTable:
         return cls(str(raw["name"]), link, latency * 1e-6, curves)
 
 
-def _text(raw: Mapping[str, Any], key: str, where: str) -> str:
+def text_field(raw: Mapping[str, Any], key: str, where: str) -> str:
+    """``raw[key]``, a non-empty string (a source or a quote), else a ConfigError naming it."""
     value = raw.get(key)
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}.{key}", "missing: every figure needs its source and quote")
     return value
 
 
-def _positive(raw: Mapping[str, Any], key: str, where: str) -> float:
+def positive_field(raw: Mapping[str, Any], key: str, where: str) -> float:
+    """``raw[key]``, a positive finite number, else a ConfigError naming it."""
     value = raw.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise ConfigError(f"{where}.{key}", f"must be a positive number, got {value!r}")
     return float(value)
 
 
-def _points(curve: Any, where: str, link_gbps: float) -> tuple[BusbwPoint, ...]:
-    """A measured curve: sizes increasing, each busbw within the link, each with a source."""
-    rows = curve.get("points") if isinstance(curve, Mapping) else None
+def measured_points(
+    rows: Any, where: str, value_key: str, limit: tuple[str, float]
+) -> list[tuple[int, float]]:
+    """(bytes, value) of a measured curve's rows ``{bytes, <value_key>, source, quote}``: sizes
+    increasing, each value within ``limit`` (its name and GB/s), each with its source and quote."""
     if not isinstance(rows, list) or not rows:
-        raise ConfigError(f"{where}.points", "must be a list of {bytes, busbw_gbps, source, quote}")
-    out: list[BusbwPoint] = []
+        raise ConfigError(f"{where}.points", f"must be a list of {{bytes, {value_key}, source, quote}}")
+    out: list[tuple[int, float]] = []
     for i, row in enumerate(rows):
         at = f"{where}.points[{i}]"
         if not isinstance(row, Mapping):
@@ -103,17 +107,22 @@ def _points(curve: Any, where: str, link_gbps: float) -> tuple[BusbwPoint, ...]:
         size = row.get("bytes")
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise ConfigError(f"{at}.bytes", f"must be a positive whole number of bytes, got {size!r}")
-        if out and size <= out[-1].message_bytes:
-            raise ConfigError(f"{at}.bytes", f"{size} does not increase on {out[-1].message_bytes}")
-        busbw = _positive(row, "busbw_gbps", at)
-        if busbw > link_gbps:
-            raise ConfigError(
-                f"{at}.busbw_gbps", f"{busbw:g} GB/s is above the fabric's link_gbps {link_gbps:g}"
-            )
-        _text(row, "source", at)
-        _text(row, "quote", at)
-        out.append(BusbwPoint(size, busbw))
-    return tuple(out)
+        if out and size <= out[-1][0]:
+            raise ConfigError(f"{at}.bytes", f"{size} does not increase on {out[-1][0]}")
+        value = positive_field(row, value_key, at)
+        if value > limit[1]:
+            raise ConfigError(f"{at}.{value_key}", f"{value:g} GB/s is above the {limit[0]} {limit[1]:g}")
+        text_field(row, "source", at)
+        text_field(row, "quote", at)
+        out.append((size, value))
+    return out
+
+
+def _points(curve: Any, where: str, link_gbps: float) -> tuple[BusbwPoint, ...]:
+    """A measured curve: sizes increasing, each busbw within the link, each with a source."""
+    rows = curve.get("points") if isinstance(curve, Mapping) else None
+    points = measured_points(rows, where, "busbw_gbps", ("fabric's link_gbps", link_gbps))
+    return tuple(BusbwPoint(size, busbw) for size, busbw in points)
 
 
 def _derived(
@@ -125,5 +134,5 @@ def _derived(
         raise ConfigError(
             f"{where}.same_as", f"{base!r} is not a measured curve; allowed: {', '.join(sorted(measured))}"
         )
-    _text(curve, "reason", where)
+    text_field(curve, "reason", where)
     return measured[base]

@@ -27,6 +27,7 @@ from ditmeter.analytic.eager import KernelCall, eager_calls
 from ditmeter.analytic.fabric import FabricTable
 from ditmeter.analytic.host import HostPlan
 from ditmeter.analytic.kernels import MAX_FUSED_HEAD_DIM, KernelTable
+from ditmeter.analytic.network import NetworkTable
 from ditmeter.analytic.tree import ModuleRow
 
 #: Rules whose tensor FLOPs are convolutions (cuDNN): fp32 ones run on TF32 tensor cores.
@@ -72,6 +73,8 @@ class TimePlan:
     host: HostPlan | None = None
     #: the device's achieved collective bandwidth (``configs/fabric/``); None: its datasheet link
     fabric: FabricTable | None = None
+    #: the network between the device's nodes (``configs/network/``); None: one node
+    network: NetworkTable | None = None
     #: block-sparse self-attention in the denoiser (``methods.sparse``)
     sparse: SparseAttention | None = None
 

@@ -20,18 +20,19 @@ from typing import Any
 import attrs
 
 from ditmeter.analytic.analysis import Analysis, Stage
-from ditmeter.analytic.collectives import CollectiveCost, achieved_cost, collective_cost
+from ditmeter.analytic.collectives import CollectiveCost, achieved_cost, collective_cost, sent_bytes
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.fabric import FabricTable
 from ditmeter.analytic.memory import Footprint, Timeline
+from ditmeter.analytic.network import NetworkTable, crossing_busbw, group_span
 from ditmeter.analytic.timing import ZERO, StageKernels, TimePlan, Timing, leaf_time
 from ditmeter.analytic.tree import Composite, Repeated, walk
 from ditmeter.errors import ConfigError
 from ditmeter.validate import FieldError, boolean, parse, positive_int_at_most
 
-#: GPUs of one plan at most: the largest NVLink domain of the catalog (a GB200 NVL72 rack; links
-#: between nodes are not modeled). A device's own domain (:func:`domain_gpus`) bounds its plans.
+#: GPUs of one plan at most: the largest NVLink domain of the catalog (a GB200 NVL72 rack), or
+#: nine 8-GPU nodes over the device's network (:func:`check_domain`).
 MAX_GPUS = 72
 #: GPUs of one node where a device's datasheet names no larger NVLink domain (an 8-GPU HGX board, or
 #: 8 PCIe boards in one host).
@@ -50,24 +51,33 @@ def _cfg_degree(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise FieldError(attribute.name, f"{value!r} not allowed; allowed: 1, 2")
 
 
-_gpus = positive_int_at_most(MAX_GPUS, "one NVLink domain: a GB200 NVL72's 72 at most")
+_gpus = positive_int_at_most(MAX_GPUS, "a GB200 NVL72's 72, or nine nodes of 8, at most")
 
 
 def domain_gpus(device: DeviceSpec) -> int:
-    """The GPUs one plan may span on ``device``: its NVLink domain (``nvlink_gpus``, a GB200 NVL72's
-    72) where larger than a node, else one node of :data:`NODE_GPUS` (links between nodes are not
-    modeled)."""
+    """The GPUs of one node of ``device``: its NVLink domain (``nvlink_gpus``, a GB200 NVL72's 72)
+    where larger than a node, else :data:`NODE_GPUS`. A plan beyond it crosses the device's
+    ``network`` between nodes."""
     return max(NODE_GPUS, device.nvlink_gpus or 0)
 
 
 def check_domain(plan: ParallelPlan, device: DeviceSpec, key: str = "parallel.gpus") -> None:
-    """Refuse a plan larger than one node or NVLink domain of ``device`` (``key`` names the field)."""
-    limit = domain_gpus(device)
-    if plan.gpus > limit:
+    """Refuse a plan beyond one node of ``device`` where the catalog has no network between its
+    nodes, or that is not whole nodes (``key`` names the field)."""
+    node = domain_gpus(device)
+    if plan.gpus <= node:
+        return
+    if device.network is None:
         raise ConfigError(
             key,
-            f"{plan.gpus} GPUs exceed one node of {device.name} ({limit} GPUs); links between nodes "
-            "are not modeled yet",
+            f"{plan.gpus} GPUs exceed one node of {device.name} ({node} GPUs) and the catalog has no "
+            f"network between its nodes; allowed: 1 to {node}",
+        )
+    if plan.gpus % node:
+        raise ConfigError(
+            key,
+            f"{plan.gpus} GPUs are not whole nodes of {node} {device.name}s; allowed: 1 to {node} or a "
+            f"multiple of {node} up to {MAX_GPUS}",
         )
 
 
@@ -205,6 +215,9 @@ class Comm:
     what: str  # for people: "q, k, v and the output (Ulysses)"
     per: str = "forward"  # forward, step or video: how often ``spec.count`` of them run
     overlap: str = "none"
+    #: ranks between the group's members: Ulysses groups are contiguous (1), a ring's members are
+    #: ``ulysses`` apart, the CFG halves ``ulysses × ring`` (:mod:`ditmeter.analytic.network`)
+    stride: int = 1
 
 
 @attrs.frozen
@@ -261,6 +274,7 @@ class CommTime:
     call_s: float
     sent_bytes: int  # per call, each direction
     exposed_s: float  # of all ``count`` calls
+    nodes: int = 1  # the nodes its group spans (more than one: over the device's network)
 
     @property
     def total_s(self) -> float:
@@ -268,24 +282,74 @@ class CommTime:
 
 
 def collective_time(
-    op: str, *, ranks: int, tensor_bytes: int, device: DeviceSpec, fabric: FabricTable | None
+    op: str,
+    *,
+    ranks: int,
+    tensor_bytes: int,
+    device: DeviceSpec,
+    fabric: FabricTable | None,
+    stride: int = 1,
+    gpus: int | None = None,
+    network: NetworkTable | None = None,
+    p2p: bool = False,
 ) -> CollectiveCost:
     """One collective on ``device``: at its fabric's achieved busbw at this size, scaled by the
     device's link over the fabric's (``configs/fabric/``), else at the datasheet link the group
-    talks over (:meth:`DeviceSpec.link_for`) plus :data:`COLLECTIVE_STEP_S` per step."""
-    link = device.link_for(ranks)
+    talks over (:meth:`DeviceSpec.link_for`) plus :data:`COLLECTIVE_STEP_S` per step. A group of
+    ranks ``stride`` apart that spans nodes also crosses the device's ``network`` (``p2p``: the
+    ring's peer-to-peer exchange; :func:`ditmeter.analytic.network.crossing_busbw`) over a plan of
+    ``gpus`` (default: the group's extent)."""
+    link = device.link_for(min(ranks, domain_gpus(device)))
     if link is None:
         raise ConfigError("device", f"{device.name} has no nvlink_gbps or pcie_gbps in the catalog")
+    nodes, local = group_span(ranks, stride, domain_gpus(device), gpus)
+    if nodes > 1 and network is None:
+        raise ConfigError(
+            "parallel.gpus",
+            f"the plan spans {nodes} nodes of {device.name}, which has no network in the catalog",
+        )
     if fabric is None:
-        return collective_cost(
+        single = collective_cost(
             op, ranks=ranks, tensor_bytes=tensor_bytes, link=link, latency_s=COLLECTIVE_STEP_S
         )
-    busbw = fabric.busbw_bytes_per_s(op, tensor_bytes) * link / fabric.link_bytes_per_s
-    return achieved_cost(op, ranks=ranks, tensor_bytes=tensor_bytes, busbw=busbw, latency_s=fabric.latency_s)
+        if nodes == 1:
+            return single
+        node_busbw = single.sent_bytes / single.time_s if single.time_s else link
+        latency = COLLECTIVE_STEP_S
+    else:
+        node_busbw = fabric.busbw_bytes_per_s(op, tensor_bytes) * link / fabric.link_bytes_per_s
+        latency = fabric.latency_s
+        if nodes == 1:
+            return achieved_cost(
+                op, ranks=ranks, tensor_bytes=tensor_bytes, busbw=node_busbw, latency_s=latency
+            )
+    assert network is not None
+    sent = sent_bytes(op, ranks=ranks, tensor_bytes=tensor_bytes)
+    # what one NIC carries: the off-node share of a rank's bytes (an all-to-all, a ring hop), or
+    # its share of the channels crossing over ``local`` NICs (ring collectives)
+    if p2p:
+        per_nic = sent
+    elif op == "all_to_all":
+        per_nic = sent * (ranks - local) // max(ranks - 1, 1)
+    else:
+        per_nic = sent // local
+    busbw = crossing_busbw(
+        op, p2p=p2p, size=ranks, local=local, node_busbw=node_busbw, nic=network.nic_bytes_per_s(per_nic)
+    )
+    return achieved_cost(
+        op, ranks=ranks, tensor_bytes=tensor_bytes, busbw=busbw, latency_s=max(latency, network.latency_s)
+    )
 
 
 def comm_time(
-    c: Comm, device: DeviceSpec, *, block_s: float, attention_s: float, fabric: FabricTable | None = None
+    c: Comm,
+    device: DeviceSpec,
+    *,
+    block_s: float,
+    attention_s: float,
+    fabric: FabricTable | None = None,
+    network: NetworkTable | None = None,
+    gpus: int | None = None,
 ) -> CommTime:
     """:func:`collective_time` of ``c`` and the overlap rule: ``none``
     all exposed; ``block`` the first block's gather exposed, each later one only beyond the block
@@ -293,7 +357,17 @@ def comm_time(
     s = c.spec
     op = COST_OP[s.op]
     size = s.output_bytes if op == "all_gather" else s.input_bytes
-    cost = collective_time(op, ranks=s.group_size, tensor_bytes=size, device=device, fabric=fabric)
+    cost = collective_time(
+        op,
+        ranks=s.group_size,
+        tensor_bytes=size,
+        device=device,
+        fabric=fabric,
+        stride=c.stride,
+        gpus=gpus,
+        network=network,
+        p2p=s.op == "send_recv",
+    )
     t = cost.time_s
     if c.overlap == "block":
         exposed = t + (s.count - 1) * max(0.0, t - block_s)
@@ -301,7 +375,8 @@ def comm_time(
         exposed = s.count * max(0.0, t - attention_s)
     else:
         exposed = s.count * t
-    return CommTime(c, t, cost.sent_bytes, exposed)
+    nodes, _ = group_span(s.group_size, c.stride, domain_gpus(device), gpus)
+    return CommTime(c, t, cost.sent_bytes, exposed, nodes)
 
 
 def rank_forward_time(
@@ -346,6 +421,12 @@ class ParallelEstimate:
     stage_video_s: dict[str, float]  # every selected stage per video on a GPU of the plan
     single_video_s: float  # the same stages on one GPU
     forward_stage: str
+    node_gpus: int = NODE_GPUS  # GPUs of one node of the device
+
+    @property
+    def nodes(self) -> int:
+        """The nodes the plan spans."""
+        return -(-self.plan.gpus // self.node_gpus)
 
     @property
     def plan(self) -> ParallelPlan:
@@ -418,10 +499,27 @@ def estimate(
         )
     compute, block_s, attention_s = rank_forward_time(rank, device, plan, stage)
     times = tuple(
-        comm_time(c, device, block_s=block_s, attention_s=attention_s, fabric=plan.fabric) for c in rank.comms
+        comm_time(
+            c,
+            device,
+            block_s=block_s,
+            attention_s=attention_s,
+            fabric=plan.fabric,
+            network=plan.network,
+            gpus=p.gpus,
+        )
+        for c in rank.comms
     )
     est = ParallelEstimate(
-        rank, compute, times, forwards_per_step, steps, {}, sum(stage_video_s.values()), forward_stage
+        rank,
+        compute,
+        times,
+        forwards_per_step,
+        steps,
+        {},
+        sum(stage_video_s.values()),
+        forward_stage,
+        domain_gpus(device),
     )
     per_gpu = dict(stage_video_s)
     if forward_stage in per_gpu:

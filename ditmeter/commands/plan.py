@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import pandas as pd
 
-from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan, domain_gpus
+from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan, check_domain
 from ditmeter.commands.plan_result import PlanOptions, PlanResult
 from ditmeter.commands.report import analyze, under_plan
 from ditmeter.config import RunConfig, load
@@ -103,15 +103,17 @@ def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) ->
     for the warnings. Nothing is written."""
     if cfg.device is None:
         raise ConfigError("device", "needs device=NAME: a plan's time and memory are per GPU of a device")
-    if options.gpus > domain_gpus(cfg.device):
-        raise ConfigError(
-            "gpus",
-            f"{options.gpus} GPUs exceed one node of {cfg.device.name} ({domain_gpus(cfg.device)} GPUs); "
-            "links between nodes are not modeled yet",
-        )
+    check_domain(ParallelPlan(ulysses=options.gpus, gpus=options.gpus), cfg.device, "gpus")
     one_gpu = analyze(attrs.evolve(cfg, parallel=ParallelPlan()))  # what every plan is set against
     single = _row(cfg, ParallelPlan(), options, one_gpu)
-    frame = _ranked([_row(cfg, p, options, one_gpu) for p in parallel_plans(options.gpus)])
+    ranked: dict[int, pd.DataFrame] = {}
+
+    def plans_on(n: int) -> pd.DataFrame:
+        if n not in ranked:
+            ranked[n] = _ranked([_row(cfg, p, options, one_gpu) for p in parallel_plans(n)])
+        return ranked[n]
+
+    frame = plans_on(options.gpus)
     single_s = float(single["per_video_s"])
     fewer, fewer_best = None, None
     if options.gpus > 1:
@@ -119,7 +121,7 @@ def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) ->
         if fewer == 1:
             fewer_best = single_s
         else:
-            half = _ranked([_row(cfg, p, options, one_gpu) for p in parallel_plans(fewer)])
+            half = plans_on(fewer)
             fewer_best = float(half[half["runs"]]["per_video_s"].min())
     runs = frame["runs"].astype(bool)
     frame["rank"] = pd.array([i + 1 if r else None for i, r in enumerate(runs)], dtype="Int64")
@@ -132,7 +134,37 @@ def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) ->
         fewer,
         fewer_best,
         tuple(overrides),
+        replicas_frame(options.gpus, plans_on),
     )
+
+
+def replicas_frame(gpus: int, plans_on: Callable[[int], pd.DataFrame]) -> pd.DataFrame:
+    """Data parallel: the ``gpus`` split into ``gpus / n`` replicas of ``n`` GPUs each (every
+    divisor ``n``), each replica running its fastest plan that fits (device and memory limit) on
+    its own videos: videos per hour = replicas × 3,600 / seconds per video. Most videos per hour
+    first; a split whose ``n`` GPUs fit no plan is left out."""
+    rows = []
+    for n in (d for d in range(1, gpus + 1) if gpus % d == 0):
+        plans = plans_on(n)
+        ok = plans[
+            plans["runs"].astype(bool) & plans["fits"].astype(bool) & plans["under_limit"].astype(bool)
+        ]
+        if ok.empty:
+            continue
+        best = ok.iloc[0]
+        per_video_s = float(best["per_video_s"])
+        rows.append(
+            {
+                "gpus_per_replica": n,
+                "replicas": gpus // n,
+                "plan": str(best["plan"]),
+                "per_video_s": per_video_s,
+                "videos_per_hour": gpus // n * 3600.0 / per_video_s,
+            }
+        )
+    columns = ["gpus_per_replica", "replicas", "plan", "per_video_s", "videos_per_hour"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values("videos_per_hour", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def _number(key: str, text: str) -> float:
@@ -161,8 +193,8 @@ def parse_options(overrides: Sequence[str]) -> tuple[PlanOptions, list[str]]:
     if not text.isdigit() or not 1 <= int(text) <= MAX_GPUS:
         raise ConfigError(
             "gpus",
-            f"{text!r} not allowed; 1 to {MAX_GPUS} (one node or NVLink domain: 8, a GB200 NVL72's 72; "
-            "links between nodes are not modeled)",
+            f"{text!r} not allowed; 1 to {MAX_GPUS} (one node, a GB200 NVL72's 72, or whole nodes over "
+            "the device's network)",
         )
     limit, price = (mine.get(k) for k in PLAN_KEYS[1:])
     options = PlanOptions(

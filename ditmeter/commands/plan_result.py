@@ -25,6 +25,9 @@ class PlanResult:
     fewer_gpus: int | None  # the GPU count the warnings compare with (N/2), None on one GPU
     fewer_best_s: float | None  # the best plan's seconds on ``fewer_gpus``
     overrides: tuple[str, ...]
+    #: data parallel: per GPU count n dividing ``gpus``, gpus / n replicas of n GPUs each with the
+    #: fastest plan that fits, most videos per hour first (:func:`~ditmeter.commands.plan.replicas_frame`)
+    replicas: pd.DataFrame = attrs.field(factory=pd.DataFrame)
 
     @property
     def runnable(self) -> pd.DataFrame:

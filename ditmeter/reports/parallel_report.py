@@ -35,7 +35,10 @@ PARALLEL_MODEL = (
     "nothing hides: each at the achieved bus bandwidth of the device's fabric at its size "
     "(configs/fabric/, nccl-tests measurements: the bytes a rank sends over busbw, at least the "
     "fabric's smallest collective), or, for a device without one, (N-1)/N x bytes over one direction "
-    f"of the GPU's NVLink (else PCIe) plus {COLLECTIVE_STEP_S * 1e6:g} us per step; FSDP's "
+    f"of the GPU's NVLink (else PCIe) plus {COLLECTIVE_STEP_S * 1e6:g} us per step; a group that "
+    "spans nodes also crosses the device's network (configs/network/: one NIC per GPU at its "
+    "measured bandwidth; ring collectives over as many NICs as the group has GPUs on a node, an "
+    "all-to-all's off-node share and the ring's peer-to-peer hop over one); FSDP's "
     "next-block gather hides under the current block, xDiT's ring K/V exchange under the "
     "attention, Ulysses all-to-alls, diffusers' ring all-gather and the output gather are waited "
     "for. Every other stage runs whole on each GPU "
@@ -57,6 +60,7 @@ PARALLEL_SCHEMA = pa.schema(
         pa.field("total_s", pa.float64(), nullable=False),
         pa.field("exposed_s", pa.float64(), nullable=False),
         pa.field("overlap", pa.string(), nullable=False),
+        pa.field("nodes", pa.int32(), nullable=False),
     ]
 )
 
@@ -109,6 +113,7 @@ def collectives_frame(est: ParallelEstimate) -> pd.DataFrame:
             "total_s": t.total_s,
             "exposed_s": t.exposed_s,
             "overlap": t.comm.overlap,
+            "nodes": t.nodes,
         }
         for t in est.comms
     ]
@@ -121,6 +126,8 @@ def parallel_json(view: PlanView) -> dict[str, Any]:
     return {
         "plan": est.plan.as_dict(),
         "name": est.plan.name,
+        "nodes": est.nodes,
+        "node_gpus": est.node_gpus,
         "tokens": rank.tokens,
         "padded_tokens": rank.padded_tokens,
         "tokens_per_gpu": rank.padded_tokens // est.plan.sequence.degree,
@@ -157,11 +164,17 @@ def plan_line(view: PlanView) -> str:
     est = view.estimate
     single = binary_bytes(view.single_memory.peak_per_gpu_bytes)
     return (
-        f"plan {est.plan.name}: {seconds(est.per_video_s)} per video, {est.speedup:.2f}× over 1 GPU "
+        f"plan {est.plan.name}{nodes_text(est)}: {seconds(est.per_video_s)} per video, "
+        f"{est.speedup:.2f}× over 1 GPU "
         f"({percent(est.efficiency, 1)} efficiency); communication {seconds(est.comm_video_s)} exposed per "
         f"video ({si(est.comm_bytes('forward'), 'B')} sent per forward); peak "
         f"{binary_bytes(est.peak_per_gpu_bytes)} per GPU (1 GPU: {single})"
     )
+
+
+def nodes_text(est: ParallelEstimate) -> str:
+    """`` on 2 nodes of 8`` where the plan spans nodes, else nothing."""
+    return f" on {est.nodes} nodes of {est.node_gpus}" if est.nodes > 1 else ""
 
 
 def collectives_table(est: ParallelEstimate) -> Table:
@@ -178,7 +191,7 @@ def collectives_table(est: ParallelEstimate) -> Table:
         (
             t.comm.what,
             t.comm.spec.op,
-            str(t.comm.spec.group_size),
+            f"{t.comm.spec.group_size}" + (f" on {t.nodes} nodes" if t.nodes > 1 else ""),
             binary_bytes(t.comm.spec.output_bytes),
             f"{t.comm.spec.count} per {t.comm.per}",
             seconds(t.call_s),
@@ -204,7 +217,7 @@ def summary_lines(view: PlanView, device_name: str) -> list[str]:
         ("  of it communication nothing hides", seconds(est.exposed_s("forward")), ""),
     ]
     return [
-        f"**{est.plan.name}** on {device_name}: **{est.speedup:.2f}×** over one GPU, "
+        f"**{est.plan.name}**{nodes_text(est)} on {device_name}: **{est.speedup:.2f}×** over one GPU, "
         f"{percent(est.efficiency, 1)} parallel efficiency.",
         "",
         *to_markdown(table("the plan", columns, rows)),

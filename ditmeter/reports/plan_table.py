@@ -126,12 +126,61 @@ def plan_lines(result: PlanResult) -> list[str]:
             f"warning: {row['plan']} ({seconds(float(row['per_video_s']))}) is slower than {fewer} "
             f"({seconds(result.fewer_best_s)})"
         )
+    lines.extend(throughput_lines(result))
     for _, row in result.frame[~result.frame["runs"].astype(bool)].iterrows():
         lines.append(f"cannot run: {row['plan']}: {row['reason']}")
     return lines
 
 
+def throughput_lines(result: PlanResult) -> list[str]:
+    """The data-parallel split with the most videos per hour, beside one plan over every GPU."""
+    reps, gpus = result.replicas, result.options.gpus
+    if gpus == 1 or reps.empty:
+        return []
+    top = reps.iloc[0]
+    whole = reps[reps["gpus_per_replica"] == gpus]
+    split = (
+        f"{int(top['replicas'])} replicas of {int(top['gpus_per_replica'])} GPU"
+        + ("s" if int(top["gpus_per_replica"]) > 1 else "")
+        + (f" ({top['plan']})" if int(top["gpus_per_replica"]) > 1 else "")
+    )
+    line = (
+        f"most videos per hour on {gpus} GPUs: {split}, data parallel: "
+        f"{float(top['videos_per_hour']):.1f} videos/h at {seconds(float(top['per_video_s']))} each"
+    )
+    if not whole.empty and int(top["gpus_per_replica"]) != gpus:
+        w = whole.iloc[0]
+        line += f"; the fastest plan over all {gpus}: {float(w['videos_per_hour']):.1f} videos/h"
+    return [line]
+
+
+def replicas_table(result: PlanResult) -> Table:
+    """Data parallel: each split of the GPUs into replicas, most videos per hour first."""
+    columns = (
+        Column("GPUs per replica"),
+        Column("replicas"),
+        Column("plan of each", "left"),
+        Column("per video"),
+        Column("videos/h"),
+    )
+    rows = [
+        (
+            str(int(r["gpus_per_replica"])),
+            str(int(r["replicas"])),
+            str(r["plan"]),
+            seconds(float(r["per_video_s"])),
+            f"{float(r['videos_per_hour']):.1f}",
+        )
+        for _, r in result.replicas.iterrows()
+    ]
+    title = f"data parallel on {result.options.gpus} GPUs (the fastest plan that fits per replica)"
+    return table(title, columns, rows)
+
+
 def plan_markdown(result: PlanResult) -> str:
     t = plan_table(result)
     body = [f"# {t.title}", "", *to_markdown(t), "", *(f"- {line}" for line in plan_lines(result))]
+    if result.options.gpus > 1 and not result.replicas.empty:
+        r = replicas_table(result)
+        body += ["", f"## {r.title}", "", *to_markdown(r)]
     return "\n".join(body) + "\n"

@@ -112,7 +112,7 @@ def sequence_comms(analysis: Analysis, cp: ContextParallel, padded: int, *, ring
             if hidden
             else "K and V (ring all-gather)"
         )
-        out.append(Comm(spec, what, overlap="attention" if hidden else "none"))
+        out.append(Comm(spec, what, overlap="attention" if hidden else "none", stride=cp.ulysses))
     if cp.degree > 1:  # the head's output, gathered over every rank of the plan
         size = rank_tokens * m.out_dim * math.prod(m.patch_size) * act
         spec = CollectiveSpec("all_gather_into_tensor", cp.degree, size, cp.degree * size, 1)
@@ -227,7 +227,7 @@ def rank_plan(
     if plan.cfg > 1:  # the two halves exchange their noise predictions once per step
         size = w.batch_size * m.out_dim * math.prod(g.latent_shape) * DTYPE_BYTES[w.dtype]
         spec = CollectiveSpec("all_gather_into_tensor", plan.cfg, size, plan.cfg * size, 1)
-        comms.append(Comm(spec, "the noise predictions of the two CFG halves", "step"))
+        comms.append(Comm(spec, "the noise predictions of the two CFG halves", "step", stride=cp.degree))
     footprint, memory = _rank_memory(analysis, plan, forward, padded, offload, umt5, ring_op, placed)
     return RankPlan(
         plan,

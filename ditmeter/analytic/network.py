@@ -1,0 +1,122 @@
+"""The network between nodes (``configs/network/<name>.yaml``): what one GPU's NIC achieves, by
+message size, each point with its source, and how a collective whose group spans nodes runs on it.
+
+A device names its scale-out network (``network:`` in ``configs/device/``; none: plans stay in
+one node). Nodes hold :func:`~ditmeter.analytic.parallel.domain_gpus` GPUs each; a plan's ranks
+are laid out as the parallel code lays them (diffusers' device mesh ``(ring, ulysses)`` and
+xDiT's ``tp-sp-pp-cfg-dp`` order both make Ulysses the innermost, contiguous ranks, then the
+ring, then the CFG halves), so a group of ``size`` ranks ``stride`` apart spans
+:func:`group_span` nodes.
+
+A collective whose group spans nodes (``docs/parallel.md``, "Beyond one node"):
+
+- **ring collectives** (all-gather, reduce-scatter, all-reduce): NCCL's rings each cross every
+  node boundary once; with ``local`` of the group's GPUs on a node, as many channels cross at
+  once over as many NICs, so the bus bandwidth is the smaller of the node's own (the fabric's
+  busbw) and ``local`` × one NIC's achieved bandwidth;
+- **all-to-all**: each GPU sends (size − local)/size of its tensor off the node over its own
+  NIC (an all-to-all cannot aggregate NICs: NVIDIA/nccl-tests#267) while the rest moves inside
+  the node, both at once: the slower of the two;
+- **peer to peer** (xDiT's ring K/V exchange, modeled as the ring all-gather it amounts to):
+  each ring step waits for the hop that crosses a node boundary, one NIC: busbw = one NIC.
+
+The NIC's achieved bandwidth at a size is linear in log(size) between tabled points and held
+at the nearest end outside them; ``latency_s`` (the smallest collective measured across nodes)
+is a floor under every crossing collective's time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ditmeter.analytic.fabric import measured_points, positive_field, text_field
+from ditmeter.analytic.kernels import log_linear
+from ditmeter.errors import ConfigError
+
+#: The ring collectives NCCL spreads over one channel per NIC.
+RING_OPS = ("all_gather", "reduce_scatter", "all_reduce")
+
+
+@attrs.frozen
+class NicPoint:
+    """One measured point: the bytes one GPU sends across nodes and the GB/s (10⁹) its NIC reached."""
+
+    message_bytes: int
+    gbps: float
+
+
+@attrs.frozen
+class NetworkTable:
+    """One GPU's NIC between nodes: its line rate one way, its achieved bandwidth by message size,
+    and the smallest collective across nodes (a floor)."""
+
+    name: str
+    display_name: str
+    nic_gbps: float  # one direction of one NIC's line rate, GB/s
+    latency_s: float
+    points: tuple[NicPoint, ...]
+
+    def nic_bytes_per_s(self, message_bytes: int) -> float:
+        """What one NIC achieves carrying ``message_bytes``, bytes/s (log-linear, clamped)."""
+        sizes = [p.message_bytes for p in self.points]
+        return log_linear(sizes, [p.gbps for p in self.points], max(message_bytes, 1)) * 1e9
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> NetworkTable:
+        """Validate a ``configs/network/*.yaml`` entry; errors name the field (``network.nic_gbps``)."""
+        known = (
+            "name", "display_name", "nic_gbps", "nic_source", "latency_us", "latency_source",
+            "latency_quote", "assumptions", "points",
+        )  # fmt: skip
+        for key in raw:
+            if key not in known:
+                raise ConfigError(f"network.{key}", f"not a known key; allowed: {', '.join(known)}")
+        for key in ("name", "display_name", "nic_source", "latency_source", "latency_quote", "assumptions"):
+            text_field(raw, key, "network")
+        nic = positive_field(raw, "nic_gbps", "network")
+        latency = positive_field(raw, "latency_us", "network")
+        return cls(
+            str(raw["name"]), str(raw["display_name"]), nic, latency * 1e-6, _points(raw.get("points"), nic)
+        )
+
+
+def group_span(size: int, stride: int, node_gpus: int, gpus: int | None = None) -> tuple[int, int]:
+    """(nodes, local) of the plan's groups of ``size`` ranks ``stride`` apart on nodes of
+    ``node_gpus`` consecutive ranks, over ``gpus`` ranks (default: one group's extent): the most
+    nodes any group spans and the fewest ranks any member has of its own group on its node (the
+    member that sends the most off its node)."""
+    gpus = gpus or size * stride
+    nodes, local = 1, size
+    for base in range(gpus):
+        if (base // stride) % size:
+            continue  # not the first member of its group
+        ranks = [base + i * stride for i in range(size)]
+        where = [r // node_gpus for r in ranks]
+        nodes = max(nodes, len(set(where)))
+        local = min(local, *(where.count(n) for n in where))
+    return nodes, local
+
+
+def crossing_busbw(op: str, *, p2p: bool, size: int, local: int, node_busbw: float, nic: float) -> float:
+    """The bus bandwidth (bytes/s, nccl-tests' definition: sent bytes / time) of ``op`` over a group
+    of ``size`` ranks that spans nodes with ``local`` ranks per node, given the node's own busbw at
+    this size and one NIC's achieved bandwidth (the module docstring)."""
+    if p2p:
+        return min(node_busbw, nic)
+    if op in RING_OPS:
+        return min(node_busbw, local * nic)
+    if op != "all_to_all":
+        raise ValueError(f"collective {op!r} has no rule across nodes")
+    # sent (size-1)/size of the tensor; (size-local)/size of it over the NIC, (local-1)/size inside
+    off_node = (size - local) / nic
+    on_node = (local - 1) / node_busbw
+    return (size - 1) / max(off_node, on_node)
+
+
+def _points(rows: Any, nic_gbps: float) -> tuple[NicPoint, ...]:
+    """Sizes increasing, each achieved figure within the line rate, each with a source and quote."""
+    points = measured_points(rows, "network", "gbps", ("NIC's line rate", nic_gbps))
+    return tuple(NicPoint(size, gbps) for size, gbps in points)
