@@ -39,13 +39,13 @@ from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
 from ditmeter.analytic.methods import NO_METHODS, MagCacheModel, Methods, methods_plan
 from ditmeter.analytic.network import NetworkTable
-from ditmeter.analytic.parallel import SINGLE, ParallelPlan
+from ditmeter.analytic.parallel import MAX_GPUS, SINGLE, ParallelPlan
 from ditmeter.analytic.timing import EXECUTIONS, TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
 from ditmeter.errors import ConfigError
 from ditmeter.models import family as family_named
 from ditmeter.models.family import Family, ModelSpec
-from ditmeter.validate import FieldError, finite_number, one_of, parse, whole_number
+from ditmeter.validate import FieldError, finite_number, one_of, parse, positive_int_at_most, whole_number
 
 GROUPS = ("model", "workload", "device")
 REQUIRED_GROUPS = ("model", "workload")
@@ -71,7 +71,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "trace": (*_RUN, "stages", "compare", "parallel"),
     "profile": (*_RUN, "profile"),
     "ingest": (*_RUN, "trace"),
-    "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages", "parallel", "methods"),
+    "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages", "parallel", "methods", "gpus"),
     "whatif": (*(k for k in _RUN if k != "measured_video_s"), "stages", "methods"),
     "plan": (*(k for k in _RUN if k != "measured_video_s"), "stages"),
     "calibrate": (
@@ -190,6 +190,13 @@ class TopLevel:
     trace: str | None = attrs.field(default=None, validator=_is_path)  # ingest's Chrome trace
     #: the host CPU (offload.t5_cpu): auto, a configs/host/ name or a calibration file
     host: str = attrs.field(default="auto", validator=_is_host)
+    #: sweep: the GPU count whose fastest plan each device runs (None: ``parallel.*`` as given)
+    gpus: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            positive_int_at_most(MAX_GPUS, "a GB200 NVL72's 72, or nine nodes of 8, at most")
+        ),
+    )
 
 
 @attrs.frozen
@@ -220,6 +227,8 @@ class RunConfig:
     parallel: ParallelPlan = SINGLE
     ingest_trace: Path | None = None  # ``trace=``: the Chrome trace ``ingest`` reads
     methods: Methods = NO_METHODS  # ``methods.*``: the what-if methods (docs/whatif.md)
+    #: ``gpus=`` (sweep): each device runs the fastest plan on this many GPUs (None: ``parallel``)
+    gpus: int | None = None
 
     @property
     def geometry(self) -> Geometry:
@@ -399,6 +408,9 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         plan = methods_plan(plan, methods, model.num_layers)
     if top.measured_video_s is not None and device is None:
         raise ConfigError("measured_video_s", "needs device=NAME: the MFU is against a device's peak")
+    parallel = ParallelPlan.from_mapping(raw.get("parallel"))
+    if top.gpus is not None and parallel != SINGLE:
+        raise ConfigError("gpus", "picks each device's plan itself: it cannot combine with parallel.*")
     out = RunConfig(
         family=fam,
         model=model,
@@ -413,9 +425,10 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         profile=parse(ProfileOptions, raw.get("profile"), "profile"),
         time=plan,
         calibrate=parse(CalibrateOptions, raw.get("calibrate"), "calibrate", device_kind=top.device_kind),
-        parallel=ParallelPlan.from_mapping(raw.get("parallel")),
+        parallel=parallel,
         ingest_trace=Path(top.trace) if top.trace else None,
         methods=methods,
+        gpus=top.gpus,
     )
 
     out.geometry  # noqa: B018  (refuses sizes below one patch before anything runs)

@@ -146,3 +146,37 @@ def test_two_h100_nodes_rank_plans_that_keep_ulysses_in_a_node() -> None:
     base = ["model=wan2.1-t2v-14b", "workload=w003-720p", "device=h100-sxm"]
     _, view = analyze(load([*base, *overrides], "report"))
     assert best["per_video_s"] == view.per_video_s
+
+
+def test_a_sweep_gpus_axis_runs_each_devices_best_plan() -> None:
+    """``sweep gpus=[1,4,16]``: every point is the plan command's best plan that fits on that
+    device and GPU count, with report's seconds; its name is in the ``plan`` column."""
+    from ditmeter.commands.sweep import sweep
+
+    base = ["model=wan2.1-t2v-1.3b", "workload=480p-81f"]
+    res = sweep([*base, "device=[h100-sxm,a100-sxm-80gb]", "gpus=[1,4,16]"])
+    frame = res.frame
+    assert sorted(set(frame["gpus"])) == [1, 4, 16] and "plan" in frame
+    for _, row in frame.iterrows():
+        cfg = load([*base, f"device={row['device']}"], "plan")
+        best = plan(cfg, PlanOptions(gpus=int(row["gpus"]))).best(fits_only=True)
+        assert best is not None
+        assert row["plan"] == best["plan"]
+        assert row["per_video_s"] == pytest.approx(best["per_video_s"], rel=1e-12)
+        assert row["peak_per_gpu_bytes"] == best["peak_per_gpu_bytes"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        (["device=h100-sxm", "gpus=[2,4]", "parallel.ulysses=2"], "gpus"),
+        (["device=rtx4090", "gpus=[8,16]"], "gpus"),
+        (["device=h100-sxm", "gpus=[2,100]"], "gpus"),
+    ],
+)
+def test_a_bad_gpus_axis_is_refused_naming_it(extra: list[str], field: str) -> None:
+    from ditmeter.commands.sweep import sweep
+
+    with pytest.raises(ConfigError) as exc:
+        sweep(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", *extra])
+    assert exc.value.field == field

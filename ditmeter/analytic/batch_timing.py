@@ -217,6 +217,9 @@ class Evaluated:
     #: the peak memory per GPU on each device and plan where it differs between them (FP8 weights);
     #: None: the analysis's
     peaks: np.ndarray | None = None
+    #: the multi-GPU plan each device runs where they differ (``gpus=``: each device's fastest);
+    #: None: the analysis's ``parallel.*`` plan on every device
+    plan_names: tuple[str, ...] | None = None
 
 
 class Timer:

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from ditmeter.analytic.batch_timing import DevicePlan, Evaluated, Timer
 from ditmeter.analytic.methods import fp8_weights, methods_plan, needs_device
-from ditmeter.analytic.parallel import ParallelEstimate, check_domain
+from ditmeter.analytic.parallel import ParallelEstimate, ParallelPlan, check_domain
 from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.report import with_methods
@@ -98,7 +98,8 @@ def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepRe
             except ConfigError as exc:
                 raise at_point(point, exc) from exc
     with steps("table"):
-        frame, schema = sweep_frame(g.axes, evaluated, plans, [c.parallel.gpus for c in cfgs], g.constants)
+        gpus = [c.gpus or c.parallel.gpus for c in cfgs]
+        frame, schema = sweep_frame(g.axes, evaluated, plans, gpus, g.constants)
     first = cfgs[0]
     return SweepResult(
         frame,
@@ -121,7 +122,7 @@ def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]
     m = cfg.methods
     if needs_device(m) is None:
         return e
-    if not cfg.parallel.single:
+    if not cfg.parallel.single or (cfg.gpus or 1) > 1:
         raise ConfigError(
             "methods", "not modelled under a parallel.* plan yet: drop methods.* or run on one GPU"
         )
@@ -159,21 +160,72 @@ def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]
 
 
 def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evaluated:
-    """``e`` under ``cfg``'s ``parallel.*`` plan: the video, forward and step times and the memory
-    of one GPU of the plan on every device, with its speedup, efficiency and exposed communication
+    """``e`` under ``cfg``'s ``parallel.*`` plan, or with ``gpus=N`` each device's fastest plan on
+    N GPUs (:func:`best_plans`): the video, forward and step times and the memory of one GPU of the
+    plan on every device, with its speedup, efficiency and exposed communication
     (:func:`ditmeter.reports.parallel_report.plan_estimate`, as ``report`` computes them)."""
+    if cfg.gpus is not None and cfg.gpus > 1:
+        return best_plans(e, cfg, plans, cfg.gpus)
     if cfg.parallel.single:
         return e
     a = e.analysis
     for dp in plans:
         check_domain(cfg.parallel, dp.device)
     rank = cfg.family.parallel(a, cfg.parallel, cfg.offload)
-    stages = [s.name for s in a.stages]
-    stages.append(OFFLOAD_PHASE)  # the one GPU's weight transfers (the plan's replace them)
-    ests = [
-        plan_estimate(a, dp.device, dp.plan, {s: float(e.times[f"{s}_per_video_s"][i]) for s in stages}, rank)
-        for i, dp in enumerate(plans)
-    ]
+    ests = [plan_estimate(a, dp.device, dp.plan, _one_gpu_stages(e, i), rank) for i, dp in enumerate(plans)]
+    analysis = attrs.evolve(a, memory=rank.memory, footprint=rank.footprint)
+    name = cfg.parallel.name.partition(": ")[2]
+    return attrs.evolve(e, analysis=analysis, times=_plan_times(e, ests), plan_names=(name,) * len(plans))
+
+
+def best_plans(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan], gpus: int) -> Evaluated:
+    """``e`` with each device running its fastest plan on ``gpus`` GPUs among every plan
+    ``ditmeter plan`` enumerates (:func:`~ditmeter.commands.plan.parallel_plans`): the fastest whose
+    peak fits the device, else the fastest; plans the family refuses are skipped, as ``plan`` lists
+    them as unable to run. The plan per device is in ``plan_names``, its peak in ``peaks``."""
+    from ditmeter.commands.plan import parallel_plans
+
+    a = e.analysis
+    ranks, refused = [], []
+    for p in parallel_plans(gpus):
+        try:
+            ranks.append(cfg.family.parallel(a, p, cfg.offload))
+        except ConfigError as exc:
+            refused.append(exc.message)
+    if not ranks:
+        raise ConfigError("gpus", f"no plan on {gpus} GPUs runs here: {refused[0]}")
+    ests = []
+    for i, dp in enumerate(plans):
+        check_domain(ParallelPlan(ulysses=gpus, gpus=gpus), dp.device, "gpus")
+        stages = _one_gpu_stages(e, i)
+        options = []
+        for rank in ranks:
+            try:
+                options.append(plan_estimate(a, dp.device, dp.plan, stages, rank))
+            except ConfigError:  # e.g. cfg 2 with one forward per step
+                continue
+        if not options:
+            raise ConfigError("gpus", f"no plan on {gpus} GPUs runs here")
+        capacity = dp.device.memory_bytes
+        ests.append(min(options, key=lambda x: (x.peak_per_gpu_bytes > capacity, x.per_video_s)))
+    return attrs.evolve(
+        e,
+        times=_plan_times(e, ests),
+        peaks=np.array([x.peak_per_gpu_bytes for x in ests], dtype=np.int64),
+        plan_names=tuple(x.plan.name.partition(": ")[2] for x in ests),
+    )
+
+
+def _one_gpu_stages(e: Evaluated, i: int) -> dict[str, float]:
+    """Each stage's seconds per video on device ``i`` on one GPU, the weight transfers with them
+    (the plan's replace them)."""
+    stages = [s.name for s in e.analysis.stages]
+    return {s: float(e.times[f"{s}_per_video_s"][i]) for s in (*stages, OFFLOAD_PHASE)}
+
+
+def _plan_times(e: Evaluated, ests: Sequence[ParallelEstimate]) -> dict[str, np.ndarray]:
+    """``e``'s time columns with those a plan changes taken from ``ests`` (one per device)."""
+    forward = e.analysis.forward.name
     times = dict(e.times)
     columns: dict[str, Callable[[ParallelEstimate], float]] = {
         "per_video_s": lambda x: x.per_video_s,
@@ -182,14 +234,13 @@ def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evalua
         "speedup": lambda x: x.speedup,
         "parallel_efficiency": lambda x: x.efficiency,
         "comm_exposed_per_video_s": lambda x: x.comm_video_s,
+        f"{OFFLOAD_PHASE}_per_video_s": lambda x: x.stage_video_s.get(OFFLOAD_PHASE, 0.0),
     }
-    columns[f"{OFFLOAD_PHASE}_per_video_s"] = lambda x: x.stage_video_s.get(OFFLOAD_PHASE, 0.0)
-    if a.forward.name in stages:
-        columns[f"{a.forward.name}_per_video_s"] = lambda x: x.stage_video_s[a.forward.name]
+    if forward in {s.name for s in e.analysis.stages}:
+        columns[f"{forward}_per_video_s"] = lambda x: x.stage_video_s[forward]
     for name, of in columns.items():
         times[name] = np.array([of(x) for x in ests])
-    analysis = attrs.evolve(a, memory=rank.memory, footprint=rank.footprint)
-    return attrs.evolve(e, analysis=analysis, times=times)
+    return times
 
 
 def write_sweep(result: SweepResult, out_dir: Path) -> tuple[str, ...]:
@@ -229,7 +280,7 @@ def run_sweep(overrides: list[str], console: Console, progress: Progress | None 
         f"{n:,} points in {took:.2f} s ({n / took:,.0f} points/s): {result.analyses:,} analyses × "
         f"{result.device_plans:,} devices and plans"
     )
-    plans = any(top_key(a.key) == "parallel" for a in result.grid.axes)
+    plans = any(top_key(a.key) in ("parallel", "gpus") for a in result.grid.axes)
     console.print(to_rich(ranked_table(result.frame, [a.key for a in result.grid.axes], plans)))
     folder, files = publish(result)
     print_wrote(console, folder, files, start)

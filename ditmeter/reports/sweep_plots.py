@@ -168,7 +168,9 @@ def plan_families(frame: pd.DataFrame) -> pd.DataFrame:
     for _, row in frame.iterrows():
         degrees = [name for key, name in _DEGREES.items() if key in frame and int(row[key]) > 1]
         flags = [name for key, name in _FLAGS.items() if key in frame and as_written(row[key]) == "true"]
-        named.append(" + ".join([" × ".join(degrees) or "one GPU", *flags]))
+        # a gpus= axis: each point's fastest plan (its ``plan`` column), one line
+        alone = "one GPU" if int(row["gpus"]) == 1 else "fastest plan (gpus=)"
+        named.append(" + ".join([" × ".join(degrees) or alone, *flags]))
     points = frame.assign(strategy=named)[["strategy", "gpus", "per_video_s", "peak_per_gpu_bytes"]]
     one = points[points["gpus"] == 1].head(1)
     many = points[points["gpus"] > 1]
@@ -183,7 +185,7 @@ def plans_png(frame: pd.DataFrame, axis_keys: Sequence[str], path: Path) -> None
     (:func:`plan_families`); swept keys other than ``parallel.*`` held at their first value."""
     from ditmeter.reports.plots import gpus_png
 
-    sub, note = _held(frame, axis_keys, [k for k in axis_keys if k.startswith("parallel.")])
+    sub, note = _held(frame, axis_keys, [k for k in axis_keys if k.startswith("parallel.") or k == "gpus"])
     first = sub.iloc[0]
     title = f"{first['model']} × {first['workload']}: per GPU by plan family{note}"
     gpus_png(plan_families(sub), str(first["device"]), int(first["device_memory_bytes"]), title, path)

@@ -76,13 +76,14 @@ def sweep_schema(
             *(
                 field(k, pa.bool_() if k in booleans else pa.string())
                 for k in axis_keys
-                if k not in ID_COLUMNS
+                if k not in (*ID_COLUMNS, *PLAN_COLUMNS)
             ),
             field("time_mode", pa.string()),
             field("attention_backend", pa.string(), nullable=True),
             *(field(k, pa.int64()) for k in (*SHAPE_COLUMNS, *COUNT_COLUMNS)),
             field("fits", pa.bool_()),
             field("gpus", pa.int64()),
+            field("plan", pa.string()),
             *(field(k, pa.float64()) for k in (*TIME_COLUMNS, *PLAN_COLUMNS[1:])),
             *(field(f"{s}_per_video_s", pa.float64(), nullable=True) for s in stages),
             *(field(f"share_{c}", pa.float64()) for c in categories),
@@ -159,13 +160,15 @@ def _id_columns(
         "device": rows.per_plan([dp.device.name for dp in plans]),
     }
     for i, a in enumerate(axes):
-        if a.key not in ID_COLUMNS:
+        if a.key not in (*ID_COLUMNS, *PLAN_COLUMNS):
             values = a.values if a.boolean else [a.label(j) for j in range(len(a.texts))]
             cols[a.key] = np.array(values, dtype=bool if a.boolean else object)[idx[i]]
     for a in constants:
-        if a.key not in ID_COLUMNS:
+        if a.key not in (*ID_COLUMNS, *PLAN_COLUMNS):
             value = a.values[0] if a.boolean else a.label(0)
             cols[a.key] = np.full(len(rows.ai), value, dtype=bool if a.boolean else object)
+    named = [e.plan_names or ("1 GPU",) * len(plans) for e in evaluated]
+    cols["plan"] = rows.per_point([np.array(n, dtype=object) for n in named])
     cols["time_mode"] = rows.per_plan(["predicted" if dp.plan.predicted else "roofline" for dp in plans])
     backends = np.array([e.backend for e in evaluated], dtype=object).reshape(-1, len(plans))
     cols["attention_backend"] = backends[rows.ai, rows.pi]
@@ -283,6 +286,8 @@ def ranked_table(frame: pd.DataFrame, axis_keys: Sequence[str], plans: bool, sho
     from ditmeter.reports.format import binary_bytes, seconds
 
     keys = [*ID_COLUMNS, *(k for k in axis_keys if k not in ID_COLUMNS)]
+    if "gpus" in axis_keys:  # each device's fastest plan: name it
+        keys.append("plan")
     ranked = frame.sort_values("per_video_s", kind="stable")
     if len(frame) > 2 * shown:
         ranked = pd.concat([ranked.head(shown), ranked.tail(shown)])
