@@ -170,13 +170,14 @@ def _commands() -> list[tuple[str, str, str, str]]:
         (
             "plan",
             "every plan that runs a video on exactly N GPUs, ranked by predicted seconds per video",
-            "Enumerate parallel.ulysses × parallel.ring × parallel.cfg = gpus (one node of 8, or a GB200 "
-            "NVL72 rack of 72), each "
+            "Enumerate parallel.ulysses × parallel.ring × parallel.cfg = gpus (one node of 8, a GB200 "
+            "NVL72 rack of 72, or whole nodes over the device's network), each "
             "with parallel.dit_fsdp and parallel.t5_fsdp off and on; cost each as `report` costs it with "
             "those overrides; rank by seconds per video with the speedup and efficiency over one GPU, the "
             "communication nothing hides, the peak memory per GPU and whether it fits, videos per GPU-hour "
             "(and the cost per video with plan.price_per_gpu_hour=). Names the best plan and the best that "
-            "fits, warns of plans slower than the best on half the GPUs, lists the plans the pipeline "
+            "fits, the data-parallel split with the most videos per hour, warns of plans slower than the "
+            "best on half the GPUs, lists the plans the pipeline "
             "cannot run with the reason. Writes plan.parquet and plan.md under "
             "<output_root>/<run_id>/static_analysis/plan/. Needs device=. Exit 0 ok, 2 bad input.",
             "example:\n  ditmeter plan model=wan2.1-t2v-14b workload=720p-81f device=h100-sxm gpus=8\n\n"
