@@ -19,8 +19,15 @@ def attention_core(
     kv_tokens: int,
     head_dim: int,
     act_bytes: int,
+    sp_ulysses: int = 0,
+    sp_ring: int = 0,
+    sp_xfuser: bool = False,
 ) -> Cost:
     """Two matmuls of 2·b·h·Lq·Lkv·d FLOPs each (FlopCounterMode's ``sdpa_flop_count``).
+
+    ``sp_*`` (one rank under an official sequence-parallel plan: its Ulysses and ring degrees,
+    and whether the call goes through xDiT's ``xFuserLongContextAttention``) pick the eager
+    kernels around the call (``models/wan21/eager.py``); they change no cost here.
 
     Bytes: Q, K, V read once and O written once; the L×L score matrix stays on
     chip (flash-style). NB: real kernels re-read K/V once per query tile, and the

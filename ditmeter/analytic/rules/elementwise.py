@@ -196,6 +196,14 @@ def residual_add(*, elements: int, act_bytes: int) -> Cost:
     )
 
 
+@register_rule("ring_merge")
+def ring_merge(*, elements: int, steps: int, head_dim: int, act_bytes: int) -> Cost:
+    """Ring attention's merge of each later step's partial output into the running one by the
+    log-sum-exp over ``elements`` (all ``steps`` together; ``head_dim`` sizes the log-sum-exp the
+    eager code updates): costed as one fused ``x + y`` pass, as :func:`residual_add`."""
+    return residual_add(elements=elements, act_bytes=act_bytes)
+
+
 @register_rule("layout_copy")
 def layout_copy(*, elements: int, act_bytes: int) -> Cost:
     """A permute that materialises a copy (unpatchify): no FLOPs, one read and one write."""

@@ -59,6 +59,10 @@ class _Dims:
     # tokens rows and every modulation vector is per token; False: one per sample (Wan2.1).
     per_token: bool = False
     t_rows: int = 0
+    # Whose sequence-parallel code the self-attention runs (``SequenceShard.code``) and its
+    # Ulysses degree: the eager kernels around the call
+    sp_code: str = ""
+    sp_ulysses: int = 0
 
     @property
     def vectors(self) -> int:
@@ -92,6 +96,11 @@ class SequenceShard:
     kv_tokens: int
     full_tokens: int
     time_tokens: int = 0
+    #: whose code the self-attention runs under the plan, for its eager kernels: ``xfuser``
+    #: (Wan2.1's official USP: xDiT's ``xFuserLongContextAttention``, yunchang's all-to-alls and
+    #: ring), ``wan`` (Wan2.2's own ``distributed_attention``), ``""`` (diffusers: its own)
+    code: str = ""
+    ulysses: int = 1
 
 
 def _linear(
@@ -184,13 +193,15 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
             )
         )
     whole = not self_attn or not d.sa_heads
-    core = {
+    core: dict[str, int | bool] = {
         "batch": d.batch,
         "heads": d.heads if whole else d.sa_heads,
         "q_tokens": d.tokens if whole else d.sa_q,
         "head_dim": d.head_dim,
         "act_bytes": d.act,
     }
+    if not whole and d.sp_code:  # the official plans' own code around the call
+        core |= {"sp_ulysses": d.sp_ulysses, "sp_ring": d.sa_calls, "sp_xfuser": d.sp_code == "xfuser"}
     children += [
         rule_leaf(
             "attn_core",
@@ -212,7 +223,15 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
         heads = d.sa_heads // d.sa_calls
         merged = d.batch * d.sa_q * heads * d.head_dim * (d.sa_calls - 1)
         children.append(
-            rule_leaf("ring_merge", "attn_core", "residual_add", elements=merged, act_bytes=FP32_BYTES)
+            rule_leaf(
+                "ring_merge",
+                "attn_core",
+                "ring_merge",
+                elements=merged,
+                steps=d.sa_calls - 1,
+                head_dim=d.head_dim,
+                act_bytes=FP32_BYTES,
+            )
         )
     children += [
         _linear("o", "attn_proj", d, rows=d.rows, fan_in=dim, fan_out=dim),
@@ -390,6 +409,8 @@ def build_dit(
         out_rows=b * shard.full_tokens if shard else 0,
         per_token=per_token_timesteps,
         t_rows=b * ((shard.time_tokens if shard else 0) or geo.tokens) if per_token_timesteps else 0,
+        sp_code=shard.code if shard else "",
+        sp_ulysses=shard.ulysses if shard else 0,
     )
     time_embedding, time_projection, text_embedding = _embeddings(model, d)
     image = _image_embedding(model, d) if model.image_tokens else ()

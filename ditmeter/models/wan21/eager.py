@@ -399,9 +399,16 @@ def _attention_official(
     kv_tokens: int,
     head_dim: int,
     act_bytes: int,
+    sp_ulysses: int = 0,
+    sp_ring: int = 0,
+    sp_xfuser: bool = False,
 ) -> tuple[KernelCall, ...]:
     """``flash_attention``: fp32 q and k cast to bf16 (self-attention: k and v first copied by
-    ``cat`` over ``k_lens``), the varlen offsets for q and k, the kernel, the output cast to fp32."""
+    ``cat`` over ``k_lens``), the varlen offsets for q and k, the kernel, the output cast to fp32.
+    Under a sequence-parallel plan (``sp_ulysses``): :func:`_usp_attention`."""
+    if sp_ulysses:
+        shape = (batch, heads, q_tokens, kv_tokens, head_dim, act_bytes)
+        return _usp_attention(act, *shape, ulysses=sp_ulysses, ring=sp_ring, xfuser=sp_xfuser)
     q = batch * heads * q_tokens * head_dim
     kv = batch * heads * kv_tokens * head_dim
     self_attention = "self_attn" in leaf
@@ -414,6 +421,85 @@ def _attention_official(
     calls += [cast(kv, "fp32", act), *_varlen_offsets(batch), *_varlen_offsets(batch)]
     calls += [_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act), cast(q, act, "fp32")]
     return tuple(calls)
+
+
+def _usp_attention(
+    act: str,
+    batch: int,
+    heads: int,
+    q_tokens: int,
+    kv_tokens: int,
+    head_dim: int,
+    act_bytes: int,
+    *,
+    ulysses: int,
+    ring: int,
+    xfuser: bool,
+) -> tuple[KernelCall, ...]:
+    """One rank's self-attention call under the official plans, batch 1 (``heads`` = its heads ×
+    the ``ring`` calls; E = the rank's q elements, L·H·D / (U·R)). Both first cast the fp32 q and k
+    (``rope_apply`` returns fp32) to bf16 (``half``; v is bf16 already).
+
+    ``xfuser`` (Wan2.1: ``xFuserLongContextAttention`` over yunchang's ``SeqAllToAll4D``, read at
+    xDiT b2fea6f and yunchang 0.6.0, the same at their heads): with Ulysses the permute before
+    each input all-to-all is a copy (3 × E); the ring function runs even at ring 1 and casts its
+    first block's output to fp32 and the result back (2 × E); both permutes of the output
+    all-to-all copy (2 × E) at every degree. The merges of later ring steps: the ``ring_merge``
+    leaf.
+
+    ``wan`` (Wan2.2's ``distributed_attention``, ``wan/distributed/util.py`` ``all_to_all``): each
+    input's ``ulysses`` head chunks made contiguous then ``cat`` along the sequence (2 × E each);
+    ``flash_attention`` as on one GPU with bf16 inputs (its ``cat`` of k and v over ``k_lens``, no
+    casts left, the output already bf16); the output's sequence chunks are contiguous, its ``cat``
+    along the heads one copy (E)."""
+    e = batch * heads // ring * q_tokens * head_dim
+    kv = batch * heads * kv_tokens * head_dim
+    ab = e * act_bytes
+    calls: list[KernelCall] = [cast(e, "fp32", act, count=2)]  # half(q), half(k)
+    flash = _flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act)
+    if xfuser:
+        if ulysses > 1:
+            calls.append(memory("clone", act, ab, ab, count=3))
+        calls += [flash, cast(e, act, "fp32"), cast(e, "fp32", act), memory("clone", act, ab, ab, count=2)]
+        return tuple(calls)
+    if ulysses > 1:
+        calls += [memory("clone", act, ab // ulysses, ab // ulysses, count=3 * ulysses)]
+        calls += [memory("cat", act, ab, ab, count=3)]
+    calls += [memory("cat", act, kv * act_bytes, kv * act_bytes, count=2), *_varlen_offsets(batch)]
+    calls += [*_varlen_offsets(batch), flash]
+    if ulysses > 1:
+        calls.append(memory("cat", act, ab, ab))
+    return tuple(calls)
+
+
+@register_recipe("official", "dit", "ring_merge")
+def _ring_merge_official(
+    *, act: str, leaf: str, elements: int, steps: int, head_dim: int, act_bytes: int
+) -> tuple[KernelCall, ...]:
+    """yunchang's ``_update_out_and_lse`` per later ring step (E = ``elements`` / ``steps``; the
+    log-sum-exp E / ``head_dim``, fp32). It is ``@torch.jit.script``: after its profiling runs the
+    TensorExpr fuser, on by default for CUDA (``torch._C._jit_texpr_fuser_enabled()``), fuses
+    ``out - sigmoid(block_lse - lse) * (out - block_out)`` with the cast of the bf16 block output
+    into one kernel (reads out and block_out, writes out); ``log_sigmoid`` is outside NNC's
+    element-wise set, so ``lse - log_sigmoid(lse - block_lse)`` stays three small kernels. Assumed
+    from those defaults, not profiled (no GPU)."""
+    e = elements // steps
+    lse = e // head_dim * F32
+    return (
+        memory("fused_update_out", "fp32", e * F32, e * 2, 2 * lse, e * F32, count=steps),
+        memory("sub", "fp32", lse, lse, lse, count=steps),
+        memory("log_sigmoid_forward", "fp32", lse, lse, count=steps),
+        memory("sub", "fp32", lse, lse, lse, count=steps),
+    )
+
+
+@register_recipe("diffusers", "dit", "ring_merge")
+def _ring_merge_diffusers(
+    *, act: str, leaf: str, elements: int, steps: int, head_dim: int, act_bytes: int
+) -> tuple[KernelCall, ...]:
+    """diffusers' ring merge: one fused ``x + y`` pass over every step's output in fp32 (as before
+    its own recipe; not read from its code)."""
+    return (memory("add", "fp32", *([elements * act_bytes] * 3)),)
 
 
 @register_recipe("official", "dit", "gated_residual")

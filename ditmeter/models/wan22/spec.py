@@ -60,6 +60,10 @@ class Wan22ModelSpec(WanModelSpec):
         README's distributed tests: "FlashAttention3 deployed on Hopper")."""
         return None
 
+    def sequence_parallel_code(self, pipeline: str) -> str:
+        """Wan2.2's official plans: its own ``distributed_attention`` (``wan``)."""
+        return "wan" if pipeline == "official" else ""
+
     def resident_experts(self, pipeline: str, gpus: int = 1, offload_model: bool = False) -> int:
         """diffusers keeps ``transformer`` and ``transformer_2`` on the GPU; the official code one
         expert at a time on one GPU (``init_on_cpu``) or with ``--offload_model``

@@ -1,0 +1,91 @@
+"""The eager kernels around one rank's self-attention under the official plans, by hand from the
+code (xDiT's ``xFuserLongContextAttention`` over yunchang's all-to-alls for Wan2.1, Wan2.2's own
+``distributed_attention``): docs/parallel.md, "The code around each call"."""
+
+from __future__ import annotations
+
+import pytest
+
+from ditmeter.analytic.eager import eager_calls
+from ditmeter.analytic.parallel import ParallelPlan
+from ditmeter.analytic.tree import walk
+from ditmeter.commands.report import analyze
+from ditmeter.config import load
+
+
+def _leaf_calls(model: str, plan: ParallelPlan, leaf: str, *extra: str):  # type: ignore[no-untyped-def]
+    cfg = load([f"model={model}", "workload=w003-720p", "device=h100-sxm", *extra], "report")
+    analysis, _ = analyze(cfg)
+    rank = cfg.family.parallel(analysis, plan, cfg.offload)
+    (row,) = [r for r in walk(rank.forward, expand=False) if r.module_id == leaf]
+    calls = eager_calls("official", "dit", row.module_id, row.rule, dict(row.dims), "bf16")
+    assert calls is not None
+    return rank, calls
+
+
+def _e(rank, ulysses: int, ring: int = 1) -> int:  # type: ignore[no-untyped-def]
+    """The rank's q elements, L·H·D / (U·R), with L the padded sequence and 40 heads of 128."""
+    return int(rank.padded_tokens) * 40 * 128 // (ulysses * ring)
+
+
+def test_xfuser_ulysses_8_adds_nine_copies_of_44_e_bytes() -> None:
+    """Wan2.1 14B, Ulysses 8: half(q), half(k) (fp32 → bf16: 6E bytes each), the permute before each
+    of the three input all-to-alls (4E each), the ring function's cast of its output to fp32 and back
+    (6E each), the two permutes of the output all-to-all (4E each): 9 launches, 44E bytes, besides
+    the flash kernel."""
+    plan = ParallelPlan(ulysses=8, gpus=8)
+    rank, calls = _leaf_calls("wan2.1-t2v-14b", plan, "blocks.*.self_attn.attn_core")
+    copies = [c for c in calls if c.kind == "memory"]
+    e = _e(rank, 8)
+    assert sum(c.count for c in copies) == 9
+    assert sum(c.bytes * c.count for c in copies) == 44 * e
+    assert [c.op for c in calls if c.kind == "attention"] == ["flash_attention"]
+
+
+def test_xfuser_ring_2_merges_once_fused() -> None:
+    """Ulysses 4 × ring 2: no difference at the call but for the Ulysses degree (still 9 launches,
+    44E); the merge of the second ring step: one fused kernel reading the fp32 running output (4E)
+    and the bf16 block output (2E) and both log-sum-exps (E/128 fp32 each), writing 4E, and three
+    small log-sum-exp kernels."""
+    plan = ParallelPlan(ulysses=4, ring=2, gpus=8)
+    rank, calls = _leaf_calls("wan2.1-t2v-14b", plan, "blocks.*.self_attn.attn_core")
+    e = _e(rank, 4, 2)
+    copies = [c for c in calls if c.kind == "memory"]
+    assert sum(c.count for c in copies) == 9 and sum(c.bytes * c.count for c in copies) == 44 * e
+    _, merge = _leaf_calls("wan2.1-t2v-14b", plan, "blocks.*.self_attn.ring_merge")
+    lse = e // 128 * 4
+    assert merge[0].bytes == 4 * e + 2 * e + 2 * lse + 4 * e and merge[0].count == 1
+    assert sum(c.count for c in merge) == 4
+
+
+def test_wan22_distributed_attention_copies() -> None:
+    """Wan2.2 A14B, Ulysses 8 (its ``all_to_all``): half(q), half(k) (12E), each input's 8 head
+    chunks made contiguous (24 launches, 4E per input) and concatenated (4E per input),
+    ``flash_attention``'s ``cat`` of k and v over ``k_lens`` (4E each: the rank's 5 heads over the
+    whole sequence), the output's ``cat`` (4E): 48E of large copies in 32 launches, besides the
+    varlen offsets and the kernel."""
+    plan = ParallelPlan(ulysses=8, gpus=8)
+    rank, calls = _leaf_calls("wan2.2-t2v-a14b", plan, "blocks.*.self_attn.attn_core")
+    e = _e(rank, 8)
+    large = [c for c in calls if c.kind == "memory" and c.dtype != "i32"]  # not the varlen offsets
+    assert sum(c.count for c in large) == 2 + 24 + 3 + 2 + 1  # 32 launches
+    assert sum(c.bytes * c.count for c in large) == 48 * e
+
+
+def test_one_gpu_keeps_the_one_gpu_kernels() -> None:
+    """Without a plan the leaf has no sequence-parallel dims and its kernels are flash_attention's."""
+    cfg = load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=h100-sxm"], "report")
+    analysis, _ = analyze(cfg)
+    rows = walk(analysis.forward.tree, expand=False)
+    (row,) = [r for r in rows if r.module_id == "blocks.*.self_attn.attn_core"]
+    assert "sp_ulysses" not in dict(row.dims)
+
+
+@pytest.mark.parametrize("pipeline", ["diffusers"])
+def test_diffusers_plans_keep_their_own_kernels(pipeline: str) -> None:
+    plan = ParallelPlan(ulysses=8, gpus=8)
+    cfg = load(["model=wan2.1-t2v-14b", "workload=w003-720p", f"pipeline={pipeline}"], "report")
+    analysis, _ = analyze(cfg)
+    rank = cfg.family.parallel(analysis, plan, cfg.offload)
+    (row,) = [r for r in walk(rank.forward, expand=False) if r.module_id == "blocks.*.self_attn.attn_core"]
+    assert "sp_ulysses" not in dict(row.dims)
