@@ -398,7 +398,9 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         raw["workload"], default_steps=model.default_steps, text_len=model.text_len, pipeline=top.pipeline
     )
     methods = parse(Methods, raw.get("methods"), "methods")
-    workload = attrs.evolve(workload, cfg_free=methods.cfg_free, cfg_batch=methods.cfg_batch)
+    workload = attrs.evolve(
+        workload, cfg_free=methods.cfg_free, cfg_batch=methods.cfg_batch, vae_tiling=methods.vae_tiling
+    )
     device = parse(DeviceSpec, raw["device"], "device") if raw.get("device") is not None else None
     device, plan = time_plan(top, parse(TimeOptions, raw.get("time"), "time"), device, command)
     if methods.sparse is not None and top.attention == "sage":

@@ -106,6 +106,8 @@ class Methods:
     magcache_retention: float = attrs.field(default=0.2, validator=finite_number(0, maximum=1))
     cfg_free: bool = attrs.field(default=False, validator=boolean)
     cfg_batch: bool = attrs.field(default=False, validator=boolean)
+    #: diffusers' tiled VAE decode (``AutoencoderKLWan.enable_tiling()``; models/wan21/vae_tiling.py)
+    vae_tiling: bool = attrs.field(default=False, validator=boolean)
     cuda_graphs: bool = attrs.field(default=False, validator=boolean)
     sparse: str | None = attrs.field(default=None, validator=attrs.validators.optional(one_of(*SPARSE)))
     #: the share of the self-attention's blocks the sparse kernel computes (0 to 1)

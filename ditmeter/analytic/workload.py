@@ -44,6 +44,8 @@ class Workload:
     #: guidance-distilled model's one forward per step, or a step's two forwards as one of batch 2
     cfg_free: bool = False
     cfg_batch: bool = False
+    #: ``methods.vae_tiling``: diffusers' tiled VAE decode (``models/wan21/vae_tiling.py``)
+    vae_tiling: bool = False
 
     @property
     def act_bytes(self) -> int:
@@ -89,6 +91,7 @@ def parse_workload(raw: Any, *, default_steps: int, text_len: int, pipeline: str
         "rounding": "replaced by the top-level key pipeline=official|diffusers",  # a retired key
         "cfg_free": "is methods.cfg_free",
         "cfg_batch": "is methods.cfg_batch",
+        "vae_tiling": "is methods.vae_tiling",
     }
     w = parse(Workload, raw, section, hidden=hidden, **given)
     for key in ("text_len", "context_len"):

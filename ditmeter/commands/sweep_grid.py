@@ -55,6 +55,8 @@ DEVICE_SIDE = ("device", "calibration", "time", "attention", "gemm_dtype")
 PLAN_KEYS = ("time.mode", "attention", "gemm_dtype", "time.execution", "host")
 #: Keys whose value is a list: ``key=[a,b]`` is one value, not an axis.
 LIST_VALUED = ("stages", "model.")
+#: Workload fields the ``methods.*`` keys set (``config.load``), not parsed from ``workload``.
+METHOD_FIELDS = ("cfg_free", "cfg_batch", "vae_tiling")
 #: Keys of the run folder: one for the whole sweep.
 RUN_KEYS = ("output_root", "run_id")
 #: The largest grid: about a minute at the measured 2,000 points per second (and its plots)
@@ -262,7 +264,7 @@ def configs(fixed: Sequence[str], axes: Sequence[Axis]) -> tuple[list[tuple[str,
 
     def apply(ref: RunConfig, ref_point: list[str], point: list[str], values: dict[str, Any]) -> RunConfig:
         raw = attrs.asdict(ref.workload, recurse=False)
-        for key in ("pipeline", "cfg_free", "cfg_batch"):  # given apart (the top-level key, methods.*)
+        for key in ("pipeline", *METHOD_FIELDS):  # given apart (the top-level key, methods.*)
             del raw[key]
         preset = raw["name"].removesuffix(f"[{_edits(ref_point)}]")
         raw |= {k.removeprefix("workload."): v for k, v in values.items()}
@@ -271,7 +273,7 @@ def configs(fixed: Sequence[str], axes: Sequence[Axis]) -> tuple[list[tuple[str,
         w = parse_workload(
             raw, default_steps=m.default_steps, text_len=m.text_len, pipeline=ref.workload.pipeline
         )
-        w = attrs.evolve(w, cfg_free=ref.workload.cfg_free, cfg_batch=ref.workload.cfg_batch)
+        w = attrs.evolve(w, **{k: getattr(ref.workload, k) for k in METHOD_FIELDS})
         out = attrs.evolve(ref, workload=w)
         out.geometry  # noqa: B018  (as load does: refuses sizes the model cannot run)
         return out

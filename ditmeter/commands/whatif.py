@@ -42,6 +42,7 @@ WHATIFS: dict[str, tuple[tuple[str, ...], str]] = {
     "teacache": (("methods.cache=teacache",), "TeaCache step cache (methods.cache_skip: your run's share)"),
     "easycache": (("methods.cache=easycache",), "EasyCache step cache (methods.cache_skip)"),
     "fbcache": (("methods.cache=fbcache",), "first-block cache (methods.cache_skip)"),
+    "vae_tiling": (("methods.vae_tiling=true",), "diffusers' tiled VAE decode (pipeline=diffusers)"),
     **{
         name: ((f"methods.sparse={name}",), f"{label} sparse attention (methods.sparse_density: its share)")
         for name, label in (

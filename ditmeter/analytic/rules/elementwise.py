@@ -204,6 +204,21 @@ def ring_merge(*, elements: int, steps: int, head_dim: int, act_bytes: int) -> C
     return residual_add(elements=elements, act_bytes=act_bytes)
 
 
+@register_rule("tile_blend")
+def tile_blend(*, slices: int, elements: int, act_bytes: int) -> Cost:
+    """A tiled decode's blend of two tiles over ``slices`` rows or columns of ``elements`` each:
+    ``a * (1 - y/e) + b * (y/e)`` written into ``b`` (two multiplies, an add, a copy: 3 FLOPs,
+    5 reads and 4 writes an element)."""
+    n = slices * elements
+    return Cost(
+        cuda_flops=3 * n,
+        elements=n,
+        activation_bytes=elements * act_bytes,
+        bytes_read=5 * n * act_bytes,
+        bytes_written=4 * n * act_bytes,
+    )
+
+
 @register_rule("layout_copy")
 def layout_copy(*, elements: int, act_bytes: int) -> Cost:
     """A permute that materialises a copy (unpatchify): no FLOPs, one read and one write."""

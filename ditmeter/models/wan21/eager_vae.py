@@ -144,6 +144,18 @@ def _vae_clamp(op: str) -> object:
     return recipe
 
 
+def _vae_blend(*, act: str, leaf: str, slices: int, elements: int, act_bytes: int) -> tuple[KernelCall, ...]:
+    """diffusers' ``blend_v`` / ``blend_h``: per row or column two ``mul``, an ``add`` and the
+    ``copy_`` into the tile (``models/wan21/vae_tiling.py``)."""
+    b = elements * act_bytes
+    dtype = dtype_of(act_bytes, act)
+    return (
+        memory("mul", dtype, b, b, count=2 * slices),
+        memory("add", dtype, b, b, b, count=slices),
+        memory("copy_", dtype, b, b, count=slices),
+    )
+
+
 def _vae_posterior(*, act: str, leaf: str, elements: int, act_bytes: int) -> tuple[KernelCall, ...]:
     """``DiagonalGaussianDistribution``: ``logvar.clamp``, ``exp(0.5 * logvar)``, ``exp(logvar)``."""
     b = elements * act_bytes
@@ -162,4 +174,5 @@ for _flavour in ("official", "diffusers"):
         register_recipe(_flavour, _stage, "attention_core")(_vae_attention)  # type: ignore[arg-type]
     clamp = _vae_clamp("clamp_" if _flavour == "official" else "clamp")
     register_recipe(_flavour, "vae_decode", "clamp")(clamp)  # type: ignore[arg-type]
+    register_recipe(_flavour, "vae_decode", "tile_blend")(_vae_blend)  # type: ignore[arg-type]
     register_recipe(_flavour, "vae_encode", "gaussian_posterior")(_vae_posterior)  # type: ignore[arg-type]

@@ -39,6 +39,7 @@ from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.memory import Footprint, weights_by_dtype
 from ditmeter.analytic.tree import Node
 from ditmeter.analytic.workload import Workload
+from ditmeter.models.wan21 import vae_tiling
 from ditmeter.models.wan21.semantics import SEMANTICS
 from ditmeter.models.wan21.spec import ClipSpec, UMT5Spec, WanModelSpec
 
@@ -114,7 +115,10 @@ def stage_activation_bytes(m: WanModelSpec, w: Workload, g: Geometry, dit: Footp
         video = (m.conditioning_frames(g.effective_frames), g.effective_height, g.effective_width)
         out["vae_encode"] = rules.encode_bytes(m.vae, b, *video)
     out["dit"] = dit.peak_activation_bytes
-    out["vae_decode"] = rules.decode_bytes(m.vae, b, *g.latent_shape)
+    if w.vae_tiling and vae_tiling.tiled(*g.latent_shape[1:]):
+        out["vae_decode"] = vae_tiling.tiled_decode_bytes(m.vae, b, *g.latent_shape)
+    else:
+        out["vae_decode"] = rules.decode_bytes(m.vae, b, *g.latent_shape)
     return out
 
 

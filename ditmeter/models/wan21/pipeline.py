@@ -19,7 +19,7 @@ from ditmeter.analytic.geometry import Geometry, Resize, geometry
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
 from ditmeter.analytic.workload import Workload
 from ditmeter.errors import ConfigError
-from ditmeter.models.wan21 import placement
+from ditmeter.models.wan21 import placement, vae_tiling
 from ditmeter.models.wan21.clip import build_clip, clip_weight_bytes
 from ditmeter.models.wan21.dit import build_dit
 from ditmeter.models.wan21.memory import dit_footprint, stage_activation_bytes
@@ -94,6 +94,13 @@ def _stage_costs(name: str, m: WanModelSpec, w: Workload, g: Geometry, weight_dt
         return Stage(name, tree, 1, m.vae.dtype, run, calls=1 + (frames - 1) // 4)
     if name == "vae_decode":
         frames = 1 + 4 * (g.latent_frames - 1)
+        if w.vae_tiling:
+            vae_tiling.check(m.vae, w.pipeline)
+        if w.vae_tiling and vae_tiling.tiled(*g.latent_shape[1:]):
+            tiles = sum(len(row) for row in vae_tiling.tile_shapes(*g.latent_shape[1:]))
+            tree = vae_tiling.build_tiled_decode(m.vae, b, *g.latent_shape)
+            run = f"the final latents to {frames} frames in {tiles} tiles (diffusers' enable_tiling)"
+            return Stage(name, tree, 1, m.vae.dtype, run, calls=tiles * g.latent_frames)
         tree = m.vae_rules().decode(m.vae, b, *g.latent_shape)
         run = f"the final latents to {frames} frames"
         return Stage(name, tree, 1, m.vae.dtype, run, calls=g.latent_frames)
