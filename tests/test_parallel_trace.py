@@ -278,3 +278,54 @@ def test_a_real_multi_process_gloo_run_sends_what_the_plan_says(ulysses: int, ri
     _, collectives = context_parallel_forward(analysis, ContextParallel(ulysses=ulysses, ring=ring))
     for rank in range(world):
         assert collective_mismatches(collectives, results[rank]) == [], rank  # type: ignore[arg-type]
+
+
+def _rank_kernels(small, ulysses: int, ring: int):  # type: ignore[no-untyped-def]
+    """(recipes, launches) of rank 0's ``blocks.1`` under the plan: the rank tree's recipes against
+    the real context-parallel DiT's launches, collectives left out."""
+    from ditmeter.analytic.tree import walk
+    from ditmeter.commands.trace import COLLECTIVE_LAUNCHES
+    from ditmeter.compare.kernels import KernelCheck, launched, recipe_launches
+    from ditmeter.compare.mapping import ZERO_OPS
+    from ditmeter.tracer.kernels import eager_launches, under
+
+    cfg, analysis = small
+    plan = ParallelPlan(gpus=ulysses * ring, ulysses=ulysses, ring=ring)
+    rank = cfg.family.parallel(analysis, plan, cfg.offload)
+    analytic = recipe_launches(walk(rank.forward, expand=False), "blocks.*", "diffusers", "dit", "bf16")
+    with fake_rank(0, ulysses * ring), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_diffusers_dit(cfg.model, cfg.workload.dtype)
+        enable_context_parallel(model, ulysses, ring)
+        inputs = {**diffusers_dit_inputs(cfg.model, cfg.workload, cfg.geometry), "return_dict": False}
+        launches = eager_launches(lambda: model(**inputs), ZERO_OPS)
+    ops = ((x.op, x.dtype, x.bytes) for x in under(launches, "blocks.1") if x.op not in COLLECTIVE_LAUNCHES)
+    return KernelCheck("blocks.1", analytic, launched(ops))
+
+
+@pytest.mark.parametrize(("ulysses", "ring"), [(2, 1), (4, 1), (1, 2), (2, 2), (1, 4)])
+def test_a_ranks_eager_kernels_are_its_plans_recipes(small, ulysses: int, ring: int) -> None:  # type: ignore[no-untyped-def]
+    """Every launch of rank 0's block under diffusers' ``ContextParallelConfig`` (the copies around
+    its all-to-alls, each ring call's kernel, log-sum-exp and merge) equals the rank tree's recipes
+    (models/wan21/eager.py ``_cp_attention``, ``_ring_merge_diffusers``), op, dtype and bytes."""
+    check = _rank_kernels(small, ulysses, ring)
+    assert check.mismatches() == [] and check.launches > 90
+
+
+def test_a_missing_copy_in_a_plan_recipe_fails_the_kernel_check(small, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The Ulysses layouts' five copies forgotten: the check names the bf16 clones."""
+    import ditmeter.models.wan21.eager as eager
+
+    real = eager._cp_attention
+
+    def fewer(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls = real(*args, **kwargs)
+        return tuple(
+            attrs.evolve(c, count=c.count - 5) if c.op == "clone" and c.dtype == "bf16" else c for c in calls
+        )
+
+    import attrs
+
+    monkeypatch.setattr(eager, "_cp_attention", fewer)
+    (line,) = _rank_kernels(small, 2, 1).mismatches()
+    assert "clone bf16" in line and "× 4 in the recipes, × 9 launched" in line

@@ -4,8 +4,6 @@ code (xDiT's ``xFuserLongContextAttention`` over yunchang's all-to-alls for Wan2
 
 from __future__ import annotations
 
-import pytest
-
 from ditmeter.analytic.eager import eager_calls
 from ditmeter.analytic.parallel import ParallelPlan
 from ditmeter.analytic.tree import walk
@@ -81,11 +79,14 @@ def test_one_gpu_keeps_the_one_gpu_kernels() -> None:
     assert "sp_ulysses" not in dict(row.dims)
 
 
-@pytest.mark.parametrize("pipeline", ["diffusers"])
-def test_diffusers_plans_keep_their_own_kernels(pipeline: str) -> None:
+def test_diffusers_plans_name_their_own_code() -> None:
+    """A diffusers plan's attention leaf carries the plan's degrees and not xDiT's path: its kernels
+    are diffusers' own (checked against its real launches in tests/test_parallel_trace.py)."""
     plan = ParallelPlan(ulysses=8, gpus=8)
-    cfg = load(["model=wan2.1-t2v-14b", "workload=w003-720p", f"pipeline={pipeline}"], "report")
+    cfg = load(["model=wan2.1-t2v-14b", "workload=w003-720p", "pipeline=diffusers"], "report")
     analysis, _ = analyze(cfg)
     rank = cfg.family.parallel(analysis, plan, cfg.offload)
-    (row,) = [r for r in walk(rank.forward, expand=False) if r.module_id == "blocks.*.self_attn.attn_core"]
-    assert "sp_ulysses" not in dict(row.dims)
+    rows = walk(rank.forward, expand=False)
+    (row,) = [r for r in rows if r.module_id == "blocks.*.self_attn.attn_core"]
+    dims = dict(row.dims)
+    assert (dims["sp_ulysses"], dims["sp_ring"], dims["sp_xfuser"]) == (8, 1, False)

@@ -80,6 +80,17 @@ class _Traced:
     kernels: KernelCheck | None = None
 
 
+#: Launches of the functional collectives (and their autograd wrapper): communication, costed by the
+#: plan's collectives (``parallel.parquet``), not by the kernel recipes.
+COLLECTIVE_LAUNCHES = frozenset(
+    {
+        "all_to_all_single",
+        "all_gather_into_tensor",
+        "reduce_scatter_tensor",
+        "_wrap_tensor_autograd",
+        "wait_tensor",
+    }
+)
 #: The pipeline whose eager code the traced references run (diffusers' and transformers' modules).
 REFERENCE_FLAVOUR = "diffusers"
 
@@ -160,10 +171,16 @@ def trace_stage(
             expected = cfg.family.context_parallel(module, analysis, cfg.parallel)
         with step(f"capture {stage.name} (rank 0 of {cp.degree})"):
             graph = capture_forward(module, inputs)
+        kernels, unit = None, kernel_unit(analysis, stage)
+        if unit is not None:  # the rank's launches against its tree's recipes (the plan's code)
+            with step(f"kernels {stage.name} (rank 0 of {cp.degree})"):
+                launches = eager_launches(lambda: module(**inputs), ZERO_OPS)
+                compute = [x for x in launches if x.op not in COLLECTIVE_LAUNCHES]
+                kernels = check_kernels(analysis, stage, unit, compute)
     calls = tuple((c.op, c.group_size, c.input_bytes, c.output_bytes) for c in graph_collectives(graph))
     with step(f"map {stage.name}"):
         nodes = map_graph(graph, rows, ref.names, ref.rules, stage=stage.name)
-    return _Traced(nodes, None, tuple(expected), calls)
+    return _Traced(nodes, None, tuple(expected), calls, kernels=kernels)
 
 
 def _write(

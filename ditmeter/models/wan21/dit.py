@@ -98,7 +98,7 @@ class SequenceShard:
     time_tokens: int = 0
     #: whose code the self-attention runs under the plan, for its eager kernels: ``xfuser``
     #: (Wan2.1's official USP: xDiT's ``xFuserLongContextAttention``, yunchang's all-to-alls and
-    #: ring), ``wan`` (Wan2.2's own ``distributed_attention``), ``""`` (diffusers: its own)
+    #: ring), ``wan`` (Wan2.2's own ``distributed_attention``), ``diffusers`` (its own hooks)
     code: str = ""
     ulysses: int = 1
 

@@ -28,6 +28,8 @@ for k) and casts the output back to q's dtype (fp32).
 
 from __future__ import annotations
 
+import attrs
+
 from ditmeter.analytic.eager import (
     EAGER_DTYPE_BYTES,
     KernelCall,
@@ -225,10 +227,47 @@ def _attention_diffusers(
     kv_tokens: int,
     head_dim: int,
     act_bytes: int,
+    sp_ulysses: int = 0,
+    sp_ring: int = 0,
+    sp_xfuser: bool = False,
 ) -> tuple[KernelCall, ...]:
     """SDPA: one flash kernel (its output is laid out [batch, tokens, heads, head_dim], so merging
-    the heads is a view)."""
+    the heads is a view). Under a context-parallel plan (``sp_ulysses``): :func:`_cp_attention`."""
+    if sp_ulysses:
+        return _cp_attention(act, batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, sp_ulysses, sp_ring)
     return (_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act),)
+
+
+def _cp_attention(
+    act: str,
+    batch: int,
+    heads: int,
+    q_tokens: int,
+    kv_tokens: int,
+    head_dim: int,
+    act_bytes: int,
+    ulysses: int,
+    ring: int,
+) -> tuple[KernelCall, ...]:
+    """One rank's attention under diffusers' ``ContextParallelConfig`` (``heads``: its heads × the
+    ``ring`` calls; E its q elements, lse = E / head_dim fp32), as its launches were captured under
+    the fake process group (``tests/test_parallel_trace.py`` checks them exactly at several
+    degrees): 4 copies of E per ring call and 5 more with Ulysses (the layouts around its
+    all-to-alls), one copy of each call's log-sum-exp, one flash kernel per ring call; with a ring,
+    ``cat(K, V)`` before the all-gather, each call's output cast to fp32 and the result back. The
+    merges of later ring steps: the ``ring_merge`` leaf."""
+    per_call = heads // ring
+    e = batch * per_call * q_tokens * head_dim
+    lse = e // head_dim * F32
+    ab = e * act_bytes
+    calls: list[KernelCall] = [
+        memory("clone", act, ab, ab, count=4 * ring + (5 if ulysses > 1 else 0)),
+        memory("clone", "fp32", lse, lse, count=ring),
+        attrs.evolve(_flash(batch, per_call, q_tokens, kv_tokens, head_dim, act_bytes, act), count=ring),
+    ]
+    if ring > 1:
+        calls += [memory("cat", act, 2 * ab, 2 * ab), cast(e, act, "fp32", count=ring), cast(e, "fp32", act)]
+    return tuple(calls)
 
 
 @register_recipe("diffusers", "dit", "gated_residual")
@@ -497,9 +536,19 @@ def _ring_merge_official(
 def _ring_merge_diffusers(
     *, act: str, leaf: str, elements: int, steps: int, head_dim: int, act_bytes: int
 ) -> tuple[KernelCall, ...]:
-    """diffusers' ring merge: one fused ``x + y`` pass over every step's output in fp32 (as before
-    its own recipe; not read from its code)."""
-    return (memory("add", "fp32", *([elements * act_bytes] * 3)),)
+    """diffusers' ring merge per later step, op by op as captured (E = ``elements`` / ``steps``
+    fp32, lse = E / ``head_dim``): ``sigmoid`` and ``log_sigmoid`` of the log-sum-exp difference,
+    three small ``sub``, and ``out - sigmoid(..) * (out - block_out)`` as two large ``sub`` and a
+    ``mul``."""
+    e = elements // steps * F32
+    lse = elements // steps // head_dim * F32
+    return (
+        memory("sigmoid", "fp32", lse, lse, count=steps),
+        memory("log_sigmoid_forward", "fp32", lse, lse, lse, count=steps),
+        memory("sub", "fp32", lse, lse, lse, count=3 * steps),
+        memory("sub", "fp32", e, e, e, count=2 * steps),
+        memory("mul", "fp32", e, lse, e, count=steps),
+    )
 
 
 @register_recipe("official", "dit", "gated_residual")

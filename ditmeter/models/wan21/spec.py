@@ -187,8 +187,8 @@ class WanModelSpec:
     def sequence_parallel_code(self, pipeline: str) -> str:
         """Whose code a sequence-parallel plan's self-attention runs, for its eager kernels
         (``SequenceShard.code``): Wan2.1's official USP goes through xDiT (``xfuser``); diffusers
-        runs its own (``""``: the one-GPU recipe's kernels)."""
-        return "xfuser" if pipeline == "official" else ""
+        its own ``ContextParallelConfig`` hooks (``diffusers``)."""
+        return "xfuser" if pipeline == "official" else "diffusers"
 
     def resident_experts(self, pipeline: str, gpus: int = 1, offload_model: bool = False) -> int:
         """DiTs of this shape on each GPU together through the steps, on ``gpus`` GPUs with or

@@ -62,7 +62,7 @@ class Wan22ModelSpec(WanModelSpec):
 
     def sequence_parallel_code(self, pipeline: str) -> str:
         """Wan2.2's official plans: its own ``distributed_attention`` (``wan``)."""
-        return "wan" if pipeline == "official" else ""
+        return "wan" if pipeline == "official" else "diffusers"
 
     def resident_experts(self, pipeline: str, gpus: int = 1, offload_model: bool = False) -> int:
         """diffusers keeps ``transformer`` and ``transformer_2`` on the GPU; the official code one
