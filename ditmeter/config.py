@@ -403,8 +403,8 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
     )
     device = parse(DeviceSpec, raw["device"], "device") if raw.get("device") is not None else None
     device, plan = time_plan(top, parse(TimeOptions, raw.get("time"), "time"), device, command)
-    if methods.sparse is not None and top.attention == "sage":
-        why = "replaces the DiT's attention kernel: it cannot combine with attention=sage"
+    if methods.sparse is not None and top.attention in ("sage", "fa4"):
+        why = f"replaces the DiT's attention kernel: it cannot combine with attention={top.attention}"
         raise ConfigError("methods.sparse", why)
     if device is not None:  # without one, analyze refuses the methods that change the time
         plan = methods_plan(plan, methods, model.num_layers)

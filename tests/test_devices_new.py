@@ -214,3 +214,17 @@ def test_a_b200_report_runs_and_beats_the_h100(tmp_path: Path) -> None:
     """NB: at 720p-81f (75,600 tokens) the order flips: the official code runs FA2 on the B200 at ~16%
     of its peak while the H100 runs FA3 at ~65%, and attention dominates there."""
     assert 0 < _per_video_s("b200", tmp_path) < _per_video_s("h100-sxm", tmp_path)
+
+
+def test_b200_attention_fractions_by_hand() -> None:
+    """B200 rows of flash-attention PR #2605 (MFU = TFLOPS / 2250): FA4 at hdim 128 1,328 TFLOPS at
+    4K tokens (0.590) and 1,362 at 16K (0.605, held beyond); halfway in log2 between 4K and 8K
+    (1,358: 0.604): 0.597. cuDNN at hdim 64 846 TFLOPS at 1K (0.376), not the GB300's 980."""
+    from ditmeter.config import kernel_table
+
+    t = kernel_table("blackwell-dc")
+    assert t.attention_fraction("fa4", 128, 4096) == pytest.approx(0.590)
+    assert t.attention_fraction("fa4", 128, 75_600) == pytest.approx(0.605)
+    assert t.attention_fraction("fa4", 128, round(4096 * 2**0.5)) == pytest.approx(0.597, abs=1e-3)
+    assert t.attention_fraction("cudnn", 64, 1024) == pytest.approx(846 / 2250, abs=1e-3)
+    assert "fa4" in t.backends and "fa4" not in kernel_table("hopper").backends

@@ -39,7 +39,7 @@ import attrs
 from ditmeter.validate import FieldError, as_tuple, boolean, finite_number
 
 #: Attention backends a user may pick (``attention=``); ``auto`` is the pipeline's own.
-ATTENTION_BACKENDS = ("fa2", "fa3", "cudnn", "sdpa_flash", "sage", "sdpa_math")
+ATTENTION_BACKENDS = ("fa2", "fa3", "fa4", "cudnn", "sdpa_flash", "sage", "sdpa_math")
 #: Curves every table gives (``sdpa_math`` is computed from the GEMM curve).
 CURVE_BACKENDS = ATTENTION_BACKENDS[:-1]
 #: The largest head dim a fused attention kernel takes (FlashAttention 2/3 and cuDNN: 256).

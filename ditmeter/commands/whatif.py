@@ -38,6 +38,7 @@ WHATIFS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "fp8": (("gemm_dtype=fp8",), "the DiT's matmuls in FP8"),
     "sage": (("attention=sage",), "SageAttention2: the DiT's attention with INT8 QK and FP8 PV"),
+    "fa4": (("attention=fa4",), "FlashAttention-4 as the DiT's attention (Blackwell datacenter)"),
     "magcache": (("methods.cache=magcache",), "MagCache step cache (its published rule)"),
     "teacache": (("methods.cache=teacache",), "TeaCache step cache (methods.cache_skip: your run's share)"),
     "easycache": (("methods.cache=easycache",), "EasyCache step cache (methods.cache_skip)"),
@@ -60,7 +61,8 @@ EXCLUSIVE = {
     frozenset({"cfg_batch", "few_step"}): "a guidance-distilled model runs one forward per step: nothing "
     "to batch",
     **{
-        frozenset({"sage", n}): "both replace the DiT's attention kernel"
+        frozenset({kernel, n}): "both replace the DiT's attention kernel"
+        for kernel in ("sage", "fa4")
         for n in ("svg", "radial", "sta", "vsa")
     },
 }
