@@ -410,6 +410,10 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         plan = methods_plan(plan, methods, model.num_layers)
     if top.measured_video_s is not None and device is None:
         raise ConfigError("measured_video_s", "needs device=NAME: the MFU is against a device's peak")
+    if methods.vae_tiling:
+        from ditmeter.models.wan21 import vae_tiling
+
+        vae_tiling.check(model.vae, top.pipeline)  # type: ignore[attr-defined]
     parallel = ParallelPlan.from_mapping(raw.get("parallel"))
     if top.gpus is not None and parallel != SINGLE:
         raise ConfigError("gpus", "picks each device's plan itself: it cannot combine with parallel.*")

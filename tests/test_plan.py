@@ -180,3 +180,16 @@ def test_a_bad_gpus_axis_is_refused_naming_it(extra: list[str], field: str) -> N
     with pytest.raises(ConfigError) as exc:
         sweep(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", *extra])
     assert exc.value.field == field
+
+
+@pytest.mark.parametrize("gpus", [24, 40])
+def test_plans_on_nodes_whose_half_is_not_whole_nodes(gpus: int) -> None:
+    """24 and 40 H100s (3 and 5 nodes): no plan runs on 12 or 20 GPUs (not whole nodes), so the
+    warnings compare with the largest count below N/2 that runs and divides N (8), and no
+    data-parallel replica straddles nodes (12, 20 and other such splits are left out)."""
+    res = plan(
+        load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=h100-sxm"], "plan"), PlanOptions(gpus)
+    )
+    assert res.fewer_gpus == 8
+    sizes = set(res.replicas["gpus_per_replica"])
+    assert sizes and all(8 % n == 0 or n % 8 == 0 for n in sizes)

@@ -17,12 +17,14 @@ A collective whose group spans nodes (``docs/parallel.md``, "Beyond one node"):
 - **all-to-all**: each GPU sends (size − local)/size of its tensor off the node over its own
   NIC (an all-to-all cannot aggregate NICs: NVIDIA/nccl-tests#267) while the rest moves inside
   the node, both at once: the slower of the two;
-- **peer to peer** (xDiT's ring K/V exchange, modeled as the ring all-gather it amounts to):
-  each ring step waits for the hop that crosses a node boundary, one NIC: busbw = one NIC.
+- **peer to peer** (xDiT's ring K/V exchange): R - 1 hops of one chunk each, every hop waiting
+  for the one that crosses a node boundary: the chunk over one NIC at the chunk's size, the floor
+  per hop.
 
 The NIC's achieved bandwidth at a size is linear in log(size) between tabled points and held
-at the nearest end outside them; ``latency_s`` (the smallest collective measured across nodes)
-is a floor under every crossing collective's time.
+at the nearest end outside them, read at the bytes the NIC carries in the collective (an
+all-to-all's whole off-node share, not its per-peer pieces; a ring collective's share per NIC;
+a ring hop's chunk); ``latency_s`` (the smallest collective measured across nodes) is a floor.
 """
 
 from __future__ import annotations

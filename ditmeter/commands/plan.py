@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pandas as pd
 
-from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan, check_domain
+from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan, check_domain, domain_gpus
 from ditmeter.commands.plan_result import PlanOptions, PlanResult
 from ditmeter.commands.report import analyze, under_plan
 from ditmeter.config import RunConfig, load
@@ -89,11 +89,20 @@ def _row(
     }
 
 
+#: Columns a frame of refused plans only lacks, and their value there.
+_REFUSED_COLUMNS: dict[str, Any] = {
+    **dict.fromkeys(("per_video_s", "speedup", "parallel_efficiency", "comm_exposed_per_video_s"), math.nan),
+    **dict.fromkeys(("videos_per_gpu_hour", "cost_per_video"), math.nan),
+    **dict.fromkeys(("peak_per_gpu_bytes", "device_memory_bytes"), None),
+    **dict.fromkeys(("fits", "under_limit"), False),
+}
+
+
 def _ranked(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
-    for col in ("per_video_s", "speedup", "parallel_efficiency", "comm_exposed_per_video_s"):
+    for col, value in _REFUSED_COLUMNS.items():
         if col not in frame:
-            frame[col] = math.nan
+            frame[col] = value
     frame = frame.sort_values(["runs", "per_video_s"], ascending=[False, True], kind="stable")
     return frame.reset_index(drop=True)
 
@@ -117,12 +126,12 @@ def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) ->
     single_s = float(single["per_video_s"])
     fewer, fewer_best = None, None
     if options.gpus > 1:
-        fewer = options.gpus // 2 if options.gpus % 2 == 0 else 1
-        if fewer == 1:
-            fewer_best = single_s
-        else:
-            half = plans_on(fewer)
-            fewer_best = float(half[half["runs"]]["per_video_s"].min())
+        # the largest count up to N/2 with a plan that runs (N/2 itself may not be whole nodes)
+        for n in range(options.gpus // 2 if options.gpus % 2 == 0 else 1, 0, -1):
+            runs_n = [single_s] if n == 1 else plans_on(n).query("runs")["per_video_s"].tolist()
+            if runs_n and (n == 1 or options.gpus % n == 0):
+                fewer, fewer_best = n, float(min(runs_n))
+                break
     runs = frame["runs"].astype(bool)
     frame["rank"] = pd.array([i + 1 if r else None for i, r in enumerate(runs)], dtype="Int64")
     frame["slower_than_fewer_gpus"] = runs & (frame["per_video_s"] > (fewer_best or math.inf))
@@ -134,17 +143,21 @@ def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) ->
         fewer,
         fewer_best,
         tuple(overrides),
-        replicas_frame(options.gpus, plans_on),
+        replicas_frame(options.gpus, plans_on, domain_gpus(cfg.device)),
     )
 
 
-def replicas_frame(gpus: int, plans_on: Callable[[int], pd.DataFrame]) -> pd.DataFrame:
+def replicas_frame(gpus: int, plans_on: Callable[[int], pd.DataFrame], node_gpus: int) -> pd.DataFrame:
     """Data parallel: the ``gpus`` split into ``gpus / n`` replicas of ``n`` GPUs each (every
     divisor ``n``), each replica running its fastest plan that fits (device and memory limit) on
     its own videos: videos per hour = replicas × 3,600 / seconds per video. Most videos per hour
-    first; a split whose ``n`` GPUs fit no plan is left out."""
+    first; a split whose ``n`` GPUs fit no plan is left out, and so is one whose replicas would
+    straddle nodes of ``node_gpus`` (``n`` neither dividing a node nor whole nodes: plans are
+    costed within whole nodes)."""
     rows = []
     for n in (d for d in range(1, gpus + 1) if gpus % d == 0):
+        if gpus > node_gpus and node_gpus % n and n % node_gpus:
+            continue
         plans = plans_on(n)
         ok = plans[
             plans["runs"].astype(bool) & plans["fits"].astype(bool) & plans["under_limit"].astype(bool)

@@ -495,7 +495,10 @@ def _usp_attention(
     kv = batch * heads * kv_tokens * head_dim
     ab = e * act_bytes
     calls: list[KernelCall] = [cast(e, "fp32", act, count=2)]  # half(q), half(k)
-    flash = _flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act)
+    # one kernel per ring call (``heads`` counts the rank's heads once per call)
+    flash = attrs.evolve(
+        _flash(batch, heads // ring, q_tokens, kv_tokens, head_dim, act_bytes, act), count=ring
+    )
     if xfuser:
         if ulysses > 1:
             calls.append(memory("clone", act, ab, ab, count=3))

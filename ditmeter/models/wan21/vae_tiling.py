@@ -17,9 +17,13 @@ With tiling on, ``_decode`` hands latents wider or taller than one tile to ``til
 
 The decoder's convolutions and attention per tile are the untiled decoder's at the tile's size, so
 its tensor FLOPs are those of every tile decoded alone (``tests/test_vae_tiling.py`` holds them to
-FlopCounterMode on the real tiled decode). Memory: the decoded tiles are all held until the
-blending (``rows``), so the peak is every tile's output plus the larger of one tile's decode and
-the two joined copies of the video (an estimate from the code's order, not traced).
+FlopCounterMode on the real tiled decode). Memory: the decoded tiles are all held to the end
+(``rows`` stays alive), and at the clamp three videos are live beside them (the joined rows, their
+``cat``, the clamp's output), so the peak is every tile's output plus the larger of one tile's
+decode and three videos (an estimate from the code's order, not traced). Time: the stage runs many
+decoder calls, so like the untiled decode it is costed by its leaves' fused costs (the blends as one
+pass per seam, not their row-by-row launches: ``_vae_blend`` lists those for when multi-call stages
+take eager recipes).
 """
 
 from __future__ import annotations
@@ -114,11 +118,12 @@ def build_tiled_decode(
 
 def tiled_decode_bytes(spec: VaeSpec, batch: int, latent_frames: int, latent_h: int, latent_w: int) -> int:
     """Peak live bytes of ``tiled_decode`` (an estimate, the module docstring): every decoded tile
-    held, plus the larger of one tile's decode and the joined rows and video."""
+    held, plus the larger of one tile's decode and three videos (rows joined, their ``cat``, the
+    clamp's output)."""
     a = DTYPE_BYTES[spec.dtype]
     frames = 1 + 4 * (latent_frames - 1)
     shapes = list(itertools.chain.from_iterable(tile_shapes(latent_h, latent_w)))
     held = sum(batch * RGB * frames * th * tw * RATIO * RATIO for th, tw in shapes) * a
     decode = max(decode_activation_bytes(spec, batch, latent_frames, th, tw) for th, tw in set(shapes))
     video = batch * RGB * frames * latent_h * RATIO * latent_w * RATIO * a
-    return held + max(decode, 2 * video)
+    return held + max(decode, 3 * video)
