@@ -86,3 +86,15 @@ def test_tiling_is_refused_where_there_is_none(extra: list[str], why: str) -> No
     with pytest.raises(ConfigError) as exc:
         analyze(load([*args, "methods.vae_tiling=true"], "report"))
     assert exc.value.field == "methods.vae_tiling" and why in exc.value.message
+
+
+def test_whatif_names_the_fastest_that_fits() -> None:
+    """The 1.3B at 720p on a 24 GB RTX 4090 with diffusers: the untiled decode does not fit, the
+    tiled one does; the what-if names both the fastest (baseline) and the fastest that fits."""
+    from ditmeter.commands.whatif import whatif
+    from ditmeter.reports.whatif_table import whatif_lines
+
+    args = ["model=wan2.1-t2v-1.3b", "workload=720p-81f", "device=rtx4090", "pipeline=diffusers"]
+    lines = whatif_lines(whatif(("vae_tiling",), args))
+    assert lines[0].startswith("fastest: baseline")
+    assert lines[1].startswith("fastest that fits: vae_tiling")
