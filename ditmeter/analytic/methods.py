@@ -25,6 +25,7 @@ Kernel-level what-ifs stay where the kernels are: ``attention=`` (the attention 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -352,6 +353,23 @@ def methods_plan(plan: TimePlan, m: Methods, layers: int) -> TimePlan:
     if m.cuda_graphs:
         plan = with_cuda_graphs(plan)
     return attrs.evolve(plan, sparse=sparse_attention(m, layers)) if m.sparse is not None else plan
+
+
+#: The methods a multi-GPU plan takes: CUDA graphs (each rank's launches, its collectives captured
+#: too), a guidance-distilled model's one forward per step, diffusers' tiled decode (rank 0's); the
+#: others change which forwards run or the batch the plan's collectives carry (not modelled there).
+UNDER_PLANS = ("cuda_graphs", "cfg_free", "vae_tiling")
+
+
+def check_under_plan(m: Methods, allowed: Sequence[str] = UNDER_PLANS) -> None:
+    """Refuse, naming the key, a method a multi-GPU plan does not take (``allowed``)."""
+    for f in attrs.fields(Methods):
+        if f.name not in allowed and getattr(m, f.name) != f.default:
+            raise ConfigError(
+                f"methods.{f.name}",
+                f"not modelled under a parallel.* plan yet (plans take: {', '.join(allowed)}); drop it "
+                "or run on one GPU",
+            )
 
 
 def needs_device(m: Methods) -> str | None:

@@ -12,9 +12,9 @@ import pandas as pd
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
 from ditmeter.analytic.methods import (
-    NO_METHODS,
     cache_note,
     cache_schedule,
+    check_under_plan,
     fp8_weights,
     needs_device,
     residual_pass,
@@ -52,10 +52,8 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
     key = needs_device(cfg.methods)
     if key is not None and cfg.device is None:
         raise ConfigError(key, "needs device=NAME: it changes the predicted time")
-    if cfg.methods != NO_METHODS and not cfg.parallel.single:
-        raise ConfigError(
-            "methods", "not modelled under a parallel.* plan yet: drop methods.* or run on one GPU"
-        )
+    if not cfg.parallel.single:
+        check_under_plan(cfg.methods)
     if model is None:
         analysis = fam.analyze(cfg.model, cfg.workload, cfg.stages, cfg.offload)
     else:

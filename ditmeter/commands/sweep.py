@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ditmeter.analytic.batch_timing import DevicePlan, Evaluated, Timer
-from ditmeter.analytic.methods import fp8_weights, methods_plan, needs_device
+from ditmeter.analytic.methods import check_under_plan, fp8_weights, methods_plan, needs_device
 from ditmeter.analytic.parallel import ParallelEstimate, ParallelPlan, check_domain
 from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.progress import Progress, Steps, no_progress
@@ -122,10 +122,8 @@ def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]
     m = cfg.methods
     if needs_device(m) is None:
         return e
-    if not cfg.parallel.single or (cfg.gpus or 1) > 1:
-        raise ConfigError(
-            "methods", "not modelled under a parallel.* plan yet: drop methods.* or run on one GPU"
-        )
+    if not cfg.parallel.single or (cfg.gpus or 1) > 1:  # the sweep's plans take the analysis's only
+        check_under_plan(m, allowed=("cfg_free", "vae_tiling"))
     a, analysis = e.analysis, e.analysis
     times = {k: v.copy() for k, v in e.times.items()}
     peaks = np.full(len(plans), a.memory.peak_per_gpu_bytes, dtype=np.int64)
