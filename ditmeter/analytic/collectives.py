@@ -43,6 +43,7 @@ class CollectiveCost:
     tensor_bytes: int
     sent_bytes: int
     time_s: float
+    nodes: int = 1  # the nodes the group spans (more than one: over the device's network)
 
 
 def collective_cost(

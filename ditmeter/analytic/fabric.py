@@ -15,7 +15,7 @@ gets the fabric's achieved fraction of its link: busbw × device link / ``link_g
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -60,9 +60,7 @@ class FabricTable:
             "name", "display_name", "link_gbps", "link_source", "latency_us", "latency_source",
             "latency_quote", "assumptions", "collectives",
         )  # fmt: skip
-        for key in raw:
-            if key not in known:
-                raise ConfigError(f"fabric.{key}", f"not a known key; allowed: {', '.join(known)}")
+        known_keys(raw, known, "fabric")
         for key in ("name", "link_source", "latency_source", "latency_quote"):
             text_field(raw, key, "fabric")
         link = positive_field(raw, "link_gbps", "fabric")
@@ -74,6 +72,13 @@ class FabricTable:
         measured = {op: _points(c, where[op], link) for op, c in given.items() if "points" in c}
         curves = {op: measured.get(op) or _derived(c, where[op], measured) for op, c in given.items()}
         return cls(str(raw["name"]), link, latency * 1e-6, curves)
+
+
+def known_keys(raw: Mapping[str, Any], known: Sequence[str], where: str) -> None:
+    """Refuse a key of ``raw`` not in ``known``, naming it (``fabric.speed``)."""
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}", f"not a known key; allowed: {', '.join(known)}")
 
 
 def text_field(raw: Mapping[str, Any], key: str, where: str) -> str:

@@ -34,9 +34,8 @@ from typing import Any
 
 import attrs
 
-from ditmeter.analytic.fabric import measured_points, positive_field, text_field
+from ditmeter.analytic.fabric import known_keys, measured_points, positive_field, text_field
 from ditmeter.analytic.kernels import log_linear
-from ditmeter.errors import ConfigError
 
 #: The ring collectives NCCL spreads over one channel per NIC.
 RING_OPS = ("all_gather", "reduce_scatter", "all_reduce")
@@ -73,9 +72,7 @@ class NetworkTable:
             "name", "display_name", "nic_gbps", "nic_source", "latency_us", "latency_source",
             "latency_quote", "assumptions", "points",
         )  # fmt: skip
-        for key in raw:
-            if key not in known:
-                raise ConfigError(f"network.{key}", f"not a known key; allowed: {', '.join(known)}")
+        known_keys(raw, known, "network")
         for key in ("name", "display_name", "nic_source", "latency_source", "latency_quote", "assumptions"):
             text_field(raw, key, "network")
         nic = positive_field(raw, "nic_gbps", "network")

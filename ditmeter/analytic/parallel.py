@@ -326,17 +326,22 @@ def collective_time(
     assert network is not None
     sent = sent_bytes(op, ranks=ranks, tensor_bytes=tensor_bytes)
     floor = max(latency, network.latency_s)
-    if p2p:  # R - 1 hops of one chunk each, every hop waiting for the one that crosses a node
-        chunk = tensor_bytes // ranks
-        rate = min(node_busbw, network.nic_bytes_per_s(chunk))
-        return CollectiveCost(op, ranks, tensor_bytes, sent, (ranks - 1) * max(chunk / rate, floor))
-    # what one NIC carries: the off-node share of a rank's bytes (an all-to-all), or its share of
-    # the channels crossing over ``local`` NICs (ring collectives)
-    per_nic = sent * (ranks - local) // max(ranks - 1, 1) if op == "all_to_all" else sent // local
-    busbw = crossing_busbw(
-        op, p2p=False, size=ranks, local=local, node_busbw=node_busbw, nic=network.nic_bytes_per_s(per_nic)
+    # what one NIC carries: a ring hop's chunk, the off-node share of a rank's bytes (an
+    # all-to-all), or its share of the channels crossing over ``local`` NICs (ring collectives)
+    if p2p:
+        per_nic = tensor_bytes // ranks
+    elif op == "all_to_all":
+        per_nic = sent * (ranks - local) // max(ranks - 1, 1)
+    else:
+        per_nic = sent // local
+    rate = crossing_busbw(
+        op, p2p=p2p, size=ranks, local=local, node_busbw=node_busbw, nic=network.nic_bytes_per_s(per_nic)
     )
-    return achieved_cost(op, ranks=ranks, tensor_bytes=tensor_bytes, busbw=busbw, latency_s=floor)
+    if p2p:  # R - 1 hops of one chunk each, every hop waiting for the one that crosses a node
+        time_s = (ranks - 1) * max(per_nic / rate, floor)
+    else:
+        time_s = achieved_cost(op, ranks=ranks, tensor_bytes=tensor_bytes, busbw=rate, latency_s=floor).time_s
+    return CollectiveCost(op, ranks, tensor_bytes, sent, time_s, nodes)
 
 
 def comm_time(
@@ -373,8 +378,7 @@ def comm_time(
         exposed = s.count * max(0.0, t - attention_s)
     else:
         exposed = s.count * t
-    nodes, _ = group_span(s.group_size, c.stride, domain_gpus(device), gpus)
-    return CommTime(c, t, cost.sent_bytes, exposed, nodes)
+    return CommTime(c, t, cost.sent_bytes, exposed, cost.nodes)
 
 
 def rank_forward_time(

@@ -59,10 +59,9 @@ class _Dims:
     # tokens rows and every modulation vector is per token; False: one per sample (Wan2.1).
     per_token: bool = False
     t_rows: int = 0
-    # Whose sequence-parallel code the self-attention runs (``SequenceShard.code``) and its
-    # Ulysses degree: the eager kernels around the call
+    # Whose sequence-parallel code the self-attention runs (``SequenceShard.code``): the eager
+    # kernels around the call
     sp_code: str = ""
-    sp_ulysses: int = 0
 
     @property
     def vectors(self) -> int:
@@ -100,7 +99,6 @@ class SequenceShard:
     #: (Wan2.1's official USP: xDiT's ``xFuserLongContextAttention``, yunchang's all-to-alls and
     #: ring), ``wan`` (Wan2.2's own ``distributed_attention``), ``diffusers`` (its own hooks)
     code: str = ""
-    ulysses: int = 1
 
 
 def _linear(
@@ -200,8 +198,9 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
         "head_dim": d.head_dim,
         "act_bytes": d.act,
     }
-    if not whole and d.sp_code:  # the official plans' own code around the call
-        core |= {"sp_ulysses": d.sp_ulysses, "sp_ring": d.sa_calls, "sp_xfuser": d.sp_code == "xfuser"}
+    if not whole and d.sp_code:  # the plan's own code around the call (Ulysses: heads / rank heads)
+        ulysses = d.heads * d.sa_calls // d.sa_heads
+        core |= {"sp_ulysses": ulysses, "sp_ring": d.sa_calls, "sp_xfuser": d.sp_code == "xfuser"}
     children += [
         rule_leaf(
             "attn_core",
@@ -410,7 +409,6 @@ def build_dit(
         per_token=per_token_timesteps,
         t_rows=b * ((shard.time_tokens if shard else 0) or geo.tokens) if per_token_timesteps else 0,
         sp_code=shard.code if shard else "",
-        sp_ulysses=shard.ulysses if shard else 0,
     )
     time_embedding, time_projection, text_embedding = _embeddings(model, d)
     image = _image_embedding(model, d) if model.image_tokens else ()

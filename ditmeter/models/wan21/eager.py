@@ -238,6 +238,17 @@ def _attention_diffusers(
     return (_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act),)
 
 
+def _ring_calls(
+    act: str, batch: int, heads: int, q_tokens: int, kv_tokens: int, head_dim: int, act_bytes: int, ring: int
+) -> tuple[int, KernelCall]:
+    """(E, the flash kernels) of a rank's self-attention leaf under a plan: its ``heads`` count the
+    rank's heads once per ring call, so each of the ``ring`` kernels runs heads / ring of them and
+    E = the rank's q elements."""
+    per_call = heads // ring
+    flash = _flash(batch, per_call, q_tokens, kv_tokens, head_dim, act_bytes, act)
+    return batch * per_call * q_tokens * head_dim, attrs.evolve(flash, count=ring)
+
+
 def _cp_attention(
     act: str,
     batch: int,
@@ -256,14 +267,13 @@ def _cp_attention(
     all-to-alls), one copy of each call's log-sum-exp, one flash kernel per ring call; with a ring,
     ``cat(K, V)`` before the all-gather, each call's output cast to fp32 and the result back. The
     merges of later ring steps: the ``ring_merge`` leaf."""
-    per_call = heads // ring
-    e = batch * per_call * q_tokens * head_dim
+    e, flash = _ring_calls(act, batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, ring)
     lse = e // head_dim * F32
     ab = e * act_bytes
     calls: list[KernelCall] = [
         memory("clone", act, ab, ab, count=4 * ring + (5 if ulysses > 1 else 0)),
         memory("clone", "fp32", lse, lse, count=ring),
-        attrs.evolve(_flash(batch, per_call, q_tokens, kv_tokens, head_dim, act_bytes, act), count=ring),
+        flash,
     ]
     if ring > 1:
         calls += [memory("cat", act, 2 * ab, 2 * ab), cast(e, act, "fp32", count=ring), cast(e, "fp32", act)]
@@ -491,14 +501,10 @@ def _usp_attention(
     ``flash_attention`` as on one GPU with bf16 inputs (its ``cat`` of k and v over ``k_lens``, no
     casts left, the output already bf16); the output's sequence chunks are contiguous, its ``cat``
     along the heads one copy (E)."""
-    e = batch * heads // ring * q_tokens * head_dim
+    e, flash = _ring_calls(act, batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, ring)
     kv = batch * heads * kv_tokens * head_dim
     ab = e * act_bytes
     calls: list[KernelCall] = [cast(e, "fp32", act, count=2)]  # half(q), half(k)
-    # one kernel per ring call (``heads`` counts the rank's heads once per call)
-    flash = attrs.evolve(
-        _flash(batch, heads // ring, q_tokens, kv_tokens, head_dim, act_bytes, act), count=ring
-    )
     if xfuser:
         if ulysses > 1:
             calls.append(memory("clone", act, ab, ab, count=3))

@@ -200,7 +200,6 @@ def rank_plan(
             full_tokens=padded,
             time_tokens=time_tokens,
             code=m.sequence_parallel_code(w.pipeline),
-            ulysses=cp.ulysses,
         )
         per_token = m.per_token_timesteps(w.pipeline)
         forward = build_dit(m, w, g, shard, per_token_timesteps=per_token, weight_dtype=weight_dtype)

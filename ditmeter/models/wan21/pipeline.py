@@ -94,8 +94,6 @@ def _stage_costs(name: str, m: WanModelSpec, w: Workload, g: Geometry, weight_dt
         return Stage(name, tree, 1, m.vae.dtype, run, calls=1 + (frames - 1) // 4)
     if name == "vae_decode":
         frames = 1 + 4 * (g.latent_frames - 1)
-        if w.vae_tiling:
-            vae_tiling.check(m.vae, w.pipeline)
         if w.vae_tiling and vae_tiling.tiled(*g.latent_shape[1:]):
             tiles = sum(len(row) for row in vae_tiling.tile_shapes(*g.latent_shape[1:]))
             tree = vae_tiling.build_tiled_decode(m.vae, b, *g.latent_shape)
