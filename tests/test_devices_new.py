@@ -43,7 +43,7 @@ def _device(name: str) -> DeviceSpec:
         # L40 datasheet: BF16 181.05 | 362.1*, FP8 362 | 724*, FP32 90.5, TF32 90.5 | 181*
         ("l40", 181.05, 362, 90.5, 90.5, 864, 48, 46068, None, 64, "ada", "pcie-shm"),
         # RTX 4090 figures x 14,592/16,384 cores: 165.2 -> 147.1, 330.3 -> 294.2, 82.6 -> 73.6
-        ("rtx4090d", 147.1, 294.2, 73.6, 73.6, 1008, 24, 24564, None, 64, "rtx4090", "pcie-shm"),
+        ("rtx4090d", 147.1, 294.2, 73.6, 73.6, 1008, 24, 24564, None, 64, "rtx4090d", "pcie-shm"),
     ],
 )
 def test_peaks_equal_the_datasheet(
