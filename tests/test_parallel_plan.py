@@ -377,23 +377,25 @@ def test_fsdp_memory_is_live_only_while_its_component_runs() -> None:
 
 def test_wan21_official_plans_attend_with_xfusers_fa2_by_hand() -> None:
     """Wan2.1's official USP calls xDiT's xFuserLongContextAttention() at its default
-    AttnType.FA (FlashAttention-2), where one GPU takes FA3 on Hopper. T2V-14B 720p-81f, Ulysses 8
+    AttnType.FA (FlashAttention-2) even where one GPU takes FA3 (built). T2V-14B 720p-81f, Ulysses 8
     on H100 SXM, fused leaves: each GPU attends 40 / 8 = 5 heads over all 75,600 tokens, head dim
     128: 4 × 5 × 75,600² × 128 FLOPs per block at FA2's 0.374 of 989.4 TFLOP/s (hopper.yaml, beyond
-    16k tokens); Wan2.2's own distributed_attention keeps flash_attention's FA3 (0.655)."""
+    16k tokens); Wan2.2's own distributed_attention keeps flash_attention's kernel (FA3 at 0.655)."""
     flops = 4 * 5 * 75_600**2 * 128
     plan = ["parallel.ulysses=8", "time.execution=compiled"]
     _, v = analyze(load([*BIG, *plan], "report"))
     assert v.prediction is not None and v.prediction.backends["dit"] == "fa2"
     core = v.prediction.modules["dit.blocks.0.self_attn.attn_core"]
     assert core.compute_s == pytest.approx(flops / (989.4e12 * 0.374), rel=1e-9)
-    _, one = analyze(load([*BIG, "time.execution=compiled"], "report"))
-    assert one.prediction is not None and one.prediction.backends["dit"] == "fa3"  # one GPU
+    _, one = analyze(load([*BIG, "time.execution=compiled", "attention=fa3"], "report"))
+    assert one.prediction is not None and one.prediction.backends["dit"] == "fa3"  # one GPU, FA3 built
     _, user = analyze(load([*BIG, *plan, "attention=fa3"], "report"))  # the user's choice wins
     assert user.prediction is not None and user.prediction.backends["dit"] == "fa3"
     a14b = ["model=wan2.2-t2v-a14b", "workload=720p-81f", "device=h100-sxm"]
-    _, wan22 = analyze(load([*a14b, *plan], "report"))
+    _, wan22 = analyze(load([*a14b, *plan, "attention=fa3"], "report"))
     assert wan22.prediction is not None and wan22.prediction.backends["dit"] == "fa3"
+    _, wan22_fa2 = analyze(load([*a14b, *plan], "report"))  # auto: what requirements.txt installs
+    assert wan22_fa2.prediction is not None and wan22_fa2.prediction.backends["dit"] == "fa2"
     _, est = _plan([*BIG, *plan])
     one_gpu_core = one.prediction.modules["dit.blocks.0.self_attn.attn_core"].compute_s
     assert one_gpu_core == pytest.approx(8 * flops / (989.4e12 * 0.655), rel=1e-9)

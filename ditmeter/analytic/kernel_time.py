@@ -84,15 +84,17 @@ class TimePlan:
 
     def backend(self, impl: str, *, forward: bool) -> str:
         """The attention kernel a stage's code runs. ``impl`` is what the code calls: ``flash``
-        (the official ``flash_attention``: FA3 where the table has it, else FA2), ``fa2`` (the
-        same function pinned to version 2), ``sdpa`` (PyTorch SDPA: its flash kernel for 16-bit)
-        or ``eager`` (matmul + softmax). ``attention=`` replaces the denoiser's (``forward``)."""
+        (the official ``flash_attention``: FA2, what the Wan2.1 and Wan2.2 ``requirements.txt``
+        install; it takes FA3 only where ``flash_attn_interface``, a separate build of
+        flash-attention's ``hopper/``, imports: ``attention=fa3``), ``fa2`` (the same function
+        pinned to version 2), ``sdpa`` (PyTorch SDPA: its flash kernel for 16-bit) or ``eager``
+        (matmul + softmax). ``attention=`` replaces the denoiser's (``forward``)."""
         if impl == "eager":
             return "sdpa_math"
         if forward and self.attention != "auto":
             return self.attention
         have = self.kernels.attention if self.kernels is not None else {}
-        wanted = {"flash": ("fa3", "fa2"), "fa2": ("fa2",)}.get(impl, ("sdpa_flash",))
+        wanted = {"flash": ("fa2",), "fa2": ("fa2",)}.get(impl, ("sdpa_flash",))
         # a table without the kernel (a CPU calibration measures SDPA only) costs the one it has
         for backend in (*wanted, "sdpa_flash", *have):
             if backend in have:

@@ -181,7 +181,7 @@ class WanModelSpec:
         None. Wan2.1's official USP (``wan/distributed/xdit_context_parallel.py``) calls xDiT's
         ``xFuserLongContextAttention()`` with its default ``attn_type=AttnType.FA``: yunchang's
         FlashAttention-2 kernels (xDiT ``xfuser/core/long_ctx_attention``), where one GPU's
-        ``flash_attention`` takes FA3 if it is installed. diffusers' plans keep their backend."""
+        ``flash_attention`` takes FA3 where it is built. diffusers' plans keep their backend."""
         return "fa2" if pipeline == "official" else None
 
     def sequence_parallel_code(self, pipeline: str) -> str:
