@@ -31,8 +31,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from ditmeter.analytic.device import TENSOR_DTYPES, DeviceSpec
+from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.fabric import FabricTable
+from ditmeter.analytic.gemm_formats import GEMM_DTYPES, peak_dtype
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.host import HostPlan, default_host, host_from_mapping
 from ditmeter.analytic.kernels import ATTENTION_BACKENDS, KernelTable
@@ -183,7 +184,7 @@ class TopLevel:
     )
     attention: str = attrs.field(default="auto", validator=one_of("auto", *ATTENTION_BACKENDS))
     gemm_dtype: str | None = attrs.field(
-        default=None, validator=attrs.validators.optional(one_of(*TENSOR_DTYPES))
+        default=None, validator=attrs.validators.optional(one_of(*GEMM_DTYPES))
     )
     calibration: str | None = attrs.field(default=None, validator=_is_path)
     device_kind: str = attrs.field(default="cpu", validator=one_of(*DEVICE_KINDS))
@@ -587,20 +588,29 @@ def time_plan(
             "attention",
             f"{top.attention!r} does not run on {device.name}; allowed: auto, {', '.join(kernels.backends)}",
         )
-    if top.gemm_dtype is not None:
-        try:
-            device.tensor_flop_per_s(top.gemm_dtype)
-            if kernels is not None:
-                kernels.gemm_fraction(top.gemm_dtype, 1)
-        except (ConfigError, FieldError):
-            raise ConfigError(
-                "gemm_dtype", f"{device.name} has no {top.gemm_dtype} tensor-core peak or GEMM curve"
-            ) from None
+    if top.gemm_dtype is not None and not _runs_gemm(device, kernels, top.gemm_dtype):
+        here = [g for g in GEMM_DTYPES if _runs_gemm(device, kernels, g)]
+        raise ConfigError(
+            "gemm_dtype",
+            f"{device.name} has no {peak_dtype(top.gemm_dtype)} tensor-core peak or {top.gemm_dtype} GEMM "
+            f"curve; allowed here: null, {', '.join(here)}",
+        )
     if top.attention == "sage" and device.int8_tops is None:
         raise ConfigError("attention", f"sage computes on INT8 tensor cores; {device.name} has no INT8 peak")
     if top.attention != "auto" and not plan.predicted:
         raise ConfigError("attention", "a kernel's speed is not in the roofline: use time.mode=predicted")
     return device, plan
+
+
+def _runs_gemm(device: DeviceSpec, kernels: KernelTable | None, gemm_dtype: str) -> bool:
+    """Whether ``device`` (and its kernel table) has the peak and the GEMM curve of ``gemm_dtype``."""
+    try:
+        device.tensor_flop_per_s(peak_dtype(gemm_dtype))
+        if kernels is not None:
+            kernels.gemm_fraction(gemm_dtype, 1)
+    except (ConfigError, FieldError):
+        return False
+    return True
 
 
 def _untimed(top: TopLevel, options: TimeOptions, command: str | None) -> None:

@@ -46,3 +46,123 @@ def test_rtx4090_fp8_gemm_at_its_cublaslt_plateau_by_hand() -> None:
     hand = flops / (330.3e12 * fraction) + 32760 * 8960 / 82.6e12
     assert kernel_time(gemm, p.device, p.plan, sk, dtype).predicted_s == pytest.approx(hand, rel=1e-9)
     assert hand == pytest.approx(2.75e-3, rel=0.01)
+
+
+def test_fp8_block_quantizes_per_1x128_tile_and_transposes_its_scales_by_hand() -> None:
+    """gemm_dtype=fp8_block at the tiny workload (256 tokens) on an H100: before the FFN GEMM
+    (1536 → 8960) sgl_per_token_group_quant_fp8 reads 256 × 1536 bf16 (2 bytes), writes them in FP8
+    (1 byte) and one fp32 scale per 128 elements (12 per token); DeepGEMM then transposes those
+    scales (read and written); each a memory-bound pass at 3350 GB/s × 0.75 (hopper.yaml), never
+    under one 5 µs launch. The weight: one byte an element plus one fp32 per 128 × 128 block."""
+    from ditmeter.analytic.gemm_formats import FORMATS
+    from ditmeter.analytic.timing import kernel_time
+
+    a, p, sk, _, calls = _ffn_gemm("h100-sxm", "fp8_block", "w001-tiny")
+    assert a.geometry.tokens == 256
+    (quant, q_dtype, _), (transpose, t_dtype, _) = calls[0], calls[1]
+    assert quant.cost.moved_bytes == 256 * 1536 * 2 + 256 * 1536 + 256 * 12 * 4 == 1_191_936
+    assert transpose.cost.moved_bytes == 2 * 256 * 12 * 4
+    hand = max(1_191_936 / (3350e9 * 0.75), 5e-6)
+    assert kernel_time(quant, p.device, p.plan, sk, q_dtype).predicted_s == pytest.approx(hand, rel=1e-9)
+    assert kernel_time(transpose, p.device, p.plan, sk, t_dtype).predicted_s == pytest.approx(5e-6)
+    assert FORMATS["fp8_block"].weight_bytes(1536, 8960) == 1536 * 8960 + 70 * 12 * 4
+
+
+def test_fp8_block_gemm_at_deepgemms_h800_rows_by_hand() -> None:
+    """gemm_dtype=fp8_block on an H100 SXM: the FFN GEMM at 480p (2 × 32,760 × 1536 × 8960 FLOPs)
+    between DeepGEMM's M=4096 rows (N, K) = (24576, 1536) at 1212 and (7168, 16384) at 1520 TFLOPS
+    of the H800's 1979 (0.612 and 0.768), on the H100's 1978.9 FP8 peak; its bias add on the
+    66.9 TFLOP/s CUDA cores."""
+    from ditmeter.analytic.timing import kernel_time
+
+    _, p, sk, _, calls = _ffn_gemm("h100-sxm", "fp8_block")
+    gemm, dtype, _ = next(c for c in calls if c[0].rule == "linear")
+    flops = 2 * 32760 * 1536 * 8960
+    # the table's points: 2·4096·24576·1536 = 3.0924e11 and 2·4096·7168·16384 = 9.6207e11 FLOPs
+    fraction = _between(flops, 3.0924e11, 0.612, 9.6207e11, 0.768)
+    hand = flops / (1978.9e12 * fraction) + 32760 * 8960 / 66.9e12
+    assert kernel_time(gemm, p.device, p.plan, sk, dtype).predicted_s == pytest.approx(hand, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("device", "gemm_dtype"),
+    [("rtx4090", "fp8_block"), ("h20", "fp8_block"), ("b200", "fp8_block"), ("h100-sxm", "nvfp4")],
+)
+def test_a_format_without_its_curve_or_peak_is_refused(device: str, gemm_dtype: str) -> None:
+    """Exit 2, one line naming gemm_dtype and what the device does run."""
+    from ditmeter.cli import main
+    from ditmeter.errors import ConfigError
+
+    args = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", f"device={device}", f"gemm_dtype={gemm_dtype}"]
+    with pytest.raises(ConfigError) as err:
+        load(args, "report")
+    assert err.value.field == "gemm_dtype" and "allowed here: null" in str(err.value)
+    assert main(["report", *args]) == 2
+
+
+def test_nvfp4_weights_are_nine_sixteenths_of_a_byte_by_hand() -> None:
+    """gemm_dtype=nvfp4: every nn.Linear's weight of the real official 1.3B DiT (built on the meta
+    device) in E2M1 (half a byte) with one E4M3 byte per 16 elements = 0.5625 byte an element, plus
+    its two fp32 per-tensor scales (input_global_scale, alpha); biases and the rest keep fp32."""
+    import torch
+
+    from ditmeter.models.wan21.builders import build_official_dit
+
+    cfg = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=b200"]
+    a, _ = analyze(load(cfg, "report"))
+    q, _ = analyze(load([*cfg, "gemm_dtype=nvfp4"], "report"))
+    module = build_official_dit(a.model)
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    weights = sum(m.weight.numel() for m in linears)
+    total = sum(p.numel() for p in module.parameters())
+    assert all(m.weight.numel() % 16 == 0 for m in linears)
+    nvfp4 = weights * 9 // 16 + 8 * len(linears)
+    assert q.footprint.weights_by_dtype == {"nvfp4": nvfp4, "fp32": 4 * (total - weights)}
+    from ditmeter.analytic.gemm_formats import FORMATS
+
+    assert FORMATS["nvfp4"].weight_bytes(1536, 8960) == 1536 * 8960 // 2 + 1536 * 8960 // 16 + 8 == 7_741_448
+
+
+def test_nvfp4_quantize_and_gemm_on_a_b200_by_hand() -> None:
+    """gemm_dtype=nvfp4 on a B200: before the FFN GEMM the quantize kernel reads the bf16
+    activation (2 bytes an element) and writes half a byte an element plus one E4M3 scale per 16
+    (256 tokens: 256 × 1536 × 2.5625 bytes) at 7700 GB/s × 0.851 (blackwell-dc.yaml), never under one
+    launch; the GEMM at 480p (2 × 32,760 × 1536 × 8960 FLOPs) on the 9000 TFLOP/s FP4 peak between
+    the pytorch/ao #2427 B200 rows N=6144 (0.611) and N=8192 (0.597); its bias add on the 75 TFLOP/s
+    CUDA cores."""
+    from ditmeter.analytic.timing import kernel_time
+
+    _, p, sk, _, calls = _ffn_gemm("b200", "nvfp4", "w001-tiny")
+    quant, q_dtype, _ = calls[0]
+    assert quant.cost.moved_bytes == 256 * 1536 * 2 + 256 * 1536 // 2 + 256 * 96 == 1_007_616
+    hand = max(1_007_616 / (7700e9 * 0.851), 5e-6)  # ampere.yaml's launch, inherited
+    assert kernel_time(quant, p.device, p.plan, sk, q_dtype).predicted_s == pytest.approx(hand, rel=1e-9)
+    _, p, sk, _, calls = _ffn_gemm("b200", "nvfp4")
+    gemm, dtype, _ = next(c for c in calls if c[0].rule == "linear")
+    flops = 2 * 32760 * 1536 * 8960
+    fraction = _between(flops, 4.64e11, 0.611, 1.1e12, 0.597)  # 2·6144³ and 2·8192³ as the table rounds them
+    hand = flops / (9000e12 * fraction) + 32760 * 8960 / 75e12
+    assert kernel_time(gemm, p.device, p.plan, sk, dtype).predicted_s == pytest.approx(hand, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "axes",
+    [
+        ["device=[h100-sxm,h800]", "gemm_dtype=[null,fp8,fp8_block]"],
+        ["device=[b200,gb200]", "gemm_dtype=[null,nvfp4]", "methods.cache=[null,magcache]"],
+    ],
+)
+def test_a_sweep_over_formats_costs_each_point_as_report(axes: list[str]) -> None:
+    """``gemm_dtype`` as a sweep axis: every point's time and peak equal ``report``'s (the quantized
+    weights in the memory timeline and the transfers included), vectorised and point by point."""
+    from ditmeter.commands.sweep import sweep
+
+    base = ["model=wan2.1-t2v-1.3b", "workload=w002-512p"]
+    frame = sweep([*base, *axes]).frame
+    keys = [a.split("=")[0] for a in axes[1:]]
+    for _, row in frame.iterrows():
+        point = [*base, f"device={row['device']}"]
+        point += [f"{k}={'null' if row[k] is None else row[k]}" for k in keys]
+        a, view = analyze(load(point, "report"))
+        assert row["per_video_s"] == pytest.approx(view.per_video_s, rel=1e-9), point
+        assert row["peak_per_gpu_bytes"] == a.memory.peak_per_gpu_bytes, point

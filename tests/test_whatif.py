@@ -384,10 +384,11 @@ def test_sweep_takes_method_keys_as_axes_and_costs_each_point_as_report() -> Non
 
 
 def test_fp8_weights_are_one_byte_each_and_lose_their_per_call_cast() -> None:
-    """gemm_dtype=fp8: every nn.Linear of the real official 1.3B DiT (built on the meta device) holds
-    one byte per parameter, the rest keep fp32 (the official DiT's weights); the timeline's DiT
-    weights shrink by as much; an official linear no longer casts its weight to bf16 each call and
-    its GEMM reads one byte a weight."""
+    """gemm_dtype=fp8: every nn.Linear's weight of the real official 1.3B DiT (built on the meta
+    device) holds one byte an element plus one fp32 scale per output channel, its bias and the rest
+    keep fp32 (the official DiT's weights); the timeline's DiT weights shrink by as much; an official
+    linear no longer casts its weight to bf16 each call and its GEMM reads the FP8 weight and the FP8
+    activation (one byte an element, one fp32 scale per token and per output channel)."""
     import torch
 
     from ditmeter.models.wan21.builders import build_official_dit
@@ -395,14 +396,14 @@ def test_fp8_weights_are_one_byte_each_and_lose_their_per_call_cast() -> None:
     a, _ = _view()
     f8, _ = _view("gemm_dtype=fp8")
     module = build_official_dit(a.model)
-    linear = sum(
-        p.numel() for m in module.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters()
-    )
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    linear = sum(m.weight.numel() for m in linears)
+    scales = sum(4 * m.out_features for m in linears)
     total = sum(p.numel() for p in module.parameters())
-    assert f8.footprint.weights_by_dtype == {"fp8": linear, "fp32": 4 * (total - linear)}
+    assert f8.footprint.weights_by_dtype == {"fp8": linear + scales, "fp32": 4 * (total - linear)}
     assert a.footprint.weights_by_dtype == {"fp32": 4 * total}
     resident = [{ph.stage: ph.resident.get("dit", 0) for ph in x.memory.phases}["dit"] for x in (a, f8)]
-    assert resident[0] - resident[1] == 3 * linear
+    assert resident[0] - resident[1] == 3 * linear - scales
     from ditmeter.analytic.tree import walk
 
     a8, v8 = _view("gemm_dtype=fp8")
@@ -420,7 +421,9 @@ def test_fp8_weights_are_one_byte_each_and_lose_their_per_call_cast() -> None:
     assert plain is not None
     assert any(c[0].cost.moved_bytes == weights * 6 for c in plain)
     plain_gemm = next(c[0] for c in plain if c[0].rule == "linear")
-    assert plain_gemm.cost.moved_bytes - gemm.cost.moved_bytes == weights
+    tokens, k, n = a8.geometry.tokens, int(d["in_features"]), int(d["out_features"])
+    # bf16 activation and weight (2 bytes) read as FP8 (1 byte) with their fp32 scales
+    assert plain_gemm.cost.moved_bytes - gemm.cost.moved_bytes == tokens * k + weights - 4 * tokens - 4 * n
 
 
 def test_cuda_graphs_under_a_plan_replace_each_ranks_launches() -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ditmeter.analytic.analysis import Analysis, Stage
 from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.gemm_formats import gemm_format
 from ditmeter.analytic.kernel_time import (
     StageKernels,
     TimePlan,
@@ -28,7 +29,7 @@ from ditmeter.analytic.kernel_time import (
     stage_peaks,
 )
 from ditmeter.analytic.kernels import KernelTable
-from ditmeter.analytic.methods import fp8_weights
+from ditmeter.analytic.methods import quantized_weights
 from ditmeter.analytic.timing import Timing, tree_time
 from ditmeter.analytic.transfer import transfer_s
 from ditmeter.analytic.tree import walk
@@ -273,7 +274,7 @@ class Timer:
         sks = [analysis.stage_kernels(stage, self.plans[p].plan) for p in self.first]
         groups: dict[tuple[object, ...], list[int]] = {}
         for k, sk in enumerate(sks):  # the rows differ by execution, FP8's and Sage's quantize kernels
-            key = (sk.flavour, sk.stage, sk.gemm_dtype == "fp8", sk.attention, sk.sparse)
+            key = (sk.flavour, sk.stage, gemm_format(sk.gemm_dtype), sk.attention, sk.sparse)
             groups.setdefault(key, []).append(k)
         n = len(self.plans)
         totals: dict[str, np.ndarray] = {}
@@ -362,13 +363,14 @@ class Timer:
                     }
                 if lv.head_dim is not None:
                     backend = tuple(effective_backend(sk.attention, stage.dtype, lv.head_dim) for sk in sks)
-        # FP8 weights (methods.fp8_weights): smaller transfers and peak on the FP8 plans
-        fp8 = [dp.plan.gemm_dtype == "fp8" for dp in self.plans]
-        a8 = fp8_weights(analysis) if any(fp8) else analysis
-        per_plan = [a8 if f else analysis for f in fp8]
+        # quantized weights (methods.quantized_weights): smaller transfers and peak on those plans
+        gemms = (dp.plan.gemm_dtype for dp in self.plans)
+        formats = [g if gemm_format(g) is not None else None for g in gemms]
+        by_format = {g: quantized_weights(analysis, g) for g in dict.fromkeys(formats) if g is not None}
+        per_plan = [by_format[g] if g is not None else analysis for g in formats]
         moved = self.transfer_s(per_plan)
         peaks = (
-            np.array([a.memory.peak_per_gpu_bytes for a in per_plan], dtype=np.int64) if any(fp8) else None
+            np.array([a.memory.peak_per_gpu_bytes for a in per_plan], dtype=np.int64) if by_format else None
         )
         times["offload_per_video_s"] = moved
         times |= {
@@ -381,4 +383,4 @@ class Timer:
             "roofline_per_forward_s": forward["roofline_s"],
             "per_step_s": forward["predicted_s"] * analysis.workload.guidance_forwards,
         }
-        return Evaluated(analysis, times, shares, backend, peaks if any(fp8) else None)
+        return Evaluated(analysis, times, shares, backend, peaks)

@@ -24,8 +24,8 @@ from ditmeter.validate import FieldError, parse, positive_int
 
 #: Peaks a roofline can use; ``fp8`` only where the chip has FP8 tensor cores.
 TENSOR_DTYPES = ("bf16", "fp16", "fp8")
-#: Peaks recorded for reference that no workload or ``gemm_dtype`` runs in: Blackwell's FP4 (no cost
-#: rule models NVFP4/MXFP4 block scaling), kept so a datasheet's headline is not mistaken for FP8's.
+#: Peaks no workload runs in: Blackwell's FP4, which only ``gemm_dtype=nvfp4``'s GEMMs compute at
+#: (``analytic/gemm_formats.py``); kept apart so a datasheet's headline is not mistaken for FP8's.
 REFERENCE_DTYPES = ("fp4",)
 #: Integer tensor peaks in TOPS (10¹² integer ops/s, a multiply-add counted as two, as FLOPs are):
 #: no workload or ``gemm_dtype`` runs in int8; SageAttention's INT8 QKᵀ is timed against it through
@@ -173,6 +173,7 @@ class DeviceSpec:
             "bf16": self.bf16_tflops,
             "fp16": self.fp16_tflops,
             "fp8": self.fp8_tflops,
+            "fp4": self.fp4_tflops,
             "int8": self.int8_tops,
         }.get(dtype, self.fp32_tflops)
         if tflops is None:

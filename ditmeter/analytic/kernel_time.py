@@ -25,6 +25,7 @@ from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.eager import KernelCall, eager_calls
 from ditmeter.analytic.fabric import FabricTable
+from ditmeter.analytic.gemm_formats import gemm_format, peak_dtype, quantized_linear_calls
 from ditmeter.analytic.host import HostPlan
 from ditmeter.analytic.kernels import MAX_FUSED_HEAD_DIM, KernelTable
 from ditmeter.analytic.network import NetworkTable
@@ -151,19 +152,12 @@ class StageKernels:
         calls = eager_calls(self.flavour, self.stage, leaf, row.rule, dict(row.dims), half)
         if calls is None:
             return None
-        if self.gemm_dtype == "fp8" and row.rule == "linear" and any(c.kind == "gemm" for c in calls):
-            calls = (fp8_activation_quant(dict(row.dims), half), *fp8_weight_calls(calls, dict(row.dims)))
+        fmt = gemm_format(self.gemm_dtype)
+        if fmt is not None and row.rule == "linear" and any(c.kind == "gemm" for c in calls):
+            calls = quantized_linear_calls(fmt, calls, dict(row.dims), half)
         if self.attention in INT8_BACKENDS:
             calls = tuple(k for c in calls for k in (*sage_quant(c, half), c))
         return tuple((call_row(row, c), _dtype(c), c.count) for c in calls)
-
-
-#: How an FP8 matmul gets its activation (``gemm_dtype=fp8`` under eager execution).
-FP8_QUANT_SOURCE = (
-    "ModelTC/LightX2V @ f8aee98, lightx2v/common/ops/mm/mm_weight.py L626-734, L1812-1875: its Wan "
-    "FP8 paths keep FP8 weights scaled per output channel and quantize each matmul's activation per "
-    "token at run time (sgl_per_token_quant_fp8, vllm scaled_fp8_quant): one kernel before the GEMM"
-)
 
 
 #: What SageAttention launches around its kernel (``attention=sage`` under eager execution).
@@ -191,26 +185,6 @@ def sage_quant(call: KernelCall, half: str) -> tuple[KernelCall, ...]:
         KernelCall("sage_quant_qk_int8", "memory", half, (q + kv) * (a + 1), count=count),
         KernelCall("sage_quant_v_fp8", "memory", half, kv * (a + 1), count=count),
     )
-
-
-def fp8_weight_calls(calls: tuple[KernelCall, ...], dims: Mapping[str, int | bool]) -> tuple[KernelCall, ...]:
-    """A linear's kernels with its weight stored in FP8 (:data:`FP8_QUANT_SOURCE`: FP8 checkpoints):
-    no per-call cast of the weight (the recipe's ``operand="weight"``: the official code's fp32 →
-    bf16 under autocast), and the GEMM reads one byte a weight instead of two."""
-    weights = int(dims["in_features"]) * int(dims["out_features"])
-    return tuple(
-        attrs.evolve(c, bytes=c.bytes - weights) if c.kind == "gemm" else c
-        for c in calls
-        if c.operand != "weight"
-    )
-
-
-def fp8_activation_quant(dims: Mapping[str, int | bool], half: str) -> KernelCall:
-    """The kernel an FP8 matmul launches first (:data:`FP8_QUANT_SOURCE`): the activation read in the
-    stage's 16-bit dtype, written in FP8 (one byte an element) with one fp32 scale per token."""
-    tokens, features = int(dims["tokens"]), int(dims["in_features"])
-    a = DTYPE_BYTES[half]
-    return KernelCall("per_token_quant_fp8", "memory", half, tokens * features * (a + 1) + tokens * 4)
 
 
 def _dtype(call: KernelCall) -> str:
@@ -278,7 +252,7 @@ def stage_peaks(device: DeviceSpec, sk: StageKernels) -> tuple[float, float, flo
     tensor = device.tensor_flop_per_s(sk.dtype)
     return (
         tensor,
-        device.tensor_flop_per_s(sk.gemm_dtype or sk.dtype),
+        device.tensor_flop_per_s(peak_dtype(sk.gemm_dtype or sk.dtype)),
         device.conv_flop_per_s(sk.dtype),
         device.tensor_flop_per_s("fp32"),
         device.tensor_flop_per_s("int8") if device.int8_tops is not None else tensor,

@@ -48,19 +48,25 @@ class Footprint:
 
 
 def weights_by_dtype(
-    tree: Node, dtype: str, fp8: Callable[[ModuleRow], bool] | None = None
+    tree: Node, dtype: str, quantized: Callable[[ModuleRow], tuple[str, int, int] | None] | None = None
 ) -> dict[str, int]:
     """Weight bytes of ``tree`` by dtype name: 4-byte weights are ``fp32``, the rest ``dtype``
-    (the run's 16-bit dtype); the leaves ``fp8`` picks hold one byte a parameter, as ``fp8``."""
+    (the run's 16-bit dtype); of a leaf ``quantized`` names (its format, the bytes of one copy's
+    quantized weight, the parameters they hold), those bytes under the format's name, its other
+    parameters (a bias) at their own width."""
     out: dict[str, int] = {}
     for row in walk(tree, expand=False):
         if row.kind == "leaf" and row.cost.params:
-            if fp8 is not None and fp8(row):
-                out["fp8"] = out.get("fp8", 0) + row.total.params
-                continue
             width = row.cost.weight_bytes // row.cost.params
             name = dtype if width != FP32_BYTES else "fp32"
-            out[name] = out.get(name, 0) + row.total.weight_bytes
+            q = quantized(row) if quantized is not None else None
+            if q is None:
+                out[name] = out.get(name, 0) + row.total.weight_bytes
+                continue
+            fmt, q_bytes, q_params = q
+            out[fmt] = out.get(fmt, 0) + row.copies * q_bytes
+            if row.cost.params > q_params:
+                out[name] = out.get(name, 0) + row.copies * (row.cost.params - q_params) * width
     return out
 
 

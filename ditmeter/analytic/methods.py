@@ -16,10 +16,10 @@ the mechanism that changes which kernels run, never as a speed-up factor.
   graph node's.
 * ``sparse``: the DiT's self-attention as a block-sparse kernel at the method's density and kernel
   rate (``sparse_density``, ``sparse_dense_steps``, ``sparse_dense_layers``).
-* FP8 weights (:func:`fp8_weights`) under ``gemm_dtype=fp8``.
+* Quantized weights (:func:`quantized_weights`) under ``gemm_dtype=fp8``, ``fp8_block``, ``nvfp4``.
 
 Kernel-level what-ifs stay where the kernels are: ``attention=`` (the attention kernel),
-``gemm_dtype=fp8`` and ``time.execution=compiled``.
+``gemm_dtype=`` and ``time.execution=compiled``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
+from ditmeter.analytic.gemm_formats import gemm_format
 from ditmeter.analytic.memory import weights_by_dtype
 from ditmeter.analytic.timing import (
     ZERO,
@@ -397,12 +398,25 @@ def cache_note(s: CacheSchedule, forwards: int, held_bytes: int) -> str:
     )
 
 
-def fp8_weights(a: Analysis) -> Analysis:
-    """``a`` with the DiT's matmul weights stored in FP8, one byte each (the FP8 checkpoints of
-    LightX2V's Wan paths; ``gemm_dtype=fp8``): the memory timeline's DiT weights and the forward's
-    footprint; the other weights (norms, embeddings, modulation) keep their dtype."""
+def quantized_weights(a: Analysis, gemm_dtype: str | None) -> Analysis:
+    """``a`` with the DiT's matmul weights stored in ``gemm_dtype``'s quantized format
+    (:mod:`~ditmeter.analytic.gemm_formats`: the FP8 and NVFP4 checkpoints of LightX2V's Wan paths),
+    scales included: the memory timeline's DiT weights (so the offload transfers) and the forward's
+    footprint; the biases and the other weights (norms, embeddings, modulation) keep their dtype.
+    ``a`` itself for a 16-bit ``gemm_dtype``."""
+    fmt = gemm_format(gemm_dtype)
+    if fmt is None:
+        return a
+
+    def quantized(row: ModuleRow) -> tuple[str, int, int] | None:
+        if row.rule != "linear":
+            return None
+        dims = dict(row.dims)
+        k, n = int(dims["in_features"]), int(dims["out_features"])
+        return fmt.name, fmt.weight_bytes(k, n), k * n
+
     old: dict[str, int] = a.footprint.weights_by_dtype
-    new = weights_by_dtype(a.forward.tree, a.workload.dtype, lambda row: row.rule == "linear")
+    new = weights_by_dtype(a.forward.tree, a.workload.dtype, quantized)
     before, after = sum(old.values()), sum(new.values())
     if not before:
         return a
@@ -423,8 +437,9 @@ def fp8_weights(a: Analysis) -> Analysis:
         for ph in memory.phases
     )
     note = (
-        f"FP8 weights (gemm_dtype=fp8): the DiT's matmul weights stored in FP8, one byte each: "
-        f"{after / 2**30:.2f} GiB per copy of the DiT instead of {before / 2**30:.2f} GiB."
+        f"Quantized weights (gemm_dtype={fmt.name}): the DiT's matmul weights stored in {fmt.name}, "
+        f"{fmt.element_bits} bits an element plus their scales: {after / 2**30:.2f} GiB per copy of the DiT "
+        f"instead of {before / 2**30:.2f} GiB."
     )
     return attrs.evolve(
         a,

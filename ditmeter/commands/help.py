@@ -32,9 +32,9 @@ EXTRA_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "whatif": (
         (
             "whatif=[NAME,...]",
-            "the what-ifs to compare: compile, cuda_graphs, cfg_batch, few_step, fp8, sage, magcache, "
-            "teacache, easycache, fbcache, svg, radial, sta, vsa (default: compile, cuda_graphs, fp8, sage, "
-            "few_step)",
+            "the what-ifs to compare: compile, cuda_graphs, cfg_batch, few_step, fp8, fp8_block, nvfp4, "
+            "sage, fa4, magcache, teacache, easycache, fbcache, vae_tiling, svg, radial, sta, vsa (default: "
+            "compile, cuda_graphs, fp8, sage, few_step)",
         ),
     ),
 }

@@ -15,8 +15,8 @@ from ditmeter.analytic.methods import (
     cache_note,
     cache_schedule,
     check_under_plan,
-    fp8_weights,
     needs_device,
+    quantized_weights,
     residual_pass,
     with_runs,
 )
@@ -58,8 +58,7 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
         analysis = fam.analyze(cfg.model, cfg.workload, cfg.stages, cfg.offload)
     else:
         analysis = fam.analyze(model, cfg.workload, (fam.forward_stage,), cfg.offload)
-    if cfg.time.gemm_dtype == "fp8":
-        analysis = fp8_weights(analysis)
+    analysis = quantized_weights(analysis, cfg.time.gemm_dtype)
     analysis.check_bounds()  # before any tracing, plotting or writing
     view = with_methods(cfg, device_view(analysis, cfg.device, cfg.measured_video_s, cfg.time))
     analysis = view.analysis

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ditmeter.analytic.batch_timing import DevicePlan, Evaluated, Timer
-from ditmeter.analytic.methods import check_under_plan, fp8_weights, methods_plan, needs_device
+from ditmeter.analytic.methods import check_under_plan, methods_plan, needs_device, quantized_weights
 from ditmeter.analytic.parallel import ParallelEstimate, ParallelPlan, check_domain
 from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.progress import Progress, Steps, no_progress
@@ -129,7 +129,7 @@ def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]
     peaks = np.full(len(plans), a.memory.peak_per_gpu_bytes, dtype=np.int64)
     for i, dp in enumerate(plans):
         plan = methods_plan(dp.plan, m, cfg.model.num_layers)
-        base = fp8_weights(a) if plan.gemm_dtype == "fp8" else a  # as analyze does
+        base = quantized_weights(a, plan.gemm_dtype)  # as analyze does
         at = attrs.evolve(cfg, device=dp.device, time=plan)
         view = with_methods(at, device_view(base, dp.device, None, plan))
         p, analysis = view.prediction, view.analysis

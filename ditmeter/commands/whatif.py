@@ -36,7 +36,12 @@ WHATIFS: dict[str, tuple[tuple[str, ...], str]] = {
         ("methods.cfg_free=true", "workload.num_inference_steps=4"),
         "a step- and guidance-distilled model: 4 steps, one forward each",
     ),
-    "fp8": (("gemm_dtype=fp8",), "the DiT's matmuls in FP8"),
+    "fp8": (("gemm_dtype=fp8",), "the DiT's matmuls in FP8 (activations scaled per token)"),
+    "fp8_block": (
+        ("gemm_dtype=fp8_block",),
+        "the DiT's matmuls in FP8 with DeepSeek-V3's 1x128 / 128x128 block scaling (DeepGEMM)",
+    ),
+    "nvfp4": (("gemm_dtype=nvfp4",), "the DiT's matmuls in NVFP4 (Blackwell datacenter)"),
     "sage": (("attention=sage",), "SageAttention2: the DiT's attention with INT8 QK and FP8 PV"),
     "fa4": (("attention=fa4",), "FlashAttention-4 as the DiT's attention (Blackwell datacenter)"),
     "magcache": (("methods.cache=magcache",), "MagCache step cache (its published rule)"),
