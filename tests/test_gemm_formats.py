@@ -8,7 +8,7 @@ import math
 import pytest
 
 from ditmeter.commands.report import analyze
-from ditmeter.config import load
+from ditmeter.config import kernel_table, load
 
 
 def _ffn_gemm(device: str, gemm_dtype: str, workload: str = "480p-81f"):  # type: ignore[no-untyped-def]
@@ -86,7 +86,7 @@ def test_fp8_block_gemm_at_deepgemms_h800_rows_by_hand() -> None:
 
 @pytest.mark.parametrize(
     ("device", "gemm_dtype"),
-    [("rtx4090", "fp8_block"), ("h20", "fp8_block"), ("b200", "fp8_block"), ("h100-sxm", "nvfp4")],
+    [("rtx4090", "fp8_block"), ("b200", "fp8_block"), ("h100-sxm", "nvfp4"), ("h20", "nvfp4")],
 )
 def test_a_format_without_its_curve_or_peak_is_refused(device: str, gemm_dtype: str) -> None:
     """Exit 2, one line naming gemm_dtype and what the device does run."""
@@ -166,3 +166,15 @@ def test_a_sweep_over_formats_costs_each_point_as_report(axes: list[str]) -> Non
         a, view = analyze(load(point, "report"))
         assert row["per_video_s"] == pytest.approx(view.per_video_s, rel=1e-9), point
         assert row["peak_per_gpu_bytes"] == a.memory.peak_per_gpu_bytes, point
+
+
+def test_the_h20_runs_per_block_fp8_at_its_own_measured_rows() -> None:
+    """AIConfigurator's H20-3e DeepGEMM rows (fp8_block, N x N x N): 242.0 TFLOP/s at 2048³ and
+    273.5 at 8192³ of the 296 dense FP8 peak; Hopper's (DeepGEMM's H800 table) would not carry over."""
+    h20 = kernel_table("h20")
+    assert h20.gemm_fraction("fp8_block", 2 * 2048**3) == pytest.approx(242.0 / 296, abs=5e-4)
+    assert h20.gemm_fraction("fp8_block", 2 * 8192**3) == pytest.approx(273.5 / 296, abs=5e-4)
+    assert kernel_table("hopper").gemm_fraction("fp8_block", 2 * 8192**3) != h20.gemm_fraction(
+        "fp8_block", 2 * 8192**3
+    )
+    load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h20", "gemm_dtype=fp8_block"], "report")
