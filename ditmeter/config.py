@@ -400,7 +400,11 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
     )
     methods = parse(Methods, raw.get("methods"), "methods")
     workload = attrs.evolve(
-        workload, cfg_free=methods.cfg_free, cfg_batch=methods.cfg_batch, vae_tiling=methods.vae_tiling
+        workload,
+        cfg_free=methods.cfg_free,
+        cfg_batch=methods.cfg_batch,
+        vae_tiling=methods.vae_tiling,
+        vae_parallel=methods.vae_parallel,
     )
     device = parse(DeviceSpec, raw["device"], "device") if raw.get("device") is not None else None
     device, plan = time_plan(top, parse(TimeOptions, raw.get("time"), "time"), device, command)
@@ -418,6 +422,10 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
     parallel = ParallelPlan.from_mapping(raw.get("parallel"))
     if top.gpus is not None and parallel != SINGLE:
         raise ConfigError("gpus", "picks each device's plan itself: it cannot combine with parallel.*")
+    if methods.vae_parallel:
+        from ditmeter.models.wan21 import vae_parallel
+
+        vae_parallel.check(model.vae, parallel.gpus, methods.vae_tiling)  # type: ignore[attr-defined]
     out = RunConfig(
         family=fam,
         model=model,

@@ -110,6 +110,8 @@ class Methods:
     cfg_batch: bool = attrs.field(default=False, validator=boolean)
     #: diffusers' tiled VAE decode (``AutoencoderKLWan.enable_tiling()``; models/wan21/vae_tiling.py)
     vae_tiling: bool = attrs.field(default=False, validator=boolean)
+    #: LightX2V's VAE decode spread over a plan's GPUs (models/wan21/vae_parallel.py)
+    vae_parallel: bool = attrs.field(default=False, validator=boolean)
     cuda_graphs: bool = attrs.field(default=False, validator=boolean)
     sparse: str | None = attrs.field(default=None, validator=attrs.validators.optional(one_of(*SPARSE)))
     #: the share of the self-attention's blocks the sparse kernel computes (0 to 1)
@@ -357,9 +359,10 @@ def methods_plan(plan: TimePlan, m: Methods, layers: int) -> TimePlan:
 
 
 #: The methods a multi-GPU plan takes: CUDA graphs (each rank's launches, its collectives captured
-#: too), a guidance-distilled model's one forward per step, diffusers' tiled decode (rank 0's); the
-#: others change which forwards run or the batch the plan's collectives carry (not modelled there).
-UNDER_PLANS = ("cuda_graphs", "cfg_free", "vae_tiling")
+#: too), a guidance-distilled model's one forward per step, diffusers' tiled decode (rank 0's),
+#: LightX2V's decode spread over the plan's GPUs; the others change which forwards run or the batch
+#: the plan's collectives carry (not modelled there).
+UNDER_PLANS = ("cuda_graphs", "cfg_free", "vae_tiling", "vae_parallel")
 
 
 def check_under_plan(m: Methods, allowed: Sequence[str] = UNDER_PLANS) -> None:

@@ -237,6 +237,9 @@ class RankPlan:
     notes: tuple[str, ...] = ()
     #: the attention the plan's DiT calls where it is not the stage's own (None: the stage's)
     attention_impl: str | None = None
+    #: stages other than the denoiser that this rank runs in a form of its own (its share of a decode
+    #: spread over the plan, ``methods.vae_parallel``), in place of the one-GPU stage of that name
+    stages: tuple[Stage, ...] = ()
 
     def forward_stage(self, forward: Stage) -> Stage:
         """``forward`` (the denoiser stage) with the attention this plan's code calls."""
@@ -249,7 +252,8 @@ class RankPlan:
         # a GPU runs 1 in ``cfg`` of a step's forwards
         runs = analysis.forward.runs_per_video // self.plan.cfg
         f = attrs.evolve(self.forward_stage(analysis.forward), tree=self.forward, runs_per_video=runs)
-        stages = tuple(f if s.name == f.name else s for s in analysis.stages)
+        own = {s.name: s for s in (*self.stages, f)}
+        stages = tuple(own.get(s.name, s) for s in analysis.stages)
         note = (
             f"Under the plan {self.plan.name}: the {f.name} rows, categories and per-forward totals are one "
             "GPU's share of each forward (rank 0: its sequence shard, the leaves every rank repeats whole); "
@@ -488,10 +492,12 @@ def estimate(
     forward_stage: str,
     forwards_per_step: int,
     steps: int,
+    rank_stage_s: Mapping[str, float] | None = None,
 ) -> ParallelEstimate:
     """Per-GPU time of a video: ``stage_video_s`` (each selected stage on one GPU) with the
-    denoiser's replaced by ``steps`` × its per-GPU step; every other stage runs whole on each GPU
-    (T5 and CLIP encode on every rank, rank 0 decodes while the others wait)."""
+    denoiser's replaced by ``steps`` × its per-GPU step and the rank's own stages (``rank.stages``)
+    by their seconds per video on the rank (``rank_stage_s``); every other stage runs whole on each
+    GPU (T5 and CLIP encode on every rank, rank 0 decodes while the others wait)."""
     p = rank.plan
     if forwards_per_step % p.cfg:
         raise ConfigError(
@@ -524,6 +530,7 @@ def estimate(
         domain_gpus(device),
     )
     per_gpu = dict(stage_video_s)
+    per_gpu.update({k: v for k, v in (rank_stage_s or {}).items() if k in per_gpu})
     if forward_stage in per_gpu:
         per_gpu[forward_stage] = steps * est.step_s
     return attrs.evolve(est, stage_video_s=per_gpu)

@@ -46,6 +46,9 @@ class Workload:
     cfg_batch: bool = False
     #: ``methods.vae_tiling``: diffusers' tiled VAE decode (``models/wan21/vae_tiling.py``)
     vae_tiling: bool = False
+    #: ``methods.vae_parallel``: LightX2V's decode spread over a plan's GPUs
+    #: (``models/wan21/vae_parallel.py``; a one-GPU analysis decodes whole, the plan's rank its tile)
+    vae_parallel: bool = False
 
     @property
     def act_bytes(self) -> int:
@@ -92,6 +95,7 @@ def parse_workload(raw: Any, *, default_steps: int, text_len: int, pipeline: str
         "cfg_free": "is methods.cfg_free",
         "cfg_batch": "is methods.cfg_batch",
         "vae_tiling": "is methods.vae_tiling",
+        "vae_parallel": "is methods.vae_parallel",
     }
     w = parse(Workload, raw, section, hidden=hidden, **given)
     for key in ("text_len", "context_len"):

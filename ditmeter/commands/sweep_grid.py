@@ -56,7 +56,7 @@ PLAN_KEYS = ("time.mode", "attention", "gemm_dtype", "time.execution", "host")
 #: Keys whose value is a list: ``key=[a,b]`` is one value, not an axis.
 LIST_VALUED = ("stages", "model.")
 #: Workload fields the ``methods.*`` keys set (``config.load``), not parsed from ``workload``.
-METHOD_FIELDS = ("cfg_free", "cfg_batch", "vae_tiling")
+METHOD_FIELDS = ("cfg_free", "cfg_batch", "vae_tiling", "vae_parallel")
 #: Keys of the run folder: one for the whole sweep.
 RUN_KEYS = ("output_root", "run_id")
 #: The largest grid: about a minute at the measured 2,000 points per second (and its plots)

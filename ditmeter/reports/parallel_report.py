@@ -22,7 +22,7 @@ from ditmeter.analytic.parallel import (
     RankPlan,
     estimate,
 )
-from ditmeter.analytic.timing import OFFLOAD_PHASE, Prediction, TimePlan
+from ditmeter.analytic.timing import OFFLOAD_PHASE, Prediction, TimePlan, tree_time
 from ditmeter.analytic.transfer import transfer_s
 from ditmeter.errors import ConfigError
 from ditmeter.reports.format import binary_bytes, percent, seconds, si
@@ -42,7 +42,9 @@ PARALLEL_MODEL = (
     "next-block gather hides under the current block, xDiT's ring K/V exchange under the "
     "attention, Ulysses all-to-alls, diffusers' ring all-gather and the output gather are waited "
     "for. Every other stage runs whole on each GPU "
-    "(T5 and CLIP encode on every rank; rank 0 decodes while the others wait)."
+    "(T5 and CLIP encode on every rank; rank 0 decodes while the others wait, or with "
+    "methods.vae_parallel every rank decodes its tile of LightX2V's grid and the pieces are "
+    "all-gathered)."
 )
 
 #: parallel.parquet: one row per kind of collective one GPU issues.
@@ -82,6 +84,11 @@ def plan_estimate(
     seconds per video on one GPU (``stage_video_s``); the one GPU's weight transfers replaced by
     those of the plan's placement (``rank.memory``)."""
     forward, w = analysis.forward, analysis.workload
+    own = {  # the rank's own stages (a decode spread over the plan) at the kernel model's time
+        s.name: s.runs_per_video
+        * tree_time(s.tree, device, time, analysis.stage_kernels(s, time)).predicted_s
+        for s in rank.stages
+    }
     est = estimate(
         rank,
         device,
@@ -91,6 +98,7 @@ def plan_estimate(
         forward_stage=forward.name,
         forwards_per_step=w.guidance_forwards,
         steps=forward.runs_per_video // w.guidance_forwards,
+        rank_stage_s=own,
     )
     moved = sum(transfer_s(t, device) for t in rank.memory.transfers())
     per_gpu = {k: v for k, v in est.stage_video_s.items() if k != OFFLOAD_PHASE}

@@ -16,7 +16,8 @@ attention runs (ring attention); one all-gather of the head's output. ``--dit_fs
 ``--t5_fsdp``: FSDP1 FULL_SHARD, one unit per block, bf16 gathers of each unit's flat
 parameter (padded to a multiple of the GPU count) every forward; with more than one GPU the
 model is not offloaded (``offload_model`` defaults to False); T5 encodes on every rank; only
-rank 0 decodes (the others wait).
+rank 0 decodes (the others wait), unless ``methods.vae_parallel`` spreads the decode as LightX2V
+does (every rank its tile, the pieces all-gathered: ``models/wan21/vae_parallel.py``).
 
 ``parallel.cfg`` 2 (xDiT's ``--use_cfg_parallel``; neither generate.py nor diffusers 0.42 split
 guidance): the conditional and unconditional forwards of a step run on two halves of the
@@ -29,7 +30,7 @@ import math
 
 import attrs
 
-from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.analysis import Analysis, Stage
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.memory import Footprint, Offload, Timeline
 from ditmeter.analytic.parallel import (
@@ -43,7 +44,7 @@ from ditmeter.analytic.parallel import (
 )
 from ditmeter.analytic.tree import Composite, Repeated
 from ditmeter.errors import ConfigError
-from ditmeter.models.wan21 import placement
+from ditmeter.models.wan21 import placement, vae_parallel
 from ditmeter.models.wan21.dit import SequenceShard, build_dit
 from ditmeter.models.wan21.memory import dit_footprint, stage_activation_bytes
 from ditmeter.models.wan21.pipeline import available_stages, component_weights
@@ -229,6 +230,12 @@ def rank_plan(
         size = w.batch_size * m.out_dim * math.prod(g.latent_shape) * DTYPE_BYTES[w.dtype]
         spec = CollectiveSpec("all_gather_into_tensor", plan.cfg, size, plan.cfg * size, 1)
         comms.append(Comm(spec, "the noise predictions of the two CFG halves", "step", stride=cp.degree))
+    stages: tuple[Stage, ...] = ()
+    decode = next((s for s in analysis.stages if s.name == "vae_decode"), None)
+    if w.vae_parallel and decode is not None:
+        stage, gather, note = _spread_decode(analysis, decode, plan.gpus)
+        stages, comms = (stage,), [*comms, gather]
+        notes.append(note)
     footprint, memory = _rank_memory(analysis, plan, forward, padded, offload, umt5, ring_op, placed)
     return RankPlan(
         plan,
@@ -242,7 +249,32 @@ def rank_plan(
         "blocks.*.self_attn.attn_core",
         tuple(notes),
         m.sequence_parallel_attention(w.pipeline),
+        stages,
     )
+
+
+def _spread_decode(analysis: Analysis, decode: Stage, gpus: int) -> tuple[Stage, Comm, str]:
+    """``methods.vae_parallel``: rank 0's share of LightX2V's parallel decode (its tile, the copies
+    around it), the all-gather of every rank's piece once per video, and what the report says
+    (models/wan21/vae_parallel.py)."""
+    m, b = analysis.model, analysis.workload.batch_size
+    frames, h, w = analysis.geometry.latent_shape
+    s = vae_parallel.split(h, w, gpus)
+    tree = vae_parallel.build_rank_decode(m.vae, b, frames, s)
+    tile = (
+        f"rank 0's {s.tile_h}x{s.tile_w}-latent tile ({s.chunk_h}x{s.chunk_w} and a "
+        f"{vae_parallel.PADDING}-latent halo) of LightX2V's {s.rows}x{s.cols} grid"
+    )
+    piece = vae_parallel.piece_bytes(m.vae, b, frames, s)
+    spec = CollectiveSpec("all_gather_into_tensor", gpus, piece, gpus * piece, 1)
+    what = "the decoded video's pieces (LightX2V's parallel VAE decode)"
+    note = (
+        f"VAE decode spread over the {gpus} GPUs (methods.vae_parallel, LightX2V's parallel decode): {tile}; "
+        f"each GPU's {piece / 2**20:.1f} MiB piece all-gathered once per video. The decode keeps the "
+        "pipeline's VAE dtype (LightX2V runs its own in the run's dtype)."
+    )
+    run = f"{decode.run}: {tile}, the pieces all-gathered"
+    return attrs.evolve(decode, tree=tree, run=run), Comm(spec, what, "video"), note
 
 
 def _rank_memory(
@@ -288,6 +320,9 @@ def _rank_memory(
     for i in range(2, experts + 1):  # a second expert, as sharded
         components[f"dit_{i}"] = dict(components["dit"])
     activations = stage_activation_bytes(m, w, g, footprint)
+    if w.vae_parallel and "vae_decode" in activations:  # rank 0's share of the spread decode
+        split = vae_parallel.split(*g.latent_shape[1:], plan.gpus)
+        activations["vae_decode"] = vae_parallel.rank_decode_bytes(m.vae, b, g.latent_shape[0], split)
     if plan.t5_fsdp:
         components["text_encoder"], gathered = fsdp_weight_bytes(umt5, components["text_encoder"], plan.gpus)
         activations["text_encoder"] += gathered

@@ -222,6 +222,14 @@ def build_vae_decode(
 ) -> Composite:
     """The cost tree of decoding ``batch`` × (z_dim, T, h, w) latents into 1 + 4·(T−1) frames
     (``call``: one decoder call's modules; Wan2.2's residual decoder is another)."""
+    return decode_leaves(spec, batch, latent_frames, latent_h, latent_w, call).acc.tree()
+
+
+def decode_leaves(
+    spec: VaeSpec, batch: int, latent_frames: int, latent_h: int, latent_w: int, call: type[_Decode] = _Decode
+) -> _Decode:
+    """:func:`build_vae_decode`'s leaves, accumulated and not yet nested, for a caller that adds
+    its own around the decode (LightX2V's parallel decode: models/wan21/vae_parallel.py)."""
     dec = call(spec, batch)
     acc, a = dec.acc, dec.a
     dec.conv("post_quant_conv", spec.z_dim, spec.z_dim, 1, (latent_frames, latent_h, latent_w), (0, 0))
@@ -237,7 +245,7 @@ def build_vae_decode(
         acc.add("output_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
     dec.finish(frames, h, w)
     acc.add("clamp", "resample", "clamp", elements=batch * frames * spec.out_channels * h * w, act_bytes=a)
-    return acc.tree()
+    return dec
 
 
 def _series(first: int, step: int, calls: int) -> int:
