@@ -95,9 +95,11 @@ def _commands() -> list[tuple[str, str, str, str]]:
             "Writes validate.parquet, validate.md and validate.png (log axes, y = x, ±10% band) under "
             "<output_root>/<run_id>/static_analysis/validate/. Gates nothing. Exit 0 ok, 2 bad input.",
             "usage: ditmeter validate [validate.data=DIR] [time.execution=eager|compiled] "
-            "[output_root=DIR] [run_id=NAME]\n"
+            "[time.fp32_matmul=ieee|tf32] [output_root=DIR] [run_id=NAME]\n"
             "example: ditmeter validate\n"
-            "         ditmeter validate time.execution=compiled run_id=fused\n\n" + command_help("validate"),
+            "         ditmeter validate time.execution=compiled run_id=fused\n"
+            "         ditmeter validate time.fp32_matmul=tf32   # as if every run had TF32 matmuls (NGC)\n\n"
+            + command_help("validate"),
         ),
         (
             "profile",
@@ -282,6 +284,7 @@ def _cmd_diff(overrides: list[str], console: Console) -> int:
 
 
 def _cmd_validate(overrides: list[str], console: Console) -> int:
+    from ditmeter.analytic.timing import FP32_MATMUL_KEYS
     from ditmeter.commands.validate import validate
     from ditmeter.config import load
     from ditmeter.reports import console as show
@@ -296,7 +299,10 @@ def _cmd_validate(overrides: list[str], console: Console) -> int:
         raise ConfigError("validate.data", "must name a folder of measurement YAML files")
     cfg = load(rest, "validate")
     folder = Path(data[-1]) if data else None
-    result = validate(cfg.output_root, folder, cfg.run_id, cfg.time.execution)
+    t = cfg.time
+    result = validate(
+        cfg.output_root, folder, cfg.run_id, t.execution, fp32_matmul=FP32_MATMUL_KEYS[t.fp32_matmul]
+    )
     show.print_validate(console, result)
     assert result.analysis_dir is not None  # written
     show.print_wrote(console, result.analysis_dir, result.files, start)

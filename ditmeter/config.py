@@ -41,7 +41,7 @@ from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
 from ditmeter.analytic.methods import NO_METHODS, MagCacheModel, Methods, methods_plan
 from ditmeter.analytic.network import NetworkTable
 from ditmeter.analytic.parallel import MAX_GPUS, SINGLE, ParallelPlan
-from ditmeter.analytic.timing import EXECUTIONS, TIME_MODES, TimePlan
+from ditmeter.analytic.timing import EXECUTIONS, FP32_MATMULS, TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
 from ditmeter.errors import ConfigError
 from ditmeter.models import family as family_named
@@ -206,6 +206,7 @@ class TimeOptions:
 
     mode: str = attrs.field(default="predicted", validator=one_of(*TIME_MODES))
     execution: str = attrs.field(default="eager", validator=one_of(*EXECUTIONS))
+    fp32_matmul: str = attrs.field(default="ieee", validator=one_of(*FP32_MATMULS))
 
 
 @attrs.frozen
@@ -587,10 +588,16 @@ def time_plan(
         host_plan(top.host, device),
         fabric_table(device.fabric) if device is not None and device.fabric is not None else None,
         network=network_table(device.network) if device is not None and device.network is not None else None,
+        fp32_matmul=FP32_MATMULS[options.fp32_matmul],
     )
     if device is None:
         _untimed(top, options, command)
         return device, plan
+    if plan.fp32_matmul == "tf32" and not _runs_gemm(device, kernels, "tf32"):
+        raise ConfigError(
+            "time.fp32_matmul",
+            f"{device.name} has no tf32 GEMM curve (configs/kernels/); allowed here: ieee",
+        )
     if kernels is not None and top.attention not in ("auto", *kernels.backends):
         raise ConfigError(
             "attention",
@@ -632,6 +639,7 @@ def _untimed(top: TopLevel, options: TimeOptions, command: str | None) -> None:
         "gemm_dtype": top.gemm_dtype is not None,
         "time.mode": options.mode != "predicted",
         "time.execution": options.execution != "eager" and command != "validate",
+        "time.fp32_matmul": options.fp32_matmul != "ieee" and command != "validate",
     }
     for key, given in changed.items():
         if given:

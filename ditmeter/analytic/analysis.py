@@ -133,14 +133,19 @@ class Analysis:
         eager = plan.execution == "eager" and stage.calls == 1
         flavour, name = (self.workload.pipeline, stage.name) if eager else ("", "")
         backend = plan.backend(stage.attention, forward=forward)
-        return StageKernels(stage.dtype, backend, gemm, flavour, name, plan.sparse if forward else None)
+        sparse = plan.sparse if forward else None
+        return StageKernels(stage.dtype, backend, gemm, flavour, name, sparse, plan.fp32_matmul)
 
     def runs_on(self, stage: Stage, device: DeviceSpec, plan: TimePlan) -> tuple[DeviceSpec, TimePlan]:
         """Where ``stage`` runs: the text encoder on the host CPU under ``offload.t5_cpu`` (its
         device and table, ``host=``), every stage else on ``device`` under ``plan``."""
         if stage.name == TEXT_STAGE and self.memory.t5_cpu and plan.host is not None:
             host = plan.host
-            return host.device, attrs.evolve(plan, kernels=host.kernels, attention="auto", gemm_dtype=None)
+            # a CPU has no TF32: its fp32 matmuls stay fp32
+            cpu = attrs.evolve(
+                plan, kernels=host.kernels, attention="auto", gemm_dtype=None, fp32_matmul="fp32"
+            )
+            return host.device, cpu
         return device, plan
 
     def prediction(self, device: DeviceSpec, plan: TimePlan | None = None) -> Prediction:

@@ -144,7 +144,7 @@ def leaf_kernels(
     memo = {} if memo is None else memo
     terms = []
     for row, dtype in zip(lv.rows, lv.dtypes, strict=True):
-        key = (row.rule, row.dims, row.cost, dtype, sk.dtype, sk.gemm_dtype, sk.attention)
+        key = (row.rule, row.dims, row.cost, dtype, sk.dtype, sk.gemm_dtype, sk.attention, sk.fp32_matmul)
         if key not in memo:
             memo[key] = kernel_terms(row, dtype, sk, table)
         terms.append(memo[key])
@@ -244,6 +244,7 @@ class Timer:
                 t.gemm_dtype,
                 t.execution,
                 t.host.device.name if t.host is not None else None,
+                t.fp32_matmul,
             )
             for t in (dp.plan for dp in plans)
         ]
@@ -251,12 +252,12 @@ class Timer:
         self.kind = np.array([self.kinds.index(k) for k in keys], dtype=np.intp)
         self.first = [keys.index(k) for k in self.kinds]  # a device with each plan
         self._memos: list[dict[tuple[Any, ...], Any]] = [{} for _ in tables]  # KernelTerms by row
-        self._peaks: dict[tuple[str, tuple[str | None, ...]], np.ndarray] = {}
+        self._peaks: dict[tuple[str, tuple[tuple[str | None, str], ...]], np.ndarray] = {}
         self._checked: set[tuple[object, ...]] = set()
 
     def _peaks_of(self, dtype: str, sks: Sequence[StageKernels]) -> np.ndarray:
         """P × 5 FLOP/s: each device's TENSOR, GEMM, CONV, F32 and INT8 peak for a stage in ``dtype``."""
-        key = (dtype, tuple(sk.gemm_dtype for sk in sks))
+        key = (dtype, tuple((sk.gemm_dtype, sk.fp32_matmul) for sk in sks))
         if key not in self._peaks:
             rows = [stage_peaks(self.plans[p].device, sks[k]) for p, k in enumerate(self.kind)]
             self._peaks[key] = np.array(rows)

@@ -167,11 +167,13 @@ class DeviceSpec:
                 )
 
     def tensor_flop_per_s(self, dtype: str) -> float:
-        """Achievable tensor-core FLOP/s for a workload dtype (fp32: the CUDA-core peak); ``int8``: the
-        integer tensor peak in ops/s (``int8_tops`` × 10¹²), scaled by efficiency and clock alike."""
+        """Achievable tensor-core FLOP/s for a workload dtype (fp32: the CUDA-core peak; ``tf32``: the
+        TF32 tensor peak, fp32 matmuls under ``time.fp32_matmul=tf32``); ``int8``: the integer tensor
+        peak in ops/s (``int8_tops`` × 10¹²), scaled by efficiency and clock alike."""
         tflops = {
             "bf16": self.bf16_tflops,
             "fp16": self.fp16_tflops,
+            "tf32": self.tf32_tflops,
             "fp8": self.fp8_tflops,
             "fp4": self.fp4_tflops,
             "int8": self.int8_tops,

@@ -78,6 +78,10 @@ class TimePlan:
     network: NetworkTable | None = None
     #: block-sparse self-attention in the denoiser (``methods.sparse``)
     sparse: SparseAttention | None = None
+    #: what an fp32 matmul computes in (``time.fp32_matmul``): ``fp32`` (CUDA cores, PyTorch's
+    #: default ``matmul.allow_tf32=False``) or ``tf32`` (the TF32 tensor cores: ``allow_tf32=True``,
+    #: ``set_float32_matmul_precision("high")``, or NGC containers' ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1``)
+    fp32_matmul: str = "fp32"
 
     @property
     def predicted(self) -> bool:
@@ -120,6 +124,11 @@ class StageKernels:
     flavour: str = ""
     stage: str = ""
     sparse: SparseAttention | None = None  # the denoiser's block-sparse self-attention
+    fp32_matmul: str = "fp32"  # what an fp32 matmul computes in (TimePlan.fp32_matmul)
+
+    def matmul_dtype(self, dtype: str) -> str:
+        """The peak and curve a matmul in ``dtype`` runs at: fp32 ones in ``fp32_matmul``."""
+        return self.fp32_matmul if dtype == "fp32" else dtype
 
     def is_sparse(self, row: ModuleRow) -> bool:
         """Whether ``row`` is a self-attention kernel this stage runs block-sparse."""
@@ -249,12 +258,12 @@ def stage_peaks(device: DeviceSpec, sk: StageKernels) -> tuple[float, float, flo
     """``device``'s FLOP/s in each column for a stage of ``sk``'s dtype and GEMM dtype (a device
     without INT8 tensor cores: its stage peak stands in the INT8 column, which no kernel reads there:
     ``attention=sage`` is refused on it)."""
-    tensor = device.tensor_flop_per_s(sk.dtype)
+    tensor = device.tensor_flop_per_s(sk.matmul_dtype(sk.dtype))
     return (
         tensor,
-        device.tensor_flop_per_s(peak_dtype(sk.gemm_dtype or sk.dtype)),
+        device.tensor_flop_per_s(sk.matmul_dtype(peak_dtype(sk.gemm_dtype or sk.dtype))),
         device.conv_flop_per_s(sk.dtype),
-        device.tensor_flop_per_s("fp32"),
+        device.tensor_flop_per_s(sk.fp32_matmul),
         device.tensor_flop_per_s("int8") if device.int8_tops is not None else tensor,
     )
 
@@ -285,7 +294,7 @@ def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTabl
     moved, cuda = float(cost.moved_bytes), float(cost.cuda_flops)
     numerator = float(cost.tensor_flops)
     if kind == "gemm" and ("in_features" in dims or "call_flops" in dims):
-        gemm = "fp32" if column == F32 else (sk.gemm_dtype or dtype)
+        gemm = sk.matmul_dtype("fp32" if column == F32 else (sk.gemm_dtype or dtype))
         curve = table.eager_gemm_dtype(gemm, sk.dtype) if column == F32 else gemm
         numerator /= table.gemm_fraction(curve, call_flops(dims))
     elif kind == "conv" and ("in_channels" in dims or "call_flops" in dims):
@@ -297,7 +306,7 @@ def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTabl
             # QKᵀ and PV as batched GEMMs; the scores are written, read by the softmax, the
             # probabilities written and read by the second matmul: 4 passes over L×L.
             call = 2 * int(dims["q_tokens"]) * sum(kvs) * head_dim  # one head's QKᵀ
-            numerator /= table.gemm_fraction(table.eager_gemm_dtype(dtype, sk.dtype), call)
+            numerator /= table.gemm_fraction(table.eager_gemm_dtype(sk.matmul_dtype(dtype), sk.dtype), call)
             scores = cost.tensor_flops // (4 * head_dim)
             moved += 4 * scores * int(dims.get("act_bytes", DTYPE_BYTES.get(dtype, 4)))
         else:  # the fused kernel: each key/value length (I2V: text and image) at its own fraction;

@@ -67,6 +67,8 @@ from ditmeter.analytic.tree import ModuleRow, Node, rollup, walk
 __all__ = [
     "CONV_RULES",
     "EXECUTIONS",
+    "FP32_MATMULS",
+    "FP32_MATMUL_KEYS",
     "KERNEL_CLASS",
     "LIMITS",
     "OFFLOAD_PHASE",
@@ -94,6 +96,11 @@ TIME_MODES = ("predicted", "roofline")
 OFFLOAD_PHASE = "offload"
 #: Which kernels a leaf is timed as (see the module docstring).
 EXECUTIONS = ("eager", "compiled")
+#: What an fp32 matmul computes in (``time.fp32_matmul``): ``ieee`` (CUDA-core fp32, PyTorch's
+#: default) or ``tf32`` (TF32 tensor cores), and the dtype it is then timed in.
+FP32_MATMULS = {"ieee": "fp32", "tf32": "tf32"}
+#: The key's value for a plan's ``fp32_matmul`` (the inverse of :data:`FP32_MATMULS`).
+FP32_MATMUL_KEYS = {dtype: key for key, dtype in FP32_MATMULS.items()}
 #: The limits a leaf's time can be under (``bound``), in the order ties go.
 LIMITS = ("compute", "memory", "overhead")
 

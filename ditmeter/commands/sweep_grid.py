@@ -31,7 +31,7 @@ import attrs
 
 from ditmeter.analytic.batch_timing import DevicePlan
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.timing import TimePlan
+from ditmeter.analytic.timing import FP32_MATMUL_KEYS, TimePlan
 from ditmeter.analytic.workload import PIPELINES, parse_workload
 from ditmeter.config import (
     COMMAND_KEYS,
@@ -52,7 +52,7 @@ SWEEP_KEYS = COMMAND_KEYS["sweep"]
 #: Keys that change only a prediction, not the analysis.
 DEVICE_SIDE = ("device", "calibration", "time", "attention", "gemm_dtype")
 #: Device-side keys applied per value without a load (see :func:`_time_plan`).
-PLAN_KEYS = ("time.mode", "attention", "gemm_dtype", "time.execution", "host")
+PLAN_KEYS = ("time.mode", "attention", "gemm_dtype", "time.execution", "host", "time.fp32_matmul")
 #: Keys whose value is a list: ``key=[a,b]`` is one value, not an axis.
 LIST_VALUED = ("stages", "model.")
 #: Workload fields the ``methods.*`` keys set (``config.load``), not parsed from ``workload``.
@@ -285,11 +285,17 @@ def configs(fixed: Sequence[str], axes: Sequence[Axis]) -> tuple[list[tuple[str,
 
 
 def _time_plan(
-    device: DeviceSpec, mode: Any, attention: Any, gemm_dtype: Any, execution: Any, host: Any
+    device: DeviceSpec,
+    mode: Any,
+    attention: Any,
+    gemm_dtype: Any,
+    execution: Any,
+    host: Any,
+    fp32_matmul: Any,
 ) -> TimePlan:
     """The plan ``load`` gives ``device`` with these ``time.mode``, ``attention``, ``gemm_dtype``,
-    ``time.execution`` and ``host`` (:func:`ditmeter.config.time_plan`, its checks and its errors),
-    without a load."""
+    ``time.execution``, ``host`` and ``time.fp32_matmul`` (:func:`ditmeter.config.time_plan`, its
+    checks and its errors), without a load."""
     given = {
         "pipeline": PIPELINES[0],
         "output_root": ".",
@@ -297,7 +303,7 @@ def _time_plan(
         "gemm_dtype": gemm_dtype,
         "host": host,
     }
-    options = parse(TimeOptions, {"mode": mode, "execution": execution}, "time")
+    options = parse(TimeOptions, {"mode": mode, "execution": execution, "fp32_matmul": fp32_matmul}, "time")
     return time_plan(parse(TopLevel, given, ""), options, device)[1]
 
 
@@ -334,6 +340,7 @@ def device_plans(fixed: Sequence[str], axes: Sequence[Axis]) -> list[DevicePlan]
             "gemm_dtype": t.gemm_dtype,
             "time.execution": t.execution,
             "host": host,  # as given: auto picks the host by the device
+            "time.fp32_matmul": FP32_MATMUL_KEYS[t.fp32_matmul],
         }
         plan |= {k: v for k, v in values.items() if k in PLAN_KEYS}
         return DevicePlan(device, _time_plan(device, *plan.values()))

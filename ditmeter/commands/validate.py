@@ -57,6 +57,12 @@ class ValidateResult:
     execution: str
     analysis_dir: Path | None
     files: tuple[str, ...]
+    fp32_matmul: str = "ieee"  # what every point's fp32 matmuls compute in (no point states it)
+
+    @property
+    def settings(self) -> str:
+        """The run's own settings, as the keys read (``time.*``)."""
+        return f"time.execution={self.execution}, time.fp32_matmul={self.fp32_matmul}"
 
 
 def validate(
@@ -65,6 +71,7 @@ def validate(
     run_id: str | None = None,
     execution: str = "eager",
     write: bool = True,
+    fp32_matmul: str = "ieee",
 ) -> ValidateResult:
     """Predict every point of ``data`` (default ``data/measurements``) and (``write``) publish
     ``validate.parquet``, ``validate.md`` and ``validate.png`` under
@@ -74,13 +81,18 @@ def validate(
         check_output_root(output_root)
         ensure_free(output_root, rid)
     points = load_points(data or default_folder())
-    frame = validate_frame(points, (f"time.execution={execution}",))
+    frame = validate_frame(points, (f"time.execution={execution}", f"time.fp32_matmul={fp32_matmul}"))
     if not write:
-        return ValidateResult(frame, execution, None, ())
+        return ValidateResult(frame, execution, None, (), fp32_matmul)
     manifest = {"command": "validate", "points": len(frame)}
-    meta = {"ditmeter.table": "validate", "ditmeter.execution": json.dumps(execution)}
+    meta = {
+        "ditmeter.table": "validate",
+        "ditmeter.execution": json.dumps(execution),
+        "ditmeter.fp32_matmul": json.dumps(fp32_matmul),
+    }
     with staged_run(output_root, rid, "validate", manifest) as out:
         write_parquet(frame, VALIDATE_SCHEMA, out / "validate.parquet", meta)
-        (out / "validate.md").write_text(validate_markdown(frame, execution), encoding="utf-8")
+        (out / "validate.md").write_text(validate_markdown(frame, execution, fp32_matmul), encoding="utf-8")
         validate_plot(frame, out / "validate.png")
-    return ValidateResult(frame, execution, analysis_dir(output_root / rid, "validate"), VALIDATE_FILES)
+    folder = analysis_dir(output_root / rid, "validate")
+    return ValidateResult(frame, execution, folder, VALIDATE_FILES, fp32_matmul)

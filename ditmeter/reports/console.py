@@ -182,7 +182,7 @@ def print_validate(console: Console, result: ValidateResult) -> None:
 
     console.print(
         f"{len(result.frame)} public measurements of real Wan runs predicted under their stated settings "
-        f"(time.execution={result.execution}); error = predicted / measured - 1"
+        f"({result.settings}); error = predicted / measured - 1"
     )
     for t in [*summary_tables(result.frame), point_table(result.frame)]:
         console.print(to_rich(t))

@@ -195,6 +195,7 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
         "mode": plan.mode if plan.predicted else "roofline",
         "execution": plan.execution,
         "execution_model": EXECUTION_MODELS[plan.execution],
+        "fp32_matmul": plan.fp32_matmul,
         "host": plan.host.device.name if plan.host is not None and view.analysis.memory.t5_cpu else None,
         "transfers": [
             {
@@ -251,6 +252,8 @@ def plan_line(p: Prediction) -> str:
             how += f", DiT matmuls in {plan.gemm_dtype}"
         how += "".join(f" ({note})" for note in plan.kernels.notes)
     how = f"{plan.execution} execution, {how}"
+    if plan.fp32_matmul == "tf32":
+        how += ", fp32 matmuls on TF32 (time.fp32_matmul=tf32)"
     attention = ", ".join(f"{stage} {b}" for stage, b in p.backends.items())
     eff = f", efficiency {d.efficiency:g}" if d.efficiency != 1 else ""
     return f"{d.display_name}: {how}{eff}; attention: {attention}"

@@ -106,11 +106,12 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
     return out
 
 
-def validate_markdown(frame: pd.DataFrame, execution: str) -> str:
+def validate_markdown(frame: pd.DataFrame, execution: str, fp32_matmul: str = "ieee") -> str:
     lines = [
         "# ditmeter validate: predicted against public measurements of real Wan runs",
         "",
-        f"{len(frame)} points; time.execution={execution}. Error = predicted / measured − 1. "
+        f"{len(frame)} points; time.execution={execution}, time.fp32_matmul={fp32_matmul}. "
+        "Error = predicted / measured − 1. "
         "No constant of the time model is fitted to these measurements.",
         "",
     ]
