@@ -284,7 +284,6 @@ def _cmd_diff(overrides: list[str], console: Console) -> int:
 
 
 def _cmd_validate(overrides: list[str], console: Console) -> int:
-    from ditmeter.analytic.timing import FP32_MATMUL_KEYS
     from ditmeter.commands.validate import validate
     from ditmeter.config import load
     from ditmeter.reports import console as show
@@ -300,9 +299,7 @@ def _cmd_validate(overrides: list[str], console: Console) -> int:
     cfg = load(rest, "validate")
     folder = Path(data[-1]) if data else None
     t = cfg.time
-    result = validate(
-        cfg.output_root, folder, cfg.run_id, t.execution, fp32_matmul=FP32_MATMUL_KEYS[t.fp32_matmul]
-    )
+    result = validate(cfg.output_root, folder, cfg.run_id, t.execution, fp32_matmul=t.fp32_matmul)
     show.print_validate(console, result)
     assert result.analysis_dir is not None  # written
     show.print_wrote(console, result.analysis_dir, result.files, start)

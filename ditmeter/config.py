@@ -588,7 +588,7 @@ def time_plan(
         host_plan(top.host, device),
         fabric_table(device.fabric) if device is not None and device.fabric is not None else None,
         network=network_table(device.network) if device is not None and device.network is not None else None,
-        fp32_matmul=FP32_MATMULS[options.fp32_matmul],
+        fp32_matmul=options.fp32_matmul,
     )
     if device is None:
         _untimed(top, options, command)
@@ -596,7 +596,7 @@ def time_plan(
     if plan.fp32_matmul == "tf32" and not _runs_gemm(device, kernels, "tf32"):
         raise ConfigError(
             "time.fp32_matmul",
-            f"{device.name} has no tf32 GEMM curve (configs/kernels/); allowed here: ieee",
+            f"{device.name}'s kernel table has no tf32 GEMM curve; allowed here: ieee",
         )
     if kernels is not None and top.attention not in ("auto", *kernels.backends):
         raise ConfigError(

@@ -85,7 +85,7 @@ def test_report_json_and_the_plan_line_say_which(tmp_path: Path) -> None:
     ]
     assert main([*args, "time.fp32_matmul=tf32", "run_id=t"]) == 0
     assert main([*args, "run_id=i"]) == 0
-    for rid, want in (("t", "tf32"), ("i", "fp32")):
+    for rid, want in (("t", "tf32"), ("i", "ieee")):
         report = json.loads((tmp_path / rid / "static_analysis" / "wan2_1" / "report.json").read_text())
         assert report["time"]["fp32_matmul"] == want
 
@@ -99,7 +99,7 @@ def test_the_host_cpu_keeps_fp32() -> None:
     assert cfg.device is not None
     text = next(s for s in a.stages if s.name == "text_encoder")
     on, plan = a.runs_on(text, cfg.device, cfg.time)
-    assert on is not cfg.device and plan.fp32_matmul == "fp32"
+    assert on is not cfg.device and plan.fp32_matmul == "ieee"
     dit_on, dit_plan = a.runs_on(a.forward, cfg.device, cfg.time)
     assert dit_on is cfg.device and dit_plan.fp32_matmul == "tf32"
 
@@ -127,7 +127,7 @@ def test_a_sweep_over_it_agrees_with_report(tmp_path: Path) -> None:
 def test_validate_can_assume_tf32_where_no_point_states_it(tmp_path: Path) -> None:
     """``ditmeter validate time.fp32_matmul=tf32`` predicts every point as if its run had TF32
     matmuls (no point states it); the A800 8-GPU Wan2.2 cell moves by its time projection only."""
-    import pandas as pd
+    import pyarrow.parquet as pq
     import yaml
 
     from ditmeter.commands.validate import validate
@@ -137,8 +137,8 @@ def test_validate_can_assume_tf32_where_no_point_states_it(tmp_path: Path) -> No
     data = tmp_path / "data"
     data.mkdir()
     (data / "one.yaml").write_text(yaml.safe_dump(src))
-    ieee = validate(tmp_path / "out", data, "ieee").frame
-    tf32 = validate(tmp_path / "out", data, "tf32", fp32_matmul="tf32")
+    ieee = validate(tmp_path / "out", data, run_id="default").frame
+    tf32 = validate(tmp_path / "out", data, run_id="tf32", fp32_matmul="tf32")
     assert tf32.fp32_matmul == "tf32" and "time.fp32_matmul=tf32" in tf32.settings
     # per video: 80 forwards of the projection (2 × 32,760 × 5120 × 30,720 FLOPs) at the SGEMM
     # plateau (0.969 of 19.5) against TF32's last sweep point (97.32 of 156)
@@ -147,11 +147,13 @@ def test_validate_can_assume_tf32_where_no_point_states_it(tmp_path: Path) -> No
     moved = float(ieee["predicted_s"].iloc[0] - tf32.frame["predicted_s"].iloc[0])
     assert moved > saved  # the time embedding's two fp32 matmuls move too
     assert moved == pytest.approx(saved, rel=0.2)
-    meta = pd.read_parquet(tmp_path / "out" / "tf32" / "static_analysis" / "validate" / "validate.parquet")
-    assert len(meta) == 1
+    table = pq.read_table(tmp_path / "out" / "tf32" / "static_analysis" / "validate" / "validate.parquet")
+    assert table.num_rows == 1 and table.schema.metadata[b"ditmeter.fp32_matmul"] == b'"tf32"'
 
 
 def test_the_validate_command_takes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """From the command line, as the README shows it; a bad value exits 2 naming the key."""
     assert main(["validate", "time.fp32_matmul=bf16", f"output_root={tmp_path}"]) == 2
     assert "time.fp32_matmul" in capsys.readouterr().err
+    assert main(["validate", "time.fp32_matmul=tf32", f"output_root={tmp_path}", "run_id=v"]) == 0
+    assert "time.fp32_matmul=tf32); error" in capsys.readouterr().out

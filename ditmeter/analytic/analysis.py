@@ -143,7 +143,7 @@ class Analysis:
             host = plan.host
             # a CPU has no TF32: its fp32 matmuls stay fp32
             cpu = attrs.evolve(
-                plan, kernels=host.kernels, attention="auto", gemm_dtype=None, fp32_matmul="fp32"
+                plan, kernels=host.kernels, attention="auto", gemm_dtype=None, fp32_matmul="ieee"
             )
             return host.device, cpu
         return device, plan

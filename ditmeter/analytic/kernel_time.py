@@ -78,10 +78,10 @@ class TimePlan:
     network: NetworkTable | None = None
     #: block-sparse self-attention in the denoiser (``methods.sparse``)
     sparse: SparseAttention | None = None
-    #: what an fp32 matmul computes in (``time.fp32_matmul``): ``fp32`` (CUDA cores, PyTorch's
+    #: what an fp32 matmul computes in (``time.fp32_matmul``): ``ieee`` (CUDA cores, PyTorch's
     #: default ``matmul.allow_tf32=False``) or ``tf32`` (the TF32 tensor cores: ``allow_tf32=True``,
     #: ``set_float32_matmul_precision("high")``, or NGC containers' ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1``)
-    fp32_matmul: str = "fp32"
+    fp32_matmul: str = "ieee"
 
     @property
     def predicted(self) -> bool:
@@ -124,11 +124,11 @@ class StageKernels:
     flavour: str = ""
     stage: str = ""
     sparse: SparseAttention | None = None  # the denoiser's block-sparse self-attention
-    fp32_matmul: str = "fp32"  # what an fp32 matmul computes in (TimePlan.fp32_matmul)
+    fp32_matmul: str = "ieee"  # what an fp32 matmul computes in (TimePlan.fp32_matmul)
 
     def matmul_dtype(self, dtype: str) -> str:
-        """The peak and curve a matmul in ``dtype`` runs at: fp32 ones in ``fp32_matmul``."""
-        return self.fp32_matmul if dtype == "fp32" else dtype
+        """The peak and curve a matmul in ``dtype`` runs at: an fp32 one on TF32 under ``tf32``."""
+        return "tf32" if dtype == "fp32" and self.fp32_matmul == "tf32" else dtype
 
     def is_sparse(self, row: ModuleRow) -> bool:
         """Whether ``row`` is a self-attention kernel this stage runs block-sparse."""
@@ -263,7 +263,7 @@ def stage_peaks(device: DeviceSpec, sk: StageKernels) -> tuple[float, float, flo
         tensor,
         device.tensor_flop_per_s(sk.matmul_dtype(peak_dtype(sk.gemm_dtype or sk.dtype))),
         device.conv_flop_per_s(sk.dtype),
-        device.tensor_flop_per_s(sk.fp32_matmul),
+        device.tensor_flop_per_s(sk.matmul_dtype("fp32")),
         device.tensor_flop_per_s("int8") if device.int8_tops is not None else tensor,
     )
 

@@ -68,7 +68,6 @@ __all__ = [
     "CONV_RULES",
     "EXECUTIONS",
     "FP32_MATMULS",
-    "FP32_MATMUL_KEYS",
     "KERNEL_CLASS",
     "LIMITS",
     "OFFLOAD_PHASE",
@@ -97,10 +96,8 @@ OFFLOAD_PHASE = "offload"
 #: Which kernels a leaf is timed as (see the module docstring).
 EXECUTIONS = ("eager", "compiled")
 #: What an fp32 matmul computes in (``time.fp32_matmul``): ``ieee`` (CUDA-core fp32, PyTorch's
-#: default) or ``tf32`` (TF32 tensor cores), and the dtype it is then timed in.
-FP32_MATMULS = {"ieee": "fp32", "tf32": "tf32"}
-#: The key's value for a plan's ``fp32_matmul`` (the inverse of :data:`FP32_MATMULS`).
-FP32_MATMUL_KEYS = {dtype: key for key, dtype in FP32_MATMULS.items()}
+#: default) or ``tf32`` (TF32 tensor cores).
+FP32_MATMULS = ("ieee", "tf32")
 #: The limits a leaf's time can be under (``bound``), in the order ties go.
 LIMITS = ("compute", "memory", "overhead")
 

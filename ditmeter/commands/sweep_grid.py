@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
 from ditmeter.analytic.batch_timing import DevicePlan
 from ditmeter.analytic.device import DeviceSpec
-from ditmeter.analytic.timing import FP32_MATMUL_KEYS, TimePlan
+from ditmeter.analytic.timing import TimePlan
 from ditmeter.analytic.workload import PIPELINES, parse_workload
 from ditmeter.config import (
     COMMAND_KEYS,
@@ -284,27 +284,14 @@ def configs(fixed: Sequence[str], axes: Sequence[Axis]) -> tuple[list[tuple[str,
     return resolve(fixed, axes, per_value, load, apply, lambda got, ref: got == ref)
 
 
-def _time_plan(
-    device: DeviceSpec,
-    mode: Any,
-    attention: Any,
-    gemm_dtype: Any,
-    execution: Any,
-    host: Any,
-    fp32_matmul: Any,
-) -> TimePlan:
-    """The plan ``load`` gives ``device`` with these ``time.mode``, ``attention``, ``gemm_dtype``,
-    ``time.execution``, ``host`` and ``time.fp32_matmul`` (:func:`ditmeter.config.time_plan`, its
-    checks and its errors), without a load."""
-    given = {
-        "pipeline": PIPELINES[0],
-        "output_root": ".",
-        "attention": attention,
-        "gemm_dtype": gemm_dtype,
-        "host": host,
-    }
-    options = parse(TimeOptions, {"mode": mode, "execution": execution, "fp32_matmul": fp32_matmul}, "time")
-    return time_plan(parse(TopLevel, given, ""), options, device)[1]
+def _time_plan(device: DeviceSpec, values: Mapping[str, Any]) -> TimePlan:
+    """The plan ``load`` gives ``device`` with the :data:`PLAN_KEYS` ``values`` (``time.*`` and the
+    top-level ``attention``, ``gemm_dtype``, ``host``; :func:`ditmeter.config.time_plan`, its checks
+    and its errors), without a load."""
+    top = {k: v for k, v in values.items() if not k.startswith("time.")}
+    options = {k.removeprefix("time."): v for k, v in values.items() if k.startswith("time.")}
+    given = {"pipeline": PIPELINES[0], "output_root": ".", **top}
+    return time_plan(parse(TopLevel, given, ""), parse(TimeOptions, options, "time"), device)[1]
 
 
 def device_plans(fixed: Sequence[str], axes: Sequence[Axis]) -> list[DevicePlan]:
@@ -340,10 +327,10 @@ def device_plans(fixed: Sequence[str], axes: Sequence[Axis]) -> list[DevicePlan]
             "gemm_dtype": t.gemm_dtype,
             "time.execution": t.execution,
             "host": host,  # as given: auto picks the host by the device
-            "time.fp32_matmul": FP32_MATMUL_KEYS[t.fp32_matmul],
+            "time.fp32_matmul": t.fp32_matmul,
         }
         plan |= {k: v for k, v in values.items() if k in PLAN_KEYS}
-        return DevicePlan(device, _time_plan(device, *plan.values()))
+        return DevicePlan(device, _time_plan(device, plan))
 
     def same(got: DevicePlan, ref: RunConfig) -> bool:
         return got == DevicePlan(ref.device, ref.time)  # type: ignore[arg-type]
