@@ -25,7 +25,11 @@ EXAMPLES = (
 EXTRA_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "validate": (("validate.data=DIR", "a folder of measurement YAML files (default: data/measurements/)"),),
     "plan": (
-        ("gpus=N", "the GPUs every plan uses: 1 to one node (8) or NVLink domain (GB200: 72) (required)"),
+        (
+            "gpus=N",
+            "the GPUs every plan uses (required): 1 to 72, whole nodes of 8 where the device names a "
+            "network (configs/network/), else one node (8) or NVLink domain (GB200: 72)",
+        ),
         ("plan.memory_limit_gib=GIB", "also name the best plan whose peak per GPU is under this"),
         ("plan.price_per_gpu_hour=PRICE", "adds the cost per video (no built-in prices)"),
     ),
