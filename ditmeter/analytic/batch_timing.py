@@ -215,7 +215,8 @@ class Evaluated:
     times: dict[str, np.ndarray]  # per_video_s … per_step_s and <stage>_per_video_s
     shares: dict[str, np.ndarray]  # category → share of the forward's predicted time
     backend: tuple[str | None, ...]  # the forward stage's attention kernel
-    #: the peak memory per GPU on each device and plan where it differs between them (FP8 weights);
+    #: the peak memory per GPU on each device and plan where it differs between them (quantized
+    #: weights, gemm_dtype);
     #: None: the analysis's
     peaks: np.ndarray | None = None
     #: the multi-GPU plan each device runs where they differ (``gpus=``: each device's fastest);
