@@ -33,7 +33,7 @@ import numpy as np
 
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
-from ditmeter.analytic.gemm_formats import gemm_format
+from ditmeter.analytic.gemm_formats import gemm_format, quantizes
 from ditmeter.analytic.memory import weights_by_dtype
 from ditmeter.analytic.timing import (
     ZERO,
@@ -51,6 +51,7 @@ from ditmeter.validate import boolean, finite_number, one_of, whole_number
 
 if TYPE_CHECKING:
     from ditmeter.analytic.analysis import Analysis
+    from ditmeter.analytic.device import DeviceSpec
 
 #: The step-caching methods ``methods.cache`` names.
 CACHES = ("teacache", "magcache", "easycache", "fbcache")
@@ -278,6 +279,14 @@ def skipped_forward(p: Prediction, method: str, blocks_id: str, first_block_id: 
     return out + p.modules[first_block_id] if runs == "first_block" else out
 
 
+def computed_among_first(schedule: CacheSchedule | None, computed: int, forwards: int) -> int:
+    """How many of the first ``forwards`` forwards run their blocks (of ``computed`` in all): the
+    schedule's rule where it says which (MagCache), else taken to be all of them."""
+    if schedule is not None and schedule.mask is not None:
+        return sum(schedule.mask[:forwards])
+    return min(forwards, computed)
+
+
 def with_runs(
     p: Prediction,
     schedule: CacheSchedule | None,
@@ -293,10 +302,7 @@ def with_runs(
     forwards = p.forwards_per_video
     extra = residual if residual is not None else ZERO
     computed = schedule.computed if schedule else forwards
-    if schedule is not None and schedule.mask is not None:
-        dense_computed = sum(schedule.mask[:dense_forwards])
-    else:
-        dense_computed = min(dense_forwards, computed)
+    dense_computed = computed_among_first(schedule, computed, dense_forwards)
     runs = []
     if dense is not None and dense_computed:
         runs.append(ForwardRun("dense", dense_computed, dense.per_forward + extra))
@@ -360,18 +366,23 @@ def methods_plan(plan: TimePlan, m: Methods, layers: int) -> TimePlan:
 
 #: The methods a multi-GPU plan takes: CUDA graphs (each rank's launches, its collectives captured
 #: too), a guidance-distilled model's one forward per step, diffusers' tiled decode (rank 0's),
-#: LightX2V's decode spread over the plan's GPUs; the others change which forwards run or the batch
-#: the plan's collectives carry (not modelled there).
-UNDER_PLANS = ("cuda_graphs", "cfg_free", "vae_tiling", "vae_parallel")
+#: LightX2V's decode spread over the plan's GPUs, step caches and sparse attention where the plan's
+#: code runs them (:mod:`ditmeter.analytic.plan_methods` refuses the rest); ``cfg_batch`` changes the
+#: batch the plan's collectives carry (not modelled there).
+CACHE_KEYS = ("cache", "cache_skip", "magcache_threshold", "magcache_k", "magcache_retention")
+SPARSE_KEYS = ("sparse", "sparse_density", "sparse_dense_steps", "sparse_dense_layers")
+UNDER_PLANS = ("cuda_graphs", "cfg_free", "vae_tiling", "vae_parallel", *CACHE_KEYS, *SPARSE_KEYS)
 
 
 def check_under_plan(m: Methods, allowed: Sequence[str] = UNDER_PLANS) -> None:
     """Refuse, naming the key, a method a multi-GPU plan does not take (``allowed``)."""
+    settings = (*CACHE_KEYS[1:], *SPARSE_KEYS[1:])  # a method's own settings, not methods
+    named = [k for k in allowed if k not in settings]
     for f in attrs.fields(Methods):
         if f.name not in allowed and getattr(m, f.name) != f.default:
             raise ConfigError(
                 f"methods.{f.name}",
-                f"not modelled under a parallel.* plan yet (plans take: {', '.join(allowed)}); drop it "
+                f"not modelled under a parallel.* plan yet (plans take: {', '.join(named)}); drop it "
                 "or run on one GPU",
             )
 
@@ -384,9 +395,14 @@ def needs_device(m: Methods) -> str | None:
 def residual_pass(elements: int, dtype: str, p: Prediction) -> Timing:
     """One element-wise pass over the residual stream (``elements`` in ``dtype``): two tensors read,
     one written (a computed forward storing ``out - in``; a skipped one adding it back)."""
+    return residual_time(elements, dtype, p.device, p.plan)
+
+
+def residual_time(elements: int, dtype: str, device: DeviceSpec, plan: TimePlan) -> Timing:
+    """:func:`residual_pass` on ``device`` under ``plan``."""
     size = elements * EAGER_DTYPE_BYTES[dtype]
     row = ModuleRow("cache", None, 0, "leaf", "cache", None, Cost(bytes_read=2 * size, bytes_written=size))
-    return kernel_time(row, p.device, p.plan, StageKernels(dtype if dtype in DTYPE_BYTES else "fp32"))
+    return kernel_time(row, device, plan, StageKernels(dtype if dtype in DTYPE_BYTES else "fp32"))
 
 
 def cache_note(s: CacheSchedule, forwards: int, held_bytes: int) -> str:
@@ -412,7 +428,7 @@ def quantized_weights(a: Analysis, gemm_dtype: str | None) -> Analysis:
         return a
 
     def quantized(row: ModuleRow) -> tuple[str, int, int] | None:
-        if row.rule != "linear":
+        if not quantizes(row.module_id, row.rule):
             return None
         dims = dict(row.dims)
         k, n = int(dims["in_features"]), int(dims["out_features"])

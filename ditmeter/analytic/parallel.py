@@ -204,6 +204,7 @@ COST_OP = {
     "all_gather_into_tensor": "all_gather",
     "_allgather_base_": "all_gather",
     "send_recv": "all_gather",
+    "all_reduce": "all_reduce",
 }
 
 
@@ -218,6 +219,9 @@ class Comm:
     #: ranks between the group's members: Ulysses groups are contiguous (1), a ring's members are
     #: ``ulysses`` apart, the CFG halves ``ulysses × ring`` (:mod:`ditmeter.analytic.network`)
     stride: int = 1
+    #: issued inside the transformer blocks (``spec.count`` a multiple of the blocks): a forward that
+    #: skips its blocks (a step cache) issues none of them
+    in_blocks: bool = False
 
 
 @attrs.frozen
@@ -279,10 +283,23 @@ class CommTime:
     sent_bytes: int  # per call, each direction
     exposed_s: float  # of all ``count`` calls
     nodes: int = 1  # the nodes its group spans (more than one: over the device's network)
+    #: the compute each call hides under (one block for ``block``, one attention for ``attention``)
+    hidden_s: float = 0.0
 
     @property
     def total_s(self) -> float:
         return self.call_s * self.comm.spec.count
+
+    def exposed_for(self, count: int) -> float:
+        """What ``count`` calls leave exposed under the overlap rule (:func:`comm_time`)."""
+        t = self.call_s
+        if count <= 0:
+            return 0.0
+        if self.comm.overlap == "block":
+            return t + (count - 1) * max(0.0, t - self.hidden_s)
+        if self.comm.overlap == "attention":
+            return count * max(0.0, t - self.hidden_s)
+        return count * t
 
 
 def collective_time(
@@ -375,14 +392,9 @@ def comm_time(
         network=network,
         p2p=s.op == "send_recv",
     )
-    t = cost.time_s
-    if c.overlap == "block":
-        exposed = t + (s.count - 1) * max(0.0, t - block_s)
-    elif c.overlap == "attention":
-        exposed = s.count * max(0.0, t - attention_s)
-    else:
-        exposed = s.count * t
-    return CommTime(c, t, cost.sent_bytes, exposed, cost.nodes)
+    hidden = {"block": block_s, "attention": attention_s}.get(c.overlap, 0.0)
+    out = CommTime(c, cost.time_s, cost.sent_bytes, 0.0, cost.nodes, hidden)
+    return attrs.evolve(out, exposed_s=out.exposed_for(s.count))
 
 
 def rank_forward_time(
@@ -416,6 +428,22 @@ def fsdp_weight_bytes(tree: Composite, by_dtype: dict[str, int], gpus: int) -> t
 
 
 @attrs.frozen
+class RankRun:
+    """``count`` of one GPU's denoiser forwards per video that run alike under a what-if method (a
+    step cache's computed and skipped forwards, sparse attention's dense ones): each ``compute`` plus
+    ``comm_s``, the plan's per-forward communication it waits for."""
+
+    kind: str
+    count: int
+    compute: Timing
+    comm_s: float
+
+    @property
+    def forward_s(self) -> float:
+        return self.compute.predicted_s + self.comm_s
+
+
+@attrs.frozen
 class ParallelEstimate:
     """Time per GPU of one video under a plan, against the same video on one GPU."""
 
@@ -428,6 +456,9 @@ class ParallelEstimate:
     single_video_s: float  # the same stages on one GPU
     forward_stage: str
     node_gpus: int = NODE_GPUS  # GPUs of one node of the device
+    #: the GPU's forwards by kind where a method runs them differently (empty: every forward is
+    #: ``compute`` with every per-forward collective); ``stage_video_s`` then sums them
+    forward_runs: tuple[RankRun, ...] = ()
 
     @property
     def nodes(self) -> int:
@@ -458,7 +489,12 @@ class ParallelEstimate:
     def comm_video_s(self) -> float:
         """Communication seconds per video nothing hides."""
         f = self.steps * self.forwards_per_gpu_step
-        return f * self.exposed_s("forward") + self.steps * self.exposed_s("step") + self.exposed_s("video")
+        forwards = (
+            sum(r.count * r.comm_s for r in self.forward_runs)
+            if self.forward_runs
+            else f * self.exposed_s("forward")
+        )
+        return forwards + self.steps * self.exposed_s("step") + self.exposed_s("video")
 
     @property
     def per_video_s(self) -> float:

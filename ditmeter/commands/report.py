@@ -10,17 +10,29 @@ import attrs
 import pandas as pd
 
 from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
 from ditmeter.analytic.methods import (
+    SKIPPED_RUNS,
     cache_note,
     cache_schedule,
     check_under_plan,
     needs_device,
     quantized_weights,
     residual_pass,
+    residual_time,
     with_runs,
 )
-from ditmeter.analytic.parallel import check_domain
+from ditmeter.analytic.parallel import ParallelEstimate, RankPlan, check_domain
+from ditmeter.analytic.plan_methods import (
+    check_plan_methods,
+    rank_schedule,
+    rank_skipped_forward,
+    shard_elements,
+    with_rank_cache,
+    with_rank_runs,
+)
+from ditmeter.analytic.timing import ZERO, TimePlan
 from ditmeter.config import RunConfig, magcache_model
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import DeviceView, device_view
@@ -130,10 +142,61 @@ def under_plan(
         if scaling
         else pd.DataFrame()
     )
-    estimate = plan_estimate(analysis, p.device, p.plan, p.stage_seconds, rank)
+    rank, estimate = estimate_with_methods(cfg, analysis, rank, p.device, p.plan, p.stage_seconds)
     per_gpu = rank.apply(analysis)
     view = device_view(per_gpu, cfg.device, cfg.measured_video_s, cfg.time)
     return per_gpu, attrs.evolve(view, plan=PlanView(estimate, analysis.memory, table))
+
+
+def estimate_with_methods(
+    cfg: RunConfig,
+    analysis: Analysis,
+    rank: RankPlan,
+    device: DeviceSpec,
+    time: TimePlan,
+    stage_video_s: dict[str, float],
+) -> tuple[RankPlan, ParallelEstimate]:
+    """``rank`` and its per-GPU estimate (:func:`plan_estimate` on ``time``, from the one-GPU
+    ``stage_video_s``) with ``cfg.methods``' step cache and sparse attention as the plan's code runs
+    them (:mod:`ditmeter.analytic.plan_methods`; refused, naming the key, where it cannot)."""
+    m, w = cfg.methods, analysis.workload
+    check_plan_methods(m, rank.plan, w.pipeline, mixed_timesteps=analysis.model.mixed_timesteps())
+    steps = w.num_inference_steps
+    one = cache_schedule(m, analysis.forwards_per_video, magcache_model(cfg.model), steps)
+    dense_steps = round(m.sparse_dense_steps * steps) if m.sparse is not None else 0
+    if one is None and not dense_steps:
+        return rank, plan_estimate(analysis, device, time, stage_video_s, rank)
+    residual, skipped, schedule = None, ZERO, None
+    if one is not None:
+        elements, dtype = cfg.family.residual_stream(analysis)
+        branches = max(1, w.prompts // rank.plan.cfg)
+        rank = with_rank_cache(
+            rank,
+            elements=elements,
+            dtype=dtype,
+            method=one.method,
+            branches=branches,
+            stage=analysis.forward.name,
+        )
+        residual = residual_time(shard_elements(rank, elements), dtype, device, time)
+        stage = analysis.stage_kernels(rank.forward_stage(analysis.forward), time)
+        skipped = rank_skipped_forward(rank, device, time, stage, one.method)
+        schedule = rank_schedule(one, rank.plan.cfg, w.guidance_forwards)
+    est = plan_estimate(analysis, device, time, stage_video_s, rank)
+    dense = None
+    if dense_steps:
+        dense = plan_estimate(analysis, device, attrs.evolve(time, sparse=None), stage_video_s, rank)
+    runs = with_rank_runs(
+        est,
+        schedule=schedule,
+        skipped=skipped,
+        skipped_blocks=1 if one is not None and SKIPPED_RUNS[one.method] == "first_block" else 0,
+        layers=cfg.model.num_layers,
+        residual=residual,
+        dense=dense,
+        dense_forwards=dense_steps * est.forwards_per_gpu_step,
+    )
+    return rank, runs
 
 
 def run_id_for(cfg: RunConfig, suffix: str = "") -> str:

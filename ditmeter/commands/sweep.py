@@ -25,11 +25,18 @@ import pandas as pd
 import pyarrow as pa
 
 from ditmeter.analytic.batch_timing import DevicePlan, Evaluated, Timer
-from ditmeter.analytic.methods import check_under_plan, methods_plan, needs_device, quantized_weights
+from ditmeter.analytic.methods import (
+    CACHE_KEYS,
+    SPARSE_KEYS,
+    check_under_plan,
+    methods_plan,
+    needs_device,
+    quantized_weights,
+)
 from ditmeter.analytic.parallel import ParallelEstimate, ParallelPlan, check_domain
 from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.progress import Progress, Steps, no_progress
-from ditmeter.commands.report import with_methods
+from ditmeter.commands.report import estimate_with_methods, with_methods
 from ditmeter.commands.sweep_grid import (
     DEVICE_SIDE,
     Grid,
@@ -122,8 +129,10 @@ def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]
     m = cfg.methods
     if needs_device(m) is None:
         return e
-    if not cfg.parallel.single or (cfg.gpus or 1) > 1:  # the sweep's plans take the analysis's only
+    if (cfg.gpus or 1) > 1:  # each device's fastest plan: the analysis's methods only
         check_under_plan(m, allowed=("cfg_free", "vae_tiling"))
+    elif not cfg.parallel.single:  # a plan: the step caches and sparse attention too (per_gpu)
+        check_under_plan(m, allowed=("cfg_free", "vae_tiling", *CACHE_KEYS, *SPARSE_KEYS))
     a, analysis = e.analysis, e.analysis
     times = {k: v.copy() for k, v in e.times.items()}
     peaks = np.full(len(plans), a.memory.peak_per_gpu_bytes, dtype=np.int64)
@@ -169,11 +178,17 @@ def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evalua
     a = e.analysis
     for dp in plans:
         check_domain(cfg.parallel, dp.device)
-    rank = cfg.family.parallel(a, cfg.parallel, cfg.offload)
-    ests = [plan_estimate(a, dp.device, dp.plan, _one_gpu_stages(e, i), rank) for i, dp in enumerate(plans)]
-    analysis = attrs.evolve(a, memory=rank.memory, footprint=rank.footprint)
+    rank = ranked = cfg.family.parallel(a, cfg.parallel, cfg.offload)
+    ests = []
+    for i, dp in enumerate(plans):  # a step cache and sparse attention as report costs them
+        time = methods_plan(dp.plan, cfg.methods, cfg.model.num_layers)
+        ranked, est = estimate_with_methods(cfg, a, rank, dp.device, time, _one_gpu_stages(e, i))
+        ests.append(est)
+    analysis = attrs.evolve(a, memory=ranked.memory, footprint=ranked.footprint)
     name = cfg.parallel.name.partition(": ")[2]
-    return attrs.evolve(e, analysis=analysis, times=_plan_times(e, ests), plan_names=(name,) * len(plans))
+    peaks = np.array([x.peak_per_gpu_bytes for x in ests], dtype=np.int64)
+    times = _plan_times(e, ests)
+    return attrs.evolve(e, analysis=analysis, times=times, peaks=peaks, plan_names=(name,) * len(plans))
 
 
 def best_plans(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan], gpus: int) -> Evaluated:

@@ -103,7 +103,7 @@ def sequence_comms(analysis: Analysis, cp: ContextParallel, padded: int, *, ring
     if cp.ulysses > 1:  # q, k, v in and the output back: this rank's [tokens/degree, heads, head_dim]
         size = rank_tokens * m.num_heads * head_dim * act
         spec = CollectiveSpec("all_to_all_single", cp.ulysses, size, size, 4 * m.num_layers)
-        out.append(Comm(spec, "q, k, v and the attention output (Ulysses all-to-all)"))
+        out.append(Comm(spec, "q, k, v and the attention output (Ulysses all-to-all)", in_blocks=True))
     if cp.ring > 1:  # cat(K, V) of this rank's tokens/ring and heads/ulysses, gathered over the ring
         size = 2 * (b * padded // cp.ring) * (m.num_heads // cp.ulysses) * head_dim * act
         spec = CollectiveSpec(ring_op, cp.ring, size, cp.ring * size, m.num_layers)
@@ -113,7 +113,9 @@ def sequence_comms(analysis: Analysis, cp: ContextParallel, padded: int, *, ring
             if hidden
             else "K and V (ring all-gather)"
         )
-        out.append(Comm(spec, what, overlap="attention" if hidden else "none", stride=cp.ulysses))
+        out.append(
+            Comm(spec, what, overlap="attention" if hidden else "none", stride=cp.ulysses, in_blocks=True)
+        )
     if cp.degree > 1:  # the head's output, gathered over every rank of the plan
         size = rank_tokens * m.out_dim * math.prod(m.patch_size) * act
         spec = CollectiveSpec("all_gather_into_tensor", cp.degree, size, cp.degree * size, 1)
@@ -160,7 +162,13 @@ def _fsdp1_comms(
         return CollectiveSpec("_allgather_base_", gpus, shard, shard * gpus, n)
 
     return [
-        Comm(gather(block, blocks.count * count), f"{what} block weights (FSDP all-gather)", per, hide),
+        Comm(
+            gather(block, blocks.count * count),
+            f"{what} block weights (FSDP all-gather)",
+            per,
+            hide,
+            in_blocks=True,
+        ),
         Comm(gather(root, count), f"{what} weights outside the blocks (FSDP all-gather)", per),
     ]
 
@@ -213,7 +221,9 @@ def rank_plan(
             comms += _fsdp1_comms(forward, plan.gpus, "forward", 1, "DiT")
         else:
             spec = fsdp_block_gather(m, plan.gpus)
-            comms.append(Comm(spec, "DiT block weights (FSDP2 all-gather)", "forward", "block"))
+            comms.append(
+                Comm(spec, "DiT block weights (FSDP2 all-gather)", "forward", "block", in_blocks=True)
+            )
     umt5 = build_umt5(m.text_encoder, 1, 1)
     encodes = {s.name: s.runs_per_video for s in analysis.stages}.get("text_encoder", 0)
     if plan.t5_fsdp and not official:

@@ -176,6 +176,11 @@ class WanModelSpec:
         """Whether ``pipeline`` feeds the DiT a timestep per token (Wan2.1: one per sample)."""
         return False
 
+    def mixed_timesteps(self) -> bool:
+        """Whether tokens of one sample denoise at different timesteps (Wan2.1: never), so a
+        per-token time embedding differs along the sequence."""
+        return False
+
     def sequence_parallel_attention(self, pipeline: str) -> str | None:
         """The attention a sequence-parallel plan's DiT calls where it is not the stage's own, or
         None. Wan2.1's official USP (``wan/distributed/xdit_context_parallel.py``) calls xDiT's

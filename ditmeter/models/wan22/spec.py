@@ -54,6 +54,11 @@ class Wan22ModelSpec(WanModelSpec):
         """Whether ``pipeline`` feeds the DiT a timestep per token."""
         return pipeline == "official" or self.expand_timesteps
 
+    def mixed_timesteps(self) -> bool:
+        """TI2V conditioned on an image: the image's first latent frame denoises at timestep 0, the
+        rest at the step's."""
+        return self.pipeline == "i2v" and self.image_latent == "first_frame"
+
     def sequence_parallel_attention(self, pipeline: str) -> str | None:
         """Wan2.2's official plans attend through its own ``distributed_attention``
         (``wan/distributed/ulysses.py``), which calls ``flash_attention`` as one GPU does (the
