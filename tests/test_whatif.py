@@ -384,9 +384,10 @@ def test_sweep_takes_method_keys_as_axes_and_costs_each_point_as_report() -> Non
 
 
 def test_fp8_weights_are_one_byte_each_and_lose_their_per_call_cast() -> None:
-    """gemm_dtype=fp8: every nn.Linear's weight of the real official 1.3B DiT (built on the meta
-    device) holds one byte an element plus one fp32 scale per output channel, its bias and the rest
-    keep fp32 (the official DiT's weights); the timeline's DiT weights shrink by as much; an official
+    """gemm_dtype=fp8: every nn.Linear's weight in the real official 1.3B DiT's blocks (built on the
+    meta device) holds one byte an element plus one fp32 scale per output channel, its bias, the
+    embeddings, the head and the rest keep fp32 (the official DiT's weights; LightX2V quantizes the
+    blocks only); the timeline's DiT weights shrink by as much; an official
     linear no longer casts its weight to bf16 each call and its GEMM reads the FP8 weight and the FP8
     activation (one byte an element, one fp32 scale per token and per output channel)."""
     import torch
@@ -396,7 +397,9 @@ def test_fp8_weights_are_one_byte_each_and_lose_their_per_call_cast() -> None:
     a, _ = _view()
     f8, _ = _view("gemm_dtype=fp8")
     module = build_official_dit(a.model)
-    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    named = module.named_modules()
+    linears = [m for n, m in named if n.startswith("blocks.") and isinstance(m, torch.nn.Linear)]
+    assert 0 < len(linears) < sum(isinstance(m, torch.nn.Linear) for m in module.modules())
     linear = sum(m.weight.numel() for m in linears)
     scales = sum(4 * m.out_features for m in linears)
     total = sum(p.numel() for p in module.parameters())
@@ -424,6 +427,9 @@ def test_fp8_weights_are_one_byte_each_and_lose_their_per_call_cast() -> None:
     tokens, k, n = a8.geometry.tokens, int(d["in_features"]), int(d["out_features"])
     # bf16 activation and weight (2 bytes) read as FP8 (1 byte) with their fp32 scales
     assert plain_gemm.cost.moved_bytes - gemm.cost.moved_bytes == tokens * k + weights - 4 * tokens - 4 * n
+    # outside the blocks (the time embedding) the linear runs as without fp8: its cast, no quantize kernel
+    embedding = next(r for r in walk(a8.forward.tree, "dit") if r.module_id == "dit.time_embedding.0")
+    assert sk8.calls(embedding) == a.stage_kernels(a.forward, bf.prediction.plan).calls(embedding)
 
 
 def test_cuda_graphs_under_a_plan_replace_each_ranks_launches() -> None:

@@ -11,7 +11,11 @@ on the device's ``peak`` at the kernel table's ``gemm.<name>`` curve. Bytes by h
 * the quantize kernel: ``tokens·k`` read in 16-bit, ``ceil(tokens·k·bits/8)`` written, plus the
   activation scales; DeepGEMM's per-block GEMM also transposes those scales (one more small kernel).
 
-NB: the bias stays in its own dtype; the GEMM's output in the stage's 16-bit dtype.
+NB: the bias stays in its own dtype; the GEMM's output in the stage's 16-bit dtype. Only the
+transformer blocks' linears are quantized (:func:`quantizes`): LightX2V's Wan FP8 and NVFP4 paths
+register the embeddings, the time projection and the head as ``MM_WEIGHT_REGISTER["Default"]``,
+unquantized (``lightx2v/models/networks/wan/weights/pre_weights.py``; the head in
+``transformer_weights.py``; @ f8aee98).
 """
 
 from __future__ import annotations
@@ -109,6 +113,12 @@ FORMATS: dict[str, GemmFormat] = {
 }
 #: Every ``gemm_dtype=`` value: the 16-bit dtypes and the quantized formats.
 GEMM_DTYPES = (*TENSOR_DTYPES, *(f for f in FORMATS if f not in TENSOR_DTYPES))
+
+
+def quantizes(module_id: str, rule: str | None) -> bool:
+    """Whether a quantized ``gemm_dtype`` stores and runs leaf ``module_id`` (of ``rule``) quantized:
+    the transformer blocks' linears only (the module docstring)."""
+    return rule == "linear" and ".blocks." in f".{module_id}"
 
 
 def gemm_format(gemm_dtype: str | None) -> GemmFormat | None:

@@ -25,7 +25,7 @@ from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.eager import KernelCall, eager_calls
 from ditmeter.analytic.fabric import FabricTable
-from ditmeter.analytic.gemm_formats import gemm_format, peak_dtype, quantized_linear_calls
+from ditmeter.analytic.gemm_formats import gemm_format, peak_dtype, quantized_linear_calls, quantizes
 from ditmeter.analytic.host import HostPlan
 from ditmeter.analytic.kernels import MAX_FUSED_HEAD_DIM, KernelTable
 from ditmeter.analytic.network import NetworkTable
@@ -162,7 +162,7 @@ class StageKernels:
         if calls is None:
             return None
         fmt = gemm_format(self.gemm_dtype)
-        if fmt is not None and row.rule == "linear" and any(c.kind == "gemm" for c in calls):
+        if fmt is not None and quantizes(row.module_id, row.rule) and any(c.kind == "gemm" for c in calls):
             calls = quantized_linear_calls(fmt, calls, dict(row.dims), half)
         if self.attention in INT8_BACKENDS:
             calls = tuple(k for c in calls for k in (*sage_quant(c, half), c))

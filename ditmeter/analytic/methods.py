@@ -33,7 +33,7 @@ import numpy as np
 
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
-from ditmeter.analytic.gemm_formats import gemm_format
+from ditmeter.analytic.gemm_formats import gemm_format, quantizes
 from ditmeter.analytic.memory import weights_by_dtype
 from ditmeter.analytic.timing import (
     ZERO,
@@ -428,7 +428,7 @@ def quantized_weights(a: Analysis, gemm_dtype: str | None) -> Analysis:
         return a
 
     def quantized(row: ModuleRow) -> tuple[str, int, int] | None:
-        if row.rule != "linear":
+        if not quantizes(row.module_id, row.rule):
             return None
         dims = dict(row.dims)
         k, n = int(dims["in_features"]), int(dims["out_features"])
