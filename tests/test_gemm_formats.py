@@ -4,6 +4,7 @@ kernels' bytes, by hand on one linear."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,34 @@ def test_the_h20_runs_per_block_fp8_at_its_own_measured_rows() -> None:
         "fp8_block", 2 * 8192**3
     )
     load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h20", "gemm_dtype=fp8_block"], "report")
+
+
+def test_a_plan_holds_the_quantized_weights_too(tmp_path: Path) -> None:
+    """Under Ulysses 8 (no FSDP) every rank holds the whole DiT: the fp8 weights one GPU holds (checked
+    against the real module in test_whatif), not the bf16/fp32 ones; a sweep over gemm_dtype under the
+    plan gives report's peak per GPU on each point."""
+    import pandas as pd
+
+    from ditmeter.cli import main
+
+    base = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=h100-sxm"]
+    one, _ = analyze(load([*base, "gemm_dtype=fp8"], "report"))
+    _, view = analyze(load([*base, "gemm_dtype=fp8", "parallel.ulysses=4"], "report"))
+    assert view.plan is not None
+    assert view.plan.estimate.rank.footprint.weights_by_dtype == one.footprint.weights_by_dtype
+    assert "fp8" in one.footprint.weights_by_dtype
+    sweep = [
+        "sweep",
+        *base,
+        "parallel.ulysses=4",
+        "gemm_dtype=[null,fp8]",
+        f"output_root={tmp_path}",
+        "run_id=s",
+    ]
+    assert main(sweep) == 0
+    df = pd.read_parquet(tmp_path / "s" / "static_analysis" / "sweep" / "sweep.parquet")
+    for _, row in df.iterrows():
+        dtype = "null" if row["gemm_dtype"] is None else row["gemm_dtype"]
+        a, v = analyze(load([*base, "parallel.ulysses=4", f"gemm_dtype={dtype}"], "report"))
+        assert row["peak_per_gpu_bytes"] == a.memory.peak_per_gpu_bytes
+        assert row["per_video_s"] == pytest.approx(v.per_video_s, rel=1e-9)

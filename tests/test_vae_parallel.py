@@ -136,3 +136,18 @@ def test_the_sweep_costs_each_plan_as_report() -> None:
         assert view.plan is not None
         assert row.per_video_s == pytest.approx(view.plan.estimate.per_video_s, rel=1e-9)
         assert row.peak_per_gpu_bytes == view.plan.estimate.peak_per_gpu_bytes
+
+
+def test_the_scalings_one_gpu_point_decodes_whole() -> None:
+    """The scaling table's 1-GPU point is the plain video (no all-gather of one rank, no slices): its
+    seconds equal the one-GPU report's and its speedup is exactly 1."""
+    from ditmeter.commands.report import analyze
+    from ditmeter.config import load
+
+    base = ["model=wan2.1-t2v-14b", "workload=720p-81f", "device=h100-sxm"]
+    _, one = analyze(load(base, "report"))
+    _, v = analyze(load([*base, "parallel.ulysses=8", "methods.vae_parallel=true"], "report"))
+    assert v.plan is not None
+    first = v.plan.scaling.iloc[0]
+    assert first["gpus"] == 1 and first["speedup"] == 1.0
+    assert first["per_video_s"] == pytest.approx(one.per_video_s, rel=1e-12)

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.device import TENSOR_DTYPES
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES, KernelCall
+
+if TYPE_CHECKING:
+    from ditmeter.analytic.tree import ModuleRow
 
 
 @attrs.frozen
@@ -51,6 +55,15 @@ class GemmFormat:
         """The quantized activation and its scales."""
         groups = 1 if self.act_group == 0 else math.ceil(k / self.act_group)
         return math.ceil(tokens * k * self.element_bits / 8) + tokens * groups * self.act_scale_bytes
+
+    def stored(self, row: ModuleRow) -> tuple[str, int, int] | None:
+        """Leaf ``row``'s weight as this format stores it (``memory.weights_by_dtype``'s ``quantized``):
+        the format, one copy's bytes, the elements they hold; None where it stays unquantized."""
+        if not quantizes(row.module_id, row.rule):
+            return None
+        dims = dict(row.dims)
+        k, n = int(dims["in_features"]), int(dims["out_features"])
+        return self.name, self.weight_bytes(k, n), k * n
 
     def weight_bytes(self, k: int, n: int) -> int:
         """A ``k`` → ``n`` weight: its elements, its block scales and its per-tensor scales."""
@@ -119,6 +132,11 @@ def quantizes(module_id: str, rule: str | None) -> bool:
     """Whether a quantized ``gemm_dtype`` stores and runs leaf ``module_id`` (of ``rule``) quantized:
     the transformer blocks' linears only (the module docstring)."""
     return rule == "linear" and ".blocks." in f".{module_id}"
+
+
+def stored_format(weights_by_dtype: Mapping[str, int]) -> GemmFormat | None:
+    """The quantized format a footprint's weights are stored in (None: none)."""
+    return next((f for f in map(gemm_format, weights_by_dtype) if f is not None), None)
 
 
 def gemm_format(gemm_dtype: str | None) -> GemmFormat | None:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
-from ditmeter.analytic.gemm_formats import gemm_format, quantizes
+from ditmeter.analytic.gemm_formats import gemm_format
 from ditmeter.analytic.memory import weights_by_dtype
 from ditmeter.analytic.timing import (
     ZERO,
@@ -427,15 +427,8 @@ def quantized_weights(a: Analysis, gemm_dtype: str | None) -> Analysis:
     if fmt is None:
         return a
 
-    def quantized(row: ModuleRow) -> tuple[str, int, int] | None:
-        if not quantizes(row.module_id, row.rule):
-            return None
-        dims = dict(row.dims)
-        k, n = int(dims["in_features"]), int(dims["out_features"])
-        return fmt.name, fmt.weight_bytes(k, n), k * n
-
     old: dict[str, int] = a.footprint.weights_by_dtype
-    new = weights_by_dtype(a.forward.tree, a.workload.dtype, quantized)
+    new = weights_by_dtype(a.forward.tree, a.workload.dtype, fmt.stored)
     before, after = sum(old.values()), sum(new.values())
     if not before:
         return a

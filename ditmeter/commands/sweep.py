@@ -26,14 +26,13 @@ import pyarrow as pa
 
 from ditmeter.analytic.batch_timing import DevicePlan, Evaluated, Timer
 from ditmeter.analytic.methods import (
-    CACHE_KEYS,
-    SPARSE_KEYS,
+    UNDER_PLANS,
     check_under_plan,
     methods_plan,
     needs_device,
     quantized_weights,
 )
-from ditmeter.analytic.parallel import ParallelEstimate, ParallelPlan, check_domain
+from ditmeter.analytic.parallel import ParallelEstimate, ParallelPlan, RankPlan, check_domain
 from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.report import estimate_with_methods, with_methods
@@ -54,6 +53,8 @@ from ditmeter.reports.sweep_table import sweep_frame, sweep_metadata
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from ditmeter.analytic.analysis import Analysis
 
 
 @attrs.frozen
@@ -131,8 +132,8 @@ def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]
         return e
     if (cfg.gpus or 1) > 1:  # each device's fastest plan: the analysis's methods only
         check_under_plan(m, allowed=("cfg_free", "vae_tiling"))
-    elif not cfg.parallel.single:  # a plan: the step caches and sparse attention too (per_gpu)
-        check_under_plan(m, allowed=("cfg_free", "vae_tiling", *CACHE_KEYS, *SPARSE_KEYS))
+    elif not cfg.parallel.single:  # a plan: what report's plans take but CUDA graphs (per_gpu)
+        check_under_plan(m, allowed=tuple(k for k in UNDER_PLANS if k != "cuda_graphs"))
     a, analysis = e.analysis, e.analysis
     times = {k: v.copy() for k, v in e.times.items()}
     peaks = np.full(len(plans), a.memory.peak_per_gpu_bytes, dtype=np.int64)
@@ -178,11 +179,15 @@ def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evalua
     a = e.analysis
     for dp in plans:
         check_domain(cfg.parallel, dp.device)
-    rank = ranked = cfg.family.parallel(a, cfg.parallel, cfg.offload)
+    ranks: dict[str | None, tuple[Analysis, RankPlan]] = {}  # by gemm_dtype: its quantized weights
     ests = []
     for i, dp in enumerate(plans):  # a step cache and sparse attention as report costs them
         time = methods_plan(dp.plan, cfg.methods, cfg.model.num_layers)
-        ranked, est = estimate_with_methods(cfg, a, rank, dp.device, time, _one_gpu_stages(e, i))
+        if time.gemm_dtype not in ranks:
+            q = quantized_weights(a, time.gemm_dtype)  # as analyze does
+            ranks[time.gemm_dtype] = q, cfg.family.parallel(q, cfg.parallel, cfg.offload)
+        q, rank = ranks[time.gemm_dtype]
+        ranked, est = estimate_with_methods(cfg, q, rank, dp.device, time, _one_gpu_stages(e, i))
         ests.append(est)
     analysis = attrs.evolve(a, memory=ranked.memory, footprint=ranked.footprint)
     name = cfg.parallel.name.partition(": ")[2]

@@ -32,7 +32,8 @@ import attrs
 
 from ditmeter.analytic.analysis import Analysis, Stage
 from ditmeter.analytic.cost import DTYPE_BYTES
-from ditmeter.analytic.memory import Footprint, Offload, Timeline
+from ditmeter.analytic.gemm_formats import stored_format
+from ditmeter.analytic.memory import Footprint, Offload, Timeline, weights_by_dtype
 from ditmeter.analytic.parallel import (
     CollectiveSpec,
     Comm,
@@ -242,7 +243,7 @@ def rank_plan(
         comms.append(Comm(spec, "the noise predictions of the two CFG halves", "step", stride=cp.degree))
     stages: tuple[Stage, ...] = ()
     decode = next((s for s in analysis.stages if s.name == "vae_decode"), None)
-    if w.vae_parallel and decode is not None:
+    if w.vae_parallel and decode is not None and plan.gpus > 1:  # one GPU (the scaling's): whole
         stage, gather, note = _spread_decode(analysis, decode, plan.gpus)
         stages, comms = (stage,), [*comms, gather]
         notes.append(note)
@@ -310,6 +311,9 @@ def _rank_memory(
     footprint = dit_footprint(
         m, w, g, forward, tokens=rank_tokens, per_token=per_token, time_tokens=time_tokens
     )
+    fmt = stored_format(analysis.footprint.weights_by_dtype)  # gemm_dtype's quantized weights
+    if fmt is not None:
+        footprint = attrs.evolve(footprint, weights_by_dtype=weights_by_dtype(forward, w.dtype, fmt.stored))
     extra = 0
     if cp.ulysses > 1:  # the all-to-all's outputs live beside its inputs
         extra += 3 * b * rank_tokens * m.dim * a
@@ -330,7 +334,7 @@ def _rank_memory(
     for i in range(2, experts + 1):  # a second expert, as sharded
         components[f"dit_{i}"] = dict(components["dit"])
     activations = stage_activation_bytes(m, w, g, footprint)
-    if w.vae_parallel and "vae_decode" in activations:  # rank 0's share of the spread decode
+    if w.vae_parallel and "vae_decode" in activations and plan.gpus > 1:  # rank 0's share of the decode
         split = vae_parallel.split(*g.latent_shape[1:], plan.gpus)
         activations["vae_decode"] = vae_parallel.rank_decode_bytes(m.vae, b, g.latent_shape[0], split)
     if plan.t5_fsdp:
