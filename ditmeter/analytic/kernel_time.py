@@ -99,7 +99,7 @@ class TimePlan:
         if forward and self.attention != "auto":
             return self.attention
         have = self.kernels.attention if self.kernels is not None else {}
-        wanted = {"flash": ("fa2",), "fa2": ("fa2",)}.get(impl, ("sdpa_flash",))
+        wanted = ("fa2",) if impl in ("flash", "fa2") else ("sdpa_flash",)
         # a table without the kernel (a CPU calibration measures SDPA only) costs the one it has
         for backend in (*wanted, "sdpa_flash", *have):
             if backend in have:

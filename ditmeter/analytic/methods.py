@@ -421,7 +421,8 @@ def quantized_weights(a: Analysis, gemm_dtype: str | None) -> Analysis:
     """``a`` with the DiT's matmul weights stored in ``gemm_dtype``'s quantized format
     (:mod:`~ditmeter.analytic.gemm_formats`: the FP8 and NVFP4 checkpoints of LightX2V's Wan paths),
     scales included: the memory timeline's DiT weights (so the offload transfers) and the forward's
-    footprint; the biases and the other weights (norms, embeddings, modulation) keep their dtype.
+    footprint; only the blocks' linears (``GemmFormat.stored``): biases, norms, embeddings, the time
+    projection, the head and modulation keep their dtype.
     ``a`` itself for a 16-bit ``gemm_dtype``."""
     fmt = gemm_format(gemm_dtype)
     if fmt is None:
