@@ -187,11 +187,13 @@ def _commands() -> list[tuple[str, str, str, str]]:
         ),
         (
             "whatif",
-            "the video under each speed-up method (caching, few steps, FP8, compile, CUDA graphs) on one GPU",
+            "the video under each speed-up method (caching, few steps, FP8, compile, CUDA graphs), on one "
+            "GPU or a plan",
             "Cost the baseline and the same video under each what-if of whatif=[...] alone and all of them "
             "together, each as `report` costs it with the method's overrides (the mechanism: which forwards "
             "run the blocks, which kernels run, in which dtype): seconds per video, speed-up, where the "
-            "DiT's time goes (compute-, memory-, launch-bound), peak memory and whether it fits. Quality is "
+            "DiT's time goes (compute-, memory-, launch-bound), peak memory and whether it fits. With "
+            "parallel.* every row is one GPU of that plan (its exposed communication too). Quality is "
             "not modelled. Writes whatif.parquet, whatif.md and whatif.png under "
             "<output_root>/<run_id>/static_analysis/whatif/. Needs device=. Exit 0 ok, 2 bad input.",
             "example:\n  ditmeter whatif model=wan2.1-t2v-14b workload=720p-81f device=h100-sxm "

@@ -73,8 +73,8 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "profile": (*_RUN, "profile"),
     "ingest": (*_RUN, "trace"),
     "sweep": (*(k for k in _RUN if k != "measured_video_s"), "stages", "parallel", "methods", "gpus"),
-    "whatif": (*(k for k in _RUN if k != "measured_video_s"), "stages", "methods"),
-    "plan": (*(k for k in _RUN if k != "measured_video_s"), "stages"),
+    "whatif": (*(k for k in _RUN if k != "measured_video_s"), "stages", "parallel", "methods"),
+    "plan": (*(k for k in _RUN if k != "measured_video_s"), "stages", "methods", "gpus"),
     "calibrate": (
         "model",
         "workload",
@@ -426,7 +426,7 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
     if methods.vae_parallel:
         from ditmeter.models.wan21 import vae_parallel
 
-        vae_parallel.check(model.vae, parallel.gpus, methods.vae_tiling)  # type: ignore[attr-defined]
+        vae_parallel.check(model.vae, top.gpus or parallel.gpus, methods.vae_tiling)  # type: ignore[attr-defined]
     out = RunConfig(
         family=fam,
         model=model,

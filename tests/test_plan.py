@@ -167,6 +167,42 @@ def test_a_sweep_gpus_axis_runs_each_devices_best_plan() -> None:
 
 
 @pytest.mark.parametrize(
+    "method",
+    [
+        ["methods.cache=magcache"],
+        ["methods.sparse=svg", "methods.sparse_density=0.25"],
+        ["methods.vae_parallel=true"],
+    ],
+)
+def test_a_sweep_gpus_axis_runs_the_best_plan_with_a_method(method: list[str]) -> None:
+    """``sweep gpus=4`` with a step cache, sparse attention or the decode over the GPUs: each point is
+    the plan command's best plan under the same method, with report's seconds; sparse attention runs
+    on Ulysses plans only (a ring plan is the fastest without it here, so a sweep that ignored the
+    refusal would name a plan ``plan`` marks as unable to run)."""
+    from ditmeter.commands.sweep import sweep
+
+    base = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", *method]
+    frame = sweep([*base, "device=[h100-sxm,l40s]", "gpus=4"]).frame
+    for _, row in frame.iterrows():
+        cfg = load([*base, f"device={row['device']}", "gpus=4"], "plan")
+        result = plan(cfg, PlanOptions(gpus=4))
+        best = result.best(fits_only=True)
+        assert best is not None and row["plan"] == best["plan"]
+        assert row["per_video_s"] == pytest.approx(best["per_video_s"], rel=1e-12)
+        keys = ("ulysses", "ring", "cfg", "dit_fsdp", "t5_fsdp")
+        at = [f"parallel.{k}={str(best[k]).lower()}" for k in keys]
+        _, view = analyze(load([*base, f"device={row['device']}", *at], "report"))
+        assert best["per_video_s"] == view.per_video_s
+        plain = plan(load([*BASE[:2], f"device={row['device']}"], "plan"), PlanOptions(gpus=4))
+        plain_best = plain.best(fits_only=True)
+        assert plain_best is not None and plain_best["ring"] > 1
+        if row["device"] == "h100-sxm":  # on the L40S's PCIe Ulysses costs more than SVG saves
+            assert row["per_video_s"] < plain_best["per_video_s"]
+        if "methods.sparse=svg" in method:
+            assert best["ring"] == 1 and not result.frame.query("ring > 1")["runs"].any()
+
+
+@pytest.mark.parametrize(
     ("extra", "field"),
     [
         (["device=h100-sxm", "gpus=[2,4]", "parallel.ulysses=2"], "gpus"),

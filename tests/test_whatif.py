@@ -143,10 +143,44 @@ def test_each_row_costs_what_report_gives(result: WhatifResult) -> None:
         _, view = _view(*overrides)
         assert row["per_video_s"] == view.per_video_s, overrides
         assert row["speedup"] == pytest.approx(base_s / view.per_video_s, rel=1e-12)
-    parts = ["dit_compute_bound_s", "dit_memory_bound_s", "dit_launch_bound_s", "other_stages_s", "offload_s"]
-    assert frame[parts].sum(axis=1).to_numpy() == pytest.approx(frame["per_video_s"].to_numpy(), rel=1e-9)
+    assert frame[PARTS].sum(axis=1).to_numpy() == pytest.approx(frame["per_video_s"].to_numpy(), rel=1e-9)
+    assert (frame["comm_exposed_s"] == 0).all()  # one GPU
     together = frame.iloc[-1]["overrides"]
     assert "methods.cache_skip=0.4" in together and "gemm_dtype=fp8" in together
+
+
+PARTS = [
+    "dit_compute_bound_s",
+    "dit_memory_bound_s",
+    "dit_launch_bound_s",
+    "comm_exposed_s",
+    "other_stages_s",
+    "offload_s",
+]
+
+
+def test_whatif_under_a_plan_costs_one_gpu_of_it_as_report_does() -> None:
+    """``whatif`` with ``parallel.*``: each row is one GPU of the plan as ``report`` costs it under
+    the same plan; CFG parallel halves each GPU's forwards (one per step here, by hand); a method
+    the plan's code cannot run is a row with its reason and "all together" combines the others."""
+    plan = ["parallel.ulysses=2", "parallel.cfg=2"]
+    res = whatif(("magcache", "sage", "cfg_batch"), [*BASE, *plan])
+    frame = res.frame.set_index("whatif")
+    assert frame.index.tolist() == ["baseline", "magcache", "sage", "cfg_batch", "all together but cfg_batch"]
+    assert not frame.loc["cfg_batch", "runs"] and "methods.cfg_batch" in frame.loc["cfg_batch", "reason"]
+    runs = frame[frame["runs"].astype(bool)]
+    steps = int(runs.loc["baseline", "steps"])
+    assert (runs["forwards_per_video"] == steps).all()  # 2 forwards a step over cfg 2
+    assert runs.loc["magcache", "forwards_computed"] < steps == runs.loc["sage", "forwards_computed"]
+    for name, row in runs.iterrows():
+        analysis, view = _view(*plan, *str(row["overrides"]).split())
+        assert view.plan is not None, name
+        assert row["per_video_s"] == view.per_video_s
+        assert row["peak_per_gpu_bytes"] == analysis.memory.peak_per_gpu_bytes
+        assert row["comm_exposed_s"] == view.plan.estimate.comm_video_s > 0
+    assert runs[PARTS].sum(axis=1).to_numpy() == pytest.approx(runs["per_video_s"].to_numpy(), rel=1e-9)
+    _, one = _view()
+    assert runs.loc["baseline", "per_video_s"] < one.per_video_s / 2  # four GPUs
 
 
 def test_whatif_cli_writes_its_files_and_refuses_conflicts(tmp_path: Path) -> None:

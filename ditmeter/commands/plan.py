@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pandas as pd
 
+from ditmeter.analytic.methods import check_under_plan
 from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan, check_domain, domain_gpus
 from ditmeter.commands.plan_result import PlanOptions, PlanResult
 from ditmeter.commands.report import analyze, under_plan
@@ -113,6 +114,8 @@ def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) ->
     if cfg.device is None:
         raise ConfigError("device", "needs device=NAME: a plan's time and memory are per GPU of a device")
     check_domain(ParallelPlan(ulysses=options.gpus, gpus=options.gpus), cfg.device, "gpus")
+    if options.gpus > 1:
+        check_under_plan(cfg.methods)  # each plan's step cache and sparse attention: report's rule
     one_gpu = analyze(attrs.evolve(cfg, parallel=ParallelPlan()))  # what every plan is set against
     single = _row(cfg, ParallelPlan(), options, one_gpu)
     ranked: dict[int, pd.DataFrame] = {}
@@ -249,7 +252,7 @@ def run_plan(overrides: list[str], console: Console) -> int:
 
     start = time.perf_counter()
     options, rest = parse_options(overrides)
-    result = plan(load(rest, "plan"), options, overrides)
+    result = plan(load([*rest, f"gpus={options.gpus}"], "plan"), options, overrides)
     console.print(to_rich(plan_table(result)))
     for line in plan_lines(result):
         console.print(line)

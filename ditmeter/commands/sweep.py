@@ -48,7 +48,6 @@ from ditmeter.commands.sweep_grid import (
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import device_view
-from ditmeter.reports.parallel_report import plan_estimate
 from ditmeter.reports.sweep_table import sweep_frame, sweep_metadata
 
 if TYPE_CHECKING:
@@ -130,9 +129,7 @@ def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]
     m = cfg.methods
     if needs_device(m) is None:
         return e
-    if (cfg.gpus or 1) > 1:  # each device's fastest plan: the analysis's methods only
-        check_under_plan(m, allowed=("cfg_free", "vae_tiling"))
-    elif not cfg.parallel.single:  # a plan: what report's plans take but CUDA graphs (per_gpu)
+    if (cfg.gpus or 1) > 1 or not cfg.parallel.single:  # what report's plans take but CUDA graphs
         check_under_plan(m, allowed=tuple(k for k in UNDER_PLANS if k != "cuda_graphs"))
     a, analysis = e.analysis, e.analysis
     times = {k: v.copy() for k, v in e.times.items()}
@@ -199,31 +196,42 @@ def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evalua
 def best_plans(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan], gpus: int) -> Evaluated:
     """``e`` with each device running its fastest plan on ``gpus`` GPUs among every plan
     ``ditmeter plan`` enumerates (:func:`~ditmeter.commands.plan.parallel_plans`): the fastest whose
-    peak fits the device, else the fastest; plans the family refuses are skipped, as ``plan`` lists
-    them as unable to run. The plan per device is in ``plan_names``, its peak in ``peaks``."""
+    peak fits the device, else the fastest; plans the family refuses, and those whose code cannot
+    run the point's step cache or sparse attention, are skipped, as ``plan`` lists them as unable
+    to run. Each plan is costed with the methods as ``report`` costs it
+    (:func:`~ditmeter.commands.report.estimate_with_methods`). The plan per device is in
+    ``plan_names``, its peak in ``peaks``."""
     from ditmeter.commands.plan import parallel_plans
 
-    a = e.analysis
-    ranks, refused = [], []
-    for p in parallel_plans(gpus):
-        try:
-            ranks.append(cfg.family.parallel(a, p, cfg.offload))
-        except ConfigError as exc:
-            refused.append(exc.message)
-    if not ranks:
-        raise ConfigError("gpus", f"no plan on {gpus} GPUs runs here: {refused[0]}")
+    candidates = parallel_plans(gpus)
+    refused: list[str] = []
+    ranks: dict[str | None, tuple[Analysis, list[RankPlan]]] = {}  # by gemm_dtype: its weights
+
+    def ranked(gemm_dtype: str | None) -> tuple[Analysis, list[RankPlan]]:
+        if gemm_dtype not in ranks:
+            q, out = quantized_weights(e.analysis, gemm_dtype), []  # as analyze does
+            for p in candidates:
+                try:
+                    out.append(cfg.family.parallel(q, p, cfg.offload))
+                except ConfigError as exc:
+                    refused.append(exc.message)
+            ranks[gemm_dtype] = q, out
+        return ranks[gemm_dtype]
+
     ests = []
     for i, dp in enumerate(plans):
         check_domain(ParallelPlan(ulysses=gpus, gpus=gpus), dp.device, "gpus")
+        time = methods_plan(dp.plan, cfg.methods, cfg.model.num_layers)
+        q, rs = ranked(time.gemm_dtype)
         stages = _one_gpu_stages(e, i)
         options = []
-        for rank in ranks:
+        for rank in rs:
             try:
-                options.append(plan_estimate(a, dp.device, dp.plan, stages, rank))
-            except ConfigError:  # e.g. cfg 2 with one forward per step
-                continue
+                options.append(estimate_with_methods(cfg, q, rank, dp.device, time, stages)[1])
+            except ConfigError as exc:  # e.g. cfg 2 with one forward per step, sparse with ring
+                refused.append(exc.message)
         if not options:
-            raise ConfigError("gpus", f"no plan on {gpus} GPUs runs here")
+            raise ConfigError("gpus", f"no plan on {gpus} GPUs runs here: {refused[0]}")
         capacity = dp.device.memory_bytes
         ests.append(min(options, key=lambda x: (x.peak_per_gpu_bytes > capacity, x.per_video_s)))
     return attrs.evolve(

@@ -1,10 +1,11 @@
 """``ditmeter whatif``: the baseline video and the same video under each what-if method, alone and
-all together, on one GPU (docs/whatif.md).
+all together, on one GPU or under a ``parallel.*`` plan (one GPU of it; docs/whatif.md).
 
 A what-if is a named set of config overrides (:data:`WHATIFS`), each a mechanism the time model
 carries (``methods.*``, ``attention=``, ``gemm_dtype=``, ``time.execution=``), never a speed-up
 factor. Each row is costed by :func:`ditmeter.commands.report.analyze`, the path ``report`` takes
-with the same overrides; a method the device or the model cannot run is a row with the reason.
+with the same overrides; a method the device, the model or the plan's code cannot run is a row
+with the reason.
 Quality is not modelled. Formatting lives in :mod:`ditmeter.reports.whatif_table`.
 """
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.report import analyze
 from ditmeter.commands.whatif_result import WhatifResult
 from ditmeter.config import load
@@ -25,6 +27,7 @@ from ditmeter.errors import ConfigError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ditmeter.analytic.parallel import ParallelEstimate
     from ditmeter.reports.device_report import DeviceView
 
 #: Each what-if: the overrides that turn it on, and what it is.
@@ -117,7 +120,10 @@ def combined(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _seconds(view: DeviceView) -> dict[str, float]:
-    """Where one row's video time goes: the denoiser's by limit, the other stages, the offload."""
+    """Where one row's video time goes: the denoiser's by limit, the communication nothing hides
+    (under a plan), the other stages, the offload; under a plan those of one GPU of it."""
+    if view.plan is not None:
+        return _plan_seconds(view.plan.estimate)
     p = view.prediction
     assert p is not None
     runs = p.forward_runs or ()
@@ -130,9 +136,42 @@ def _seconds(view: DeviceView) -> dict[str, float]:
         "dit_compute_bound_s": sum(t.compute_bound_s * n for t, n in parts),
         "dit_memory_bound_s": sum(t.memory_bound_s * n for t, n in parts),
         "dit_launch_bound_s": sum(t.overhead_bound_s * n for t, n in parts),
+        "comm_exposed_s": 0.0,
         "other_stages_s": sum(stages.values()),
         "offload_s": offload,
     }
+
+
+def _plan_seconds(est: ParallelEstimate) -> dict[str, float]:
+    """:func:`_seconds` on one GPU of a plan: its forwards' compute by limit (each kind of forward a
+    method runs, else every forward alike), the plan's exposed communication (in ``dit_s`` where
+    it is the denoiser's; ``comm_exposed_s`` holds it all, so the parts add up to the video)."""
+    forwards = est.steps * est.forwards_per_gpu_step
+    parts = [(r.compute, r.count) for r in est.forward_runs] or [(est.compute, forwards)]
+    stages = dict(est.stage_video_s)
+    dit = stages.pop(est.forward_stage, 0.0)
+    offload = stages.pop(OFFLOAD_PHASE, 0.0)
+    return {
+        "dit_s": dit,
+        "dit_compute_bound_s": sum(t.compute_bound_s * n for t, n in parts),
+        "dit_memory_bound_s": sum(t.memory_bound_s * n for t, n in parts),
+        "dit_launch_bound_s": sum(t.overhead_bound_s * n for t, n in parts),
+        "comm_exposed_s": est.comm_video_s,
+        "other_stages_s": sum(stages.values()),
+        "offload_s": offload,
+    }
+
+
+def _forwards(view: DeviceView) -> tuple[int, int]:
+    """The denoiser forwards per video, and of them those that run the blocks (one GPU of a plan)."""
+    if view.plan is not None:
+        est = view.plan.estimate
+        every = est.steps * est.forwards_per_gpu_step
+        return every, sum(r.count for r in est.forward_runs if r.kind != "cached") or every
+    p = view.prediction
+    assert p is not None
+    every = p.forwards_per_video
+    return every, sum(r.count for r in p.forward_runs if r.kind != "cached") or every
 
 
 def _row(
@@ -145,9 +184,7 @@ def _row(
     except ConfigError as exc:
         return {**keys, "runs": False, "reason": str(exc)}
     assert view.per_video_s is not None and cfg.device is not None
-    p = view.prediction
-    assert p is not None
-    computed = sum(r.count for r in p.forward_runs if r.kind != "cached") or p.forwards_per_video
+    every, computed = _forwards(view)
     peak = analysis.memory.peak_per_gpu_bytes
     return {
         **keys,
@@ -157,7 +194,7 @@ def _row(
         "speedup": (baseline_s / view.per_video_s) if baseline_s else 1.0,
         **_seconds(view),
         "steps": analysis.workload.num_inference_steps,
-        "forwards_per_video": p.forwards_per_video,
+        "forwards_per_video": every,
         "forwards_computed": computed,
         "peak_per_gpu_bytes": peak,
         "fits": peak <= cfg.device.memory_bytes,
@@ -196,8 +233,6 @@ def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] 
     cfg = load(list(base), "whatif")
     if cfg.device is None:
         raise ConfigError("device", "needs device=NAME: a what-if's time and memory are on a device")
-    if not cfg.parallel.single:
-        raise ConfigError("parallel", "whatif runs on one GPU (methods are not modelled under a plan yet)")
     together = combined(names) if len(names) > 1 else ()
     first = _row("baseline", (), base, None)
     if not first["runs"]:
@@ -214,8 +249,12 @@ def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] 
         return (*overrides, *extra)
 
     rows = [first, *(_row(n, keys(WHATIFS[n][0]), base, baseline_s) for n in names)]
-    if together:
+    ran = [n for n, row in zip(names, rows[1:], strict=True) if row["runs"]]
+    if together and len(ran) == len(names):
         rows.append(_row(ALL, keys(together), base, baseline_s))
+    elif together and len(ran) > 1:  # those that run here, and say which are left out
+        left = ", ".join(n for n in names if n not in ran)
+        rows.append(_row(f"{ALL} but {left}", keys(combined(ran)), base, baseline_s))
     return WhatifResult(pd.DataFrame(rows), cfg, tuple(names), tuple(overrides))
 
 

@@ -26,6 +26,7 @@ PARTS = (
     ("dit_compute_bound_s", "DiT compute-bound", "#6baed6"),
     ("dit_memory_bound_s", "DiT memory-bound", "#fd8d3c"),
     ("dit_launch_bound_s", "DiT launch-bound", "#bdbdbd"),
+    ("comm_exposed_s", "exposed communication", "#de2d26"),
     ("other_stages_s", "other stages", "#74c476"),
     ("offload_s", "offload transfers", "#9e9ac8"),
 )
@@ -46,6 +47,7 @@ def whatif_schema() -> pa.Schema:
             f("dit_compute_bound_s", pa.float64()),  # of dit_s: kernels limited by compute
             f("dit_memory_bound_s", pa.float64()),  # by memory traffic
             f("dit_launch_bound_s", pa.float64()),  # by the host's kernel launches
+            f("comm_exposed_s", pa.float64()),  # a plan's collectives nothing hides (0 on one GPU)
             f("other_stages_s", pa.float64()),  # text encoder, image encoder, VAE
             f("offload_s", pa.float64()),  # weights moved between host and GPU
             f("steps", pa.int64()),
@@ -66,6 +68,7 @@ def whatif_metadata(result: WhatifResult) -> dict[str, str]:
         "ditmeter.workload": cfg.workload.name,
         "ditmeter.device": cfg.device.name,
         "ditmeter.pipeline": cfg.workload.pipeline,
+        "ditmeter.plan": cfg.parallel.name,
         "ditmeter.overrides": json.dumps(list(result.overrides)),
         "ditmeter.quality": QUALITY,
         "ditmeter.versions": json.dumps(library_versions()),
@@ -74,10 +77,14 @@ def whatif_metadata(result: WhatifResult) -> dict[str, str]:
 
 
 def whatif_table(result: WhatifResult) -> Table:
-    """The rows that run, in the order asked (the baseline first)."""
+    """The rows that run, in the order asked (the baseline first); under a plan one GPU's, with the
+    communication nothing hides."""
+    cfg = result.cfg
+    plan = not cfg.parallel.single
     columns = [
         Column("what-if", "left"),
         *(Column(n) for n in ("per video", "speedup", "DiT", "of it compute", "memory", "launch")),
+        *([Column("comm")] if plan else []),
         Column("other stages"),
         Column("forwards run"),
         Column("peak", "right"),
@@ -95,16 +102,18 @@ def whatif_table(result: WhatifResult) -> Table:
                 f"{100 * r['dit_compute_bound_s'] / dit:.0f}%",
                 f"{100 * r['dit_memory_bound_s'] / dit:.0f}%",
                 f"{100 * r['dit_launch_bound_s'] / dit:.0f}%",
+                *([f"{100 * r['comm_exposed_s'] / dit:.0f}%"] if plan else []),
                 seconds(float(r["other_stages_s"]) + float(r["offload_s"])),
                 f"{int(r['forwards_computed'])}/{int(r['forwards_per_video'])}",
                 binary_bytes(int(r["peak_per_gpu_bytes"])),
                 "yes" if r["fits"] else "NO",
             )
         )
-    cfg = result.cfg
     assert cfg.device is not None
+    gpus, _, parts = cfg.parallel.name.partition(" GPUs: ")
+    where = f"one GPU of {gpus} × {cfg.device.name} ({parts})" if plan else f"one {cfg.device.name}"
     title = (
-        f"what-ifs on one {cfg.device.name}, {cfg.model.name} × {cfg.workload.name}, "
+        f"what-ifs on {where}, {cfg.model.name} × {cfg.workload.name}, "
         f"pipeline={cfg.workload.pipeline} (predicted seconds per video)"
     )
     return table(title, columns, rows)
@@ -158,7 +167,7 @@ def whatif_png(result: WhatifResult, path: Path) -> None:
     from ditmeter.reports.plots import _save
 
     runs = result.frame[result.frame["runs"].astype(bool)].iloc[::-1]
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(runs) + 2.0), layout="tight")
+    fig, ax = plt.subplots(figsize=(11, 0.5 * len(runs) + 2.0), layout="tight")
     left = [0.0] * len(runs)
     labels = [str(w) for w in runs["whatif"]]
     for column, label, colour in PARTS:
@@ -171,9 +180,13 @@ def whatif_png(result: WhatifResult, path: Path) -> None:
         )
     cfg = result.cfg
     assert cfg.device is not None
-    ax.set_xlabel(f"predicted seconds per video on {cfg.device.display_name} (quality not modelled)")
-    ax.set_title(f"{cfg.model.name} × {cfg.workload.name}: what-ifs", fontsize=11)
+    on = f"one GPU of {cfg.parallel.gpus} × " if not cfg.parallel.single else ""
+    ax.set_xlabel(f"predicted seconds per video on {on}{cfg.device.display_name} (quality not modelled)")
+    if not cfg.parallel.single:
+        ax.set_title(f"{cfg.model.name} × {cfg.workload.name} on {cfg.parallel.name}: what-ifs", fontsize=11)
+    else:
+        ax.set_title(f"{cfg.model.name} × {cfg.workload.name}: what-ifs", fontsize=11)
     ax.set_xlim(0, max(left) * 1.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # clear of the labels
     ax.grid(True, axis="x", lw=0.3, alpha=0.5)
     _save(fig, path)
