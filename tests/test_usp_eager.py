@@ -90,3 +90,30 @@ def test_diffusers_plans_name_their_own_code() -> None:
     (row,) = [r for r in rows if r.module_id == "blocks.*.self_attn.attn_core"]
     dims = dict(row.dims)
     assert (dims["sp_ulysses"], dims["sp_ring"], dims["sp_xfuser"]) == (8, 1, False)
+
+
+def _weight_casts(rank) -> int:  # type: ignore[no-untyped-def]
+    """Weight-cast launches in one forward of the rank's blocks (each leaf's eager calls × its count)."""
+    n = 0
+    for row in walk(rank.forward, expand=False):
+        if not row.module_id.startswith("blocks.*.") or row.kind != "leaf" or row.rule is None:
+            continue
+        calls = eager_calls("official", "dit", row.module_id, row.rule, dict(row.dims), "bf16") or ()
+        n += sum(c.count for c in calls if c.kind == "memory" and c.operand == "weight") * row.copies
+    return n
+
+
+def test_fsdp_ranks_run_on_bf16_weights_with_no_per_call_cast() -> None:
+    """``--dit_fsdp`` wraps the fp32 model with ``MixedPrecision(param_dtype=bf16)``
+    (``wan/distributed/fsdp.py``): the blocks compute with the gathered bf16 weights, so the 10
+    Linears of each of the 40 blocks (q, k, v, o of both attentions, the FFN's two) launch no
+    weight cast; without FSDP each casts its fp32 weight every call (400 per forward, by hand).
+    The rank still stores its fp32 shard: the same peak either way but for the gathered units."""
+    plain, _ = _leaf_calls("wan2.1-t2v-14b", ParallelPlan(ulysses=8, gpus=8), "blocks.*.self_attn.q")
+    fsdp, _ = _leaf_calls(
+        "wan2.1-t2v-14b", ParallelPlan(ulysses=8, dit_fsdp=True, gpus=8), "blocks.*.self_attn.q"
+    )
+    assert _weight_casts(plain) == 10 * 40
+    assert _weight_casts(fsdp) == 0
+    fp32_params = plain.memory.components["dit"]["fp32"]
+    assert fsdp.memory.components["dit"]["fp32"] == -(-fp32_params // 8)  # the fp32 shard stored

@@ -14,7 +14,8 @@ padded to a multiple of U × R and split (the padded tokens are computed); the s
 all-to-alls per block; the ring passes K and V chunks peer to peer while the previous chunk's
 attention runs (ring attention); one all-gather of the head's output. ``--dit_fsdp`` /
 ``--t5_fsdp``: FSDP1 FULL_SHARD, one unit per block, bf16 gathers of each unit's flat
-parameter (padded to a multiple of the GPU count) every forward; with more than one GPU the
+parameter (padded to a multiple of the GPU count) every forward, the DiT then running on those
+bf16 weights (:data:`FSDP_RUN_DTYPE`: no per-call weight casts); with more than one GPU the
 model is not offloaded (``offload_model`` defaults to False); T5 encodes on every rank; only
 rank 0 decodes (the others wait), unless ``methods.vae_parallel`` spreads the decode as LightX2V
 does (every rank its tile, the pieces all-gathered: ``models/wan21/vae_parallel.py``).
@@ -51,6 +52,14 @@ from ditmeter.models.wan21.memory import dit_footprint, stage_activation_bytes
 from ditmeter.models.wan21.pipeline import available_stages, component_weights
 from ditmeter.models.wan21.spec import WanModelSpec
 from ditmeter.models.wan21.umt5 import build_umt5
+
+#: The dtype the official DiT's parameters have while an FSDP rank runs them: ``shard_model``
+#: wraps the model with ``MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+#: buffer_dtype=torch.float32)`` (Wan2.1 and Wan2.2 ``wan/distributed/fsdp.py``; wan22 2.2.11), so
+#: each unit's flat parameter is gathered in bf16 and its modules compute with bf16 weights: the
+#: Linears under ``autocast(bf16)`` launch no per-call weight cast, the fp32 autocast regions cast
+#: them up. The rank still stores its fp32 shard (the memory timeline keeps the stored dtype).
+FSDP_RUN_DTYPE = "bf16"
 
 #: Leaves every rank runs whole: before the split (the condition embedder, the image embedding
 #: and the patch embedding) and over the unsplit context (each block's cross-attention K and V
@@ -200,6 +209,8 @@ def rank_plan(
             f"The sequence of {tokens:,} tokens is padded to {padded:,} (a multiple of ulysses × ring = "
             f"{cp.degree}); the {padded - tokens:,} padded tokens are computed on every block."
         )
+    per_token = m.per_token_timesteps(w.pipeline)
+    shard = None
     if cp.degree > 1:
         shard = SequenceShard(
             tokens=padded // cp.degree,
@@ -211,10 +222,12 @@ def rank_plan(
             time_tokens=time_tokens,
             code=m.sequence_parallel_code(w.pipeline),
         )
-        per_token = m.per_token_timesteps(w.pipeline)
         forward = build_dit(m, w, g, shard, per_token_timesteps=per_token, weight_dtype=weight_dtype)
     else:
         forward = analysis.forward.tree
+    timed = forward  # what the rank runs; ``forward`` is what it stores
+    if official and plan.dit_fsdp:  # FSDP gathers every unit's parameters in bf16 (FSDP_RUN_DTYPE)
+        timed = build_dit(m, w, g, shard, per_token_timesteps=per_token, weight_dtype=FSDP_RUN_DTYPE)
     ring_op = "send_recv" if official else "all_gather_into_tensor"
     comms = sequence_comms(analysis, cp, padded, ring_op=ring_op)
     if plan.dit_fsdp:
@@ -250,7 +263,7 @@ def rank_plan(
     footprint, memory = _rank_memory(analysis, plan, forward, padded, offload, umt5, ring_op, placed)
     return RankPlan(
         plan,
-        forward,
+        timed,
         tuple(comms),
         tokens,
         padded,
