@@ -1,6 +1,7 @@
 """The eager recipes of UMT5, CLIP and the Wan-VAE against the kernels the real modules launch.
 
-Per repeated unit (a UMT5 block, a CLIP layer, the VAE decoder's mid block and first up block):
+Per repeated unit (a UMT5 block, a CLIP layer, the VAE decoder's mid block and first up block),
+and for the whole VAE decode and encode over three calls each (every call's kernels):
 the launches of the real module (``tracer/kernels.py``: views and allocations dropped) equal the
 recipes summed over the unit's analytic leaves, as a Counter of (op, dtype, bytes), exactly.
 
@@ -15,8 +16,7 @@ Two documented adjustments of the capture, never of the recipes:
 The UMT5 blocks run on small CPU tensors with a padded prompt's mask (the pipelines pass one; its
 construction reads the mask's values). Not compared: transformers' mask construction before the
 blocks (some fifteen tiny int/bool kernels and a host sync per encode) and what lies outside the
-units (CLIP's stem, whose ``pos_embedding`` leaf has no dims; the VAE's channel-changing resnets,
-whose two SiLUs and cache copies are one leaf; see ``eager_vae``' NB).
+units (CLIP's stem, whose ``pos_embedding`` leaf has no dims).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from torch.overrides import TorchFunctionMode
 import ditmeter.models.wan21.eager_encoders
 import ditmeter.models.wan21.eager_vae  # noqa: F401
 from ditmeter.analytic import eager
-from ditmeter.analytic.eager import KernelCall, eager_calls
+from ditmeter.analytic.eager import KernelCall
+from ditmeter.analytic.kernel_time import per_call_kernels
 from ditmeter.analytic.tree import walk
 from ditmeter.compare.mapping import ZERO_OPS
 from ditmeter.config import load
@@ -63,6 +64,10 @@ CLIP = [
     "model.image_encoder.image_size=56",
 ]
 VAE = ["model=wan2.1-i2v-14b-480p", "workload=w001-tiny", "workload.num_frames=1"]  # one decoder call
+#: Three decoder calls (3 latent frames) and three encoder calls (9 frames): the first, the second
+#: (each causal cache holds the first call's one frame, the upsamplers' time convs first run) and a
+#: later one (two cached frames), each with its own kernels.
+VAE_CALLS = ["model=wan2.1-i2v-14b-480p", "workload=w001-tiny", "workload.num_frames=9"]
 
 
 def _recipes(cfg: Any, stage: str, flavour: str, prefix: str) -> Counter[Key]:
@@ -73,7 +78,7 @@ def _recipes(cfg: Any, stage: str, flavour: str, prefix: str) -> Counter[Key]:
     for row in walk(tree, expand=False):
         if row.kind != "leaf" or not row.module_id.startswith(prefix):
             continue
-        calls = eager_calls(flavour, stage, row.module_id, row.rule, dict(row.dims), act)
+        calls = per_call_kernels(flavour, stage, row.module_id, row, act)  # each call's (the VAE)
         assert calls is not None, f"no eager recipe for {row.rule} ({row.module_id})"
         for c in calls:
             out[("attention" if c.kind == "attention" else c.op, c.dtype, c.bytes)] += c.count
@@ -300,6 +305,72 @@ def test_vae_decoder_unit_kernels_equal_the_official_code(unit: str, official: t
     resampler: diffusers' ``up_blocks.0``; paths as the tracker names them inside ``Decoder3d``)
     launch what the official recipes say."""
     cfg = load([*VAE, "pipeline=official"])
+    launches = _official_vae_decode(cfg)
+    got = _keyed([x for prefix in official for x in under(launches, prefix)], not_data=RNG)
+    want = _recipes(cfg, "vae_decode", "official", f"decoder.{unit}.")
+    assert want == got, _diff(want, got)
+
+
+def test_vae_decode_over_three_calls_equals_diffusers() -> None:
+    """diffusers' whole decode of 3 latent frames on meta: every decoder call's kernels (the second
+    call's caches of one frame joined to two, the upsamplers' ``Rep`` zeros and first time convs, a
+    later call's cache ``cat`` before each pad and the ``stack`` of the time halves), the output
+    ``cat`` per call and the clamp: 1,086 launches, each (op, dtype, bytes) as the recipes say."""
+    cfg = load([*VAE_CALLS, "pipeline=diffusers"])
+    got = _keyed(_vae_decode_diffusers(cfg), not_data=RNG)
+    want = _recipes(cfg, "vae_decode", "diffusers", "")
+    assert want == got, _diff(want, got)
+    assert sum(got.values()) == 1086
+    assert ("zeros_like", "fp32", 2 * 384 * 32 * 32 * 4) in got  # the Rep marker's zero frame
+
+
+def test_vae_decode_calls_take_the_second_calls_own_kernels() -> None:
+    """The wrong rule: later calls costed as the first (no cache ``cat``, the full time pad) no
+    longer match the three calls."""
+    from ditmeter.models.wan21 import vae
+
+    cfg = load([*VAE_CALLS, "pipeline=diffusers"])
+    got = _keyed(under(_vae_decode_diffusers(cfg), "vae.decoder.mid_block"), not_data=RNG)
+    real = vae._Decode.cached
+    try:
+        vae._Decode.cached = lambda self: 0  # type: ignore[method-assign]
+        wrong = _recipes(cfg, "vae_decode", "diffusers", "decoder.mid_block.")
+    finally:
+        vae._Decode.cached = real  # type: ignore[method-assign]
+    assert wrong != got
+    assert _recipes(cfg, "vae_decode", "diffusers", "decoder.mid_block.") == got
+
+
+def test_vae_encode_over_three_calls_equals_diffusers() -> None:
+    """diffusers' whole encode of 9 frames (calls of 1, 4 and 4 frames) on meta: the stride-2
+    downsamples (``ZeroPad2d`` then the conv over the padded frames), the time convs over the
+    cached last frame, the latents' ``cat`` per call and the posterior."""
+    cfg = load([*VAE_CALLS, "pipeline=diffusers"])
+    module, inputs = cfg.family.references()["vae_encode"].make(cfg.model, cfg.workload, cfg.geometry, "meta")
+
+    def run() -> None:
+        with _EfficientSDPA():
+            module(**inputs)
+
+    got = _keyed(eager_launches(run, ZERO_OPS), not_data=RNG)
+    want = _recipes(cfg, "vae_encode", "diffusers", "")
+    assert want == got, _diff(want, got)
+    assert sum(got.values()) == 820
+
+
+@pytest.mark.parametrize(
+    "unit, official",
+    [
+        ("mid_block", ("middle",)),
+        ("up_blocks.0", tuple(f"upsamples.{i}" for i in range(4))),
+        ("up_blocks.1", tuple(f"upsamples.{i}" for i in range(4, 8))),
+    ],
+)
+def test_official_vae_decoder_units_over_three_calls(unit: str, official: tuple[str, ...]) -> None:
+    """The official ``vae2_1.py`` decoder over 3 latent frames: its middle, and its first two up
+    stages (the second changes channels: each of a resnet's two SiLUs and cache updates is its own
+    kernel at its own channels) launch what the recipes say for every call."""
+    cfg = load([*VAE_CALLS, "pipeline=official"])
     launches = _official_vae_decode(cfg)
     got = _keyed([x for prefix in official for x in under(launches, prefix)], not_data=RNG)
     want = _recipes(cfg, "vae_decode", "official", f"decoder.{unit}.")

@@ -128,9 +128,9 @@ class Analysis:
         16-bit matmuls only (the what-if of an fp8 DiT)."""
         forward = stage.name == self.forward.name
         gemm = plan.gemm_dtype if forward and stage.dtype != "fp32" else None
-        # eager kernels where the stage's module runs once per run (a VAE leaf carries the first of
-        # its per-frame calls' dims: its leaves stay fused, docs/eager.md)
-        eager = plan.execution == "eager" and stage.calls == 1
+        # eager kernels per call: a stage whose module runs several times per run (the VAE, per
+        # chunk of frames) carries each call's dims on its leaves (``Leaf.runs``, docs/eager.md)
+        eager = plan.execution == "eager"
         flavour, name = (self.workload.pipeline, stage.name) if eager else ("", "")
         backend = plan.backend(stage.attention, forward=forward)
         sparse = plan.sparse if forward else None

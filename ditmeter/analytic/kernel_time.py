@@ -158,7 +158,7 @@ class StageKernels:
         half = self.dtype if self.dtype in ("bf16", "fp16") else "bf16"
         # the leaf's id in its stage (as recipes name leaves): a walk may prefix the stage's name
         leaf = row.module_id.removeprefix(self.stage + ".")
-        calls = eager_calls(self.flavour, self.stage, leaf, row.rule, dict(row.dims), half)
+        calls = per_call_kernels(self.flavour, self.stage, leaf, row, half)
         if calls is None:
             return None
         fmt = gemm_format(self.gemm_dtype)
@@ -167,6 +167,23 @@ class StageKernels:
         if self.attention in INT8_BACKENDS:
             calls = tuple(k for c in calls for k in (*sage_quant(c, half), c))
         return tuple((call_row(row, c), _dtype(c), c.count) for c in calls)
+
+
+def per_call_kernels(
+    flavour: str, stage: str, leaf: str, row: ModuleRow, half: str
+) -> tuple[KernelCall, ...] | None:
+    """The eager kernels of one run of ``row``: its one call's at ``dims``, or where the module is
+    called several times per run (``runs``: the VAE's per-chunk calls) each call's at its own dims,
+    launched as many times as calls had them (None: no recipe, the leaf stays one fused kernel)."""
+    if not row.runs:
+        return eager_calls(flavour, stage, leaf, row.rule, dict(row.dims), half)
+    out: list[KernelCall] = []
+    for dims, n in row.runs:
+        calls = eager_calls(flavour, stage, leaf, row.rule, dict(dims), half)
+        if calls is None:
+            return None
+        out.extend(attrs.evolve(c, count=c.count * n) for c in calls)
+    return tuple(out)
 
 
 #: What SageAttention launches around its kernel (``attention=sage`` under eager execution).
@@ -212,7 +229,7 @@ def call_row(leaf: ModuleRow, call: KernelCall) -> ModuleRow:
     elif call.kind == "attention":
         dims = (*call.dims, ("batch", 1), ("act_bytes", DTYPE_BYTES.get(call.dtype, 2)))
     cost = Cost(tensor_flops=call.tensor_flops, cuda_flops=call.cuda_flops, bytes_read=call.bytes)
-    return attrs.evolve(leaf, rule=_CALL_RULES[call.kind], cost=cost, dims=dims)
+    return attrs.evolve(leaf, rule=_CALL_RULES[call.kind], cost=cost, dims=dims, runs=())
 
 
 def conv_call_flops(dims: Mapping[str, int | bool]) -> int:

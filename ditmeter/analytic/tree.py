@@ -17,17 +17,25 @@ from ditmeter.analytic.cost import Cost, total
 from ditmeter.analytic.registry import apply_rule
 
 Dims = tuple[tuple[str, int | bool], ...]
+#: A leaf the real code calls several times per run with different shapes (the VAE: once per chunk
+#: of frames): each distinct call's dims and how many calls had them.
+Runs = tuple[tuple[Dims, int], ...]
 
 
 @attrs.frozen
 class Leaf:
-    """One module the rules cost directly; ``dims`` are the rule's arguments (the kernel's shape)."""
+    """One module the rules cost directly; ``dims`` are the rule's arguments (the kernel's shape).
+
+    ``runs``: where one run calls the module several times (the VAE's per-chunk calls), each
+    distinct call's dims with its count, ``cost`` their sum and ``dims`` the first call's; empty
+    where ``dims`` is the one call (the eager kernels are derived per call from these)."""
 
     name: str
     category: str
     rule: str
     cost: Cost
     dims: Dims = ()
+    runs: Runs = ()
 
     @property
     def total(self) -> Cost:
@@ -89,6 +97,7 @@ class ModuleRow:
     cost: Cost
     copies: int = 1
     dims: Dims = ()
+    runs: Runs = ()  # a leaf's per-call dims (:class:`Leaf`)
 
     @property
     def total(self) -> Cost:
@@ -112,7 +121,8 @@ def walk(node: Node, prefix: str = "", *, expand: bool = True) -> Iterator[Modul
     while stack:
         n, module_id, parent, depth, copies = stack.pop()
         if isinstance(n, Leaf):
-            yield ModuleRow(module_id, parent, depth, "leaf", n.category, n.rule, n.cost, copies, n.dims)
+            c, r = n.category, n.rule
+            yield ModuleRow(module_id, parent, depth, "leaf", c, r, n.cost, copies, n.dims, n.runs)
             continue
         kind = "composite" if isinstance(n, Composite) else "repeated"
         yield ModuleRow(module_id, parent, depth, kind, None, None, n.total, copies)

@@ -80,12 +80,14 @@ def conv(
     bias: bool,
     act_bytes: int,
     weight_el_bytes: int,
+    cache_elements: int = 0,
 ) -> Cost:
     """A convolution producing ``outputs`` positions (batch·frames·height·width) of ``out_channels``.
 
     tensor FLOPs = 2·outputs·out·in·kernel volume (FlopCounterMode's ``conv_flop_count``,
     bias excluded). ``inputs`` positions of ``in_channels`` are read once (padding and
-    the causal cache frames included) and the weights once.
+    the causal cache frames included) and the weights once. ``cache_elements``: the positions of a
+    causal cache the eager code concatenates in front of the input (its kernels only).
     """
     params = out_channels * in_channels * kernel_volume + (out_channels if bias else 0)
     out_bytes = outputs * out_channels * act_bytes

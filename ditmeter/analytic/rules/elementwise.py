@@ -220,12 +220,27 @@ def tile_blend(*, slices: int, elements: int, act_bytes: int) -> Cost:
 
 
 @register_rule("layout_copy")
-def layout_copy(*, elements: int, act_bytes: int) -> Cost:
-    """A permute that materialises a copy (unpatchify): no FLOPs, one read and one write."""
+def layout_copy(
+    *,
+    elements: int,
+    act_bytes: int,
+    cloned: bool = False,
+    joined: int = 0,
+    zeros: int = 0,
+    stacked: bool = False,
+    padded: int = 0,
+) -> Cost:
+    """A permute that materialises a copy (unpatchify): no FLOPs, one read and one write.
+
+    A causal cache's update (``cloned``, the VAE): ``elements`` cloned, then ``joined`` elements
+    concatenated (read and written) from the clone and the previous frame, or ``zeros`` written
+    first; ``stacked``: the VAE upsampler's interleave of its two time halves (its kernels only);
+    ``padded``: a zero pad writing that many elements from the ``elements`` it reads."""
+    written = padded or elements
     return Cost(
-        activation_bytes=elements * act_bytes,
-        bytes_read=elements * act_bytes,
-        bytes_written=elements * act_bytes,
+        activation_bytes=(written + joined) * act_bytes,
+        bytes_read=(elements + joined) * act_bytes,
+        bytes_written=(written + joined + zeros) * act_bytes,
     )
 
 

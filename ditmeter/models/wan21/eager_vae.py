@@ -9,14 +9,11 @@ nothing): both codes run the same ops: every causal conv is ``F.pad`` (a copy) a
 RMSNorm is ``F.normalize`` (norm, clamp, div) × scale × gamma + 0, the cache keeps the last
 frames by ``clone``; the 2-D convs (resample, attention projections) pad inside the kernel.
 
-NB (the VAE tree): a VAE leaf's dims are those of the first decoder call (later calls and the
-time convs that only they run are costed as that call's kernels), and a leaf that several ops
-feed (a resnet's two SiLUs and two cache copies over ``in + out`` channels, ``decoder.feat_cache``
-whose dims are ``conv_in``'s cache only) is split evenly: exact where a resnet keeps its channels.
-
-NB: the timing applies these recipes only to stages the real code calls once per run
-(``Stage.calls == 1``); the VAE is called once per latent frame and its leaves carry the first
-call's dims, so its eager kernels are not yet timed (the fused leaves are).
+Per call (the VAE runs once per latent frame, the encoder once per 4 frames): each leaf carries
+every call's dims (``Leaf.runs``, :mod:`ditmeter.models.wan21.vae`), the first call's, the
+second's (each causal cache holds the one frame the first left) and the later calls' (two
+frames), and a leaf several ops feed (a resnet's two SiLUs and its two cache updates) has one
+entry per op.
 """
 
 from __future__ import annotations
@@ -51,11 +48,14 @@ def _vae_conv(
     bias: int,
     act_bytes: int,
     weight_el_bytes: int,
+    cache_elements: int = 0,
 ) -> tuple[KernelCall, ...]:
-    """A ``CausalConv3d``: ``F.pad`` (the unpadded input in, the padded one out), then the conv over
-    the padded input. The 2-D convs (resample, the attention's 1×1) pad inside the kernel; the
-    encoder's stride-2 resample reads the ``ZeroPad2d`` copy (its own leaf). A time conv with no
-    outputs has not run (the first call skips it)."""
+    """A ``CausalConv3d``: on a later call its cache (``cache_elements`` positions) concatenated in
+    front of the input (``cat``), then ``F.pad`` (the unpadded input in, the padded one out: the
+    time padding less the cached frames), then the conv over the padded input. The 2-D convs
+    (resample, the attention's 1×1) pad inside the kernel; the encoder's stride-2 resample reads
+    the ``ZeroPad2d`` copy (its own leaf). A time conv with no outputs has not run (the first call
+    skips it)."""
     if outputs == 0:
         return ()
     dtype = dtype_of(act_bytes, act)
@@ -65,7 +65,9 @@ def _vae_conv(
             conv = _conv(dtype, outputs, in_channels, out_channels, kernel_volume, outputs, bias)
         return (conv,)
     b = EAGER_DTYPE_BYTES[dtype]
-    return (memory("constant_pad_nd", dtype, outputs * in_channels * b, inputs * in_channels * b), conv)
+    joined = (outputs + cache_elements) * in_channels * b  # the cache and the input, one tensor
+    cat = (memory("cat", dtype, joined, joined),) if cache_elements else ()
+    return (*cat, memory("constant_pad_nd", dtype, joined, inputs * in_channels * b), conv)
 
 
 def _vae_rms_norm(
@@ -86,27 +88,40 @@ def _vae_rms_norm(
 
 
 def _vae_silu(*, act: str, leaf: str, elements: int, act_bytes: int) -> tuple[KernelCall, ...]:
-    """A resnet's leaf is its two SiLUs (over ``in`` and ``out`` channels: halves, see the module
-    NB); the coder's head runs one."""
-    dtype, resnet = dtype_of(act_bytes, act), leaf.count(".") > 1
-    n = elements // 2 if resnet else elements
-    return (memory("silu", dtype, n * act_bytes, n * act_bytes, count=2 if resnet else 1),)
+    """One SiLU (a resnet's leaf is called twice per decoder call: before each conv)."""
+    dtype = dtype_of(act_bytes, act)
+    return (memory("silu", dtype, elements * act_bytes, elements * act_bytes),)
 
 
-def _vae_layout_copy(*, act: str, leaf: str, elements: int, act_bytes: int) -> tuple[KernelCall, ...]:
-    """First call: the cache ``clone`` of one frame before each causal conv (``feat_cache``: two
-    frames' dims; a resnet's two convs: halves, a coder's ``conv_in``: one), the nearest 2× upsample
+def _vae_layout_copy(
+    *,
+    act: str,
+    leaf: str,
+    elements: int,
+    act_bytes: int,
+    cloned: int = 0,
+    joined: int = 0,
+    zeros: int = 0,
+    stacked: int = 0,
+    padded: int = 0,
+) -> tuple[KernelCall, ...]:
+    """A causal cache's update (``cloned``: ``x[:, :, -2:].clone()``, then a one-frame clone joined
+    by ``cat`` to the previous call's last frame, or to ``zeros_like`` after the upsampler's ``Rep``),
+    the upsampler's ``torch.stack`` of its two time halves (``stacked``), the nearest 2× upsample
     (``resample.0`` of the decoder; the encoder's ``ZeroPad2d`` copy), the output ``cat``; a
     single-frame ``reshuffle`` is a view."""
     dtype, b = dtype_of(act_bytes, act), act_bytes
-    if leaf.endswith("feat_cache"):
-        resnet = leaf.count(".") > 1
-        n = elements // 4 if resnet else elements // 2
-        return (memory("clone", dtype, n * b, n * b, count=2 if resnet else 1),)
+    if cloned:
+        # ``zeros_like(x)`` keyed as the capture keys it (x's bytes beside the written zeros)
+        zero = (memory("zeros_like", dtype, zeros * b, zeros * b),) if zeros else ()
+        cat = (memory("cat", dtype, joined * b, joined * b),) if joined else ()
+        return (memory("clone", dtype, elements * b, elements * b), *zero, *cat)
+    if stacked:
+        return (memory("stack", dtype, elements * b, elements * b),)
     if leaf.endswith("resample.0"):
         if leaf.startswith("decoder"):
             return (memory("_upsample_nearest_exact2d", dtype, elements // 4 * b, elements * b),)
-        return (memory("constant_pad_nd", dtype, elements * b, elements * b),)
+        return (memory("constant_pad_nd", dtype, elements * b, (padded or elements) * b),)
     if leaf.endswith("reshuffle"):
         return ()
     return (memory("cat", dtype, elements * b, elements * b),)

@@ -33,20 +33,26 @@ from ditmeter.models.wan21.vae_spec import VaeSpec
 
 
 class _Acc:
-    """Leaves of one module tree whose costs accumulate over decoder calls."""
+    """Leaves of one module tree whose costs accumulate over decoder calls, with each call's dims
+    (how many calls had each: the eager kernels of every call, ``Leaf.runs``)."""
 
     def __init__(self) -> None:
         self.costs: dict[str, Cost] = {}
         self.meta: dict[str, tuple[str, str, Dims]] = {}  # category, rule, the first call's dims
+        self.runs: dict[str, dict[Dims, int]] = {}  # every call's dims: how many calls had them
 
     def add(self, module_id: str, category: str, rule: str, **dims: int | bool) -> None:
         cost = apply_rule(rule, **dims)
         old = self.costs.get(module_id)
+        key = tuple(dims.items())
         if old is None:
             self.costs[module_id] = cost
-            self.meta[module_id] = (category, rule, tuple(dims.items()))
+            self.meta[module_id] = (category, rule, key)
+            self.runs[module_id] = {}
         else:  # params and weights once; work and traffic per call
             self.costs[module_id] = attrs.evolve(old + cost, params=old.params, weight_bytes=old.weight_bytes)
+        runs = self.runs[module_id]
+        runs[key] = runs.get(key, 0) + 1
 
     def absorb(self, other: _Acc, calls: int) -> None:
         """Add ``calls`` runs of ``other``'s leaves (one call's costs) at once: the same as adding
@@ -56,10 +62,14 @@ class _Acc:
             old = self.costs.get(module_id)
             if old is None:
                 self.costs[module_id], self.meta[module_id] = many, other.meta[module_id]
+                self.runs[module_id] = {}
             else:
                 self.costs[module_id] = attrs.evolve(
                     old + many, params=old.params, weight_bytes=old.weight_bytes
                 )
+            runs = self.runs[module_id]
+            for key, n in other.runs[module_id].items():
+                runs[key] = runs.get(key, 0) + n * calls
 
     def tree(self) -> Composite:
         """Nest the accumulated leaves by their dotted ids (root "")."""
@@ -75,7 +85,9 @@ class _Acc:
             for key, value in node.items():
                 if isinstance(value, str):
                     category, rule, dims = self.meta[value]
-                    children.append(Leaf(key, category, rule, self.costs[value], dims))
+                    runs = tuple(self.runs[value].items())
+                    one = len(runs) == 1 and runs[0][1] == 1  # one call: its dims say it all
+                    children.append(Leaf(key, category, rule, self.costs[value], dims, () if one else runs))
                 else:
                     children.append(build(key, value))
             return Composite(name, tuple(children))
@@ -86,18 +98,40 @@ class _Acc:
 class _Decode:
     """Adds one decoder call's work to the accumulated leaves (``batch`` samples, ``dtype`` bytes)."""
 
-    def __init__(self, spec: VaeSpec, batch: int) -> None:
+    def __init__(self, spec: VaeSpec, batch: int, index: int = 0) -> None:
         self.spec, self.batch, self.acc = spec, batch, _Acc()
         self.a = DTYPE_BYTES[spec.dtype]
         self.wb = {"act_bytes": self.a, "weight_el_bytes": self.a}
         self.dims = [spec.base_dim * m for m in (spec.dim_mult[-1], *spec.dim_mult[::-1])]
         self.upsample_t = spec.temperal_downsample[::-1]
+        #: which call this is: 0 the first, 1 the second, 2 any later one (the causal caches differ)
+        self.index = index
+
+    def cached(self) -> int:
+        """Frames a causal conv's cache holds at this call: none on the first, the one frame the
+        first call left on the second, two (``CACHE_T``) after it (both codes' first call runs one
+        frame at every layer, and a later call's one-frame clone is joined to the frame before)."""
+        return min(self.index, 2)
 
     def conv(
-        self, mid: str, cin: int, cout: int, kvol: int, thw: tuple[int, int, int], pad: tuple[int, int]
+        self,
+        mid: str,
+        cin: int,
+        cout: int,
+        kvol: int,
+        thw: tuple[int, int, int],
+        pad: tuple[int, int],
+        cache: int | None = None,
+        stride: int = 1,
     ) -> None:
-        """A conv with ``thw`` output frames × height × width, inputs padded by (time, space)."""
+        """A conv with ``thw`` output frames × height × width, inputs padded by (time, space)
+        (``stride`` 2: the encoder's spatial downsample, reading the padded full-size frames);
+        ``cache`` frames of a causal conv's cache concatenated in front of its input before the pad
+        (None: :meth:`cached` for a 3×3×3 causal conv, none else)."""
         t, h, w = thw
+        if cache is None:
+            cache = self.cached() if kvol == 27 and pad[0] == 2 else 0
+        extra = {"cache_elements": self.batch * cache * h * w} if cache else {}
         self.acc.add(
             mid,
             "conv",
@@ -106,24 +140,35 @@ class _Decode:
             in_channels=cin,
             out_channels=cout,
             kernel_volume=kvol,
-            inputs=self.batch * (t + pad[0]) * (h + pad[1]) * (w + pad[1]),
+            inputs=self.batch * (t + pad[0]) * (stride * h + pad[1]) * (stride * w + pad[1]),
             bias=True,
             **self.wb,
+            **extra,
         )
 
-    def cache(self, mid: str, c: int, h: int, w: int) -> None:
-        self.acc.add(mid, "conv", "layout_copy", elements=self.batch * 2 * c * h * w, act_bytes=self.a)
+    def cache(self, mid: str, c: int, h: int, w: int, frames: int = 1, *, rep: bool = False) -> None:
+        """A causal conv's cache update before it runs on ``frames`` frames of ``c`` channels: the
+        last ``min(2, frames)`` cloned; a one-frame clone joined (``cat``) to the previous call's last
+        frame into two, or to zeros where the cache holds the upsampler's ``Rep`` marker (``rep``)."""
+        one = self.batch * c * h * w
+        kept = min(2, frames)
+        joined = 2 * one if kept < 2 and self.index > 0 else 0
+        extra = {"joined": joined, "zeros": one if rep else 0} if joined else {}
+        self.acc.add(mid, "conv", "layout_copy", elements=kept * one, act_bytes=self.a, cloned=True, **extra)
 
     def resblock(self, p: str, cin: int, cout: int, thw: tuple[int, int, int]) -> None:
-        n = self.batch * thw[0] * thw[1] * thw[2]
+        t, h, w = thw
+        n = self.batch * t * h * w
         if cin != cout:
             self.conv(f"{p}.conv_shortcut", cin, cout, 1, thw, (0, 0))
         self.acc.add(f"{p}.norm1", "norm_mod", "rms_norm", rows=n, dim=cin, **self.wb)
-        self.acc.add(f"{p}.nonlinearity", "norm_mod", "silu", elements=n * (cin + cout), act_bytes=self.a)
+        self.acc.add(f"{p}.nonlinearity", "norm_mod", "silu", elements=n * cin, act_bytes=self.a)
+        self.cache(f"{p}.feat_cache", cin, h, w, t)
         self.conv(f"{p}.conv1", cin, cout, 27, thw, (2, 2))
         self.acc.add(f"{p}.norm2", "norm_mod", "rms_norm", rows=n, dim=cout, **self.wb)
+        self.acc.add(f"{p}.nonlinearity", "norm_mod", "silu", elements=n * cout, act_bytes=self.a)
+        self.cache(f"{p}.feat_cache", cout, h, w, t)
         self.conv(f"{p}.conv2", cout, cout, 27, thw, (2, 2))
-        self.cache(f"{p}.feat_cache", cin + cout, thw[1], thw[2])
         self.acc.add(f"{p}.add", "norm_mod", "residual_add", elements=n * cout, act_bytes=self.a)
 
     def attention(self, p: str, c: int, thw: tuple[int, int, int]) -> None:
@@ -148,14 +193,17 @@ class _Decode:
         """The resampler ``u``: time conv (``temporal``, from the second call), nearest 2× up, a
         3×3 conv to ``cout``; returns the new (frames, height, width)."""
         t, h, w = thw
-        if temporal and not first:  # the first call skips the time conv
-            self.conv(f"{u}.time_conv", c, 2 * c, 3, thw, (2, 0))
-            self.cache(f"{u}.reshuffle", c, h, w)
+        stacked = temporal and not first
+        if stacked:  # the first call skips the time conv, leaving ``Rep`` in its cache
+            rep = self.index == 1  # its first run: no cache to prepend
+            self.cache(f"{u}.reshuffle", c, h, w, t, rep=rep)
+            self.conv(f"{u}.time_conv", c, 2 * c, 3, thw, (2, 0), cache=0 if rep else 2)
             t *= 2
         a = self.a
-        self.acc.add(
-            f"{u}.reshuffle", "resample", "layout_copy", elements=self.batch * t * c * h * w, act_bytes=a
-        )
+        # the two time halves interleaved (``torch.stack``); one frame: a view
+        flag = {"stacked": True} if stacked else {}
+        n = self.batch * t * c * h * w
+        self.acc.add(f"{u}.reshuffle", "resample", "layout_copy", elements=n, act_bytes=a, **flag)
         h, w = 2 * h, 2 * w
         self.acc.add(
             f"{u}.resample.0", "resample", "layout_copy", elements=self.batch * t * c * h * w, act_bytes=a
@@ -167,8 +215,8 @@ class _Decode:
         """One decoder call on one latent frame; returns its output (frames, height, width)."""
         d, z = self.dims, self.spec.z_dim
         thw = (1, *hw)
-        self.conv("decoder.conv_in", z, d[0], 27, thw, (2, 2))
         self.cache("decoder.feat_cache", z, *hw)
+        self.conv("decoder.conv_in", z, d[0], 27, thw, (2, 2))
         self.mid("decoder", d[0], thw)
         for i, (cin, cout) in enumerate(itertools.pairwise(d)):
             cin = cin if i == 0 else cin // 2
@@ -190,8 +238,8 @@ class _Decode:
         n = self.batch * thw[0] * thw[1] * thw[2]
         self.acc.add(f"{coder}.norm_out", "norm_mod", "rms_norm", rows=n, dim=c, **self.wb)
         self.acc.add(f"{coder}.nonlinearity", "norm_mod", "silu", elements=n * c, act_bytes=self.a)
+        self.cache(f"{coder}.feat_cache", c, thw[1], thw[2], thw[0])
         self.conv(f"{coder}.conv_out", c, cout, 27, thw, (2, 2))
-        self.cache(f"{coder}.feat_cache", c, thw[1], thw[2])
 
     def tail(self, coder: str, c: int, cout: int, thw: tuple[int, int, int]) -> tuple[int, int, int]:
         """The mid block and the head; returns ``thw``."""
@@ -234,23 +282,26 @@ def decode_leaves(
     acc, a = dec.acc, dec.a
     dec.conv("post_quant_conv", spec.z_dim, spec.z_dim, 1, (latent_frames, latent_h, latent_w), (0, 0))
     _placeholders(dec, dec.time_convs())
-    # The first call, then the T−1 later calls (all alike) costed once and multiplied.
+    # The first call, the second, then the T−2 later calls (all alike) costed once and multiplied.
     t0, h, w = dec.call((latent_h, latent_w), first=True)
-    later = call(spec, batch)
-    t1, _, _ = later.call((latent_h, latent_w), first=False)
+    t1 = 0
+    for index, n in later_calls(latent_frames - 1):
+        later = call(spec, batch, index)
+        t1, _, _ = later.call((latent_h, latent_w), first=False)
+        acc.absorb(later.acc, n)
     frames = t0 + t1 * (latent_frames - 1)
-    if latent_frames > 1:  # out = cat([out, chunk]): call c copies the t0 + c·t1 frames so far again
-        acc.absorb(later.acc, latent_frames - 1)
-        copied = batch * _series(t0, t1, latent_frames - 1) * spec.out_channels * h * w
+    for c in range(1, latent_frames):  # out = cat([out, chunk]): call c copies the t0 + c·t1 frames
+        copied = batch * (t0 + c * t1) * spec.out_channels * h * w
         acc.add("output_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
     dec.finish(frames, h, w)
     acc.add("clamp", "resample", "clamp", elements=batch * frames * spec.out_channels * h * w, act_bytes=a)
     return dec
 
 
-def _series(first: int, step: int, calls: int) -> int:
-    """Σ_{c=1..calls} (first + c·step): what the per-call concats copy in all."""
-    return calls * first + step * calls * (calls + 1) // 2
+def later_calls(calls: int) -> list[tuple[int, int]]:
+    """The ``calls`` after the first as (index, how many): the second (its causal caches hold the
+    first call's one frame) and the rest, alike (:meth:`_Decode.cached`)."""
+    return [(i, n) for i, n in ((1, min(calls, 1)), (2, calls - 1)) if n > 0]
 
 
 class _Encode(_Decode):
@@ -291,21 +342,23 @@ class _Encode(_Decode):
             f"{u}.reshuffle", "resample", "layout_copy", elements=self.batch * t * c * h * w, act_bytes=a
         )
         padded = self.batch * t * c * (h + 1) * (w + 1)  # ZeroPad2d((0, 1, 0, 1))
-        self.acc.add(f"{u}.resample.0", "resample", "layout_copy", elements=padded, act_bytes=a)
+        n = self.batch * t * c * h * w
+        self.acc.add(f"{u}.resample.0", "resample", "layout_copy", elements=n, act_bytes=a, padded=padded)
         h, w = h // 2, w // 2
-        self.conv(f"{u}.resample.1", c, c, 9, (t, h, w), (0, 1))
-        if temporal:
-            self.cache(f"{u}.reshuffle", c, h, w)
-            if not first:
+        self.conv(f"{u}.resample.1", c, c, 9, (t, h, w), (0, 1), stride=2)
+        if temporal:  # the first call clones its frame, later ones their last (no join)
+            clone = self.batch * c * h * w
+            self.acc.add(f"{u}.reshuffle", "conv", "layout_copy", elements=clone, act_bytes=a, cloned=True)
+            if not first:  # the cached last frame concatenated in front (``cache`` frames), pad 0
                 t_out = (t + 1 - 3) // 2 + 1
-                self.conv(f"{u}.time_conv", c, c, 3, (t_out, h, w), (t + 1 - t_out, 0))
+                self.conv(f"{u}.time_conv", c, c, 3, (t_out, h, w), (t + 1 - t_out, 0), cache=t + 1 - t_out)
                 t = t_out
         return t, h, w
 
     def encode_call(self, thw: tuple[int, int, int], first: bool) -> tuple[int, int, int]:
         spec, dims = self.spec, [self.spec.base_dim * m for m in (1, *self.spec.dim_mult)]
+        self.cache("encoder.feat_cache", 3, thw[1], thw[2], thw[0])
         self.conv("encoder.conv_in", 3, dims[0], 27, thw, (2, 2))
-        self.cache("encoder.feat_cache", 3, thw[1], thw[2])
         index = 0
         for i, (cin, cout) in enumerate(itertools.pairwise(dims)):
             for _ in range(spec.num_res_blocks):
@@ -334,12 +387,14 @@ def build_vae_encode(
     calls = 1 + (frames - 1) // 4
     height, width = enc.start(frames, height, width)
     t0, h, w = enc.encode_call((1, height, width), first=True)
-    later = call(spec, batch)
-    t1, _, _ = later.encode_call((4, height, width), first=False)
+    t1 = 0
+    for index, n in later_calls(calls - 1):
+        later = call(spec, batch, index)
+        t1, _, _ = later.encode_call((4, height, width), first=False)
+        acc.absorb(later.acc, n)
     latent = t0 + t1 * (calls - 1)
-    if calls > 1:  # out = cat([out, chunk]): call c copies the t0 + c·t1 latent frames so far again
-        acc.absorb(later.acc, calls - 1)
-        copied = batch * _series(t0, t1, calls - 1) * 2 * spec.z_dim * h * w
+    for c in range(1, calls):  # out = cat([out, chunk]): call c copies the t0 + c·t1 latent frames
+        copied = batch * (t0 + c * t1) * 2 * spec.z_dim * h * w
         acc.add("latent_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
     enc.conv("quant_conv", 2 * spec.z_dim, 2 * spec.z_dim, 1, (latent, h, w), (0, 0))
     elements = batch * spec.z_dim * latent * h * w

@@ -34,7 +34,7 @@ from collections import Counter
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.analytic.tree import Composite
 from ditmeter.errors import ConfigError
-from ditmeter.models.wan21.vae import _Decode, _placeholders
+from ditmeter.models.wan21.vae import _Decode, _placeholders, later_calls
 from ditmeter.models.wan21.vae_memory import decode_activation_bytes
 from ditmeter.models.wan21.vae_spec import VaeSpec
 
@@ -93,10 +93,10 @@ def build_tiled_decode(
         first.conv("post_quant_conv", spec.z_dim, spec.z_dim, 1, (latent_frames, th, tw), (0, 0))
         first.call((th, tw), first=True)
         acc.absorb(first.acc, n)
-        if latent_frames > 1:
-            later = _Decode(spec, batch)
+        for index, k in later_calls(latent_frames - 1):
+            later = _Decode(spec, batch, index)
             later.call((th, tw), first=False)
-            acc.absorb(later.acc, n * (latent_frames - 1))
+            acc.absorb(later.acc, n * k)
         out = batch * frames * RGB * th * RATIO * tw * RATIO
         acc.add("tile_concat", "resample", "layout_copy", elements=n * out, act_bytes=a)
     per_pixel = batch * RGB * frames

@@ -40,8 +40,8 @@ def _copy(call: _Decode, mid: str, elements: int) -> None:
 class _ResidualDecode(_Decode):
     """One call of the residual decoder (module doc)."""
 
-    def __init__(self, spec: VaeSpec, batch: int) -> None:
-        super().__init__(spec, batch)
+    def __init__(self, spec: VaeSpec, batch: int, index: int = 0) -> None:
+        super().__init__(spec, batch, index)
         self.dims = [spec.decoder_dim * m for m in (spec.dim_mult[-1], *spec.dim_mult[::-1])]
 
     def time_convs(self) -> list[tuple[str, int, int]]:
