@@ -94,9 +94,11 @@ def plan_table(result: PlanResult) -> Table:
     ]
     cfg = result.cfg
     assert cfg.device is not None
+    methods = [o for o in result.overrides if o.partition("=")[0].startswith("methods.")]
+    under = f" with {' '.join(methods)}" if methods else ""  # every plan and the one GPU run them
     title = (
-        f"plans on {result.options.gpus} × {cfg.device.name}, {cfg.model.name} × {cfg.workload.name} "
-        f"(predicted seconds per video; one GPU {seconds(result.single_video_s)})"
+        f"plans on {result.options.gpus} × {cfg.device.name}, {cfg.model.name} × {cfg.workload.name}"
+        f"{under} (predicted seconds per video; one GPU {seconds(result.single_video_s)})"
     )
     return table(title, columns, rows)
 
