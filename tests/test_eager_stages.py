@@ -375,3 +375,26 @@ def test_official_vae_decoder_units_over_three_calls(unit: str, official: tuple[
     got = _keyed([x for prefix in official for x in under(launches, prefix)], not_data=RNG)
     want = _recipes(cfg, "vae_decode", "official", f"decoder.{unit}.")
     assert want == got, _diff(want, got)
+
+
+@pytest.mark.parametrize(
+    ("stage", "model", "launches"),
+    [("vae_decode", "wan2.2-ti2v-5b", 1132), ("vae_encode", "wan2.2-ti2v-5b-i2v", 272)],
+)
+def test_wan22_vae_equals_diffusers(stage: str, model: str, launches: int) -> None:
+    """TI2V-5B's residual VAE (diffusers' ``AutoencoderKLWan`` with ``is_residual``) on meta: the
+    decode of 3 latent frames over its three calls (each up block's input ``clone``, DupUp3D's
+    repeat and permute copies, the unpatchify copy) and the encode of the conditioning image
+    (the patchify copy, AvgDown3D's pad, permuted copy and mean; the last block's factor 1
+    permutes nothing)."""
+    cfg = load([f"model={model}", "workload=w001-tiny", "workload.num_frames=9", "pipeline=diffusers"])
+    module, inputs = cfg.family.references()[stage].make(cfg.model, cfg.workload, cfg.geometry, "meta")
+
+    def run() -> None:
+        with _EfficientSDPA():
+            module(**inputs)
+
+    got = _keyed(eager_launches(run, ZERO_OPS), not_data=RNG)
+    want = _recipes(cfg, stage, "diffusers", "")
+    assert want == got, _diff(want, got)
+    assert sum(got.values()) == launches

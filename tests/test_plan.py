@@ -208,6 +208,9 @@ def test_a_sweep_gpus_axis_runs_the_best_plan_with_a_method(method: list[str]) -
         (["device=h100-sxm", "gpus=[2,4]", "parallel.ulysses=2"], "gpus"),
         (["device=rtx4090", "gpus=[8,16]"], "gpus"),
         (["device=h100-sxm", "gpus=[2,100]"], "gpus"),
+        # the batch a plan's collectives carry is not modelled: refused as report and plan refuse it
+        (["device=h100-sxm", "gpus=4", "methods.cfg_batch=true"], "methods.cfg_batch"),
+        (["device=h100-sxm", "parallel.ulysses=2", "methods.cfg_batch=true"], "methods.cfg_batch"),
     ],
 )
 def test_a_bad_gpus_axis_is_refused_naming_it(extra: list[str], field: str) -> None:

@@ -230,7 +230,10 @@ class RankPlan:
     collectives and its memory for one video (rank 0: the one that also decodes)."""
 
     plan: ParallelPlan
-    forward: Composite  # one rank's forward (the sequence shard; whole leaves where it repeats them)
+    #: one rank's forward as it runs (the sequence shard; whole leaves where it repeats them; under
+    #: the official FSDP its weights in the bf16 they are gathered in, while ``memory`` and
+    #: ``footprint`` keep the stored dtype)
+    forward: Composite
     comms: tuple[Comm, ...]
     tokens: int  # video tokens (the whole sequence)
     padded_tokens: int  # after the pipeline's padding to a multiple of the sequence degree

@@ -127,10 +127,10 @@ def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]
     (:func:`~ditmeter.commands.report.with_methods`), point by point; ``methods.cfg_free`` and
     ``methods.cfg_batch`` are already in the analysis."""
     m = cfg.methods
-    if needs_device(m) is None:
-        return e
     if (cfg.gpus or 1) > 1 or not cfg.parallel.single:  # what report's plans take but CUDA graphs
         check_under_plan(m, allowed=tuple(k for k in UNDER_PLANS if k != "cuda_graphs"))
+    if needs_device(m) is None:
+        return e
     a, analysis = e.analysis, e.analysis
     times = {k: v.copy() for k, v in e.times.items()}
     peaks = np.full(len(plans), a.memory.peak_per_gpu_bytes, dtype=np.int64)
@@ -224,14 +224,14 @@ def best_plans(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan], gpus: 
         time = methods_plan(dp.plan, cfg.methods, cfg.model.num_layers)
         q, rs = ranked(time.gemm_dtype)
         stages = _one_gpu_stages(e, i)
-        options = []
+        options, why = [], list(refused)  # the family's refusals, then this device's
         for rank in rs:
             try:
                 options.append(estimate_with_methods(cfg, q, rank, dp.device, time, stages)[1])
             except ConfigError as exc:  # e.g. cfg 2 with one forward per step, sparse with ring
-                refused.append(exc.message)
+                why.append(exc.message)
         if not options:
-            raise ConfigError("gpus", f"no plan on {gpus} GPUs runs here: {refused[0]}")
+            raise ConfigError("gpus", f"no plan on {gpus} GPUs runs on {dp.device.name}: {why[0]}")
         capacity = dp.device.memory_bytes
         ests.append(min(options, key=lambda x: (x.peak_per_gpu_bytes > capacity, x.per_video_s)))
     return attrs.evolve(

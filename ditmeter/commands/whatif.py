@@ -255,6 +255,9 @@ def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] 
     elif together and len(ran) > 1:  # those that run here, and say which are left out
         left = ", ".join(n for n in names if n not in ran)
         rows.append(_row(f"{ALL} but {left}", keys(combined(ran)), base, baseline_s))
+    elif together:  # nothing to combine: say so
+        why = f"only {ran[0]} runs here" if ran else "none of them runs here"
+        rows.append({"whatif": ALL, "overrides": " ".join(together), "runs": False, "reason": why})
     return WhatifResult(pd.DataFrame(rows), cfg, tuple(names), tuple(overrides))
 
 

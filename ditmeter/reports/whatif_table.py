@@ -37,7 +37,7 @@ def whatif_schema() -> pa.Schema:
     f = pa.field
     return pa.schema(
         [
-            f("whatif", pa.string()),  # baseline, a method's name, or "all together"
+            f("whatif", pa.string()),  # baseline, a method's name, "all together" or "all together but …"
             f("overrides", pa.string()),  # the config overrides that turn it on
             f("runs", pa.bool_()),
             f("reason", pa.string()),  # why it cannot run on this device or model
@@ -78,13 +78,13 @@ def whatif_metadata(result: WhatifResult) -> dict[str, str]:
 
 def whatif_table(result: WhatifResult) -> Table:
     """The rows that run, in the order asked (the baseline first); under a plan one GPU's, with the
-    communication nothing hides."""
+    seconds of communication nothing hides (the DiT's, the steps' and the video's collectives)."""
     cfg = result.cfg
     plan = not cfg.parallel.single
     columns = [
         Column("what-if", "left"),
         *(Column(n) for n in ("per video", "speedup", "DiT", "of it compute", "memory", "launch")),
-        *([Column("comm")] if plan else []),
+        *([Column("comm exposed")] if plan else []),
         Column("other stages"),
         Column("forwards run"),
         Column("peak", "right"),
@@ -102,7 +102,7 @@ def whatif_table(result: WhatifResult) -> Table:
                 f"{100 * r['dit_compute_bound_s'] / dit:.0f}%",
                 f"{100 * r['dit_memory_bound_s'] / dit:.0f}%",
                 f"{100 * r['dit_launch_bound_s'] / dit:.0f}%",
-                *([f"{100 * r['comm_exposed_s'] / dit:.0f}%"] if plan else []),
+                *([seconds(float(r["comm_exposed_s"]))] if plan else []),
                 seconds(float(r["other_stages_s"]) + float(r["offload_s"])),
                 f"{int(r['forwards_computed'])}/{int(r['forwards_per_video'])}",
                 binary_bytes(int(r["peak_per_gpu_bytes"])),
@@ -110,8 +110,9 @@ def whatif_table(result: WhatifResult) -> Table:
             )
         )
     assert cfg.device is not None
-    gpus, _, parts = cfg.parallel.name.partition(" GPUs: ")
-    where = f"one GPU of {gpus} × {cfg.device.name} ({parts})" if plan else f"one {cfg.device.name}"
+    where = f"one {cfg.device.name}"
+    if plan:
+        where = f"one GPU of {cfg.parallel.gpus} × {cfg.device.name} ({cfg.parallel.name.partition(': ')[2]})"
     title = (
         f"what-ifs on {where}, {cfg.model.name} × {cfg.workload.name}, "
         f"pipeline={cfg.workload.pipeline} (predicted seconds per video)"

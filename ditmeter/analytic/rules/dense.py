@@ -81,13 +81,15 @@ def conv(
     act_bytes: int,
     weight_el_bytes: int,
     cache_elements: int = 0,
+    input_elements: int = 0,
 ) -> Cost:
     """A convolution producing ``outputs`` positions (batch·frames·height·width) of ``out_channels``.
 
     tensor FLOPs = 2·outputs·out·in·kernel volume (FlopCounterMode's ``conv_flop_count``,
     bias excluded). ``inputs`` positions of ``in_channels`` are read once (padding and
     the causal cache frames included) and the weights once. ``cache_elements``: the positions of a
-    causal cache the eager code concatenates in front of the input (its kernels only).
+    causal cache the eager code concatenates in front of its ``input_elements`` unpadded input
+    positions (default: ``outputs``; both for its kernels only).
     """
     params = out_channels * in_channels * kernel_volume + (out_channels if bias else 0)
     out_bytes = outputs * out_channels * act_bytes

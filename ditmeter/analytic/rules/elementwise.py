@@ -229,13 +229,16 @@ def layout_copy(
     zeros: int = 0,
     stacked: bool = False,
     padded: int = 0,
+    averaged: int = 0,
 ) -> Cost:
     """A permute that materialises a copy (unpatchify): no FLOPs, one read and one write.
 
     A causal cache's update (``cloned``, the VAE): ``elements`` cloned, then ``joined`` elements
     concatenated (read and written) from the clone and the previous frame, or ``zeros`` written
     first; ``stacked``: the VAE upsampler's interleave of its two time halves (its kernels only);
-    ``padded``: a zero pad writing that many elements from the ``elements`` it reads."""
+    ``padded``: a zero pad writing that many elements from the ``elements`` it reads; ``averaged``:
+    Wan2.2's ``AvgDown3D``, whose padded copy is then permuted and averaged into that many (its
+    kernels only)."""
     written = padded or elements
     return Cost(
         activation_bytes=(written + joined) * act_bytes,

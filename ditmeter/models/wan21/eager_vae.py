@@ -49,6 +49,7 @@ def _vae_conv(
     act_bytes: int,
     weight_el_bytes: int,
     cache_elements: int = 0,
+    input_elements: int = 0,
 ) -> tuple[KernelCall, ...]:
     """A ``CausalConv3d``: on a later call its cache (``cache_elements`` positions) concatenated in
     front of the input (``cat``), then ``F.pad`` (the unpadded input in, the padded one out: the
@@ -65,7 +66,8 @@ def _vae_conv(
             conv = _conv(dtype, outputs, in_channels, out_channels, kernel_volume, outputs, bias)
         return (conv,)
     b = EAGER_DTYPE_BYTES[dtype]
-    joined = (outputs + cache_elements) * in_channels * b  # the cache and the input, one tensor
+    unpadded = input_elements or outputs  # a same-size conv's input: as many positions as it outputs
+    joined = (unpadded + cache_elements) * in_channels * b  # the cache and the input, one tensor
     cat = (memory("cat", dtype, joined, joined),) if cache_elements else ()
     return (*cat, memory("constant_pad_nd", dtype, joined, inputs * in_channels * b), conv)
 
@@ -99,11 +101,12 @@ def _vae_layout_copy(
     leaf: str,
     elements: int,
     act_bytes: int,
-    cloned: int = 0,
+    cloned: bool = False,
     joined: int = 0,
     zeros: int = 0,
-    stacked: int = 0,
+    stacked: bool = False,
     padded: int = 0,
+    averaged: int = 0,
 ) -> tuple[KernelCall, ...]:
     """A causal cache's update (``cloned``: ``x[:, :, -2:].clone()``, then a one-frame clone joined
     by ``cat`` to the previous call's last frame, or to ``zeros_like`` after the upsampler's ``Rep``),
@@ -124,6 +127,19 @@ def _vae_layout_copy(
         return (memory("constant_pad_nd", dtype, elements * b, (padded or elements) * b),)
     if leaf.endswith("reshuffle"):
         return ()
+    if leaf.endswith((".copy", "unpatchify", "patchify")):  # Wan2.2: a block input's clone; a permute
+        return (memory("clone", dtype, elements * b, elements * b),)
+    if averaged:  # Wan2.2's AvgDown3D: the time pad, the permuted copy, the mean over each group
+        # (the last block's factor 1 permutes nothing: ``contiguous()`` returns the padded tensor)
+        permuted = (memory("clone", dtype, padded * b, padded * b),) if averaged < padded else ()
+        return (
+            memory("constant_pad_nd", dtype, elements * b, padded * b),
+            *permuted,
+            memory("mean", dtype, padded * b, averaged * b),
+        )
+    if leaf.endswith("avg_shortcut") and leaf.startswith("decoder"):  # DupUp3D: the repeat, the permute
+        n = elements // 2
+        return (memory("clone", dtype, n * b, n * b, count=2),)
     return (memory("cat", dtype, elements * b, elements * b),)
 
 

@@ -10,9 +10,13 @@ leaf's cost is the sum over the calls that actually run.
 Module ids are the diffusers paths (``decoder.up_blocks.1.resnets.0.conv1``):
 the official code's flat ``upsamples.N`` indices carry no meaning of their own.
 
-NB: the causal-cache copies (the last frames of every conv input, kept for the
-next call) are costed as ``feat_cache`` layout copies of 2 frames per conv per
-call; the decoded chunks are concatenated into the output one call at a time
+The calls also differ in their causal caches (each 3×3×3 conv keeps the last frames of its
+input for the next call): the first call pads each conv's input in time and clones its one
+frame; the second finds that one frame, joins each one-frame clone to it into two and
+concatenates the cache in front of the input before the pad; later calls find two
+(:meth:`_Decode.cached`). So the first call, the second and the later calls (all alike) are
+costed apart, and each leaf keeps every call's dims (``Leaf.runs``: its eager kernels per call,
+``eager_vae.py``). The decoded chunks are concatenated into the output one call at a time
 (``output_concat``), which copies the output so far each time.
 """
 
@@ -123,15 +127,19 @@ class _Decode:
         pad: tuple[int, int],
         cache: int | None = None,
         stride: int = 1,
+        in_frames: int | None = None,
     ) -> None:
         """A conv with ``thw`` output frames × height × width, inputs padded by (time, space)
         (``stride`` 2: the encoder's spatial downsample, reading the padded full-size frames);
-        ``cache`` frames of a causal conv's cache concatenated in front of its input before the pad
-        (None: :meth:`cached` for a 3×3×3 causal conv, none else)."""
+        ``cache`` frames of a causal conv's cache concatenated in front of its ``in_frames`` input
+        frames (default: as many as it outputs) before the pad (None: :meth:`cached` for a 3×3×3
+        causal conv, none else)."""
         t, h, w = thw
         if cache is None:
             cache = self.cached() if kvol == 27 and pad[0] == 2 else 0
         extra = {"cache_elements": self.batch * cache * h * w} if cache else {}
+        if cache and in_frames is not None and in_frames != t:
+            extra["input_elements"] = self.batch * in_frames * h * w
         self.acc.add(
             mid,
             "conv",
@@ -349,9 +357,9 @@ class _Encode(_Decode):
         if temporal:  # the first call clones its frame, later ones their last (no join)
             clone = self.batch * c * h * w
             self.acc.add(f"{u}.reshuffle", "conv", "layout_copy", elements=clone, act_bytes=a, cloned=True)
-            if not first:  # the cached last frame concatenated in front (``cache`` frames), pad 0
+            if not first:  # the cached last frame concatenated in front of the t frames, pad 0
                 t_out = (t + 1 - 3) // 2 + 1
-                self.conv(f"{u}.time_conv", c, c, 3, (t_out, h, w), (t + 1 - t_out, 0), cache=t + 1 - t_out)
+                self.conv(f"{u}.time_conv", c, c, 3, (t_out, h, w), (t + 1 - t_out, 0), cache=1, in_frames=t)
                 t = t_out
         return t, h, w
 
@@ -383,7 +391,7 @@ def build_vae_encode(
     enc = call(spec, batch)
     acc, a = enc.acc, enc.a
     _placeholders(enc, enc.encode_time_convs())
-    # The first call (1 frame), then the later calls (4 frames each, all alike) costed once and multiplied.
+    # The first call (1 frame), the second, then the rest (4 frames each, alike) costed once and multiplied.
     calls = 1 + (frames - 1) // 4
     height, width = enc.start(frames, height, width)
     t0, h, w = enc.encode_call((1, height, width), first=True)

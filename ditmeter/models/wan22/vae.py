@@ -54,8 +54,8 @@ class _ResidualDecode(_Decode):
     def call(self, hw: tuple[int, int], first: bool) -> Thw:
         d, z, b = self.dims, self.spec.z_dim, self.batch
         thw: Thw = (1, *hw)
-        self.conv("decoder.conv_in", z, d[0], 27, thw, (2, 2))
         self.cache("decoder.feat_cache", z, *hw)
+        self.conv("decoder.conv_in", z, d[0], 27, thw, (2, 2))
         self.mid("decoder", d[0], thw)
         last = len(self.spec.dim_mult) - 1
         for i, (cin, cout) in enumerate(itertools.pairwise(d)):
@@ -100,8 +100,8 @@ class _ResidualEncode(_Encode):
     def encode_call(self, thw: Thw, first: bool) -> Thw:
         spec, b = self.spec, self.batch
         dims = [spec.base_dim * m for m in (1, *spec.dim_mult)]
+        self.cache("encoder.feat_cache", spec.in_channels, thw[1], thw[2], thw[0])
         self.conv("encoder.conv_in", spec.in_channels, dims[0], 27, thw, (2, 2))
-        self.cache("encoder.feat_cache", spec.in_channels, thw[1], thw[2])
         last = len(spec.dim_mult) - 1
         for i, (cin, cout) in enumerate(itertools.pairwise(dims)):
             p = f"encoder.down_blocks.{i}"
@@ -113,10 +113,18 @@ class _ResidualEncode(_Encode):
             if i < last:
                 thw = self.resample_down(f"{p}.downsampler", cout, thw, temporal, first)
             # AvgDown3D (also the last block's, factor 1): the input front-padded to whole time
-            # pairs, permuted into channel groups and averaged
+            # pairs (``F.pad``), permuted into channel groups (a copy) and averaged into the output
             padded = -(-t // 2) * 2 if temporal else t
-            _copy(self, f"{p}.avg_shortcut", b * cin * (padded + padded) * h * w)
             n = b * cout * thw[0] * thw[1] * thw[2]
+            shortcut = {"padded": b * cin * padded * h * w, "averaged": n}
+            self.acc.add(
+                f"{p}.avg_shortcut",
+                "resample",
+                "layout_copy",
+                elements=b * cin * t * h * w,
+                act_bytes=self.a,
+                **shortcut,
+            )
             self.acc.add(f"{p}.add", "norm_mod", "residual_add", elements=n, act_bytes=self.a)
         return self.tail("encoder", dims[-1], 2 * spec.z_dim, thw)
 
