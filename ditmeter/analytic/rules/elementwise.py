@@ -230,6 +230,8 @@ def layout_copy(
     stacked: bool = False,
     padded: int = 0,
     averaged: int = 0,
+    chunks: int = 0,
+    chunk: int = 0,
 ) -> Cost:
     """A permute that materialises a copy (unpatchify): no FLOPs, one read and one write.
 
@@ -237,8 +239,9 @@ def layout_copy(
     concatenated (read and written) from the clone and the previous frame, or ``zeros`` written
     first; ``stacked``: the VAE upsampler's interleave of its two time halves (its kernels only);
     ``padded``: a zero pad writing that many elements from the ``elements`` it reads; ``averaged``:
-    Wan2.2's ``AvgDown3D``, whose padded copy is then permuted and averaged into that many (its
-    kernels only)."""
+    Wan2.2's ``AvgDown3D``, whose padded copy is then permuted and averaged into that many;
+    ``chunks``: ``elements`` copied by that many concatenations, each ``chunk`` more than the one
+    before (the VAE's output, call by call; their kernels only)."""
     written = padded or elements
     return Cost(
         activation_bytes=(written + joined) * act_bytes,

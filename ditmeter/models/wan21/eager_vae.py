@@ -107,6 +107,8 @@ def _vae_layout_copy(
     stacked: bool = False,
     padded: int = 0,
     averaged: int = 0,
+    chunks: int = 0,
+    chunk: int = 0,
 ) -> tuple[KernelCall, ...]:
     """A causal cache's update (``cloned``: ``x[:, :, -2:].clone()``, then a one-frame clone joined
     by ``cat`` to the previous call's last frame, or to ``zeros_like`` after the upsampler's ``Rep``),
@@ -127,6 +129,8 @@ def _vae_layout_copy(
         return (memory("constant_pad_nd", dtype, elements * b, (padded or elements) * b),)
     if leaf.endswith("reshuffle"):
         return ()
+    if chunks:  # out = cat([out, chunk]) per call: the c-th reads and writes first + c·chunk
+        return _concats(dtype, b, elements, chunks, chunk)
     if leaf.endswith((".copy", "unpatchify", "patchify")):  # Wan2.2: a block input's clone; a permute
         return (memory("clone", dtype, elements * b, elements * b),)
     if averaged:  # Wan2.2's AvgDown3D: the time pad, the permuted copy, the mean over each group
@@ -141,6 +145,22 @@ def _vae_layout_copy(
         n = elements // 2
         return (memory("clone", dtype, n * b, n * b, count=2),)
     return (memory("cat", dtype, elements * b, elements * b),)
+
+
+#: Above this many calls the output's concatenations are one launch count at their mean size (the
+#: bytes exact; a workload this long is far past any published run).
+MAX_LAID_OUT_CALLS = 4096
+
+
+def _concats(dtype: str, b: int, elements: int, chunks: int, chunk: int) -> tuple[KernelCall, ...]:
+    """The ``chunks`` ``cat`` kernels of a VAE's per-call output (``elements`` copied in all)."""
+    first = (elements - chunk * chunks * (chunks + 1) // 2) // chunks
+    if chunks > MAX_LAID_OUT_CALLS:
+        mean = elements * b // chunks
+        return (memory("cat", dtype, mean, mean, count=chunks),)
+    return tuple(
+        memory("cat", dtype, (first + c * chunk) * b, (first + c * chunk) * b) for c in range(1, chunks + 1)
+    )
 
 
 def _vae_add(*, act: str, leaf: str, elements: int, act_bytes: int) -> tuple[KernelCall, ...]:

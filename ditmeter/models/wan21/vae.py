@@ -298,12 +298,20 @@ def decode_leaves(
         t1, _, _ = later.call((latent_h, latent_w), first=False)
         acc.absorb(later.acc, n)
     frames = t0 + t1 * (latent_frames - 1)
-    for c in range(1, latent_frames):  # out = cat([out, chunk]): call c copies the t0 + c·t1 frames
-        copied = batch * (t0 + c * t1) * spec.out_channels * h * w
-        acc.add("output_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
+    if latent_frames > 1:  # out = cat([out, chunk]): call c copies the t0 + c·t1 frames so far
+        frame = batch * spec.out_channels * h * w
+        _concats(acc, "output_concat", t0 * frame, t1 * frame, latent_frames - 1, a)
     dec.finish(frames, h, w)
     acc.add("clamp", "resample", "clamp", elements=batch * frames * spec.out_channels * h * w, act_bytes=a)
     return dec
+
+
+def _concats(acc: _Acc, mid: str, first: int, step: int, chunks: int, act_bytes: int) -> None:
+    """The ``chunks`` concatenations of the calls' outputs (the c-th copies ``first + c·step``
+    elements) as one leaf, their sum in closed form (no loop over calls: a workload of 10¹² frames
+    is refused by its bounds, not built); the eager recipe lays the copies out call by call."""
+    total = chunks * first + step * chunks * (chunks + 1) // 2
+    acc.add(mid, "resample", "layout_copy", elements=total, act_bytes=act_bytes, chunks=chunks, chunk=step)
 
 
 def later_calls(calls: int) -> list[tuple[int, int]]:
@@ -401,9 +409,9 @@ def build_vae_encode(
         t1, _, _ = later.encode_call((4, height, width), first=False)
         acc.absorb(later.acc, n)
     latent = t0 + t1 * (calls - 1)
-    for c in range(1, calls):  # out = cat([out, chunk]): call c copies the t0 + c·t1 latent frames
-        copied = batch * (t0 + c * t1) * 2 * spec.z_dim * h * w
-        acc.add("latent_concat", "resample", "layout_copy", elements=copied, act_bytes=a)
+    if calls > 1:  # out = cat([out, chunk]): call c copies the t0 + c·t1 latent frames so far
+        frame = batch * 2 * spec.z_dim * h * w
+        _concats(acc, "latent_concat", t0 * frame, t1 * frame, calls - 1, a)
     enc.conv("quant_conv", 2 * spec.z_dim, 2 * spec.z_dim, 1, (latent, h, w), (0, 0))
     elements = batch * spec.z_dim * latent * h * w
     acc.add("posterior", "resample", "gaussian_posterior", elements=elements, act_bytes=a)
