@@ -89,6 +89,25 @@ def _kernel_rows(stage: Stage, sk: StageKernels) -> tuple[list[Any], list[str]]:
     return rows, dtypes
 
 
+def _merged(rows: list[Any], dtypes: list[str]) -> tuple[list[Any], list[str]]:
+    """The rows with those that time alike (rule, dims, cost, dtype and category: every input of
+    the arithmetic) merged into one, their copies summed: the stage's totals and category sums are
+    unchanged, and a VAE's per-call kernels, many of one shape, are timed once."""
+    index: dict[tuple[Any, ...], int] = {}
+    out_rows: list[Any] = []
+    out_dtypes: list[str] = []
+    for row, dtype in zip(rows, dtypes, strict=True):
+        key = (row.rule, row.dims, row.cost, dtype, row.category)
+        j = index.get(key)
+        if j is None:
+            index[key] = len(out_rows)
+            out_rows.append(row)
+            out_dtypes.append(dtype)
+        else:
+            out_rows[j] = attrs.evolve(out_rows[j], copies=out_rows[j].copies + row.copies)
+    return out_rows, out_dtypes
+
+
 def _column(row: Any, dtype: str, stage_dtype: str, sk: StageKernels) -> int:
     return peak_column(row.rule, dtype, stage_dtype, row_backend(row, dtype, sk))
 
@@ -96,7 +115,7 @@ def _column(row: Any, dtype: str, stage_dtype: str, sk: StageKernels) -> int:
 def stage_leaves(stage: Stage, sk: StageKernels | None = None) -> Leaves:
     """The stage's kernels as arrays; under eager execution (``sk`` with a flavour) each launch."""
     sk_ = sk or StageKernels(stage.dtype)
-    rows_, dtypes_ = _kernel_rows(stage, sk_)
+    rows_, dtypes_ = _merged(*_kernel_rows(stage, sk_))
     rows, dtypes = tuple(rows_), tuple(dtypes_)
     categories = tuple(dict.fromkeys(str(r.category) for r in rows))
     head_dims = [int(dict(r.dims)["head_dim"]) for r in rows if "head_dim" in dict(r.dims)]
@@ -255,6 +274,15 @@ class Timer:
         self._memos: list[dict[tuple[Any, ...], Any]] = [{} for _ in tables]  # KernelTerms by row
         self._peaks: dict[tuple[str, tuple[tuple[str | None, str], ...]], np.ndarray] = {}
         self._checked: set[tuple[object, ...]] = set()
+        # each stage's rows once per equal stage and kernels: analyses of one sweep share stages (the
+        # 1.3B and the 14B decode alike; a VAE's per-call kernels are thousands of rows)
+        self._leaves: dict[tuple[Stage, StageKernels], Leaves] = {}
+
+    def _stage_leaves(self, stage: Stage, sk: StageKernels) -> Leaves:
+        key = (stage, sk)
+        if key not in self._leaves:
+            self._leaves[key] = stage_leaves(stage, sk)
+        return self._leaves[key]
 
     def _peaks_of(self, dtype: str, sks: Sequence[StageKernels]) -> np.ndarray:
         """P × 5 FLOP/s: each device's TENSOR, GEMM, CONV, F32 and INT8 peak for a stage in ``dtype``."""
@@ -283,7 +311,7 @@ class Timer:
         by_category: np.ndarray | None = None
         lv_first: Leaves | None = None
         for members in groups.values():
-            lv = stage_leaves(stage, sks[members[0]])
+            lv = self._stage_leaves(stage, sks[members[0]])
             lv_first = lv_first or lv
             kernels: list[LeafKernels | None] = []
             for k, ((table, predicted, *_), sk) in enumerate(zip(self.kinds, sks, strict=True)):
@@ -341,7 +369,7 @@ class Timer:
             for f in TIMING_FIELDS:
                 totals[f][p] = getattr(memo[key], f)
             sks.append(sk)
-        lv = stage_leaves(stage, sks[0])
+        lv = self._stage_leaves(stage, sks[0])
         return lv, totals, np.zeros((n, len(lv.categories))), sks
 
     def evaluate(self, analysis: Analysis) -> Evaluated:

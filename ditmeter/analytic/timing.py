@@ -181,14 +181,24 @@ def _timing(compute: float, memory: float, overhead: float, overlapped: bool, ro
     return Timing(compute, memory, overhead, predicted, roofline, *split)
 
 
-def leaf_time(row: ModuleRow, device: DeviceSpec, plan: TimePlan, stage: StageKernels) -> Timing:
+def leaf_time(
+    row: ModuleRow,
+    device: DeviceSpec,
+    plan: TimePlan,
+    stage: StageKernels,
+    memo: dict[tuple[object, ...], Timing] | None = None,
+) -> Timing:
     """The predicted time of one leaf (see the module docstring): under eager execution the sum
-    of its kernels'."""
+    of its kernels' (``memo``: kernels of one shape already timed on this device and plan)."""
     calls = stage.calls(row)
     if calls is not None:
+        memo = {} if memo is None else memo
         out = ZERO
         for launch, dtype, count in calls:
-            t = kernel_time(launch, device, plan, stage, dtype)
+            key = (launch.rule, launch.dims, launch.cost, dtype)
+            if key not in memo:
+                memo[key] = kernel_time(launch, device, plan, stage, dtype)
+            t = memo[key]
             out = out + (t if count == 1 else t.times(count))
         return out
     return kernel_time(row, device, plan, stage)
@@ -219,13 +229,14 @@ def module_times(
     """Times of every module id of the expanded tree (the root is ``prefix``), leaves summed upward."""
     rows = list(walk(tree, prefix))
     cache: dict[tuple[str | None, tuple[object, ...], Cost, str], Timing] = {}
+    kernels: dict[tuple[object, ...], Timing] = {}  # eager kernels of one shape, timed once
     leaves = {}
     for r in rows:
         if r.kind == "leaf":
             # eager recipes may tell two leaves of one rule and shape apart by name (not by copy)
             key = (r.rule, r.dims, r.cost, _COPY.sub(".*.", r.module_id) if stage.flavour else "")
             if key not in cache:
-                cache[key] = leaf_time(r, device, plan, stage)
+                cache[key] = leaf_time(r, device, plan, stage, kernels)
             leaves[r.module_id] = cache[key]
     return rollup(rows, leaves, ZERO)
 

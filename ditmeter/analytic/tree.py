@@ -8,7 +8,8 @@ per real module id (``blocks.0`` … ``blocks.39``) only when a report asks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TypeVar
 
 import attrs
@@ -178,3 +179,30 @@ def layer_pattern(module_id: str, repeated: Iterable[str]) -> str:
             if head.isdigit():
                 return f"{prefix}*" + (f".{rest}" if rest else "")
     return module_id
+
+
+#: Trees built while :func:`shared_builds` is active, by their builder's key (None: not active).
+_SHARED: dict[Hashable, Node] | None = None
+
+
+@contextmanager
+def shared_builds() -> Iterator[None]:
+    """Within the block, a tree built by :func:`shared` with an equal key is built once: a sweep's
+    analyses share their stages (the 1.3B's and the 14B's VAE decode alike). The trees go with the
+    block, so a rule changed afterwards (a test's patch) is never hidden by a stale tree."""
+    global _SHARED
+    outer = _SHARED
+    _SHARED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _SHARED = outer
+
+
+def shared(key: Hashable, build: Callable[[], Node]) -> Node:
+    """``build()``, or within :func:`shared_builds` the tree already built for ``key``."""
+    if _SHARED is None:
+        return build()
+    if key not in _SHARED:
+        _SHARED[key] = build()
+    return _SHARED[key]

@@ -34,6 +34,7 @@ from ditmeter.analytic.methods import (
 )
 from ditmeter.analytic.parallel import ParallelEstimate, ParallelPlan, RankPlan, check_domain
 from ditmeter.analytic.timing import OFFLOAD_PHASE
+from ditmeter.analytic.tree import shared_builds
 from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.report import estimate_with_methods, with_methods
 from ditmeter.commands.sweep_grid import (
@@ -86,7 +87,7 @@ def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepRe
         )
     with steps("devices"):
         plans = device_plans(fixed[0], side[0])
-    with steps("analyses"):
+    with steps("analyses"), shared_builds():  # equal stages of the points built once
         points, cfgs = configs(fixed[1], side[1])
         analyses = []
         for point, cfg in zip(points, cfgs, strict=True):

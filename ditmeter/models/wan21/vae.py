@@ -31,7 +31,7 @@ import attrs
 from ditmeter.analytic import rules as _rules  # noqa: F401  (registers the rules)
 from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.registry import apply_rule
-from ditmeter.analytic.tree import Composite, Dims, Leaf
+from ditmeter.analytic.tree import Composite, Dims, Leaf, shared
 from ditmeter.models.wan21.vae_memory import decode_activation_bytes, encode_activation_bytes
 from ditmeter.models.wan21.vae_spec import VaeSpec
 
@@ -278,7 +278,10 @@ def build_vae_decode(
 ) -> Composite:
     """The cost tree of decoding ``batch`` × (z_dim, T, h, w) latents into 1 + 4·(T−1) frames
     (``call``: one decoder call's modules; Wan2.2's residual decoder is another)."""
-    return decode_leaves(spec, batch, latent_frames, latent_h, latent_w, call).acc.tree()
+    key = ("vae_decode", spec, batch, latent_frames, latent_h, latent_w, call)  # a sweep builds it once
+    tree = shared(key, lambda: decode_leaves(spec, batch, latent_frames, latent_h, latent_w, call).acc.tree())
+    assert isinstance(tree, Composite)
+    return tree
 
 
 def decode_leaves(
@@ -396,6 +399,16 @@ def build_vae_encode(
     call. ``quant_conv`` then maps the latents to mean and log-variance. ``call``: one encoder
     call's modules (Wan2.2's residual encoder is another).
     """
+    key = ("vae_encode", spec, batch, frames, height, width, call)  # a sweep builds it once
+    tree = shared(key, lambda: _encode_tree(spec, batch, frames, height, width, call))
+    assert isinstance(tree, Composite)
+    return tree
+
+
+def _encode_tree(
+    spec: VaeSpec, batch: int, frames: int, height: int, width: int, call: type[_Encode]
+) -> Composite:
+    """:func:`build_vae_encode`'s tree, built."""
     enc = call(spec, batch)
     acc, a = enc.acc, enc.a
     _placeholders(enc, enc.encode_time_convs())
