@@ -27,7 +27,7 @@ from ditmeter.errors import ConfigError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ditmeter.analytic.parallel import ParallelEstimate
+    from ditmeter.analytic.timing import Timing
     from ditmeter.reports.device_report import DeviceView
 
 #: Each what-if: the overrides that turn it on, and what it is.
@@ -119,44 +119,39 @@ def combined(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _seconds(view: DeviceView) -> dict[str, float]:
-    """Where one row's video time goes: the denoiser's by limit, the communication nothing hides
-    (under a plan), the other stages, the offload; under a plan those of one GPU of it."""
+def _forwards_of(view: DeviceView) -> tuple[list[tuple[Timing, int, str]], dict[str, float], str, float]:
+    """One row's denoiser forwards as (timing, count, kind) (each kind a method runs apart, else
+    every forward alike), each stage's seconds per video, the denoiser's stage and the communication
+    nothing hides: on one GPU, or on one GPU of the plan."""
     if view.plan is not None:
-        return _plan_seconds(view.plan.estimate)
+        est = view.plan.estimate
+        every = est.steps * est.forwards_per_gpu_step
+        runs = [(r.compute, r.count, r.kind) for r in est.forward_runs] or [(est.compute, every, "")]
+        return runs, dict(est.stage_video_s), est.forward_stage, est.comm_video_s
     p = view.prediction
     assert p is not None
-    runs = p.forward_runs or ()
-    parts = [(r.timing, r.count) for r in runs] or [(p.per_forward, p.forwards_per_video)]
-    stages = p.stage_seconds
-    dit = stages.pop(p.forward_id, 0.0)
-    offload = stages.pop("offload", 0.0)
-    return {
-        "dit_s": dit,
-        "dit_compute_bound_s": sum(t.compute_bound_s * n for t, n in parts),
-        "dit_memory_bound_s": sum(t.memory_bound_s * n for t, n in parts),
-        "dit_launch_bound_s": sum(t.overhead_bound_s * n for t, n in parts),
-        "comm_exposed_s": 0.0,
-        "other_stages_s": sum(stages.values()),
-        "offload_s": offload,
-    }
+    one = [(p.per_forward, p.forwards_per_video, "")]
+    return (
+        [(r.timing, r.count, r.kind) for r in p.forward_runs] or one,
+        dict(p.stage_seconds),
+        p.forward_id,
+        0.0,
+    )
 
 
-def _plan_seconds(est: ParallelEstimate) -> dict[str, float]:
-    """:func:`_seconds` on one GPU of a plan: its forwards' compute by limit (each kind of forward a
-    method runs, else every forward alike), the plan's exposed communication (in ``dit_s`` where
-    it is the denoiser's; ``comm_exposed_s`` holds it all, so the parts add up to the video)."""
-    forwards = est.steps * est.forwards_per_gpu_step
-    parts = [(r.compute, r.count) for r in est.forward_runs] or [(est.compute, forwards)]
-    stages = dict(est.stage_video_s)
-    dit = stages.pop(est.forward_stage, 0.0)
+def _seconds(view: DeviceView) -> dict[str, float]:
+    """Where one row's video time goes: the denoiser's by limit, the communication nothing hides
+    (under a plan: in ``dit_s`` where it is the denoiser's, ``comm_exposed_s`` holds it all, so the
+    parts add up to the video), the other stages, the offload."""
+    runs, stages, forward, comm = _forwards_of(view)
+    dit = stages.pop(forward, 0.0)
     offload = stages.pop(OFFLOAD_PHASE, 0.0)
     return {
         "dit_s": dit,
-        "dit_compute_bound_s": sum(t.compute_bound_s * n for t, n in parts),
-        "dit_memory_bound_s": sum(t.memory_bound_s * n for t, n in parts),
-        "dit_launch_bound_s": sum(t.overhead_bound_s * n for t, n in parts),
-        "comm_exposed_s": est.comm_video_s,
+        "dit_compute_bound_s": sum(t.compute_bound_s * n for t, n, _ in runs),
+        "dit_memory_bound_s": sum(t.memory_bound_s * n for t, n, _ in runs),
+        "dit_launch_bound_s": sum(t.overhead_bound_s * n for t, n, _ in runs),
+        "comm_exposed_s": comm,
         "other_stages_s": sum(stages.values()),
         "offload_s": offload,
     }
@@ -164,14 +159,8 @@ def _plan_seconds(est: ParallelEstimate) -> dict[str, float]:
 
 def _forwards(view: DeviceView) -> tuple[int, int]:
     """The denoiser forwards per video, and of them those that run the blocks (one GPU of a plan)."""
-    if view.plan is not None:
-        est = view.plan.estimate
-        every = est.steps * est.forwards_per_gpu_step
-        return every, sum(r.count for r in est.forward_runs if r.kind != "cached") or every
-    p = view.prediction
-    assert p is not None
-    every = p.forwards_per_video
-    return every, sum(r.count for r in p.forward_runs if r.kind != "cached") or every
+    runs = _forwards_of(view)[0]
+    return sum(n for _, n, _ in runs), sum(n for _, n, kind in runs if kind != "cached")
 
 
 def _row(
