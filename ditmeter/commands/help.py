@@ -9,6 +9,7 @@ import re
 import textwrap
 from typing import Any
 
+from ditmeter.commands.whatif_methods import DEFAULT_WHATIFS, WHATIFS
 from ditmeter.config import COMMAND_KEYS, GROUPS, choices, compose_config, config_dir
 
 #: Overrides shown as examples; each command shows the ones whose keys it accepts.
@@ -36,9 +37,7 @@ EXTRA_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "whatif": (
         (
             "whatif=[NAME,...]",
-            "the what-ifs to compare: compile, cuda_graphs, cfg_batch, few_step, fp8, fp8_block, nvfp4, "
-            "sage, fa4, magcache, teacache, easycache, fbcache, vae_tiling, svg, radial, sta, vsa (default: "
-            "compile, cuda_graphs, fp8, sage, few_step)",
+            f"the what-ifs to compare: {', '.join(WHATIFS)} (default: {', '.join(DEFAULT_WHATIFS)})",
         ),
     ),
 }

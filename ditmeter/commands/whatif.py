@@ -1,11 +1,11 @@
 """``ditmeter whatif``: the baseline video and the same video under each what-if method, alone and
 all together, on one GPU or under a ``parallel.*`` plan (one GPU of it; docs/whatif.md).
 
-A what-if is a named set of config overrides (:data:`WHATIFS`), each a mechanism the time model
-carries (``methods.*``, ``attention=``, ``gemm_dtype=``, ``time.execution=``), never a speed-up
-factor. Each row is costed by :func:`ditmeter.commands.report.analyze`, the path ``report`` takes
-with the same overrides; a method the device, the model or the plan's code cannot run is a row
-with the reason.
+A what-if is a named set of config overrides (:data:`~ditmeter.commands.whatif_methods.WHATIFS`),
+each a mechanism the time model carries (``methods.*``, ``attention=``, ``gemm_dtype=``,
+``time.execution=``), never a speed-up factor. Each row is costed by
+:func:`ditmeter.commands.report.analyze`, the path ``report`` takes with the same overrides; a
+method the device, the model or the plan's code cannot run is a row with the reason.
 Quality is not modelled. Formatting lives in :mod:`ditmeter.reports.whatif_table`.
 """
 
@@ -20,6 +20,7 @@ import pandas as pd
 
 from ditmeter.analytic.timing import OFFLOAD_PHASE
 from ditmeter.commands.report import analyze
+from ditmeter.commands.whatif_methods import DEFAULT_WHATIFS, EXCLUSIVE, WHATIFS
 from ditmeter.commands.whatif_result import WhatifResult
 from ditmeter.config import load
 from ditmeter.errors import ConfigError
@@ -30,50 +31,6 @@ if TYPE_CHECKING:
     from ditmeter.analytic.timing import Timing
     from ditmeter.reports.device_report import DeviceView
 
-#: Each what-if: the overrides that turn it on, and what it is.
-WHATIFS: dict[str, tuple[tuple[str, ...], str]] = {
-    "compile": (("time.execution=compiled",), "torch.compile: one fused kernel per module"),
-    "cuda_graphs": (("methods.cuda_graphs=true",), "the step replayed as a CUDA graph"),
-    "cfg_batch": (("methods.cfg_batch=true",), "both guidance forwards as one batch of 2"),
-    "few_step": (
-        ("methods.cfg_free=true", "workload.num_inference_steps=4"),
-        "a step- and guidance-distilled model: 4 steps, one forward each",
-    ),
-    "fp8": (("gemm_dtype=fp8",), "the DiT's matmuls in FP8 (activations scaled per token)"),
-    "fp8_block": (
-        ("gemm_dtype=fp8_block",),
-        "the DiT's matmuls in FP8 with DeepSeek-V3's 1x128 / 128x128 block scaling (DeepGEMM)",
-    ),
-    "nvfp4": (("gemm_dtype=nvfp4",), "the DiT's matmuls in NVFP4 (Blackwell datacenter)"),
-    "sage": (("attention=sage",), "SageAttention2: the DiT's attention with INT8 QK and FP8 PV"),
-    "fa4": (("attention=fa4",), "FlashAttention-4 as the DiT's attention (Blackwell datacenter)"),
-    "magcache": (("methods.cache=magcache",), "MagCache step cache (its published rule)"),
-    "teacache": (("methods.cache=teacache",), "TeaCache step cache (methods.cache_skip: your run's share)"),
-    "easycache": (("methods.cache=easycache",), "EasyCache step cache (methods.cache_skip)"),
-    "fbcache": (("methods.cache=fbcache",), "first-block cache (methods.cache_skip)"),
-    "vae_tiling": (("methods.vae_tiling=true",), "diffusers' tiled VAE decode (pipeline=diffusers)"),
-    **{
-        name: ((f"methods.sparse={name}",), f"{label} sparse attention (methods.sparse_density: its share)")
-        for name, label in (
-            ("svg", "Sparse VideoGen"),
-            ("radial", "Radial Attention"),
-            ("sta", "Sliding Tile Attention"),
-            ("vsa", "Video Sparse Attention"),
-        )
-    },
-}
-#: What ``whatif`` compares when ``whatif=`` is not given.
-DEFAULT_WHATIFS = ("compile", "cuda_graphs", "fp8", "sage", "few_step")
-#: Pairs that cannot combine, and why (refused with exit 2 naming both).
-EXCLUSIVE = {
-    frozenset({"cfg_batch", "few_step"}): "a guidance-distilled model runs one forward per step: nothing "
-    "to batch",
-    **{
-        frozenset({kernel, n}): "both replace the DiT's attention kernel"
-        for kernel in ("sage", "fa4")
-        for n in ("svg", "radial", "sta", "vsa")
-    },
-}
 ALL = "all together"
 
 
