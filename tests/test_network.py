@@ -139,6 +139,33 @@ def test_a_ring_hop_across_nodes_is_the_measured_two_node_row() -> None:
     assert inside.time_s < hop.time_s / 5  # ranks 0 and 4: one node, NVLink
 
 
+def test_a_ring_collective_slows_with_the_nodes_it_spans_by_the_measured_decline() -> None:
+    """nccl#1229's H100 reduce-scatter busbw: 360 GB/s at 4 nodes, 345 at 8, 320 at 16. An FSDP
+    all-gather of 2 GiB over every GPU, bandwidth-bound: over 4 nodes (32 GPUs) as without the
+    table; over 8 (64) 360 / 345 = 1.0435 times slower; over 9 (72) the busbw is linear in
+    log2(nodes) between 8 and 16, 345 - 25 × log2(9/8) = 340.752, so 360 / 340.752 slower. An
+    all-to-all across 8 nodes keeps its one-NIC figure (no measured decline)."""
+    import attrs
+
+    from ditmeter.config import fabric_table
+
+    ndr = network_table("ib-ndr400")
+    flat = attrs.evolve(ndr, ring_nodes=())
+    assert ndr.ring_fraction(2) == ndr.ring_fraction(4) == 1.0
+    assert ndr.ring_fraction(8) == pytest.approx(345 / 360)
+    assert ndr.ring_fraction(9) == pytest.approx((345 - 25 * 0.169925) / 360, rel=1e-6)
+    kw: dict[str, Any] = {"device": _device("h100-sxm"), "fabric": fabric_table("nvswitch-hopper")}
+
+    def ratio(op: str, gpus: int) -> float:
+        t = collective_time(op, ranks=gpus, tensor_bytes=2**31, gpus=gpus, network=ndr, **kw).time_s
+        return t / collective_time(op, ranks=gpus, tensor_bytes=2**31, gpus=gpus, network=flat, **kw).time_s
+
+    assert ratio("all_gather", 32) == pytest.approx(1.0)
+    assert ratio("all_gather", 64) == pytest.approx(360 / 345)
+    assert ratio("reduce_scatter", 72) == pytest.approx(360 / (345 - 25 * 0.169925), rel=1e-6)
+    assert ratio("all_to_all", 64) == pytest.approx(1.0)
+
+
 def test_a_16_gpu_report_names_the_nodes_each_collective_spans() -> None:
     """Ulysses 8 × ring 2 with DiT FSDP on 16 H100s: the Ulysses all-to-alls stay in a node, the
     ring exchange (ranks 8 apart) and FSDP's gathers over all 16 span both."""
@@ -163,6 +190,18 @@ def test_a_16_gpu_report_names_the_nodes_each_collective_spans() -> None:
         ({"points": [{"bytes": 1024, "gbps": 60.0, "source": "x", "quote": "y"}]}, "network.points[0].gbps"),
         ({"latency_quote": ""}, "network.latency_quote"),
         ({"speed": 3}, "network.speed"),
+        (
+            {
+                "ring_nodes": {
+                    "source": "x",
+                    "quote": "y",
+                    "reason": "z",
+                    "points": [{"nodes": 8, "busbw_gbps": 345}, {"nodes": 4, "busbw_gbps": 360}],
+                }
+            },
+            "network.ring_nodes.points[1].nodes",
+        ),
+        ({"ring_nodes": {"source": "x", "quote": "y", "points": []}}, "network.ring_nodes.reason"),
     ],
 )
 def test_a_bad_network_table_names_its_field(change: dict, field: str) -> None:  # type: ignore[type-arg]

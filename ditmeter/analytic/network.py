@@ -13,7 +13,9 @@ A collective whose group spans nodes (``docs/parallel.md``, "Beyond one node"):
 - **ring collectives** (all-gather, reduce-scatter, all-reduce): NCCL's rings each cross every
   node boundary once; with ``local`` of the group's GPUs on a node, as many channels cross at
   once over as many NICs, so the bus bandwidth is the smaller of the node's own (the fabric's
-  busbw) and ``local`` × one NIC's achieved bandwidth;
+  busbw) and ``local`` × one NIC's achieved bandwidth, times the measured decline of a ring's
+  busbw with the nodes it spans where the network has one (``ring_nodes``: the busbw at each
+  node count over the first's, linear in log(nodes) between them, 1 below the first);
 - **all-to-all**: each GPU sends (size − local)/size of its tensor off the node over its own
   NIC (an all-to-all cannot aggregate NICs: NVIDIA/nccl-tests#267) while the rest moves inside
   the node, both at once: the slower of the two;
@@ -36,6 +38,7 @@ import attrs
 
 from ditmeter.analytic.fabric import known_keys, measured_points, positive_field, text_field
 from ditmeter.analytic.kernels import log_linear
+from ditmeter.errors import ConfigError
 
 #: The ring collectives NCCL spreads over one channel per NIC.
 RING_OPS = ("all_gather", "reduce_scatter", "all_reduce")
@@ -59,6 +62,17 @@ class NetworkTable:
     nic_gbps: float  # one direction of one NIC's line rate, GB/s
     latency_s: float
     points: tuple[NicPoint, ...]
+    #: (nodes, busbw GB/s) of a ring collective at growing node counts (``ring_nodes``); empty: none
+    ring_nodes: tuple[tuple[int, float], ...] = ()
+
+    def ring_fraction(self, nodes: int) -> float:
+        """A ring collective's busbw over ``nodes`` nodes against the table's first node count
+        (1 there and below, and without a table; the last figure's beyond it)."""
+        if not self.ring_nodes or nodes <= self.ring_nodes[0][0]:
+            return 1.0
+        counts = [n for n, _ in self.ring_nodes]
+        busbw = [b for _, b in self.ring_nodes]
+        return log_linear(counts, busbw, nodes) / busbw[0]
 
     def nic_bytes_per_s(self, message_bytes: int) -> float:
         """What one NIC achieves carrying ``message_bytes``, bytes/s (log-linear, clamped)."""
@@ -70,7 +84,7 @@ class NetworkTable:
         """Validate a ``configs/network/*.yaml`` entry; errors name the field (``network.nic_gbps``)."""
         known = (
             "name", "display_name", "nic_gbps", "nic_source", "latency_us", "latency_source",
-            "latency_quote", "assumptions", "points",
+            "latency_quote", "assumptions", "points", "ring_nodes",
         )  # fmt: skip
         known_keys(raw, known, "network")
         for key in ("name", "display_name", "nic_source", "latency_source", "latency_quote", "assumptions"):
@@ -78,7 +92,12 @@ class NetworkTable:
         nic = positive_field(raw, "nic_gbps", "network")
         latency = positive_field(raw, "latency_us", "network")
         return cls(
-            str(raw["name"]), str(raw["display_name"]), nic, latency * 1e-6, _points(raw.get("points"), nic)
+            str(raw["name"]),
+            str(raw["display_name"]),
+            nic,
+            latency * 1e-6,
+            _points(raw.get("points"), nic),
+            _ring_nodes(raw["ring_nodes"]) if "ring_nodes" in raw else (),
         )
 
 
@@ -99,14 +118,17 @@ def group_span(size: int, stride: int, node_gpus: int, gpus: int | None = None) 
     return nodes, local
 
 
-def crossing_busbw(op: str, *, p2p: bool, size: int, local: int, node_busbw: float, nic: float) -> float:
+def crossing_busbw(
+    op: str, *, p2p: bool, size: int, local: int, node_busbw: float, nic: float, ring_fraction: float = 1.0
+) -> float:
     """The bus bandwidth (bytes/s, nccl-tests' definition: sent bytes / time) of ``op`` over a group
     of ``size`` ranks that spans nodes with ``local`` ranks per node, given the node's own busbw at
-    this size and one NIC's achieved bandwidth (the module docstring)."""
+    this size, one NIC's achieved bandwidth and a ring's decline with the nodes it spans
+    (:meth:`NetworkTable.ring_fraction`; the module docstring)."""
     if p2p:
         return min(node_busbw, nic)
     if op in RING_OPS:
-        return min(node_busbw, local * nic)
+        return min(node_busbw, local * nic) * ring_fraction
     if op != "all_to_all":
         raise ValueError(f"collective {op!r} has no rule across nodes")
     # sent (size-1)/size of the tensor; (size-local)/size of it over the NIC, (local-1)/size inside
@@ -119,3 +141,30 @@ def _points(rows: Any, nic_gbps: float) -> tuple[NicPoint, ...]:
     """Sizes increasing, each achieved figure within the line rate, each with a source and quote."""
     points = measured_points(rows, "network", "gbps", ("NIC's line rate", nic_gbps))
     return tuple(NicPoint(size, gbps) for size, gbps in points)
+
+
+def _ring_nodes(raw: Any) -> tuple[tuple[int, float], ...]:
+    """``ring_nodes``: ``{source, quote, reason, points: [{nodes, busbw_gbps}, ...]}``, node counts
+    above 1 and increasing, each busbw positive."""
+    where = "network.ring_nodes"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(where, "must be a mapping of source, quote, reason and points")
+    known_keys(raw, ("source", "quote", "reason", "points"), where)
+    for key in ("source", "quote", "reason"):
+        text_field(raw, key, where)
+    rows = raw.get("points")
+    if not isinstance(rows, list) or len(rows) < 2:
+        raise ConfigError(f"{where}.points", "must be a list of at least two {nodes, busbw_gbps}")
+    out: list[tuple[int, float]] = []
+    for i, row in enumerate(rows):
+        at = f"{where}.points[{i}]"
+        if not isinstance(row, Mapping):
+            raise ConfigError(at, f"must be a mapping, got {row!r}")
+        known_keys(row, ("nodes", "busbw_gbps"), at)
+        nodes = row.get("nodes")
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 2:
+            raise ConfigError(f"{at}.nodes", f"must be a whole number of nodes, at least 2, got {nodes!r}")
+        if out and nodes <= out[-1][0]:
+            raise ConfigError(f"{at}.nodes", f"{nodes} does not increase on {out[-1][0]}")
+        out.append((nodes, positive_field(row, "busbw_gbps", at)))
+    return tuple(out)

@@ -359,7 +359,13 @@ def collective_time(
     else:
         per_nic = sent // local
     rate = crossing_busbw(
-        op, p2p=p2p, size=ranks, local=local, node_busbw=node_busbw, nic=network.nic_bytes_per_s(per_nic)
+        op,
+        p2p=p2p,
+        size=ranks,
+        local=local,
+        node_busbw=node_busbw,
+        nic=network.nic_bytes_per_s(per_nic),
+        ring_fraction=network.ring_fraction(nodes),
     )
     if p2p:  # R - 1 hops of one chunk each, every hop waiting for the one that crosses a node
         time_s = (ranks - 1) * max(per_nic / rate, floor)
