@@ -153,3 +153,18 @@ def test_cost_arithmetic_is_exact() -> None:
     assert big.times(3).tensor_flops == 3 * (2**70 + 1)
     video = Cost(tensor_flops=5, params=7, weight_bytes=9).per_video(100)
     assert (video.tensor_flops, video.params, video.weight_bytes) == (500, 7, 9)
+
+
+def test_layout_dims_reach_the_eager_recipe_and_not_the_cost() -> None:
+    """``layout_copy``'s kernel layout (a cache's clone, the upsampler's ``stack``, the output's
+    per-call concatenations) stays on the leaf for its recipe and never changes the cost; an
+    unknown dim is still refused by the rule."""
+    from ditmeter.analytic.tree import rule_leaf
+
+    plain = apply_rule("layout_copy", elements=1000, act_bytes=4)
+    assert plain.bytes_read == plain.bytes_written == 4000
+    assert apply_rule("layout_copy", elements=1000, act_bytes=4, stacked=True, chunks=3, chunk=7) == plain
+    leaf = rule_leaf("up", "conv", "layout_copy", elements=1000, act_bytes=4, stacked=True)
+    assert dict(leaf.dims)["stacked"] is True and leaf.cost == plain
+    with pytest.raises(TypeError):
+        apply_rule("layout_copy", elements=1000, act_bytes=4, stackd=True)

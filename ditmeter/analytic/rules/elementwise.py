@@ -219,29 +219,24 @@ def tile_blend(*, slices: int, elements: int, act_bytes: int) -> Cost:
     )
 
 
-@register_rule("layout_copy")
+@register_rule("layout_copy", layout=("cloned", "stacked", "chunks", "chunk"))
 def layout_copy(
     *,
     elements: int,
     act_bytes: int,
-    cloned: bool = False,
     joined: int = 0,
     zeros: int = 0,
-    stacked: bool = False,
     padded: int = 0,
     averaged: int = 0,
-    chunks: int = 0,
-    chunk: int = 0,
 ) -> Cost:
     """A permute that materialises a copy (unpatchify): no FLOPs, one read and one write.
 
-    A causal cache's update (``cloned``, the VAE): ``elements`` cloned, then ``joined`` elements
-    concatenated (read and written) from the clone and the previous frame, or ``zeros`` written
-    first; ``stacked``: the VAE upsampler's interleave of its two time halves (its kernels only);
-    ``padded``: a zero pad writing that many elements from the ``elements`` it reads; ``averaged``:
-    Wan2.2's ``AvgDown3D``, whose padded copy is then permuted and averaged into that many;
-    ``chunks``: ``elements`` copied by that many concatenations, each ``chunk`` more than the one
-    before (the VAE's output, call by call; their kernels only)."""
+    A causal cache's update (the VAE): ``elements`` cloned, then ``joined`` elements concatenated
+    (read and written) from the clone and the previous frame, or ``zeros`` written first;
+    ``padded``: a zero pad writing that many elements from the ``elements`` it reads;
+    ``averaged``: Wan2.2's ``AvgDown3D``, whose padded copy is then permuted and averaged into
+    that many. How the eager code lays these out in kernels (``cloned``, ``stacked``, ``chunks``,
+    ``chunk``) is the VAE recipe's (``models/wan21/eager_vae.py``), not the cost's."""
     written = padded or elements
     return Cost(
         activation_bytes=(written + joined) * act_bytes,
