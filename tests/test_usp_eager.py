@@ -70,6 +70,54 @@ def test_wan22_distributed_attention_copies() -> None:
     assert sum(c.bytes * c.count for c in large) == 48 * e
 
 
+FULL = ("workload=720p-81f",)  # 21 latent frames of 45 × 80 tokens: 75,600
+
+
+def test_the_official_rope_builds_the_whole_grids_table_on_every_rank() -> None:
+    """``rope_apply`` under the official plans (Wan2.1 ``xdit_context_parallel.py``, Wan2.2
+    ``sequence_parallel.py``), per q and k: the ``cat`` of the complex128 table for the whole grid,
+    75,600 tokens × 64 values × 16 B = 77,414,400 B read and written whatever the rank's share;
+    ``pad_freqs`` then ``torch.ones`` of the padding and a second ``cat`` to the padded length. At
+    Ulysses 8 the 75,600 tokens split evenly (9,450 each): no ``ones``, the ``cat`` copies the
+    table. At Ulysses 8 × ring 4 they pad to 75,616 (2,363 each): ``ones`` writes 16 × 1,024 =
+    16,384 B and the ``cat`` reads 77,430,784 B and writes as many. The product reads the rank's
+    rows only (2,363 × 1,024 B). One GPU: one table ``cat`` and no padding."""
+    table = 75_600 * 64 * 16
+    for model in ("wan2.1-t2v-14b", "wan2.2-t2v-a14b"):
+        _, calls = _leaf_calls(model, ParallelPlan(ulysses=8, gpus=8), "blocks.*.self_attn.rope", *FULL)
+        e = 9_450 * 40 * 128
+        assert [(c.op, c.bytes, c.count) for c in calls] == [
+            ("_to_copy", 12 * e, 2),  # fp32 -> float64
+            ("cat", 2 * table, 2),  # the whole grid's table
+            ("cat", 2 * table, 2),  # pad_freqs: nothing to pad, still a copy
+            ("mul", 8 * e + 9_450 * 1024 + 8 * e, 2),  # the rank's rows of it
+            ("cat", 16 * e, 2),
+            ("stack", 16 * e, 2),
+            ("_to_copy", 12 * e, 2),
+        ], model
+    rank, calls = _leaf_calls(
+        "wan2.1-t2v-14b", ParallelPlan(ulysses=8, ring=4, gpus=32), "blocks.*.self_attn.rope", *FULL
+    )
+    assert rank.padded_tokens == 75_616
+    padded = 75_616 * 64 * 16
+    assert [(c.bytes, c.count) for c in calls if c.op == "ones"] == [(16 * 1024, 2)]
+    assert [(c.bytes, c.count) for c in calls if c.op == "cat"][:2] == [
+        (2 * table, 2),
+        (table + 16 * 1024 + padded, 2),
+    ]
+    (mul,) = [c for c in calls if c.op == "mul"]
+    e = 2_363 * 40 * 128
+    assert mul.bytes == 8 * e + 2_363 * 1024 + 8 * e
+    cfg = load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=h100-sxm", *FULL], "report")
+    analysis, _ = analyze(cfg)
+    (row,) = [
+        r for r in walk(analysis.forward.tree, expand=False) if r.module_id == "blocks.*.self_attn.rope"
+    ]
+    one = eager_calls("official", "dit", row.module_id, row.rule, dict(row.dims), "bf16") or ()
+    assert [c.bytes for c in one if c.op == "cat"] == [2 * table, 16 * 75_600 * 40 * 128]
+    assert not [c for c in one if c.op == "ones"]
+
+
 def test_one_gpu_keeps_the_one_gpu_kernels() -> None:
     """Without a plan the leaf has no sequence-parallel dims and its kernels are flash_attention's."""
     cfg = load(["model=wan2.1-t2v-14b", "workload=w003-720p", "device=h100-sxm"], "report")

@@ -99,11 +99,13 @@ def silu(*, elements: int, act_bytes: int) -> Cost:
     return _unary(elements, SILU_FLOPS_PER_ELEMENT, act_bytes)
 
 
-@register_rule("rope")
+@register_rule("rope", layout=("table_rows", "padded_rows"))
 def rope(*, tensors: int, rows: int, heads: int, head_dim: int, act_bytes: int, table_bytes: int) -> Cost:
     """Rotate ``tensors`` (q and k: 2) of rows×heads×head_dim by cos/sin tables.
 
-    Reads each tensor and the rows×head_dim cos and sin tables (once per tensor).
+    Reads each tensor and the rows×head_dim cos and sin tables (once per tensor). Under the
+    official sequence-parallel code the eager ``rope_apply`` builds the whole sequence's table
+    (``table_rows``) and pads it (``padded_rows``): its recipe's kernels, not this cost.
     """
     elements = tensors * rows * heads * head_dim
     tables = tensors * 2 * rows * head_dim * table_bytes

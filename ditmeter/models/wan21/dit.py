@@ -62,6 +62,9 @@ class _Dims:
     # Whose sequence-parallel code the self-attention runs (``SequenceShard.code``): the eager
     # kernels around the call
     sp_code: str = ""
+    # The official sequence-parallel ``rope_apply`` (``sp_code`` xfuser or wan) builds the RoPE
+    # table for the whole grid, batch × f·h·w rows, then pads it to ``out_rows`` (``pad_freqs``)
+    table_rows: int = 0
 
     @property
     def vectors(self) -> int:
@@ -177,6 +180,7 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
             rule_leaf("norm_k_img", "norm_mod", "rms_norm", rows=d.img_rows, **norm),
         ]
     if self_attn:
+        table = {"table_rows": d.table_rows, "padded_rows": d.out_rows} if d.table_rows else {}
         children.append(
             rule_leaf(
                 "rope",
@@ -188,6 +192,7 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
                 head_dim=d.head_dim,
                 act_bytes=d.act,
                 table_bytes=FP32_BYTES,
+                **table,
             )
         )
     whole = not self_attn or not d.sa_heads
@@ -409,6 +414,7 @@ def build_dit(
         per_token=per_token_timesteps,
         t_rows=b * ((shard.time_tokens if shard else 0) or geo.tokens) if per_token_timesteps else 0,
         sp_code=shard.code if shard else "",
+        table_rows=b * geo.tokens if shard and shard.code in ("xfuser", "wan") else 0,
     )
     time_embedding, time_projection, text_embedding = _embeddings(model, d)
     image = _image_embedding(model, d) if model.image_tokens else ()

@@ -409,17 +409,30 @@ def _rope_official(
     head_dim: int,
     act_bytes: int,
     table_bytes: int,
+    table_rows: int = 0,
+    padded_rows: int = 0,
 ) -> tuple[KernelCall, ...]:
     """``rope_apply`` per tensor: to float64, the complex frequency table by ``cat`` (complex128,
     [tokens, head_dim/2]), the complex product, ``cat`` with the (empty) padding, ``stack``,
-    ``.float()``. The fp32 input is the promoted RMSNorm output."""
+    ``.float()``. The fp32 input is the promoted RMSNorm output. Under a sequence-parallel plan
+    (Wan2.1's ``xdit_context_parallel.py``, Wan2.2's ``sequence_parallel.py``) the table is the
+    whole grid's (``table_rows``), padded by ``pad_freqs`` to ``padded_rows`` (``torch.ones`` of
+    the padding, launched only when there is some, and a ``cat``) before the rank takes its rows."""
     e = rows * heads * head_dim
-    table = rows * head_dim // 2 * 16
+    per_row = head_dim // 2 * 16  # complex128 values of one token's table
+    table = (table_rows or rows) * per_row
     c = e * 8  # float64 values = e/2 complex128
+    rank_table = rows * per_row  # the rows the product reads
+    pad: tuple[KernelCall, ...] = ()
+    if padded_rows:
+        fill = (padded_rows - table_rows) * per_row
+        ones = (memory("ones", "fp64", fill, count=tensors),) if fill else ()
+        pad = (*ones, memory("cat", "fp64", table + fill, padded_rows * per_row, count=tensors))
     return (
         cast(e, "fp32", "fp64", count=tensors),
         memory("cat", "fp64", table, table, count=tensors),
-        memory("mul", "fp64", c, table, c, count=tensors, cuda_flops=3 * e),
+        *pad,
+        memory("mul", "fp64", c, rank_table, c, count=tensors, cuda_flops=3 * e),
         memory("cat", "fp64", c, c, count=tensors),
         memory("stack", "fp64", c, c, count=tensors),
         cast(e, "fp64", "fp32", count=tensors),
