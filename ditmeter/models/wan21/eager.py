@@ -195,10 +195,15 @@ def _rope_diffusers(
     head_dim: int,
     act_bytes: int,
     table_bytes: int,
+    table_rows: int = 0,
+    padded_rows: int = 0,
 ) -> tuple[KernelCall, ...]:
     """Per tensor: ``out[..., 0::2] = x1·cos − x2·sin`` and ``out[..., 1::2] = x1·sin + x2·cos`` in
     fp32 (4 products, a sub, an add, two strided copies into the 16-bit output).
-    NB: the cos/sin tables are read at [tokens, head_dim/2] (batch 1)."""
+    NB: the cos/sin tables are read at [tokens, head_dim/2] (batch 1). ``table_rows`` and
+    ``padded_rows`` lay out the official plans' tables (``_rope_official``); diffusers' rank reads
+    its rows of the precomputed tables (``trace`` holds an official plan's rank to diffusers'
+    launches)."""
     half = rows * heads * head_dim // 2
     a, table = act_bytes, rows * head_dim // 2 * table_bytes
     product = memory("mul", "fp32", half * a, table, half * F32, count=4 * tensors)
