@@ -593,6 +593,19 @@ def time_plan(
     if device is None:
         _untimed(top, options, command)
         return device, plan
+    if device.nics_per_node is not None:
+        from ditmeter.analytic.parallel import domain_gpus
+
+        if device.network is None:
+            raise ConfigError(
+                "device.nics_per_node", f"{device.name} has no network between nodes; allowed: null"
+            )
+        if device.nics_per_node > domain_gpus(device):
+            raise ConfigError(
+                "device.nics_per_node",
+                f"{device.nics_per_node} is more than the {domain_gpus(device)} GPUs of a node; "
+                f"allowed: 1 to {domain_gpus(device)} (null: one per GPU)",
+            )
     if plan.fp32_matmul == "tf32" and not _runs_gemm(device, kernels, "tf32"):
         raise ConfigError(
             "time.fp32_matmul",

@@ -115,6 +115,32 @@ def test_an_all_to_all_across_two_h100_nodes_by_hand() -> None:
     assert c.time_s == pytest.approx(52_428_800 / nic, rel=1e-5)  # 1.2509 ms
 
 
+def test_two_nics_per_node_share_them_by_hand() -> None:
+    """The same Ulysses 16 all-to-all with two NICs per node of 8 (``device.nics_per_node=2``):
+    every GPU sends its 52,428,800 B off the node at once, so each NIC carries four GPUs' bytes,
+    209,715,200 B, at log2(6.25) = 2.643856 of the 5 octaves from 32 MiB: 41.31 + 2.643856 / 5 ×
+    4.69 = 43.78994 GB/s, and each GPU gets a quarter of it: 52,428,800 / (43.78994e9 / 4) =
+    4.789 ms, 3.8 times the one-NIC-per-GPU time. More NICs than the node's GPUs, or NICs on a
+    board without a network, are refused naming the key."""
+    import attrs
+
+    from ditmeter.config import fabric_table
+
+    h100 = attrs.evolve(_device("h100-sxm"), nics_per_node=2)
+    c = collective_time(
+        "all_to_all", ranks=16, tensor_bytes=104_857_600, device=h100, fabric=fabric_table("nvswitch-hopper"),
+        gpus=16, network=network_table("ib-ndr400"),
+    )  # fmt: skip
+    nic = (41.31 + 2.643856 / 5 * 4.69) * 1e9
+    assert c.time_s == pytest.approx(52_428_800 / (nic / 4), rel=1e-6)  # 4.789 ms
+    with pytest.raises(ConfigError) as exc:
+        load([*SMALL, "device=h100-sxm", "device.nics_per_node=9"], "report")
+    assert exc.value.field == "device.nics_per_node" and "allowed: 1 to 8" in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        load([*SMALL, "device=rtx4090", "device.nics_per_node=1"], "report")
+    assert exc.value.field == "device.nics_per_node"
+
+
 def test_a_ring_hop_across_nodes_is_the_measured_two_node_row() -> None:
     """xDiT's ring of 2 with ulysses 8 on 16 GPUs: ranks 0 and 8, one on each node. A 64 MiB
     gathered K/V (32 MiB sent) crosses one NIC at the table's 32 MiB point: 33,554,432 / 41.31e9 =
@@ -232,3 +258,20 @@ def test_a_ulysses_group_that_straddles_nodes_crosses_the_network() -> None:
     kw = {"block_s": 0.0, "attention_s": 0.0, "fabric": cfg.time.fabric, "network": cfg.time.network}
     inside = comm_time(ulysses.comm, cfg.device, **kw)  # type: ignore[arg-type]
     assert inside.nodes == 1 and inside.call_s < ulysses.call_s
+
+
+def test_the_plan_line_names_shared_nics() -> None:
+    """Ulysses 8 × CFG 2 on 16 H100s with two NICs per node: the plan line says so, and the CFG
+    exchange and FSDP gathers that cross take longer than with a NIC per GPU."""
+    from ditmeter.reports.parallel_report import nodes_text
+
+    plan = ["model=wan2.1-t2v-14b", "workload=w003-720p", "device=h100-sxm", "parallel.ulysses=8",
+            "parallel.cfg=2", "parallel.dit_fsdp=true"]  # fmt: skip
+    views = {}
+    for nics in ("null", "2"):
+        _, view = analyze(load([*plan, f"device.nics_per_node={nics}"], "report"))
+        assert view.plan is not None
+        views[nics] = view.plan.estimate
+    assert nodes_text(views["null"]) == " on 2 nodes of 8"
+    assert nodes_text(views["2"]) == " on 2 nodes of 8, 2 NICs each"
+    assert views["2"].comm_video_s > views["null"].comm_video_s

@@ -136,6 +136,9 @@ class DeviceSpec:
     #: The network between its nodes (``configs/network/<name>.yaml``): one NIC per GPU; None: plans
     #: stay within one node (:func:`ditmeter.analytic.parallel.check_domain`).
     network: str | None = attrs.field(default=None, validator=_name)
+    #: NICs to that network per node; None: one per GPU (DGX/HGX). Fewer are shared: each GPU's
+    #: crossing traffic gets nics / node GPUs of a NIC (``docs/parallel.md``, "Beyond one node").
+    nics_per_node: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
     bf16_sparse_tflops: float | None = _optional()
     fp16_sparse_tflops: float | None = _optional()
     fp8_sparse_tflops: float | None = _optional()

@@ -322,7 +322,8 @@ def collective_time(
     talks over (:meth:`DeviceSpec.link_for`) plus :data:`COLLECTIVE_STEP_S` per step. A group of
     ranks ``stride`` apart that spans nodes also crosses the device's ``network`` (``p2p``: the
     ring's peer-to-peer exchange; :func:`ditmeter.analytic.network.crossing_busbw`) over a plan of
-    ``gpus`` (default: the group's extent)."""
+    ``gpus`` (default: the group's extent), each GPU at its share of a NIC where the node has fewer
+    NICs than GPUs (``device.nics_per_node``)."""
     link = device.link_for(min(ranks, domain_gpus(device)))
     if link is None:
         raise ConfigError("device", f"{device.name} has no nvlink_gbps or pcie_gbps in the catalog")
@@ -358,13 +359,16 @@ def collective_time(
         per_nic = sent * (ranks - local) // max(ranks - 1, 1)
     else:
         per_nic = sent // local
+    # fewer NICs than GPUs (``nics_per_node``): every GPU of the node crosses at once, so each NIC
+    # carries node GPUs / nics GPUs' bytes and each GPU gets that share of it
+    share = min(1.0, device.nics_per_node / domain_gpus(device)) if device.nics_per_node else 1.0
     rate = crossing_busbw(
         op,
         p2p=p2p,
         size=ranks,
         local=local,
         node_busbw=node_busbw,
-        nic=network.nic_bytes_per_s(per_nic),
+        nic=network.nic_bytes_per_s(round(per_nic / share)) * share,
         ring_fraction=network.ring_fraction(nodes),
     )
     if p2p:  # R - 1 hops of one chunk each, every hop waiting for the one that crosses a node
@@ -465,6 +469,7 @@ class ParallelEstimate:
     single_video_s: float  # the same stages on one GPU
     forward_stage: str
     node_gpus: int = NODE_GPUS  # GPUs of one node of the device
+    node_nics: int | None = None  # its NICs per node where fewer than one per GPU (``nics_per_node``)
     #: the GPU's forwards by kind where a method runs them differently (empty: every forward is
     #: ``compute`` with every per-forward collective); ``stage_video_s`` then sums them
     forward_runs: tuple[RankRun, ...] = ()
@@ -573,6 +578,7 @@ def estimate(
         sum(stage_video_s.values()),
         forward_stage,
         domain_gpus(device),
+        device.nics_per_node,
     )
     per_gpu = dict(stage_video_s)
     per_gpu.update({k: v for k, v in (rank_stage_s or {}).items() if k in per_gpu})

@@ -136,6 +136,7 @@ def parallel_json(view: PlanView) -> dict[str, Any]:
         "name": est.plan.name,
         "nodes": est.nodes,
         "node_gpus": est.node_gpus,
+        "node_nics": est.node_nics,
         "tokens": rank.tokens,
         "padded_tokens": rank.padded_tokens,
         "tokens_per_gpu": rank.padded_tokens // est.plan.sequence.degree,
@@ -181,8 +182,12 @@ def plan_line(view: PlanView) -> str:
 
 
 def nodes_text(est: ParallelEstimate) -> str:
-    """`` on 2 nodes of 8`` where the plan spans nodes, else nothing."""
-    return f" on {est.nodes} nodes of {est.node_gpus}" if est.nodes > 1 else ""
+    """`` on 2 nodes of 8`` where the plan spans nodes (``, 2 NICs each`` where the nodes have fewer
+    NICs than GPUs), else nothing."""
+    if est.nodes == 1:
+        return ""
+    nics = f", {est.node_nics} NIC{'s' if est.node_nics > 1 else ''} each" if est.node_nics else ""
+    return f" on {est.nodes} nodes of {est.node_gpus}{nics}"
 
 
 def collectives_table(est: ParallelEstimate) -> Table:
