@@ -594,7 +594,7 @@ def time_plan(
         _untimed(top, options, command)
         return device, plan
     if device.nics_per_node is not None:
-        from ditmeter.analytic.parallel import domain_gpus
+        from ditmeter.analytic.collective_time import domain_gpus
 
         if device.network is None:
             raise ConfigError(

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from ditmeter.analytic.collective_time import collective_time
 from ditmeter.analytic.collectives import COLLECTIVES
 from ditmeter.analytic.fabric import FabricTable
-from ditmeter.analytic.parallel import collective_time
 from ditmeter.cli import main
 from ditmeter.config import choices, config_dir, fabric_table, load
 from ditmeter.errors import ConfigError

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import torch
 
+from ditmeter.analytic.collective_time import collective_time
 from ditmeter.analytic.network import crossing_busbw, group_span
-from ditmeter.analytic.parallel import ParallelPlan, collective_time, comm_time
+from ditmeter.analytic.parallel import ParallelPlan, comm_time
 from ditmeter.commands.report import analyze
 from ditmeter.compare.parallel import collective_mismatches
 from ditmeter.config import load, network_table

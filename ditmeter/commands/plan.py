@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pandas as pd
 
+from ditmeter.analytic.collective_time import domain_gpus
 from ditmeter.analytic.methods import check_under_plan
-from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan, check_domain, domain_gpus
+from ditmeter.analytic.parallel import MAX_GPUS, ParallelPlan, check_domain
 from ditmeter.commands.plan_result import PlanOptions, PlanResult
 from ditmeter.commands.report import analyze, under_plan
 from ditmeter.config import RunConfig, load

@@ -12,10 +12,10 @@ import pandas as pd
 import pyarrow as pa
 
 from ditmeter.analytic.analysis import Analysis
+from ditmeter.analytic.collective_time import COLLECTIVE_STEP_S
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.memory import Timeline
 from ditmeter.analytic.parallel import (
-    COLLECTIVE_STEP_S,
     FSDP_IN_FLIGHT,
     ParallelEstimate,
     ParallelPlan,
