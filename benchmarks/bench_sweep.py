@@ -21,9 +21,10 @@ import time
 
 from timing import Targets  # benchmarks/timing.py: the script's folder is on sys.path
 
+from ditmeter.catalog import choices
 from ditmeter.commands.report import analyze
 from ditmeter.commands.sweep import SweepResult, sweep
-from ditmeter.config import choices, load
+from ditmeter.config import load
 
 FRAMES = (17, 33, 49, 65, 81, 97, 113, 129, 145, 161)  # 4n+1
 #: Ten devices of the catalog, named (the catalog grows; the grid stays 10,000 points).

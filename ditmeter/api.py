@@ -88,7 +88,8 @@ def _argv(overrides: Overrides, names: Mapping[str, Any], **arguments: Any) -> l
     """Command-line overrides: ``names`` (the catalog names a function needs: model, workload, a
     device) and ``arguments`` (trace, output_root; None: not given) as ``KEY=VALUE``, then
     ``overrides``, which may set none of these keys again (one of the two would silently lose)."""
-    from ditmeter.config import _key, choices
+    from ditmeter.catalog import choices
+    from ditmeter.config import _key
     from ditmeter.errors import ConfigError
 
     entries = _entries(overrides)

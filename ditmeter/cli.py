@@ -32,8 +32,8 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a proces
 def _commands() -> list[tuple[str, str, str, str]]:
     """(name, one-line summary, description, epilog) of every subcommand; the file lists and the
     modules built come from the code that writes and builds them."""
+    from ditmeter.catalog import choices
     from ditmeter.commands.help import command_help
-    from ditmeter.config import choices
     from ditmeter.models import families
     from ditmeter.reports.ingest_report import INGEST_FILES
     from ditmeter.reports.run_files import DEVICE_FILES, PROFILE_FILES, REPORT_FILES, TRACE_FILES
@@ -205,7 +205,7 @@ def _commands() -> list[tuple[str, str, str, str]]:
 
 @functools.cache  # the help text composes every config (~0.2 s); build it once per process
 def _parser() -> argparse.ArgumentParser:
-    from ditmeter.config import choices
+    from ditmeter.catalog import choices
 
     p = _OneLineParser(
         prog="ditmeter",

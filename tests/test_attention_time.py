@@ -14,7 +14,8 @@ from conftest import analyze
 from ditmeter.analytic.kernels import Curve
 from ditmeter.analytic.timing import StageKernels, TimePlan, effective_backend, kernel_time, leaf_time
 from ditmeter.analytic.tree import ModuleRow, rule_leaf
-from ditmeter.config import kernel_table, load
+from ditmeter.catalog import kernel_table
+from ditmeter.config import load
 
 H100 = load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm"]).device
 assert H100 is not None

@@ -10,8 +10,9 @@ import pytest
 import yaml
 from test_kernels import calibration  # the README's flow: a fast CPU calibration of the DiT alone
 
+from ditmeter.catalog import kernel_table
 from ditmeter.cli import main
-from ditmeter.config import kernel_table, load
+from ditmeter.config import load
 
 __all__ = ["calibration"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ditmeter.analytic.collectives import collective_cost
-from ditmeter.config import choices, load
+from ditmeter.catalog import choices
+from ditmeter.config import load
 
 
 def test_an_all_to_all_by_hand() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import MODELS, WORKLOADS, spec_and_workload
 
-from ditmeter.config import choices
+from ditmeter.catalog import choices
 from ditmeter.errors import ConfigError
 
 
@@ -61,7 +61,8 @@ def test_group_selections_compose_as_hydra_does() -> None:
     Hydra's compose gives, for every model, workload and device."""
     from omegaconf import OmegaConf
 
-    from ditmeter.config import _composed, _hydra_composed, choices, config_dir
+    from ditmeter.catalog import choices, config_dir
+    from ditmeter.config import _composed, _hydra_composed
 
     root = str(config_dir())
     selections = [

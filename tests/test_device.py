@@ -19,8 +19,9 @@ from ditmeter.analytic.device import NUMBER_KEYS, DeviceSpec
 from ditmeter.analytic.registry import apply_rule
 from ditmeter.analytic.timing import StageKernels, TimePlan, leaf_roofline, leaf_time
 from ditmeter.analytic.tree import ModuleRow, rule_leaf
+from ditmeter.catalog import choices, config_dir, kernel_table
 from ditmeter.cli import main
-from ditmeter.config import choices, config_dir, kernel_table, load
+from ditmeter.config import load
 from ditmeter.errors import ConfigError
 from ditmeter.models.wan21 import WAN21
 

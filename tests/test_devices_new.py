@@ -13,8 +13,9 @@ import yaml
 
 from ditmeter.analytic.collective_time import collective_time
 from ditmeter.analytic.device import DeviceSpec
+from ditmeter.catalog import choices, config_dir, fabric_table
 from ditmeter.cli import main
-from ditmeter.config import choices, config_dir, fabric_table, load
+from ditmeter.config import load
 from ditmeter.errors import ConfigError
 
 NEW = ("b200", "gb200", "l20", "l40", "rtx4090d")
@@ -220,7 +221,7 @@ def test_b200_attention_fractions_by_hand() -> None:
     """B200 rows of flash-attention PR #2605 (MFU = TFLOPS / 2250): FA4 at hdim 128 1,328 TFLOPS at
     4K tokens (0.590) and 1,362 at 16K (0.605, held beyond); halfway in log2 between 4K and 8K
     (1,358: 0.604): 0.597. cuDNN at hdim 64 846 TFLOPS at 1K (0.376), not the GB300's 980."""
-    from ditmeter.config import kernel_table
+    from ditmeter.catalog import kernel_table
 
     t = kernel_table("blackwell-dc")
     assert t.attention_fraction("fa4", 128, 4096) == pytest.approx(0.590)

@@ -12,8 +12,9 @@ import yaml
 from ditmeter.analytic.collective_time import collective_time
 from ditmeter.analytic.collectives import COLLECTIVES
 from ditmeter.analytic.fabric import FabricTable
+from ditmeter.catalog import choices, config_dir, fabric_table
 from ditmeter.cli import main
-from ditmeter.config import choices, config_dir, fabric_table, load
+from ditmeter.config import load
 from ditmeter.errors import ConfigError
 
 LOAD = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny"]

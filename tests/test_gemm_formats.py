@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ditmeter.catalog import kernel_table
 from ditmeter.commands.report import analyze
-from ditmeter.config import kernel_table, load
+from ditmeter.config import load
 
 
 def _ffn_gemm(device: str, gemm_dtype: str, workload: str = "480p-81f"):  # type: ignore[no-untyped-def]

@@ -13,9 +13,10 @@ import yaml
 from ditmeter.analytic.kernels import Curve, KernelTable
 from ditmeter.analytic.timing import StageKernels, TimePlan, leaf_time
 from ditmeter.analytic.tree import ModuleRow, rule_leaf
+from ditmeter.catalog import kernel_table
 from ditmeter.cli import main
 from ditmeter.commands.report import analyze
-from ditmeter.config import kernel_table, load
+from ditmeter.config import load
 from ditmeter.errors import ConfigError
 
 H100 = load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm"]).device
@@ -198,7 +199,7 @@ def test_a_bad_kernel_table_names_the_field(edit, field: str) -> None:  # type: 
 
 
 def test_every_device_has_a_kernel_table_with_sources() -> None:
-    from ditmeter.config import choices
+    from ditmeter.catalog import choices
 
     for name in choices("device"):
         cfg = load(["model=wan2.1-t2v-1.3b", f"device={name}"], "report")

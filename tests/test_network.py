@@ -13,9 +13,10 @@ import torch
 from ditmeter.analytic.collective_time import collective_time
 from ditmeter.analytic.network import crossing_busbw, group_span
 from ditmeter.analytic.parallel import ParallelPlan, comm_time
+from ditmeter.catalog import network_table
 from ditmeter.commands.report import analyze
 from ditmeter.compare.parallel import collective_mismatches
-from ditmeter.config import load, network_table
+from ditmeter.config import load
 from ditmeter.errors import ConfigError
 from ditmeter.models.wan21.builders import build_diffusers_dit, diffusers_dit_inputs, enable_context_parallel
 from ditmeter.models.wan21.parallel import context_parallel_forward
@@ -105,7 +106,7 @@ def test_an_all_to_all_across_two_h100_nodes_by_hand() -> None:
     off-node part takes 52,428,800 / 41.9139e9 = 1.2509 ms; the 7/16 inside the node at the
     fabric's 311.34 GB/s (held below 128 MiB) take 0.147 ms and hide under it."""
     ndr, h100 = network_table("ib-ndr400"), _device("h100-sxm")
-    from ditmeter.config import fabric_table
+    from ditmeter.catalog import fabric_table
 
     c = collective_time(
         "all_to_all", ranks=16, tensor_bytes=104_857_600, device=h100, fabric=fabric_table("nvswitch-hopper"),
@@ -125,7 +126,7 @@ def test_two_nics_per_node_share_them_by_hand() -> None:
     board without a network, are refused naming the key."""
     import attrs
 
-    from ditmeter.config import fabric_table
+    from ditmeter.catalog import fabric_table
 
     h100 = attrs.evolve(_device("h100-sxm"), nics_per_node=2)
     c = collective_time(
@@ -146,7 +147,7 @@ def test_a_ring_hop_across_nodes_is_the_measured_two_node_row() -> None:
     """xDiT's ring of 2 with ulysses 8 on 16 GPUs: ranks 0 and 8, one on each node. A 64 MiB
     gathered K/V (32 MiB sent) crosses one NIC at the table's 32 MiB point: 33,554,432 / 41.31e9 =
     812.3 µs, nccl-tests#232's own time for that size. An A100 over HDR: the flat 24 GB/s."""
-    from ditmeter.config import fabric_table
+    from ditmeter.catalog import fabric_table
 
     kw: dict[str, Any] = {"ranks": 2, "tensor_bytes": 67_108_864, "stride": 8, "gpus": 16, "p2p": True}
     hop = collective_time(
@@ -174,7 +175,7 @@ def test_a_ring_collective_slows_with_the_nodes_it_spans_by_the_measured_decline
     all-to-all across 8 nodes keeps its one-NIC figure (no measured decline)."""
     import attrs
 
-    from ditmeter.config import fabric_table
+    from ditmeter.catalog import fabric_table
 
     ndr = network_table("ib-ndr400")
     flat = attrs.evolve(ndr, ring_nodes=())
@@ -235,7 +236,7 @@ def test_a_bad_network_table_names_its_field(change: dict, field: str) -> None: 
     import yaml
 
     from ditmeter.analytic.network import NetworkTable
-    from ditmeter.config import config_dir
+    from ditmeter.catalog import config_dir
 
     raw = yaml.safe_load((config_dir() / "network" / "ib-ndr400.yaml").read_text(encoding="utf-8"))
     with pytest.raises(ConfigError) as exc:

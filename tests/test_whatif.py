@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from ditmeter.analytic.methods import MagCacheModel, magcache_computed
+from ditmeter.catalog import magcache_model
 from ditmeter.cli import main
 from ditmeter.commands.report import analyze
 from ditmeter.commands.whatif import whatif
 from ditmeter.commands.whatif_result import WhatifResult
-from ditmeter.config import load, magcache_model
+from ditmeter.config import load
 from ditmeter.errors import ConfigError
 
 BASE = ["model=wan2.1-t2v-1.3b", "workload=w002-512p", "device=h100-sxm"]
@@ -311,7 +312,7 @@ def test_sage_attention_on_the_int8_peak_with_its_quantize_passes_by_hand() -> N
 def test_rtx4090_flash_attention_2_is_the_boards_own_measurement() -> None:
     """FlashAttention-2 on an RTX 4090 at hd128 and 16K+ tokens runs at 164 of 165.2 TFLOP/s
     (SageAttention's kernel benchmark of the board), not Ampere's 73%."""
-    from ditmeter.config import kernel_table
+    from ditmeter.catalog import kernel_table
 
     assert kernel_table("rtx4090").attention_fraction("fa2", 128, 32768) == pytest.approx(
         164 / 165.2, abs=1e-3

@@ -9,8 +9,9 @@ import re
 import textwrap
 from typing import Any
 
+from ditmeter.catalog import choices, config_dir
 from ditmeter.commands.whatif_methods import DEFAULT_WHATIFS, WHATIFS
-from ditmeter.config import COMMAND_KEYS, GROUPS, choices, compose_config, config_dir
+from ditmeter.config import COMMAND_KEYS, GROUPS, compose_config
 
 #: Overrides shown as examples; each command shows the ones whose keys it accepts.
 EXAMPLES = (

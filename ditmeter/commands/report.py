@@ -33,7 +33,8 @@ from ditmeter.analytic.plan_methods import (
     with_rank_runs,
 )
 from ditmeter.analytic.timing import ZERO, TimePlan
-from ditmeter.config import RunConfig, magcache_model
+from ditmeter.catalog import magcache_model
+from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import DeviceView, device_view
 from ditmeter.reports.parallel_report import PlanView, plan_estimate, scaling_frame

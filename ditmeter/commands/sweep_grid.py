@@ -13,7 +13,7 @@ A point is two halves that do not depend on each other, each resolved by :func:`
   (:func:`configs`);
 * its device and time plan (device, device.*, calibration, time.mode, attention, gemm_dtype):
   ``config.load`` once per device, then ``device.<field>`` values re-parsed into the device record
-  and the plan keys planned by ``config.time_plan``, as ``load`` does (:func:`device_plans`).
+  and the plan keys planned by ``catalog.time_plan``, as ``load`` does (:func:`device_plans`).
 
 The per-value way is compared with ``load`` on the first point of each load. (A ``load`` costs
 ~10 ms of Hydra work once its groups are composed: per distinct combination of every key, ~2 s
@@ -33,17 +33,8 @@ from ditmeter.analytic.batch_timing import DevicePlan
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.timing import TimePlan
 from ditmeter.analytic.workload import PIPELINES, parse_workload
-from ditmeter.config import (
-    COMMAND_KEYS,
-    GROUPS,
-    RunConfig,
-    TimeOptions,
-    TopLevel,
-    check_parsable,
-    choices,
-    load,
-    time_plan,
-)
+from ditmeter.catalog import choices, time_plan
+from ditmeter.config import COMMAND_KEYS, GROUPS, RunConfig, TimeOptions, TopLevel, check_parsable, load
 from ditmeter.errors import ConfigError
 from ditmeter.validate import parse
 
@@ -286,7 +277,7 @@ def configs(fixed: Sequence[str], axes: Sequence[Axis]) -> tuple[list[tuple[str,
 
 def _time_plan(device: DeviceSpec, values: Mapping[str, Any]) -> TimePlan:
     """The plan ``load`` gives ``device`` with the :data:`PLAN_KEYS` ``values`` (``time.*`` and the
-    top-level ``attention``, ``gemm_dtype``, ``host``; :func:`ditmeter.config.time_plan`, its checks
+    top-level ``attention``, ``gemm_dtype``, ``host``; :func:`ditmeter.catalog.time_plan`, its checks
     and its errors), without a load."""
     top = {k: v for k, v in values.items() if not k.startswith("time.")}
     options = {k.removeprefix("time."): v for k, v in values.items() if k.startswith("time.")}
@@ -296,7 +287,7 @@ def _time_plan(device: DeviceSpec, values: Mapping[str, Any]) -> TimePlan:
 
 def device_plans(fixed: Sequence[str], axes: Sequence[Axis]) -> list[DevicePlan]:
     """The device side: ``load`` per device; ``device.<field>`` values re-parsed into the device
-    record and ``time.mode``, ``attention`` and ``gemm_dtype`` planned by ``config.time_plan``, as
+    record and ``time.mode``, ``attention`` and ``gemm_dtype`` planned by ``catalog.time_plan``, as
     ``load`` does (with ``calibration=``, ``load`` per point)."""
     calibrated = any(top_key(o) == "calibration" for o in fixed) or any(a.key == "calibration" for a in axes)
     host = next((o.split("=", 1)[1] for o in fixed if top_key(o) == "host"), "auto")

@@ -1,0 +1,249 @@
+"""The catalog under ``configs/`` that a run names by key: the folder and its groups, the kernel
+tables (each over its ``base``), the fabrics, networks and hosts, MagCache's published ratios, and
+the time plan they make with a device (``attention=``, ``gemm_dtype=``, ``time.*`` checked against
+them). Every table is validated as it is read; an error names the field (exit 2)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import OmegaConf
+
+from ditmeter.analytic.device import DeviceSpec
+from ditmeter.analytic.fabric import FabricTable
+from ditmeter.analytic.gemm_formats import GEMM_DTYPES, peak_dtype
+from ditmeter.analytic.host import HostPlan, default_host, host_from_mapping
+from ditmeter.analytic.kernels import KernelTable
+from ditmeter.analytic.methods import MagCacheModel
+from ditmeter.analytic.network import NetworkTable
+from ditmeter.analytic.timing import TimePlan
+from ditmeter.errors import ConfigError
+from ditmeter.models.family import ModelSpec
+from ditmeter.validate import FieldError
+
+if TYPE_CHECKING:
+    from ditmeter.config import TimeOptions, TopLevel
+
+
+def config_dir() -> Path:
+    """The folder holding ``config.yaml`` and the ``model/`` and ``workload/`` groups."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no config.yaml in {here / 'conf'} or {here.parent / 'configs'}")
+
+
+def choices(group: str) -> list[str]:
+    """Names selectable in a config group (``model``, ``workload``)."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def _kernel_mapping(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A kernel file's content over its ``base`` (its sections replace the base's entries of the
+    same backend or dtype; an entry set to null drops the base's: a kernel that does not run there)."""
+    path = config_dir() / "kernels" / f"{name}.yaml"
+    if not path.is_file() or name in seen:
+        why = (
+            "refers back to itself" if name in seen else f"unknown; allowed: {', '.join(choices('kernels'))}"
+        )
+        raise ConfigError("device.kernels", f"kernel table {name!r} {why}")
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(raw, dict)
+    base = raw.pop("base", None)
+    if base is None:
+        return {str(k): v for k, v in raw.items()}
+    merged = _kernel_mapping(str(base), (*seen, name))
+    for key, value in raw.items():
+        nested = key in ("attention", "gemm", "conv") and isinstance(value, dict)
+        if nested:
+            kept = {**merged.get(str(key), {}), **value}
+            merged[str(key)] = {k: v for k, v in kept.items() if v is not None}
+        else:
+            merged[str(key)] = value
+    return merged
+
+
+@functools.lru_cache(maxsize=16)
+def kernel_table(name: str) -> KernelTable:
+    """``configs/kernels/<name>.yaml`` over its base, validated (errors name ``kernels.<field>``)."""
+    return KernelTable.from_mapping(_kernel_mapping(name), "kernels")
+
+
+@functools.lru_cache(maxsize=1)
+def _magcache_ratios() -> dict[str, Any]:
+    from ditmeter.files import load_yaml
+
+    ratios: dict[str, Any] = load_yaml(config_dir() / "cache" / "magcache.yaml", "methods.cache")["ratios"]
+    return ratios
+
+
+def magcache_model(model: ModelSpec) -> MagCacheModel | None:
+    """MagCache's published ratios for ``model`` (``configs/cache/magcache.yaml``) and which of its
+    scripts runs it; None where MagCache publishes none (FLF2V, models of your own)."""
+    entry = _magcache_ratios().get(model.name)
+    if entry is None:
+        return None
+    experts = int(getattr(model, "experts", 1))
+    if model.name.startswith("wan2.1"):
+        mode = "wan2.1"
+    elif experts == 2:
+        mode = "i2v" if int(getattr(model, "images", 0)) else "t2v"
+    else:
+        mode = "ti2v"
+    shift, boundary = float(getattr(model, "sample_shift", 1.0)), float(getattr(model, "boundary", 0.0))
+    return MagCacheModel(model.name, tuple(float(v) for v in entry["values"]), mode, shift, boundary)
+
+
+def _catalog_table(group: str, name: str) -> dict[str, Any]:
+    """``configs/<group>/<name>.yaml`` as a mapping; an unknown name exits 2 naming ``device.<group>``."""
+    path = config_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"device.{group}", f"{group} {name!r} unknown; allowed: {', '.join(choices(group))}"
+        )
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(raw, dict):
+        raise ConfigError(group, f"{path} is not a mapping")
+    return {str(k): v for k, v in raw.items()}
+
+
+@functools.lru_cache(maxsize=16)
+def fabric_table(name: str) -> FabricTable:
+    """``configs/fabric/<name>.yaml``, validated (errors name ``fabric.<field>``)."""
+    return FabricTable.from_mapping(_catalog_table("fabric", name))
+
+
+@functools.lru_cache(maxsize=16)
+def network_table(name: str) -> NetworkTable:
+    """``configs/network/<name>.yaml``, validated (errors name ``network.<field>``)."""
+    return NetworkTable.from_mapping(_catalog_table("network", name))
+
+
+def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
+    """``host=``: ``auto`` (by the device, :func:`~ditmeter.analytic.host.default_host`), a
+    ``configs/host/`` name, or a calibration file of a CPU (``ditmeter calibrate``)."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        from ditmeter.analytic.calibration import read_calibration
+
+        try:
+            cal_device, kernels = read_calibration(Path(name))
+        except ConfigError as exc:  # the file is the host's: name that field
+            raise ConfigError("host", exc.message) from None
+        return HostPlan(cal_device, kernels) if device is not None else None
+    known = name == "auto" or (config_dir() / "host" / f"{name}.yaml").is_file()
+    if device is None and known:
+        return None
+    name = default_host(device) if name == "auto" else name
+    path = config_dir() / "host" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            "host", f"{name!r} unknown; allowed: auto, {', '.join(choices('host'))} or a calibration file"
+        )
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(raw, dict)
+    return host_from_mapping({str(k): v for k, v in raw.items()}, "host")
+
+
+def time_plan(
+    top: TopLevel, options: TimeOptions, device: DeviceSpec | None, command: str | None = None
+) -> tuple[DeviceSpec | None, TimePlan]:
+    """The device and the time plan: the device's kernel table, or a calibration file's device and
+    table (``calibration=PATH``); ``attention=``, ``gemm_dtype=`` and ``time.*`` checked against them
+    (without a device nothing is timed: a key that changes the time is refused, but ``validate``'s
+    ``time.execution``, which picks the execution its points are predicted under)."""
+    kernels = None
+    if top.calibration is not None:
+        from ditmeter.analytic.calibration import read_calibration, serve_any_report
+
+        cal_device, kernels = read_calibration(Path(top.calibration))
+        catalog = kernel_table(cal_device.kernels) if cal_device.kernels else None
+        kernels = serve_any_report(kernels, catalog, top.calibration)
+        if device is not None and device.name != cal_device.name:
+            raise ConfigError(
+                "calibration",
+                f"was measured on {cal_device.name}, not device={device.name}; drop device= or match it",
+            )
+        device = cal_device
+    elif device is not None and device.kernels is not None:
+        kernels = kernel_table(device.kernels)
+    plan = TimePlan(
+        options.mode,
+        kernels,
+        top.attention,
+        top.gemm_dtype,
+        options.execution,
+        host_plan(top.host, device),
+        fabric_table(device.fabric) if device is not None and device.fabric is not None else None,
+        network=network_table(device.network) if device is not None and device.network is not None else None,
+        fp32_matmul=options.fp32_matmul,
+    )
+    if device is None:
+        _untimed(top, options, command)
+        return device, plan
+    if device.nics_per_node is not None:
+        from ditmeter.analytic.collective_time import domain_gpus
+
+        if device.network is None:
+            raise ConfigError(
+                "device.nics_per_node", f"{device.name} has no network between nodes; allowed: null"
+            )
+        if device.nics_per_node > domain_gpus(device):
+            raise ConfigError(
+                "device.nics_per_node",
+                f"{device.nics_per_node} is more than the {domain_gpus(device)} GPUs of a node; "
+                f"allowed: 1 to {domain_gpus(device)} (null: one per GPU)",
+            )
+    if plan.fp32_matmul == "tf32" and not _runs_gemm(device, kernels, "tf32"):
+        raise ConfigError(
+            "time.fp32_matmul",
+            f"{device.name}'s kernel table has no tf32 GEMM curve; allowed here: ieee",
+        )
+    if kernels is not None and top.attention not in ("auto", *kernels.backends):
+        raise ConfigError(
+            "attention",
+            f"{top.attention!r} does not run on {device.name}; allowed: auto, {', '.join(kernels.backends)}",
+        )
+    if top.gemm_dtype is not None and not _runs_gemm(device, kernels, top.gemm_dtype):
+        here = [g for g in GEMM_DTYPES if _runs_gemm(device, kernels, g)]
+        raise ConfigError(
+            "gemm_dtype",
+            f"{device.name} has no {peak_dtype(top.gemm_dtype)} tensor-core peak or {top.gemm_dtype} GEMM "
+            f"curve; allowed here: null, {', '.join(here)}",
+        )
+    if top.attention == "sage" and device.int8_tops is None:
+        raise ConfigError("attention", f"sage computes on INT8 tensor cores; {device.name} has no INT8 peak")
+    if top.attention != "auto" and not plan.predicted:
+        raise ConfigError("attention", "a kernel's speed is not in the roofline: use time.mode=predicted")
+    return device, plan
+
+
+def _runs_gemm(device: DeviceSpec, kernels: KernelTable | None, gemm_dtype: str) -> bool:
+    """Whether ``device`` (and its kernel table) has the peak and the GEMM curve of ``gemm_dtype``."""
+    try:
+        device.tensor_flop_per_s(peak_dtype(gemm_dtype))
+        if kernels is not None:
+            kernels.gemm_fraction(gemm_dtype, 1)
+    except (ConfigError, FieldError):
+        return False
+    return True
+
+
+def _untimed(top: TopLevel, options: TimeOptions, command: str | None) -> None:
+    """Refuses a key that changes the predicted time when nothing is timed (no device)."""
+    if command == "validate" and options.mode != "predicted":
+        raise ConfigError(
+            "time.mode", "not used by `ditmeter validate` (its points are predicted; time.execution applies)"
+        )
+    changed = {
+        "attention": top.attention != "auto",
+        "gemm_dtype": top.gemm_dtype is not None,
+        "time.mode": options.mode != "predicted",
+        "time.execution": options.execution != "eager" and command != "validate",
+        "time.fp32_matmul": options.fp32_matmul != "ieee" and command != "validate",
+    }
+    for key, given in changed.items():
+        if given:
+            raise ConfigError(key, "needs device=NAME (or calibration=PATH): it changes the predicted time")
