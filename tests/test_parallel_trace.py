@@ -307,7 +307,7 @@ def _rank_kernels(small, ulysses: int, ring: int):  # type: ignore[no-untyped-de
 def test_a_ranks_eager_kernels_are_its_plans_recipes(small, ulysses: int, ring: int) -> None:  # type: ignore[no-untyped-def]
     """Every launch of rank 0's block under diffusers' ``ContextParallelConfig`` (the copies around
     its all-to-alls, each ring call's kernel, log-sum-exp and merge) equals the rank tree's recipes
-    (models/wan21/eager.py ``_cp_attention``, ``_ring_merge_diffusers``), op, dtype and bytes."""
+    (models/wan21/eager_parallel.py ``cp_attention``, ``_ring_merge_diffusers``), op, dtype and bytes."""
     check = _rank_kernels(small, ulysses, ring)
     assert check.mismatches() == [] and check.launches > 90
 
@@ -316,7 +316,7 @@ def test_a_missing_copy_in_a_plan_recipe_fails_the_kernel_check(small, monkeypat
     """The Ulysses layouts' five copies forgotten: the check names the bf16 clones."""
     import ditmeter.models.wan21.eager as eager
 
-    real = eager._cp_attention
+    real = eager.cp_attention
 
     def fewer(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls = real(*args, **kwargs)
@@ -326,6 +326,6 @@ def test_a_missing_copy_in_a_plan_recipe_fails_the_kernel_check(small, monkeypat
 
     import attrs
 
-    monkeypatch.setattr(eager, "_cp_attention", fewer)
+    monkeypatch.setattr(eager, "cp_attention", fewer)
     (line,) = _rank_kernels(small, 2, 1).mismatches()
     assert "clone bf16" in line and "× 4 in the recipes, × 9 launched" in line

@@ -27,7 +27,7 @@ def attention_core(
 
     ``sp_*`` (one rank under an official sequence-parallel plan: its Ulysses and ring degrees,
     and whether the call goes through xDiT's ``xFuserLongContextAttention``) pick the eager
-    kernels around the call (``models/wan21/eager.py``); they change no cost here.
+    kernels around the call (``models/wan21/eager_parallel.py``); they change no cost here.
 
     Bytes: Q, K, V read once and O written once; the L×L score matrix stays on
     chip (flash-style). NB: real kernels re-read K/V once per query tile, and the

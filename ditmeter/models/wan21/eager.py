@@ -28,17 +28,15 @@ for k) and casts the output back to q's dtype (fp32).
 
 from __future__ import annotations
 
-import attrs
-
 from ditmeter.analytic.eager import (
     EAGER_DTYPE_BYTES,
     KernelCall,
-    attention,
     cast,
     dtype_of,
     memory,
     register_recipe,
 )
+from ditmeter.models.wan21.eager_parallel import cp_attention, flash_kernel, usp_attention, varlen_offsets
 
 F32 = 4
 #: Official ``Linear`` leaves whose input is fp32 (the modulated stream, the fp32 attention output).
@@ -213,14 +211,6 @@ def _rope_diffusers(
     return (product, sub, add, store)
 
 
-def _flash(
-    batch: int, heads: int, q_tokens: int, kv_tokens: int, head_dim: int, act_bytes: int, act: str = "bf16"
-) -> KernelCall:
-    """The flash kernel in the 16-bit ``act``: it writes the fp32 log-sum-exp."""
-    dtype = dtype_of(act_bytes, act)
-    return attention("flash_attention", dtype, batch, heads, q_tokens, kv_tokens, head_dim, lse=True)
-
-
 @register_recipe("diffusers", "dit", "attention_core")
 def _attention_diffusers(
     *,
@@ -237,52 +227,10 @@ def _attention_diffusers(
     sp_xfuser: bool = False,
 ) -> tuple[KernelCall, ...]:
     """SDPA: one flash kernel (its output is laid out [batch, tokens, heads, head_dim], so merging
-    the heads is a view). Under a context-parallel plan (``sp_ulysses``): :func:`_cp_attention`."""
+    the heads is a view). Under a context-parallel plan (``sp_ulysses``): :func:`cp_attention`."""
     if sp_ulysses:
-        return _cp_attention(act, batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, sp_ulysses, sp_ring)
-    return (_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act),)
-
-
-def _ring_calls(
-    act: str, batch: int, heads: int, q_tokens: int, kv_tokens: int, head_dim: int, act_bytes: int, ring: int
-) -> tuple[int, KernelCall]:
-    """(E, the flash kernels) of a rank's self-attention leaf under a plan: its ``heads`` count the
-    rank's heads once per ring call, so each of the ``ring`` kernels runs heads / ring of them and
-    E = the rank's q elements."""
-    per_call = heads // ring
-    flash = _flash(batch, per_call, q_tokens, kv_tokens, head_dim, act_bytes, act)
-    return batch * per_call * q_tokens * head_dim, attrs.evolve(flash, count=ring)
-
-
-def _cp_attention(
-    act: str,
-    batch: int,
-    heads: int,
-    q_tokens: int,
-    kv_tokens: int,
-    head_dim: int,
-    act_bytes: int,
-    ulysses: int,
-    ring: int,
-) -> tuple[KernelCall, ...]:
-    """One rank's attention under diffusers' ``ContextParallelConfig`` (``heads``: its heads × the
-    ``ring`` calls; E its q elements, lse = E / head_dim fp32), as its launches were captured under
-    the fake process group (``tests/test_parallel_trace.py`` checks them exactly at several
-    degrees): 4 copies of E per ring call and 5 more with Ulysses (the layouts around its
-    all-to-alls), one copy of each call's log-sum-exp, one flash kernel per ring call; with a ring,
-    ``cat(K, V)`` before the all-gather, each call's output cast to fp32 and the result back. The
-    merges of later ring steps: the ``ring_merge`` leaf."""
-    e, flash = _ring_calls(act, batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, ring)
-    lse = e // head_dim * F32
-    ab = e * act_bytes
-    calls: list[KernelCall] = [
-        memory("clone", act, ab, ab, count=4 * ring + (5 if ulysses > 1 else 0)),
-        memory("clone", "fp32", lse, lse, count=ring),
-        flash,
-    ]
-    if ring > 1:
-        calls += [memory("cat", act, 2 * ab, 2 * ab), cast(e, act, "fp32", count=ring), cast(e, "fp32", act)]
-    return tuple(calls)
+        return cp_attention(act, batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, sp_ulysses, sp_ring)
+    return (flash_kernel(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act),)
 
 
 @register_recipe("diffusers", "dit", "gated_residual")
@@ -444,17 +392,6 @@ def _rope_official(
     )
 
 
-def _varlen_offsets(batch: int) -> tuple[KernelCall, ...]:
-    """``torch.tensor([l] * b).to(device)`` and ``cat([zeros, lens]).cumsum(0)``: tiny, host-bound."""
-    n = batch * 4
-    return (
-        memory("h2d_copy", "i32", n, n),
-        memory("new_zeros", "i32", 4),
-        memory("cat", "i32", 4, n, n + 4),
-        memory("cumsum", "i32", n + 4, n + 4),
-    )
-
-
 @register_recipe("official", "dit", "attention_core")
 def _attention_official(
     *,
@@ -472,10 +409,10 @@ def _attention_official(
 ) -> tuple[KernelCall, ...]:
     """``flash_attention``: fp32 q and k cast to bf16 (self-attention: k and v first copied by
     ``cat`` over ``k_lens``), the varlen offsets for q and k, the kernel, the output cast to fp32.
-    Under a sequence-parallel plan (``sp_ulysses``): :func:`_usp_attention`."""
+    Under a sequence-parallel plan (``sp_ulysses``): :func:`usp_attention`."""
     if sp_ulysses:
         shape = (batch, heads, q_tokens, kv_tokens, head_dim, act_bytes)
-        return _usp_attention(act, *shape, ulysses=sp_ulysses, ring=sp_ring, xfuser=sp_xfuser)
+        return usp_attention(act, *shape, ulysses=sp_ulysses, ring=sp_ring, xfuser=sp_xfuser)
     q = batch * heads * q_tokens * head_dim
     kv = batch * heads * kv_tokens * head_dim
     self_attention = "self_attn" in leaf
@@ -485,97 +422,9 @@ def _attention_official(
             memory("cat", "fp32", kv * F32, kv * F32),
             memory("cat", act, kv * act_bytes, kv * act_bytes),
         ]
-    calls += [cast(kv, "fp32", act), *_varlen_offsets(batch), *_varlen_offsets(batch)]
-    calls += [_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act), cast(q, act, "fp32")]
+    calls += [cast(kv, "fp32", act), *varlen_offsets(batch), *varlen_offsets(batch)]
+    calls += [flash_kernel(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act), cast(q, act, "fp32")]
     return tuple(calls)
-
-
-def _usp_attention(
-    act: str,
-    batch: int,
-    heads: int,
-    q_tokens: int,
-    kv_tokens: int,
-    head_dim: int,
-    act_bytes: int,
-    *,
-    ulysses: int,
-    ring: int,
-    xfuser: bool,
-) -> tuple[KernelCall, ...]:
-    """One rank's self-attention call under the official plans, batch 1 (``heads`` = its heads ×
-    the ``ring`` calls; E = the rank's q elements, L·H·D / (U·R)). Both first cast the fp32 q and k
-    (``rope_apply`` returns fp32) to bf16 (``half``; v is bf16 already).
-
-    ``xfuser`` (Wan2.1: ``xFuserLongContextAttention`` over yunchang's ``SeqAllToAll4D``, read at
-    xDiT b2fea6f and yunchang 0.6.0, the same at their heads): with Ulysses the permute before
-    each input all-to-all is a copy (3 × E); the ring function runs even at ring 1 and casts its
-    first block's output to fp32 and the result back (2 × E); both permutes of the output
-    all-to-all copy (2 × E) at every degree. The merges of later ring steps: the ``ring_merge``
-    leaf.
-
-    ``wan`` (Wan2.2's ``distributed_attention``, ``wan/distributed/util.py`` ``all_to_all``): each
-    input's ``ulysses`` head chunks made contiguous then ``cat`` along the sequence (2 × E each);
-    ``flash_attention`` as on one GPU with bf16 inputs (its ``cat`` of k and v over ``k_lens``, no
-    casts left, the output already bf16); the output's sequence chunks are contiguous, its ``cat``
-    along the heads one copy (E)."""
-    e, flash = _ring_calls(act, batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, ring)
-    kv = batch * heads * kv_tokens * head_dim
-    ab = e * act_bytes
-    calls: list[KernelCall] = [cast(e, "fp32", act, count=2)]  # half(q), half(k)
-    if xfuser:
-        if ulysses > 1:
-            calls.append(memory("clone", act, ab, ab, count=3))
-        calls += [flash, cast(e, act, "fp32"), cast(e, "fp32", act), memory("clone", act, ab, ab, count=2)]
-        return tuple(calls)
-    if ulysses > 1:
-        calls += [memory("clone", act, ab // ulysses, ab // ulysses, count=3 * ulysses)]
-        calls += [memory("cat", act, ab, ab, count=3)]
-    calls += [memory("cat", act, kv * act_bytes, kv * act_bytes, count=2), *_varlen_offsets(batch)]
-    calls += [*_varlen_offsets(batch), flash]
-    if ulysses > 1:
-        calls.append(memory("cat", act, ab, ab))
-    return tuple(calls)
-
-
-@register_recipe("official", "dit", "ring_merge")
-def _ring_merge_official(
-    *, act: str, leaf: str, elements: int, steps: int, head_dim: int, act_bytes: int
-) -> tuple[KernelCall, ...]:
-    """yunchang's ``_update_out_and_lse`` per later ring step (E = ``elements`` / ``steps``; the
-    log-sum-exp E / ``head_dim``, fp32). It is ``@torch.jit.script``: after its profiling runs the
-    TensorExpr fuser, on by default for CUDA (``torch._C._jit_texpr_fuser_enabled()``), fuses
-    ``out - sigmoid(block_lse - lse) * (out - block_out)`` with the cast of the bf16 block output
-    into one kernel (reads out and block_out, writes out); ``log_sigmoid`` is outside NNC's
-    element-wise set, so ``lse - log_sigmoid(lse - block_lse)`` stays three small kernels. Assumed
-    from those defaults, not profiled (no GPU)."""
-    e = elements // steps
-    lse = e // head_dim * F32
-    return (
-        memory("fused_update_out", "fp32", e * F32, e * 2, 2 * lse, e * F32, count=steps),
-        memory("sub", "fp32", lse, lse, lse, count=steps),
-        memory("log_sigmoid_forward", "fp32", lse, lse, count=steps),
-        memory("sub", "fp32", lse, lse, lse, count=steps),
-    )
-
-
-@register_recipe("diffusers", "dit", "ring_merge")
-def _ring_merge_diffusers(
-    *, act: str, leaf: str, elements: int, steps: int, head_dim: int, act_bytes: int
-) -> tuple[KernelCall, ...]:
-    """diffusers' ring merge per later step, op by op as captured (E = ``elements`` / ``steps``
-    fp32, lse = E / ``head_dim``): ``sigmoid`` and ``log_sigmoid`` of the log-sum-exp difference,
-    three small ``sub``, and ``out - sigmoid(..) * (out - block_out)`` as two large ``sub`` and a
-    ``mul``."""
-    e = elements // steps * F32
-    lse = elements // steps // head_dim * F32
-    return (
-        memory("sigmoid", "fp32", lse, lse, count=steps),
-        memory("log_sigmoid_forward", "fp32", lse, lse, lse, count=steps),
-        memory("sub", "fp32", lse, lse, lse, count=3 * steps),
-        memory("sub", "fp32", e, e, e, count=2 * steps),
-        memory("mul", "fp32", e, lse, e, count=steps),
-    )
 
 
 @register_recipe("official", "dit", "gated_residual")

@@ -34,7 +34,8 @@ from ditmeter.analytic.eager import (
     memory,
     register_recipe,
 )
-from ditmeter.models.wan21.eager import _gemm, _varlen_offsets
+from ditmeter.models.wan21.eager import _gemm
+from ditmeter.models.wan21.eager_parallel import varlen_offsets
 
 F32, I64, BOOL = 4, 8, 1
 
@@ -402,7 +403,7 @@ def _clip_attention_official(
     copies): the varlen offsets of q and k, then FlashAttention-2."""
     dtype = dtype_of(act_bytes, act)
     core = attention("flash_attention", dtype, batch, heads, q_tokens, kv_tokens, head_dim, lse=True)
-    return (*_varlen_offsets(batch), *_varlen_offsets(batch), core)
+    return (*varlen_offsets(batch), *varlen_offsets(batch), core)
 
 
 @register_recipe("diffusers", "image_encoder", "gelu")

@@ -7,7 +7,8 @@ calls and the sum of their outputs. Checked against diffusers' block in ``tests/
 from __future__ import annotations
 
 from ditmeter.analytic.eager import KernelCall, cast, dtype_of, memory, register_recipe
-from ditmeter.models.wan21.eager import F32, _flash, _varlen_offsets
+from ditmeter.models.wan21.eager import F32
+from ditmeter.models.wan21.eager_parallel import flash_kernel, varlen_offsets
 
 
 @register_recipe("diffusers", "dit", "image_text_attention_core")
@@ -27,8 +28,8 @@ def _image_text_attention_diffusers(
     text, their sum."""
     out = batch * heads * q_tokens * head_dim * act_bytes
     return (
-        _flash(batch, heads, q_tokens, image_tokens, head_dim, act_bytes, act),
-        _flash(batch, heads, q_tokens, text_tokens, head_dim, act_bytes, act),
+        flash_kernel(batch, heads, q_tokens, image_tokens, head_dim, act_bytes, act),
+        flash_kernel(batch, heads, q_tokens, text_tokens, head_dim, act_bytes, act),
         memory("add", dtype_of(act_bytes, act), out, out, out),
     )
 
@@ -55,8 +56,11 @@ def _image_text_attention_official(
         calls += [
             cast(q, "fp32", act),
             cast(kv, "fp32", act),
-            *_varlen_offsets(batch),
-            *_varlen_offsets(batch),
+            *varlen_offsets(batch),
+            *varlen_offsets(batch),
         ]
-        calls += [_flash(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act), cast(q, act, "fp32")]
+        calls += [
+            flash_kernel(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act),
+            cast(q, act, "fp32"),
+        ]
     return (*calls, memory("add", "fp32", q * F32, q * F32, q * F32))
