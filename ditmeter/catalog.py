@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from omegaconf import OmegaConf
 
@@ -23,8 +23,29 @@ from ditmeter.errors import ConfigError
 from ditmeter.models.family import ModelSpec
 from ditmeter.validate import FieldError
 
-if TYPE_CHECKING:
-    from ditmeter.config import TimeOptions, TopLevel
+
+class TopChoices(Protocol):
+    """What :func:`time_plan` reads of the run's top-level keys (``config.TopLevel``)."""
+
+    @property
+    def calibration(self) -> str | None: ...
+    @property
+    def attention(self) -> str: ...
+    @property
+    def gemm_dtype(self) -> str | None: ...
+    @property
+    def host(self) -> str: ...
+
+
+class TimeChoices(Protocol):
+    """What :func:`time_plan` reads of ``time.*`` (``config.TimeOptions``)."""
+
+    @property
+    def mode(self) -> str: ...
+    @property
+    def execution(self) -> str: ...
+    @property
+    def fp32_matmul(self) -> str: ...
 
 
 def config_dir() -> Path:
@@ -148,7 +169,7 @@ def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
 
 
 def time_plan(
-    top: TopLevel, options: TimeOptions, device: DeviceSpec | None, command: str | None = None
+    top: TopChoices, options: TimeChoices, device: DeviceSpec | None, command: str | None = None
 ) -> tuple[DeviceSpec | None, TimePlan]:
     """The device and the time plan: the device's kernel table, or a calibration file's device and
     table (``calibration=PATH``); ``attention=``, ``gemm_dtype=`` and ``time.*`` checked against them
@@ -231,7 +252,7 @@ def _runs_gemm(device: DeviceSpec, kernels: KernelTable | None, gemm_dtype: str)
     return True
 
 
-def _untimed(top: TopLevel, options: TimeOptions, command: str | None) -> None:
+def _untimed(top: TopChoices, options: TimeChoices, command: str | None) -> None:
     """Refuses a key that changes the predicted time when nothing is timed (no device)."""
     if command == "validate" and options.mode != "predicted":
         raise ConfigError(

@@ -16,7 +16,7 @@ ALLOWED = {
     "compare": {"compare", "analytic"},
     "models": {"models", "analytic", "compare"},
     "reports": {"reports", "analytic", "compare"},
-    "commands": {"commands", "analytic", "compare", "tracer", "reports", "models", "config"},
+    "commands": {"commands", "analytic", "compare", "tracer", "reports", "models", "config", "catalog"},
 }
 COMMON = {"errors", "validate", "files", "__init__"}
 
