@@ -163,7 +163,13 @@ def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
         raise ConfigError(
             "host", f"{name!r} unknown; allowed: auto, {', '.join(choices('host'))} or a calibration file"
         )
-    raw = OmegaConf.to_container(OmegaConf.load(path))
+    return _host_table(name)
+
+
+@functools.lru_cache(maxsize=16)
+def _host_table(name: str) -> HostPlan:
+    """``configs/host/<name>.yaml``, validated (read once: a sweep asks for it per device)."""
+    raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "host" / f"{name}.yaml"))
     assert isinstance(raw, dict)
     return host_from_mapping({str(k): v for k, v in raw.items()}, "host")
 
