@@ -1,7 +1,8 @@
-"""``--help`` of each command, generated from the schema: every key the command accepts
-(:data:`~ditmeter.config.COMMAND_KEYS`) with its default and the first sentence of its comment in
-``configs/config.yaml``, the fields of the model, workload and device files, and examples that use
-only keys the command accepts (``tests/test_cli.py`` checks both)."""
+"""``--help`` of each command: what it does, what it writes and its exit codes (:func:`commands`),
+and, generated from the schema, every key the command accepts (:data:`~ditmeter.config.COMMAND_KEYS`)
+with its default and the first sentence of its comment in ``configs/config.yaml``, the fields of
+the model, workload and device files, and examples that use only keys the command accepts
+(``tests/test_cli.py`` checks both)."""
 
 from __future__ import annotations
 
@@ -137,3 +138,176 @@ def examples(command: str) -> str:
 def command_help(command: str) -> str:
     """The examples and every key of ``command``: the tail of its ``--help``."""
     return "\n\n".join(part for part in (examples(command), keys_help(command)) if part)
+
+
+def commands() -> list[tuple[str, str, str, str]]:
+    """(name, one-line summary, description, epilog) of every subcommand; the file lists and the
+    modules built come from the code that writes and builds them."""
+    from ditmeter.catalog import choices
+    from ditmeter.models import families
+    from ditmeter.reports.ingest_report import INGEST_FILES
+    from ditmeter.reports.run_files import DEVICE_FILES, PROFILE_FILES, REPORT_FILES, TRACE_FILES
+
+    tail = f"models: {', '.join(choices('model'))}\nworkloads: {', '.join(choices('workload'))}"
+    folder = "<output_root>/<run_id>/static_analysis/<family>/"
+    writes, device = ", ".join(REPORT_FILES), ", ".join(DEVICE_FILES)
+    built = "\n".join(
+        f"  {f.name}: " + ", ".join(f"{stage}: {r.source}" for stage, r in f.references().items())
+        for f in families().values()
+    )
+    return [
+        (
+            "report",
+            "analytic report of every stage of the video (no tracing, milliseconds)",
+            f"Evaluate the analytic cost model of every selected stage and write {writes} "
+            f"(and {device} with device=) under {folder}. Builds no module. Exit 0 ok, 2 bad input.",
+            f"{command_help('report')}\n\n{tail}",
+        ),
+        (
+            "trace",
+            "trace each stage's real module on meta, join it with the analytic rules, and gate",
+            "Build the real module of every selected stage on the meta device (no weights), capture one "
+            "run of each as a torch.fx graph with per-node FLOPs from torch.utils.flop_counter, map every "
+            "node to its analytic rule, and gate analytic vs measured FLOPs per module. Writes everything "
+            f"`report` writes plus {', '.join(TRACE_FILES)}. Exit 0 gate passed, 1 gate failed, 2 bad input.",
+            f"modules built, per family and stage:\n{built}\n\n{command_help('trace')}\n\n{tail}",
+        ),
+        (
+            "compare",
+            "re-read a traced run's tables: per-module errors, coverage, verdict",
+            "Re-read modules.parquet and nodes.parquet of a traced run (the newest traced run under "
+            "output_root unless run_id= is given), print the per-module error table worst first, node "
+            "coverage, and the gate's verdict. Builds and writes nothing. Exit 0 pass, 1 gate failure, "
+            "2 bad input.",
+            command_help("compare"),
+        ),
+        (
+            "diff",
+            "two runs side by side: per video, stage, category and module, with deltas and ratios",
+            "Read two run folders (RUN_A RUN_B: run ids under output_root, or paths to run folders) and "
+            "set them side by side: FLOPs, bytes, predicted and measured time and memory per video, per "
+            "stage, per category of the forward stage and per module, with B - A and B / A. Two "
+            "workloads, devices, plans or pipelines, or a predicted run against a profiled one. Prints "
+            "the tables and writes diff.parquet (every row) and diff.md under "
+            "<output_root>/<run_id>/static_analysis/diff/. Gates nothing. Exit 0 ok, 2 bad input.",
+            "usage: ditmeter diff RUN_A RUN_B [output_root=DIR] [run_id=NAME]\n"
+            "example: ditmeter report model=wan2.1-t2v-14b workload=480p-81f device=h100-sxm run_id=a\n"
+            "         ditmeter report model=wan2.1-t2v-14b workload=720p-81f device=h100-sxm run_id=b\n"
+            "         ditmeter diff a b\n\n" + command_help("diff"),
+        ),
+        (
+            "validate",
+            "the tool's accuracy: public measurements of real Wan runs against their prediction",
+            "Predict every public measurement of a real Wan run shipped in data/measurements/ (the "
+            "Wan2.1 and Wan2.2 READMEs' efficiency tables, methods' baseline rows; each point with its "
+            "source, quote and what it does not state) under its stated settings, and print predicted "
+            "vs measured with the relative error, the median and max per GPU, framework and GPU count. "
+            "Writes validate.parquet, validate.md and validate.png (log axes, y = x, ±10% band) under "
+            "<output_root>/<run_id>/static_analysis/validate/. Gates nothing. Exit 0 ok, 2 bad input.",
+            "usage: ditmeter validate [validate.data=DIR] [time.execution=eager|compiled] "
+            "[time.fp32_matmul=ieee|tf32] [output_root=DIR] [run_id=NAME]\n"
+            "example: ditmeter validate\n"
+            "         ditmeter validate time.execution=compiled run_id=fused\n"
+            "         ditmeter validate time.fp32_matmul=tf32   # as if every run had TF32 matmuls (NGC)\n\n"
+            + command_help("validate"),
+        ),
+        (
+            "profile",
+            "measure time per module with torch.profiler (random weights) and join it with the rules",
+            "Build the forward stage's real module (the DiT) with random weights on profile.device_kind "
+            "with profile.num_layers blocks, profile one forward op by op with torch.profiler, map every op "
+            "to its analytic module as `trace` does, and write measured time, achieved FLOP/s and bandwidth "
+            "per module (and the share of the roofline prediction with device=): "
+            f"{writes}, {', '.join(PROFILE_FILES)} (and {device} with device=). profile.trace=PATH "
+            "re-reads an earlier profile run's trace instead of running. Exit 0 ok, 2 bad input.",
+            "ingest its torch_profiler/trace.json (Python stacks and shapes recorded) at its block count:\n"
+            "  ditmeter ingest trace=RUN/static_analysis/wan2_1/torch_profiler/trace.json "
+            "model=wan2.1-t2v-1.3b workload=w001-tiny pipeline=diffusers model.num_layers=2\n\n"
+            f"{command_help('profile')}\n\n{tail}",
+        ),
+        (
+            "ingest",
+            "join a torch.profiler trace of your own run to the module tree, against the prediction",
+            "Read a torch.profiler Chrome trace (trace=PATH, .json or .json.gz) of a real run of the "
+            "official generate.py or the diffusers pipeline, recorded with with_stack=True (and "
+            "record_shapes=True): ops are placed in their module calls, GPU kernels joined to the "
+            "ops that launched them (External id, else correlation), module calls resolved to the "
+            "real module's paths, and the ops mapped to the analytic leaves as `trace` maps them (every "
+            "stage under diffusers, the DiT under the official code, whose T5, CLIP and VAE are "
+            "measured whole). "
+            "Measured time (GPU time on a GPU trace, else CPU) per run of each stage (per forward for "
+            "the DiT), per module and category, with achieved FLOP/s against the analytic FLOPs and, "
+            "with device=, predicted / measured; GPU idle time and the share of communication "
+            "kernels; the forwards and steps found; the trace's FLOPs (torch's formulas on its "
+            "recorded shapes) against the analytic, leaf by leaf. Writes "
+            f"{writes}, {', '.join(INGEST_FILES)} (and {device} with device=) under {folder}. "
+            "Exit 0 ok, 2 bad input.",
+            "example: ditmeter ingest trace=run.json.gz model=wan2.1-t2v-1.3b workload=480p-81f "
+            "pipeline=diffusers device=h100-sxm\n"
+            "record:  with torch.profiler.profile(activities=[CPU, CUDA], with_stack=True, "
+            "record_shapes=True) as prof: ...; prof.export_chrome_trace('run.json')\n"
+            "workload= must be the run's (sizes, steps, guidance): the prediction is made for it.\n\n"
+            f"{command_help('ingest')}\n\n{tail}",
+        ),
+        (
+            "calibrate",
+            "measure the model's own kernels on this machine and write a calibration file",
+            "Time every GEMM, attention and convolution shape of the selected stages (at the workload) "
+            "and the element-wise bandwidth and per-op overhead on device_kind=cpu|cuda "
+            "(torch.utils.benchmark on cuda, a timed loop on cpu), fit them as fractions of the device's "
+            "peaks (cuda: device=NAME's; cpu: the best rates measured) and write a YAML calibration file. "
+            "calibration=PATH then makes "
+            "report, trace and profile predict with it. Exit 0 ok, 2 bad input.",
+            "overrides: model=NAME workload=NAME device_kind=cpu|cuda device=NAME stages=[dit]\n"
+            "  calibrate.output=PATH calibrate.max_flops=2e10 calibrate.min_run_time=0.2\n"
+            "example: ditmeter calibrate model=wan2.1-t2v-1.3b workload=w001-tiny stages=[dit]\n"
+            "         ditmeter report model=wan2.1-t2v-1.3b workload=w001-tiny calibration=PATH\n\n"
+            f"{command_help('calibrate')}\n\n{tail}",
+        ),
+        (
+            "sweep",
+            "the analytic model over a grid of models, workloads, devices and plan keys",
+            "Every key given as a list is an axis (model=[a,b] device=[h100-sxm,a100-sxm-80gb] "
+            "workload.num_frames=[33,49,81] attention=[fa2,fa3] time.mode=[predicted,roofline]); the grid "
+            "is their product. Each point is costed analytically (no tracing) and predicted on its device: "
+            "writes sweep.parquet (one row per point: the axes, FLOPs and bytes per video, peak memory per "
+            "GPU and whether it fits, time per video, forward and step, per stage and the DiT's share by "
+            "category) and time_vs_frames.png, time_vs_resolution.png, category_share.png under "
+            "<output_root>/<run_id>/static_analysis/sweep/. Needs device=. Exit 0 ok, 2 bad input.",
+            "example (quote the brackets for the shell):\n"
+            "  ditmeter sweep model=wan2.1-t2v-14b workload=720p-81f 'device=[h100-sxm,a100-sxm-80gb]' "
+            "'workload.num_frames=[17,33,49,65,81]'\n\n"
+            f"{command_help('sweep')}\n\n{tail}",
+        ),
+        (
+            "plan",
+            "every plan that runs a video on exactly N GPUs, ranked by predicted seconds per video",
+            "Enumerate parallel.ulysses × parallel.ring × parallel.cfg = gpus (one node of 8, a GB200 "
+            "NVL72 rack of 72, or whole nodes over the device's network), each "
+            "with parallel.dit_fsdp and parallel.t5_fsdp off and on; cost each as `report` costs it with "
+            "those overrides; rank by seconds per video with the speedup and efficiency over one GPU, the "
+            "communication nothing hides, the peak memory per GPU and whether it fits, videos per GPU-hour "
+            "(and the cost per video with plan.price_per_gpu_hour=). Names the best plan and the best that "
+            "fits, the data-parallel split with the most videos per hour, warns of plans slower than the "
+            "best on half the GPUs, lists the plans the pipeline "
+            "cannot run with the reason. Writes plan.parquet and plan.md under "
+            "<output_root>/<run_id>/static_analysis/plan/. Needs device=. Exit 0 ok, 2 bad input.",
+            "example:\n  ditmeter plan model=wan2.1-t2v-14b workload=720p-81f device=h100-sxm gpus=8\n\n"
+            f"{command_help('plan')}\n\n{tail}",
+        ),
+        (
+            "whatif",
+            "the video under each speed-up method (caching, few steps, FP8, compile, CUDA graphs), on one "
+            "GPU or a plan",
+            "Cost the baseline and the same video under each what-if of whatif=[...] alone and all of them "
+            "together, each as `report` costs it with the method's overrides (the mechanism: which forwards "
+            "run the blocks, which kernels run, in which dtype): seconds per video, speed-up, where the "
+            "DiT's time goes (compute-, memory-, launch-bound), peak memory and whether it fits. With "
+            "parallel.* every row is one GPU of that plan (its exposed communication too). Quality is "
+            "not modelled. Writes whatif.parquet, whatif.md and whatif.png under "
+            "<output_root>/<run_id>/static_analysis/whatif/. Needs device=. Exit 0 ok, 2 bad input.",
+            "example:\n  ditmeter whatif model=wan2.1-t2v-14b workload=720p-81f device=h100-sxm "
+            "'whatif=[fp8,teacache]' methods.cache_skip=0.5\n\n"
+            f"{command_help('whatif')}\n\n{tail}",
+        ),
+    ]
