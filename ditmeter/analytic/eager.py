@@ -36,6 +36,8 @@ KernelKind = Literal["gemm", "attention", "conv", "memory"]
 Flavour = Literal["official", "diffusers"]
 #: Bytes per element of every dtype an eager kernel runs in (float64 and int64 included).
 EAGER_DTYPE_BYTES: dict[str, int] = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2, "i64": 8, "i32": 4}
+#: Bytes of an fp32 value, which the recipes' fp32 statistics, residuals and log-sum-exps are in
+F32 = EAGER_DTYPE_BYTES["fp32"]
 _BY_SIZE = {8: "fp64", 4: "fp32", 2: "bf16"}
 
 

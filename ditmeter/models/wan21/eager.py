@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from ditmeter.analytic.eager import (
     EAGER_DTYPE_BYTES,
+    F32,
     KernelCall,
     cast,
     dtype_of,
@@ -38,7 +39,6 @@ from ditmeter.analytic.eager import (
 )
 from ditmeter.models.wan21.eager_parallel import cp_attention, flash_kernel, usp_attention, varlen_offsets
 
-F32 = 4
 #: Official ``Linear`` leaves whose input is fp32 (the modulated stream, the fp32 attention output).
 FP32_INPUT = (
     "self_attn.q",

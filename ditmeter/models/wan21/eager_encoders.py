@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from ditmeter.analytic.eager import (
     EAGER_DTYPE_BYTES,
+    F32,
     KernelCall,
     attention,
     cast,
@@ -37,7 +38,7 @@ from ditmeter.analytic.eager import (
 from ditmeter.models.wan21.eager import _gemm
 from ditmeter.models.wan21.eager_parallel import varlen_offsets
 
-F32, I64, BOOL = 4, 8, 1
+I64, BOOL = 8, 1
 
 
 def _add(elements: int, dtype: str) -> tuple[KernelCall, ...]:

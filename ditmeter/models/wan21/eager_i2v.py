@@ -6,8 +6,7 @@ calls and the sum of their outputs. Checked against diffusers' block in ``tests/
 
 from __future__ import annotations
 
-from ditmeter.analytic.eager import KernelCall, cast, dtype_of, memory, register_recipe
-from ditmeter.models.wan21.eager import F32
+from ditmeter.analytic.eager import F32, KernelCall, cast, dtype_of, memory, register_recipe
 from ditmeter.models.wan21.eager_parallel import flash_kernel, varlen_offsets
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from ditmeter.analytic.eager import (
-    EAGER_DTYPE_BYTES,
+    F32,
     KernelCall,
     attention,
     cast,
@@ -18,8 +18,6 @@ from ditmeter.analytic.eager import (
     memory,
     register_recipe,
 )
-
-F32 = EAGER_DTYPE_BYTES["fp32"]
 
 
 def flash_kernel(

@@ -28,9 +28,6 @@ from ditmeter.analytic.eager import (
 )
 from ditmeter.models.wan21.eager_encoders import _add, _conv
 
-F32 = 4
-
-
 # ---- Wan-VAE (decode and encode; fp32) --------------------------------------------------------
 
 _PADDED_IN_KERNEL = ("resample.1", "to_qkv", "proj")
