@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import attrs
 
@@ -199,10 +199,14 @@ def shared_builds() -> Iterator[None]:
         _SHARED = outer
 
 
-def shared(key: Hashable, build: Callable[[], Node]) -> Node:
-    """``build()``, or within :func:`shared_builds` the tree already built for ``key``."""
+N = TypeVar("N", Leaf, Composite, Repeated)
+
+
+def shared(key: Hashable, build: Callable[[], N]) -> N:
+    """``build()``, or within :func:`shared_builds` the tree already built for ``key`` (a key
+    names one builder, so the tree is of the type it builds)."""
     if _SHARED is None:
         return build()
     if key not in _SHARED:
         _SHARED[key] = build()
-    return _SHARED[key]
+    return cast(N, _SHARED[key])

@@ -279,9 +279,7 @@ def build_vae_decode(
     """The cost tree of decoding ``batch`` × (z_dim, T, h, w) latents into 1 + 4·(T−1) frames
     (``call``: one decoder call's modules; Wan2.2's residual decoder is another)."""
     key = ("vae_decode", spec, batch, latent_frames, latent_h, latent_w, call)  # a sweep builds it once
-    tree = shared(key, lambda: decode_leaves(spec, batch, latent_frames, latent_h, latent_w, call).acc.tree())
-    assert isinstance(tree, Composite)
-    return tree
+    return shared(key, lambda: decode_leaves(spec, batch, latent_frames, latent_h, latent_w, call).acc.tree())
 
 
 def decode_leaves(
@@ -400,9 +398,7 @@ def build_vae_encode(
     call's modules (Wan2.2's residual encoder is another).
     """
     key = ("vae_encode", spec, batch, frames, height, width, call)  # a sweep builds it once
-    tree = shared(key, lambda: _encode_tree(spec, batch, frames, height, width, call))
-    assert isinstance(tree, Composite)
-    return tree
+    return shared(key, lambda: _encode_tree(spec, batch, frames, height, width, call))
 
 
 def _encode_tree(
