@@ -151,3 +151,20 @@ def test_the_scalings_one_gpu_point_decodes_whole() -> None:
     first = v.plan.scaling.iloc[0]
     assert first["gpus"] == 1 and first["speedup"] == 1.0
     assert first["per_video_s"] == pytest.approx(one.per_video_s, rel=1e-12)
+
+
+def test_whatif_row_is_reports_plan_and_one_gpu_says_why() -> None:
+    """``whatif=[vae_parallel]`` under the plan: its row is report's plan with the key set; on one
+    GPU the row cannot run and names the key (the plan it needs)."""
+    from ditmeter.commands.whatif import whatif
+
+    _, spread = analyze(load([*BIG, ON], "report"))
+    assert spread.plan is not None
+    rows = whatif(("vae_parallel",), BIG).frame.set_index("whatif")
+    assert rows.loc["vae_parallel", "per_video_s"] == pytest.approx(
+        spread.plan.estimate.per_video_s, rel=1e-9
+    )
+    assert rows.loc["vae_parallel", "per_video_s"] < rows.loc["baseline", "per_video_s"]
+    alone = whatif(("vae_parallel",), BIG[:3]).frame.set_index("whatif")
+    assert not alone.loc["vae_parallel", "runs"]
+    assert "methods.vae_parallel" in alone.loc["vae_parallel", "reason"]

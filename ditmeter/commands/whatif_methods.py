@@ -26,6 +26,7 @@ WHATIFS: dict[str, tuple[tuple[str, ...], str]] = {
     "easycache": (("methods.cache=easycache",), "EasyCache step cache (methods.cache_skip)"),
     "fbcache": (("methods.cache=fbcache",), "first-block cache (methods.cache_skip)"),
     "vae_tiling": (("methods.vae_tiling=true",), "diffusers' tiled VAE decode (pipeline=diffusers)"),
+    "vae_parallel": (("methods.vae_parallel=true",), "the VAE decode spread over the plan's GPUs (LightX2V)"),
     **{
         name: ((f"methods.sparse={name}",), f"{label} sparse attention (methods.sparse_density: its share)")
         for name, label in (
