@@ -28,6 +28,12 @@ def default_folder() -> Path:
 def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
     """The predicted seconds of what ``point`` timed, under its settings (and ``extra`` keys), by
     the code of ``ditmeter report``."""
+    return predict(point, extra)[0]
+
+
+def predict(point: Point, extra: Sequence[str] = ()) -> tuple[float, int]:
+    """The predicted seconds of what ``point`` timed and the peak memory per GPU (bytes, as
+    ``report`` prints it), under its settings (and ``extra`` keys)."""
     from ditmeter.commands.report import analyze
     from ditmeter.config import load
     from ditmeter.errors import ConfigError
@@ -36,19 +42,20 @@ def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
     extra = [o for o in extra if o.partition("=")[0] not in given]  # the point's own settings win
     try:
         cfg = load([*point.overrides(), *extra], "report")
-        _, view = analyze(cfg)
+        analysis, view = analyze(cfg)
     except ConfigError as exc:  # a point whose settings the tool refuses: name the point
         raise ConfigError("validate.data", f"point {point.id}: {exc.field}: {exc.message}") from None
     value = {"video": view.per_video_s, "per_step": view.per_step_s, "denoise": view.forward_video_s}[
         point.timed
     ]
     assert value is not None  # a device is given
-    return float(value)
+    return float(value), analysis.memory.peak_per_gpu_bytes
 
 
 def validate_frame(points: Sequence[Point], extra: Sequence[str] = ()) -> pd.DataFrame:
     """Every point predicted and compared (``compare.measurements.comparison_frame``)."""
-    return comparison_frame(points, [predict_point(p, extra) for p in points])
+    seconds, peaks = zip(*(predict(p, extra) for p in points), strict=True)
+    return comparison_frame(points, seconds, peaks)
 
 
 @attrs.frozen

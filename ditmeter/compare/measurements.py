@@ -54,6 +54,8 @@ class Point:
     #: source's run without it), whose speed-up validate checks
     method: str | None = None
     baseline: str | None = None
+    #: the published peak GPU memory, in the source's "GB" (taken as printed: 10^9 bytes), or None
+    peak_memory_gb: float | None = None
 
     def overrides(self) -> list[str]:
         return [f"model={self.model}", f"pipeline={self.pipeline}", f"device={self.device}", *self.settings]
@@ -114,6 +116,13 @@ def _point(raw: Any, source: str, path: Path) -> Point:
         or seconds <= 0
     ):
         raise ConfigError("validate.data", f"{where}: seconds must be a positive number, got {seconds!r}")
+    peak = raw.get("peak_memory_gb")
+    if peak is not None and (
+        isinstance(peak, bool) or not isinstance(peak, int | float) or not math.isfinite(peak) or peak <= 0
+    ):
+        raise ConfigError(
+            "validate.data", f"{where}: peak_memory_gb must be a positive number or null, got {peak!r}"
+        )
     _check_shape(raw, where)
     s = raw["source"]
     cite = " ".join(str(s[k]) for k in ("repo", "path", "commit", "url", "where") if s.get(k))
@@ -133,6 +142,7 @@ def _point(raw: Any, source: str, path: Path) -> Point:
         tuple(str(x) for x in raw.get("assumed") or ()),
         None if raw.get("method") is None else str(raw["method"]),
         None if raw.get("baseline") is None else str(raw["baseline"]),
+        None if peak is None else float(peak),
     )
 
 
@@ -186,16 +196,31 @@ def plan_family(settings: Sequence[str]) -> str:
     return " × ".join(used) + fsdp
 
 
-def comparison_frame(points: Sequence[Point], predicted: Sequence[float]) -> pd.DataFrame:
+#: Bytes in the sources' "GB" (taken as printed; none says whether it meant GiB: then every peak
+#: error below would be 7.4% lower).
+GB = 1e9
+#: The peak-memory columns (NaN where the source gives no peak).
+PEAK_COLUMNS = ("measured_peak_gb", "predicted_peak_gb", "peak_rel_error")
+
+
+def comparison_frame(
+    points: Sequence[Point], predicted: Sequence[float], peaks: Sequence[int] | None = None
+) -> pd.DataFrame:
     """One row per point: its settings and plan family, measured and ``predicted`` seconds, the
     relative error; a multi-GPU point with its one-GPU pair in the dataset (the same id ending
     ``-1gpu``), or a method's point with its ``baseline``, also its measured and predicted speed-up
-    over that pair and the speed-up's error."""
+    over that pair and the speed-up's error; a point with a published peak memory, that and the
+    predicted peak per GPU (``peaks``, bytes) and their error."""
+    peaks = peaks if peaks is not None else [0] * len(points)
     by_id = dict(zip((p.id for p in points), predicted, strict=True))
     measured = {p.id: p.seconds for p in points}
     rows = []
-    for p, seconds in zip(points, predicted, strict=True):
+    for p, seconds, peak in zip(points, predicted, peaks, strict=True):
         error = float(seconds) / p.seconds - 1.0
+        given = p.peak_memory_gb
+        peak_cols = (
+            (given, peak / GB, peak / GB / given - 1.0) if given is not None and peak > 0 else (None,) * 3
+        )
         pair = p.baseline or (_GPUS_SUFFIX.sub("-1gpu", p.id) if p.gpus > 1 else None)
         speedup = (measured[pair] / p.seconds, by_id[pair] / float(seconds)) if pair in measured else None
         rows.append(
@@ -218,14 +243,15 @@ def comparison_frame(points: Sequence[Point], predicted: Sequence[float]) -> pd.
                 "measured_speedup": None if speedup is None else speedup[0],
                 "predicted_speedup": None if speedup is None else speedup[1],
                 "speedup_rel_error": None if speedup is None else speedup[1] / speedup[0] - 1.0,
+                **dict(zip(PEAK_COLUMNS, peak_cols, strict=True)),
                 "assumed": "; ".join(p.assumed),
                 "where": p.where,
                 "quote": p.quote,
             }
         )
-    speedups = ["measured_speedup", "predicted_speedup", "speedup_rel_error"]
+    optional = ["measured_speedup", "predicted_speedup", "speedup_rel_error", *PEAK_COLUMNS]
     frame = pd.DataFrame(rows)
-    return frame.astype(dict.fromkeys(speedups, "float64"))  # None: NaN, even when no point has one
+    return frame.astype(dict.fromkeys(optional, "float64"))  # None: NaN, even when no point has one
 
 
 def error_summary(frame: pd.DataFrame, by: str | None = None, error: str = "rel_error") -> pd.DataFrame:

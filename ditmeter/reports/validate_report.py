@@ -31,6 +31,9 @@ VALIDATE_SCHEMA = pa.schema(
         pa.field("measured_speedup", pa.float64()),
         pa.field("predicted_speedup", pa.float64()),
         pa.field("speedup_rel_error", pa.float64()),
+        pa.field("measured_peak_gb", pa.float64()),
+        pa.field("predicted_peak_gb", pa.float64()),
+        pa.field("peak_rel_error", pa.float64()),
         pa.field("assumed", pa.string(), nullable=False),
         pa.field("where", pa.string(), nullable=False),
         pa.field("quote", pa.string(), nullable=False),
@@ -90,6 +93,7 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
         ("plan", "per plan family", "rel_error", frame),
         ("plan", "speed-up over the same table's one-GPU point, per plan family", "speedup_rel_error", plans),
         ("method", "speed-up of a method over its own baseline, per method", "speedup_rel_error", methods),
+        ("source", PEAK_TITLE, "peak_rel_error", frame),
     ):
         s = error_summary(rows_of, by, error)
         rows = [
@@ -104,6 +108,13 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
         ]
         out.append(table(title, cols, rows))
     return out
+
+
+#: The peak-memory table's title: what is compared, and the unit as the sources print it.
+PEAK_TITLE = (
+    "peak memory per GPU against the published peak, per source (the sources' GB taken as 10^9 bytes; "
+    "none says what measured it)"
+)
 
 
 def validate_markdown(frame: pd.DataFrame, execution: str, fp32_matmul: str = "ieee") -> str:
