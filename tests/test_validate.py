@@ -200,3 +200,20 @@ def test_a_method_point_is_paired_with_its_baseline_by_hand(tmp_path: Path) -> N
         )
         with pytest.raises(ConfigError, match=why):
             load_points(folder)
+
+
+def test_a_run_wide_tf32_reading_skips_boards_without_a_tf32_curve(tmp_path: Path) -> None:
+    """``validate time.fp32_matmul=tf32``: an H100 point is read with TF32, a GB200 point (no TF32
+    sweep in its kernel table) keeps IEEE and says so; a point that itself states tf32 on the GB200
+    is refused (exit 2, naming the point and the key)."""
+    gb200 = _point("g", 100.0, device="gb200")
+    points = load_points(_folder(tmp_path, [_point("h", 100.0), gb200]))
+    frame = validate_frame(points, ("time.fp32_matmul=tf32",)).set_index("point_id")
+    assert frame["fp32_matmul"].to_dict() == {"h": "tf32", "g": "ieee"}
+    ieee = validate_frame(points).set_index("point_id")
+    assert frame.loc["g", "predicted_s"] == ieee.loc["g", "predicted_s"]
+    assert frame.loc["h", "predicted_s"] != ieee.loc["h", "predicted_s"]
+    stated = {**gb200, "settings": ["workload=480p-81f", "time.fp32_matmul=tf32"]}
+    (tmp_path / "s").mkdir()
+    with pytest.raises(ConfigError, match=r"point g: time\.fp32_matmul"):
+        validate_frame(load_points(_folder(tmp_path / "s", [stated])))

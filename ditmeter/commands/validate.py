@@ -31,9 +31,16 @@ def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
     return predict(point, extra)[0]
 
 
-def predict(point: Point, extra: Sequence[str] = ()) -> tuple[float, int]:
-    """The predicted seconds of what ``point`` timed and the peak memory per GPU (bytes, as
-    ``report`` prints it), under its settings (and ``extra`` keys)."""
+#: The run-wide key a point keeps at ``ieee`` where its device's kernel table has no TF32 curve
+#: (a board without a published TF32 sweep): the TF32 reading is of the boards that have one.
+FP32_MATMUL = "time.fp32_matmul"
+
+
+def predict(point: Point, extra: Sequence[str] = ()) -> tuple[float, int, str]:
+    """The predicted seconds of what ``point`` timed, the peak memory per GPU (bytes, as ``report``
+    prints it), and what its fp32 matmuls were read as (``time.fp32_matmul``), under its settings
+    (and ``extra`` keys: a run-wide ``time.fp32_matmul=tf32`` stays ``ieee`` on a device without a
+    TF32 curve)."""
     from ditmeter.commands.report import analyze
     from ditmeter.config import load
     from ditmeter.errors import ConfigError
@@ -41,7 +48,13 @@ def predict(point: Point, extra: Sequence[str] = ()) -> tuple[float, int]:
     given = {o.partition("=")[0] for o in point.settings}
     extra = [o for o in extra if o.partition("=")[0] not in given]  # the point's own settings win
     try:
-        cfg = load([*point.overrides(), *extra], "report")
+        try:
+            cfg = load([*point.overrides(), *extra], "report")
+        except ConfigError as exc:
+            if exc.field != FP32_MATMUL or f"{FP32_MATMUL}=ieee" in extra:
+                raise
+            extra = [o for o in extra if o.partition("=")[0] != FP32_MATMUL]
+            cfg = load([*point.overrides(), *extra], "report")
         analysis, view = analyze(cfg)
     except ConfigError as exc:  # a point whose settings the tool refuses: name the point
         raise ConfigError("validate.data", f"point {point.id}: {exc.field}: {exc.message}") from None
@@ -49,13 +62,15 @@ def predict(point: Point, extra: Sequence[str] = ()) -> tuple[float, int]:
         point.timed
     ]
     assert value is not None  # a device is given
-    return float(value), analysis.memory.peak_per_gpu_bytes
+    return float(value), analysis.memory.peak_per_gpu_bytes, cfg.time.fp32_matmul
 
 
 def validate_frame(points: Sequence[Point], extra: Sequence[str] = ()) -> pd.DataFrame:
-    """Every point predicted and compared (``compare.measurements.comparison_frame``)."""
-    seconds, peaks = zip(*(predict(p, extra) for p in points), strict=True)
-    return comparison_frame(points, seconds, peaks)
+    """Every point predicted and compared (``compare.measurements.comparison_frame``), with what
+    its fp32 matmuls were read as."""
+    seconds, peaks, fp32 = zip(*(predict(p, extra) for p in points), strict=True)
+    frame = comparison_frame(points, seconds, peaks)
+    return frame.assign(fp32_matmul=list(fp32))
 
 
 @attrs.frozen

@@ -34,6 +34,7 @@ VALIDATE_SCHEMA = pa.schema(
         pa.field("measured_peak_gb", pa.float64()),
         pa.field("predicted_peak_gb", pa.float64()),
         pa.field("peak_rel_error", pa.float64()),
+        pa.field("fp32_matmul", pa.string(), nullable=False),
         pa.field("assumed", pa.string(), nullable=False),
         pa.field("where", pa.string(), nullable=False),
         pa.field("quote", pa.string(), nullable=False),
@@ -117,13 +118,27 @@ PEAK_TITLE = (
 )
 
 
+def kept_ieee(frame: pd.DataFrame, fp32_matmul: str) -> str | None:
+    """The line that says which points kept IEEE fp32 matmuls under a run-wide ``tf32`` (their
+    devices have no TF32 curve), or None."""
+    kept = frame[frame["fp32_matmul"] != fp32_matmul]
+    if kept.empty:
+        return None
+    devices = ", ".join(sorted(set(kept["device"])))
+    return (
+        f"time.fp32_matmul={fp32_matmul} is not applied to {len(kept)} points ({devices}: no TF32 GEMM "
+        f"curve in their kernel tables); they keep {', '.join(sorted(set(kept['fp32_matmul'])))}"
+    )
+
+
 def validate_markdown(frame: pd.DataFrame, execution: str, fp32_matmul: str = "ieee") -> str:
+    note = kept_ieee(frame, fp32_matmul)
     lines = [
         "# ditmeter validate: predicted against public measurements of real Wan runs",
         "",
         f"{len(frame)} points; time.execution={execution}, time.fp32_matmul={fp32_matmul}. "
         "Error = predicted / measured − 1. "
-        "No constant of the time model is fitted to these measurements.",
+        "No constant of the time model is fitted to these measurements." + (f" {note}." if note else ""),
         "",
     ]
     for t in [*summary_tables(frame), point_table(frame)]:
