@@ -454,3 +454,27 @@ def test_the_official_wan22_code_cannot_be_taken_for_wan21_i2v(runs: dict[str, A
     status, _, err = _run(*argv, "model.num_layers=2", f"output_root={root}")
     assert status == 2 and err.startswith("ditmeter: error: pipeline") and "img_emb" in err
     assert not root.exists()
+
+
+def test_a_trace_nested_deeper_than_any_real_one_stays_linear() -> None:
+    """20,000 Python functions each inside the one before, an op at the bottom: read in one pass
+    (a chain copied whole at every level would hold 200 million names), the op under its innermost
+    functions only (``MAX_FUNCTIONS``)."""
+    from ditmeter.tracer.ingest import MAX_FUNCTIONS, events_of
+
+    depth = 20_000
+    events = [
+        {
+            "ph": "X",
+            "cat": "python_function",
+            "name": f"f{n}.py(1): g{n}",
+            "ts": n,
+            "dur": 2 * (depth - n) + 9,
+            "pid": 1,
+            "tid": 1,
+        }
+        for n in range(depth)
+    ]
+    events.append(cpu_op("aten::add", depth + 1, 2, 1))
+    (op,) = events_of(events).ops
+    assert len(op.functions) == MAX_FUNCTIONS and op.functions[-1].endswith(f"g{depth - 1}")

@@ -132,6 +132,12 @@ class _Swept:
     flops: dict[int, int]  # top-level op event → the FLOPs of the counted ops in it
 
 
+#: The Python functions kept between a module's call and an op, innermost last: a rule matches the
+#: function that wraps its ops (``rope_apply``), and a trace nested deeper than this (one crafted to
+#: be, or a recursion) keeps a bounded chain per event.
+MAX_FUNCTIONS = 64
+
+
 def _sweep(
     items: list[tuple[int, int, int, int]],
     modules: Mapping[int, str],
@@ -158,8 +164,8 @@ def _sweep(
         if kind == 0:
             if i in modules:
                 out.parent[i], module, funcs = module, i, ()
-            else:
-                funcs = (*funcs, _function(names[i]))
+            else:  # the innermost few only: a chain copied whole at every level grows as its square
+                funcs = (*funcs[1 - MAX_FUNCTIONS :], _function(names[i]))
         else:
             if top is None:
                 out.tops.append((i, module, funcs))
