@@ -20,6 +20,7 @@ import os
 import stat
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +134,13 @@ def load_json(path: Path, field: str, limit: int = TEXT_LIMIT_BYTES) -> Any:
     return _parsed(json.loads, raw, path, field)
 
 
-def check_output_file(path: Path, field: str) -> Path:
-    """Where a file the user names will be written: refused unless it is, or will be, a regular file
-    in a folder that is (or can be made) writable. A symbolic link is followed to its file; one to
-    nothing is refused (writing would create a file elsewhere). Returns the path to write."""
-    if os.path.islink(path) and not os.path.exists(path):
-        raise ConfigError(field, f"{path} is a symbolic link to nothing")
+def check_output_file(path: Path, field: str, ours: Callable[[Path], bool] | None = None) -> Path:
+    """Where a file the user names will be written: refused unless it is new, or a regular file that
+    ``ours`` says this tool wrote (never over what it did not create), in a folder that is (or can
+    be made) writable. A symbolic link is refused: writing would replace what it points to, or
+    create a file elsewhere. Returns the path to write."""
+    if os.path.islink(path):
+        raise ConfigError(field, f"{path} is a symbolic link; give the path of a regular file")
     target = Path(os.path.realpath(path))
     if len(os.fsencode(target.name)) > 255 or len(os.fsencode(target)) >= 4096:
         raise ConfigError(field, f"{str(path)[:80]}… is longer than the file system allows")
@@ -150,6 +152,8 @@ def check_output_file(path: Path, field: str) -> Path:
         raise ConfigError(field, f"cannot write {path} ({_reason(exc)})") from None
     if info is not None and not stat.S_ISREG(info.st_mode):
         raise ConfigError(field, f"{path} is {_kind(info.st_mode)}; give the path of a regular file")
+    if info is not None and (ours is None or not ours(target)):
+        raise ConfigError(field, f"{path} exists and ditmeter did not write it; give a new path")
     folder = next((p for p in target.parents if os.path.lexists(p)), Path(target.root))
     if not folder.is_dir():
         raise ConfigError(field, f"{path} is under {folder}, which is not a folder")
@@ -158,11 +162,11 @@ def check_output_file(path: Path, field: str) -> Path:
     return target
 
 
-def write_atomically(path: Path, text: str, field: str) -> Path:
+def write_atomically(path: Path, text: str, field: str, ours: Callable[[Path], bool] | None = None) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file beside it and one rename, after
     :func:`check_output_file`; on any failure the temporary file and the folders made for it are
     removed and the error names ``field``. Returns the path written."""
-    target = check_output_file(path, field)
+    target = check_output_file(path, field, ours)
     missing = [p for p in target.parents if not p.exists()]  # deepest first
     tmp: str | None = None
     written = False
@@ -171,7 +175,7 @@ def write_atomically(path: Path, text: str, field: str) -> Path:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        check_output_file(target, field)  # still a regular file (or none) just before the rename
+        check_output_file(target, field, ours)  # still ours (or none) just before the rename
         os.replace(tmp, target)
         written = True
     except OSError as exc:

@@ -589,28 +589,38 @@ def _leftovers(*folders: Path) -> list[Path]:
     return [p for f in folders for p in f.glob(".*.tmp")]
 
 
-@pytest.mark.parametrize("target", ["/", "folder", "fifo", "device", "dangling", "under-a-file"])
+@pytest.mark.parametrize(
+    "target", ["/", "folder", "fifo", "device", "dangling", "under-a-file", "a-users-file", "a-link-to-it"]
+)
 def test_calibrate_writes_only_a_regular_file(
     target: str, odd: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """calibrate.output onto a device replaced it as root (os.replace); `/` and folders left a
-    ``.*.tmp``. Each is refused before any measurement and nothing is written anywhere."""
+    ``.*.tmp``; a file of the user's (or a link to one) was overwritten. Each is refused before any
+    measurement and nothing is written anywhere."""
     _no_measurement(monkeypatch)
     afile = tmp_path / "afile"
     afile.write_text("x")
+    (tmp_path / "link").symlink_to(afile)
     if target == "device":
         if os.geteuid() != 0:
             pytest.skip("making a device node needs root")
         path = tmp_path / "null"
         os.mknod(path, 0o666 | 0o020000, os.makedev(1, 3))  # a character device, as /dev/null
     else:
-        path = {"/": Path("/"), "under-a-file": afile / "cal.yaml"}.get(target) or odd[target]
+        path = {
+            "/": Path("/"),
+            "under-a-file": afile / "cal.yaml",
+            "a-users-file": afile,
+            "a-link-to-it": tmp_path / "link",
+        }.get(target) or odd[target]
     before = os.lstat(path).st_mode if os.path.lexists(path) else None
     status, _, err = _run(["calibrate", *TINY, f"calibrate.output={path}", f"output_root={tmp_path}/r"])
     assert status == 2 and err.startswith("ditmeter: error: calibrate.output: "), err
     assert err.count("\n") == 1
     assert (os.lstat(path).st_mode if os.path.lexists(path) else None) == before
     assert _leftovers(tmp_path, odd["folder"], Path("/")) == [] and not (tmp_path / "r").exists()
+    assert afile.read_text() == "x"
 
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

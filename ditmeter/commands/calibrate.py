@@ -50,6 +50,19 @@ class CalibrationResult:
     warnings: tuple[str, ...] = ()
 
 
+def _a_calibration(path: Path) -> bool:
+    """Whether ``path`` holds a calibration file (its ``kind``): one ``calibrate`` wrote, which a
+    new run may replace; any other file is the user's."""
+    from ditmeter.analytic.calibration import KIND
+    from ditmeter.files import load_yaml
+
+    try:
+        raw = load_yaml(path, "calibrate.output")
+    except ConfigError:
+        return False
+    return isinstance(raw, dict) and raw.get("kind") == KIND
+
+
 def _leaves(analysis: Analysis, stages: Iterable[str], kind: str) -> Iterable[tuple[str, dict[str, Any]]]:
     wanted = set(stages)
     for stage in analysis.every_stage:
@@ -166,7 +179,8 @@ def calibrate(cfg: RunConfig, progress: Progress = no_progress) -> CalibrationRe
     named = cfg.device.name if kind == "cuda" and cfg.device is not None else "cpu"
     field = "calibrate.output" if opts.output else "output_root"
     path = Path(opts.output) if opts.output else cfg.output_root / f"calibration-{named}-{host}.yaml"
-    check_output_file(path, field)  # before any measurement: a device, FIFO or folder is refused
+    check_output_file(path, field, _a_calibration)  # before any measurement: a device, FIFO, folder,
+    # link or a file this tool did not write is refused
     analysis = cfg.family.analyze(cfg.model, cfg.workload, cfg.stages, cfg.offload)
     shapes = model_shapes(analysis, cfg.stages)
     rows, dim, dtype = _residual_shape(analysis)
@@ -201,7 +215,9 @@ def calibrate(cfg: RunConfig, progress: Progress = no_progress) -> CalibrationRe
     kernels = fit_kernels(points, device, overlapped=kind == "cuda", where=where)
     warnings = implausible_points(points, device)
     content = calibration_mapping(machine, device, kernels, points, warnings)
-    write_atomically(path, yaml.safe_dump(content, sort_keys=False, allow_unicode=True), field)
+    write_atomically(
+        path, yaml.safe_dump(content, sort_keys=False, allow_unicode=True), field, _a_calibration
+    )
     return CalibrationResult(path, device, kernels, points, time.perf_counter() - start, tuple(warnings))
 
 
