@@ -36,7 +36,7 @@ from ditmeter.analytic.gemm_formats import GEMM_DTYPES
 from ditmeter.analytic.geometry import Geometry
 from ditmeter.analytic.kernels import ATTENTION_BACKENDS
 from ditmeter.analytic.memory import DEFAULT_OFFLOAD, Offload
-from ditmeter.analytic.methods import NO_METHODS, Methods, methods_plan
+from ditmeter.analytic.methods import NO_METHODS, SPARSE, Methods, methods_plan
 from ditmeter.analytic.parallel import MAX_GPUS, SINGLE, ParallelPlan
 from ditmeter.analytic.timing import EXECUTIONS, FP32_MATMULS, TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
@@ -141,7 +141,8 @@ class CalibrateOptions:
 class CompareOptions:
     """``compare.*``: the gate's tolerance and the rows of the error table."""
 
-    tolerance: float = attrs.field(validator=finite_number(0, hint=" (0.05 = 5%)"))
+    #: the largest relative error that passes, at most 1 (100%: analytic from 0 to twice the measured)
+    tolerance: float = attrs.field(validator=finite_number(0, maximum=1, hint=" (0.05 = 5%, 1 = 100%)"))
     show: int = attrs.field(validator=whole_number(1))
 
 
@@ -374,6 +375,10 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
     for group in REQUIRED_GROUPS:
         if not isinstance(raw.get(group), dict):
             raise ConfigError(group, f"missing; allowed: {', '.join(choices(group))}")
+    for group in ("model", "workload", "device"):
+        name = raw[group].get("name") if isinstance(raw.get(group), dict) else None
+        if isinstance(raw.get(group), dict) and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"{group}.name", f"empty; give the {group} a name (it heads every report)")
     changed = [o.split(".", 1)[1] for o in overrides if o.startswith("workload.") and "=" in o]
     if changed:  # a preset with edits must not pass for the preset itself
         raw["workload"]["name"] = f"{raw['workload'].get('name', 'custom')}[{','.join(changed)}]"
@@ -384,6 +389,7 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         raw["workload"], default_steps=model.default_steps, text_len=model.text_len, pipeline=top.pipeline
     )
     methods = parse(Methods, raw.get("methods"), "methods")
+    _qualified(methods, overrides)
     workload = attrs.evolve(
         workload,
         cfg_free=methods.cfg_free,
@@ -451,4 +457,28 @@ def select_stages(fam: Family, model: ModelSpec, requested: Any) -> tuple[str, .
         raise ConfigError(
             "stages", f"{requested!r} not allowed for {model.name}; allowed: {', '.join(allowed)}"
         )
+    if len(set(names)) != len(names):
+        raise ConfigError("stages", f"{requested!r} names a stage twice; allowed: {', '.join(allowed)}")
     return tuple(s for s in allowed if s in names)
+
+
+#: Keys that qualify one method (the method key and the value it needs): given without it they
+#: would do nothing, and are refused.
+_QUALIFIERS = {
+    **{f"methods.magcache_{k}": ("cache", "magcache") for k in ("threshold", "k", "retention")},
+    **{f"methods.sparse_dense_{k}": ("sparse", None) for k in ("steps", "layers")},
+}
+
+
+def _qualified(methods: Methods, overrides: list[str]) -> None:
+    """A MagCache rule key without ``methods.cache=magcache``, a sparse kernel's dense steps or layers
+    without ``methods.sparse``: refused, naming the key."""
+    for item in overrides:
+        key = item.partition("=")[0].lstrip("+~")
+        if key not in _QUALIFIERS:
+            continue
+        owner, value = _QUALIFIERS[key]
+        got = getattr(methods, owner)
+        if got is None or (value is not None and got != value):
+            needs = f"methods.{owner}={value}" if value else f"methods.{owner} (one of: {', '.join(SPARSE)})"
+            raise ConfigError(key, f"qualifies a method that is not on: needs {needs}")

@@ -74,6 +74,7 @@ def test_hydra_sweep_syntax_is_an_axis() -> None:
         (["workload.num_frames=[]"], "workload.num_frames"),
         (["run_id=[a,b]"], "run_id"),  # one folder for the whole sweep
         (["workload.num_frames=[5,9"], "workload.num_frames"),  # Hydra cannot parse it
+        (["gpus=[1,1]"], "gpus"),  # a value twice: duplicate rows
     ],
 )
 def test_bad_grid_names_the_key(overrides: list[str], field: str) -> None:
@@ -85,6 +86,16 @@ def test_bad_grid_names_the_key(overrides: list[str], field: str) -> None:
 def test_grid_is_capped() -> None:
     with pytest.raises(ConfigError, match="at most 100,000"):
         sg.grid(["workload.num_frames=range(1,401)", "workload.height=range(1,301)"])
+
+
+def test_distinct_analyses_are_capped_devices_are_not() -> None:
+    """Each value of a workload axis builds an analysis (~12 ms each): 5,001 of them would run for
+    minutes, refused naming the axis; 1,000 frames on six devices (6,000 points) are 1,000."""
+    with pytest.raises(ConfigError, match="5,001 distinct analyses; at most 5,000") as err:
+        sg.grid(["workload.num_frames=range(1,5002)"])
+    assert err.value.field == "workload.num_frames"
+    six = "device=[h100-sxm,a100-sxm-80gb,h20,l20,l40s,rtx4090]"
+    assert sg.grid(["workload.num_frames=range(1,1001)", six]).size == 6_000
 
 
 # ---- every point against the expanded prediction ------------------------------------------------

@@ -114,6 +114,12 @@ def test_cuda_graphs_replace_each_launch_by_a_graph_node(baseline) -> None:  # t
         (["methods.cache=nocache"], "methods.cache"),
         (["methods.cfg_batch=true", "parallel.ulysses=2"], "methods.cfg_batch"),
         (["methods.cache=easycache", "methods.cache_skip=0.3", "parallel.ulysses=2"], "methods.cache"),
+        (["methods.magcache_k=3"], "methods.magcache_k"),  # a MagCache rule key with no MagCache on
+        (
+            ["methods.cache=teacache", "methods.cache_skip=0.3", "methods.magcache_threshold=0.2"],
+            "methods.magcache_threshold",
+        ),
+        (["methods.sparse_dense_steps=0.2"], "methods.sparse_dense_steps"),  # no sparse kernel on
     ],
 )
 def test_bad_methods_are_refused_naming_the_key(overrides: list[str], field: str) -> None:
@@ -356,6 +362,41 @@ def walk_rows(a):  # type: ignore[no-untyped-def]
     from ditmeter.analytic.tree import walk
 
     return walk(a.forward.tree, "dit")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["whatif=[teacache]", "methods.cache_skip=nan"], "methods.cache_skip: must be a finite number"),
+        (["whatif=[teacache]", "methods.cache_skip=0.99"], "methods.cache_skip: must be a finite number"),
+        (["whatif=[svg]", "methods.sparse_density=1.5"], "methods.sparse_density: must be a finite number"),
+        (["whatif=[svg]", "methods.sparse_density=0.2", "methods.sparse_dense_layers=1000"], "exceeds"),
+        (["whatif=[fp8]", "gemm_dtype=fp8_block"], "whatif: fp8 sets gemm_dtype, which is given as"),
+        (["whatif=[sage]", "attention=fa3"], "whatif: sage sets attention, which is given as attention=fa3"),
+        (["whatif=[compile]", "time.execution=compiled"], "whatif: compile sets time.execution"),
+        (["whatif=[fp8,"], "whatif: '[fp8,' is not a list"),
+        (["whatif=[fp8,,teacache]", "methods.cache_skip=0.3"], "has an empty item"),
+    ],
+)
+def test_whatif_refuses_the_users_bad_values_and_keys_it_would_drop(
+    argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row's own key out of range was a row that "cannot run" (exit 0, "nan" in the tables); a
+    what-if that sets a key the user gave dropped the user's value silently; a list missing its
+    bracket or with an empty item ran. Each is exit 2 naming the key, and nothing is written."""
+    assert main(["whatif", *BASE, *argv, f"output_root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "nan" not in err.replace("got nan", "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_whatif_keeps_the_baselines_own_method_keys_and_its_rows_that_cannot_run() -> None:
+    """The baseline's own sparse kernel with its density: its keys stay the baseline's, and the sage
+    row (which cannot replace a sparse kernel) is a row that says why, not bad input."""
+    rows = whatif(("sage",), [*BASE, "methods.sparse=radial", "methods.sparse_density=0.2"]).frame
+    sage = rows.set_index("whatif").loc["sage"]
+    assert not sage["runs"] and "cannot combine with attention=sage" in sage["reason"]
+    assert rows.set_index("whatif").loc["baseline", "runs"]
 
 
 @pytest.mark.parametrize(

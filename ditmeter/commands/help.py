@@ -269,7 +269,9 @@ def commands() -> list[tuple[str, str, str, str]]:
             "the analytic model over a grid of models, workloads, devices and plan keys",
             "Every key given as a list is an axis (model=[a,b] device=[h100-sxm,a100-sxm-80gb] "
             "workload.num_frames=[33,49,81] attention=[fa2,fa3] time.mode=[predicted,roofline]); the grid "
-            "is their product. Each point is costed analytically (no tracing) and predicted on its device: "
+            "is their product (at most 100,000 points, of them at most 5,000 distinct analyses: the axes "
+            "other than device, time.* and attention each build one). Each point is costed analytically "
+            "(no tracing) and predicted on its device: "
             "writes sweep.parquet (one row per point: the axes, FLOPs and bytes per video, peak memory per "
             "GPU and whether it fits, time per video, forward and step, per stage and the DiT's share by "
             "category) and time_vs_frames.png, time_vs_resolution.png, category_share.png under "

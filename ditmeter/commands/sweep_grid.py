@@ -52,6 +52,9 @@ METHOD_FIELDS = ("cfg_free", "cfg_batch", "vae_tiling", "vae_parallel")
 RUN_KEYS = ("output_root", "run_id")
 #: The largest grid: about a minute at the measured 2,000 points per second (and its plots)
 MAX_POINTS = 100_000
+#: The most distinct analyses (the axes that change the model, workload, stages, plan or methods,
+#: each built apart): about a minute at the ~80 per second a 1.3B analysis takes on 2 cores.
+MAX_ANALYSES = 5_000
 
 
 @attrs.frozen
@@ -166,6 +169,9 @@ def grid(overrides: Sequence[str]) -> Grid:
         if not values:
             raise ConfigError(key, "an axis needs at least one value")
         texts = tuple(_text(v) for v in values)
+        if len(set(texts)) != len(texts):
+            twice = next(t for t in texts if texts.count(t) > 1)
+            raise ConfigError(key, f"the axis gives {twice} twice; give each value once")
         if key in GROUPS:
             unknown = [t for t in texts if t not in choices(key)]
             if unknown:
@@ -176,6 +182,15 @@ def grid(overrides: Sequence[str]) -> Grid:
     if out.size > MAX_POINTS:
         sizes = " × ".join(f"{len(a.texts)} {a.key}" for a in axes)
         raise ConfigError(axes[0].key, f"{sizes} = {out.size:,} points; at most {MAX_POINTS:,} per sweep")
+    built = [a for a in axes if not a.device_side]
+    analyses = math.prod(len(a.texts) for a in built)
+    if analyses > MAX_ANALYSES:
+        sizes = " × ".join(f"{len(a.texts)} {a.key}" for a in built)
+        raise ConfigError(
+            built[0].key,
+            f"{sizes} = {analyses:,} distinct analyses; at most {MAX_ANALYSES:,} per sweep (devices, "
+            "time.* and attention axes cost no analysis each)",
+        )
     return out
 
 

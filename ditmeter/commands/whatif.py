@@ -46,10 +46,15 @@ def parse_options(overrides: Sequence[str]) -> tuple[tuple[str, ...], list[str]]
     if not mine:
         return DEFAULT_WHATIFS, rest
     text = mine[0].partition("=")[2].strip()
-    names = [n.strip() for n in text.removeprefix("[").removesuffix("]").split(",") if n.strip()]
     allowed = ", ".join(WHATIFS)
+    if text.startswith("[") != text.endswith("]") or text.count("[") > 1 or text.count("]") > 1:
+        raise ConfigError("whatif", f"{text!r} is not a list; give whatif=[a,b] of: {allowed}")
+    inner = text.removeprefix("[").removesuffix("]").strip()
+    names = [n.strip() for n in inner.split(",")] if inner else []
     if not names:
         raise ConfigError("whatif", f"empty; allowed: {allowed}")
+    if "" in names:
+        raise ConfigError("whatif", f"{text!r} has an empty item; give whatif=[a,b] of: {allowed}")
     for n in names:
         if n not in WHATIFS:
             raise ConfigError("whatif", f"{n!r} not allowed; allowed: {allowed}")
@@ -121,13 +126,22 @@ def _forwards(view: DeviceView) -> tuple[int, int]:
 
 
 def _row(
-    name: str, overrides: Sequence[str], base: Sequence[str], baseline_s: float | None
+    name: str,
+    overrides: Sequence[str],
+    base: Sequence[str],
+    baseline_s: float | None,
+    users: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
+    """One what-if costed; one the device, model or plan cannot run is a row with the reason, but a
+    refusal that names a key the user gave for this row (``users``: a cache's share or a sparse
+    kernel's density out of range) is bad input."""
     keys: dict[str, Any] = {"whatif": name, "overrides": " ".join(overrides)}
     try:
         cfg = load([*base, *overrides], "whatif")
         analysis, view = analyze(cfg)
     except ConfigError as exc:
+        if exc.field in users:
+            raise
         return {**keys, "runs": False, "reason": str(exc)}
     assert view.per_video_s is not None and cfg.device is not None
     every, computed = _forwards(view)
@@ -162,9 +176,13 @@ ROW_KEYS = {
 
 def _row_keys(names: Sequence[str], base: Sequence[str]) -> tuple[list[str], dict[str, tuple[str, ...]]]:
     """``base`` without the keys only some rows use, and those keys by the key whose rows take them;
-    given with no such row they would do nothing, and are refused."""
+    given with no such row they would do nothing, and are refused (unless the baseline itself sets
+    that key: then they are the baseline's)."""
     given: dict[str, tuple[str, ...]] = {}
     for owner, keys in ROW_KEYS.items():
+        if any(o.partition("=")[0] == owner for o in base):  # the baseline's own method: keys stay its
+            given[owner] = ()
+            continue
         mine = tuple(o for o in base if o.partition("=")[0] in keys)
         if mine and not any(WHATIFS[n][0][0].startswith(owner + "=") for n in names):
             raise ConfigError(mine[0].partition("=")[0], f"used by a what-if that sets {owner} only: add one")
@@ -173,8 +191,26 @@ def _row_keys(names: Sequence[str], base: Sequence[str]) -> tuple[list[str], dic
     return [o for o in base if o not in used], given
 
 
+#: A key a what-if sets that the user may also give: the few-step model runs its own step count
+#: whatever the baseline's (the row's overrides say so).
+REPLACES = frozenset({"workload.num_inference_steps"})
+
+
+def _not_given(names: Sequence[str], users: frozenset[str], given: Sequence[str]) -> None:
+    """A what-if that sets a key the user gave would drop the user's value silently: refused."""
+    for name in names:
+        for override in WHATIFS[name][0]:
+            key = override.partition("=")[0]
+            if key in users and key not in REPLACES:
+                mine = next(o for o in given if o.partition("=")[0] == key)
+                raise ConfigError(
+                    "whatif", f"{name} sets {key}, which is given as {mine}: drop one of the two"
+                )
+
+
 def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] = ()) -> WhatifResult:
     """The baseline ``given`` and each what-if of ``names`` on it, then all of them together."""
+    _not_given(names, frozenset(o.partition("=")[0] for o in given), given)
     base, row_keys = _row_keys(names, given)
     cfg = load(list(base), "whatif")
     if cfg.device is None:
@@ -185,22 +221,24 @@ def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] 
         raise ConfigError("whatif", f"the baseline cannot run: {first['reason']}")
     baseline_s = float(first["per_video_s"])
 
-    def keys(overrides: Sequence[str]) -> tuple[str, ...]:
+    def row(name: str, overrides: Sequence[str]) -> dict[str, Any]:
+        """The row of ``overrides`` with the user's keys for the methods it sets."""
         extra = [
             k
             for owner, ks in row_keys.items()
             if any(o.startswith(owner + "=") for o in overrides)
             for k in ks
         ]
-        return (*overrides, *extra)
+        users = frozenset(k.partition("=")[0] for k in extra)
+        return _row(name, (*overrides, *extra), base, baseline_s, users)
 
-    rows = [first, *(_row(n, keys(WHATIFS[n][0]), base, baseline_s) for n in names)]
+    rows = [first, *(row(n, WHATIFS[n][0]) for n in names)]
     ran = [n for n, row in zip(names, rows[1:], strict=True) if row["runs"]]
     if together and len(ran) == len(names):
-        rows.append(_row(ALL, keys(together), base, baseline_s))
+        rows.append(row(ALL, together))
     elif together and len(ran) > 1:  # those that run here, and say which are left out
         left = ", ".join(n for n in names if n not in ran)
-        rows.append(_row(f"{ALL} but {left}", keys(combined(ran)), base, baseline_s))
+        rows.append(row(f"{ALL} but {left}", combined(ran)))
     elif together:  # nothing to combine: say so
         why = f"only {ran[0]} runs here" if ran else "none of them runs here"
         rows.append({"whatif": ALL, "overrides": " ".join(together), "runs": False, "reason": why})
