@@ -62,7 +62,19 @@ def test_refused_plans_are_listed_with_the_family_reason() -> None:
     assert pd.isna(refused["per_video_s"]).all()
 
 
-@pytest.mark.parametrize("bad", ["gpus=0", "gpus=9", "gpus=two", "plan.nope=1", "parallel.ulysses=2"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "gpus=0",
+        "gpus=9",
+        "gpus=two",
+        "plan.nope=1",
+        "parallel.ulysses=2",
+        "plan.price_per_gpu_hour=1e308",  # an inf cost per video
+        "plan.price_per_gpu_hour=1e-320",
+        "plan.memory_limit_gib=1e-320",
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

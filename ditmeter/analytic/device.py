@@ -64,10 +64,17 @@ SPARSE_PAIRS = (
 SPARSE_RATIO_SLACK = 0.02
 
 
+#: The range of a peak (TFLOP/s), a bandwidth (GB/s) or a capacity (GB, MiB): from 10⁻³ to 10⁹, far
+#: beyond any board either way; a value outside it (1e-300, 1e308) would print hundreds of digits or
+#: overflow, not describe a GPU.
+SPEC_RANGE = (1e-3, 1e9)
+
+
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
-        raise FieldError(attribute.name, f"must be a positive number, got {value!r}")
+    low, high = SPEC_RANGE
+    if not ok or not math.isfinite(value) or not low <= value <= high:
+        raise FieldError(attribute.name, f"must be a number from {low:g} to {high:g}, got {value!r}")
 
 
 def _float(value: Any) -> Any:

@@ -184,13 +184,19 @@ def replicas_frame(gpus: int, plans_on: Callable[[int], pd.DataFrame], node_gpus
     return frame.sort_values("videos_per_hour", ascending=False, kind="stable").reset_index(drop=True)
 
 
+#: What ``plan.*`` numbers may be: a memory limit from a tenth of a GiB to a rack's worth, a price
+#: per GPU-hour from a hundredth of a cent to $10,000 (a cost per video then prints as a number).
+RANGES = {"plan.memory_limit_gib": (0.1, 100_000.0), "plan.price_per_gpu_hour": (1e-4, 10_000.0)}
+
+
 def _number(key: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(key, f"must be a positive number, got {text!r}")
+    low, high = RANGES[key]
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(key, f"must be a number from {low:g} to {high:,g}, got {text!r}")
     return value
 
 

@@ -97,6 +97,17 @@ def _check_shape(raw: dict[str, Any], where: str) -> None:
         )
 
 
+#: What a point's numbers may be: a measured span from a millisecond to about four months, a peak
+#: from a megabyte to 100 TB (beyond, a typo; near 0 or 1e308, errors of hundreds of digits).
+SECONDS = (1e-3, 1e7)
+PEAK_GB = (1e-3, 1e5)
+
+
+def _within(value: Any, bounds: tuple[float, float]) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and math.isfinite(value) and bounds[0] <= value <= bounds[1]
+
+
 def _point(raw: Any, source: str, path: Path) -> Point:
     where = f"{path.name}: point {raw.get('id', '?') if isinstance(raw, dict) else '?'}"
     if not isinstance(raw, dict):
@@ -109,19 +120,16 @@ def _point(raw: Any, source: str, path: Path) -> Point:
             "validate.data", f"{where}: timed must be one of {', '.join(TIMED)}, got {raw['timed']!r}"
         )
     seconds = raw["seconds"]
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
-        or seconds <= 0
-    ):
-        raise ConfigError("validate.data", f"{where}: seconds must be a positive number, got {seconds!r}")
-    peak = raw.get("peak_memory_gb")
-    if peak is not None and (
-        isinstance(peak, bool) or not isinstance(peak, int | float) or not math.isfinite(peak) or peak <= 0
-    ):
+    if not _within(seconds, SECONDS):
         raise ConfigError(
-            "validate.data", f"{where}: peak_memory_gb must be a positive number or null, got {peak!r}"
+            "validate.data",
+            f"{where}: seconds must be a positive number up to {SECONDS[1]:,g}, got {seconds!r}",
+        )
+    peak = raw.get("peak_memory_gb")
+    if peak is not None and not _within(peak, PEAK_GB):
+        raise ConfigError(
+            "validate.data",
+            f"{where}: peak_memory_gb must be a positive number up to {PEAK_GB[1]:,g} or null, got {peak!r}",
         )
     _check_shape(raw, where)
     s = raw["source"]
