@@ -230,7 +230,10 @@ def test_real_report_runs_keep_the_contract(
         (["output_root=/tmp/" + "x" * 300], "output_root: a folder name is longer than 255 bytes"),
         (["model.num_layers=1000000000"], "model.num_layers: 1,000,000,000 exceeds 200"),
         (["stages=[dit,dit]"], "stages: ['dit', 'dit'] names a stage twice"),
-        (["device=h100-sxm", "device.memory_bandwidth_gbps=1e-300"], "device.memory_bandwidth_gbps: must be a"),
+        (
+            ["device=h100-sxm", "device.memory_bandwidth_gbps=1e-300"],
+            "device.memory_bandwidth_gbps: must be a",
+        ),
         (["device=h100-sxm", "device.memory_mib=1e308"], "device.memory_mib: must be a number from"),
         (["device=h100-sxm", "device.name="], "device.name: empty"),
         (["workload.name=' '"], "workload.name: empty"),

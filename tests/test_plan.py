@@ -244,3 +244,12 @@ def test_plans_on_nodes_whose_half_is_not_whole_nodes(gpus: int) -> None:
     assert res.fewer_gpus == 8
     sizes = set(res.replicas["gpus_per_replica"])
     assert sizes and all(8 % n == 0 or n % 8 == 0 for n in sizes)
+
+
+def test_plan_and_whatif_say_when_the_pipeline_adjusts_the_workload(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """18 frames are costed as 17: both commands say so before their tables."""
+    for argv in (["plan", *BASE, "gpus=2"], ["whatif", *BASE, "whatif=[fp8]"]):
+        assert main([*argv, "workload.num_frames=18", f"output_root={tmp_path}"]) == 0
+        assert "adjusted workload.num_frames: 18 → 17" in capsys.readouterr().out

@@ -231,3 +231,19 @@ def test_run_sweep_prints_the_rate_and_the_folder(out_root: Path) -> None:
     text = console.export_text()
     assert status == 0
     assert "2 points in" in text and "points/s" in text and "wrote" in text
+
+
+def test_a_point_whose_workload_the_pipeline_adjusts_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """18 frames are costed as 17 ((F-1)//4+1 latent frames): the row keeps the swept 18, says the
+    adjustment in ``adjusted`` and costs what report costs for 17; the terminal says it too."""
+    from rich.console import Console
+
+    base = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=h100-sxm"]
+    frame = sw.sweep([*base, "workload.num_frames=[17,18]"]).frame.set_index("workload.num_frames")
+    assert pd.isna(frame.loc["17", "adjusted"]) and "num_frames: 18 -> 17" in frame.loc["18", "adjusted"]
+    assert frame.loc["18", "per_video_s"] == frame.loc["17", "per_video_s"]
+    console = Console(width=200)
+    assert sw.run_sweep([*base, "workload.num_frames=[17,18]", f"output_root={tmp_path}"], console) == 0
+    assert "adjusted workload at 1 of 2 points" in capsys.readouterr().out

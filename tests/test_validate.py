@@ -219,3 +219,11 @@ def test_a_run_wide_tf32_reading_skips_boards_without_a_tf32_curve(tmp_path: Pat
     (tmp_path / "s").mkdir()
     with pytest.raises(ConfigError, match=r"point g: time\.fp32_matmul"):
         validate_frame(load_points(_folder(tmp_path / "s", [stated])))
+
+
+def test_a_point_the_pipeline_adjusts_says_so_in_its_assumptions(tmp_path: Path) -> None:
+    """A point at 18 frames is costed at 17 frames, as report costs it; its assumptions say so."""
+    settings = ["workload=480p-81f", "workload.num_frames=18"]
+    points = load_points(_folder(tmp_path, [_point("a", 100.0, settings=settings)]))
+    row = validate_frame(points).iloc[0]
+    assert "the pipeline adjusted num_frames: 18 -> 17" in row["assumed"]

@@ -308,6 +308,13 @@ def run_sweep(overrides: list[str], console: Console, progress: Progress | None 
         f"{result.device_plans:,} devices and plans"
     )
     plans = any(top_key(a.key) in ("parallel", "gpus") for a in result.grid.axes)
+    changed = result.frame["adjusted"].dropna()
+    if len(changed):
+        console.print(
+            f"adjusted workload at {len(changed):,} of {n:,} points (column `adjusted`), e.g. "
+            f"{changed.iloc[0]}: the swept value is as given, the time is the adjusted workload's",
+            style="yellow",
+        )
     console.print(to_rich(ranked_table(result.frame, [a.key for a in result.grid.axes], plans)))
     folder, files = publish(result)
     print_wrote(console, folder, files, start)

@@ -36,9 +36,10 @@ def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
 FP32_MATMUL = "time.fp32_matmul"
 
 
-def predict(point: Point, extra: Sequence[str] = ()) -> tuple[float, int, str]:
+def predict(point: Point, extra: Sequence[str] = ()) -> tuple[float, int, str, tuple[str, ...]]:
     """The predicted seconds of what ``point`` timed, the peak memory per GPU (bytes, as ``report``
-    prints it), and what its fp32 matmuls were read as (``time.fp32_matmul``), under its settings
+    prints it), what its fp32 matmuls were read as (``time.fp32_matmul``) and what the pipeline
+    changed in its workload (frames, size), under its settings
     (and ``extra`` keys: a run-wide ``time.fp32_matmul=tf32`` stays ``ieee`` on a device without a
     TF32 curve)."""
     from ditmeter.commands.report import analyze
@@ -62,14 +63,20 @@ def predict(point: Point, extra: Sequence[str] = ()) -> tuple[float, int, str]:
         point.timed
     ]
     assert value is not None  # a device is given
-    return float(value), analysis.memory.peak_per_gpu_bytes, cfg.time.fp32_matmul
+    adjusted = tuple(
+        f"the pipeline adjusted {n.removeprefix('Adjusted ')}"
+        for n in analysis.notes
+        if n.startswith("Adjusted ")
+    )
+    return float(value), analysis.memory.peak_per_gpu_bytes, cfg.time.fp32_matmul, adjusted
 
 
 def validate_frame(points: Sequence[Point], extra: Sequence[str] = ()) -> pd.DataFrame:
     """Every point predicted and compared (``compare.measurements.comparison_frame``), with what
     its fp32 matmuls were read as."""
-    seconds, peaks, fp32 = zip(*(predict(p, extra) for p in points), strict=True)
-    frame = comparison_frame(points, seconds, peaks)
+    seconds, peaks, fp32, adjusted = zip(*(predict(p, extra) for p in points), strict=True)
+    said = [attrs.evolve(p, assumed=(*p.assumed, *a)) for p, a in zip(points, adjusted, strict=True)]
+    frame = comparison_frame(said, seconds, peaks)
     return frame.assign(fp32_matmul=list(fp32))
 
 

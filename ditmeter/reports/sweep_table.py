@@ -84,6 +84,7 @@ def sweep_schema(
             field("fits", pa.bool_()),
             field("gpus", pa.int64()),
             field("plan", pa.string()),
+            field("adjusted", pa.string(), nullable=True),
             *(field(k, pa.float64()) for k in (*TIME_COLUMNS, *PLAN_COLUMNS[1:])),
             *(field(f"{s}_per_video_s", pa.float64(), nullable=True) for s in stages),
             *(field(f"share_{c}", pa.float64()) for c in categories),
@@ -209,6 +210,13 @@ def _count_columns(
     return cols
 
 
+def adjusted(analysis: Analysis) -> str | None:
+    """What the pipeline changed in the point's workload (frames, size: the analysis's notes), or
+    None: the swept value is then what was costed."""
+    said = [n.removeprefix("Adjusted ").rstrip(".") for n in analysis.notes if n.startswith("Adjusted ")]
+    return "; ".join(said) or None
+
+
 def sweep_frame(
     axes: Sequence[SweepAxis],
     evaluated: Sequence[Evaluated],
@@ -244,6 +252,7 @@ def sweep_frame(
         rows, analyses, plans, evaluated
     )
     cols["gpus"] = rows.per_analysis(list(gpus or [1] * len(evaluated)), np.int64)
+    cols["adjusted"] = pd.array(rows.per_analysis([adjusted(a) for a in analyses]), dtype="str")
     absent = np.full(len(plans), np.nan)
     single = {"speedup": np.ones(len(plans)), "parallel_efficiency": np.ones(len(plans))}
     for e in evaluated:
