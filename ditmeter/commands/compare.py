@@ -3,13 +3,15 @@
 Without ``run_id=`` it reads the newest traced run under ``output_root`` by the
 creation time each run records in its ``run.json`` (a named run does not sort
 ahead of automatic ids, and a newer ``report`` or ``profile`` run does not hide
-the newest trace). The tables are checked against their documented schemas
-before the gate reads them.
+the newest trace). The run is checked before the gate reads it: its ``run.json``, the tables
+against their documented schemas and number by number, and ``graph.json`` (see
+:mod:`ditmeter.compare.run_checks`); a corrupt run is an error (exit 2), never a verdict.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,9 @@ from ditmeter.compare.gate import Verdict, evaluate
 from ditmeter.compare.join import NODES_SCHEMA
 from ditmeter.compare.kernels import KernelCheck
 from ditmeter.compare.parallel import Measured
+from ditmeter.compare.run_checks import check_graph, check_numbers, check_traced_rows, read_trace_manifest
 from ditmeter.errors import ConfigError
-from ditmeter.reports.run_dir import artifact_dirs, created, list_runs, read_manifest
+from ditmeter.reports.run_dir import MANIFEST, artifact_dirs, list_runs, read_manifest
 from ditmeter.reports.tables import MODULES_SCHEMA, read_table
 
 #: What only ``trace`` writes together (``profile`` writes nodes.parquet too, but no measured FLOPs).
@@ -44,7 +47,7 @@ def _traced_dir(run: Path) -> Path | None:
     if read_manifest(run).get("command", "trace") != "trace":
         return None
     for d in artifact_dirs(run):
-        if all((d / f).exists() for f in TRACED_TABLES):
+        if all(os.path.lexists(d / f) for f in TRACED_TABLES):  # a link to nothing is refused when read
             return d
     return None
 
@@ -79,19 +82,30 @@ def _name(meta: dict[str, str], key: str) -> str:
 def compare(output_root: Path, run_id: str | None, tolerance: float) -> CompareResult:
     """Re-read a traced run's tables and evaluate the gate at ``tolerance``."""
     run, folder = find_run(output_root, run_id)
-    modules, meta = read_table(folder / "modules.parquet", MODULES_SCHEMA, "run_id")
-    nodes, _ = read_table(folder / "nodes.parquet", NODES_SCHEMA, "run_id")
-    if modules["measured_flops"].isna().any():
-        raise ConfigError("run_id", f"{folder / 'modules.parquet'} has no measured_flops (not a traced run)")
+    manifest = read_trace_manifest(run / MANIFEST, "run_id")
+    tables = {}
+    for name, schema in (("modules.parquet", MODULES_SCHEMA), ("nodes.parquet", NODES_SCHEMA)):
+        tables[name] = read_table(folder / name, schema, "run_id")
+        check_numbers(folder / name, schema, "run_id")
+    (modules, meta), (nodes, _) = tables["modules.parquet"], tables["nodes.parquet"]
+    check_traced_rows(modules, nodes, folder, "run_id")
+    check_graph(folder / "graph.json", "run_id")  # not read by the gate, but part of a whole run
     return CompareResult(
         run.name,
         folder,
         _name(meta, "model"),
         _name(meta, "workload"),
-        created(run),
+        str(manifest["created_utc"]),
         run_id is None,
         evaluate(modules, nodes, tolerance, _memory(meta), _collectives(meta), _kernels(meta)),
     )
+
+
+def _count(value: Any) -> int:
+    """A count or a size from the metadata: an integer >= 0 (ValueError otherwise)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(value)
+    return value
 
 
 def _kernels(meta: dict[str, str]) -> KernelCheck | None:
@@ -101,13 +115,15 @@ def _kernels(meta: dict[str, str]) -> KernelCheck | None:
     raw: Any = json.loads(meta["ditmeter.kernels"])  # read_table checked it is JSON
 
     def counts(pairs: Any) -> dict[tuple[str, str, int], int]:
-        return {(str(k[0]), str(k[1]), int(k[2])): int(n) for k, n in pairs}
+        return {(str(k[0]), str(k[1]), _count(k[2])): _count(n) for k, n in pairs}
 
     try:
         return KernelCheck(str(raw["unit"]), counts(raw["analytic"]), counts(raw["measured"]))
     except (TypeError, ValueError, IndexError, KeyError):
         raise ConfigError(
-            "run_id", "modules.parquet: metadata 'kernels' is not {unit, analytic: [...], measured: [...]}"
+            "run_id",
+            "modules.parquet: metadata 'kernels' is not {unit, analytic: [...], measured: [...]} "
+            "with counts and bytes >= 0",
         ) from None
 
 
@@ -117,11 +133,13 @@ def _collectives(meta: dict[str, str]) -> tuple[list[CollectiveSpec], list[Measu
         return None
     raw: Any = json.loads(meta["ditmeter.collectives"])  # read_table checked it is JSON
     try:
-        expected = [CollectiveSpec(str(c[0]), *(int(v) for v in c[1:5])) for c in raw["expected"]]
-        measured = [(str(m[0]), int(m[1]), int(m[2]), int(m[3])) for m in raw["measured"]]
+        expected = [CollectiveSpec(str(c[0]), *(_count(v) for v in c[1:5])) for c in raw["expected"]]
+        measured = [(str(m[0]), _count(m[1]), _count(m[2]), _count(m[3])) for m in raw["measured"]]
     except (TypeError, ValueError, IndexError, KeyError):
         raise ConfigError(
-            "run_id", "modules.parquet: metadata 'collectives' is not {expected: [...], measured: [...]}"
+            "run_id",
+            "modules.parquet: metadata 'collectives' is not {expected: [...], measured: [...]} "
+            "with sizes and counts >= 0",
         ) from None
     return expected, measured
 
@@ -130,8 +148,9 @@ def _memory(meta: dict[str, str]) -> dict[str, tuple[int, int]]:
     """The run's (analytic, measured) peak live activation bytes per stage (none in older runs)."""
     raw: Any = json.loads(meta.get("ditmeter.memory", "{}"))  # read_table checked it is JSON
     try:
-        return {str(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
+        return {str(k): (_count(v[0]), _count(v[1])) for k, v in raw.items()}
     except (TypeError, ValueError, IndexError, AttributeError):
         raise ConfigError(
-            "run_id", "modules.parquet: metadata 'memory' is not {stage: [analytic, measured]}"
+            "run_id",
+            "modules.parquet: metadata 'memory' is not {stage: [analytic, measured]} with bytes >= 0",
         ) from None

@@ -2,23 +2,25 @@
 
 A run is named by its id under ``output_root`` or by a path to its folder (or to its artifact
 folder, ``…/static_analysis/<family>/``). Both are read from what they wrote (``report.json``,
-``modules.parquet``, checked against its schema), so any two runs compare: two workloads, two
-devices, two plans, predicted against profiled. ``compare`` keeps its meaning (the gate of one
-traced run); ``diff`` gates nothing and exits 0.
+``modules.parquet``, checked against its schema and number by number), so any two runs compare:
+two workloads, two devices, two plans, predicted against profiled. ``compare`` keeps its meaning
+(the gate of one traced run); ``diff`` gates nothing and exits 0, or 2 for a run that is corrupt.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pandas as pd
 
+from ditmeter.compare.run_checks import check_numbers
 from ditmeter.errors import ConfigError
 from ditmeter.files import load_json
-from ditmeter.reports.diff import DIFF_SCHEMA, RunTables, diff_frame, diff_markdown
+from ditmeter.reports.diff import DIFF_SCHEMA, RunTables, check_report, diff_frame, diff_markdown
 from ditmeter.reports.run_dir import (
     STATIC,
     analysis_dir,
@@ -44,10 +46,11 @@ class DiffResult:
 
 
 def _report_dir(where: Path) -> Path | None:
-    """``where`` or its artifact folder, whichever holds ``report.json``; None: neither."""
-    if (where / "report.json").is_file():
+    """``where`` or its artifact folder, whichever holds ``report.json`` (of any kind: one that is no
+    regular file is refused when read, saying what it is); None: neither."""
+    if os.path.lexists(where / "report.json"):
         return where
-    return next((d for d in artifact_dirs(where) if (d / "report.json").is_file()), None)
+    return next((d for d in artifact_dirs(where) if os.path.lexists(d / "report.json")), None)
 
 
 def _run_kind(where: Path) -> str | None:
@@ -86,7 +89,8 @@ def find_artifacts(output_root: Path, ref: str, field: str) -> Path:
 
 
 def read_run(folder: Path, field: str) -> RunTables:
-    """A run's ``report.json`` and ``modules.parquet``; a missing or corrupt file names ``field``."""
+    """A run's ``report.json`` and ``modules.parquet``; a missing or corrupt file, or a number that
+    is not finite or not >= 0, names ``field`` and the file."""
     report: Any = load_json(folder / "report.json", field)
     needed = ("run_id", "model", "workload", "pipeline", "totals", "stages", "categories")
     if not isinstance(report, dict) or any(k not in report for k in needed):
@@ -94,7 +98,13 @@ def read_run(folder: Path, field: str) -> RunTables:
             field, f"{folder / 'report.json'} is not a ditmeter report (needs {', '.join(needed)})"
         )
     modules, _ = read_table(folder / "modules.parquet", MODULES_SCHEMA, field)
-    return RunTables(str(report["run_id"]), report, modules)
+    check_numbers(folder / "modules.parquet", MODULES_SCHEMA, field)
+    run = RunTables(str(report["run_id"]), report, modules)
+    try:
+        check_report(run)
+    except ValueError as exc:
+        raise ConfigError(field, f"{folder / 'report.json'}: {exc}") from None
+    return run
 
 
 def diff(

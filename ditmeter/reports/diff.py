@@ -4,7 +4,9 @@ says (FLOPs, bytes, predicted and measured time, memory), with the difference an
 Any two run folders work (two workloads, devices, plans, pipelines, predicted against profiled):
 each side is read from what the run wrote, ``report.json`` and ``modules.parquet``, so a metric a
 run does not have (no ``device=``: no time; not profiled: no measured time) is missing on that
-side, never zero. The frame is long: one row per (level, key, metric).
+side, never zero. The frame is long: one row per (level, key, metric). A number of
+``report.json`` that is not finite or below 0 is refused (:func:`check_report`, naming its key), and
+no value, difference or ratio is NaN or infinite: one that would be is missing (a ratio over 0, too).
 
 Levels and their scopes (the same as the run's own artifacts):
 
@@ -21,6 +23,7 @@ Levels and their scopes (the same as the run's own artifacts):
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,61 +75,104 @@ class RunTables:
 Row = tuple[str, str, str, float | None]  # level, key, metric, value
 
 
-def _num(value: Any) -> float | None:
-    """A finite number, or None (missing)."""
-    if value is None or isinstance(value, bool):
+def _finite(value: float | None) -> float | None:
+    """``value`` where it is a finite number, else None (missing): never NaN or infinity."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _num(value: Any, where: str | None = None) -> float | None:
+    """A count, size or time, None where missing. ``where``: the key of a value read from
+    ``report.json``, which must be null or a finite number >= 0 (ValueError naming the key)."""
+    if value is None:
         return None
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
     try:
-        out = float(value)
-    except (TypeError, ValueError):
+        out = float(value) if number else math.nan
+    except OverflowError:  # an integer past float's range
+        out = math.inf
+    if math.isfinite(out) and out >= 0:
+        return out
+    if where is None:
         return None
-    return out if math.isfinite(out) else None
+    raise ValueError(f"{where} is {repr(value)[:40]}; allowed: a finite number >= 0, or null")
 
 
-def _bytes(metrics: dict[str, Any]) -> float | None:
-    read, written = _num(metrics.get("bytes_read")), _num(metrics.get("bytes_written"))
-    return None if read is None or written is None else read + written
+def _bytes(metrics: dict[str, Any], where: str) -> float | None:
+    read = _num(metrics.get("bytes_read"), f"{where}.bytes_read")
+    written = _num(metrics.get("bytes_written"), f"{where}.bytes_written")
+    if read is None or written is None:
+        return None
+    if not math.isfinite(total := read + written):
+        raise ValueError(f"{where}.bytes_read + bytes_written is past a float's range")
+    return total
+
+
+def _by(items: Any, key: str, where: str) -> dict[Any, tuple[str, dict[str, Any]]]:
+    """``{item[key]: (its key path, item)}`` of a list of objects of ``report.json`` at ``where``."""
+    return {item[key]: (f"{where}[{i}]", item) for i, item in enumerate(items or [])}
+
+
+def _field(found: dict[Any, tuple[str, dict[str, Any]]], name: Any, key: str) -> float | None:
+    where, item = found.get(name, ("", {}))
+    return _num(item.get(key), f"{where}.{key}")
 
 
 def _video(r: dict[str, Any]) -> Iterator[Row]:
     totals, time, memory = r["totals"], r.get("time") or {}, r.get("memory") or {}
     video, forward = totals["whole_video"], totals["per_forward"]
-    yield "video", "video", "tensor_flops_per_video", _num(video["tensor_flops"])
-    yield "video", "video", "bytes_per_video", _bytes(video)
-    yield "video", "video", "tensor_flops_per_forward", _num(forward["tensor_flops"])
-    yield "video", "video", "peak_per_gpu_bytes", _num(memory.get("peak_per_gpu_bytes"))
+    flops = _num(video["tensor_flops"], "totals.whole_video.tensor_flops")
+    yield "video", "video", "tensor_flops_per_video", flops
+    yield "video", "video", "bytes_per_video", _bytes(video, "totals.whole_video")
+    flops = _num(forward["tensor_flops"], "totals.per_forward.tensor_flops")
+    yield "video", "video", "tensor_flops_per_forward", flops
+    peak = _num(memory.get("peak_per_gpu_bytes"), "memory.peak_per_gpu_bytes")
+    yield "video", "video", "peak_per_gpu_bytes", peak
     for key in ("per_video_s", "per_forward_s", "measured_video_s"):
-        yield "video", "video", key, _num(time.get(key))
+        yield "video", "video", key, _num(time.get(key), f"time.{key}")
 
 
 def _stages(r: dict[str, Any], modules: pd.DataFrame) -> Iterator[Row]:
-    time = r.get("time") or {}
-    seconds = {s["stage"]: s for s in time.get("stages") or []}
-    on_gpu = {p["stage"]: p for p in (r.get("memory") or {}).get("timeline") or []}
+    seconds = _by((r.get("time") or {}).get("stages"), "stage", "time.stages")
+    on_gpu = _by((r.get("memory") or {}).get("timeline"), "stage", "memory.timeline")
     # a stage's measured time per run is its root module's (null where the run did not measure it)
     roots = modules[modules["depth"] == 0].groupby("stage")["measured_time_s"].sum(min_count=1)
-    for s in r["stages"]:
+    for i, s in enumerate(r["stages"]):
         name, video = s["stage"], s["per_video"]
-        yield "stage", name, "runs_per_video", _num(s["runs_per_video"])
-        yield "stage", name, "tensor_flops_per_video", _num(video["tensor_flops"])
-        yield "stage", name, "bytes_per_video", _bytes(video)
-        yield "stage", name, "per_video_s", _num(seconds.get(name, {}).get("per_video_s"))
-        yield "stage", name, "predicted_s_per_run", _num(seconds.get(name, {}).get("per_run_s"))
+        yield "stage", name, "runs_per_video", _num(s["runs_per_video"], f"stages[{i}].runs_per_video")
+        flops = _num(video["tensor_flops"], f"stages[{i}].per_video.tensor_flops")
+        yield "stage", name, "tensor_flops_per_video", flops
+        yield "stage", name, "bytes_per_video", _bytes(video, f"stages[{i}].per_video")
+        yield "stage", name, "per_video_s", _field(seconds, name, "per_video_s")
+        yield "stage", name, "predicted_s_per_run", _field(seconds, name, "per_run_s")
         yield "stage", name, "measured_s_per_run", _num(roots.get(name))
-        yield "stage", name, "gpu_bytes", _num(on_gpu.get(name, {}).get("total_bytes"))
+        yield "stage", name, "gpu_bytes", _field(on_gpu, name, "total_bytes")
 
 
 def _categories(r: dict[str, Any]) -> Iterator[Row]:
-    time = r.get("time") or {}
-    seconds = {c["category"]: c for c in time.get("by_category") or []}
-    measured_run = r.get("ingest") or r.get("profile") or {}
-    measured = {c["category"]: c for c in measured_run.get("by_category") or []}
-    for c in r["categories"]:
+    seconds = _by((r.get("time") or {}).get("by_category"), "category", "time.by_category")
+    section = "ingest" if r.get("ingest") else "profile"
+    measured = _by((r.get(section) or {}).get("by_category"), "category", f"{section}.by_category")
+    for i, c in enumerate(r["categories"]):
         name = c["category"]
-        yield "category", name, "tensor_flops_per_forward", _num(c["tensor_flops"])
-        yield "category", name, "bytes_per_forward", _bytes(c)
-        yield "category", name, "predicted_s_per_forward", _num(seconds.get(name, {}).get("predicted_s"))
-        yield "category", name, "measured_s_per_forward", _num(measured.get(name, {}).get("measured_time_s"))
+        flops = _num(c["tensor_flops"], f"categories[{i}].tensor_flops")
+        yield "category", name, "tensor_flops_per_forward", flops
+        yield "category", name, "bytes_per_forward", _bytes(c, f"categories[{i}]")
+        yield "category", name, "predicted_s_per_forward", _field(seconds, name, "predicted_s")
+        yield "category", name, "measured_s_per_forward", _field(measured, name, "measured_time_s")
+
+
+def check_report(run: RunTables) -> None:
+    """Read every value the diff takes from the run's ``report.json`` (and its label): ValueError
+    naming the key of one that is not null or a finite number >= 0, or of a section that is not the
+    shape a report has."""
+    try:
+        for _ in (*_video(run.report), *_stages(run.report, run.modules), *_categories(run.report)):
+            pass
+        _ = run.label
+    except KeyError as exc:
+        raise ValueError(f"not a ditmeter report: a section has no key {exc}") from None
+    except (TypeError, AttributeError):
+        raise ValueError("not a ditmeter report: a section is not the object or list a report has") from None
 
 
 #: modules.parquet columns compared per module (per run of its stage); bytes = read + written.
@@ -156,8 +202,8 @@ def _rows(run: RunTables) -> dict[tuple[str, str, str], float | None]:
 
 def diff_frame(a: RunTables, b: RunTables) -> pd.DataFrame:
     """Every (level, key, metric) either run has, with ``a``, ``b``, ``delta`` = b − a and ``ratio``
-    = b / a (missing where a side lacks the metric; the ratio also where a is 0). Rows where
-    neither side has a value are left out."""
+    = b / a (missing where a side lacks the metric; the ratio also where a is 0 or the quotient
+    overflows). Rows where neither side has a value are left out."""
     left, right = _rows(a), _rows(b)
     keys = list(dict.fromkeys([*left, *right]))
     out = []
@@ -165,8 +211,9 @@ def diff_frame(a: RunTables, b: RunTables) -> pd.DataFrame:
         x, y = left.get((level, key, metric)), right.get((level, key, metric))
         if x is None and y is None:
             continue
+        # every value is finite and >= 0 (_num), so the difference is finite; a quotient may overflow
         delta = y - x if x is not None and y is not None else None
-        ratio = y / x if x and y is not None else None
+        ratio = _finite(y / x) if x and y is not None else None
         out.append(
             {"level": level, "key": key, "metric": metric, "a": x, "b": y, "delta": delta, "ratio": ratio}
         )
@@ -292,7 +339,7 @@ def time_table(frame: pd.DataFrame, a: RunTables, b: RunTables, top: int = 15) -
         row = [key, scope, *(_value("time_s", cells[c][i]) for c in shown)]
         if pair is not None:
             x, y = cells[pair[0], 0][i], cells[pair[1], 1][i]
-            row.append(_ratio(x / y if x is not None and y else None))
+            row.append(_ratio(_finite(x / y) if x is not None and y else None))
         body.append(row)
     return table("predicted and measured time", columns, body)
 
