@@ -42,6 +42,8 @@ from ditmeter.analytic.timing import EXECUTIONS, FP32_MATMULS, TIME_MODES, TimeP
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
 from ditmeter.catalog import choices, config_dir, time_plan
 from ditmeter.errors import ConfigError
+from ditmeter.hydra_messages import hydra_message, parses
+from ditmeter.hydra_messages import parse_message as parse_message  # for commands (not allowed this module)
 from ditmeter.models import family as family_named
 from ditmeter.models.family import Family, ModelSpec
 from ditmeter.validate import FieldError, finite_number, one_of, parse, positive_int_at_most, whole_number
@@ -275,19 +277,21 @@ def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
             raise ConfigError(name, why)
 
 
-def _hydra_message(exc: BaseException) -> tuple[str, str]:
-    text = " ".join(str(exc).split())
-    cause = exc.__cause__
-    if cause is not None:
-        text = f"{text} ({' '.join(str(cause).split())})"
-    for quote in ("'", '"'):
-        marker = f"Could not override {quote}"
-        if marker in text:
-            key = text.split(marker, 1)[1].split(quote, 1)[0]
-            return key, f"not a known key ({text})"
-    full_key = getattr(exc, "full_key", None) or getattr(cause, "full_key", None)
-    text = text.split(" full_key:", 1)[0]  # OmegaConf appends the key and the node type
-    return (str(full_key) if full_key else "overrides"), text
+#: Device fields a catalog file may leave out (null in the spec): given on the command line they
+#: are added to the chosen device's node, as ``+device.KEY=VALUE`` would.
+_OPTIONAL_DEVICE_KEYS = frozenset(
+    f.name for f in attrs.fields(DeviceSpec) if f.default is not attrs.NOTHING and f.default is None
+)
+
+
+def _added(item: str, cfg: DictConfig) -> str:
+    """``device.KEY=VALUE`` for an optional device field the chosen file leaves out, as an addition."""
+    key = _key(item)
+    section, _, name = key.partition(".")
+    device = cfg.get("device") if section == "device" else None
+    if name in _OPTIONAL_DEVICE_KEYS and isinstance(device, DictConfig) and name not in device:
+        return item if item.startswith(("+", "~")) else "+" + item
+    return item
 
 
 @functools.lru_cache(maxsize=64)
@@ -338,12 +342,15 @@ def compose_config(overrides: list[str], command: str | None = None) -> dict[str
     """Compose ``config.yaml`` with command-line ``overrides`` (Hydra syntax), resolved to plain data."""
     _check_overrides(overrides, command)
     groups = tuple(o for o in overrides if _key(o) in GROUPS)
+    cfg: DictConfig | None = None
     try:
         cfg = copy.deepcopy(_composed(groups, str(config_dir())))
-        _apply([o for o in overrides if _key(o) not in GROUPS], cfg)
+        _apply([_added(o, cfg) for o in overrides if _key(o) not in GROUPS], cfg)
         raw = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as exc:
-        field, message = _hydra_message(exc)
+        field, message = hydra_message(exc, cfg)
+        if field == "overrides":  # a grammar error names no key: the first override that fails
+            field = next((_key(o) or field for o in overrides if not parses(o)), field)
         raise ConfigError(field, message) from exc
     assert isinstance(raw, dict)
     return {str(k): v for k, v in raw.items()}

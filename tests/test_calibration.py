@@ -121,3 +121,26 @@ def test_calibrate_reports_and_records_its_warnings(
     raw = yaml.safe_load(path.read_text())
     assert any("spread more than 25%" in w for w in raw["warnings"])
     assert all(p["spread"] == 0.9 for p in raw["points"])
+
+
+@pytest.mark.parametrize(
+    ("drop", "extra", "field"),
+    [
+        ("kernels", {}, "calibration.kernels"),  # was "is not a calibration file" though its kind is
+        ("device", {}, "calibration.device"),
+        (None, {"bogus": 1}, "calibration.bogus"),  # a key no calibration has was accepted
+    ],
+)
+def test_a_damaged_calibration_names_what_is_wrong(
+    calibration: Path, tmp_path: Path, drop: str | None, extra: dict[str, int], field: str
+) -> None:
+    from ditmeter.analytic.calibration import read_calibration
+    from ditmeter.errors import ConfigError
+
+    raw = yaml.safe_load(calibration.read_text())
+    raw.pop(drop, None)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**raw, **extra}))
+    with pytest.raises(ConfigError) as exc:
+        read_calibration(path)
+    assert exc.value.field == field

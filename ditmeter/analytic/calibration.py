@@ -30,6 +30,8 @@ from ditmeter.validate import parse
 #: The ``kind`` a calibration file declares (refuses other YAML passed by mistake).
 KIND = "ditmeter-calibration"
 VERSION = 1
+#: The sections a calibration file holds (``calibrate`` writes them all).
+KEYS = ("kind", "version", "machine", "device", "kernels", "warnings", "points")
 
 
 def read_calibration(path: Path) -> tuple[DeviceSpec, KernelTable]:
@@ -42,6 +44,16 @@ def read_calibration(path: Path) -> tuple[DeviceSpec, KernelTable]:
         )
     if raw.get("version") != VERSION:
         raise ConfigError("calibration.version", f"{raw.get('version')!r} not allowed; allowed: {VERSION}")
+    stray = sorted(str(k) for k in raw if k not in KEYS)
+    if stray:
+        raise ConfigError(
+            f"calibration.{stray[0]}", f"not a key of a calibration file; keys: {', '.join(KEYS)}"
+        )
+    for key in ("device", "kernels"):
+        if not isinstance(raw.get(key), dict):
+            raise ConfigError(
+                f"calibration.{key}", f"{path} has no {key} section; write one with `ditmeter calibrate`"
+            )
     device = parse(DeviceSpec, raw.get("device"), "calibration.device")
     return device, KernelTable.from_mapping(raw.get("kernels"), "calibration.kernels")
 

@@ -34,7 +34,16 @@ from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.timing import TimePlan
 from ditmeter.analytic.workload import PIPELINES, parse_workload
 from ditmeter.catalog import choices, time_plan
-from ditmeter.config import COMMAND_KEYS, GROUPS, RunConfig, TimeOptions, TopLevel, check_parsable, load
+from ditmeter.config import (
+    COMMAND_KEYS,
+    GROUPS,
+    RunConfig,
+    TimeOptions,
+    TopLevel,
+    check_parsable,
+    load,
+    parse_message,
+)
 from ditmeter.errors import ConfigError
 from ditmeter.validate import parse
 
@@ -131,7 +140,7 @@ def _parse_override(item: str) -> Any:
         return OverridesParser.create().parse_overrides([item])[0]
     except HydraException as exc:
         key = item.partition("=")[0].lstrip("+~") or "overrides"
-        raise ConfigError(key, " ".join(str(exc).split())) from None
+        raise ConfigError(key, parse_message(exc)) from None
 
 
 def _axis_values(override: Any, key: str) -> list[Any] | None:
