@@ -3,8 +3,6 @@ the file and the column or key (exit 2), write nothing, and never reach a verdic
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -18,17 +16,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from ditmeter.cli import main
+from test_diff import _run  # the CLI in process: (exit status, stdout, stderr)
 
 ARTIFACTS = Path("static_analysis") / "wan2_1"
-
-
-def _run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(list(argv))
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
