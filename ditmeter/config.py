@@ -443,6 +443,8 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         methods=methods,
         gpus=top.gpus,
     )
+    if not out.offload.t5_cpu and any(_key(o) == "host" and not o.endswith("=auto") for o in overrides):
+        raise ConfigError("host", "times the text encoder on the host CPU: needs offload.t5_cpu=true")
 
     out.geometry  # noqa: B018  (refuses sizes below one patch before anything runs)
     return out

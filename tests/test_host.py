@@ -73,3 +73,12 @@ def test_the_sweep_times_the_text_encoder_where_report_does() -> None:
         assert row["per_video_s"] == pytest.approx(view.per_video_s, rel=1e-9)
         encode = view.prediction.modules["text_encoder"].predicted_s  # two prompts: two runs
         assert row["text_encoder_per_video_s"] == pytest.approx(2 * encode, rel=1e-9)
+
+
+def test_a_host_without_the_encoder_on_it_is_refused() -> None:
+    """``host=`` times only the text encoder under ``offload.t5_cpu``: without it the key would
+    change nothing (the same seconds on every host), so it is refused naming ``host``."""
+    with pytest.raises(ConfigError) as err:
+        load([*BASE, "host=epyc-9654"], "report")
+    assert err.value.field == "host" and "offload.t5_cpu=true" in err.value.message
+    assert load([*BASE, "host=auto"], "report").offload.t5_cpu is False  # the default, said again
