@@ -350,7 +350,7 @@ def compose_config(overrides: list[str], command: str | None = None) -> dict[str
     except (HydraException, OmegaConfBaseException) as exc:
         field, message = hydra_message(exc, cfg)
         if field == "overrides":  # a grammar error names no key: the first override that fails
-            field = next((_key(o) or field for o in overrides if not parses(o)), field)
+            field = next((_key(o) or field for o in overrides if "=" in o and not parses(o)), field)
         raise ConfigError(field, message) from exc
     assert isinstance(raw, dict)
     return {str(k): v for k, v in raw.items()}

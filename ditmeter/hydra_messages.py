@@ -29,7 +29,8 @@ def hydra_message(exc: BaseException, cfg: DictConfig | None = None) -> tuple[st
             if isinstance(node, DictConfig):
                 return key, f"not a known key; keys of {section}: {', '.join(str(k) for k in node)}"
             return key, "not a known key"
-    if "no viable alternative" in text or "mismatched input" in text or "extraneous input" in text:
+    grammar = ("Error parsing override", "no viable alternative", "mismatched input", "extraneous input")
+    if any(g in text for g in grammar):
         return "overrides", parse_message(exc)
     full_key = getattr(exc, "full_key", None) or getattr(cause, "full_key", None)
     text = text.split(" full_key:", 1)[0]  # OmegaConf appends the key and the node type
