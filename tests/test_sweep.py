@@ -242,7 +242,9 @@ def test_a_point_whose_workload_the_pipeline_adjusts_says_so(
 
     base = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=h100-sxm"]
     frame = sw.sweep([*base, "workload.num_frames=[17,18]"]).frame.set_index("workload.num_frames")
-    assert pd.isna(frame.loc["17", "adjusted"]) and "num_frames: 18 -> 17" in frame.loc["18", "adjusted"]
+    assert (
+        pd.isna(frame.loc["17", "adjusted"]) and "workload.num_frames: 18 → 17" in frame.loc["18", "adjusted"]
+    )
     assert frame.loc["18", "per_video_s"] == frame.loc["17", "per_video_s"]
     console = Console(width=200)
     assert sw.run_sweep([*base, "workload.num_frames=[17,18]", f"output_root={tmp_path}"], console) == 0

@@ -226,4 +226,4 @@ def test_a_point_the_pipeline_adjusts_says_so_in_its_assumptions(tmp_path: Path)
     settings = ["workload=480p-81f", "workload.num_frames=18"]
     points = load_points(_folder(tmp_path, [_point("a", 100.0, settings=settings)]))
     row = validate_frame(points).iloc[0]
-    assert "the pipeline adjusted num_frames: 18 -> 17" in row["assumed"]
+    assert "the pipeline adjusted workload.num_frames: 18 → 17" in row["assumed"]

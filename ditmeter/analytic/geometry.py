@@ -38,6 +38,11 @@ class Adjustment:
     effective: int
     reason: str
 
+    @property
+    def text(self) -> str:
+        """``workload.num_frames: 18 → 17 (the rule)``: how every command says it."""
+        return f"workload.{self.field}: {self.requested} → {self.effective} ({self.reason})"
+
 
 @attrs.frozen
 class Geometry:

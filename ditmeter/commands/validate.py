@@ -28,7 +28,7 @@ def default_folder() -> Path:
 def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
     """The predicted seconds of what ``point`` timed, under its settings (and ``extra`` keys), by
     the code of ``ditmeter report``."""
-    return predict(point, extra)[0]
+    return predict(point, extra).seconds
 
 
 #: The run-wide key a point keeps at ``ieee`` where its device's kernel table has no TF32 curve
@@ -36,18 +36,25 @@ def predict_point(point: Point, extra: Sequence[str] = ()) -> float:
 FP32_MATMUL = "time.fp32_matmul"
 
 
-def predict(point: Point, extra: Sequence[str] = ()) -> tuple[float, int, str, tuple[str, ...]]:
-    """The predicted seconds of what ``point`` timed, the peak memory per GPU (bytes, as ``report``
-    prints it), what its fp32 matmuls were read as (``time.fp32_matmul``) and what the pipeline
-    changed in its workload (frames, size), under its settings
-    (and ``extra`` keys: a run-wide ``time.fp32_matmul=tf32`` stays ``ieee`` on a device without a
-    TF32 curve)."""
+@attrs.frozen
+class Prediction:
+    """One point as ``report`` predicts it under the point's settings."""
+
+    seconds: float  # of what the point timed
+    peak_bytes: int  # the peak memory per GPU, as report prints it
+    fp32_matmul: str  # what its fp32 matmuls were read as
+    adjusted: tuple[str, ...]  # what the pipeline changed in its workload (frames, size)
+
+
+def predict(point: Point, extra: Sequence[str] = ()) -> Prediction:
+    """``point`` under its settings and ``extra`` keys (the point's own settings win; a run-wide
+    ``time.fp32_matmul=tf32`` stays ``ieee`` on a device without a TF32 curve)."""
     from ditmeter.commands.report import analyze
     from ditmeter.config import load
     from ditmeter.errors import ConfigError
 
     given = {o.partition("=")[0] for o in point.settings}
-    extra = [o for o in extra if o.partition("=")[0] not in given]  # the point's own settings win
+    extra = [o for o in extra if o.partition("=")[0] not in given]
     try:
         try:
             cfg = load([*point.overrides(), *extra], "report")
@@ -63,21 +70,21 @@ def predict(point: Point, extra: Sequence[str] = ()) -> tuple[float, int, str, t
         point.timed
     ]
     assert value is not None  # a device is given
-    adjusted = tuple(
-        f"the pipeline adjusted {n.removeprefix('Adjusted ')}"
-        for n in analysis.notes
-        if n.startswith("Adjusted ")
+    return Prediction(
+        float(value),
+        analysis.memory.peak_per_gpu_bytes,
+        cfg.time.fp32_matmul,
+        tuple(f"the pipeline adjusted {a.text}" for a in analysis.geometry.adjustments),
     )
-    return float(value), analysis.memory.peak_per_gpu_bytes, cfg.time.fp32_matmul, adjusted
 
 
 def validate_frame(points: Sequence[Point], extra: Sequence[str] = ()) -> pd.DataFrame:
     """Every point predicted and compared (``compare.measurements.comparison_frame``), with what
-    its fp32 matmuls were read as."""
-    seconds, peaks, fp32, adjusted = zip(*(predict(p, extra) for p in points), strict=True)
-    said = [attrs.evolve(p, assumed=(*p.assumed, *a)) for p, a in zip(points, adjusted, strict=True)]
-    frame = comparison_frame(said, seconds, peaks)
-    return frame.assign(fp32_matmul=list(fp32))
+    its fp32 matmuls were read as; what the pipeline adjusted joins the point's assumptions."""
+    made = [predict(p, extra) for p in points]
+    said = [attrs.evolve(p, assumed=(*p.assumed, *m.adjusted)) for p, m in zip(points, made, strict=True)]
+    frame = comparison_frame(said, [m.seconds for m in made], [m.peak_bytes for m in made])
+    return frame.assign(fp32_matmul=[m.fp32_matmul for m in made])
 
 
 @attrs.frozen

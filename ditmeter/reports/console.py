@@ -71,10 +71,7 @@ class StepPrinter:
 
 def print_adjustments(console: Console, g: Geometry) -> None:
     for adj in g.adjustments:
-        console.print(
-            f"adjusted workload.{adj.field}: {adj.requested} → {adj.effective} ({adj.reason})",
-            style="yellow",
-        )
+        console.print(f"adjusted {adj.text}", style="yellow")
 
 
 def print_verdict(console: Console, verdict: Verdict, shown: int) -> None:

@@ -211,10 +211,9 @@ def _count_columns(
 
 
 def adjusted(analysis: Analysis) -> str | None:
-    """What the pipeline changed in the point's workload (frames, size: the analysis's notes), or
-    None: the swept value is then what was costed."""
-    said = [n.removeprefix("Adjusted ").rstrip(".") for n in analysis.notes if n.startswith("Adjusted ")]
-    return "; ".join(said) or None
+    """What the pipeline changed in the point's workload (frames, size), or None: the swept value
+    is then what was costed."""
+    return "; ".join(a.text for a in analysis.geometry.adjustments) or None
 
 
 def sweep_frame(
