@@ -285,13 +285,18 @@ _OPTIONAL_DEVICE_KEYS = frozenset(
 
 
 def _added(item: str, cfg: DictConfig) -> str:
-    """``device.KEY=VALUE`` for an optional device field the chosen file leaves out, as an addition."""
+    """``device.KEY=VALUE`` for an optional device field the chosen file leaves out, and
+    ``device.sources.KEY=TEXT`` for its source (every number needs one), as additions."""
     key = _key(item)
     section, _, name = key.partition(".")
     device = cfg.get("device") if section == "device" else None
-    if name in _OPTIONAL_DEVICE_KEYS and isinstance(device, DictConfig) and name not in device:
-        return item if item.startswith(("+", "~")) else "+" + item
-    return item
+    if not isinstance(device, DictConfig) or item.startswith(("+", "~")):
+        return item
+    field, _, source = name.partition(".")
+    sources = device.get("sources")
+    new_field = name in _OPTIONAL_DEVICE_KEYS and name not in device
+    new_source = field == "sources" and (not isinstance(sources, DictConfig) or source not in sources)
+    return "+" + item if new_field or new_source else item
 
 
 @functools.lru_cache(maxsize=64)
@@ -396,7 +401,6 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         raw["workload"], default_steps=model.default_steps, text_len=model.text_len, pipeline=top.pipeline
     )
     methods = parse(Methods, raw.get("methods"), "methods")
-    _qualified(methods, overrides)
     workload = attrs.evolve(
         workload,
         cfg_free=methods.cfg_free,
@@ -443,8 +447,8 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         methods=methods,
         gpus=top.gpus,
     )
-    if not out.offload.t5_cpu and any(_key(o) == "host" and not o.endswith("=auto") for o in overrides):
-        raise ConfigError("host", "times the text encoder on the host CPU: needs offload.t5_cpu=true")
+    if command != "sweep":  # a sweep asks it of its whole grid (commands/sweep.py)
+        check_used(overrides, [out])
 
     out.geometry  # noqa: B018  (refuses sizes below one patch before anything runs)
     return out
@@ -479,15 +483,19 @@ _QUALIFIERS = {
 }
 
 
-def _qualified(methods: Methods, overrides: list[str]) -> None:
-    """A MagCache rule key without ``methods.cache=magcache``, a sparse kernel's dense steps or layers
-    without ``methods.sparse``: refused, naming the key."""
+def check_used(overrides: Sequence[str], runs: Sequence[RunConfig]) -> None:
+    """Keys that do something only beside another, refused (naming the key) when no run of ``runs``
+    (one, or a sweep's grid) has that other on: MagCache's rule keys without
+    ``methods.cache=magcache``, a sparse kernel's dense steps or layers without ``methods.sparse``,
+    ``host=`` (other than ``auto``) without ``offload.t5_cpu=true``."""
     for item in overrides:
         key = item.partition("=")[0].lstrip("+~")
+        if key == "host" and not item.endswith("=auto") and not any(r.offload.t5_cpu for r in runs):
+            raise ConfigError("host", "times the text encoder on the host CPU: needs offload.t5_cpu=true")
         if key not in _QUALIFIERS:
             continue
         owner, value = _QUALIFIERS[key]
-        got = getattr(methods, owner)
-        if got is None or (value is not None and got != value):
+        on = [getattr(r.methods, owner) for r in runs]
+        if not any(v is not None and (value is None or v == value) for v in on):
             needs = f"methods.{owner}={value}" if value else f"methods.{owner} (one of: {', '.join(SPARSE)})"
             raise ConfigError(key, f"qualifies a method that is not on: needs {needs}")

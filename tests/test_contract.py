@@ -234,6 +234,11 @@ def test_real_report_runs_keep_the_contract(
         (["workload.num_frames=[5,9"], "workload.num_frames: cannot parse it"),
         # a key --help lists for every device, absent from this one's file: taken, then judged
         (["device=l40s", "device.nics_per_node=2"], "device.nics_per_node: l40s has no network"),
+        # an optional device number the board's file leaves out needs its source, which is taken too
+        (
+            ["device=rtx4090", "device.nvlink_gbps=100"],
+            "device.sources.nvlink_gbps: every number needs a source",
+        ),
         (
             ["device=h100-sxm", "device.memory_bandwidth_gbps=1e-300"],
             "device.memory_bandwidth_gbps: must be a",

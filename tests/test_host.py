@@ -82,3 +82,12 @@ def test_a_host_without_the_encoder_on_it_is_refused() -> None:
         load([*BASE, "host=epyc-9654"], "report")
     assert err.value.field == "host" and "offload.t5_cpu=true" in err.value.message
     assert load([*BASE, "host=auto"], "report").offload.t5_cpu is False  # the default, said again
+
+
+def test_an_optional_device_number_with_its_source_is_taken_on_any_board() -> None:
+    """``device.nvlink_gbps`` with ``device.sources.nvlink_gbps`` on a board whose file has neither."""
+    cfg = load(
+        [*BASE[:2], "device=rtx4090", "device.nvlink_gbps=100", "device.sources.nvlink_gbps=a bench"],
+        "report",
+    )
+    assert cfg.device is not None and cfg.device.nvlink_gbps == 100

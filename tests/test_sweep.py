@@ -249,3 +249,24 @@ def test_a_point_whose_workload_the_pipeline_adjusts_says_so(
     console = Console(width=200)
     assert sw.run_sweep([*base, "workload.num_frames=[17,18]", f"output_root={tmp_path}"], console) == 0
     assert "adjusted workload at 1 of 2 points" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("axes", "field"),
+    [
+        (["offload.t5_cpu=[true,false]", "host=epyc-9654"], None),  # host at the t5_cpu points
+        (["methods.cache=[magcache,null]", "methods.magcache_threshold=0.1"], None),
+        (["host=[epyc-9654,ryzen-7950x]"], "host"),  # no point runs the encoder on the host
+        (["methods.magcache_k=[1,2]"], "methods.magcache_k"),  # no point runs MagCache
+    ],
+)
+def test_a_key_that_needs_another_is_asked_of_the_whole_grid(axes: list[str], field: str | None) -> None:
+    """``host=`` needs ``offload.t5_cpu=true`` and MagCache's rule keys MagCache: in a sweep at some
+    point of the grid, not at every one."""
+    base = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm"]
+    if field is None:
+        assert len(sw.sweep([*base, *axes]).frame) == 2
+        return
+    with pytest.raises(ConfigError) as err:
+        sw.sweep([*base, *axes])
+    assert err.value.field == field

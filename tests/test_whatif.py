@@ -371,9 +371,6 @@ def walk_rows(a):  # type: ignore[no-untyped-def]
         (["whatif=[teacache]", "methods.cache_skip=0.99"], "methods.cache_skip: must be a finite number"),
         (["whatif=[svg]", "methods.sparse_density=1.5"], "methods.sparse_density: must be a finite number"),
         (["whatif=[svg]", "methods.sparse_density=0.2", "methods.sparse_dense_layers=1000"], "exceeds"),
-        (["whatif=[fp8]", "gemm_dtype=fp8_block"], "whatif: fp8 sets gemm_dtype, which is given as"),
-        (["whatif=[sage]", "attention=fa3"], "whatif: sage sets attention, which is given as attention=fa3"),
-        (["whatif=[compile]", "time.execution=compiled"], "whatif: compile sets time.execution"),
         (["whatif=[fp8,"], "whatif: '[fp8,' is not a list"),
         (["whatif=[fp8,,teacache]", "methods.cache_skip=0.3"], "has an empty item"),
     ],
@@ -381,13 +378,32 @@ def walk_rows(a):  # type: ignore[no-untyped-def]
 def test_whatif_refuses_the_users_bad_values_and_keys_it_would_drop(
     argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A row's own key out of range was a row that "cannot run" (exit 0, "nan" in the tables); a
-    what-if that sets a key the user gave dropped the user's value silently; a list missing its
-    bracket or with an empty item ran. Each is exit 2 naming the key, and nothing is written."""
+    """A row's own key out of range was a row that "cannot run" (exit 0, "nan" in the tables); a list
+    missing its bracket or with an empty item ran. Each is exit 2 naming the key, and nothing is
+    written."""
     assert main(["whatif", *BASE, *argv, f"output_root={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1 and "nan" not in err.replace("got nan", "")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["whatif=[fp8]", "gemm_dtype=fp8_block"], "fp8 replaces the baseline's gemm_dtype=fp8_block"),
+        ([], "sage replaces the baseline's attention=fa3 with attention=sage"),  # the default list
+        (["whatif=[compile]", "time.execution=compiled"], "as the baseline already does"),
+    ],
+)
+def test_a_what_if_over_a_key_the_user_gave_says_so(
+    argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The baseline keeps the user's value and the row replaces it (the row's overrides say which):
+    a comparison, said on the terminal and in whatif.md, not refused."""
+    extra = [] if argv else ["attention=fa3"]
+    assert main(["whatif", *BASE, *argv, *extra, f"output_root={tmp_path}", "run_id=w"]) == 0
+    assert says in capsys.readouterr().out
+    assert says in (tmp_path / "w" / "static_analysis" / "whatif" / "whatif.md").read_text()
 
 
 def test_whatif_keeps_the_baselines_own_method_keys_and_its_rows_that_cannot_run() -> None:

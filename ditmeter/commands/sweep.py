@@ -46,7 +46,7 @@ from ditmeter.commands.sweep_grid import (
     grid,
     top_key,
 )
-from ditmeter.config import RunConfig
+from ditmeter.config import RunConfig, check_used
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import device_view
 from ditmeter.reports.sweep_table import sweep_frame, sweep_metadata
@@ -89,6 +89,7 @@ def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepRe
         plans = device_plans(fixed[0], side[0])
     with steps("analyses"), shared_builds():  # equal stages of the points built once
         points, cfgs = configs(fixed[1], side[1])
+        check_used(overrides, cfgs)  # a key that needs another on, asked of the whole grid
         analyses = []
         for point, cfg in zip(points, cfgs, strict=True):
             try:

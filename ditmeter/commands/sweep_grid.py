@@ -296,7 +296,10 @@ def configs(fixed: Sequence[str], axes: Sequence[Axis]) -> tuple[list[tuple[str,
     def per_value(a: Axis) -> bool:
         return _plain(a) and a.key.startswith("workload.")
 
-    return resolve(fixed, axes, per_value, load, apply, lambda got, ref: got == ref)
+    def anchor(point: list[str]) -> RunConfig:
+        return load(point, "sweep")  # the keys that need another on are asked of the whole grid
+
+    return resolve(fixed, axes, per_value, anchor, apply, lambda got, ref: got == ref)
 
 
 def _time_plan(device: DeviceSpec, values: Mapping[str, Any]) -> TimePlan:

@@ -191,26 +191,23 @@ def _row_keys(names: Sequence[str], base: Sequence[str]) -> tuple[list[str], dic
     return [o for o in base if o not in used], given
 
 
-#: A key a what-if sets that the user may also give: the few-step model runs its own step count
-#: whatever the baseline's (the row's overrides say so).
-REPLACES = frozenset({"workload.num_inference_steps"})
-
-
-def _not_given(names: Sequence[str], users: frozenset[str], given: Sequence[str]) -> None:
-    """A what-if that sets a key the user gave would drop the user's value silently: refused."""
+def _replaced(names: Sequence[str], given: Sequence[str]) -> tuple[str, ...]:
+    """Each what-if that sets a key the user gave the baseline another value of: the row replaces
+    it (the baseline keeps it), and the output says so."""
+    mine = {o.partition("=")[0]: o for o in given}
+    out = []
     for name in names:
         for override in WHATIFS[name][0]:
             key = override.partition("=")[0]
-            if key in users and key not in REPLACES:
-                mine = next(o for o in given if o.partition("=")[0] == key)
-                raise ConfigError(
-                    "whatif", f"{name} sets {key}, which is given as {mine}: drop one of the two"
-                )
+            if key in mine and mine[key] != override:
+                out.append(f"{name} replaces the baseline's {mine[key]} with {override} in its row")
+            elif key in mine:
+                out.append(f"{name} sets {override}, as the baseline already does: its row is the baseline")
+    return tuple(out)
 
 
 def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] = ()) -> WhatifResult:
     """The baseline ``given`` and each what-if of ``names`` on it, then all of them together."""
-    _not_given(names, frozenset(o.partition("=")[0] for o in given), given)
     base, row_keys = _row_keys(names, given)
     cfg = load(list(base), "whatif")
     if cfg.device is None:
@@ -242,7 +239,7 @@ def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] 
     elif together:  # nothing to combine: say so
         why = f"only {ran[0]} runs here" if ran else "none of them runs here"
         rows.append({"whatif": ALL, "overrides": " ".join(together), "runs": False, "reason": why})
-    return WhatifResult(pd.DataFrame(rows), cfg, tuple(names), tuple(overrides))
+    return WhatifResult(pd.DataFrame(rows), cfg, tuple(names), tuple(overrides), _replaced(names, given))
 
 
 def publish(result: WhatifResult) -> tuple[Path, tuple[str, ...]]:

@@ -15,3 +15,5 @@ class WhatifResult:
     cfg: RunConfig  # the baseline's
     names: tuple[str, ...]
     overrides: tuple[str, ...]
+    #: each what-if that replaces a value the user gave the baseline (said, not refused)
+    replaced: tuple[str, ...] = ()
