@@ -489,7 +489,7 @@ def check_used(overrides: Sequence[str], runs: Sequence[RunConfig]) -> None:
     ``methods.cache=magcache``, a sparse kernel's dense steps or layers without ``methods.sparse``,
     ``host=`` (other than ``auto``) without ``offload.t5_cpu=true``."""
     for item in overrides:
-        key = item.partition("=")[0].lstrip("+~")
+        key = _key(item)
         if key == "host" and not item.endswith("=auto") and not any(r.offload.t5_cpu for r in runs):
             raise ConfigError("host", "times the text encoder on the host CPU: needs offload.t5_cpu=true")
         if key not in _QUALIFIERS:

@@ -230,7 +230,7 @@ def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] 
         return _row(name, (*overrides, *extra), base, baseline_s, users)
 
     rows = [first, *(row(n, WHATIFS[n][0]) for n in names)]
-    ran = [n for n, row in zip(names, rows[1:], strict=True) if row["runs"]]
+    ran = [n for n, r in zip(names, rows[1:], strict=True) if r["runs"]]
     if together and len(ran) == len(names):
         rows.append(row(ALL, together))
     elif together and len(ran) > 1:  # those that run here, and say which are left out

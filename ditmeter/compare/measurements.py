@@ -212,23 +212,20 @@ PEAK_COLUMNS = ("measured_peak_gb", "predicted_peak_gb", "peak_rel_error")
 
 
 def comparison_frame(
-    points: Sequence[Point], predicted: Sequence[float], peaks: Sequence[int] | None = None
+    points: Sequence[Point], predicted: Sequence[float], peaks: Sequence[int]
 ) -> pd.DataFrame:
     """One row per point: its settings and plan family, measured and ``predicted`` seconds, the
     relative error; a multi-GPU point with its one-GPU pair in the dataset (the same id ending
     ``-1gpu``), or a method's point with its ``baseline``, also its measured and predicted speed-up
     over that pair and the speed-up's error; a point with a published peak memory, that and the
     predicted peak per GPU (``peaks``, bytes) and their error."""
-    peaks = peaks if peaks is not None else [0] * len(points)
     by_id = dict(zip((p.id for p in points), predicted, strict=True))
     measured = {p.id: p.seconds for p in points}
     rows = []
     for p, seconds, peak in zip(points, predicted, peaks, strict=True):
         error = float(seconds) / p.seconds - 1.0
         given = p.peak_memory_gb
-        peak_cols = (
-            (given, peak / GB, peak / GB / given - 1.0) if given is not None and peak > 0 else (None,) * 3
-        )
+        peak_cols = (given, peak / GB, peak / GB / given - 1.0) if given is not None else (None,) * 3
         pair = p.baseline or (_GPUS_SUFFIX.sub("-1gpu", p.id) if p.gpus > 1 else None)
         speedup = (measured[pair] / p.seconds, by_id[pair] / float(seconds)) if pair in measured else None
         rows.append(

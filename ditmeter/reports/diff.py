@@ -166,8 +166,7 @@ def check_report(run: RunTables) -> None:
     naming the key of one that is not null or a finite number >= 0, or of a section that is not the
     shape a report has."""
     try:
-        for _ in (*_video(run.report), *_stages(run.report, run.modules), *_categories(run.report)):
-            pass
+        _rows(run)
         _ = run.label
     except KeyError as exc:
         raise ValueError(f"not a ditmeter report: a section has no key {exc}") from None
