@@ -56,6 +56,16 @@ def test_error_table_of_two_points_by_hand(tmp_path: Path) -> None:
     assert s["max_abs_rel_error"] == pytest.approx(max(abs(p / 100 - 1), abs(p / 400 - 1)))
 
 
+def test_framework_is_what_ran_and_groups_the_framework_table(tmp_path: Path) -> None:
+    """A point of another runtime (``published.framework``) keeps its name in ``framework`` while
+    ``pipeline`` stays how it is costed; the others' framework is their pipeline."""
+    other = _point("b", 100.0, pipeline="diffusers", published={"framework": "LightX2V (LightX2V_2)"})
+    frame = validate_frame(load_points(_folder(tmp_path, [_point("a", 100.0), other])))
+    assert list(frame["framework"]) == ["official", "LightX2V"]
+    assert list(frame["pipeline"]) == ["official", "diffusers"]
+    assert sorted(error_summary(frame, "framework")["group"]) == ["LightX2V", "official"]
+
+
 def test_per_step_points_compare_one_step(tmp_path: Path) -> None:
     """A per-step point is compared with one step (two forwards under CFG), not the video."""
     points = load_points(_folder(tmp_path, [_point("v", 1.0), _point("s", 1.0, timed="per_step")]))

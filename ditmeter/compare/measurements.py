@@ -56,6 +56,13 @@ class Point:
     baseline: str | None = None
     #: the published peak GPU memory, in the source's "GB" (taken as printed: 10^9 bytes), or None
     peak_memory_gb: float | None = None
+    #: what ran: ``published.framework``'s name (before its parenthesis) where the runtime is
+    #: neither the official code nor diffusers and ``pipeline`` is only how the tool costs it;
+    #: otherwise the pipeline itself
+    framework: str = ""
+
+    def ran(self) -> str:
+        return self.framework or self.pipeline
 
     def overrides(self) -> list[str]:
         return [f"model={self.model}", f"pipeline={self.pipeline}", f"device={self.device}", *self.settings]
@@ -151,6 +158,7 @@ def _point(raw: Any, source: str, path: Path) -> Point:
         None if raw.get("method") is None else str(raw["method"]),
         None if raw.get("baseline") is None else str(raw["baseline"]),
         None if peak is None else float(peak),
+        str((raw.get("published") or {}).get("framework") or "").split(" (", 1)[0],
     )
 
 
@@ -234,6 +242,7 @@ def comparison_frame(
                 "source": p.source,
                 "model": p.model,
                 "pipeline": p.pipeline,
+                "framework": p.ran(),
                 "device": p.device,
                 "published_gpu": p.published_gpu,
                 "gpus": p.gpus,
