@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.fabric import FabricTable
-from ditmeter.analytic.gemm_formats import GEMM_DTYPES, peak_dtype
+from ditmeter.analytic.gemm_formats import GEMM_DTYPES, curve_dtype, peak_dtype
 from ditmeter.analytic.host import HostPlan, default_host, host_from_mapping
 from ditmeter.analytic.kernels import KernelTable
 from ditmeter.analytic.methods import MagCacheModel
@@ -252,7 +252,7 @@ def _runs_gemm(device: DeviceSpec, kernels: KernelTable | None, gemm_dtype: str)
     try:
         device.tensor_flop_per_s(peak_dtype(gemm_dtype))
         if kernels is not None:
-            kernels.gemm_fraction(gemm_dtype, 1)
+            kernels.gemm_fraction(curve_dtype(gemm_dtype), 1)
     except (ConfigError, FieldError):
         return False
     return True

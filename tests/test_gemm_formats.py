@@ -70,6 +70,33 @@ def test_fp8_block_quantizes_per_1x128_tile_and_transposes_its_scales_by_hand() 
     assert FORMATS["fp8_block"].weight_bytes(1536, 8960) == 1536 * 8960 + 70 * 12 * 4
 
 
+def test_fp8_tensor_clamps_and_casts_with_one_static_scale_by_hand() -> None:
+    """gemm_dtype=fp8_tensor (ComfyUI's fp8 linear) at the tiny workload (256 tokens) on an H100:
+    before the FFN GEMM (1536 → 8960) a one-element fp32 fill (its input scale), the bf16 activation
+    clamped in place (256 × 1536 × 2 bytes read and written), then cast to FP8 (2 bytes read, 1
+    written, no per-token scales); the GEMM reads the FP8 activation and weight and their two fp32
+    scales, at the same ``fp8`` curve as the per-token format. The weight: one byte an element plus
+    one fp32 scale for the whole tensor."""
+    from ditmeter.analytic.gemm_formats import FORMATS
+    from ditmeter.analytic.timing import kernel_time
+
+    a, p, sk, _, calls = _ffn_gemm("h100-sxm", "fp8_tensor", "w001-tiny")
+    assert a.geometry.tokens == 256
+    (fill, _, _), (clamp, c_dtype, _), (cast, _, _) = calls[0], calls[1], calls[2]
+    assert fill.cost.moved_bytes == 4
+    assert clamp.cost.moved_bytes == 2 * 256 * 1536 * 2 == 1_572_864
+    assert cast.cost.moved_bytes == 256 * 1536 * 2 + 256 * 1536 == 1_179_648
+    hand = max(1_572_864 / (3350e9 * 0.75), 5e-6)
+    assert kernel_time(clamp, p.device, p.plan, sk, c_dtype).predicted_s == pytest.approx(hand, rel=1e-9)
+    assert FORMATS["fp8_tensor"].weight_bytes(1536, 8960) == 1536 * 8960 + 4
+    gemm = next(c for c in calls if c[0].rule == "linear")[0]
+    _, _, _, _, per_token = _ffn_gemm("h100-sxm", "fp8", "w001-tiny")
+    twin = next(c for c in per_token if c[0].rule == "linear")[0]
+    # the same GEMM but for the scales it reads: per tensor 4 + 4 bytes, per token 256 x 4 + 8960 x 4
+    assert twin.cost.moved_bytes - gemm.cost.moved_bytes == (256 * 4 + 8960 * 4) - (4 + 4)
+    assert gemm.cost.tensor_flops == twin.cost.tensor_flops
+
+
 def test_fp8_block_gemm_at_deepgemms_h800_rows_by_hand() -> None:
     """gemm_dtype=fp8_block on an H100 SXM: the FFN GEMM at 480p (2 × 32,760 × 1536 × 8960 FLOPs)
     between DeepGEMM's M=4096 rows (N, K) = (24576, 1536) at 1212 and (7168, 16384) at 1520 TFLOPS
@@ -88,7 +115,13 @@ def test_fp8_block_gemm_at_deepgemms_h800_rows_by_hand() -> None:
 
 @pytest.mark.parametrize(
     ("device", "gemm_dtype"),
-    [("rtx4090", "fp8_block"), ("b200", "fp8_block"), ("h100-sxm", "nvfp4"), ("h20", "nvfp4")],
+    [
+        ("rtx4090", "fp8_block"),
+        ("b200", "fp8_block"),
+        ("h100-sxm", "nvfp4"),
+        ("h20", "nvfp4"),
+        ("a100-sxm-80gb", "fp8_tensor"),
+    ],
 )
 def test_a_format_without_its_curve_or_peak_is_refused(device: str, gemm_dtype: str) -> None:
     """Exit 2, one line naming gemm_dtype and what the device does run."""

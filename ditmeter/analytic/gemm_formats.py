@@ -3,13 +3,16 @@ weight and activation layout, the tensor peak its GEMM computes at, and the kern
 
 A format stores each weight element in ``element_bits`` with one scale per weight block, and
 quantizes each matmul's activation at run time with one scale per group of ``act_group`` elements
-along K (0: one per token). Its GEMM reads both operands at those sizes, scales included, and runs
-on the device's ``peak`` at the kernel table's ``gemm.<name>`` curve. Bytes by hand, for a linear of
-``tokens`` × ``k`` → ``n``:
+along K (0: one per token; -1: one static scale for the whole tensor). Its GEMM reads both operands
+at those sizes, scales included, and runs on the device's ``peak`` at the kernel table's
+``gemm.<curve>`` curve (its own name but for ``fp8_tensor``, which runs the kernel the ``fp8`` curve
+measured). Bytes by hand, for a linear of ``tokens`` × ``k`` → ``n``:
 
 * weights: ``ceil(k·n·bits/8)`` + the weight scales (plus the per-tensor scales);
 * the quantize kernel: ``tokens·k`` read in 16-bit, ``ceil(tokens·k·bits/8)`` written, plus the
-  activation scales; DeepGEMM's per-block GEMM also transposes those scales (one more small kernel).
+  activation scales; DeepGEMM's per-block GEMM also transposes those scales (one more small kernel);
+  the per-tensor path first fills its one-element input scale and clamps the 16-bit activation in
+  place (``tokens·k`` read and written), then casts it.
 
 NB: the bias stays in its own dtype; the GEMM's output in the stage's 16-bit dtype. Only the
 transformer blocks' linears are quantized (:func:`quantizes`): LightX2V's Wan FP8 and NVFP4 paths
@@ -50,11 +53,22 @@ class GemmFormat:
     #: DeepGEMM's LHS scales transposed to its TMA-aligned layout before the GEMM ("" for none)
     layout_op: str
     source: str
+    #: the kernel table's GEMM curve it reads ("": its own name)
+    curve: str = ""
+    #: an in-place clamp of the 16-bit activation to the format's range before the cast ("": none)
+    clamp_op: str = ""
+
+    @property
+    def curve_dtype(self) -> str:
+        return self.curve or self.name
 
     def act_bytes(self, tokens: int, k: int) -> int:
         """The quantized activation and its scales."""
+        elements = math.ceil(tokens * k * self.element_bits / 8)
+        if self.act_group < 0:  # one static scale for the whole tensor
+            return elements + self.act_scale_bytes
         groups = 1 if self.act_group == 0 else math.ceil(k / self.act_group)
-        return math.ceil(tokens * k * self.element_bits / 8) + tokens * groups * self.act_scale_bytes
+        return elements + tokens * groups * self.act_scale_bytes
 
     def stored(self, row: ModuleRow) -> tuple[str, int, int] | None:
         """Leaf ``row``'s weight as this format stores it (``memory.weights_by_dtype``'s ``quantized``):
@@ -68,7 +82,10 @@ class GemmFormat:
     def weight_bytes(self, k: int, n: int) -> int:
         """A ``k`` → ``n`` weight: its elements, its block scales and its per-tensor scales."""
         along_n, along_k = self.weight_block
-        scales = math.ceil(n / along_n) * (1 if along_k == 0 else math.ceil(k / along_k))
+        # (0, 0): one scale for the whole weight
+        scales = (1 if along_n == 0 else math.ceil(n / along_n)) * (
+            1 if along_k == 0 else math.ceil(k / along_k)
+        )
         elements = math.ceil(k * n * self.element_bits / 8)
         return elements + scales * self.weight_scale_bytes + self.tensor_scale_bytes
 
@@ -77,7 +94,12 @@ class GemmFormat:
         scales; DeepGEMM's scale transpose (its scales read and written) where the format has one."""
         written = self.act_bytes(tokens, k)
         scales = written - math.ceil(tokens * k * self.element_bits / 8)
-        quant = KernelCall(self.quant_op, "memory", half, tokens * k * DTYPE_BYTES[half] + written)
+        read = tokens * k * DTYPE_BYTES[half]
+        if self.clamp_op:  # the static scale filled, the activation clamped in place, then cast
+            fill = KernelCall("fill", "memory", "fp32", self.act_scale_bytes)
+            clamp = KernelCall(self.clamp_op, "memory", half, 2 * read)
+            return fill, clamp, KernelCall(self.quant_op, "memory", half, read + written - scales)
+        quant = KernelCall(self.quant_op, "memory", half, read + written)
         if not self.layout_op:
             return (quant,)
         return quant, KernelCall(self.layout_op, "memory", "fp32", 2 * scales)
@@ -95,6 +117,14 @@ FP8_BLOCK_SOURCE = (
     "through sgl_per_token_group_quant_fp8 with group 128 and fp32 scales, L661-675; deep_gemm."
     "gemm_fp8_fp8_bf16_nt), whose LHS scales DeepGEMM transposes to its TMA-aligned layout first "
     "(deepseek-ai/DeepGEMM @ 327ec92, deep_gemm/jit_kernels/gemm.py L185-186: 'may launch a kernel')"
+)
+FP8_TENSOR_SOURCE = (
+    "ComfyUI's fp8 linear as kijai/ComfyUI-WanVideoWrapper runs Wan's linears (fp8_optimization.py, "
+    "fp8_linear_forward, 'based on ComfyUI's and MinusZoneAI's fp8_linear optimization'; its "
+    "quantization 'fp8_e4m3fn_fast'): FP8 weights with one fp32 scale_weight per tensor (ones where the "
+    "checkpoint has none), scale_input = torch.ones(()) per call, torch.clamp(input, -448, 448, out=input) "
+    "in place, input.to(torch.float8_e4m3fn), then torch._scaled_mm with both per-tensor scales and the "
+    "bias in its epilogue; biases assumed stored in the compute dtype (no per-call cast)"
 )
 NVFP4_SOURCE = (
     "NVFP4: E2M1 elements, one FP8 (E4M3) scale per 16 elements along K and an fp32 per-tensor scale "
@@ -122,6 +152,9 @@ FORMATS: dict[str, GemmFormat] = {
         "scale_transpose",
         FP8_BLOCK_SOURCE,
     ),
+    "fp8_tensor": GemmFormat(
+        "fp8_tensor", "fp8", 8, -1, 4, (0, 0), 4, 0, "to_fp8", "", FP8_TENSOR_SOURCE, "fp8", "clamp_"
+    ),
     "nvfp4": GemmFormat("nvfp4", "fp4", 4, 16, 1, (1, 16), 1, 8, "scaled_nvfp4_quant", "", NVFP4_SOURCE),
 }
 #: Every ``gemm_dtype=`` value: the 16-bit dtypes and the quantized formats.
@@ -142,6 +175,12 @@ def stored_format(weights_by_dtype: Mapping[str, int]) -> GemmFormat | None:
 def gemm_format(gemm_dtype: str | None) -> GemmFormat | None:
     """The quantized format of ``gemm_dtype`` (None: a 16-bit dtype, or none given)."""
     return FORMATS.get(gemm_dtype or "")
+
+
+def curve_dtype(gemm_dtype: str) -> str:
+    """The kernel table's GEMM curve a matmul in ``gemm_dtype`` reads."""
+    fmt = gemm_format(gemm_dtype)
+    return fmt.curve_dtype if fmt is not None else gemm_dtype
 
 
 def peak_dtype(gemm_dtype: str) -> str:

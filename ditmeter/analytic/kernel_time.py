@@ -25,7 +25,13 @@ from ditmeter.analytic.cost import DTYPE_BYTES, Cost
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.eager import KernelCall, eager_calls
 from ditmeter.analytic.fabric import FabricTable
-from ditmeter.analytic.gemm_formats import gemm_format, peak_dtype, quantized_linear_calls, quantizes
+from ditmeter.analytic.gemm_formats import (
+    curve_dtype,
+    gemm_format,
+    peak_dtype,
+    quantized_linear_calls,
+    quantizes,
+)
 from ditmeter.analytic.host import HostPlan
 from ditmeter.analytic.kernels import MAX_FUSED_HEAD_DIM, KernelTable
 from ditmeter.analytic.network import NetworkTable
@@ -311,7 +317,7 @@ def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTabl
     moved, cuda = float(cost.moved_bytes), float(cost.cuda_flops)
     numerator = float(cost.tensor_flops)
     if kind == "gemm" and ("in_features" in dims or "call_flops" in dims):
-        gemm = sk.matmul_dtype("fp32" if column == F32 else (sk.gemm_dtype or dtype))
+        gemm = sk.matmul_dtype("fp32" if column == F32 else curve_dtype(sk.gemm_dtype or dtype))
         curve = table.eager_gemm_dtype(gemm, sk.dtype) if column == F32 else gemm
         numerator /= table.gemm_fraction(curve, call_flops(dims))
     elif kind == "conv" and ("in_channels" in dims or "call_flops" in dims):
