@@ -97,6 +97,30 @@ def test_fp8_tensor_clamps_and_casts_with_one_static_scale_by_hand() -> None:
     assert gemm.cost.tensor_flops == twin.cost.tensor_flops
 
 
+def test_int8_w8a8_on_an_a100_by_hand() -> None:
+    """gemm_dtype=int8 (LightX2V's int8-sgl path) on an A100: before the FFN GEMM (1536 → 8960) one
+    per-token quantize kernel (32,760 × 1536 bf16 read, INT8 written with one fp32 scale a token);
+    the GEMM (2 × 32,760 × 1536 × 8960 = 9.02e11 FLOPs) on the 624 TOPS INT8 peak at the ampere
+    table's int8 plateau, 0.804 (sglang PR #2752's M=2048 row: 501.4 TOPS, held beyond its 7.3e11
+    FLOPs), plus its bias add on the CUDA cores; the weight one byte an element plus one fp32 scale
+    an output channel."""
+    from ditmeter.analytic.gemm_formats import FORMATS
+    from ditmeter.analytic.timing import kernel_time
+
+    _, p, sk, _, calls = _ffn_gemm("a100-sxm-80gb", "int8")
+    quant, _, _ = calls[0]
+    assert quant.cost.moved_bytes == 32760 * 1536 * 2 + 32760 * 1536 + 32760 * 4
+    gemm, dtype, _ = next(c for c in calls if c[0].rule == "linear")
+    flops = 2 * 32760 * 1536 * 8960
+    assert gemm.cost.tensor_flops == flops and p.device.int8_tops == 624
+    int8_peak = 624e12 * p.device.efficiency * p.device.clock
+    plateau = 501544.442461 / 1000 * 43520 / 43531 / 624  # the PR's "GB/s" column: ops/s / 1e9
+    assert plateau == pytest.approx(0.804, abs=5e-4)
+    hand = flops / (int8_peak * 0.804) + 32760 * 8960 / p.device.cuda_flop_per_s
+    assert kernel_time(gemm, p.device, p.plan, sk, dtype).predicted_s == pytest.approx(hand, rel=1e-9)
+    assert FORMATS["int8"].weight_bytes(1536, 8960) == 1536 * 8960 + 8960 * 4
+
+
 def test_fp8_block_gemm_at_deepgemms_h800_rows_by_hand() -> None:
     """gemm_dtype=fp8_block on an H100 SXM: the FFN GEMM at 480p (2 × 32,760 × 1536 × 8960 FLOPs)
     between DeepGEMM's M=4096 rows (N, K) = (24576, 1536) at 1212 and (7168, 16384) at 1520 TFLOPS
@@ -121,6 +145,8 @@ def test_fp8_block_gemm_at_deepgemms_h800_rows_by_hand() -> None:
         ("h100-sxm", "nvfp4"),
         ("h20", "nvfp4"),
         ("a100-sxm-80gb", "fp8_tensor"),
+        ("h100-sxm", "int8"),
+        ("l40", "int8"),
     ],
 )
 def test_a_format_without_its_curve_or_peak_is_refused(device: str, gemm_dtype: str) -> None:

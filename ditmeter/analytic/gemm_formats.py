@@ -126,6 +126,13 @@ FP8_TENSOR_SOURCE = (
     "in place, input.to(torch.float8_e4m3fn), then torch._scaled_mm with both per-tensor scales and the "
     "bias in its epilogue; biases assumed stored in the compute dtype (no per-call cast)"
 )
+INT8_SOURCE = (
+    "W8A8 INT8 as LightX2V's int8-sgl path runs Wan's linears (ModelTC/LightX2V @ f8aee98, "
+    "lightx2v/common/ops/mm/mm_weight.py L1876-1940, 'W-int8-channel-sym-A-int8-channel-sym-dynamic-Sgl': "
+    "INT8 weights scaled per output channel (fp32, load_int8_perchannel_sym L521-529), each activation "
+    "quantized per token at run time by sglang's per_token_quant_int8 (one kernel), then "
+    "sgl_kernel.int8_scaled_mm with both scales and the bias)"
+)
 NVFP4_SOURCE = (
     "NVFP4: E2M1 elements, one FP8 (E4M3) scale per 16 elements along K and an fp32 per-tensor scale "
     "(ModelTC/LightX2V @ f8aee98, lightx2v_kernel/docs/en_US/nvfp4_quantization_basics.md: 'Both weight "
@@ -152,6 +159,7 @@ FORMATS: dict[str, GemmFormat] = {
         "scale_transpose",
         FP8_BLOCK_SOURCE,
     ),
+    "int8": GemmFormat("int8", "int8", 8, 0, 4, (1, 0), 4, 0, "per_token_quant_int8", "", INT8_SOURCE),
     "fp8_tensor": GemmFormat(
         "fp8_tensor", "fp8", 8, -1, 4, (0, 0), 4, 0, "to_fp8", "", FP8_TENSOR_SOURCE, "fp8", "clamp_"
     ),

@@ -17,7 +17,7 @@ the mechanism that changes which kernels run, never as a speed-up factor.
 * ``sparse``: the DiT's self-attention as a block-sparse kernel at the method's density and kernel
   rate (``sparse_density``, ``sparse_dense_steps``, ``sparse_dense_layers``).
 * Quantized weights (:func:`quantized_weights`) under ``gemm_dtype=fp8``, ``fp8_tensor``, ``fp8_block``,
-  ``nvfp4``.
+  ``int8``, ``nvfp4``.
 
 Kernel-level what-ifs stay where the kernels are: ``attention=`` (the attention kernel),
 ``gemm_dtype=`` and ``time.execution=compiled``.

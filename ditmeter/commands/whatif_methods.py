@@ -22,6 +22,7 @@ WHATIFS: dict[str, tuple[tuple[str, ...], str]] = {
         ("gemm_dtype=fp8_tensor",),
         "the DiT's matmuls in FP8 with one static scale per tensor (ComfyUI's fp8 linear)",
     ),
+    "int8": (("gemm_dtype=int8",), "the DiT's matmuls in INT8 (W8A8: activations scaled per token)"),
     "nvfp4": (("gemm_dtype=nvfp4",), "the DiT's matmuls in NVFP4 (Blackwell datacenter)"),
     "sage": (("attention=sage",), "SageAttention2: the DiT's attention with INT8 QK and FP8 PV"),
     "fa4": (("attention=fa4",), "FlashAttention-4 as the DiT's attention (Blackwell datacenter)"),
