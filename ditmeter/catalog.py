@@ -236,15 +236,27 @@ def time_plan(
     if top.gemm_dtype is not None and not _runs_gemm(device, kernels, top.gemm_dtype):
         here = [g for g in GEMM_DTYPES if _runs_gemm(device, kernels, g)]
         raise ConfigError(
-            "gemm_dtype",
-            f"{device.name} has no {peak_dtype(top.gemm_dtype)} tensor-core peak or {top.gemm_dtype} GEMM "
-            f"curve; allowed here: null, {', '.join(here)}",
+            "gemm_dtype", f"{_missing_gemm(device, top.gemm_dtype)}; allowed here: null, {', '.join(here)}"
         )
     if top.attention == "sage" and device.int8_tops is None:
         raise ConfigError("attention", f"sage computes on INT8 tensor cores; {device.name} has no INT8 peak")
     if top.attention != "auto" and not plan.predicted:
         raise ConfigError("attention", "a kernel's speed is not in the roofline: use time.mode=predicted")
     return device, plan
+
+
+def _missing_gemm(device: DeviceSpec, gemm_dtype: str) -> str:
+    """What ``device`` lacks to run ``gemm_dtype``: the tensor peak it computes at, or else the kernel
+    table's GEMM curve it reads."""
+    peak = peak_dtype(gemm_dtype)
+    try:
+        device.tensor_flop_per_s(peak)
+    except ConfigError:
+        return f"{device.name} has no {peak} tensor-core peak for gemm_dtype={gemm_dtype}"
+    curve = curve_dtype(gemm_dtype)
+    return (
+        f"{device.name}'s kernel table has no {curve} GEMM curve (no measured {gemm_dtype} GEMM of the board)"
+    )
 
 
 def _runs_gemm(device: DeviceSpec, kernels: KernelTable | None, gemm_dtype: str) -> bool:

@@ -159,6 +159,10 @@ def test_a_format_without_its_curve_or_peak_is_refused(device: str, gemm_dtype: 
         load(args, "report")
     assert err.value.field == "gemm_dtype" and "allowed here: null" in str(err.value)
     assert main(["report", *args]) == 2
+    if (device, gemm_dtype) == ("h100-sxm", "int8"):  # the peak is there (1979 TOPS): the curve is not
+        assert "kernel table has no int8 GEMM curve" in str(err.value)
+    if (device, gemm_dtype) == ("a100-sxm-80gb", "fp8_tensor"):  # no FP8 tensor cores at all
+        assert "no fp8 tensor-core peak for gemm_dtype=fp8_tensor" in str(err.value)
 
 
 def test_nvfp4_weights_are_nine_sixteenths_of_a_byte_by_hand() -> None:
@@ -211,8 +215,9 @@ def test_nvfp4_quantize_and_gemm_on_a_b200_by_hand() -> None:
 @pytest.mark.parametrize(
     "axes",
     [
-        ["device=[h100-sxm,h800]", "gemm_dtype=[null,fp8,fp8_block]"],
+        ["device=[h100-sxm,h800]", "gemm_dtype=[null,fp8,fp8_block,fp8_tensor]"],
         ["device=[b200,gb200]", "gemm_dtype=[null,nvfp4]", "methods.cache=[null,magcache]"],
+        ["device=[a100-sxm-80gb,rtx4090]", "gemm_dtype=[null,int8]", "time.execution=[eager,compiled]"],
     ],
 )
 def test_a_sweep_over_formats_costs_each_point_as_report(axes: list[str]) -> None:

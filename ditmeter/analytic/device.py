@@ -28,8 +28,8 @@ TENSOR_DTYPES = ("bf16", "fp16", "fp8")
 #: (``analytic/gemm_formats.py``); kept apart so a datasheet's headline is not mistaken for FP8's.
 REFERENCE_DTYPES = ("fp4",)
 #: Integer tensor peaks in TOPS (10¹² integer ops/s, a multiply-add counted as two, as FLOPs are):
-#: no workload or ``gemm_dtype`` runs in int8; SageAttention's INT8 QKᵀ is timed against it through
-#: :meth:`DeviceSpec.tensor_flop_per_s`.
+#: no workload runs in int8; ``gemm_dtype=int8``'s GEMMs and SageAttention's INT8 QKᵀ are timed
+#: against it through :meth:`DeviceSpec.tensor_flop_per_s`.
 INTEGER_DTYPES = ("int8",)
 NUMBER_KEYS = (
     "bf16_tflops",

@@ -130,7 +130,8 @@ INT8_SOURCE = (
     "W8A8 INT8 as LightX2V's int8-sgl path runs Wan's linears (ModelTC/LightX2V @ f8aee98, "
     "lightx2v/common/ops/mm/mm_weight.py L1876-1940, 'W-int8-channel-sym-A-int8-channel-sym-dynamic-Sgl': "
     "INT8 weights scaled per output channel (fp32, load_int8_perchannel_sym L521-529), each activation "
-    "quantized per token at run time by sglang's per_token_quant_int8 (one kernel), then "
+    "quantized per token at run time, one kernel: sglang's per_token_quant_int8 where sglang imports, else "
+    "vLLM's scaled_int8_quant (the class's priority at f8aee98; later versions call vLLM's first), then "
     "sgl_kernel.int8_scaled_mm with both scales and the bias)"
 )
 NVFP4_SOURCE = (
