@@ -61,9 +61,6 @@ class Point:
     #: otherwise the pipeline itself
     framework: str = ""
 
-    def ran(self) -> str:
-        return self.framework or self.pipeline
-
     def overrides(self) -> list[str]:
         return [f"model={self.model}", f"pipeline={self.pipeline}", f"device={self.device}", *self.settings]
 
@@ -158,7 +155,7 @@ def _point(raw: Any, source: str, path: Path) -> Point:
         None if raw.get("method") is None else str(raw["method"]),
         None if raw.get("baseline") is None else str(raw["baseline"]),
         None if peak is None else float(peak),
-        str((raw.get("published") or {}).get("framework") or "").split(" (", 1)[0],
+        str((raw.get("published") or {}).get("framework") or raw["pipeline"]).split(" (", 1)[0],
     )
 
 
@@ -242,7 +239,7 @@ def comparison_frame(
                 "source": p.source,
                 "model": p.model,
                 "pipeline": p.pipeline,
-                "framework": p.ran(),
+                "framework": p.framework,
                 "device": p.device,
                 "published_gpu": p.published_gpu,
                 "gpus": p.gpus,
