@@ -9,7 +9,9 @@ import functools
 from pathlib import Path
 from typing import Any, Protocol
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf._utils import get_yaml_loader
 
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.fabric import FabricTable
@@ -57,6 +59,37 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"no config.yaml in {here / 'conf'} or {here.parent / 'configs'}")
 
 
+class _ConfigLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """OmegaConf's YAML reading (its float rule, so ``1e-3`` is a number; no timestamps; a key given
+    twice refused) on libyaml's parser where PyYAML has it: the project's own config files are read
+    many times per sweep, and the pure-Python parser was most of a cold sweep's device step."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        keys = [k.value for k, _ in node.value if k.tag == yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, f"found duplicate key {twice[0]}"
+            )
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.yaml_implicit_resolvers = get_yaml_loader().yaml_implicit_resolvers
+
+
+def config_yaml(path: Path) -> Any:
+    """One of the project's own YAML files (``configs/``), parsed as ``OmegaConf.load`` parses it."""
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=_ConfigLoader)  # a SafeLoader: no Python objects
+
+
+def config_node(path: Path) -> DictConfig:
+    """``OmegaConf.load(path)`` for a mapping file of ``configs/``, read by :func:`config_yaml`."""
+    node = OmegaConf.create(config_yaml(path) or {})
+    assert isinstance(node, DictConfig)
+    return node
+
+
 def choices(group: str) -> list[str]:
     """Names selectable in a config group (``model``, ``workload``)."""
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
@@ -71,7 +104,7 @@ def _kernel_mapping(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
             "refers back to itself" if name in seen else f"unknown; allowed: {', '.join(choices('kernels'))}"
         )
         raise ConfigError("device.kernels", f"kernel table {name!r} {why}")
-    raw = OmegaConf.to_container(OmegaConf.load(path))
+    raw = config_yaml(path)
     assert isinstance(raw, dict)
     base = raw.pop("base", None)
     if base is None:
@@ -125,7 +158,7 @@ def _catalog_table(group: str, name: str) -> dict[str, Any]:
         raise ConfigError(
             f"device.{group}", f"{group} {name!r} unknown; allowed: {', '.join(choices(group))}"
         )
-    raw = OmegaConf.to_container(OmegaConf.load(path))
+    raw = config_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(group, f"{path} is not a mapping")
     return {str(k): v for k, v in raw.items()}
@@ -169,7 +202,7 @@ def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
 @functools.lru_cache(maxsize=16)
 def _host_table(name: str) -> HostPlan:
     """``configs/host/<name>.yaml``, validated (read once: a sweep asks for it per device)."""
-    raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "host" / f"{name}.yaml"))
+    raw = config_yaml(config_dir() / "host" / f"{name}.yaml")
     assert isinstance(raw, dict)
     return host_from_mapping({str(k): v for k, v in raw.items()}, "host")
 

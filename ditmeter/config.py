@@ -40,7 +40,7 @@ from ditmeter.analytic.methods import NO_METHODS, SPARSE, Methods, methods_plan
 from ditmeter.analytic.parallel import MAX_GPUS, SINGLE, ParallelPlan
 from ditmeter.analytic.timing import EXECUTIONS, FP32_MATMULS, TIME_MODES, TimePlan
 from ditmeter.analytic.workload import PIPELINES, Workload, parse_workload
-from ditmeter.catalog import choices, config_dir, time_plan
+from ditmeter.catalog import choices, config_dir, config_node, time_plan
 from ditmeter.errors import ConfigError
 from ditmeter.hydra_messages import hydra_message, parses
 from ditmeter.hydra_messages import parse_message as parse_message  # for commands (not allowed this module)
@@ -318,9 +318,7 @@ def _composed(groups: tuple[str, ...], root: str) -> DictConfig:
 
 @functools.lru_cache(maxsize=128)
 def _group_file(group: str, value: str, root: str) -> DictConfig:
-    node = OmegaConf.load(Path(root) / group / f"{value}.yaml")
-    assert isinstance(node, DictConfig)
-    return node
+    return config_node(Path(root) / group / f"{value}.yaml")
 
 
 @functools.lru_cache(maxsize=64)

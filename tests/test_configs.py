@@ -259,3 +259,32 @@ def test_diffusers_with_t5_cpu_encodes_on_the_host_and_never_holds_umt5() -> Non
     assert on_gpu.time is not None and on_cpu.time is not None
     assert on_gpu.time["host"] is None and on_cpu.time["host"] == "epyc-9654"
     assert on_cpu.memory["offload"] == {"model": False, "t5_cpu": True}
+
+
+def test_config_files_read_as_omegaconf_reads_them(tmp_path: Path) -> None:
+    """The fast reader of ``configs/`` (libyaml) gives what ``OmegaConf.load`` gives for every
+    shipped file, reads ``1e-3`` as a number as OmegaConf does (YAML 1.1 alone would keep a string)
+    and refuses a key given twice as OmegaConf does."""
+    from omegaconf import OmegaConf
+
+    from ditmeter.catalog import config_dir, config_yaml
+
+    files = sorted(config_dir().rglob("*.yaml"))
+    assert len(files) > 40
+    for path in files:
+        assert (config_yaml(path) or {}) == OmegaConf.to_container(OmegaConf.load(path)), path
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("small: 1e-3\nday: 2020-01-01\n")
+    assert (
+        config_yaml(odd)
+        == OmegaConf.to_container(OmegaConf.load(odd))
+        == {
+            "small": 0.001,
+            "day": "2020-01-01",
+        }
+    )
+    odd.write_text("a: 1\nb: 2\na: 3\n")
+    with pytest.raises(Exception, match="duplicate key a"):
+        OmegaConf.load(odd)
+    with pytest.raises(Exception, match="duplicate key a"):
+        config_yaml(odd)

@@ -31,7 +31,7 @@ from ditmeter.analytic.kernel_time import (
 from ditmeter.analytic.kernels import KernelTable
 from ditmeter.analytic.methods import quantized_weights
 from ditmeter.analytic.timing import Timing, tree_time
-from ditmeter.analytic.transfer import transfer_s
+from ditmeter.analytic.transfer import Transfer, transfer_s
 from ditmeter.analytic.tree import walk
 
 #: Relative agreement asked of the array timing and ``tree_time`` (they sum in different orders).
@@ -84,7 +84,7 @@ def _kernel_rows(stage: Stage, sk: StageKernels) -> tuple[list[Any], list[str]]:
             dtypes.append(stage.dtype)
             continue
         for row, dtype, count in calls:
-            rows.append(attrs.evolve(sk.computed(row), copies=r.copies * count))
+            rows.append(sk.computed(row).with_copies(r.copies * count))
             dtypes.append(dtype)
     return rows, dtypes
 
@@ -104,7 +104,7 @@ def _merged(rows: list[Any], dtypes: list[str]) -> tuple[list[Any], list[str]]:
             out_rows.append(row)
             out_dtypes.append(dtype)
         else:
-            out_rows[j] = attrs.evolve(out_rows[j], copies=out_rows[j].copies + row.copies)
+            out_rows[j] = out_rows[j].with_copies(out_rows[j].copies + row.copies)
     return out_rows, out_dtypes
 
 
@@ -277,12 +277,21 @@ class Timer:
         # each stage's rows once per equal stage and kernels: analyses of one sweep share stages (the
         # 1.3B and the 14B decode alike; a VAE's per-call kernels are thousands of rows)
         self._leaves: dict[tuple[Stage, StageKernels], Leaves] = {}
+        self._kernels: dict[tuple[Leaves, int, StageKernels], LeafKernels] = {}
 
     def _stage_leaves(self, stage: Stage, sk: StageKernels) -> Leaves:
         key = (stage, sk)
         if key not in self._leaves:
             self._leaves[key] = stage_leaves(stage, sk)
         return self._leaves[key]
+
+    def _leaf_kernels(self, lv: Leaves, table: int, sk: StageKernels) -> LeafKernels:
+        """:func:`leaf_kernels` once per rows, table and stage kernels (a sweep's analyses share their
+        text and image encoders' rows)."""
+        key = (lv, table, sk)
+        if key not in self._kernels:
+            self._kernels[key] = leaf_kernels(lv, self.tables[table], sk, self._memos[table])
+        return self._kernels[key]
 
     def _peaks_of(self, dtype: str, sks: Sequence[StageKernels]) -> np.ndarray:
         """P × 5 FLOP/s: each device's TENSOR, GEMM, CONV, F32 and INT8 peak for a stage in ``dtype``."""
@@ -316,7 +325,7 @@ class Timer:
             kernels: list[LeafKernels | None] = []
             for k, ((table, predicted, *_), sk) in enumerate(zip(self.kinds, sks, strict=True)):
                 if k in members and predicted and table is not None:
-                    kernels.append(leaf_kernels(lv, self.tables[table], sk, self._memos[table]))
+                    kernels.append(self._leaf_kernels(lv, table, sk))
                 else:
                     kernels.append(None)
             sel = np.isin(self.kind, members)
@@ -332,10 +341,16 @@ class Timer:
             for j, c in enumerate(lv.categories):  # categories in the first group's order
                 if lv_first is not None and c in lv_first.categories:
                     by_category[sel, lv_first.categories.index(c)] = cats[:, j]
-            for k in members:  # the first point of each stage, table and plan
+            for k in members:  # the first point of each stage variant and arithmetic path
                 p = self.first[k]
-                if (lv.variant, self.kinds[k], sks[k]) not in self._checked:
-                    self._checked.add((lv.variant, self.kinds[k], sks[k]))
+                table_k, predicted = self.kinds[k][:2]
+                # devices differ only in the numbers they feed the same arithmetic: one device per
+                # stage variant, stage kernels and path (roofline, or kernel terms with the host's
+                # launch cost overlapped or added) checks the arrays for all
+                overlapped = None if table_k is None else self.tables[table_k].host.overlapped
+                path = (lv.variant, predicted and table_k is not None, overlapped, sks[k])
+                if path not in self._checked:
+                    self._checked.add(path)
                     _check(lv, self.plans[p], sks[k], {f: float(t[p]) for f, t in totals.items()})
         assert lv_first is not None and by_category is not None
         return lv_first, totals, by_category, [sks[k] for k in self.kind]
@@ -343,7 +358,10 @@ class Timer:
     def transfer_s(self, analyses: Sequence[Analysis]) -> np.ndarray:
         """Seconds per video of the weights each plan's analysis (``analyses``, one per device and
         plan) moves, on its device."""
-        moves = {id(a): a.memory.transfers() for a in analyses}  # one list per distinct analysis
+        moves: dict[int, tuple[Transfer, ...]] = {}  # one list per distinct analysis
+        for a in analyses:
+            if id(a) not in moves:
+                moves[id(a)] = a.memory.transfers()
         return np.array(
             [
                 sum(transfer_s(t, dp.device) for t in moves[id(a)])

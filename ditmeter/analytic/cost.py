@@ -42,7 +42,7 @@ PER_FORWARD_FIELDS: tuple[str, ...] = tuple(
 )
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Cost:
     """Costs of one module for one forward, in base units (FLOPs, bytes, elements).
 

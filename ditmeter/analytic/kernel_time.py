@@ -235,7 +235,19 @@ def call_row(leaf: ModuleRow, call: KernelCall) -> ModuleRow:
     elif call.kind == "attention":
         dims = (*call.dims, ("batch", 1), ("act_bytes", DTYPE_BYTES.get(call.dtype, 2)))
     cost = Cost(tensor_flops=call.tensor_flops, cuda_flops=call.cuda_flops, bytes_read=call.bytes)
-    return attrs.evolve(leaf, rule=_CALL_RULES[call.kind], cost=cost, dims=dims, runs=())
+    # attrs.evolve(leaf, rule=..., cost=cost, dims=dims, runs=()), built directly (one per launch)
+    return ModuleRow(
+        leaf.module_id,
+        leaf.parent_id,
+        leaf.depth,
+        leaf.kind,
+        leaf.category,
+        _CALL_RULES[call.kind],
+        cost,
+        leaf.copies,
+        dims,
+        (),
+    )
 
 
 def conv_call_flops(dims: Mapping[str, int | bool]) -> int:

@@ -80,7 +80,7 @@ Node = Leaf | Composite | Repeated
 V = TypeVar("V")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ModuleRow:
     """One module of the walked tree (a stage's root has the stage's name as its id).
 
@@ -99,6 +99,22 @@ class ModuleRow:
     copies: int = 1
     dims: Dims = ()
     runs: Runs = ()  # a leaf's per-call dims (:class:`Leaf`)
+
+    def with_copies(self, copies: int) -> ModuleRow:
+        """This row standing for ``copies`` modules (``attrs.evolve``'s result, built directly: the
+        sweep makes one per eager kernel)."""
+        return ModuleRow(
+            self.module_id,
+            self.parent_id,
+            self.depth,
+            self.kind,
+            self.category,
+            self.rule,
+            self.cost,
+            copies,
+            self.dims,
+            self.runs,
+        )
 
     @property
     def total(self) -> Cost:
