@@ -134,6 +134,8 @@ class Analysis:
         flavour, name = (self.workload.pipeline, stage.name) if eager else ("", "")
         backend = plan.backend(stage.attention, forward=forward)
         sparse = plan.sparse if forward else None
+        if sparse is not None and sparse.method == "vsa":  # its gate projection is dim x dim
+            sparse = attrs.evolve(sparse, width=int(getattr(self.model, "dim", 0)))
         return StageKernels(stage.dtype, backend, gemm, flavour, name, sparse, plan.fp32_matmul)
 
     def runs_on(self, stage: Stage, device: DeviceSpec, plan: TimePlan) -> tuple[DeviceSpec, TimePlan]:
