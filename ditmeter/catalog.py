@@ -65,12 +65,18 @@ class _ConfigLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ign
     many times per sweep, and the pure-Python parser was most of a cold sweep's device step."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
-        keys = [k.value for k, _ in node.value if k.tag == yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG]
-        twice = sorted({k for k in keys if keys.count(k) > 1})
-        if twice:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key {twice[0]}"
-            )
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if key_node.tag != yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG:
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key_node.value}",
+                    key_node.start_mark,
+                )
+            seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
 
 
@@ -80,12 +86,13 @@ _ConfigLoader.yaml_implicit_resolvers = get_yaml_loader().yaml_implicit_resolver
 def config_yaml(path: Path) -> Any:
     """One of the project's own YAML files (``configs/``), parsed as ``OmegaConf.load`` parses it."""
     with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=_ConfigLoader)  # a SafeLoader: no Python objects
+        data = yaml.load(f, Loader=_ConfigLoader)  # a SafeLoader: no Python objects
+    return {} if data is None else data  # an empty file: an empty mapping, as OmegaConf gives
 
 
 def config_node(path: Path) -> DictConfig:
     """``OmegaConf.load(path)`` for a mapping file of ``configs/``, read by :func:`config_yaml`."""
-    node = OmegaConf.create(config_yaml(path) or {})
+    node = OmegaConf.create(config_yaml(path))
     assert isinstance(node, DictConfig)
     return node
 

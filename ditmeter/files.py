@@ -119,7 +119,11 @@ def _parsed(parse: Any, text: str | bytes, path: Path, field: str) -> Any:
         raise ConfigError(field, f"{path} is nested too deeply to read") from None
     except MemoryError:
         raise ConfigError(field, f"{path} does not fit in memory once parsed") from None
-    except (yaml.YAMLError, ValueError) as exc:  # ValueError: bad JSON, an over-long integer
+    except yaml.YAMLError as exc:
+        if "maximum nesting depth" in str(exc):  # libyaml's own depth limit, not a RecursionError
+            raise ConfigError(field, f"{path} is nested too deeply to read") from None
+        raise ConfigError(field, f"cannot read {path} ({' '.join(str(exc).split())[:200]})") from None
+    except ValueError as exc:  # bad JSON, an over-long integer
         raise ConfigError(field, f"cannot read {path} ({' '.join(str(exc).split())[:200]})") from None
 
 

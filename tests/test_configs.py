@@ -272,7 +272,7 @@ def test_config_files_read_as_omegaconf_reads_them(tmp_path: Path) -> None:
     files = sorted(config_dir().rglob("*.yaml"))
     assert len(files) > 40
     for path in files:
-        assert (config_yaml(path) or {}) == OmegaConf.to_container(OmegaConf.load(path)), path
+        assert config_yaml(path) == OmegaConf.to_container(OmegaConf.load(path)), path
     odd = tmp_path / "odd.yaml"
     odd.write_text("small: 1e-3\nday: 2020-01-01\n")
     assert (
@@ -283,6 +283,8 @@ def test_config_files_read_as_omegaconf_reads_them(tmp_path: Path) -> None:
             "day": "2020-01-01",
         }
     )
+    odd.write_text("")
+    assert config_yaml(odd) == OmegaConf.to_container(OmegaConf.load(odd)) == {}
     odd.write_text("a: 1\nb: 2\na: 3\n")
     with pytest.raises(Exception, match="duplicate key a"):
         OmegaConf.load(odd)

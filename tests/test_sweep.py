@@ -270,3 +270,27 @@ def test_a_key_that_needs_another_is_asked_of_the_whole_grid(axes: list[str], fi
     with pytest.raises(ConfigError) as err:
         sw.sweep([*base, *axes])
     assert err.value.field == field
+
+
+def test_rows_built_directly_equal_attrs_evolve() -> None:
+    """The sweep's fast row builders (``ModuleRow.with_copies``, ``call_row``) pass every field by
+    position: each equals ``attrs.evolve`` of the same row, and a field added to ``ModuleRow`` fails
+    here until they pass it too."""
+    import attrs
+
+    from ditmeter.analytic.cost import Cost
+    from ditmeter.analytic.eager import KernelCall
+    from ditmeter.analytic.kernel_time import call_row
+    from ditmeter.analytic.tree import ModuleRow
+
+    assert [f.name for f in attrs.fields(ModuleRow)] == [
+        "module_id", "parent_id", "depth", "kind", "category", "rule", "cost", "copies", "dims", "runs",
+    ]  # fmt: skip
+    row = ModuleRow("dit.a.q", "dit.a", 2, "leaf", "gemm", "linear", Cost(tensor_flops=6), 3, (("m", 2),),
+                    (((("m", 2),), 4),))  # fmt: skip
+    assert row.with_copies(7) == attrs.evolve(row, copies=7)
+    call = KernelCall("addmm", "gemm", "bf16", 10, tensor_flops=4, call_flops=4)
+    want = attrs.evolve(
+        row, rule="linear", cost=Cost(tensor_flops=4, bytes_read=10), dims=(("call_flops", 4),), runs=()
+    )
+    assert call_row(row, call) == want

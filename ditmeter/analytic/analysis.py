@@ -11,6 +11,7 @@ as its id, so ids are unique across the whole video.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -134,8 +135,10 @@ class Analysis:
         flavour, name = (self.workload.pipeline, stage.name) if eager else ("", "")
         backend = plan.backend(stage.attention, forward=forward)
         sparse = plan.sparse if forward else None
-        if sparse is not None and sparse.method == "vsa":  # its gate projection is dim x dim
-            sparse = attrs.evolve(sparse, width=int(getattr(self.model, "dim", 0)))
+        if sparse is not None and sparse.method == "vsa":  # its gate is dim x dim; its tiles 4x4x4
+            g = self.geometry
+            tiles = math.prod(-(-side // 4) for side in (g.patch_frames, g.patch_height, g.patch_width))
+            sparse = attrs.evolve(sparse, width=int(getattr(self.model, "dim", 0)), tiles=tiles)
         return StageKernels(stage.dtype, backend, gemm, flavour, name, sparse, plan.fp32_matmul)
 
     def runs_on(self, stage: Stage, device: DeviceSpec, plan: TimePlan) -> tuple[DeviceSpec, TimePlan]:

@@ -66,6 +66,9 @@ class SparseAttention:
     efficiency: float
     #: the DiT's hidden size (VSA's gate projection is width x width); 0: not known
     width: int = 0
+    #: VSA's 4x4x4 tiles over the patch grid, each side rounded up (its padded sequence is 64 x
+    #: tiles tokens); 0: not known (the tokens, unpadded)
+    tiles: int = 0
 
 
 @attrs.frozen
@@ -169,9 +172,10 @@ class StageKernels:
         if calls is None:
             if not vsa:
                 return None
-            # compiled (or no recipe): the leaf as one fused kernel, VSA's own around it fused too
+            # compiled (or no recipe): the leaf as one fused kernel, VSA's own around it eager still
+            # (FastVideo's DistributedAttention_VSA.forward is @torch.compiler.disable)
             assert self.sparse is not None
-            own = vsa_calls(dict(row.dims), self.sparse.width, half, fused=True)
+            own = vsa_calls(dict(row.dims), self.sparse, half)
             return ((row, self.dtype, 1), *((call_row(row, c), _dtype(c), c.count) for c in own))
         fmt = gemm_format(self.gemm_dtype)
         if fmt is not None and quantizes(row.module_id, row.rule) and any(c.kind == "gemm" for c in calls):
@@ -180,7 +184,7 @@ class StageKernels:
             calls = tuple(k for c in calls for k in (*sage_quant(c, half), c))
         if vsa:
             assert self.sparse is not None
-            calls = (*calls, *vsa_calls(dict(row.dims), self.sparse.width, half, fused=False))
+            calls = (*calls, *vsa_calls(dict(row.dims), self.sparse, half))
         return tuple((call_row(row, c), _dtype(c), c.count) for c in calls)
 
 
@@ -231,79 +235,61 @@ def sage_quant(call: KernelCall, half: str) -> tuple[KernelCall, ...]:
 #: Where VSA's own kernels come from (``methods.sparse=vsa``).
 VSA_SOURCE = (
     "hao-ai-lab/FastVideo @ 589d32c: fastvideo/models/dits/wanvideo.py WanTransformerBlock_VSA (the gate "
-    "projection to_gate_compress, Linear(dim, dim)); fastvideo/attention/backends/video_sparse_attn.py "
-    "(q, k, v and the gate tiled into 4x4x4 tiles: zeros, gather, index_put; transposed contiguous; the "
-    "output gathered back twice); csrc/attn/vsa/__init__.py video_sparse_attn (q, k, v mean-pooled per "
-    "64-token tile in fp32, the pooled attention in plain matmul + softmax, top-k of its scores into a "
-    "block mask, its output repeated over each tile, times the gate, plus the block-sparse output)"
+    "projection to_gate_compress, Linear(dim, dim)); fastvideo/attention/layer.py DistributedAttention_VSA."
+    "forward, @torch.compiler.disable (q, k, v and the gate concatenated, then tiled by "
+    "attention/backends/video_sparse_attn.py: zeros of the padded length, a gather, an index_put; each "
+    "transposed contiguous; the output gathered back twice); csrc/attn/vsa/__init__.py video_sparse_attn "
+    "(q, k, v mean-pooled per 64-token tile in fp32, the pooled attention in plain matmul + softmax, top-k "
+    "of its scores into a block mask, the pooled output repeated over each tile, times the gate, plus the "
+    "block-sparse output)"
 )
 #: Tokens in one of VSA's 4x4x4 tiles.
 VSA_TILE_TOKENS = 64
 
 
-def vsa_calls(
-    dims: Mapping[str, int | bool], width: int, half: str, *, fused: bool
-) -> tuple[KernelCall, ...]:
+def vsa_calls(dims: Mapping[str, int | bool], sparse: SparseAttention, half: str) -> tuple[KernelCall, ...]:
     """VSA's own kernels around its block-sparse one (:data:`VSA_SOURCE`), for one self-attention
-    call of ``dims`` in a DiT of hidden size ``width``. Eager (``fused`` False): each op FastVideo's
-    code launches; compiled: each group of element-wise ops as one kernel at its ideal bytes. The
-    tiles are counted at the unpadded tokens (the padding to whole tiles, 22% more rows at 480p
-    and 720p, is not), the pooled attention on ``tokens / 64`` tiles."""
+    call of ``dims``, each op FastVideo's code launches: the gate projection (a GEMM, which
+    ``torch.compile`` takes with the block), then the attention function that compile leaves out,
+    so its ops run eagerly under either execution. The padded sequence is ``sparse.tiles`` × 64
+    tokens (the tokens themselves where the grid is not known); the pooled attention runs over the
+    tiles."""
     b, h, n, d = (int(dims[k]) for k in ("batch", "heads", "q_tokens", "head_dim"))
-    a = DTYPE_BYTES[half]
-    e = b * h * n * d  # elements of one of q, k, v, the gate or the output through this call
-    t = -(-n // VSA_TILE_TOKENS)
+    a, f32 = DTYPE_BYTES[half], DTYPE_BYTES["fp32"]
+    t = sparse.tiles or -(-n // VSA_TILE_TOKENS)
+    e = b * h * n * d  # elements of one of q, k, v, the gate or the output, unpadded
+    ep = b * h * t * VSA_TILE_TOKENS * d  # … padded to whole tiles
     pooled, scores = b * h * t * d, b * h * t * t
-    gate_flops = 2 * e * (width or h * d)
-    gate = KernelCall(
-        "addmm",
-        "gemm",
-        half,
-        (2 * e + (width or h * d) ** 2) * a,
-        tensor_flops=gate_flops,
-        call_flops=gate_flops,
-    )
+    width = sparse.width or h * d
+    gate_flops = 2 * e * width
     qk_flops = 2 * scores * d
-    coarse = (
+    return (
+        KernelCall(
+            "addmm", "gemm", half, (2 * e + width * width) * a, tensor_flops=gate_flops, call_flops=gate_flops
+        ),
+        KernelCall("cat", "memory", half, 8 * e * a),  # q, k, v and the gate into one tensor
+        KernelCall("zeros", "memory", half, 4 * ep * a),  # the padded qkvg
+        KernelCall("index", "memory", half, 8 * e * a),  # qkvg[:, tile_partition_indices]
+        KernelCall("index_put_", "memory", half, 8 * e * a),  # x_padded[:, non_pad_index] = …
+        KernelCall("clone", "memory", half, 2 * ep * a, count=4),  # .transpose(1, 2).contiguous()
+        KernelCall("_to_copy", "memory", "fp32", ep * (a + f32), count=3),  # .float() of q, k, v
+        KernelCall("sum", "memory", "fp32", (ep + pooled) * f32, count=3),  # over each tile's 64 tokens
+        KernelCall("div", "memory", "fp32", 2 * pooled * f32, count=3),  # / variable_block_sizes
+        KernelCall("_to_copy", "memory", "fp32", pooled * (f32 + a), count=3),  # .to(q.dtype)
         KernelCall(
             "bmm", "gemm", half, (2 * pooled + scores) * a, tensor_flops=qk_flops, call_flops=qk_flops
         ),
+        KernelCall("div_", "memory", half, 2 * scores * a),  # QK /= sqrt(head_dim)
+        KernelCall("_softmax", "memory", half, 2 * scores * a),
         KernelCall(
             "bmm", "gemm", half, (scores + 2 * pooled) * a, tensor_flops=qk_flops, call_flops=qk_flops
         ),
-    )
-    if fused:
-        return (
-            gate,
-            KernelCall("vsa_tile", "memory", half, 8 * e * a),  # q, k, v, gate: read, written tiled
-            KernelCall("vsa_pool", "memory", half, 3 * (e + pooled) * a),
-            coarse[0],
-            KernelCall("softmax", "memory", half, 2 * scores * a),
-            coarse[1],
-            KernelCall("topk", "memory", half, scores * (a + 1)),  # scores read, block mask written
-            KernelCall("vsa_combine", "memory", half, (3 * e + pooled) * a),  # repeat x gate + sparse
-            KernelCall("vsa_untile", "memory", half, 2 * e * a),
-        )
-    f32 = DTYPE_BYTES["fp32"]
-    return (
-        gate,
-        KernelCall("zeros", "memory", half, e * a, count=4),  # the padded q, k, v and gate
-        KernelCall("index", "memory", half, 2 * e * a, count=4),  # x[:, tile_partition_indices]
-        KernelCall("index_put_", "memory", half, 2 * e * a, count=4),  # x_padded[:, non_pad_index] = …
-        KernelCall("clone", "memory", half, 2 * e * a, count=4),  # .transpose(1, 2).contiguous()
-        KernelCall("_to_copy", "memory", "fp32", e * (a + f32), count=3),  # .float() of q, k, v
-        KernelCall("sum", "memory", "fp32", (e + pooled) * f32, count=3),  # over each tile's 64 tokens
-        KernelCall("div", "memory", "fp32", 2 * pooled * f32, count=3),  # / variable_block_sizes
-        KernelCall("_to_copy", "memory", "fp32", pooled * (f32 + a), count=3),  # .to(q.dtype)
-        coarse[0],
-        KernelCall("div_", "memory", half, 2 * scores * a),  # QK /= sqrt(head_dim)
-        KernelCall("_softmax", "memory", half, 2 * scores * a),
-        coarse[1],
-        KernelCall("repeat", "memory", half, (pooled + e) * a),
+        KernelCall("repeat", "memory", half, (pooled + ep) * a),
         KernelCall("topk", "memory", half, scores * a),
-        KernelCall("scatter_", "memory", half, 2 * scores),  # the bool block mask (zeros_like, scatter_)
-        KernelCall("mul", "memory", half, 3 * e * a),  # output_compress * gate
-        KernelCall("add", "memory", half, 3 * e * a),  # + output_select
+        KernelCall("zeros_like", "memory", half, scores),  # the bool block mask
+        KernelCall("scatter_", "memory", half, scores),
+        KernelCall("mul", "memory", half, 3 * ep * a),  # output_compress * gate
+        KernelCall("add", "memory", half, 3 * ep * a),  # + output_select
         KernelCall("index", "memory", half, 2 * e * a, count=2),  # untile: two gathers
     )
 
