@@ -22,6 +22,7 @@ from ditmeter.analytic.methods import MagCacheModel
 from ditmeter.analytic.network import NetworkTable
 from ditmeter.analytic.timing import TimePlan
 from ditmeter.errors import ConfigError
+from ditmeter.files import SAFE_LOADER
 from ditmeter.models.family import ModelSpec
 from ditmeter.validate import FieldError
 
@@ -59,7 +60,7 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"no config.yaml in {here / 'conf'} or {here.parent / 'configs'}")
 
 
-class _ConfigLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+class _ConfigLoader(SAFE_LOADER):  # type: ignore[misc,valid-type]
     """OmegaConf's YAML reading (its float rule, so ``1e-3`` is a number; no timestamps; a key given
     twice refused) on libyaml's parser where PyYAML has it: the project's own config files are read
     many times per sweep, and the pure-Python parser was most of a cold sweep's device step."""

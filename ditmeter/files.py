@@ -119,21 +119,19 @@ def _parsed(parse: Any, text: str | bytes, path: Path, field: str) -> Any:
         raise ConfigError(field, f"{path} is nested too deeply to read") from None
     except MemoryError:
         raise ConfigError(field, f"{path} does not fit in memory once parsed") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: bad JSON, an over-long integer
         if "maximum nesting depth" in str(exc):  # libyaml's own depth limit, not a RecursionError
             raise ConfigError(field, f"{path} is nested too deeply to read") from None
-        raise ConfigError(field, f"cannot read {path} ({' '.join(str(exc).split())[:200]})") from None
-    except ValueError as exc:  # bad JSON, an over-long integer
         raise ConfigError(field, f"cannot read {path} ({' '.join(str(exc).split())[:200]})") from None
 
 
 #: ``yaml.safe_load``'s loader on libyaml's parser where PyYAML has it (the same resolvers and
 #: constructors, several times faster on the measurement files ``validate`` reads).
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _safe_load(text: str) -> Any:
-    return yaml.load(text, Loader=_SAFE_LOADER)  # a SafeLoader: no Python objects
+    return yaml.load(text, Loader=SAFE_LOADER)  # a SafeLoader: no Python objects
 
 
 def load_yaml(path: Path, field: str, limit: int = TEXT_LIMIT_BYTES) -> Any:

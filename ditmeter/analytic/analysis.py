@@ -11,7 +11,6 @@ as its id, so ids are unique across the whole video.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
@@ -19,6 +18,7 @@ import attrs
 from ditmeter.analytic.cost import COST_FIELDS, Cost, total
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.geometry import Geometry
+from ditmeter.analytic.kernel_time import vsa_tiles
 from ditmeter.analytic.memory import Footprint, Timeline
 from ditmeter.analytic.timing import Prediction, StageKernels, TimePlan, effective_backend, module_times
 from ditmeter.analytic.transfer import transfer_s
@@ -135,9 +135,9 @@ class Analysis:
         flavour, name = (self.workload.pipeline, stage.name) if eager else ("", "")
         backend = plan.backend(stage.attention, forward=forward)
         sparse = plan.sparse if forward else None
-        if sparse is not None and sparse.method == "vsa":  # its gate is dim x dim; its tiles 4x4x4
+        if sparse is not None and sparse.method == "vsa":  # its gate is dim x dim, its tiles 4x4x4
             g = self.geometry
-            tiles = math.prod(-(-side // 4) for side in (g.patch_frames, g.patch_height, g.patch_width))
+            tiles = vsa_tiles((g.patch_frames, g.patch_height, g.patch_width))
             sparse = attrs.evolve(sparse, width=int(getattr(self.model, "dim", 0)), tiles=tiles)
         return StageKernels(stage.dtype, backend, gemm, flavour, name, sparse, plan.fp32_matmul)
 

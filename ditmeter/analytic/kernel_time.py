@@ -17,6 +17,7 @@ dtype's, the convolution peak, fp32). ``timing.kernel_time`` evaluates the terms
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import attrs
@@ -64,10 +65,9 @@ class SparseAttention:
     method: str
     density: float
     efficiency: float
-    #: the DiT's hidden size (VSA's gate projection is width x width); 0: not known
+    #: VSA only (set per analysis by ``Analysis.stage_kernels``): the DiT's hidden size (its gate
+    #: projection is width x width) and its tiles over the patch grid (:func:`vsa_tiles`)
     width: int = 0
-    #: VSA's 4x4x4 tiles over the patch grid, each side rounded up (its padded sequence is 64 x
-    #: tiles tokens); 0: not known (the tokens, unpadded)
     tiles: int = 0
 
 
@@ -243,8 +243,15 @@ VSA_SOURCE = (
     "of its scores into a block mask, the pooled output repeated over each tile, times the gate, plus the "
     "block-sparse output)"
 )
-#: Tokens in one of VSA's 4x4x4 tiles.
-VSA_TILE_TOKENS = 64
+#: VSA's tile over the patch grid (frames, height, width: VSA_TILE_SIZE in FastVideo's backend).
+VSA_TILE = (4, 4, 4)
+VSA_TILE_TOKENS = math.prod(VSA_TILE)
+
+
+def vsa_tiles(grid: tuple[int, int, int]) -> int:
+    """VSA's tiles over a patch grid, each side rounded up to whole tiles (its padded sequence is
+    64 tokens a tile)."""
+    return math.prod(-(-side // tile) for side, tile in zip(grid, VSA_TILE, strict=True))
 
 
 def vsa_calls(dims: Mapping[str, int | bool], sparse: SparseAttention, half: str) -> tuple[KernelCall, ...]:
@@ -252,15 +259,14 @@ def vsa_calls(dims: Mapping[str, int | bool], sparse: SparseAttention, half: str
     call of ``dims``, each op FastVideo's code launches: the gate projection (a GEMM, which
     ``torch.compile`` takes with the block), then the attention function that compile leaves out,
     so its ops run eagerly under either execution. The padded sequence is ``sparse.tiles`` × 64
-    tokens (the tokens themselves where the grid is not known); the pooled attention runs over the
-    tiles."""
+    tokens; the pooled attention runs over the tiles."""
+    assert sparse.tiles and sparse.width, "Analysis.stage_kernels sets VSA's grid and width"
     b, h, n, d = (int(dims[k]) for k in ("batch", "heads", "q_tokens", "head_dim"))
     a, f32 = DTYPE_BYTES[half], DTYPE_BYTES["fp32"]
-    t = sparse.tiles or -(-n // VSA_TILE_TOKENS)
+    t, width = sparse.tiles, sparse.width
     e = b * h * n * d  # elements of one of q, k, v, the gate or the output, unpadded
     ep = b * h * t * VSA_TILE_TOKENS * d  # … padded to whole tiles
     pooled, scores = b * h * t * d, b * h * t * t
-    width = sparse.width or h * d
     gate_flops = 2 * e * width
     qk_flops = 2 * scores * d
     return (
