@@ -8,6 +8,7 @@ workload, library versions and the counting convention.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 from collections.abc import Sequence
@@ -69,7 +70,13 @@ MODULES_SCHEMA = pa.schema(
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries whose behaviour the numbers depend on."""
+    """Versions of the libraries whose behaviour the numbers depend on (a copy: callers may add)."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    """Read once a process: each package's metadata is a file parsed (tens of ms for the six)."""
     out = {"ditmeter": __version__, "python": platform.python_version()}
     for name in ("torch", "diffusers", "transformers", "pandas", "pyarrow", "networkx"):
         try:
