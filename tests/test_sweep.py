@@ -273,12 +273,12 @@ def test_a_key_that_needs_another_is_asked_of_the_whole_grid(axes: list[str], fi
 
 
 def test_rows_built_directly_equal_attrs_evolve() -> None:
-    """The sweep's fast row builders (``ModuleRow.with_copies``, ``call_row``) pass every field by
-    position: each equals ``attrs.evolve`` of the same row, and a field added to ``ModuleRow`` fails
-    here until they pass it too."""
+    """The sweep's fast builders (``ModuleRow.with_copies``, ``call_row``, ``KernelCall.launched``,
+    ``Cost.called`` and ``Cost.plus_calls``) pass every field by position: each equals
+    ``attrs.evolve`` of the same record, and a field added to one fails here until they pass it."""
     import attrs
 
-    from ditmeter.analytic.cost import Cost
+    from ditmeter.analytic.cost import COST_FIELDS, Cost
     from ditmeter.analytic.eager import KernelCall
     from ditmeter.analytic.kernel_time import call_row
     from ditmeter.analytic.tree import ModuleRow
@@ -294,3 +294,14 @@ def test_rows_built_directly_equal_attrs_evolve() -> None:
         row, rule="linear", cost=Cost(tensor_flops=4, bytes_read=10), dims=(("call_flops", 4),), runs=()
     )
     assert call_row(row, call) == want
+    assert [f.name for f in attrs.fields(KernelCall)] == [
+        "op", "kind", "dtype", "bytes", "tensor_flops", "cuda_flops", "count", "call_flops", "dims",
+        "operand",
+    ]  # fmt: skip
+    full = KernelCall("mul", "memory", "fp32", 10, 2, 3, 4, 5, (("m", 6),), "weight")
+    assert full.launched(7) == attrs.evolve(full, count=28)
+    # the VAE's per-call accumulation: params and weights held once, every other count per call
+    a, b = Cost(*range(1, 10)), Cost(*range(11, 20))
+    assert [f.name for f in attrs.fields(Cost)] == [*COST_FIELDS, "elements"]
+    assert a.called(3) == attrs.evolve(a.times(3), params=a.params, weight_bytes=a.weight_bytes)
+    assert a.plus_calls(b) == attrs.evolve(a + b, params=a.params, weight_bytes=a.weight_bytes)

@@ -29,6 +29,27 @@ from ditmeter.errors import ConfigError
 #: The largest count a table column (int64) holds.
 INT64_MAX = 2**63 - 1
 
+
+def _fits(c: Cost) -> bool:
+    """Every column of ``c`` and the two sums users take of them fit an int64 (the fast path of
+    :meth:`Analysis.check_bounds`: attribute reads, no per-field dict)."""
+    return (
+        max(
+            c.tensor_flops,
+            c.cuda_flops,
+            c.params,
+            c.weight_bytes,
+            c.activation_bytes,
+            c.bytes_read,
+            c.bytes_written,
+            c.kv_cache_bytes,
+            c.flops,
+            c.moved_bytes,
+        )
+        <= INT64_MAX
+    )
+
+
 #: Disclosures every report carries: what the numbers do not include.
 NOT_MODELED: tuple[str, ...] = (
     "Stage scope: the stages listed in the stage table (all of the model's unless stages= says "
@@ -205,7 +226,11 @@ class Analysis:
         for stage in self.every_stage:
             checked.append((f"{stage.name} per video", stage.per_video))
             checked += [(f"{r.module_id}", r.cost) for r in walk(stage.tree, stage.name, expand=False)]
+        seen: set[Cost] = set()
         for where, cost in checked:
+            if cost in seen or _fits(cost):  # a cost met before has passed: the message is the first's
+                seen.add(cost)
+                continue
             values = {f: getattr(cost, f) for f in COST_FIELDS}
             values["tensor_flops + cuda_flops"] = cost.flops
             values["bytes_read + bytes_written"] = cost.moved_bytes

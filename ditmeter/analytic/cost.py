@@ -72,6 +72,36 @@ class Cost:
         """Every count multiplied by ``count`` (repeated identical modules)."""
         return Cost(*(getattr(self, f) * count for f in _ALL_FIELDS))
 
+    def called(self, count: int) -> Cost:
+        """``count`` calls of one module: work and traffic multiplied, its parameters and weights
+        held once (fields by position: ``tests/test_sweep.py`` checks it against ``attrs.evolve``)."""
+        return Cost(
+            self.tensor_flops * count,
+            self.cuda_flops * count,
+            self.params,
+            self.weight_bytes,
+            self.activation_bytes * count,
+            self.bytes_read * count,
+            self.bytes_written * count,
+            self.kv_cache_bytes * count,
+            self.elements * count,
+        )
+
+    def plus_calls(self, other: Cost) -> Cost:
+        """More calls of the same module: ``other``'s work and traffic added, the parameters and
+        weights ``self``'s (held once)."""
+        return Cost(
+            self.tensor_flops + other.tensor_flops,
+            self.cuda_flops + other.cuda_flops,
+            self.params,
+            self.weight_bytes,
+            self.activation_bytes + other.activation_bytes,
+            self.bytes_read + other.bytes_read,
+            self.bytes_written + other.bytes_written,
+            self.kv_cache_bytes + other.kv_cache_bytes,
+            self.elements + other.elements,
+        )
+
     def per_video(self, forwards: int) -> Cost:
         """Work of ``forwards`` forwards; parameters and weights are held once."""
         values = {f: getattr(self, f) for f in _ALL_FIELDS}

@@ -64,6 +64,22 @@ class KernelCall:
     #: call, which FP8 checkpoints do not need); "" otherwise
     operand: str = ""
 
+    def launched(self, times: int) -> KernelCall:
+        """The same kernel launched ``times`` as often (a module called that many times); fields by
+        position, checked against ``attrs.evolve`` in ``tests/test_sweep.py``."""
+        return KernelCall(
+            self.op,
+            self.kind,
+            self.dtype,
+            self.bytes,
+            self.tensor_flops,
+            self.cuda_flops,
+            self.count * times,
+            self.call_flops,
+            self.dims,
+            self.operand,
+        )
+
 
 def memory(op: str, dtype: str, *tensor_bytes: int, count: int = 1, cuda_flops: int = 0) -> KernelCall:
     """A memory-bound kernel reading and writing ``tensor_bytes`` (inputs and outputs)."""

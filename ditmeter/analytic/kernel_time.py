@@ -201,7 +201,7 @@ def per_call_kernels(
         calls = eager_calls(flavour, stage, leaf, row.rule, dict(dims), half)
         if calls is None:
             return None
-        out.extend(attrs.evolve(c, count=c.count * n) for c in calls)
+        out.extend(c.launched(n) for c in calls)
     return tuple(out)
 
 

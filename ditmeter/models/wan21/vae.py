@@ -54,7 +54,7 @@ class _Acc:
             self.meta[module_id] = (category, rule, key)
             self.runs[module_id] = {}
         else:  # params and weights once; work and traffic per call
-            self.costs[module_id] = attrs.evolve(old + cost, params=old.params, weight_bytes=old.weight_bytes)
+            self.costs[module_id] = old.plus_calls(cost)
         runs = self.runs[module_id]
         runs[key] = runs.get(key, 0) + 1
 
@@ -62,15 +62,13 @@ class _Acc:
         """Add ``calls`` runs of ``other``'s leaves (one call's costs) at once: the same as adding
         them call by call, without a loop over calls."""
         for module_id, cost in other.costs.items():
-            many = attrs.evolve(cost.times(calls), params=cost.params, weight_bytes=cost.weight_bytes)
+            many = cost.called(calls)
             old = self.costs.get(module_id)
             if old is None:
                 self.costs[module_id], self.meta[module_id] = many, other.meta[module_id]
                 self.runs[module_id] = {}
             else:
-                self.costs[module_id] = attrs.evolve(
-                    old + many, params=old.params, weight_bytes=old.weight_bytes
-                )
+                self.costs[module_id] = old.plus_calls(many)
             runs = self.runs[module_id]
             for key, n in other.runs[module_id].items():
                 runs[key] = runs.get(key, 0) + n * calls
