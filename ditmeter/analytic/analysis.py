@@ -226,10 +226,8 @@ class Analysis:
         for stage in self.every_stage:
             checked.append((f"{stage.name} per video", stage.per_video))
             checked += [(f"{r.module_id}", r.cost) for r in walk(stage.tree, stage.name, expand=False)]
-        seen: set[Cost] = set()
         for where, cost in checked:
-            if cost in seen or _fits(cost):  # a cost met before has passed: the message is the first's
-                seen.add(cost)
+            if _fits(cost):
                 continue
             values = {f: getattr(cost, f) for f in COST_FIELDS}
             values["tensor_flops + cuda_flops"] = cost.flops
