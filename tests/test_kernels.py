@@ -322,3 +322,24 @@ def test_a_cpu_calibration_is_a_host(calibration: Path) -> None:
     # this 2-core machine encodes far slower than a 96-core server
     encode = [v.prediction.modules["text_encoder"].predicted_s for v in (here, server)]
     assert encode[0] > encode[1]
+
+
+def test_timing_arithmetic_is_per_field() -> None:
+    """``Timing``'s ``+``, ``times`` and ``minus`` name every field by hand (a prediction adds
+    ~10^5 of them): each equals the same sum over ``attrs.astuple``, and a field added to
+    ``Timing`` fails here until the three pass it."""
+    import attrs
+
+    from ditmeter.analytic.timing import Timing
+
+    assert [f.name for f in attrs.fields(Timing)] == [
+        "compute_s", "memory_s", "overhead_s", "predicted_s", "roofline_s", "compute_bound_s",
+        "memory_bound_s", "overhead_bound_s",
+    ]  # fmt: skip
+    a = Timing(*(0.1 * (i + 1) for i in range(8)))
+    b = Timing(*(0.25 * (8 - i) for i in range(8)))
+    pairs = list(zip(attrs.astuple(a), attrs.astuple(b), strict=True))
+    assert attrs.astuple(a + b) == tuple(x + y for x, y in pairs)
+    assert attrs.astuple(a.times(3)) == tuple(3 * x for x in attrs.astuple(a))
+    assert attrs.astuple(b.minus(a)) == tuple(max(y - x, 0.0) for x, y in pairs)
+    assert a.minus(b).compute_s == 0.0 and b.minus(a).compute_s == pytest.approx(2.0 - 0.1)  # by hand
