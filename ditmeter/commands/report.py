@@ -53,13 +53,13 @@ class ReportResult:
     modules: pd.DataFrame
 
 
-def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]:
+def analyze(cfg: RunConfig, model: object = None, *, scaling: bool = True) -> tuple[Analysis, DeviceView]:
     """The analysis of the selected stages and its time and memory on ``cfg.device``.
 
     ``model`` replaces ``cfg.model`` (``profile`` runs fewer blocks) and then
     only the forward stage is costed. Under a plan (``parallel.*``) the analysis is one GPU's of
     the plan (rank 0: its share of the denoiser forward, its memory) and the view holds the plan's
-    per-GPU time against one GPU.
+    per-GPU time against one GPU; ``scaling``: with its scaling table over GPU counts (else empty).
     """
     fam = cfg.family
     key = needs_device(cfg.methods)
@@ -84,7 +84,7 @@ def analyze(cfg: RunConfig, model: object = None) -> tuple[Analysis, DeviceView]
             analysis = attrs.evolve(analysis, notes=(*analysis.notes, note))
             view = attrs.evolve(view, analysis=analysis)
         return analysis, view
-    return under_plan(cfg, analysis, view)
+    return under_plan(cfg, analysis, view, scaling=scaling)
 
 
 def with_methods(cfg: RunConfig, view: DeviceView) -> DeviceView:

@@ -63,7 +63,7 @@ def predict(point: Point, extra: Sequence[str] = ()) -> Prediction:
                 raise
             extra = [o for o in extra if o.partition("=")[0] != FP32_MATMUL]
             cfg = load([*point.overrides(), *extra], "report")
-        analysis, view = analyze(cfg)
+        analysis, view = analyze(cfg, scaling=False)  # a plan's table over GPU counts: unused here
     except ConfigError as exc:  # a point whose settings the tool refuses: name the point
         raise ConfigError("validate.data", f"point {point.id}: {exc.field}: {exc.message}") from None
     value = {"video": view.per_video_s, "per_step": view.per_step_s, "denoise": view.forward_video_s}[
