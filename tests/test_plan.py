@@ -253,3 +253,26 @@ def test_plan_and_whatif_say_when_the_pipeline_adjusts_the_workload(
     for argv in (["plan", *BASE, "gpus=2"], ["whatif", *BASE, "whatif=[fp8]"]):
         assert main([*argv, "workload.num_frames=18", f"output_root={tmp_path}"]) == 0
         assert "adjusted workload.num_frames: 18 → 17" in capsys.readouterr().out
+
+
+def test_a_batch_counts_every_video_it_makes() -> None:
+    """``workload.batch_size=2``: one pipeline call (the 'per video' time) makes two videos, so
+    videos per GPU-hour and the cost per video count both: by hand from the row's own seconds."""
+    two = plan(load([*BASE, "workload.batch_size=2"], "plan"), PlanOptions(gpus=2, price_per_gpu_hour=2.5))
+    row = two.runnable.iloc[0]
+    assert row["videos_per_gpu_hour"] == pytest.approx(2 * 3600 / row["per_video_s"] / 2, rel=1e-12)
+    assert row["cost_per_video"] == pytest.approx(row["per_video_s"] * 2 / 3600 * 2.5 / 2, rel=1e-12)
+    top = two.replicas.iloc[0]
+    assert top["videos_per_hour"] == pytest.approx(2 * top["replicas"] * 3600 / top["per_video_s"], rel=1e-12)
+    assert any("workload.batch_size=2" in line for line in plan_lines(two))
+
+
+def test_a_gain_beyond_the_gpu_count_is_explained() -> None:
+    """On a tiny video the one-GPU run is mostly offload.model's weight moves (generate.py's one-GPU
+    default), which the plans skip: plans gain more than their GPU count, and the lines say why."""
+    tiny = ["model=wan2.2-t2v-a14b", "workload=w001-tiny", "device=h100-sxm"]
+    r = plan(load(tiny, "plan"), PlanOptions(gpus=4))
+    assert (r.runnable["speedup"] > r.runnable["gpus"]).any()
+    assert any(line.startswith("note:") and "offload.model" in line for line in plan_lines(r))
+    linear = plan(load(BASE, "plan"), PlanOptions(gpus=4))
+    assert not any(line.startswith("note:") for line in plan_lines(linear))

@@ -70,6 +70,7 @@ def _row(
     peak = analysis.memory.peak_per_gpu_bytes
     limit = options.memory_limit_gib
     per_video_s = view.per_video_s
+    videos = analysis.workload.batch_size  # one pipeline call makes batch_size videos
     return {
         **keys,
         "runs": True,
@@ -82,11 +83,11 @@ def _row(
         "device_memory_bytes": cfg.device.memory_bytes,
         "fits": peak <= cfg.device.memory_bytes,
         "under_limit": limit is None or peak <= limit * 2**30,
-        "videos_per_gpu_hour": 3600.0 / per_video_s / plan.gpus,
+        "videos_per_gpu_hour": 3600.0 * videos / per_video_s / plan.gpus,
         "cost_per_video": (
             None
             if options.price_per_gpu_hour is None
-            else per_video_s * plan.gpus / 3600.0 * options.price_per_gpu_hour
+            else per_video_s * plan.gpus / 3600.0 * options.price_per_gpu_hour / videos
         ),
     }
 
@@ -154,7 +155,7 @@ def plan(cfg: RunConfig, options: PlanOptions, overrides: Sequence[str] = ()) ->
 def replicas_frame(gpus: int, plans_on: Callable[[int], pd.DataFrame], node_gpus: int) -> pd.DataFrame:
     """Data parallel: the ``gpus`` split into ``gpus / n`` replicas of ``n`` GPUs each (every
     divisor ``n``), each replica running its fastest plan that fits (device and memory limit) on
-    its own videos: videos per hour = replicas × 3,600 / seconds per video. Most videos per hour
+    its own videos: videos per hour = replicas × 3,600 × batch_size / seconds per video. Most videos per hour
     first; a split whose ``n`` GPUs fit no plan is left out, and so is one whose replicas would
     straddle nodes of ``node_gpus`` (``n`` neither dividing a node nor whole nodes: plans are
     costed within whole nodes)."""
@@ -176,7 +177,7 @@ def replicas_frame(gpus: int, plans_on: Callable[[int], pd.DataFrame], node_gpus
                 "replicas": gpus // n,
                 "plan": str(best["plan"]),
                 "per_video_s": per_video_s,
-                "videos_per_hour": gpus // n * 3600.0 / per_video_s,
+                "videos_per_hour": gpus * float(best["videos_per_gpu_hour"]),  # its batch's videos too
             }
         )
     columns = ["gpus_per_replica", "replicas", "plan", "per_video_s", "videos_per_hour"]

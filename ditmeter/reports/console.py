@@ -125,6 +125,13 @@ def print_wrote(console: Console, folder: object, files: tuple[str, ...], start:
     console.print(f"wrote {folder}/ ({', '.join(files)}) in {time.perf_counter() - start:.2f} s")
 
 
+#: What a "video" is when one pipeline call makes several (``workload.batch_size``).
+BATCH_NOTE = (
+    "workload.batch_size={n}: each 'per video' figure below is one pipeline call, which makes {n} videos "
+    "at once"
+)
+
+
 def print_report(console: Console, result: ReportResult) -> None:
     a = result.analysis
     f, v, g = a.per_forward, a.per_video, a.geometry
@@ -133,6 +140,8 @@ def print_report(console: Console, result: ReportResult) -> None:
         f"{a.forwards_per_video} forwards per video"
     )
     print_adjustments(console, a.geometry)
+    if a.workload.batch_size > 1:
+        console.print(BATCH_NOTE.format(n=a.workload.batch_size))
     if result.view.plan is not None:
         console.print(
             f"one GPU of {result.view.plan.estimate.plan.name} (rank 0): the counts below are its share"

@@ -128,6 +128,19 @@ def plan_lines(result: PlanResult) -> list[str]:
             f"warning: {row['plan']} ({seconds(float(row['per_video_s']))}) is slower than {fewer} "
             f"({seconds(result.fewer_best_s)})"
         )
+    over = result.runnable[result.runnable["speedup"] > result.runnable["gpus"]]
+    if not over.empty:
+        lines.append(
+            f"note: {len(over)} plan(s) gain more than their GPU count over one GPU: the one GPU moves "
+            "weights between host and GPU that the plans do not (offload.model, which generate.py turns on "
+            "for one GPU only; `report` under the same keys shows its offload seconds)"
+        )
+    if cfg.workload.batch_size > 1:
+        n = cfg.workload.batch_size
+        lines.append(
+            f"workload.batch_size={n}: 'per video' is one pipeline call, which makes {n} videos; "
+            f"videos/GPU·h and cost/video count all {n}"
+        )
     lines.extend(throughput_lines(result))
     for _, row in result.frame[~result.frame["runs"].astype(bool)].iterrows():
         lines.append(f"cannot run: {row['plan']}: {row['reason']}")
