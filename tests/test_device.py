@@ -399,3 +399,29 @@ def test_predicted_time_is_the_kernel_or_its_launch_by_hand(
     row = _leaf("residual_add", elements=elements, act_bytes=2)
     t = leaf_time(row, H100, TimePlan("predicted", kernel_table("hopper")), StageKernels("bf16"))
     assert t.predicted_s == pytest.approx(expected_s, rel=1e-12) and t.bound == bound
+
+
+@pytest.mark.parametrize(
+    ("method", "said"),
+    [
+        ([], False),
+        (["methods.cache=teacache", "methods.cache_skip=0.5"], True),
+        (["methods.sparse=svg", "methods.sparse_density=0.3"], True),
+    ],
+)
+def test_the_mfu_says_when_a_method_ran_fewer_flops_than_it_counts(
+    method: list[str], said: bool, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """MFU counts the model's FLOPs of the whole dense, uncached video (by hand above); a step cache
+    or sparse attention runs fewer, and the MFU line says so (the number is the same either way)."""
+    argv = [
+        "report",
+        "workload=720p-81f",
+        "device=h100-sxm",
+        "measured_video_s=900",
+        f"output_root={tmp_path}",
+    ]
+    assert main([*argv, *method]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "MFU" in x)
+    assert "MFU 73.3%" in line  # 6.523e15 × 100 forwards (+ T5, VAE) / (900 s × 989.4e12)
+    assert ("uncached" in line) == said

@@ -116,7 +116,9 @@ def print_device(console: Console, view: DeviceView, modules: pd.DataFrame) -> N
     )
     console.print(to_rich(top_layers_by_time(view, modules, TOP_SHOWN)))
     if view.mfu is not None:
-        console.print(f"measured {view.measured_video_s:g} s per video → MFU {100 * view.mfu:.1f}%")
+        console.print(
+            f"measured {view.measured_video_s:g} s per video → MFU {100 * view.mfu:.1f}%{view.mfu_basis}"
+        )
     for warning in view.warnings:
         console.print(f"warning: {warning}", style="yellow")
 

@@ -71,6 +71,18 @@ class DeviceView:
         return []
 
     @property
+    def mfu_basis(self) -> str:
+        """What the MFU's FLOPs are where a method computes fewer than the model's (a step cache's
+        reused forwards, sparse attention's skipped blocks); empty otherwise."""
+        p = self.prediction
+        if p is None or not (p.forward_runs or p.plan.sparse is not None):
+            return ""
+        return (
+            " (of the model's FLOPs for the whole dense, uncached video, as MFU counts them: "
+            "the step cache or sparse attention ran fewer)"
+        )
+
+    @property
     def mfu(self) -> float | None:
         if self.prediction is None or self.measured_video_s is None:
             return None
@@ -386,7 +398,8 @@ def summary_lines(view: DeviceView, modules: pd.DataFrame) -> list[str]:
     if view.mfu is not None and view.measured_video_s is not None:
         lines += [
             "",
-            f"Measured {seconds(view.measured_video_s)} per video → **MFU {100 * view.mfu:.1f}%**.",
+            f"Measured {seconds(view.measured_video_s)} per video → **MFU {100 * view.mfu:.1f}%**"
+            f"{view.mfu_basis}.",
         ]
         lines += [f"**Warning:** {w}" for w in view.warnings]
     lines += ["", "![roofline](roofline.png) ![time by category](time_breakdown.png)"]
