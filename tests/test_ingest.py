@@ -478,3 +478,24 @@ def test_a_trace_nested_deeper_than_any_real_one_stays_linear() -> None:
     events.append(cpu_op("aten::add", depth + 1, 2, 1))
     (op,) = events_of(events).ops
     assert len(op.functions) == MAX_FUNCTIONS and op.functions[-1].endswith(f"g{depth - 1}")
+
+
+@pytest.mark.parametrize("pipeline", ["official", "diffusers"])
+def test_a_default_profile_trace_names_the_way_to_one_ingest_reads(pipeline: str) -> None:
+    """``profile`` runs diffusers' modules whatever ``pipeline=`` says; a trace profiled under the
+    default (official) shapes is refused by ingest under either pipeline, and each refusal names
+    ``pipeline=diffusers``, the one profile run ingest takes (its help says so)."""
+    from ditmeter.commands.ingest import _as_recorded
+    from ditmeter.commands.profile import recorded_run
+    from ditmeter.commands.report import analyze
+    from ditmeter.config import load
+    from ditmeter.errors import ConfigError
+
+    base = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny"]
+    profiled = load([*base, "pipeline=official"], "profile")
+    run = recorded_run(profiled, analyze(profiled)[0])
+    with pytest.raises(ConfigError) as err:
+        _as_recorded(load([*base, f"pipeline={pipeline}"], "ingest"), run)
+    assert err.value.field == "pipeline" and "pipeline=diffusers" in err.value.message
+    same = load([*base, "pipeline=diffusers"], "profile")
+    assert _as_recorded(load([*base, "pipeline=diffusers"], "ingest"), recorded_run(same, analyze(same)[0]))

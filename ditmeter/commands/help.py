@@ -220,7 +220,9 @@ def commands() -> list[tuple[str, str, str, str]]:
             "per module (and the share of the roofline prediction with device=): "
             f"{writes}, {', '.join(PROFILE_FILES)} (and {device} with device=). profile.trace=PATH "
             "re-reads an earlier profile run's trace instead of running. Exit 0 ok, 2 bad input.",
-            "ingest its torch_profiler/trace.json (Python stacks and shapes recorded) at its block count:\n"
+            "ingest its torch_profiler/trace.json (Python stacks and shapes recorded) at its block count; "
+            "the forward it profiles is diffusers' module, so profile and ingest with pipeline=diffusers:\n"
+            "  ditmeter profile model=wan2.1-t2v-1.3b workload=w001-tiny pipeline=diffusers\n"
             "  ditmeter ingest trace=RUN/static_analysis/wan2_1/torch_profiler/trace.json "
             "model=wan2.1-t2v-1.3b workload=w001-tiny pipeline=diffusers model.num_layers=2\n\n"
             f"{command_help('profile')}\n\n{tail}",

@@ -105,8 +105,14 @@ def _as_recorded(cfg: RunConfig, run: dict[str, Any] | None) -> RunConfig:
     if run is None:
         return cfg
     w = cfg.workload
+    ran = run.get("modules")
     for key, theirs, ours, hint in (
-        ("pipeline", run.get("modules"), w.pipeline, "its forward ran that pipeline's modules"),
+        (
+            "pipeline",
+            ran,
+            w.pipeline,
+            f"its forward ran {ran}' modules: profile and ingest with pipeline={ran}",
+        ),
         ("pipeline", run.get("pipeline"), w.pipeline, f"profile with pipeline={w.pipeline} to ingest it"),
         ("model", run.get("model"), cfg.model.name, "give the same"),
         ("workload", run.get("workload"), w.name, "give the same"),
