@@ -63,19 +63,26 @@ def parse_options(overrides: Sequence[str]) -> tuple[tuple[str, ...], list[str]]
     return tuple(names), rest
 
 
+#: How to set two methods that cannot combine side by side (their "all together" row cannot run).
+_APART = "; to compare them, run whatif=[{a}] and whatif=[{b}] apart"
+
+
 def combined(names: Sequence[str]) -> tuple[str, ...]:
     """The overrides of every what-if in ``names`` together; two that set one key cannot combine."""
     for pair, why in EXCLUSIVE.items():
         if pair <= set(names):
             a, b = sorted(pair)
-            raise ConfigError("whatif", f"{a} and {b} cannot combine: {why}")
+            raise ConfigError("whatif", f"{a} and {b} cannot combine: {why}{_APART.format(a=a, b=b)}")
     owner: dict[str, str] = {}
     out: list[str] = []
     for name in names:
         for override in WHATIFS[name][0]:
             key = override.partition("=")[0]
             if key in owner:
-                raise ConfigError("whatif", f"{owner[key]} and {name} cannot combine: both set {key}")
+                a, b = owner[key], name
+                raise ConfigError(
+                    "whatif", f"{a} and {b} cannot combine: both set {key}{_APART.format(a=a, b=b)}"
+                )
             owner[key] = name
             out.append(override)
     return tuple(out)
