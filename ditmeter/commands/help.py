@@ -104,10 +104,17 @@ def _line(text: str) -> str:
     return textwrap.fill(text, width=108, initial_indent="  ", subsequent_indent="      ")
 
 
+#: Key lines that read otherwise for one command: its own comment.
+COMMAND_KEY_COMMENTS: dict[str, dict[str, str]] = {
+    "validate": {"time.mode": "predicted only: validate predicts every point (roofline is refused)."},
+    "compare": {"run_id": "null: the newest traced run under output_root; else the traced run of that id."},
+}
+
+
 def keys_help(command: str) -> str:
     """Every key ``command`` accepts, one line each (groups: their names and fields)."""
     defaults = compose_config([], None)
-    comments = config_comments()
+    comments = {**config_comments(), **COMMAND_KEY_COMMENTS.get(command, {})}
     lines = []
     for top in COMMAND_KEYS[command]:
         value = defaults.get(top)
