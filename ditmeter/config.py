@@ -255,6 +255,7 @@ def check_parsable(override: str) -> None:
 
 def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
     """Group choices that exist, top-level keys that exist and that the command uses."""
+    given = {o.partition("=")[0].lstrip("+~") for o in overrides}
     for item in overrides:
         key, sep, value = item.partition("=")
         name = key.lstrip("+~")
@@ -268,10 +269,16 @@ def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
             raise ConfigError(name, "an empty section sets nothing; give its keys (section.key=value)")
         if top and top not in KEYS and "=" in item:
             raise ConfigError(name, f"not a known key; top-level keys: {', '.join(KEYS)}")
+        if sep and top == "device" and name != "device" and not given & {"device", "calibration"}:
+            raise ConfigError(
+                name, f"needs device=NAME, the device it adjusts; devices: {', '.join(choices('device'))}"
+            )
         if command is not None and top in KEYS and top not in COMMAND_KEYS[command]:
             users = ", ".join(c for c, keys in COMMAND_KEYS.items() if top in keys)
             if command == "compare" and top in ("model", "workload"):
-                why = "compare reads the model and workload from the run; give run_id=…"
+                why = "compare reads the model and workload from the run; " + (
+                    f"drop {name}" if "run_id" in given else "give run_id=…"
+                )
             else:
                 why = f"not used by `ditmeter {command}`; it applies to: {users}"
             raise ConfigError(name, why)

@@ -199,3 +199,14 @@ def test_help_shows_no_example_the_command_refuses(capsys: pytest.CaptureFixture
 def test_the_top_help_names_both_families(capsys: pytest.CaptureFixture[str]) -> None:
     text = " ".join(_help(None, capsys).split())
     assert "Wan2.1 and Wan2.2" in text
+
+
+def test_a_device_key_without_a_device_names_the_device_key(capsys: pytest.CaptureFixture[str]) -> None:
+    """``device.efficiency=0.5`` alone adjusts no device: refused, naming the key and the devices
+    (it was "not a known key", though --help lists it); with ``device=`` it is taken."""
+    assert main(["report", "device.efficiency=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ditmeter: error: device.efficiency: needs device=NAME") and "h100-sxm" in err
+    assert err.count("\n") == 1
+    assert main(["compare", "run_id=t1", "model=wan2.1-t2v-1.3b"]) == 2
+    assert "drop model" in capsys.readouterr().err  # run_id is given: not "give run_id"
