@@ -206,3 +206,15 @@ def test_a_negative_duration_prints_its_sign_on_every_part(value: float, text: s
 
     assert seconds(value) == text
     assert _value("per_video_s", value) == text  # the diff's B − A column
+
+
+def test_a_negative_difference_has_one_minus_sign_in_every_unit() -> None:
+    """Counts, bytes and seconds of a ``B − A`` column write the same minus (U+2212), so a reader
+    (or grep) sees one sign: by hand."""
+    from ditmeter.reports.diff import _value
+    from ditmeter.reports.format import si
+
+    assert si(-1.678e15) == "−1.678 P" and si(-12) == "−12" and si(1.678e15) == "1.678 P"
+    assert _value("tensor_flops_per_video", -139.537e15) == "−139.537 P"
+    assert _value("peak_bytes", -61.94 * 2**40) == "−61.94 TiB"
+    assert _value("predicted_s", -880.7) == "−880.7 s (−14.7 min)"

@@ -6,7 +6,10 @@ _SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")
 
 
 def si(value: float, unit: str = "") -> str:
-    """1.678e15 → '1.678 P' + unit; exact below 1000."""
+    """1.678e15 → '1.678 P' + unit; exact below 1000; a negative one (a difference) with the
+    minus sign ``seconds`` and ``diff``'s bytes write: ``−1.678 P``."""
+    if value < 0:
+        return "−" + si(-value, unit)
     for scale, prefix in _SI:
         if abs(value) >= scale:
             return f"{value / scale:.3f} {prefix}{unit}"

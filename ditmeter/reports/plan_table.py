@@ -155,7 +155,8 @@ def throughput_lines(result: PlanResult) -> list[str]:
     top = reps.iloc[0]
     whole = reps[reps["gpus_per_replica"] == gpus]
     split = (
-        f"{int(top['replicas'])} replicas of {int(top['gpus_per_replica'])} GPU"
+        f"{int(top['replicas'])} replica{'s' if int(top['replicas']) > 1 else ''} of "
+        f"{int(top['gpus_per_replica'])} GPU"
         + ("s" if int(top["gpus_per_replica"]) > 1 else "")
         + (f" ({top['plan']})" if int(top["gpus_per_replica"]) > 1 else "")
     )
