@@ -218,3 +218,18 @@ def test_a_negative_difference_has_one_minus_sign_in_every_unit() -> None:
     assert _value("tensor_flops_per_video", -139.537e15) == "−139.537 P"
     assert _value("peak_bytes", -61.94 * 2**40) == "−61.94 TiB"
     assert _value("predicted_s", -880.7) == "−880.7 s (−14.7 min)"
+
+
+def test_a_run_label_says_a_plan_share_and_a_profile_of_fewer_blocks() -> None:
+    """Two runs whose counts mean different things read differently in ``diff``'s header: a plan's
+    are one GPU's share, a profile of 2 of 30 blocks ran 2 (a full one says nothing more)."""
+    from ditmeter.reports.diff import RunTables
+
+    def label(**extra: object) -> str:
+        report = {"model": {"name": "m"}, "workload": {"requested": {"name": "w"}}, "pipeline": "p", **extra}
+        return RunTables("id", report, pd.DataFrame()).label
+
+    assert label() == "m × w, p"
+    assert label(parallel={"name": "4 GPUs: ulysses 4"}) == "m × w, p, 4 GPUs: ulysses 4 (one GPU's share)"
+    assert label(profile={"num_layers": 2, "model_layers": 30}) == "m × w, p, profiled 2 of 30 blocks"
+    assert label(profile={"num_layers": 30, "model_layers": 30}) == "m × w, p"

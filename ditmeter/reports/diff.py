@@ -59,7 +59,8 @@ class RunTables:
 
     @property
     def label(self) -> str:
-        """``model × workload`` with the device and the plan, as the run's report names them."""
+        """``model × workload`` with the device and the plan (its counts one GPU's share), as the run's
+        report names them, and a profile's blocks where it ran fewer than the model has."""
         r = self.report
         workload = (r.get("workload") or {}).get("requested") or {}
         parts = [f"{r['model'].get('name', '?')} × {workload.get('name', '?')}", str(r["pipeline"])]
@@ -68,7 +69,10 @@ class RunTables:
             parts.append(str(time["device"]))
         plan = r.get("parallel")
         if plan:
-            parts.append(str(plan["name"]))
+            parts.append(f"{plan['name']} (one GPU's share)")
+        profiled = r.get("profile")
+        if isinstance(profiled, dict) and profiled.get("num_layers") != profiled.get("model_layers"):
+            parts.append(f"profiled {profiled.get('num_layers')} of {profiled.get('model_layers')} blocks")
         return ", ".join(parts)
 
 
