@@ -71,3 +71,19 @@ def test_the_share_of_the_peaks_says_what_it_divides(tmp_path: Path, monkeypatch
     (summary,) = tmp_path.glob("*/static_analysis/*/summary.md")
     for shown in (text, summary.read_text()):
         assert "of peak" not in shown and "of roofline" in shown
+
+
+@pytest.mark.parametrize(
+    ("stages", "said"), [("stages=[vae_decode]", True), ("stages=[dit,vae_decode]", False)]
+)
+def test_the_denoiser_lines_say_so_when_it_is_not_a_selected_stage(
+    stages: str, said: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The per-forward and per-video lines are the DiT's; with only other stages selected the
+    output says they are for reference and totals the stages costed under their own name."""
+    argv = ["report", "model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=h100-sxm", stages]
+    assert main([*argv, f"output_root={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert ("the dit's, for reference" in out) == said
+    assert ("selected stages: 275.713 TFLOP (vae_decode ×1 275.713 TFLOP)" in out) == said
+    assert ("whole video: " in out) != said

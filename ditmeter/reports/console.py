@@ -148,6 +148,12 @@ def print_report(console: Console, result: ReportResult) -> None:
         console.print(
             f"one GPU of {result.view.plan.estimate.plan.name} (rank 0): the counts below are its share"
         )
+    selected = [s.name for s in a.stages]
+    if a.forward.name not in selected:
+        console.print(
+            f"stages=[{','.join(selected)}]: the per-forward and per-video lines and the {a.forward.name} "
+            f"line are the {a.forward.name}'s, for reference; the time below costs the stages selected"
+        )
     core = a.by_category().get("attn_core")
     console.print(
         f"per forward: {si(f.tensor_flops, 'FLOP')} tensor-core, "
@@ -157,9 +163,10 @@ def print_report(console: Console, result: ReportResult) -> None:
     console.print(
         f"per video:   {si(v.tensor_flops, 'FLOP')} tensor-core, {si(v.cuda_flops, 'FLOP')} CUDA-core"
     )
-    if len(a.stages) > 1:
+    if len(a.stages) > 1 or a.forward.name not in selected:
         parts = ", ".join(f"{s.name} ×{s.runs_per_video} {si(s.per_video.flops, 'FLOP')}" for s in a.stages)
-        console.print(f"whole video: {si(a.whole_video.flops, 'FLOP')} ({parts})")
+        what = "whole video" if a.forward.name in selected else "selected stages"
+        console.print(f"{what}: {si(a.whole_video.flops, 'FLOP')} ({parts})")
     print_device(console, result.view, result.modules)
 
 
