@@ -19,7 +19,7 @@ from ditmeter.reports.device_report import (
     stage_times,
     top_layers_by_time,
 )
-from ditmeter.reports.format import binary_bytes, percent, seconds, si
+from ditmeter.reports.format import batch_note, binary_bytes, percent, seconds, si
 from ditmeter.reports.memory_report import fit_line
 from ditmeter.reports.parallel_report import plan_line as parallel_line
 from ditmeter.reports.table_model import to_rich
@@ -127,13 +127,6 @@ def print_wrote(console: Console, folder: object, files: tuple[str, ...], start:
     console.print(f"wrote {folder}/ ({', '.join(files)}) in {time.perf_counter() - start:.2f} s")
 
 
-#: What a "video" is when one pipeline call makes several (``workload.batch_size``).
-BATCH_NOTE = (
-    "workload.batch_size={n}: each 'per video' figure below is one pipeline call, which makes {n} videos "
-    "at once"
-)
-
-
 def print_report(console: Console, result: ReportResult) -> None:
     a = result.analysis
     f, v, g = a.per_forward, a.per_video, a.geometry
@@ -143,7 +136,7 @@ def print_report(console: Console, result: ReportResult) -> None:
     )
     print_adjustments(console, a.geometry)
     if a.workload.batch_size > 1:
-        console.print(BATCH_NOTE.format(n=a.workload.batch_size))
+        console.print(batch_note(a.workload.batch_size))
     if result.view.plan is not None:
         console.print(
             f"one GPU of {result.view.plan.estimate.plan.name} (rank 0): the counts below are its share"

@@ -50,3 +50,8 @@ def seconds(s: float) -> str:
     if s >= 60:
         return f"{s:,.1f} s ({s / 60:.1f} min)"
     return f"{s:.3g} s" if s >= 1e-3 else f"{s * 1e3:.3g} ms"
+
+
+def batch_note(n: int) -> str:
+    """What a 'video' is when one pipeline call makes ``n`` (``workload.batch_size``)."""
+    return f"workload.batch_size={n}: 'per video' is one pipeline call, which makes {n} videos"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow as pa
 
-from ditmeter.reports.format import binary_bytes, seconds
+from ditmeter.reports.format import batch_note, binary_bytes, seconds
 from ditmeter.reports.table_model import Column, Table, table, to_markdown
 from ditmeter.reports.tables import CONVENTION, library_versions
 
@@ -137,10 +137,7 @@ def plan_lines(result: PlanResult) -> list[str]:
         )
     if cfg.workload.batch_size > 1:
         n = cfg.workload.batch_size
-        lines.append(
-            f"workload.batch_size={n}: 'per video' is one pipeline call, which makes {n} videos; "
-            f"videos/GPU·h and cost/video count all {n}"
-        )
+        lines.append(f"{batch_note(n)}; videos/GPU·h and cost/video count all {n}")
     lines.extend(throughput_lines(result))
     for _, row in result.frame[~result.frame["runs"].astype(bool)].iterrows():
         lines.append(f"cannot run: {row['plan']}: {row['reason']}")
