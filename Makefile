@@ -14,7 +14,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL    ?= wan2.1-t2v-14b
-WORKLOAD ?= w003-720p
+# empty: config.yaml's w003-720p, or the model's own release video where that cannot run it
+WORKLOAD ?=
 ARGS     ?=
 RUN      ?=
 A        ?=
@@ -39,32 +40,32 @@ $(STAMP): pyproject.toml setup.py Makefile
 install: $(STAMP)
 
 report: $(STAMP)
-	$(BIN)/ditmeter report model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+	$(BIN)/ditmeter report model=$(MODEL) $(if $(WORKLOAD),workload=$(WORKLOAD)) $(ARGS)
 
 trace: $(STAMP)
-	$(BIN)/ditmeter trace model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+	$(BIN)/ditmeter trace model=$(MODEL) $(if $(WORKLOAD),workload=$(WORKLOAD)) $(ARGS)
 
 profile: $(STAMP)
-	$(BIN)/ditmeter profile model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+	$(BIN)/ditmeter profile model=$(MODEL) $(if $(WORKLOAD),workload=$(WORKLOAD)) $(ARGS)
 
 # A torch.profiler trace of your own run (with_stack=True) joined to the module tree.
 ingest: $(STAMP)
-	$(BIN)/ditmeter ingest trace=$(TRACE) model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+	$(BIN)/ditmeter ingest trace=$(TRACE) model=$(MODEL) $(if $(WORKLOAD),workload=$(WORKLOAD)) $(ARGS)
 
 # Measure this machine's kernels at the model's shapes: a calibration file for calibration=PATH.
 calibrate: $(STAMP)
-	$(BIN)/ditmeter calibrate model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+	$(BIN)/ditmeter calibrate model=$(MODEL) $(if $(WORKLOAD),workload=$(WORKLOAD)) $(ARGS)
 
 # Analytic predictions over a grid (ARGS="device=[h100-sxm,a100-sxm-80gb] workload.num_frames=[33,81]").
 sweep: $(STAMP)
-	$(BIN)/ditmeter sweep model=$(MODEL) workload=$(WORKLOAD) $(ARGS)
+	$(BIN)/ditmeter sweep model=$(MODEL) $(if $(WORKLOAD),workload=$(WORKLOAD)) $(ARGS)
 
 # Every plan on GPUS GPUs of DEVICE ranked (ARGS="plan.memory_limit_gib=40 plan.price_per_gpu_hour=2.5").
 plan: $(STAMP)
-	$(BIN)/ditmeter plan model=$(MODEL) workload=$(WORKLOAD) device=$(DEVICE) gpus=$(GPUS) $(ARGS)
+	$(BIN)/ditmeter plan model=$(MODEL) $(if $(WORKLOAD),workload=$(WORKLOAD)) device=$(DEVICE) gpus=$(GPUS) $(ARGS)
 
 whatif: $(STAMP)
-	$(BIN)/ditmeter whatif model=$(MODEL) workload=$(WORKLOAD) device=$(DEVICE) $(ARGS)
+	$(BIN)/ditmeter whatif model=$(MODEL) $(if $(WORKLOAD),workload=$(WORKLOAD)) device=$(DEVICE) $(ARGS)
 
 # The newest traced run unless RUN=<run_id> is given.
 compare: $(STAMP)

@@ -18,12 +18,15 @@ import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, NoReturn, cast
+from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 
 from rich.console import Console
 
 from ditmeter import __version__
 from ditmeter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ditmeter.config import RunConfig
 
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a process SIGTERM ended
@@ -56,13 +59,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load(console: Console, overrides: list[str], command: str) -> RunConfig:
+    """:func:`ditmeter.config.load`, then what it chose for the user (a model's own workload)."""
+    from ditmeter.config import load
+    from ditmeter.reports.console import print_notes
+
+    cfg = load(overrides, command)
+    print_notes(console, cfg.notes)
+    return cfg
+
+
 def _cmd_trace(overrides: list[str], console: Console) -> int:
     from ditmeter.commands.trace import trace
-    from ditmeter.config import load
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
-    cfg = load(overrides, "trace")
+    cfg = _load(console, overrides, "trace")
     console.print(f"tracing {cfg.model.name} × {cfg.workload.name} on meta, stages: {', '.join(cfg.stages)}")
     cp = cfg.parallel.sequence
     if cp.degree > 1:
@@ -85,10 +97,9 @@ def _cmd_trace(overrides: list[str], console: Console) -> int:
 
 def _cmd_compare(overrides: list[str], console: Console) -> int:
     from ditmeter.commands.compare import compare
-    from ditmeter.config import load
     from ditmeter.reports import console as show
 
-    cfg = load(overrides, "compare")
+    cfg = _load(console, overrides, "compare")
     result = compare(cfg.output_root, cfg.run_id, cfg.compare.tolerance)
     show.print_compare(console, result, cfg.compare.show)
     return EXIT_OK if result.verdict.passed else EXIT_GATE
@@ -96,7 +107,6 @@ def _cmd_compare(overrides: list[str], console: Console) -> int:
 
 def _cmd_diff(overrides: list[str], console: Console) -> int:
     from ditmeter.commands.diff import diff
-    from ditmeter.config import load
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
@@ -105,7 +115,7 @@ def _cmd_diff(overrides: list[str], console: Console) -> int:
         raise ConfigError(
             "arguments", f"diff takes two runs, RUN_A RUN_B; got {len(runs)} (see ditmeter diff --help)"
         )
-    cfg = load([a for a in overrides if "=" in a], "diff")
+    cfg = _load(console, [a for a in overrides if "=" in a], "diff")
     result = diff(cfg.output_root, runs[0], runs[1], cfg.run_id)
     show.print_diff(console, result)
     assert result.analysis_dir is not None  # written
@@ -115,7 +125,6 @@ def _cmd_diff(overrides: list[str], console: Console) -> int:
 
 def _cmd_validate(overrides: list[str], console: Console) -> int:
     from ditmeter.commands.validate import validate
-    from ditmeter.config import load
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
@@ -126,7 +135,7 @@ def _cmd_validate(overrides: list[str], console: Console) -> int:
         raise ConfigError("arguments", f"validate takes KEY=VALUE overrides only; got {stray[0]!r}")
     if data and not data[-1]:
         raise ConfigError("validate.data", "must name a folder of measurement YAML files")
-    cfg = load(rest, "validate")
+    cfg = _load(console, rest, "validate")
     folder = Path(data[-1]) if data else None
     t = cfg.time
     result = validate(cfg.output_root, folder, cfg.run_id, t.execution, fp32_matmul=t.fp32_matmul)
@@ -138,11 +147,10 @@ def _cmd_validate(overrides: list[str], console: Console) -> int:
 
 def _cmd_report(overrides: list[str], console: Console) -> int:
     from ditmeter.commands.report import report
-    from ditmeter.config import load
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
-    result = report(load(overrides, "report"))
+    result = report(_load(console, overrides, "report"))
     show.print_report(console, result)
     show.print_wrote(console, result.analysis_dir, result.files, start)
     return EXIT_OK
@@ -150,11 +158,10 @@ def _cmd_report(overrides: list[str], console: Console) -> int:
 
 def _cmd_profile(overrides: list[str], console: Console) -> int:
     from ditmeter.commands.profile import profile
-    from ditmeter.config import load
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
-    cfg = load(overrides, "profile")
+    cfg = _load(console, overrides, "profile")
     p = cfg.profile
     layers = min(p.num_layers, cfg.model.num_layers)
     what = f"re-reading {p.trace}" if p.trace else f"on {p.device_kind}, random weights"
@@ -168,11 +175,10 @@ def _cmd_profile(overrides: list[str], console: Console) -> int:
 
 def _cmd_ingest(overrides: list[str], console: Console) -> int:
     from ditmeter.commands.ingest import ingest
-    from ditmeter.config import load
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
-    cfg = load(overrides, "ingest")
+    cfg = _load(console, overrides, "ingest")
     console.print(
         f"ingesting {cfg.ingest_trace} as {cfg.model.name} × {cfg.workload.name} ({cfg.workload.pipeline})"
     )
@@ -185,10 +191,9 @@ def _cmd_ingest(overrides: list[str], console: Console) -> int:
 
 def _cmd_calibrate(overrides: list[str], console: Console) -> int:
     from ditmeter.commands.calibrate import calibrate
-    from ditmeter.config import load
     from ditmeter.reports import console as show
 
-    cfg = load(overrides, "calibrate")
+    cfg = _load(console, overrides, "calibrate")
     where = cfg.calibrate.device_kind + (f" ({cfg.device.name})" if cfg.device is not None else "")
     console.print(
         f"calibrating {cfg.model.name} × {cfg.workload.name} on {where}, stages: {', '.join(cfg.stages)}"

@@ -218,6 +218,8 @@ class RunConfig:
     methods: Methods = NO_METHODS  # ``methods.*``: the what-if methods (docs/whatif.md)
     #: ``gpus=`` (sweep): each device runs the fastest plan on this many GPUs (None: ``parallel``)
     gpus: int | None = None
+    #: what the run chose for the user and says before it starts (a model's own default workload)
+    notes: tuple[str, ...] = ()
 
     @property
     def geometry(self) -> Geometry:
@@ -348,10 +350,27 @@ def _apply(overrides: list[str], cfg: DictConfig) -> None:
     ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
 
 
+def _model_workload(groups: tuple[str, ...], root: str) -> str | None:
+    """The model's own ``default_workload`` where the command line picks no workload: the
+    release video of a model that ``config.yaml``'s default cannot run (TI2V-5B's odd latent
+    height at 720p, FLF2V's 81 frames). None where a workload is chosen or the model has none."""
+    if any(_key(o) == "workload" for o in groups):
+        return None
+    chosen = [o.partition("=")[2] for o in groups if _key(o) == "model" and not o.startswith("~")]
+    name = chosen[-1] if chosen else _hydra_composed((), root).model.name
+    node = _group_file("model", name, root) if name in choices("model") else None
+    value = node.get("default_workload") if node is not None else None
+    return str(value) if value else None
+
+
 def compose_config(overrides: list[str], command: str | None = None) -> dict[str, Any]:
-    """Compose ``config.yaml`` with command-line ``overrides`` (Hydra syntax), resolved to plain data."""
+    """Compose ``config.yaml`` with command-line ``overrides`` (Hydra syntax), resolved to plain data.
+    A model with a ``default_workload`` gets it unless a ``workload=`` is given."""
     _check_overrides(overrides, command)
     groups = tuple(o for o in overrides if _key(o) in GROUPS)
+    own = _model_workload(groups, str(config_dir()))
+    if own is not None:
+        groups = (*groups, f"workload={own}")
     cfg: DictConfig | None = None
     try:
         cfg = copy.deepcopy(_composed(groups, str(config_dir())))
@@ -396,6 +415,14 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         name = raw[group].get("name") if isinstance(raw.get(group), dict) else None
         if isinstance(raw.get(group), dict) and (not isinstance(name, str) or not name.strip()):
             raise ConfigError(f"{group}.name", f"empty; give the {group} a name (it heads every report)")
+    own = raw["model"].pop("default_workload", None)  # composed in by compose_config
+    notes: tuple[str, ...] = ()
+    if own and not any(_key(o) == "workload" for o in overrides):
+        notes = (
+            f"workload {own}: {raw['model'].get('name')}'s own default, its release video "
+            f"(config.yaml's {_hydra_composed((), str(config_dir())).workload.name} does not run it); "
+            "workload=NAME picks another",
+        )
     changed = [o.split(".", 1)[1] for o in overrides if o.startswith("workload.") and "=" in o]
     if changed:  # a preset with edits must not pass for the preset itself
         raw["workload"]["name"] = f"{raw['workload'].get('name', 'custom')}[{','.join(changed)}]"
@@ -451,6 +478,7 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         ingest_trace=Path(top.trace) if top.trace else None,
         methods=methods,
         gpus=top.gpus,
+        notes=notes,
     )
     if command != "sweep":  # a sweep asks it of its whole grid (commands/sweep.py)
         check_used(overrides, [out])

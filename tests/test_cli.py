@@ -56,6 +56,14 @@ def test_bad_input_is_refused(
     assert not out_root.exists() or not any(out_root.iterdir())
 
 
+
+def test_a_models_own_workload_is_said(out_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``report model=wan2.2-ti2v-5b`` alone runs its release video and says so first."""
+    assert main(["report", "model=wan2.2-ti2v-5b", f"output_root={out_root}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("note: workload ti2v-720p-121f: wan2.2-ti2v-5b's own default")
+    assert lines[1].startswith("wan2.2-ti2v-5b × ti2v-720p-121f: 27,280 tokens")  # 31 × 22 × 40
+
 def test_report_writes_a_complete_run(out_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(
         [

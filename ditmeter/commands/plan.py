@@ -254,13 +254,14 @@ def publish(result: PlanResult) -> tuple[Path, tuple[str, ...]]:
 def run_plan(overrides: list[str], console: Console) -> int:
     """``ditmeter plan``: rank the plans, print them, publish the run folder; 0. Bad input is a
     :class:`ConfigError` (the CLI's exit 2), raised before anything is written."""
-    from ditmeter.reports.console import print_adjustments, print_wrote
+    from ditmeter.reports.console import print_adjustments, print_notes, print_wrote
     from ditmeter.reports.plan_table import plan_lines, plan_table
     from ditmeter.reports.table_model import to_rich
 
     start = time.perf_counter()
     options, rest = parse_options(overrides)
     cfg = load([*rest, f"gpus={options.gpus}"], "plan")
+    print_notes(console, cfg.notes)
     print_adjustments(console, cfg.geometry)
     result = plan(cfg, options, overrides)
     console.print(to_rich(plan_table(result)))

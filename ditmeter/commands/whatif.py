@@ -275,13 +275,14 @@ def publish(result: WhatifResult) -> tuple[Path, tuple[str, ...]]:
 def run_whatif(overrides: list[str], console: Console) -> int:
     """``ditmeter whatif``: cost the rows, print them, publish the run folder; 0. Bad input is a
     :class:`ConfigError` (the CLI's exit 2), raised before anything is written."""
-    from ditmeter.reports.console import print_adjustments, print_wrote
+    from ditmeter.reports.console import print_adjustments, print_notes, print_wrote
     from ditmeter.reports.table_model import to_rich
     from ditmeter.reports.whatif_table import whatif_lines, whatif_table
 
     start = time.perf_counter()
     names, rest = parse_options(overrides)
     result = whatif(names, rest, overrides)
+    print_notes(console, result.cfg.notes)
     print_adjustments(console, result.cfg.geometry)
     console.print(to_rich(whatif_table(result)))
     for line in whatif_lines(result):

@@ -69,6 +69,12 @@ class StepPrinter:
         self.console.print(f"  {label:<62} {time.perf_counter() - start:6.2f} s")
 
 
+def print_notes(console: Console, notes: tuple[str, ...]) -> None:
+    """What the configuration chose for the user (``RunConfig.notes``), said before anything runs."""
+    for note in notes:
+        console.print(f"note: {note}", style="yellow")
+
+
 def print_adjustments(console: Console, g: Geometry) -> None:
     for adj in g.adjustments:
         console.print(f"adjusted {adj.text}", style="yellow")
