@@ -41,6 +41,7 @@ BAD_INPUTS = [
     (["~workload.height"], "workload.height: missing (required key)"),
     (["pipeline=diffusers", "workload.height=730"], "workload.height: 730 is not a multiple of 16"),
     (["not-an-override"], "overrides:"),
+    (["workload.context_len=1"], "workload.context_len: 1 is below workload.text_len 512"),
 ]
 
 

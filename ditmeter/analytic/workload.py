@@ -103,6 +103,10 @@ def parse_workload(raw: Any, *, default_steps: int, text_len: int, pipeline: str
             raise ConfigError(
                 f"{section}.{key}", f"{getattr(w, key)} exceeds the model's text_len {text_len}"
             )
-    if w.text_len > w.context_len:
-        raise ConfigError(f"{section}.text_len", f"{w.text_len} exceeds workload.context_len {w.context_len}")
+    if w.text_len > w.context_len:  # the presets' context is the model's whole text_len: context_len moved
+        raise ConfigError(
+            f"{section}.context_len",
+            f"{w.context_len} is below {section}.text_len {w.text_len} (the context holds the prompt); "
+            f"allowed: {w.text_len} to {text_len}, or a shorter text_len",
+        )
     return w
