@@ -279,6 +279,14 @@ def test_the_sweep_takes_plan_keys_and_agrees_with_report() -> None:
     row = frame.iloc[2]
     assert row["per_video_s"] == pytest.approx(est.per_video_s, rel=1e-9)
     assert row["peak_per_gpu_bytes"] == est.peak_per_gpu_bytes
+    # one GPU's whole-video split would read as the plan's (its roofline above the plan's time):
+    # null on the plan rows, kept on the one-GPU row
+    from ditmeter.reports.sweep_table import ONE_GPU_COLUMNS
+
+    one, planned = frame.iloc[0], frame.iloc[1:]
+    assert one["roofline_per_video_s"] > row["per_video_s"]  # what a plan row used to show
+    assert all(one[c] > 0 for c in ONE_GPU_COLUMNS)
+    assert planned[list(ONE_GPU_COLUMNS)].isna().all().all()
 
 
 TRACE = [

@@ -49,7 +49,7 @@ from ditmeter.commands.sweep_grid import (
 from ditmeter.config import RunConfig, check_used
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import device_view
-from ditmeter.reports.sweep_table import sweep_frame, sweep_metadata
+from ditmeter.reports.sweep_table import ONE_GPU_COLUMNS, sweep_frame, sweep_metadata
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -268,6 +268,8 @@ def _plan_times(e: Evaluated, ests: Sequence[ParallelEstimate]) -> dict[str, np.
         columns[f"{forward}_per_video_s"] = lambda x: x.stage_video_s[forward]
     for name, of in columns.items():
         times[name] = np.array([of(x) for x in ests])
+    for name in ONE_GPU_COLUMNS:  # one GPU's split of the whole video: not the plan's, so null
+        times[name] = np.full(len(ests), np.nan)
     return times
 
 

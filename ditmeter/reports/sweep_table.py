@@ -55,7 +55,15 @@ CONVENTION = (
     "stages= selects it. Times in seconds on the point's device under its time plan. "
     "Under a parallel.* plan per_video_s, per_forward_s, per_step_s, the denoiser's <stage>_per_video_s "
     "and peak_per_gpu_bytes are one GPU's of the plan; the roofline, compute, memory and overhead "
-    "columns stay one GPU's whole video."
+    "columns are null there (one GPU's whole video would read as the plan's)."
+)
+#: One GPU's whole video only: null on a row that runs a multi-GPU plan (``_plan_times``).
+ONE_GPU_COLUMNS = (
+    "roofline_per_video_s",
+    "compute_per_video_s",
+    "memory_per_video_s",
+    "overhead_per_video_s",
+    "roofline_per_forward_s",
 )
 
 
@@ -85,7 +93,7 @@ def sweep_schema(
             field("gpus", pa.int64()),
             field("plan", pa.string()),
             field("adjusted", pa.string(), nullable=True),
-            *(field(k, pa.float64()) for k in (*TIME_COLUMNS, *PLAN_COLUMNS[1:])),
+            *(field(k, pa.float64(), k in ONE_GPU_COLUMNS) for k in (*TIME_COLUMNS, *PLAN_COLUMNS[1:])),
             *(field(f"{s}_per_video_s", pa.float64(), nullable=True) for s in stages),
             *(field(f"share_{c}", pa.float64()) for c in categories),
         ]
