@@ -275,6 +275,14 @@ def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
             raise ConfigError(
                 name, f"needs device=NAME, the device it adjusts; devices: {', '.join(choices('device'))}"
             )
+        if sep and name == "device.memory_gb":  # a label for people: a fit reads memory_mib
+            raise ConfigError(
+                name,
+                "is the datasheet's label and changes no fit; set device.memory_mib, the capacity the "
+                "driver reports that every fit reads (80 GB boards report about 81,559 MiB)",
+            )
+        if sep and name == "model.default_workload":  # chosen from the model file, before overrides
+            raise ConfigError(name, "is read from the model file; choose the workload with workload=NAME")
         if command is not None and top in KEYS and top not in COMMAND_KEYS[command]:
             users = ", ".join(c for c, keys in COMMAND_KEYS.items() if top in keys)
             if command == "compare" and top in ("model", "workload"):
@@ -460,6 +468,11 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         from ditmeter.models.wan21 import vae_parallel
 
         vae_parallel.check(model.vae, top.gpus or parallel.gpus, methods.vae_tiling)  # type: ignore[attr-defined]
+    profile = parse(ProfileOptions, raw.get("profile"), "profile")
+    given_layers = any(_key(o) == "profile.num_layers" for o in overrides)  # the default 2 is capped
+    if command == "profile" and given_layers and profile.num_layers > model.num_layers:
+        why = f"{profile.num_layers} is more than the model's {model.num_layers} blocks"
+        raise ConfigError("profile.num_layers", f"{why}; allowed: 1 to {model.num_layers}")
     out = RunConfig(
         family=fam,
         model=model,
@@ -471,7 +484,7 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         offload=parse(Offload, raw.get("offload"), "offload"),
         device=device,
         measured_video_s=top.measured_video_s,
-        profile=parse(ProfileOptions, raw.get("profile"), "profile"),
+        profile=profile,
         time=plan,
         calibrate=parse(CalibrateOptions, raw.get("calibrate"), "calibrate", device_kind=top.device_kind),
         parallel=parallel,

@@ -42,6 +42,12 @@ BAD_INPUTS = [
     (["pipeline=diffusers", "workload.height=730"], "workload.height: 730 is not a multiple of 16"),
     (["not-an-override"], "overrides:"),
     (["workload.context_len=1"], "workload.context_len: 1 is below workload.text_len 512"),
+    # the datasheet label changed no fit (memory_mib is the capacity): refused, naming the key that does
+    (
+        ["device=h100-sxm", "device.memory_gb=10"],
+        "device.memory_gb: is the datasheet's label and changes no fit; set device.memory_mib",
+    ),
+    (["model.default_workload=w001-tiny"], "model.default_workload: is read from the model file; choose"),
 ]
 
 
@@ -57,13 +63,38 @@ def test_bad_input_is_refused(
     assert not out_root.exists() or not any(out_root.iterdir())
 
 
-
 def test_a_models_own_workload_is_said(out_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``report model=wan2.2-ti2v-5b`` alone runs its release video and says so first."""
     assert main(["report", "model=wan2.2-ti2v-5b", f"output_root={out_root}"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("note: workload ti2v-720p-121f: wan2.2-ti2v-5b's own default")
     assert lines[1].startswith("wan2.2-ti2v-5b × ti2v-720p-121f: 27,280 tokens")  # 31 × 22 × 40
+
+
+def test_a_rounded_cache_share_is_said_on_the_terminal(
+    out_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """w001-tiny: 1 step × 2 guidance forwards. A 0.95 share is 1.9 forwards: 1 is skipped (the
+    first always computes), which the terminal must say; 0.5 is exactly 1 and says nothing."""
+    base = ["report", "workload=w001-tiny", "device=h100-sxm", "methods.cache=teacache"]
+    assert main([*base, "methods.cache_skip=0.95", f"output_root={out_root}"]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert said == [
+        "warning: methods.cache_skip=0.95 of 2 forwards is 1.9: 1 skipped, whole forwards, "
+        "the first always computed"
+    ]
+    assert main([*base, "methods.cache_skip=0.5", f"output_root={out_root}"]) == 0
+    assert "warning:" not in capsys.readouterr().out
+
+
+def test_compare_in_a_file_says_it_is_not_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["compare", f"output_root={afile}"]) == 2
+    assert capsys.readouterr().err.startswith(f"ditmeter: error: output_root: {afile} is not a folder")
+
 
 def test_report_writes_a_complete_run(out_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(

@@ -75,15 +75,17 @@ def test_group_selections_compose_as_hydra_does() -> None:
         assert fast == OmegaConf.to_container(_hydra_composed(groups, root), resolve=True), groups
 
 
-
 def test_every_model_runs_without_a_workload_given() -> None:
     """``model=X`` alone must run (a new user's first command): config.yaml's w003-720p where the
     model can run it, else the model file's own release video, said in a note. The explicit choice
     is still refused as before (TI2V-5B's odd latent height at 720p)."""
     from ditmeter.config import load
 
-    own = {"wan2.2-ti2v-5b": "ti2v-720p-121f", "wan2.2-ti2v-5b-i2v": "ti2v-720p-121f",
-           "wan2.1-flf2v-14b-720p": "720p-81f"}
+    own = {
+        "wan2.2-ti2v-5b": "ti2v-720p-121f",
+        "wan2.2-ti2v-5b-i2v": "ti2v-720p-121f",
+        "wan2.1-flf2v-14b-720p": "720p-81f",
+    }
     for model in choices("model"):
         cfg = load([f"model={model}"], "report")
         assert cfg.workload.name == own.get(model, "w003-720p"), model
@@ -98,6 +100,7 @@ def test_every_model_runs_without_a_workload_given() -> None:
     edited = load(["model=wan2.1-flf2v-14b-720p", "workload.num_inference_steps=2"], "report")
     assert edited.workload.name == "720p-81f[num_inference_steps=2]"
     assert edited.workload.num_frames == 81
+
 
 TINY = ("model=wan2.1-t2v-1.3b", "workload=w001-tiny")
 

@@ -215,7 +215,7 @@ def test_a_negative_difference_has_one_minus_sign_in_every_unit() -> None:
     from ditmeter.reports.format import si
 
     assert si(-1.678e15) == "−1.678 P" and si(-12) == "−12" and si(1.678e15) == "1.678 P"
-    assert _value("tensor_flops_per_video", -139.537e15) == "−139.537 P"
+    assert _value("tensor_flops_per_video", -139.537e15) == "−139.537 PFLOP"  # with its unit
     assert _value("peak_bytes", -61.94 * 2**40) == "−61.94 TiB"
     assert _value("predicted_s", -880.7) == "−880.7 s (−14.7 min)"
 

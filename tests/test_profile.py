@@ -144,6 +144,7 @@ def test_a_file_that_is_not_a_trace_is_refused(tmp_path: Path) -> None:
     [
         (["profile.device_kind=tpu"], "profile.device_kind"),
         (["profile.num_layers=0"], "profile.num_layers"),
+        (["profile.num_layers=31"], "profile.num_layers"),  # the 1.3B has 30 blocks: not silently 30
         (["profile.trace=/no/such/trace.json"], "profile.trace"),
     ],
 )

@@ -54,6 +54,8 @@ def _traced_dir(run: Path) -> Path | None:
 
 def find_run(output_root: Path, run_id: str | None) -> tuple[Path, Path]:
     """The run to compare and its artifact folder: ``run_id``, or the newest traced run."""
+    if output_root.exists() and not output_root.is_dir():
+        raise ConfigError("output_root", f"{output_root} is not a folder; give the folder trace wrote into")
     if run_id is None:
         traced = [(r, d) for r in list_runs(output_root) if (d := _traced_dir(r)) is not None]
         if not traced:

@@ -83,9 +83,13 @@ def _fields(section: dict[str, Any], prefix: str) -> list[str]:
     for key, value in section.items():
         if isinstance(value, dict) and key != "sources":  # a device's sources are per field
             out += [f"{prefix}{key}.{sub}" for sub in value if not isinstance(value[sub], dict)]
-        elif key != "sources":
+        elif key != "sources" and f"{prefix}{key}" not in NOT_OVERRIDDEN:
             out.append(f"{prefix}{key}")
     return out
+
+
+#: Fields a group file holds that the command line does not set (the config refuses them).
+NOT_OVERRIDDEN = ("device.memory_gb", "model.default_workload")
 
 
 def _group_lines(group: str, defaults: dict[str, Any]) -> list[str]:
@@ -94,6 +98,9 @@ def _group_lines(group: str, defaults: dict[str, Any]) -> list[str]:
     if section is None:  # no default selection (device): the first file's fields
         section = compose_config([f"{group}={names[0]}"], None)[group]
     default = section.get("name") if defaults.get(group) is not None else "null"
+    if group == "workload":  # a model that cannot run it names its own (config.load)
+        own = [m for m in choices("model") if compose_config([f"model={m}"])["model"].get("default_workload")]
+        default += f"; {', '.join(own)}: their own release video" if own else ""
     return [
         _line(f"{group}=NAME (default {default}): {', '.join(names)}"),
         _line(" ".join(_fields(section, f"{group}."))),

@@ -26,6 +26,8 @@ class DeviceView:
     prediction: Prediction | None
     measured_video_s: float | None
     plan: PlanView | None = None  # parallel.* beyond one GPU
+    #: what a method's share or steps were rounded to (``with_methods``): said with the warnings
+    rounded: tuple[str, ...] = ()
 
     def _timed(
         self, plan: Callable[[ParallelEstimate], float], one: Callable[[Prediction], float]
@@ -63,12 +65,13 @@ class DeviceView:
     def warnings(self) -> list[str]:
         """What a reader must not miss about the time figures (said on the terminal, in summary.md
         and in report.json ``time.warnings``)."""
+        out = list(self.rounded)
         if self.mfu is not None and self.mfu > 1:
-            return [
+            out.append(
                 f"MFU {100 * self.mfu:.0f}% is above 100%: {self.measured_video_s:g} s per video is faster "
                 "than the device's dense peak allows; check measured_video_s, the device and the workload"
-            ]
-        return []
+            )
+        return out
 
     @property
     def mfu_basis(self) -> str:

@@ -239,7 +239,7 @@ def _value(metric: str, value: float | None) -> str:
         return seconds(value)
     if "bytes" in metric:
         return binary_bytes(int(value)) if value >= 0 else f"−{binary_bytes(int(-value))}"
-    return si(value)
+    return si(value, "FLOP" if "flops" in metric else "")
 
 
 def _ratio(value: float | None) -> str:

@@ -75,7 +75,8 @@ def plan_table(result: PlanResult) -> Table:
         *(Column(n) for n in ("per video", "speedup", "efficiency", "comm exposed", "peak per GPU")),
         Column("fits", "left"),
         Column("videos/GPU·h"),
-        *((Column("cost/video"),) if priced else ()),
+        # the price's own currency: plan.price_per_gpu_hour names none
+        *((Column(f"cost/video at {result.options.price_per_gpu_hour:g}/GPU·h"),) if priced else ()),
     ]
     rows = [
         (
