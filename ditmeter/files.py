@@ -140,9 +140,14 @@ def load_yaml(path: Path, field: str, limit: int = TEXT_LIMIT_BYTES) -> Any:
 
 
 def load_json(path: Path, field: str, limit: int = TEXT_LIMIT_BYTES) -> Any:
-    """A regular JSON file (gzip-compressed or not) of at most ``limit`` bytes, parsed."""
-    raw = gunzip(read_bytes(path, field, limit), path, field, limit)
-    return _parsed(json.loads, raw, path, field)
+    """A regular JSON file (gzip-compressed or not) of at most ``limit`` bytes, parsed. One that this
+    machine's memory cannot hold (a trace, whose limit is large) is refused as bad input."""
+    try:
+        raw = gunzip(read_bytes(path, field, limit), path, field, limit)
+        return _parsed(json.loads, raw, path, field)
+    except MemoryError:
+        why = "is more than this machine's memory can read and parse; record fewer steps or a smaller model"
+        raise ConfigError(field, f"{path} {why}") from None
 
 
 def check_output_file(path: Path, field: str, ours: Callable[[Path], bool] | None = None) -> Path:

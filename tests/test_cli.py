@@ -250,3 +250,23 @@ def test_a_device_key_without_a_device_names_the_device_key(capsys: pytest.Captu
     assert err.count("\n") == 1
     assert main(["compare", "run_id=t1", "model=wan2.1-t2v-1.3b"]) == 2
     assert "drop model" in capsys.readouterr().err  # run_id is given: not "give run_id"
+
+
+def test_a_trace_too_large_for_memory_is_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace within the size limit that this machine's memory cannot parse is exit 2 naming
+    ``trace``, not an internal error (exit 3): the parse raising MemoryError stands in for it."""
+    import ditmeter.files as files
+
+    def no_memory(*_: object) -> object:
+        raise MemoryError
+
+    trace = tmp_path / "run.json"
+    trace.write_text("{}")
+    monkeypatch.setattr(files, "_parsed", no_memory)
+    args = ["ingest", f"trace={trace}", "model=wan2.1-t2v-1.3b", "workload=w001-tiny", "pipeline=diffusers"]
+    assert main([*args, f"output_root={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ditmeter: error: trace: {trace} is more than this machine's memory can read")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
