@@ -47,7 +47,7 @@ from ditmeter.reports.ingest_report import (
     StageRuns,
     ingest_png,
 )
-from ditmeter.reports.run_dir import analysis_dir
+from ditmeter.reports.run_dir import analysis_dir, check_run_folder
 from ditmeter.reports.run_files import write_analysis_files
 from ditmeter.reports.tables import modules_frame, table_metadata, write_parquet
 from ditmeter.tracer.chrome_trace import TraceFormatError
@@ -395,6 +395,7 @@ def _summary(
 
 def ingest(cfg: RunConfig, progress: Progress = no_progress) -> IngestResult:
     """Read, map and publish one ingested trace (module docstring)."""
+    check_run_folder(cfg.output_root, cfg.run_id)  # refused before the trace is read (minutes), not after
     step = Steps(progress)
     stages = cfg.family.ingest_stages(cfg.model, cfg.workload, cfg.geometry)
     with step("read"):

@@ -256,11 +256,13 @@ def run_plan(overrides: list[str], console: Console) -> int:
     :class:`ConfigError` (the CLI's exit 2), raised before anything is written."""
     from ditmeter.reports.console import print_adjustments, print_notes, print_wrote
     from ditmeter.reports.plan_table import plan_lines, plan_table
+    from ditmeter.reports.run_dir import check_run_folder
     from ditmeter.reports.table_model import to_rich
 
     start = time.perf_counter()
     options, rest = parse_options(overrides)
     cfg = load([*rest, f"gpus={options.gpus}"], "plan")
+    check_run_folder(cfg.output_root, cfg.run_id)  # refused before the plans are costed, not after
     print_notes(console, cfg.notes)
     print_adjustments(console, cfg.geometry)
     result = plan(cfg, options, overrides)

@@ -39,6 +39,7 @@ from ditmeter.commands.progress import Progress, Steps, no_progress
 from ditmeter.commands.report import estimate_with_methods, with_methods
 from ditmeter.commands.sweep_grid import (
     DEVICE_SIDE,
+    RUN_KEYS,
     Grid,
     at_point,
     configs,
@@ -46,9 +47,10 @@ from ditmeter.commands.sweep_grid import (
     grid,
     top_key,
 )
-from ditmeter.config import RunConfig, check_used
+from ditmeter.config import RunConfig, check_used, load
 from ditmeter.errors import ConfigError
 from ditmeter.reports.device_report import device_view
+from ditmeter.reports.run_dir import check_run_folder
 from ditmeter.reports.sweep_table import ONE_GPU_COLUMNS, sweep_frame, sweep_metadata
 
 if TYPE_CHECKING:
@@ -74,12 +76,18 @@ class SweepResult:
         return sum(self.seconds.values())
 
 
-def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepResult:
+def sweep(
+    overrides: Sequence[str], progress: Progress | None = None, check_output: bool = False
+) -> SweepResult:
     """Every point of the grid ``overrides`` describe (see the module docstring): one analysis per
-    distinct analysis-side combination, timed on every device and plan. Nothing is written."""
+    distinct analysis-side combination, timed on every device and plan. Nothing is written;
+    ``check_output`` (the result is to be published): an ``output_root`` or ``run_id``
+    :func:`publish` would refuse is refused before any point is loaded."""
     steps = Steps(progress or no_progress)
     with steps("grid"):
         g = grid(overrides)
+        if check_output:
+            check_run_folder(*_run_folder(g))
         side = [a for a in g.axes if a.device_side], [a for a in g.axes if not a.device_side]
         fixed = (
             [o for o in g.fixed if top_key(o) in DEVICE_SIDE],
@@ -121,6 +129,13 @@ def sweep(overrides: Sequence[str], progress: Progress | None = None) -> SweepRe
         len(plans),
         dict(steps.seconds),
     )
+
+
+def _run_folder(g: Grid) -> tuple[Path, str | None]:
+    """The sweep's ``output_root`` and ``run_id`` (one value each, never an axis), as ``load``
+    reads them: loaded alone, before the points."""
+    cfg = load([o for o in g.fixed if top_key(o) in RUN_KEYS], "sweep")
+    return cfg.output_root, cfg.run_id
 
 
 def with_point_methods(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evaluated:
@@ -304,7 +319,7 @@ def run_sweep(overrides: list[str], console: Console, progress: Progress | None 
     from ditmeter.reports.table_model import to_rich
 
     start = time.perf_counter()
-    result = sweep(overrides, progress)
+    result = sweep(overrides, progress, check_output=True)
     n, took = len(result.frame), result.total_s
     console.print(
         f"{n:,} points in {took:.2f} s ({n / took:,.0f} points/s): {result.analyses:,} analyses × "

@@ -11,7 +11,7 @@ import attrs
 import pandas as pd
 
 from ditmeter.compare.measurements import Point, comparison_frame, load_points
-from ditmeter.reports.run_dir import analysis_dir, check_output_root, ensure_free, new_run_id, staged_run
+from ditmeter.reports.run_dir import analysis_dir, check_run_folder, new_run_id, staged_run
 from ditmeter.reports.tables import write_parquet
 from ditmeter.reports.validate_report import VALIDATE_FILES, VALIDATE_SCHEMA, validate_markdown, validate_plot
 
@@ -114,8 +114,7 @@ def validate(
     ``<output_root>/<run_id>/static_analysis/validate/``."""
     rid = run_id or new_run_id("validate", execution)
     if write:  # refused before the predictions (seconds), not after
-        check_output_root(output_root)
-        ensure_free(output_root, rid)
+        check_run_folder(output_root, rid)
     points = load_points(data or default_folder())
     frame = validate_frame(points, (f"time.execution={execution}", f"time.fp32_matmul={fp32_matmul}"))
     if not write:

@@ -157,6 +157,7 @@ def _row(
         **keys,
         "runs": True,
         "reason": None,
+        ROUNDED: view.rounded,  # said under the table, not a column
         "per_video_s": view.per_video_s,
         "speedup": (baseline_s / view.per_video_s) if baseline_s else 1.0,
         **_seconds(view),
@@ -166,6 +167,10 @@ def _row(
         "peak_per_gpu_bytes": peak,
         "fits": peak <= cfg.device.memory_bytes,
     }
+
+
+#: A row's key for what its methods' shares were rounded to (``DeviceView.rounded``)
+ROUNDED = "_rounded"
 
 
 #: Keys only some rows use (given once on the command line, applied to the rows that set the key
@@ -213,10 +218,18 @@ def _replaced(names: Sequence[str], given: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] = ()) -> WhatifResult:
-    """The baseline ``given`` and each what-if of ``names`` on it, then all of them together."""
+def whatif(
+    names: Sequence[str], given: Sequence[str], overrides: Sequence[str] = (), check_output: bool = False
+) -> WhatifResult:
+    """The baseline ``given`` and each what-if of ``names`` on it, then all of them together.
+    ``check_output`` (the result is to be published): an ``output_root`` or ``run_id``
+    :func:`publish` would refuse is refused before any row is costed."""
+    from ditmeter.reports.run_dir import check_run_folder
+
     base, row_keys = _row_keys(names, given)
     cfg = load(list(base), "whatif")
+    if check_output:
+        check_run_folder(cfg.output_root, cfg.run_id)
     if cfg.device is None:
         raise ConfigError("device", "needs device=NAME: a what-if's time and memory are on a device")
     together = combined(names) if len(names) > 1 else ()
@@ -246,7 +259,9 @@ def whatif(names: Sequence[str], given: Sequence[str], overrides: Sequence[str] 
     elif together:  # nothing to combine: say so
         why = f"only {ran[0]} runs here" if ran else "none of them runs here"
         rows.append({"whatif": ALL, "overrides": " ".join(together), "runs": False, "reason": why})
-    return WhatifResult(pd.DataFrame(rows), cfg, tuple(names), tuple(overrides), _replaced(names, given))
+    said = tuple(f"{r['whatif']}: {text}" for r in rows for text in r.pop(ROUNDED, ()))
+    frame = pd.DataFrame(rows)
+    return WhatifResult(frame, cfg, tuple(names), tuple(overrides), _replaced(names, given), said)
 
 
 def publish(result: WhatifResult) -> tuple[Path, tuple[str, ...]]:
@@ -281,7 +296,7 @@ def run_whatif(overrides: list[str], console: Console) -> int:
 
     start = time.perf_counter()
     names, rest = parse_options(overrides)
-    result = whatif(names, rest, overrides)
+    result = whatif(names, rest, overrides, check_output=True)
     print_notes(console, result.cfg.notes)
     print_adjustments(console, result.cfg.geometry)
     console.print(to_rich(whatif_table(result)))

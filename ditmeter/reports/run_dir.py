@@ -103,6 +103,16 @@ def check_output_root(root: Path) -> None:
         raise ConfigError("output_root", f"cannot write under {existing} (permission denied)")
 
 
+def check_run_folder(output_root: Path, run_id: str | None) -> None:
+    """Refuse a run folder that cannot be published: an ``output_root`` no run can be written
+    under, a ``run_id`` taken or being written (None, a fresh unique id: ``output_root`` only).
+    Commands call it before their work, to fail at once; :func:`staged_run` calls it again, since
+    the folder can appear meanwhile."""
+    check_output_root(output_root)
+    if run_id is not None:
+        ensure_free(output_root, run_id)
+
+
 def _staging(output_root: Path, run_id: str) -> Path:
     return output_root / f".{run_id}{STAGING_SUFFIX}"
 
@@ -141,8 +151,7 @@ def staged_run(output_root: Path, run_id: str, slug: str, manifest: dict[str, An
     environment (disk full, read-only, permission) become one-line errors
     naming ``output_root``; on any error nothing is left behind.
     """
-    check_output_root(output_root)
-    ensure_free(output_root, run_id)
+    check_run_folder(output_root, run_id)
     created = [p for p in (output_root, *output_root.parents) if not p.exists()]  # deepest first
     staging, final = _staging(output_root, run_id), output_root / run_id
     reserved = published = False
