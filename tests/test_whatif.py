@@ -577,3 +577,17 @@ def test_cuda_graphs_under_a_plan_replace_each_ranks_launches() -> None:
     plain, graphs = estimate(), estimate("methods.cuda_graphs=true")
     assert graphs.compute.overhead_s == pytest.approx(plain.compute.overhead_s * 0.875 / 5, rel=1e-9)
     assert graphs.comm_video_s == plain.comm_video_s
+
+
+def test_a_rounded_share_is_said_per_row() -> None:
+    """w001-tiny runs 1 step of 2 guidance forwards: a 0.95 share is 1.9 forwards, of which 1 is
+    skipped (the first always computes). The TeaCache row and the combined row say so; the FP8
+    row, which caches nothing, does not; at 0.5 (exactly 1) nothing is said."""
+    base = ["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm"]
+    result = whatif(["teacache", "fp8"], [*base, "methods.cache_skip=0.95"])
+    said = (
+        "methods.cache_skip=0.95 of 2 forwards is 1.9: 1 skipped, whole forwards, the first always computed"
+    )
+    assert result.rounded == (f"teacache: {said}", f"all together: {said}")
+    assert "_rounded" not in result.frame.columns
+    assert whatif(["teacache"], [*base, "methods.cache_skip=0.5"]).rounded == ()

@@ -17,3 +17,5 @@ class WhatifResult:
     overrides: tuple[str, ...]
     #: each what-if that replaces a value the user gave the baseline (said, not refused)
     replaced: tuple[str, ...] = ()
+    #: each what-if whose share or steps were rounded to whole forwards or steps, and to what
+    rounded: tuple[str, ...] = ()

@@ -136,7 +136,7 @@ def whatif_lines(result: WhatifResult) -> list[str]:
             lines.append(f"fastest that fits: {fit['whatif']}, {took} ({fit['speedup']:.2f}×)")
     for _, r in result.frame[~result.frame["runs"].astype(bool)].iterrows():
         lines.append(f"cannot run: {r['whatif']}: {r['reason']}")
-    return [*lines, *result.replaced, QUALITY]
+    return [*lines, *result.replaced, *(f"rounded: {r}" for r in result.rounded), QUALITY]
 
 
 def whatif_markdown(result: WhatifResult) -> str:
