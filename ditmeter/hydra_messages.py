@@ -1,14 +1,59 @@
 """Hydra's and OmegaConf's errors as ditmeter's one-line messages: the key, and what is allowed
-(a section's keys for an unknown one; a grammar error without its pointer to Hydra's docs)."""
+(a section's keys for an unknown one; a grammar error without its pointer to Hydra's docs; a value
+Hydra's lexer refuses with the quoted override that it reads)."""
 
 from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
 
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+#: What Hydra's lexer refuses in an unquoted value: any character outside printable ASCII, and these.
+_UNQUOTABLE = re.compile(r"""[^\x20-\x7e]|[!"#&';<>^`~]""")
+
+
+def _parsed(override: str) -> Any:
+    """The value Hydra reads from ``override``, or None where it cannot parse it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides([override])[0].value()
+    except HydraException:
+        return None
+
+
+def quoted(override: str) -> str | None:
+    """``override`` with its value in Hydra's quotes, as a shell command line takes it, where the
+    quotes make Hydra read exactly the text written: a plain value whose only fault is a character
+    the lexer refuses (not a list or a sweep, no spaces at its ends, no line breaks). None otherwise."""
+    key, _, value = override.partition("=")
+    plain = _UNQUOTABLE.sub("a", value)
+    if not value or not value.isprintable() or _parsed(f"{key}={plain}") != plain:
+        return None
+    mark = "'" if "'" not in value or '"' in value else '"'
+    escaped = value.replace(mark, "\\" + mark)  # Hydra's escape for its quote inside quotes
+    text = f"{key}={mark}{escaped}{mark}"
+    if _parsed(text) != value:
+        return None
+    if "!" in text:  # history expansion inside a shell's double quotes
+        return shlex.quote(text)
+    return '"' + re.sub(r'(["$`\\])', r"\\\1", text) + '"'
+
 
 def parse_message(exc: BaseException) -> str:
-    """Hydra's override-grammar error on one line, without its pointer to Hydra's docs."""
+    """Hydra's override-grammar error on one line, without its pointer to Hydra's docs; for a value
+    its lexer refuses unquoted (non-ASCII or special characters), the quoted override to give."""
+    override = getattr(exc, "override", None)
+    fixed = quoted(override) if isinstance(override, str) and "LexerNoViableAlt" in str(exc) else None
+    if isinstance(override, str) and fixed:
+        value = override.partition("=")[2]
+        return (
+            f"Hydra cannot read the value {value} unquoted (non-ASCII or special characters); "
+            f"quote it: {fixed}"
+        )
     text = " ".join(str(exc).split()).split(" See https://hydra.cc", 1)[0]
     return f"cannot parse it ({text}); give KEY=VALUE, or KEY=[a,b] where a list is taken"
 
@@ -29,7 +74,13 @@ def hydra_message(exc: BaseException, cfg: DictConfig | None = None) -> tuple[st
             if isinstance(node, DictConfig):
                 return key, f"not a known key; keys of {section}: {', '.join(str(k) for k in node)}"
             return key, "not a known key"
-    grammar = ("Error parsing override", "no viable alternative", "mismatched input", "extraneous input")
+    grammar = (
+        "Error parsing override",
+        "no viable alternative",
+        "mismatched input",
+        "extraneous input",
+        "LexerNoViableAltException",
+    )
     if any(g in text for g in grammar):
         return "overrides", parse_message(exc)
     full_key = getattr(exc, "full_key", None) or getattr(cause, "full_key", None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import attrs
@@ -32,34 +33,63 @@ class FieldError(ValueError):
         self.message = message
 
 
-def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+def _whole(value: Any) -> int | None:
+    """The whole number ``value`` is: an int (not a bool), or a float without a fraction (``1e9``
+    from the command line or YAML, which read it as a float); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, float) or not value.is_integer():
+        return None
+    return int(Decimal(repr(value)))  # as written: 1e23, not the float's 99999999999999991611392
+
+
+def _exact(name: str, value: Any, number: int) -> None:
+    """Refuse a float that is a whole number (``1e9``), naming the integer to write: an int field
+    never converts, so no float reaches the counts computed from it."""
+    if not isinstance(value, int):
+        raise FieldError(name, f"write it as an integer: {number}")
+
+
+def _positive(name: str, value: Any) -> int:
+    """The positive whole number ``value`` is (a float such as ``1e9`` included, for the bounds to
+    be checked before :func:`_exact` refuses it); anything else is refused."""
+    number = _whole(value)
+    if number is None or number <= 0:
         raise FieldError(name, f"must be a positive integer, got {value!r}")
+    return number
 
 
 def positive_int(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    _positive(attribute.name, value)
+    _exact(attribute.name, value, _positive(attribute.name, value))
 
 
 def whole_number(minimum: int, maximum: int | None = None) -> Validator:
     """An int (not a bool) of at least ``minimum`` (and at most ``maximum``)."""
 
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        number = not isinstance(value, bool) and isinstance(value, int)
-        if not number or value < minimum or (maximum is not None and value > maximum):
+        number = _whole(value)
+        if number is None or number < minimum or (maximum is not None and number > maximum):
             allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum:,}"
             raise FieldError(attribute.name, f"must be a whole number {allowed}, got {value!r}")
+        _exact(attribute.name, value, number)
 
     return check
 
 
-def positive_int_at_most(maximum: int, why: str) -> Validator:
-    """A positive int no larger than ``maximum`` (structure sizes: beyond it a run cannot answer fast)."""
+def positive_int_at_most(maximum: int, why: str | None = None) -> Validator:
+    """A positive int no larger than ``maximum``: beyond it a run cannot answer fast, or its files
+    grow without need. Refused as ``N exceeds MAX (why)``, or without ``why`` as ``N not allowed;
+    allowed: 1 to MAX``."""
 
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        _positive(attribute.name, value)
-        if value > maximum:
-            raise FieldError(attribute.name, f"{value:,} exceeds {maximum:,} ({why})")
+        number = _positive(attribute.name, value)
+        if number > maximum and why:
+            raise FieldError(attribute.name, f"{number:,} exceeds {maximum:,} ({why})")
+        if number > maximum:
+            raise FieldError(attribute.name, f"{number} not allowed; allowed: 1 to {maximum:,}")
+        _exact(attribute.name, value, number)
 
     return check
 
@@ -98,7 +128,7 @@ def int_tuple(length: int | None = None, max_length: int | None = None) -> Valid
         ok = isinstance(value, tuple) and (length is None or len(value) == length) and len(value) > 0
         if ok and (max_length is None or len(value) <= max_length):
             for i, item in enumerate(value):
-                _positive(f"{attribute.name}[{i}]", item)
+                _exact(f"{attribute.name}[{i}]", item, _positive(f"{attribute.name}[{i}]", item))
             return
         what = f"a list of {length} positive integers" if length else "a list of positive integers"
         if max_length is not None:

@@ -13,11 +13,15 @@ import attrs
 
 from ditmeter.analytic.cost import DTYPE_BYTES
 from ditmeter.errors import ConfigError
-from ditmeter.validate import finite_number, one_of, parse, positive_int
+from ditmeter.validate import finite_number, one_of, parse, positive_int, positive_int_at_most
 
 #: Which code runs the video (top-level ``pipeline=``): the Wan repository's ``generate.py`` or
 #: the diffusers pipelines. It decides dtypes, guidance, sizes and offload (see a family's semantics).
 PIPELINES = ("official", "diffusers")
+
+#: The most denoising steps a workload may ask for: releases run 40 to 50, few-step models 1 to 8;
+#: the timeline gets slices for every step, so a million would take half a minute and 0.5 GB.
+MAX_STEPS = 10_000
 
 
 def _float(value: Any) -> Any:
@@ -34,7 +38,7 @@ class Workload:
     num_frames: int = attrs.field(validator=positive_int)
     height: int = attrs.field(validator=positive_int)
     width: int = attrs.field(validator=positive_int)
-    num_inference_steps: int = attrs.field(validator=positive_int)
+    num_inference_steps: int = attrs.field(validator=positive_int_at_most(MAX_STEPS))
     guidance_scale: float = attrs.field(converter=_float, validator=finite_number(0))
     text_len: int = attrs.field(validator=positive_int)
     context_len: int = attrs.field(validator=positive_int)
@@ -88,6 +92,10 @@ def parse_workload(raw: Any, *, default_steps: int, text_len: int, pipeline: str
         "pipeline": pipeline,
     }
     if isinstance(raw, Mapping) and raw.get("num_inference_steps") is None:
+        if default_steps > MAX_STEPS:  # the model's release value stands in: name the key that set it
+            raise ConfigError(
+                "model.default_steps", f"{default_steps} not allowed; allowed: 1 to {MAX_STEPS:,}"
+            )
         given["num_inference_steps"] = default_steps
     hidden = {
         "pipeline": "is a top-level key: pipeline=official|diffusers",

@@ -54,7 +54,7 @@ def _traced_dir(run: Path) -> Path | None:
 
 def find_run(output_root: Path, run_id: str | None) -> tuple[Path, Path]:
     """The run to compare and its artifact folder: ``run_id``, or the newest traced run."""
-    if output_root.exists() and not output_root.is_dir():
+    if os.path.exists(output_root) and not os.path.isdir(output_root):  # os.path: a too-long name is False
         raise ConfigError("output_root", f"{output_root} is not a folder; give the folder trace wrote into")
     if run_id is None:
         traced = [(r, d) for r in list_runs(output_root) if (d := _traced_dir(r)) is not None]
