@@ -113,6 +113,13 @@ def finite_number(
     return check
 
 
+def printable(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """One line of printable text: a name from a file that the terminal, tables and plots show (a line
+    break or a terminal escape in it would break them)."""
+    if not str(value).isprintable():
+        raise FieldError(attribute.name, f"{value!r} must be one line of printable text")
+
+
 def one_of(*allowed: str) -> Validator:
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in allowed:

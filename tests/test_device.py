@@ -425,3 +425,15 @@ def test_the_mfu_says_when_a_method_ran_fewer_flops_than_it_counts(
     line = next(x for x in capsys.readouterr().out.splitlines() if "MFU" in x)
     assert "MFU 73.3%" in line  # 6.523e15 × 100 forwards (+ T5, VAE) / (900 s × 989.4e12)
     assert ("uncached" in line) == said
+
+
+@pytest.mark.parametrize("text", ["evil\nsecond line", "red\x1b[31m"])
+def test_a_device_name_from_a_file_is_one_printable_line(text: str) -> None:
+    """A calibration file's display_name heads the terminal, summary.md and the plots: a line break
+    or a terminal escape in it is refused naming the field."""
+    from ditmeter.errors import ConfigError
+
+    for field in ("name", "display_name"):
+        with pytest.raises(ConfigError, match="must be one line of printable text") as err:
+            DeviceSpec.from_mapping({**_raw("h100-sxm"), field: text})
+        assert err.value.field == f"device.{field}"

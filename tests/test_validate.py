@@ -145,6 +145,7 @@ def test_eager_is_closer_than_compiled_on_the_readme_points() -> None:
         ([_point("a", 1.0, settings=["workload=nope"])], "point a: workload: unknown 'nope'"),
         ([_point("a", 1.0, peak_memory_gb=float("nan"))], "peak_memory_gb must be a positive number up to"),
         ([_point("a", 1.0, peak_memory_gb="70 GB")], "peak_memory_gb must be a positive number up to"),
+        ([_point("a\nb\x1b[31m", 1.0)], "a point's id 'a\\nb\\x1b[31m' must be one printable line"),
     ],
 )
 def test_bad_measurement_files_exit_2(

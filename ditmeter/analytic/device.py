@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from ditmeter.errors import ConfigError
-from ditmeter.validate import FieldError, parse, positive_int
+from ditmeter.validate import FieldError, parse, positive_int, printable
 
 #: Peaks a roofline can use; ``fp8`` only where the chip has FP8 tensor cores.
 TENSOR_DTYPES = ("bf16", "fp16", "fp8")
@@ -118,8 +118,8 @@ class DeviceSpec:
     physical lower bound on time) scales every peak and the bandwidth alike.
     """
 
-    name: str = attrs.field(converter=str)
-    display_name: str = attrs.field(converter=str)
+    name: str = attrs.field(converter=str, validator=printable)
+    display_name: str = attrs.field(converter=str, validator=printable)
     bf16_tflops: float = _number()
     fp16_tflops: float = _number()
     fp8_tflops: float | None = _optional()

@@ -116,6 +116,11 @@ def _point(raw: Any, source: str, path: Path) -> Point:
     where = f"{path.name}: point {raw.get('id', '?') if isinstance(raw, dict) else '?'}"
     if not isinstance(raw, dict):
         raise ConfigError("validate.data", f"{where} must be a mapping")
+    named = {k: str(raw[k]) for k in ("id", "method", "baseline") if raw.get(k) is not None}
+    for key, text in named.items():  # a line break or terminal escape would break every table it heads
+        if not text.isprintable():
+            why = f"{path.name}: a point's {key} {text!r} must be one printable line"
+            raise ConfigError("validate.data", why)
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise ConfigError("validate.data", f"{where} lacks {', '.join(missing)}")
