@@ -160,6 +160,8 @@ class CacheSchedule:
     why: str
     #: which forwards compute, in order, where the rule says (MagCache); None: only how many
     mask: tuple[bool, ...] | None = None
+    #: where a given share is not whole forwards: what it was rounded to (a terminal warning)
+    rounded: str | None = None
 
 
 @attrs.frozen
@@ -264,9 +266,15 @@ def cache_schedule(
     exact = m.cache_skip * forwards
     skipped = min(round(exact), forwards - 1)  # the first forward always computes
     why = f"methods.cache_skip={m.cache_skip:g} of {forwards} forwards"
+    rounded = None
     if not math.isclose(exact, skipped):
         why += f" = {exact:g}, rounded to {skipped}"
-    return CacheSchedule(m.cache, forwards - skipped, skipped, why)
+        first = ", the first always computed" if round(exact) > skipped else ""
+        rounded = (
+            f"methods.cache_skip={m.cache_skip:g} of {forwards} forwards is {exact:g}: "
+            f"{skipped} skipped, whole forwards{first}"
+        )
+    return CacheSchedule(m.cache, forwards - skipped, skipped, why, rounded=rounded)
 
 
 def skipped_forward(p: Prediction, method: str, blocks_id: str, first_block_id: str) -> Timing:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,14 +106,8 @@ def with_methods(cfg: RunConfig, view: DeviceView) -> DeviceView:
             f"{m.sparse_dense_steps * steps:g}, rounded to {dense_steps} dense steps"
         )
         notes.append(f"Sparse attention: {rounded[-1]}.")
-    if schedule is not None and m.cache_skip is not None:
-        exact = m.cache_skip * a.forwards_per_video
-        if not math.isclose(exact, schedule.skipped):
-            rounded.append(
-                f"methods.cache_skip={m.cache_skip:g} of {a.forwards_per_video} forwards is {exact:g}: "
-                f"{schedule.skipped} skipped, whole forwards"
-                + (", the first always computed" if round(exact) > schedule.skipped else "")
-            )
+    if schedule is not None and schedule.rounded is not None:
+        rounded.append(schedule.rounded)
     dense = a.prediction(p.device, attrs.evolve(p.plan, sparse=None)) if dense_steps else None
     residual, memory = None, a.memory
     if schedule is not None:
@@ -147,7 +140,6 @@ def under_plan(
             "parallel", "needs device=NAME: a plan's time, traffic and memory are per GPU of a device"
         )
     check_domain(cfg.parallel, p.device)
-    rounded = view.rounded
     rank = fam.parallel(analysis, cfg.parallel, cfg.offload)  # refuses what the code refuses
     table = (
         scaling_frame(analysis, p, lambda plan: fam.parallel(analysis, plan, cfg.offload))
@@ -156,8 +148,9 @@ def under_plan(
     )
     rank, estimate = estimate_with_methods(cfg, analysis, rank, p.device, p.plan, p.stage_seconds)
     per_gpu = rank.apply(analysis)
-    view = device_view(per_gpu, cfg.device, cfg.measured_video_s, cfg.time)
-    return per_gpu, attrs.evolve(view, plan=PlanView(estimate, analysis.memory, table), rounded=rounded)
+    plan_view = device_view(per_gpu, cfg.device, cfg.measured_video_s, cfg.time)
+    planned = PlanView(estimate, analysis.memory, table)
+    return per_gpu, attrs.evolve(plan_view, plan=planned, rounded=view.rounded)
 
 
 def estimate_with_methods(
