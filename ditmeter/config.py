@@ -423,9 +423,10 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
         name = raw[group].get("name") if isinstance(raw.get(group), dict) else None
         if isinstance(raw.get(group), dict) and (not isinstance(name, str) or not name.strip()):
             raise ConfigError(f"{group}.name", f"empty; give the {group} a name (it heads every report)")
-    own = raw["model"].pop("default_workload", None)  # composed in by compose_config
+    raw["model"].pop("default_workload", None)  # the model file's own, which compose_config took
+    own = _model_workload(tuple(o for o in overrides if _key(o) in GROUPS), str(config_dir()))
     notes: tuple[str, ...] = ()
-    if own and not any(_key(o) == "workload" for o in overrides):
+    if own is not None:
         notes = (
             f"workload {own}: {raw['model'].get('name')}'s own default, its release video "
             f"(config.yaml's {_hydra_composed((), str(config_dir())).workload.name} does not run it); "
