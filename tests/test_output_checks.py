@@ -78,30 +78,22 @@ def _header_only(out: str, trace: Path) -> None:
 
 
 @pytest.mark.usefixtures("unread")
-def test_ingest_refuses_a_taken_run_id_before_reading_the_trace(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("field", ["run_id", "output_root"])
+def test_ingest_refuses_the_run_folder_before_reading_the_trace(
+    field: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A taken ``run_id``, or an ``output_root`` that is a file: refused before the trace is read."""
     trace = hand_cuda_trace(tmp_path / "t.json")
-    root = tmp_path / "runs"
-    (root / "a").mkdir(parents=True)
+    if field == "run_id":
+        root, taken = tmp_path / "runs", ["run_id=a"]
+        (root / "a").mkdir(parents=True)
+    else:
+        root, taken = tmp_path / "file", []
+        root.write_text("not a folder\n")
     before = _contents(tmp_path)
-    argv = ["ingest", f"trace={trace}", *CUDA_ARGS, f"output_root={root}", "run_id=a"]
-    _header_only(_refused(argv, "run_id", capsys), trace)
+    argv = ["ingest", f"trace={trace}", *CUDA_ARGS, f"output_root={root}", *taken]
+    _header_only(_refused(argv, field, capsys), trace)
     assert _contents(tmp_path) == before
-
-
-@pytest.mark.usefixtures("unread")
-def test_ingest_refuses_an_output_root_that_is_a_file_before_reading_the_trace(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    trace = hand_cuda_trace(tmp_path / "t.json")
-    root = tmp_path / "file"
-    root.write_text("not a folder\n")
-    before = _contents(tmp_path)
-    argv = ["ingest", f"trace={trace}", *CUDA_ARGS, f"output_root={root}"]
-    _header_only(_refused(argv, "output_root", capsys), trace)
-    assert _contents(tmp_path) == before
-
 
 def test_ingest_names_the_run_folder_before_the_trace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
