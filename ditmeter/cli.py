@@ -69,12 +69,23 @@ def _load(console: Console, overrides: list[str], command: str) -> RunConfig:
     return cfg
 
 
+def _load_run(console: Console, overrides: list[str], command: str) -> RunConfig:
+    """:func:`_load` for a command that publishes a run folder after a header and long work
+    (``trace``, ``profile``, ``ingest``): a run folder that cannot be published is refused first,
+    one line and no header; publishing checks it again."""
+    from ditmeter.reports.run_dir import check_run_folder
+
+    cfg = _load(console, overrides, command)
+    check_run_folder(cfg.output_root, cfg.run_id)
+    return cfg
+
+
 def _cmd_trace(overrides: list[str], console: Console) -> int:
     from ditmeter.commands.trace import trace
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
-    cfg = _load(console, overrides, "trace")
+    cfg = _load_run(console, overrides, "trace")
     console.print(f"tracing {cfg.model.name} × {cfg.workload.name} on meta, stages: {', '.join(cfg.stages)}")
     cp = cfg.parallel.sequence
     if cp.degree > 1:
@@ -161,7 +172,7 @@ def _cmd_profile(overrides: list[str], console: Console) -> int:
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
-    cfg = _load(console, overrides, "profile")
+    cfg = _load_run(console, overrides, "profile")
     p = cfg.profile
     layers = min(p.num_layers, cfg.model.num_layers)
     what = f"re-reading {p.trace}" if p.trace else f"on {p.device_kind}, random weights"
@@ -178,7 +189,7 @@ def _cmd_ingest(overrides: list[str], console: Console) -> int:
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
-    cfg = _load(console, overrides, "ingest")
+    cfg = _load_run(console, overrides, "ingest")
     console.print(
         f"ingesting {cfg.ingest_trace} as {cfg.model.name} × {cfg.workload.name} ({cfg.workload.pipeline})"
     )
