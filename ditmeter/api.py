@@ -301,7 +301,7 @@ def sweep(overrides: Overrides, output_root: str | Path | None = None) -> pd.Dat
     from ditmeter.commands.sweep import publish
     from ditmeter.commands.sweep import sweep as run
 
-    result = run(_argv(overrides, {}, output_root=output_root))
+    result = run(_argv(overrides, {}, output_root=output_root), check_output=output_root is not None)
     if output_root is not None:
         publish(result)
     return result.frame

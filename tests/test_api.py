@@ -92,6 +92,22 @@ def test_sweep_returns_the_points() -> None:
     assert (frame["per_video_s"] > 0).all()
 
 
+def test_sweep_refuses_an_output_root_it_cannot_publish_under_before_the_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``output_root`` a file: refused naming it before any point is loaded, as ``ditmeter sweep``."""
+    root = tmp_path / "file"
+    root.write_text("x\n")
+
+    def loaded(*_: object) -> object:
+        raise AssertionError("the points were loaded before output_root was checked")
+
+    monkeypatch.setattr("ditmeter.commands.sweep.configs", loaded)
+    grid = {"model": "wan2.1-t2v-1.3b", "workload": "w001-tiny", "device": ["h100-sxm", "l40s"]}
+    with pytest.raises(ConfigError, match=r"^output_root: .* is not a folder"):
+        ditmeter.sweep(grid, output_root=root)
+
+
 def test_the_modules_doctest_passes() -> None:
     from ditmeter import api
 
