@@ -66,6 +66,24 @@ def test_framework_is_what_ran_and_groups_the_framework_table(tmp_path: Path) ->
     assert sorted(error_summary(frame, "framework")["group"]) == ["LightX2V", "official"]
 
 
+def test_the_source_table_has_a_row_per_data_file(tmp_path: Path) -> None:
+    """Two files, one point at 100 s and two at 100 s and 400 s: the per-source table gives each
+    file's count and median |error| by hand (one prediction p: |p/100 − 1|, and the mean of the two)."""
+    from ditmeter.reports.validate_report import summary_tables
+
+    folder = _folder(tmp_path, [_point("a", 100.0)])
+    two = {"source": {"name": "second"}, "points": [_point("b", 100.0), _point("c", 400.0)]}
+    (folder / "b.yaml").write_text(yaml.safe_dump(two))
+    frame = validate_frame(load_points(folder))
+    p = frame["predicted_s"].iloc[0]
+    (by_source,) = [t for t in summary_tables(frame) if t.title.startswith("per source")]
+    one, both = abs(p / 100 - 1), (abs(p / 100 - 1) + abs(p / 400 - 1)) / 2
+    assert [row.cells[:3] for row in by_source.rows] == [
+        ("hand", "1", f"{one:.1%}"),
+        ("second", "2", f"{both:.1%}"),
+    ]
+
+
 def test_per_step_points_compare_one_step(tmp_path: Path) -> None:
     """A per-step point is compared with one step (two forwards under CFG), not the video."""
     points = load_points(_folder(tmp_path, [_point("v", 1.0), _point("s", 1.0, timed="per_step")]))

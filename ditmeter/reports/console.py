@@ -191,7 +191,7 @@ def print_diff(console: Console, result: DiffResult) -> None:
 
 
 def print_validate(console: Console, result: ValidateResult) -> None:
-    """The errors over the dataset, per GPU, framework and GPU count, then every point."""
+    """The errors over the dataset, per GPU, framework, source and GPU count, then every point."""
     from ditmeter.reports.validate_report import kept_ieee, point_table, summary_tables
 
     console.print(

@@ -91,6 +91,7 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
         (None, "the whole dataset", "rel_error", frame),
         ("device", "per GPU", "rel_error", frame),
         ("framework", FRAMEWORK_TITLE, "rel_error", frame),
+        ("source", "per source (each file of the dataset)", "rel_error", frame),
         ("gpus", "per GPU count", "rel_error", frame),
         ("plan", "per plan family", "rel_error", frame),
         ("plan", "speed-up over the same table's one-GPU point, per plan family", "speedup_rel_error", plans),
