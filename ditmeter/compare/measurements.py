@@ -199,8 +199,15 @@ def load_points(folder: Path) -> list[Point]:
 
 #: ``parallel.*`` keys of a point's settings that name a strategy, in the order a family is named.
 _STRATEGIES = ("ulysses", "ring", "cfg")
-#: A multi-GPU point's id ends ``-<N>gpu``; the same id ending ``-1gpu`` is its one-GPU pair.
-_GPUS_SUFFIX = re.compile(r"-(\d+)gpu$")
+#: A multi-GPU point's id ends ``-<N>gpu``; the same id ending ``-1gpu`` is its one-GPU pair, and
+#: where several plans share one GPU count the id names its plan before the count
+#: (``…-u2r4-8gpu``: Ulysses 2 × ring 4), which the pair drops (``…-1gpu``).
+_GPUS_SUFFIX = re.compile(r"(-u\d+r\d+)?-(\d+)gpu$")
+
+
+def one_gpu_pair(point_id: str) -> str:
+    """The id of a multi-GPU point's one-GPU pair (see :data:`_GPUS_SUFFIX`)."""
+    return _GPUS_SUFFIX.sub("-1gpu", point_id)
 
 
 def plan_family(settings: Sequence[str]) -> str:
@@ -226,9 +233,10 @@ def comparison_frame(
 ) -> pd.DataFrame:
     """One row per point: its settings and plan family, measured and ``predicted`` seconds, the
     relative error; a multi-GPU point with its one-GPU pair in the dataset (the same id ending
-    ``-1gpu``), or a method's point with its ``baseline``, also its measured and predicted speed-up
-    over that pair and the speed-up's error; a point with a published peak memory, that and the
-    predicted peak per GPU (``peaks``, bytes) and their error."""
+    ``-1gpu``, its plan segment dropped: :func:`one_gpu_pair`), or a method's point with its
+    ``baseline``, also its measured and predicted speed-up over that pair and the speed-up's
+    error; a point with a published peak memory, that and the predicted peak per GPU (``peaks``,
+    bytes) and their error."""
     by_id = dict(zip((p.id for p in points), predicted, strict=True))
     measured = {p.id: p.seconds for p in points}
     rows = []
@@ -236,7 +244,7 @@ def comparison_frame(
         error = float(seconds) / p.seconds - 1.0
         given = p.peak_memory_gb
         peak_cols = (given, peak / GB, peak / GB / given - 1.0) if given is not None else (None,) * 3
-        pair = p.baseline or (_GPUS_SUFFIX.sub("-1gpu", p.id) if p.gpus > 1 else None)
+        pair = p.baseline or (one_gpu_pair(p.id) if p.gpus > 1 else None)
         speedup = (measured[pair] / p.seconds, by_id[pair] / float(seconds)) if pair in measured else None
         rows.append(
             {
