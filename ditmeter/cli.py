@@ -81,11 +81,12 @@ def _load_run(console: Console, overrides: list[str], command: str) -> RunConfig
 
 
 def _cmd_trace(overrides: list[str], console: Console) -> int:
-    from ditmeter.commands.trace import trace
+    from ditmeter.commands.trace import check_traceable, trace
     from ditmeter.reports import console as show
 
     start = time.perf_counter()
     cfg = _load_run(console, overrides, "trace")
+    check_traceable(cfg)
     console.print(f"tracing {cfg.model.name} × {cfg.workload.name} on meta, stages: {', '.join(cfg.stages)}")
     cp = cfg.parallel.sequence
     if cp.degree > 1:

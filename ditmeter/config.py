@@ -463,6 +463,9 @@ def load(overrides: list[str], command: str | None = None) -> RunConfig:
 
         vae_tiling.check(model.vae, top.pipeline)  # type: ignore[attr-defined]
     parallel = ParallelPlan.from_mapping(raw.get("parallel"))
+    if parallel.runtime == "xdit" and top.pipeline != "diffusers":  # on any GPU count
+        why = "xdit patches the diffusers modules (xDiT's USP); allowed with pipeline=official: own"
+        raise ConfigError("parallel.runtime", why)
     if top.gpus is not None and parallel != SINGLE:
         raise ConfigError("gpus", "picks each device's plan itself: it cannot combine with parallel.*")
     if methods.vae_parallel:

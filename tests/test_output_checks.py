@@ -89,6 +89,7 @@ def test_ingest_refuses_the_run_folder_before_reading_the_trace(
     assert _refused(argv, field, capsys) == ""  # not even the header
     assert _contents(tmp_path) == before
 
+
 def test_ingest_names_the_run_folder_before_the_trace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -46,6 +46,17 @@ def _cfg_degree(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 _gpus = positive_int_at_most(MAX_GPUS, "a GB200 NVL72's 72, or nine nodes of 8, at most")
 
+#: Whose sequence-parallel code a plan runs (``parallel.runtime``): ``own``, the pipeline's own
+#: (generate.py's USP, diffusers' ``ContextParallelConfig``); ``xdit``, xDiT 0.4.5's ``USP`` patched
+#: onto the diffusers modules (``xFuserWanAttnProcessor`` on every attention, as the ML.ENERGY
+#: benchmark runs Wan: ``models/wan21/parallel.py``).
+RUNTIMES = ("own", "xdit")
+
+
+def _runtime(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in RUNTIMES:
+        raise FieldError(attribute.name, f"{value!r} not allowed; allowed: {', '.join(RUNTIMES)}")
+
 
 def check_domain(plan: ParallelPlan, device: DeviceSpec, key: str = "parallel.gpus") -> None:
     """Refuse a plan beyond one node of ``device`` where the catalog has no network between its
@@ -81,6 +92,7 @@ class ParallelPlan:
     dit_fsdp: bool = attrs.field(default=False, validator=boolean)
     t5_fsdp: bool = attrs.field(default=False, validator=boolean)
     gpus: int = attrs.field(default=1, validator=_gpus)
+    runtime: str = attrs.field(default="own", validator=_runtime)
 
     def __attrs_post_init__(self) -> None:
         if self.gpus != self.ulysses * self.ring * self.cfg:
@@ -125,9 +137,10 @@ class ParallelPlan:
             if v > 1
         ]
         fsdp = [n for n, on in (("DiT FSDP", self.dit_fsdp), ("T5 FSDP", self.t5_fsdp)) if on]
+        fsdp += ["xDiT USP"] if self.runtime == "xdit" else []
         return f"{self.gpus} GPUs: " + " × ".join(parts or ["replicas"]) + "".join(f", {f}" for f in fsdp)
 
-    def as_dict(self) -> dict[str, int | bool]:
+    def as_dict(self) -> dict[str, int | bool | str]:
         keys = attrs.asdict(self)
         return {"gpus": keys.pop("gpus"), **keys}
 

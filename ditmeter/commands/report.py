@@ -141,8 +141,11 @@ def under_plan(
         )
     check_domain(cfg.parallel, p.device)
     rank = fam.parallel(analysis, cfg.parallel, cfg.offload)  # refuses what the code refuses
+    runtime = cfg.parallel.runtime  # the scaling's plans run the same code
     table = (
-        scaling_frame(analysis, p, lambda plan: fam.parallel(analysis, plan, cfg.offload))
+        scaling_frame(
+            analysis, p, lambda plan: fam.parallel(analysis, attrs.evolve(plan, runtime=runtime), cfg.offload)
+        )
         if scaling
         else pd.DataFrame()
     )

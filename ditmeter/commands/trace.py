@@ -261,12 +261,24 @@ def _join(
     return _Joined(analysis, view, nodes, modules, verdict, build_graph(modules, nodes))
 
 
+def check_traceable(cfg: RunConfig) -> None:
+    """Refuse a plan whose code trace cannot run: xDiT's patch (``parallel.runtime=xdit``) is costed
+    from its code, and xDiT is not installed to capture it."""
+    if cfg.parallel.runtime != "own":
+        raise ConfigError(
+            "parallel.runtime",
+            f"{cfg.parallel.runtime}: trace runs the pipeline's own context-parallel code under the fake "
+            "process group (xDiT is not installed; its patch is costed from its code); allowed: own",
+        )
+
+
 def trace(cfg: RunConfig, progress: Progress = no_progress) -> TraceResult:
     """Capture every selected stage's real module, gate each against the rules, publish a run folder.
 
     The run id is reserved before the first module is built, so a clash is said at once.
     """
     step = Steps(progress)
+    check_traceable(cfg)
     analysis, view = analyze(cfg)
     for s in analysis.stages:  # the real module runs its loop on meta too: refuse what cannot end soon
         if s.calls > MAX_TRACED_CALLS:

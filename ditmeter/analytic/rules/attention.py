@@ -22,11 +22,13 @@ def attention_core(
     sp_ulysses: int = 0,
     sp_ring: int = 0,
     sp_xfuser: bool = False,
+    sp_xdit: bool = False,
 ) -> Cost:
     """Two matmuls of 2·b·h·Lq·Lkv·d FLOPs each (FlopCounterMode's ``sdpa_flop_count``).
 
     ``sp_*`` (one rank under an official sequence-parallel plan: its Ulysses and ring degrees,
-    and whether the call goes through xDiT's ``xFuserLongContextAttention``) pick the eager
+    whether the call goes through xDiT's ``xFuserLongContextAttention``, or through xDiT's ``USP``
+    patched onto the diffusers modules: ``sp_xdit``) pick the eager
     kernels around the call (``models/wan21/eager_parallel.py``); they change no cost here.
 
     Bytes: Q, K, V read once and O written once; the L×L score matrix stays on

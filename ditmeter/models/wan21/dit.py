@@ -65,6 +65,8 @@ class _Dims:
     # The official sequence-parallel ``rope_apply`` (``sp_code`` xfuser or wan) builds the RoPE
     # table for the whole grid, batch × f·h·w rows, then pads it to ``out_rows`` (``pad_freqs``)
     table_rows: int = 0
+    # The text context split this many ways (``SequenceShard.context_split``; 1: whole on every rank)
+    ctx_split: int = 1
 
     @property
     def vectors(self) -> int:
@@ -100,8 +102,14 @@ class SequenceShard:
     time_tokens: int = 0
     #: whose code the self-attention runs under the plan, for its eager kernels: ``xfuser``
     #: (Wan2.1's official USP: xDiT's ``xFuserLongContextAttention``, yunchang's all-to-alls and
-    #: ring), ``wan`` (Wan2.2's own ``distributed_attention``), ``diffusers`` (its own hooks)
+    #: ring), ``wan`` (Wan2.2's own ``distributed_attention``), ``diffusers`` (its own hooks),
+    #: ``xdit`` (xDiT 0.4.5's ``USP`` patched onto the diffusers modules, ``parallel.runtime=xdit``)
     code: str = ""
+    #: The text context split this many ways, each rank projecting the K and V of its chunk and its
+    #: cross-attention going through the plan's all-to-alls and ring like the self-attention's
+    #: (``xdit``: ``torch.chunk`` of the 512 context tokens over the sequence-parallel group); 1:
+    #: whole on every rank, the cross-attention local
+    context_split: int = 1
 
 
 def _linear(
@@ -195,7 +203,9 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
                 **table,
             )
         )
-    whole = not self_attn or not d.sa_heads
+    # a split context (xDiT's patch) sends the cross-attention through the plan like the self-attention
+    planned = self_attn or d.ctx_split > 1
+    whole = not planned or not d.sa_heads
     core: dict[str, int | bool] = {
         "batch": d.batch,
         "heads": d.heads if whole else d.sa_heads,
@@ -206,6 +216,10 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
     if not whole and d.sp_code:  # the plan's own code around the call (Ulysses: heads / rank heads)
         ulysses = d.heads * d.sa_calls // d.sa_heads
         core |= {"sp_ulysses": ulysses, "sp_ring": d.sa_calls, "sp_xfuser": d.sp_code == "xfuser"}
+        if d.sp_code == "xdit":
+            core["sp_xdit"] = True
+    # keys per call: the rank's ring chunk of the sequence, or of the context (its tokens / ring)
+    call_kv = d.sa_kv if self_attn else kv_tokens // d.sa_calls
     children += [
         rule_leaf(
             "attn_core",
@@ -217,10 +231,10 @@ def _attention(name: str, d: _Dims, *, kv_rows: int, kv_tokens: int, self_attn: 
         )
         if image
         else rule_leaf(
-            "attn_core", "attn_core", "attention_core", kv_tokens=kv_tokens if whole else d.sa_kv, **core
+            "attn_core", "attn_core", "attention_core", kv_tokens=kv_tokens if whole else call_kv, **core
         ),
     ]
-    if self_attn and d.sa_calls > 1:
+    if not whole and d.sa_calls > 1:
         # each ring step after the first merges its partial output into the running one by the
         # log-sum-exp (xDiT's update_out_and_lse, diffusers' ring alike) in fp32: costed as one
         # fused x + y pass over this rank's output per step
@@ -282,7 +296,9 @@ def _block(model: ModelSpec, d: _Dims, context_len: int) -> Composite:
                 out_bytes=d.act,
                 weight_el_bytes=FP32_BYTES,
             ),
-            _attention("cross_attn", d, kv_rows=d.ctx_rows, kv_tokens=context_len, self_attn=False),
+            _attention(
+                "cross_attn", d, kv_rows=d.ctx_rows // d.ctx_split, kv_tokens=context_len, self_attn=False
+            ),
             rule_leaf("residual3", "norm_mod", "residual_add", elements=rows * dim, act_bytes=d.act),
             _fp32_norm("norm2", "norm_mod", d),
             _modulate("modulate2", "norm_mod", d),
@@ -415,6 +431,7 @@ def build_dit(
         t_rows=b * ((shard.time_tokens if shard else 0) or geo.tokens) if per_token_timesteps else 0,
         sp_code=shard.code if shard else "",
         table_rows=b * geo.tokens if shard and shard.code in ("xfuser", "wan") else 0,
+        ctx_split=shard.context_split if shard else 1,
     )
     time_embedding, time_projection, text_embedding = _embeddings(model, d)
     image = _image_embedding(model, d) if model.image_tokens else ()

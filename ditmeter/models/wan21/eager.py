@@ -37,7 +37,13 @@ from ditmeter.analytic.eager import (
     memory,
     register_recipe,
 )
-from ditmeter.models.wan21.eager_parallel import cp_attention, flash_kernel, usp_attention, varlen_offsets
+from ditmeter.models.wan21.eager_parallel import (
+    cp_attention,
+    flash_kernel,
+    usp_attention,
+    varlen_offsets,
+    xdit_attention,
+)
 
 #: Official ``Linear`` leaves whose input is fp32 (the modulated stream, the fp32 attention output).
 FP32_INPUT = (
@@ -225,9 +231,14 @@ def _attention_diffusers(
     sp_ulysses: int = 0,
     sp_ring: int = 0,
     sp_xfuser: bool = False,
+    sp_xdit: bool = False,
 ) -> tuple[KernelCall, ...]:
     """SDPA: one flash kernel (its output is laid out [batch, tokens, heads, head_dim], so merging
-    the heads is a view). Under a context-parallel plan (``sp_ulysses``): :func:`cp_attention`."""
+    the heads is a view). Under a context-parallel plan (``sp_ulysses``): :func:`cp_attention`;
+    under xDiT's patch (``sp_xdit``): :func:`xdit_attention`."""
+    if sp_xdit:
+        shape = (batch, heads, q_tokens, kv_tokens, head_dim, act_bytes)
+        return xdit_attention(act, *shape, sp_ulysses, sp_ring)
     if sp_ulysses:
         return cp_attention(act, batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, sp_ulysses, sp_ring)
     return (flash_kernel(batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, act),)
@@ -406,6 +417,7 @@ def _attention_official(
     sp_ulysses: int = 0,
     sp_ring: int = 0,
     sp_xfuser: bool = False,
+    sp_xdit: bool = False,
 ) -> tuple[KernelCall, ...]:
     """``flash_attention``: fp32 q and k cast to bf16 (self-attention: k and v first copied by
     ``cat`` over ``k_lens``), the varlen offsets for q and k, the kernel, the output cast to fp32.

@@ -81,6 +81,55 @@ def cp_attention(
     return tuple(calls)
 
 
+def xdit_attention(
+    act: str,
+    batch: int,
+    heads: int,
+    q_tokens: int,
+    kv_tokens: int,
+    head_dim: int,
+    act_bytes: int,
+    ulysses: int,
+    ring: int,
+) -> tuple[KernelCall, ...]:
+    """One rank's attention, self or cross, under xDiT 0.4.5's ``USP`` patched onto the diffusers
+    modules (``parallel.runtime=xdit``; ``xFuserWanAttnProcessor`` calls ``USP(q, k, v)`` with the
+    [batch, heads, tokens, head_dim] transposes of its [batch, tokens, heads, head_dim] tensors).
+    Read from xDiT 0.4.5 ``xfuser/model_executor/layers/usp.py`` and torch 2.8's
+    ``_templated_ring_attention`` (the version the ML.ENERGY benchmark installs; torch 2.13 reads
+    the same), not captured: xDiT is not installed here. ``heads``: the rank's heads × the
+    ``ring`` calls; E = the rank's q elements (one call's), K = one call's k elements.
+
+    Ulysses (``_ft_c_input_all_to_all``): each of q, k and v is made contiguous head-major before
+    its all-to-all (a copy) and reshaped after it (a copy unless batch × the rank's heads is 1);
+    the output's head-major layout is contiguous at batch 1 (else a copy), its reshape after the
+    all-to-all is a copy and the processor's ``flatten(2, 3)`` of its transpose another. Ring
+    (``_templated_ring_attention``, its all-gather rotater): ``key.contiguous()`` and
+    ``value.contiguous()`` copy the transposed views when no all-to-all made them contiguous;
+    every step but the last builds ``cat([k.flatten(), v.flatten()])`` (only the first is
+    all-gathered); one flash kernel per step (``flash_attn_func``: the permuted views keep a unit
+    last stride, no copy); each step's output cast to fp32 (``convert_to_f32``) and the merged
+    result back. The merges of later steps: the ``ring_merge`` leaf (the same ops as diffusers')."""
+    e, flash = ring_calls(act, batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, ring)
+    k = batch * (heads // ring) * kv_tokens * head_dim
+    ab, kb = e * act_bytes, k * act_bytes
+    calls: list[KernelCall] = []
+    if ulysses > 1:
+        reshaped = 2 if batch * (heads // ring) > 1 else 1  # the copies around each input all-to-all
+        calls.append(memory("clone", act, ab, ab, count=reshaped))
+        calls.append(memory("clone", act, kb, kb, count=2 * reshaped))
+    elif ring > 1:
+        calls.append(memory("clone", act, kb, kb, count=2))
+    if ring > 1:
+        calls.append(memory("cat", act, 2 * kb, 2 * kb, count=ring - 1))
+    calls.append(flash)
+    if ring > 1:
+        calls += [cast(e, act, "fp32", count=ring), cast(e, "fp32", act)]
+    if ulysses > 1:
+        calls.append(memory("clone", act, ab, ab, count=2 if batch == 1 else 3))
+    return tuple(calls)
+
+
 def usp_attention(
     act: str,
     batch: int,

@@ -102,11 +102,16 @@ def context_parallel_forward(analysis: Analysis, cp: ContextParallel) -> tuple[i
     return flops, collectives
 
 
-def sequence_comms(analysis: Analysis, cp: ContextParallel, padded: int, *, ring_op: str) -> list[Comm]:
+def sequence_comms(
+    analysis: Analysis, cp: ContextParallel, padded: int, *, ring_op: str, split_context: bool = False
+) -> list[Comm]:
     """One rank's collectives of one forward with the ``padded`` sequence split ``cp`` ways;
     ``ring_op`` names the ring's K/V exchange (diffusers' ``all_gather_into_tensor``, waited for;
-    xDiT's peer-to-peer ``send_recv``, hidden under the attention)."""
-    m, w = analysis.model, analysis.workload
+    xDiT's peer-to-peer ``send_recv``, hidden under the attention). ``split_context`` (xDiT's patch
+    on the diffusers modules): the text context is split the same ways and the cross-attention
+    exchanges its q, k, v and output, and gathers its K and V over the ring, as the
+    self-attention does."""
+    m, w, g = analysis.model, analysis.workload, analysis.geometry
     act, head_dim, b = DTYPE_BYTES[w.dtype], m.dim // m.num_heads, w.batch_size
     rank_tokens = b * padded // cp.degree
     out: list[Comm] = []
@@ -114,6 +119,16 @@ def sequence_comms(analysis: Analysis, cp: ContextParallel, padded: int, *, ring
         size = rank_tokens * m.num_heads * head_dim * act
         spec = CollectiveSpec("all_to_all_single", cp.ulysses, size, size, 4 * m.num_layers)
         out.append(Comm(spec, "q, k, v and the attention output (Ulysses all-to-all)", in_blocks=True))
+        if split_context:
+            spec = CollectiveSpec("all_to_all_single", cp.ulysses, size, size, 2 * m.num_layers)
+            out.append(Comm(spec, "the cross-attention's q and output (Ulysses all-to-all)", in_blocks=True))
+            size = b * g.context_len // cp.degree * m.num_heads * head_dim * act
+            spec = CollectiveSpec("all_to_all_single", cp.ulysses, size, size, 2 * m.num_layers)
+            out.append(Comm(spec, "the context's k and v (Ulysses all-to-all)", in_blocks=True))
+    if cp.ring > 1 and split_context:  # the context's K and V chunks, gathered like the sequence's
+        size = 2 * (b * g.context_len // cp.ring) * (m.num_heads // cp.ulysses) * head_dim * act
+        spec = CollectiveSpec(ring_op, cp.ring, size, cp.ring * size, m.num_layers)
+        out.append(Comm(spec, "the context's K and V (ring all-gather)", stride=cp.ulysses, in_blocks=True))
     if cp.ring > 1:  # cat(K, V) of this rank's tokens/ring and heads/ulysses, gathered over the ring
         size = 2 * (b * padded // cp.ring) * (m.num_heads // cp.ulysses) * head_dim * act
         spec = CollectiveSpec(ring_op, cp.ring, size, cp.ring * size, m.num_layers)
@@ -200,8 +215,11 @@ def rank_plan(
     m, w, g = analysis.model, analysis.workload, analysis.geometry
     cp, tokens = plan.sequence, g.tokens
     official = w.pipeline == "official"
+    xdit = plan.runtime == "xdit"
     notes: list[str] = []
-    cp.check(tokens=tokens, heads=m.num_heads, exact_split=not official)  # the official code pads
+    if xdit:
+        notes.append(_check_xdit(analysis, plan))
+    cp.check(tokens=tokens, heads=m.num_heads, exact_split=not (official or xdit))  # both of these pad
     padded = -(-tokens // cp.degree) * cp.degree
     time_tokens = padded if official else padded // cp.degree
     if padded != tokens:
@@ -220,7 +238,8 @@ def rank_plan(
             kv_tokens=padded // cp.ring,
             full_tokens=padded,
             time_tokens=time_tokens,
-            code=m.sequence_parallel_code(w.pipeline),
+            code="xdit" if xdit else m.sequence_parallel_code(w.pipeline),
+            context_split=cp.degree if xdit else 1,
         )
         forward = build_dit(m, w, g, shard, per_token_timesteps=per_token, weight_dtype=weight_dtype)
     else:
@@ -229,7 +248,7 @@ def rank_plan(
     if official and plan.dit_fsdp:  # FSDP gathers every unit's parameters in bf16 (FSDP_RUN_DTYPE)
         timed = build_dit(m, w, g, shard, per_token_timesteps=per_token, weight_dtype=FSDP_RUN_DTYPE)
     ring_op = "send_recv" if official else "all_gather_into_tensor"
-    comms = sequence_comms(analysis, cp, padded, ring_op=ring_op)
+    comms = sequence_comms(analysis, cp, padded, ring_op=ring_op, split_context=xdit)
     if plan.dit_fsdp:
         if official:
             comms += _fsdp1_comms(forward, plan.gpus, "forward", 1, "DiT")
@@ -274,6 +293,45 @@ def rank_plan(
         tuple(notes),
         m.sequence_parallel_attention(w.pipeline),
         stages,
+    )
+
+
+def _check_xdit(analysis: Analysis, plan: ParallelPlan) -> str:
+    """Refuse what xDiT's patch on the diffusers modules does not run (the ML.ENERGY benchmark's
+    ``_parallelize_wan_transformer``, ml-energy/benchmark @ 14571a8), and the report's note on it."""
+    m, w, g = analysis.model, analysis.workload, analysis.geometry
+    if w.pipeline != "diffusers":
+        raise ConfigError(
+            "parallel.runtime", "xdit patches the diffusers modules; allowed with pipeline=official: own"
+        )
+    if m.image_tokens:
+        raise ConfigError(
+            "parallel.runtime",
+            "xdit: xDiT's patch leaves an image model's context whole (its cross-attention is then not "
+            "costed); allowed for this model: own",
+        )
+    for key, on, allowed in (
+        ("cfg", plan.cfg > 1, "1"),
+        ("dit_fsdp", plan.dit_fsdp, "false"),
+        ("t5_fsdp", plan.t5_fsdp, "false"),
+    ):
+        if on:
+            raise ConfigError(
+                f"parallel.{key}",
+                f"parallel.runtime=xdit (xDiT's patch on diffusers) splits only the sequence; "
+                f"allowed: {allowed}",
+            )
+    if g.context_len % plan.sequence.degree:
+        raise ConfigError(
+            "parallel",
+            f"parallel.runtime=xdit: the {g.context_len}-token context does not split ulysses × ring = "
+            f"{plan.sequence.degree} ways",
+        )
+    return (
+        "xDiT's USP patched onto the diffusers modules (parallel.runtime=xdit, xDiT 0.4.5's "
+        f"xFuserWanAttnProcessor): the {g.context_len}-token text context is split {plan.sequence.degree} "
+        "ways too, so the cross-attention goes through the all-to-alls and the ring like the "
+        "self-attention; copies around every all-to-all; the ring all-gathers K and V and merges in fp32."
     )
 
 
