@@ -180,14 +180,15 @@ def test_sm100_runs_fa2_not_fa3() -> None:
 
 
 def test_an_all_to_all_on_nvlink5_by_hand() -> None:
-    """Ulysses 4 on B200s, 14B at 720p: a rank's bf16 q of 18,900 × 5,120 = 193,536,000 B, between
-    the GB200 ring table's 128 MiB (574.19 GB/s) and 256 MiB (593.53 GB/s), 0.52803 of the way in
-    log2: busbw = 574.19 + 0.52803 × 19.34 = 584.402 GB/s. Each rank sends 3/4: 145,152,000 B /
-    584.402e9 = 248.38 µs. The link is the table's own (900 one way), so no rescaling."""
+    """Ulysses 4 on B200s, 14B at 720p: a rank's bf16 q of 18,900 × 5,120 = 193,536,000 B, on the
+    4-GPU all-to-all curve (aiconfigurator's HGX B200 rows: 128 MiB in 0.23068 ms, 436.38 GB/s; 256
+    MiB in 0.4271 ms, 471.38 GB/s), 0.52803 of the way in log2: busbw = 436.38 + 0.52803 × 35.00 =
+    454.86 GB/s. Each rank sends 3/4: 145,152,000 B / 454.86e9 = 319.11 µs. The link is the table's
+    own (900 one way), so no rescaling."""
     b200, nvlink5 = _device("b200"), fabric_table("nvswitch-blackwell")
     c = collective_time("all_to_all", ranks=4, tensor_bytes=193_536_000, device=b200, fabric=nvlink5)
     assert c.sent_bytes == 145_152_000
-    assert c.time_s == pytest.approx(145_152_000 / ((574.19 + 0.52803 * 19.34) * 1e9), rel=1e-5)
+    assert c.time_s == pytest.approx(145_152_000 / ((436.38 + 0.52803 * (471.38 - 436.38)) * 1e9), rel=1e-5)
 
 
 def test_the_gb200_nvlink_domain_is_the_rack() -> None:

@@ -35,27 +35,60 @@ def _raw(name: str) -> dict[str, Any]:
 
 def test_an_all_to_all_on_nvswitch_hopper_by_hand() -> None:
     """Ulysses 4 on H100 SXM, 14B 720p: one rank's bf16 q of 18,900 tokens × 5,120 = 193,536,000 B,
-    between the table's 128 MiB (134,217,728 B: 311.34 GB/s) and 256 MiB (330.94 GB/s).
-    log2(193,536,000 / 134,217,728) = log2(1.441955) = 0.52803 of the way:
-    busbw = 311.34 + 0.52803 × (330.94 − 311.34) = 311.34 + 10.349 = 321.689 GB/s.
-    Each rank sends 3/4 of it, 145,152,000 B: 145,152,000 / 321.689e9 = 451.22 µs (over the
-    10.59 µs floor). An H800 (NVLink 400: 200 one way) keeps the fraction: busbw × 200 / 450."""
-    busbw = (311.34 + 0.52803 * (330.94 - 311.34)) * 1e9
+    on the 4-GPU all-to-all curve (aiconfigurator's H100 rows, num_gpus 4) between 128 MiB
+    (134,217,728 B in 0.36476 ms: 134,217,728 / 364.76 µs × 3/4 = 275.97 GB/s) and 256 MiB
+    (268,435,456 B in 0.70229 ms: 286.67 GB/s). log2(193,536,000 / 134,217,728) = 0.52803 of the
+    way: busbw = 275.97 + 0.52803 × (286.67 − 275.97) = 281.62 GB/s. Each rank sends 3/4 of it,
+    145,152,000 B: 145,152,000 / 281.62e9 = 515.4 µs (over the 10.59 µs floor). An H800 (NVLink
+    400: 200 one way) keeps the fraction: busbw × 200 / 450."""
+    assert pytest.approx(275.97, abs=0.005) == 134_217_728 / 364.76e-6 * 3 / 4 / 1e9
+    assert pytest.approx(286.67, abs=0.005) == 268_435_456 / 702.29e-6 * 3 / 4 / 1e9
+    busbw = (275.97 + 0.52803 * (286.67 - 275.97)) * 1e9
     hopper = fabric_table("nvswitch-hopper")
     c = collective_time(
         "all_to_all", ranks=4, tensor_bytes=193_536_000, device=_device("h100-sxm"), fabric=hopper
     )
     assert c.sent_bytes == 145_152_000
-    assert c.time_s == pytest.approx(145_152_000 / busbw, rel=1e-5)  # 451.22 µs
+    assert c.time_s == pytest.approx(145_152_000 / busbw, rel=1e-5)  # 515.4 µs
     h800 = collective_time(
         "all_to_all", ranks=4, tensor_bytes=193_536_000, device=_device("h800"), fabric=hopper
     )
-    assert h800.time_s == pytest.approx(145_152_000 / (busbw * 200 / 450), rel=1e-5)  # 1.0152 ms
+    assert h800.time_s == pytest.approx(145_152_000 / (busbw * 200 / 450), rel=1e-5)  # 1.160 ms
     # a tiny message: the floor
     tiny = collective_time(
         "all_to_all", ranks=8, tensor_bytes=1024, device=_device("h100-sxm"), fabric=hopper
     )
     assert tiny.time_s == pytest.approx(10.59e-6)
+
+
+def test_at_a_tabled_size_the_time_is_the_measured_time() -> None:
+    """8 H100s, a 16 MiB all-to-all (aiconfigurator: message_size 8,388,608 halves in 0.07566 ms):
+    each rank sends 7/8 of 16,777,216 B = 14,680,064 B at the table's 194.03 GB/s, 75.66 µs."""
+    c = collective_time(
+        "all_to_all", ranks=8, tensor_bytes=16_777_216, device=_device("h100-sxm"),
+        fabric=fabric_table("nvswitch-hopper"),
+    )  # fmt: skip
+    assert c.time_s == pytest.approx(75.66e-6, rel=1e-4)
+
+
+def test_a_group_reads_the_curve_of_its_size() -> None:
+    """A group of 2 or 3 reads the 2-GPU curve, 4 to 7 the 4-GPU one, 8 the 8-GPU one; a GB200
+    group of 16 (one NVL72 domain) the main curve (Azure's 4-GPU ring all-reduce, as before the
+    group curves). At 16 MiB 2 H100s reach 158.13 GB/s all-to-all, 8 reach 194.03; the main curve
+    held at its 128 MiB figure would give 311.34 (what a group of 2 read before)."""
+    hopper = fabric_table("nvswitch-hopper")
+    a2a = {n: hopper.busbw_bytes_per_s("all_to_all", 16_777_216, n) / 1e9 for n in (2, 3, 4, 7, 8)}
+    assert a2a[2] == a2a[3] == pytest.approx(158.13)
+    assert a2a[4] == a2a[7] == pytest.approx(182.55)
+    assert a2a[8] == pytest.approx(194.03)
+    assert hopper.busbw_bytes_per_s("all_to_all", 16_777_216) / 1e9 == pytest.approx(311.34)
+    blackwell = fabric_table("nvswitch-blackwell")
+    assert (
+        blackwell.curve("all_to_all", 16)
+        == blackwell.curve("all_reduce", 16)
+        == blackwell.curves["all_reduce"]
+    )
+    assert blackwell.curve("all_to_all", 8) != blackwell.curves["all_reduce"]
 
 
 def test_a_4090_plan_through_host_memory_is_far_slower_than_its_pcie_link() -> None:
@@ -96,8 +129,13 @@ def test_a_device_without_a_fabric_keeps_the_datasheet_link() -> None:
         # a derived curve without its reason, or from a curve that is not measured
         (lambda r: r["collectives"]["all_to_all"].pop("reason"), "all_to_all.reason"),
         (lambda r: r["collectives"]["all_to_all"].update(same_as="all_gather"), "all_to_all.same_as"),
+        # a group curve for a group of one
+        (
+            lambda r: r["collectives"]["all_to_all"]["by_ranks"].update({1: {"points": []}}),
+            "all_to_all.by_ranks",
+        ),
     ],
-    ids=["above-link", "not-increasing", "no-source", "no-reason", "derived-from-derived"],
+    ids=["above-link", "not-increasing", "no-source", "no-reason", "derived-from-derived", "group-of-one"],
 )
 def test_a_wrong_table_is_refused_naming_the_field(edit: Any, field: str) -> None:
     raw = copy.deepcopy(_raw("nvswitch-hopper"))
@@ -132,6 +170,15 @@ def test_every_fabric_figure_carries_a_source() -> None:
             for point in curve["points"]:
                 assert point["source"].startswith("https://") and point["quote"].strip(), (name, op, point)
                 assert 0 < point["busbw_gbps"] <= raw["link_gbps"], (name, op, point)
+        for op, curve in raw["collectives"].items():
+            for ranks, group in curve.get("by_ranks", {}).items():
+                for point in group["points"]:
+                    assert point["source"].startswith("https://") and point["quote"].strip(), (
+                        name,
+                        op,
+                        ranks,
+                    )
+                    assert 0 < point["busbw_gbps"] <= raw["link_gbps"], (name, op, ranks, point)
     for device in choices("device"):
         fabric = _device(device).fabric
         assert fabric is None or fabric in choices("fabric"), device

@@ -39,7 +39,8 @@ def collective_time(
     network: NetworkTable | None = None,
     p2p: bool = False,
 ) -> CollectiveCost:
-    """One collective on ``device``: at its fabric's achieved busbw at this size, scaled by the
+    """One collective on ``device``: at its fabric's achieved busbw at this size (on the curve of
+    the group's size within a node where the fabric has one), scaled by the
     device's link over the fabric's (``configs/fabric/``), else at the datasheet link the group
     talks over (:meth:`DeviceSpec.link_for`) plus :data:`COLLECTIVE_STEP_S` per step. A group of
     ranks ``stride`` apart that spans nodes also crosses the device's ``network`` (``p2p``: the
@@ -64,7 +65,9 @@ def collective_time(
         node_busbw = single.sent_bytes / single.time_s if single.time_s else link
         latency = COLLECTIVE_STEP_S
     else:
-        node_busbw = fabric.busbw_bytes_per_s(op, tensor_bytes) * link / fabric.link_bytes_per_s
+        # within a node the group's GPUs there (the fabric's curve for that group size)
+        within = ranks if nodes == 1 else local
+        node_busbw = fabric.busbw_bytes_per_s(op, tensor_bytes, within) * link / fabric.link_bytes_per_s
         latency = fabric.latency_s
         if nodes == 1:
             return achieved_cost(

@@ -7,6 +7,9 @@ algbw × 2(N-1)/N for all-reduce (``doc/PERFORMANCE.md``), the very factors
 achieved busbw at that message size is the measured time. Between two tabled sizes the busbw
 is linear in log(size); outside the table it is held at the nearest end's.
 
+A collective may also give curves measured on groups of fewer GPUs (``by_ranks``: 2, 4, 8): a
+group takes the curve of the largest tabled group size not above its own (3 GPUs the 2-GPU curve),
+and a group larger than every tabled size, or a collective without them, the main ``points``.
 A device names its fabric (``fabric:`` in ``configs/device/``); one whose own link
 (:meth:`~ditmeter.analytic.device.DeviceSpec.link_for`) differs from the fabric's ``link_gbps``
 gets the fabric's achieved fraction of its link: busbw × device link / ``link_gbps``.
@@ -42,14 +45,26 @@ class FabricTable:
     link_gbps: float  # one direction of the datasheet link the points were measured over
     latency_s: float
     curves: dict[str, tuple[BusbwPoint, ...]]  # every one of COLLECTIVES, derived ones resolved
+    #: per collective, curves measured on groups of that many GPUs (``by_ranks``; derived resolved)
+    group_curves: dict[str, dict[int, tuple[BusbwPoint, ...]]] = attrs.field(factory=dict)
 
     @property
     def link_bytes_per_s(self) -> float:
         return self.link_gbps * 1e9
 
-    def busbw_bytes_per_s(self, op: str, message_bytes: int) -> float:
-        """The achieved busbw of ``op`` at ``message_bytes``, bytes/s (log-linear, clamped)."""
-        points = self.curves[op]
+    def curve(self, op: str, ranks: int | None = None) -> tuple[BusbwPoint, ...]:
+        """The curve a group of ``ranks`` GPUs reads for ``op``: the largest ``by_ranks`` size not
+        above ``ranks``, else the main one (None: the main one)."""
+        groups = self.group_curves.get(op, {})
+        fits = [n for n in groups if ranks is not None and n <= ranks]
+        if ranks is None or not groups or ranks > max(groups):
+            return self.curves[op]
+        return groups[max(fits)] if fits else groups[min(groups)]
+
+    def busbw_bytes_per_s(self, op: str, message_bytes: int, ranks: int | None = None) -> float:
+        """The achieved busbw of ``op`` at ``message_bytes`` on a group of ``ranks`` GPUs, bytes/s
+        (log-linear, clamped; :meth:`curve` picks the curve)."""
+        points = self.curve(op, ranks)
         sizes, busbw = [p.message_bytes for p in points], [p.busbw_gbps for p in points]
         return log_linear(sizes, busbw, message_bytes) * 1e9
 
@@ -71,7 +86,12 @@ class FabricTable:
         where = {op: f"fabric.collectives.{op}" for op in COLLECTIVES}
         measured = {op: _points(c, where[op], link) for op, c in given.items() if "points" in c}
         curves = {op: measured.get(op) or _derived(c, where[op], measured) for op, c in given.items()}
-        return cls(str(raw["name"]), link, latency * 1e-6, curves)
+        groups = {op: _by_ranks(c, where[op], link) for op, c in given.items()}
+        for op, c in given.items():  # a derived curve takes its base's group curves too
+            base = c.get("same_as") if isinstance(c, Mapping) else None
+            if not groups[op] and isinstance(base, str):
+                groups[op] = groups[base]
+        return cls(str(raw["name"]), link, latency * 1e-6, curves, {op: g for op, g in groups.items() if g})
 
 
 def known_keys(raw: Mapping[str, Any], known: Sequence[str], where: str) -> None:
@@ -128,6 +148,22 @@ def _points(curve: Any, where: str, link_gbps: float) -> tuple[BusbwPoint, ...]:
     rows = curve.get("points") if isinstance(curve, Mapping) else None
     points = measured_points(rows, where, "busbw_gbps", ("fabric's link_gbps", link_gbps))
     return tuple(BusbwPoint(size, busbw) for size, busbw in points)
+
+
+def _by_ranks(curve: Any, where: str, link_gbps: float) -> dict[int, tuple[BusbwPoint, ...]]:
+    """A collective's ``by_ranks`` curves: {group size (2 to 72): {points: [...]}}, each as
+    :func:`_points` checks it."""
+    given = curve.get("by_ranks") if isinstance(curve, Mapping) else None
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping) or not given:
+        raise ConfigError(f"{where}.by_ranks", "must map group sizes to {points: [...]}")
+    out: dict[int, tuple[BusbwPoint, ...]] = {}
+    for ranks, sub in given.items():
+        if isinstance(ranks, bool) or not isinstance(ranks, int) or not 2 <= ranks <= 72:
+            raise ConfigError(f"{where}.by_ranks", f"{ranks!r} is not a group size; allowed: 2 to 72")
+        out[ranks] = _points(sub, f"{where}.by_ranks.{ranks}", link_gbps)
+    return out
 
 
 def _derived(
