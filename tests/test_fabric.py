@@ -106,6 +106,49 @@ def test_a_4090_plan_through_host_memory_is_far_slower_than_its_pcie_link() -> N
     assert shm.time_s > 6 * datasheet.time_s
 
 
+def test_an_l40s_group_of_4_reads_its_own_host_curve() -> None:
+    """Ulysses 4 on L40S, a 100 MB all-to-all: on pcie-l40s' 4-GPU curve (aiconfigurator's L40S
+    rows: 64 MiB in 10.907 ms, 67,108,864 / 10.907 ms × 3/4 = 4.61 GB/s; 128 MiB in 21.947 ms, 4.59)
+    between them log2(100e6 / 67,108,864) = 0.57548 of the way: 4.5985 GB/s; each rank sends 75e6 B:
+    16.31 ms. Eight L40S on the same host: 8× slower per byte than 2 (about 1.2 against 20 GB/s)."""
+    device, table = _device("l40s"), fabric_table("pcie-l40s")
+    assert device.fabric == "pcie-l40s"
+    rows = {
+        int(p["bytes"]): p for p in _raw("pcie-l40s")["collectives"]["all_to_all"]["by_ranks"][4]["points"]
+    }
+    low, high = rows[67_108_864]["busbw_gbps"], rows[134_217_728]["busbw_gbps"]
+    assert low == pytest.approx(67_108_864 / 10.907e-3 * 3 / 4 / 1e9, abs=0.005)
+    c = collective_time("all_to_all", ranks=4, tensor_bytes=100_000_000, device=device, fabric=table)
+    assert c.time_s == pytest.approx(75e6 / ((low + 0.57548 * (high - low)) * 1e9), rel=1e-4)
+    assert table.busbw_bytes_per_s("all_to_all", 100_000_000, 2) > 8 * table.busbw_bytes_per_s(
+        "all_to_all", 100_000_000, 8
+    )
+
+
+def test_on_a_shared_host_a_pair_of_an_8_gpu_plan_contends_like_8() -> None:
+    """pcie-l40s is shared_host: a CFG pair's all-gather of 16 MiB in an 8-GPU plan reads the 8-GPU
+    rows (every GPU of the plan talks through the host at once), the same pair in a 2-GPU plan the
+    2-GPU rows; on NVSwitch (each GPU its own links) the pair reads the 2-GPU curve either way."""
+    l40s, shared = _device("l40s"), fabric_table("pcie-l40s")
+    assert shared.shared_host and not fabric_table("nvswitch-hopper").shared_host
+
+    def pair(device, table, gpus):  # type: ignore[no-untyped-def]
+        return collective_time(
+            "all_gather", ranks=2, tensor_bytes=2**24, device=device, fabric=table, gpus=gpus
+        )
+
+    sent = 2**23  # half of the gathered 16 MiB
+    assert pair(l40s, shared, 8).time_s == pytest.approx(
+        sent / shared.busbw_bytes_per_s("all_gather", 2**24, 8)
+    )
+    assert pair(l40s, shared, 2).time_s == pytest.approx(
+        sent / shared.busbw_bytes_per_s("all_gather", 2**24, 2)
+    )
+    assert pair(l40s, shared, 8).time_s > 10 * pair(l40s, shared, 2).time_s
+    h100, hopper = _device("h100-sxm"), fabric_table("nvswitch-hopper")
+    assert pair(h100, hopper, 8).time_s == pair(h100, hopper, 2).time_s
+
+
 def test_a_device_without_a_fabric_keeps_the_datasheet_link() -> None:
     """H100 PCIe names no fabric: its plans cost collectives at the link as before."""
     d = _device("h100-pcie")

@@ -65,8 +65,10 @@ def collective_time(
         node_busbw = single.sent_bytes / single.time_s if single.time_s else link
         latency = COLLECTIVE_STEP_S
     else:
-        # within a node the group's GPUs there (the fabric's curve for that group size)
+        # the fabric's curve for the group's GPUs on a node, or (a shared host) the plan's there
         within = ranks if nodes == 1 else local
+        if fabric.shared_host:
+            within = min(max(gpus or ranks, ranks), domain_gpus(device))
         node_busbw = fabric.busbw_bytes_per_s(op, tensor_bytes, within) * link / fabric.link_bytes_per_s
         latency = fabric.latency_s
         if nodes == 1:

@@ -9,7 +9,9 @@ is linear in log(size); outside the table it is held at the nearest end's.
 
 A collective may also give curves measured on groups of fewer GPUs (``by_ranks``: 2, 4, 8): a
 group takes the curve of the largest tabled group size not above its own (3 GPUs the 2-GPU curve),
-and a group larger than every tabled size, or a collective without them, the main ``points``.
+and a group larger than every tabled size, or a collective without them, the main ``points``. On a
+fabric whose GPUs share the host's links (``shared_host: true``, PCIe) the curve is read for the
+plan's GPUs on the node instead: every group of the plan talks through the same host at once.
 A device names its fabric (``fabric:`` in ``configs/device/``); one whose own link
 (:meth:`~ditmeter.analytic.device.DeviceSpec.link_for`) differs from the fabric's ``link_gbps``
 gets the fabric's achieved fraction of its link: busbw × device link / ``link_gbps``.
@@ -47,6 +49,8 @@ class FabricTable:
     curves: dict[str, tuple[BusbwPoint, ...]]  # every one of COLLECTIVES, derived ones resolved
     #: per collective, curves measured on groups of that many GPUs (``by_ranks``; derived resolved)
     group_curves: dict[str, dict[int, tuple[BusbwPoint, ...]]] = attrs.field(factory=dict)
+    #: the GPUs share the host's links (PCIe): the curves are read for the plan's GPUs on the node
+    shared_host: bool = False
 
     @property
     def link_bytes_per_s(self) -> float:
@@ -73,7 +77,7 @@ class FabricTable:
         """Validate a ``configs/fabric/*.yaml`` entry; errors name the field (``fabric.link_gbps``)."""
         known = (
             "name", "display_name", "link_gbps", "link_source", "latency_us", "latency_source",
-            "latency_quote", "assumptions", "collectives",
+            "latency_quote", "assumptions", "collectives", "shared_host",
         )  # fmt: skip
         known_keys(raw, known, "fabric")
         for key in ("name", "link_source", "latency_source", "latency_quote"):
@@ -91,7 +95,11 @@ class FabricTable:
             base = c.get("same_as") if isinstance(c, Mapping) else None
             if not groups[op] and isinstance(base, str):
                 groups[op] = groups[base]
-        return cls(str(raw["name"]), link, latency * 1e-6, curves, {op: g for op, g in groups.items() if g})
+        shared = raw.get("shared_host", False)
+        if not isinstance(shared, bool):
+            raise ConfigError("fabric.shared_host", f"must be true or false, got {shared!r}")
+        by_ranks = {op: g for op, g in groups.items() if g}
+        return cls(str(raw["name"]), link, latency * 1e-6, curves, by_ranks, shared)
 
 
 def known_keys(raw: Mapping[str, Any], known: Sequence[str], where: str) -> None:
