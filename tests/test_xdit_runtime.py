@@ -78,22 +78,23 @@ def test_the_cross_attention_through_ulysses_and_the_ring_by_hand() -> None:
     (the rank's q), K = 6 × 256 × 128 (one ring call's context k). Before the all-to-alls q, k and v are
     copied twice each (contiguous, then the reshape: 6 heads per rank, so not a view); the ring builds
     cat(k, v) once (2 steps: every step but the last); two flash kernels of 256 keys; each step's
-    output cast to fp32 and the result back; the output copied twice (the reshape after its
-    all-to-all and the processor's flatten). 12 memory launches, 34E + 24K bytes."""
+    output cast to fp32 and the result back; the output copied three times (flash writes it in q's
+    head-major layout: the sequence-major contiguous() before its all-to-all, the reshape after it,
+    the processor's flatten). 13 memory launches, 38E + 24K bytes."""
     e, k = 6 * 16_380 * 128, 6 * 256 * 128
     calls = _cross_core(_rank("xdit"))
     (flash,) = [c for c in calls if c.kind == "attention"]
     assert flash.count == 2
     memory = [c for c in calls if c.kind == "memory"]
-    assert sum(c.count for c in memory) == 12
-    assert sum(c.bytes * c.count for c in memory) == 34 * e + 24 * k  # bytes: 2 per bf16, 4 per fp32
+    assert sum(c.count for c in memory) == 13
+    assert sum(c.bytes * c.count for c in memory) == 38 * e + 24 * k  # bytes: 2 per bf16, 4 per fp32
     assert [(c.op, c.count, c.bytes) for c in memory] == [
         ("clone", 2, 4 * e),  # q: read and write 2E bytes
         ("clone", 4, 4 * k),  # k and v
         ("cat", 1, 8 * k),  # cat(k, v): 4K bytes in, 4K out
         ("_to_copy", 2, 6 * e),  # each step's output to fp32
         ("_to_copy", 1, 6 * e),  # the merged result back
-        ("clone", 2, 4 * e),  # the output's reshape and flatten
+        ("clone", 3, 4 * e),  # the output's contiguous(), reshape and flatten
     ]
 
 

@@ -102,14 +102,19 @@ def xdit_attention(
 
     Ulysses (``_ft_c_input_all_to_all``): each of q, k and v is made contiguous head-major before
     its all-to-all (a copy) and reshaped after it (a copy unless batch × the rank's heads is 1);
-    the output's head-major layout is contiguous at batch 1 (else a copy), its reshape after the
-    all-to-all is a copy and the processor's ``flatten(2, 3)`` of its transpose another. Ring
+    flash writes its output in q's layout (``empty_like(q)``: head-major after the all-to-all), so
+    the output's sequence-major ``contiguous()`` before its all-to-all is a copy, its reshape after
+    it another and the processor's ``flatten(2, 3)`` of its transpose a third. Ring
     (``_templated_ring_attention``, its all-gather rotater): ``key.contiguous()`` and
     ``value.contiguous()`` copy the transposed views when no all-to-all made them contiguous;
     every step but the last builds ``cat([k.flatten(), v.flatten()])`` (only the first is
     all-gathered); one flash kernel per step (``flash_attn_func``: the permuted views keep a unit
     last stride, no copy); each step's output cast to fp32 (``convert_to_f32``) and the merged
-    result back. The merges of later steps: the ``ring_merge`` leaf (the same ops as diffusers')."""
+    result back. The merges of later steps: the ``ring_merge`` leaf (the same ops as diffusers').
+    Checked by a second reading of the code (flash-attn 2.8.1's ``empty_like(q)``; the permute and
+    reshape chains run on CPU tensors). Not costed: the ring's all-gather is issued before the first
+    step's flash call and waited for at the second (it can hide under 1/R of the attention; costed
+    exposed), and at batch > 1 the context chunk is a non-contiguous view (two small copies)."""
     e, flash = ring_calls(act, batch, heads, q_tokens, kv_tokens, head_dim, act_bytes, ring)
     k = batch * (heads // ring) * kv_tokens * head_dim
     ab, kb = e * act_bytes, k * act_bytes
@@ -126,7 +131,7 @@ def xdit_attention(
     if ring > 1:
         calls += [cast(e, act, "fp32", count=ring), cast(e, "fp32", act)]
     if ulysses > 1:
-        calls.append(memory("clone", act, ab, ab, count=2 if batch == 1 else 3))
+        calls.append(memory("clone", act, ab, ab, count=3))
     return tuple(calls)
 
 
