@@ -59,11 +59,10 @@ class FabricTable:
     def curve(self, op: str, ranks: int | None = None) -> tuple[BusbwPoint, ...]:
         """The curve a group of ``ranks`` GPUs reads for ``op``: the largest ``by_ranks`` size not
         above ``ranks``, else the main one (None: the main one)."""
-        groups = self.group_curves.get(op, {})
-        fits = [n for n in groups if ranks is not None and n <= ranks]
+        groups = self.group_curves.get(op)
         if ranks is None or not groups or ranks > max(groups):
             return self.curves[op]
-        return groups[max(fits)] if fits else groups[min(groups)]
+        return groups[max((n for n in groups if n <= ranks), default=min(groups))]
 
     def busbw_bytes_per_s(self, op: str, message_bytes: int, ranks: int | None = None) -> float:
         """The achieved busbw of ``op`` at ``message_bytes`` on a group of ``ranks`` GPUs, bytes/s

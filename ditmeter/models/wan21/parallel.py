@@ -298,12 +298,9 @@ def rank_plan(
 
 def _check_xdit(analysis: Analysis, plan: ParallelPlan) -> str:
     """Refuse what xDiT's patch on the diffusers modules does not run (the ML.ENERGY benchmark's
-    ``_parallelize_wan_transformer``, ml-energy/benchmark @ 14571a8), and the report's note on it."""
-    m, w, g = analysis.model, analysis.workload, analysis.geometry
-    if w.pipeline != "diffusers":
-        raise ConfigError(
-            "parallel.runtime", "xdit patches the diffusers modules; allowed with pipeline=official: own"
-        )
+    ``_parallelize_wan_transformer``, ml-energy/benchmark @ 14571a8), and the report's note on it.
+    Any pipeline but diffusers is refused when the config loads (``config.load``, on one GPU too)."""
+    m, g = analysis.model, analysis.geometry
     if m.image_tokens:
         raise ConfigError(
             "parallel.runtime",
