@@ -1,0 +1,147 @@
+"""Benchmark: the host's cost per launched kernel of the real DiT code, against one bare op, in one run.
+
+Eager PyTorch spends CPU time on every op the module's Python issues (the module calls, the
+views, the dispatch and the launch). The time model charges each kernel ``host.per_kernel_s``
+of the device's kernel table (5 µs). This script measures what the real modules spend: the
+diffusers ``WanTransformer3DModel`` and, where it imports, the official ``WanModel``, built with
+the 1.3B's 30 blocks at widths so small that every kernel is shorter than its launch, so the
+forward's wall time is the host's chain. It counts the forward's aten ops under a dispatch mode
+(a view — an op whose output aliases its input without writing it — launches nothing) and prints
+seconds per forward, per op and per launched kernel, and the ratios to one bare ``add`` (the op
+``ditmeter calibrate`` times as ``host``) and to the model's figure.
+
+On the CPU the "kernels" run (tiny) where a GPU host would launch them; ``--device cuda``
+measures the real launch path (a synchronize closes each timed run). Prints no PASS/FAIL: it is
+a measurement for docs/eager.md, whose numbers it reproduces on this machine.
+
+    .venv/bin/python benchmarks/host_per_kernel.py [--device cpu|cuda] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ditmeter.catalog import kernel_table
+
+BLOCKS = 30  # the 1.3B's (and the diffusers port's) block count
+WIDTH, HEADS, FFN, TEXT, FRAMES = 64, 2, 128, 16, 2  # small enough that every kernel is tiny
+
+
+class OpCount(TorchDispatchMode):
+    """Counts the aten ops a forward dispatches and those that only alias an input (views)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+        self.views = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops += 1
+        returns = func._schema.returns
+        alias = returns[0].alias_info if returns else None
+        self.views += alias is not None and not alias.is_write
+        return func(*args, **(kwargs or {}))
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def per_call(fn: Callable[[], object], device: str, repeats: int) -> float:
+    """The best of ``repeats`` timed runs of ``fn`` (each synchronized), seconds per call."""
+    fn()
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def diffusers_forward(device: str) -> Callable[[], object]:
+    from diffusers import WanTransformer3DModel
+
+    m = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=HEADS, attention_head_dim=WIDTH // HEADS,
+        in_channels=16, out_channels=16, text_dim=WIDTH, freq_dim=256, ffn_dim=FFN,
+        num_layers=BLOCKS, cross_attn_norm=True, eps=1e-6, rope_max_seq_len=1024,
+    ).to(device).eval()  # fmt: skip
+    x = torch.randn(1, 16, FRAMES, 4, 4, device=device)
+    t = torch.tensor([500.0], device=device)
+    ctx = torch.randn(1, TEXT, WIDTH, device=device)
+    return lambda: m(x, t, ctx)
+
+
+def official_forward(device: str) -> Callable[[], object] | None:
+    from ditmeter.errors import ConfigError
+    from ditmeter.models.wan21.official import official_model_module
+
+    try:
+        module = official_model_module()
+    except ConfigError:
+        return None
+    if device == "cpu":  # its flash_attention asserts CUDA: SDPA in its place, a few ops fewer
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+
+        def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **_: Any) -> torch.Tensor:
+            return sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+
+        module.flash_attention = attention
+    m = module.WanModel(
+        model_type="t2v", patch_size=(1, 2, 2), text_len=TEXT, in_dim=16, dim=WIDTH, ffn_dim=FFN,
+        freq_dim=256, text_dim=WIDTH, out_dim=16, num_heads=HEADS, num_layers=BLOCKS,
+    ).to(device).eval()  # fmt: skip
+    x = [torch.randn(16, FRAMES, 4, 4, device=device)]
+    t = torch.tensor([500.0], device=device)
+    ctx = [torch.randn(TEXT, WIDTH, device=device)]
+    return lambda: m(x, t, ctx, FRAMES * 4)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--repeats", type=int, default=20)
+    args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("host_per_kernel: --device cuda: torch sees no CUDA device here", file=sys.stderr)
+        return 2
+    warnings.filterwarnings("ignore", message=".*autocast.*")
+    torch.set_num_threads(1)  # the host's chain is one Python thread
+    model_s = kernel_table("hopper").host.per_kernel_s
+    one = torch.ones(1, device=args.device)
+    bare_s = per_call(lambda: torch.add(one, one), args.device, args.repeats * 100)
+    print(f"device {args.device}, torch {torch.__version__}, {BLOCKS} blocks at width {WIDTH}")
+    print(f"  bare add: {bare_s * 1e6:.2f} µs per op; the model charges {model_s * 1e6:.1f} µs per kernel")
+    with torch.no_grad():
+        for name, build in (("diffusers", diffusers_forward), ("official", official_forward)):
+            forward = build(args.device)
+            if forward is None:
+                print(f"  {name}: the official Wan code is not importable here, skipped")
+                continue
+            counter = OpCount()
+            with counter:
+                forward()
+            seconds = per_call(forward, args.device, args.repeats)
+            kernels = counter.ops - counter.views
+            print(
+                f"  {name}: {seconds * 1e3:.1f} ms per forward, {counter.ops} aten ops "
+                f"({counter.views} views, {kernels} launched): {seconds / counter.ops * 1e6:.2f} µs per op, "
+                f"{seconds / kernels * 1e6:.2f} µs per launched kernel = {seconds / kernels / bare_s:.1f}x "
+                f"a bare op, {seconds / kernels / model_s:.1f}x the model's figure"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
