@@ -27,28 +27,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ditmeter.catalog import kernel_table
+from ditmeter.tracer.calibrate import HOST_DIT, LaunchCount, diffusers_host_forward
 
-BLOCKS = 30  # the 1.3B's (and the diffusers port's) block count
-WIDTH, HEADS, FFN, TEXT, FRAMES = 64, 2, 128, 16, 2  # small enough that every kernel is tiny
-
-
-class OpCount(TorchDispatchMode):
-    """Counts the aten ops a forward dispatches and those that only alias an input (views)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-        self.views = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.ops += 1
-        returns = func._schema.returns
-        alias = returns[0].alias_info if returns else None
-        self.views += alias is not None and not alias.is_write
-        return func(*args, **(kwargs or {}))
+BLOCKS, WIDTH, HEADS, FFN, TEXT, FRAMES = (
+    HOST_DIT[k] for k in ("blocks", "width", "heads", "ffn", "text", "frames")
+)  # the diffusers forward's (ditmeter calibrate's module_host): every kernel tiny
 
 
 def _sync(device: str) -> None:
@@ -67,20 +52,6 @@ def per_call(fn: Callable[[], object], device: str, repeats: int) -> float:
         _sync(device)
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def diffusers_forward(device: str) -> Callable[[], object]:
-    from diffusers import WanTransformer3DModel
-
-    m = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=HEADS, attention_head_dim=WIDTH // HEADS,
-        in_channels=16, out_channels=16, text_dim=WIDTH, freq_dim=256, ffn_dim=FFN,
-        num_layers=BLOCKS, cross_attn_norm=True, eps=1e-6, rope_max_seq_len=1024,
-    ).to(device).eval()  # fmt: skip
-    x = torch.randn(1, 16, FRAMES, 4, 4, device=device)
-    t = torch.tensor([500.0], device=device)
-    ctx = torch.randn(1, TEXT, WIDTH, device=device)
-    return lambda: m(x, t, ctx)
 
 
 def official_forward(device: str) -> Callable[[], object] | None:
@@ -124,16 +95,16 @@ def main() -> int:
     print(f"device {args.device}, torch {torch.__version__}, {BLOCKS} blocks at width {WIDTH}")
     print(f"  bare add: {bare_s * 1e6:.2f} µs per op; the model charges {model_s * 1e6:.1f} µs per kernel")
     with torch.no_grad():
-        for name, build in (("diffusers", diffusers_forward), ("official", official_forward)):
+        for name, build in (("diffusers", diffusers_host_forward), ("official", official_forward)):
             forward = build(args.device)
             if forward is None:
                 print(f"  {name}: the official Wan code is not importable here, skipped")
                 continue
-            counter = OpCount()
+            counter = LaunchCount()
             with counter:
                 forward()
             seconds = per_call(forward, args.device, args.repeats)
-            kernels = counter.ops - counter.views
+            kernels = counter.launched
             print(
                 f"  {name}: {seconds * 1e3:.1f} ms per forward, {counter.ops} aten ops "
                 f"({counter.views} views, {kernels} launched): {seconds / counter.ops * 1e6:.2f} µs per op, "

@@ -144,3 +144,39 @@ def test_a_damaged_calibration_names_what_is_wrong(
     with pytest.raises(ConfigError) as exc:
         read_calibration(path)
     assert exc.value.field == field
+
+
+def test_launch_count_counts_kernels_not_views() -> None:
+    """By hand: a view and a transpose alias their input (no kernel); an add allocates and an
+    in-place add writes its input (a kernel each)."""
+    import torch
+
+    from ditmeter.tracer.calibrate import LaunchCount
+
+    x = torch.ones(8)
+    counter = LaunchCount()
+    with counter:
+        y = x.view(4, 2).t()
+        z = y + 1
+        z.add_(1)
+    assert (counter.ops, counter.views, counter.launched) == (4, 2, 2)
+
+
+def test_the_diffusers_dit_launches_the_same_kernels_per_block() -> None:
+    """The host measurement's forward is the real module: each block adds the same launches, and
+    its kernel count is the point's x (a count that did not follow the blocks would fail)."""
+    import torch
+
+    from ditmeter.tracer.calibrate import LaunchCount, diffusers_host_forward, measure_module_host
+
+    counts = []
+    for blocks in (1, 2, 3):
+        forward, counter = diffusers_host_forward("cpu", blocks), LaunchCount()
+        with torch.no_grad(), counter:
+            forward()
+        counts.append(counter.launched)
+    per_block = counts[1] - counts[0]
+    assert per_block > 20 and counts[2] - counts[1] == per_block
+    point = measure_module_host("cpu", 0.05)
+    assert point.kind == "module_host" and point.x == counts[0] + 29 * per_block
+    assert 0 < point.seconds < 1e-3  # seconds per launched kernel, not per forward

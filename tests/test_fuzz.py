@@ -202,7 +202,10 @@ def _tripwire(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(capture, "capture_forward", trip)
     monkeypatch.setattr(profile, "profile_forward", trip)
-    for name in ("measure_gemm", "measure_attention", "measure_conv", "measure_elementwise", "measure_host"):
+    for name in (
+        "measure_gemm", "measure_attention", "measure_conv", "measure_elementwise", "measure_host",
+        "measure_module_host",
+    ):  # fmt: skip
         monkeypatch.setattr(bench, name, trip)
 
 

@@ -204,6 +204,8 @@ def calibrate(cfg: RunConfig, progress: Progress = no_progress) -> CalibrationRe
                 p.as_dict() for p in bench.measure_elementwise(rows, dim, dtype, kind, opts.min_run_time)
             ]
             points.append(bench.measure_host(kind, opts.min_run_time).as_dict())
+        with progress("measure the host's cost per kernel of the real diffusers DiT's code"):
+            points.append(bench.measure_module_host(kind, opts.min_run_time).as_dict())
         with progress(f"measure {len(leaves)} element-wise rules as the model's eager code runs them"):
             for rule, dims, moved, rule_dtype in leaves:
                 point = bench.measure_rule(rule, dims, moved, rule_dtype, kind, opts.min_run_time)

@@ -285,6 +285,12 @@ def print_calibration(console: Console, result: CalibrationResult) -> None:
         f"element-wise at {percent(k.bandwidth.fraction[0], 1)} of {d.memory_bandwidth_gbps:.3g} GB/s; "
         f"{seconds(k.host.per_kernel_s)} per op ({'overlapped' if k.host.overlapped else 'added'})"
     )
+    for p in result.points:
+        if p["kind"] == "module_host":
+            console.print(
+                f"the real diffusers DiT's code: {seconds(p['seconds'])} of host per launched kernel "
+                f"({p['shape']}; recorded, not fitted: docs/eager.md)"
+            )
     for warning in result.warnings:
         console.print(f"warning: {warning}")
     console.print(f"wrote {result.path} in {result.seconds:.1f} s; use it with calibration={result.path}")

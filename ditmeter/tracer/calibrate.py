@@ -16,7 +16,8 @@ FLOPs key its curve, an attention's key/value length keys its.
 Element-wise bandwidth: the model's own norm, activation and residual shapes,
 as a fraction of the best of them and a plain copy. Host overhead: one tiny
 op's time (on a CPU each op's dispatch adds to its kernel; on a GPU launches
-overlap).
+overlap), and what the real diffusers DiT's Python spends per kernel it launches
+(``module_host``: recorded beside the fit, not used by it; docs/eager.md).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import torch
 import torch.nn.functional as F
 from torch.utils import benchmark
+from torch.utils._python_dispatch import TorchDispatchMode
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -39,7 +41,7 @@ TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.flo
 class Point:
     """One measured kernel: its class, dtype, shape, the curve key and what it achieved."""
 
-    kind: str  # gemm | attention | conv | elementwise | copy | host
+    kind: str  # gemm | attention | conv | elementwise | copy | host | module_host
     dtype: str
     shape: str
     x: float  # the curve key: FLOPs per call (gemm, conv), key/value tokens (attention), bytes
@@ -178,6 +180,66 @@ def measure_host(device: str, min_run_time: float) -> Point:
     a = torch.ones(1, device=device)
     seconds, spread = _time(lambda: torch.add(a, a), device, min_run_time)
     return Point("host", "fp32", "add 1", 1, seconds, 1, 12, spread=spread)
+
+
+class LaunchCount(TorchDispatchMode):
+    """Counts the aten ops run under it and the views among them: an op whose output aliases an
+    input without writing it launches no kernel (in-place ops write theirs, and do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+        self.views = 0
+
+    @property
+    def launched(self) -> int:
+        return self.ops - self.views
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops += 1
+        returns = func._schema.returns
+        alias = returns[0].alias_info if returns else None
+        self.views += alias is not None and not alias.is_write
+        return func(*args, **(kwargs or {}))
+
+
+#: The diffusers DiT ``module_host`` times: the 1.3B's block count at widths so small that every
+#: kernel is shorter than its launch (a forward's time is then the host's chain).
+HOST_DIT = {"blocks": 30, "width": 64, "heads": 2, "ffn": 128, "text": 16, "frames": 2}
+
+
+def diffusers_host_forward(device: str, blocks: int = HOST_DIT["blocks"]) -> Callable[[], object]:
+    """One forward of the real diffusers ``WanTransformer3DModel`` at ``HOST_DIT``'s widths."""
+    from diffusers import WanTransformer3DModel
+
+    h = HOST_DIT
+    with torch.device(device):
+        m = cast(torch.nn.Module, WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=h["heads"], attention_head_dim=h["width"] // h["heads"],
+            in_channels=16, out_channels=16, text_dim=h["width"], freq_dim=256, ffn_dim=h["ffn"],
+            num_layers=blocks, cross_attn_norm=True, eps=1e-6, rope_max_seq_len=1024,
+        )).eval()  # fmt: skip
+    x = torch.randn(1, 16, h["frames"], 4, 4, device=device)
+    t = torch.tensor([500.0], device=device)
+    ctx = torch.randn(1, h["text"], h["width"], device=device)
+    return lambda: m(x, t, ctx)
+
+
+def measure_module_host(device: str, min_run_time: float) -> Point:
+    """The host's seconds per launched kernel of the real diffusers DiT (:func:`diffusers_host_forward`):
+    a forward's time over the kernels it launches (its aten ops less its views)."""
+    forward = diffusers_host_forward(device)
+    counter = LaunchCount()
+    with torch.no_grad():
+        forward()
+        with counter:
+            forward()
+        seconds, spread = _time(forward, device, min_run_time)
+    shape = (
+        f"diffusers DiT, {HOST_DIT['blocks']} blocks at width {HOST_DIT['width']}: {counter.launched} kernels"
+    )
+    per_kernel = seconds / max(counter.launched, 1)
+    return Point("module_host", "fp32", shape, counter.launched, per_kernel, 0, 0, spread=spread)
 
 
 def _rule_fn(rule: str, dims: dict[str, Any], dtype: str, device: str) -> Callable[[], object] | None:
