@@ -269,7 +269,7 @@ def print_calibration(console: Console, result: CalibrationResult) -> None:
                     percent(rate, d.bytes_per_s),
                 )
             )
-        else:
+        elif p["kind"] != "module_host":  # its own line below the table
             rows.append((p["kind"], p["dtype"], p["shape"], seconds(p["seconds"]), "-", "-"))
     columns = (
         Column("kernel", "left"),
