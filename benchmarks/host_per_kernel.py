@@ -6,7 +6,7 @@ of the device's kernel table (5 µs). This script measures what the real modules
 diffusers ``WanTransformer3DModel`` and, where it imports, the official ``WanModel``, built with
 the 1.3B's 30 blocks at widths so small that every kernel is shorter than its launch, so the
 forward's wall time is the host's chain. It counts the forward's aten ops under a dispatch mode
-(a view — an op whose output aliases its input without writing it — launches nothing) and prints
+(those ``compare.mapping.ZERO_OPS`` names, views and allocations, launch nothing) and prints
 seconds per forward, per op and per launched kernel, and the ratios to one bare ``add`` (the op
 ``ditmeter calibrate`` times as ``host``) and to the model's figure.
 
@@ -22,37 +22,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from timing import best  # benchmarks/timing.py: the script's folder is on sys.path
 
 from ditmeter.catalog import kernel_table
 from ditmeter.tracer.calibrate import HOST_DIT, LaunchCount, diffusers_host_forward
 
-BLOCKS, WIDTH, HEADS, FFN, TEXT, FRAMES = (
-    HOST_DIT[k] for k in ("blocks", "width", "heads", "ffn", "text", "frames")
-)  # the diffusers forward's (ditmeter calibrate's module_host): every kernel tiny
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
 
 def per_call(fn: Callable[[], object], device: str, repeats: int) -> float:
-    """The best of ``repeats`` timed runs of ``fn`` (each synchronized), seconds per call."""
-    fn()
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    """:func:`timing.best` of ``fn`` after one warm-up call, each call synchronized on a GPU."""
+
+    def synced() -> None:
         fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    synced()
+    return best(synced, repeats)
 
 
 def official_forward(device: str) -> Callable[[], object] | None:
@@ -70,19 +60,22 @@ def official_forward(device: str) -> Callable[[], object] | None:
             return sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
         module.flash_attention = attention
+    h = HOST_DIT  # the diffusers forward's widths (ditmeter calibrate's module_host)
     m = module.WanModel(
-        model_type="t2v", patch_size=(1, 2, 2), text_len=TEXT, in_dim=16, dim=WIDTH, ffn_dim=FFN,
-        freq_dim=256, text_dim=WIDTH, out_dim=16, num_heads=HEADS, num_layers=BLOCKS,
+        model_type="t2v", patch_size=(1, 2, 2), text_len=h["text"], in_dim=16, dim=h["width"],
+        ffn_dim=h["ffn"], freq_dim=256, text_dim=h["width"], out_dim=16, num_heads=h["heads"],
+        num_layers=h["blocks"],
     ).to(device).eval()  # fmt: skip
-    x = [torch.randn(16, FRAMES, 4, 4, device=device)]
+    x = [torch.randn(16, h["frames"], 4, 4, device=device)]
     t = torch.tensor([500.0], device=device)
-    ctx = [torch.randn(TEXT, WIDTH, device=device)]
+    ctx = [torch.randn(h["text"], h["width"], device=device)]
+    tokens = h["frames"] * 4
     if device == "cpu":
-        return lambda: m(x, t, ctx, FRAMES * 4)
+        return lambda: m(x, t, ctx, tokens)
 
     def under_autocast() -> object:  # generate.py: fp32 weights under bf16 autocast
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            return m(x, t, ctx, FRAMES * 4)
+            return m(x, t, ctx, tokens)
 
     return under_autocast
 
@@ -100,7 +93,8 @@ def main() -> int:
     model_s = kernel_table("hopper").host.per_kernel_s
     one = torch.ones(1, device=args.device)
     bare_s = per_call(lambda: torch.add(one, one), args.device, args.repeats * 100)
-    print(f"device {args.device}, torch {torch.__version__}, {BLOCKS} blocks at width {WIDTH}")
+    blocks, width = HOST_DIT["blocks"], HOST_DIT["width"]
+    print(f"device {args.device}, torch {torch.__version__}, {blocks} blocks at width {width}")
     print(f"  bare add: {bare_s * 1e6:.2f} µs per op; the model charges {model_s * 1e6:.1f} µs per kernel")
     with torch.no_grad():
         for name, build in (("diffusers", diffusers_host_forward), ("official", official_forward)):

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch.utils import benchmark
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ditmeter.compare.mapping import ZERO_OPS
+
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -183,8 +185,9 @@ def measure_host(device: str, min_run_time: float) -> Point:
 
 
 class LaunchCount(TorchDispatchMode):
-    """Counts the aten ops run under it and the views among them: an op whose output aliases an
-    input without writing it launches no kernel (in-place ops write theirs, and do)."""
+    """Counts the aten ops run under it and those that launch no kernel (``views``): the ones
+    ``compare.mapping.ZERO_OPS`` names, as ``trace``'s eager-kernel check drops them (views,
+    metadata, allocation without initialisation)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -197,9 +200,7 @@ class LaunchCount(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         self.ops += 1
-        returns = func._schema.returns
-        alias = returns[0].alias_info if returns else None
-        self.views += alias is not None and not alias.is_write
+        self.views += f"aten.{func.overloadpacket.__name__}" in ZERO_OPS
         return func(*args, **(kwargs or {}))
 
 
