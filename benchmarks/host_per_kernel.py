@@ -30,6 +30,7 @@ import torch
 from timing import best  # benchmarks/timing.py: the script's folder is on sys.path
 
 from ditmeter.catalog import kernel_table
+from ditmeter.compare.mapping import ZERO_OPS
 from ditmeter.tracer.calibrate import HOST_DIT, LaunchCount, diffusers_host_forward
 
 
@@ -102,7 +103,7 @@ def main() -> int:
             if forward is None:
                 print(f"  {name}: the official Wan code is not importable here, skipped")
                 continue
-            counter = LaunchCount()
+            counter = LaunchCount(ZERO_OPS)
             with counter:
                 forward()
             seconds = per_call(forward, args.device, args.repeats)

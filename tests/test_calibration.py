@@ -151,10 +151,11 @@ def test_launch_count_counts_kernels_not_views() -> None:
     in-place add writes its input (a kernel each)."""
     import torch
 
+    from ditmeter.compare.mapping import ZERO_OPS
     from ditmeter.tracer.calibrate import LaunchCount
 
     x = torch.ones(8)
-    counter = LaunchCount()
+    counter = LaunchCount(ZERO_OPS)
     with counter:
         y = x.view(4, 2).t()
         z = y + 1
@@ -167,16 +168,17 @@ def test_the_diffusers_dit_launches_the_same_kernels_per_block() -> None:
     its kernel count is the point's x (a count that did not follow the blocks would fail)."""
     import torch
 
+    from ditmeter.compare.mapping import ZERO_OPS
     from ditmeter.tracer.calibrate import LaunchCount, diffusers_host_forward, measure_module_host
 
     counts = []
     for blocks in (1, 2, 3):
-        forward, counter = diffusers_host_forward("cpu", blocks), LaunchCount()
+        forward, counter = diffusers_host_forward("cpu", blocks), LaunchCount(ZERO_OPS)
         with torch.no_grad(), counter:
             forward()
         counts.append(counter.launched)
     per_block = counts[1] - counts[0]
     assert per_block > 20 and counts[2] - counts[1] == per_block
-    point = measure_module_host("cpu", 0.05)
+    point = measure_module_host("cpu", 0.05, ZERO_OPS)
     assert point.kind == "module_host" and point.x == counts[0] + 29 * per_block
     assert 0 < point.seconds < 1e-3  # seconds per launched kernel, not per forward

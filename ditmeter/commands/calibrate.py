@@ -34,6 +34,7 @@ from ditmeter.analytic.kernels import KernelTable
 from ditmeter.analytic.timing import KERNEL_CLASS
 from ditmeter.analytic.tree import walk
 from ditmeter.commands.progress import Progress, no_progress
+from ditmeter.compare.mapping import ZERO_OPS
 from ditmeter.config import RunConfig
 from ditmeter.errors import ConfigError
 from ditmeter.files import check_output_file, write_atomically
@@ -205,7 +206,7 @@ def calibrate(cfg: RunConfig, progress: Progress = no_progress) -> CalibrationRe
             ]
             points.append(bench.measure_host(kind, opts.min_run_time).as_dict())
         with progress("measure the host's cost per kernel of the real diffusers DiT's code"):
-            points.append(bench.measure_module_host(kind, opts.min_run_time).as_dict())
+            points.append(bench.measure_module_host(kind, opts.min_run_time, ZERO_OPS).as_dict())
         with progress(f"measure {len(leaves)} element-wise rules as the model's eager code runs them"):
             for rule, dims, moved, rule_dtype in leaves:
                 point = bench.measure_rule(rule, dims, moved, rule_dtype, kind, opts.min_run_time)

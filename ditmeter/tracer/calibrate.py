@@ -34,8 +34,6 @@ import torch.nn.functional as F
 from torch.utils import benchmark
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ditmeter.compare.mapping import ZERO_OPS
-
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -186,11 +184,12 @@ def measure_host(device: str, min_run_time: float) -> Point:
 
 class LaunchCount(TorchDispatchMode):
     """Counts the aten ops run under it and those that launch no kernel (``views``): the ones
-    ``compare.mapping.ZERO_OPS`` names, as ``trace``'s eager-kernel check drops them (views,
-    metadata, allocation without initialisation)."""
+    ``free`` names (the caller passes ``compare.mapping.ZERO_OPS``, the set ``trace``'s
+    eager-kernel check drops, as it passes it to :func:`~ditmeter.tracer.kernels.eager_launches`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, free: frozenset[str]) -> None:
         super().__init__()
+        self.free = free
         self.ops = 0
         self.views = 0
 
@@ -200,7 +199,7 @@ class LaunchCount(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         self.ops += 1
-        self.views += f"aten.{func.overloadpacket.__name__}" in ZERO_OPS
+        self.views += f"aten.{func.overloadpacket.__name__}" in self.free
         return func(*args, **(kwargs or {}))
 
 
@@ -236,11 +235,11 @@ def diffusers_host_forward(device: str, blocks: int = HOST_DIT["blocks"]) -> Cal
     return lambda: m(x, t, ctx)
 
 
-def measure_module_host(device: str, min_run_time: float) -> Point:
+def measure_module_host(device: str, min_run_time: float, free: frozenset[str]) -> Point:
     """The host's seconds per launched kernel of the real diffusers DiT (:func:`diffusers_host_forward`):
-    a forward's time over the kernels it launches (its aten ops less its views)."""
+    a forward's time over the kernels it launches (its aten ops less those ``free`` names)."""
     forward = diffusers_host_forward(device)
-    counter = LaunchCount()
+    counter = LaunchCount(free)
     with torch.no_grad():
         forward()
         with counter:
