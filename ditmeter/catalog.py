@@ -9,6 +9,7 @@ import functools
 from pathlib import Path
 from typing import Any, Protocol
 
+import attrs
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf._utils import get_yaml_loader
@@ -237,6 +238,8 @@ def time_plan(
         device = cal_device
     elif device is not None and device.kernels is not None:
         kernels = kernel_table(device.kernels)
+    if kernels is not None and device is not None and device.sms is not None:
+        kernels = attrs.evolve(kernels, sms=device.sms)  # the waves of its attention calls
     plan = TimePlan(
         options.mode,
         kernels,

@@ -146,6 +146,9 @@ class DeviceSpec:
     #: NICs to that network per node; None: one per GPU (DGX/HGX). Fewer are shared: each GPU's
     #: crossing traffic gets nics / node GPUs of a NIC (``docs/parallel.md``, "Beyond one node").
     nics_per_node: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
+    #: streaming multiprocessors: the waves a fused attention call's thread blocks take
+    #: (:meth:`~ditmeter.analytic.kernels.KernelTable.attention_fraction`); None: no wave term
+    sms: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
     bf16_sparse_tflops: float | None = _optional()
     fp16_sparse_tflops: float | None = _optional()
     fp8_sparse_tflops: float | None = _optional()
@@ -164,7 +167,7 @@ class DeviceSpec:
     )
 
     def __attrs_post_init__(self) -> None:
-        keys = (*NUMBER_KEYS, *OPTIONAL_NUMBER_KEYS, "sustained_clock")
+        keys = (*NUMBER_KEYS, *OPTIONAL_NUMBER_KEYS, "sustained_clock", "sms")
         given = [k for k in keys if getattr(self, k) is not None]
         missing = [k for k in given if not self.sources.get(k, "").strip()]
         if missing:

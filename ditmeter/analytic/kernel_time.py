@@ -400,6 +400,15 @@ def _kv(dims: Mapping[str, int | bool]) -> list[int]:
     return [int(dims[k]) for k in ("kv_tokens", "text_tokens", "image_tokens") if k in dims]
 
 
+def _batch_heads(dims: Mapping[str, int | bool], tensor_flops: int, per_head: int) -> float:
+    """Batch × heads of one fused attention call: a leaf's own dims (its heads count one per ring
+    call, ``sp_ring`` of them), else (an eager launch, whose dims fold the heads) its FLOPs over
+    4 · q · kv · head dim."""
+    if "heads" in dims:
+        return int(dims["batch"]) * int(dims["heads"]) / max(int(dims.get("sp_ring", 0)), 1)
+    return tensor_flops / (4 * per_head)
+
+
 def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTable) -> KernelTerms:
     """The terms of one kernel (a fused leaf or an eager launch) running in ``dtype`` in a stage of
     ``sk``, under ``table``: the one branching on kernel class, shape and backend."""
@@ -427,11 +436,16 @@ def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTabl
             moved += 4 * scores * int(dims.get("act_bytes", DTYPE_BYTES.get(dtype, 4)))
         else:  # the fused kernel: each key/value length (I2V: text and image) at its own fraction;
             # the softmax runs inside it (the published TFLOP/s count the two matmuls only)
-            total = sum(kvs)
+            total, q_tokens = sum(kvs), int(dims["q_tokens"])
+            sparse = sk.is_sparse(row)
+            # each call at its own wave efficiency on the GPU (KernelTable.attention_fraction); a
+            # block-sparse kernel: its own rate per kept block
+            bh = 0.0 if sparse else _batch_heads(dims, cost.tensor_flops, q_tokens * total * head_dim)
             numerator = sum(
-                cost.tensor_flops * kv / total / table.attention_fraction(backend, head_dim, kv) for kv in kvs
+                cost.tensor_flops * kv / total / table.attention_fraction(backend, head_dim, kv, q_tokens, bh)
+                for kv in kvs
             )
-            if sk.is_sparse(row):  # a block-sparse kernel: its own rate per kept block
+            if sparse:
                 assert sk.sparse is not None
                 numerator /= sk.sparse.efficiency
             cuda = 0.0

@@ -22,6 +22,12 @@ every curve:
   overlap the kernels before them (``overlapped: true``: a leaf takes at least
   its launches); on a CPU each op's dispatch adds to its time.
 
+An attention curve may state the shape its benchmark ran (``bench``: heads and a
+batch, fixed or as batch × seqlen): a fused kernel whose tiling is known
+(:data:`ATTENTION_TILING`) then costs a call by how full its last wave of
+thread blocks is against the benchmark's (:meth:`KernelTable.attention_fraction`),
+on the device's SMs (``DeviceSpec.sms``).
+
 Curves are points ``(x, fraction)``; between two points the fraction is
 linear in log2(x), beyond the ends it is the end point's (no extrapolation).
 A fraction is in (0, 1], so a prediction is never below the roofline.
@@ -67,6 +73,82 @@ def _source(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise FieldError(attribute.name, "every curve needs a source (paper figure, benchmark, measurement)")
 
 
+def _positive_int(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise FieldError(attribute.name, f"must be a positive integer, got {value!r}")
+
+
+@attrs.frozen
+class BenchShape:
+    """The shape an attention curve's benchmark ran at each of its token counts: ``heads`` and a
+    batch, either ``batch`` (fixed) or ``batch_tokens`` / seqlen (FlashAttention's scripts hold
+    batch × seqlen at 16K), with its source (the script or the command)."""
+
+    heads: int = attrs.field(validator=_positive_int)
+    batch: int | None = attrs.field(default=None, validator=_positive_int)
+    batch_tokens: int | None = attrs.field(default=None, validator=_positive_int)
+    source: str = attrs.field(default="", kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.batch is None) == (self.batch_tokens is None):
+            raise FieldError("batch", "give exactly one of batch and batch_tokens")
+        if not self.source.strip():
+            raise FieldError("source", "the benchmark's shape needs a source (its script or command)")
+
+    def batch_heads(self, tokens: float) -> float:
+        """Batch × heads at ``tokens`` (the sequence length, queries = keys)."""
+        batch = self.batch if self.batch is not None else (self.batch_tokens or 0) / tokens
+        return batch * self.heads
+
+
+@attrs.frozen
+class Tiling:
+    """How a fused attention kernel spreads a call over the GPU: ``query_tile`` query rows per
+    thread block (CTA), ``ctas_per_sm`` resident on one SM (a persistent kernel: one, which takes
+    tiles round-robin), from the kernel's code."""
+
+    query_tile: int
+    ctas_per_sm: int
+    source: str
+
+
+_FA2_TILING = Tiling(
+    128,
+    2,
+    "Dao-AILab/flash-attention @ 0251105, csrc/flash_attn/src/flash_fwd_launch_template.h: "
+    "run_mha_fwd_hdim64 Flash_fwd_kernel_traits<64, 128, 128, 4 warps>, run_mha_fwd_hdim128 "
+    "<128, 128, 64, 4 warps> (sm80/sm90; sm86/89 <128, 128, 32, 4>: '128 x 32 (48 KB smem) is the "
+    "fastest for non-causal since we get 2 CTAs per SM'); csrc/flash_attn/flash_api.cpp: 'We multiply "
+    "number of SMs by 2 to hard-code the fact that we're using 128 threads per block'",
+)
+#: The tiling of each fused kernel by head dim, where its code states it; a backend or head dim not
+#: here (cuDNN, FA4, SageAttention: not read) has no wave term: its curve is read as measured.
+ATTENTION_TILING: dict[str, dict[int, Tiling]] = {
+    "fa2": {64: _FA2_TILING, 128: _FA2_TILING},
+    # PyTorch's SDPA flash backend vendors FlashAttention-2's kernels (PyTorch 2.2 release notes)
+    "sdpa_flash": {64: _FA2_TILING, 128: _FA2_TILING},
+    "fa3": {
+        128: Tiling(
+            128,
+            1,
+            "Dao-AILab/flash-attention @ 0251105, hopper/tile_size.h tile_size_fwd_sm90: head dim <= 128, "
+            "16-bit, non-causal: {128, 176} (kBlockM x kBlockN); hopper/flash_fwd_kernel_sm90.h: "
+            "MinBlocksPerMultiprocessor = 1; hopper/flash_fwd_launch_template.h: non-split runs the "
+            "StaticPersistentTileScheduler (non-causal), whose get_grid_shape returns num_sm CTAs that "
+            "take the num_blocks x heads x batch tiles in turn",
+        )
+    },
+}
+
+
+def wave_efficiency(ctas: float, slots: int) -> float:
+    """The share of ``slots`` (SMs × resident CTAs) busy over the waves ``ctas`` thread blocks take:
+    a partial last wave costs a whole one (NVIDIA Deep Learning Performance Guide, 'Matrix
+    Multiplication Background', wave quantization)."""
+    waves = ctas / slots
+    return waves / math.ceil(waves) if waves > 0 else 1.0
+
+
 @attrs.frozen
 class Curve:
     """Fractions of a peak at increasing ``x`` (key/value tokens, FLOPs per call), with their source."""
@@ -74,6 +156,8 @@ class Curve:
     x: tuple[float, ...] = attrs.field(converter=as_tuple, validator=_points)
     fraction: tuple[float, ...] = attrs.field(converter=as_tuple, validator=_fractions)
     source: str = attrs.field(validator=_source)
+    #: an attention curve's benchmark shape (None: not stated, or measured at the model's own shapes)
+    bench: BenchShape | None = None
 
     def __attrs_post_init__(self) -> None:
         if len(self.x) != len(self.fraction):
@@ -102,11 +186,17 @@ def _curve(raw: Any, where: str, x_key: str) -> Curve:
 
     if not isinstance(raw, Mapping):
         raise ConfigError(where, f"must be a section with {x_key}, fraction and source, got {raw!r}")
-    unknown = [str(k) for k in raw if k not in (x_key, "fraction", "source")]
+    keys = (x_key, "fraction", "source", *(("bench",) if x_key == "tokens" else ()))
+    unknown = [str(k) for k in raw if k not in keys]
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}", f"not a known key; allowed: {x_key}, fraction, source")
+        raise ConfigError(f"{where}.{unknown[0]}", f"not a known key; allowed: {', '.join(keys)}")
+    bench = None
+    if raw.get("bench") is not None:
+        from ditmeter.validate import parse
+
+        bench = parse(BenchShape, raw["bench"], f"{where}.bench")
     try:
-        return Curve(raw.get(x_key), raw.get("fraction"), raw.get("source") or "")
+        return Curve(raw.get(x_key), raw.get("fraction"), raw.get("source") or "", bench)
     except FieldError as exc:
         raise ConfigError(f"{where}.{x_key if exc.field == 'x' else exc.field}", exc.message) from None
 
@@ -134,6 +224,9 @@ class KernelTable:
     elementwise_rules: dict[str, Curve] = attrs.field(factory=dict)
     #: what stands in for curves the table lacks (a calibration's, reported with the prediction)
     notes: tuple[str, ...] = ()
+    #: the SMs of the device the table is read for (``DeviceSpec.sms``; set by the time plan):
+    #: None, no wave term
+    sms: int | None = None
 
     def bandwidth_fraction(self, rule: str | None = None) -> float:
         """The share of the bandwidth an element-wise leaf of ``rule`` reaches (the table's
@@ -145,15 +238,33 @@ class KernelTable:
         """The attention backends this table can cost (``sdpa_math`` always)."""
         return (*(b for b in CURVE_BACKENDS if b in self.attention), "sdpa_math")
 
-    def attention_fraction(self, backend: str, head_dim: int, kv_tokens: int) -> float:
+    def attention_fraction(
+        self, backend: str, head_dim: int, kv_tokens: int, q_tokens: int = 0, batch_heads: float = 0
+    ) -> float:
         """The curve of the nearest head dim (in log2; ties to the larger), at ``kv_tokens``.
+
+        Given one call's ``q_tokens`` and ``batch_heads``, the fraction that call reaches: the
+        curve's points each divided by the wave efficiency its benchmark ran at
+        (:func:`wave_efficiency` of its thread blocks in the kernel's tiling on the device's SMs),
+        interpolated, times the call's own wave efficiency. As measured where the table has no SM
+        count (``sms``), the kernel no known tiling (:data:`ATTENTION_TILING`) or the curve no
+        benchmark shape (``bench``).
 
         NB: published curves run Lq = Lkv at a fixed total of tokens; a query-heavy
         cross-attention is read at its key/value length, the loop each query tile runs.
         """
         curves = self.attention[backend]
-        nearest = min(curves, key=lambda d: (abs(math.log2(d / head_dim)), -d))
-        return curves[nearest].at(kv_tokens)
+        curve = curves[min(curves, key=lambda d: (abs(math.log2(d / head_dim)), -d))]
+        tiling = ATTENTION_TILING.get(backend, {}).get(head_dim)
+        if not batch_heads or self.sms is None or tiling is None or curve.bench is None:
+            return curve.at(kv_tokens)
+        slots, tile, bench = self.sms * tiling.ctas_per_sm, tiling.query_tile, curve.bench
+        full = [
+            f / wave_efficiency(bench.batch_heads(x) * math.ceil(x / tile), slots)
+            for x, f in zip(curve.x, curve.fraction, strict=True)
+        ]
+        call = wave_efficiency(batch_heads * math.ceil(q_tokens / tile), slots)
+        return log_linear(curve.x, full, kv_tokens) * call
 
     def gemm_fraction(self, dtype: str, flops: float) -> float:
         return self._by_dtype(self.gemm, "gemm", dtype).at(flops)
@@ -257,7 +368,9 @@ class KernelTable:
         """The table in its file's form (``from_mapping`` reads it back)."""
 
         def curve(c: Curve, x_key: str) -> dict[str, Any]:
-            return {x_key: list(c.x), "fraction": list(c.fraction), "source": c.source}
+            given = {} if c.bench is None else attrs.asdict(c.bench, filter=lambda _, v: v is not None)
+            bench = {"bench": given} if given else {}
+            return {x_key: list(c.x), "fraction": list(c.fraction), "source": c.source, **bench}
 
         rules = {
             k: {"fraction": list(c.fraction), "source": c.source} for k, c in self.elementwise_rules.items()
