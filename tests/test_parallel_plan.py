@@ -11,15 +11,16 @@ import re
 import warnings
 from pathlib import Path
 
+import attrs
 import pyarrow.parquet as pq
 import pytest
 
-from ditmeter.analytic.parallel import ParallelPlan
+from ditmeter.analytic.parallel import ParallelPlan, rank_forward_time
 from ditmeter.analytic.tree import walk
 from ditmeter.cli import main
 from ditmeter.commands.report import analyze
 from ditmeter.config import load
-from ditmeter.reports.parallel_report import PARALLEL_SCHEMA
+from ditmeter.reports.parallel_report import PARALLEL_SCHEMA, plan_estimate
 
 REPO = Path(__file__).resolve().parents[1]
 BIG = ["model=wan2.1-t2v-14b", "workload=720p-81f", "device=h100-sxm"]
@@ -187,6 +188,57 @@ def test_fsdp_gathers_hide_under_the_block_unless_the_block_is_shorter() -> None
     _, tiny = _plan([*tiny_plan, "time.execution=compiled"])  # the fused blocks: shortest
     (blocks,) = [t for t in tiny.comms if t.comm.overlap == "block"]
     assert blocks.exposed_s > 10 * blocks.call_s
+
+
+RING_FSDP_4090 = [
+    "model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=rtx4090",
+    "parallel.ring=8", "parallel.dit_fsdp=true",
+]  # fmt: skip
+
+
+def _ring_fsdp(slow_attention: float = 1.0):  # type: ignore[no-untyped-def]
+    """(the estimate, one block's compute, its attention's) of the 4090 cell, every attention curve
+    scaled by ``slow_attention`` (below 1: each call slower)."""
+    cfg = load(RING_FSDP_4090, "report")
+    analysis, view = analyze(cfg)
+    assert view.plan is not None and cfg.device is not None and cfg.time.kernels is not None
+    kernels = cfg.time.kernels
+    scaled = {
+        b: {d: attrs.evolve(c, fraction=tuple(f * slow_attention for f in c.fraction)) for d, c in cs.items()}
+        for b, cs in kernels.attention.items()
+    }
+    time = attrs.evolve(cfg.time, kernels=attrs.evolve(kernels, attention=scaled))
+    rank = view.plan.estimate.rank
+    est = plan_estimate(analysis, cfg.device, time, dict(view.plan.estimate.stage_video_s), rank)
+    stage = analysis.stage_kernels(rank.forward_stage(analysis.forward), time)
+    _, block_s, attention_s = rank_forward_time(rank, cfg.device, time, stage)
+    return est, block_s, attention_s
+
+
+def test_the_rings_exchange_and_the_weight_gather_share_one_link() -> None:
+    """Ring 8 with DiT FSDP on 8 RTX 4090s (the Wan2.1 README's cell): the ring's K/V exchange hides
+    under each block's attention and the next block's weight gather under the block, but both
+    cross the same PCIe link, so the gather hides only under the block's compute the exchange left
+    free. By hand from the estimate's own call times: per block, the ring hides min(exchange,
+    attention); the gather's cover is the block less that."""
+    est, block_s, attention_s = _ring_fsdp()
+    (ring,) = [t for t in est.comms if t.comm.overlap == "attention"]
+    (gather,) = [t for t in est.comms if t.comm.overlap == "block" and t.comm.per == "forward"]
+    assert ring.comm.spec.count == gather.comm.spec.count == 30  # one of each per block
+    cover = block_s - min(ring.call_s, attention_s)
+    assert gather.hidden_s == pytest.approx(cover, rel=1e-12)
+    assert gather.exposed_s == pytest.approx(gather.call_s + 29 * max(0.0, gather.call_s - cover), rel=1e-12)
+    assert ring.exposed_s == pytest.approx(30 * max(0.0, ring.call_s - attention_s), rel=1e-12)
+
+
+def test_a_slower_attention_never_makes_a_ring_with_fsdp_faster() -> None:
+    """Halving every attention curve (each call twice as slow) cannot shorten the step: counting the
+    attention as cover for both transfers (the exchange and the gather, each against its own
+    compute) did, by up to the attention's growth."""
+    base, _, attention = _ring_fsdp()
+    slower, _, slow_attention = _ring_fsdp(0.5)
+    assert slow_attention > 1.5 * attention
+    assert slower.step_s >= base.step_s * (1 - 1e-12)
 
 
 def test_memory_per_gpu_falls_with_fsdp_as_the_traced_fsdp2_run_holds_it() -> None:
@@ -389,13 +441,17 @@ def test_wan21_official_plans_attend_with_xfusers_fa2_by_hand() -> None:
     AttnType.FA (FlashAttention-2) even where one GPU takes FA3 (built). T2V-14B 720p-81f, Ulysses 8
     on H100 SXM, fused leaves: each GPU attends 40 / 8 = 5 heads over all 75,600 tokens, head dim
     128: 4 × 5 × 75,600² × 128 FLOPs per block at FA2's 0.374 of 989.4 TFLOP/s (hopper.yaml, beyond
-    16k tokens); Wan2.2's own distributed_attention keeps flash_attention's kernel (FA3 at 0.655)."""
+    16k tokens), in waves (docs/eager.md): 5 × ⌈75,600 / 128⌉ = 2,955 CTAs are 11.2 waves of the
+    H100's 132 SMs × 2, the benchmark's 2,048 are 7.76; Wan2.2's own distributed_attention keeps
+    flash_attention's kernel (FA3 at 0.655; 40 × 591 tiles over 132 persistent CTAs)."""
     flops = 4 * 5 * 75_600**2 * 128
+    fa2 = 0.374 / (2048 / (8 * 264)) * (2955 / (12 * 264))
+    fa3 = 0.655 / (2048 / (16 * 132)) * (23_640 / (180 * 132))
     plan = ["parallel.ulysses=8", "time.execution=compiled"]
     _, v = analyze(load([*BIG, *plan], "report"))
     assert v.prediction is not None and v.prediction.backends["dit"] == "fa2"
     core = v.prediction.modules["dit.blocks.0.self_attn.attn_core"]
-    assert core.compute_s == pytest.approx(flops / (989.4e12 * 0.374), rel=1e-9)
+    assert core.compute_s == pytest.approx(flops / (989.4e12 * fa2), rel=1e-9)
     _, one = analyze(load([*BIG, "time.execution=compiled", "attention=fa3"], "report"))
     assert one.prediction is not None and one.prediction.backends["dit"] == "fa3"  # one GPU, FA3 built
     _, user = analyze(load([*BIG, *plan, "attention=fa3"], "report"))  # the user's choice wins
@@ -407,5 +463,5 @@ def test_wan21_official_plans_attend_with_xfusers_fa2_by_hand() -> None:
     assert wan22_fa2.prediction is not None and wan22_fa2.prediction.backends["dit"] == "fa2"
     _, est = _plan([*BIG, *plan])
     one_gpu_core = one.prediction.modules["dit.blocks.0.self_attn.attn_core"].compute_s
-    assert one_gpu_core == pytest.approx(8 * flops / (989.4e12 * 0.655), rel=1e-9)
+    assert one_gpu_core == pytest.approx(8 * flops / (989.4e12 * fa3), rel=1e-9)
     assert est.rank.attention_impl == "fa2"

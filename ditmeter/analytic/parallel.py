@@ -14,7 +14,7 @@ how many a forward issues); ``ditmeter.compare.parallel`` holds them against a t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -336,6 +336,15 @@ def comm_time(
     return attrs.evolve(out, exposed_s=out.exposed_for(s.count))
 
 
+def link_shared_block_s(block_s: float, ring: Sequence[CommTime], gathers: int) -> float:
+    """The compute of one block left to hide a weight gather under (one of ``gathers`` per
+    forward) once the ring's exchanges, on the same link, have hidden under it: ``block_s`` less
+    each gather's share of the ring's hidden seconds per forward (the exchanges and the gathers are
+    both issued once per block, so the share is the ring's per block)."""
+    hidden = sum(min(t.call_s, t.hidden_s) * t.comm.spec.count for t in ring)
+    return max(0.0, block_s - hidden / gathers) if gathers else block_s
+
+
 def rank_forward_time(
     rank: RankPlan, device: DeviceSpec, plan: TimePlan, stage: StageKernels
 ) -> tuple[Timing, float, float]:
@@ -482,18 +491,29 @@ def estimate(
             "(diffusers runs one when guidance_scale <= 1)",
         )
     compute, block_s, attention_s = rank_forward_time(rank, device, plan, stage)
-    times = tuple(
-        comm_time(
+
+    def timed(c: Comm, block: float) -> CommTime:
+        return comm_time(
             c,
             device,
-            block_s=block_s,
+            block_s=block,
             attention_s=attention_s,
             fabric=plan.fabric,
             network=plan.network,
             gpus=p.gpus,
         )
-        for c in rank.comms
-    )
+
+    times = tuple(timed(c, block_s) for c in rank.comms)
+    # one link carries one transfer at a time: the part of a block a ring's exchange already hides
+    # under is not there again for the next block's weight gather (link_shared_block_s)
+    ring = [t for t in times if t.comm.overlap == "attention" and t.comm.per == "forward"]
+    if ring:
+        times = tuple(
+            timed(t.comm, link_shared_block_s(block_s, ring, t.comm.spec.count))
+            if t.comm.overlap == "block" and t.comm.per == "forward"
+            else t
+            for t in times
+        )
     est = ParallelEstimate(
         rank,
         compute,
