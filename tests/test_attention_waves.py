@@ -15,6 +15,7 @@ import attrs
 import pytest
 
 from ditmeter.analytic.eager import eager_calls
+from ditmeter.analytic.kernel_time import _batch_heads
 from ditmeter.analytic.kernels import ATTENTION_TILING, KernelTable, wave_efficiency
 from ditmeter.analytic.parallel import ParallelPlan
 from ditmeter.analytic.timing import StageKernels, TimePlan, kernel_time, leaf_time
@@ -128,13 +129,58 @@ def test_a_ring_rank_runs_each_call_at_its_own_heads_fused_and_eager() -> None:
     assert seconds == pytest.approx(expected, rel=1e-9)
 
 
-def test_a_benchmark_shape_needs_one_batch_and_a_source() -> None:
+def test_a_cross_attention_call_counts_its_query_tiles() -> None:
+    """40 heads × 75,600 queries over 512 text keys (the 14B's cross-attention at 720p): 40 × 591 =
+    23,640 CTAs, 89.5 waves of 264; the curve read at 512 keys (its first point). Counting the
+    tiles from the 512 keys (40 × 4 = 160 CTAs) would make it 0.61 of a wave."""
+    leaf = rule_leaf(
+        "x", "attn_core", "attention_core", batch=1, heads=40, q_tokens=75_600, kv_tokens=512,
+        head_dim=128, act_bytes=2,
+    )  # fmt: skip
+    row = ModuleRow("x", None, 0, "leaf", "attn_core", "attention_core", leaf.cost, 1, leaf.dims)
+    flops = 4 * 40 * 75_600 * 512 * 128
+    fa2_512 = 0.312
+    expected = flops / (BF16_PEAK * fa2_512 / BENCH_FA2 * (23_640 / (90 * 264)))
+    assert _seconds(row, "fa2") == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_benchmark_keeps_its_own_boards_waves() -> None:
+    """The RTX 4090's FA2 curve (SageAttention's bench: batch 4, 32 heads, on the 4090's 128 SMs:
+    4 × 32 × 8 = 1,024 CTAs at 1K tokens, four whole waves of 256) read for the 4090 D's 114 SMs:
+    a call of 12 heads × 8 tiles = 96 CTAs fills 96 / 228 of one wave there. The benchmark's waves
+    are the 4090's (1.0), not what 1,024 CTAs would make of the 4090 D's 228 slots (0.898)."""
+    table = kernel_table("rtx4090")
+    bench = table.attention["fa2"][128].bench
+    assert bench is not None and (bench.sms, bench.batch, bench.heads) == (128, 4, 32)
+    curve = table.attention["fa2"][128].at(1024)
+    fraction = attrs.evolve(table, sms=114).attention_fraction("fa2", 128, 1024, 1024, 12)
+    assert fraction == pytest.approx(curve * 96 / 228, rel=1e-12)
+
+
+def test_a_fraction_never_passes_the_peak() -> None:
+    """A curve point near the peak over a benchmark's partial last wave (here 0.99 over 2,048 CTAs'
+    0.97) stays at the peak for a call of whole waves."""
+    near = attrs.evolve(HOPPER.attention["fa2"][128], fraction=(0.99,) * 6)
+    table = attrs.evolve(HOPPER, attention={**HOPPER.attention, "fa2": {128: near}}, sms=132)
+    assert table.attention_fraction("fa2", 128, 1024, 1024, 33) == 1.0
+
+
+def test_an_eager_launch_without_queries_has_no_term() -> None:
+    """An eager attention launch of no queries (0 FLOPs) times as before: nothing, no division."""
+    assert _batch_heads({"q_tokens": 0, "kv_tokens": 16, "head_dim": 128}, 0, 0) == 0.0
+
+
+def test_a_benchmark_shape_needs_one_batch_its_boards_sms_and_a_source() -> None:
     raw = HOPPER.as_mapping()
     curve = raw["attention"]["fa2"][128]
     assert curve["bench"]["batch_tokens"] == 16384 and curve["bench"]["heads"] == 16
-    curve["bench"] = {"heads": 16, "batch": 4, "batch_tokens": 16384, "source": "x"}
+    assert curve["bench"]["sms"] == 132
+    curve["bench"] = {"heads": 16, "sms": 132, "batch": 4, "batch_tokens": 16384, "source": "x"}
     with pytest.raises(ConfigError, match=r"kernels\.attention\.fa2\.128\.bench\.batch"):
         KernelTable.from_mapping(raw)
-    curve["bench"] = {"heads": 16, "batch": 4}
+    curve["bench"] = {"heads": 16, "batch": 4, "source": "x"}
+    with pytest.raises(ConfigError, match=r"bench\.sms"):
+        KernelTable.from_mapping(raw)
+    curve["bench"] = {"heads": 16, "sms": 132, "batch": 4}
     with pytest.raises(ConfigError, match=r"bench\.source"):
         KernelTable.from_mapping(raw)

@@ -406,7 +406,7 @@ def _batch_heads(dims: Mapping[str, int | bool], tensor_flops: int, per_head: in
     4 · q · kv · head dim."""
     if "heads" in dims:
         return int(dims["batch"]) * int(dims["heads"]) / max(int(dims.get("sp_ring", 0)), 1)
-    return tensor_flops / (4 * per_head)
+    return tensor_flops / (4 * per_head) if per_head else 0.0  # no queries: no call, no term
 
 
 def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTable) -> KernelTerms:

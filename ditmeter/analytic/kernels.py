@@ -23,7 +23,7 @@ every curve:
   its launches); on a CPU each op's dispatch adds to its time.
 
 An attention curve may state the shape its benchmark ran (``bench``: heads and a
-batch, fixed or as batch × seqlen): a fused kernel whose tiling is known
+batch, fixed or as batch × seqlen, on a board of ``sms`` SMs): a fused kernel whose tiling is known
 (:data:`ATTENTION_TILING`) then costs a call by how full its last wave of
 thread blocks is against the benchmark's (:meth:`KernelTable.attention_fraction`),
 on the device's SMs (``DeviceSpec.sms``).
@@ -82,9 +82,11 @@ def _positive_int(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 class BenchShape:
     """The shape an attention curve's benchmark ran at each of its token counts: ``heads`` and a
     batch, either ``batch`` (fixed) or ``batch_tokens`` / seqlen (FlashAttention's scripts hold
-    batch × seqlen at 16K), with its source (the script or the command)."""
+    batch × seqlen at 16K), on a board of ``sms`` SMs (the one measured: its waves, not the
+    predicted board's), with its source (the script or the command)."""
 
     heads: int = attrs.field(validator=_positive_int)
+    sms: int = attrs.field(validator=_positive_int)
     batch: int | None = attrs.field(default=None, validator=_positive_int)
     batch_tokens: int | None = attrs.field(default=None, validator=_positive_int)
     source: str = attrs.field(default="", kw_only=True)
@@ -246,7 +248,8 @@ class KernelTable:
         Given one call's ``q_tokens`` and ``batch_heads``, the fraction that call reaches: the
         curve's points each divided by the wave efficiency its benchmark ran at
         (:func:`wave_efficiency` of its thread blocks in the kernel's tiling on the device's SMs),
-        interpolated, times the call's own wave efficiency. As measured where the table has no SM
+        interpolated, times the call's own wave efficiency on the table's board (at most 1). As
+        measured where the table has no SM
         count (``sms``), the kernel no known tiling (:data:`ATTENTION_TILING`) or the curve no
         benchmark shape (``bench``).
 
@@ -258,13 +261,14 @@ class KernelTable:
         tiling = ATTENTION_TILING.get(backend, {}).get(head_dim)
         if not batch_heads or self.sms is None or tiling is None or curve.bench is None:
             return curve.at(kv_tokens)
-        slots, tile, bench = self.sms * tiling.ctas_per_sm, tiling.query_tile, curve.bench
+        tile, bench, per_sm = tiling.query_tile, curve.bench, tiling.ctas_per_sm
         full = [
-            f / wave_efficiency(bench.batch_heads(x) * math.ceil(x / tile), slots)
+            f / wave_efficiency(bench.batch_heads(x) * math.ceil(x / tile), bench.sms * per_sm)
             for x, f in zip(curve.x, curve.fraction, strict=True)
         ]
-        call = wave_efficiency(batch_heads * math.ceil(q_tokens / tile), slots)
-        return log_linear(curve.x, full, kv_tokens) * call
+        call = wave_efficiency(batch_heads * math.ceil(q_tokens / tile), self.sms * per_sm)
+        # a fraction stays at most the peak (a curve near it, read off a partial benchmark wave)
+        return min(1.0, log_linear(curve.x, full, kv_tokens) * call)
 
     def gemm_fraction(self, dtype: str, flops: float) -> float:
         return self._by_dtype(self.gemm, "gemm", dtype).at(flops)
