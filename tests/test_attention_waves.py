@@ -184,3 +184,9 @@ def test_a_benchmark_shape_needs_one_batch_its_boards_sms_and_a_source() -> None
     curve["bench"] = {"heads": 16, "sms": 132, "batch": 4}
     with pytest.raises(ConfigError, match=r"bench\.source"):
         KernelTable.from_mapping(raw)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "1.5", "abc", "5000"])
+def test_a_bad_sm_count_names_the_field(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^device\.sms: "):
+        load(["model=wan2.1-t2v-1.3b", "workload=w001-tiny", "device=h100-sxm", f"device.sms={value}"])

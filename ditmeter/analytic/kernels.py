@@ -42,7 +42,7 @@ from typing import Any
 
 import attrs
 
-from ditmeter.validate import FieldError, as_tuple, boolean, finite_number
+from ditmeter.validate import FieldError, as_tuple, boolean, finite_number, positive_int_at_most
 
 #: Attention backends a user may pick (``attention=``); ``auto`` is the pipeline's own.
 ATTENTION_BACKENDS = ("fa2", "fa3", "fa4", "cudnn", "sdpa_flash", "sage", "sdpa_math")
@@ -86,7 +86,7 @@ class BenchShape:
     predicted board's), with its source (the script or the command)."""
 
     heads: int = attrs.field(validator=_positive_int)
-    sms: int = attrs.field(validator=_positive_int)
+    sms: int = attrs.field(validator=positive_int_at_most(4096, "no GPU has that many SMs"))
     batch: int | None = attrs.field(default=None, validator=_positive_int)
     batch_tokens: int | None = attrs.field(default=None, validator=_positive_int)
     source: str = attrs.field(default="", kw_only=True)
