@@ -15,7 +15,7 @@ import attrs
 import pytest
 
 from ditmeter.analytic.eager import eager_calls
-from ditmeter.analytic.kernel_time import _batch_heads
+from ditmeter.analytic.kernel_time import call_batch_heads
 from ditmeter.analytic.kernels import ATTENTION_TILING, KernelTable, wave_efficiency
 from ditmeter.analytic.parallel import ParallelPlan
 from ditmeter.analytic.timing import StageKernels, TimePlan, kernel_time, leaf_time
@@ -167,7 +167,7 @@ def test_a_fraction_never_passes_the_peak() -> None:
 
 def test_an_eager_launch_without_queries_has_no_term() -> None:
     """An eager attention launch of no queries (0 FLOPs) times as before: nothing, no division."""
-    assert _batch_heads({"q_tokens": 0, "kv_tokens": 16, "head_dim": 128}, 0, 0) == 0.0
+    assert call_batch_heads({"q_tokens": 0, "kv_tokens": 16, "head_dim": 128}, 0) == 0.0
 
 
 def test_a_benchmark_shape_needs_one_batch_its_boards_sms_and_a_source() -> None:

@@ -19,8 +19,9 @@ from typing import Any
 
 import attrs
 
+from ditmeter.analytic.kernels import SM_COUNT
 from ditmeter.errors import ConfigError
-from ditmeter.validate import FieldError, parse, positive_int, positive_int_at_most, printable
+from ditmeter.validate import FieldError, parse, positive_int, printable
 
 #: Peaks a roofline can use; ``fp8`` only where the chip has FP8 tensor cores.
 TENSOR_DTYPES = ("bf16", "fp16", "fp8")
@@ -80,10 +81,6 @@ def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 def _float(value: Any) -> Any:
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-
-#: The most SMs a board may state: today's largest have under 200 (the B200 148, the RTX 5090 170).
-MAX_SMS = 4096
-MAX_SMS_CHECK = positive_int_at_most(MAX_SMS, "no GPU has that many SMs; the largest have under 200")
 
 #: The smallest ``efficiency``: a kernel at 0.1% of every peak is a mistake, not a GPU.
 MIN_EFFICIENCY = 1e-3
@@ -152,7 +149,7 @@ class DeviceSpec:
     nics_per_node: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
     #: streaming multiprocessors: the waves a fused attention call's thread blocks take
     #: (:meth:`~ditmeter.analytic.kernels.KernelTable.attention_fraction`); None: no wave term
-    sms: int | None = attrs.field(default=None, validator=attrs.validators.optional(MAX_SMS_CHECK))
+    sms: int | None = attrs.field(default=None, validator=attrs.validators.optional(SM_COUNT))
     bf16_sparse_tflops: float | None = _optional()
     fp16_sparse_tflops: float | None = _optional()
     fp8_sparse_tflops: float | None = _optional()

@@ -222,7 +222,7 @@ def sage_quant(call: KernelCall, half: str) -> tuple[KernelCall, ...]:
         return ()
     dims = dict(call.dims)
     d, q_tokens, kv_tokens = dims["head_dim"], dims["q_tokens"], dims["kv_tokens"]
-    heads = call.tensor_flops // (4 * q_tokens * kv_tokens * d)  # batch × heads of the call
+    heads = call_batch_heads(dims, call.tensor_flops)
     q, kv, a = heads * q_tokens * d, heads * kv_tokens * d, DTYPE_BYTES[half]
     count = call.count
     return (
@@ -400,13 +400,14 @@ def _kv(dims: Mapping[str, int | bool]) -> list[int]:
     return [int(dims[k]) for k in ("kv_tokens", "text_tokens", "image_tokens") if k in dims]
 
 
-def _batch_heads(dims: Mapping[str, int | bool], tensor_flops: int, per_head: int) -> float:
+def call_batch_heads(dims: Mapping[str, int | bool], tensor_flops: int) -> int:
     """Batch × heads of one fused attention call: a leaf's own dims (its heads count one per ring
     call, ``sp_ring`` of them), else (an eager launch, whose dims fold the heads) its FLOPs over
-    4 · q · kv · head dim."""
+    4 · q · kv · head dim (0 for a call of no queries or keys)."""
     if "heads" in dims:
-        return int(dims["batch"]) * int(dims["heads"]) / max(int(dims.get("sp_ring", 0)), 1)
-    return tensor_flops / (4 * per_head) if per_head else 0.0  # no queries: no call, no term
+        return int(dims["batch"]) * int(dims["heads"]) // max(int(dims.get("sp_ring", 0)), 1)
+    per_head = 4 * int(dims["q_tokens"]) * sum(_kv(dims)) * int(dims["head_dim"])
+    return tensor_flops // per_head if per_head else 0
 
 
 def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTable) -> KernelTerms:
@@ -440,7 +441,7 @@ def kernel_terms(row: ModuleRow, dtype: str, sk: StageKernels, table: KernelTabl
             sparse = sk.is_sparse(row)
             # each call at its own wave efficiency on the GPU (KernelTable.attention_fraction); a
             # block-sparse kernel: its own rate per kept block
-            bh = 0.0 if sparse else _batch_heads(dims, cost.tensor_flops, q_tokens * total * head_dim)
+            bh = 0 if sparse else call_batch_heads(dims, cost.tensor_flops)
             numerator = sum(
                 cost.tensor_flops * kv / total / table.attention_fraction(backend, head_dim, kv, q_tokens, bh)
                 for kv in kvs

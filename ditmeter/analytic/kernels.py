@@ -42,7 +42,7 @@ from typing import Any
 
 import attrs
 
-from ditmeter.validate import FieldError, as_tuple, boolean, finite_number, positive_int_at_most
+from ditmeter.validate import FieldError, as_tuple, boolean, finite_number, positive_int, positive_int_at_most
 
 #: Attention backends a user may pick (``attention=``); ``auto`` is the pipeline's own.
 ATTENTION_BACKENDS = ("fa2", "fa3", "fa4", "cudnn", "sdpa_flash", "sage", "sdpa_math")
@@ -73,9 +73,10 @@ def _source(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise FieldError(attribute.name, "every curve needs a source (paper figure, benchmark, measurement)")
 
 
-def _positive_int(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        raise FieldError(attribute.name, f"must be a positive integer, got {value!r}")
+#: The most SMs a board or a benchmark's board may state: today's largest have under 200 (the B200
+#: 148, the RTX 5090 170); ``DeviceSpec.sms`` and ``bench.sms`` share it.
+MAX_SMS = 4096
+SM_COUNT = positive_int_at_most(MAX_SMS, "no GPU has that many SMs; the largest have under 200")
 
 
 @attrs.frozen
@@ -85,10 +86,10 @@ class BenchShape:
     batch × seqlen at 16K), on a board of ``sms`` SMs (the one measured: its waves, not the
     predicted board's), with its source (the script or the command)."""
 
-    heads: int = attrs.field(validator=_positive_int)
-    sms: int = attrs.field(validator=positive_int_at_most(4096, "no GPU has that many SMs"))
-    batch: int | None = attrs.field(default=None, validator=_positive_int)
-    batch_tokens: int | None = attrs.field(default=None, validator=_positive_int)
+    heads: int = attrs.field(validator=positive_int)
+    sms: int = attrs.field(validator=SM_COUNT)
+    batch: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
+    batch_tokens: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
     source: str = attrs.field(default="", kw_only=True)
 
     def __attrs_post_init__(self) -> None:

@@ -503,17 +503,17 @@ def estimate(
             gpus=p.gpus,
         )
 
-    times = tuple(timed(c, block_s) for c in rank.comms)
     # one link carries one transfer at a time: the part of a block a ring's exchange already hides
     # under is not there again for the next block's weight gather (link_shared_block_s)
-    ring = [t for t in times if t.comm.overlap == "attention" and t.comm.per == "forward"]
-    if ring:
-        times = tuple(
-            timed(t.comm, link_shared_block_s(block_s, ring, t.comm.spec.count))
-            if t.comm.overlap == "block" and t.comm.per == "forward"
-            else t
-            for t in times
-        )
+    def gather(c: Comm) -> bool:
+        return c.overlap == "block" and c.per == "forward"
+
+    first = {i: timed(c, block_s) for i, c in enumerate(rank.comms) if not gather(c)}
+    ring = [t for t in first.values() if t.comm.overlap == "attention" and t.comm.per == "forward"]
+    times = tuple(
+        first[i] if i in first else timed(c, link_shared_block_s(block_s, ring, c.spec.count))
+        for i, c in enumerate(rank.comms)
+    )
     est = ParallelEstimate(
         rank,
         compute,
