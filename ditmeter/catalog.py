@@ -179,6 +179,33 @@ def fabric_table(name: str) -> FabricTable:
     return FabricTable.from_mapping(_catalog_table("fabric", name))
 
 
+def device_fabric(device: DeviceSpec) -> FabricTable | None:
+    """The device's ``fabric``: a ``configs/fabric/`` name, or a file of your host's nccl-tests
+    output (:mod:`ditmeter.analytic.nccl_tests`: the busbw as measured, on the device's own link);
+    None: the datasheet link."""
+    if device.fabric is None:
+        return None
+    from ditmeter.analytic.nccl_tests import FIELD, fabric_mapping, is_file_name
+
+    if not is_file_name(device.fabric):
+        return fabric_table(device.fabric)
+    from ditmeter.files import read_text
+
+    path = Path(device.fabric)
+    link = device.link_for(min(8, device.nvlink_gpus or 8))
+    if link is None:
+        raise ConfigError("device", f"{device.name} has no nvlink_gbps or pcie_gbps in the catalog")
+    raw = fabric_mapping(read_text(path, FIELD, NCCL_TESTS_LIMIT_BYTES), path, link / 1e9)
+    try:
+        return FabricTable.from_mapping(raw)
+    except ConfigError as exc:  # the file is the fabric: name that field
+        raise ConfigError(FIELD, f"{path.name}: {exc.field}: {exc.message}") from None
+
+
+#: nccl-tests' output of one sweep is a few kB; a file many times that is not one
+NCCL_TESTS_LIMIT_BYTES = 1024 * 1024
+
+
 @functools.lru_cache(maxsize=16)
 def network_table(name: str) -> NetworkTable:
     """``configs/network/<name>.yaml``, validated (errors name ``network.<field>``)."""
@@ -247,7 +274,7 @@ def time_plan(
         top.gemm_dtype,
         options.execution,
         host_plan(top.host, device),
-        fabric_table(device.fabric) if device is not None and device.fabric is not None else None,
+        device_fabric(device) if device is not None else None,
         network=network_table(device.network) if device is not None and device.network is not None else None,
         fp32_matmul=options.fp32_matmul,
     )
