@@ -185,21 +185,27 @@ def device_fabric(device: DeviceSpec) -> FabricTable | None:
     None: the datasheet link."""
     if device.fabric is None:
         return None
-    from ditmeter.analytic.nccl_tests import FIELD, fabric_mapping, is_file_name
+    from ditmeter.analytic.nccl_tests import FIELD, fabric_mapping, gpus_of, is_file_name
 
     if not is_file_name(device.fabric):
         return fabric_table(device.fabric)
+    from ditmeter.analytic.collective_time import domain_gpus
     from ditmeter.files import read_text
 
     path = Path(device.fabric)
-    link = device.link_for(min(8, device.nvlink_gpus or 8))
+    text = read_text(path, FIELD, NCCL_TESTS_LIMIT_BYTES)
+    # the link the run's GPUs talked over (an H100 PCIe pair: its NVLink bridge; 8 of them: PCIe)
+    ranks = min(gpus_of(text) or domain_gpus(device), domain_gpus(device))
+    link = device.link_for(ranks)
     if link is None:
         raise ConfigError("device", f"{device.name} has no nvlink_gbps or pcie_gbps in the catalog")
-    raw = fabric_mapping(read_text(path, FIELD, NCCL_TESTS_LIMIT_BYTES), path, link / 1e9)
+    nvlink = device.nvlink_gbps is not None and (device.nvlink_gpus is None or ranks <= device.nvlink_gpus)
+    raw = fabric_mapping(text, path, link / 1e9, nvlink=nvlink)
     try:
-        return FabricTable.from_mapping(raw)
+        table = FabricTable.from_mapping(raw)
     except ConfigError as exc:  # the file is the fabric: name that field
         raise ConfigError(FIELD, f"{path.name}: {exc.field}: {exc.message}") from None
+    return attrs.evolve(table, rescale=False)  # measured on this device: every group reads it as is
 
 
 #: nccl-tests' output of one sweep is a few kB; a file many times that is not one

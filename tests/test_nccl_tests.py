@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ditmeter.analytic.collective_time import collective_time
+from ditmeter.analytic.nccl_tests import fabric_mapping, gpus_of
 from ditmeter.catalog import device_fabric, fabric_table
 from ditmeter.cli import main
 from ditmeter.config import load
@@ -19,9 +20,13 @@ HEAD = """# nThread 1 nGpus 8 minBytes 8 maxBytes 134217728 step: 2(factor) warm
 #
 # Using devices
 #  Rank  0 Group  0 Pid 1 on host device  0 [0x01] NVIDIA GeForce RTX 4090
-#  Rank  1 Group  0 Pid 1 on host device  1 [0x25] NVIDIA GeForce RTX 4090
-#  Rank  2 Group  0 Pid 1 on host device  2 [0x41] NVIDIA GeForce RTX 4090
-#  Rank  3 Group  0 Pid 1 on host device  3 [0x61] NVIDIA GeForce RTX 4090
+#  Rank  1 Group  0 Pid 1 on host device  1 [0x11] NVIDIA GeForce RTX 4090
+#  Rank  2 Group  0 Pid 1 on host device  2 [0x21] NVIDIA GeForce RTX 4090
+#  Rank  3 Group  0 Pid 1 on host device  3 [0x31] NVIDIA GeForce RTX 4090
+#  Rank  4 Group  0 Pid 1 on host device  4 [0x41] NVIDIA GeForce RTX 4090
+#  Rank  5 Group  0 Pid 1 on host device  5 [0x51] NVIDIA GeForce RTX 4090
+#  Rank  6 Group  0 Pid 1 on host device  6 [0x61] NVIDIA GeForce RTX 4090
+#  Rank  7 Group  0 Pid 1 on host device  7 [0x71] NVIDIA GeForce RTX 4090
 #
 #                                                              out-of-place                       in-place
 #  size  count  type  redop  root  time  algbw  busbw #wrong  time  algbw  busbw #wrong
@@ -77,11 +82,50 @@ def test_an_all_reduce_output_becomes_every_collective_s_curve_by_hand(tmp_path:
 
 
 def test_the_collective_comes_from_the_starting_line_before_the_file_name(tmp_path: Path) -> None:
-    """nccl-tests 2.13+ names its program in a header line; it wins over the file's name."""
+    """nccl-tests 2.16.7+ names its program in a header line; it wins over the file's name. The
+    file's 8 GPUs are its 8 Rank lines."""
     text = "# Collective test starting: alltoall_perf\n" + HEAD + SLOW
-    fabric = device_fabric(_device(f"device.fabric={_write(tmp_path, 'all_reduce_perf.txt', text)}"))
-    assert fabric is not None
-    assert fabric.curves["all_to_all"][-1].busbw_gbps == 2.57
+    raw = fabric_mapping(text, Path("all_reduce_perf.txt"), 32.0)
+    assert "points" in raw["collectives"]["all_to_all"]
+    assert raw["collectives"]["all_reduce"]["same_as"] == "all_to_all"
+    assert gpus_of(text) == 8 and "(8 GPUs)" in raw["collectives"]["all_to_all"]["points"][0]["source"]
+    named = fabric_mapping(HEAD + SLOW, Path("all_reduce_perf.txt"), 32.0)
+    assert "points" in named["collectives"]["all_reduce"]
+
+
+def test_columns_are_read_by_the_header_s_names() -> None:
+    """-c 0 prints N/A for #wrong, and older nccl-tests print no root column: both read the
+    out-of-place time and busbw; the floor is the smallest nonzero size's time, not a 0 B row's."""
+    no_check = (
+        HEAD + "  134217728  33554432  float  sum  -1  16253  8.26  14.45  N/A  16227  8.27  14.47  N/A\n"
+    )
+    raw = fabric_mapping(no_check, Path("all_reduce_perf.txt"), 32.0)
+    assert raw["collectives"]["all_reduce"]["points"][0]["busbw_gbps"] == 14.45
+    old = (
+        "#  size  count  type  redop  time  algbw  busbw  error  time  algbw  busbw  error\n"
+        "  0  0  float  sum  1.00  0.00  0.00  0e+00  1.00  0.00  0.00  0e+00\n"
+        "  8  2  float  sum  38.83  0.00  0.00  0e+00  40.43  0.00  0.00  0e+00\n"
+        "  134217728  33554432  float  sum  16253  8.26  14.45  0e+00  16227  8.27  14.47  0e+00\n"
+    )
+    raw = fabric_mapping(old, Path("all_reduce_perf.txt"), 32.0)
+    assert raw["collectives"]["all_reduce"]["points"][0]["busbw_gbps"] == 14.45
+    assert raw["latency_us"] == 38.83
+
+
+def test_a_file_on_a_board_whose_link_depends_on_the_group_is_read_as_measured(tmp_path: Path) -> None:
+    """An H100 PCIe pair talks over its NVLink bridge, 4 or 8 of them over PCIe: a file measured on
+    8 of them at 40 GB/s is 40 GB/s for groups of 2, 4 and 8 alike (not scaled by link / link)."""
+    rows = (
+        "  8  2  float  none  -1  20.00  0.00  0.00  0  20.00  0.00  0.00  0\n"
+        "  134217728  16777216  float  none  -1  2936  45.71  40.00  0  2936  45.71  40.00  0\n"
+    )
+    path = _write(tmp_path, "all_gather_perf.txt", HEAD + rows)
+    device = load([*LOAD, "device=h100-pcie", f"device.fabric={path}"], "report").device
+    fabric = device_fabric(device)
+    assert fabric is not None and not fabric.rescale
+    for ranks in (2, 4, 8):
+        c = collective_time("all_gather", ranks=ranks, tensor_bytes=134_217_728, device=device, fabric=fabric)
+        assert c.time_s == pytest.approx(c.sent_bytes / 40e9, rel=1e-12), ranks
 
 
 def test_a_report_reads_the_host_s_own_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,8 +157,15 @@ def test_a_report_reads_the_host_s_own_table(tmp_path: Path, capsys: pytest.Capt
         ("all_reduce_perf.txt", HEAD + SLOW + SLOW, "do not increase"),
         (
             "all_reduce_perf.txt",
-            HEAD + "   134217728   33554432  float  sum  -1  1000  134.2  99.00  0  1000  134.2  99.00  0\n",
-            "above the device's one-way link",
+            HEAD + "   134217728   33554432  float  sum  -1  1000  134.2  40.00  0  1000  134.2  40.00  0\n",
+            "above the device's one-way link (32 GB/s)",
+        ),
+        ("run.txt", "# Collective test starting: sendrecv_perf\n" + HEAD + ROWS, "measured sendrecv_perf"),
+        (
+            "all_reduce_perf.txt",
+            HEAD
+            + "  8  2  float  sum  -1  2025-06-03 10:00:00  38.83  0.00  0.00  0  40.43  0.00  0.00  0\n",
+            "fields where its header names 13",
         ),
         (
             "all_reduce_perf.txt",

@@ -69,7 +69,9 @@ def collective_time(
         within = ranks if nodes == 1 else local
         if fabric.shared_host:
             within = min(max(gpus or ranks, ranks), domain_gpus(device))
-        node_busbw = fabric.busbw_bytes_per_s(op, tensor_bytes, within) * link / fabric.link_bytes_per_s
+        node_busbw = fabric.busbw_bytes_per_s(op, tensor_bytes, within)
+        if fabric.rescale:  # a catalog table measured on another board's link
+            node_busbw *= link / fabric.link_bytes_per_s
         latency = fabric.latency_s
         if nodes == 1:
             return achieved_cost(

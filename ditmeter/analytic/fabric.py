@@ -51,6 +51,9 @@ class FabricTable:
     group_curves: dict[str, dict[int, tuple[BusbwPoint, ...]]] = attrs.field(factory=dict)
     #: the GPUs share the host's links (PCIe): the curves are read for the plan's GPUs on the node
     shared_host: bool = False
+    #: False: the busbw was measured on this very device (``device.fabric=<file>``): taken as is,
+    #: not scaled by the device's link over ``link_gbps``
+    rescale: bool = True
 
     @property
     def link_bytes_per_s(self) -> float:

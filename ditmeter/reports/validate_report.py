@@ -49,6 +49,11 @@ def _signed(x: float) -> str:
     return f"{x:+.1%}"
 
 
+def _seconds(s: float) -> str:
+    """A point's seconds: one decimal from 10 s up, three significant digits below (a 0.481 s step)."""
+    return f"{s:,.1f} s" if s >= 10 else f"{s:.3g} s"
+
+
 def point_table(frame: pd.DataFrame) -> Table:
     rows = [
         (
@@ -56,8 +61,8 @@ def point_table(frame: pd.DataFrame) -> Table:
             r.device,
             str(r.gpus),
             r.timed,
-            f"{r.measured_s:,.1f} s",
-            f"{r.predicted_s:,.1f} s",
+            _seconds(r.measured_s),
+            _seconds(r.predicted_s),
             _signed(r.rel_error),
         )
         for r in frame.itertuples()
