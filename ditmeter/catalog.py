@@ -6,6 +6,7 @@ them). Every table is validated as it is read; an error names the field (exit 2)
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -205,7 +206,9 @@ def device_fabric(device: DeviceSpec) -> FabricTable | None:
         table = FabricTable.from_mapping(raw)
     except ConfigError as exc:  # the file is the fabric: name that field
         raise ConfigError(FIELD, f"{path.name}: {exc.field}: {exc.message}") from None
-    return attrs.evolve(table, rescale=False)  # measured on this device: every group reads it as is
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    # measured on this device: every group reads it as is
+    return attrs.evolve(table, rescale=False, origin=f"{path.resolve()} (sha256 {digest})")
 
 
 #: nccl-tests' output of one sweep is a few kB; a file many times that is not one

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -130,7 +132,8 @@ def test_a_file_on_a_board_whose_link_depends_on_the_group_is_read_as_measured(t
 
 def test_a_report_reads_the_host_s_own_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The same Ulysses-4 plan (1.3B, 480p: all-to-alls of tens of MB) on a slower host's table
-    exposes more communication than on the catalog's, and report.json names the file as the fabric."""
+    exposes more communication than on the catalog's, and report.json names the file, its resolved
+    path and its sha256 as the fabric."""
     slow = _write(tmp_path, "alltoall_perf.txt", HEAD + SLOW)
     args = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=rtx4090", "parallel.ulysses=4",
             f"output_root={tmp_path}"]  # fmt: skip
@@ -145,8 +148,14 @@ def test_a_report_reads_the_host_s_own_table(tmp_path: Path, capsys: pytest.Capt
         return float(value) * {"s": 1.0, "ms": 1e-3, "µs": 1e-6}[unit]
 
     assert comm(exposed[1]) > 3 * comm(exposed[0])
-    report = (tmp_path / "host" / "static_analysis" / "wan2_1" / "report.json").read_text()
-    assert str(slow) in report
+    report = json.loads((tmp_path / "host" / "static_analysis" / "wan2_1" / "report.json").read_text())
+    digest = hashlib.sha256(slow.read_bytes()).hexdigest()
+    assert report["time"]["fabric"] == {
+        "name": "alltoall_perf.txt",
+        "origin": f"{slow.resolve()} (sha256 {digest})",
+    }
+    catalog = json.loads((tmp_path / "catalog" / "static_analysis" / "wan2_1" / "report.json").read_text())
+    assert catalog["time"]["fabric"] == {"name": "pcie-shm", "origin": None}
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,8 @@ class FabricTable:
     #: False: the busbw was measured on this very device (``device.fabric=<file>``): taken as is,
     #: not scaled by the device's link over ``link_gbps``
     rescale: bool = True
+    #: where a table read from a file came from: its resolved path and sha256 (None: the catalog's)
+    origin: str | None = None
 
     @property
     def link_bytes_per_s(self) -> float:

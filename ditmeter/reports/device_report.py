@@ -223,6 +223,9 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
             for t, s in p.transfers
         ],
         "kernels": plan.kernels.name if plan.kernels is not None and plan.predicted else None,
+        "fabric": (
+            {"name": plan.fabric.name, "origin": plan.fabric.origin} if plan.fabric is not None else None
+        ),
         "attention": p.backends,
         "gemm_dtype": plan.gemm_dtype,
         "efficiency": p.device.efficiency,
