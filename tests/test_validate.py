@@ -13,6 +13,7 @@ from ditmeter.cli import main
 from ditmeter.commands.validate import default_folder, predict_point, validate_frame
 from ditmeter.compare.measurements import error_summary, load_points, one_gpu_pair, plan_family
 from ditmeter.errors import ConfigError
+from ditmeter.reports.validate_report import kept_ieee
 
 #: The accuracy the README states for time.execution=eager (median and max |error| over the dataset).
 STATED_MEDIAN, STATED_MAX = 0.069, 0.39
@@ -261,6 +262,22 @@ def test_a_run_wide_tf32_reading_skips_boards_without_a_tf32_curve(tmp_path: Pat
     (tmp_path / "s").mkdir()
     with pytest.raises(ConfigError, match=r"point g: time\.fp32_matmul"):
         validate_frame(load_points(_folder(tmp_path / "s", [stated])))
+
+
+def test_a_point_that_states_tf32_is_read_so_and_the_note_says_which(tmp_path: Path) -> None:
+    """A point whose source states TF32 (its settings carry time.fp32_matmul=tf32) keeps it under
+    the default run and is named as stating it; under a run-wide tf32 a GB200 point is named as
+    kept at IEEE for want of a curve, and the stating point is not."""
+    tf32 = _point("t", 100.0, settings=["workload=480p-81f", "time.fp32_matmul=tf32"])
+    points = load_points(_folder(tmp_path, [_point("h", 100.0), tf32, _point("g", 100.0, device="gb200")]))
+    frame = validate_frame(points)
+    assert frame.set_index("point_id")["fp32_matmul"].to_dict() == {"h": "ieee", "t": "tf32", "g": "ieee"}
+    assert kept_ieee(frame, "ieee") == "1 point states its own time.fp32_matmul (tf32, as its source says)"
+    wide = validate_frame(points, ("time.fp32_matmul=tf32",))
+    assert kept_ieee(wide, "tf32") == (
+        "time.fp32_matmul=tf32 is not applied to 1 point (gb200: no TF32 GEMM curve in their kernel "
+        "tables); they keep ieee"
+    )
 
 
 def test_a_point_the_pipeline_adjusts_says_so_in_its_assumptions(tmp_path: Path) -> None:

@@ -127,17 +127,31 @@ PEAK_TITLE = (
 )
 
 
+def _points(n: int) -> str:
+    return f"{n} point" if n == 1 else f"{n} points"
+
+
 def kept_ieee(frame: pd.DataFrame, fp32_matmul: str) -> str | None:
-    """The line that says which points kept IEEE fp32 matmuls under a run-wide ``tf32`` (their
-    devices have no TF32 curve), or None."""
-    kept = frame[frame["fp32_matmul"] != fp32_matmul]
-    if kept.empty:
-        return None
-    devices = ", ".join(sorted(set(kept["device"])))
-    return (
-        f"time.fp32_matmul={fp32_matmul} is not applied to {len(kept)} points ({devices}: no TF32 GEMM "
-        f"curve in their kernel tables); they keep {', '.join(sorted(set(kept['fp32_matmul'])))}"
-    )
+    """The line that says which points read their fp32 matmuls otherwise than the run: those whose
+    source states it (their settings carry ``time.fp32_matmul``), and under a run-wide ``tf32`` those
+    that kept IEEE (their devices have no TF32 curve); or None."""
+    differ = frame["fp32_matmul"] != fp32_matmul
+    stated = frame["settings"].str.contains("time.fp32_matmul=", regex=False)
+    parts = []
+    own = frame[differ & stated]
+    if not own.empty:
+        one = len(own) == 1
+        verb, says = ("states its", "its source says") if one else ("state their", "their sources say")
+        readings = ", ".join(sorted(set(own["fp32_matmul"])))
+        parts.append(f"{_points(len(own))} {verb} own time.fp32_matmul ({readings}, as {says})")
+    kept = frame[differ & ~stated]
+    if not kept.empty:
+        devices = ", ".join(sorted(set(kept["device"])))
+        parts.append(
+            f"time.fp32_matmul={fp32_matmul} is not applied to {_points(len(kept))} ({devices}: no TF32 GEMM "
+            f"curve in their kernel tables); they keep {', '.join(sorted(set(kept['fp32_matmul'])))}"
+        )
+    return "; ".join(parts) or None
 
 
 def validate_markdown(frame: pd.DataFrame, execution: str, fp32_matmul: str = "ieee") -> str:
