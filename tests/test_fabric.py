@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,19 @@ def test_every_fabric_figure_carries_a_source() -> None:
     for device in choices("device"):
         fabric = _device(device).fabric
         assert fabric is None or fabric in choices("fabric"), device
+
+
+def test_the_4090_host_table_is_transcribed_consistently() -> None:
+    """Each pcie-shm row quotes nccl-tests' out-of-place size, time (us), algbw and busbw: algbw =
+    size / time and busbw = algbw x 2(N-1)/N = x 1.75 for an all-reduce on 8 GPUs, each to the
+    table's print rounding (0.005 GB/s on the printed algbw, 1% on the 4-digit times), and the
+    busbw point is the quoted one. A transcription slip in any row fails it."""
+    rows = _raw("pcie-shm")["collectives"]["all_reduce"]["points"]
+    assert len(rows) == 12
+    for row in rows:
+        found = re.search(r"(\d+) B ([\d.]+) us algbw ([\d.]+) busbw ([\d.]+)$", row["quote"])
+        assert found, row["quote"]
+        numbers = [float(v) for v in found.groups()]
+        assert int(numbers[0]) == row["bytes"] and numbers[3] == row["busbw_gbps"]
+        assert numbers[0] / (numbers[1] * 1e3) == pytest.approx(numbers[2], rel=0.01, abs=0.005)
+        assert numbers[2] * 1.75 == pytest.approx(numbers[3], abs=0.02)
