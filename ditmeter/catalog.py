@@ -191,7 +191,7 @@ def device_fabric(device: DeviceSpec) -> FabricTable | None:
     if not is_file_name(device.fabric):
         return fabric_table(device.fabric)
     from ditmeter.analytic.collective_time import domain_gpus
-    from ditmeter.files import read_text
+    from ditmeter.files import NCCL_TESTS_LIMIT_BYTES, read_text
 
     path = Path(device.fabric)
     text = read_text(path, FIELD, NCCL_TESTS_LIMIT_BYTES)
@@ -200,8 +200,7 @@ def device_fabric(device: DeviceSpec) -> FabricTable | None:
     link = device.link_for(ranks)
     if link is None:
         raise ConfigError("device", f"{device.name} has no nvlink_gbps or pcie_gbps in the catalog")
-    nvlink = device.nvlink_gbps is not None and (device.nvlink_gpus is None or ranks <= device.nvlink_gpus)
-    raw = fabric_mapping(text, path, link / 1e9, nvlink=nvlink)
+    raw = fabric_mapping(text, path, link / 1e9, nvlink=device.over_nvlink(ranks))
     try:
         table = FabricTable.from_mapping(raw)
     except ConfigError as exc:  # the file is the fabric: name that field
@@ -209,10 +208,6 @@ def device_fabric(device: DeviceSpec) -> FabricTable | None:
     digest = hashlib.sha256(text.encode()).hexdigest()
     # measured on this device: every group reads it as is
     return attrs.evolve(table, rescale=False, origin=f"{path.resolve()} (sha256 {digest})")
-
-
-#: nccl-tests' output of one sweep is a few kB; a file many times that is not one
-NCCL_TESTS_LIMIT_BYTES = 1024 * 1024
 
 
 @functools.lru_cache(maxsize=16)

@@ -35,6 +35,8 @@ TEXT_LIMIT_BYTES = 64 * MIB
 TRACE_LIMIT_BYTES = 8 * 2**30
 #: A Parquet table of a run folder.
 TABLE_LIMIT_BYTES = 4 * 2**30
+#: An nccl-tests output (``device.fabric=<file>``): one sweep's table is a few kB.
+NCCL_TESTS_LIMIT_BYTES = MIB
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),

@@ -224,11 +224,14 @@ class DeviceSpec:
         gbps = self.nvlink_gbps or self.pcie_gbps
         return gbps * 1e9 / 2 if gbps else None
 
+    def over_nvlink(self, ranks: int) -> bool:
+        """A group of ``ranks`` GPUs talks over NVLink: the board has it and one domain holds them."""
+        return bool(self.nvlink_gbps) and (self.nvlink_gpus is None or ranks <= self.nvlink_gpus)
+
     def link_for(self, ranks: int) -> float | None:
         """One direction of the link a group of ``ranks`` GPUs talks over, bytes/s: NVLink when its
-        domain holds the group, else PCIe."""
-        gbps = self.nvlink_gbps if self.nvlink_gpus is None or ranks <= self.nvlink_gpus else None
-        gbps = gbps or self.pcie_gbps
+        domain holds the group (:meth:`over_nvlink`), else PCIe."""
+        gbps = self.nvlink_gbps if self.over_nvlink(ranks) else self.pcie_gbps
         return gbps * 1e9 / 2 if gbps else None
 
     @property
