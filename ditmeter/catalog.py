@@ -105,17 +105,28 @@ def choices(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
+def catalog_file(group: str, name: str, field: str, what: str | None = None) -> Path:
+    """``configs/<group>/<name>.yaml`` for a name the group lists: any other name (a path, one
+    with ``..``, a file of another group) exits 2 naming ``field`` and the allowed names."""
+    allowed = choices(group)
+    if name not in allowed:
+        raise ConfigError(field, f"{what or group} {name!r} unknown; allowed: {', '.join(allowed)}")
+    return config_dir() / group / f"{name}.yaml"
+
+
+def _catalog_mapping(path: Path, field: str) -> dict[str, Any]:
+    raw = config_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(field, f"{path} is not a mapping")
+    return {str(k): v for k, v in raw.items()}
+
+
 def _kernel_mapping(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """A kernel file's content over its ``base`` (its sections replace the base's entries of the
     same backend or dtype; an entry set to null drops the base's: a kernel that does not run there)."""
-    path = config_dir() / "kernels" / f"{name}.yaml"
-    if not path.is_file() or name in seen:
-        why = (
-            "refers back to itself" if name in seen else f"unknown; allowed: {', '.join(choices('kernels'))}"
-        )
-        raise ConfigError("device.kernels", f"kernel table {name!r} {why}")
-    raw = config_yaml(path)
-    assert isinstance(raw, dict)
+    if name in seen:
+        raise ConfigError("device.kernels", f"kernel table {name!r} refers back to itself")
+    raw = _catalog_mapping(catalog_file("kernels", name, "device.kernels", "kernel table"), "device.kernels")
     base = raw.pop("base", None)
     if base is None:
         return {str(k): v for k, v in raw.items()}
@@ -163,15 +174,7 @@ def magcache_model(model: ModelSpec) -> MagCacheModel | None:
 
 def _catalog_table(group: str, name: str) -> dict[str, Any]:
     """``configs/<group>/<name>.yaml`` as a mapping; an unknown name exits 2 naming ``device.<group>``."""
-    path = config_dir() / group / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(
-            f"device.{group}", f"{group} {name!r} unknown; allowed: {', '.join(choices(group))}"
-        )
-    raw = config_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(group, f"{path} is not a mapping")
-    return {str(k): v for k, v in raw.items()}
+    return _catalog_mapping(catalog_file(group, name, f"device.{group}"), f"device.{group}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -227,12 +230,11 @@ def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
         except ConfigError as exc:  # the file is the host's: name that field
             raise ConfigError("host", exc.message) from None
         return HostPlan(cal_device, kernels) if device is not None else None
-    known = name == "auto" or (config_dir() / "host" / f"{name}.yaml").is_file()
+    known = name == "auto" or name in choices("host")
     if device is None and known:
         return None
     name = default_host(device) if name == "auto" else name
-    path = config_dir() / "host" / f"{name}.yaml"
-    if not path.is_file():
+    if name not in choices("host"):
         raise ConfigError(
             "host", f"{name!r} unknown; allowed: auto, {', '.join(choices('host'))} or a calibration file"
         )
@@ -242,9 +244,7 @@ def host_plan(name: str, device: DeviceSpec | None) -> HostPlan | None:
 @functools.lru_cache(maxsize=16)
 def _host_table(name: str) -> HostPlan:
     """``configs/host/<name>.yaml``, validated (read once: a sweep asks for it per device)."""
-    raw = config_yaml(config_dir() / "host" / f"{name}.yaml")
-    assert isinstance(raw, dict)
-    return host_from_mapping({str(k): v for k, v in raw.items()}, "host")
+    return host_from_mapping(_catalog_mapping(catalog_file("host", name, "host"), "host"), "host")
 
 
 def time_plan(
