@@ -372,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _sigterm_unwinds():
             args = _parser().parse_args(argv)
+            if args.command != "sweep":  # the sweep's grid says it for its axes
+                from ditmeter.config import check_once
+
+                check_once(args.overrides)
             status = _COMMANDS[args.command](args.overrides, console)
     except ConfigError as exc:
         err.print(f"ditmeter: error: {exc}")

@@ -148,13 +148,17 @@ class CompareOptions:
     show: int = attrs.field(validator=whole_number(1))
 
 
+def run_id_rule(value: object) -> str:
+    """What a run id must be, and what was given."""
+    return (
+        "must be a folder name of at most 200 ASCII letters, digits and ._+=-, starting with a letter "
+        f"or a digit, got {value!r}"
+    )
+
+
 def _run_id(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and (not isinstance(value, str) or not RUN_ID.fullmatch(value)):
-        raise FieldError(
-            attribute.name,
-            f"must be a folder name of at most 200 letters, digits and ._+=- not starting with '.', "
-            f"got {value!r}",
-        )
+        raise FieldError(attribute.name, run_id_rule(value))
 
 
 @attrs.frozen
@@ -255,6 +259,30 @@ def check_parsable(override: str) -> None:
         raise ConfigError(_key(key), f"nested {_nesting(value):,} deep; at most {_MAX_NESTING} levels")
 
 
+def check_once(overrides: Sequence[str]) -> None:
+    """A key the user gives twice is refused (Hydra would take the last silently); ``sweep``
+    says the same in its own words (a list is its way to give several values)."""
+    seen: set[str] = set()
+    for item in overrides:
+        if "=" not in item:
+            continue
+        key = _key(item)
+        if key in seen:
+            raise ConfigError(key, "given twice; give it once")
+        seen.add(key)
+
+
+def _is_sweep(override: str) -> bool:
+    """Whether Hydra reads ``override`` as a sweep (``a,b``, ``range(…)``, ``choice(…)``, ``glob(…)``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return bool(OverridesParser.create().parse_overrides([override])[0].is_sweep_override())
+    except HydraException:
+        return False  # a grammar error: said where it is parsed
+
+
 def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
     """Group choices that exist, top-level keys that exist and that the command uses."""
     given = {o.partition("=")[0].lstrip("+~") for o in overrides}
@@ -262,6 +290,16 @@ def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
         key, sep, value = item.partition("=")
         name = key.lstrip("+~")
         check_parsable(item)
+        if sep and ("," in value or "(" in value) and _is_sweep(item):
+            raise ConfigError(
+                name,
+                f"{value!r} is Hydra's sweep syntax, which ditmeter does not run; give one value "
+                f"(`ditmeter sweep` takes a list: {name}=[a,b])",
+            )
+        if sep and name == "run_id" and value != "null":
+            plain = value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
+            if not RUN_ID.fullmatch(plain):
+                raise ConfigError(name, run_id_rule(plain))
         if not name:
             raise ConfigError("overrides", f"{item!r} has no key; give KEY=VALUE (workload.num_frames=33)")
         if sep and name in GROUPS and value not in choices(name):

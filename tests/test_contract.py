@@ -246,6 +246,15 @@ def test_real_report_runs_keep_the_contract(
         (["device=h100-sxm", "device.memory_mib=1e308"], "device.memory_mib: must be a number from"),
         (["device=h100-sxm", "device.name="], "device.name: empty"),
         (["workload.name=' '"], "workload.name: empty"),
+        # a catalog name is one of the group's files, never a path (nor another group's file)
+        (["device=h100-sxm", "device.kernels=../../../etc/hosts"], "device.kernels: kernel table"),
+        (["device=h100-sxm", "device.kernels=../fabric/nvswitch-hopper"], "device.kernels: kernel table"),
+        (["device=h100-sxm", "device.network=../kernels/hopper"], "device.network: network"),
+        (["device=h100-sxm", "device.fabric=../network/ib-ndr400"], "device.fabric"),
+        (["device=h100-sxm", "host=..", "offload.t5_cpu=true"], "host: '..' unknown"),
+        # Hydra would take the last silently
+        (["workload.num_frames=5", "workload.num_frames=9"], "workload.num_frames: given twice"),
+        (["device=h100-sxm", "device.fabric=pcie-shm", "device.fabric=pcie-shm"], "device.fabric: given"),
         (["workload.num_frames=1000000000000"], "workload: tensor_flops of whole video would be"),
         (["workload.batch_size=100000000000"], "workload: tensor_flops of whole video would be"),
         (
