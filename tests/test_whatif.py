@@ -16,6 +16,7 @@ from ditmeter.commands.whatif import whatif
 from ditmeter.commands.whatif_result import WhatifResult
 from ditmeter.config import load
 from ditmeter.errors import ConfigError
+from ditmeter.reports.format import seconds
 
 BASE = ["model=wan2.1-t2v-1.3b", "workload=w002-512p", "device=h100-sxm"]
 
@@ -63,6 +64,34 @@ def test_fbcache_also_runs_the_first_block_and_easycache_none_of_the_dit(baselin
     block0 = p.modules["dit.blocks.0"].predicted_s
     assert runs["fbcache"] - runs["teacache"] == pytest.approx(block0, rel=1e-9)
     assert runs["easycache"] < runs["teacache"]  # the residual pass alone
+
+
+@pytest.mark.parametrize(("method", "block0_runs"), [("teacache", "computed"), ("fbcache", "every")])
+def test_a_cached_videos_layer_table_counts_only_the_forwards_that_run_each_layer(
+    baseline,
+    method: str,
+    block0_runs: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """The top-layers table (terminal, summary.md) under a step cache: a block's layer runs in the
+    computed forwards only (FBCache's first block in every forward), the head in every forward;
+    by hand from the uncached prediction's per-forward leaf times."""
+    from ditmeter.reports.device_report import top_layers_by_time
+    from ditmeter.reports.tables import modules_frame
+
+    a, v = baseline
+    p = v.prediction
+    forwards = a.forwards_per_video
+    cached_a, cached = _view(f"methods.cache={method}", "methods.cache_skip=0.5")
+    computed = forwards - round(0.5 * forwards)
+    layers = 30  # the 1.3B's blocks
+    leaf = "self_attn.attn_core"
+    one = p.modules[f"dit.blocks.1.{leaf}"].predicted_s  # every block's alike
+    first = forwards if block0_runs == "every" else computed
+    by_hand = one * (first + (layers - 1) * computed)
+    table = top_layers_by_time(cached, modules_frame(cached_a, cached.prediction), 10_000)
+    rows = {str(r.cells[0]): str(r.cells[4]) for r in table.rows}
+    assert rows[f"dit.blocks.*.{leaf}"] == seconds(by_hand)
+    assert rows["dit.head.head"] == seconds(p.modules["dit.head.head"].predicted_s * forwards)
 
 
 def test_cache_residuals_are_in_the_dit_phase(baseline) -> None:  # type: ignore[no-untyped-def]

@@ -26,6 +26,7 @@ Kernel-level what-ifs stay where the kernels are: ``attention=`` (the attention 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -288,6 +289,17 @@ def skipped_forward(p: Prediction, method: str, blocks_id: str, first_block_id: 
     return out + p.modules[first_block_id] if runs == "first_block" else out
 
 
+def skipped_modules(p: Prediction, method: str, blocks_id: str, first_block_id: str) -> tuple[str, ...]:
+    """The module ids whose subtrees a reused forward does not run (:func:`skipped_forward`'s)."""
+    runs = SKIPPED_RUNS[method]
+    if runs == "none":
+        return (p.forward_id,)
+    if runs == "first_block":
+        block = re.compile(rf"{re.escape(blocks_id)}\.\d+")
+        return tuple(m for m in p.modules if block.fullmatch(m) and m != first_block_id)
+    return (blocks_id,)
+
+
 def computed_among_first(schedule: CacheSchedule | None, computed: int, forwards: int) -> int:
     """How many of the first ``forwards`` forwards run their blocks (of ``computed`` in all): the
     schedule's rule where it says which (MagCache), else taken to be all of them."""
@@ -314,7 +326,7 @@ def with_runs(
     dense_computed = computed_among_first(schedule, computed, dense_forwards)
     runs = []
     if dense is not None and dense_computed:
-        runs.append(ForwardRun("dense", dense_computed, dense.per_forward + extra))
+        runs.append(ForwardRun("dense", dense_computed, dense.per_forward + extra, modules=dense.modules))
     runs.append(
         ForwardRun(
             "computed" if dense is None else "sparse", computed - dense_computed, p.per_forward + extra
@@ -323,7 +335,8 @@ def with_runs(
     if schedule is not None:
         blocks_id, first = f"{p.forward_id}.blocks", f"{p.forward_id}.blocks.0"
         skip = skipped_forward(p, schedule.method, blocks_id, first) + extra
-        runs.append(ForwardRun("cached", schedule.skipped, skip))
+        skipped = skipped_modules(p, schedule.method, blocks_id, first)
+        runs.append(ForwardRun("cached", schedule.skipped, skip, skipped))
     return attrs.evolve(p, forward_runs=tuple(runs))
 
 

@@ -178,6 +178,15 @@ class ForwardRun:
     kind: str
     count: int
     timing: Timing
+    #: module ids whose subtrees this kind of forward does not run (a cached forward's blocks)
+    skipped: tuple[str, ...] = ()
+    #: this kind's time of every module where it is not the prediction's (sparse attention's dense
+    #: warm-up forwards); None: the prediction's
+    modules: dict[str, Timing] | None = attrs.field(default=None, eq=False)
+
+    def runs(self, module_id: str) -> bool:
+        """Whether this kind of forward runs ``module_id``."""
+        return not any(module_id == s or module_id.startswith(f"{s}.") for s in self.skipped)
 
 
 ZERO = Timing(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -333,6 +342,21 @@ class Prediction:
         """Seconds for one whole video: every selected stage × its runs per video, and the weights
         moved between host and GPU."""
         return sum(self.stage_video_s(s, n) for s, n in self.stage_runs) + self.transfer_s
+
+    def module_video_s(self, module_id: str, stage: str, runs: int) -> tuple[float, float]:
+        """(predicted, roofline) seconds per video of one module of ``stage`` (run ``runs`` times a
+        video): in the denoiser under a method's kinds of forward, only the forwards that run it
+        (a step cache's reused forwards skip the blocks), each at its kind's time."""
+        if stage != self.forward_id or not self.forward_runs:
+            t = self.modules[module_id]
+            return t.predicted_s * runs, t.roofline_s * runs
+        predicted = roofline = 0.0
+        for r in self.forward_runs:
+            if r.runs(module_id):
+                t = (self.modules if r.modules is None else r.modules)[module_id]
+                predicted += r.count * t.predicted_s
+                roofline += r.count * t.roofline_s
+        return predicted, roofline
 
     def stage_roofline_s(self, stage: str, runs: int) -> float:
         if stage == self.forward_id and self.forward_runs:

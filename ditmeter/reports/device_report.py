@@ -307,16 +307,25 @@ TOP_TIME_LAYERS = 10
 
 def top_layers_by_time(view: DeviceView, modules: pd.DataFrame, n: int = TOP_TIME_LAYERS) -> Table:
     """The leaf layers of every stage, grouped across blocks, by predicted seconds per video
-    (a run's seconds × the stage's runs per video), with their share of the whole video."""
+    (a run's seconds × the stage's runs per video; in the denoiser under a step cache or sparse
+    attention's dense warm-up, each forward kind's own: :meth:`Prediction.module_video_s`), with
+    their share of the whole video."""
     runs = {s.name: s.runs_per_video for s in view.analysis.stages}
     leaves = modules[(modules["kind"] == "leaf") & modules["predicted_s"].notna()].copy()
     leaves = leaves[leaves["stage"].isin(list(runs))]
     repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
     leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
-    leaves["video_s"] = leaves["predicted_s"] * leaves["stage"].map(runs)
+    p = view.prediction
+    if p is not None and p.forward_runs and view.plan is None:
+        pairs = zip(leaves["module_id"], leaves["stage"], strict=True)
+        video = [p.module_video_s(m, s, runs[s]) for m, s in pairs]
+        leaves["video_s"] = [v for v, _ in video]
+        leaves["roofline_video_s"] = [r for _, r in video]
+    else:
+        leaves["video_s"] = leaves["predicted_s"] * leaves["stage"].map(runs)
+        leaves["roofline_video_s"] = leaves["roofline_s"] * leaves["stage"].map(runs)
     for limit in LIMITS:
         leaves[limit] = leaves["video_s"].where(leaves["bound"] == limit, 0.0)
-    leaves["roofline_video_s"] = leaves["roofline_s"] * leaves["stage"].map(runs)
     grouped_ = leaves.groupby("layer", sort=False).agg(
         count=("module_id", "size"),
         category=("category", "first"),
