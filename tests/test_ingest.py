@@ -446,6 +446,29 @@ def test_a_corrupt_gzip_trace_is_bad_input(tmp_path: Path) -> None:
     assert status == 2 and err.startswith("ditmeter: error: trace") and err.count("\n") == 1
 
 
+def test_a_trace_larger_than_the_memory_free_can_parse_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 100 MiB free, reading JSON (about 5x its size, JSON_MEMORY_FACTOR) stops at 20 MiB of it:
+    a 70 MB file is refused from its size (sparse: never read), a gzip decompressing to 70 MB is cut
+    at the 64 MiB floor; each one line, exit 2, nothing written."""
+    import gzip
+
+    from ditmeter import files
+
+    monkeypatch.setattr(files, "available_memory_bytes", lambda: 100 * 2**20)
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(70_000_000)
+    bomb = tmp_path / "bomb.json.gz"
+    bomb.write_bytes(gzip.compress(b" " * 70_000_000))
+    for trace, words in ((big, "more than this machine has free"), (bomb, "decompresses to more than")):
+        root = tmp_path / f"r-{trace.stem}"
+        status, _, err = _run("ingest", f"trace={trace}", *CUDA_ARGS, f"output_root={root}")
+        assert status == 2 and err.startswith("ditmeter: error: trace") and words in err, err
+        assert err.count("\n") == 1 and not root.exists()
+
+
 def test_the_official_wan22_code_cannot_be_taken_for_wan21_i2v(runs: dict[str, Any]) -> None:
     """The installed official code is Wan2.2's: its WanModel has no CLIP branch, so a Wan2.1 I2V
     run cannot be mapped against it (refused, not mapped wrongly)."""

@@ -32,6 +32,7 @@ import attrs
 import torch
 from torch import fx, nn
 
+from ditmeter.files import available_memory_bytes
 from ditmeter.tracer.capture import NODE_RANGE_PREFIX, capture_forward, range_node
 from ditmeter.tracer.chrome_trace import (
     DEVICE_CATS,
@@ -123,13 +124,7 @@ def available_bytes(device_kind: str) -> int:
     if device_kind == "cuda":
         free, _ = torch.cuda.mem_get_info()
         return int(free)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return available_memory_bytes() or int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 #: The lines libkineto (torch's profiler) writes on stderr at each start and stop, whatever its log level.
