@@ -75,12 +75,29 @@ def test_hydra_sweep_syntax_is_an_axis() -> None:
         (["run_id=[a,b]"], "run_id"),  # one folder for the whole sweep
         (["workload.num_frames=[5,9"], "workload.num_frames"),  # Hydra cannot parse it
         (["gpus=[1,1]"], "gpus"),  # a value twice: duplicate rows
+        (["gpus=[1,2,4]", "workload.num_frames=range(1,10004,4)"], "gpus"),  # 5,002 points rank plans
     ],
 )
 def test_bad_grid_names_the_key(overrides: list[str], field: str) -> None:
     with pytest.raises(ConfigError) as err:
         sg.grid(overrides)
     assert err.value.field == field
+
+
+def test_a_gpu_count_no_device_of_the_grid_holds_is_refused_before_any_point_is_timed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """16 GPUs are two nodes of H100 SXMs (over InfiniBand) but no H100 PCIe server: refused when
+    the grid is read, not after the points before it were costed."""
+
+    def timed(*_: object) -> None:
+        raise AssertionError("a point was timed before the grid's GPU counts were checked")
+
+    monkeypatch.setattr(sw.Timer, "evaluate", timed)
+    grid = ["model=wan2.1-t2v-1.3b", "workload=w002-512p", "device=[h100-sxm,h100-pcie]", "gpus=[1,16]"]
+    with pytest.raises(ConfigError, match="16 GPUs exceed one node of h100-pcie") as err:
+        sw.sweep(grid)
+    assert err.value.field == "gpus"
 
 
 def test_grid_is_capped() -> None:

@@ -98,6 +98,7 @@ def sweep(
     with steps("analyses"), shared_builds():  # equal stages of the points built once
         points, cfgs = configs(fixed[1], side[1])
         check_used(overrides, cfgs)  # a key that needs another on, asked of the whole grid
+        _check_domains(cfgs, plans)  # before the long work: a GPU count no device of the grid holds
         analyses = []
         for point, cfg in zip(points, cfgs, strict=True):
             try:
@@ -208,6 +209,18 @@ def per_gpu(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan]) -> Evalua
     peaks = np.array([x.peak_per_gpu_bytes for x in ests], dtype=np.int64)
     times = _plan_times(e, ests)
     return attrs.evolve(e, analysis=analysis, times=times, peaks=peaks, plan_names=(name,) * len(plans))
+
+
+def _check_domains(cfgs: Sequence[RunConfig], plans: Sequence[DevicePlan]) -> None:
+    """Every GPU count of the grid (``gpus``, ``parallel.*``) on every device of it, as the points
+    would check it one by one (:func:`~ditmeter.analytic.parallel.check_domain`)."""
+    counts = {c.gpus for c in cfgs if c.gpus is not None and c.gpus > 1}
+    layouts = {c.parallel for c in cfgs if c.parallel.gpus > 1}
+    for dp in plans:
+        for n in sorted(counts):
+            check_domain(ParallelPlan(ulysses=n, gpus=n), dp.device, "gpus")
+        for layout in layouts:
+            check_domain(layout, dp.device)
 
 
 def best_plans(e: Evaluated, cfg: RunConfig, plans: Sequence[DevicePlan], gpus: int) -> Evaluated:

@@ -64,6 +64,10 @@ MAX_POINTS = 100_000
 #: The most distinct analyses (the axes that change the model, workload, stages, plan or methods,
 #: each built apart): about a minute at the ~80 per second a 1.3B analysis takes on 2 cores.
 MAX_ANALYSES = 5_000
+#: The most points with ``gpus`` > 1, each of which ranks every plan on its GPU count per device:
+#: about 8 minutes at the ~10 such points per second measured here on 2 cores (the 14B at 480p on
+#: 8 and 64 H100s and B200s).
+MAX_PLANNED = 5_000
 
 
 @attrs.frozen
@@ -191,6 +195,7 @@ def grid(overrides: Sequence[str]) -> Grid:
     if out.size > MAX_POINTS:
         sizes = " × ".join(f"{len(a.texts)} {a.key}" for a in axes)
         raise ConfigError(axes[0].key, f"{sizes} = {out.size:,} points; at most {MAX_POINTS:,} per sweep")
+    _check_planned(out, fixed)
     built = [a for a in axes if not a.device_side]
     analyses = math.prod(len(a.texts) for a in built)
     if analyses > MAX_ANALYSES:
@@ -201,6 +206,23 @@ def grid(overrides: Sequence[str]) -> Grid:
             "time.* and attention axes cost no analysis each)",
         )
     return out
+
+
+def _check_planned(g: Grid, fixed: Sequence[str]) -> None:
+    """At most :data:`MAX_PLANNED` points that rank plans (``gpus`` > 1)."""
+    axis = next((a for a in g.axes if a.key == "gpus"), None)
+    if axis is not None:
+        many = sum(1 for v in axis.values if isinstance(v, int) and v > 1)
+        planned = many * (g.size // len(axis.texts))
+    else:
+        given = [o.partition("=")[2] for o in fixed if o.partition("=")[0] == "gpus"]
+        planned = g.size if given and given[0].strip().isdigit() and int(given[0]) > 1 else 0
+    if planned > MAX_PLANNED:
+        raise ConfigError(
+            "gpus",
+            f"{planned:,} points rank every plan on more than one GPU; at most {MAX_PLANNED:,} per sweep "
+            "(about 10 a second: give fewer values of the other axes, or parallel.* for one plan)",
+        )
 
 
 def parse_grid(overrides: list[str]) -> tuple[list[str], list[dict[str, str]]]:
