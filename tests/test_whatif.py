@@ -94,6 +94,22 @@ def test_a_cached_videos_layer_table_counts_only_the_forwards_that_run_each_laye
     assert rows["dit.head.head"] == seconds(p.modules["dit.head.head"].predicted_s * forwards)
 
 
+def test_under_a_plan_the_layer_table_counts_the_gpus_computed_forwards() -> None:
+    """One GPU of Ulysses 2 under TeaCache at half the forwards: a block's layer is counted in the
+    GPU's computed forwards, at the GPU's own time of it (its sequence shard)."""
+    from ditmeter.reports.device_report import top_layers_by_time
+    from ditmeter.reports.tables import modules_frame
+
+    a, v = _view("parallel.ulysses=2", "methods.cache=teacache", "methods.cache_skip=0.5")
+    p = v.prediction
+    (cached,) = [r for r in v.plan.estimate.forward_runs if r.kind == "cached"]
+    computed = a.forwards_per_video - cached.count
+    one = p.modules["dit.blocks.1.self_attn.attn_core"].predicted_s
+    table = top_layers_by_time(v, modules_frame(a, p), 10_000)
+    rows = {str(r.cells[0]): str(r.cells[4]) for r in table.rows}
+    assert cached.count == 50 and rows["dit.blocks.*.self_attn.attn_core"] == seconds(one * 30 * computed)
+
+
 def test_cache_residuals_are_in_the_dit_phase(baseline) -> None:  # type: ignore[no-untyped-def]
     a, _ = baseline
     cached, _ = _view("methods.cache=magcache", "methods.cache_skip=0.2")

@@ -289,15 +289,15 @@ def skipped_forward(p: Prediction, method: str, blocks_id: str, first_block_id: 
     return out + p.modules[first_block_id] if runs == "first_block" else out
 
 
-def skipped_modules(p: Prediction, method: str, blocks_id: str, first_block_id: str) -> tuple[str, ...]:
-    """The module ids whose subtrees a reused forward does not run (:func:`skipped_forward`'s)."""
+def skipped_modules(forward_id: str, method: str, layers: int) -> tuple[str, ...]:
+    """The module ids whose subtrees a reused forward does not run (:func:`skipped_forward`'s) in
+    a denoiser ``forward_id`` of ``layers`` blocks."""
     runs = SKIPPED_RUNS[method]
     if runs == "none":
-        return (p.forward_id,)
+        return (forward_id,)
     if runs == "first_block":
-        block = re.compile(rf"{re.escape(blocks_id)}\.\d+")
-        return tuple(m for m in p.modules if block.fullmatch(m) and m != first_block_id)
-    return (blocks_id,)
+        return tuple(f"{forward_id}.blocks.{i}" for i in range(1, layers))
+    return (f"{forward_id}.blocks",)
 
 
 def computed_among_first(schedule: CacheSchedule | None, computed: int, forwards: int) -> int:
@@ -335,7 +335,9 @@ def with_runs(
     if schedule is not None:
         blocks_id, first = f"{p.forward_id}.blocks", f"{p.forward_id}.blocks.0"
         skip = skipped_forward(p, schedule.method, blocks_id, first) + extra
-        skipped = skipped_modules(p, schedule.method, blocks_id, first)
+        block = re.compile(rf"{re.escape(blocks_id)}\.\d+")
+        layers = sum(1 for m in p.modules if block.fullmatch(m))
+        skipped = skipped_modules(p.forward_id, schedule.method, layers)
         runs.append(ForwardRun("cached", schedule.skipped, skip, skipped))
     return attrs.evolve(p, forward_runs=tuple(runs))
 

@@ -26,7 +26,7 @@ from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.fabric import FabricTable
 from ditmeter.analytic.memory import Footprint, Timeline
 from ditmeter.analytic.network import NetworkTable
-from ditmeter.analytic.timing import ZERO, StageKernels, TimePlan, Timing, leaf_time
+from ditmeter.analytic.timing import ZERO, StageKernels, TimePlan, Timing, leaf_time, runs_module
 from ditmeter.analytic.tree import Composite, Repeated, walk
 from ditmeter.errors import ConfigError
 from ditmeter.validate import FieldError, boolean, parse, positive_int_at_most
@@ -385,6 +385,15 @@ class RankRun:
     count: int
     compute: Timing
     comm_s: float
+    #: module ids whose subtrees this kind does not run (a cached forward's blocks)
+    skipped: tuple[str, ...] = ()
+    #: this kind's time of every module of the GPU's forward where it is not the rank prediction's
+    #: (sparse attention's dense warm-up); None: the rank prediction's
+    modules: dict[str, Timing] | None = attrs.field(default=None, eq=False)
+
+    def runs(self, module_id: str) -> bool:
+        """Whether this kind of forward runs ``module_id``."""
+        return runs_module(self.skipped, module_id)
 
     @property
     def forward_s(self) -> float:

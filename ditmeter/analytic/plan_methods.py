@@ -30,7 +30,13 @@ import attrs
 
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.eager import EAGER_DTYPE_BYTES
-from ditmeter.analytic.methods import SKIPPED_RUNS, CacheSchedule, Methods, computed_among_first
+from ditmeter.analytic.methods import (
+    SKIPPED_RUNS,
+    CacheSchedule,
+    Methods,
+    computed_among_first,
+    skipped_modules,
+)
 from ditmeter.analytic.parallel import (
     CollectiveSpec,
     Comm,
@@ -206,7 +212,8 @@ def with_rank_runs(
     runs.append(RankRun(kind, computed - dense_computed, est.compute + extra, est.exposed_s("forward")))
     if schedule is not None:
         comm = forward_comm_s(est, skipped_blocks, layers) if SKIPPED_RUNS[schedule.method] != "none" else 0.0
-        runs.append(RankRun("cached", schedule.skipped, skipped + extra, comm))
+        ids = skipped_modules(est.forward_stage, schedule.method, layers)
+        runs.append(RankRun("cached", schedule.skipped, skipped + extra, comm, ids))
     stages = dict(est.stage_video_s)
     if est.forward_stage in stages:
         video = sum(r.count * r.forward_s for r in runs) + est.steps * est.exposed_s("step")

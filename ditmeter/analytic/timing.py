@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Protocol
 
 import attrs
 
@@ -186,7 +187,36 @@ class ForwardRun:
 
     def runs(self, module_id: str) -> bool:
         """Whether this kind of forward runs ``module_id``."""
-        return not any(module_id == s or module_id.startswith(f"{s}.") for s in self.skipped)
+        return runs_module(self.skipped, module_id)
+
+
+def runs_module(skipped: Sequence[str], module_id: str) -> bool:
+    """Whether a forward that skips the subtrees ``skipped`` runs ``module_id``."""
+    return not any(module_id == s or module_id.startswith(f"{s}.") for s in skipped)
+
+
+class KindOfForward(Protocol):
+    """A kind of the denoiser's forwards (:class:`ForwardRun`, a plan's ``RankRun``)."""
+
+    @property
+    def count(self) -> int: ...
+    @property
+    def modules(self) -> dict[str, Timing] | None: ...
+    def runs(self, module_id: str) -> bool: ...
+
+
+def kinds_video_s(
+    kinds: Sequence[KindOfForward], modules: dict[str, Timing], module_id: str
+) -> tuple[float, float]:
+    """(predicted, roofline) seconds per video of one denoiser module over the forwards of each
+    kind that run it, at the kind's own time of it (``modules`` where the kind has none)."""
+    predicted = roofline = 0.0
+    for r in kinds:
+        if r.runs(module_id):
+            t = (modules if r.modules is None else r.modules)[module_id]
+            predicted += r.count * t.predicted_s
+            roofline += r.count * t.roofline_s
+    return predicted, roofline
 
 
 ZERO = Timing(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -350,13 +380,7 @@ class Prediction:
         if stage != self.forward_id or not self.forward_runs:
             t = self.modules[module_id]
             return t.predicted_s * runs, t.roofline_s * runs
-        predicted = roofline = 0.0
-        for r in self.forward_runs:
-            if r.runs(module_id):
-                t = (self.modules if r.modules is None else r.modules)[module_id]
-                predicted += r.count * t.predicted_s
-                roofline += r.count * t.roofline_s
-        return predicted, roofline
+        return kinds_video_s(self.forward_runs, self.modules, module_id)
 
     def stage_roofline_s(self, stage: str, runs: int) -> float:
         if stage == self.forward_id and self.forward_runs:

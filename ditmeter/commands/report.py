@@ -152,6 +152,13 @@ def under_plan(
     rank, estimate = estimate_with_methods(cfg, analysis, rank, p.device, p.plan, p.stage_seconds)
     per_gpu = rank.apply(analysis)
     plan_view = device_view(per_gpu, cfg.device, cfg.measured_video_s, cfg.time)
+    rp = plan_view.prediction
+    if rp is not None and any(r.kind == "dense" for r in estimate.forward_runs):
+        # the dense warm-up's own time of every module of the GPU's forward (its layer table)
+        dense = per_gpu.prediction(rp.device, attrs.evolve(rp.plan, sparse=None)).modules
+        runs = estimate.forward_runs
+        kinds = tuple(attrs.evolve(r, modules=dense) if r.kind == "dense" else r for r in runs)
+        estimate = attrs.evolve(estimate, forward_runs=kinds)
     planned = PlanView(estimate, analysis.memory, table)
     return per_gpu, attrs.evolve(plan_view, plan=planned, rounded=view.rounded)
 

@@ -166,10 +166,11 @@ def print_report(console: Console, result: ReportResult) -> None:
         parts = ", ".join(f"{s.name} ×{s.runs_per_video} {si(s.per_video.flops, 'FLOP')}" for s in a.stages)
         what = "whole video" if a.forward.name in selected else "selected stages"
         console.print(f"{what}: {si(a.whole_video.flops, 'FLOP')} ({parts})")
-    p = result.view.prediction
-    if p is not None and (p.forward_runs or p.plan.sparse is not None):
+    view, p = result.view, result.view.prediction
+    runs = view.plan.estimate.forward_runs if view.plan is not None else p.forward_runs if p else ()
+    if p is not None and (runs or p.plan.sparse is not None):
         n = a.forwards_per_video
-        kinds = ", ".join(f"{r.count} {r.kind}" for r in p.forward_runs) or f"{n} sparse"
+        kinds = ", ".join(f"{r.count} {r.kind}" for r in runs) or f"{n} sparse"
         console.print(
             f"{a.forward.name} forwards by kind (methods.*): {kinds}; the FLOP lines above count all "
             f"{n} as dense and computed, the times below each kind's own"

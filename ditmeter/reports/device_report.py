@@ -11,7 +11,14 @@ import pandas as pd
 from ditmeter.analytic.analysis import Analysis
 from ditmeter.analytic.device import DeviceSpec
 from ditmeter.analytic.parallel import ParallelEstimate
-from ditmeter.analytic.timing import LIMITS, OFFLOAD_PHASE, Prediction, TimePlan, dominant_limit
+from ditmeter.analytic.timing import (
+    LIMITS,
+    OFFLOAD_PHASE,
+    Prediction,
+    TimePlan,
+    dominant_limit,
+    kinds_video_s,
+)
 from ditmeter.analytic.tree import layer_pattern
 from ditmeter.reports.format import percent, seconds
 from ditmeter.reports.parallel_report import PlanView
@@ -316,9 +323,13 @@ def top_layers_by_time(view: DeviceView, modules: pd.DataFrame, n: int = TOP_TIM
     repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
     leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
     p = view.prediction
-    if p is not None and p.forward_runs and view.plan is None:
+    kinds = view.plan.estimate.forward_runs if view.plan is not None else p.forward_runs if p else ()
+    if p is not None and kinds:
         pairs = zip(leaves["module_id"], leaves["stage"], strict=True)
-        video = [p.module_video_s(m, s, runs[s]) for m, s in pairs]
+        video = [
+            kinds_video_s(kinds, p.modules, m) if s == p.forward_id else p.module_video_s(m, s, runs[s])
+            for m, s in pairs
+        ]
         leaves["video_s"] = [v for v, _ in video]
         leaves["roofline_video_s"] = [r for _, r in video]
     else:
