@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -238,6 +239,8 @@ def _key(override: str) -> str:
 _MAX_DIGITS = 4300  # Python's default int_max_str_digits
 _LONG_NUMBER = re.compile(rf"\d{{{_MAX_DIGITS + 1},}}")
 _MAX_NESTING = 16
+#: A decimal number with an exponent (``1e309``): Hydra reads one past a float's range as infinity.
+_OVERFLOWS = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def _nesting(value: str) -> int:
@@ -296,6 +299,8 @@ def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
                 f"{value!r} is Hydra's sweep syntax, which ditmeter does not run; give one value "
                 f"(`ditmeter sweep` takes a list: {name}=[a,b])",
             )
+        if sep and _OVERFLOWS.fullmatch(value.strip()) and math.isinf(float(value)):
+            raise ConfigError(name, f"{value.strip()} is past a 64-bit float's range (read as infinity)")
         if sep and name == "run_id" and value != "null":
             plain = value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
             if not RUN_ID.fullmatch(plain):

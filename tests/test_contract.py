@@ -252,6 +252,8 @@ def test_real_report_runs_keep_the_contract(
         (["device=h100-sxm", "device.network=../kernels/hopper"], "device.network: network"),
         (["device=h100-sxm", "device.fabric=../network/ib-ndr400"], "device.fabric"),
         (["device=h100-sxm", "host=..", "offload.t5_cpu=true"], "host: '..' unknown"),
+        (["workload.num_frames=1e309"], "workload.num_frames: 1e309 is past a 64-bit float's range"),
+        (["device=h100-sxm", "device.bf16_tflops=-2E+400"], "device.bf16_tflops: -2E+400 is past"),
         # Hydra would take the last silently
         (["workload.num_frames=5", "workload.num_frames=9"], "workload.num_frames: given twice"),
         (["device=h100-sxm", "device.fabric=pcie-shm", "device.fabric=pcie-shm"], "device.fabric: given"),
