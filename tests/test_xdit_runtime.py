@@ -136,7 +136,8 @@ def _run(*args: str) -> tuple[int, str, str]:
     ],
 )
 def test_what_the_patch_does_not_run_is_refused(args: list[str], field: str, tmp_path: Path) -> None:
-    base = ["model=wan2.1-t2v-1.3b", "workload=480p-81f", "device=h100-sxm"]
+    model = [] if any(a.startswith("model=") for a in args) else ["model=wan2.1-t2v-1.3b"]
+    base = [*model, "workload=480p-81f", "device=h100-sxm"]
     rc, out, err = _run("report", *base, *args, "parallel.runtime=xdit", f"output_root={tmp_path / 'o'}")
     assert rc == 2 and out == ""
     (line,) = err.strip().splitlines()
