@@ -89,10 +89,11 @@ def _argv(overrides: Overrides, names: Mapping[str, Any], **arguments: Any) -> l
     device) and ``arguments`` (trace, output_root; None: not given) as ``KEY=VALUE``, then
     ``overrides``, which may set none of these keys again (one of the two would silently lose)."""
     from ditmeter.catalog import choices
-    from ditmeter.config import _key
+    from ditmeter.config import _key, check_once
     from ditmeter.errors import ConfigError
 
     entries = _entries(overrides)
+    check_once(entries)  # as the command line: a key given twice is refused, not the last taken
     for entry in entries:
         if _key(entry) in (*names, *arguments):
             raise ConfigError(

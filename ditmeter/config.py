@@ -240,7 +240,7 @@ _MAX_DIGITS = 4300  # Python's default int_max_str_digits
 _LONG_NUMBER = re.compile(rf"\d{{{_MAX_DIGITS + 1},}}")
 _MAX_NESTING = 16
 #: A decimal number with an exponent (``1e309``): Hydra reads one past a float's range as infinity.
-_OVERFLOWS = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+_OVERFLOWS = re.compile(r"[+-]?([\d_]+\.?[\d_]*|\.[\d_]+)[eE][+-]?[\d_]+")
 
 
 def _nesting(value: str) -> int:
@@ -296,15 +296,14 @@ def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
         if sep and ("," in value or "(" in value) and _is_sweep(item):
             raise ConfigError(
                 name,
-                f"{value!r} is Hydra's sweep syntax, which ditmeter does not run; give one value "
-                f"(`ditmeter sweep` takes a list: {name}=[a,b])",
+                f"{value!r} is Hydra's sweep syntax, which ditmeter does not run: for a list write "
+                f"{name}=[a,b] (an axis of `ditmeter sweep`), and quote a value that holds a comma",
             )
-        if sep and _OVERFLOWS.fullmatch(value.strip()) and math.isinf(float(value)):
+        overflows = _OVERFLOWS.fullmatch(value.strip()) and math.isinf(float(value))
+        if sep and overflows and name not in AS_WRITTEN:  # a name or path is read as written
             raise ConfigError(name, f"{value.strip()} is past a 64-bit float's range (read as infinity)")
-        if sep and name == "run_id" and value != "null":
-            plain = value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
-            if not RUN_ID.fullmatch(plain):
-                raise ConfigError(name, run_id_rule(plain))
+        if sep and name == "run_id" and not value.isascii():  # not Hydra's advice to quote it
+            raise ConfigError(name, run_id_rule(value))
         if not name:
             raise ConfigError("overrides", f"{item!r} has no key; give KEY=VALUE (workload.num_frames=33)")
         if sep and name in GROUPS and value not in choices(name):

@@ -163,10 +163,10 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def _check_json_fits(size: int, path: Path, field: str) -> None:
+def _check_json_fits(size: int, free: int | None, path: Path, field: str) -> None:
+    """``size`` bytes of JSON against the memory ``free`` before any of it was read."""
     if size <= _CHECKED_ABOVE_BYTES:
         return
-    free = available_memory_bytes()
     if free is not None and size * JSON_MEMORY_FACTOR > free:
         raise ConfigError(
             field,
@@ -181,12 +181,11 @@ def load_json(path: Path, field: str, limit: int = TEXT_LIMIT_BYTES) -> Any:
     machine's memory cannot hold (a trace, whose limit is large) is refused as bad input, before it
     is read where its size says so (:data:`JSON_MEMORY_FACTOR`)."""
     try:
-        _check_json_fits(regular_file(path, field, limit).st_size, path, field)
-        free = available_memory_bytes() if limit > _CHECKED_ABOVE_BYTES else None
+        free = available_memory_bytes() if limit > _CHECKED_ABOVE_BYTES else None  # read once, first
+        _check_json_fits(regular_file(path, field, limit).st_size, free, path, field)
         # decompressed no further than what the memory free can parse (a gzip bomb stops there)
         out = limit if free is None else max(_CHECKED_ABOVE_BYTES, min(limit, free // JSON_MEMORY_FACTOR))
         raw = gunzip(read_bytes(path, field, limit), path, field, out)
-        _check_json_fits(len(raw), path, field)
         return _parsed(json.loads, raw, path, field)
     except MemoryError:
         why = "is more than this machine's memory can read and parse; record fewer steps or a smaller model"

@@ -68,6 +68,7 @@ def test_output_root_publishes_the_run_folder(tmp_path: Path) -> None:
         ({"workload.num_frames": 0}, "workload.num_frames"),
         ({"parallel.ulysses": 5, "device": "h100-sxm"}, "parallel.ulysses"),
         (["nokey=1"], "nokey"),
+        (["workload.num_frames=5", "workload.num_frames=9"], "workload.num_frames"),  # given twice
     ],
 )
 def test_a_bad_key_raises_config_error_naming_it(overrides: object, field: str) -> None:

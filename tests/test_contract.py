@@ -250,10 +250,12 @@ def test_real_report_runs_keep_the_contract(
         (["device=h100-sxm", "device.kernels=../../../etc/hosts"], "device.kernels: kernel table"),
         (["device=h100-sxm", "device.kernels=../fabric/nvswitch-hopper"], "device.kernels: kernel table"),
         (["device=h100-sxm", "device.network=../kernels/hopper"], "device.network: network"),
-        (["device=h100-sxm", "device.fabric=../network/ib-ndr400"], "device.fabric"),
         (["device=h100-sxm", "host=..", "offload.t5_cpu=true"], "host: '..' unknown"),
         (["workload.num_frames=1e309"], "workload.num_frames: 1e309 is past a 64-bit float's range"),
         (["device=h100-sxm", "device.bf16_tflops=-2E+400"], "device.bf16_tflops: -2E+400 is past"),
+        (["device=h100-sxm", "device.memory_mib=1_0e999"], "device.memory_mib: 1_0e999 is past"),
+        (["run_id=é"], "run_id: must be a folder name of at most 200 ASCII"),
+        (["stages=dit,vae_decode"], "stages: 'dit,vae_decode' is Hydra's sweep syntax"),
         # Hydra would take the last silently
         (["workload.num_frames=5", "workload.num_frames=9"], "workload.num_frames: given twice"),
         (["device=h100-sxm", "device.fabric=pcie-shm", "device.fabric=pcie-shm"], "device.fabric: given"),
@@ -281,6 +283,13 @@ def test_bad_input_is_one_line_and_writes_nothing(args: list[str], field: str, t
     status, _, err = _run(argv)
     assert status == 2 and err.count("\n") == 1 and err.startswith(f"ditmeter: error: {field}"), err
     assert not root.exists()
+
+
+def test_a_name_that_reads_as_a_number_past_a_floats_range_is_a_name(tmp_path: Path) -> None:
+    """run_id=1e999 is a folder name, not a number Hydra reads as infinity."""
+    status, _, err = _run(["report", *TINY, "run_id=1e999", f"output_root={tmp_path}"])
+    assert status == 0, err
+    assert (tmp_path / "1e999" / "run.json").is_file()
 
 
 def test_keys_a_command_does_not_use_are_refused(tmp_path: Path) -> None:

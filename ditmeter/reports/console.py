@@ -168,7 +168,7 @@ def print_report(console: Console, result: ReportResult) -> None:
         console.print(f"{what}: {si(a.whole_video.flops, 'FLOP')} ({parts})")
     view, p = result.view, result.view.prediction
     runs = view.plan.estimate.forward_runs if view.plan is not None else p.forward_runs if p else ()
-    if p is not None and (runs or p.plan.sparse is not None):
+    if p is not None and a.forward.name in selected and (runs or p.plan.sparse is not None):
         n = a.forwards_per_video
         kinds = ", ".join(f"{r.count} {r.kind}" for r in runs) or f"{n} sparse"
         console.print(

@@ -124,7 +124,8 @@ def available_bytes(device_kind: str) -> int:
     if device_kind == "cuda":
         free, _ = torch.cuda.mem_get_info()
         return int(free)
-    return available_memory_bytes() or int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    available = available_memory_bytes()
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) if available is None else available
 
 
 #: The lines libkineto (torch's profiler) writes on stderr at each start and stop, whatever its log level.
