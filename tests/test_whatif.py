@@ -110,6 +110,28 @@ def test_under_a_plan_the_layer_table_counts_the_gpus_computed_forwards() -> Non
     assert cached.count == 50 and rows["dit.blocks.*.self_attn.attn_core"] == seconds(one * 30 * computed)
 
 
+def test_a_cached_plans_roofline_stays_below_its_time() -> None:
+    """One GPU of Ulysses 8 under MagCache (36 of 100 forwards computed): the roofline counts the
+    GPU's forwards by kind, so it stays the lower bound (it counted all 100 as computed: 38 s
+    against a 35.5 s prediction)."""
+    cfg = load(
+        [
+            "model=wan2.1-t2v-14b",
+            "workload=480p-81f",
+            "device=h100-sxm",
+            "parallel.ulysses=8",
+            "methods.cache=magcache",
+        ],
+        "report",
+    )
+    _, v = analyze(cfg)
+    p, runs = v.prediction, v.plan.estimate.forward_runs
+    others = sum(p.modules[s].roofline_s * n for s, n in p.stage_runs if s != p.forward_id)
+    by_hand = others + p.transfer_s + sum(r.count * r.compute.roofline_s for r in runs)
+    assert v.roofline_video_s == pytest.approx(by_hand, rel=1e-9)
+    assert v.roofline_video_s < v.per_video_s
+
+
 def test_cache_residuals_are_in_the_dit_phase(baseline) -> None:  # type: ignore[no-untyped-def]
     a, _ = baseline
     cached, _ = _view("methods.cache=magcache", "methods.cache_skip=0.2")

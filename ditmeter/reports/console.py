@@ -107,9 +107,10 @@ def print_device(console: Console, view: DeviceView, modules: pd.DataFrame) -> N
     console.print(f"predicted on {plan_line(p)}")
     parts = ", ".join(f"{x['stage']} {seconds(x['per_video_s'])}" for x in stage_times(view))
     per_gpu = " per GPU" if view.plan is not None else ""
+    whose = " (one GPU's share, compute only)" if per_gpu else ""
     console.print(
         f"  {seconds(view.per_video_s or 0.0)} per video{per_gpu}, every stage ({parts}); "
-        f"roofline {seconds(p.roofline_video_s)}" + (" (one GPU's share, compute only)" if per_gpu else "")
+        f"roofline {seconds(view.roofline_video_s or 0.0)}{whose}"
     )
     if view.plan is not None:
         console.print(parallel_line(view.plan), style="bold")

@@ -50,6 +50,20 @@ class DeviceView:
         return self._timed(lambda e: e.per_video_s, lambda p: p.per_video_s)
 
     @property
+    def roofline_video_s(self) -> float | None:
+        """The roofline per video (one GPU's share under a plan), the denoiser's forwards by kind
+        where a method runs them differently (a plan's cached forwards skip their blocks)."""
+        p = self.prediction
+        if p is None:
+            return None
+        runs = self.plan.estimate.forward_runs if self.plan is not None else ()
+        forwards = dict(p.stage_runs).get(p.forward_id)
+        if not runs or forwards is None:
+            return p.roofline_video_s
+        kinds = sum(r.count * r.compute.roofline_s for r in runs)
+        return p.roofline_video_s - p.stage_roofline_s(p.forward_id, forwards) + kinds
+
+    @property
     def per_forward_s(self) -> float | None:
         """Seconds per denoiser forward (under a plan with the communication it waits for)."""
         return self._timed(lambda e: e.forward_s, lambda p: p.per_forward.predicted_s)
@@ -241,7 +255,7 @@ def time_json(view: DeviceView, modules: pd.DataFrame) -> dict[str, Any] | None:
         "per_step_s": view.per_step_s,
         "per_gpu_of": est.plan.name if est else "1 GPU",
         "single_gpu_per_video_s": est.single_video_s if est else p.per_video_s,
-        "roofline_per_video_s": p.roofline_video_s,
+        "roofline_per_video_s": view.roofline_video_s,
         "forward_per_video_s": view.forward_video_s,
         "forward_roofline_s": f.roofline_s,
         "forward_compute_s": f.compute_s,
@@ -302,7 +316,7 @@ def prediction_table(view: DeviceView) -> Table:
         seconds(view.per_forward_s or 0.0),
         seconds(view.per_step_s or 0.0),
         seconds(view.per_video_s or 0.0),
-        seconds(p.roofline_video_s),
+        seconds(view.roofline_video_s or 0.0),
         bound,
     )
     return table("predicted time", columns, [row])
