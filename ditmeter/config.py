@@ -262,6 +262,16 @@ def check_parsable(override: str) -> None:
         raise ConfigError(_key(key), f"nested {_nesting(value):,} deep; at most {_MAX_NESTING} levels")
 
 
+def _overflows(value: str) -> bool:
+    """Whether ``value`` is a number written with an exponent past a 64-bit float's range."""
+    if not _OVERFLOWS.fullmatch(value.strip()):
+        return False
+    try:
+        return math.isinf(float(value))
+    except ValueError:  # the pattern's underscores where float() takes none ("_e5")
+        return False
+
+
 def check_once(overrides: Sequence[str]) -> None:
     """A key the user gives twice is refused (Hydra would take the last silently); ``sweep``
     says the same in its own words (a list is its way to give several values)."""
@@ -299,8 +309,7 @@ def _check_overrides(overrides: Sequence[str], command: str | None) -> None:
                 f"{value!r} is Hydra's sweep syntax, which ditmeter does not run: for a list write "
                 f"{name}=[a,b] (an axis of `ditmeter sweep`), and quote a value that holds a comma",
             )
-        overflows = _OVERFLOWS.fullmatch(value.strip()) and math.isinf(float(value))
-        if sep and overflows and name not in AS_WRITTEN:  # a name or path is read as written
+        if sep and _overflows(value) and name not in AS_WRITTEN:  # a name or path is read as written
             raise ConfigError(name, f"{value.strip()} is past a 64-bit float's range (read as infinity)")
         if sep and name == "run_id" and not value.isascii():  # not Hydra's advice to quote it
             raise ConfigError(name, run_id_rule(value))

@@ -254,6 +254,7 @@ def test_real_report_runs_keep_the_contract(
         (["workload.num_frames=1e309"], "workload.num_frames: 1e309 is past a 64-bit float's range"),
         (["device=h100-sxm", "device.bf16_tflops=-2E+400"], "device.bf16_tflops: -2E+400 is past"),
         (["device=h100-sxm", "device.memory_mib=1_0e999"], "device.memory_mib: 1_0e999 is past"),
+        (["workload.num_frames=_e5"], "workload.num_frames: must be"),  # the pattern, not a number
         (["run_id=é"], "run_id: must be a folder name of at most 200 ASCII"),
         (["stages=dit,vae_decode"], "stages: 'dit,vae_decode' is Hydra's sweep syntax"),
         # Hydra would take the last silently

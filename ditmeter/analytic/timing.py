@@ -199,6 +199,8 @@ class KindOfForward(Protocol):
     """A kind of the denoiser's forwards (:class:`ForwardRun`, a plan's ``RankRun``)."""
 
     @property
+    def kind(self) -> str: ...
+    @property
     def count(self) -> int: ...
     @property
     def modules(self) -> dict[str, Timing] | None: ...
@@ -372,15 +374,6 @@ class Prediction:
         """Seconds for one whole video: every selected stage × its runs per video, and the weights
         moved between host and GPU."""
         return sum(self.stage_video_s(s, n) for s, n in self.stage_runs) + self.transfer_s
-
-    def module_video_s(self, module_id: str, stage: str, runs: int) -> tuple[float, float]:
-        """(predicted, roofline) seconds per video of one module of ``stage`` (run ``runs`` times a
-        video): in the denoiser under a method's kinds of forward, only the forwards that run it
-        (a step cache's reused forwards skip the blocks), each at its kind's time."""
-        if stage != self.forward_id or not self.forward_runs:
-            t = self.modules[module_id]
-            return t.predicted_s * runs, t.roofline_s * runs
-        return kinds_video_s(self.forward_runs, self.modules, module_id)
 
     def stage_roofline_s(self, stage: str, runs: int) -> float:
         if stage == self.forward_id and self.forward_runs:

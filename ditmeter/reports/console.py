@@ -167,8 +167,7 @@ def print_report(console: Console, result: ReportResult) -> None:
         parts = ", ".join(f"{s.name} ×{s.runs_per_video} {si(s.per_video.flops, 'FLOP')}" for s in a.stages)
         what = "whole video" if a.forward.name in selected else "selected stages"
         console.print(f"{what}: {si(a.whole_video.flops, 'FLOP')} ({parts})")
-    view, p = result.view, result.view.prediction
-    runs = view.plan.estimate.forward_runs if view.plan is not None else p.forward_runs if p else ()
+    p, runs = result.view.prediction, result.view.forward_kinds
     if p is not None and a.forward.name in selected and (runs or p.plan.sparse is not None):
         n = a.forwards_per_video
         kinds = ", ".join(f"{r.count} {r.kind}" for r in runs) or f"{n} sparse"

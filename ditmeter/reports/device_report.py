@@ -14,6 +14,7 @@ from ditmeter.analytic.parallel import ParallelEstimate
 from ditmeter.analytic.timing import (
     LIMITS,
     OFFLOAD_PHASE,
+    KindOfForward,
     Prediction,
     TimePlan,
     dominant_limit,
@@ -50,17 +51,25 @@ class DeviceView:
         return self._timed(lambda e: e.per_video_s, lambda p: p.per_video_s)
 
     @property
+    def forward_kinds(self) -> tuple[KindOfForward, ...]:
+        """The denoiser's forwards by kind where a method runs them differently (a step cache's
+        computed and cached ones, sparse attention's dense warm-up): one GPU's under a plan; empty
+        when every forward runs alike."""
+        if self.plan is not None:
+            return self.plan.estimate.forward_runs
+        return self.prediction.forward_runs if self.prediction is not None else ()
+
+    @property
     def roofline_video_s(self) -> float | None:
         """The roofline per video (one GPU's share under a plan), the denoiser's forwards by kind
         where a method runs them differently (a plan's cached forwards skip their blocks)."""
         p = self.prediction
         if p is None:
             return None
-        runs = self.plan.estimate.forward_runs if self.plan is not None else ()
         forwards = dict(p.stage_runs).get(p.forward_id)
-        if not runs or forwards is None:
-            return p.roofline_video_s
-        kinds = sum(r.count * r.compute.roofline_s for r in runs)
+        if self.plan is None or not self.forward_kinds or forwards is None:
+            return p.roofline_video_s  # one GPU's prediction counts its own kinds
+        kinds = sum(r.count * r.compute.roofline_s for r in self.plan.estimate.forward_runs)
         return p.roofline_video_s - p.stage_roofline_s(p.forward_id, forwards) + kinds
 
     @property
@@ -329,26 +338,21 @@ TOP_TIME_LAYERS = 10
 def top_layers_by_time(view: DeviceView, modules: pd.DataFrame, n: int = TOP_TIME_LAYERS) -> Table:
     """The leaf layers of every stage, grouped across blocks, by predicted seconds per video
     (a run's seconds × the stage's runs per video; in the denoiser under a step cache or sparse
-    attention's dense warm-up, each forward kind's own: :meth:`Prediction.module_video_s`), with
-    their share of the whole video."""
+    attention's dense warm-up, each forward kind's own: :func:`~ditmeter.analytic.timing.kinds_video_s`),
+    with their share of the whole video."""
     runs = {s.name: s.runs_per_video for s in view.analysis.stages}
     leaves = modules[(modules["kind"] == "leaf") & modules["predicted_s"].notna()].copy()
     leaves = leaves[leaves["stage"].isin(list(runs))]
     repeated = list(modules.loc[modules["kind"] == "repeated", "module_id"])
     leaves["layer"] = [layer_pattern(m, repeated) for m in leaves["module_id"]]
-    p = view.prediction
-    kinds = view.plan.estimate.forward_runs if view.plan is not None else p.forward_runs if p else ()
-    if p is not None and kinds:
-        pairs = zip(leaves["module_id"], leaves["stage"], strict=True)
-        video = [
-            kinds_video_s(kinds, p.modules, m) if s == p.forward_id else p.module_video_s(m, s, runs[s])
-            for m, s in pairs
-        ]
-        leaves["video_s"] = [v for v, _ in video]
-        leaves["roofline_video_s"] = [r for _, r in video]
-    else:
-        leaves["video_s"] = leaves["predicted_s"] * leaves["stage"].map(runs)
-        leaves["roofline_video_s"] = leaves["roofline_s"] * leaves["stage"].map(runs)
+    leaves["video_s"] = leaves["predicted_s"] * leaves["stage"].map(runs)
+    leaves["roofline_video_s"] = leaves["roofline_s"] * leaves["stage"].map(runs)
+    p, kinds = view.prediction, view.forward_kinds
+    if p is not None and kinds:  # the denoiser's layers: only the forwards that run each
+        forward = leaves["stage"] == p.forward_id
+        video = [kinds_video_s(kinds, p.modules, m) for m in leaves.loc[forward, "module_id"]]
+        leaves.loc[forward, "video_s"] = [v for v, _ in video]
+        leaves.loc[forward, "roofline_video_s"] = [r for _, r in video]
     for limit in LIMITS:
         leaves[limit] = leaves["video_s"].where(leaves["bound"] == limit, 0.0)
     grouped_ = leaves.groupby("layer", sort=False).agg(
