@@ -48,6 +48,11 @@ def _folder(tmp_path: Path, points: list[dict[str, object]]) -> Path:
     return folder
 
 
+def _dir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def test_error_table_of_two_points_by_hand(tmp_path: Path) -> None:
     """Two points of one setting measured at 100 s and 400 s: errors p/100 − 1 and p/400 − 1."""
     points = load_points(_folder(tmp_path, [_point("a", 100.0), _point("b", 400.0)]))
@@ -57,6 +62,27 @@ def test_error_table_of_two_points_by_hand(tmp_path: Path) -> None:
     s = error_summary(frame).iloc[0]
     assert s["median_abs_rel_error"] == pytest.approx((abs(p / 100 - 1) + abs(p / 400 - 1)) / 2)
     assert s["max_abs_rel_error"] == pytest.approx(max(abs(p / 100 - 1), abs(p / 400 - 1)))
+
+
+def test_a_point_measured_below_its_roofline_is_named(tmp_path: Path) -> None:
+    """The roofline is a lower bound: Wan2.1 1.3B at 480p-81f on an H100 SXM spends at least its
+    attention cores' FLOPs at the dense bf16 peak, 4·s²·d per block = 4 × 32,760² × 1,536 × 30
+    blocks × 100 forwards = 1.98e16 FLOP over 989.4 TFLOP/s ≈ 20.0 s; a point measured at 1 s is
+    named as faster than its settings allow, one at 100,000 s is not."""
+    from ditmeter.reports.validate_report import below_roofline
+
+    points = load_points(_folder(tmp_path, [_point("fast", 1.0), _point("slow", 1e5)]))
+    frame = validate_frame(points)
+    attention = 4 * 32_760**2 * 1_536 * 30 * 100 / 989.4e12
+    assert (frame["roofline_s"] >= attention).all()
+    assert (frame["roofline_s"] <= frame["predicted_s"]).all()
+    assert list(frame["measured_over_roofline"]) == pytest.approx(
+        list(frame["measured_s"] / frame["roofline_s"])
+    )
+    note = below_roofline(frame)
+    assert note is not None and note.startswith("1 point was measured faster than the roofline")
+    assert "fast (1 s measured" in note and "slow" not in note
+    assert below_roofline(frame[frame["point_id"] == "slow"]) is None
 
 
 def test_framework_is_what_ran_and_groups_the_framework_table(tmp_path: Path) -> None:
@@ -92,6 +118,9 @@ def test_per_step_points_compare_one_step(tmp_path: Path) -> None:
     points = load_points(_folder(tmp_path, [_point("v", 1.0), _point("s", 1.0, timed="per_step")]))
     video, step = (predict_point(p) for p in points)
     assert video > 50 * step > 0  # 50 steps, plus the text encoder and the VAE
+    denoise = validate_frame(load_points(_folder(_dir(tmp_path / "d"), [_point("d", 1.0, timed="denoise")])))
+    roof = validate_frame(points)["roofline_s"]
+    assert 0 < roof.iloc[1] <= step and roof.iloc[1] * 50 == pytest.approx(denoise["roofline_s"].iloc[0])
 
 
 def test_the_dataset_is_sourced_and_stays_within_the_stated_accuracy() -> None:

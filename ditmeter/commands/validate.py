@@ -41,6 +41,7 @@ class Prediction:
     """One point as ``report`` predicts it under the point's settings."""
 
     seconds: float  # of what the point timed
+    roofline_s: float  # the same span at every peak of its settings (compute and memory; no communication)
     peak_bytes: int  # the peak memory per GPU, as report prints it
     fp32_matmul: str  # what its fp32 matmuls were read as
     adjusted: tuple[str, ...]  # what the pipeline changed in its workload (frames, size)
@@ -66,12 +67,15 @@ def predict(point: Point, extra: Sequence[str] = ()) -> Prediction:
         analysis, view = analyze(cfg, scaling=False)  # a plan's table over GPU counts: unused here
     except ConfigError as exc:  # a point whose settings the tool refuses: name the point
         raise ConfigError("validate.data", f"point {point.id}: {exc.field}: {exc.message}") from None
-    value = {"video": view.per_video_s, "per_step": view.per_step_s, "denoise": view.forward_video_s}[
-        point.timed
-    ]
-    assert value is not None  # a device is given
+    value, roofline = {
+        "video": (view.per_video_s, view.roofline_video_s),
+        "per_step": (view.per_step_s, view.roofline_step_s),
+        "denoise": (view.forward_video_s, view.roofline_denoise_s),
+    }[point.timed]
+    assert value is not None and roofline is not None  # a device is given; the denoiser is costed
     return Prediction(
         float(value),
+        float(roofline),
         analysis.memory.peak_per_gpu_bytes,
         cfg.time.fp32_matmul,
         tuple(f"the pipeline adjusted {a.text}" for a in analysis.geometry.adjustments),
@@ -80,11 +84,18 @@ def predict(point: Point, extra: Sequence[str] = ()) -> Prediction:
 
 def validate_frame(points: Sequence[Point], extra: Sequence[str] = ()) -> pd.DataFrame:
     """Every point predicted and compared (``compare.measurements.comparison_frame``), with what
-    its fp32 matmuls were read as; what the pipeline adjusted joins the point's assumptions."""
+    its fp32 matmuls were read as and its roofline (``measured_over_roofline`` below 1: measured
+    faster than every peak of its stated settings allows); what the pipeline adjusted joins the
+    point's assumptions."""
     made = [predict(p, extra) for p in points]
     said = [attrs.evolve(p, assumed=(*p.assumed, *m.adjusted)) for p, m in zip(points, made, strict=True)]
     frame = comparison_frame(said, [m.seconds for m in made], [m.peak_bytes for m in made])
-    return frame.assign(fp32_matmul=[m.fp32_matmul for m in made])
+    roofline = pd.Series([m.roofline_s for m in made], index=frame.index, dtype="float64")
+    return frame.assign(
+        fp32_matmul=[m.fp32_matmul for m in made],
+        roofline_s=roofline,
+        measured_over_roofline=frame["measured_s"] / roofline,
+    )
 
 
 @attrs.frozen

@@ -201,15 +201,15 @@ def print_diff(console: Console, result: DiffResult) -> None:
 
 def print_validate(console: Console, result: ValidateResult) -> None:
     """The errors over the dataset, per GPU, framework, source and GPU count, then every point."""
-    from ditmeter.reports.validate_report import kept_ieee, point_table, summary_tables
+    from ditmeter.reports.validate_report import below_roofline, kept_ieee, point_table, summary_tables
 
     console.print(
         f"{len(result.frame)} public measurements of real Wan runs predicted under their stated settings "
         f"({result.settings}); error = predicted / measured - 1"
     )
-    note = kept_ieee(result.frame, result.fp32_matmul)
-    if note:
-        console.print(note)
+    for note in (kept_ieee(result.frame, result.fp32_matmul), below_roofline(result.frame)):
+        if note:
+            console.print(note)
     for t in [*summary_tables(result.frame), point_table(result.frame)]:
         console.print(to_rich(t))
 

@@ -69,8 +69,34 @@ class DeviceView:
         forwards = dict(p.stage_runs).get(p.forward_id)
         if self.plan is None or not self.forward_kinds or forwards is None:
             return p.roofline_video_s  # one GPU's prediction counts its own kinds
-        kinds = sum(r.count * r.compute.roofline_s for r in self.plan.estimate.forward_runs)
+        kinds = self.roofline_denoise_s
+        assert kinds is not None  # a prediction that runs the denoiser
         return p.roofline_video_s - p.stage_roofline_s(p.forward_id, forwards) + kinds
+
+    @property
+    def roofline_denoise_s(self) -> float | None:
+        """The denoiser's roofline per video (every forward of every step; one GPU's share under a
+        plan, by kind where a method runs its forwards differently); None without a device or when
+        the denoiser is not costed."""
+        p = self.prediction
+        forwards = None if p is None else dict(p.stage_runs).get(p.forward_id)
+        if p is None or forwards is None:
+            return None
+        if self.plan is not None and self.forward_kinds:
+            return sum(r.count * r.compute.roofline_s for r in self.plan.estimate.forward_runs)
+        return p.stage_roofline_s(p.forward_id, forwards)
+
+    @property
+    def roofline_step_s(self) -> float | None:
+        """The denoiser's roofline per step: :attr:`roofline_denoise_s` over the steps (a step
+        cache's steps averaged)."""
+        denoise, p = self.roofline_denoise_s, self.prediction
+        if denoise is None or p is None:
+            return None
+        steps = (
+            self.plan.estimate.steps if self.plan is not None else p.forwards_per_video // p.forwards_per_step
+        )
+        return denoise / steps
 
     @property
     def per_forward_s(self) -> float | None:

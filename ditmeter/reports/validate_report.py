@@ -29,6 +29,8 @@ VALIDATE_SCHEMA = pa.schema(
         pa.field("predicted_s", pa.float64(), nullable=False),
         pa.field("rel_error", pa.float64(), nullable=False),
         pa.field("abs_rel_error", pa.float64(), nullable=False),
+        pa.field("roofline_s", pa.float64(), nullable=False),
+        pa.field("measured_over_roofline", pa.float64(), nullable=False),
         pa.field("measured_speedup", pa.float64()),
         pa.field("predicted_speedup", pa.float64()),
         pa.field("speedup_rel_error", pa.float64()),
@@ -154,14 +156,33 @@ def kept_ieee(frame: pd.DataFrame, fp32_matmul: str) -> str | None:
     return "; ".join(parts) or None
 
 
+def below_roofline(frame: pd.DataFrame) -> str | None:
+    """The line naming the points measured faster than the roofline of their stated settings (every
+    compute and memory peak reached, no communication): no kernel model can predict them, since
+    what ran cannot be what they state; or None."""
+    fast = frame[frame["measured_over_roofline"] < 1.0]
+    if fast.empty:
+        return None
+    named = ", ".join(
+        f"{r.point_id} ({_seconds(r.measured_s)} measured, roofline {_seconds(r.roofline_s)})"
+        for r in fast.itertuples()
+    )
+    verb = "was" if len(fast) == 1 else "were"
+    return (
+        f"{_points(len(fast))} {verb} measured faster than the roofline of the settings stated for "
+        f"{'it' if len(fast) == 1 else 'them'} (every peak reached, no communication), so those settings "
+        f"are not all what ran: {named}"
+    )
+
+
 def validate_markdown(frame: pd.DataFrame, execution: str, fp32_matmul: str = "ieee") -> str:
-    note = kept_ieee(frame, fp32_matmul)
+    note = "".join(f" {n}." for n in (kept_ieee(frame, fp32_matmul), below_roofline(frame)) if n)
     lines = [
         "# ditmeter validate: predicted against public measurements of real Wan runs",
         "",
         f"{len(frame)} points; time.execution={execution}, time.fp32_matmul={fp32_matmul}. "
         "Error = predicted / measured − 1. "
-        "No constant of the time model is fitted to these measurements." + (f" {note}." if note else ""),
+        "No constant of the time model is fitted to these measurements." + note,
         "",
     ]
     for t in [*summary_tables(frame), point_table(frame)]:
