@@ -217,6 +217,8 @@ def check_output_file(path: Path, field: str, ours: Callable[[Path], bool] | Non
         raise ConfigError(field, f"{path} is under {folder}, which is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(field, f"cannot write under {folder} (permission denied)")
+    if os.statvfs(folder).f_blocks == 0:  # /proc, /sys: refused now, not after the work
+        raise ConfigError(field, f"cannot write under {folder} (a file system that holds no files, as /proc)")
     return target
 
 

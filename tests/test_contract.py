@@ -416,18 +416,24 @@ def test_compare_checks_the_tables_it_reads(traced: Path, tmp_path: Path, damage
     ("event", "message"),
     [
         ({"dur": None}, "no valid 'dur'"),
-        ({"dur": float("nan")}, "no valid 'dur'"),
+        ({"dur": float("nan")}, "no valid 'dur': not a finite number$"),
+        ({"dur": "1e309"}, "no valid 'dur': not a finite number$"),
+        ({"ts": "-Infinity"}, "no valid 'ts': not a finite number$"),
         ({"ts": "x"}, "no valid 'ts'"),
     ],
 )
 def test_a_damaged_chrome_trace_is_refused(tmp_path: Path, event: dict[str, Any], message: str) -> None:
+    """A damaged event is named; a non-finite number (JSON's NaN, Infinity, 1e309) is not printed
+    as nan or inf."""
     from ditmeter.tracer.profile import FORWARD_RANGE, TraceFormatError, read_chrome_trace
 
     base = {"ph": "X", "cat": "user_annotation", "name": FORWARD_RANGE, "pid": 1, "tid": 1, "ts": 0, "dur": 5}
     path = tmp_path / "trace.json"
-    path.write_text(json.dumps({"traceEvents": [{**base, **event}]}).replace("NaN", "NaN"))
-    with pytest.raises(TraceFormatError, match=message):
+    text = json.dumps({"traceEvents": [{**base, **event}]})
+    path.write_text(text.replace('"1e309"', "1e309").replace('"-Infinity"', "-Infinity"))  # as a number
+    with pytest.raises(TraceFormatError, match=message) as caught:
         read_chrome_trace(path)
+    assert "inf" not in str(caught.value).lower().replace("info", "") and "nan" not in str(caught.value)
 
 
 def test_profile_refuses_what_the_machine_cannot_hold_or_finish(

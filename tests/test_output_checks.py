@@ -100,3 +100,22 @@ def test_ingest_names_the_run_folder_before_the_trace(
     argv = ["ingest", f"trace={trace}", *CUDA_ARGS, f"output_root={tmp_path}", "run_id=a"]
     assert _refused(argv, "run_id", capsys) == ""
     assert _contents(tmp_path) == ["a"]
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self").is_dir() or __import__("os").statvfs("/proc").f_blocks != 0,
+    reason="needs Linux's /proc (a file system of no blocks)",
+)
+def test_calibrate_refuses_an_output_under_proc_before_measuring(capsys: pytest.CaptureFixture[str]) -> None:
+    """/proc admits root's write permission check but holds no files: refused before any
+    measurement (exit 2, the key named), not after it."""
+    status = main(
+        [
+            "calibrate",
+            "calibrate.output=/proc/calibration.yaml",
+            "model=wan2.1-t2v-1.3b",
+            "workload=w001-tiny",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("ditmeter: error: calibrate.output:") and "holds no files" in err

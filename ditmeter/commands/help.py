@@ -6,6 +6,8 @@ the model, workload and device files, and examples that use only keys the comman
 
 from __future__ import annotations
 
+import functools
+
 import re
 import textwrap
 from typing import Any
@@ -92,6 +94,17 @@ def _fields(section: dict[str, Any], prefix: str) -> list[str]:
 NOT_OVERRIDDEN = ("device.memory_gb", "model.default_workload")
 
 
+@functools.cache  # every command's help reads them: composed once per process (read, never changed)
+def _defaults() -> dict[str, Any]:
+    return compose_config([], None)
+
+
+@functools.cache  # every command's help lists it: the models composed once per process
+def _own_workload_models() -> tuple[str, ...]:
+    """The models with a ``default_workload`` of their own."""
+    return tuple(m for m in choices("model") if compose_config([f"model={m}"])["model"].get("default_workload"))
+
+
 def _group_lines(group: str, defaults: dict[str, Any]) -> list[str]:
     names = choices(group)
     section = defaults.get(group)
@@ -99,7 +112,7 @@ def _group_lines(group: str, defaults: dict[str, Any]) -> list[str]:
         section = compose_config([f"{group}={names[0]}"], None)[group]
     default = section.get("name") if defaults.get(group) is not None else "null"
     if group == "workload":  # a model that cannot run it names its own (config.load)
-        own = [m for m in choices("model") if compose_config([f"model={m}"])["model"].get("default_workload")]
+        own = _own_workload_models()
         default += f"; {', '.join(own)}: their own release video" if own else ""
     return [
         _line(f"{group}=NAME (default {default}): {', '.join(names)}"),
@@ -120,7 +133,7 @@ COMMAND_KEY_COMMENTS: dict[str, dict[str, str]] = {
 
 def keys_help(command: str) -> str:
     """Every key ``command`` accepts, one line each (groups: their names and fields)."""
-    defaults = compose_config([], None)
+    defaults = _defaults()
     comments = {**config_comments(), **COMMAND_KEY_COMMENTS.get(command, {})}
     lines = []
     for top in COMMAND_KEYS[command]:

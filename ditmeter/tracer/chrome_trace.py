@@ -36,8 +36,10 @@ def timed(i: int, e: Any) -> tuple[float, float]:
         value = e.get(key)
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or (key == "dur" and value < 0):
+            # JSON's 1e999, Infinity and NaN read as non-finite floats: named, never printed as inf/nan
+            shown = repr(value) if not number or math.isfinite(value) else "not a finite number"
             raise TraceFormatError(
-                f"complete event {i} ({e.get('name', '?')!r}) has no valid {key!r}: {value!r}"
+                f"complete event {i} ({e.get('name', '?')!r}) has no valid {key!r}: {shown}"
             )
         values.append(float(value))
     return values[0], values[1]
