@@ -7,7 +7,6 @@ the model, workload and device files, and examples that use only keys the comman
 from __future__ import annotations
 
 import functools
-
 import re
 import textwrap
 from typing import Any
