@@ -101,7 +101,8 @@ def _defaults() -> dict[str, Any]:
 @functools.cache  # every command's help lists it: the models composed once per process
 def _own_workload_models() -> tuple[str, ...]:
     """The models with a ``default_workload`` of their own."""
-    return tuple(m for m in choices("model") if compose_config([f"model={m}"])["model"].get("default_workload"))
+    own = (m for m in choices("model") if compose_config([f"model={m}"])["model"].get("default_workload"))
+    return tuple(own)
 
 
 def _group_lines(group: str, defaults: dict[str, Any]) -> list[str]:
