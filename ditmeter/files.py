@@ -192,6 +192,11 @@ def load_json(path: Path, field: str, limit: int = TEXT_LIMIT_BYTES) -> Any:
         raise ConfigError(field, f"{path} {why}") from None
 
 
+#: Linux's kernel file systems: the permission check admits root there, but no file can be made
+#: (a statvfs test would also catch FUSE and sandbox file systems that report no blocks yet hold files).
+PSEUDO_FILE_SYSTEMS = (Path("/proc"), Path("/sys"))
+
+
 def check_output_file(path: Path, field: str, ours: Callable[[Path], bool] | None = None) -> Path:
     """Where a file the user names will be written: refused unless it is new, or a regular file that
     ``ours`` says this tool wrote (never over what it did not create), in a folder that is (or can
@@ -217,8 +222,10 @@ def check_output_file(path: Path, field: str, ours: Callable[[Path], bool] | Non
         raise ConfigError(field, f"{path} is under {folder}, which is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(field, f"cannot write under {folder} (permission denied)")
-    if os.statvfs(folder).f_blocks == 0:  # /proc, /sys: refused now, not after the work
-        raise ConfigError(field, f"cannot write under {folder} (a file system that holds no files, as /proc)")
+    if any(folder == p or p in folder.parents for p in PSEUDO_FILE_SYSTEMS):  # now, not after the work
+        raise ConfigError(
+            field, f"cannot write under {folder} (a kernel's file system, which holds no files)"
+        )
     return target
 
 

@@ -5,15 +5,20 @@
 #   2. `report` with that calibration against the catalog's figures;
 #   3. a real CUDA trace: `profile profile.device_kind=cuda` (diffusers' DiT, random weights, its
 #      first 2 blocks at the full sequence), re-read by `ingest` against the prediction.
-# It writes at most 8 files straight under $OUT (the device tool's folder; tmp/gpu-check here),
-# the run folders they come from removed. GPU_CHECK_KIND=cpu runs the same steps on a CPU at a
-# tiny workload (a dry run of the script, not a measurement).
+# It writes at most 8 files straight under $OUT (the device tool's folder; tmp/gpu-check here);
+# the run folders they come from are in a temporary folder, removed on exit. GPU_CHECK_KIND=cpu
+# runs the same steps on a CPU at a tiny workload (a dry run of the script, not a measurement).
+# About 3 minutes on an H100 is expected (not yet run on one); the timeout leaves device time
+# for a second try within the session's 15 minutes.
 #   here:   scripts/gpu_wheels.sh
-#   there:  run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=540)
+#   there:  run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=300)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-tmp/gpu-check}"
 mkdir -p "$OUT"
+RUNS=$(mktemp -d)  # the run folders, outside $OUT: only the files copied there come back
+trap 'rm -rf "$RUNS"' EXIT
+exec > >(tee "$OUT/log.txt") 2>&1
 export PYTHONUNBUFFERED=1
 if [ -d .whl ] && [ -z "${PY:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -21,17 +26,20 @@ if [ -d .whl ] && [ -z "${PY:-}" ]; then
 fi
 PY="${PY:-python3}"
 KIND="${GPU_CHECK_KIND:-cuda}"
-RUNS="$OUT/runs"
-exec > >(tee "$OUT/log.txt") 2>&1
 
 if [ "$KIND" = cuda ]; then
   gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-  case "$gpu" in
-    *H200*) DEVICE=h200 ;;
-    *H100*) DEVICE=h100-sxm ;;
-    *) echo "no catalog name for '$gpu': set GPU_CHECK_DEVICE"; DEVICE="${GPU_CHECK_DEVICE:?}" ;;
+  case "$gpu" in  # the boards the catalog holds by their exact names; any other needs its name
+    "NVIDIA H100 80GB HBM3") DEVICE=h100-sxm ;;
+    "NVIDIA H100 PCIe") DEVICE=h100-pcie ;;
+    "NVIDIA H200") DEVICE=h200 ;;
+    *) DEVICE="" ;;
   esac
   DEVICE="${GPU_CHECK_DEVICE:-$DEVICE}"
+  if [ -z "$DEVICE" ]; then
+    echo "no catalog board is named '$gpu': give GPU_CHECK_DEVICE=NAME (configs/device/)"
+    exit 2
+  fi
   nvidia-smi -q >"$OUT/nvidia-smi.txt"
   MODEL=(model=wan2.1-t2v-14b workload=480p-81f)
   ON=(device="$DEVICE")
@@ -41,6 +49,7 @@ else
   ON=(device=h100-sxm)
   CAL=(device_kind=cpu)
 fi
+echo "board: ${gpu:-none} as ${DEVICE:-none}"
 "$PY" -c 'import torch, platform; print("torch", torch.__version__, "python", platform.python_version(),
   "cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
 
@@ -52,9 +61,10 @@ if [ "$KIND" = cuda ]; then  # the 1.3B's smaller GEMMs and attention (docs/eage
 fi
 
 echo "== 2. report: the catalog's figures, then the calibration's"
-"$PY" -m ditmeter report "${MODEL[@]}" "${ON[@]}" output_root="$RUNS" run_id=catalog | grep -E "per video|per forward"
+"$PY" -m ditmeter report "${MODEL[@]}" "${ON[@]}" output_root="$RUNS" run_id=catalog >"$RUNS/catalog.txt"
 "$PY" -m ditmeter report "${MODEL[@]}" calibration="$OUT/calibration.yaml" output_root="$RUNS" \
-  run_id=calibrated | grep -E "per video|per forward"
+  run_id=calibrated >"$RUNS/calibrated.txt"
+grep -h -E "per video|per forward" "$RUNS/catalog.txt" "$RUNS/calibrated.txt" || true
 
 echo "== 3. profile (2 blocks, random weights) and ingest its trace"
 "$PY" -m ditmeter profile "${MODEL[@]}" "${ON[@]}" pipeline=diffusers profile.device_kind="$KIND" \
@@ -65,5 +75,4 @@ gzip -c "$trace" >"$OUT/trace.json.gz"
   model.num_layers=2 output_root="$RUNS" run_id=ingest
 cp "$(find "$RUNS/profile" -name summary.md | head -1)" "$OUT/profile-summary.md"
 cp "$(find "$RUNS/ingest" -name summary.md | head -1)" "$OUT/ingest-summary.md"
-rm -rf "$RUNS"
 ls -l "$OUT"

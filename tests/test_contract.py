@@ -419,6 +419,7 @@ def test_compare_checks_the_tables_it_reads(traced: Path, tmp_path: Path, damage
         ({"dur": float("nan")}, "no valid 'dur': not a finite number$"),
         ({"dur": "1e309"}, "no valid 'dur': not a finite number$"),
         ({"ts": "-Infinity"}, "no valid 'ts': not a finite number$"),
+        ({"ts": 10**400}, "no valid 'ts': an integer past 2\\^63$"),
         ({"ts": "x"}, "no valid 'ts'"),
     ],
 )

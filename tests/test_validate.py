@@ -85,6 +85,32 @@ def test_a_point_measured_below_its_roofline_is_named(tmp_path: Path) -> None:
     assert below_roofline(frame[frame["point_id"] == "slow"]) is None
 
 
+def test_a_per_step_roofline_is_of_the_span_the_step_predicts(tmp_path: Path) -> None:
+    """A per-step point predicts one step of plain forwards (a step cache or a sparse warm-up
+    aside), so its roofline is that step's whatever the method: equal with and without TeaCache,
+    on one GPU and under Ulysses 2, and never above the prediction (a radial warm-up of 96% dense
+    steps once put it at twice the step)."""
+    cache = ["methods.cache=teacache", "methods.cache_skip=0.5"]
+    radial = ["methods.sparse=radial", "methods.sparse_density=0.02", "methods.sparse_dense_steps=0.96"]
+    u2 = ["parallel.ulysses=2"]
+    cases = {"plain": [], "cache": cache, "radial": radial, "u2": u2, "u2-cache": [*u2, *cache]}
+    points = [
+        _point(
+            name,
+            1.0,
+            timed="per_step",
+            gpus=2 if name.startswith("u2") else 1,
+            settings=["workload=480p-81f", *s],
+        )
+        for name, s in cases.items()
+    ]
+    frame = validate_frame(load_points(_folder(tmp_path, points))).set_index("point_id")
+    assert (frame["roofline_s"] <= frame["predicted_s"]).all() and (frame["roofline_s"] > 0).all()
+    assert frame.loc["cache", "roofline_s"] == pytest.approx(frame.loc["plain", "roofline_s"])
+    assert frame.loc["u2-cache", "roofline_s"] == pytest.approx(frame.loc["u2", "roofline_s"])
+    assert frame.loc["u2", "roofline_s"] < frame.loc["plain", "roofline_s"]
+
+
 def test_framework_is_what_ran_and_groups_the_framework_table(tmp_path: Path) -> None:
     """A point of another runtime (``published.framework``) keeps its name in ``framework`` while
     ``pipeline`` stays how it is costed; the others' framework is their pipeline."""

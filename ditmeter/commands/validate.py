@@ -72,7 +72,10 @@ def predict(point: Point, extra: Sequence[str] = ()) -> Prediction:
         "per_step": (view.per_step_s, view.roofline_step_s),
         "denoise": (view.forward_video_s, view.roofline_denoise_s),
     }[point.timed]
-    assert value is not None and roofline is not None  # a device is given; the denoiser is costed
+    if value is None or roofline is None:  # a device is given: only a denoiser left out of the stages
+        raise ConfigError(
+            "validate.data", f"point {point.id}: timed {point.timed} needs the denoiser in stages"
+        )
     return Prediction(
         float(value),
         float(roofline),

@@ -88,15 +88,14 @@ class DeviceView:
 
     @property
     def roofline_step_s(self) -> float | None:
-        """The denoiser's roofline per step: :attr:`roofline_denoise_s` over the steps (a step
-        cache's steps averaged)."""
-        denoise, p = self.roofline_denoise_s, self.prediction
-        if denoise is None or p is None:
+        """The roofline of the span :attr:`per_step_s` times: one step of plain forwards (one GPU's
+        under a plan, its CFG share), without communication."""
+        p = self.prediction
+        if p is None:
             return None
-        steps = (
-            self.plan.estimate.steps if self.plan is not None else p.forwards_per_video // p.forwards_per_step
-        )
-        return denoise / steps
+        if self.plan is not None:
+            return self.plan.estimate.compute.roofline_s * self.plan.estimate.forwards_per_gpu_step
+        return p.per_forward.roofline_s * p.forwards_per_step
 
     @property
     def per_forward_s(self) -> float | None:

@@ -157,9 +157,10 @@ def kept_ieee(frame: pd.DataFrame, fp32_matmul: str) -> str | None:
 
 
 def below_roofline(frame: pd.DataFrame) -> str | None:
-    """The line naming the points measured faster than the roofline of their stated settings (every
-    compute and memory peak reached, no communication): no kernel model can predict them, since
-    what ran cannot be what they state; or None."""
+    """The line naming the points measured faster than the tool's roofline of their stated settings
+    (every kernel as ``time.execution`` runs it at its compute or memory peak, no communication):
+    no kernel efficiency can reach them, so what ran differs from what is stated, or the model
+    counts work that did not run; or None."""
     fast = frame[frame["measured_over_roofline"] < 1.0]
     if fast.empty:
         return None
@@ -170,8 +171,8 @@ def below_roofline(frame: pd.DataFrame) -> str | None:
     verb = "was" if len(fast) == 1 else "were"
     return (
         f"{_points(len(fast))} {verb} measured faster than the roofline of the settings stated for "
-        f"{'it' if len(fast) == 1 else 'them'} (every peak reached, no communication), so those settings "
-        f"are not all what ran: {named}"
+        f"{'it' if len(fast) == 1 else 'them'} (every kernel at its peak, no communication): what ran "
+        f"differs from what is stated, or the model counts work that did not run: {named}"
     )
 
 

@@ -35,9 +35,13 @@ def timed(i: int, e: Any) -> tuple[float, float]:
     for key in ("ts", "dur"):
         value = e.get(key)
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or (key == "dur" and value < 0):
+        huge = number and isinstance(value, int) and abs(value) > 2**63  # JSON's integers have no bound
+        if not number or huge or not math.isfinite(value) or (key == "dur" and value < 0):
             # JSON's 1e999, Infinity and NaN read as non-finite floats: named, never printed as inf/nan
-            shown = repr(value) if not number or math.isfinite(value) else "not a finite number"
+            if huge:
+                shown = "an integer past 2^63"
+            else:
+                shown = repr(value) if not number or math.isfinite(value) else "not a finite number"
             raise TraceFormatError(
                 f"complete event {i} ({e.get('name', '?')!r}) has no valid {key!r}: {shown}"
             )
