@@ -150,7 +150,10 @@ def _cmd_validate(overrides: list[str], console: Console) -> int:
     cfg = _load(console, rest, "validate")
     folder = Path(data[-1]) if data else None
     t = cfg.time
-    result = validate(cfg.output_root, folder, cfg.run_id, t.execution, fp32_matmul=t.fp32_matmul)
+    given = any(a.lstrip("+").startswith("time.fp32_matmul=") for a in rest)  # else each point's own
+    result = validate(
+        cfg.output_root, folder, cfg.run_id, t.execution, fp32_matmul=t.fp32_matmul if given else None
+    )
     show.print_validate(console, result)
     assert result.analysis_dir is not None  # written
     show.print_wrote(console, result.analysis_dir, result.files, start)

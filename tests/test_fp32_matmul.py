@@ -129,7 +129,8 @@ def test_a_sweep_over_it_agrees_with_report(tmp_path: Path) -> None:
 
 def test_validate_can_assume_tf32_where_no_point_states_it(tmp_path: Path) -> None:
     """``ditmeter validate time.fp32_matmul=tf32`` predicts every point as if its run had TF32
-    matmuls (no point states it); the A800 8-GPU Wan2.2 cell moves by its time projection only."""
+    matmuls, ``=ieee`` as PyTorch's default; the A800 8-GPU Wan2.2 cell moves by its time
+    projection only, and without the key it takes its source's inferred TF32."""
     import pyarrow.parquet as pq
     import yaml
 
@@ -140,8 +141,13 @@ def test_validate_can_assume_tf32_where_no_point_states_it(tmp_path: Path) -> No
     data = tmp_path / "data"
     data.mkdir()
     (data / "one.yaml").write_text(yaml.safe_dump(src))
-    ieee = validate(tmp_path / "out", data, run_id="default").frame
+    ieee = validate(tmp_path / "out", data, run_id="ieee", fp32_matmul="ieee").frame
     tf32 = validate(tmp_path / "out", data, run_id="tf32", fp32_matmul="tf32")
+    own = validate(tmp_path / "out", data, run_id="default").frame  # the source's inferred TF32
+    assert (
+        own["fp32_matmul"].iloc[0] == "tf32"
+        and own["predicted_s"].iloc[0] == tf32.frame["predicted_s"].iloc[0]
+    )
     assert tf32.fp32_matmul == "tf32" and "time.fp32_matmul=tf32" in tf32.settings
     # per video: 80 forwards of the projection (2 × 32,760 × 5120 × 30,720 FLOPs) at the SGEMM
     # plateau (0.969 of 19.5) against TF32's last sweep point (97.32 of 156)

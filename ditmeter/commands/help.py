@@ -126,7 +126,11 @@ def _line(text: str) -> str:
 
 #: Key lines that read otherwise for one command: its own comment.
 COMMAND_KEY_COMMENTS: dict[str, dict[str, str]] = {
-    "validate": {"time.mode": "predicted only: validate predicts every point (roofline is refused)."},
+    "validate": {
+        "time.mode": "predicted only: validate predicts every point (roofline is refused).",
+        "time.fp32_matmul": "left out: each point's own (stated, else its file's inferred:, else ieee); "
+        "ieee or tf32 reads every point so.",
+    },
     "compare": {"run_id": "null: the newest traced run under output_root; else the traced run of that id."},
 }
 
@@ -235,8 +239,10 @@ def commands() -> list[tuple[str, str, str, str]]:
             "[time.fp32_matmul=ieee|tf32] [output_root=DIR] [run_id=NAME]\n"
             "example: ditmeter validate\n"
             "         ditmeter validate time.execution=compiled run_id=fused\n"
-            "         ditmeter validate time.fp32_matmul=tf32   # as if every run had TF32 matmuls (NGC)\n\n"
-            + command_help("validate"),
+            "         ditmeter validate time.fp32_matmul=ieee   # every run as PyTorch's default\n"
+            "         ditmeter validate time.fp32_matmul=tf32   # as if every run had TF32 matmuls (NGC)\n"
+            "without time.fp32_matmul each point is read as its source states or its measurements imply "
+            "(a data file's inferred:).\n\n" + command_help("validate"),
         ),
         (
             "profile",

@@ -48,21 +48,28 @@ class Prediction:
 
 
 def predict(point: Point, extra: Sequence[str] = ()) -> Prediction:
-    """``point`` under its settings and ``extra`` keys (the point's own settings win; a run-wide
-    ``time.fp32_matmul=tf32`` stays ``ieee`` on a device without a TF32 curve)."""
+    """``point`` under its settings and ``extra`` keys: the point's own settings win, then the
+    run's ``extra``, then what its source's measurements imply (``point.inferred``); a
+    ``time.fp32_matmul=tf32`` not stated by the point stays ``ieee`` on a device without a TF32
+    curve."""
     from ditmeter.commands.report import analyze
     from ditmeter.config import load
     from ditmeter.errors import ConfigError
 
-    given = {o.partition("=")[0] for o in point.settings}
-    extra = [o for o in extra if o.partition("=")[0] not in given]
+    def key(o: str) -> str:
+        return o.partition("=")[0]
+
+    given = {key(o) for o in point.settings}
+    extra = [o for o in extra if key(o) not in given]
+    run = {key(o) for o in extra}
+    extra = [*(o for o in point.inferred if key(o) not in run), *extra]
     try:
         try:
             cfg = load([*point.overrides(), *extra], "report")
         except ConfigError as exc:
             if exc.field != FP32_MATMUL or f"{FP32_MATMUL}=ieee" in extra:
                 raise
-            extra = [o for o in extra if o.partition("=")[0] != FP32_MATMUL]
+            extra = [o for o in extra if key(o) != FP32_MATMUL]
             cfg = load([*point.overrides(), *extra], "report")
         analysis, view = analyze(cfg, scaling=False)  # a plan's table over GPU counts: unused here
     except ConfigError as exc:  # a point whose settings the tool refuses: name the point
@@ -107,12 +114,15 @@ class ValidateResult:
     execution: str
     analysis_dir: Path | None
     files: tuple[str, ...]
-    fp32_matmul: str = "ieee"  # what every point's fp32 matmuls compute in (no point states it)
+    #: what the run reads every point's fp32 matmuls as, over what their sources imply; None: each
+    #: point's own (stated, else inferred, else PyTorch's default, ieee)
+    fp32_matmul: str | None = None
 
     @property
     def settings(self) -> str:
         """The run's own settings, as the keys read (``time.*``)."""
-        return f"time.execution={self.execution}, time.fp32_matmul={self.fp32_matmul}"
+        fp32 = self.fp32_matmul or "each point's (ieee unless its source states or implies tf32)"
+        return f"time.execution={self.execution}, time.fp32_matmul={fp32}"
 
 
 def validate(
@@ -121,7 +131,7 @@ def validate(
     run_id: str | None = None,
     execution: str = "eager",
     write: bool = True,
-    fp32_matmul: str = "ieee",
+    fp32_matmul: str | None = None,
 ) -> ValidateResult:
     """Predict every point of ``data`` (default ``data/measurements``) and (``write``) publish
     ``validate.parquet``, ``validate.md`` and ``validate.png`` under
@@ -130,7 +140,8 @@ def validate(
     if write:  # refused before the predictions (seconds), not after
         check_run_folder(output_root, rid)
     points = load_points(data or default_folder())
-    frame = validate_frame(points, (f"time.execution={execution}", f"time.fp32_matmul={fp32_matmul}"))
+    run = [f"time.execution={execution}", *([f"{FP32_MATMUL}={fp32_matmul}"] if fp32_matmul else [])]
+    frame = validate_frame(points, run)
     if not write:
         return ValidateResult(frame, execution, None, (), fp32_matmul)
     manifest = {"command": "validate", "points": len(frame)}

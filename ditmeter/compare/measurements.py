@@ -60,6 +60,9 @@ class Point:
     #: neither the official code nor diffusers and ``pipeline`` is only how the tool costs it;
     #: otherwise the pipeline itself
     framework: str = ""
+    #: settings its source does not state but its measurements imply (the file's ``inferred:``,
+    #: each with its reason among ``assumed``): applied unless the run itself gives the key
+    inferred: tuple[str, ...] = ()
 
     def overrides(self) -> list[str]:
         return [f"model={self.model}", f"pipeline={self.pipeline}", f"device={self.device}", *self.settings]
@@ -110,6 +113,30 @@ PEAK_GB = (1e-3, 1e5)
 def _within(value: Any, bounds: tuple[float, float]) -> bool:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     return number and math.isfinite(value) and bounds[0] <= value <= bounds[1]
+
+
+def _inferred(data: dict[str, Any], path: Path) -> tuple[tuple[str, ...], str | None]:
+    """A file's ``inferred: {settings: [key=value, ...], why: ...}``: settings that every point of
+    the source ran under by the evidence ``why`` gives, though the source does not state them."""
+    raw = data.get("inferred")
+    if raw is None:
+        return (), None
+    settings = raw.get("settings") if isinstance(raw, dict) else None
+    why = raw.get("why") if isinstance(raw, dict) else None
+    ok = (
+        isinstance(settings, list)
+        and bool(settings)
+        and all(isinstance(x, str) and "=" in x for x in settings)
+    )
+    if not ok or not isinstance(settings, list) or not isinstance(why, str) or not why.strip():
+        raise ConfigError(
+            "validate.data",
+            f"{path.name}: inferred must hold settings (key=value strings) and why (the evidence)",
+        )
+    own = [x for x in settings if x.split("=", 1)[0].split(".", 1)[0] in _NOT_SETTINGS]
+    if own:
+        raise ConfigError("validate.data", f"{path.name}: inferred may not give {own[0].split('=', 1)[0]}")
+    return tuple(str(x) for x in settings), why
 
 
 def _point(raw: Any, source: str, path: Path) -> Point:
@@ -179,7 +206,14 @@ def load_points(folder: Path) -> list[Point]:
         if not isinstance(data, dict) or not isinstance(data.get("points"), list):
             raise ConfigError("validate.data", f"{path.name} must hold source: and points: [...]")
         name = str((data.get("source") or {}).get("name", path.stem))
-        points += [_point(raw, name, path) for raw in data["points"]]
+        inferred, why = _inferred(data, path)
+        for raw in data["points"]:
+            p = _point(raw, name, path)
+            own = {x.partition("=")[0] for x in p.settings}  # a point's own statement wins
+            kept = tuple(x for x in inferred if x.partition("=")[0] not in own)
+            if kept:
+                p = attrs.evolve(p, inferred=kept, assumed=(*p.assumed, f"inferred {' '.join(kept)}: {why}"))
+            points.append(p)
     ids = [p.id for p in points]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
@@ -257,6 +291,7 @@ def comparison_frame(
                 "published_gpu": p.published_gpu,
                 "gpus": p.gpus,
                 "settings": " ".join(p.settings),
+                "inferred": " ".join(p.inferred),
                 "plan": plan_family(p.settings),
                 "method": p.method,
                 "timed": p.timed,

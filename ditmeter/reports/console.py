@@ -201,13 +201,14 @@ def print_diff(console: Console, result: DiffResult) -> None:
 
 def print_validate(console: Console, result: ValidateResult) -> None:
     """The errors over the dataset, per GPU, framework, source and GPU count, then every point."""
-    from ditmeter.reports.validate_report import below_roofline, kept_ieee, point_table, summary_tables
+    from ditmeter.reports.validate_report import below_roofline, fp32_notes, point_table, summary_tables
 
     console.print(
-        f"{len(result.frame)} public measurements of real Wan runs predicted under their stated settings "
+        f"{len(result.frame)} public measurements of real Wan runs predicted under the settings "
+        "their sources state or imply "
         f"({result.settings}); error = predicted / measured - 1"
     )
-    for note in (kept_ieee(result.frame, result.fp32_matmul), below_roofline(result.frame)):
+    for note in (fp32_notes(result.frame, result.fp32_matmul), below_roofline(result.frame)):
         if note:
             console.print(note)
     for t in [*summary_tables(result.frame), point_table(result.frame)]:

@@ -22,6 +22,7 @@ VALIDATE_SCHEMA = pa.schema(
         pa.field("published_gpu", pa.string(), nullable=False),
         pa.field("gpus", pa.int64(), nullable=False),
         pa.field("settings", pa.string(), nullable=False),
+        pa.field("inferred", pa.string(), nullable=False),
         pa.field("plan", pa.string(), nullable=False),
         pa.field("method", pa.string()),
         pa.field("timed", pa.string(), nullable=False),
@@ -133,25 +134,44 @@ def _points(n: int) -> str:
     return f"{n} point" if n == 1 else f"{n} points"
 
 
-def kept_ieee(frame: pd.DataFrame, fp32_matmul: str) -> str | None:
-    """The line that says which points read their fp32 matmuls otherwise than the run: those whose
-    source states it (their settings carry ``time.fp32_matmul``), and under a run-wide ``tf32`` those
-    that kept IEEE (their devices have no TF32 curve); or None."""
-    differ = frame["fp32_matmul"] != fp32_matmul
-    stated = frame["settings"].str.contains("time.fp32_matmul=", regex=False)
+def fp32_reading(fp32_matmul: str | None) -> str:
+    """The run's ``time.fp32_matmul`` as the header states it (None: each point's own)."""
+    return fp32_matmul or "each point's (ieee unless its source states or implies tf32)"
+
+
+def fp32_notes(frame: pd.DataFrame, fp32_matmul: str | None) -> str | None:
+    """The line that says which points read their fp32 matmuls otherwise than PyTorch's default or
+    the run's ``time.fp32_matmul``: those whose source states it (their settings carry the key),
+    those whose source's measurements imply it (``inferred``, when the run gives no reading), and
+    those a TF32 reading is not applied to (their devices have no TF32 curve); or None."""
+    key = "time.fp32_matmul="
+    stated = frame["settings"].str.contains(key, regex=False)
+    implied = frame["inferred"].str.extract(r"time\.fp32_matmul=(\S+)", expand=False)
+    asked = implied.fillna("ieee") if fp32_matmul is None else pd.Series(fp32_matmul, index=frame.index)
+    asked = asked.where(~stated, frame["fp32_matmul"])
     parts = []
-    own = frame[differ & stated]
+    own = frame[stated & (frame["fp32_matmul"] != (fp32_matmul or "ieee"))]
     if not own.empty:
         one = len(own) == 1
         verb, says = ("states its", "its source says") if one else ("state their", "their sources say")
         readings = ", ".join(sorted(set(own["fp32_matmul"])))
         parts.append(f"{_points(len(own))} {verb} own time.fp32_matmul ({readings}, as {says})")
-    kept = frame[differ & ~stated]
+    inferred = frame[~stated & implied.notna() & (frame["fp32_matmul"] == implied)]
+    if fp32_matmul is None and not inferred.empty:
+        readings = ", ".join(sorted(set(inferred["fp32_matmul"])))
+        sources = "; ".join(sorted(set(inferred["source"])))
+        parts.append(
+            f"{_points(len(inferred))} read time.fp32_matmul as {readings}, which their source does not "
+            f"state but its measurements imply ({sources}: see their assumed; time.fp32_matmul=ieee "
+            "reads them as PyTorch's default)"
+        )
+    kept = frame[~stated & (frame["fp32_matmul"] != asked)]
     if not kept.empty:
         devices = ", ".join(sorted(set(kept["device"])))
         parts.append(
-            f"time.fp32_matmul={fp32_matmul} is not applied to {_points(len(kept))} ({devices}: no TF32 GEMM "
-            f"curve in their kernel tables); they keep {', '.join(sorted(set(kept['fp32_matmul'])))}"
+            f"time.fp32_matmul={', '.join(sorted(set(asked[kept.index])))} is not applied to "
+            f"{_points(len(kept))} ({devices}: no TF32 GEMM curve in their kernel tables); they keep "
+            f"{', '.join(sorted(set(kept['fp32_matmul'])))}"
         )
     return "; ".join(parts) or None
 
@@ -176,12 +196,12 @@ def below_roofline(frame: pd.DataFrame) -> str | None:
     )
 
 
-def validate_markdown(frame: pd.DataFrame, execution: str, fp32_matmul: str = "ieee") -> str:
-    note = "".join(f" {n}." for n in (kept_ieee(frame, fp32_matmul), below_roofline(frame)) if n)
+def validate_markdown(frame: pd.DataFrame, execution: str, fp32_matmul: str | None = None) -> str:
+    note = "".join(f" {n}." for n in (fp32_notes(frame, fp32_matmul), below_roofline(frame)) if n)
     lines = [
         "# ditmeter validate: predicted against public measurements of real Wan runs",
         "",
-        f"{len(frame)} points; time.execution={execution}, time.fp32_matmul={fp32_matmul}. "
+        f"{len(frame)} points; time.execution={execution}, time.fp32_matmul={fp32_reading(fp32_matmul)}. "
         "Error = predicted / measured − 1. "
         "No constant of the time model is fitted to these measurements." + note,
         "",
