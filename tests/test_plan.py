@@ -276,3 +276,30 @@ def test_a_gain_beyond_the_gpu_count_is_explained() -> None:
     assert any(line.startswith("note:") and "offload.model" in line for line in plan_lines(r))
     linear = plan(load(BASE, "plan"), PlanOptions(gpus=4))
     assert not any(line.startswith("note:") for line in plan_lines(linear))
+
+
+def test_plans_that_differ_only_in_what_they_shard_time_their_forward_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rank's forward is timed once per device and time plan: of the 20 runnable plans on 4 GPUs
+    those that differ only in T5 FSDP run the same DiT forward (fewer timings than plans); each
+    plan's cost still equals report's (test above), and a new device object is timed afresh."""
+    import ditmeter.analytic.parallel as parallel
+
+    calls: list[object] = []
+    real = parallel._rank_forward_time
+
+    def counted(*args: object) -> object:
+        calls.append(args[0])
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(parallel, "_rank_forward_time", counted)
+    monkeypatch.setattr(parallel, "_RANK_FORWARD", {})
+    cfg = load(BASE, "plan")
+    plan(cfg, PlanOptions(gpus=4))
+    first = len(calls)
+    assert first < 20
+    plan(cfg, PlanOptions(gpus=4))
+    assert len(calls) == first  # the same device and time plan: every forward remembered
+    plan(load(BASE, "plan"), PlanOptions(gpus=4))
+    assert len(calls) == 2 * first  # another load: new objects, timed again

@@ -345,10 +345,32 @@ def link_shared_block_s(block_s: float, ring: Sequence[CommTime], gathers: int) 
     return max(0.0, block_s - hidden / gathers) if gathers else block_s
 
 
+#: rank_forward_time's answers by (the rank's forward, block and attention ids, device and plan
+#: ids, stage), each kept with the device and plan it was computed for (an id is only reused once
+#: its object is gone, and the identity check then misses): plans that differ only in what they
+#: shard (DiT or T5 FSDP, offload) run the same forward, and `plan` and `sweep gpus=` cost them all
+_RANK_FORWARD: dict[tuple[object, ...], tuple[DeviceSpec, TimePlan, tuple[Timing, float, float]]] = {}
+_RANK_FORWARD_MAX = 256
+
+
 def rank_forward_time(
     rank: RankPlan, device: DeviceSpec, plan: TimePlan, stage: StageKernels
 ) -> tuple[Timing, float, float]:
     """(the rank's forward compute, one block's seconds, one block's self-attention core's seconds)."""
+    key = (rank.forward, rank.block, rank.attention, id(device), id(plan), stage)
+    hit = _RANK_FORWARD.get(key)
+    if hit is not None and hit[0] is device and hit[1] is plan:
+        return hit[2]
+    out = _rank_forward_time(rank, device, plan, stage)
+    if len(_RANK_FORWARD) >= _RANK_FORWARD_MAX:
+        _RANK_FORWARD.clear()
+    _RANK_FORWARD[key] = (device, plan, out)
+    return out
+
+
+def _rank_forward_time(
+    rank: RankPlan, device: DeviceSpec, plan: TimePlan, stage: StageKernels
+) -> tuple[Timing, float, float]:
     total, block, attention = ZERO, 0.0, 0.0
     for r in walk(rank.forward, expand=False):
         if r.kind != "leaf":

@@ -221,7 +221,7 @@ def _check_planned(g: Grid, fixed: Sequence[str]) -> None:
         raise ConfigError(
             "gpus",
             f"{planned:,} points rank every plan on more than one GPU; at most {MAX_PLANNED:,} per sweep "
-            "(about 10 a second: give fewer values of the other axes, or parallel.* for one plan)",
+            "(about 30 a second: give fewer values of the other axes, or parallel.* for one plan)",
         )
 
 
