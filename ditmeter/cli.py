@@ -150,7 +150,9 @@ def _cmd_validate(overrides: list[str], console: Console) -> int:
     cfg = _load(console, rest, "validate")
     folder = Path(data[-1]) if data else None
     t = cfg.time
-    given = any(a.lstrip("+").startswith("time.fp32_matmul=") for a in rest)  # else each point's own
+    from ditmeter.config import _key
+
+    given = any(_key(a) == "time.fp32_matmul" for a in rest)  # else each point's own
     result = validate(
         cfg.output_root, folder, cfg.run_id, t.execution, fp32_matmul=t.fp32_matmul if given else None
     )

@@ -13,7 +13,13 @@ import pandas as pd
 from ditmeter.compare.measurements import Point, comparison_frame, load_points
 from ditmeter.reports.run_dir import analysis_dir, check_run_folder, new_run_id, staged_run
 from ditmeter.reports.tables import write_parquet
-from ditmeter.reports.validate_report import VALIDATE_FILES, VALIDATE_SCHEMA, validate_markdown, validate_plot
+from ditmeter.reports.validate_report import (
+    VALIDATE_FILES,
+    VALIDATE_SCHEMA,
+    fp32_reading,
+    validate_markdown,
+    validate_plot,
+)
 
 
 def default_folder() -> Path:
@@ -121,8 +127,7 @@ class ValidateResult:
     @property
     def settings(self) -> str:
         """The run's own settings, as the keys read (``time.*``)."""
-        fp32 = self.fp32_matmul or "each point's (ieee unless its source states or implies tf32)"
-        return f"time.execution={self.execution}, time.fp32_matmul={fp32}"
+        return f"time.execution={self.execution}, time.fp32_matmul={fp32_reading(self.fp32_matmul)}"
 
 
 def validate(

@@ -76,6 +76,21 @@ def _read(path: Path) -> Any:
 _NOT_SETTINGS = ("model", "pipeline", "device", "output_root", "run_id", "calibration")
 
 
+def _settings(settings: Any, where: str, what: str) -> list[str]:
+    """``settings`` as a list of ``key=value`` strings that do not restate a point's own fields or
+    the run's (``_NOT_SETTINGS``); ``what`` names them in the message."""
+    if not isinstance(settings, list) or not all(isinstance(x, str) and "=" in x for x in settings):
+        raise ConfigError("validate.data", f"{where}: {what} must be a list of key=value strings")
+    own = [x for x in settings if x.split("=", 1)[0].split(".", 1)[0] in _NOT_SETTINGS]
+    if own:
+        raise ConfigError(
+            "validate.data",
+            f"{where}: {what} may not give {own[0].split('=', 1)[0]} (the point's own fields or the run's: "
+            f"{', '.join(_NOT_SETTINGS)})",
+        )
+    return settings
+
+
 def _check_shape(raw: dict[str, Any], where: str) -> None:
     """``gpus`` a positive int equal to the settings' plan, ``source`` a mapping, ``settings`` a list
     of ``key=value`` strings that do not restate the point's own fields."""
@@ -84,16 +99,7 @@ def _check_shape(raw: dict[str, Any], where: str) -> None:
         raise ConfigError("validate.data", f"{where}: gpus must be a positive integer, got {gpus!r}")
     if not isinstance(raw["source"], dict):
         raise ConfigError("validate.data", f"{where}: source must be a mapping (repo, path, url, where)")
-    settings = raw["settings"]
-    if not isinstance(settings, list) or not all(isinstance(x, str) and "=" in x for x in settings):
-        raise ConfigError("validate.data", f"{where}: settings must be a list of key=value strings")
-    own = [x for x in settings if x.split("=", 1)[0].split(".", 1)[0] in _NOT_SETTINGS]
-    if own:
-        raise ConfigError(
-            "validate.data",
-            f"{where}: settings may not give {own[0].split('=', 1)[0]} (the point's own fields or the run's: "
-            f"{', '.join(_NOT_SETTINGS)})",
-        )
+    settings = _settings(raw["settings"], where, "settings")
     plan = 1
     for key in ("ulysses", "ring", "cfg"):
         given = [x.split("=", 1)[1] for x in settings if x.startswith(f"parallel.{key}=")]
@@ -123,20 +129,12 @@ def _inferred(data: dict[str, Any], path: Path) -> tuple[tuple[str, ...], str | 
         return (), None
     settings = raw.get("settings") if isinstance(raw, dict) else None
     why = raw.get("why") if isinstance(raw, dict) else None
-    ok = (
-        isinstance(settings, list)
-        and bool(settings)
-        and all(isinstance(x, str) and "=" in x for x in settings)
-    )
-    if not ok or not isinstance(settings, list) or not isinstance(why, str) or not why.strip():
+    if not isinstance(settings, list) or not settings or not isinstance(why, str) or not why.strip():
         raise ConfigError(
             "validate.data",
             f"{path.name}: inferred must hold settings (key=value strings) and why (the evidence)",
         )
-    own = [x for x in settings if x.split("=", 1)[0].split(".", 1)[0] in _NOT_SETTINGS]
-    if own:
-        raise ConfigError("validate.data", f"{path.name}: inferred may not give {own[0].split('=', 1)[0]}")
-    return tuple(str(x) for x in settings), why
+    return tuple(_settings(settings, path.name, "inferred settings")), why
 
 
 def _point(raw: Any, source: str, path: Path) -> Point:
